@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * fusemirror common helpers: logging, crc32c, small arithmetic.
+ *
+ * Threading: every function here may be called from any thread.  The log
+ * level and sink are process globals; set them before starting threads.
+ */
+#ifndef FUSEMIRROR_COMMON_H
+#define FUSEMIRROR_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FM_SECTOR_SHIFT 9
+#define FM_SECTOR_SIZE  (1u << FM_SECTOR_SHIFT)
+#define FM_PAGE_SIZE    4096u
+
+#define fm_likely(x)    __builtin_expect(!!(x), 1)
+#define fm_unlikely(x)  __builtin_expect(!!(x), 0)
+
+#define FM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Round @x up/down to a multiple of @a, which must be a power of two. */
+#define FM_ALIGN_UP(x, a)   (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
+#define FM_ALIGN_DOWN(x, a) ((x) & ~((__typeof__(x))(a) - 1))
+#define FM_IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a) - 1)) == 0)
+
+static inline bool fm_is_power_of_2(uint64_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* Log levels, ordered: a message is printed when its level <= fm_log_level. */
+enum fm_log_level {
+	FM_LOG_ERR = 3,     /* an operation failed and a user must know */
+	FM_LOG_WARNING = 4, /* degraded, retried, or refused input */
+	FM_LOG_NOTICE = 5,  /* state changes (mount, leg failed, resync done) */
+	FM_LOG_INFO = 6,    /* progress and configuration */
+	FM_LOG_DEBUG = 7,   /* library internals; the only level modules use */
+};
+
+/* Current threshold; default FM_LOG_NOTICE, or FM_LOG_DEBUG when the
+ * environment variable FUSEMIRROR_DEBUG is set at first use. */
+enum fm_log_level fm_log_get_level(void);
+void fm_log_set_level(enum fm_log_level level);
+/* Send messages to syslog (daemon mode) instead of stderr. */
+void fm_log_use_syslog(bool on);
+
+void fm_log(enum fm_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void fm_logv(enum fm_log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+#define fm_err(...)    fm_log(FM_LOG_ERR, __VA_ARGS__)
+#define fm_warn(...)   fm_log(FM_LOG_WARNING, __VA_ARGS__)
+#define fm_notice(...) fm_log(FM_LOG_NOTICE, __VA_ARGS__)
+#define fm_info(...)   fm_log(FM_LOG_INFO, __VA_ARGS__)
+#define fm_debug(...)                                                   \
+	do {                                                            \
+		if (fm_unlikely(fm_log_get_level() >= FM_LOG_DEBUG))    \
+			fm_log(FM_LOG_DEBUG, __VA_ARGS__);              \
+	} while (0)
+
+/*
+ * CRC-32C (Castagnoli, the iSCSI/ext4/btrfs polynomial).  Continue a running
+ * checksum by passing the previous return value as @crc; start with 0.
+ * Uses the SSE4.2 instruction when the CPU has it.
+ */
+uint32_t fm_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t fm_now_ns(void);
+
+/*
+ * Parse a size such as "512", "4k", "64M", "1G", "2T" (binary units, an
+ * optional trailing "B" or "iB").  Returns 0 and sets *ret_bytes, or
+ * -EINVAL (not a size) / -ERANGE (overflows 64 bits).
+ */
+int fm_parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Format @bytes as "1.5 GiB" into @buf (at least 32 bytes); returns @buf. */
+char *fm_format_size(uint64_t bytes, char *buf, size_t len);
+
+#endif /* FUSEMIRROR_COMMON_H */

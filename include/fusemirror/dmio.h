@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * dmio: a userspace dm-io.  Synchronous and asynchronous I/O to one region
+ * (read) or up to DMIO_MAX_REGIONS regions at once (write, flush, discard,
+ * write-zeroes), with a per-region error bitset, over io_uring.
+ *
+ * A region is (device, first 512-byte sector, sector count).  A write to N
+ * regions sends the same bytes to every region: that is how the mirror fans
+ * one write out to all of its legs.
+ *
+ * Threading:
+ *   - Any thread may submit.  Submissions go into io_uring in batches: a
+ *     request's pieces are queued together and submitted with one syscall,
+ *     and requests issued from a completion callback are submitted together
+ *     after the callbacks of that batch of completions have run.
+ *   - Completions are reaped by the engine's own thread(s), one per ring.
+ *     Asynchronous callbacks run on those threads, with no dmio lock held.
+ *     A callback may submit new asynchronous I/O; it must not call a
+ *     synchronous dmio function (that would wait for itself: such a call
+ *     returns -EDEADLK) and should not block for long (it holds up every
+ *     other completion on its ring).
+ *   - A dmio_dev may be used by many threads at once.  Closing it while I/O
+ *     to it is in flight is a programmer error.
+ *   - dmio_engine_shutdown() waits for every in-flight request.
+ *
+ * Memory: a request's buffers (the page list, the iovec array and the memory
+ * they point to, or the vm buffer) must stay valid and, for a write,
+ * unchanged until the request completes, as a bio's pages must in the
+ * kernel.  The region array and the struct dmio_request are copied at
+ * submission and may be reused as soon as dmio() returns.
+ */
+#ifndef FUSEMIRROR_DMIO_H
+#define FUSEMIRROR_DMIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <glib.h>
+
+/* At most this many regions in one request: bits of an unsigned long. */
+#define DMIO_MAX_REGIONS 64
+
+/*----------------------------------------------------------------*/
+/* Devices */
+
+struct dmio_dev;
+
+enum dmio_dev_flags {
+	DMIO_DEV_RDONLY = 1u << 0,      /* open read-only; writes fail (EBADF) */
+	DMIO_DEV_NO_DIRECT = 1u << 1,   /* do not try O_DIRECT */
+	DMIO_DEV_CREATE = 1u << 2,      /* create a regular file if missing */
+	DMIO_DEV_EXCL = 1u << 3,        /* O_EXCL on a block device (claim it) */
+};
+
+/*
+ * Open a backing regular file or block device.  O_DIRECT is used when the
+ * file system or device accepts it (unless DMIO_DEV_NO_DIRECT), otherwise
+ * buffered I/O; always O_CLOEXEC.  Size comes from fstat (files) or
+ * BLKGETSIZE64 (block devices), the logical block size from BLKSSZGET, and
+ * the O_DIRECT memory/offset alignment from statx(STATX_DIOALIGN) where the
+ * kernel reports it.  Returns 0 or -errno; *ret_dev is untouched on failure.
+ */
+int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev);
+
+/*
+ * Wrap an fd the caller opened (dmio takes ownership of it, also on
+ * failure).  The same probing as dmio_dev_open() is done; whether @fd uses
+ * O_DIRECT is read from its file status flags.
+ */
+int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev);
+
+/* Close; accepts NULL.  No I/O to @dev may be in flight. */
+void dmio_dev_close(struct dmio_dev *dev);
+
+const char *dmio_dev_name(const struct dmio_dev *dev);
+int dmio_dev_fd(const struct dmio_dev *dev);
+uint64_t dmio_dev_size(const struct dmio_dev *dev);         /* bytes */
+uint64_t dmio_dev_sectors(const struct dmio_dev *dev);      /* 512 B sectors */
+unsigned dmio_dev_logical_block_size(const struct dmio_dev *dev);
+bool dmio_dev_is_direct(const struct dmio_dev *dev);
+bool dmio_dev_is_blockdev(const struct dmio_dev *dev);
+/* Re-read the size (after the file or device was grown). */
+int dmio_dev_refresh_size(struct dmio_dev *dev);
+
+/* For g_autoptr(dmio_dev): glib's cleanup macros need a type name. */
+typedef struct dmio_dev dmio_dev;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(dmio_dev, dmio_dev_close)
+
+struct dmio_region {
+	struct dmio_dev *dev;
+	uint64_t sector;        /* first 512-byte sector */
+	uint64_t count;         /* number of sectors */
+};
+
+/*----------------------------------------------------------------*/
+/* Memory */
+
+/* A list of 4 KiB pages (each 4096-byte aligned, FM_PAGE_SIZE long). */
+struct dmio_page_list {
+	struct dmio_page_list *next;
+	void *page;
+};
+
+enum dmio_mem_type {
+	DMIO_MEM_PAGE_LIST, /* ptr.pl: pages, starting at @offset in the first */
+	DMIO_MEM_BVEC,      /* ptr.bvec: an iovec array */
+	DMIO_MEM_VM,        /* ptr.vma: one contiguous buffer */
+};
+
+struct dmio_memory {
+	enum dmio_mem_type type;
+	unsigned offset;    /* DMIO_MEM_PAGE_LIST: byte offset into first page */
+	union {
+		struct dmio_page_list *pl;
+		struct {
+			const struct iovec *iov;
+			unsigned iovcnt;
+		} bvec;
+		void *vma;
+	} ptr;
+};
+
+/*----------------------------------------------------------------*/
+/* Clients: reservations so that the hot path never waits for malloc */
+
+struct dmio_client;
+
+/*
+ * Create a client holding a reserve of @min_ios request structures (and
+ * what they need: piece descriptors, bounce pages for unaligned I/O).  A
+ * request allocates from its client's free lists first, then from malloc,
+ * and only when malloc fails does it wait for an in-flight request of the
+ * same client to give its structures back: so I/O makes progress even when
+ * memory is exhausted, as long as the reserve covers one request.
+ * Returns NULL only if the reserve cannot be allocated.
+ */
+struct dmio_client *dmio_client_create(unsigned min_ios);
+/* Destroy; accepts NULL.  The client must have no request in flight. */
+void dmio_client_destroy(struct dmio_client *client);
+/* Grow (pages > 0) or shrink (pages < 0) the client's bounce-page reserve. */
+int dmio_client_resize(struct dmio_client *client, int pages);
+
+typedef struct dmio_client dmio_client;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(dmio_client, dmio_client_destroy)
+
+/*
+ * The seed API: reserve (or return) @pages pages of the default client,
+ * which serves requests that name no client and the dmio_sync/async calls.
+ */
+int dmio_get(unsigned pages);
+void dmio_put(unsigned pages);
+
+/*----------------------------------------------------------------*/
+/* Requests */
+
+/*
+ * The async completion callback.  @error_bits has bit i set iff some part of
+ * region i failed.  Called exactly once per request, after every piece of
+ * every region has completed, on an engine thread, with no lock held.
+ */
+typedef void (*dmio_notify_fn)(unsigned long error_bits, void *context);
+
+enum dmio_op {
+	DMIO_OP_READ,         /* exactly one region */
+	DMIO_OP_WRITE,        /* 1..DMIO_MAX_REGIONS regions, same data to each */
+	DMIO_OP_FLUSH,        /* empty flush (fdatasync) of each region's device;
+				 sector/count are ignored, memory is not used */
+	DMIO_OP_DISCARD,      /* unmap; reads of the range then return zeroes */
+	DMIO_OP_WRITE_ZEROES, /* make the range read back as zeroes */
+};
+
+enum dmio_req_flags {
+	DMIO_REQ_FUA = 1u << 0,      /* write: durable when it completes */
+	DMIO_REQ_PREFLUSH = 1u << 1, /* write: flush each device first */
+};
+
+struct dmio_request {
+	enum dmio_op op;
+	unsigned flags;                 /* enum dmio_req_flags */
+	struct dmio_memory mem;         /* READ and WRITE only */
+	dmio_notify_fn notify_fn;       /* NULL: the call is synchronous */
+	void *notify_context;
+	struct dmio_client *client;     /* NULL: the default client */
+};
+
+/*
+ * Issue @req on @num_regions regions.
+ *
+ * Asynchronous (req->notify_fn set): returns 0 once the request is queued
+ * and notify_fn will be called exactly once; or -errno for a request that is
+ * malformed (read with more than one region, no region, more than
+ * DMIO_MAX_REGIONS, unknown op or memory type), in which case notify_fn is
+ * never called.  Does not block, except to wait for a client's reserve when
+ * malloc fails.
+ *
+ * Synchronous (notify_fn NULL): blocks until the request completes; stores
+ * the error bitset in *error_bits (if not NULL) and returns 0 when it is
+ * zero, -EIO when some region failed, -errno for a malformed request, or
+ * -EDEADLK when called from a completion callback.
+ *
+ * Per-region failures (never a crash, never silent): I/O beyond the device
+ * end; an errno from the kernel; a short read at end of file; an operation
+ * the device cannot do (e.g. discard on a device without support).
+ * Large regions are split into pieces of at most dmio_max_io_bytes();
+ * short transfers are resubmitted for the remainder; EAGAIN and EINTR are
+ * retried.  On an O_DIRECT device, memory or sectors that break its
+ * alignment go through bounce buffers (a sector that is not a whole logical
+ * block is read-modify-written); aligned requests are never copied.
+ */
+int dmio(struct dmio_request *req, unsigned num_regions,
+	 const struct dmio_region *where, unsigned long *error_bits);
+
+/* The seed's six calls.  @rw is DMIO_OP_READ or DMIO_OP_WRITE. */
+int dmio_sync(unsigned num_regions, const struct dmio_region *where, int rw,
+	      struct dmio_page_list *pl, unsigned offset, unsigned long *error_bits);
+int dmio_async(unsigned num_regions, const struct dmio_region *where, int rw,
+	       struct dmio_page_list *pl, unsigned offset,
+	       dmio_notify_fn fn, void *context);
+int dmio_sync_bvec(unsigned num_regions, const struct dmio_region *where, int rw,
+		   const struct iovec *iov, unsigned iovcnt, unsigned long *error_bits);
+int dmio_async_bvec(unsigned num_regions, const struct dmio_region *where, int rw,
+		    const struct iovec *iov, unsigned iovcnt,
+		    dmio_notify_fn fn, void *context);
+int dmio_sync_vm(unsigned num_regions, const struct dmio_region *where, int rw,
+		 void *data, unsigned long *error_bits);
+int dmio_async_vm(unsigned num_regions, const struct dmio_region *where, int rw,
+		  void *data, dmio_notify_fn fn, void *context);
+
+/*----------------------------------------------------------------*/
+/* The engine */
+
+struct dmio_engine_opts {
+	unsigned rings;         /* io_uring instances (and reaper threads); 0: 1 */
+	unsigned sq_entries;    /* per ring; 0: 256 */
+	uint32_t max_io_bytes;  /* split larger pieces; 0: 1 MiB; >= 4096 */
+};
+
+/*
+ * Start the engine with @opts (NULL: defaults).  Optional: the first request
+ * starts it with defaults.  Returns -EBUSY if it is already running,
+ * -EINVAL for bad options, -errno if io_uring cannot be set up.
+ */
+int dmio_engine_init(const struct dmio_engine_opts *opts);
+
+/*
+ * Wait for every in-flight request to complete (callbacks included), then
+ * stop the reaper threads and free the rings and the default client.  The
+ * engine may be started again afterwards.  Must not be called from a
+ * completion callback.
+ */
+void dmio_engine_shutdown(void);
+
+/* Largest piece the engine submits as one SQE. */
+uint32_t dmio_max_io_bytes(void);
+
+/* True on an engine (completion) thread. */
+bool dmio_in_callback(void);
+
+/* Counters since the engine started (for benchmarks and status). */
+struct dmio_stats {
+	uint64_t requests;      /* dmio() calls accepted */
+	uint64_t sqes;          /* SQEs submitted (pieces, retries, RMW steps) */
+	uint64_t submits;       /* io_uring_enter calls that submitted */
+	uint64_t bounced;       /* pieces that went through a bounce buffer */
+	uint64_t resubmits;     /* short transfers and EAGAIN/EINTR retries */
+	uint64_t region_errors; /* error bits set */
+};
+void dmio_get_stats(struct dmio_stats *ret_stats);
+
+#endif /* FUSEMIRROR_DMIO_H */
