@@ -23,11 +23,18 @@
  *     to it is in flight is a programmer error.
  *   - dmio_engine_shutdown() waits for every in-flight request.
  *
- * Memory: a request's buffers (the page list, the iovec array and the memory
- * they point to, or the vm buffer) must stay valid and, for a write,
- * unchanged until the request completes, as a bio's pages must in the
- * kernel.  The region array and the struct dmio_request are copied at
- * submission and may be reused as soon as dmio() returns.
+ * Memory: the memory a request reads into or writes from (the pages of a
+ * page list and the list itself, the buffers an iovec array points to, the
+ * vm buffer) must stay valid and, for a write, unchanged until the request
+ * completes, as a bio's pages must in the kernel.  The region array, the
+ * iovec array itself and the struct dmio_request are copied at submission
+ * and may be reused as soon as dmio() returns.
+ *
+ * Ordering: requests are not ordered against each other, as in the kernel,
+ * with one exception that only dmio can provide: sub-block writes that
+ * dmio turns into read-modify-write (see dmio()) are serialised per device
+ * on the logical blocks they rewrite, so two writes to different sectors of
+ * one logical block never undo each other.
  */
 #ifndef FUSEMIRROR_DMIO_H
 #define FUSEMIRROR_DMIO_H

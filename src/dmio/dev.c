@@ -143,6 +143,7 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev)
 		return -ENOMEM;
 	}
 	dev->fd = fd;
+	pthread_mutex_init(&dev->rmw_lock, NULL);
 	dev->name = strdup(name ? name : "(fd)");
 	dev->seq = atomic_fetch_add(&dev_seq, 1);
 	if (!dev->name) {
@@ -198,6 +199,7 @@ void dmio_dev_close(struct dmio_dev *dev)
 		return;
 	if (dev->fd >= 0)
 		close(dev->fd);
+	pthread_mutex_destroy(&dev->rmw_lock);
 	free(dev->name);
 	free(dev);
 }

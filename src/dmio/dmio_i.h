@@ -65,6 +65,15 @@ struct dmio_dev {
 	/* Learned from -EOPNOTSUPP, so the next request skips the attempt. */
 	atomic_bool no_zero_range;
 	atomic_bool no_punch_hole;
+	/*
+	 * Read-modify-write pieces in flight (rmw_active) and those waiting
+	 * for an overlapping one to finish (rmw_wait_*, in arrival order).  A
+	 * read-modify-write rewrites whole logical blocks, so two of them on
+	 * neighbouring sectors of one block must not overlap in time.
+	 */
+	pthread_mutex_t rmw_lock;       /* guards the three lists */
+	struct dmio_piece *rmw_active;
+	struct dmio_piece *rmw_wait_head, *rmw_wait_tail;
 };
 
 /* Internal memory type: an endless run of zeroes (write-zeroes fallback). */
@@ -85,8 +94,11 @@ enum dmio_piece_stage {
 	DMIO_STAGE_BOUNCE_WRITE,/* write bounce pages (user data copied in) */
 };
 
+/* Iovecs a request copies inline; more are allocated. */
+#define DMIO_IO_INLINE_IOVS 8
+
 struct dmio_io {
-	atomic_uint pending;            /* pieces outstanding + submit ref */
+	atomic_uint pending;            /* pieces outstanding */
 	atomic_ulong error_bits;
 	enum dmio_op op;
 	unsigned flags;
@@ -98,6 +110,11 @@ struct dmio_io {
 	bool preflush_phase;
 	unsigned num_regions;
 	struct dmio_region regions[DMIO_MAX_REGIONS];
+	/* The caller's iovec array, copied (mem.ptr.bvec.iov points here or
+	 * to an allocated copy): it is walked again by bounce copies and the
+	 * PREFLUSH phase, after dmio() has returned. */
+	struct iovec *iov_alloc;
+	struct iovec iov_inline[DMIO_IO_INLINE_IOVS];
 	struct dmio_io *next_free;
 };
 
@@ -110,6 +127,8 @@ struct dmio_piece {
 	uint8_t region;                 /* bit in io->error_bits */
 	int falloc_mode;
 	bool zeroes;                    /* FALLOC: for write-zeroes, not discard */
+	bool rmw;                       /* holds a place on dev->rmw_active */
+	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */
 	uint64_t len;                   /* bytes left in this stage */

@@ -18,6 +18,7 @@
  *     caller's bytes are [user_off, user_off + user_len) inside it.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dmio_i.h"
@@ -214,6 +215,7 @@ static struct dmio_piece *piece_new(struct dmio_io *io, struct dmio_dev *dev,
 	p->region = (uint8_t)region;
 	p->falloc_mode = 0;
 	p->zeroes = false;
+	p->rmw = false;
 	p->rw_flags = 0;
 	p->nr_bounce = 0;
 	p->iov_first = 0;
@@ -439,16 +441,109 @@ static void build_op(struct dmio_io *io, enum dmio_op op, struct piece_list *lis
 	}
 }
 
+/*----------------------------------------------------------------*/
+/* Read-modify-write serialisation */
+
+static bool rmw_overlaps(const struct dmio_piece *a, const struct dmio_piece *b)
+{
+	return a->aligned_off < b->aligned_off + b->aligned_len &&
+	       b->aligned_off < a->aligned_off + a->aligned_len;
+}
+
+/* May @p (an RMW piece) start now?  Called with dev->rmw_lock held; @p
+ * must not overlap an active piece nor one that waits before it. */
+static bool rmw_may_start_locked(struct dmio_dev *dev, const struct dmio_piece *p)
+{
+	for (struct dmio_piece *a = dev->rmw_active; a; a = a->rmw_next)
+		if (rmw_overlaps(a, p))
+			return false;
+	for (struct dmio_piece *w = dev->rmw_wait_head; w && w != p; w = w->rmw_next)
+		if (rmw_overlaps(w, p))
+			return false;
+	return true;
+}
+
+/* Admit @p or queue it; returns true when it may be submitted now. */
+static bool rmw_admit(struct dmio_piece *p)
+{
+	struct dmio_dev *dev = p->dev;
+	bool go;
+
+	pthread_mutex_lock(&dev->rmw_lock);
+	go = rmw_may_start_locked(dev, p);
+	p->rmw = true;
+	if (go) {
+		p->rmw_next = dev->rmw_active;
+		dev->rmw_active = p;
+	} else {
+		p->rmw_next = NULL;
+		if (dev->rmw_wait_tail)
+			dev->rmw_wait_tail->rmw_next = p;
+		else
+			dev->rmw_wait_head = p;
+		dev->rmw_wait_tail = p;
+	}
+	pthread_mutex_unlock(&dev->rmw_lock);
+	return go;
+}
+
+/* @p's read-modify-write is over: let the waiters it blocked go. */
+static void rmw_release(struct dmio_piece *p)
+{
+	struct dmio_dev *dev = p->dev;
+	struct dmio_piece *ready = NULL, **pp;
+
+	pthread_mutex_lock(&dev->rmw_lock);
+	for (pp = &dev->rmw_active; *pp; pp = &(*pp)->rmw_next) {
+		if (*pp == p) {
+			*pp = p->rmw_next;
+			break;
+		}
+	}
+	p->rmw = false;
+	for (pp = &dev->rmw_wait_head; *pp;) {
+		struct dmio_piece *w = *pp;
+
+		if (!rmw_may_start_locked(dev, w)) {
+			pp = &w->rmw_next;
+			continue;
+		}
+		*pp = w->rmw_next;      /* off the wait list... */
+		if (dev->rmw_wait_tail == w) {
+			dev->rmw_wait_tail = NULL;
+			for (struct dmio_piece *t = dev->rmw_wait_head; t; t = t->rmw_next)
+				dev->rmw_wait_tail = t;
+		}
+		w->rmw_next = dev->rmw_active; /* ...onto the active one */
+		dev->rmw_active = w;
+		w->next = ready;
+		ready = w;
+	}
+	pthread_mutex_unlock(&dev->rmw_lock);
+	if (ready)
+		dmio_submit_pieces(ready);
+}
+
 /* Hand @list to the engine, with io->pending already counting it.  When a
  * request has no piece at all (every region failed validation), a NOP piece
  * still goes through the ring, so that the callback runs on an engine
- * thread as promised. */
+ * thread as promised.  Read-modify-write pieces that overlap one in flight
+ * are held back until it completes. */
 static void start_pieces(struct dmio_io *io, struct piece_list *list)
 {
+	struct dmio_piece *go = NULL, *p, *next;
+
 	if (!list->n)
 		piece_new(io, io->regions[0].dev, 0, DMIO_PIECE_NOP, list);
 	atomic_store_explicit(&io->pending, list->n, memory_order_relaxed);
-	dmio_submit_pieces(list->head);
+	for (p = list->head; p; p = next) {
+		next = p->next;
+		if (p->stage == DMIO_STAGE_RMW_READ && !rmw_admit(p))
+			continue;
+		p->next = go;
+		go = p;
+	}
+	dmio_submit_pieces(go);
 }
 
 /*----------------------------------------------------------------*/
@@ -472,6 +567,7 @@ static void io_finish(struct dmio_io *io)
 	bits = atomic_load(&io->error_bits);
 	fn = io->fn;
 	ctx = io->context;
+	free(io->iov_alloc);
 	/* Give the io back before the callback, which may want a new one. */
 	dmio_io_free(client, io);
 	fn(bits, ctx);
@@ -488,6 +584,8 @@ static void piece_end(struct dmio_piece *p, int err)
 			 strerror(-err));
 		set_region_error(io, p->region);
 	}
+	if (p->rmw)
+		rmw_release(p);
 	if (p->nr_bounce)
 		dmio_pages_free(io->client, p->bounce, p->nr_bounce);
 	dmio_piece_free(io->client, p);
@@ -737,6 +835,21 @@ int dmio(struct dmio_request *req, unsigned num_regions,
 	io->op = req->op;
 	io->flags = req->op == DMIO_OP_WRITE ? req->flags : 0;
 	io->mem = req->mem;
+	io->iov_alloc = NULL;
+	if (io->mem.type == DMIO_MEM_BVEC && io->mem.ptr.bvec.iovcnt) {
+		unsigned cnt = io->mem.ptr.bvec.iovcnt;
+		struct iovec *copy = io->iov_inline;
+
+		if (cnt > DMIO_IO_INLINE_IOVS) {
+			copy = io->iov_alloc = malloc(cnt * sizeof(*copy));
+			if (!copy) {
+				dmio_io_free(client, io);
+				return -ENOMEM;
+			}
+		}
+		memcpy(copy, req->mem.ptr.bvec.iov, cnt * sizeof(*copy));
+		io->mem.ptr.bvec.iov = copy;
+	}
 	io->fn = req->notify_fn;
 	io->context = req->notify_context;
 	io->client = client;
