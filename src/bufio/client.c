@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Clients: creation, destruction, accounting, statistics, the process-wide
+ * knobs.  Invariants:
+ *   - c->bytes counts the data of every buffer the client owns: in the
+ *     index, in the reserve, in flight out of the index, and memory that a
+ *     copy on write left to a write in flight;
+ *   - bufio_globals.bytes is the sum over the clients;
+ *   - buffer headers are recycled through c->spare and freed only with
+ *     the client (lock-free lookups may read a header at any time);
+ *   - c->nr_io counts requests submitted and not completed; destroy waits
+ *     for it to reach 0 under c->lock, and a completion touches nothing of
+ *     the client after it decremented it (bufio_io_put is its last step).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bufio_i.h"
+
+#define BUFIO_DEFAULT_MINIMUM_BUFFERS 8u
+#define BUFIO_DEFAULT_RETAIN_BYTES (256u * 1024u)
+#define BUFIO_DEFAULT_MAX_AGE_MS (300u * 1000u)
+#define BUFIO_DEFAULT_WRITEBACK_AGE_MS (30u * 1000u)
+
+struct bufio_globals bufio_globals = {
+	.lifecycle = PTHREAD_MUTEX_INITIALIZER,
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+	.clients = { &bufio_globals.clients, &bufio_globals.clients },
+	.retain_bytes = BUFIO_DEFAULT_RETAIN_BYTES,
+	.max_age_ms = BUFIO_DEFAULT_MAX_AGE_MS,
+	.writeback_age_ms = BUFIO_DEFAULT_WRITEBACK_AGE_MS,
+};
+
+uint64_t bufio_now_ns(void)
+{
+	struct timespec ts;
+
+	/* Coarse: a few ms of resolution is plenty for ages, and it is the
+	 * cheap vDSO path on the hit path. */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t default_cache_size(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES);
+	long psize = sysconf(_SC_PAGESIZE);
+
+	if (pages <= 0 || psize <= 0)
+		return 64ull << 20;
+	return (uint64_t)pages * (uint64_t)psize / 50; /* 2%, as dm-bufio */
+}
+
+static void max_update(_Atomic uint64_t *peak, uint64_t v)
+{
+	uint64_t p = atomic_load_explicit(peak, memory_order_relaxed);
+
+	while (v > p && !atomic_compare_exchange_weak_explicit(peak, &p, v,
+							       memory_order_relaxed,
+							       memory_order_relaxed))
+		;
+}
+
+void bufio_account_bytes(struct bufio_client *c, int64_t delta)
+{
+	uint64_t v = atomic_fetch_add_explicit(&c->bytes, (uint64_t)delta,
+					       memory_order_relaxed) + (uint64_t)delta;
+	uint64_t g = atomic_fetch_add_explicit(&bufio_globals.bytes, (uint64_t)delta,
+					       memory_order_relaxed) + (uint64_t)delta;
+
+	if (delta > 0) {
+		max_update(&c->peak_bytes, v);
+		max_update(&bufio_globals.peak_bytes, g);
+	}
+}
+
+uint64_t bufio_client_limit(const struct bufio_client *c)
+{
+	uint64_t max = bufio_get_max_cache_size_bytes();
+	unsigned n = atomic_load_explicit(&bufio_globals.nr_clients, memory_order_relaxed);
+	uint64_t share = max / (n ? n : 1);
+	uint64_t floor = ((uint64_t)c->reserved_buffers +
+			  atomic_load_explicit(&c->minimum_buffers, memory_order_relaxed))
+			 << c->block_shift;
+
+	return share > floor ? share : floor;
+}
+
+void bufio_wake_free(struct bufio_client *c)
+{
+	if (!atomic_load(&c->nr_free_waiters))
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->free_gen++;
+	pthread_cond_broadcast(&c->free_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void bufio_io_get(struct bufio_client *c)
+{
+	atomic_fetch_add_explicit(&c->nr_io, 1, memory_order_relaxed);
+}
+
+void bufio_io_put(struct bufio_client *c)
+{
+	/* Under the lock: destroy must not free @c between the decrement and
+	 * the wake-up. */
+	pthread_mutex_lock(&c->lock);
+	if (atomic_fetch_sub_explicit(&c->nr_io, 1, memory_order_acq_rel) == 1) {
+		c->free_gen++;
+		pthread_cond_broadcast(&c->free_cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static unsigned shard_count(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = 4u * (unsigned)(cpus > 0 ? cpus : 1);
+	unsigned n = 1;
+
+	while (n < want && n < BUFIO_MAX_SHARDS)
+		n <<= 1;
+	return n;
+}
+
+static void client_free(struct bufio_client *c)
+{
+	if (c->shards) {
+		for (unsigned i = 0; i < c->nshards; i++) {
+			struct bufio_shard *s = &c->shards[i];
+			struct bufio_buffer *b, *next;
+
+			if (!bufio_index_table_locked(s))
+				continue;
+			bufio_index_for_each_locked(s, b, next) {
+				/* Held at destroy: a programmer error. */
+				assert(atomic_load(&b->ref) == 1);
+				bufio_destroy_buffer(c, b);
+			}
+			bufio_shard_fini(s);
+		}
+		free(c->shards);
+	}
+	while (!bufio_list_empty(&c->reserve)) {
+		struct bufio_buffer *b = bufio_container_of(c->reserve.next,
+							    struct bufio_buffer, lru);
+
+		bufio_list_del(&b->lru);
+		bufio_destroy_buffer(c, b);
+	}
+	bufio_slab_fini(c);
+	while (!bufio_list_empty(&c->spare)) {
+		struct bufio_buffer *b = bufio_container_of(c->spare.next,
+							    struct bufio_buffer, lru);
+
+		bufio_list_del(&b->lru);
+		free(b);
+	}
+	pthread_cond_destroy(&c->free_cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+int bufio_client_create(const struct bufio_bdev *bdev, unsigned block_size,
+			unsigned reserved_buffers, unsigned aux_size,
+			bufio_alloc_fn alloc_callback, bufio_write_fn write_callback,
+			struct bufio_client **ret_client)
+{
+	struct bufio_client *c;
+	int r;
+
+	if (!bdev || !bdev->ops || !bdev->ops->submit || !bdev->ops->flush ||
+	    !bdev->ops->size || !fm_is_power_of_2(block_size) ||
+	    block_size < BUFIO_MIN_BLOCK_SIZE || block_size > BUFIO_MAX_BLOCK_SIZE ||
+	    aux_size > (1u << 20))
+		return -EINVAL;
+
+	c = aligned_alloc(BUFIO_CACHELINE, FM_ALIGN_UP(sizeof(*c), BUFIO_CACHELINE));
+	if (!c)
+		return -ENOMEM;
+	memset(c, 0, sizeof(*c));
+	c->bdev = *bdev;
+	c->block_size = block_size;
+	c->block_shift = (unsigned)__builtin_ctz(block_size);
+	c->sector_shift = c->block_shift - FM_SECTOR_SHIFT;
+	c->data_align = block_size < FM_PAGE_SIZE ? block_size : FM_PAGE_SIZE;
+	c->aux_size = aux_size;
+	c->reserved_buffers = reserved_buffers;
+	c->alloc_callback = alloc_callback;
+	c->write_callback = write_callback;
+	atomic_init(&c->minimum_buffers, BUFIO_DEFAULT_MINIMUM_BUFFERS);
+	bufio_list_init(&c->reserve);
+	bufio_list_init(&c->spare);
+	bufio_list_init(&c->node);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->free_cond, NULL);
+
+	r = bufio_slab_init(c);
+	if (r < 0) {
+		client_free(c);
+		return r;
+	}
+	c->nshards = shard_count();
+	c->shard_mask = c->nshards - 1;
+	c->shards = aligned_alloc(BUFIO_CACHELINE, c->nshards * sizeof(*c->shards));
+	if (!c->shards) {
+		client_free(c);
+		return -ENOMEM;
+	}
+	memset(c->shards, 0, c->nshards * sizeof(*c->shards));
+	for (unsigned i = 0; i < c->nshards; i++) {
+		r = bufio_shard_init(&c->shards[i]);
+		if (r < 0) {
+			for (unsigned j = 0; j < i; j++)
+				bufio_shard_fini(&c->shards[j]);
+			free(c->shards);
+			c->shards = NULL;
+			client_free(c);
+			return r;
+		}
+	}
+
+	for (unsigned i = 0; i < reserved_buffers; i++) {
+		struct bufio_buffer *b = bufio_new_buffer_mem(c);
+
+		if (!b) {
+			client_free(c);
+			return -ENOMEM;
+		}
+		bufio_list_add_tail(&b->lru, &c->reserve);
+		c->n_reserve++;
+	}
+
+	r = bufio_cleaner_register(c);
+	if (r < 0) {
+		client_free(c);
+		return r;
+	}
+	*ret_client = c;
+	return 0;
+}
+
+void bufio_client_destroy(struct bufio_client *c)
+{
+	int r;
+
+	if (!c)
+		return;
+	bufio_cleaner_unregister(c);
+
+	r = bufio_write_dirty_buffers(c);
+	if (r < 0)
+		fm_debug("bufio: destroy: writing back dirty buffers failed: %s",
+			 strerror(-r));
+
+	pthread_mutex_lock(&c->lock);
+	while (atomic_load(&c->nr_io))
+		pthread_cond_wait(&c->free_cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+
+	client_free(c);
+}
+
+/*----------------------------------------------------------------*/
+
+void bufio_set_minimum_buffers(struct bufio_client *c, unsigned n)
+{
+	atomic_store(&c->minimum_buffers, n);
+}
+
+void bufio_set_sector_offset(struct bufio_client *c, uint64_t start)
+{
+	atomic_store(&c->start, start);
+}
+
+unsigned bufio_get_block_size(const struct bufio_client *c)
+{
+	return c->block_size;
+}
+
+uint64_t bufio_get_device_size(struct bufio_client *c)
+{
+	uint64_t s = c->bdev.ops->size(c->bdev.dev) >> FM_SECTOR_SHIFT;
+	uint64_t start = atomic_load(&c->start);
+
+	s = s >= start ? s - start : 0;
+	return s >> c->sector_shift;
+}
+
+uint64_t bufio_get_block_number(const struct bufio_buffer *b)
+{
+	return b->block;
+}
+
+void *bufio_get_block_data(const struct bufio_buffer *b)
+{
+	return b->data;
+}
+
+void *bufio_get_aux_data(const struct bufio_buffer *b)
+{
+	return (void *)b->aux;
+}
+
+struct bufio_client *bufio_get_client(const struct bufio_buffer *b)
+{
+	return b->c;
+}
+
+void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
+{
+	struct bufio_stats st = { 0 };
+
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct bufio_shard *s = &c->shards[i];
+
+		pthread_mutex_lock(&s->lock);
+		st.hits += s->hits;
+		st.misses += s->misses;
+		st.reads += s->reads;
+		st.read_ios += s->read_ios;
+		st.writes += s->writes;
+		st.write_ios += s->write_ios;
+		st.evictions += s->evictions;
+		st.cow_copies += s->cow_copies;
+		st.read_errors += s->read_errors;
+		st.write_errors += s->write_errors;
+		st.buffers += atomic_load(&s->count);
+		st.dirty += atomic_load(&s->n_dirty);
+		pthread_mutex_unlock(&s->lock);
+	}
+	for (unsigned i = 0; i < BUFIO_HIT_SLOTS; i++)
+		st.hits += atomic_load_explicit(&c->hit_slots[i].hits, memory_order_relaxed);
+	st.bytes = atomic_load(&c->bytes);
+	st.peak_bytes = atomic_load(&c->peak_bytes);
+	st.limit_bytes = bufio_client_limit(c);
+	*ret_stats = st;
+}
+
+void bufio_get_global_stats(struct bufio_global_stats *ret_stats)
+{
+	ret_stats->bytes = atomic_load(&bufio_globals.bytes);
+	ret_stats->peak_bytes = atomic_load(&bufio_globals.peak_bytes);
+	ret_stats->limit_bytes = bufio_get_max_cache_size_bytes();
+	ret_stats->clients = atomic_load(&bufio_globals.nr_clients);
+}
+
+void bufio_set_max_cache_size_bytes(uint64_t bytes)
+{
+	atomic_store(&bufio_globals.max_cache_size, bytes);
+	bufio_cleaner_kick();
+}
+
+uint64_t bufio_get_max_cache_size_bytes(void)
+{
+	uint64_t v = atomic_load_explicit(&bufio_globals.max_cache_size, memory_order_relaxed);
+
+	if (fm_likely(v))
+		return v;
+	v = default_cache_size();
+	/* Benign race: every thread computes the same value. */
+	atomic_store_explicit(&bufio_globals.max_cache_size, v, memory_order_relaxed);
+	return v;
+}
+
+void bufio_set_retain_bytes(uint64_t bytes)
+{
+	atomic_store(&bufio_globals.retain_bytes, bytes);
+}
+
+uint64_t bufio_get_retain_bytes(void)
+{
+	return atomic_load(&bufio_globals.retain_bytes);
+}
+
+void bufio_set_max_age_ms(uint64_t ms)
+{
+	atomic_store(&bufio_globals.max_age_ms, ms);
+	bufio_cleaner_kick();
+}
+
+uint64_t bufio_get_max_age_ms(void)
+{
+	return atomic_load(&bufio_globals.max_age_ms);
+}
+
+void bufio_set_writeback_age_ms(uint64_t ms)
+{
+	atomic_store(&bufio_globals.writeback_age_ms, ms);
+	bufio_cleaner_kick();
+}
+
+uint64_t bufio_get_writeback_age_ms(void)
+{
+	return atomic_load(&bufio_globals.writeback_age_ms);
+}

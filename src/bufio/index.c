@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The block index: one chained hash table per shard, with the shard's two
+ * lists.  Invariants (shard lock held):
+ *   - a buffer is in the index iff BUFIO_B_HASHED is set, and then it owns
+ *     one reference;
+ *   - list == CLEAN iff the buffer is hashed, valid, not dirty, not being
+ *     written;  list == DIRTY iff it is hashed and dirty or being written;
+ *     list == NONE while reading, and once out of the index;
+ *   - n_clean/n_dirty count the lists; the client-wide atomics mirror them.
+ * The table doubles when it holds more buffers than buckets; it never
+ * shrinks (its size follows the largest the cache has been).
+ *
+ * Lock-free hits (bufio_index_get_lockless) read bucket heads, hnext,
+ * block and state without the lock: those are atomics, every pointer they
+ * can meet stays a valid bufio_buffer (headers are recycled, never freed,
+ * while the client lives; replaced tables are kept), and a reader that
+ * loses a race (a rewired chain, a buffer being reclaimed) only misses and
+ * takes the locked path.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "bufio_i.h"
+
+#define BUFIO_INITIAL_BUCKETS 64u
+/* A lock-free lookup gives up after this many links (a chain being
+ * rewired by a resize, or a long one): the locked path decides. */
+#define BUFIO_LOCKLESS_STEPS 8u
+
+static struct bufio_table *table_new(unsigned n)
+{
+	struct bufio_table *t = calloc(1, sizeof(*t) + n * sizeof(t->slot[0]));
+
+	if (t)
+		t->mask = n - 1;
+	return t;
+}
+
+int bufio_shard_init(struct bufio_shard *s)
+{
+	struct bufio_table *t;
+	int r;
+
+	r = pthread_mutex_init(&s->lock, NULL);
+	if (r)
+		return -r;
+	r = pthread_cond_init(&s->cond, NULL);
+	if (r) {
+		pthread_mutex_destroy(&s->lock);
+		return -r;
+	}
+	t = table_new(BUFIO_INITIAL_BUCKETS);
+	if (!t) {
+		pthread_cond_destroy(&s->cond);
+		pthread_mutex_destroy(&s->lock);
+		return -ENOMEM;
+	}
+	atomic_init(&s->table, t);
+	bufio_list_init(&s->clean);
+	bufio_list_init(&s->dirty);
+	return 0;
+}
+
+void bufio_shard_fini(struct bufio_shard *s)
+{
+	struct bufio_table *t = atomic_load(&s->table);
+
+	while (t) {
+		struct bufio_table *older = t->older;
+
+		free(t);
+		t = older;
+	}
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+}
+
+/* Bits above those that pick the shard pick the bucket. */
+static inline unsigned bucket_of(const struct bufio_table *t, uint64_t block)
+{
+	return (unsigned)(bufio_hash(block) >> 20) & t->mask;
+}
+
+static inline struct bufio_table *table_locked(struct bufio_shard *s)
+{
+	return atomic_load_explicit(&s->table, memory_order_relaxed);
+}
+
+struct bufio_table *bufio_index_table_locked(struct bufio_shard *s)
+{
+	return table_locked(s);
+}
+
+struct bufio_buffer *bufio_index_find_locked(struct bufio_shard *s, uint64_t block)
+{
+	struct bufio_table *t = table_locked(s);
+	struct bufio_buffer *b = atomic_load_explicit(&t->slot[bucket_of(t, block)],
+						      memory_order_relaxed);
+
+	while (b && atomic_load_explicit(&b->block, memory_order_relaxed) != block)
+		b = atomic_load_explicit(&b->hnext, memory_order_relaxed);
+	return b;
+}
+
+/*
+ * Buffer headers are never freed while the client lives, so every pointer
+ * read here points to a bufio_buffer, perhaps one that was evicted and
+ * reused meanwhile.  Once bufio_try_get() succeeded the buffer's identity
+ * cannot change (removal needs ref 1 -> 0, a move needs to freeze ref), so
+ * checking it after taking the reference is enough.
+ */
+struct bufio_buffer *bufio_index_get_lockless(struct bufio_shard *s, uint64_t block)
+{
+	struct bufio_table *t = atomic_load_explicit(&s->table, memory_order_acquire);
+	struct bufio_buffer *b = atomic_load_explicit(&t->slot[bucket_of(t, block)],
+						      memory_order_acquire);
+
+	for (unsigned steps = 0; b && steps < BUFIO_LOCKLESS_STEPS; steps++) {
+		if (atomic_load_explicit(&b->block, memory_order_relaxed) == block) {
+			unsigned st;
+
+			if (!bufio_try_get(b))
+				return NULL;
+			st = atomic_load_explicit(&b->state, memory_order_acquire);
+			if ((st & (BUFIO_B_HASHED | BUFIO_B_NOT_VALID)) == BUFIO_B_HASHED &&
+			    atomic_load_explicit(&b->block, memory_order_relaxed) == block)
+				return b;
+			bufio_buffer_put(b->c, b);
+			return NULL;
+		}
+		b = atomic_load_explicit(&b->hnext, memory_order_acquire);
+	}
+	return NULL;
+}
+
+static void grow_locked(struct bufio_shard *s)
+{
+	struct bufio_table *old = table_locked(s);
+	struct bufio_table *t = table_new((old->mask + 1) * 2);
+
+	if (!t)
+		return; /* longer chains; still correct */
+	for (unsigned i = 0; i <= old->mask; i++) {
+		struct bufio_buffer *b = atomic_load_explicit(&old->slot[i], memory_order_relaxed);
+
+		while (b) {
+			struct bufio_buffer *next = atomic_load_explicit(&b->hnext,
+									 memory_order_relaxed);
+			unsigned j = bucket_of(t, atomic_load_explicit(&b->block,
+								       memory_order_relaxed));
+
+			atomic_store_explicit(&b->hnext, atomic_load_explicit(&t->slot[j],
+									      memory_order_relaxed),
+					      memory_order_release);
+			atomic_store_explicit(&t->slot[j], b, memory_order_release);
+			b = next;
+		}
+	}
+	t->older = old;
+	atomic_store_explicit(&s->table, t, memory_order_release);
+}
+
+void bufio_index_insert_locked(struct bufio_shard *s, struct bufio_buffer *b)
+{
+	struct bufio_table *t;
+	unsigned i;
+
+	assert(!(b->state & BUFIO_B_HASHED));
+	if (atomic_load_explicit(&s->count, memory_order_relaxed) > table_locked(s)->mask)
+		grow_locked(s);
+	t = table_locked(s);
+	i = bucket_of(t, b->block);
+	atomic_store_explicit(&b->hnext, atomic_load_explicit(&t->slot[i], memory_order_relaxed),
+			      memory_order_relaxed);
+	bufio_counter_add_locked(&s->count, 1);
+	atomic_fetch_or(&b->state, BUFIO_B_HASHED);
+	/* Publish last: a lock-free reader that finds @b sees it complete. */
+	atomic_store_explicit(&t->slot[i], b, memory_order_release);
+}
+
+void bufio_index_remove_locked(struct bufio_shard *s, struct bufio_buffer *b)
+{
+	struct bufio_table *t = table_locked(s);
+	_Atomic(struct bufio_buffer *) *pp = &t->slot[bucket_of(t, b->block)];
+
+	assert(b->state & BUFIO_B_HASHED);
+	while (atomic_load_explicit(pp, memory_order_relaxed) != b)
+		pp = &atomic_load_explicit(pp, memory_order_relaxed)->hnext;
+	/* b->hnext stays: a reader standing on @b still reaches the rest. */
+	atomic_store_explicit(pp, atomic_load_explicit(&b->hnext, memory_order_relaxed),
+			      memory_order_release);
+	bufio_counter_add_locked(&s->count, -1);
+	atomic_fetch_and(&b->state, ~BUFIO_B_HASHED);
+	bufio_relink_locked(s, b, BUFIO_LIST_NONE);
+}
+
+unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < c->nshards; i++) {
+		const struct bufio_shard *s = &c->shards[i];
+		const atomic_uint *v = what == BUFIO_COUNT_CLEAN ? &s->n_clean :
+				       what == BUFIO_COUNT_DIRTY ? &s->n_dirty : &s->count;
+
+		n += atomic_load_explicit(v, memory_order_relaxed);
+	}
+	return n;
+}
+
+void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum bufio_blist list)
+{
+	if (b->list == list)
+		return;
+	switch (b->list) {
+	case BUFIO_LIST_CLEAN:
+		bufio_counter_add_locked(&s->n_clean, -1);
+		bufio_list_del(&b->lru);
+		break;
+	case BUFIO_LIST_DIRTY:
+		bufio_counter_add_locked(&s->n_dirty, -1);
+		bufio_list_del(&b->lru);
+		break;
+	default:
+		break;
+	}
+	switch (list) {
+	case BUFIO_LIST_CLEAN:
+		bufio_counter_add_locked(&s->n_clean, 1);
+		bufio_list_add_tail(&b->lru, &s->clean);
+		break;
+	case BUFIO_LIST_DIRTY:
+		bufio_counter_add_locked(&s->n_dirty, 1);
+		bufio_list_add_tail(&b->lru, &s->dirty);
+		break;
+	default:
+		break;
+	}
+	b->list = (uint8_t)list;
+}
+
+void bufio_shard_wait_locked(struct bufio_shard *s)
+{
+	s->nr_waiters++;
+	pthread_cond_wait(&s->cond, &s->lock);
+	s->nr_waiters--;
+}
+
+void bufio_shard_wake_locked(struct bufio_shard *s)
+{
+	if (s->nr_waiters)
+		pthread_cond_broadcast(&s->cond);
+}

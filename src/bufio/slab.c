@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Block data memory.  glibc's posix_memalign(4096, 4096) costs 8 KiB a
+ * block (its header forces the next aligned address one page on), so
+ * blocks smaller than a chunk come from chunks of BUFIO_SLAB_CHUNK bytes,
+ * mmap'd and aligned to their size, cut into slots; larger blocks use
+ * posix_memalign directly (the waste is then small in proportion).
+ *
+ * Invariants (c->slab_lock held):
+ *   - every chunk in use is in c->slabs (chunk address -> struct bufio_slab);
+ *   - a chunk with a free slot and some used ones is on c->slab_partial;
+ *   - at most one chunk with no slot in use is kept (c->slab_spare), so
+ *     that a cache hovering at one chunk's worth does not map and unmap.
+ * Slots are handed out lowest first from the first partial chunk, so
+ * blocks allocated one after the other are usually adjacent in memory and
+ * a run of them is one iovec segment (see writeback.c).
+ *
+ * Freed slots are poisoned for ASan and marked inaccessible for valgrind,
+ * so that use-after-free of block data stays visible to both.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "bufio_i.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define slot_poison(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define slot_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define slot_poison(p, n) ((void)(p), (void)(n))
+#define slot_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)(p), (void)(n))
+#define VALGRIND_MAKE_MEM_UNDEFINED(p, n) ((void)(p), (void)(n))
+#endif
+
+struct bufio_slab {
+	struct bufio_list node;         /* on c->slab_partial */
+	char *mem;
+	unsigned nfree;
+	uint64_t map[BUFIO_SLAB_CHUNK / BUFIO_MIN_BLOCK_SIZE / 64]; /* 1: free */
+};
+
+static unsigned slots(const struct bufio_client *c)
+{
+	return BUFIO_SLAB_CHUNK >> c->block_shift;
+}
+
+static char *chunk_map(void)
+{
+	size_t len = 2 * (size_t)BUFIO_SLAB_CHUNK;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (char *)FM_ALIGN_UP((uintptr_t)p, (uintptr_t)BUFIO_SLAB_CHUNK);
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + BUFIO_SLAB_CHUNK < p + len)
+		munmap(a + BUFIO_SLAB_CHUNK, (size_t)(p + len - (a + BUFIO_SLAB_CHUNK)));
+	return a;
+}
+
+static void slab_reset(const struct bufio_client *c, struct bufio_slab *s)
+{
+	unsigned n = slots(c);
+
+	memset(s->map, 0, sizeof(s->map));
+	for (unsigned i = 0; i < n; i++)
+		s->map[i / 64] |= 1ull << (i % 64);
+	s->nfree = n;
+}
+
+static void slab_destroy(struct bufio_slab *s)
+{
+	munmap(s->mem, BUFIO_SLAB_CHUNK);
+	free(s);
+}
+
+int bufio_slab_init(struct bufio_client *c)
+{
+	int r;
+
+	c->use_slab = c->block_size < BUFIO_SLAB_CHUNK;
+	bufio_list_init(&c->slab_partial);
+	r = pthread_mutex_init(&c->slab_lock, NULL);
+	if (r)
+		return -r;
+	c->slabs = g_hash_table_new(g_direct_hash, g_direct_equal);
+	return 0;
+}
+
+void bufio_slab_fini(struct bufio_client *c)
+{
+	GHashTableIter it;
+	gpointer key, value;
+
+	if (!c->slabs)
+		return;
+	g_hash_table_iter_init(&it, c->slabs);
+	while (g_hash_table_iter_next(&it, &key, &value)) {
+		struct bufio_slab *s = value;
+
+		assert(s->nfree == slots(c)); /* every block was freed */
+		slab_destroy(s);
+	}
+	g_hash_table_destroy(c->slabs);
+	c->slabs = NULL;
+	pthread_mutex_destroy(&c->slab_lock);
+}
+
+void *bufio_data_alloc(struct bufio_client *c)
+{
+	struct bufio_slab *s;
+	unsigned i;
+	void *p;
+
+	if (!c->use_slab) {
+		if (posix_memalign(&p, c->data_align, c->block_size))
+			return NULL;
+		return p;
+	}
+	pthread_mutex_lock(&c->slab_lock);
+	if (bufio_list_empty(&c->slab_partial)) {
+		s = c->slab_spare;
+		c->slab_spare = NULL;
+		if (!s) {
+			char *mem;
+
+			pthread_mutex_unlock(&c->slab_lock);
+			mem = chunk_map();
+			s = mem ? calloc(1, sizeof(*s)) : NULL;
+			if (!s) {
+				if (mem)
+					munmap(mem, BUFIO_SLAB_CHUNK);
+				return NULL;
+			}
+			s->mem = mem;
+			slot_poison(mem, BUFIO_SLAB_CHUNK);
+			VALGRIND_MAKE_MEM_NOACCESS(mem, BUFIO_SLAB_CHUNK);
+			pthread_mutex_lock(&c->slab_lock);
+			g_hash_table_insert(c->slabs, mem, s);
+		}
+		slab_reset(c, s);
+		bufio_list_add_tail(&s->node, &c->slab_partial);
+	}
+	s = bufio_container_of(c->slab_partial.next, struct bufio_slab, node);
+	for (i = 0; !s->map[i / 64]; i += 64)
+		;
+	i += (unsigned)__builtin_ctzll(s->map[i / 64]);
+	s->map[i / 64] &= ~(1ull << (i % 64));
+	if (!--s->nfree)
+		bufio_list_del(&s->node);
+	pthread_mutex_unlock(&c->slab_lock);
+	p = s->mem + ((size_t)i << c->block_shift);
+	slot_unpoison(p, c->block_size);
+	VALGRIND_MAKE_MEM_UNDEFINED(p, c->block_size);
+	return p;
+}
+
+void bufio_data_free(struct bufio_client *c, void *p)
+{
+	char *base;
+	struct bufio_slab *s, *unmap = NULL;
+	unsigned i;
+
+	if (!p)
+		return;
+	if (!c->use_slab) {
+		free(p);
+		return;
+	}
+	slot_poison(p, c->block_size);
+	VALGRIND_MAKE_MEM_NOACCESS(p, c->block_size);
+	base = (char *)FM_ALIGN_DOWN((uintptr_t)p, (uintptr_t)BUFIO_SLAB_CHUNK);
+	i = (unsigned)(((char *)p - base) >> c->block_shift);
+	pthread_mutex_lock(&c->slab_lock);
+	s = g_hash_table_lookup(c->slabs, base);
+	assert(s && !(s->map[i / 64] & (1ull << (i % 64))));
+	s->map[i / 64] |= 1ull << (i % 64);
+	if (s->nfree++ == 0)
+		bufio_list_add_tail(&s->node, &c->slab_partial);
+	if (s->nfree == slots(c)) {
+		bufio_list_del(&s->node);
+		if (!c->slab_spare) {
+			c->slab_spare = s;
+		} else {
+			g_hash_table_remove(c->slabs, base);
+			unmap = s;
+		}
+	}
+	pthread_mutex_unlock(&c->slab_lock);
+	if (unmap)
+		slab_destroy(unmap);
+}

@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Reads and writes to the device, and writeback.
+ *
+ * A request is a run of buffers of consecutive blocks linked by io_next;
+ * the head is the completion context.  Each buffer of a run holds one
+ * reference for the request.  A buffer is in at most one request at a
+ * time: reads only while READING (set before it enters the index), writes
+ * only while WRITING (set by a claim under the shard lock; a claim never
+ * takes a buffer that is already WRITING).
+ *
+ * Claiming a buffer for writing (claim_locked): DIRTY -> WRITING, the
+ * dirty range (rounded out to sectors) becomes the write range,
+ * write_data = data.  If the write fails the buffer becomes DIRTY again
+ * (range widened to cover the failed one) with WRITE_ERROR: its data is
+ * never silently dropped, background writeback leaves it alone (no retry
+ * storm), and the next explicit writeback retries it and reports again.
+ *
+ * Runs: claimed buffers are sorted by block; neighbours join a run when
+ * the first ends at its block's end and the next starts at 0, so a run is
+ * one contiguous byte range and goes out as one vectored request (whose
+ * segments are merged where the buffers are neighbours in memory too).
+ *
+ * Errors are recorded in c->write_error before any buffer of the run is
+ * released, so a thread that waited for a buffer to stop WRITING and then
+ * reads c->write_error cannot miss the error.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bufio_i.h"
+
+#define BUFIO_MAX_RUN 256u
+#define BUFIO_MAX_RUN_BYTES (8u << 20)
+
+struct bufio_vec {
+	struct bufio_buffer **v;
+	size_t n, cap;
+};
+
+static int vec_push(struct bufio_vec *a, struct bufio_buffer *b)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		struct bufio_buffer **v = realloc(a->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		a->v = v;
+		a->cap = cap;
+	}
+	a->v[a->n++] = b;
+	return 0;
+}
+
+static inline uint64_t block_sector(const struct bufio_client *c, uint64_t block)
+{
+	return atomic_load_explicit(&c->start, memory_order_relaxed) +
+	       (block << c->sector_shift);
+}
+
+/* Append a segment; neighbours in memory (slab.c hands out consecutive
+ * slots) become one segment.  Returns the new count. */
+static unsigned iov_append(struct iovec *iov, unsigned k, void *base, size_t len)
+{
+	if (k && (char *)iov[k - 1].iov_base + iov[k - 1].iov_len == (char *)base) {
+		iov[k - 1].iov_len += len;
+		return k;
+	}
+	iov[k].iov_base = base;
+	iov[k].iov_len = len;
+	return k + 1;
+}
+
+/*----------------------------------------------------------------*/
+/* Reads */
+
+static void read_end_io(void *ctx, int err)
+{
+	struct bufio_buffer *b = ctx, *next;
+	struct bufio_client *c = b->c;
+	uint64_t now = bufio_now_ns();
+	bool head = true;
+
+	for (; b; b = next) {
+		struct bufio_shard *s = bufio_shard_of(c, b->block);
+		struct bufio_read_waiter *w;
+		bool drop_index = false;
+
+		next = b->io_next;
+		pthread_mutex_lock(&s->lock);
+		b->state &= ~BUFIO_B_READING;
+		if (err) {
+			b->read_error = err;
+			s->read_errors++;
+			bufio_index_remove_locked(s, b);
+			drop_index = true;
+		} else {
+			b->stamp = now;
+			bufio_relink_locked(s, b, BUFIO_LIST_CLEAN);
+			s->reads++;
+		}
+		if (head)
+			s->read_ios++;
+		head = false;
+		w = b->read_waiters;
+		b->read_waiters = NULL;
+		bufio_shard_wake_locked(s);
+		pthread_mutex_unlock(&s->lock);
+
+		while (w) {
+			struct bufio_read_waiter *wn = w->next;
+
+			if (err) {
+				w->cb(w->ctx, NULL, err);
+				bufio_buffer_put(c, b);
+			} else {
+				w->cb(w->ctx, b, 0);
+			}
+			free(w);
+			w = wn;
+		}
+		if (drop_index)
+			bufio_buffer_put(c, b);
+		bufio_buffer_put(c, b);
+	}
+	bufio_wake_free(c);
+	bufio_io_put(c);
+}
+
+void bufio_submit_read_run(struct bufio_client *c, struct bufio_buffer *head, unsigned n)
+{
+	struct iovec iov[BUFIO_MAX_RUN];
+	struct bufio_buffer *b = head;
+	int r;
+
+	unsigned k = 0;
+
+	assert(n >= 1 && n <= BUFIO_MAX_RUN);
+	for (unsigned i = 0; i < n; i++, b = b->io_next)
+		k = iov_append(iov, k, b->data, c->block_size);
+	bufio_io_get(c);
+	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_READ, block_sector(c, head->block),
+				iov, k, 0, read_end_io, head);
+	if (r < 0)
+		read_end_io(head, r);
+}
+
+/*----------------------------------------------------------------*/
+/* Writes */
+
+static void waiter_init(struct bufio_io_waiter *w)
+{
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->pending = 0;
+	w->error = 0;
+}
+
+static int waiter_wait(struct bufio_io_waiter *w)
+{
+	int e;
+
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->cond, &w->lock);
+	e = w->error;
+	pthread_mutex_unlock(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	return e;
+}
+
+/* The part of a write completion done under @s's lock for buffer @b. */
+static void *write_done_locked(struct bufio_shard *s, struct bufio_buffer *b, int err,
+			       bool moved, uint64_t now)
+{
+	void *old = NULL;
+	unsigned st = atomic_load_explicit(&b->state, memory_order_relaxed) & ~BUFIO_B_WRITING;
+
+	if (b->write_data != b->data)
+		old = b->write_data; /* copied on write: the old memory is ours */
+	b->write_data = NULL;
+	s->writes++;
+	if (err) {
+		s->write_errors++;
+		if (!moved) {
+			st |= BUFIO_B_WRITE_ERROR;
+			if (!(st & BUFIO_B_DIRTY)) {
+				st |= BUFIO_B_DIRTY;
+				b->dirty_start = b->write_start;
+				b->dirty_end = b->write_end;
+			} else {
+				if (b->write_start < b->dirty_start)
+					b->dirty_start = b->write_start;
+				if (b->write_end > b->dirty_end)
+					b->dirty_end = b->write_end;
+			}
+		}
+	} else if (!moved) {
+		st &= ~BUFIO_B_WRITE_ERROR;
+	}
+	/* Release: a lock-free hit that sees the new state sees the rest. */
+	atomic_store_explicit(&b->state, st, memory_order_release);
+	if (!(st & BUFIO_B_DIRTY) && (st & BUFIO_B_HASHED)) {
+		b->stamp = now;
+		bufio_relink_locked(s, b, BUFIO_LIST_CLEAN);
+	}
+	return old;
+}
+
+static void write_end_io(void *ctx, int err)
+{
+	struct bufio_buffer *head = ctx, *b;
+	struct bufio_client *c = head->c;
+	struct bufio_io_waiter *w = head->io_waiter;
+	bool moved = head->io_flags & BUFIO_RUN_MOVED;
+	struct bufio_buffer *v[BUFIO_MAX_RUN];
+	uint8_t shard[BUFIO_MAX_RUN];
+	void *old[BUFIO_MAX_RUN];
+	uint64_t now = bufio_now_ns();
+	unsigned n = 0, done = 0;
+
+	if (err) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&c->write_error, &zero, err);
+	}
+	/* io_next is read before any buffer stops WRITING: after that, it
+	 * may be claimed (and relinked) by another writeback at once. */
+	for (b = head; b; b = b->io_next) {
+		shard[n] = (uint8_t)(bufio_shard_of(c, b->block) - c->shards);
+		v[n++] = b;
+	}
+	/* One lock round trip per shard, not per buffer. */
+	while (done < n) {
+		unsigned si = 256;
+		struct bufio_shard *s;
+
+		for (unsigned i = 0; i < n; i++)
+			if (v[i] && (si == 256 || shard[i] == si))
+				si = shard[i];
+		s = &c->shards[si];
+		pthread_mutex_lock(&s->lock);
+		if (shard[0] == si && v[0] == head)
+			s->write_ios++;
+		for (unsigned i = 0; i < n; i++)
+			if (v[i] && shard[i] == si)
+				old[i] = write_done_locked(s, v[i], err, moved, now);
+		bufio_shard_wake_locked(s);
+		pthread_mutex_unlock(&s->lock);
+		for (unsigned i = 0; i < n; i++) {
+			if (!v[i] || shard[i] != si)
+				continue;
+			if (old[i]) {
+				bufio_data_free(c, old[i]);
+				bufio_account_bytes(c, -(int64_t)c->block_size);
+			}
+			bufio_buffer_put(c, v[i]);
+			v[i] = NULL;
+			done++;
+		}
+	}
+	atomic_fetch_sub_explicit(&c->n_writing, n, memory_order_relaxed);
+	if (w) {
+		pthread_mutex_lock(&w->lock);
+		if (err && !w->error)
+			w->error = err;
+		if (!--w->pending)
+			pthread_cond_signal(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+	}
+	bufio_wake_free(c);
+	bufio_io_put(c);
+}
+
+static void submit_write_run(struct bufio_client *c, struct bufio_buffer *head, unsigned n,
+			     unsigned flags)
+{
+	struct iovec iov[BUFIO_MAX_RUN];
+	struct bufio_buffer *b = head;
+	uint64_t block = (head->io_flags & BUFIO_RUN_MOVED) ? head->io_block : head->block;
+	int r;
+
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++, b = b->io_next)
+		k = iov_append(iov, k, (char *)b->write_data + b->write_start,
+			       b->write_end - b->write_start);
+	atomic_fetch_add_explicit(&c->n_writing, n, memory_order_relaxed);
+	if (head->io_waiter) {
+		pthread_mutex_lock(&head->io_waiter->lock);
+		head->io_waiter->pending++;
+		pthread_mutex_unlock(&head->io_waiter->lock);
+	}
+	bufio_io_get(c);
+	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_WRITE,
+				block_sector(c, block) + (head->write_start >> FM_SECTOR_SHIFT),
+				iov, k, flags, write_end_io, head);
+	if (r < 0)
+		write_end_io(head, r);
+}
+
+static bool claimable_locked(const struct bufio_buffer *b, enum bufio_wb_mode mode)
+{
+	if ((b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING)) != BUFIO_B_DIRTY || b->modifiers)
+		return false;
+	return mode != BUFIO_WB_BACKGROUND || !(b->state & BUFIO_B_WRITE_ERROR);
+}
+
+/* (c->n_writing is added by the caller, per request) */
+static void claim_locked(struct bufio_client *c, struct bufio_buffer *b)
+{
+	(void)c;
+	atomic_store_explicit(&b->state, (atomic_load_explicit(&b->state, memory_order_relaxed) &
+					  ~BUFIO_B_DIRTY) | BUFIO_B_WRITING,
+			      memory_order_relaxed);
+	b->write_start = FM_ALIGN_DOWN(b->dirty_start, FM_SECTOR_SIZE);
+	b->write_end = FM_ALIGN_UP(b->dirty_end, FM_SECTOR_SIZE);
+	b->write_data = b->data;
+	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
+}
+
+static int cmp_block(const void *x, const void *y)
+{
+	const struct bufio_buffer *a = *(struct bufio_buffer *const *)x;
+	const struct bufio_buffer *b = *(struct bufio_buffer *const *)y;
+
+	return a->block < b->block ? -1 : a->block > b->block;
+}
+
+/* Write claimed buffers @v in runs; @w (may be NULL) counts the requests. */
+static void submit_claimed(struct bufio_client *c, struct bufio_buffer **v, size_t n,
+			   struct bufio_io_waiter *w, unsigned flags)
+{
+	if (!n)
+		return;
+	if (c->write_callback)
+		for (size_t i = 0; i < n; i++)
+			c->write_callback(v[i]);
+	for (size_t i = 1; i < n; i++) {
+		if (v[i - 1]->block > v[i]->block) {
+			qsort(v, n, sizeof(*v), cmp_block);
+			break;
+		}
+	}
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		size_t bytes = v[i]->write_end - v[i]->write_start;
+
+		while (j < n && j - i < BUFIO_MAX_RUN &&
+		       bytes + c->block_size <= BUFIO_MAX_RUN_BYTES &&
+		       v[j]->block == v[j - 1]->block + 1 &&
+		       v[j - 1]->write_end == c->block_size && v[j]->write_start == 0) {
+			bytes += v[j]->write_end;
+			j++;
+		}
+		for (size_t k = i; k < j; k++)
+			v[k]->io_next = k + 1 < j ? v[k + 1] : NULL;
+		v[i]->io_waiter = w;
+		v[i]->io_flags = 0;
+		submit_write_run(c, v[i], (unsigned)(j - i),
+				 flags | (w ? 0 : BUFIO_IO_BACKGROUND));
+		i = j;
+	}
+}
+
+unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
+			       uint64_t cutoff_ns)
+{
+	struct bufio_vec v = { 0 };
+	unsigned n;
+
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct bufio_shard *s = &c->shards[i];
+		struct bufio_list *pos;
+
+		if (!atomic_load_explicit(&s->n_dirty, memory_order_relaxed)) /* a hint */
+			continue;
+		pthread_mutex_lock(&s->lock);
+		for (pos = s->dirty.next; pos != &s->dirty; pos = pos->next) {
+			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
+
+			if (!claimable_locked(b, mode))
+				continue;
+			if (cutoff_ns && b->stamp > cutoff_ns)
+				continue;
+			if (vec_push(&v, b) < 0)
+				break;
+			claim_locked(c, b);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	submit_claimed(c, v.v, v.n, NULL, 0);
+	n = (unsigned)v.n;
+	free(v.v);
+	return n;
+}
+
+/*
+ * Sort buffer @b (dirty or being written; shard lock held) into @claimed
+ * (claimed now: it is written with what it holds after the call started)
+ * or @pins (busy: written by someone else, or being modified; pinned).
+ */
+static int collect_locked(struct bufio_client *c, struct bufio_buffer *b,
+			  struct bufio_vec *claimed, struct bufio_vec *pins)
+{
+	int r;
+
+	if (claimable_locked(b, BUFIO_WB_ALL)) {
+		r = vec_push(claimed, b);
+		if (!r)
+			claim_locked(c, b);
+	} else {
+		r = vec_push(pins, b);
+		if (!r)
+			atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
+	}
+	return r;
+}
+
+/* Submit @v with a waiter and wait for it; returns the first error. */
+static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned flags)
+{
+	struct bufio_io_waiter w;
+
+	if (!v->n)
+		return 0;
+	waiter_init(&w);
+	submit_claimed(c, v->v, v->n, &w, flags);
+	v->n = 0;
+	return waiter_wait(&w);
+}
+
+/*
+ * The synchronous writeback: write @claimed and wait; then wait for each of
+ * the @pins to stop being written or modified, and write those that are
+ * dirty (again: they may hold changes from before the call, or their
+ * write by someone else failed), and wait.  Drops the pins.
+ */
+static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
+			  struct bufio_buffer **pins, size_t n, unsigned flags)
+{
+	bool others = false;
+	int err, e = 0;
+
+	err = write_and_wait(c, claimed, flags);
+	for (size_t i = 0; i < n; i++) {
+		struct bufio_buffer *b = pins[i];
+		struct bufio_shard *s = bufio_shard_of(c, b->block);
+
+		pthread_mutex_lock(&s->lock);
+		while ((b->state & BUFIO_B_WRITING) ||
+		       ((b->state & BUFIO_B_DIRTY) && b->modifiers)) {
+			others |= (b->state & BUFIO_B_WRITING) != 0;
+			bufio_shard_wait_locked(s);
+		}
+		if ((b->state & BUFIO_B_DIRTY) && !e) {
+			e = vec_push(claimed, b);
+			if (!e)
+				claim_locked(c, b);
+		}
+		pthread_mutex_unlock(&s->lock);
+		bufio_buffer_put(c, b);
+	}
+	e = e ? e : write_and_wait(c, claimed, flags);
+	if (!err)
+		err = e;
+	/* Writes we only waited for were not FUA. */
+	if ((flags & BUFIO_IO_FUA) && others && !err)
+		err = bufio_issue_flush(c);
+	return err;
+}
+
+int bufio_writeback_pinned(struct bufio_client *c, struct bufio_buffer **pins, size_t n,
+			   unsigned flags)
+{
+	struct bufio_vec claimed = { 0 };
+	int r = writeback_sync(c, &claimed, pins, n, flags);
+
+	free(claimed.v);
+	return r;
+}
+
+int bufio_write_moved(struct bufio_client *c, struct bufio_buffer *b, uint64_t block)
+{
+	struct bufio_shard *s = bufio_shard_of(c, b->block);
+	struct bufio_io_waiter w;
+
+	pthread_mutex_lock(&s->lock);
+	while ((b->state & BUFIO_B_WRITING) || b->modifiers)
+		bufio_shard_wait_locked(s);
+	b->state |= BUFIO_B_WRITING;
+	b->write_start = 0;
+	b->write_end = c->block_size;
+	b->write_data = b->data;
+	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
+	bufio_relink_locked(s, b, BUFIO_LIST_DIRTY);
+	pthread_mutex_unlock(&s->lock);
+
+	if (c->write_callback)
+		c->write_callback(b);
+	waiter_init(&w);
+	b->io_next = NULL;
+	b->io_waiter = &w;
+	b->io_flags = BUFIO_RUN_MOVED;
+	b->io_block = block;
+	submit_write_run(c, b, 1, 0);
+	return waiter_wait(&w);
+}
+
+/*----------------------------------------------------------------*/
+/* The API */
+
+void bufio_write_dirty_buffers_async(struct bufio_client *c)
+{
+	bufio_writeback_start(c, BUFIO_WB_ALL, 0);
+}
+
+/* Collect the buffers of the dirty lists in [@block, @block + @n). */
+static int collect_dirty(struct bufio_client *c, uint64_t block, uint64_t n,
+			 struct bufio_vec *claimed, struct bufio_vec *pins)
+{
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct bufio_shard *s = &c->shards[i];
+		struct bufio_list *pos;
+		int r = 0;
+
+		pthread_mutex_lock(&s->lock);
+		for (pos = s->dirty.next; pos != &s->dirty && !r; pos = pos->next) {
+			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
+
+			if (b->block - block < n)
+				r = collect_locked(c, b, claimed, pins);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Write and wait what was collected; on a collection error only release. */
+static int finish(struct bufio_client *c, int r, struct bufio_vec *claimed,
+		  struct bufio_vec *pins, unsigned flags)
+{
+	int e = writeback_sync(c, claimed, pins->v, pins->n, flags);
+
+	free(claimed->v);
+	free(pins->v);
+	return r ? r : e;
+}
+
+int bufio_write_dirty_buffers(struct bufio_client *c)
+{
+	struct bufio_vec claimed = { 0 }, pins = { 0 };
+	int r, a, f;
+
+	r = collect_dirty(c, 0, UINT64_MAX, &claimed, &pins);
+	r = finish(c, r, &claimed, &pins, 0);
+	a = atomic_exchange(&c->write_error, 0);
+	f = bufio_issue_flush(c);
+	if (a)
+		return a;
+	if (r)
+		return r;
+	return f;
+}
+
+int bufio_write_dirty_range(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+			    unsigned flags)
+{
+	struct bufio_vec claimed = { 0 }, pins = { 0 };
+	int r = 0;
+
+	if (n_blocks > 2ull * bufio_count(c, BUFIO_COUNT_BUFFERS) + 64)
+		return finish(c, collect_dirty(c, block, n_blocks, &claimed, &pins),
+			      &claimed, &pins, flags);
+	/* In chunks, each shard locked once per chunk. */
+	for (uint64_t first = 0; first < n_blocks && !r; first += BUFIO_MAX_RUN) {
+		unsigned len = (unsigned)(n_blocks - first < BUFIO_MAX_RUN ?
+					  n_blocks - first : BUFIO_MAX_RUN);
+		uint8_t shard[BUFIO_MAX_RUN];
+		bool todo[256] = { false };
+
+		for (unsigned i = 0; i < len; i++) {
+			shard[i] = (uint8_t)(bufio_shard_of(c, block + first + i) - c->shards);
+			todo[shard[i]] = true;
+		}
+		for (unsigned si = 0; si < c->nshards && !r; si++) {
+			struct bufio_shard *s = &c->shards[si];
+
+			if (!todo[si])
+				continue;
+			pthread_mutex_lock(&s->lock);
+			for (unsigned i = 0; i < len && !r; i++) {
+				struct bufio_buffer *b;
+
+				if (shard[i] != si)
+					continue;
+				b = bufio_index_find_locked(s, block + first + i);
+				if (b && (b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING)))
+					r = collect_locked(c, b, &claimed, &pins);
+			}
+			pthread_mutex_unlock(&s->lock);
+		}
+	}
+	return finish(c, r, &claimed, &pins, flags);
+}
+
+int bufio_write_buffer(struct bufio_buffer *b, unsigned flags)
+{
+	struct bufio_client *c = b->c;
+	struct bufio_shard *s = bufio_shard_of(c, b->block);
+
+	pthread_mutex_lock(&s->lock);
+	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&s->lock);
+	return bufio_writeback_pinned(c, &b, 1, flags);
+}
+
+int bufio_issue_flush(struct bufio_client *c)
+{
+	return c->bdev.ops->flush(c->bdev.dev);
+}
+
+int bufio_issue_discard(struct bufio_client *c, uint64_t block, uint64_t count)
+{
+	if (!c->bdev.ops->discard)
+		return -EOPNOTSUPP;
+	if (!count)
+		return 0;
+	return c->bdev.ops->discard(c->bdev.dev, block_sector(c, block),
+				    count << c->sector_shift);
+}

@@ -1,0 +1,1621 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of bufio: one TCase per behaviour.  Most run on membdev (an
+ * in-memory device that counts and logs requests, injects errors and can
+ * hold requests back), so that "does not read", "one vectored write",
+ * "only the dirty range" are asserted on the requests themselves; the
+ * "dmio" TCase runs the same calls on the dmio adapter over a temporary
+ * file.
+ */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bufio_membdev.h"
+#include "fm_test.h"
+#include "fusemirror/bufio.h"
+#include "fusemirror/common.h"
+#include "fusemirror/dmio.h"
+
+#define BS 4096u
+#define DEV_BLOCKS 2048u
+#define SPB (BS / 512u)
+
+static struct membdev *md;
+static struct bufio_client *bc;
+static uint8_t *orig; /* the device's initial contents */
+
+static void make_client(unsigned bs, unsigned reserved, unsigned aux,
+			bufio_alloc_fn acb, bufio_write_fn wcb)
+{
+	struct bufio_bdev bdev = membdev_bdev(md);
+
+	ck_assert_int_eq(bufio_client_create(&bdev, bs, reserved, aux, acb, wcb, &bc), 0);
+}
+
+static void setup_dev(bool async)
+{
+	md = membdev_create((uint64_t)DEV_BLOCKS * BS, async, 1);
+	orig = malloc((size_t)DEV_BLOCKS * BS);
+	ck_assert_ptr_nonnull(orig);
+	membdev_peek(md, 0, orig, (size_t)DEV_BLOCKS * BS);
+}
+
+static void setup_sync(void)
+{
+	setup_dev(false);
+	make_client(BS, 1, 16, NULL, NULL);
+}
+
+static void setup_async(void)
+{
+	setup_dev(true);
+	make_client(BS, 1, 16, NULL, NULL);
+}
+
+static void teardown(void)
+{
+	bufio_client_destroy(bc);
+	bc = NULL;
+	membdev_destroy(md);
+	md = NULL;
+	free(orig);
+	orig = NULL;
+	bufio_set_max_cache_size_bytes(0);
+	bufio_set_retain_bytes(256 * 1024);
+	bufio_set_max_age_ms(300 * 1000);
+	bufio_set_writeback_age_ms(30 * 1000);
+}
+
+static const uint8_t *orig_block(uint64_t block)
+{
+	return orig + block * BS;
+}
+
+static void dev_block(uint64_t block, void *buf)
+{
+	membdev_peek(md, block * BS, buf, BS);
+}
+
+/* new + fill with @val + dirty + release */
+static void put_block(uint64_t block, int val)
+{
+	struct bufio_buffer *b;
+	void *p;
+
+	ck_assert_int_eq(bufio_new(bc, block, &b), 0);
+	p = bufio_begin_modify(b);
+	memset(p, val, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release(b);
+}
+
+static void assert_dev_fill(uint64_t block, int val)
+{
+	uint8_t want[BS], got[BS];
+
+	memset(want, val, BS);
+	dev_block(block, got);
+	fm_assert_bytes_eq(got, want, BS, "device block %" PRIu64, block);
+}
+
+static struct bufio_stats stats(void)
+{
+	struct bufio_stats st;
+
+	bufio_get_stats(bc, &st);
+	return st;
+}
+
+/* Poll @cond for up to @ms milliseconds. */
+#define WAIT_FOR(cond, ms)                                              \
+	do {                                                            \
+		for (int w_ = 0; w_ < (ms) && !(cond); w_ += 5)         \
+			usleep(5000);                                   \
+	} while (0)
+
+/*----------------------------------------------------------------*/
+/* create */
+
+START_TEST(test_create_block_sizes)
+{
+	static const unsigned bad[] = { 0, 256, 513, 3000, 2u << 20 };
+	struct bufio_bdev bdev = membdev_bdev(md);
+	struct bufio_client *c;
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(bad); i++)
+		ck_assert_int_eq(bufio_client_create(&bdev, bad[i], 0, 0, NULL, NULL, &c),
+				 -EINVAL);
+	for (unsigned bs = 512; bs <= (1u << 20); bs <<= 1) {
+		ck_assert_int_eq(bufio_client_create(&bdev, bs, 2, 0, NULL, NULL, &c), 0);
+		ck_assert_uint_eq(bufio_get_block_size(c), bs);
+		ck_assert_uint_eq(bufio_get_device_size(c), (uint64_t)DEV_BLOCKS * BS / bs);
+		bufio_client_destroy(c);
+	}
+}
+END_TEST
+
+START_TEST(test_create_bad_ops)
+{
+	struct bufio_bdev_ops ops = { 0 };
+	struct bufio_bdev bdev = { &ops, md };
+	struct bufio_client *c = (void *)0x1;
+
+	ck_assert_int_eq(bufio_client_create(&bdev, BS, 0, 0, NULL, NULL, &c), -EINVAL);
+	ck_assert_ptr_eq(c, (void *)0x1); /* untouched on failure */
+}
+END_TEST
+
+START_TEST(test_sector_offset)
+{
+	struct bufio_buffer *b;
+	struct membdev_io io;
+
+	bufio_set_sector_offset(bc, 8);
+	ck_assert_uint_eq(bufio_get_device_size(bc), DEV_BLOCKS - 1);
+	ck_assert_int_eq(bufio_read(bc, 2, &b), 0);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 8 + 2 * SPB);
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(3), BS, "offset read");
+	bufio_release(b);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* read */
+
+START_TEST(test_read_hit)
+{
+	struct bufio_buffer *b, *b2;
+	struct bufio_stats st;
+
+	ck_assert_int_eq(bufio_read(bc, 5, &b), 0);
+	ck_assert_uint_eq(bufio_get_block_number(b), 5);
+	ck_assert_ptr_eq(bufio_get_client(b), bc);
+	ck_assert(fm_test_is_zero(bufio_get_aux_data(b), 16));
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(5), BS, "block 5");
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	ck_assert_int_eq(bufio_read(bc, 5, &b2), 0);
+	ck_assert_ptr_eq(b, b2);
+	bufio_release(b2);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_read(bc, 5, &b), 0);
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	st = stats();
+	ck_assert_uint_eq(st.misses, 1);
+	ck_assert_uint_eq(st.hits, 2);
+	ck_assert_uint_eq(st.reads, 1);
+	ck_assert_uint_eq(st.buffers, 1);
+}
+END_TEST
+
+START_TEST(test_read_error_not_cached)
+{
+	struct bufio_buffer *b;
+
+	membdev_fail_reads(md, 7 * SPB + 3, 7 * SPB + 4);
+	ck_assert_int_eq(bufio_read(bc, 7, &b), -EIO);
+	ck_assert_int_eq(bufio_get(bc, 7, &b), -ENOENT);
+	ck_assert_int_eq(bufio_read(bc, 7, &b), -EIO);
+	ck_assert_uint_eq(membdev_counts(md).reads, 2); /* read again */
+	membdev_fail_reads(md, 0, 0);
+	ck_assert_int_eq(bufio_read(bc, 7, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(7), BS, "block 7");
+	bufio_release(b);
+	ck_assert_uint_eq(stats().read_errors, 2);
+	ck_assert_uint_eq(stats().buffers, 1);
+}
+END_TEST
+
+START_TEST(test_read_beyond_end)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_lt(bufio_read(bc, DEV_BLOCKS, &b), 0);
+	ck_assert_int_eq(bufio_get(bc, DEV_BLOCKS, &b), -ENOENT);
+}
+END_TEST
+
+struct reader_arg {
+	uint64_t block;
+	struct bufio_buffer *b;
+	int r;
+};
+
+static void *reader_thread(void *arg)
+{
+	struct reader_arg *a = arg;
+
+	a->r = bufio_read(bc, a->block, &a->b);
+	return NULL;
+}
+
+START_TEST(test_read_same_block_once)
+{
+	struct reader_arg a = { .block = 9 }, b = { .block = 9 };
+	pthread_t ta, tb;
+
+	membdev_set_gate(md, true, false);
+	pthread_create(&ta, NULL, reader_thread, &a);
+	pthread_create(&tb, NULL, reader_thread, &b);
+	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
+	usleep(50000);
+	ck_assert_uint_eq(membdev_counts(md).inflight, 1);
+	membdev_set_gate(md, false, false);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	ck_assert_int_eq(a.r, 0);
+	ck_assert_int_eq(b.r, 0);
+	ck_assert_ptr_eq(a.b, b.b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	fm_assert_bytes_eq(bufio_get_block_data(a.b), orig_block(9), BS, "block 9");
+	bufio_release(a.b);
+	bufio_release(b.b);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* get */
+
+START_TEST(test_get_miss_no_io)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_get(bc, 3, &b), -ENOENT);
+	ck_assert_uint_eq(membdev_counts(md).reads, 0);
+	ck_assert_uint_eq(membdev_counts(md).nlog, 0);
+	ck_assert_uint_eq(stats().buffers, 0);
+	ck_assert_int_eq(bufio_read(bc, 3, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_get(bc, 3, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(3), BS, "block 3");
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+}
+END_TEST
+
+static atomic_int async_calls;
+static struct bufio_buffer *async_b[4];
+static int async_err[4];
+
+static void async_cb(void *ctx, struct bufio_buffer *b, int err)
+{
+	int i = (int)(intptr_t)ctx;
+
+	async_b[i] = b;
+	async_err[i] = err;
+	atomic_fetch_add(&async_calls, 1);
+}
+
+START_TEST(test_get_does_not_wait)
+{
+	struct bufio_buffer *b;
+
+	atomic_store(&async_calls, 0);
+	membdev_set_gate(md, true, false);
+	ck_assert_int_eq(bufio_read_async(bc, 4, async_cb, (void *)0), 0);
+	ck_assert_int_eq(atomic_load(&async_calls), 0);
+	ck_assert_int_eq(bufio_get(bc, 4, &b), -ENOENT); /* reading: not cached */
+	membdev_set_gate(md, false, false);
+	WAIT_FOR(atomic_load(&async_calls) == 1, 2000);
+	ck_assert_int_eq(atomic_load(&async_calls), 1);
+	ck_assert_int_eq(async_err[0], 0);
+	ck_assert_int_eq(bufio_get(bc, 4, &b), 0);
+	bufio_release(b);
+	bufio_release(async_b[0]);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* new */
+
+START_TEST(test_new_no_read)
+{
+	struct membdev_counts k;
+
+	put_block(10, 0xab);
+	ck_assert_uint_eq(membdev_counts(md).reads, 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 0);
+	ck_assert_uint_eq(stats().dirty, 1);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	k = membdev_counts(md);
+	ck_assert_uint_eq(k.reads, 0);
+	ck_assert_uint_eq(k.writes, 1);
+	ck_assert_uint_eq(k.flushes, 1);
+	ck_assert_uint_eq(md->writes_at_flush, 1); /* flush after the write */
+	assert_dev_fill(10, 0xab);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+START_TEST(test_new_on_cached_block)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_read(bc, 11, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_new(bc, 11, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(11), BS, "cached data kept");
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+}
+END_TEST
+
+static atomic_int reader_done;
+
+static void *flagged_reader(void *arg)
+{
+	struct reader_arg *a = arg;
+
+	a->r = bufio_read(bc, a->block, &a->b);
+	atomic_store(&reader_done, 1);
+	return NULL;
+}
+
+START_TEST(test_new_hidden_until_filled)
+{
+	struct reader_arg ra = { .block = 14 };
+	struct bufio_buffer *b, *g;
+	pthread_t t;
+
+	ck_assert_int_eq(bufio_new(bc, 14, &b), 0);
+	ck_assert_int_eq(bufio_get(bc, 14, &g), -ENOENT); /* not filled yet */
+	atomic_store(&reader_done, 0);
+	pthread_create(&t, NULL, flagged_reader, &ra);
+	usleep(100000);
+	ck_assert_int_eq(atomic_load(&reader_done), 0); /* waits, as for a read */
+	memset(bufio_begin_modify(b), 0x14, BS);
+	bufio_mark_buffer_dirty(b);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(ra.r, 0);
+	ck_assert_ptr_eq(ra.b, b);
+	ck_assert_uint_eq(((uint8_t *)bufio_get_block_data(ra.b))[BS - 1], 0x14);
+	bufio_release(ra.b);
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 0);
+}
+END_TEST
+
+START_TEST(test_new_released_unfilled)
+{
+	struct reader_arg ra = { .block = 15 };
+	struct bufio_buffer *b;
+	pthread_t t;
+
+	ck_assert_int_eq(bufio_new(bc, 15, &b), 0);
+	memset(bufio_begin_modify(b), 0x99, 100); /* half-hearted, never marked */
+	atomic_store(&reader_done, 0);
+	pthread_create(&t, NULL, flagged_reader, &ra);
+	usleep(50000);
+	ck_assert_int_eq(atomic_load(&reader_done), 0);
+	bufio_release(b); /* unfilled: the block is read for the waiter */
+	pthread_join(t, NULL);
+	ck_assert_int_eq(ra.r, 0);
+	fm_assert_bytes_eq(bufio_get_block_data(ra.b), orig_block(15), BS, "device data");
+	bufio_release(ra.b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* dirty ranges and runs */
+
+START_TEST(test_partial_dirty_range)
+{
+	struct bufio_buffer *b;
+	uint8_t got[BS], want[BS];
+	struct membdev_io io;
+	uint8_t *p;
+
+	ck_assert_int_eq(bufio_read(bc, 12, &b), 0);
+	p = bufio_begin_modify(b);
+	memset(p, 0xee, BS); /* all of it changes in memory ... */
+	bufio_mark_partial_buffer_dirty(b, 1000, 3000); /* ... this is declared */
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	io = membdev_log(md, 1);
+	ck_assert_int_eq(io.op, BUFIO_IO_WRITE);
+	ck_assert_uint_eq(io.sector, 12 * SPB + 1);
+	ck_assert_uint_eq(io.bytes, 3072 - 512);
+	memcpy(want, orig_block(12), BS);
+	memset(want + 512, 0xee, 3072 - 512);
+	dev_block(12, got);
+	fm_assert_bytes_eq(got, want, BS, "only sectors 1..5 written");
+}
+END_TEST
+
+START_TEST(test_partial_dirty_widens)
+{
+	struct bufio_buffer *b;
+	struct membdev_io io;
+
+	ck_assert_int_eq(bufio_read(bc, 13, &b), 0);
+	bufio_begin_modify(b);
+	bufio_mark_partial_buffer_dirty(b, 3000, 3100);
+	bufio_begin_modify(b);
+	bufio_mark_partial_buffer_dirty(b, 100, 200);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	io = membdev_log(md, 1);
+	ck_assert_uint_eq(io.sector, 13 * SPB);
+	ck_assert_uint_eq(io.bytes, 3584);
+}
+END_TEST
+
+START_TEST(test_contiguous_one_write)
+{
+	struct membdev_io io;
+	uint8_t got[BS], want[BS];
+
+	for (unsigned i = 0; i < 256; i++)
+		put_block(512 + i, i & 0xff);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 512 * SPB);
+	ck_assert_uint_eq(io.bytes, 1u << 20);
+	/* Allocated one after the other, the blocks are neighbours in memory
+	 * (256 KiB slabs): a handful of segments, not 256. */
+	ck_assert_uint_le(io.iovcnt, 8);
+	for (unsigned i = 0; i < 256; i++) {
+		memset(want, i & 0xff, BS);
+		dev_block(512 + i, got);
+		fm_assert_bytes_eq(got, want, BS, "block %u", 512 + i);
+	}
+	ck_assert_uint_eq(stats().write_ios, 1);
+	ck_assert_uint_eq(stats().writes, 256);
+}
+END_TEST
+
+START_TEST(test_runs_split_at_gaps)
+{
+	static const unsigned blocks[] = { 200, 106, 101, 100, 103, 102, 105 };
+	struct membdev_io io;
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(blocks); i++)
+		put_block(blocks[i], 1);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 3);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 100 * SPB);
+	ck_assert_uint_eq(io.bytes, 4 * BS);
+	io = membdev_log(md, 1);
+	ck_assert_uint_eq(io.sector, 105 * SPB);
+	ck_assert_uint_eq(io.bytes, 2 * BS);
+	io = membdev_log(md, 2);
+	ck_assert_uint_eq(io.sector, 200 * SPB);
+	ck_assert_uint_eq(io.bytes, BS);
+}
+END_TEST
+
+START_TEST(test_partial_buffers_in_runs)
+{
+	struct bufio_buffer *b;
+	struct membdev_io io;
+
+	put_block(300, 1);
+	ck_assert_int_eq(bufio_new(bc, 301, &b), 0);
+	memset(bufio_begin_modify(b), 2, BS);
+	bufio_mark_partial_buffer_dirty(b, 0, 100);
+	bufio_release(b);
+	put_block(302, 3);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	/* 300 + the head of 301 are contiguous; 302 is not (301 ends early) */
+	ck_assert_uint_eq(membdev_counts(md).writes, 2);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 300 * SPB);
+	ck_assert_uint_le(io.iovcnt, 2);
+	ck_assert_uint_eq(io.bytes, BS + 512);
+	io = membdev_log(md, 1);
+	ck_assert_uint_eq(io.sector, 302 * SPB);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* writeback calls */
+
+START_TEST(test_write_async_then_sync)
+{
+	put_block(20, 4);
+	put_block(21, 5);
+	bufio_write_dirty_buffers_async(bc);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1); /* sync membdev: done */
+	ck_assert_uint_eq(membdev_counts(md).flushes, 0);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1); /* nothing left */
+	ck_assert_uint_eq(membdev_counts(md).flushes, 1);
+	assert_dev_fill(20, 4);
+	assert_dev_fill(21, 5);
+}
+END_TEST
+
+START_TEST(test_write_buffer)
+{
+	struct bufio_buffer *b;
+
+	put_block(30, 6);
+	put_block(40, 7);
+	ck_assert_int_eq(bufio_get(bc, 30, &b), 0);
+	ck_assert_int_eq(bufio_write_buffer(b, 0), 0);
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	ck_assert_uint_eq(membdev_counts(md).flushes, 0);
+	assert_dev_fill(30, 6);
+	ck_assert_uint_eq(stats().dirty, 1);
+}
+END_TEST
+
+START_TEST(test_write_dirty_range_fua)
+{
+	struct membdev_io io;
+
+	for (unsigned i = 50; i < 60; i++)
+		put_block(i, 8);
+	put_block(70, 9);
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 50, 10, BUFIO_IO_FUA), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.bytes, 10 * BS);
+	ck_assert(io.flags & BUFIO_IO_FUA);
+	ck_assert_uint_eq(stats().dirty, 1);
+	/* A huge range takes the other path. */
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 0, 1ull << 40, 0), 0);
+	ck_assert_uint_eq(stats().dirty, 0);
+	assert_dev_fill(70, 9);
+}
+END_TEST
+
+START_TEST(test_destroy_writes_back)
+{
+	put_block(33, 0x33);
+	bufio_client_destroy(bc);
+	bc = NULL;
+	assert_dev_fill(33, 0x33);
+	ck_assert_uint_eq(membdev_counts(md).flushes, 1);
+}
+END_TEST
+
+START_TEST(test_flush_discard)
+{
+	struct membdev_io io;
+
+	ck_assert_int_eq(bufio_issue_flush(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).flushes, 1);
+	bufio_set_sector_offset(bc, 8);
+	ck_assert_int_eq(bufio_issue_discard(bc, 2, 3), 0);
+	ck_assert_uint_eq(membdev_counts(md).discards, 1);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 8 + 2 * SPB);
+	ck_assert_uint_eq(io.bytes, 3 * BS);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* write errors */
+
+START_TEST(test_write_error_sticky)
+{
+	uint8_t got[BS];
+	unsigned w;
+
+	membdev_fail_writes(md, 50 * SPB, 51 * SPB);
+	put_block(50, 0x50);
+	put_block(60, 0x60);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), -EIO);
+	assert_dev_fill(60, 0x60);
+	dev_block(50, got);
+	fm_assert_bytes_eq(got, orig_block(50), BS, "failed block untouched");
+	ck_assert_uint_eq(stats().dirty, 1); /* kept dirty, data kept */
+	w = membdev_counts(md).writes;
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), -EIO); /* stays reported */
+	ck_assert_uint_eq(membdev_counts(md).writes, w + 1);   /* and retried once */
+	ck_assert_uint_ge(stats().write_errors, 2);
+	membdev_fail_writes(md, 0, 0);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(50, 0x50);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+START_TEST(test_background_error_reported)
+{
+	membdev_fail_writes(md, 70 * SPB, 71 * SPB);
+	put_block(70, 0x70);
+	bufio_write_dirty_buffers_async(bc); /* fails, nobody waits */
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	membdev_fail_writes(md, 0, 0);
+	/* The retry succeeds, but the earlier failure is reported once. */
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), -EIO);
+	assert_dev_fill(70, 0x70);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+}
+END_TEST
+
+START_TEST(test_write_range_reports_error)
+{
+	struct bufio_buffer *b;
+
+	membdev_fail_writes(md, 75 * SPB, 76 * SPB);
+	put_block(75, 1);
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 75, 1, 0), -EIO);
+	ck_assert_int_eq(bufio_get(bc, 75, &b), 0);
+	ck_assert_int_eq(bufio_write_buffer(b, 0), -EIO);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), -EIO);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* release_move */
+
+START_TEST(test_release_move_dirty)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_read(bc, 80, &b), 0);
+	memset(bufio_begin_modify(b), 0x11, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release_move(b, 81);
+	/* The old block got its changes before the move. */
+	assert_dev_fill(80, 0x11);
+	ck_assert_int_eq(bufio_get(bc, 80, &b), -ENOENT);
+	ck_assert_int_eq(bufio_get(bc, 81, &b), 0);
+	ck_assert_uint_eq(bufio_get_block_number(b), 81);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(81, 0x11);
+}
+END_TEST
+
+START_TEST(test_release_move_clean)
+{
+	struct bufio_buffer *b;
+	uint8_t got[BS];
+
+	ck_assert_int_eq(bufio_read(bc, 82, &b), 0);
+	bufio_release_move(b, 83);
+	ck_assert_uint_eq(membdev_counts(md).writes, 0); /* not yet */
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	dev_block(83, got);
+	fm_assert_bytes_eq(got, orig_block(82), BS, "moved data");
+}
+END_TEST
+
+START_TEST(test_release_move_replaces_cached)
+{
+	struct bufio_buffer *b, *old;
+
+	ck_assert_int_eq(bufio_read(bc, 86, &old), 0);
+	memset(bufio_begin_modify(old), 0x86, BS); /* dirty, to be discarded */
+	bufio_mark_buffer_dirty(old);
+	bufio_release(old);
+	ck_assert_int_eq(bufio_read(bc, 85, &b), 0);
+	bufio_release_move(b, 86);
+	ck_assert_int_eq(bufio_get(bc, 86, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(85), BS, "86 cached");
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1); /* 86's old data: never */
+	ck_assert_uint_eq(stats().buffers, 1);
+}
+END_TEST
+
+START_TEST(test_release_move_shared)
+{
+	struct bufio_buffer *b1, *b2;
+	uint8_t got[BS];
+
+	ck_assert_int_eq(bufio_read(bc, 87, &b1), 0);
+	ck_assert_int_eq(bufio_read(bc, 87, &b2), 0);
+	bufio_release_move(b1, 88);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1); /* written now */
+	dev_block(88, got);
+	fm_assert_bytes_eq(got, orig_block(87), BS, "copy at 88");
+	ck_assert_uint_eq(bufio_get_block_number(b2), 87);
+	bufio_release(b2);
+	ck_assert_int_eq(bufio_get(bc, 87, &b1), 0);
+	bufio_release(b1);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* forget */
+
+START_TEST(test_forget)
+{
+	struct bufio_buffer *b, *held;
+
+	ck_assert_int_eq(bufio_read(bc, 90, &b), 0);
+	bufio_release(b);
+	bufio_forget(bc, 90);
+	ck_assert_int_eq(bufio_get(bc, 90, &b), -ENOENT);
+	ck_assert_int_eq(bufio_read(bc, 90, &b), 0);
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 2);
+
+	put_block(91, 0x91); /* dirty: a hint only */
+	bufio_forget(bc, 91);
+	ck_assert_int_eq(bufio_get(bc, 91, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_read(bc, 92, &held), 0); /* held */
+	bufio_forget(bc, 92);
+	ck_assert_int_eq(bufio_get(bc, 92, &b), 0);
+	bufio_release(b);
+	bufio_release(held);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(91, 0x91);
+}
+END_TEST
+
+START_TEST(test_forget_buffers)
+{
+	struct bufio_buffer *b;
+
+	for (unsigned i = 100; i < 110; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	bufio_forget_buffers(bc, 100, 5);
+	ck_assert_uint_eq(stats().buffers, 5);
+	ck_assert_int_eq(bufio_get(bc, 104, &b), -ENOENT);
+	ck_assert_int_eq(bufio_get(bc, 105, &b), 0);
+	bufio_release(b);
+	bufio_forget_buffers(bc, 0, 1ull << 40);
+	ck_assert_uint_eq(stats().buffers, 0);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* prefetch */
+
+START_TEST(test_prefetch_vectored)
+{
+	struct bufio_buffer *b;
+	struct membdev_io io;
+
+	ck_assert_int_eq(bufio_prefetch(bc, 400, 16), 16);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 400 * SPB);
+	ck_assert_uint_eq(io.bytes, 16 * BS);
+	for (unsigned i = 400; i < 416; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(i), BS, "block %u", i);
+		bufio_release(b);
+	}
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+}
+END_TEST
+
+START_TEST(test_prefetch_skips_cached)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_read(bc, 305, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_prefetch(bc, 300, 10), 9);
+	ck_assert_uint_eq(membdev_counts(md).reads, 3);
+	ck_assert_uint_eq(membdev_log(md, 1).bytes, 5 * BS);
+	ck_assert_uint_eq(membdev_log(md, 2).bytes, 4 * BS);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* memory bound, eviction, background writeback */
+
+START_TEST(test_eviction_keeps_limit)
+{
+	struct bufio_buffer *b;
+	struct bufio_stats st;
+
+	bufio_set_max_cache_size_bytes(64 * BS);
+	for (unsigned round = 0; round < 2; round++)
+		for (unsigned i = 0; i < 640; i++) {
+			ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+			fm_assert_bytes_eq(bufio_get_block_data(b), orig_block(i), BS, "%u", i);
+			bufio_release(b);
+		}
+	st = stats();
+	ck_assert_uint_le(st.peak_bytes, 64 * BS);
+	ck_assert_uint_ge(st.evictions, 2 * 640 - 64);
+	ck_assert_uint_le(st.buffers, 64);
+	ck_assert_uint_eq(st.reads, 2 * 640);
+}
+END_TEST
+
+START_TEST(test_clock_second_chance)
+{
+	struct bufio_buffer *b;
+
+	bufio_set_max_cache_size_bytes(32 * BS);
+	for (unsigned i = 0; i < 640; i++) {
+		ck_assert_int_eq(bufio_read(bc, 1000, &b), 0); /* hot */
+		bufio_release(b);
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);   /* cold */
+		bufio_release(b);
+	}
+	ck_assert_uint_eq(membdev_counts(md).reads, 641); /* hot read once */
+}
+END_TEST
+
+START_TEST(test_dirty_survive_pressure)
+{
+	struct bufio_stats st;
+
+	bufio_set_max_cache_size_bytes(64 * BS);
+	for (unsigned i = 0; i < 640; i++)
+		put_block(i, (int)(i * 7 + 1) & 0xff);
+	st = stats();
+	ck_assert_uint_le(st.peak_bytes, 64 * BS);
+	ck_assert_uint_ge(membdev_counts(md).writes, 1); /* written under pressure */
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	for (unsigned i = 0; i < 640; i++)
+		assert_dev_fill(i, (int)(i * 7 + 1) & 0xff);
+	ck_assert_uint_le(stats().peak_bytes, 64 * BS);
+}
+END_TEST
+
+START_TEST(test_held_never_evicted)
+{
+	struct bufio_buffer *held[4], *b;
+	void *data[4];
+
+	bufio_client_destroy(bc);
+	make_client(BS, 4, 0, NULL, NULL);
+	bufio_set_max_cache_size_bytes(16 * BS);
+	for (unsigned i = 0; i < 4; i++) {
+		ck_assert_int_eq(bufio_read(bc, 1500 + i, &held[i]), 0);
+		data[i] = bufio_get_block_data(held[i]);
+	}
+	for (unsigned i = 0; i < 300; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		ck_assert_ptr_eq(bufio_get_block_data(held[i]), data[i]);
+		fm_assert_bytes_eq(data[i], orig_block(1500 + i), BS, "held %u", i);
+		ck_assert_int_eq(bufio_get(bc, 1500 + i, &b), 0);
+		bufio_release(b);
+		bufio_release(held[i]);
+	}
+	ck_assert_uint_le(stats().peak_bytes, 16 * BS);
+}
+END_TEST
+
+static atomic_int blocked_done;
+
+static void *blocked_reader(void *arg)
+{
+	struct bufio_buffer *b;
+
+	(void)arg;
+	if (bufio_read(bc, 1700, &b) == 0)
+		bufio_release(b);
+	atomic_store(&blocked_done, 1);
+	return NULL;
+}
+
+START_TEST(test_reserve_progress)
+{
+	struct bufio_buffer *held[4];
+	pthread_t t;
+
+	/* Memory for exactly the 4 reserved buffers. */
+	bufio_client_destroy(bc);
+	make_client(BS, 4, 0, NULL, NULL);
+	bufio_set_minimum_buffers(bc, 0);
+	bufio_set_max_cache_size_bytes(BS);
+	ck_assert_uint_eq(stats().limit_bytes, 4 * BS);
+	for (unsigned i = 0; i < 4; i++)
+		ck_assert_int_eq(bufio_read(bc, 1600 + i, &held[i]), 0);
+	ck_assert_uint_eq(stats().peak_bytes, 4 * BS);
+	/* Another thread's one buffer must wait for a release... */
+	atomic_store(&blocked_done, 0);
+	pthread_create(&t, NULL, blocked_reader, NULL);
+	usleep(100000);
+	ck_assert_int_eq(atomic_load(&blocked_done), 0);
+	/* ... and gets it once we release one. */
+	bufio_release(held[0]);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&blocked_done), 1);
+	for (unsigned i = 1; i < 4; i++)
+		bufio_release(held[i]);
+	ck_assert_uint_eq(stats().peak_bytes, 4 * BS);
+}
+END_TEST
+
+START_TEST(test_watermark_writeback)
+{
+	struct bufio_buffer *b;
+
+	bufio_set_max_cache_size_bytes(64 * BS);
+	for (unsigned i = 0; i < 40; i++)
+		put_block(i, 1);
+	/* 40 dirty, 0 clean, more than half the limit: the next allocation
+	 * starts background writeback (no eviction is needed for it). */
+	ck_assert_int_eq(bufio_read(bc, 1000, &b), 0);
+	bufio_release(b);
+	ck_assert_uint_ge(membdev_counts(md).writes, 1);
+	ck_assert_uint_lt(stats().dirty, 40);
+}
+END_TEST
+
+START_TEST(test_limit_lowered_trims)
+{
+	struct bufio_buffer *b;
+
+	for (unsigned i = 0; i < 64; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	ck_assert_uint_ge(stats().bytes, 64 * BS);
+	bufio_set_max_cache_size_bytes(16 * BS);
+	WAIT_FOR(stats().bytes <= 16 * BS, 3000);
+	ck_assert_uint_le(stats().bytes, 16 * BS);
+}
+END_TEST
+
+START_TEST(test_max_age_evicts)
+{
+	struct bufio_buffer *b;
+
+	bufio_set_retain_bytes(4 * BS);
+	bufio_set_max_age_ms(50);
+	for (unsigned i = 0; i < 20; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	WAIT_FOR(stats().buffers <= 3, 3000);
+	/* retain_bytes counts the reserved buffer too */
+	ck_assert_uint_le(stats().buffers, 3);
+	ck_assert_uint_ge(stats().buffers, 2);
+}
+END_TEST
+
+START_TEST(test_writeback_age)
+{
+	bufio_set_writeback_age_ms(50);
+	put_block(5, 0x55);
+	WAIT_FOR(membdev_counts(md).writes >= 1, 3000);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	assert_dev_fill(5, 0x55);
+	WAIT_FOR(stats().dirty == 0, 3000);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+START_TEST(test_global_stats)
+{
+	struct bufio_global_stats g;
+	struct bufio_stats st;
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_read(bc, 1, &b), 0);
+	bufio_release(b);
+	bufio_get_global_stats(&g);
+	st = stats();
+	ck_assert_uint_eq(g.clients, 1);
+	ck_assert_uint_eq(g.bytes, st.bytes);
+	ck_assert_uint_eq(st.bytes, 2 * BS); /* one reserved + one cached */
+	ck_assert_uint_ge(g.limit_bytes, 1u << 20);
+	bufio_set_max_cache_size_bytes(12345 * BS);
+	ck_assert_uint_eq(bufio_get_max_cache_size_bytes(), 12345 * BS);
+	ck_assert_uint_eq(stats().limit_bytes, 12345 * BS);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* modifying buffers under writeback */
+
+START_TEST(test_cow_sole_holder)
+{
+	struct bufio_buffer *b;
+	void *before, *p;
+
+	put_block(120, 0x01);
+	membdev_set_gate(md, false, true);
+	bufio_write_dirty_buffers_async(bc); /* write held back at the device */
+	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
+	ck_assert_int_eq(bufio_get(bc, 120, &b), 0); /* hits never wait */
+	before = bufio_get_block_data(b);
+	p = bufio_begin_modify(b);
+	ck_assert_ptr_ne(p, before);
+	ck_assert_ptr_eq(bufio_get_block_data(b), p);
+	memset(p, 0x02, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release(b);
+	ck_assert_uint_eq(stats().cow_copies, 1);
+	membdev_set_gate(md, false, false);
+	membdev_drain(md);
+	assert_dev_fill(120, 0x01); /* the write carried the bytes it started with */
+	ck_assert_uint_eq(stats().dirty, 1);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(120, 0x02);
+	ck_assert_uint_eq(stats().bytes, 2 * BS); /* the old copy was freed */
+}
+END_TEST
+
+static atomic_int modify_done;
+static void *modify_ptr;
+
+static void *modifier_thread(void *arg)
+{
+	struct bufio_buffer *b = arg;
+
+	modify_ptr = bufio_begin_modify(b);
+	atomic_store(&modify_done, 1);
+	return NULL;
+}
+
+START_TEST(test_modify_waits_when_shared)
+{
+	struct bufio_buffer *b1, *b2;
+	pthread_t t;
+
+	put_block(121, 0x03);
+	membdev_set_gate(md, false, true);
+	bufio_write_dirty_buffers_async(bc);
+	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
+	ck_assert_int_eq(bufio_get(bc, 121, &b1), 0);
+	ck_assert_int_eq(bufio_get(bc, 121, &b2), 0);
+	atomic_store(&modify_done, 0);
+	pthread_create(&t, NULL, modifier_thread, b1);
+	usleep(100000);
+	ck_assert_int_eq(atomic_load(&modify_done), 0); /* waits for the write */
+	membdev_set_gate(md, false, false);
+	pthread_join(t, NULL);
+	ck_assert_ptr_eq(modify_ptr, bufio_get_block_data(b2)); /* no copy */
+	ck_assert_uint_eq(stats().cow_copies, 0);
+	memset(modify_ptr, 0x04, BS);
+	bufio_mark_buffer_dirty(b1);
+	bufio_release(b1);
+	bufio_release(b2);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(121, 0x04);
+}
+END_TEST
+
+START_TEST(test_writeback_skips_modifiers)
+{
+	struct bufio_buffer *b;
+
+	put_block(122, 0x05);
+	ck_assert_int_eq(bufio_get(bc, 122, &b), 0);
+	memset(bufio_begin_modify(b), 0x06, BS);
+	bufio_write_dirty_buffers_async(bc);
+	ck_assert_uint_eq(membdev_counts(md).writes, 0); /* mid-change: not taken */
+	bufio_mark_buffer_dirty(b);
+	bufio_write_dirty_buffers_async(bc);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	bufio_release(b);
+	assert_dev_fill(122, 0x06);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* callbacks */
+
+static atomic_int alloc_calls, write_calls;
+
+static void alloc_cb(struct bufio_buffer *b)
+{
+	uint64_t n = bufio_get_block_number(b);
+
+	memcpy(bufio_get_aux_data(b), &n, sizeof(n));
+	atomic_fetch_add(&alloc_calls, 1);
+}
+
+static void write_cb(struct bufio_buffer *b)
+{
+	uint64_t n = bufio_get_block_number(b), aux;
+
+	memcpy(&aux, bufio_get_aux_data(b), sizeof(aux));
+	ck_assert_uint_eq(aux, n);
+	memcpy(bufio_get_block_data(b), "STAMPED!", 8); /* like a checksum */
+	atomic_fetch_add(&write_calls, 1);
+}
+
+START_TEST(test_callbacks)
+{
+	struct bufio_buffer *b;
+	uint64_t aux;
+	uint8_t got[BS];
+
+	bufio_client_destroy(bc);
+	atomic_store(&alloc_calls, 0);
+	atomic_store(&write_calls, 0);
+	make_client(BS, 1, sizeof(uint64_t), alloc_cb, write_cb);
+	for (unsigned i = 0; i < 5; i++) {
+		ck_assert_int_eq(bufio_read(bc, 130 + i, &b), 0);
+		memcpy(&aux, bufio_get_aux_data(b), sizeof(aux));
+		ck_assert_uint_eq(aux, 130 + i);
+		bufio_release(b);
+	}
+	put_block(140, 0x14);
+	put_block(142, 0x14);
+	ck_assert_int_eq(atomic_load(&alloc_calls), 7);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	ck_assert_int_eq(atomic_load(&write_calls), 2);
+	dev_block(142, got);
+	ck_assert_mem_eq(got, "STAMPED!", 8); /* ran before the write */
+	ck_assert_uint_eq(got[8], 0x14);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* bufio_read_async */
+
+START_TEST(test_read_async_hit_inline)
+{
+	struct bufio_buffer *b;
+
+	atomic_store(&async_calls, 0);
+	ck_assert_int_eq(bufio_read(bc, 6, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_read_async(bc, 6, async_cb, (void *)1), 0);
+	ck_assert_int_eq(atomic_load(&async_calls), 1); /* before returning */
+	ck_assert_int_eq(async_err[1], 0);
+	fm_assert_bytes_eq(bufio_get_block_data(async_b[1]), orig_block(6), BS, "6");
+	bufio_release(async_b[1]);
+}
+END_TEST
+
+START_TEST(test_read_async_miss)
+{
+	struct bufio_buffer *b;
+	struct reader_arg ra = { .block = 7 };
+	pthread_t t;
+
+	atomic_store(&async_calls, 0);
+	membdev_set_gate(md, true, false);
+	ck_assert_int_eq(bufio_read_async(bc, 7, async_cb, (void *)0), 0);
+	ck_assert_int_eq(bufio_read_async(bc, 7, async_cb, (void *)1), 0);
+	pthread_create(&t, NULL, reader_thread, &ra); /* a sync reader joins too */
+	usleep(50000);
+	ck_assert_int_eq(atomic_load(&async_calls), 0);
+	membdev_set_gate(md, false, false);
+	pthread_join(t, NULL);
+	WAIT_FOR(atomic_load(&async_calls) == 2, 2000);
+	ck_assert_int_eq(atomic_load(&async_calls), 2);
+	ck_assert_int_eq(ra.r, 0);
+	ck_assert_ptr_eq(async_b[0], async_b[1]);
+	ck_assert_ptr_eq(async_b[0], ra.b);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	fm_assert_bytes_eq(bufio_get_block_data(ra.b), orig_block(7), BS, "7");
+	bufio_release(async_b[0]);
+	bufio_release(async_b[1]);
+	bufio_release(ra.b);
+	ck_assert_int_eq(bufio_get(bc, 7, &b), 0);
+	bufio_release(b);
+}
+END_TEST
+
+START_TEST(test_read_async_error)
+{
+	atomic_store(&async_calls, 0);
+	membdev_fail_reads(md, 8 * SPB, 9 * SPB);
+	ck_assert_int_eq(bufio_read_async(bc, 8, async_cb, (void *)2), 0);
+	WAIT_FOR(atomic_load(&async_calls) == 1, 2000);
+	ck_assert_int_eq(async_err[2], -EIO);
+	ck_assert_ptr_null(async_b[2]);
+	ck_assert_uint_eq(stats().buffers, 0);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* block sizes */
+
+START_TEST(test_block_sizes_io)
+{
+	static const unsigned sizes[] = { 512, 8192, 65536, 1u << 20 };
+
+	bufio_client_destroy(bc);
+	bc = NULL;
+	for (size_t k = 0; k < FM_ARRAY_SIZE(sizes); k++) {
+		unsigned bs = sizes[k];
+		struct bufio_buffer *b;
+		uint8_t *want = malloc(bs), *got = malloc(bs);
+		unsigned nblocks = (unsigned)((uint64_t)DEV_BLOCKS * BS / bs);
+		struct bufio_bdev bdev = membdev_bdev(md);
+
+		ck_assert_int_eq(bufio_client_create(&bdev, bs, 1, 0, NULL, NULL, &bc), 0);
+		ck_assert_int_eq(bufio_read(bc, 1, &b), 0);
+		ck_assert_uint_eq((uintptr_t)bufio_get_block_data(b) % (bs < 4096 ? bs : 4096), 0);
+		fm_assert_bytes_eq(bufio_get_block_data(b), orig + bs, bs, "bs %u read", bs);
+		bufio_release(b);
+		ck_assert_int_eq(bufio_new(bc, 2, &b), 0);
+		memset(bufio_begin_modify(b), 0x22, bs);
+		bufio_mark_buffer_dirty(b);
+		bufio_release(b);
+		ck_assert_int_eq(bufio_read(bc, nblocks - 1, &b), 0);
+		memset((uint8_t *)bufio_begin_modify(b) + bs / 2, 0x33, bs / 4);
+		bufio_mark_partial_buffer_dirty(b, bs / 2, bs / 2 + bs / 4);
+		bufio_release(b);
+		ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+		memset(want, 0x22, bs);
+		membdev_peek(md, 2ull * bs, got, bs);
+		fm_assert_bytes_eq(got, want, bs, "bs %u new", bs);
+		memcpy(want, orig + (uint64_t)(nblocks - 1) * bs, bs);
+		memset(want + bs / 2, 0x33, bs / 4);
+		membdev_peek(md, (uint64_t)(nblocks - 1) * bs, got, bs);
+		fm_assert_bytes_eq(got, want, bs, "bs %u partial", bs);
+		bufio_client_destroy(bc);
+		bc = NULL;
+		free(want);
+		free(got);
+		memcpy(orig, md->mem, (size_t)DEV_BLOCKS * BS); /* new baseline */
+	}
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* on dmio, over a temporary file */
+
+static char *tmpdir, *tmpfile_path;
+static struct dmio_dev *ddev;
+static struct bufio_bdev dbdev;
+
+static void setup_dmio(void)
+{
+	uint8_t *buf = malloc(4u << 20);
+	struct fm_rng rng;
+
+	tmpdir = fm_test_mkdtemp(NULL, "bufio");
+	tmpfile_path = g_build_filename(tmpdir, "leg", NULL);
+	fm_rng_seed(&rng, 42);
+	fm_rng_fill(&rng, buf, 4u << 20);
+	fm_test_create_file(tmpfile_path, 4u << 20);
+	fm_test_write_file(tmpfile_path, 0, buf, 4u << 20);
+	free(buf);
+	ck_assert_int_eq(dmio_dev_open(tmpfile_path, 0, &ddev), 0);
+	ck_assert_int_eq(bufio_dmio_bdev_create(ddev, NULL, &dbdev), 0);
+}
+
+static void teardown_dmio(void)
+{
+	bufio_client_destroy(bc);
+	bc = NULL;
+	bufio_dmio_bdev_destroy(&dbdev);
+	dmio_dev_close(ddev);
+	ddev = NULL;
+	dmio_engine_shutdown();
+	fm_test_rm_rf(tmpdir);
+	g_free(tmpdir);
+	g_free(tmpfile_path);
+}
+
+START_TEST(test_dmio_roundtrip)
+{
+	struct bufio_buffer *b;
+	uint8_t *file = malloc(4u << 20), *want = malloc(BS), *got = malloc(BS);
+
+	fm_test_read_file(tmpfile_path, 0, file, 4u << 20);
+	ck_assert_int_eq(bufio_client_create(&dbdev, BS, 1, 0, NULL, NULL, &bc), 0);
+	ck_assert_uint_eq(bufio_get_device_size(bc), (4u << 20) / BS);
+	ck_assert_int_eq(bufio_read(bc, 3, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), file + 3 * BS, BS, "dmio read");
+	memset((uint8_t *)bufio_begin_modify(b) + 100, 0x77, 1000);
+	bufio_mark_partial_buffer_dirty(b, 100, 1100);
+	bufio_release(b);
+	for (unsigned i = 0; i < 64; i++)
+		put_block(100 + i, (int)i);
+	ck_assert_int_eq(bufio_prefetch(bc, 200, 8), 8);
+	ck_assert_int_eq(bufio_read(bc, 207, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), file + 207 * BS, BS, "prefetched");
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	bufio_client_destroy(bc);
+	bc = NULL;
+
+	memcpy(want, file + 3 * BS, BS);
+	memset(want + 100, 0x77, 1000);
+	fm_test_read_file(tmpfile_path, 3 * BS, got, BS);
+	fm_assert_bytes_eq(got, want, BS, "partial on file");
+	for (unsigned i = 0; i < 64; i++) {
+		memset(want, (int)i, BS);
+		fm_test_read_file(tmpfile_path, (100 + i) * BS, got, BS);
+		fm_assert_bytes_eq(got, want, BS, "block %u on file", 100 + i);
+	}
+	fm_test_read_file(tmpfile_path, 4 * BS, got, BS);
+	fm_assert_bytes_eq(got, file + 4 * BS, BS, "untouched");
+	free(file);
+	free(want);
+	free(got);
+}
+END_TEST
+
+START_TEST(test_dmio_errors_and_large_blocks)
+{
+	struct bufio_buffer *b;
+	uint8_t *file = malloc(4u << 20);
+
+	fm_test_read_file(tmpfile_path, 0, file, 4u << 20);
+	ck_assert_int_eq(bufio_client_create(&dbdev, 1u << 20, 1, 0, NULL, NULL, &bc), 0);
+	ck_assert_uint_eq(bufio_get_device_size(bc), 4);
+	ck_assert_int_lt(bufio_read(bc, 4, &b), 0); /* beyond the end */
+	ck_assert_int_eq(bufio_read(bc, 2, &b), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(b), file + (2u << 20), 1u << 20, "1 MiB");
+	memset(bufio_begin_modify(b), 0x5a, 1u << 20);
+	bufio_mark_buffer_dirty(b);
+	ck_assert_int_eq(bufio_write_buffer(b, BUFIO_IO_FUA), 0);
+	bufio_release(b);
+	memset(file, 0x5a, 1u << 20);
+	fm_test_read_file(tmpfile_path, 2u << 20, file + (1u << 20), 1u << 20);
+	fm_assert_bytes_eq(file + (1u << 20), file, 1u << 20, "1 MiB written");
+	ck_assert_int_eq(bufio_issue_flush(bc), 0);
+	free(file);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* concurrent stress against a model */
+
+#define ST_THREADS 8
+#define ST_BLOCKS 48
+#define ST_OPS 2500
+
+struct st_model {
+	pthread_mutex_t lock;   /* orders changes of the block's content */
+	uint64_t version;
+};
+
+static struct st_model model[ST_BLOCKS];
+static atomic_int st_failures;
+static int st_ops = ST_OPS;
+static char st_first[160]; /* the first failure, under st_first_lock */
+static pthread_mutex_t st_first_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void st_fail(const char *what, uint64_t k, int r)
+{
+	pthread_mutex_lock(&st_first_lock);
+	if (!st_first[0])
+		snprintf(st_first, sizeof(st_first), "%s on block %" PRIu64 ": %d", what, k, r);
+	pthread_mutex_unlock(&st_first_lock);
+	atomic_fetch_add(&st_failures, 1);
+}
+
+static void st_fill(uint8_t *p, uint64_t block, uint64_t version)
+{
+	memset(p, (int)((block * 31 + version) & 0xff), BS);
+	memcpy(p, &version, sizeof(version));
+}
+
+static bool st_check(const uint8_t *p, uint64_t block, uint64_t version)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v == version && p[BS - 1] == (uint8_t)((block * 31 + version) & 0xff) &&
+	       p[BS / 2] == p[BS - 1];
+}
+
+static void *st_thread(void *arg)
+{
+	struct fm_rng rng;
+	struct bufio_buffer *b;
+
+	fm_rng_seed(&rng, (uint64_t)(uintptr_t)arg);
+	for (int i = 0; i < st_ops; i++) {
+		uint64_t k = fm_rng_between(&rng, 0, ST_BLOCKS - 1);
+		unsigned op = (unsigned)fm_rng_between(&rng, 0, 99);
+		int r;
+
+		if (op < 35) { /* read and check */
+			r = bufio_read(bc, k, &b);
+			if (r) {
+				st_fail("read", k, r);
+				continue;
+			}
+			pthread_mutex_lock(&model[k].lock);
+			if (!st_check(bufio_get_block_data(b), k, model[k].version))
+				st_fail("read: content", k, (int)model[k].version);
+			pthread_mutex_unlock(&model[k].lock);
+			bufio_release(b);
+		} else if (op < 65) { /* read-modify-write */
+			r = op < 55 ? bufio_read(bc, k, &b) : bufio_new(bc, k, &b);
+			if (r) {
+				st_fail("read/new for write", k, r);
+				continue;
+			}
+			pthread_mutex_lock(&model[k].lock);
+			st_fill(bufio_begin_modify(b), k, ++model[k].version);
+			if (op & 1)
+				bufio_mark_buffer_dirty(b);
+			else
+				bufio_mark_partial_buffer_dirty(b, 0, BS);
+			pthread_mutex_unlock(&model[k].lock);
+			bufio_release(b);
+		} else if (op < 80) { /* get */
+			if (bufio_get(bc, k, &b) == 0) {
+				pthread_mutex_lock(&model[k].lock);
+				if (!st_check(bufio_get_block_data(b), k, model[k].version))
+					st_fail("get: content", k, (int)model[k].version);
+				pthread_mutex_unlock(&model[k].lock);
+				bufio_release(b);
+			}
+		} else if (op < 86) {
+			bufio_prefetch(bc, k, 4);
+		} else if (op < 92) {
+			bufio_forget(bc, k);
+		} else if (op < 97) {
+			bufio_write_dirty_buffers_async(bc);
+		} else if (op < 99) {
+			if ((r = bufio_write_dirty_range(bc, k, 8, 0)))
+				st_fail("write_dirty_range", k, r);
+		} else {
+			if ((r = bufio_write_dirty_buffers(bc)))
+				st_fail("write_dirty_buffers", k, r);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(test_stress_model)
+{
+	pthread_t t[ST_THREADS];
+	uint8_t got[BS];
+	struct bufio_stats st;
+
+	st_ops = getenv("FM_UNDER_VALGRIND") ? ST_OPS / 5 : ST_OPS;
+	/* The initial content is version 0 of the model. */
+	for (unsigned k = 0; k < ST_BLOCKS; k++) {
+		uint8_t blk[BS];
+
+		pthread_mutex_init(&model[k].lock, NULL);
+		model[k].version = 0;
+		st_fill(blk, k, 0);
+		membdev_poke(md, (uint64_t)k * BS, blk, BS);
+	}
+	md->delay_us = 0;
+	atomic_store(&st_failures, 0);
+	bufio_set_max_cache_size_bytes(24 * BS); /* half the blocks: evictions */
+	for (int i = 0; i < ST_THREADS; i++)
+		pthread_create(&t[i], NULL, st_thread, (void *)(uintptr_t)(i + 1));
+	for (int i = 0; i < ST_THREADS; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_msg(atomic_load(&st_failures) == 0, "%d failures, the first: %s",
+		      atomic_load(&st_failures), st_first);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	st = stats();
+	ck_assert_uint_eq(st.dirty, 0);
+	for (unsigned k = 0; k < ST_BLOCKS; k++) {
+		dev_block(k, got);
+		ck_assert_msg(st_check(got, k, model[k].version),
+			      "block %u: device does not hold version %" PRIu64, k,
+			      model[k].version);
+		pthread_mutex_destroy(&model[k].lock);
+	}
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+
+static Suite *bufio_suite(void)
+{
+	Suite *s = suite_create("bufio");
+	TCase *tc;
+
+#define TCASE(name, setup)                                              \
+	tc = tcase_create(name);                                        \
+	tcase_add_checked_fixture(tc, setup, teardown);                 \
+	tcase_set_timeout(tc, 120);                                     \
+	suite_add_tcase(s, tc)
+
+	TCASE("create", setup_sync);
+	tcase_add_test(tc, test_create_block_sizes);
+	tcase_add_test(tc, test_create_bad_ops);
+	tcase_add_test(tc, test_sector_offset);
+
+	TCASE("read", setup_sync);
+	tcase_add_test(tc, test_read_hit);
+	tcase_add_test(tc, test_read_error_not_cached);
+	tcase_add_test(tc, test_read_beyond_end);
+	TCASE("read_concurrent", setup_async);
+	tcase_add_test(tc, test_read_same_block_once);
+
+	TCASE("get", setup_sync);
+	tcase_add_test(tc, test_get_miss_no_io);
+	TCASE("get_async", setup_async);
+	tcase_add_test(tc, test_get_does_not_wait);
+
+	TCASE("new", setup_sync);
+	tcase_add_test(tc, test_new_no_read);
+	tcase_add_test(tc, test_new_on_cached_block);
+	tcase_add_test(tc, test_new_hidden_until_filled);
+	tcase_add_test(tc, test_new_released_unfilled);
+
+	TCASE("dirty_ranges", setup_sync);
+	tcase_add_test(tc, test_partial_dirty_range);
+	tcase_add_test(tc, test_partial_dirty_widens);
+	tcase_add_test(tc, test_contiguous_one_write);
+	tcase_add_test(tc, test_runs_split_at_gaps);
+	tcase_add_test(tc, test_partial_buffers_in_runs);
+
+	TCASE("writeback", setup_sync);
+	tcase_add_test(tc, test_write_async_then_sync);
+	tcase_add_test(tc, test_write_buffer);
+	tcase_add_test(tc, test_write_dirty_range_fua);
+	tcase_add_test(tc, test_destroy_writes_back);
+	tcase_add_test(tc, test_flush_discard);
+
+	TCASE("write_errors", setup_sync);
+	tcase_add_test(tc, test_write_error_sticky);
+	tcase_add_test(tc, test_background_error_reported);
+	tcase_add_test(tc, test_write_range_reports_error);
+
+	TCASE("release_move", setup_sync);
+	tcase_add_test(tc, test_release_move_dirty);
+	tcase_add_test(tc, test_release_move_clean);
+	tcase_add_test(tc, test_release_move_replaces_cached);
+	tcase_add_test(tc, test_release_move_shared);
+
+	TCASE("forget", setup_sync);
+	tcase_add_test(tc, test_forget);
+	tcase_add_test(tc, test_forget_buffers);
+
+	TCASE("prefetch", setup_sync);
+	tcase_add_test(tc, test_prefetch_vectored);
+	tcase_add_test(tc, test_prefetch_skips_cached);
+
+	TCASE("memory", setup_sync);
+	tcase_add_test(tc, test_eviction_keeps_limit);
+	tcase_add_test(tc, test_clock_second_chance);
+	tcase_add_test(tc, test_dirty_survive_pressure);
+	tcase_add_test(tc, test_held_never_evicted);
+	tcase_add_test(tc, test_reserve_progress);
+	tcase_add_test(tc, test_watermark_writeback);
+	tcase_add_test(tc, test_limit_lowered_trims);
+	tcase_add_test(tc, test_max_age_evicts);
+	tcase_add_test(tc, test_writeback_age);
+	tcase_add_test(tc, test_global_stats);
+
+	TCASE("modify_under_write", setup_async);
+	tcase_add_test(tc, test_cow_sole_holder);
+	tcase_add_test(tc, test_modify_waits_when_shared);
+	TCASE("modify_sync", setup_sync);
+	tcase_add_test(tc, test_writeback_skips_modifiers);
+
+	TCASE("callbacks", setup_sync);
+	tcase_add_test(tc, test_callbacks);
+
+	TCASE("read_async", setup_sync);
+	tcase_add_test(tc, test_read_async_hit_inline);
+	TCASE("read_async_dev", setup_async);
+	tcase_add_test(tc, test_read_async_miss);
+	tcase_add_test(tc, test_read_async_error);
+
+	TCASE("block_sizes", setup_sync);
+	tcase_add_test(tc, test_block_sizes_io);
+
+	tc = tcase_create("dmio");
+	tcase_add_checked_fixture(tc, setup_dmio, teardown_dmio);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	tcase_add_test(tc, test_dmio_roundtrip);
+	tcase_add_test(tc, test_dmio_errors_and_large_blocks);
+
+	TCASE("stress", setup_async);
+	tcase_add_test(tc, test_stress_model);
+#undef TCASE
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(bufio_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
