@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The on-disk format of one leg: superblock, write-intent bitmap area, data.
+ *
+ *   offset 0              superblock, FM_SB_SIZE bytes, little-endian,
+ *                         crc32c over its first FM_SB_SIZE - 4 bytes stored
+ *                         in its last 4 bytes
+ *   bitmap_offset (4 KiB) write-intent bitmap, one bit per region,
+ *                         bitmap_length bytes (a multiple of 4 KiB)
+ *   data_offset           the image data, image_size bytes (1 MiB aligned)
+ *
+ * Versioning: a reader refuses a superblock whose major version is higher
+ * than its own (FM_SB_VERSION_MAJOR); a higher minor version only adds
+ * fields in space that older readers see as reserved zeroes, and those
+ * readers keep working.  Reserved bytes are written as zero.
+ *
+ * Threading: the functions here are pure (encode/decode/validate) or do
+ * synchronous I/O on one device; call them from any thread, but never two
+ * writers on one leg at once.
+ */
+#ifndef FUSEMIRROR_SUPERBLOCK_H
+#define FUSEMIRROR_SUPERBLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "fusemirror/dmio.h"
+
+#define FM_SB_MAGIC "FUSEMIRR"          /* 8 bytes, no NUL on disk */
+#define FM_SB_VERSION_MAJOR 1
+#define FM_SB_VERSION_MINOR 0
+#define FM_SB_SIZE 4096u
+#define FM_SB_MAX_LEGS 32               /* slots in the leg table */
+#define FM_SB_DATA_ALIGN (1u << 20)     /* data_offset alignment */
+#define FM_SB_DEFAULT_REGION_SIZE (64ull << 20)
+#define FM_SB_MIN_REGION_SIZE (1ull << 20)
+#define FM_SB_MAX_REGION_SIZE (1ull << 40)
+
+/* state_flags */
+enum fm_sb_flags {
+	FM_SB_CLEAN = 1u << 0,  /* array was stopped cleanly: legs are equal
+				   (apart from legs marked otherwise below) */
+};
+
+/* State of one leg, as recorded in the leg table of every superblock. */
+enum fm_leg_state {
+	FM_LEG_EMPTY = 0,       /* slot unused */
+	FM_LEG_IN_SYNC = 1,     /* holds the current data */
+	FM_LEG_FAULTY = 2,      /* failed: receives no I/O until re-added */
+	FM_LEG_REBUILDING = 3,  /* being rebuilt; valid up to recovery_offset */
+	FM_LEG_REMOVED = 4,     /* removed by the administrator */
+};
+
+struct fm_sb_leg {
+	uint8_t uuid[16];
+	uint32_t state;         /* enum fm_leg_state */
+	uint64_t events;        /* event counter when the state was set */
+};
+
+/* The decoded (host-endian) superblock. */
+struct fm_sb {
+	uint32_t version_major;
+	uint32_t version_minor;
+	uint8_t array_uuid[16];
+	uint8_t leg_uuid[16];   /* this leg */
+	uint32_t leg_index;     /* this leg's slot in legs[] */
+	uint32_t nr_legs;       /* slots in use: 1..FM_SB_MAX_LEGS */
+	uint64_t events;        /* bumped on every state change of the array */
+	uint64_t ctime;         /* creation time, seconds since the epoch */
+	uint64_t utime;         /* last superblock update */
+	uint64_t image_size;    /* bytes, multiple of 4 KiB */
+	uint64_t data_offset;   /* bytes, multiple of FM_SB_DATA_ALIGN */
+	uint64_t region_size;   /* bytes per bitmap bit, power of two */
+	uint64_t bitmap_offset; /* bytes (FM_SB_SIZE) */
+	uint64_t bitmap_length; /* bytes, multiple of 4 KiB */
+	uint32_t state_flags;   /* enum fm_sb_flags */
+	uint32_t block_size;    /* suggested cache block size (bytes) */
+	uint64_t recovery_offset; /* REBUILDING: data valid below this byte */
+	char name[64];          /* array name, NUL-terminated, may be empty */
+	struct fm_sb_leg legs[FM_SB_MAX_LEGS];
+};
+
+/*
+ * Geometry of a new array: given the image size and region size, store
+ * them and the computed bitmap_offset, bitmap_length and data_offset into
+ * @sb (other fields untouched).  Returns 0, or -EINVAL (and @sb untouched)
+ * when image_size is 0 or not a multiple of 4 KiB, or region_size is not a
+ * power of two in [FM_SB_MIN_REGION_SIZE, FM_SB_MAX_REGION_SIZE], or a leg
+ * would need more than INT64_MAX bytes.
+ */
+int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size);
+
+/* Bytes a leg needs for @sb's geometry: data_offset + image_size. */
+uint64_t fm_sb_leg_bytes(const struct fm_sb *sb);
+
+/* Number of regions (bitmap bits) of @sb. */
+uint64_t fm_sb_nr_regions(const struct fm_sb *sb);
+
+/* Serialise into @buf (FM_SB_SIZE bytes), computing the crc. */
+void fm_sb_encode(const struct fm_sb *sb, void *buf);
+
+/* GError domain of the messages below; the code is the positive errno. */
+#define FM_SB_ERROR (fm_sb_error_quark())
+GQuark fm_sb_error_quark(void);
+
+/*
+ * Parse @buf (FM_SB_SIZE bytes).  Returns 0; -ENODATA when the magic is not
+ * there (not a fusemirror leg); -EBADMSG when the crc does not match;
+ * -EPROTONOSUPPORT for a newer major version; -EUCLEAN when fields are
+ * inconsistent (geometry, leg_index >= nr_legs, major version 0, ...).
+ * On error *ret_sb is untouched and, when @err is not NULL, it says what is
+ * wrong in words.
+ */
+int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err);
+
+/* Read and decode the superblock of @dev (synchronous dmio). Same returns
+ * as fm_sb_decode (-ENODATA also for a device smaller than FM_SB_SIZE), or
+ * -EIO when the read fails; messages name the device. */
+int fm_sb_read(struct dmio_dev *dev, struct fm_sb *ret_sb, GError **err);
+
+/* Encode and write the superblock of @dev with FUA (durable on return).
+ * Sets sb->utime (only on success).  Returns 0 or -errno; -EINVAL, with
+ * nothing written, for an @sb that fm_sb_decode() would not accept back. */
+int fm_sb_write(struct dmio_dev *dev, struct fm_sb *sb);
+
+/* Zero the bitmap area of @dev (synchronous, durable).  Returns 0 or
+ * -errno; -EINVAL for an @sb that fm_sb_decode() would not accept. */
+int fm_sb_clear_bitmap(struct dmio_dev *dev, const struct fm_sb *sb);
+
+/* Format a UUID as the usual 36-character text into @buf (>= 37 bytes). */
+char *fm_uuid_unparse(const uint8_t uuid[16], char *buf);
+/* Fill @uuid with a random (version 4) UUID. */
+void fm_uuid_generate(uint8_t uuid[16]);
+
+/*
+ * Look for an existing signature on @fd (a file system, partition table,
+ * RAID member, swap, LUKS, or a fusemirror superblock) with libblkid.
+ * Returns 0 and sets *ret_what to a newly allocated description (e.g.
+ * "ext4 file system", "dos partition table", "fusemirror leg (array
+ * 3f2a...)", "several signatures (...)") or NULL when the device holds none
+ * (an empty or tiny file holds none); -EINVAL when @fd is neither a regular
+ * file nor a block device, other -errno on failure.  Blocks: reads the start
+ * of @fd (and, for some signatures, its end), through a private buffered
+ * open file when @fd is O_DIRECT or write-only.
+ */
+int fm_sb_probe_signature(int fd, char **ret_what);
+
+#endif /* FUSEMIRROR_SUPERBLOCK_H */
