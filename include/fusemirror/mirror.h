@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The mirror target: N legs holding the same image.  It is the block device
+ * under the cache (mirror_bufio_bdev()), and it formats and assembles legs.
+ *
+ * Data path:
+ *   - A write goes to every in-sync leg as ONE dmio write to all of them; it
+ *     completes when every leg has it.  A leg that fails it is reported in
+ *     the completion (-EIO), logged, and counted in its statistics: no write
+ *     error is hidden.
+ *   - Overlapping writes (and discards/write-zeroes) are issued in the order
+ *     they were submitted: one that overlaps an earlier one still in flight
+ *     waits for it, so every leg sees them in the same order and legs never
+ *     diverge.  Reads are not ordered against writes (as on a disk).
+ *   - A read goes to one leg, chosen by the read policy (default: the leg
+ *     that just served the preceding sectors, else the one with the fewest
+ *     reads pending).  A read that fails is retried on the other legs.
+ *   - Flush: every leg is flushed in parallel.
+ *
+ * On disk (include/fusemirror/superblock.h): assembly refuses legs that do
+ * not belong together, and marks the array dirty (events + 1, CLEAN off) on
+ * every leg before the first write; mirror_stop() marks it clean again.
+ *
+ * Threading: mirror_submit() and the other I/O calls may be called from any
+ * thread, including a dmio/bufio completion callback (they never wait);
+ * completions (@end_io) run on dmio's reaper threads.  mirror_flush(),
+ * mirror_discard(), mirror_write_zeroes() are synchronous and must not be
+ * called from a completion.  mirror_assemble(), mirror_stop() and
+ * mirror_format() are called once, by the daemon's main thread.
+ * The statistics getters may be called from any thread at any time.
+ */
+#ifndef FUSEMIRROR_MIRROR_H
+#define FUSEMIRROR_MIRROR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <glib.h>
+
+#include "fusemirror/bufio.h"
+#include "fusemirror/superblock.h"
+
+struct mirror;
+
+#define FM_MIRROR_ERROR (fm_mirror_error_quark())
+GQuark fm_mirror_error_quark(void);
+
+/*----------------------------------------------------------------*/
+/* Formatting */
+
+struct mirror_format_opts {
+	uint64_t size;          /* image bytes; 0: the largest all legs fit */
+	uint64_t region_size;   /* 0: FM_SB_DEFAULT_REGION_SIZE */
+	uint32_t block_size;    /* suggested cache block size; 0: 4096 */
+	const char *name;       /* array name, may be NULL */
+	bool force;             /* overwrite legs that carry a signature */
+};
+
+/*
+ * Write a new array's superblocks on @n legs (2..FM_SB_MAX_LEGS; 1 is
+ * allowed, a mirror of one).  A leg is an existing regular file (large
+ * enough: it is never grown), a path to create (a sparse file of the needed
+ * size; this needs opts->size), or a block device.  On failure, files this
+ * call created are removed again.  Refused, with a message that
+ * names the leg and the reason, before anything is written: a leg with a
+ * file system, partition table, RAID or fusemirror signature (unless
+ * @force), a leg too small for the requested size, the same leg twice (by
+ * path or by device and inode), a path whose directory does not exist.
+ * Every leg's data area is then discarded or zeroed, so all legs start
+ * equal and no initial copy is needed.
+ * Returns 0 and fills @ret_array_uuid (may be NULL), or -errno with @err.
+ */
+int mirror_format(const char *const *legs, unsigned n,
+		  const struct mirror_format_opts *opts,
+		  uint8_t ret_array_uuid[16], GError **err);
+
+/*----------------------------------------------------------------*/
+/* Assembly */
+
+enum mirror_read_policy {
+	MIRROR_READ_BALANCE,    /* sequential affinity, else least pending */
+	MIRROR_READ_ROUND_ROBIN,/* rotate over in-sync legs */
+	MIRROR_READ_FIRST,      /* the first in-sync leg, others on error */
+};
+
+/* Parse "balance" | "round-robin" | "first"; returns -EINVAL otherwise. */
+int mirror_read_policy_parse(const char *s, enum mirror_read_policy *ret);
+const char *mirror_read_policy_name(enum mirror_read_policy p);
+
+struct mirror_opts {
+	bool readonly;                  /* open legs read-only, no sb update */
+	enum mirror_read_policy read_policy;
+};
+
+/*
+ * Open the legs (O_DIRECT where possible; each locked: an OFD write lock on
+ * a file, O_EXCL on a block device), read their superblocks and assemble.
+ * Refused by name: a missing path, a leg that is not a fusemirror leg, a
+ * damaged superblock (bad crc), a leg of another array, geometry that
+ * differs, a leg smaller than its superblock says, a leg given twice, a
+ * leg in use ("already in use"), legs of the array that were not given, a
+ * stale leg (older event counter).  Unless read-only, the superblocks are
+ * then marked dirty (durably) before this returns.
+ * Returns 0 and *ret_m, or -errno with @err.
+ */
+int mirror_assemble(const char *const *legs, unsigned n, const struct mirror_opts *opts,
+		    struct mirror **ret_m, GError **err);
+
+/*
+ * Flush the legs, mark the superblocks clean (unless read-only or a write
+ * error happened since assembly), close and unlock the legs, free @m.
+ * No I/O may be in flight.  Returns 0 or the first error (@m is freed
+ * either way).
+ */
+int mirror_stop(struct mirror *m, GError **err);
+
+/*----------------------------------------------------------------*/
+/* I/O (sectors are 512 bytes, relative to the start of the image) */
+
+typedef void (*mirror_end_io_fn)(void *ctx, int err);
+
+enum mirror_op {
+	MIRROR_OP_READ,
+	MIRROR_OP_WRITE,
+};
+
+enum mirror_io_flags {
+	MIRROR_IO_FUA = 1u << 0,        /* write: durable on every leg */
+};
+
+/*
+ * Start a read or write of the iovec (a whole number of sectors) at
+ * @sector.  Returns 0 when the request started: @end_io is then called
+ * exactly once, on a dmio reaper thread.  Returns -errno for a request that
+ * cannot start, and @end_io is never called: -EINVAL (not whole sectors,
+ * too many iovecs), -ENOSPC (beyond the image end), -EROFS (write on a
+ * read-only array).  The iovec array is copied; the memory it points to
+ * must stay valid (and unchanged, for a write) until completion.
+ * At completion @err is 0, or -EIO when every leg failed a read or some leg
+ * failed a write.  Never blocks (a write that overlaps one in flight is
+ * queued, not waited for).
+ */
+int mirror_submit(struct mirror *m, enum mirror_op op, uint64_t sector,
+		  const struct iovec *iov, unsigned iovcnt, unsigned flags,
+		  mirror_end_io_fn end_io, void *ctx);
+
+/* Flush every in-sync leg (in parallel) and wait.  0 or -EIO. */
+int mirror_flush(struct mirror *m);
+/* Discard / zero [sector, sector + count) on every leg and wait; the range
+ * reads back as zeroes afterwards.  0, -ENOSPC, -EROFS or -EIO. */
+int mirror_discard(struct mirror *m, uint64_t sector, uint64_t count);
+int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
+
+/* The mirror as the block device under a bufio client. */
+struct bufio_bdev mirror_bufio_bdev(struct mirror *m);
+
+/*----------------------------------------------------------------*/
+/* Information */
+
+uint64_t mirror_size(const struct mirror *m);          /* image bytes */
+const struct fm_sb *mirror_sb(const struct mirror *m);  /* first leg's */
+unsigned mirror_nr_legs(const struct mirror *m);
+bool mirror_is_readonly(const struct mirror *m);
+enum mirror_read_policy mirror_get_read_policy(const struct mirror *m);
+
+struct mirror_leg_stats {
+	const char *path;               /* valid while @m lives */
+	enum fm_leg_state state;
+	bool direct;                    /* opened O_DIRECT */
+	uint64_t reads, writes;         /* requests */
+	uint64_t read_bytes, write_bytes;
+	uint64_t read_errors, write_errors;
+	unsigned pending;               /* reads in flight on this leg */
+};
+void mirror_get_leg_stats(const struct mirror *m, unsigned leg,
+			  struct mirror_leg_stats *ret);
+
+struct mirror_stats {
+	uint64_t reads, writes, flushes, discards;  /* requests */
+	uint64_t read_bytes, write_bytes;
+	uint64_t read_retries;          /* reads served by another leg */
+	uint64_t overlap_waits;         /* writes that waited for an earlier one */
+	uint64_t errors;                /* requests completed with an error */
+};
+void mirror_get_stats(const struct mirror *m, struct mirror_stats *ret);
+
+#endif /* FUSEMIRROR_MIRROR_H */

@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Formatting a new array.  Everything that can refuse a leg is checked for
+ * every leg before the first byte is written to any of them; then the data
+ * areas are emptied (so the legs start equal without a copy), the bitmaps
+ * zeroed, and the superblocks written last, each with FUA.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mirror_i.h"
+
+struct fleg {
+	const char *path;
+	bool exists;
+	bool created;           /* this call created the file */
+	bool blockdev;
+	struct stat st;
+	uint64_t size;          /* bytes available (existing legs) */
+	struct dmio_dev *dev;
+};
+
+static int check_new_path(const char *path, GError **err)
+{
+	g_autofree char *copy = g_strdup(path);
+	const char *dir = dirname(copy);
+	struct stat st;
+
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		g_set_error(err, FM_MIRROR_ERROR, ENOENT,
+			    "leg %s: does not exist, and its directory %s does not either",
+			    path, dir);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* A path to create, with its directory resolved (symlinks, ".", ".."), so
+ * that two spellings of one new file compare equal; NULL if unresolvable. */
+static char *canonical_new_path(const char *path)
+{
+	g_autofree char *dir = g_path_get_dirname(path);
+	g_autofree char *base = g_path_get_basename(path);
+	char *real = realpath(dir, NULL);
+	char *ret = real ? g_build_filename(real, base, NULL) : NULL;
+
+	free(real);
+	return ret;
+}
+
+static int inspect_leg(struct fleg *l, bool force, GError **err)
+{
+	g_autofree char *what = NULL;
+	int fd, r;
+
+	if (stat(l->path, &l->st) < 0) {
+		if (errno != ENOENT) {
+			g_set_error(err, FM_MIRROR_ERROR, errno, "leg %s: %s", l->path,
+				    g_strerror(errno));
+			return -errno;
+		}
+		return check_new_path(l->path, err);
+	}
+	l->exists = true;
+	l->blockdev = S_ISBLK(l->st.st_mode);
+	if (!l->blockdev && !S_ISREG(l->st.st_mode)) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "leg %s: not a regular file or block device", l->path);
+		return -EINVAL;
+	}
+	/* O_EXCL on a block device refuses one that is mounted or in use. */
+	fd = open(l->path, O_RDONLY | O_CLOEXEC | (l->blockdev ? O_EXCL : 0));
+	if (fd < 0) {
+		r = -errno;
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", l->path,
+			    r == -EBUSY ? "in use (mounted, or held by another program)" :
+			    g_strerror(-r));
+		return r;
+	}
+	r = fm_sb_probe_signature(fd, &what);
+	close(fd);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot probe it: %s",
+			    l->path, g_strerror(-r));
+		return r;
+	}
+	if (what && !force) {
+		g_set_error(err, FM_MIRROR_ERROR, EEXIST,
+			    "leg %s: is not empty, it holds: %s; use --force to overwrite it",
+			    l->path, what);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static int open_leg(struct fleg *l, uint64_t need, GError **err)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	int r;
+
+	if (!l->exists) {
+		int fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+		if (fd < 0) {
+			r = -errno;
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot create it: %s",
+				    l->path, g_strerror(-r));
+			return r;
+		}
+		if (ftruncate(fd, (off_t)need) < 0) {
+			r = -errno;
+			close(fd);
+			unlink(l->path);
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot size it: %s",
+				    l->path, g_strerror(-r));
+			return r;
+		}
+		close(fd);
+		l->created = true;
+	}
+	r = dmio_dev_open(l->path, DMIO_DEV_EXCL, &l->dev);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", l->path,
+			    r == -EBUSY ? "in use" : g_strerror(-r));
+		return r;
+	}
+	if (!dmio_dev_is_blockdev(l->dev) &&
+	    fcntl(dmio_dev_fd(l->dev), F_OFD_SETLK, &fl) < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+			    "leg %s: already in use (locked by another process)", l->path);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* The largest 1 MiB multiple whose layout fits in @avail bytes. */
+static uint64_t fit_size(uint64_t avail, uint64_t region_size)
+{
+	uint64_t size = FM_ALIGN_DOWN(avail, (uint64_t)FM_SB_DATA_ALIGN);
+	struct fm_sb sb;
+
+	while (size > 0) {
+		if (fm_sb_layout(&sb, size, region_size) < 0)
+			return 0;
+		if (fm_sb_leg_bytes(&sb) <= avail)
+			return size;
+		size -= FM_ALIGN_UP(fm_sb_leg_bytes(&sb) - avail, (uint64_t)FM_SB_DATA_ALIGN);
+		if ((int64_t)size < 0)
+			return 0;
+	}
+	return 0;
+}
+
+static int empty_data_area(struct fleg *l, const struct fm_sb *sb)
+{
+	struct dmio_region where = { l->dev, sb->data_offset >> FM_SECTOR_SHIFT,
+				     sb->image_size >> FM_SECTOR_SHIFT };
+	/* A file gets holes (it stays sparse); a device gets zeroes, by unmap
+	 * where it can. */
+	struct dmio_request req = {
+		.op = l->blockdev ? DMIO_OP_WRITE_ZEROES : DMIO_OP_DISCARD,
+	};
+	int r = dmio(&req, 1, &where, NULL);
+
+	if (r < 0 && !l->blockdev) {
+		req.op = DMIO_OP_WRITE_ZEROES;
+		r = dmio(&req, 1, &where, NULL);
+	}
+	return r;
+}
+
+int mirror_format(const char *const *paths, unsigned n,
+		  const struct mirror_format_opts *opts, uint8_t ret_uuid[16], GError **err)
+{
+	struct mirror_format_opts o = opts ? *opts : (struct mirror_format_opts){ 0 };
+	struct fleg legs[FM_SB_MAX_LEGS] = { 0 };
+	uint64_t region = o.region_size ? o.region_size : FM_SB_DEFAULT_REGION_SIZE;
+	uint64_t min_avail = UINT64_MAX, need;
+	struct fm_sb sb = { 0 };
+	char u[37];
+	int r = 0;
+
+	if (n == 0 || n > FM_SB_MAX_LEGS) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "an array has 1 to %u legs, %u given", FM_SB_MAX_LEGS, n);
+		return -EINVAL;
+	}
+	if (o.name && strlen(o.name) >= sizeof(sb.name)) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL, "array name longer than %zu bytes",
+			    sizeof(sb.name) - 1);
+		return -EINVAL;
+	}
+	if (o.block_size && (!fm_is_power_of_2(o.block_size) || o.block_size < 512 ||
+			     o.block_size > (1u << 20))) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "block size %u is not a power of two from 512 to 1M", o.block_size);
+		return -EINVAL;
+	}
+	if (o.size && (o.size % 4096)) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "size %llu is not a multiple of 4 KiB", (unsigned long long)o.size);
+		return -EINVAL;
+	}
+	if (!fm_is_power_of_2(region) || region < FM_SB_MIN_REGION_SIZE ||
+	    region > FM_SB_MAX_REGION_SIZE) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "region size %llu is not a power of two from 1M to 1T",
+			    (unsigned long long)region);
+		return -EINVAL;
+	}
+
+	/* 1. Inspect every leg; refuse before writing anything. */
+	for (unsigned i = 0; i < n; i++) {
+		legs[i].path = paths[i];
+		for (unsigned j = 0; j < i; j++) {
+			if (!strcmp(paths[i], paths[j])) {
+				g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+					    "leg %s: given twice", paths[i]);
+				return -EINVAL;
+			}
+		}
+		r = inspect_leg(&legs[i], o.force, err);
+		if (r < 0)
+			return r;
+		if (!legs[i].exists) {
+			g_autofree char *ci = canonical_new_path(paths[i]);
+
+			for (unsigned j = 0; j < i && ci; j++) {
+				g_autofree char *cj = legs[j].exists ? NULL :
+						      canonical_new_path(paths[j]);
+
+				if (cj && !strcmp(ci, cj)) {
+					g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+						    "leg %s: is the same file as %s",
+						    paths[i], paths[j]);
+					return -EINVAL;
+				}
+			}
+		}
+		for (unsigned j = 0; j < i && legs[i].exists; j++) {
+			bool same = legs[i].blockdev ?
+				(legs[j].blockdev && legs[i].st.st_rdev == legs[j].st.st_rdev) :
+				(legs[j].exists && legs[i].st.st_dev == legs[j].st.st_dev &&
+				 legs[i].st.st_ino == legs[j].st.st_ino);
+
+			if (same) {
+				g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+					    "leg %s: is the same file as %s", paths[i], paths[j]);
+				return -EINVAL;
+			}
+		}
+	}
+	/* 2. Sizes. */
+	for (unsigned i = 0; i < n; i++) {
+		struct dmio_dev *d;
+
+		if (!legs[i].exists)
+			continue;
+		r = dmio_dev_open(paths[i], DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT, &d);
+		if (r < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", paths[i],
+				    g_strerror(-r));
+			return r;
+		}
+		legs[i].size = dmio_dev_size(d);
+		dmio_dev_close(d);
+		if (legs[i].size < min_avail)
+			min_avail = legs[i].size;
+	}
+	if (!o.size) {
+		if (min_avail == UINT64_MAX) {
+			g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+				    "none of the legs exists yet: give --size");
+			return -EINVAL;
+		}
+		o.size = fit_size(min_avail, region);
+		if (!o.size) {
+			g_set_error(err, FM_MIRROR_ERROR, ENOSPC,
+				    "the smallest leg (%llu bytes) is too small for an array",
+				    (unsigned long long)min_avail);
+			return -ENOSPC;
+		}
+	}
+	r = fm_sb_layout(&sb, o.size, region);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL, "size %llu cannot be laid out",
+			    (unsigned long long)o.size);
+		return r;
+	}
+	need = fm_sb_leg_bytes(&sb);
+	for (unsigned i = 0; i < n; i++) {
+		if (legs[i].exists && legs[i].size < need) {
+			g_set_error(err, FM_MIRROR_ERROR, ENOSPC,
+				    "leg %s: is %llu bytes; the array needs %llu "
+				    "(%llu of data after a %llu-byte header)", paths[i],
+				    (unsigned long long)legs[i].size, (unsigned long long)need,
+				    (unsigned long long)o.size, (unsigned long long)sb.data_offset);
+			return -ENOSPC;
+		}
+	}
+
+	/* 3. Create, open and lock the legs.  On failure (a leg in use), undo
+	 * the creations: a refused format leaves nothing behind. */
+	for (unsigned i = 0; i < n && r == 0; i++)
+		r = open_leg(&legs[i], need, err);
+	if (r < 0) {
+		for (unsigned i = 0; i < n; i++) {
+			dmio_dev_close(legs[i].dev);
+			if (legs[i].created)
+				unlink(paths[i]);
+		}
+		return r;
+	}
+
+	/* 4. Superblock contents. */
+	if (r == 0) {
+		sb.version_major = FM_SB_VERSION_MAJOR;
+		sb.version_minor = FM_SB_VERSION_MINOR;
+		fm_uuid_generate(sb.array_uuid);
+		sb.nr_legs = n;
+		sb.events = 1;
+		sb.ctime = (uint64_t)time(NULL);
+		sb.state_flags = FM_SB_CLEAN;
+		sb.block_size = o.block_size ? o.block_size : 4096;
+		if (o.name)
+			g_strlcpy(sb.name, o.name, sizeof(sb.name));
+		for (unsigned i = 0; i < n; i++) {
+			fm_uuid_generate(sb.legs[i].uuid);
+			sb.legs[i].state = FM_LEG_IN_SYNC;
+			sb.legs[i].events = 1;
+		}
+	}
+	/* 5. Empty the data areas and bitmaps, then the superblocks. */
+	for (unsigned i = 0; i < n && r == 0; i++) {
+		struct fm_sb leg_sb = sb;
+
+		leg_sb.leg_index = i;
+		memcpy(leg_sb.leg_uuid, sb.legs[i].uuid, 16);
+		r = legs[i].exists ? empty_data_area(&legs[i], &sb) : 0;
+		if (r == 0)
+			r = fm_sb_clear_bitmap(legs[i].dev, &leg_sb);
+		if (r == 0) {
+			struct dmio_request fl = { .op = DMIO_OP_FLUSH };
+			struct dmio_region w = { legs[i].dev, 0, 0 };
+
+			r = dmio(&fl, 1, &w, NULL);
+		}
+		if (r == 0)
+			r = fm_sb_write(legs[i].dev, &leg_sb);
+		if (r < 0)
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot write it: %s",
+				    paths[i], g_strerror(-r));
+	}
+	for (unsigned i = 0; i < n; i++)
+		dmio_dev_close(legs[i].dev);
+	if (r < 0)
+		return r;
+	if (ret_uuid)
+		memcpy(ret_uuid, sb.array_uuid, 16);
+	fm_info("array %s created: %u legs, %llu bytes", fm_uuid_unparse(sb.array_uuid, u),
+		n, (unsigned long long)o.size);
+	return 0;
+}
