@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The FUSE front: the mirror's image as one regular file, through libfuse's
+ * low-level API.
+ *
+ * The mount point is either a directory, in which the image appears as one
+ * file (opts->name, default "image"), or an existing regular file, over
+ * which the image is mounted (as qemu-storage-daemon's FUSE export does).
+ *
+ * Data path: reads come from the cache (bufio), which reads missing blocks
+ * from the mirror and answers from the I/O completion, so no thread sleeps
+ * on a read; writes are copied into the cache (read-modify-write for
+ * partial blocks) and, with cache_mode=writeback, answered at once and
+ * written back later; with writethrough, answered once on every leg.
+ * fsync and flush write back every dirty block and flush every leg.
+ * fallocate PUNCH_HOLE|KEEP_SIZE discards, ZERO_RANGE writes zeroes, both on
+ * every leg and in the cache.  Reads past the end are short, writes past it
+ * fail with ENOSPC, the size never changes.
+ *
+ * Threading: front_run() runs libfuse's multi-threaded loop on the calling
+ * thread and its workers, and returns when the file system is unmounted or
+ * front_exit() is called (from any thread, also a signal handler's thread
+ * via the session's own handlers).  Replies may be sent from dmio reaper
+ * threads.  front_stats() may be called from any thread.
+ */
+#ifndef FUSEMIRROR_FRONT_H
+#define FUSEMIRROR_FRONT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "fusemirror/bufio.h"
+#include "fusemirror/mirror.h"
+
+struct front;
+
+enum front_cache_mode {
+	FRONT_CACHE_WRITEBACK,  /* a write returns once it is in the cache */
+	FRONT_CACHE_WRITETHROUGH, /* a write returns once it is on every leg */
+};
+
+struct front_opts {
+	const char *mountpoint;
+	const char *name;               /* image file name in a directory */
+	bool readonly;
+	bool allow_other;
+	enum front_cache_mode cache_mode;
+	unsigned max_threads;           /* FUSE worker threads; 0: 8 */
+	unsigned max_background;        /* kernel async queue; 0: 256 */
+	const char *fsname;             /* shown in /proc/mounts */
+};
+
+/*
+ * Create the FUSE session and mount it.  Returns 0, or -errno with @err
+ * (mount point missing or not a directory/regular file, mount refused).
+ * @m and @c must outlive the front.
+ */
+int front_mount(const struct front_opts *opts, struct mirror *m, struct bufio_client *c,
+		struct front **ret_front, GError **err);
+
+/* Serve requests until unmounted or front_exit(); returns 0 or -errno. */
+int front_run(struct front *f);
+
+/* Ask front_run() to return (async-signal-safe). */
+void front_exit(struct front *f);
+
+/* Unmount (if still mounted) and free.  Accepts NULL. */
+void front_destroy(struct front *f);
+
+/* The path of the image file (the mount point itself, or mountpoint/name). */
+const char *front_image_path(const struct front *f);
+
+struct front_stats {
+	uint64_t reads, writes, fsyncs, fallocates;
+	uint64_t read_bytes, write_bytes;
+	uint64_t errors;                /* requests answered with an error */
+};
+void front_get_stats(const struct front *f, struct front_stats *ret);
+
+#endif /* FUSEMIRROR_FRONT_H */

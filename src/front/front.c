@@ -1,0 +1,788 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The FUSE front (see include/fusemirror/front.h).
+ *
+ * Invariants:
+ *   - The image's size never changes; every request is clamped to it.
+ *   - A read holds the cache buffers of its range from their arrival until
+ *     its reply is written; the reply is sent by whichever thread delivers
+ *     the last block (a worker on a cache hit, a reaper on a miss).
+ *   - `inflight` counts requests answered asynchronously; front_destroy()
+ *     waits for it to reach zero before the session is freed, so no reply
+ *     is ever written to a dead session.
+ *   - A worker holds at most one cache buffer at a time while writing (the
+ *     bufio deadlock rule for threads other than the reserve holder).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "fusemirror/common.h"
+#include "fusemirror/front.h"
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+
+/*
+ * The kernel's reply to FUSE_OPEN (struct fuse_open_out in <linux/fuse.h>).
+ * libfuse 3.14's fuse_reply_open() cannot set FOPEN_PARALLEL_DIRECT_WRITES
+ * (kernel >= 6.2: direct writes to one file need not be serialised on the
+ * inode lock), so open is answered with this structure directly.
+ */
+struct fm_fuse_open_out {
+	uint64_t fh;
+	uint32_t open_flags;
+	uint32_t padding;
+};
+#define FM_FOPEN_DIRECT_IO              (1u << 0)
+#define FM_FOPEN_PARALLEL_DIRECT_WRITES (1u << 6)
+
+#define IMAGE_INO 2
+#define ATTR_TIMEOUT 3600.0     /* the size and the file never change */
+
+struct front {
+	struct fuse_session *se;
+	struct mirror *m;
+	struct bufio_client *c;
+	char *mountpoint;
+	char *name;
+	char *image_path;
+	bool file_mount;                /* mounted over a regular file */
+	bool readonly;
+	bool writethrough;
+	bool mounted;
+	bool signals_set;
+	unsigned max_threads;
+	unsigned max_background;
+	uint64_t size;
+	unsigned bs;                    /* cache block size */
+
+	pthread_mutex_t attr_lock;      /* guards the attributes below */
+	mode_t mode;                    /* permission bits of the image */
+	uid_t uid;
+	gid_t gid;
+	struct timespec atime, mtime, ctime;
+
+	atomic_long inflight;
+	atomic_ullong reads, writes, fsyncs, fallocates, read_bytes, write_bytes, errors;
+};
+
+#define FRONT_STAT_ADD(f, field, n) atomic_fetch_add_explicit(&(f)->field, (n), memory_order_relaxed)
+
+static struct front *req_front(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void reply_err(struct front *f, fuse_req_t req, int err)
+{
+	if (err)
+		FRONT_STAT_ADD(f, errors, 1);
+	fuse_reply_err(req, err);
+}
+
+static fuse_ino_t image_ino(const struct front *f)
+{
+	return f->file_mount ? FUSE_ROOT_ID : IMAGE_INO;
+}
+
+static void fill_attr(struct front *f, fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	pthread_mutex_lock(&f->attr_lock);
+	st->st_uid = f->uid;
+	st->st_gid = f->gid;
+	st->st_atim = f->atime;
+	st->st_mtim = f->mtime;
+	st->st_ctim = f->ctime;
+	if (ino == image_ino(f)) {
+		st->st_mode = S_IFREG | f->mode;
+		st->st_nlink = 1;
+		st->st_size = (off_t)f->size;
+		st->st_blksize = f->bs;
+		st->st_blocks = (blkcnt_t)(f->size / 512);
+	} else {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		st->st_blksize = f->bs;
+	}
+	pthread_mutex_unlock(&f->attr_lock);
+}
+
+/*----------------------------------------------------------------*/
+/* Session and metadata */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct front *f = userdata;
+
+	conn->max_write = 1u << 20;
+	conn->max_read = 0;
+	conn->max_readahead = 0;
+	conn->max_background = f->max_background;
+	conn->congestion_threshold = f->max_background * 3 / 4;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	/* Never the kernel's writeback cache: the daemon's cache is the only
+	 * one, and a page cache under memory pressure that needs this daemon
+	 * to make progress is a deadlock. */
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+				  FUSE_CAP_SPLICE_MOVE);
+	conn->time_gran = 1;
+	fm_debug("front: FUSE %u.%u, max_write %u, max_background %u",
+		 conn->proto_major, conn->proto_minor, conn->max_write, conn->max_background);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct front *f = req_front(req);
+	struct fuse_entry_param e = { 0 };
+
+	if (f->file_mount) {
+		reply_err(f, req, ENOTDIR);
+		return;
+	}
+	if (parent != FUSE_ROOT_ID || strcmp(name, f->name)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	e.ino = IMAGE_INO;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
+	fill_attr(f, IMAGE_INO, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static bool known_ino(const struct front *f, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID || (!f->file_mount && ino == IMAGE_INO);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	struct stat st;
+
+	(void)fi;
+	if (!known_ino(f, ino)) {
+		reply_err(f, req, ENOENT);
+		return;
+	}
+	fill_attr(f, ino, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	struct timespec now;
+	struct stat st;
+
+	(void)fi;
+	if (!known_ino(f, ino)) {
+		reply_err(f, req, ENOENT);
+		return;
+	}
+	if ((to_set & FUSE_SET_ATTR_SIZE) &&
+	    (ino != image_ino(f) || (uint64_t)attr->st_size != f->size)) {
+		/* The image has the size of the array: it cannot shrink or grow. */
+		reply_err(f, req, EPERM);
+		return;
+	}
+	if (f->readonly && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+				      FUSE_SET_ATTR_GID))) {
+		reply_err(f, req, EROFS);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(&f->attr_lock);
+	if ((to_set & FUSE_SET_ATTR_MODE) && ino == image_ino(f))
+		f->mode = attr->st_mode & 07777;
+	if (to_set & FUSE_SET_ATTR_UID)
+		f->uid = attr->st_uid;
+	if (to_set & FUSE_SET_ATTR_GID)
+		f->gid = attr->st_gid;
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		f->atime = attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		f->atime = now;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		f->mtime = attr->st_mtim;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		f->mtime = now;
+	f->ctime = now;
+	pthread_mutex_unlock(&f->attr_lock);
+	fill_attr(f, ino, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	const char *names[3] = { ".", "..", f->name };
+	fuse_ino_t inos[3] = { FUSE_ROOT_ID, FUSE_ROOT_ID, IMAGE_INO };
+	char *buf;
+	size_t used = 0;
+
+	(void)fi;
+	if (f->file_mount || ino != FUSE_ROOT_ID) {
+		reply_err(f, req, ENOTDIR);
+		return;
+	}
+	buf = calloc(1, size ? size : 1);
+	if (!buf) {
+		reply_err(f, req, ENOMEM);
+		return;
+	}
+	for (off_t i = off; i < 3; i++) {
+		struct stat st = { .st_ino = inos[i],
+				   .st_mode = i == 2 ? S_IFREG : S_IFDIR };
+		size_t need = fuse_add_direntry(req, buf + used, size - used, names[i],
+						&st, i + 1);
+
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	struct fm_fuse_open_out out = { 0 };
+
+	if (ino != image_ino(f)) {
+		reply_err(f, req, known_ino(f, ino) ? EISDIR : ENOENT);
+		return;
+	}
+	if (f->readonly && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		reply_err(f, req, EROFS);
+		return;
+	}
+	/* direct_io: the daemon's cache is the only cache. */
+	out.open_flags = FM_FOPEN_DIRECT_IO | FM_FOPEN_PARALLEL_DIRECT_WRITES;
+	fuse_reply_buf(req, (const char *)&out, sizeof(out));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct front *f = req_front(req);
+	struct statvfs st = { 0 };
+
+	(void)ino;
+	/* A loop device takes its discard granularity from here. */
+	st.f_bsize = f->bs;
+	st.f_frsize = f->bs;
+	st.f_blocks = f->size / f->bs;
+	st.f_files = f->file_mount ? 1 : 2;
+	st.f_namemax = 255;
+	fuse_reply_statfs(req, &st);
+}
+
+/*----------------------------------------------------------------*/
+/* Reads: answered when the last block arrives */
+
+struct read_ctx {
+	fuse_req_t req;
+	struct front *f;
+	uint64_t off;
+	size_t size;
+	uint64_t b0;
+	unsigned n;
+	atomic_uint pending;            /* blocks outstanding + 1 while issuing */
+	atomic_int err;
+	struct bufio_buffer *bufs[];
+};
+
+static void read_finish(struct read_ctx *rc)
+{
+	struct front *f = rc->f;
+	int err = atomic_load(&rc->err);
+
+	if (err) {
+		reply_err(f, rc->req, -err);
+	} else {
+		struct iovec *iov = malloc(rc->n * sizeof(*iov));
+		uint64_t end = rc->off + rc->size;
+
+		if (!iov) {
+			reply_err(f, rc->req, ENOMEM);
+		} else {
+			for (unsigned i = 0; i < rc->n; i++) {
+				uint64_t bstart = (rc->b0 + i) * f->bs;
+				uint64_t s = i == 0 ? rc->off - bstart : 0;
+				uint64_t e = end - bstart < f->bs ? end - bstart : f->bs;
+
+				iov[i].iov_base = (uint8_t *)bufio_get_block_data(rc->bufs[i]) + s;
+				iov[i].iov_len = e - s;
+			}
+			fuse_reply_iov(rc->req, iov, (int)rc->n);
+			free(iov);
+			FRONT_STAT_ADD(f, read_bytes, rc->size);
+		}
+	}
+	for (unsigned i = 0; i < rc->n; i++)
+		if (rc->bufs[i])
+			bufio_release(rc->bufs[i]);
+	free(rc);
+	atomic_fetch_sub(&f->inflight, 1);
+}
+
+static void read_block_done(void *ctx, struct bufio_buffer *b, int err)
+{
+	struct read_ctx *rc = ctx;
+
+	if (b)
+		rc->bufs[bufio_get_block_number(b) - rc->b0] = b;
+	else
+		atomic_store(&rc->err, err ? err : -EIO);
+	if (atomic_fetch_sub(&rc->pending, 1) == 1)
+		read_finish(rc);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	struct read_ctx *rc;
+	uint64_t b0, b1;
+	unsigned n;
+
+	(void)fi;
+	if (ino != image_ino(f)) {
+		reply_err(f, req, EISDIR);
+		return;
+	}
+	FRONT_STAT_ADD(f, reads, 1);
+	if (off < 0 || (uint64_t)off >= f->size || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > f->size - (uint64_t)off)
+		size = (size_t)(f->size - (uint64_t)off);
+	b0 = (uint64_t)off / f->bs;
+	b1 = ((uint64_t)off + size - 1) / f->bs;
+	n = (unsigned)(b1 - b0 + 1);
+	rc = calloc(1, sizeof(*rc) + n * sizeof(rc->bufs[0]));
+	if (!rc) {
+		reply_err(f, req, ENOMEM);
+		return;
+	}
+	rc->req = req;
+	rc->f = f;
+	rc->off = (uint64_t)off;
+	rc->size = size;
+	rc->b0 = b0;
+	rc->n = n;
+	atomic_init(&rc->pending, n + 1);
+	atomic_fetch_add(&f->inflight, 1);
+	/* Contiguous missing blocks go to the mirror as one request. */
+	if (n > 1)
+		bufio_prefetch(f->c, b0, n);
+	for (unsigned i = 0; i < n; i++) {
+		int r = bufio_read_async(f->c, b0 + i, read_block_done, rc);
+
+		if (r < 0) {
+			atomic_store(&rc->err, r);
+			atomic_fetch_sub(&rc->pending, 1);
+		}
+	}
+	if (atomic_fetch_sub(&rc->pending, 1) == 1)
+		read_finish(rc);
+}
+
+/*----------------------------------------------------------------*/
+/* Writes and zeroing through the cache */
+
+/* Copy [off, off + len) of the image from @src (NULL: zeroes) into the
+ * cache, marking what changed dirty.  Returns 0 or -errno. */
+static int cache_write(struct front *f, uint64_t off, size_t len, const uint8_t *src)
+{
+	uint64_t end = off + len;
+
+	while (off < end) {
+		uint64_t blk = off / f->bs, bstart = blk * f->bs;
+		unsigned s = (unsigned)(off - bstart);
+		unsigned e = end - bstart < f->bs ? (unsigned)(end - bstart) : f->bs;
+		bool whole = s == 0 && e == f->bs;
+		struct bufio_buffer *b;
+		uint8_t *p;
+		int r;
+
+		r = whole ? bufio_new(f->c, blk, &b) : bufio_read(f->c, blk, &b);
+		if (r < 0)
+			return r;
+		p = bufio_begin_modify(b);
+		if (src)
+			memcpy(p + s, src, e - s);
+		else
+			memset(p + s, 0, e - s);
+		if (whole)
+			bufio_mark_buffer_dirty(b);
+		else
+			bufio_mark_partial_buffer_dirty(b, s, e);
+		bufio_release(b);
+		if (src)
+			src += e - s;
+		off = bstart + e;
+	}
+	return 0;
+}
+
+static int writethrough(struct front *f, uint64_t off, uint64_t len)
+{
+	uint64_t b0 = off / f->bs, b1 = (off + len - 1) / f->bs;
+
+	if (!f->writethrough || len == 0)
+		return 0;
+	/* writethrough promises durable on every leg, not merely written */
+	return bufio_write_dirty_range(f->c, b0, b1 - b0 + 1, BUFIO_IO_FUA);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	int r;
+
+	(void)fi;
+	if (ino != image_ino(f)) {
+		reply_err(f, req, EISDIR);
+		return;
+	}
+	FRONT_STAT_ADD(f, writes, 1);
+	if (f->readonly) {
+		reply_err(f, req, EROFS);
+		return;
+	}
+	if (size == 0) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	/* The image has a fixed size: a write that starts at or past the end
+	 * gets ENOSPC, one that crosses it is short (as on a full disk). */
+	if (off < 0 || (uint64_t)off >= f->size) {
+		reply_err(f, req, ENOSPC);
+		return;
+	}
+	if (size > f->size - (uint64_t)off)
+		size = (size_t)(f->size - (uint64_t)off);
+	r = cache_write(f, (uint64_t)off, size, (const uint8_t *)buf);
+	if (r == 0)
+		r = writethrough(f, (uint64_t)off, size);
+	if (r < 0) {
+		fm_debug("front: write %zu@%lld failed: %s", size, (long long)off, strerror(-r));
+		reply_err(f, req, r == -ENOSPC ? ENOSPC : EIO);
+		return;
+	}
+	FRONT_STAT_ADD(f, write_bytes, size);
+	fuse_reply_write(req, size);
+}
+
+static void do_flush(fuse_req_t req)
+{
+	struct front *f = req_front(req);
+	int r = 0;
+
+	FRONT_STAT_ADD(f, fsyncs, 1);
+	if (!f->readonly)
+		r = bufio_write_dirty_buffers(f->c);
+	if (r < 0)
+		fm_err("image: flush failed: %s", strerror(-r));
+	reply_err(f, req, r < 0 ? EIO : 0);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	do_flush(req);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	do_flush(req);
+}
+
+/*
+ * Discard or zero [off, off + len): the partial blocks at either end are
+ * zeroed in the cache; whole blocks are written back if dirty (so nothing
+ * older lands after the zeroes), dropped from the cache, and discarded or
+ * zeroed on every leg; a block that stayed cached because someone held it
+ * is zeroed in the cache too.
+ */
+static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
+{
+	uint64_t end = off + len, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
+	uint64_t b = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
+	int r;
+
+	if (a >= b)
+		return cache_write(f, off, len, NULL);
+	if (off < a && (r = cache_write(f, off, a - off, NULL)) < 0)
+		return r;
+	if (b < end && (r = cache_write(f, b, end - b, NULL)) < 0)
+		return r;
+	r = bufio_write_dirty_range(f->c, a / f->bs, (b - a) / f->bs, 0);
+	if (r < 0)
+		return r;
+	bufio_forget_buffers(f->c, a / f->bs, (b - a) / f->bs);
+	r = discard ? mirror_discard(f->m, a >> FM_SECTOR_SHIFT, (b - a) >> FM_SECTOR_SHIFT)
+		    : mirror_write_zeroes(f->m, a >> FM_SECTOR_SHIFT, (b - a) >> FM_SECTOR_SHIFT);
+	if (r < 0)
+		return r;
+	for (uint64_t blk = a / f->bs; blk < b / f->bs; blk++) {
+		struct bufio_buffer *bb;
+
+		if (bufio_get(f->c, blk, &bb) == 0) {
+			memset(bufio_begin_modify(bb), 0, f->bs);
+			bufio_mark_buffer_dirty(bb);
+			bufio_release(bb);
+		}
+	}
+	return writethrough(f, off, len);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct front *f = req_front(req);
+	uint64_t end;
+	int r;
+
+	(void)fi;
+	if (ino != image_ino(f)) {
+		reply_err(f, req, EISDIR);
+		return;
+	}
+	FRONT_STAT_ADD(f, fallocates, 1);
+	if (f->readonly) {
+		reply_err(f, req, EROFS);
+		return;
+	}
+	if (off < 0 || len <= 0) {
+		reply_err(f, req, EINVAL);
+		return;
+	}
+	end = (uint64_t)off + (uint64_t)len;
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > f->size) {
+		reply_err(f, req, ENOSPC); /* the size cannot grow */
+		return;
+	}
+	if (end > f->size)
+		end = f->size;
+	switch (mode & ~FALLOC_FL_KEEP_SIZE) {
+	case 0: /* allocate: every byte of the image already exists */
+		r = 0;
+		break;
+	case FALLOC_FL_PUNCH_HOLE:
+		r = (mode & FALLOC_FL_KEEP_SIZE) ? 0 : -EOPNOTSUPP;
+		if (r == 0 && (uint64_t)off < end)
+			r = zero_range(f, (uint64_t)off, end - (uint64_t)off, true);
+		break;
+	case FALLOC_FL_ZERO_RANGE:
+		r = (uint64_t)off < end ? zero_range(f, (uint64_t)off, end - (uint64_t)off, false) : 0;
+		break;
+	default:
+		r = -EOPNOTSUPP;
+		break;
+	}
+	if (r < 0 && r != -EOPNOTSUPP && r != -ENOSPC)
+		r = -EIO;
+	reply_err(f, req, -r);
+}
+
+static const struct fuse_lowlevel_ops front_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.release = op_release,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
+	.statfs = op_statfs,
+};
+
+/*----------------------------------------------------------------*/
+/* Life cycle */
+
+int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_client *c,
+		struct front **ret_front, GError **err)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	g_autofree char *mopts = NULL;
+	struct front *f;
+	struct stat st;
+	int r;
+
+	if (stat(o->mountpoint, &st) < 0) {
+		r = -errno;
+		g_set_error(err, FM_MIRROR_ERROR, -r, "mount point %s: %s", o->mountpoint,
+			    g_strerror(-r));
+		return r;
+	}
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "mount point %s: neither a directory nor a regular file",
+			    o->mountpoint);
+		return -EINVAL;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_init(&f->attr_lock, NULL);
+	f->m = m;
+	f->c = c;
+	f->mountpoint = g_strdup(o->mountpoint);
+	f->name = g_strdup(o->name ? o->name : "image");
+	f->file_mount = S_ISREG(st.st_mode);
+	f->image_path = f->file_mount ? g_strdup(o->mountpoint)
+				      : g_build_filename(o->mountpoint, f->name, NULL);
+	f->readonly = o->readonly || mirror_is_readonly(m);
+	f->writethrough = o->cache_mode == FRONT_CACHE_WRITETHROUGH;
+	f->max_threads = o->max_threads ? o->max_threads : 8;
+	f->max_background = o->max_background ? o->max_background : 256;
+	f->size = mirror_size(m);
+	f->bs = bufio_get_block_size(c);
+	/* Over a file, the image keeps that file's owner and permissions (as
+	 * qemu-storage-daemon's export does); in a directory it is root's. */
+	f->mode = f->file_mount ? (st.st_mode & 0777) : 0600;
+	f->uid = f->file_mount ? st.st_uid : 0;
+	f->gid = f->file_mount ? st.st_gid : 0;
+	if (f->readonly)
+		f->mode &= ~0222u;
+	clock_gettime(CLOCK_REALTIME, &f->mtime);
+	f->atime = f->ctime = f->mtime;
+
+	if (strchr(f->name, '/') || !strcmp(f->name, ".") || !strcmp(f->name, "..") ||
+	    !*f->name) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL, "image name '%s' is not a file name",
+			    f->name);
+		front_destroy(f);
+		return -EINVAL;
+	}
+	mopts = g_strdup_printf("-ofsname=%s,subtype=fusemirror,default_permissions%s%s",
+				o->fsname ? o->fsname : "fusemirror",
+				o->allow_other ? ",allow_other" : "",
+				f->readonly ? ",ro" : "");
+	if (fuse_opt_add_arg(&args, "fusemirror") || fuse_opt_add_arg(&args, mopts)) {
+		fuse_opt_free_args(&args);
+		front_destroy(f);
+		return -ENOMEM;
+	}
+	f->se = fuse_session_new(&args, &front_ops, sizeof(front_ops), f);
+	fuse_opt_free_args(&args);
+	if (!f->se) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL, "cannot create the FUSE session");
+		front_destroy(f);
+		return -EINVAL;
+	}
+	if (fuse_set_signal_handlers(f->se) == 0)
+		f->signals_set = true;
+	if (fuse_session_mount(f->se, f->mountpoint) != 0) {
+		g_set_error(err, FM_MIRROR_ERROR, EIO,
+			    "cannot mount on %s (is /dev/fuse there, and fuse loaded?)",
+			    f->mountpoint);
+		front_destroy(f);
+		return -EIO;
+	}
+	f->mounted = true;
+	*ret_front = f;
+	return 0;
+}
+
+int front_run(struct front *f)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int r;
+
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_max_threads(cfg, f->max_threads);
+	fuse_loop_cfg_set_idle_threads(cfg, f->max_threads / 2 ? f->max_threads / 2 : 1);
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	r = fuse_session_loop_mt(f->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	/* libfuse returns the signal number when a signal ended the loop. */
+	return r < 0 ? r : 0;
+}
+
+void front_exit(struct front *f)
+{
+	fuse_session_exit(f->se);
+}
+
+void front_destroy(struct front *f)
+{
+	if (!f)
+		return;
+	/* Replies still owed by I/O completions go out before the session
+	 * goes away. */
+	while (atomic_load(&f->inflight) > 0)
+		usleep(1000);
+	if (f->se) {
+		if (f->signals_set)
+			fuse_remove_signal_handlers(f->se);
+		if (f->mounted)
+			fuse_session_unmount(f->se);
+		fuse_session_destroy(f->se);
+	}
+	pthread_mutex_destroy(&f->attr_lock);
+	g_free(f->mountpoint);
+	g_free(f->name);
+	g_free(f->image_path);
+	free(f);
+}
+
+const char *front_image_path(const struct front *f)
+{
+	return f->image_path;
+}
+
+void front_get_stats(const struct front *f, struct front_stats *s)
+{
+	s->reads = atomic_load(&f->reads);
+	s->writes = atomic_load(&f->writes);
+	s->fsyncs = atomic_load(&f->fsyncs);
+	s->fallocates = atomic_load(&f->fallocates);
+	s->read_bytes = atomic_load(&f->read_bytes);
+	s->write_bytes = atomic_load(&f->write_bytes);
+	s->errors = atomic_load(&f->errors);
+}

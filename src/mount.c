@@ -1,0 +1,635 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `fusemirror mount`: assemble, cache, control socket, FUSE; the daemon.
+ *
+ * Start-up order (each step undone in reverse on failure):
+ *   fork (unless -f; the parent waits on a pipe and exits 0 only once the
+ *   mount is live) -> PR_SET_IO_FLUSHER, mlockall -> dmio engine ->
+ *   assemble (legs locked, superblocks marked dirty) -> cache -> control
+ *   socket -> FUSE mount -> tell the parent -> serve.
+ * Shut-down (unmount, SIGTERM/SIGINT, `fusemirror umount`):
+ *   FUSE loop ends -> session unmounted -> every dirty block written and
+ *   the legs flushed -> superblocks marked clean -> the control socket,
+ *   which went on answering `status` meanwhile, answers the waiting
+ *   `umount` and closes -> exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fusemirror/bufio.h"
+#include "fusemirror/common.h"
+#include "fusemirror/ctl.h"
+#include "fusemirror/dmio.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+struct daemon {
+	struct mount_cfg *cfg;
+	struct mirror *m;
+	struct bufio_client *c;
+	struct front *f;
+	struct ctl_server *ctl;
+	uint64_t started_ns;
+
+	pthread_mutex_t lock;           /* guards the fields below */
+	pthread_cond_t stopped_cond;
+	bool stopping;                  /* unmount begun */
+	bool stopped;                   /* teardown finished */
+	int stop_result;                /* 0, or -errno of the teardown */
+	char *stop_message;
+};
+
+/*----------------------------------------------------------------*/
+/* status */
+
+static const char *leg_state_name(enum fm_leg_state s)
+{
+	switch (s) {
+	case FM_LEG_IN_SYNC: return "in_sync";
+	case FM_LEG_FAULTY: return "faulty";
+	case FM_LEG_REBUILDING: return "rebuilding";
+	case FM_LEG_REMOVED: return "removed";
+	default: return "empty";
+	}
+}
+
+static void json_str(GString *out, const char *s)
+{
+	g_string_append_c(out, '"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			g_string_append_printf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			g_string_append_printf(out, "\\u%04x", ch);
+		else
+			g_string_append_c(out, (char)ch);
+	}
+	g_string_append_c(out, '"');
+}
+
+static void status_json(struct daemon *d, GString *out)
+{
+	const struct fm_sb *sb = mirror_sb(d->m);
+	struct mirror_stats ms;
+	struct bufio_stats bs;
+	struct front_stats fs;
+	char u[37];
+	bool stopping;
+
+	mirror_get_stats(d->m, &ms);
+	bufio_get_stats(d->c, &bs);
+	front_get_stats(d->f, &fs);
+	pthread_mutex_lock(&d->lock);
+	stopping = d->stopping;
+	pthread_mutex_unlock(&d->lock);
+
+	g_string_append(out, "{\"array\":{\"uuid\":");
+	json_str(out, fm_uuid_unparse(sb->array_uuid, u));
+	g_string_append(out, ",\"name\":");
+	json_str(out, sb->name);
+	g_string_append_printf(out, ",\"size\":%llu,\"state\":\"%s\",\"readonly\":%s,"
+			       "\"events\":%llu,\"pid\":%d,\"uptime_s\":%llu},",
+			       (unsigned long long)mirror_size(d->m),
+			       stopping ? "stopping" : "active",
+			       mirror_is_readonly(d->m) ? "true" : "false",
+			       (unsigned long long)sb->events, (int)getpid(),
+			       (unsigned long long)((fm_now_ns() - d->started_ns) / 1000000000ull));
+	g_string_append(out, "\"image\":");
+	json_str(out, front_image_path(d->f));
+	g_string_append_printf(out, ",\"cache_mode\":\"%s\",\"block_size\":%u,"
+			       "\"read_policy\":\"%s\",\"legs\":[",
+			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
+									: "writeback",
+			       bufio_get_block_size(d->c),
+			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
+	for (unsigned i = 0; i < mirror_nr_legs(d->m); i++) {
+		struct mirror_leg_stats ls;
+
+		mirror_get_leg_stats(d->m, i, &ls);
+		g_string_append(out, i ? ",{\"path\":" : "{\"path\":");
+		json_str(out, ls.path);
+		g_string_append_printf(out, ",\"state\":\"%s\",\"direct\":%s,\"reads\":%llu,"
+				       "\"writes\":%llu,\"read_bytes\":%llu,\"write_bytes\":%llu,"
+				       "\"read_errors\":%llu,\"write_errors\":%llu,\"pending\":%u}",
+				       leg_state_name(ls.state), ls.direct ? "true" : "false",
+				       (unsigned long long)ls.reads, (unsigned long long)ls.writes,
+				       (unsigned long long)ls.read_bytes,
+				       (unsigned long long)ls.write_bytes,
+				       (unsigned long long)ls.read_errors,
+				       (unsigned long long)ls.write_errors, ls.pending);
+	}
+	g_string_append_printf(out, "],\"cache\":{\"bytes\":%llu,\"peak_bytes\":%llu,"
+			       "\"limit_bytes\":%llu,\"buffers\":%llu,\"dirty\":%llu,"
+			       "\"hits\":%llu,\"misses\":%llu,\"reads\":%llu,\"writes\":%llu,"
+			       "\"evictions\":%llu,\"write_errors\":%llu},",
+			       (unsigned long long)bs.bytes, (unsigned long long)bs.peak_bytes,
+			       (unsigned long long)bs.limit_bytes, (unsigned long long)bs.buffers,
+			       (unsigned long long)bs.dirty, (unsigned long long)bs.hits,
+			       (unsigned long long)bs.misses, (unsigned long long)bs.reads,
+			       (unsigned long long)bs.writes, (unsigned long long)bs.evictions,
+			       (unsigned long long)bs.write_errors);
+	g_string_append_printf(out, "\"io\":{\"reads\":%llu,\"writes\":%llu,\"read_bytes\":%llu,"
+			       "\"write_bytes\":%llu,\"fsyncs\":%llu,\"fallocates\":%llu,"
+			       "\"errors\":%llu,\"leg_read_retries\":%llu,\"overlap_waits\":%llu}}\n",
+			       (unsigned long long)fs.reads, (unsigned long long)fs.writes,
+			       (unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
+			       (unsigned long long)fs.fsyncs, (unsigned long long)fs.fallocates,
+			       (unsigned long long)fs.errors, (unsigned long long)ms.read_retries,
+			       (unsigned long long)ms.overlap_waits);
+}
+
+static void status_text(struct daemon *d, GString *out)
+{
+	const struct fm_sb *sb = mirror_sb(d->m);
+	struct mirror_stats ms;
+	struct bufio_stats bs;
+	struct front_stats fs;
+	char u[37], s1[32], s2[32], s3[32];
+	unsigned in_sync = 0, n = mirror_nr_legs(d->m);
+	bool stopping;
+
+	mirror_get_stats(d->m, &ms);
+	bufio_get_stats(d->c, &bs);
+	front_get_stats(d->f, &fs);
+	pthread_mutex_lock(&d->lock);
+	stopping = d->stopping;
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct mirror_leg_stats ls;
+
+		mirror_get_leg_stats(d->m, i, &ls);
+		in_sync += ls.state == FM_LEG_IN_SYNC;
+	}
+	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n", front_image_path(d->f),
+			       fm_uuid_unparse(sb->array_uuid, u), *sb->name ? " (" : "",
+			       sb->name, *sb->name ? ")" : "");
+	g_string_append_printf(out, "  state:  %s, %u of %u legs in sync%s\n",
+			       stopping ? "stopping" : "active", in_sync, n,
+			       mirror_is_readonly(d->m) ? ", read-only" : "");
+	g_string_append_printf(out, "  size:   %s (%llu bytes), block size %u, cache_mode=%s, "
+			       "read_policy=%s\n",
+			       fm_format_size(mirror_size(d->m), s1, sizeof(s1)),
+			       (unsigned long long)mirror_size(d->m), bufio_get_block_size(d->c),
+			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
+									: "writeback",
+			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
+	g_string_append(out, "  legs:\n");
+	for (unsigned i = 0; i < n; i++) {
+		struct mirror_leg_stats ls;
+
+		mirror_get_leg_stats(d->m, i, &ls);
+		g_string_append_printf(out, "    %u  %-8s %s%s\n       reads %llu (%s), writes %llu (%s), "
+				       "errors: %llu read, %llu write\n",
+				       i, leg_state_name(ls.state), ls.path,
+				       ls.direct ? "" : "  (buffered, no O_DIRECT)",
+				       (unsigned long long)ls.reads,
+				       fm_format_size(ls.read_bytes, s1, sizeof(s1)),
+				       (unsigned long long)ls.writes,
+				       fm_format_size(ls.write_bytes, s2, sizeof(s2)),
+				       (unsigned long long)ls.read_errors,
+				       (unsigned long long)ls.write_errors);
+	}
+	g_string_append_printf(out, "  cache:  %s used of %s (peak %s), %llu buffers, %llu dirty\n"
+			       "          hits %llu, misses %llu, evictions %llu, "
+			       "write errors %llu\n",
+			       fm_format_size(bs.bytes, s1, sizeof(s1)),
+			       fm_format_size(bs.limit_bytes, s2, sizeof(s2)),
+			       fm_format_size(bs.peak_bytes, s3, sizeof(s3)),
+			       (unsigned long long)bs.buffers, (unsigned long long)bs.dirty,
+			       (unsigned long long)bs.hits, (unsigned long long)bs.misses,
+			       (unsigned long long)bs.evictions, (unsigned long long)bs.write_errors);
+	g_string_append_printf(out, "  io:     %llu reads (%s), %llu writes (%s), %llu fsyncs, "
+			       "%llu fallocates, %llu errors\n",
+			       (unsigned long long)fs.reads,
+			       fm_format_size(fs.read_bytes, s1, sizeof(s1)),
+			       (unsigned long long)fs.writes,
+			       fm_format_size(fs.write_bytes, s2, sizeof(s2)),
+			       (unsigned long long)fs.fsyncs, (unsigned long long)fs.fallocates,
+			       (unsigned long long)fs.errors);
+}
+
+/*----------------------------------------------------------------*/
+/* control socket */
+
+static int handle_stop(struct daemon *d, GString *out, GError **err)
+{
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	d->stopping = true;
+	pthread_mutex_unlock(&d->lock);
+	/* A plain (not lazy) unmount: refused while a loop device or a
+	 * process holds the image open, exactly as umount(8) would be. */
+	if (umount2(d->cfg->mountpoint, 0) < 0 && errno != EINVAL) {
+		r = -errno;
+		pthread_mutex_lock(&d->lock);
+		d->stopping = false;
+		pthread_mutex_unlock(&d->lock);
+		g_set_error(err, FM_CLI_ERROR, -r, "cannot unmount %s: %s%s", d->cfg->mountpoint,
+			    g_strerror(-r),
+			    r == -EBUSY ? " (the image is in use: a loop device or an open file)"
+					: "");
+		return r;
+	}
+	pthread_mutex_lock(&d->lock);
+	while (!d->stopped)
+		pthread_cond_wait(&d->stopped_cond, &d->lock);
+	r = d->stop_result;
+	if (r < 0)
+		g_set_error(err, FM_CLI_ERROR, -r, "%s",
+			    d->stop_message ? d->stop_message : g_strerror(-r));
+	pthread_mutex_unlock(&d->lock);
+	if (r == 0)
+		g_string_append(out, "stopped cleanly\n");
+	return r;
+}
+
+static int ctl_handler(void *ctx, int argc, char **argv, uid_t peer_uid, GString *out,
+		       GError **err)
+{
+	struct daemon *d = ctx;
+
+	(void)peer_uid;
+	if (!strcmp(argv[0], "status")) {
+		if (argc == 2 && !strcmp(argv[1], "json"))
+			status_json(d, out);
+		else if (argc == 1)
+			status_text(d, out);
+		else
+			goto usage;
+		return 0;
+	}
+	if (!strcmp(argv[0], "stop") && argc == 1)
+		return handle_stop(d, out, err);
+	if (!strcmp(argv[0], "pid") && argc == 1) {
+		g_string_append_printf(out, "%d\n", (int)getpid());
+		return 0;
+	}
+usage:
+	g_set_error(err, FM_CLI_ERROR, EINVAL, "unknown control command '%s'", argv[0]);
+	return -EINVAL;
+}
+
+/*----------------------------------------------------------------*/
+/* start-up */
+
+/* Messages for the parent: the child writes "OK\n" or the error text. */
+static int notify_fd = -1;
+
+static void notify_parent(int code, const char *msg)
+{
+	g_autofree char *line = NULL;
+
+	if (notify_fd < 0)
+		return;
+	line = g_strdup_printf("%d %s\n", code, msg ? msg : "");
+	if (write(notify_fd, line, strlen(line)) < 0)
+		fm_debug("cannot notify the parent: %s", strerror(errno));
+	close(notify_fd);
+	notify_fd = -1;
+}
+
+/* The parent: wait for the child's verdict. */
+static int wait_for_child(int fd)
+{
+	char buf[4096];
+	size_t used = 0;
+	ssize_t n;
+	int code;
+
+	while (used < sizeof(buf) - 1 && (n = read(fd, buf + used, sizeof(buf) - 1 - used)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		used += (size_t)n;
+	}
+	buf[used] = '\0';
+	close(fd);
+	if (used == 0) {
+		cli_error("the daemon died while starting (see the system log)");
+		return FM_EXIT_FAILURE;
+	}
+	code = atoi(buf);
+	if (code != 0) {
+		char *msg = strchr(buf, ' ');
+
+		if (msg)
+			g_strchomp(++msg);
+		cli_error("%s", msg && *msg ? msg : "mount failed");
+	}
+	return code;
+}
+
+/* A start-up failure: to the waiting parent, or to stderr with -f. */
+static void report(int code, const char *msg)
+{
+	if (notify_fd >= 0)
+		notify_parent(code, msg);
+	else
+		cli_error("%s", msg);
+}
+
+static void harden_process(void)
+{
+	/* The daemon is in the write-back path of the loop device over its
+	 * image: let its own allocations dip into reserves rather than wait on
+	 * reclaim that waits for it, and keep it out of swap. */
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		fm_info("PR_SET_IO_FLUSHER not available: %s", strerror(errno));
+	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
+		fm_info("mlockall failed: %s", strerror(errno));
+}
+
+static int run_daemon(struct mount_cfg *cfg)
+{
+	struct daemon d = { .cfg = cfg, .lock = PTHREAD_MUTEX_INITIALIZER,
+			    .stopped_cond = PTHREAD_COND_INITIALIZER };
+	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy };
+	struct front_opts fo = { 0 };
+	g_autoptr(GError) err = NULL;
+	g_autofree char *sock = NULL;
+	g_autofree char *fsname = NULL;
+	struct bufio_bdev bdev;
+	unsigned block_size;
+	char u[37];
+	int code = FM_EXIT_FAILURE, r;
+
+	d.started_ns = fm_now_ns();
+	harden_process();
+	r = dmio_engine_init(NULL);
+	if (r < 0 && r != -EBUSY) {
+		report(FM_EXIT_FAILURE, "cannot start io_uring (is it disabled by sysctl?)");
+		return FM_EXIT_FAILURE;
+	}
+	r = mirror_assemble((const char *const *)cfg->legs, g_strv_length(cfg->legs), &mo,
+			    &d.m, &err);
+	if (r < 0) {
+		report(FM_EXIT_LEG, err->message);
+		dmio_engine_shutdown();
+		return FM_EXIT_LEG;
+	}
+	block_size = cfg->block_size ? cfg->block_size : mirror_sb(d.m)->block_size;
+	if (!block_size)
+		block_size = 4096;
+	if (mirror_size(d.m) % block_size) {
+		g_autofree char *msg = g_strdup_printf(
+			"block_size=%u does not divide the image size %llu", block_size,
+			(unsigned long long)mirror_size(d.m));
+		report(FM_EXIT_USAGE, msg);
+		code = FM_EXIT_USAGE;
+		goto out_mirror;
+	}
+	if (cfg->cache_size)
+		bufio_set_max_cache_size_bytes(cfg->cache_size);
+	if (cfg->writeback_age_ms != G_MAXUINT64)
+		bufio_set_writeback_age_ms(cfg->writeback_age_ms);
+	bdev = mirror_bufio_bdev(d.m);
+	r = bufio_client_create(&bdev, block_size, 16, 0, NULL, NULL, &d.c);
+	if (r < 0) {
+		report(FM_EXIT_FAILURE, "cannot create the cache");
+		goto out_mirror;
+	}
+	sock = ctl_socket_path(cfg->mountpoint, &err);
+	if (!sock || ctl_server_start(sock, ctl_handler, &d, &d.ctl, &err) < 0) {
+		report(FM_EXIT_MOUNT, err->message);
+		code = FM_EXIT_MOUNT;
+		goto out_cache;
+	}
+	fsname = g_strdup_printf("fusemirror:%s", fm_uuid_unparse(mirror_sb(d.m)->array_uuid, u));
+	fo.mountpoint = cfg->mountpoint;
+	fo.name = cfg->name;
+	fo.readonly = cfg->readonly;
+	fo.allow_other = cfg->allow_other;
+	fo.cache_mode = cfg->cache_mode;
+	fo.max_threads = cfg->threads;
+	fo.max_background = cfg->max_background;
+	fo.fsname = fsname;
+	r = front_mount(&fo, d.m, d.c, &d.f, &err);
+	if (r < 0) {
+		report(FM_EXIT_MOUNT, err->message);
+		code = FM_EXIT_MOUNT;
+		goto out_ctl;
+	}
+	fm_notice("%s: mounted (array %s, %u legs)", front_image_path(d.f), u,
+		  mirror_nr_legs(d.m));
+	if (!cfg->foreground) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		notify_parent(0, front_image_path(d.f));
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			close(null);
+		}
+	} else {
+		printf("%s\n", front_image_path(d.f));
+		fflush(stdout);
+	}
+
+	r = front_run(d.f);
+	pthread_mutex_lock(&d.lock);
+	d.stopping = true;
+	pthread_mutex_unlock(&d.lock);
+	fm_notice("%s: unmounting", cfg->mountpoint);
+	front_destroy(d.f);
+	d.f = NULL;
+	code = FM_EXIT_OK;
+
+	/* Teardown: every dirty block to every leg, then clean superblocks. */
+	r = bufio_write_dirty_buffers(d.c);
+	if (r < 0) {
+		g_clear_error(&err);
+		g_set_error(&err, FM_CLI_ERROR, -r, "writing back the cache failed: %s",
+			    g_strerror(-r));
+	}
+	bufio_client_destroy(d.c);
+	d.c = NULL;
+	if (mirror_stop(d.m, r < 0 ? NULL : &err) < 0 || r < 0) {
+		code = FM_EXIT_FAILURE;
+		fm_err("%s: %s", cfg->mountpoint, err ? err->message : "stop failed");
+	} else {
+		fm_notice("%s: stopped cleanly", cfg->mountpoint);
+	}
+	d.m = NULL;
+	pthread_mutex_lock(&d.lock);
+	d.stopped = true;
+	d.stop_result = code == FM_EXIT_OK ? 0 : -EIO;
+	d.stop_message = err ? g_strdup(err->message) : NULL;
+	pthread_cond_broadcast(&d.stopped_cond);
+	pthread_mutex_unlock(&d.lock);
+	ctl_server_stop(d.ctl);
+	g_free(d.stop_message);
+	dmio_engine_shutdown();
+	return code;
+
+out_ctl:
+	ctl_server_stop(d.ctl);
+out_cache:
+	bufio_client_destroy(d.c);
+out_mirror:
+	mirror_stop(d.m, NULL);
+	dmio_engine_shutdown();
+	return code;
+}
+
+static const char mount_summary[] =
+	"Assemble the mirror whose legs are LEG... and mount its image on\n"
+	"MOUNTPOINT: a directory (the image is MOUNTPOINT/image) or an existing\n"
+	"regular file (mounted over, it becomes the image).\n"
+	"\n"
+	"Mount options (-o, comma-separated; also [mount] in the config file):\n"
+	"  ro                   read-only (legs opened read-only, no superblock update)\n"
+	"  allow_other          let users other than root open the image\n"
+	"  cache_mode=MODE      writeback (default: a write returns once cached;\n"
+	"                       fsync makes it durable) or writethrough (a write\n"
+	"                       returns once on every leg)\n"
+	"  cache_size=SIZE      cache memory limit (default: 2% of RAM)\n"
+	"  block_size=SIZE      cache block size, a power of two 512..1M\n"
+	"                       (default: the one chosen at create, 4k)\n"
+	"  read_policy=POLICY   balance (default), round-robin or first\n"
+	"  threads=N            FUSE worker threads (default 8)\n"
+	"  max_background=N     kernel queue of async requests (default 256)\n"
+	"  writeback_age=SEC    write back blocks dirty this long (default 30;\n"
+	"                       0: only when needed)\n"
+	"  name=NAME            image file name in a directory mount point\n"
+	"\n"
+	"Exit status: 0 mounted; 2 usage; 3 a leg was refused; 4 mount failed.";
+
+int cmd_mount(int argc, char **argv)
+{
+	g_autofree char *opts = NULL, *config = NULL, *name = NULL;
+	gboolean foreground = FALSE, ro = FALSE;
+	g_auto(GStrv) rest = NULL;
+	GOptionEntry entries[] = {
+		{ "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
+		  "Stay in the foreground (do not daemonize)", NULL },
+		{ "options", 'o', 0, G_OPTION_ARG_STRING, &opts, "Mount options (see below)",
+		  "OPTS" },
+		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &config,
+		  "Read legs and options from FILE (fusemirror.conf(5))", "FILE" },
+		{ "name", 0, 0, G_OPTION_ARG_STRING, &name,
+		  "Image file name in a directory mount point (default: image)", "NAME" },
+		{ "read-only", 'r', 0, G_OPTION_ARG_NONE, &ro, "Same as -o ro", NULL },
+		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
+		  "[LEG...] MOUNTPOINT" },
+		{ NULL },
+	};
+	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+	unsigned nrest;
+	int pipefd[2], code;
+	pid_t pid;
+
+	g_option_context_set_summary(octx, mount_summary);
+	g_option_context_add_main_entries(octx, entries, NULL);
+	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
+		cli_error("mount: %s (see fusemirror mount --help)", err->message);
+		return FM_EXIT_USAGE;
+	}
+	mount_cfg_init(&cfg);
+	if (config && !mount_cfg_load_file(&cfg, config, &err)) {
+		cli_error("%s", err->message);
+		mount_cfg_clear(&cfg);
+		return FM_EXIT_USAGE;
+	}
+	if (opts && !mount_cfg_apply_opts(&cfg, opts, &err)) {
+		cli_error("mount: %s", err->message);
+		mount_cfg_clear(&cfg);
+		return FM_EXIT_USAGE;
+	}
+	if (ro)
+		cfg.readonly = true;
+	if (name) {
+		g_free(cfg.name);
+		cfg.name = g_strdup(name);
+	}
+	cfg.foreground = foreground;
+	nrest = rest ? g_strv_length(rest) : 0;
+	if (nrest == 0) {
+		cli_error("mount: no MOUNTPOINT given (see fusemirror mount --help)");
+		mount_cfg_clear(&cfg);
+		return FM_EXIT_USAGE;
+	}
+	/* Absolute paths: the daemon leaves the working directory. */
+	cfg.mountpoint = g_canonicalize_filename(rest[nrest - 1], NULL);
+	if (nrest > 1) {
+		g_strfreev(cfg.legs);
+		cfg.legs = g_new0(char *, nrest);
+		for (unsigned i = 0; i + 1 < nrest; i++)
+			cfg.legs[i] = g_strdup(rest[i]);
+	}
+	for (char **l = cfg.legs; l && *l; l++) {
+		char *abs = g_canonicalize_filename(*l, NULL);
+
+		g_free(*l);
+		*l = abs;
+	}
+	if (!cfg.legs || !cfg.legs[0]) {
+		cli_error("mount: no legs given (on the command line or in [array] legs= of "
+			  "the config file)");
+		mount_cfg_clear(&cfg);
+		return FM_EXIT_USAGE;
+	}
+	{
+		struct stat st;
+
+		if (stat(cfg.mountpoint, &st) < 0 || (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))) {
+			cli_error("mount point %s: %s", cfg.mountpoint,
+				  errno == ENOENT ? "does not exist" :
+				  "not a directory or a regular file");
+			mount_cfg_clear(&cfg);
+			return FM_EXIT_MOUNT;
+		}
+	}
+
+	if (cfg.foreground) {
+		code = run_daemon(&cfg);
+		mount_cfg_clear(&cfg);
+		return code;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		cli_error("pipe: %s", strerror(errno));
+		return FM_EXIT_FAILURE;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		cli_error("fork: %s", strerror(errno));
+		return FM_EXIT_FAILURE;
+	}
+	if (pid > 0) {
+		close(pipefd[1]);
+		mount_cfg_clear(&cfg);
+		return wait_for_child(pipefd[0]);
+	}
+	close(pipefd[0]);
+	notify_fd = pipefd[1];
+	/* From here on the parent reports what went wrong; the daemon's own
+	 * messages go to the system log. */
+	fm_log_use_syslog(true);
+	setsid();
+	if (chdir("/") < 0)
+		fm_debug("chdir /: %s", strerror(errno));
+	code = run_daemon(&cfg);
+	notify_parent(code ? code : FM_EXIT_FAILURE, "the daemon stopped before mounting");
+	mount_cfg_clear(&cfg);
+	return code;
+}
