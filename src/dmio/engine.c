@@ -1,33 +1,62 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The engine: io_uring rings, one reaper thread per ring, batched submission.
+ * The engine: io_uring rings, one reaper thread per ring.
+ *
+ * Each ring has exactly one issuer, its reaper thread: it creates the ring,
+ * prepares and submits every SQE, reaps every CQE and runs the callbacks.
+ * Other threads hand their pieces over through the ring's inbox and wake the
+ * reaper only when it sleeps.  So:
+ *   - the SQ needs no lock, and the ring can be set up SINGLE_ISSUER |
+ *     DEFER_TASKRUN: the kernel's completion work for every request runs on
+ *     the reaper, never on a submitter (a FUSE worker asleep in read() would
+ *     otherwise be woken for each completion of a request it submitted);
+ *   - a submitter pays nothing while the reaper is busy, and one eventfd
+ *     write when it is asleep; requests that arrive together are submitted
+ *     together.
  *
  * Invariants:
- *   - A ring's SQ side (get_sqe, prep, submit) is used only under its
- *     sq_lock; its CQ side only by its reaper thread.  liburing keeps the two
- *     sides apart, so they need no common lock.
- *   - Every SQE carries a piece pointer as user_data, except the one NOP with
- *     user_data 0 that tells a reaper to exit; that NOP is only queued once
- *     no request is in flight, so nothing completes after it.
- *   - On a reaper thread, SQEs for its own ring are queued but submitted
- *     only after the whole batch of CQEs has been handled: a batch of
- *     completions whose callbacks resubmit costs one io_uring_enter.
+ *   - Every SQE's user_data is a piece, except the eventfd read, whose
+ *     user_data is &ring->efd_buf.
+ *   - The reaper refills the SQ every DMIO_REAP_BATCH completions, so the
+ *     device is never idle while a long batch of callbacks runs.
+ *   - Lost wake-ups are impossible: a submitter pushes to the inbox and then
+ *     reads `sleeping`; the reaper sets `sleeping` and then reads the inbox
+ *     (both sequentially consistent), so one of them sees the other.
+ *     `woken` collapses the eventfd writes of one sleep into one.
  *   - `inflight` counts accepted requests whose callback has not returned;
- *     shutdown waits for it to reach zero.
+ *     shutdown waits for it to reach zero before it stops the reapers.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "dmio_i.h"
 
+/* Completions handled between two refills of the SQ. */
+#define DMIO_REAP_BATCH 8
+
 struct dmio_ring {
-	struct io_uring ring;
-	pthread_mutex_t sq_lock;        /* guards the SQ side of @ring */
+	struct io_uring ring;           /* used by the reaper thread only */
 	pthread_t reaper;
 	unsigned idx;
+	unsigned sq_entries;
+	int efd;                        /* wakes the reaper */
+	uint64_t efd_buf;               /* target of the armed eventfd read */
+	_Atomic(struct dmio_piece *) inbox; /* pushed by other threads (LIFO) */
+	atomic_bool sleeping;           /* the reaper is about to wait */
+	atomic_bool woken;              /* an eventfd write is outstanding */
+	atomic_bool stop;
+	struct dmio_piece *backlog;     /* reaper only: pieces without an SQE yet */
+	unsigned unsubmitted;           /* reaper only: piece SQEs not yet submitted */
+
+	/* start-up handshake with dmio_engine_init() */
+	pthread_mutex_t init_lock;
+	pthread_cond_t init_cond;
+	bool init_done;
+	int init_result;
 };
 
 struct dmio_engine {
@@ -49,9 +78,8 @@ static struct dmio_engine engine = {
 
 struct dmio_stats_atomic dmio_stats_g;
 
-/* Set on a reaper thread: its ring, and whether SQEs await submission. */
+/* Set on a reaper thread: its ring. */
 static __thread struct dmio_ring *tl_ring;
-static __thread bool tl_deferred;
 
 bool dmio_in_callback(void)
 {
@@ -88,52 +116,8 @@ void dmio_request_end(void)
 	}
 }
 
-/* Submit what is queued on @r; called with r->sq_lock held. */
-static void ring_submit_locked(struct dmio_ring *r)
-{
-	while (io_uring_sq_ready(&r->ring) > 0) {
-		int n = io_uring_submit(&r->ring);
-
-		if (n >= 0) {
-			DMIO_STAT_ADD(submits, 1);
-			continue;
-		}
-		if (n == -EINTR)
-			continue;
-		if (n == -EAGAIN || n == -EBUSY) {
-			/* The kernel is short of memory or the CQ overflowed:
-			 * let the reaper drain completions, then try again. */
-			if (tl_ring == r)
-				return; /* the reaper resubmits after its batch */
-			pthread_mutex_unlock(&r->sq_lock);
-			usleep(100);
-			pthread_mutex_lock(&r->sq_lock);
-			continue;
-		}
-		/* Anything else means the ring itself is broken. */
-		fm_err("dmio: io_uring_submit failed: %s", strerror(-n));
-		abort();
-	}
-}
-
-static struct io_uring_sqe *get_sqe_locked(struct dmio_ring *r)
-{
-	struct io_uring_sqe *sqe;
-
-	while (!(sqe = io_uring_get_sqe(&r->ring))) {
-		/* SQ full: push what is there to the kernel to make room. */
-		int n = io_uring_submit(&r->ring);
-
-		if (n >= 0)
-			DMIO_STAT_ADD(submits, 1);
-		else if (n != -EINTR) {
-			pthread_mutex_unlock(&r->sq_lock);
-			usleep(100);
-			pthread_mutex_lock(&r->sq_lock);
-		}
-	}
-	return sqe;
-}
+/*----------------------------------------------------------------*/
+/* The reaper's side: SQEs */
 
 static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
@@ -159,60 +143,275 @@ static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 		break;
 	}
 	io_uring_sqe_set_data(sqe, p);
-	DMIO_TSAN_RELEASE(p);
+	DMIO_TSAN_ACQUIRE(p); /* handed over by another thread's inbox push */
 }
+
+static void ring_submit(struct dmio_ring *r)
+{
+	while (io_uring_sq_ready(&r->ring) > 0) {
+		int n = io_uring_submit(&r->ring);
+
+		if (n >= 0) {
+			/* Count system calls that carried pieces (not the
+			 * eventfd read alone). */
+			if (r->unsubmitted)
+				DMIO_STAT_ADD(submits, 1);
+			r->unsubmitted = 0;
+			return;
+		}
+		if (n == -EINTR)
+			continue;
+		if (n == -EAGAIN || n == -EBUSY)
+			return; /* retried after the next completions are reaped */
+		fm_err("dmio: io_uring_submit failed: %s", strerror(-n));
+		abort();
+	}
+}
+
+/* Queue @p on the SQ, or on the backlog when the SQ stays full. */
+static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->backlog) {
+		struct dmio_piece **pp = &r->backlog;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		p->next = NULL;
+		*pp = p;
+		return;
+	}
+	sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe) {
+		ring_submit(r);
+		sqe = io_uring_get_sqe(&r->ring);
+	}
+	if (!sqe) {
+		p->next = NULL;
+		r->backlog = p;
+		return;
+	}
+	prep_piece(sqe, p);
+	r->unsubmitted++;
+	DMIO_STAT_ADD(sqes, 1);
+}
+
+static void drain_backlog(struct dmio_ring *r)
+{
+	while (r->backlog) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+		struct dmio_piece *p;
+
+		if (!sqe) {
+			ring_submit(r);
+			sqe = io_uring_get_sqe(&r->ring);
+			if (!sqe)
+				return;
+		}
+		p = r->backlog;
+		r->backlog = p->next;
+		prep_piece(sqe, p);
+		r->unsubmitted++;
+		DMIO_STAT_ADD(sqes, 1);
+	}
+}
+
+/* Take everything other threads handed over, oldest first. */
+static void drain_inbox(struct dmio_ring *r)
+{
+	struct dmio_piece *p = atomic_exchange(&r->inbox, NULL), *fifo = NULL;
+
+	while (p) {
+		struct dmio_piece *next = p->next;
+
+		p->next = fifo;
+		fifo = p;
+		p = next;
+	}
+	while (fifo) {
+		struct dmio_piece *next = fifo->next;
+
+		queue_piece(r, fifo);
+		fifo = next;
+	}
+}
+
+static void arm_eventfd(struct dmio_ring *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+	if (!sqe) {
+		ring_submit(r);
+		sqe = io_uring_get_sqe(&r->ring);
+	}
+	if (!sqe) {
+		fm_err("dmio: no SQE for the wake-up read");
+		abort();
+	}
+	io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof(r->efd_buf), 0);
+	io_uring_sqe_set_data(sqe, &r->efd_buf);
+}
+
+/*----------------------------------------------------------------*/
+/* Other threads' side */
 
 static struct dmio_ring *ring_of(const struct dmio_dev *dev)
 {
 	return &engine.rings[dev->seq % engine.nr_rings];
 }
 
+static void inbox_push(struct dmio_ring *r, struct dmio_piece *first, struct dmio_piece *last)
+{
+	struct dmio_piece *old = atomic_load(&r->inbox);
+
+	for (struct dmio_piece *p = first; p; p = p->next) {
+		DMIO_TSAN_RELEASE(p);
+		if (p == last)
+			break;
+	}
+	do {
+		last->next = old;
+	} while (!atomic_compare_exchange_weak(&r->inbox, &old, first));
+	if (atomic_load(&r->sleeping) && !atomic_exchange(&r->woken, true)) {
+		uint64_t one = 1;
+
+		while (write(r->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+			;
+	}
+}
+
 void dmio_submit_pieces(struct dmio_piece *head)
 {
 	while (head) {
 		struct dmio_ring *r = ring_of(head->dev);
-		struct dmio_piece **pp = &head;
-		unsigned n = 0;
+		struct dmio_piece *mine = NULL, *mine_last = NULL, *rest = NULL, **rest_tail = &rest;
 
-		/* Take every piece of this ring off the list, queue them all,
-		 * then submit once. */
-		pthread_mutex_lock(&r->sq_lock);
-		while (*pp) {
-			struct dmio_piece *p = *pp;
-
-			if (ring_of(p->dev) != r) {
-				pp = &p->next;
-				continue;
+		/* Split off this ring's pieces, keeping their order. */
+		for (struct dmio_piece *p = head, *next; p; p = next) {
+			next = p->next;
+			p->next = NULL;
+			if (ring_of(p->dev) == r) {
+				if (mine_last)
+					mine_last->next = p;
+				else
+					mine = p;
+				mine_last = p;
+			} else {
+				*rest_tail = p;
+				rest_tail = &p->next;
 			}
-			*pp = p->next;
-			prep_piece(get_sqe_locked(r), p);
-			n++;
 		}
-		DMIO_STAT_ADD(sqes, n);
-		if (tl_ring == r)
-			tl_deferred = true;
-		else
-			ring_submit_locked(r);
-		pthread_mutex_unlock(&r->sq_lock);
+		if (tl_ring == r) {
+			/* On its own reaper: straight onto the SQ; submitted
+			 * with the next refill. */
+			for (struct dmio_piece *p = mine, *next; p; p = next) {
+				next = p->next;
+				queue_piece(r, p);
+			}
+		} else {
+			/* The inbox is a LIFO stack: push in reverse so that
+			 * drain_inbox's reversal restores the order. */
+			struct dmio_piece *rev = NULL, *rev_last = mine;
+
+			while (mine) {
+				struct dmio_piece *next = mine->next;
+
+				mine->next = rev;
+				rev = mine;
+				mine = next;
+			}
+			inbox_push(r, rev, rev_last);
+		}
+		head = rest;
 	}
+}
+
+/*----------------------------------------------------------------*/
+/* The reaper */
+
+/* Handle up to DMIO_REAP_BATCH completions; returns how many there were. */
+static unsigned reap(struct dmio_ring *r)
+{
+	struct io_uring_cqe *cqes[DMIO_REAP_BATCH];
+	unsigned n = io_uring_peek_batch_cqe(&r->ring, cqes, DMIO_REAP_BATCH);
+	bool rearm = false;
+
+	for (unsigned i = 0; i < n; i++) {
+		void *data = io_uring_cqe_get_data(cqes[i]);
+		int res = cqes[i]->res;
+
+		if (data == &r->efd_buf) {
+			atomic_store(&r->woken, false);
+			rearm = true;
+			continue;
+		}
+		dmio_piece_complete(data, res);
+	}
+	io_uring_cq_advance(&r->ring, n);
+	if (rearm)
+		arm_eventfd(r);
+	return n;
+}
+
+static int ring_setup(struct dmio_ring *r)
+{
+	/* Most capable first; older kernels (or valgrind, which does not
+	 * know these flags' semantics) get the plain ring. */
+	static const unsigned flag_sets[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int ret = -EINVAL;
+
+	for (unsigned i = RUNNING_ON_VALGRIND ? 2 : 0; i < FM_ARRAY_SIZE(flag_sets); i++) {
+		struct io_uring_params p = { 0 };
+
+		p.flags = IORING_SETUP_CQSIZE | flag_sets[i];
+		p.cq_entries = r->sq_entries * 16;
+		ret = io_uring_queue_init_params(r->sq_entries, &r->ring, &p);
+		if (ret == 0) {
+			fm_debug("dmio: ring %u: flags 0x%x", r->idx, p.flags);
+			return 0;
+		}
+		if (ret != -EINVAL)
+			break;
+	}
+	return ret;
 }
 
 static void *reaper_main(void *arg)
 {
 	struct dmio_ring *r = arg;
-	bool stop = false;
+	int ret;
 
 	tl_ring = r;
-	while (!stop) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-		int ret;
+	ret = ring_setup(r);
+	if (ret == 0)
+		arm_eventfd(r);
+	pthread_mutex_lock(&r->init_lock);
+	r->init_result = ret;
+	r->init_done = true;
+	pthread_cond_signal(&r->init_cond);
+	pthread_mutex_unlock(&r->init_lock);
+	if (ret < 0)
+		return NULL;
 
-		if (tl_deferred) {
-			tl_deferred = false;
-			pthread_mutex_lock(&r->sq_lock);
-			ring_submit_locked(r);
-			pthread_mutex_unlock(&r->sq_lock);
+	for (;;) {
+		drain_backlog(r);
+		drain_inbox(r);
+		if (reap(r) > 0) {
+			/* Refill the device before handling the next batch. */
+			ring_submit(r);
+			continue;
+		}
+		if (atomic_load(&r->stop) && !r->backlog && !atomic_load(&r->inbox))
+			break;
+		atomic_store(&r->sleeping, true);
+		if (atomic_load(&r->inbox) || atomic_load(&r->stop)) {
+			atomic_store(&r->sleeping, false);
+			continue;
 		}
 		if (fm_unlikely(RUNNING_ON_VALGRIND)) {
 			/* valgrind (3.19) holds its big lock across
@@ -220,40 +419,45 @@ static void *reaper_main(void *arg)
 			 * while we sleep in it; poll() it does release. */
 			struct pollfd pfd = { .fd = r->ring.ring_fd, .events = POLLIN };
 
+			ring_submit(r);
 			if (io_uring_cq_ready(&r->ring) == 0)
 				poll(&pfd, 1, -1);
 		}
-		ret = io_uring_wait_cqe(&r->ring, &cqe);
-		if (ret == -EINTR || ret == -EAGAIN)
-			continue;
-		if (ret < 0) {
-			fm_err("dmio: io_uring_wait_cqe failed: %s", strerror(-ret));
+		/* Submit what is queued and wait, in one system call. */
+		ret = io_uring_submit_and_wait(&r->ring, 1);
+		if (ret > 0 && r->unsubmitted)
+			DMIO_STAT_ADD(submits, 1);
+		if (ret >= 0)
+			r->unsubmitted = 0;
+		else if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY &&
+			 ret != -ETIME) {
+			fm_err("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
 			abort();
 		}
-		io_uring_for_each_cqe(&r->ring, head, cqe) {
-			struct dmio_piece *p = io_uring_cqe_get_data(cqe);
-
-			n++;
-			if (!p) {
-				stop = true;
-				continue;
-			}
-			DMIO_TSAN_ACQUIRE(p);
-			dmio_piece_complete(p, cqe->res);
-		}
-		io_uring_cq_advance(&r->ring, n);
+		atomic_store(&r->sleeping, false);
 	}
+	io_uring_queue_exit(&r->ring);
 	tl_ring = NULL;
 	return NULL;
 }
 
-static void rings_free(struct dmio_ring *rings, unsigned n)
+static void ring_destroy(struct dmio_ring *r)
 {
-	for (unsigned i = 0; i < n; i++) {
-		io_uring_queue_exit(&rings[i].ring);
-		pthread_mutex_destroy(&rings[i].sq_lock);
-	}
-	free(rings);
+	if (r->efd >= 0)
+		close(r->efd);
+	pthread_mutex_destroy(&r->init_lock);
+	pthread_cond_destroy(&r->init_cond);
+}
+
+/* Tell the reaper to leave once its queues are empty, and join it. */
+static void ring_stop(struct dmio_ring *r)
+{
+	uint64_t one = 1;
+
+	atomic_store(&r->stop, true);
+	while (write(r->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	pthread_join(r->reaper, NULL);
 }
 
 int dmio_engine_init(const struct dmio_engine_opts *opts)
@@ -285,51 +489,51 @@ int dmio_engine_init(const struct dmio_engine_opts *opts)
 		pthread_mutex_unlock(&engine.lock);
 		return -ENOMEM;
 	}
-	for (unsigned i = 0; i < o.rings; i++) {
-		struct io_uring_params p = { 0 };
-
-		/* Room for a deep queue of completions: many pieces can be in
-		 * flight per SQ slot over the life of a batch. */
-		p.flags = IORING_SETUP_CQSIZE;
-		p.cq_entries = o.sq_entries * 16;
-		r = io_uring_queue_init_params(o.sq_entries, &rings[i].ring, &p);
-		if (r < 0)
-			break;
-		pthread_mutex_init(&rings[i].sq_lock, NULL);
-		rings[i].idx = i;
-		started++;
-	}
-	if (r < 0) {
-		fm_debug("dmio: io_uring_queue_init: %s", strerror(-r));
-		rings_free(rings, started);
-		pthread_mutex_unlock(&engine.lock);
-		return r;
-	}
 	engine.rings = rings;
 	engine.nr_rings = o.rings;
 	engine.max_io = o.max_io_bytes;
-	for (unsigned i = 0; i < o.rings; i++) {
-		r = -pthread_create(&rings[i].reaper, NULL, reaper_main, &rings[i]);
-		if (r < 0) {
-			/* Stop the reapers already running. */
-			for (unsigned j = 0; j < i; j++) {
-				struct io_uring_sqe *sqe;
+	for (unsigned i = 0; i < o.rings && r == 0; i++) {
+		struct dmio_ring *ring = &rings[i];
 
-				pthread_mutex_lock(&rings[j].sq_lock);
-				sqe = get_sqe_locked(&rings[j]);
-				io_uring_prep_nop(sqe);
-				io_uring_sqe_set_data(sqe, NULL);
-				ring_submit_locked(&rings[j]);
-				pthread_mutex_unlock(&rings[j].sq_lock);
-				pthread_join(rings[j].reaper, NULL);
-			}
-			rings_free(rings, o.rings);
-			engine.rings = NULL;
-			engine.nr_rings = 0;
-			pthread_mutex_unlock(&engine.lock);
-			return r;
+		ring->idx = i;
+		ring->sq_entries = o.sq_entries;
+		pthread_mutex_init(&ring->init_lock, NULL);
+		pthread_cond_init(&ring->init_cond, NULL);
+		ring->efd = eventfd(0, EFD_CLOEXEC);
+		if (ring->efd < 0) {
+			r = -errno;
+			ring_destroy(ring);
+			break;
 		}
-		pthread_setname_np(rings[i].reaper, "dmio-reaper");
+		r = -pthread_create(&ring->reaper, NULL, reaper_main, ring);
+		if (r < 0) {
+			ring_destroy(ring);
+			break;
+		}
+		pthread_mutex_lock(&ring->init_lock);
+		while (!ring->init_done)
+			pthread_cond_wait(&ring->init_cond, &ring->init_lock);
+		r = ring->init_result;
+		pthread_mutex_unlock(&ring->init_lock);
+		if (r < 0) {
+			pthread_join(ring->reaper, NULL);
+			ring_destroy(ring);
+			break;
+		}
+		pthread_setname_np(ring->reaper, "dmio-reaper");
+		started++;
+	}
+	if (r < 0) {
+		fm_debug("dmio: cannot start the engine: %s", strerror(-r));
+		for (unsigned i = 0; i < started; i++) {
+			ring_stop(&rings[i]);
+			ring_destroy(&rings[i]);
+		}
+		free(rings);
+		engine.rings = NULL;
+		engine.nr_rings = 0;
+		pthread_mutex_unlock(&engine.lock);
+		return r;
 	}
 	memset(&dmio_stats_g, 0, sizeof(dmio_stats_g));
 	atomic_store_explicit(&engine.running, true, memory_order_release);
@@ -364,20 +568,11 @@ void dmio_engine_shutdown(void)
 	engine.draining = true;
 	while (atomic_load(&engine.inflight) > 0)
 		pthread_cond_wait(&engine.idle, &engine.lock);
-	for (unsigned i = 0; i < engine.nr_rings; i++) {
-		struct dmio_ring *r = &engine.rings[i];
-		struct io_uring_sqe *sqe;
-
-		pthread_mutex_lock(&r->sq_lock);
-		sqe = get_sqe_locked(r);
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, NULL);
-		ring_submit_locked(r);
-		pthread_mutex_unlock(&r->sq_lock);
-	}
 	for (unsigned i = 0; i < engine.nr_rings; i++)
-		pthread_join(engine.rings[i].reaper, NULL);
-	rings_free(engine.rings, engine.nr_rings);
+		ring_stop(&engine.rings[i]);
+	for (unsigned i = 0; i < engine.nr_rings; i++)
+		ring_destroy(&engine.rings[i]);
+	free(engine.rings);
 	engine.rings = NULL;
 	engine.nr_rings = 0;
 	engine.draining = false;
