@@ -9,10 +9,12 @@
  * one write out to all of its legs.
  *
  * Threading:
- *   - Any thread may submit.  Submissions go into io_uring in batches: a
- *     request's pieces are queued together and submitted with one syscall,
- *     and requests issued from a completion callback are submitted together
- *     after the callbacks of that batch of completions have run.
+ *   - Any thread may submit.  Each ring has one issuer, its reaper thread:
+ *     other threads hand a request's pieces to it in one lock-free push (and
+ *     wake it with an eventfd write only when it sleeps); the reaper submits
+ *     whatever has arrived with one io_uring_enter, and refills the ring
+ *     every few completions while it runs callbacks.  So the kernel's
+ *     completion work always runs on the reaper, never on a submitter.
  *   - Completions are reaped by the engine's own thread(s), one per ring.
  *     Asynchronous callbacks run on those threads, with no dmio lock held.
  *     A callback may submit new asynchronous I/O; it must not call a
