@@ -37,13 +37,22 @@
 
 struct daemon {
 	struct mount_cfg *cfg;
-	struct mirror *m;
-	struct bufio_client *c;
-	struct front *f;
 	struct ctl_server *ctl;
 	uint64_t started_ns;
 
+	/*
+	 * The control thread answers `status` from start-up to the end of the
+	 * teardown, while the main thread creates and frees m, c and f: it
+	 * reads them only under @lock, and the main thread publishes each one
+	 * and takes it away (NULL) under @lock before freeing it.  The main
+	 * thread itself uses them without the lock.
+	 */
 	pthread_mutex_t lock;           /* guards the fields below */
+	struct mirror *m;
+	struct bufio_client *c;
+	struct front *f;
+	char *image_path;               /* front_image_path(), kept past f */
+	struct front_stats final_fs;    /* f's counters when it went away */
 	pthread_cond_t stopped_cond;
 	bool stopping;                  /* unmount begun */
 	bool stopped;                   /* teardown finished */
@@ -81,21 +90,36 @@ static void json_str(GString *out, const char *s)
 	g_string_append_c(out, '"');
 }
 
-static void status_json(struct daemon *d, GString *out)
+/* The counters of the parts still alive (zeroes for the others); called
+ * with d->lock held. */
+static void status_stats_locked(struct daemon *d, struct mirror_stats *ms,
+				struct bufio_stats *bs, struct front_stats *fs)
+{
+	memset(bs, 0, sizeof(*bs));
+	mirror_get_stats(d->m, ms);
+	if (d->c)
+		bufio_get_stats(d->c, bs);
+	if (d->f)
+		front_get_stats(d->f, fs);
+	else
+		*fs = d->final_fs;
+}
+
+static const char *state_name_locked(struct daemon *d)
+{
+	return d->stopping ? "stopping" : d->f ? "active" : "starting";
+}
+
+/* Called with d->lock held and d->m alive. */
+static void status_json_locked(struct daemon *d, GString *out)
 {
 	const struct fm_sb *sb = mirror_sb(d->m);
 	struct mirror_stats ms;
 	struct bufio_stats bs;
 	struct front_stats fs;
 	char u[37];
-	bool stopping;
 
-	mirror_get_stats(d->m, &ms);
-	bufio_get_stats(d->c, &bs);
-	front_get_stats(d->f, &fs);
-	pthread_mutex_lock(&d->lock);
-	stopping = d->stopping;
-	pthread_mutex_unlock(&d->lock);
+	status_stats_locked(d, &ms, &bs, &fs);
 
 	g_string_append(out, "{\"array\":{\"uuid\":");
 	json_str(out, fm_uuid_unparse(sb->array_uuid, u));
@@ -103,18 +127,17 @@ static void status_json(struct daemon *d, GString *out)
 	json_str(out, sb->name);
 	g_string_append_printf(out, ",\"size\":%llu,\"state\":\"%s\",\"readonly\":%s,"
 			       "\"events\":%llu,\"pid\":%d,\"uptime_s\":%llu},",
-			       (unsigned long long)mirror_size(d->m),
-			       stopping ? "stopping" : "active",
+			       (unsigned long long)mirror_size(d->m), state_name_locked(d),
 			       mirror_is_readonly(d->m) ? "true" : "false",
 			       (unsigned long long)sb->events, (int)getpid(),
 			       (unsigned long long)((fm_now_ns() - d->started_ns) / 1000000000ull));
 	g_string_append(out, "\"image\":");
-	json_str(out, front_image_path(d->f));
+	json_str(out, d->image_path ? d->image_path : d->cfg->mountpoint);
 	g_string_append_printf(out, ",\"cache_mode\":\"%s\",\"block_size\":%u,"
 			       "\"read_policy\":\"%s\",\"legs\":[",
 			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
 									: "writeback",
-			       bufio_get_block_size(d->c),
+			       d->c ? bufio_get_block_size(d->c) : 0,
 			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
 	for (unsigned i = 0; i < mirror_nr_legs(d->m); i++) {
 		struct mirror_leg_stats ls;
@@ -152,7 +175,8 @@ static void status_json(struct daemon *d, GString *out)
 			       (unsigned long long)ms.overlap_waits);
 }
 
-static void status_text(struct daemon *d, GString *out)
+/* Called with d->lock held and d->m alive. */
+static void status_text_locked(struct daemon *d, GString *out)
 {
 	const struct fm_sb *sb = mirror_sb(d->m);
 	struct mirror_stats ms;
@@ -160,30 +184,26 @@ static void status_text(struct daemon *d, GString *out)
 	struct front_stats fs;
 	char u[37], s1[32], s2[32], s3[32];
 	unsigned in_sync = 0, n = mirror_nr_legs(d->m);
-	bool stopping;
 
-	mirror_get_stats(d->m, &ms);
-	bufio_get_stats(d->c, &bs);
-	front_get_stats(d->f, &fs);
-	pthread_mutex_lock(&d->lock);
-	stopping = d->stopping;
-	pthread_mutex_unlock(&d->lock);
+	status_stats_locked(d, &ms, &bs, &fs);
 	for (unsigned i = 0; i < n; i++) {
 		struct mirror_leg_stats ls;
 
 		mirror_get_leg_stats(d->m, i, &ls);
 		in_sync += ls.state == FM_LEG_IN_SYNC;
 	}
-	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n", front_image_path(d->f),
+	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n",
+			       d->image_path ? d->image_path : d->cfg->mountpoint,
 			       fm_uuid_unparse(sb->array_uuid, u), *sb->name ? " (" : "",
 			       sb->name, *sb->name ? ")" : "");
 	g_string_append_printf(out, "  state:  %s, %u of %u legs in sync%s\n",
-			       stopping ? "stopping" : "active", in_sync, n,
+			       state_name_locked(d), in_sync, n,
 			       mirror_is_readonly(d->m) ? ", read-only" : "");
 	g_string_append_printf(out, "  size:   %s (%llu bytes), block size %u, cache_mode=%s, "
 			       "read_policy=%s\n",
 			       fm_format_size(mirror_size(d->m), s1, sizeof(s1)),
-			       (unsigned long long)mirror_size(d->m), bufio_get_block_size(d->c),
+			       (unsigned long long)mirror_size(d->m),
+			       d->c ? bufio_get_block_size(d->c) : 0,
 			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
 									: "writeback",
 			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
@@ -265,12 +285,23 @@ static int ctl_handler(void *ctx, int argc, char **argv, uid_t peer_uid, GString
 
 	(void)peer_uid;
 	if (!strcmp(argv[0], "status")) {
-		if (argc == 2 && !strcmp(argv[1], "json"))
-			status_json(d, out);
-		else if (argc == 1)
-			status_text(d, out);
-		else
+		bool json = argc == 2 && !strcmp(argv[1], "json");
+
+		if (argc != 1 && !json)
 			goto usage;
+		pthread_mutex_lock(&d->lock);
+		if (!d->m) {
+			pthread_mutex_unlock(&d->lock);
+			g_set_error(err, FM_CLI_ERROR, EAGAIN,
+				    "%s: the daemon is stopping (closing the legs)",
+				    d->cfg->mountpoint);
+			return -EAGAIN;
+		}
+		if (json)
+			status_json_locked(d, out);
+		else
+			status_text_locked(d, out);
+		pthread_mutex_unlock(&d->lock);
 		return 0;
 	}
 	if (!strcmp(argv[0], "stop") && argc == 1)
@@ -360,11 +391,17 @@ static int run_daemon(struct mount_cfg *cfg)
 {
 	struct daemon d = { .cfg = cfg, .lock = PTHREAD_MUTEX_INITIALIZER,
 			    .stopped_cond = PTHREAD_COND_INITIALIZER };
-	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy };
+	/* Nothing is written to the legs until nothing else can refuse the
+	 * mount: a refused mount leaves every leg's bytes unchanged. */
+	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy,
+				  .defer_in_use = true };
 	struct front_opts fo = { 0 };
 	g_autoptr(GError) err = NULL;
 	g_autofree char *sock = NULL;
 	g_autofree char *fsname = NULL;
+	struct bufio_client *c;
+	struct mirror *m;
+	struct front *f;
 	struct bufio_bdev bdev;
 	unsigned block_size;
 	char u[37];
@@ -420,12 +457,21 @@ static int run_daemon(struct mount_cfg *cfg)
 	fo.max_threads = cfg->threads;
 	fo.max_background = cfg->max_background;
 	fo.fsname = fsname;
-	r = front_mount(&fo, d.m, d.c, &d.f, &err);
+	r = front_mount(&fo, d.m, d.c, &f, &err);
 	if (r < 0) {
 		report(FM_EXIT_MOUNT, err->message);
 		code = FM_EXIT_MOUNT;
 		goto out_ctl;
 	}
+	if (!cfg->readonly && mirror_mark_in_use(d.m, &err) < 0) {
+		report(FM_EXIT_FAILURE, err->message);
+		front_destroy(f);
+		goto out_ctl;
+	}
+	pthread_mutex_lock(&d.lock);
+	d.f = f;
+	d.image_path = g_strdup(front_image_path(f));
+	pthread_mutex_unlock(&d.lock);
 	fm_notice("%s: mounted (array %s, %u legs)", front_image_path(d.f), u,
 		  mirror_nr_legs(d.m));
 	if (!cfg->foreground) {
@@ -444,12 +490,15 @@ static int run_daemon(struct mount_cfg *cfg)
 	}
 
 	r = front_run(d.f);
+	/* `status` goes on being answered: each part is taken out of its
+	 * reach (under d.lock) before it is freed. */
 	pthread_mutex_lock(&d.lock);
 	d.stopping = true;
+	front_get_stats(f, &d.final_fs);
+	d.f = NULL;
 	pthread_mutex_unlock(&d.lock);
 	fm_notice("%s: unmounting", cfg->mountpoint);
-	front_destroy(d.f);
-	d.f = NULL;
+	front_destroy(f);
 	code = FM_EXIT_OK;
 
 	/* Teardown: every dirty block to every leg, then clean superblocks. */
@@ -459,15 +508,21 @@ static int run_daemon(struct mount_cfg *cfg)
 		g_set_error(&err, FM_CLI_ERROR, -r, "writing back the cache failed: %s",
 			    g_strerror(-r));
 	}
-	bufio_client_destroy(d.c);
+	pthread_mutex_lock(&d.lock);
+	c = d.c;
 	d.c = NULL;
-	if (mirror_stop(d.m, r < 0 ? NULL : &err) < 0 || r < 0) {
+	pthread_mutex_unlock(&d.lock);
+	bufio_client_destroy(c);
+	pthread_mutex_lock(&d.lock);
+	m = d.m;
+	d.m = NULL;
+	pthread_mutex_unlock(&d.lock);
+	if (mirror_stop(m, r < 0 ? NULL : &err) < 0 || r < 0) {
 		code = FM_EXIT_FAILURE;
 		fm_err("%s: %s", cfg->mountpoint, err ? err->message : "stop failed");
 	} else {
 		fm_notice("%s: stopped cleanly", cfg->mountpoint);
 	}
-	d.m = NULL;
 	pthread_mutex_lock(&d.lock);
 	d.stopped = true;
 	d.stop_result = code == FM_EXIT_OK ? 0 : -EIO;
@@ -476,6 +531,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	pthread_mutex_unlock(&d.lock);
 	ctl_server_stop(d.ctl);
 	g_free(d.stop_message);
+	g_free(d.image_path);
 	dmio_engine_shutdown();
 	return code;
 

@@ -91,6 +91,11 @@ const char *mirror_read_policy_name(enum mirror_read_policy p);
 struct mirror_opts {
 	bool readonly;                  /* open legs read-only, no sb update */
 	enum mirror_read_policy read_policy;
+	/* Do not mark the array in use at assembly: the caller will call
+	 * mirror_mark_in_use() once nothing else can refuse the mount, so that
+	 * a refusal after assembly leaves every leg's bytes unchanged.  Until
+	 * then, writes are refused with -EROFS. */
+	bool defer_in_use;
 };
 
 /*
@@ -108,8 +113,16 @@ int mirror_assemble(const char *const *legs, unsigned n, const struct mirror_opt
 		    struct mirror **ret_m, GError **err);
 
 /*
- * Flush the legs, mark the superblocks clean (unless read-only or a write
- * error happened since assembly), close and unlock the legs, free @m.
+ * Mark the array in use (events + 1, CLEAN off, durably on every leg), which
+ * a write needs.  Done by mirror_assemble() itself unless opts->defer_in_use.
+ * Returns 0 (also when already in use) or -errno with @err.
+ */
+int mirror_mark_in_use(struct mirror *m, GError **err);
+
+/*
+ * Flush the legs, mark the superblocks clean (unless read-only, never
+ * marked in use, or a write error happened since), close and unlock the
+ * legs, free @m.  An array never marked in use is closed untouched.
  * No I/O may be in flight.  Returns 0 or the first error (@m is freed
  * either way).
  */

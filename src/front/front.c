@@ -79,6 +79,16 @@ struct front {
 	gid_t gid;
 	struct timespec atime, mtime, ctime;
 
+	/*
+	 * Changes to one cache block are serialised: a write copies into the
+	 * block between bufio_begin_modify() and the mark-dirty, and two
+	 * writes into one block (overlapping, or neighbouring sectors) must not
+	 * interleave their copies.  Blocks hash onto a fixed set of locks; a
+	 * holder may wait for I/O (a read-modify-write), never for another
+	 * stripe, and completions never take one, so they cannot deadlock.
+	 */
+	pthread_mutex_t modify_lock[64];
+
 	atomic_long inflight;
 	atomic_ullong reads, writes, fsyncs, fallocates, read_bytes, write_bytes, errors;
 };
@@ -423,6 +433,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /*----------------------------------------------------------------*/
 /* Writes and zeroing through the cache */
 
+static pthread_mutex_t *modify_lock(struct front *f, uint64_t blk)
+{
+	return &f->modify_lock[(blk * 0x9E3779B97F4A7C15ull) >> 58];
+}
+
 /* Copy [off, off + len) of the image from @src (NULL: zeroes) into the
  * cache, marking what changed dirty.  Returns 0 or -errno. */
 static int cache_write(struct front *f, uint64_t off, size_t len, const uint8_t *src)
@@ -438,9 +453,12 @@ static int cache_write(struct front *f, uint64_t off, size_t len, const uint8_t 
 		uint8_t *p;
 		int r;
 
+		pthread_mutex_lock(modify_lock(f, blk));
 		r = whole ? bufio_new(f->c, blk, &b) : bufio_read(f->c, blk, &b);
-		if (r < 0)
+		if (r < 0) {
+			pthread_mutex_unlock(modify_lock(f, blk));
 			return r;
+		}
 		p = bufio_begin_modify(b);
 		if (src)
 			memcpy(p + s, src, e - s);
@@ -451,6 +469,7 @@ static int cache_write(struct front *f, uint64_t off, size_t len, const uint8_t 
 		else
 			bufio_mark_partial_buffer_dirty(b, s, e);
 		bufio_release(b);
+		pthread_mutex_unlock(modify_lock(f, blk));
 		if (src)
 			src += e - s;
 		off = bstart + e;
@@ -566,11 +585,13 @@ static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 	for (uint64_t blk = a / f->bs; blk < b / f->bs; blk++) {
 		struct bufio_buffer *bb;
 
+		pthread_mutex_lock(modify_lock(f, blk));
 		if (bufio_get(f->c, blk, &bb) == 0) {
 			memset(bufio_begin_modify(bb), 0, f->bs);
 			bufio_mark_buffer_dirty(bb);
 			bufio_release(bb);
 		}
+		pthread_mutex_unlock(modify_lock(f, blk));
 	}
 	return writethrough(f, off, len);
 }
@@ -668,6 +689,8 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	if (!f)
 		return -ENOMEM;
 	pthread_mutex_init(&f->attr_lock, NULL);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(f->modify_lock); i++)
+		pthread_mutex_init(&f->modify_lock[i], NULL);
 	f->m = m;
 	f->c = c;
 	f->mountpoint = g_strdup(o->mountpoint);
@@ -765,6 +788,8 @@ void front_destroy(struct front *f)
 		fuse_session_destroy(f->se);
 	}
 	pthread_mutex_destroy(&f->attr_lock);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(f->modify_lock); i++)
+		pthread_mutex_destroy(&f->modify_lock[i]);
 	g_free(f->mountpoint);
 	g_free(f->name);
 	g_free(f->image_path);

@@ -291,13 +291,10 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		fm_warn("array %s was not stopped cleanly; its legs may differ in the "
 			"regions written last (resync arrives with the write-intent bitmap)",
 			fm_uuid_unparse(m->legs[0].sb.array_uuid, u));
-	if (!m->readonly) {
-		r = mirror_write_superblocks(m, false);
-		if (r < 0) {
-			g_set_error(err, FM_MIRROR_ERROR, -r,
-				    "cannot mark the array in use: %s", g_strerror(-r));
+	if (!m->readonly && !o.defer_in_use) {
+		r = mirror_mark_in_use(m, err);
+		if (r < 0)
 			goto fail;
-		}
 	}
 	fm_notice("array %s assembled: %u legs, %llu bytes%s",
 		  fm_uuid_unparse(m->legs[0].sb.array_uuid, u), n,
@@ -309,11 +306,31 @@ fail:
 	return r;
 }
 
+int mirror_mark_in_use(struct mirror *m, GError **err)
+{
+	int r;
+
+	if (m->readonly) {
+		g_set_error(err, FM_MIRROR_ERROR, EROFS, "the array is assembled read-only");
+		return -EROFS;
+	}
+	if (atomic_load(&m->in_use))
+		return 0;
+	r = mirror_write_superblocks(m, false);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot mark the array in use: %s",
+			    g_strerror(-r));
+		return r;
+	}
+	atomic_store(&m->in_use, true);
+	return 0;
+}
+
 int mirror_stop(struct mirror *m, GError **err)
 {
 	int r = 0;
 
-	if (!m->readonly) {
+	if (!m->readonly && atomic_load(&m->in_use)) {
 		r = mirror_flush(m);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, EIO,

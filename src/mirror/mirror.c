@@ -416,7 +416,7 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 
 	if (count > image_sectors || sector > image_sectors - count)
 		return -ENOSPC;
-	if (op != MREQ_READ && m->readonly)
+	if (op != MREQ_READ && (m->readonly || !atomic_load(&m->in_use)))
 		return -EROFS;
 	r = mreq_alloc(m);
 	if (!r)

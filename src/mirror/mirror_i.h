@@ -63,6 +63,7 @@ struct mirror {
 	uint64_t image_size;            /* bytes */
 	uint64_t data_sector;           /* data offset in sectors */
 	bool readonly;
+	atomic_bool in_use;             /* superblocks marked dirty: writes allowed */
 	atomic_bool write_error_seen;   /* keeps the superblock dirty at stop */
 	enum mirror_read_policy read_policy;
 	atomic_uint rr;                 /* round-robin cursor */

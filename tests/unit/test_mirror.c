@@ -1414,6 +1414,65 @@ START_TEST(test_assemble_readonly)
 }
 END_TEST
 
+/*
+ * defer_in_use: nothing is written at assembly, writes are refused until
+ * mirror_mark_in_use(), and a mirror stopped before that leaves every leg
+ * byte for byte as it was (the daemon's late refusals rely on it).
+ */
+START_TEST(test_assemble_defer_in_use)
+{
+	struct mirror_opts o = { .defer_in_use = true };
+	struct snap snap = { 0 };
+	struct mirror *m = NULL;
+	struct fm_sb sb0, sb;
+	struct iovec iov;
+	GError *err = NULL;
+	uint8_t *buf;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format(IMG);
+	read_sb(fx.legs[0], &sb0);
+	snap_add(&snap, fx.legs[0]);
+	snap_add(&snap, fx.legs[1]);
+
+	/* Assembled, stopped without marking: untouched. */
+	r = mirror_assemble((const char *const *)fx.legs, 2, &o, &m, &err);
+	ck_assert_msg(r == 0, "mirror_assemble: %d %s", r, err ? err->message : "");
+	buf = fx_buf(4096);
+	iov = (struct iovec){ buf, 4096 };
+	ck_assert_int_eq(fx_submit(m, MIRROR_OP_WRITE, 0, &iov, 1, 0, NULL), -EROFS);
+	ck_assert_int_eq(mirror_discard(m, 0, 8), -EROFS);
+	ck_assert_int_eq(mirror_stop(m, NULL), 0);
+	snap_check(&snap, "an assembly stopped before mirror_mark_in_use");
+
+	/* Assembled, then marked: dirty, writes work, stop marks clean. */
+	m = NULL;
+	r = mirror_assemble((const char *const *)fx.legs, 2, &o, &m, &err);
+	ck_assert_int_eq(r, 0);
+	read_sb(fx.legs[1], &sb);
+	ck_assert_uint_eq(sb.events, sb0.events);
+	ck_assert(sb.state_flags & FM_SB_CLEAN);
+	ck_assert_int_eq(mirror_mark_in_use(m, &err), 0);
+	ck_assert_int_eq(mirror_mark_in_use(m, &err), 0); /* idempotent */
+	for (unsigned i = 0; i < 2; i++) {
+		read_sb(fx.legs[i], &sb);
+		ck_assert_uint_eq(sb.events, sb0.events + 1);
+		ck_assert(!(sb.state_flags & FM_SB_CLEAN));
+	}
+	fx.m = m;
+	fx_write_random(0, 64 * KiB);
+	fx_stop(0);
+	fx_check_legs(0, 64 * KiB);
+	for (unsigned i = 0; i < 2; i++) {
+		read_sb(fx.legs[i], &sb);
+		ck_assert_uint_eq(sb.events, sb0.events + 2);
+		ck_assert(sb.state_flags & FM_SB_CLEAN);
+	}
+}
+END_TEST
+
 /* Legs are known by their uuids, not by the order they are given in. */
 START_TEST(test_assemble_any_order)
 {
@@ -2366,6 +2425,7 @@ static Suite *mirror_suite(void)
 	tcase_add_loop_test(tc, test_assemble_refusals, 0, AR_COUNT);
 	tcase_add_test(tc, test_assemble_in_use);
 	tcase_add_test(tc, test_assemble_readonly);
+	tcase_add_test(tc, test_assemble_defer_in_use);
 	tcase_add_test(tc, test_assemble_any_order);
 	tcase_add_test(tc, test_assemble_after_crash);
 
