@@ -1,0 +1,549 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Shared library of the integration tests (tests/integration/*.sh), sourced
+# first thing by each of them.  A test runs the real daemon through FUSE as
+# root, on legs in a private temporary directory, and drives it with the
+# real CLI, fio, losetup, mkfs/fsck.
+#
+# Environment:
+#   FUSEMIRROR           the binary under test (set by meson; required)
+#   FM_TEST_TIMEOUT      seconds before the test's own watchdog stops it
+#                        (default 300; meson's timeout is 60 s longer, the
+#                        clean-up's worst case being under a minute)
+#   FM_TEST_TMPDIR       where the private directory is made (default
+#                        /var/tmp: a disk file system, for O_DIRECT legs)
+#   FM_TEST_FOREGROUND=1 fm_mount runs the daemon with -f and keeps its log
+#                        (printed when the test fails) instead of daemonizing
+#   FM_TEST_KEEP=1       keep the private directory (legs, logs) on failure
+#
+# Clean-up (trap on EXIT, INT and TERM, and a watchdog for hangs): every
+# exit path ends the test's background jobs (writers, pollers), unmounts
+# what the test mounted (file systems on loop devices first), detaches its loop devices, stops its fusemirror mounts (with
+# `fusemirror umount`, then fusermount3 -u, then umount -l), stops its
+# daemons (SIGTERM, then SIGKILL) and removes the private directory.  What
+# the test did not register is found too: every mount under the private
+# directory, every loop device backed by a file in it, every fusemirror
+# process whose command line names it.  If a test that passed leaves work
+# for the clean-up that needed force (a daemon that had to be killed, a lazy
+# unmount), the test fails: that is a daemon that does not stop.  A daemon
+# killed there leaves its control socket behind in /run/fusemirror: it is
+# removed too.
+#
+# Conventions: `set -Eeuo pipefail`; any command that fails ends the test
+# with the file, line and command; `fail MSG` ends it with MSG.  Exit 0 is a
+# pass.  Tests never skip on this project's machines (root, /dev/fuse, loop
+# devices, io_uring): a missing prerequisite is a failure.
+
+set -Eeuo pipefail
+shopt -s inherit_errexit
+export LC_ALL=C
+
+TEST_NAME=$(basename "${BASH_SOURCE[1]:-$0}" .sh)
+_FM_MAIN_PID=$$
+
+log() { printf '[%s %(%T)T] %s\n' "$TEST_NAME" -1 "$*"; }
+
+fail() {
+	printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2
+	exit 1
+}
+
+_fm_on_err() {
+	local rc=$1 line=$2 src=$3 cmd=${4%%$'\n'*}
+
+	printf '%s: FAIL: command failed (exit %s) at %s:%s: %s\n' \
+		"$TEST_NAME" "$rc" "$(basename "$src")" "$line" "$cmd" >&2
+	exit "$rc"
+}
+trap '_fm_on_err $? $LINENO "${BASH_SOURCE[0]}" "$BASH_COMMAND"' ERR
+
+#----------------------------------------------------------------------
+# Prerequisites: failures, not skips (see STYLE.md, Tests).
+
+FM=${FUSEMIRROR:-}
+[[ -n $FM ]] || fail "FUSEMIRROR is not set (run through meson: meson test --suite integration)"
+[[ -x $FM ]] || fail "FUSEMIRROR=$FM is not an executable"
+FM=$(realpath "$FM")
+((EUID == 0)) || fail "integration tests need root (FUSE mounts, loop devices)"
+[[ -c /dev/fuse ]] || fail "/dev/fuse is missing (modprobe fuse)"
+for _t in fio losetup mkfs.ext4 e2fsck blkdiscard fusermount3 python3 sha256sum \
+	timeout setsid findmnt truncate od dd cmp; do
+	command -v "$_t" >/dev/null || fail "$_t is not installed (run .ci/deps)"
+done
+unset _t
+
+#----------------------------------------------------------------------
+# Private directory and clean-up
+
+T=$(mktemp -d "${FM_TEST_TMPDIR:-/var/tmp}/fusemirror-$TEST_NAME.XXXXXX")
+T=$(realpath "$T")
+export T
+
+_FM_MOUNTS=()       # fusemirror mount points (directories or files)
+_FS_MOUNTS=()       # other mounts (file systems on loop devices)
+_LOOPS=()           # loop devices attached
+_PIDS=()            # daemons started
+_FM_WATCHDOG=
+_FM_CLEANING=0
+_FM_FORCED=()       # what the clean-up had to force
+
+# Mount points under the private directory, deepest first (from
+# /proc/self/mountinfo: no stat() through a possibly hung FUSE mount).
+_fm_mounts_under_T() {
+	awk -v t="$T/" 'index($5, t) == 1 { print length($5), $5 }' /proc/self/mountinfo |
+		sort -rn | cut -d' ' -f2- | uniq
+}
+
+# is_mounted PATH: something is mounted exactly at PATH.
+is_mounted() {
+	awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo
+}
+
+# The file system type mounted at PATH (from mountinfo).
+_fm_fstype() {
+	awk -v p="$1" '$5 == p { for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1); exit } }' \
+		/proc/self/mountinfo | tail -n1
+}
+
+# pid_alive PID: running (a zombie counts as gone: the daemon's parent may
+# be a PID 1 that does not reap).
+pid_alive() {
+	local st
+
+	[[ -r /proc/$1/stat ]] || return 1
+	st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ $st != Z && $st != X ]]
+}
+
+# wait_pid_gone PID SECONDS: 0 once PID is gone, 1 on timeout.
+wait_pid_gone() {
+	local pid=$1 i
+
+	for ((i = 0; i < $2 * 10; i++)); do
+		pid_alive "$pid" || return 0
+		sleep 0.1
+	done
+	! pid_alive "$pid"
+}
+
+# fusemirror daemons whose command line names the private directory.
+_fm_our_daemons() {
+	local p args
+
+	for p in /proc/[0-9]*; do
+		[[ $p/exe -ef $FM ]] 2>/dev/null || continue
+		mapfile -d '' args <"$p/cmdline" 2>/dev/null || continue
+		[[ "${args[*]}" == *"$T/"* ]] || continue
+		pid_alive "${p#/proc/}" && echo "${p#/proc/}"
+	done
+	return 0
+}
+
+_fm_forced() {
+	_FM_FORCED+=("$*")
+	printf '%s: cleanup: %s\n' "$TEST_NAME" "$*" >&2
+}
+
+# Stop one fusemirror mount however it takes.
+_fm_stop_mount() {
+	local mp=$1
+
+	is_mounted "$mp" || return 0
+	timeout -k 5 30 "$FM" umount "$mp" >/dev/null 2>&1 && ! is_mounted "$mp" && return 0
+	is_mounted "$mp" || return 0
+	_fm_forced "fusemirror umount $mp failed; fusermount3 -u"
+	timeout -k 2 10 fusermount3 -u "$mp" 2>/dev/null && return 0
+	is_mounted "$mp" || return 0
+	_fm_forced "lazy unmount of $mp"
+	umount -l "$mp" 2>/dev/null || true
+}
+
+_fm_cleanup() {
+	local rc=${1:-$?} mp dev pid f
+
+	((_FM_CLEANING)) && return 0
+	_FM_CLEANING=1
+	trap - ERR
+	trap '' INT TERM
+	set +eE
+	cd / || true    # a test's working directory must not keep a mount busy
+	[[ -n $_FM_WATCHDOG ]] && kill "$_FM_WATCHDOG" 2>/dev/null
+	if [[ -e $T/.watchdog-fired ]]; then
+		printf '%s: FAIL: watchdog: the test ran longer than %ss (hang?)\n' \
+			"$TEST_NAME" "${FM_TEST_TIMEOUT:-300}" >&2
+		((rc == 0)) && rc=1
+	fi
+	if ((rc != 0)); then
+		for f in "$T"/daemon*.log; do
+			[[ -s $f ]] || continue
+			printf -- '--- %s (last 60 lines) ---\n' "$(basename "$f")" >&2
+			tail -n 60 "$f" >&2
+		done
+	fi
+
+	# 0. The test's own background jobs that are not daemons (writers,
+	# pollers): they could hold a mount busy or block forever.
+	for pid in $(jobs -p); do
+		[[ " ${_PIDS[*]} " == *" $pid "* ]] && continue
+		kill -TERM "$pid" 2>/dev/null
+	done
+
+	# 1. File systems mounted under T that are not fusemirror (on loops).
+	for mp in "${_FS_MOUNTS[@]}"; do
+		is_mounted "$mp" || continue
+		umount "$mp" 2>/dev/null || { _fm_forced "lazy unmount of $mp"; umount -l "$mp"; }
+	done
+	while read -r mp; do
+		[[ -n $mp ]] || continue
+		[[ $(_fm_fstype "$mp") == fuse* ]] && continue
+		umount "$mp" 2>/dev/null || { _fm_forced "lazy unmount of $mp"; umount -l "$mp"; }
+	done < <(_fm_mounts_under_T)
+
+	# 2. Loop devices: ours, and any backed by a file under T.
+	while read -r dev f; do
+		[[ $f == "$T"/* ]] && _LOOPS+=("$dev")
+	done < <(losetup -nl -O NAME,BACK-FILE 2>/dev/null)
+	for dev in "${_LOOPS[@]}"; do
+		losetup "$dev" >/dev/null 2>&1 || continue
+		losetup -d "$dev" 2>/dev/null || _fm_forced "cannot detach $dev"
+	done
+
+	# 3. fusemirror mounts: ours, then anything else under T.
+	for ((i = ${#_FM_MOUNTS[@]} - 1; i >= 0; i--)); do
+		_fm_stop_mount "${_FM_MOUNTS[i]}"
+	done
+	while read -r mp; do
+		[[ -n $mp ]] && _fm_stop_mount "$mp"
+	done < <(_fm_mounts_under_T)
+
+	# 4. Daemons: a stopped mount ends its daemon; wait, then signals.
+	mapfile -t -O "${#_PIDS[@]}" _PIDS < <(_fm_our_daemons)
+	for pid in "${_PIDS[@]}"; do
+		pid_alive "$pid" || continue
+		wait_pid_gone "$pid" 15 && continue
+		_fm_forced "daemon $pid still running: SIGTERM"
+		kill -TERM "$pid" 2>/dev/null
+		wait_pid_gone "$pid" 5 && continue
+		_fm_forced "daemon $pid still running: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null
+		wait_pid_gone "$pid" 10 || printf '%s: cleanup: pid %s survives SIGKILL\n' \
+			"$TEST_NAME" "$pid" >&2
+	done
+	# A killed daemon leaves its mount dead (ENOTCONN): lazy-unmount it,
+	# and its control socket (named after the mount point: src/ctl/path.c).
+	while read -r mp; do
+		[[ -n $mp ]] || continue
+		_fm_forced "lazy unmount of $mp (left after its daemon)"
+		umount -l "$mp" 2>/dev/null
+	done < <(_fm_mounts_under_T)
+	for mp in "${_FM_MOUNTS[@]}"; do
+		f=/run/fusemirror/$(printf %s "$mp" | sha256sum | cut -c1-32).sock
+		[[ -S $f ]] && ! is_mounted "$mp" && rm -f "$f"
+	done
+
+	# 5. The private directory (never across a mount that survived).
+	if ((rc != 0)) && [[ ${FM_TEST_KEEP:-0} == 1 ]]; then
+		printf '%s: kept %s\n' "$TEST_NAME" "$T" >&2
+	else
+		rm -rf --one-file-system "$T" 2>/dev/null ||
+			printf '%s: cleanup: cannot remove %s\n' "$TEST_NAME" "$T" >&2
+	fi
+	if ((rc == 0 && ${#_FM_FORCED[@]} > 0)); then
+		printf '%s: FAIL: the test passed but its clean-up needed force:\n' "$TEST_NAME" >&2
+		printf '  %s\n' "${_FM_FORCED[@]}" >&2
+		rc=1
+	fi
+	((rc == 0)) && printf '%s: PASS\n' "$TEST_NAME"
+	exit "$rc"
+}
+trap '_fm_cleanup' EXIT
+trap '_fm_cleanup 130' INT
+trap '_fm_cleanup 143' TERM
+
+# Watchdog: a hung daemon must not hang the suite (nor leave it to meson's
+# SIGKILL, which would skip the clean-up).  It kills the test's running
+# command, then TERMs the test, whose trap cleans up.
+_fm_start_watchdog() {
+	local secs=${FM_TEST_TIMEOUT:-300}
+
+	(
+		trap - ERR EXIT
+		set +e
+		sleep "$secs" >/dev/null 2>&1 &
+		sp=$!
+		trap 'kill $sp 2>/dev/null; exit 0' TERM
+		wait $sp || exit 0
+		: >"$T/.watchdog-fired"
+		printf '%s: watchdog: %ss elapsed, stopping the test\n' "$TEST_NAME" "$secs" >&2
+		for c in $(ps -o pid= --ppid "$_FM_MAIN_PID"); do
+			[[ $c == "$BASHPID" ]] || kill -TERM "$c" 2>/dev/null
+		done
+		kill -TERM "$_FM_MAIN_PID" 2>/dev/null
+	) </dev/null &
+	_FM_WATCHDOG=$!
+}
+_fm_start_watchdog
+
+#----------------------------------------------------------------------
+# Assertions
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() {
+	[[ $1 == "$2" ]] || fail "${3:-value}: got '$1', expected '$2'"
+}
+
+# assert_ne ACTUAL UNEXPECTED WHAT
+assert_ne() {
+	[[ $1 != "$2" ]] || fail "${3:-value}: got '$1', expected anything else"
+}
+
+# assert_exit CODE PATTERN CMD...: CMD exits with CODE and its stderr
+# matches the extended regular expression PATTERN.  Its stdout and stderr
+# are left in $T/last.out and $T/last.err.
+assert_exit() {
+	local want=$1 pat=$2 rc=0
+	shift 2
+
+	timeout -k 5 120 "$@" >"$T/last.out" 2>"$T/last.err" || rc=$?
+	if [[ $rc != "$want" ]]; then
+		fail "'$*' exited $rc, expected $want; stderr: $(head -c 2000 "$T/last.err")"
+	fi
+	grep -Eq -- "$pat" "$T/last.err" ||
+		fail "'$*' (exit $rc): stderr does not match /$pat/: $(head -c 2000 "$T/last.err")"
+}
+
+# assert_fails PATTERN CMD...: CMD exits non-zero and stderr matches.
+assert_fails() {
+	local pat=$1 rc=0
+	shift
+
+	timeout -k 5 120 "$@" >"$T/last.out" 2>"$T/last.err" || rc=$?
+	((rc != 0)) || fail "'$*' succeeded, expected a failure matching /$pat/"
+	grep -Eq -- "$pat" "$T/last.err" ||
+		fail "'$*' (exit $rc): stderr does not match /$pat/: $(head -c 2000 "$T/last.err")"
+}
+
+# assert_not_mounted PATH
+assert_not_mounted() {
+	! is_mounted "$1" || fail "$1 is mounted, expected not: $(grep -F " $1 " /proc/self/mountinfo)"
+}
+
+#----------------------------------------------------------------------
+# Legs and their on-disk format (little-endian fields of the superblock)
+
+sb_u64() { od -An -tu8 -j"$2" -N8 --endian=little "$1" | tr -d ' \n'; }
+sb_u32() { od -An -tu4 -j"$2" -N4 --endian=little "$1" | tr -d ' \n'; }
+image_size_of() { sb_u64 "$1" 80; }
+data_offset_of() { sb_u64 "$1" 88; }
+
+# The superblock as stored (read around the page cache: the daemon writes
+# it with O_DIRECT while mounted).
+sb_read_direct() { dd if="$1" bs=4096 count=1 iflag=direct status=none; }
+
+# sb_clean LEG: 0 (shell true) when the CLEAN flag (bit 0 of the u32 at
+# byte 120) is set on disk.
+sb_clean() {
+	local v
+	v=$(sb_read_direct "$1" | od -An -tu4 -j120 -N4 --endian=little | tr -d ' \n')
+	(((v & 1) == 1))
+}
+
+sb_events() { sb_read_direct "$1" | od -An -tu8 -j56 -N8 --endian=little | tr -d ' \n'; }
+
+# sha256 of a whole file
+leg_sum() { sha256sum "$1" | cut -d' ' -f1; }
+
+# sha256 of a leg's data area [data_offset, data_offset + image_size)
+data_sum() {
+	local off size
+	off=$(data_offset_of "$1")
+	size=$(image_size_of "$1")
+	[[ $off -gt 0 && $size -gt 0 ]] || fail "data_sum $1: no valid superblock"
+	dd if="$1" bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$size" status=none |
+		sha256sum | cut -d' ' -f1
+}
+
+# sha256 of SIZE zero bytes
+zero_sum() { head -c "$1" /dev/zero | sha256sum | cut -d' ' -f1; }
+
+# leg_read LEG OFFSET LEN: LEN bytes of the image at OFFSET, as stored on
+# LEG right now (O_DIRECT, so what the daemon wrote, not a stale cache).
+# OFFSET and LEN need not be aligned: whole 4 KiB blocks are read, then cut.
+leg_read() {
+	local leg=$1 off=$2 len=$3 doff start end tmp=$T/.leg_read
+	doff=$(data_offset_of "$leg")
+	start=$(((doff + off) / 4096 * 4096))
+	end=$(((doff + off + len + 4095) / 4096 * 4096))
+	dd if="$leg" of="$tmp" bs=4096 iflag=direct skip=$((start / 4096)) \
+		count=$(((end - start) / 4096)) status=none
+	dd if="$tmp" bs=64k iflag=skip_bytes,count_bytes skip=$((doff + off - start)) \
+		count="$len" status=none
+	rm -f "$tmp"
+}
+
+# assert_legs_equal LEG...: the data areas are byte-identical; prints the sum.
+assert_legs_equal() {
+	local first s l
+	first=$(data_sum "$1")
+	for l in "${@:2}"; do
+		s=$(data_sum "$l")
+		[[ $s == "$first" ]] || fail "data areas differ: $1 ($first) vs $l ($s)"
+	done
+	echo "$first"
+}
+
+#----------------------------------------------------------------------
+# The daemon
+
+# fm CMD ARGS...: the binary under test.
+fm() { "$FM" "$@"; }
+
+# fm_create ARGS...: `fusemirror create`, which must succeed.
+fm_create() {
+	local rc=0
+	"$FM" create "$@" >"$T/create.out" 2>"$T/create.err" || rc=$?
+	((rc == 0)) || fail "fusemirror create $* exited $rc: $(cat "$T/create.err")"
+	grep -q 'created array' "$T/create.out" || fail "fusemirror create $*: no 'created array' line"
+}
+
+# The pid a daemon reports in `status --json` for MOUNTPOINT.
+fm_daemon_pid() {
+	timeout -k 5 30 "$FM" status --json "$1" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["array"]["pid"])'
+}
+
+_fm_nlogs=0
+
+# fm_mount [OPTIONS] LEG... MOUNTPOINT: mount in daemon mode (the command
+# returns once the mount is live) and register it.  Sets FM_PID to the
+# daemon's pid.  With FM_TEST_FOREGROUND=1: runs -f in the background with
+# a log in $T, and waits for the mount.
+fm_mount() {
+	local mp rc=0 i
+
+	mp=$(realpath -m "${*: -1}")
+	_FM_MOUNTS+=("$mp")
+	if [[ ${FM_TEST_FOREGROUND:-0} == 1 ]]; then
+		fm_mount_fg "$@"
+		return 0
+	fi
+	timeout -k 5 120 "$FM" mount "$@" >"$T/mount.out" 2>"$T/mount.err" || rc=$?
+	((rc == 0)) || fail "fusemirror mount $* exited $rc: $(cat "$T/mount.err")"
+	is_mounted "$mp" || fail "fusemirror mount $* returned 0 but $mp is not mounted"
+	FM_PID=$(fm_daemon_pid "$mp") || fail "status --json $mp failed after mount"
+	pid_alive "$FM_PID" || fail "the daemon of $mp (pid $FM_PID) is not running"
+	_PIDS+=("$FM_PID")
+}
+
+# fm_mount_fg [OPTIONS] LEG... MOUNTPOINT: `fusemirror mount -f` in the
+# background (its own child), stdout and stderr to $T/daemonN.log; waits
+# for the mount.  Sets FM_PID (a child of this shell: `wait` works) and
+# FM_LOG.  SIGINT and SIGTERM are reset to their defaults for the daemon
+# (a non-interactive shell starts background jobs with SIGINT ignored, and
+# libfuse leaves an ignored signal alone).
+fm_mount_fg() {
+	local mp i
+
+	mp=$(realpath -m "${*: -1}")
+	[[ " ${_FM_MOUNTS[*]} " == *" $mp "* ]] || _FM_MOUNTS+=("$mp")
+	_fm_nlogs=$((_fm_nlogs + 1))
+	FM_LOG=$T/daemon$_fm_nlogs.log
+	env --default-signal=INT,TERM "$FM" mount -f "$@" >"$FM_LOG" 2>&1 &
+	FM_PID=$!
+	_PIDS+=("$FM_PID")
+	for ((i = 0; i < 300; i++)); do
+		is_mounted "$mp" && return 0
+		pid_alive "$FM_PID" || fail "fusemirror mount -f $* died before mounting: $(cat "$FM_LOG")"
+		sleep 0.1
+	done
+	fail "fusemirror mount -f $*: not mounted after 30 s: $(cat "$FM_LOG")"
+}
+
+# fm_umount MOUNTPOINT: `fusemirror umount`, which must succeed, unmount,
+# and end the daemon (waited for).
+fm_umount() {
+	local mp pid rc=0
+	mp=$(realpath -m "$1")
+	pid=$(fm_daemon_pid "$mp") || fail "no daemon answers status for $mp before umount"
+	timeout -k 5 120 "$FM" umount "$mp" >"$T/umount.out" 2>"$T/umount.err" || rc=$?
+	((rc == 0)) || fail "fusemirror umount $mp exited $rc: $(cat "$T/umount.err")"
+	! is_mounted "$mp" || fail "fusemirror umount $mp returned 0 but it is still mounted"
+	wait_pid_gone "$pid" 30 || fail "daemon $pid of $mp still runs 30 s after umount"
+}
+
+#----------------------------------------------------------------------
+# Loop devices and other mounts
+
+# Where udev runs, let it finish probing a new or departing loop device.
+_fm_udev_settle() {
+	if command -v udevadm >/dev/null; then
+		udevadm settle -t 10 2>/dev/null || true
+	fi
+}
+
+# loop_attach [LOSETUP OPTIONS] FILE: attach, register, set LOOPDEV.
+loop_attach() {
+	LOOPDEV=$(losetup -f --show "$@") || fail "losetup -f --show $* failed"
+	_LOOPS+=("$LOOPDEV")
+	_fm_udev_settle
+}
+
+# loop_detach DEV
+loop_detach() {
+	_fm_udev_settle
+	losetup -d "$1" || fail "losetup -d $1 failed"
+	# losetup -d returns before the device lets go of its file when
+	# someone (udev, blkid) still has it open: wait for that.
+	local i
+	for ((i = 0; i < 100; i++)); do
+		losetup "$1" >/dev/null 2>&1 || return 0
+		sleep 0.1
+	done
+	fail "loop device $1 still attached 10 s after losetup -d"
+}
+
+# fs_mount [MOUNT OPTIONS] DEV DIR: mount and register.
+fs_mount() {
+	local dir
+	dir=$(realpath -m "${*: -1}")
+	_FS_MOUNTS+=("$dir")
+	mount "$@" || fail "mount $* failed"
+}
+
+#----------------------------------------------------------------------
+# fio
+
+# run_fio NAME FIO-ARGS...: run fio (one job called NAME, or the jobs the
+# arguments name with --name=) with JSON output in $T/fio-NAME.json; fails
+# unless fio exits 0 and reports no error.  With --verify, also that the verification read back at least what was written
+# (so a verify that silently did nothing cannot pass).
+run_fio() {
+	local name=$1 rc=0 jobname=()
+	shift
+	# Several jobs when the arguments name them; otherwise one, NAME.
+	[[ " $* " == *" --name="* ]] || jobname=(--name="$name")
+	timeout -k 10 600 fio --output-format=json --output="$T/fio-$name.json" \
+		"${jobname[@]}" "$@" 2>"$T/fio-$name.err" || rc=$?
+	if ((rc != 0)); then
+		cat "$T/fio-$name.err" >&2
+		grep -v '^{' "$T/fio-$name.json" 2>/dev/null | head -n 40 >&2 || true
+		fail "fio $name exited $rc"
+	fi
+	python3 - "$T/fio-$name.json" "$name" "$*" <<'PY' || fail "fio $name: bad result (see above)"
+import json, sys
+path, name, args = sys.argv[1:4]
+text = open(path).read()
+j = json.loads(text[text.index("{"):])
+for job in j["jobs"]:
+    r, w = job["read"]["io_bytes"], job["write"]["io_bytes"]
+    print(f"fio {job['jobname']}: read {r >> 20} MiB ({job['read']['iops']:.0f} IOPS), "
+          f"write {w >> 20} MiB ({job['write']['iops']:.0f} IOPS), error {job['error']}")
+    if job["error"]:
+        sys.exit(f"fio {name}: error {job['error']}")
+    if "--verify=" in args and "--verify_only" not in args and (w == 0 or r < w):
+        sys.exit(f"fio {name}: wrote {w} bytes but read back only {r} to verify")
+    if "--verify_only" in args and r == 0:
+        sys.exit(f"fio {name}: verify_only read nothing")
+PY
+}
