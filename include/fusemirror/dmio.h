@@ -96,6 +96,60 @@ int dmio_dev_refresh_size(struct dmio_dev *dev);
 typedef struct dmio_dev dmio_dev;
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(dmio_dev, dmio_dev_close)
 
+/*----------------------------------------------------------------*/
+/* Fault injection (like dm-flakey and dm-dust; off by default) */
+
+enum dmio_fault_flags {
+	DMIO_FAULT_READS = 1u << 0,     /* fail reads in the range */
+	DMIO_FAULT_WRITES = 1u << 1,    /* fail writes (and write-zeroes,
+					   discards) in the range; nothing is
+					   written */
+	DMIO_FAULT_FLUSHES = 1u << 2,   /* fail flushes (any range) */
+	DMIO_FAULT_DROP_WRITES = 1u << 3, /* writes in the range succeed but
+					     are not written (a lying disk) */
+	DMIO_FAULT_CORRUPT_READS = 1u << 4, /* reads in the range succeed,
+					       with one byte of every 512
+					       flipped */
+};
+
+/*
+ * What a device does wrong.  A piece of I/O is affected when it overlaps
+ * [sector, sector + count) (count 0: the whole device), the device is
+ * "down" (see below), and the rate draw hits.
+ */
+struct dmio_fault {
+	unsigned flags;         /* enum dmio_fault_flags */
+	int error;              /* errno for failed I/O; 0: EIO */
+	uint64_t sector;        /* affected range, 512-byte sectors */
+	uint64_t count;
+	uint32_t rate_ppm;      /* chance per piece, parts per million;
+				   0: every piece */
+	uint32_t up_ms;         /* flakey cycle: behave for up_ms ... */
+	uint32_t down_ms;       /* ... then misbehave for down_ms, repeating,
+				   from the moment the fault is set;
+				   down_ms 0: misbehave all the time */
+	uint64_t seed;          /* for the rate draws */
+};
+
+struct dmio_fault_stats {
+	uint64_t failed;        /* pieces completed with the injected error */
+	uint64_t dropped;       /* writes acknowledged but not written */
+	uint64_t corrupted;     /* reads whose data was damaged */
+};
+
+/*
+ * Set (@fault not NULL) or clear (@fault NULL) the fault of @dev; applies to
+ * pieces submitted from then on (a piece in flight keeps the decision made
+ * when it was first submitted).  Returns 0, -EINVAL for unknown flags or an
+ * error that is not a positive errno, or -ENOMEM.  Thread-safe.  When no fault is
+ * set the I/O path costs one relaxed atomic load per piece.
+ */
+int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault);
+/* The fault now set: 0 and *ret_fault, or -ENOENT when none. */
+int dmio_dev_get_fault(struct dmio_dev *dev, struct dmio_fault *ret_fault);
+/* Counters of injected faults since the device was opened. */
+void dmio_dev_get_fault_stats(struct dmio_dev *dev, struct dmio_fault_stats *ret);
+
 struct dmio_region {
 	struct dmio_dev *dev;
 	uint64_t sector;        /* first 512-byte sector */

@@ -144,6 +144,7 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev)
 	}
 	dev->fd = fd;
 	pthread_mutex_init(&dev->rmw_lock, NULL);
+	pthread_mutex_init(&dev->fault_lock, NULL);
 	dev->name = strdup(name ? name : "(fd)");
 	dev->seq = atomic_fetch_add(&dev_seq, 1);
 	if (!dev->name) {
@@ -200,6 +201,8 @@ void dmio_dev_close(struct dmio_dev *dev)
 	if (dev->fd >= 0)
 		close(dev->fd);
 	pthread_mutex_destroy(&dev->rmw_lock);
+	dmio_fault_states_free(dev);
+	pthread_mutex_destroy(&dev->fault_lock);
 	free(dev->name);
 	free(dev);
 }

@@ -12,6 +12,7 @@
  *                      fallbacks) and resubmissions; it always belongs to
  *                      exactly one io and is freed when its last stage ends.
  * Both come from the request's client (free lists, then malloc, then wait).
+ *   struct dmio_fault_state  one per dmio_dev_set_fault() call (see below).
  */
 #ifndef DMIO_I_H
 #define DMIO_I_H
@@ -51,6 +52,66 @@ void __tsan_release(void *addr);
 /* A bounced piece covers at most this many bytes of aligned device range. */
 #define DMIO_BOUNCE_MAX (DMIO_PIECE_IOVS * FM_PAGE_SIZE)
 
+/*
+ * Fault injection (fault.c).  A device's current fault is an immutable
+ * struct dmio_fault_state behind dev->fault; NULL means off, and then a
+ * piece costs one relaxed load of that pointer in prep_piece().
+ *
+ * Lifetime: the state is only dereferenced inside dmio_fault_decide(), on a
+ * reaper, while the reaper holds dev->fault_readers (incremented BEFORE the
+ * pointer is loaded again, sequentially consistent).  The decision is copied
+ * into the piece (dmio_piece.fault, .fault_res), so nothing refers to a state
+ * after that.  A setter swaps the pointer (seq_cst) and puts the old state
+ * on dev->fault_retired; when it then sees fault_readers == 0, no reader can
+ * hold any retired state (a reader that loaded one had incremented the count
+ * before the swap that retired it) and the whole list is freed.  If the list
+ * reaches DMIO_FAULT_RETIRED_MAX, the setter waits (yielding) for that
+ * moment, so the memory a user can pin is bounded; dmio_dev_close() frees
+ * what is left.  Setters (and getters) are serialised by dev->fault_lock,
+ * which the I/O path never takes.
+ *
+ * Decision: once per piece, the first time prep_piece() prepares it with a
+ * fault set (resubmissions and the write stage of a read-modify-write keep
+ * it).  The piece's class is read (READ pieces), write (WRITE, FALLOC and
+ * the RMW_READ stage of a bounced write) or flush (FSYNC).  It is affected
+ * when the class matches the flags, its byte range (the user's range for a
+ * bounced piece) overlaps the fault's, the flakey cycle is down and the rate
+ * draw hits.  Draws are splitmix64(seed + n * golden) for n taken with an
+ * atomic fetch-add on the state, so several reapers may draw at once.
+ *   DMIO_PF_FAIL:    the SQE is a NOP; completion ends the piece with
+ *                    fault_res through piece_end() (error bit, bounce pages,
+ *                    RMW release), never retried nor falloc-fallen-back.
+ *   DMIO_PF_DROP:    a direct write/fallocate becomes a NOP that succeeds;
+ *                    a read-modify-write does its read, then ends with
+ *                    success instead of its write stage.
+ *   DMIO_PF_CORRUPT: the read is real; each completed chunk has the first
+ *                    byte of every 512-byte device sector inverted (in the
+ *                    caller's memory, or in the bounce pages before the
+ *                    copy-out).
+ * Counters (dev->fault_stats) count pieces.
+ */
+#define DMIO_FAULT_RETIRED_MAX 64
+#define DMIO_FAULT_ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
+			      DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS)
+
+struct dmio_fault_state {
+	struct dmio_fault f;            /* as set (for dmio_dev_get_fault) */
+	uint64_t begin, end;            /* affected device bytes [begin, end) */
+	uint64_t t0_ns;                 /* when it was set: flakey cycle start */
+	int res;                        /* -errno injected */
+	atomic_ullong draws;            /* rate draws taken */
+	struct dmio_fault_state *retired_next;
+};
+
+/* What fault injection decided for a piece. */
+enum dmio_piece_fault {
+	DMIO_PF_UNDECIDED,      /* no fault was set when it was prepared (yet) */
+	DMIO_PF_NONE,           /* decided: unaffected */
+	DMIO_PF_FAIL,           /* completes with fault_res, nothing done */
+	DMIO_PF_DROP,           /* write: reports success, nothing written */
+	DMIO_PF_CORRUPT,        /* read: real, then data damaged */
+};
+
 struct dmio_dev {
 	int fd;
 	char *name;
@@ -74,6 +135,13 @@ struct dmio_dev {
 	pthread_mutex_t rmw_lock;       /* guards the three lists */
 	struct dmio_piece *rmw_active;
 	struct dmio_piece *rmw_wait_head, *rmw_wait_tail;
+	/* Fault injection (see above).  Locks: fault_lock only. */
+	_Atomic(struct dmio_fault_state *) fault; /* NULL: off */
+	atomic_uint fault_readers;      /* reapers inside dmio_fault_decide() */
+	pthread_mutex_t fault_lock;     /* serialises set/get; guards below */
+	struct dmio_fault_state *fault_retired;
+	unsigned nr_fault_retired;
+	atomic_ullong fault_failed, fault_dropped, fault_corrupted;
 };
 
 /* Internal memory type: an endless run of zeroes (write-zeroes fallback). */
@@ -128,6 +196,8 @@ struct dmio_piece {
 	int falloc_mode;
 	bool zeroes;                    /* FALLOC: for write-zeroes, not discard */
 	bool rmw;                       /* holds a place on dev->rmw_active */
+	uint8_t fault;                  /* enum dmio_piece_fault */
+	int fault_res;                  /* DMIO_PF_FAIL: the injected -errno */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */
@@ -171,6 +241,13 @@ void dmio_submit_pieces(struct dmio_piece *head);
 /* Account for requests accepted / finished (shutdown waits for zero). */
 void dmio_request_begin(void);
 void dmio_request_end(void);
+
+/* fault.c */
+/* Decide @p's fault (dev->fault was seen set); true: prepare a NOP. */
+bool dmio_fault_decide(struct dmio_piece *p);
+void dmio_fault_states_free(struct dmio_dev *dev);
+#define DMIO_FAULT_COUNT(dev, field) \
+	atomic_fetch_add_explicit(&(dev)->fault_##field, 1, memory_order_relaxed)
 
 /* request.c: called by the reaper for each CQE. */
 void dmio_piece_complete(struct dmio_piece *p, int res);

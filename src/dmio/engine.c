@@ -123,6 +123,14 @@ static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
 	struct iovec *iov = &p->iov[p->iov_first];
 
+	/* Fault injection: with none set, this relaxed load is its whole cost. */
+	if (fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
+	    p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p)) {
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, p);
+		DMIO_TSAN_ACQUIRE(p);
+		return;
+	}
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
 		io_uring_prep_readv(sqe, p->dev->fd, iov, p->iovcnt, p->off);

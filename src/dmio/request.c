@@ -216,6 +216,7 @@ static struct dmio_piece *piece_new(struct dmio_io *io, struct dmio_dev *dev,
 	p->falloc_mode = 0;
 	p->zeroes = false;
 	p->rmw = false;
+	p->fault = DMIO_PF_UNDECIDED;
 	p->rw_flags = 0;
 	p->nr_bounce = 0;
 	p->iov_first = 0;
@@ -630,6 +631,38 @@ static void mark_read_defined(struct dmio_piece *p, uint64_t done)
 	}
 }
 
+/*
+ * DMIO_FAULT_CORRUPT_READS: invert the first byte of every 512-byte device
+ * sector among the @done bytes just read into the piece's iovecs (the
+ * caller's memory, or bounce pages that are copied out afterwards).
+ */
+static void fault_corrupt(struct dmio_piece *p, uint64_t done)
+{
+	uint64_t off = p->off;
+
+	for (unsigned i = p->iov_first; done && i < p->iov_first + p->iovcnt; i++) {
+		uint64_t n = done < p->iov[i].iov_len ? done : p->iov[i].iov_len;
+		uint8_t *b = p->iov[i].iov_base;
+
+		for (uint64_t k = FM_ALIGN_UP(off, FM_SECTOR_SIZE) - off; k < n; k += FM_SECTOR_SIZE)
+			b[k] ^= 0xff;
+		off += n;
+		done -= n;
+	}
+}
+
+/* Completion of a piece that fault injection turned into a NOP. */
+static void fault_complete(struct dmio_piece *p)
+{
+	if (p->fault == DMIO_PF_FAIL) {
+		DMIO_FAULT_COUNT(p->dev, failed);
+		piece_end(p, p->fault_res);
+	} else {
+		DMIO_FAULT_COUNT(p->dev, dropped);
+		piece_end(p, 0);
+	}
+}
+
 /* fallocate said -EOPNOTSUPP: remember it and take the next way down. */
 static void falloc_fallback(struct dmio_piece *p)
 {
@@ -661,6 +694,12 @@ static void falloc_fallback(struct dmio_piece *p)
 
 void dmio_piece_complete(struct dmio_piece *p, int res)
 {
+	/* Injected failures and dropped writes were NOPs (see dmio_i.h). */
+	if (fm_unlikely(p->fault == DMIO_PF_FAIL ||
+			(p->fault == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ))) {
+		fault_complete(p);
+		return;
+	}
 	if (fm_unlikely(res == -EAGAIN || res == -EINTR)) {
 		DMIO_STAT_ADD(resubmits, 1);
 		resubmit(p);
@@ -681,6 +720,8 @@ void dmio_piece_complete(struct dmio_piece *p, int res)
 		}
 		if (p->kind == DMIO_PIECE_READ && RUNNING_ON_VALGRIND)
 			mark_read_defined(p, (uint64_t)res);
+		if (fm_unlikely(p->fault == DMIO_PF_CORRUPT))
+			fault_corrupt(p, (uint64_t)res);
 		if (fm_unlikely((uint64_t)res < p->len)) {
 			DMIO_STAT_ADD(resubmits, 1);
 			advance(p, (uint64_t)res);
@@ -692,6 +733,11 @@ void dmio_piece_complete(struct dmio_piece *p, int res)
 			bounce_copy(p, false);
 			break;
 		case DMIO_STAGE_RMW_READ:
+			if (fm_unlikely(p->fault == DMIO_PF_DROP)) {
+				/* Only the write stage is dropped. */
+				fault_complete(p);
+				return;
+			}
 			bounce_copy(p, true);
 			bounce_iov_setup(p);
 			p->kind = DMIO_PIECE_WRITE;
@@ -701,6 +747,8 @@ void dmio_piece_complete(struct dmio_piece *p, int res)
 		default:
 			break;
 		}
+		if (fm_unlikely(p->fault == DMIO_PF_CORRUPT))
+			DMIO_FAULT_COUNT(p->dev, corrupted);
 		piece_end(p, 0);
 		return;
 	case DMIO_PIECE_FALLOC:

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Fault injection, after dm-flakey (up/down cycle, error/drop/corrupt) and
+ * dm-dust (a bad range).  The state's lifetime, the decision and how an
+ * injected result reaches completion are described in dmio_i.h.
+ *
+ * Invariants:
+ *   - A struct dmio_fault_state never changes after it is published.
+ *   - Every state ever published is dev->fault, on dev->fault_retired, or
+ *     freed after a moment when dev->fault_readers was zero following the
+ *     swap that retired it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dmio_i.h"
+
+static uint64_t splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* Free every retired state: fault_lock held (or the device is being
+ * closed), and no reader can hold one. */
+static void retired_free_locked(struct dmio_dev *dev)
+{
+	struct dmio_fault_state *s = dev->fault_retired;
+
+	while (s) {
+		struct dmio_fault_state *next = s->retired_next;
+
+		free(s);
+		s = next;
+	}
+	dev->fault_retired = NULL;
+	dev->nr_fault_retired = 0;
+}
+
+int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
+{
+	struct dmio_fault_state *s = NULL, *old;
+
+	if (fault) {
+		if ((fault->flags & ~(unsigned)DMIO_FAULT_ALL_FLAGS) || fault->error < 0 ||
+		    fault->error > 4095)
+			return -EINVAL;
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		s->f = *fault;
+		s->res = fault->error ? -fault->error : -EIO;
+		s->begin = fault->sector << FM_SECTOR_SHIFT;
+		if (fault->count == 0 || fault->sector + fault->count < fault->sector ||
+		    fault->sector + fault->count > (UINT64_MAX >> FM_SECTOR_SHIFT))
+			s->end = UINT64_MAX;
+		else
+			s->end = (fault->sector + fault->count) << FM_SECTOR_SHIFT;
+		if (fault->count == 0)
+			s->begin = 0;
+		s->t0_ns = fm_now_ns();
+		atomic_init(&s->draws, 0);
+	}
+
+	pthread_mutex_lock(&dev->fault_lock);
+	old = atomic_exchange(&dev->fault, s); /* seq_cst: see dmio_i.h */
+	if (old) {
+		old->retired_next = dev->fault_retired;
+		dev->fault_retired = old;
+		dev->nr_fault_retired++;
+	}
+	if (dev->fault_retired) {
+		/* Bounded: past the cap, wait for the readers to leave (they
+		 * hold it for a few hundred nanoseconds). */
+		while (dev->nr_fault_retired >= DMIO_FAULT_RETIRED_MAX &&
+		       atomic_load(&dev->fault_readers) != 0)
+			sched_yield();
+		if (atomic_load(&dev->fault_readers) == 0)
+			retired_free_locked(dev);
+	}
+	pthread_mutex_unlock(&dev->fault_lock);
+	fm_debug("dmio: %s: fault %s", dev->name, s ? "set" : "cleared");
+	return 0;
+}
+
+int dmio_dev_get_fault(struct dmio_dev *dev, struct dmio_fault *ret_fault)
+{
+	struct dmio_fault_state *s;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&dev->fault_lock);
+	s = atomic_load(&dev->fault);
+	if (s) {
+		*ret_fault = s->f;
+		r = 0;
+	}
+	pthread_mutex_unlock(&dev->fault_lock);
+	return r;
+}
+
+void dmio_dev_get_fault_stats(struct dmio_dev *dev, struct dmio_fault_stats *ret)
+{
+	ret->failed = atomic_load_explicit(&dev->fault_failed, memory_order_relaxed);
+	ret->dropped = atomic_load_explicit(&dev->fault_dropped, memory_order_relaxed);
+	ret->corrupted = atomic_load_explicit(&dev->fault_corrupted, memory_order_relaxed);
+}
+
+void dmio_fault_states_free(struct dmio_dev *dev)
+{
+	struct dmio_fault_state *s = atomic_exchange(&dev->fault, NULL);
+
+	free(s);
+	retired_free_locked(dev);
+}
+
+/* Is the flakey cycle in its down phase? */
+static bool fault_down(const struct dmio_fault_state *s)
+{
+	uint64_t period, ms;
+
+	if (s->f.down_ms == 0)
+		return true;
+	period = (uint64_t)s->f.up_ms + s->f.down_ms;
+	ms = (fm_now_ns() - s->t0_ns) / 1000000u;
+	return ms % period >= s->f.up_ms;
+}
+
+static bool fault_draw(struct dmio_fault_state *s)
+{
+	uint64_t n;
+
+	if (s->f.rate_ppm == 0 || s->f.rate_ppm >= 1000000u)
+		return true;
+	n = atomic_fetch_add_explicit(&s->draws, 1, memory_order_relaxed);
+	return splitmix64(s->f.seed + n * 0x9e3779b97f4a7c15ULL) % 1000000u < s->f.rate_ppm;
+}
+
+/* The action @s takes on @p if @p is affected; DMIO_PF_NONE otherwise. */
+static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
+					  const struct dmio_piece *p)
+{
+	unsigned fl = s->f.flags;
+	uint64_t off = p->off, len = p->len;
+
+	if (p->stage != DMIO_STAGE_DIRECT) {
+		off = p->user_off;
+		len = p->user_len;
+	}
+	switch (p->kind) {
+	case DMIO_PIECE_FSYNC:
+		return (fl & DMIO_FAULT_FLUSHES) ? DMIO_PF_FAIL : DMIO_PF_NONE;
+	case DMIO_PIECE_NOP:
+		return DMIO_PF_NONE;
+	default:
+		break;
+	}
+	if (!(off < s->end && s->begin < off + len))
+		return DMIO_PF_NONE;
+	if (p->kind == DMIO_PIECE_READ && p->stage != DMIO_STAGE_RMW_READ) {
+		if (fl & DMIO_FAULT_READS)
+			return DMIO_PF_FAIL;
+		if (fl & DMIO_FAULT_CORRUPT_READS)
+			return DMIO_PF_CORRUPT;
+		return DMIO_PF_NONE;
+	}
+	/* WRITE, FALLOC, or the read of a read-modify-write. */
+	if (fl & DMIO_FAULT_WRITES)
+		return DMIO_PF_FAIL;
+	if (fl & DMIO_FAULT_DROP_WRITES)
+		return DMIO_PF_DROP;
+	return DMIO_PF_NONE;
+}
+
+bool dmio_fault_decide(struct dmio_piece *p)
+{
+	struct dmio_dev *dev = p->dev;
+	struct dmio_fault_state *s;
+	enum dmio_piece_fault act = DMIO_PF_NONE;
+
+	atomic_fetch_add(&dev->fault_readers, 1);
+	s = atomic_load(&dev->fault);
+	if (s) {
+		act = fault_action(s, p);
+		if (act != DMIO_PF_NONE && !(fault_down(s) && fault_draw(s)))
+			act = DMIO_PF_NONE;
+		p->fault_res = s->res;
+	}
+	atomic_fetch_sub_explicit(&dev->fault_readers, 1, memory_order_release);
+	p->fault = (uint8_t)act;
+	return act == DMIO_PF_FAIL || (act == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ);
+}
