@@ -38,6 +38,7 @@ struct mirror *mirror_alloc(unsigned nr_legs)
 		return NULL;
 	}
 	m->nr_legs = nr_legs;
+	m->wide.next = m->wide.prev = &m->wide;
 	pthread_mutex_init(&m->order_lock, NULL);
 	pthread_mutex_init(&m->free_lock, NULL);
 	return m;
@@ -288,23 +289,97 @@ static void issue_write(struct mreq *r)
 	}
 }
 
+static uint64_t chunk_of(uint64_t sector)
+{
+	return sector >> MIRROR_CHUNK_SHIFT;
+}
+
+static struct order_node **bucket_of(struct mirror *m, uint64_t chunk)
+{
+	return &m->buckets[(chunk * 0x9E3779B97F4A7C15ull) >> (64 - 10)];
+}
+
+/* Is there an active request submitted before @r that overlaps it?
+ * Called with order_lock held. */
+static bool blocked_locked(struct mirror *m, const struct mreq *r)
+{
+	if (r->nr_nodes == 0) {
+		/* Wide: rare (big discards); look at everything. */
+		for (struct mreq *a = m->active_head; a && a != r; a = a->next)
+			if (a->seq < r->seq && overlaps(a, r))
+				return true;
+		return false;
+	}
+	for (unsigned k = 0; k < r->nr_nodes; k++) {
+		uint64_t chunk = chunk_of(r->sector) + k;
+
+		for (struct order_node *n = *bucket_of(m, chunk); n; n = n->next)
+			if (n->r->seq < r->seq && overlaps(n->r, r))
+				return true;
+	}
+	for (struct order_node *n = m->wide.next; n != &m->wide; n = n->next)
+		if (n->r->seq < r->seq && overlaps(n->r, r))
+			return true;
+	return false;
+}
+
+static void index_add_locked(struct mirror *m, struct mreq *r)
+{
+	uint64_t c0 = chunk_of(r->sector), c1 = chunk_of(r->sector + r->count - 1);
+
+	r->nr_nodes = c1 - c0 + 1 <= MIRROR_ORDER_SPAN ? (unsigned)(c1 - c0 + 1) : 0;
+	if (r->nr_nodes == 0) {
+		struct order_node *n = &r->node[0];
+
+		n->r = r;
+		n->next = &m->wide;
+		n->prev = m->wide.prev;
+		m->wide.prev->next = n;
+		m->wide.prev = n;
+		return;
+	}
+	for (unsigned k = 0; k < r->nr_nodes; k++) {
+		struct order_node **head = bucket_of(m, c0 + k), *n = &r->node[k];
+
+		n->r = r;
+		n->prev = NULL;
+		n->next = *head;
+		if (*head)
+			(*head)->prev = n;
+		*head = n;
+	}
+}
+
+static void index_remove_locked(struct mirror *m, struct mreq *r)
+{
+	if (r->nr_nodes == 0) {
+		r->node[0].prev->next = r->node[0].next;
+		r->node[0].next->prev = r->node[0].prev;
+		return;
+	}
+	for (unsigned k = 0; k < r->nr_nodes; k++) {
+		struct order_node *n = &r->node[k];
+
+		if (n->prev)
+			n->prev->next = n->next;
+		else
+			*bucket_of(m, chunk_of(r->sector) + k) = n->next;
+		if (n->next)
+			n->next->prev = n->prev;
+	}
+}
+
 /*
- * Put @r on the active list; issue it now unless an earlier active request
- * overlaps it.  Called without order_lock.
+ * Put @r on the active list and in the index; issue it now unless an
+ * earlier active request overlaps it.  Called without order_lock.
  */
 static void order_and_issue(struct mreq *r)
 {
 	struct mirror *m = r->m;
-	bool blocked = false;
+	bool blocked;
 
 	pthread_mutex_lock(&m->order_lock);
-	for (struct mreq *a = m->active_head; a; a = a->next) {
-		if (overlaps(a, r)) {
-			blocked = true;
-			break;
-		}
-	}
-	r->issued = !blocked;
+	r->seq = ++m->order_seq;
 	r->next = NULL;
 	r->prev = m->active_tail;
 	if (m->active_tail)
@@ -312,6 +387,9 @@ static void order_and_issue(struct mreq *r)
 	else
 		m->active_head = r;
 	m->active_tail = r;
+	index_add_locked(m, r);
+	blocked = blocked_locked(m, r);
+	r->issued = !blocked;
 	if (blocked)
 		m->nr_waiting++;
 	pthread_mutex_unlock(&m->order_lock);
@@ -321,8 +399,23 @@ static void order_and_issue(struct mreq *r)
 		issue_write(r);
 }
 
-/* Take @r off the active list and collect the waiting requests that no
- * earlier active request blocks any more. */
+/* If waiting request @w is no longer blocked, mark it issued and add it to
+ * *@tail.  Called with order_lock held. */
+static void try_release_locked(struct mirror *m, struct mreq *w, struct mreq ***tail)
+{
+	if (w->issued || blocked_locked(m, w))
+		return;
+	w->issued = true;
+	m->nr_waiting--;
+	w->next_issue = NULL;
+	**tail = w;
+	*tail = &w->next_issue;
+}
+
+/* Take @r off the active list and the index, and collect the waiting
+ * requests that no earlier active request blocks any more.  Those @r was
+ * blocking share a chunk with it (or are wide), so only they are looked at,
+ * unless @r itself was wide. */
 static struct mreq *order_complete(struct mreq *r)
 {
 	struct mirror *m = r->m;
@@ -337,25 +430,23 @@ static struct mreq *order_complete(struct mreq *r)
 		r->next->prev = r->prev;
 	else
 		m->active_tail = r->prev;
+	index_remove_locked(m, r);
 	if (m->nr_waiting) {
-		for (struct mreq *w = m->active_head; w; w = w->next) {
-			bool blocked = false;
+		if (r->nr_nodes == 0) {
+			for (struct mreq *w = m->active_head; w && m->nr_waiting; w = w->next)
+				try_release_locked(m, w, &tail);
+		} else {
+			for (unsigned k = 0; k < r->nr_nodes && m->nr_waiting; k++) {
+				uint64_t chunk = chunk_of(r->sector) + k;
 
-			if (w->issued)
-				continue;
-			for (struct mreq *a = m->active_head; a != w; a = a->next) {
-				if (overlaps(a, w)) {
-					blocked = true;
-					break;
-				}
+				for (struct order_node *n = *bucket_of(m, chunk); n; n = n->next)
+					if (overlaps(n->r, r))
+						try_release_locked(m, n->r, &tail);
 			}
-			if (blocked)
-				continue;
-			w->issued = true;
-			m->nr_waiting--;
-			w->next_issue = NULL;
-			*tail = w;
-			tail = &w->next_issue;
+			for (struct order_node *n = m->wide.next;
+			     n != &m->wide && m->nr_waiting; n = n->next)
+				if (overlaps(n->r, r))
+					try_release_locked(m, n->r, &tail);
 		}
 	}
 	pthread_mutex_unlock(&m->order_lock);

@@ -31,6 +31,23 @@ enum mreq_op {
 	MREQ_ZEROES,
 };
 
+/*
+ * The ordering index: every active write/discard is on the active list; a
+ * "narrow" one (covering at most MIRROR_ORDER_SPAN chunks of
+ * 2^MIRROR_CHUNK_SHIFT sectors) is also on the bucket of each chunk it
+ * covers, a "wide" one on the wide list.  Two requests that overlap share a
+ * chunk, so a narrow request finds every request it overlaps in its own
+ * buckets plus the wide list.
+ */
+#define MIRROR_CHUNK_SHIFT 11           /* 1 MiB chunks */
+#define MIRROR_ORDER_SPAN 4
+#define MIRROR_ORDER_BUCKETS 1024
+
+struct order_node {
+	struct mreq *r;
+	struct order_node *prev, *next;
+};
+
 /* One mirror request.  Writes (and discards) are kept on the active list,
  * in submission order, from submission to completion. */
 struct mreq {
@@ -45,6 +62,9 @@ struct mreq {
 	uint64_t tried;                 /* legs already tried (bit mask) */
 	/* ordering (guarded by m->order_lock) */
 	struct mreq *prev, *next;       /* active list */
+	uint64_t seq;                   /* submission order */
+	unsigned nr_nodes;              /* bucket entries; 0: on the wide list */
+	struct order_node node[MIRROR_ORDER_SPAN];
 	bool issued;
 	struct mreq *next_issue;        /* local list of requests to issue */
 	/* writes: the leg of each dmio region, fixed when issued */
@@ -69,9 +89,12 @@ struct mirror {
 	atomic_uint rr;                 /* round-robin cursor */
 	struct dmio_client *client;
 
-	pthread_mutex_t order_lock;     /* guards the active list */
+	pthread_mutex_t order_lock;     /* guards the active list, the index */
 	struct mreq *active_head, *active_tail;
 	unsigned nr_waiting;            /* active but not issued */
+	uint64_t order_seq;
+	struct order_node *buckets[MIRROR_ORDER_BUCKETS];
+	struct order_node wide;         /* sentinel of the wide list (circular) */
 
 	pthread_mutex_t free_lock;      /* guards the free list */
 	struct mreq *free_reqs;
