@@ -4,8 +4,8 @@
  *
  * Objects and their lifetime:
  *   struct dmio_io     one per accepted dmio() call; holds the callback, the
- *                      error bitset and a count of outstanding pieces (plus
- *                      one reference held by the submitter while it builds).
+ *                      error bitset and a count of outstanding pieces (set
+ *                      before any piece is submitted).
  *   struct dmio_piece  one SQE's worth of work on one region: a range of a
  *                      device plus the iovecs that cover it.  A piece may go
  *                      through several stages (read-modify-write, fallocate

@@ -18,20 +18,11 @@
  *     caller's bytes are [user_off, user_off + user_len) inside it.
  */
 #include <errno.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dmio_i.h"
-
-#ifndef FALLOC_FL_KEEP_SIZE
-#define FALLOC_FL_KEEP_SIZE 0x01
-#endif
-#ifndef FALLOC_FL_PUNCH_HOLE
-#define FALLOC_FL_PUNCH_HOLE 0x02
-#endif
-#ifndef FALLOC_FL_ZERO_RANGE
-#define FALLOC_FL_ZERO_RANGE 0x10
-#endif
 
 static const uint8_t zero_page[FM_PAGE_SIZE] __attribute__((aligned(FM_PAGE_SIZE)));
 static const struct dmio_memory zero_mem = { .type = DMIO_MEM_ZERO_ };
