@@ -113,12 +113,13 @@ static const char *state_name_locked(struct daemon *d)
 /* Called with d->lock held and d->m alive. */
 static void status_json_locked(struct daemon *d, GString *out)
 {
-	const struct fm_sb *sb = mirror_sb(d->m);
+	struct fm_sb sbc, *sb = &sbc;
 	struct mirror_stats ms;
 	struct bufio_stats bs;
 	struct front_stats fs;
 	char u[37];
 
+	mirror_get_sb(d->m, sb);
 	status_stats_locked(d, &ms, &bs, &fs);
 
 	g_string_append(out, "{\"array\":{\"uuid\":");
@@ -178,13 +179,14 @@ static void status_json_locked(struct daemon *d, GString *out)
 /* Called with d->lock held and d->m alive. */
 static void status_text_locked(struct daemon *d, GString *out)
 {
-	const struct fm_sb *sb = mirror_sb(d->m);
+	struct fm_sb sbc, *sb = &sbc;
 	struct mirror_stats ms;
 	struct bufio_stats bs;
 	struct front_stats fs;
 	char u[37], s1[32], s2[32], s3[32];
 	unsigned in_sync = 0, n = mirror_nr_legs(d->m);
 
+	mirror_get_sb(d->m, sb);
 	status_stats_locked(d, &ms, &bs, &fs);
 	for (unsigned i = 0; i < n; i++) {
 		struct mirror_leg_stats ls;
@@ -396,6 +398,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy,
 				  .defer_in_use = true };
 	struct front_opts fo = { 0 };
+	struct fm_sb sb;
 	g_autoptr(GError) err = NULL;
 	g_autofree char *sock = NULL;
 	g_autofree char *fsname = NULL;
@@ -421,7 +424,8 @@ static int run_daemon(struct mount_cfg *cfg)
 		dmio_engine_shutdown();
 		return FM_EXIT_LEG;
 	}
-	block_size = cfg->block_size ? cfg->block_size : mirror_sb(d.m)->block_size;
+	mirror_get_sb(d.m, &sb);
+	block_size = cfg->block_size ? cfg->block_size : sb.block_size;
 	if (!block_size)
 		block_size = 4096;
 	if (mirror_size(d.m) % block_size) {
@@ -448,7 +452,7 @@ static int run_daemon(struct mount_cfg *cfg)
 		code = FM_EXIT_MOUNT;
 		goto out_cache;
 	}
-	fsname = g_strdup_printf("fusemirror:%s", fm_uuid_unparse(mirror_sb(d.m)->array_uuid, u));
+	fsname = g_strdup_printf("fusemirror:%s", fm_uuid_unparse(sb.array_uuid, u));
 	fo.mountpoint = cfg->mountpoint;
 	fo.name = cfg->name;
 	fo.readonly = cfg->readonly;

@@ -96,6 +96,11 @@ struct mirror_opts {
 	 * a refusal after assembly leaves every leg's bytes unchanged.  Until
 	 * then, writes are refused with -EROFS. */
 	bool defer_in_use;
+	/* Resilience (0: the default in brackets) */
+	unsigned max_read_errors;       /* read errors before a leg is failed [20] */
+	uint64_t sync_speed_min;        /* resync bytes/s kept under load [1 MiB/s] */
+	uint64_t sync_speed_max;        /* resync bytes/s when idle [200 MiB/s] */
+	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */
 };
 
 /*
@@ -169,17 +174,66 @@ int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
 struct bufio_bdev mirror_bufio_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/
+/* Administration (online; from any thread but a completion; they may block
+ * for a superblock update).  A leg is named by the path it was assembled or
+ * added with, or any other path of the same file or block device.  Every
+ * refusal sets @err to a message naming the leg and the reason. */
+
+/* Mark @leg faulty (it receives no more I/O), like `mdadm --fail`.
+ * -EBUSY for the last in-sync leg, -EALREADY when already faulty. */
+int mirror_fail_leg(struct mirror *m, const char *leg, GError **err);
+
+/* Take a faulty (or rebuilding) leg out of the array: its slot is freed,
+ * the leg closed and unlocked.  -EBUSY for an in-sync leg (fail it first). */
+int mirror_remove_leg(struct mirror *m, const char *leg, GError **err);
+
+/* Add @path to the array and rebuild it online.  A leg of this array that
+ * was failed or went stale is re-added with bitmap-based recovery (only the
+ * regions written since); anything else is formatted as a new leg (a path
+ * that does not exist is created sparse; a signature is refused unless
+ * @force) and rebuilt wholly.  Returns once the rebuild has started. */
+int mirror_add_leg(struct mirror *m, const char *path, bool force, GError **err);
+
+/* Add @new_path (as mirror_add_leg) and rebuild it while @old still
+ * serves; when the rebuild completes, @old is removed.  -EBUSY while
+ * another rebuild/resync/scrub runs. */
+int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
+		       bool force, GError **err);
+
+/* Start a scrub: compare every region of every in-sync leg; count the
+ * mismatching sectors; with @repair, rewrite the other legs from the first
+ * one that read correctly.  -EBUSY while a resync/rebuild/scrub runs. */
+int mirror_scrub(struct mirror *m, bool repair, GError **err);
+
+/* Stop a running scrub (a resync or rebuild cannot be stopped).  -ENOENT
+ * when no scrub runs. */
+int mirror_scrub_cancel(struct mirror *m, GError **err);
+
+/* Set (@fault not NULL) or clear the fault injected on @leg.  The fault's
+ * sector/count are image sectors (count 0: the whole leg, superblock and
+ * bitmap included). */
+int mirror_inject(struct mirror *m, const char *leg, const struct dmio_fault *fault,
+		  GError **err);
+
+/*----------------------------------------------------------------*/
 /* Information */
 
 uint64_t mirror_size(const struct mirror *m);          /* image bytes */
-const struct fm_sb *mirror_sb(const struct mirror *m);  /* first leg's */
+/* A copy of the newest superblock (of an in-sync leg). */
+void mirror_get_sb(struct mirror *m, struct fm_sb *ret);
+/* Leg slots: 0 .. mirror_nr_legs() - 1; an unused slot has state
+ * FM_LEG_EMPTY (and path NULL) in mirror_get_leg_stats(). */
 unsigned mirror_nr_legs(const struct mirror *m);
 bool mirror_is_readonly(const struct mirror *m);
 enum mirror_read_policy mirror_get_read_policy(const struct mirror *m);
 
 struct mirror_leg_stats {
-	const char *path;               /* valid while @m lives */
+	char path[4096];                /* "" for an empty slot */
 	enum fm_leg_state state;
+	uint8_t uuid[16];
+	uint64_t corrected;             /* read errors repaired from another leg */
+	bool fault_set;                 /* a fault is injected */
+	struct dmio_fault fault;        /* ... this one (image sectors) */
 	bool direct;                    /* opened O_DIRECT */
 	uint64_t reads, writes;         /* requests */
 	uint64_t read_bytes, write_bytes;
@@ -197,5 +251,35 @@ struct mirror_stats {
 	uint64_t errors;                /* requests completed with an error */
 };
 void mirror_get_stats(const struct mirror *m, struct mirror_stats *ret);
+
+enum mirror_sync_action {
+	MIRROR_SYNC_IDLE,
+	MIRROR_SYNC_RESYNC,     /* after an unclean stop: bitmap regions */
+	MIRROR_SYNC_RECOVER,    /* rebuilding added/re-added/replacing legs */
+	MIRROR_SYNC_CHECK,      /* scrub */
+	MIRROR_SYNC_REPAIR,     /* scrub --repair */
+};
+const char *mirror_sync_action_name(enum mirror_sync_action a); /* "idle", ... */
+
+struct mirror_status {
+	const char *state;              /* "clean", "active", "degraded", "resyncing",
+					   "recovering", "failed", "read-only" (static) */
+	uint64_t events;
+	unsigned nr_slots, nr_in_sync, nr_faulty, nr_rebuilding;
+	bool degraded;                  /* some slot of the leg table not in sync */
+	bool failed;                    /* no leg left: every I/O fails */
+	enum mirror_sync_action action;
+	uint64_t sync_done, sync_total; /* bytes of this action */
+	uint64_t sync_speed;            /* bytes/s, recent */
+	uint64_t sync_eta_s;            /* 0 when idle or unknown */
+	uint64_t sync_speed_min, sync_speed_max;
+	uint64_t mismatches;            /* sectors, last or running scrub (md's mismatch_cnt) */
+	enum mirror_sync_action last_action;  /* the last one that finished */
+	uint64_t region_size, nr_regions;
+	uint64_t bitmap_set;            /* regions whose bit is set now */
+	uint64_t resynced_regions;      /* regions copied by resync/recovery since assembly */
+	uint64_t bitmap_writes;         /* bitmap page writes since assembly */
+};
+void mirror_get_status(struct mirror *m, struct mirror_status *ret);
 
 #endif /* FUSEMIRROR_MIRROR_H */

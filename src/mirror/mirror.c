@@ -691,7 +691,6 @@ struct bufio_bdev mirror_bufio_bdev(struct mirror *m)
 /* Information */
 
 uint64_t mirror_size(const struct mirror *m) { return m->image_size; }
-const struct fm_sb *mirror_sb(const struct mirror *m) { return &m->legs[0].sb; }
 unsigned mirror_nr_legs(const struct mirror *m) { return m->nr_legs; }
 bool mirror_is_readonly(const struct mirror *m) { return m->readonly; }
 enum mirror_read_policy mirror_get_read_policy(const struct mirror *m) { return m->read_policy; }
@@ -700,7 +699,7 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 {
 	const struct mirror_leg *leg = &m->legs[i];
 
-	s->path = leg->path;
+	g_strlcpy(s->path, leg->path ? leg->path : "", sizeof(s->path));
 	s->state = leg->state;
 	s->direct = dmio_dev_is_direct(leg->dev);
 	s->reads = atomic_load(&leg->reads);

@@ -1108,7 +1108,7 @@ START_TEST(test_assemble_dirty_then_clean)
 	unsigned n = 2 + (unsigned)_i;
 	struct fm_sb before[3], now;
 	struct mirror_leg_stats ls;
-	const struct fm_sb *msb;
+	struct fm_sb msbc, *msb = &msbc;
 
 	FX_SEED();
 	fx_name_legs(n);
@@ -1135,7 +1135,7 @@ START_TEST(test_assemble_dirty_then_clean)
 		ck_assert_int_eq(ls.direct, fm_test_supports_direct(fx.legs[i]));
 		ck_assert_uint_eq(ls.reads + ls.writes + ls.read_errors + ls.write_errors, 0);
 	}
-	msb = mirror_sb(fx.m);
+	mirror_get_sb(fx.m, msb);
 	ck_assert(!memcmp(msb->array_uuid, before[0].array_uuid, 16));
 	ck_assert(!memcmp(msb->leg_uuid, before[0].leg_uuid, 16));
 	ck_assert_uint_eq(msb->events, before[0].events + 1);
@@ -1502,7 +1502,12 @@ START_TEST(test_assemble_any_order)
 	order[1] = fx.legs[0];
 	order[2] = fx.legs[1];
 	fx.m = assemble_ok(order, 3, MIRROR_READ_ROUND_ROBIN, false);
-	ck_assert(!memcmp(mirror_sb(fx.m)->leg_uuid, sb2.leg_uuid, 16));
+	{
+		struct fm_sb msb;
+
+		mirror_get_sb(fx.m, &msb);
+		ck_assert(!memcmp(msb.array_uuid, sb2.array_uuid, 16));
+	}
 	fx_write_random(4 * KiB, 1 * MiB);
 	for (unsigned k = 0; k < 6; k++)
 		fx_check_read(4 * KiB, 1 * MiB);
