@@ -110,6 +110,14 @@ enum dmio_fault_flags {
 	DMIO_FAULT_CORRUPT_READS = 1u << 4, /* reads in the range succeed,
 					       with one byte of every 512
 					       flipped */
+	DMIO_FAULT_HEAL_ON_WRITE = 1u << 5, /* with READS: a 4 KiB block of the
+					       range reads fine again once a
+					       write covered it (a disk
+					       remapping a bad sector when it is
+					       rewritten; dm-dust forgets a bad
+					       block once written).  The range
+					       must be given, at most 2^24
+					       sectors. */
 };
 
 /*

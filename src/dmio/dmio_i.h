@@ -80,7 +80,10 @@ void __tsan_release(void *addr);
  * atomic fetch-add on the state, so several reapers may draw at once.
  *   DMIO_PF_FAIL:    the SQE is a NOP; completion ends the piece with
  *                    fault_res through piece_end() (error bit, bounce pages,
- *                    RMW release), never retried nor falloc-fallen-back.
+ *                    RMW release), never falloc-fallen-back, and retried
+ *                    only when fault_res is -ECANCELED on a read or write:
+ *                    that is retried like a real one (DMIO_CANCEL_RETRIES)
+ *                    and the retry is judged again (a fresh draw).
  *   DMIO_PF_DROP:    a direct write/fallocate becomes a NOP that succeeds;
  *                    a read-modify-write does its read, then ends with
  *                    success instead of its write stage.
@@ -91,8 +94,16 @@ void __tsan_release(void *addr);
  * Counters (dev->fault_stats) count pieces.
  */
 #define DMIO_FAULT_RETIRED_MAX 64
+/*
+ * A read or write that completes with -ECANCELED (io_uring cancelled it:
+ * an io-wq worker exiting with its task, a ring being torn down, ...) did
+ * nothing and is resubmitted, like a short I/O, at most this many times
+ * per piece before the error stands.
+ */
+#define DMIO_CANCEL_RETRIES 4
 #define DMIO_FAULT_ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
-			      DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS)
+			      DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | \
+			      DMIO_FAULT_HEAL_ON_WRITE)
 
 struct dmio_fault_state {
 	struct dmio_fault f;            /* as set (for dmio_dev_get_fault) */
@@ -100,6 +111,11 @@ struct dmio_fault_state {
 	uint64_t t0_ns;                 /* when it was set: flakey cycle start */
 	int res;                        /* -errno injected */
 	atomic_ullong draws;            /* rate draws taken */
+	/* HEAL_ON_WRITE: one bit per 4 KiB block of [begin, end) (begin
+	 * rounded down), set once a write covered the block; a read fails
+	 * while it touches a block not healed. */
+	uint64_t heal_base, heal_blocks;
+	_Atomic uint64_t *healed;
 	struct dmio_fault_state *retired_next;
 };
 
@@ -197,6 +213,7 @@ struct dmio_piece {
 	bool zeroes;                    /* FALLOC: for write-zeroes, not discard */
 	bool rmw;                       /* holds a place on dev->rmw_active */
 	uint8_t fault;                  /* enum dmio_piece_fault */
+	uint8_t cancels;                /* -ECANCELED completions retried */
 	int fault_res;                  /* DMIO_PF_FAIL: the injected -errno */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */

@@ -5,7 +5,8 @@
  * injected result reaches completion are described in dmio_i.h.
  *
  * Invariants:
- *   - A struct dmio_fault_state never changes after it is published.
+ *   - A struct dmio_fault_state never changes after it is published, but
+ *     for its atomic counters and its healed flag.
  *   - Every state ever published is dev->fault, on dev->fault_retired, or
  *     freed after a moment when dev->fault_readers was zero following the
  *     swap that retired it.
@@ -34,6 +35,7 @@ static void retired_free_locked(struct dmio_dev *dev)
 	while (s) {
 		struct dmio_fault_state *next = s->retired_next;
 
+		free(s->healed);
 		free(s);
 		s = next;
 	}
@@ -49,6 +51,9 @@ int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
 		if ((fault->flags & ~(unsigned)DMIO_FAULT_ALL_FLAGS) || fault->error < 0 ||
 		    fault->error > 4095)
 			return -EINVAL;
+		if ((fault->flags & DMIO_FAULT_HEAL_ON_WRITE) &&
+		    (fault->count == 0 || fault->count > (1ull << 24)))
+			return -EINVAL;
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			return -ENOMEM;
@@ -63,6 +68,15 @@ int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
 		if (fault->count == 0)
 			s->begin = 0;
 		s->t0_ns = fm_now_ns();
+		if (fault->flags & DMIO_FAULT_HEAL_ON_WRITE) {
+			s->heal_base = s->begin & ~4095ull;
+			s->heal_blocks = (s->end - s->heal_base + 4095) / 4096;
+			s->healed = calloc((s->heal_blocks + 63) / 64, 8);
+			if (!s->healed) {
+				free(s);
+				return -ENOMEM;
+			}
+		}
 		atomic_init(&s->draws, 0);
 	}
 
@@ -113,6 +127,8 @@ void dmio_fault_states_free(struct dmio_dev *dev)
 {
 	struct dmio_fault_state *s = atomic_exchange(&dev->fault, NULL);
 
+	if (s)
+		free(s->healed);
 	free(s);
 	retired_free_locked(dev);
 }
@@ -139,6 +155,37 @@ static bool fault_draw(struct dmio_fault_state *s)
 	return splitmix64(s->f.seed + n * 0x9e3779b97f4a7c15ULL) % 1000000u < s->f.rate_ppm;
 }
 
+/* HEAL_ON_WRITE: mark the blocks that [off, off + len) covers wholly. */
+static void heal_blocks(struct dmio_fault_state *s, uint64_t off, uint64_t len)
+{
+	uint64_t first, last;
+
+	if (off + len <= s->heal_base)
+		return;
+	if (off < s->heal_base) {
+		len -= s->heal_base - off;
+		off = s->heal_base;
+	}
+	first = (off - s->heal_base + 4095) / 4096;
+	last = (off + len - s->heal_base) / 4096;      /* exclusive */
+	for (uint64_t b = first; b < last && b < s->heal_blocks; b++)
+		atomic_fetch_or(&s->healed[b / 64], 1ull << (b % 64));
+}
+
+/* HEAL_ON_WRITE: has every block of the range that [off, off + len)
+ * touches been healed? */
+static bool heal_all_healed(const struct dmio_fault_state *s, uint64_t off, uint64_t len)
+{
+	uint64_t lo = off > s->begin ? off : s->begin;
+	uint64_t hi = off + len < s->end ? off + len : s->end;
+
+	for (uint64_t b = (lo - s->heal_base) / 4096; b <= (hi - 1 - s->heal_base) / 4096 &&
+	     b < s->heal_blocks; b++)
+		if (!(atomic_load(&s->healed[b / 64]) & (1ull << (b % 64))))
+			return false;
+	return true;
+}
+
 /* The action @s takes on @p if @p is affected; DMIO_PF_NONE otherwise. */
 static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
 					  const struct dmio_piece *p)
@@ -161,6 +208,8 @@ static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
 	if (!(off < s->end && s->begin < off + len))
 		return DMIO_PF_NONE;
 	if (p->kind == DMIO_PIECE_READ && p->stage != DMIO_STAGE_RMW_READ) {
+		if ((fl & DMIO_FAULT_HEAL_ON_WRITE) && heal_all_healed(s, off, len))
+			return DMIO_PF_NONE;
 		if (fl & DMIO_FAULT_READS)
 			return DMIO_PF_FAIL;
 		if (fl & DMIO_FAULT_CORRUPT_READS)
@@ -187,6 +236,13 @@ bool dmio_fault_decide(struct dmio_piece *p)
 		act = fault_action(s, p);
 		if (act != DMIO_PF_NONE && !(fault_down(s) && fault_draw(s)))
 			act = DMIO_PF_NONE;
+		if (act == DMIO_PF_NONE && (s->f.flags & DMIO_FAULT_HEAL_ON_WRITE) &&
+		    p->kind == DMIO_PIECE_WRITE) {
+			uint64_t off = p->stage != DMIO_STAGE_DIRECT ? p->user_off : p->off;
+			uint64_t len = p->stage != DMIO_STAGE_DIRECT ? p->user_len : p->len;
+
+			heal_blocks(s, off, len);
+		}
 		p->fault_res = s->res;
 	}
 	atomic_fetch_sub_explicit(&dev->fault_readers, 1, memory_order_release);

@@ -208,6 +208,7 @@ static struct dmio_piece *piece_new(struct dmio_io *io, struct dmio_dev *dev,
 	p->zeroes = false;
 	p->rmw = false;
 	p->fault = DMIO_PF_UNDECIDED;
+	p->cancels = 0;
 	p->rw_flags = 0;
 	p->nr_bounce = 0;
 	p->iov_first = 0;
@@ -254,7 +255,7 @@ static void build_rw(struct dmio_io *io, unsigned region, struct dmio_dev *dev,
 			p->rw_flags = rw_flags;
 			while (p->iovcnt < DMIO_PIECE_IOVS && plen < max_io && plen < len) {
 				uint64_t want = len - plen < max_io - plen ? len - plen : max_io - plen;
-				uint8_t *b;
+				uint8_t *b = NULL;
 				size_t n = cursor_next(&c, want, &b);
 
 				p->iov[p->iovcnt].iov_base = b;
@@ -683,11 +684,33 @@ static void falloc_fallback(struct dmio_piece *p)
 	piece_end(p, 0);
 }
 
+/*
+ * A read or write cancelled by io_uring did nothing: resubmit it, a few
+ * times at most (DMIO_CANCEL_RETRIES).  Returns whether it was.
+ */
+static bool retry_canceled(struct dmio_piece *p, int res)
+{
+	if (res != -ECANCELED || p->cancels >= DMIO_CANCEL_RETRIES ||
+	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
+		return false;
+	p->cancels++;
+	DMIO_STAT_ADD(resubmits, 1);
+	if (p->fault == DMIO_PF_FAIL) {
+		/* Injected: counted, then judged again when prepared. */
+		DMIO_FAULT_COUNT(p->dev, failed);
+		p->fault = DMIO_PF_UNDECIDED;
+	}
+	resubmit(p);
+	return true;
+}
+
 void dmio_piece_complete(struct dmio_piece *p, int res)
 {
 	/* Injected failures and dropped writes were NOPs (see dmio_i.h). */
 	if (fm_unlikely(p->fault == DMIO_PF_FAIL ||
 			(p->fault == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ))) {
+		if (p->fault == DMIO_PF_FAIL && retry_canceled(p, p->fault_res))
+			return; /* as a real cancellation would be */
 		fault_complete(p);
 		return;
 	}
@@ -696,6 +719,8 @@ void dmio_piece_complete(struct dmio_piece *p, int res)
 		resubmit(p);
 		return;
 	}
+	if (fm_unlikely(res == -ECANCELED) && retry_canceled(p, res))
+		return;
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
 	case DMIO_PIECE_WRITE:

@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Assembly: open and lock the legs, check that they belong together, mark
- * the array in use; and the clean stop that undoes it.
+ * Assembly: open and lock the legs, check that they belong together, load
+ * the write-intent bitmap, mark the array in use and start what must be
+ * resynced; and the clean stop that undoes it.
  *
  * A leg is assembled as current only when its superblock says so: same
- * array, same geometry, the highest event counter, and its slot in the leg
- * table in sync.  Everything else is refused by name before any byte is
- * written, so a refused assembly leaves every leg as it was.
+ * array, same geometry, the highest event counter, and its slot in the
+ * newest leg table in sync.  A leg of the array that is behind (stale
+ * events, failed, removed, or rebuilding when the array stopped) is
+ * re-added and recovered: from the bitmap when it was in the array's
+ * table as failed, stale or removed (no bit is cleared while the array is
+ * degraded, so the bits cover what it missed), wholly when it was being
+ * rebuilt.  Everything that cannot be assembled is refused by name before
+ * any byte is written, so a refused assembly leaves every leg as it was.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +48,7 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 	return -errno;
 }
 
-static int open_leg(struct mirror_leg *leg, bool readonly, GError **err)
+int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err)
 {
 	int r = dmio_dev_open(leg->path, DMIO_DEV_EXCL | (readonly ? DMIO_DEV_RDONLY : 0),
 			      &leg->dev);
@@ -100,19 +106,31 @@ static const char *geometry_differs(const struct fm_sb *a, const struct fm_sb *b
 		return "region size";
 	if (a->bitmap_offset != b->bitmap_offset || a->bitmap_length != b->bitmap_length)
 		return "bitmap area";
-	if (a->nr_legs != b->nr_legs)
-		return "number of legs";
 	return NULL;
 }
 
-static int check_legs(struct mirror *m, GError **err)
+static const char *slot_state_name(uint32_t st)
 {
-	const struct mirror_leg *first = &m->legs[0];
-	char u1[37], u2[37];
-	uint64_t max_events = 0;
+	switch (st) {
+	case FM_LEG_IN_SYNC: return "in sync";
+	case FM_LEG_FAULTY: return "faulty";
+	case FM_LEG_REBUILDING: return "rebuilding";
+	case FM_LEG_REMOVED: return "removed";
+	default: return "not in use";
+	}
+}
 
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		const struct mirror_leg *leg = &m->legs[i];
+/*
+ * Check the opened legs @tl[0..n) against each other and place them in
+ * the slots of @m, with their state.  Nothing is written.
+ */
+static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GError **err)
+{
+	const struct mirror_leg *first = &tl[0], *newest = &tl[0];
+	char u1[37], u2[37];
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct mirror_leg *leg = &tl[i];
 		uint64_t need = fm_sb_leg_bytes(&leg->sb);
 		const char *what;
 
@@ -139,94 +157,201 @@ static int check_legs(struct mirror *m, GError **err)
 			return -ENOSPC;
 		}
 		for (unsigned j = 0; j < i; j++) {
-			if (!memcmp(m->legs[j].sb.leg_uuid, leg->sb.leg_uuid, 16)) {
+			if (!memcmp(tl[j].sb.leg_uuid, leg->sb.leg_uuid, 16)) {
 				g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 					    "leg %s: is the same leg as %s (leg uuid %s; "
 					    "a copy of a leg is not a second leg)", leg->path,
-					    m->legs[j].path, fm_uuid_unparse(leg->sb.leg_uuid, u1));
+					    tl[j].path, fm_uuid_unparse(leg->sb.leg_uuid, u1));
 				return -EINVAL;
 			}
 		}
-		if (leg->sb.events > max_events)
-			max_events = leg->sb.events;
+		if (leg->sb.events > newest->sb.events)
+			newest = leg;
 	}
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		const struct mirror_leg *leg = &m->legs[i];
+	/* The newest superblock's leg table says who is who. */
+	m->sb = newest->sb;
+	m->nr_legs = newest->sb.nr_legs;
+	for (unsigned i = 0; i < n; i++) {
+		struct mirror_leg *leg = &tl[i];
+		unsigned slot = leg->sb.leg_index;
+		const struct fm_sb_leg *e = &m->sb.legs[slot];
 
-		if (leg->sb.events < max_events) {
+		if (slot >= m->nr_legs || memcmp(e->uuid, leg->sb.leg_uuid, 16) ||
+		    e->state == FM_LEG_EMPTY) {
 			g_set_error(err, FM_MIRROR_ERROR, ESTALE,
-				    "leg %s: is stale (event counter %llu, the others have "
-				    "%llu): it missed writes and cannot be assembled as current",
-				    leg->path, (unsigned long long)leg->sb.events,
-				    (unsigned long long)max_events);
+				    "leg %s: is no longer a leg of array %s (its slot %u now "
+				    "holds another leg); add it with 'fusemirror add'",
+				    leg->path, fm_uuid_unparse(m->sb.array_uuid, u1), slot);
 			return -ESTALE;
 		}
+		if (e->state == FM_LEG_IN_SYNC && leg->sb.events == newest->sb.events) {
+			atomic_store(&leg->state, FM_LEG_IN_SYNC);
+		} else {
+			/* Behind: recovered once the array runs. */
+			leg->full_rebuild = e->state == FM_LEG_REBUILDING;
+			atomic_store(&leg->state, FM_LEG_REBUILDING);
+			fm_warn("leg %s: is %s in the array's table (events %llu, the array "
+				"has %llu): it will be re-added and rebuilt (%s)", leg->path,
+				e->state == FM_LEG_IN_SYNC ? "stale" : slot_state_name(e->state),
+				(unsigned long long)leg->sb.events,
+				(unsigned long long)newest->sb.events,
+				leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
+		}
 	}
-	/* Every in-sync slot of the (newest) leg table must be given. */
-	for (unsigned s = 0; s < first->sb.nr_legs; s++) {
-		const struct fm_sb_leg *slot = &first->sb.legs[s];
+	/* Every in-sync slot of the newest leg table must be given. */
+	for (unsigned s = 0; s < m->nr_legs; s++) {
+		const struct fm_sb_leg *e = &m->sb.legs[s];
 		bool found = false;
 
-		if (slot->state != FM_LEG_IN_SYNC)
+		if (e->state != FM_LEG_IN_SYNC)
 			continue;
-		for (unsigned i = 0; i < m->nr_legs && !found; i++)
-			found = !memcmp(m->legs[i].sb.leg_uuid, slot->uuid, 16);
+		for (unsigned i = 0; i < n && !found; i++)
+			found = !memcmp(tl[i].sb.leg_uuid, e->uuid, 16) &&
+				atomic_load(&tl[i].state) == FM_LEG_IN_SYNC;
 		if (!found) {
 			g_set_error(err, FM_MIRROR_ERROR, ENODEV,
 				    "array %s has %u legs; leg %u (uuid %s) was not given",
-				    fm_uuid_unparse(first->sb.array_uuid, u1),
-				    first->sb.nr_legs, s, fm_uuid_unparse(slot->uuid, u2));
+				    fm_uuid_unparse(m->sb.array_uuid, u1), m->nr_legs, s,
+				    fm_uuid_unparse(e->uuid, u2));
 			return -ENODEV;
 		}
 	}
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		const struct mirror_leg *leg = &m->legs[i];
-		uint32_t st = first->sb.legs[leg->sb.leg_index].state;
+	for (unsigned i = 0; i < n; i++) {
+		struct mirror_leg *dst = &m->legs[tl[i].sb.leg_index];
 
-		if (memcmp(first->sb.legs[leg->sb.leg_index].uuid, leg->sb.leg_uuid, 16) ||
-		    st != FM_LEG_IN_SYNC) {
-			g_set_error(err, FM_MIRROR_ERROR, ESTALE,
-				    "leg %s: the array's leg table does not list it as in sync",
-				    leg->path);
-			return -ESTALE;
-		}
+		dst->path = tl[i].path;
+		dst->dev = tl[i].dev;
+		dst->sb = tl[i].sb;
+		memcpy(dst->uuid, tl[i].sb.leg_uuid, 16);
+		dst->full_rebuild = tl[i].full_rebuild;
+		atomic_store(&dst->state, atomic_load(&tl[i].state));
+		tl[i].path = NULL;
+		tl[i].dev = NULL;
+	}
+	/* Slots not given keep their table state; an in-sync one cannot be
+	 * missing (above), a rebuilding one is failed. */
+	for (unsigned s = 0; s < m->nr_legs; s++) {
+		if (!m->legs[s].dev && m->sb.legs[s].state == FM_LEG_REBUILDING)
+			m->sb.legs[s].state = FM_LEG_FAULTY;
+		if (!m->legs[s].dev)
+			memcpy(m->legs[s].uuid, m->sb.legs[s].uuid, 16);
+		if (!m->legs[s].dev && m->sb.legs[s].state != FM_LEG_EMPTY)
+			atomic_store(&m->legs[s].state, m->sb.legs[s].state == FM_LEG_REMOVED ?
+				     FM_LEG_REMOVED : FM_LEG_FAULTY);
 	}
 	return 0;
 }
 
-int mirror_write_superblocks(struct mirror *m, bool clean)
+/* The union of the bitmaps of the in-sync legs (a bit may have reached
+ * some legs only, before a crash). */
+static int read_bitmaps(struct mirror *m, uint8_t **ret_bits, GError **err)
 {
-	uint64_t events = m->legs[0].sb.events + 1;
-	int first_err = 0;
+	size_t len = m->sb.bitmap_length;
+	uint8_t *bits = NULL, *buf = NULL;
+
+	if (posix_memalign((void **)&buf, 4096, len) || !(bits = calloc(1, len))) {
+		free(buf);
+		g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		struct mirror_leg *leg = &m->legs[i];
+		struct dmio_region where = { leg->dev, m->sb.bitmap_offset >> FM_SECTOR_SHIFT,
+					     len >> FM_SECTOR_SHIFT };
+		struct dmio_request req = {
+			.op = DMIO_OP_READ,
+			.mem = { .type = DMIO_MEM_VM, .ptr.vma = buf },
+		};
+		int r;
+
+		if (!leg->dev || leg_state(leg) != FM_LEG_IN_SYNC)
+			continue;
+		r = dmio(&req, 1, &where, NULL);
+		if (r < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, EIO,
+				    "leg %s: cannot read the write-intent bitmap: %s",
+				    leg->path, g_strerror(-r));
+			free(buf);
+			free(bits);
+			return -EIO;
+		}
+		for (size_t k = 0; k < len; k++)
+			bits[k] |= buf[k];
+	}
+	free(buf);
+	*ret_bits = bits;
+	return 0;
+}
+
+static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
+{
+	struct mirror *m = ctx;
+	struct dmio_region where[DMIO_MAX_REGIONS];
+	unsigned map[DMIO_MAX_REGIONS], n = 0;
+	struct dmio_request req = {
+		.op = DMIO_OP_WRITE,
+		.flags = DMIO_REQ_FUA,
+		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (void *)buf },
+		.client = m->client,
+	};
+	unsigned long bits = 0;
+	bool ok = false;
 
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
-		int r;
 
-		if (leg->state != FM_LEG_IN_SYNC)
+		if (!leg_get(leg, LEG_WRITABLE))
 			continue;
-		leg->sb.events = events;
-		if (clean)
-			leg->sb.state_flags |= FM_SB_CLEAN;
-		else
-			leg->sb.state_flags &= ~FM_SB_CLEAN;
-		r = fm_sb_write(leg->dev, &leg->sb);
-		if (r < 0) {
-			fm_err("leg %s: cannot write the superblock: %s", leg->path,
-			       strerror(-r));
-			if (!first_err)
-				first_err = r;
-		}
+		where[n] = (struct dmio_region){ leg->dev,
+						 (m->sb.bitmap_offset + off) >> FM_SECTOR_SHIFT,
+						 len >> FM_SECTOR_SHIFT };
+		map[n++] = i;
 	}
-	return first_err;
+	if (n == 0)
+		return -EIO;
+	if (dmio(&req, n, where, &bits) < 0 && !bits)
+		bits = ~0ul;
+	for (unsigned k = 0; k < n; k++) {
+		struct mirror_leg *leg = &m->legs[map[k]];
+
+		if (bits & (1ul << k)) {
+			MIRROR_STAT_ADD(leg->write_errors, 1);
+			mirror_leg_failed(m, map[k], "bitmap write", -EIO);
+		} else if (leg_state(leg) == FM_LEG_IN_SYNC) {
+			ok = true;
+		}
+		leg_put(leg);
+	}
+	return ok ? 0 : -EIO;
+}
+
+static int bm_flush(void *ctx)
+{
+	return mirror_flush(ctx);
+}
+
+static const struct mbitmap_ops bm_ops = { .write = bm_write, .flush = bm_flush };
+
+static unsigned log2u64(uint64_t x)
+{
+	unsigned r = 0;
+
+	while (x > 1) {
+		x >>= 1;
+		r++;
+	}
+	return r;
 }
 
 int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_opts *opts,
 		    struct mirror **ret_m, GError **err)
 {
 	struct mirror_opts o = opts ? *opts : (struct mirror_opts){ 0 };
+	struct mirror_leg *tl = NULL;
+	g_autofree uint8_t *bits = NULL;
 	struct mirror *m;
 	struct stat st[FM_SB_MAX_LEGS];
+	bool unclean;
 	char u[37];
 	int r;
 
@@ -256,58 +381,125 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		}
 	}
 
-	m = mirror_alloc(n);
-	if (!m) {
+	m = mirror_alloc();
+	tl = calloc(n, sizeof(*tl));
+	if (!m || !tl) {
+		free(tl);
+		mirror_free(m);
 		g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory");
 		return -ENOMEM;
 	}
 	m->readonly = o.readonly;
 	m->read_policy = o.read_policy;
+	m->max_read_errors = o.max_read_errors ? o.max_read_errors : 20;
+	m->sync_speed_min = o.sync_speed_min ? o.sync_speed_min : 1ull << 20;
+	m->sync_speed_max = o.sync_speed_max ? o.sync_speed_max : 200ull << 20;
+	if (m->sync_speed_max < m->sync_speed_min)
+		m->sync_speed_max = m->sync_speed_min;
+	m->bitmap_delay_ms = o.bitmap_delay_ms ? o.bitmap_delay_ms : 5000;
 	m->client = dmio_client_create(256);
 	if (!m->client) {
-		mirror_free(m);
+		r = -ENOMEM;
 		g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory");
-		return -ENOMEM;
+		goto fail;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		struct mirror_leg *leg = &m->legs[i];
+		struct mirror_leg *leg = &tl[i];
 
 		leg->path = strdup(paths[i]);
-		leg->state = FM_LEG_IN_SYNC;
-		atomic_init(&leg->next_sector, UINT64_MAX);
-		r = leg->path ? open_leg(leg, o.readonly, err) : -ENOMEM;
+		r = leg->path ? mirror_open_leg(leg, o.readonly, err) : -ENOMEM;
 		if (r == 0)
 			r = read_sb(leg, err);
 		if (r < 0)
 			goto fail;
 	}
-	r = check_legs(m, err);
+	r = check_legs(m, tl, n, err);
 	if (r < 0)
 		goto fail;
 
-	m->image_size = m->legs[0].sb.image_size;
-	m->data_sector = m->legs[0].sb.data_offset >> FM_SECTOR_SHIFT;
-	if (!(m->legs[0].sb.state_flags & FM_SB_CLEAN))
-		fm_warn("array %s was not stopped cleanly; its legs may differ in the "
-			"regions written last (resync arrives with the write-intent bitmap)",
-			fm_uuid_unparse(m->legs[0].sb.array_uuid, u));
+	m->image_size = m->sb.image_size;
+	m->data_sector = m->sb.data_offset >> FM_SECTOR_SHIFT;
+	m->region_shift = log2u64(m->sb.region_size >> FM_SECTOR_SHIFT);
+	m->nr_regions = fm_sb_nr_regions(&m->sb);
+	r = read_bitmaps(m, &bits, err);
+	if (r < 0)
+		goto fail;
+	unclean = !(m->sb.state_flags & FM_SB_CLEAN);
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC) {
+			atomic_store(&m->sync_src, (int)i);
+			break;
+		}
+	}
+	if (unclean) {
+		uint64_t words = (m->nr_regions + 63) / 64, *un = calloc(words, 8), set = 0;
+
+		if (!un) {
+			r = -ENOMEM;
+			g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory");
+			goto fail;
+		}
+		for (uint64_t g = 0; g < m->nr_regions; g++) {
+			if (bits[g / 8] & (1u << (g % 8))) {
+				un[g / 64] |= 1ull << (g % 64);
+				set++;
+			}
+		}
+		if (set) {
+			atomic_store(&m->unsynced, un);
+			m->nr_unsynced = set;
+		} else {
+			free(un);
+		}
+		fm_warn("array %s was not stopped cleanly: %llu of %llu regions are marked "
+			"in the write-intent bitmap and will be resynced",
+			fm_uuid_unparse(m->sb.array_uuid, u), (unsigned long long)set,
+			(unsigned long long)m->nr_regions);
+	}
+	if (!m->readonly) {
+		m->bitmap = mbitmap_create(m->nr_regions, m->region_shift, m->sb.bitmap_length,
+					   &bm_ops, m, m->bitmap_delay_ms);
+		if (!m->bitmap) {
+			r = -ENOMEM;
+			g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory (bitmap)");
+			goto fail;
+		}
+		mbitmap_load(m->bitmap, bits, m->sb.bitmap_length);
+		r = mirror_state_init(m);
+		if (r < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start a thread: %s",
+				    g_strerror(-r));
+			goto fail;
+		}
+		mirror_update_clearing(m);
+	}
 	if (!m->readonly && !o.defer_in_use) {
 		r = mirror_mark_in_use(m, err);
 		if (r < 0)
 			goto fail;
 	}
 	fm_notice("array %s assembled: %u legs, %llu bytes%s",
-		  fm_uuid_unparse(m->legs[0].sb.array_uuid, u), n,
+		  fm_uuid_unparse(m->sb.array_uuid, u), n,
 		  (unsigned long long)m->image_size, m->readonly ? ", read-only" : "");
+	for (unsigned i = 0; i < n; i++)
+		free(tl[i].path);
+	free(tl);
 	*ret_m = m;
 	return 0;
 fail:
+	for (unsigned i = 0; i < n; i++) {
+		dmio_dev_close(tl[i].dev);
+		free(tl[i].path);
+	}
+	free(tl);
+	mirror_state_exit(m);
 	mirror_free(m);
 	return r;
 }
 
 int mirror_mark_in_use(struct mirror *m, GError **err)
 {
+	bool recover = false;
 	int r;
 
 	if (m->readonly) {
@@ -316,13 +508,25 @@ int mirror_mark_in_use(struct mirror *m, GError **err)
 	}
 	if (atomic_load(&m->in_use))
 		return 0;
-	r = mirror_write_superblocks(m, false);
+	pthread_mutex_lock(&m->state_lock);
+	m->sb.state_flags &= ~FM_SB_CLEAN;
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (m->legs[i].dev && leg_state(&m->legs[i]) == FM_LEG_REBUILDING) {
+			m->sb.legs[i].state = FM_LEG_REBUILDING;
+			recover = true;
+		}
+	}
+	pthread_mutex_unlock(&m->state_lock);
+	r = mirror_sb_update_sync(m);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot mark the array in use: %s",
 			    g_strerror(-r));
 		return r;
 	}
 	atomic_store(&m->in_use, true);
+	mirror_update_clearing(m);
+	if (recover || atomic_load(&m->unsynced))
+		mirror_sync_start(m, recover ? MIRROR_SYNC_RECOVER : MIRROR_SYNC_RESYNC, false);
 	return 0;
 }
 
@@ -330,22 +534,55 @@ int mirror_stop(struct mirror *m, GError **err)
 {
 	int r = 0;
 
+	mirror_sync_stop(m);
 	if (!m->readonly && atomic_load(&m->in_use)) {
+		bool degraded;
+
 		r = mirror_flush(m);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, EIO,
 				    "flushing the legs failed; the array stays marked dirty");
-		} else if (atomic_load(&m->write_error_seen)) {
-			r = -EIO;
-			g_set_error(err, FM_MIRROR_ERROR, EIO,
-				    "a write failed on some leg; the array stays marked dirty");
+		} else if (atomic_load(&m->unsynced)) {
+			r = -EAGAIN;
+			g_set_error(err, FM_MIRROR_ERROR, EAGAIN,
+				    "the resync did not finish; the array stays marked dirty "
+				    "and resyncs at the next mount");
 		} else {
-			r = mirror_write_superblocks(m, true);
+			pthread_mutex_lock(&m->state_lock);
+			degraded = mirror_degraded_locked(m);
+			pthread_mutex_unlock(&m->state_lock);
+			/* Legs equal: no region needs a resync any more. */
+			if (!degraded)
+				mbitmap_clear_all_sync(m->bitmap);
+			pthread_mutex_lock(&m->state_lock);
+			m->sb.state_flags |= FM_SB_CLEAN;
+			pthread_mutex_unlock(&m->state_lock);
+			r = mirror_sb_update_sync(m);
 			if (r < 0)
 				g_set_error(err, FM_MIRROR_ERROR, -r,
 					    "cannot mark the array clean: %s", g_strerror(-r));
 		}
 	}
+	mirror_state_exit(m);
 	mirror_free(m);
 	return r;
+}
+
+int mirror_find_leg(struct mirror *m, const char *path)
+{
+	struct stat st, lst;
+
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if (m->legs[i].path && !strcmp(m->legs[i].path, path))
+			return (int)i;
+	if (stat(path, &st) < 0)
+		return -errno;
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (!m->legs[i].dev || fstat(dmio_dev_fd(m->legs[i].dev), &lst) < 0)
+			continue;
+		if (S_ISBLK(st.st_mode) ? (S_ISBLK(lst.st_mode) && st.st_rdev == lst.st_rdev)
+					: (st.st_dev == lst.st_dev && st.st_ino == lst.st_ino))
+			return (int)i;
+	}
+	return -ENODEV;
 }

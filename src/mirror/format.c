@@ -367,3 +367,40 @@ int mirror_format(const char *const *paths, unsigned n,
 		n, (unsigned long long)o.size);
 	return 0;
 }
+
+int mirror_open_new_leg(const char *path, bool force, uint64_t need,
+			struct dmio_dev **ret_dev, bool *ret_created, GError **err)
+{
+	struct fleg l = { .path = path };
+	int r = inspect_leg(&l, force, err);
+
+	if (r < 0)
+		return r;
+	if (l.exists) {
+		struct dmio_dev *d;
+
+		r = dmio_dev_open(path, DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT, &d);
+		if (r < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", path, g_strerror(-r));
+			return r;
+		}
+		l.size = dmio_dev_size(d);
+		dmio_dev_close(d);
+		if (l.size < need) {
+			g_set_error(err, FM_MIRROR_ERROR, ENOSPC,
+				    "leg %s: is %llu bytes; the array needs %llu", path,
+				    (unsigned long long)l.size, (unsigned long long)need);
+			return -ENOSPC;
+		}
+	}
+	r = open_leg(&l, need, err);
+	if (r < 0) {
+		dmio_dev_close(l.dev);
+		if (l.created)
+			unlink(path);
+		return r;
+	}
+	*ret_dev = l.dev;
+	*ret_created = l.created;
+	return 0;
+}

@@ -1,17 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The mirror's data path: fan-out writes, balanced reads with fail-over,
- * ordering of overlapping writes, flush, discard.
+ * The mirror's data path: fan-out writes, balanced reads with fail-over and
+ * repair, ordering of overlapping writes, copies (resync, recovery, repair)
+ * and scrubs, flush, discard.
  *
  * Invariants:
- *   - Every write, discard and write-zeroes request is on the active list
- *     (m->active_head..tail, in submission order) from mirror_submit() until
+ *   - Every write, discard, write-zeroes, copy and scrub is on the active
+ *     list (m->active_head..tail, in submission order) from its start to
  *     its completion.  It is issued to the legs only when no request BEFORE
  *     it on the list overlaps it; so two overlapping writes reach every leg
- *     in submission order, and a later one never overtakes an earlier one
- *     that is still waiting.
+ *     in submission order, a copy never interleaves with a write of the
+ *     same sectors, and a later request never overtakes an earlier one.
  *   - `issued` and the list links change only under order_lock; the dmio
  *     submission itself happens after the lock is dropped.
+ *   - No data write is issued before the bitmap bits of its regions are on
+ *     disk (mbitmap_start_write), and every started write ends the bitmap
+ *     accounting exactly once.
+ *   - A leg's dev is used only between leg_get() and leg_put().
+ *   - A write that failed on some leg is acknowledged only once the
+ *     superblocks recording that leg as faulty are on disk (see state.c):
+ *     after a crash, the failed leg can never be taken for current.
  *   - A request's iovec array belongs to the request (copied at submission)
  *     and lives until its completion, as dmio needs.
  */
@@ -26,21 +34,21 @@ G_DEFINE_QUARK(fm-mirror-error-quark, fm_mirror_error)
 /* Free requests kept for reuse, so the hot path rarely mallocs. */
 #define MIRROR_FREE_MAX 512
 
-struct mirror *mirror_alloc(unsigned nr_legs)
+struct mirror *mirror_alloc(void)
 {
 	struct mirror *m = calloc(1, sizeof(*m));
 
 	if (!m)
 		return NULL;
-	m->legs = calloc(nr_legs, sizeof(*m->legs));
-	if (!m->legs) {
-		free(m);
-		return NULL;
-	}
-	m->nr_legs = nr_legs;
 	m->wide.next = m->wide.prev = &m->wide;
 	pthread_mutex_init(&m->order_lock, NULL);
 	pthread_mutex_init(&m->free_lock, NULL);
+	pthread_mutex_init(&m->state_lock, NULL);
+	pthread_mutex_init(&m->admin_lock, NULL);
+	pthread_cond_init(&m->state_cond, NULL);
+	atomic_init(&m->sync_src, -1);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		atomic_init(&m->legs[i].next_sector, UINT64_MAX);
 	return m;
 }
 
@@ -48,7 +56,10 @@ void mirror_free(struct mirror *m)
 {
 	if (!m)
 		return;
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	mirror_sync_free(m);
+	mbitmap_destroy(m->bitmap);
+	free(m->unsynced_retired);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		dmio_dev_close(m->legs[i].dev);
 		free(m->legs[i].path);
 	}
@@ -58,11 +69,45 @@ void mirror_free(struct mirror *m)
 		m->free_reqs = r->next_free;
 		free(r);
 	}
+	free(atomic_load(&m->unsynced));
 	dmio_client_destroy(m->client);
 	pthread_mutex_destroy(&m->order_lock);
 	pthread_mutex_destroy(&m->free_lock);
-	free(m->legs);
+	pthread_mutex_destroy(&m->state_lock);
+	pthread_mutex_destroy(&m->admin_lock);
+	pthread_cond_destroy(&m->state_cond);
 	free(m);
+}
+
+bool leg_get(struct mirror_leg *leg, unsigned states)
+{
+	atomic_fetch_add(&leg->inflight, 1);
+	if ((states & (1u << leg_state(leg))) && leg->dev)
+		return true;
+	atomic_fetch_sub(&leg->inflight, 1);
+	return false;
+}
+
+void leg_put(struct mirror_leg *leg)
+{
+	atomic_fetch_sub_explicit(&leg->inflight, 1, memory_order_release);
+}
+
+bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count)
+{
+	uint64_t *bits = atomic_load_explicit(&m->unsynced, memory_order_acquire);
+
+	if (!bits)
+		return false;
+	for (uint64_t g = sector >> m->region_shift; g <= (sector + count - 1) >> m->region_shift;
+	     g++) {
+		uint64_t w = atomic_load_explicit((_Atomic uint64_t *)&bits[g / 64],
+						  memory_order_relaxed);
+
+		if (w & (1ull << (g % 64)))
+			return true;
+	}
+	return false;
 }
 
 static struct mreq *mreq_alloc(struct mirror *m)
@@ -87,6 +132,8 @@ static void mreq_free(struct mreq *r)
 
 	if (r->iov != r->iov_inline)
 		free(r->iov);
+	free(r->buf);
+	r->buf = NULL;
 	pthread_mutex_lock(&m->free_lock);
 	if (m->nr_free < MIRROR_FREE_MAX) {
 		r->next_free = m->free_reqs;
@@ -98,35 +145,39 @@ static void mreq_free(struct mreq *r)
 	free(r);
 }
 
-static bool leg_usable(const struct mirror_leg *leg)
-{
-	return leg->state == FM_LEG_IN_SYNC;
-}
-
 /*----------------------------------------------------------------*/
 /* Reads */
 
 static void read_done(unsigned long error_bits, void *context);
 
+/* May leg @i serve read @r?  (Not tried yet, in sync; during a resync, an
+ * out-of-sync region is read from the resync source only, so that two
+ * reads of it cannot return different data.) */
+static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, int only)
+{
+	return !(r->tried & (1ull << i)) && leg_state(&m->legs[i]) == FM_LEG_IN_SYNC &&
+	       (only < 0 || (unsigned)only == i);
+}
+
 /* Choose the leg for a read of @r not yet tried; -1 when none is left. */
-static int pick_read_leg(struct mirror *m, const struct mreq *r)
+static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
 {
 	int best = -1;
 	unsigned best_pending = ~0u;
-	unsigned start;
+	unsigned start, n = m->nr_legs;
 
 	switch (m->read_policy) {
 	case MIRROR_READ_FIRST:
-		for (unsigned i = 0; i < m->nr_legs; i++)
-			if (leg_usable(&m->legs[i]) && !(r->tried & (1ull << i)))
+		for (unsigned i = 0; i < n; i++)
+			if (read_candidate(m, r, i, only))
 				return (int)i;
 		return -1;
 	case MIRROR_READ_ROUND_ROBIN:
 		start = atomic_fetch_add_explicit(&m->rr, 1, memory_order_relaxed);
-		for (unsigned k = 0; k < m->nr_legs; k++) {
-			unsigned i = (start + k) % m->nr_legs;
+		for (unsigned k = 0; k < n; k++) {
+			unsigned i = (start + k) % n;
 
-			if (leg_usable(&m->legs[i]) && !(r->tried & (1ull << i)))
+			if (read_candidate(m, r, i, only))
 				return (int)i;
 		}
 		return -1;
@@ -138,12 +189,12 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r)
 	 * even spread); otherwise the leg with the fewest reads in flight,
 	 * ties broken by rotation so that idle legs share the load. */
 	start = atomic_load_explicit(&m->rr, memory_order_relaxed);
-	for (unsigned k = 0; k < m->nr_legs; k++) {
-		unsigned i = (start + k) % m->nr_legs;
+	for (unsigned k = 0; k < n; k++) {
+		unsigned i = (start + k) % n;
 		struct mirror_leg *leg = &m->legs[i];
 		unsigned pending;
 
-		if (!leg_usable(leg) || (r->tried & (1ull << i)))
+		if (!read_candidate(m, r, i, only))
 			continue;
 		if (atomic_load_explicit(&leg->next_sector, memory_order_relaxed) == r->sector)
 			return (int)i;
@@ -161,7 +212,7 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r)
 static int issue_read(struct mreq *r)
 {
 	struct mirror *m = r->m;
-	int li = pick_read_leg(m, r);
+	int only = -1, li;
 	struct mirror_leg *leg;
 	struct dmio_region where;
 	struct dmio_request dr = {
@@ -173,18 +224,55 @@ static int issue_read(struct mreq *r)
 	};
 	int ret;
 
-	if (li < 0)
-		return -EIO;
-	leg = &m->legs[li];
+	if (mirror_region_unsynced(m, r->sector, r->count)) {
+		only = atomic_load(&m->sync_src);
+		/* The source failed it: any version is one the crash could
+		 * have left; the copy that follows makes the legs agree. */
+		if (only >= 0 && (r->tried & (1ull << only)))
+			only = -1;
+	}
+	for (;;) {
+		li = pick_read_leg(m, r, only);
+		if (li < 0)
+			return -EIO;
+		leg = &m->legs[li];
+		r->tried |= 1ull << li;
+		if (leg_get(leg, LEG_READABLE))
+			break;
+	}
 	r->leg = (unsigned)li;
-	r->tried |= 1ull << li;
 	where = (struct dmio_region){ leg->dev, m->data_sector + r->sector, r->count };
 	atomic_fetch_add_explicit(&leg->pending, 1, memory_order_relaxed);
 	atomic_store_explicit(&leg->next_sector, r->sector + r->count, memory_order_relaxed);
 	ret = dmio(&dr, 1, &where, NULL);
-	if (ret < 0)
+	if (ret < 0) {
 		atomic_fetch_sub_explicit(&leg->pending, 1, memory_order_relaxed);
+		leg_put(leg);
+	}
 	return ret;
+}
+
+/* Count a read error of leg @li; fail the leg after max_read_errors. */
+static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t count)
+{
+	struct mirror_leg *leg = &m->legs[li];
+	unsigned n;
+
+	MIRROR_STAT_ADD(leg->read_errors, 1);
+	atomic_store_explicit(&leg->next_sector, UINT64_MAX, memory_order_relaxed);
+	n = atomic_fetch_add(&leg->recent_read_errors, 1) + 1;
+	fm_warn("leg %s: read of sectors %llu+%llu failed (%u of %u read errors allowed)",
+		leg->path, (unsigned long long)sector, (unsigned long long)count, n,
+		m->max_read_errors);
+	if (n >= m->max_read_errors)
+		mirror_leg_failed(m, li, "too many read errors", -EIO);
+}
+
+static void repair_done(void *ctx, int err, uint64_t mismatch)
+{
+	(void)ctx;
+	(void)err;
+	(void)mismatch;
 }
 
 static void read_done(unsigned long error_bits, void *context)
@@ -197,17 +285,21 @@ static void read_done(unsigned long error_bits, void *context)
 	int err = 0;
 
 	atomic_fetch_sub_explicit(&leg->pending, 1, memory_order_relaxed);
+	leg_put(leg);
 	MIRROR_STAT_ADD(leg->reads, 1);
 	if (!error_bits) {
 		MIRROR_STAT_ADD(leg->read_bytes, r->count << FM_SECTOR_SHIFT);
-		/* Served by a leg other than the first one tried. */
-		if (r->tried & (r->tried - 1))
+		if (r->bad) {
+			/* Served by another leg: rewrite the bad copies from
+			 * this one (ordered against writes, then verified). */
 			MIRROR_STAT_ADD(m->read_retries, 1);
+			if (!m->readonly && atomic_load(&m->in_use))
+				mirror_start_copy(m, MREQ_COPY, r->sector, r->count, r->leg,
+						  r->bad, COPY_VERIFY, repair_done, NULL);
+		}
 	} else {
-		MIRROR_STAT_ADD(leg->read_errors, 1);
-		atomic_store_explicit(&leg->next_sector, UINT64_MAX, memory_order_relaxed);
-		fm_warn("leg %s: read of sectors %llu+%llu failed; trying another leg",
-			leg->path, (unsigned long long)r->sector, (unsigned long long)r->count);
+		r->bad |= 1ull << r->leg;
+		read_error(m, r->leg, r->sector, r->count);
 		if (issue_read(r) == 0)
 			return;
 		fm_err("image: read of sectors %llu+%llu failed on every leg",
@@ -229,36 +321,82 @@ static bool overlaps(const struct mreq *a, const struct mreq *b)
 	return a->sector < b->sector + b->count && b->sector < a->sector + a->count;
 }
 
-/* Build the regions of every usable leg; returns how many, fills @map
- * with the leg index of each region. */
-static unsigned write_regions(struct mirror *m, const struct mreq *r,
-			      struct dmio_region *where, unsigned *map)
+/* Build the regions of the writable legs of @mask, each with a reference
+ * (leg_get); returns how many and records their legs in @r.  r->targets
+ * gets the legs that were in sync. */
+static unsigned write_regions(struct mirror *m, struct mreq *r, uint64_t mask,
+			      struct dmio_region *where)
 {
 	unsigned n = 0;
+	uint64_t in_sync = 0;
 
 	for (unsigned i = 0; i < m->nr_legs; i++) {
-		if (!leg_usable(&m->legs[i]))
+		struct mirror_leg *leg = &m->legs[i];
+
+		if (!(mask & (1ull << i)) || !leg_get(leg, LEG_WRITABLE))
 			continue;
-		where[n] = (struct dmio_region){ m->legs[i].dev, m->data_sector + r->sector,
-						 r->count };
-		map[n++] = i;
+		if (leg_state(leg) == FM_LEG_IN_SYNC)
+			in_sync |= 1ull << i;
+		where[n] = (struct dmio_region){ leg->dev, m->data_sector + r->sector, r->count };
+		r->region_leg[n++] = (uint8_t)i;
 	}
+	r->nr_regions = n;
+	r->targets = in_sync;
 	return n;
+}
+
+static void issue_write(struct mreq *r);
+static void copy_step(struct mreq *r);
+
+static void bm_ready(void *ctx, int err)
+{
+	struct mreq *r = ctx;
+
+	r->bm_err = err;
+	if (r->op == MREQ_COPY || r->op == MREQ_SCRUB)
+		copy_step(r);
+	else
+		issue_write(r);
+}
+
+/* May @r write now?  The first call accounts it in the bitmap; false: the
+ * bits are being written, bm_ready() calls back. */
+static bool bm_gate(struct mreq *r)
+{
+	struct mirror *m = r->m;
+
+	if (!m->bitmap || r->bm_started)
+		return true;
+	r->bm_started = true;
+	r->bmw.fn = bm_ready;
+	r->bmw.ctx = r;
+	return mbitmap_start_write(m->bitmap, r->sector, r->count, &r->bmw);
 }
 
 static void issue_write(struct mreq *r)
 {
 	struct mirror *m = r->m;
 	struct dmio_region where[DMIO_MAX_REGIONS];
-	unsigned map[DMIO_MAX_REGIONS];
-	unsigned n = write_regions(m, r, where, map);
 	struct dmio_request dr = {
 		.notify_fn = write_done,
 		.notify_context = r,
 		.client = m->client,
 	};
+	unsigned n;
 	int ret;
 
+	if (r->op == MREQ_COPY || r->op == MREQ_SCRUB) {
+		copy_step(r);
+		return;
+	}
+	if (!bm_gate(r))
+		return;
+	if (r->bm_err) {
+		r->nr_regions = 0;
+		r->targets = 0;
+		write_done(0, r);
+		return;
+	}
 	switch (r->op) {
 	case MREQ_WRITE:
 		dr.op = DMIO_OP_WRITE;
@@ -273,13 +411,9 @@ static void issue_write(struct mreq *r)
 		dr.op = DMIO_OP_WRITE_ZEROES;
 		break;
 	}
-	r->nr_regions = n;
-	for (unsigned k = 0; k < n; k++)
-		r->region_leg[k] = (uint8_t)map[k];
+	n = write_regions(m, r, ~0ull, where);
 	if (n == 0) {
-		/* No leg left to write to (cannot happen while assembly
-		 * requires every leg; kept for the degraded mode). */
-		write_done(~0ul, r);
+		write_done(0, r);       /* no leg left: the array failed */
 		return;
 	}
 	ret = dmio(&dr, n, where, NULL);
@@ -453,46 +587,447 @@ static struct mreq *order_complete(struct mreq *r)
 	return ready;
 }
 
-static void write_done(unsigned long error_bits, void *context)
+/* The end of an ordered request: bitmap accounting, the ordering list;
+ * then the requests it held back are issued. */
+static void order_finish(struct mreq *r)
 {
-	struct mreq *r = context;
 	struct mirror *m = r->m;
-	unsigned n = r->nr_regions;
-	mirror_end_io_fn end_io = r->end_io;
-	void *ctx = r->ctx;
 	struct mreq *ready;
-	int err = 0;
 
-	for (unsigned k = 0; k < n; k++) {
-		struct mirror_leg *leg = &m->legs[r->region_leg[k]];
-
-		if (error_bits & (1ul << k)) {
-			MIRROR_STAT_ADD(leg->write_errors, 1);
-			fm_err("leg %s: %s of sectors %llu+%llu failed",
-			       leg->path, r->op == MREQ_WRITE ? "write" :
-			       r->op == MREQ_DISCARD ? "discard" : "write-zeroes",
-			       (unsigned long long)r->sector, (unsigned long long)r->count);
-			err = -EIO;
-		} else if (r->op == MREQ_WRITE) {
-			MIRROR_STAT_ADD(leg->writes, 1);
-			MIRROR_STAT_ADD(leg->write_bytes, r->count << FM_SECTOR_SHIFT);
-		}
-	}
-	if (n == 0)
-		err = -EIO;
-	if (err) {
-		atomic_store(&m->write_error_seen, true);
-		MIRROR_STAT_ADD(m->errors, 1);
-	}
+	if (r->bm_started)
+		mbitmap_end_write(m->bitmap, r->sector, r->count);
 	ready = order_complete(r);
-	mreq_free(r);
 	while (ready) {
 		struct mreq *next = ready->next_issue;
 
 		issue_write(ready);
 		ready = next;
 	}
+}
+
+static const char *op_name(enum mreq_op op)
+{
+	switch (op) {
+	case MREQ_WRITE: return "write";
+	case MREQ_DISCARD: return "discard";
+	case MREQ_ZEROES: return "write-zeroes";
+	case MREQ_COPY: return "copy";
+	case MREQ_SCRUB: return "scrub repair";
+	default: return "read";
+	}
+}
+
+/* Account the completion of the regions of @r: put the legs back, fail the
+ * legs whose bit is set in @error_bits.  Returns the legs that took it. */
+static uint64_t regions_done(struct mreq *r, unsigned long error_bits)
+{
+	struct mirror *m = r->m;
+	uint64_t ok = 0;
+
+	for (unsigned k = 0; k < r->nr_regions; k++) {
+		unsigned li = r->region_leg[k];
+		struct mirror_leg *leg = &m->legs[li];
+
+		if (error_bits & (1ul << k)) {
+			MIRROR_STAT_ADD(leg->write_errors, 1);
+			fm_err("leg %s: %s of sectors %llu+%llu failed", leg->path,
+			       op_name(r->op), (unsigned long long)r->sector,
+			       (unsigned long long)r->count);
+			mirror_leg_failed(m, li, op_name(r->op), -EIO);
+		} else {
+			ok |= 1ull << li;
+			if (r->op != MREQ_DISCARD && r->op != MREQ_ZEROES) {
+				MIRROR_STAT_ADD(leg->writes, 1);
+				MIRROR_STAT_ADD(leg->write_bytes, r->count << FM_SECTOR_SHIFT);
+			}
+		}
+		leg_put(leg);
+	}
+	return ok;
+}
+
+static void write_done(unsigned long error_bits, void *context)
+{
+	struct mreq *r = context;
+	struct mirror *m = r->m;
+	mirror_end_io_fn end_io = r->end_io;
+	void *ctx = r->ctx;
+	uint64_t ok = regions_done(r, error_bits);
+	bool some_failed = r->nr_regions && error_bits;
+	/* Done when an in-sync leg has it: a rebuilding leg alone cannot
+	 * serve it back. */
+	int err = (ok & r->targets) ? 0 : -EIO;
+
+	if (err)
+		MIRROR_STAT_ADD(m->errors, 1);
+	order_finish(r);
+	if (some_failed && !err) {
+		/* Acknowledged once the failed legs are recorded as such. */
+		r->held_err = err;
+		mirror_hold_write(m, r);
+		return;
+	}
+	mreq_free(r);
 	end_io(ctx, err);
+}
+
+void mirror_complete_held(struct mreq *r)
+{
+	mirror_end_io_fn end_io = r->end_io;
+	void *ctx = r->ctx;
+	int err = r->held_err;
+
+	mreq_free(r);
+	end_io(ctx, err);
+}
+
+/*----------------------------------------------------------------*/
+/* Copies (resync, recovery, read repair) and scrubs: ordered like writes */
+
+enum copy_stage { STAGE_READ, STAGE_WRITE, STAGE_VERIFY };
+
+/* A scrub's read of one leg. */
+struct scrub_sub {
+	struct mreq *r;
+	unsigned leg;
+	bool failed;
+};
+
+static size_t copy_bytes(const struct mreq *r)
+{
+	return (size_t)r->count << FM_SECTOR_SHIFT;
+}
+
+static void *seg(const struct mreq *r, unsigned i)
+{
+	return (char *)r->buf + (size_t)i * copy_bytes(r);
+}
+
+static struct scrub_sub *scrub_subs(const struct mreq *r)
+{
+	return (struct scrub_sub *)seg(r, r->m->nr_legs);
+}
+
+static void copy_finish(struct mreq *r, int err)
+{
+	mreq_copy_fn fn = r->copy_fn;
+	void *ctx = r->ctx;
+	uint64_t mismatch = r->mismatch;
+
+	order_finish(r);
+	mreq_free(r);
+	fn(ctx, err, mismatch);
+}
+
+static void copy_read_done(unsigned long error_bits, void *context);
+static void copy_write_done(unsigned long error_bits, void *context);
+static void copy_verify_done(unsigned long error_bits, void *context);
+static void scrub_read_done(unsigned long error_bits, void *context);
+
+static int copy_io(struct mreq *r, enum dmio_op op, unsigned li, void *buf,
+		   dmio_notify_fn fn, void *context)
+{
+	struct mirror *m = r->m;
+	struct mirror_leg *leg = &m->legs[li];
+	struct dmio_region where = { leg->dev, m->data_sector + r->sector, r->count };
+	struct dmio_request dr = {
+		.op = op,
+		.mem = { .type = DMIO_MEM_VM, .ptr.vma = buf },
+		.notify_fn = fn,
+		.notify_context = context,
+		.client = m->client,
+	};
+
+	return dmio(&dr, 1, &where, NULL);
+}
+
+/* Read the source: the leg asked for, else another in-sync leg that is not
+ * a target. */
+static void copy_read(struct mreq *r)
+{
+	struct mirror *m = r->m;
+
+	for (;;) {
+		int li = -1;
+
+		if (!(r->tried & (1ull << r->leg)))
+			li = (int)r->leg;
+		for (unsigned i = 0; li < 0 && i < m->nr_legs; i++)
+			if (!(r->tried & (1ull << i)) && !(r->targets & (1ull << i)) &&
+			    leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+				li = (int)i;
+		if (li < 0) {
+			fm_err("image: sectors %llu+%llu cannot be read from any leg",
+			       (unsigned long long)r->sector, (unsigned long long)r->count);
+			copy_finish(r, -EIO);
+			return;
+		}
+		r->tried |= 1ull << li;
+		r->leg = (unsigned)li;
+		if (!leg_get(&m->legs[li], LEG_READABLE))
+			continue;
+		if (copy_io(r, DMIO_OP_READ, (unsigned)li, seg(r, 0), copy_read_done, r) == 0)
+			return;
+		leg_put(&m->legs[li]);
+	}
+}
+
+static void copy_read_done(unsigned long error_bits, void *context)
+{
+	struct mreq *r = context;
+	struct mirror *m = r->m;
+
+	leg_put(&m->legs[r->leg]);
+	if (error_bits) {
+		read_error(m, r->leg, r->sector, r->count);
+		copy_read(r);
+		return;
+	}
+	MIRROR_STAT_ADD(m->legs[r->leg].reads, 1);
+	MIRROR_STAT_ADD(m->legs[r->leg].read_bytes, copy_bytes(r));
+	r->data = seg(r, 0);
+	r->stage = STAGE_WRITE;
+	copy_step(r);
+}
+
+static void copy_write(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	struct dmio_region where[DMIO_MAX_REGIONS];
+	struct dmio_request dr = {
+		.op = DMIO_OP_WRITE,
+		.mem = { .type = DMIO_MEM_VM, .ptr.vma = r->data },
+		.notify_fn = copy_write_done,
+		.notify_context = r,
+		.client = m->client,
+	};
+	uint64_t targets = r->targets;
+	unsigned n;
+
+	if (!bm_gate(r))
+		return;
+	if (r->bm_err) {
+		copy_finish(r, r->bm_err);
+		return;
+	}
+	n = write_regions(m, r, targets, where);
+	r->targets = targets;   /* write_regions() reused it */
+	if (n == 0) {
+		copy_finish(r, 0);
+		return;
+	}
+	if (dmio(&dr, n, where, NULL) < 0)
+		copy_write_done(~0ul, r);
+}
+
+static void copy_write_done(unsigned long error_bits, void *context)
+{
+	struct mreq *r = context;
+
+	r->targets &= regions_done(r, error_bits);
+	if ((r->copy_flags & COPY_VERIFY) && r->targets) {
+		r->stage = STAGE_VERIFY;
+		r->done_mask = 0;
+		copy_step(r);
+		return;
+	}
+	copy_finish(r, 0);
+}
+
+static void *verify_seg(const struct mreq *r, unsigned li)
+{
+	return r->op == MREQ_SCRUB ? seg(r, li) : seg(r, 1);
+}
+
+/* Re-read the rewritten legs one by one and compare. */
+static void copy_verify(struct mreq *r)
+{
+	struct mirror *m = r->m;
+
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		uint64_t bit = 1ull << i;
+
+		if (!(r->targets & bit) || (r->done_mask & bit))
+			continue;
+		r->done_mask |= bit;
+		if (!leg_get(&m->legs[i], LEG_WRITABLE))
+			continue;
+		r->vleg = i;
+		if (copy_io(r, DMIO_OP_READ, i, verify_seg(r, i), copy_verify_done, r) == 0)
+			return;
+		leg_put(&m->legs[i]);
+		mirror_leg_failed(m, i, "verify read", -EIO);
+	}
+	copy_finish(r, 0);
+}
+
+static void copy_verify_done(unsigned long error_bits, void *context)
+{
+	struct mreq *r = context;
+	struct mirror *m = r->m;
+	struct mirror_leg *leg = &m->legs[r->vleg];
+
+	leg_put(leg);
+	if (error_bits || memcmp(verify_seg(r, r->vleg), r->data, copy_bytes(r))) {
+		fm_err("leg %s: sectors %llu+%llu are still wrong after being rewritten",
+		       leg->path, (unsigned long long)r->sector, (unsigned long long)r->count);
+		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
+	} else {
+		MIRROR_STAT_ADD(leg->corrected, 1);
+		fm_notice("leg %s: sectors %llu+%llu rewritten from leg %s",
+			  leg->path, (unsigned long long)r->sector,
+			  (unsigned long long)r->count, m->legs[r->leg].path);
+	}
+	copy_verify(r);
+}
+
+/* Scrub: read every in-sync leg. */
+static void scrub_read(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	struct scrub_sub *subs = scrub_subs(r);
+	uint64_t mask = 0;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (leg_state(&m->legs[i]) != FM_LEG_IN_SYNC || !leg_get(&m->legs[i], LEG_READABLE))
+			continue;
+		mask |= 1ull << i;
+		n++;
+	}
+	if (n == 0) {
+		copy_finish(r, -EIO);
+		return;
+	}
+	atomic_store(&r->subs, n);
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (!(mask & (1ull << i)))
+			continue;
+		subs[i] = (struct scrub_sub){ r, i, false };
+		if (copy_io(r, DMIO_OP_READ, i, seg(r, i), scrub_read_done, &subs[i]) < 0)
+			scrub_read_done(1, &subs[i]);
+	}
+}
+
+static void scrub_compare(struct mreq *r);
+
+static void scrub_read_done(unsigned long error_bits, void *context)
+{
+	struct scrub_sub *sub = context;
+	struct mreq *r = sub->r;
+	struct mirror_leg *leg = &r->m->legs[sub->leg];
+
+	sub->failed = error_bits != 0;
+	if (!sub->failed) {
+		MIRROR_STAT_ADD(leg->reads, 1);
+		MIRROR_STAT_ADD(leg->read_bytes, copy_bytes(r));
+	}
+	leg_put(leg);
+	if (atomic_fetch_sub(&r->subs, 1) == 1)
+		scrub_compare(r);
+}
+
+static void scrub_compare(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	struct scrub_sub *subs = scrub_subs(r);
+	size_t bytes = copy_bytes(r), blk = bytes % 4096 ? FM_SECTOR_SIZE : 4096;
+	int first = -1;
+
+	r->targets = 0;
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (subs[i].r != r)
+			continue;
+		if (subs[i].failed) {
+			/* Read errors are repaired in check mode too. */
+			read_error(m, i, r->sector, r->count);
+			r->targets |= 1ull << i;
+		} else if (first < 0) {
+			first = (int)i;
+		}
+	}
+	if (first < 0) {
+		copy_finish(r, -EIO);
+		return;
+	}
+	for (unsigned i = (unsigned)first + 1; i < m->nr_legs; i++) {
+		bool differs = false;
+
+		if (subs[i].r != r || subs[i].failed)
+			continue;
+		for (size_t off = 0; off < bytes; off += blk) {
+			if (memcmp((char *)seg(r, (unsigned)first) + off, (char *)seg(r, i) + off,
+				   blk)) {
+				r->mismatch += blk >> FM_SECTOR_SHIFT;
+				differs = true;
+			}
+		}
+		if (differs && (r->copy_flags & COPY_REPAIR))
+			r->targets |= 1ull << i;
+	}
+	if (!r->targets) {
+		copy_finish(r, 0);
+		return;
+	}
+	r->leg = (unsigned)first;
+	r->data = seg(r, (unsigned)first);
+	r->copy_flags |= COPY_VERIFY;
+	r->stage = STAGE_WRITE;
+	copy_step(r);
+}
+
+static void copy_step(struct mreq *r)
+{
+	switch (r->stage) {
+	case STAGE_READ:
+		if (r->op == MREQ_SCRUB)
+			scrub_read(r);
+		else
+			copy_read(r);
+		break;
+	case STAGE_WRITE:
+		copy_write(r);
+		break;
+	default:
+		copy_verify(r);
+		break;
+	}
+}
+
+int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
+		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
+		      void *ctx)
+{
+	unsigned nseg = op == MREQ_SCRUB ? m->nr_legs : 2;
+	size_t bytes = (size_t)count << FM_SECTOR_SHIFT;
+	size_t extra = op == MREQ_SCRUB ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
+	struct mreq *r;
+
+	if (count == 0 || sector + count > (m->image_size >> FM_SECTOR_SHIFT))
+		return -EINVAL;
+	r = mreq_alloc(m);
+	if (!r)
+		return -ENOMEM;
+	memset(r, 0, sizeof(*r));
+	r->m = m;
+	r->op = op;
+	r->sector = sector;
+	r->count = count;
+	r->leg = src;
+	r->targets = targets;
+	r->copy_flags = flags;
+	r->copy_fn = fn;
+	r->ctx = ctx;
+	r->iov = r->iov_inline;
+	if (posix_memalign(&r->buf, 4096, nseg * bytes + extra)) {
+		r->buf = NULL;
+		mreq_free(r);
+		return -ENOMEM;
+	}
+	if (extra)
+		memset(seg(r, nseg), 0, extra);
+	order_and_issue(r);
+	return 0;
 }
 
 /*----------------------------------------------------------------*/
@@ -520,6 +1055,10 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	r->end_io = end_io;
 	r->ctx = ctx;
 	r->tried = 0;
+	r->bad = 0;
+	r->bm_started = false;
+	r->bm_err = 0;
+	r->buf = NULL;
 	r->iovcnt = iovcnt;
 	r->iov = r->iov_inline;
 	if (iovcnt > MIRROR_INLINE_IOVS) {
@@ -626,26 +1165,36 @@ int mirror_flush(struct mirror *m)
 	unsigned map[DMIO_MAX_REGIONS], n = 0;
 	struct dmio_request dr = { .op = DMIO_OP_FLUSH, .client = m->client };
 	unsigned long bits = 0;
-	int r;
+	bool ok = false, failed = false;
 
 	MIRROR_STAT_ADD(m->flushes, 1);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
-		if (!leg_usable(&m->legs[i]))
+		if (!leg_get(&m->legs[i], LEG_WRITABLE))
 			continue;
 		where[n] = (struct dmio_region){ m->legs[i].dev, 0, 0 };
 		map[n++] = i;
 	}
 	if (n == 0)
 		return -EIO;
-	r = dmio(&dr, n, where, &bits);
+	if (dmio(&dr, n, where, &bits) < 0 && !bits)
+		bits = ~0ul;
 	for (unsigned k = 0; k < n; k++) {
+		struct mirror_leg *leg = &m->legs[map[k]];
+
 		if (bits & (1ul << k)) {
-			MIRROR_STAT_ADD(m->legs[map[k]].write_errors, 1);
-			fm_err("leg %s: flush failed", m->legs[map[k]].path);
-			atomic_store(&m->write_error_seen, true);
+			MIRROR_STAT_ADD(leg->write_errors, 1);
+			fm_err("leg %s: flush failed", leg->path);
+			mirror_leg_failed(m, map[k], "flush", -EIO);
+			failed = true;
+		} else if (leg_state(leg) == FM_LEG_IN_SYNC) {
+			ok = true;
 		}
+		leg_put(leg);
 	}
-	return r < 0 ? -EIO : 0;
+	/* As for a write: durable once the failed legs are recorded. */
+	if (failed && mirror_sb_update_sync(m) < 0)
+		ok = false;
+	return ok ? 0 : -EIO;
 }
 
 /*----------------------------------------------------------------*/
@@ -697,17 +1246,36 @@ enum mirror_read_policy mirror_get_read_policy(const struct mirror *m) { return 
 
 void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_stats *s)
 {
+	struct mirror *mm = (struct mirror *)m;
 	const struct mirror_leg *leg = &m->legs[i];
+	struct dmio_fault f;
 
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_lock(&mm->state_lock);
 	g_strlcpy(s->path, leg->path ? leg->path : "", sizeof(s->path));
-	s->state = leg->state;
-	s->direct = dmio_dev_is_direct(leg->dev);
+	s->state = leg_state(leg);
+	if (!leg->path && s->state != FM_LEG_EMPTY)
+		s->state = FM_LEG_REMOVED;
+	memcpy(s->uuid, leg->uuid, 16);
+	if (leg->dev) {
+		s->direct = dmio_dev_is_direct(leg->dev);
+		if (dmio_dev_get_fault(leg->dev, &f) == 0) {
+			s->fault_set = true;
+			s->fault = f;
+			if (f.count) {
+				s->fault.sector = f.sector >= m->data_sector ?
+						  f.sector - m->data_sector : 0;
+			}
+		}
+	}
+	pthread_mutex_unlock(&mm->state_lock);
 	s->reads = atomic_load(&leg->reads);
 	s->writes = atomic_load(&leg->writes);
 	s->read_bytes = atomic_load(&leg->read_bytes);
 	s->write_bytes = atomic_load(&leg->write_bytes);
 	s->read_errors = atomic_load(&leg->read_errors);
 	s->write_errors = atomic_load(&leg->write_errors);
+	s->corrected = atomic_load(&leg->corrected);
 	s->pending = atomic_load(&leg->pending);
 }
 

@@ -9,19 +9,30 @@
 #include "fusemirror/common.h"
 #include "fusemirror/dmio.h"
 #include "fusemirror/mirror.h"
+#include "bitmap.h"
 
 /* Iovecs a request carries inline; more are allocated. */
 #define MIRROR_INLINE_IOVS 8
 
 struct mirror_leg {
-	char *path;
-	struct dmio_dev *dev;
-	struct fm_sb sb;                /* this leg's superblock, as on disk */
-	enum fm_leg_state state;
+	char *path;                     /* NULL: empty slot */
+	struct dmio_dev *dev;           /* NULL: empty slot, or removed */
+	struct fm_sb sb;                /* this leg's superblock, as read at assembly */
+	uint8_t uuid[16];
+	/* enum fm_leg_state; written under m->state_lock, read anywhere.  Data
+	 * I/O goes to IN_SYNC legs (reads and writes) and REBUILDING legs
+	 * (writes only). */
+	atomic_int state;
+	bool full_rebuild;              /* REBUILDING: every region, else bitmap regions */
+	uint64_t recovery_offset;       /* REBUILDING: bytes rebuilt (for the superblock) */
+	/* I/O using dev: incremented BEFORE the state is checked, so that once
+	 * the state is FAULTY and inflight drops to 0, no I/O uses dev. */
+	atomic_uint inflight;
 	atomic_uint pending;            /* reads in flight */
 	atomic_ullong next_sector;      /* where its last read ended */
 	atomic_ullong reads, writes, read_bytes, write_bytes;
-	atomic_ullong read_errors, write_errors;
+	atomic_ullong read_errors, write_errors, corrected;
+	atomic_uint recent_read_errors; /* towards max_read_errors */
 };
 
 enum mreq_op {
@@ -29,7 +40,18 @@ enum mreq_op {
 	MREQ_WRITE = MIRROR_OP_WRITE,
 	MREQ_DISCARD,
 	MREQ_ZEROES,
+	MREQ_COPY,              /* resync/recovery/repair: src leg -> target legs */
+	MREQ_SCRUB,             /* compare the in-sync legs (and repair) */
 };
+
+enum mreq_copy_flags {
+	COPY_VERIFY = 1u << 0,  /* re-read the targets and compare */
+	COPY_REPAIR = 1u << 1,  /* scrub: rewrite mismatching legs */
+};
+
+/* Completion of a copy or scrub: err 0 or -errno; @mismatch sectors that
+ * differed (scrub). */
+typedef void (*mreq_copy_fn)(void *ctx, int err, uint64_t mismatch);
 
 /*
  * The ordering index: every active write/discard is on the active list; a
@@ -70,6 +92,23 @@ struct mreq {
 	/* writes: the leg of each dmio region, fixed when issued */
 	unsigned nr_regions;
 	uint8_t region_leg[FM_SB_MAX_LEGS];
+	uint64_t bad;                   /* reads: legs that failed it */
+	bool bm_started;                /* mbitmap_start_write() done */
+	int bm_err;
+	struct mbitmap_waiter bmw;
+	uint64_t held_gen;              /* write_done: superblock generation awaited */
+	int held_err;
+	struct mreq *next_held;
+	/* copies and scrubs */
+	unsigned copy_flags, stage;
+	uint64_t targets;               /* legs written (mask) */
+	uint64_t done_mask;             /* scrub: legs read fine */
+	uint64_t mismatch;
+	void *buf;                      /* count sectors per leg read (scrub: nr_legs) */
+	void *data;                     /* what is written: a segment of buf */
+	unsigned vleg;                  /* leg being verified */
+	mreq_copy_fn copy_fn;
+	atomic_uint subs;               /* scrub: reads in flight */
 	/* memory */
 	unsigned iovcnt;
 	struct iovec *iov;              /* iov_inline or allocated */
@@ -77,17 +116,47 @@ struct mreq {
 	struct mreq *next_free;
 };
 
+struct mirror_sync;
+
 struct mirror {
-	unsigned nr_legs;
-	struct mirror_leg *legs;
+	unsigned nr_legs;               /* slots in use (the table's nr_legs) */
+	struct mirror_leg legs[FM_SB_MAX_LEGS];
 	uint64_t image_size;            /* bytes */
 	uint64_t data_sector;           /* data offset in sectors */
+	unsigned region_shift;          /* log2 sectors per region */
+	uint64_t nr_regions;
 	bool readonly;
 	atomic_bool in_use;             /* superblocks marked dirty: writes allowed */
-	atomic_bool write_error_seen;   /* keeps the superblock dirty at stop */
 	enum mirror_read_policy read_policy;
 	atomic_uint rr;                 /* round-robin cursor */
 	struct dmio_client *client;
+	unsigned max_read_errors;
+	uint64_t sync_speed_min, sync_speed_max;
+	unsigned bitmap_delay_ms;
+	struct mbitmap *bitmap;
+
+	/* Array state.  state_lock guards sb (the newest superblock: array
+	 * fields and leg table), the legs' state transitions, and the
+	 * superblock generations; the worker thread writes superblocks. */
+	pthread_mutex_t state_lock;
+	pthread_cond_t state_cond;
+	struct fm_sb sb;
+	uint64_t sb_gen_wanted;         /* bumped by every state change */
+	uint64_t sb_gen_done;           /* written durably (or given up) */
+	int sb_last_err;                /* of that pass: -EIO when no in-sync leg took it */
+	struct mreq *held;              /* writes waiting for sb_gen_done */
+	pthread_t worker;
+	bool worker_running, worker_stop;
+	pthread_mutex_t admin_lock;     /* one administration call at a time */
+
+	/* Out-of-sync regions after an unclean stop (reads there go to
+	 * sync_src only); NULL when there are none. */
+	_Atomic(uint64_t *) unsynced;
+	uint64_t nr_unsynced;           /* regions set in it at assembly */
+	uint64_t sync_bitmap_legs;      /* legs recovered from the bitmap (sync thread) */
+	atomic_int sync_src;
+	struct mirror_sync *sync;       /* resync/recovery/scrub driver */
+	uint64_t *unsynced_retired;     /* freed with the mirror (readers may hold it) */
 
 	pthread_mutex_t order_lock;     /* guards the active list, the index */
 	struct mreq *active_head, *active_tail;
@@ -106,11 +175,66 @@ struct mirror {
 
 #define MIRROR_STAT_ADD(var, n) atomic_fetch_add_explicit(&(var), (n), memory_order_relaxed)
 
-/* mirror.c */
-struct mirror *mirror_alloc(unsigned nr_legs);
-void mirror_free(struct mirror *m);
+static inline enum fm_leg_state leg_state(const struct mirror_leg *leg)
+{
+	return (enum fm_leg_state)atomic_load_explicit(&leg->state, memory_order_acquire);
+}
 
-/* assemble.c: superblock update on every in-sync leg. */
-int mirror_write_superblocks(struct mirror *m, bool clean);
+/* mirror.c */
+struct mirror *mirror_alloc(void);
+void mirror_free(struct mirror *m);
+/* Start an ordered copy of [sector, sector + count) from leg @src to the
+ * legs of @targets (or, MREQ_SCRUB, a compare of the in-sync legs); @fn is
+ * called once, on a reaper or worker thread.  0 or -errno (fn not called). */
+int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
+		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
+		      void *ctx);
+/* Complete a held write (state.c, once its superblock generation is on disk). */
+void mirror_complete_held(struct mreq *r);
+/* Get a reference on leg @i for I/O when its state is in @states (a mask of
+ * 1 << state); false otherwise.  Put it back with leg_put(). */
+bool leg_get(struct mirror_leg *leg, unsigned states);
+void leg_put(struct mirror_leg *leg);
+#define LEG_READABLE (1u << FM_LEG_IN_SYNC)
+#define LEG_WRITABLE ((1u << FM_LEG_IN_SYNC) | (1u << FM_LEG_REBUILDING))
+bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count);
+
+/* state.c: state changes, superblock updates, the worker thread. */
+int mirror_state_init(struct mirror *m);
+void mirror_state_exit(struct mirror *m);
+/* Leg @i failed (I/O error @err on @what): mark it FAULTY unless it is
+ * already; the superblocks are updated by the worker.  Any thread. */
+void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err);
+/* Ask for a superblock update and return its generation. state_lock held. */
+uint64_t mirror_sb_request_locked(struct mirror *m);
+/* Ask for an update and wait until it is written.  0 or -EIO (no leg took it). */
+int mirror_sb_update_sync(struct mirror *m);
+/* Complete write @r (err) once the superblock generation it needs is on
+ * disk; from write_done. */
+void mirror_hold_write(struct mirror *m, struct mreq *r);
+/* Write the superblocks of every writable leg now (state_lock NOT held;
+ * caller serialises with the worker).  0 if at least one leg took it. */
+int mirror_write_superblocks(struct mirror *m);
+bool mirror_degraded_locked(struct mirror *m);
+void mirror_update_clearing(struct mirror *m);
+
+/* resync.c */
+int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool repair);
+void mirror_sync_stop(struct mirror *m);
+bool mirror_sync_running(struct mirror *m);
+void mirror_sync_status(struct mirror *m, struct mirror_status *s);
+void mirror_sync_free(struct mirror *m);
+/* When the running recovery ends, retire leg @old_slot (replace). */
+int mirror_sync_set_replace(struct mirror *m, int old_slot);
+int mirror_sync_cancel_scrub(struct mirror *m);
+/* ops.c: fail (if needed) and remove leg @i: no more I/O, closed, unlocked. */
+void mirror_retire_leg(struct mirror *m, unsigned i, const char *why);
+
+/* format.c: inspect, create, open and lock a leg for a new slot. */
+int mirror_open_new_leg(const char *path, bool force, uint64_t need,
+			struct dmio_dev **ret_dev, bool *ret_created, GError **err);
+/* assemble.c */
+int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err);
+int mirror_find_leg(struct mirror *m, const char *path);
 
 #endif /* MIRROR_I_H */

@@ -1,66 +1,422 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Online administration of an assembled array: fail, remove, add, replace,
- * scrub, fault injection; and its status.
+ * Online administration of an assembled array (like mdadm --manage and
+ * md's sync_action): fail, remove, add, replace, scrub, fault injection;
+ * and the array's status.
+ *
+ * Invariants:
+ *   - One administration call at a time (admin_lock); each one changes the
+ *     leg table under state_lock and waits until the superblocks record the
+ *     change before it returns.
+ *   - A leg's dev and path are taken away only after its state forbids
+ *     new I/O and its in-flight count has dropped to zero (leg_get), and
+ *     under state_lock (status reads them there).
  */
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mirror_i.h"
 
-static int not_yet(GError **err, const char *what)
+static const char *state_word(enum fm_leg_state st)
 {
-	g_set_error(err, FM_MIRROR_ERROR, ENOSYS, "%s: not implemented yet", what);
-	return -ENOSYS;
+	switch (st) {
+	case FM_LEG_IN_SYNC: return "in sync";
+	case FM_LEG_FAULTY: return "faulty";
+	case FM_LEG_REBUILDING: return "being rebuilt";
+	case FM_LEG_REMOVED: return "removed";
+	default: return "not in use";
+	}
 }
 
-int mirror_fail_leg(struct mirror *m, const char *leg, GError **err)
+static int find_leg(struct mirror *m, const char *path, GError **err)
 {
-	(void)m; (void)leg;
-	return not_yet(err, "fail");
+	int i = mirror_find_leg(m, path);
+
+	if (i >= 0 && m->legs[i].dev)
+		return i;
+	g_set_error(err, FM_MIRROR_ERROR, ENODEV, "leg %s: not a leg of this array%s", path,
+		    i == -ENOENT ? " (no such file)" : "");
+	return -ENODEV;
 }
 
-int mirror_remove_leg(struct mirror *m, const char *leg, GError **err)
+static int check_writable(struct mirror *m, GError **err)
 {
-	(void)m; (void)leg;
-	return not_yet(err, "remove");
+	if (m->readonly || !atomic_load(&m->in_use)) {
+		g_set_error(err, FM_MIRROR_ERROR, EROFS, "the array is read-only");
+		return -EROFS;
+	}
+	return 0;
+}
+
+static unsigned in_sync_count(struct mirror *m)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		n += leg_state(&m->legs[i]) == FM_LEG_IN_SYNC;
+	return n;
+}
+
+void mirror_retire_leg(struct mirror *m, unsigned i, const char *why)
+{
+	struct mirror_leg *leg = &m->legs[i];
+	bool forget = !strcmp(why, "replaced");
+	struct dmio_dev *dev;
+	char *path;
+
+	pthread_mutex_lock(&m->state_lock);
+	if (leg_state(leg) == FM_LEG_IN_SYNC || leg_state(leg) == FM_LEG_REBUILDING) {
+		atomic_store(&leg->state, FM_LEG_FAULTY);
+		if (m->bitmap)
+			mbitmap_allow_clear(m->bitmap, false);
+	}
+	pthread_mutex_unlock(&m->state_lock);
+	/* No new I/O can take the leg now; wait for what holds it. */
+	while (atomic_load(&leg->inflight)) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&m->state_lock);
+	dev = leg->dev;
+	path = leg->path;
+	leg->dev = NULL;
+	leg->path = NULL;
+	if (forget) {
+		memset(&m->sb.legs[i], 0, sizeof(m->sb.legs[i]));
+		memset(leg->uuid, 0, 16);
+		atomic_store(&leg->state, FM_LEG_EMPTY);
+	} else {
+		m->sb.legs[i].state = FM_LEG_REMOVED;
+		m->sb.legs[i].events = m->sb.events + 1;
+		atomic_store(&leg->state, FM_LEG_REMOVED);
+	}
+	mirror_sb_request_locked(m);
+	pthread_mutex_unlock(&m->state_lock);
+	fm_notice("leg %s: %s, closed", path, why);
+	dmio_dev_close(dev);
+	free(path);
+	mirror_update_clearing(m);
+}
+
+int mirror_fail_leg(struct mirror *m, const char *path, GError **err)
+{
+	int i, r = 0;
+
+	pthread_mutex_lock(&m->admin_lock);
+	if ((i = find_leg(m, path, err)) < 0 || (r = check_writable(m, err)) < 0)
+		goto out;
+	switch (leg_state(&m->legs[i])) {
+	case FM_LEG_IN_SYNC:
+		if (in_sync_count(m) == 1) {
+			g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+				    "leg %s: is the last leg in sync; failing it would fail "
+				    "the array", path);
+			r = -EBUSY;
+			goto out;
+		}
+		break;
+	case FM_LEG_REBUILDING:
+		break;
+	default:
+		g_set_error(err, FM_MIRROR_ERROR, EALREADY, "leg %s: is already %s", path,
+			    state_word(leg_state(&m->legs[i])));
+		r = -EALREADY;
+		goto out;
+	}
+	mirror_leg_failed(m, (unsigned)i, "failed by the administrator", 0);
+	r = mirror_sb_update_sync(m);
+	if (r < 0)
+		g_set_error(err, FM_MIRROR_ERROR, EIO, "cannot record the change: no leg "
+			    "took the superblock update");
+out:
+	pthread_mutex_unlock(&m->admin_lock);
+	return i < 0 ? i : r;
+}
+
+int mirror_remove_leg(struct mirror *m, const char *path, GError **err)
+{
+	int i, r = 0;
+
+	pthread_mutex_lock(&m->admin_lock);
+	if ((i = find_leg(m, path, err)) < 0 || (r = check_writable(m, err)) < 0)
+		goto out;
+	if (leg_state(&m->legs[i]) != FM_LEG_FAULTY) {
+		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+			    "leg %s: is %s; only a faulty leg can be removed (fail it first)",
+			    path, state_word(leg_state(&m->legs[i])));
+		r = -EBUSY;
+		goto out;
+	}
+	mirror_retire_leg(m, (unsigned)i, "removed from the array");
+	mirror_sb_update_sync(m);
+out:
+	pthread_mutex_unlock(&m->admin_lock);
+	return i < 0 ? i : r;
+}
+
+/* Is @path a leg of this array that may be re-added (failed, stale or
+ * removed)?  Returns its slot (>= 0) with *ret_dev opened and locked, 1 in
+ * *ret_full when it must be rebuilt wholly; -ENOENT when it is not such a
+ * leg (then nothing is open); other -errno with @err. */
+static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_dev,
+		      bool *ret_full, GError **err)
+{
+	struct mirror_leg tmp = { .path = (char *)path };
+	struct fm_sb sb;
+	int r, slot;
+
+	if (access(path, F_OK) < 0)
+		return -ENOENT;
+	r = mirror_open_leg(&tmp, false, err);
+	if (r < 0)
+		return r;
+	if (fm_sb_read(tmp.dev, &sb, NULL) < 0 || memcmp(sb.array_uuid, m->sb.array_uuid, 16) ||
+	    sb.image_size != m->sb.image_size || sb.data_offset != m->sb.data_offset ||
+	    sb.region_size != m->sb.region_size || sb.leg_index >= m->nr_legs ||
+	    memcmp(m->sb.legs[sb.leg_index].uuid, sb.leg_uuid, 16) ||
+	    m->legs[sb.leg_index].dev) {
+		dmio_dev_close(tmp.dev);
+		return -ENOENT;
+	}
+	slot = (int)sb.leg_index;
+	switch (m->sb.legs[slot].state) {
+	case FM_LEG_FAULTY:
+	case FM_LEG_REMOVED:
+	case FM_LEG_IN_SYNC:
+		*ret_full = !m->bitmap;
+		break;
+	default:
+		*ret_full = true;
+		break;
+	}
+	*ret_dev = tmp.dev;
+	return slot;
+}
+
+/* Add @path in a slot and make it REBUILDING; the caller starts the
+ * recovery.  admin_lock held. */
+static int add_leg_locked(struct mirror *m, const char *path, bool force, GError **err)
+{
+	struct dmio_dev *dev = NULL;
+	bool full = true, created = false;
+	uint8_t uuid[16];
+	int slot, r;
+	char u[37];
+
+	if ((r = check_writable(m, err)) < 0)
+		return r;
+	r = mirror_find_leg(m, path);
+	if (r >= 0 && m->legs[r].dev) {
+		g_set_error(err, FM_MIRROR_ERROR, EEXIST, "leg %s: is already a leg of the "
+			    "array (%s)", path, state_word(leg_state(&m->legs[r])));
+		return -EEXIST;
+	}
+	if (mirror_sync_running(m)) {
+		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+			    "a resync, recovery or scrub is running; add the leg when it "
+			    "has finished (see fusemirror status)");
+		return -EBUSY;
+	}
+	slot = open_readd(m, path, &dev, &full, err);
+	if (slot >= 0) {
+		memcpy(uuid, m->sb.legs[slot].uuid, 16);
+		fm_notice("leg %s: re-added to array %s in slot %d (%s recovery)", path,
+			  fm_uuid_unparse(m->sb.array_uuid, u), slot,
+			  full ? "full" : "bitmap-based");
+	} else if (slot != -ENOENT) {
+		return slot;
+	} else {
+		r = mirror_open_new_leg(path, force, fm_sb_leg_bytes(&m->sb), &dev, &created,
+					err);
+		if (r < 0)
+			return r;
+		full = true;
+		slot = -1;
+		for (unsigned s = 0; s < m->nr_legs && slot < 0; s++) {
+			uint32_t st = m->sb.legs[s].state;
+
+			if (!m->legs[s].dev && (st == FM_LEG_EMPTY || st == FM_LEG_REMOVED ||
+						st == FM_LEG_FAULTY))
+				slot = (int)s;
+		}
+		if (slot < 0 && m->nr_legs >= FM_SB_MAX_LEGS) {
+			dmio_dev_close(dev);
+			if (created)
+				unlink(path);
+			g_set_error(err, FM_MIRROR_ERROR, ENOSPC,
+				    "the array already has %u legs, the most it can have",
+				    FM_SB_MAX_LEGS);
+			return -ENOSPC;
+		}
+		if (slot < 0)
+			slot = (int)m->nr_legs;
+		fm_uuid_generate(uuid);
+		r = fm_sb_clear_bitmap(dev, &m->sb);
+		if (r < 0) {
+			dmio_dev_close(dev);
+			if (created)
+				unlink(path);
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot write it: %s",
+				    path, g_strerror(-r));
+			return r;
+		}
+		fm_notice("leg %s: added to array %s in slot %d (full recovery)", path,
+			  fm_uuid_unparse(m->sb.array_uuid, u), slot);
+	}
+	pthread_mutex_lock(&m->state_lock);
+	{
+		struct mirror_leg *leg = &m->legs[slot];
+
+		leg->path = strdup(path);
+		memcpy(leg->uuid, uuid, 16);
+		leg->full_rebuild = full;
+		leg->recovery_offset = 0;
+		atomic_store(&leg->recent_read_errors, 0);
+		atomic_store(&leg->next_sector, UINT64_MAX);
+		leg->dev = dev;
+		atomic_store_explicit(&leg->state, FM_LEG_REBUILDING, memory_order_release);
+		memcpy(m->sb.legs[slot].uuid, uuid, 16);
+		m->sb.legs[slot].state = FM_LEG_REBUILDING;
+		m->sb.legs[slot].events = m->sb.events + 1;
+		if ((unsigned)slot >= m->nr_legs) {
+			m->nr_legs = (unsigned)slot + 1;
+			m->sb.nr_legs = m->nr_legs;
+		}
+	}
+	pthread_mutex_unlock(&m->state_lock);
+	mirror_update_clearing(m);
+	r = mirror_sb_update_sync(m);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, EIO, "cannot record the new leg: no leg "
+			    "took the superblock update");
+		return r;
+	}
+	return slot;
 }
 
 int mirror_add_leg(struct mirror *m, const char *path, bool force, GError **err)
 {
-	(void)m; (void)path; (void)force;
-	return not_yet(err, "add");
+	int r;
+
+	pthread_mutex_lock(&m->admin_lock);
+	r = add_leg_locked(m, path, force, err);
+	if (r >= 0) {
+		r = mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
+		if (r < 0)
+			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
+				    g_strerror(-r));
+	}
+	pthread_mutex_unlock(&m->admin_lock);
+	return r < 0 ? r : 0;
 }
 
 int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 		       bool force, GError **err)
 {
-	(void)m; (void)old; (void)new_path; (void)force;
-	return not_yet(err, "replace");
+	int i, r;
+
+	pthread_mutex_lock(&m->admin_lock);
+	i = find_leg(m, old, err);
+	if (i < 0) {
+		r = i;
+		goto out;
+	}
+	if (leg_state(&m->legs[i]) != FM_LEG_IN_SYNC) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "leg %s: is %s; replace works on a leg in sync (for a faulty "
+			    "leg: remove it, then add the new one)", old,
+			    state_word(leg_state(&m->legs[i])));
+		r = -EINVAL;
+		goto out;
+	}
+	r = add_leg_locked(m, new_path, force, err);
+	if (r < 0)
+		goto out;
+	mirror_sync_set_replace(m, i);
+	r = mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
+	if (r < 0) {
+		mirror_sync_set_replace(m, -1);
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
+			    g_strerror(-r));
+	}
+out:
+	pthread_mutex_unlock(&m->admin_lock);
+	return r < 0 ? r : 0;
 }
 
 int mirror_scrub(struct mirror *m, bool repair, GError **err)
 {
-	(void)m; (void)repair;
-	return not_yet(err, "scrub");
+	int r;
+
+	pthread_mutex_lock(&m->admin_lock);
+	if ((r = check_writable(m, err)) < 0)
+		goto out;
+	if (in_sync_count(m) < 2) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "a scrub compares legs: at least two must be in sync");
+		r = -EINVAL;
+		goto out;
+	}
+	r = mirror_sync_start(m, repair ? MIRROR_SYNC_REPAIR : MIRROR_SYNC_CHECK, repair);
+	if (r == -EBUSY)
+		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+			    "a resync, recovery or scrub is already running");
+	else if (r < 0)
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the scrub: %s",
+			    g_strerror(-r));
+out:
+	pthread_mutex_unlock(&m->admin_lock);
+	return r;
 }
 
 int mirror_scrub_cancel(struct mirror *m, GError **err)
 {
-	(void)m;
-	return not_yet(err, "scrub cancel");
+	int r = mirror_sync_cancel_scrub(m);
+
+	if (r < 0)
+		g_set_error(err, FM_MIRROR_ERROR, ENOENT, "no scrub is running");
+	return r;
 }
 
-int mirror_inject(struct mirror *m, const char *leg, const struct dmio_fault *fault,
+int mirror_inject(struct mirror *m, const char *path, const struct dmio_fault *fault,
 		  GError **err)
 {
-	(void)m; (void)leg; (void)fault;
-	return not_yet(err, "inject");
+	struct dmio_fault f;
+	int i, r;
+
+	pthread_mutex_lock(&m->admin_lock);
+	i = find_leg(m, path, err);
+	if (i < 0) {
+		pthread_mutex_unlock(&m->admin_lock);
+		return i;
+	}
+	if (fault) {
+		f = *fault;
+		if (f.count)
+			f.sector += m->data_sector;
+	}
+	r = dmio_dev_set_fault(m->legs[i].dev, fault ? &f : NULL);
+	if (r < 0)
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot set the fault: %s", path,
+			    r == -EINVAL ? "invalid fault description" : g_strerror(-r));
+	else if (fault)
+		fm_notice("leg %s: fault injected (flags %#x)", path, f.flags);
+	else
+		fm_notice("leg %s: fault cleared", path);
+	pthread_mutex_unlock(&m->admin_lock);
+	return r;
 }
 
 void mirror_get_sb(struct mirror *m, struct fm_sb *ret)
 {
-	*ret = m->legs[0].sb;
+	pthread_mutex_lock(&m->state_lock);
+	*ret = m->sb;
+	pthread_mutex_unlock(&m->state_lock);
 }
 
 static const char *const action_names[] = {
@@ -79,17 +435,31 @@ const char *mirror_sync_action_name(enum mirror_sync_action a)
 void mirror_get_status(struct mirror *m, struct mirror_status *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->events = m->legs[0].sb.events;
-	s->nr_slots = m->nr_legs;
+	pthread_mutex_lock(&m->state_lock);
+	s->events = m->sb.events;
 	for (unsigned i = 0; i < m->nr_legs; i++) {
-		s->nr_in_sync += m->legs[i].state == FM_LEG_IN_SYNC;
-		s->nr_faulty += m->legs[i].state == FM_LEG_FAULTY;
-		s->nr_rebuilding += m->legs[i].state == FM_LEG_REBUILDING;
+		enum fm_leg_state st = leg_state(&m->legs[i]);
+
+		if (m->sb.legs[i].state == FM_LEG_EMPTY)
+			continue;
+		s->nr_slots++;
+		s->nr_in_sync += st == FM_LEG_IN_SYNC;
+		s->nr_faulty += st == FM_LEG_FAULTY || st == FM_LEG_REMOVED;
+		s->nr_rebuilding += st == FM_LEG_REBUILDING;
 	}
-	s->degraded = s->nr_in_sync < s->nr_slots;
+	s->degraded = mirror_degraded_locked(m);
+	s->region_size = m->sb.region_size;
+	s->nr_regions = m->nr_regions;
+	pthread_mutex_unlock(&m->state_lock);
 	s->failed = s->nr_in_sync == 0;
-	s->state = m->readonly ? "read-only" : s->failed ? "failed" :
-		   s->degraded ? "degraded" : "active";
-	s->region_size = m->legs[0].sb.region_size;
-	s->nr_regions = fm_sb_nr_regions(&m->legs[0].sb);
+	mirror_sync_status(m, s);
+	if (m->bitmap) {
+		s->bitmap_set = mbitmap_weight(m->bitmap);
+		s->bitmap_writes = mbitmap_page_writes(m->bitmap);
+	}
+	s->state = s->failed ? "failed" :
+		   s->action == MIRROR_SYNC_RESYNC ? "resyncing" :
+		   s->action == MIRROR_SYNC_RECOVER ? "recovering" :
+		   s->degraded ? "degraded" : m->readonly ? "read-only" :
+		   atomic_load(&m->in_use) ? "active" : "clean";
 }

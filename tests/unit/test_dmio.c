@@ -3655,6 +3655,80 @@ START_TEST(test_fault_flakey)
 }
 END_TEST
 
+/* fault.c's rate draw number @n for @seed (the same splitmix64). */
+static bool fx_draw_hits(uint64_t seed, uint64_t n, uint32_t rate_ppm)
+{
+	uint64_t x = seed + n * 0x9e3779b97f4a7c15ULL;
+
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x % 1000000u < rate_ppm;
+}
+
+/*
+ * io_uring may complete a read or write with -ECANCELED (it did nothing):
+ * dmio resubmits the piece, a few times at most.  Injected here through the
+ * fault injector with a seed whose first draw fails the piece and whose
+ * second lets it through: the request must succeed, with the right bytes,
+ * and exactly one injected failure counted.  A cancellation that persists
+ * still fails, after a bounded number of tries.
+ * _i: bit 0 async, bit 1 write.
+ */
+START_TEST(test_fault_canceled_retried)
+{
+	bool async = _i & 1, write = _i & 2;
+	const uint32_t rate = 500000;
+	uint64_t seed = 0;
+	struct dmio_region r;
+	struct dmio_fault_stats st;
+	unsigned long bits = FX_BITS_POISON;
+	uint8_t *data, *rd;
+	unsigned f;
+	int rc;
+
+	fx_seed(__func__, _i);
+	f = fx_add_file(64 * 1024, 0);
+	r = fx_region(f, 16, 8); /* one piece */
+	data = fx_random_buf(8 * SECTOR);
+	while (!(fx_draw_hits(seed, 0, rate) && !fx_draw_hits(seed, 1, rate)))
+		seed++;
+	fx_set_fault(f, &(struct dmio_fault){
+				.flags = write ? DMIO_FAULT_WRITES : DMIO_FAULT_READS,
+				.error = ECANCELED, .rate_ppm = rate, .seed = seed });
+	if (write) {
+		rc = fx_write_raw(async, 0, 1, &r, data, &bits);
+		ck_assert_msg(rc == 0 && bits == 0, "write cancelled once: rc %d bits %#lx", rc,
+			      bits);
+		fx_model_write(&r, data);
+	} else {
+		rc = fx_read_into(async, DMIO_MEM_VM, 0, &r, &bits, &rd);
+		ck_assert_msg(rc == 0 && bits == 0, "read cancelled once: rc %d bits %#lx", rc,
+			      bits);
+		fm_assert_bytes_eq(rd, fx_model_at(&r), r.count * SECTOR, "read cancelled once");
+	}
+	fx_check_fault_stats(f, 1, 0, 0, "cancelled once");
+
+	/* Cancelled every time: the error stands, after a few tries. */
+	fx_set_fault(f, &(struct dmio_fault){
+				.flags = write ? DMIO_FAULT_WRITES : DMIO_FAULT_READS,
+				.error = ECANCELED });
+	if (write)
+		rc = fx_write_raw(async, 0, 1, &r, data, &bits);
+	else
+		rc = fx_read_into(async, DMIO_MEM_VM, 0, &r, &bits, NULL);
+	ck_assert_msg(rc == -EIO && bits == 1, "cancelled every time: rc %d bits %#lx", rc,
+		      bits);
+	dmio_dev_get_fault_stats(fx_dev(f), &st);
+	ck_assert_msg(st.failed >= 1 + 2 && st.failed <= 1 + 16,
+		      "cancelled every time: %" PRIu64 " tries", st.failed - 1);
+	fx_set_fault(f, NULL);
+	fx_finish();
+	fx_verify_all();
+}
+END_TEST
+
 /* Clearing a fault restores normal I/O; get_fault then says -ENOENT. */
 START_TEST(test_fault_clear_restores)
 {
@@ -3746,7 +3820,7 @@ START_TEST(test_fault_set_rejects)
 	dev = fx_dev(fx_add_file(64 * 1024, 0));
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &keep), 0);
 	bad = keep;
-	bad.flags = 1u << 5;
+	bad.flags = 1u << 6;
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &bad), -EINVAL);
 	bad.flags = DMIO_FAULT_READS | 0x80000000u;
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &bad), -EINVAL);
@@ -4086,6 +4160,7 @@ static Suite *dmio_suite(void)
 	tcase_add_test(tc, test_fault_rate);
 	tcase_add_test(tc, test_fault_flakey);
 	tcase_add_loop_test(tc, test_fault_clear_restores, 0, 2);
+	tcase_add_loop_test(tc, test_fault_canceled_retried, 0, 4);
 	tcase_add_test(tc, test_fault_get_set);
 	tcase_add_test(tc, test_fault_set_rejects);
 	tcase_add_test(tc, test_fault_stats_exact);

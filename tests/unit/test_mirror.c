@@ -793,6 +793,49 @@ static void check_error(GError *err, int r, const char *what, ...)
 	g_error_free(err);
 }
 
+#define REGION (1 * MiB)
+
+/* Format fx.legs with 1 MiB regions (IMG / REGION bitmap bits). */
+static void fx_format_regions(void)
+{
+	struct mirror_format_opts o = { .size = IMG, .region_size = REGION };
+	struct fm_sb sb;
+
+	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, fx.nlegs, &o, NULL, NULL),
+			 0);
+	read_sb(fx.legs[0], &sb);
+	fx.data_offset = sb.data_offset;
+	memset(fx.model, 0, IMG);
+}
+
+static void fx_assemble_opts(const struct mirror_opts *o)
+{
+	GError *err = NULL;
+	int r = mirror_assemble((const char *const *)fx.legs, fx.nlegs, o, &fx.m, &err);
+
+	ck_assert_msg(r == 0, "mirror_assemble: %d %s", r, err ? err->message : "");
+}
+
+/* Wait until no resync/recovery/scrub runs; returns the status then. */
+static void wait_sync_idle(struct mirror_status *ms)
+{
+	gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+
+	for (;;) {
+		mirror_get_status(fx.m, ms);
+		if (ms->action == MIRROR_SYNC_IDLE)
+			return;
+		ck_assert_msg(g_get_monotonic_time() < deadline, "%s still running after %d s",
+			      mirror_sync_action_name(ms->action), WAIT_SECONDS);
+		g_usleep(10000);
+	}
+}
+
+static void admin_ok(int r, GError *err, const char *what)
+{
+	ck_assert_msg(r == 0, "%s: %d %s", what, r, err ? err->message : "");
+}
+
 /*----------------------------------------------------------------*/
 /* TCase format */
 
@@ -1159,7 +1202,6 @@ enum assemble_refusal {
 	AR_GEOM_IMAGE_SIZE,
 	AR_GEOM_DATA_OFFSET,
 	AR_GEOM_REGION_SIZE,
-	AR_GEOM_NR_LEGS,
 	AR_TRUNCATED,
 	AR_SAME_PATH,
 	AR_COPY,
@@ -1236,7 +1278,6 @@ START_TEST(test_assemble_refusals)
 	case AR_GEOM_IMAGE_SIZE:
 	case AR_GEOM_DATA_OFFSET:
 	case AR_GEOM_REGION_SIZE:
-	case AR_GEOM_NR_LEGS:
 		read_sb(paths[1], &sb);
 		if (_i == AR_GEOM_IMAGE_SIZE) {
 			sb.image_size -= 1 * MiB;
@@ -1244,12 +1285,9 @@ START_TEST(test_assemble_refusals)
 		} else if (_i == AR_GEOM_DATA_OFFSET) {
 			sb.data_offset += 1 * MiB;
 			sub1 = "data offset";
-		} else if (_i == AR_GEOM_REGION_SIZE) {
+		} else {
 			sb.region_size *= 2;
 			sub1 = "region size";
-		} else {
-			sb.nr_legs = 3;
-			sub1 = "number of legs";
 		}
 		/* Hand-edited, crc recomputed by fm_sb_encode(): a valid sb. */
 		write_sb_raw(paths[1], &sb);
@@ -1283,13 +1321,22 @@ START_TEST(test_assemble_refusals)
 	case AR_STALE_FIRST: {
 		unsigned stale = _i == AR_STALE_FIRST ? 0 : 1;
 
+		/* A stale leg given alone is never taken for current: its
+		 * own table names the leg that is not given. */
 		read_sb(paths[stale], &sb);
 		ck_assert_uint_eq(sb.events, 3);
 		sb.events--;
 		write_sb(paths[stale], &sb);
-		named = paths[stale];
-		want = -ESTALE;
-		sub1 = "stale";
+		if (stale == 1) {
+			char *t = paths[0];
+
+			paths[0] = paths[1];
+			paths[1] = t;
+		}
+		n = 1;
+		named = "";
+		want = -ENODEV;
+		sub1 = "not given";
 		break;
 	}
 	case AR_LEG_NOT_GIVEN:
@@ -1581,6 +1628,13 @@ START_TEST(test_assemble_after_crash)
 
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	fx_check_read(2 * MiB, 1 * MiB);
+	{
+		struct mirror_status ms;
+
+		wait_sync_idle(&ms);
+		ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+		ck_assert_uint_eq(ms.resynced_regions, 1);
+	}
 	fx_stop(0);
 	for (unsigned i = 0; i < 2; i++) {
 		read_sb(fx.legs[i], &now);
@@ -1941,17 +1995,25 @@ START_TEST(test_read_failover)
 	struct mirror_leg_stats ls0, ls1;
 	struct mirror_stats st;
 
+	struct mirror_opts o = { .read_policy = policy, .max_read_errors = 1000 };
+	/* Leg 0 cannot read the second half of its data area, until a
+	 * block is rewritten (a bad sector that the disk remaps on write). */
+	struct dmio_fault f = { .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				.sector = cut / SECTOR, .count = (IMG - cut) / SECTOR };
+	GError *err = NULL;
+
 	FX_SEED();
 	fx_name_legs(2);
 	fx_format(IMG);
-	fx_assemble(policy, false);
+	fx_assemble_opts(&o);
 	for (uint64_t off = 0; off < IMG; off += 1 * MiB)
 		fx_write_random(off, 1 * MiB);
 	ck_assert_int_eq(mirror_flush(fx.m), 0);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
 
-	/* Leg 0 loses the second half of its data area. */
-	truncate_file(fx.legs[0], fx.data_offset + cut);
-
+	/* Straddling the cut. */
+	fx_check_read(cut - 4096, 8192);
+	in_cut++;
 	/* Descending: no read continues the one before (see the balance
 	 * policy's sequential affinity), so every policy reaches leg 0. */
 	for (uint64_t k = IMG / chunk; k-- > 0;) {
@@ -1959,13 +2021,21 @@ START_TEST(test_read_failover)
 		if (k * chunk >= cut)
 			in_cut++;
 	}
-	/* Straddling the cut. */
-	fx_check_read(cut - 4096, 8192);
-	in_cut++;
+	/* Every bad copy is rewritten (and verified) from leg 1. */
+	{
+		gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+
+		do {
+			g_usleep(2000);
+			leg_stats(0, &ls0);
+		} while (ls0.corrected < ls0.read_errors && g_get_monotonic_time() < deadline);
+	}
 
 	leg_stats(0, &ls0);
 	leg_stats(1, &ls1);
 	stats(&st);
+	ck_assert_uint_eq(ls0.corrected, ls0.read_errors);
+	ck_assert_uint_eq(ls0.state, FM_LEG_IN_SYNC);
 	ck_assert_msg(ls0.read_errors > 0, "leg 0 never failed a read");
 	ck_assert_uint_le(ls0.read_errors, in_cut);
 	if (policy == MIRROR_READ_FIRST)
@@ -1974,7 +2044,13 @@ START_TEST(test_read_failover)
 	ck_assert_uint_eq(st.read_retries, ls0.read_errors);
 	ck_assert_uint_eq(st.errors, 0);
 	ck_assert_uint_eq(ls0.pending + ls1.pending, 0);
+	/* Healed: leg 0 reads the whole image fine now. */
+	for (uint64_t k = IMG / chunk; k-- > 0;)
+		fx_check_read(k * chunk, chunk);
+	leg_stats(0, &ls1);
+	ck_assert_uint_eq(ls1.read_errors, ls0.read_errors);
 	fx_stop(0);
+	fx_check_legs(0, IMG);
 }
 END_TEST
 
@@ -1988,25 +2064,43 @@ START_TEST(test_read_failover_two_of_three)
 	struct mirror_leg_stats ls[3];
 	struct mirror_stats st;
 
+	struct mirror_opts o = { .read_policy = MIRROR_READ_FIRST, .max_read_errors = 1000 };
+	struct dmio_fault f0 = { .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				 .sector = cut / SECTOR, .count = (IMG - cut) / SECTOR };
+	struct dmio_fault f1 = { .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				 .sector = 2 * cut / SECTOR, .count = (IMG - 2 * cut) / SECTOR };
+	const uint64_t both = (IMG - 2 * cut) / chunk;
+	gint64 deadline;
+	GError *err = NULL;
+
 	FX_SEED();
 	fx_name_legs(3);
 	fx_format(IMG);
-	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_assemble_opts(&o);
 	fx_write_random(0, IMG);
-	truncate_file(fx.legs[0], fx.data_offset + cut);
-	truncate_file(fx.legs[1], fx.data_offset + 2 * cut);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f0, &err), err, "inject");
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f1, &err), err, "inject");
 	for (uint64_t off = 0; off < IMG; off += chunk) {
 		fx_check_read(off, chunk);
 		in_cut += off >= cut;
 	}
-	for (unsigned i = 0; i < 3; i++)
-		leg_stats(i, &ls[i]);
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(2000);
+		for (unsigned i = 0; i < 3; i++)
+			leg_stats(i, &ls[i]);
+	} while ((ls[0].corrected < in_cut || ls[1].corrected < both) &&
+		 g_get_monotonic_time() < deadline);
 	stats(&st);
-	/* leg 0 fails every read from cut on; leg 1 those from 2 * cut on. */
+	/* leg 0 fails every read from cut on; leg 1 those from 2 * cut on;
+	 * each bad copy is rewritten from the leg that served the read. */
 	ck_assert_uint_eq(ls[0].read_errors, in_cut);
-	ck_assert_uint_eq(ls[1].read_errors, (IMG - 2 * cut) / chunk);
+	ck_assert_uint_eq(ls[1].read_errors, both);
 	ck_assert_uint_eq(ls[2].read_errors, 0);
-	ck_assert_uint_eq(ls[2].reads, (IMG - 2 * cut) / chunk);
+	ck_assert_uint_eq(ls[0].corrected, in_cut);
+	ck_assert_uint_eq(ls[1].corrected, both);
+	/* leg 2 served the reads both others failed, and their repairs. */
+	ck_assert_uint_eq(ls[2].reads, 2 * both);
 	ck_assert_uint_eq(st.read_retries, in_cut);
 	ck_assert_uint_eq(st.errors, 0);
 	fx_stop(0);
@@ -2052,63 +2146,464 @@ START_TEST(test_write_error_on_one_leg)
 {
 	const uint64_t chunk = 1 * MiB;
 	const unsigned nw = 6;
-	int errs[6];
-	unsigned n_eio = 0;
 	struct mirror_leg_stats ls0, ls1;
+	struct mirror_status ms;
 	struct mirror_stats st;
-	struct fm_sb sb;
-	GError *err = NULL;
+	struct fm_sb sb0, sb1, before;
 	uint8_t *data;
-	int r;
 
 	FX_SEED();
 	fx.legs[0] = fx_path("leg0");
 	fx.legs[1] = g_build_filename(tc_tmpfs, "leg1", NULL);
 	fx.nlegs = 2;
 	fx_format(IMG);
+	read_sb(fx.legs[1], &before);
 	fx_assemble(MIRROR_READ_FIRST, false);
 
+	/* Leg 1 runs out of space: it fails, the array goes on degraded, and
+	 * no write fails. */
 	data = fx_buf(nw * chunk);
 	fm_rng_fill(&fx.rng, data, nw * chunk);
 	for (unsigned k = 0; k < nw; k++) {
-		errs[k] = fx_rw(MIRROR_OP_WRITE, k * chunk, data + k * chunk, chunk, 0);
-		ck_assert_msg(errs[k] == 0 || errs[k] == -EIO, "write %u: %d", k, errs[k]);
-		n_eio += errs[k] == -EIO;
+		int e = fx_rw(MIRROR_OP_WRITE, k * chunk, data + k * chunk, chunk, 0);
+
+		ck_assert_msg(e == 0, "write %u: %d (a leg failing must not fail a write)", k, e);
 	}
 	memcpy(fx.model, data, nw * chunk);
-	ck_assert_msg(errs[0] == 0, "the first MiB should fit on the tmpfs: %d", errs[0]);
-	ck_assert_msg(n_eio > 0, "no write failed on a full tmpfs");
 
 	leg_stats(0, &ls0);
 	leg_stats(1, &ls1);
 	stats(&st);
-	ck_assert_uint_eq(ls1.write_errors, n_eio);
+	ck_assert_uint_eq(ls1.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ls0.state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(ls1.write_errors, 1);         /* then it gets no more I/O */
 	ck_assert_uint_eq(ls0.write_errors, 0);
 	ck_assert_uint_eq(ls0.writes, nw);
-	ck_assert_uint_eq(st.errors, n_eio);
-	ck_assert_uint_eq(st.writes, nw);
+	ck_assert_uint_eq(st.errors, 0);
+	mirror_get_status(fx.m, &ms);
+	ck_assert(ms.degraded && !ms.failed);
+	ck_assert_uint_eq(ms.nr_in_sync, 1);
+	ck_assert_uint_eq(ms.nr_faulty, 1);
+	ck_assert_str_eq(ms.state, "degraded");
+	/* Already recorded on the remaining leg (before the writes returned). */
+	read_sb(fx.legs[0], &sb0);
+	ck_assert_uint_eq(sb0.legs[1].state, FM_LEG_FAULTY);
+	ck_assert_uint_gt(sb0.events, before.events + 1);
+	for (unsigned k = 0; k < nw; k++)
+		fx_check_read(k * chunk, chunk);
 
-	/* Leg 0 has everything, leg 1 the part that fitted. */
+	/* Leg 0 has everything; leg 1's superblock is left as it was. */
+	fx_stop(0);
 	{
 		uint8_t *buf = g_malloc(IMG);
 
 		fm_test_read_file(fx.legs[0], fx.data_offset, buf, IMG);
 		fm_assert_bytes_eq(buf, fx.model, IMG, "leg 0 after leg 1 failed writes");
-		fm_test_read_file(fx.legs[1], fx.data_offset, buf, chunk);
-		fm_assert_bytes_eq(buf, fx.model, chunk, "leg 1, first write");
 		g_free(buf);
 	}
+	read_sb(fx.legs[0], &sb0);
+	read_sb(fx.legs[1], &sb1);
+	ck_assert_msg(sb0.state_flags & FM_SB_CLEAN, "the degraded array was stopped cleanly");
+	ck_assert_uint_eq(sb0.legs[1].state, FM_LEG_FAULTY);
+	ck_assert_uint_lt(sb1.events, sb0.events);
+}
+END_TEST
 
-	/* A write error keeps the array dirty: stop says so. */
-	fx_wait_all();
-	r = mirror_stop(fx.m, &err);
-	fx.m = NULL;
-	ck_assert_int_eq(r, -EIO);
-	ck_assert_msg(err && strstr(err->message, "dirty"), "mirror_stop: %s",
-		      err ? err->message : "(no error)");
+/*----------------------------------------------------------------*/
+/* TCase resilience: failing, re-adding, replacing legs; repair; scrub */
+
+/* Fail a leg, write while degraded, stop: the mount with both legs re-adds
+ * the stale one and copies only the regions written meanwhile. */
+START_TEST(test_stale_leg_bitmap_recovery)
+{
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb0, sb1;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	ck_assert_int_eq(mirror_fail_leg(fx.m, fx.legs[1], &err), -EALREADY);
 	g_clear_error(&err);
-	read_sb(fx.legs[0], &sb);
-	ck_assert_msg(!(sb.state_flags & FM_SB_CLEAN), "CLEAN set despite a failed write");
+	ck_assert_int_eq(mirror_fail_leg(fx.m, fx.legs[0], &err), -EBUSY);
+	check_error(err, -EBUSY, "fail", fx.legs[0], "last leg", NULL);
+	err = NULL;
+	read_sb(fx.legs[0], &sb0);
+	ck_assert_uint_eq(sb0.legs[1].state, FM_LEG_FAULTY);
+
+	fx_write_random(3 * REGION + 4 * KiB, 64 * KiB);
+	fx_write_random(6 * REGION + REGION / 2, 64 * KiB);
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.bitmap_set, 2);
+	fx_stop(0);
+	read_sb(fx.legs[1], &sb1);
+	ck_assert_uint_lt(sb1.events, sb0.events);
+
+	fx_assemble(MIRROR_READ_FIRST, false);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.resynced_regions, 2);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	ck_assert(!ms.degraded);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	read_sb(fx.legs[1], &sb1);
+	ck_assert_uint_eq(sb1.legs[1].state, FM_LEG_IN_SYNC);
+	ck_assert(sb1.state_flags & FM_SB_CLEAN);
+}
+END_TEST
+
+/* Online: fail + remove, write, add back (bitmap), add a new leg (full). */
+START_TEST(test_remove_and_add_online)
+{
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+	int r;
+
+	struct mirror_opts o = { .bitmap_delay_ms = 50 };
+	gint64 deadline;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	/* The bits of those writes are cleared once idle (not degraded). */
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(10000);
+		mirror_get_status(fx.m, &ms);
+	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ms.bitmap_set, 0);
+	ck_assert_uint_ge(ms.bitmap_writes, 2);
+	r = mirror_remove_leg(fx.m, fx.legs[1], &err);
+	ck_assert_int_eq(r, -EBUSY);
+	check_error(err, r, "remove", fx.legs[1], "fail it first", NULL);
+	err = NULL;
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_REMOVED);
+	ck_assert_str_eq(ls.path, "");
+	ck_assert_int_eq(mirror_remove_leg(fx.m, fx.legs[1], &err), -ENODEV);
+	g_clear_error(&err);
+	g_usleep(200000);       /* degraded: no bit is cleared now */
+
+	fx_write_random(1 * REGION, 8 * KiB);
+	fx_write_random(5 * REGION + 100 * KiB, 300 * KiB);
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.bitmap_set, 2);
+	g_usleep(200000);
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.bitmap_set, 2);
+	admin_ok(mirror_add_leg(fx.m, fx.legs[1], false, &err), err, "add (re-add)");
+	ck_assert_int_eq(mirror_add_leg(fx.m, fx.legs[1], false, &err), -EEXIST);
+	g_clear_error(&err);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.resynced_regions, 2);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+
+	/* A new leg: formatted, rebuilt wholly, under writes. */
+	fx.legs[2] = fx_path("leg2");
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], false, &err), err, "add (new)");
+	fx_write_random(7 * REGION, 64 * KiB);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 3);
+	ck_assert_uint_eq(ms.resynced_regions, 2 + IMG / REGION);
+	fx.nlegs = 3;
+	for (unsigned i = 0; i < 3; i++)
+		fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	/* All three assemble as one array again. */
+	fx_assemble(MIRROR_READ_ROUND_ROBIN, false);
+	ck_assert_uint_eq(mirror_nr_legs(fx.m), 3);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+}
+END_TEST
+
+START_TEST(test_replace_leg)
+{
+	struct mirror_status ms;
+	char *old[2];
+	GError *err = NULL;
+	struct mirror *m = NULL;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, IMG);
+	fx.legs[2] = fx_path("new");
+	admin_ok(mirror_replace_leg(fx.m, fx.legs[1], fx.legs[2], false, &err), err, "replace");
+	fx_write_random(2 * REGION, 128 * KiB);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	ck_assert_uint_eq(ms.nr_slots, 2);
+	{
+		struct mirror_leg_stats ls;
+
+		ck_assert_uint_eq(mirror_nr_legs(fx.m), 3);
+		leg_stats(1, &ls);
+		ck_assert_uint_eq(ls.state, FM_LEG_EMPTY);
+		leg_stats(2, &ls);
+		ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+		ck_assert_str_eq(ls.path, fx.legs[2]);
+	}
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	/* The new leg and leg 0 are the array; the old one is out. */
+	old[0] = fx.legs[0];
+	old[1] = fx.legs[1];
+	r = mirror_assemble((const char *const *)old, 2, NULL, &m, &err);
+	ck_assert_int_eq(r, -ESTALE);
+	check_error(err, r, "assemble", fx.legs[1], "no longer a leg", NULL);
+	err = NULL;
+	g_free(fx.legs[1]);
+	fx.legs[1] = fx.legs[2];
+	fx.legs[2] = NULL;
+	fx_check_legs(0, IMG);
+	fx.m = assemble_ok(fx.legs, 2, MIRROR_READ_BALANCE, false);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+}
+END_TEST
+
+/* A read error: the read is served by the other leg, the bad copy is
+ * rewritten and verified; the leg stays in sync. */
+START_TEST(test_read_error_repaired)
+{
+	struct dmio_fault f = {
+		.flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+		.sector = (1 * MiB + 8 * KiB) / SECTOR,
+		.count = 8,
+	};
+	struct mirror_leg_stats ls;
+	struct mirror_stats st;
+	gint64 deadline;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_write_random(1 * MiB, 64 * KiB);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
+	leg_stats(0, &ls);
+	ck_assert(ls.fault_set);
+	ck_assert_uint_eq(ls.fault.sector, f.sector);
+	fx_check_read(1 * MiB, 64 * KiB);
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(5000);
+		leg_stats(0, &ls);
+	} while (ls.corrected == 0 && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ls.corrected, 1);
+	ck_assert_uint_eq(ls.read_errors, 1);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	stats(&st);
+	ck_assert_uint_eq(st.read_retries, 1);
+	ck_assert_uint_eq(st.errors, 0);
+	/* Healed: leg 0 serves the read itself now. */
+	fx_check_read(1 * MiB, 64 * KiB);
+	leg_stats(0, &ls);
+	ck_assert_uint_eq(ls.read_errors, 1);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], NULL, &err), err, "inject clear");
+	leg_stats(0, &ls);
+	ck_assert(!ls.fault_set);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
+ * _i == 0: blocks that heal when rewritten: the leg is failed after
+ * max_read_errors read errors.  _i == 1: blocks that stay bad: the first
+ * rewrite does not verify, and the leg is failed at once.
+ */
+START_TEST(test_read_errors_fail_leg)
+{
+	struct mirror_opts o = { .read_policy = MIRROR_READ_FIRST, .max_read_errors = 3 };
+	struct dmio_fault f = { .flags = DMIO_FAULT_READS, .sector = 0, .count = IMG / SECTOR };
+	unsigned want_errors = _i == 0 ? 3 : 1;
+	struct mirror_leg_stats ls;
+	struct mirror_status ms;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	if (_i == 0)
+		f.flags |= DMIO_FAULT_HEAL_ON_WRITE;
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
+	for (unsigned k = 0; k < 8; k++) {
+		fx_check_read(k * REGION, 4 * KiB);
+		/* let the repair of this one finish */
+		for (unsigned w = 0; w < 2000; w++) {
+			leg_stats(0, &ls);
+			if (ls.state != FM_LEG_IN_SYNC || ls.corrected == ls.read_errors)
+				break;
+			g_usleep(1000);
+		}
+	}
+	fx_wait_all();
+	leg_stats(0, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ls.read_errors, want_errors);
+	ck_assert_uint_eq(ls.corrected, _i == 0 ? 2 : 0);
+	mirror_get_status(fx.m, &ms);
+	ck_assert(ms.degraded);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+}
+END_TEST
+
+static void corrupt_leg(const char *path, uint64_t off)
+{
+	uint8_t b[4096];
+
+	fm_test_read_file(path, fx.data_offset + off, b, sizeof(b));
+	for (unsigned k = 0; k < sizeof(b); k += 512)
+		b[k] ^= 0x5a;
+	fm_test_write_file(path, fx.data_offset + off, b, sizeof(b));
+}
+
+START_TEST(test_scrub_check_and_repair)
+{
+	struct mirror_status ms;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_write_random(0, IMG);
+	fx_wait_all();
+	corrupt_leg(fx.legs[1], 12 * KiB);
+	corrupt_leg(fx.legs[1], 5 * REGION + 64 * KiB);
+	corrupt_leg(fx.legs[1], IMG - 4 * KiB);
+
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
+	ck_assert_int_eq(mirror_scrub(fx.m, false, &err), -EBUSY);
+	g_clear_error(&err);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_CHECK);
+	ck_assert_uint_eq(ms.mismatches, 3 * 8);
+	ck_assert_uint_eq(ms.sync_done, IMG);
+	/* check does not rewrite */
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub again");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.mismatches, 3 * 8);
+
+	admin_ok(mirror_scrub(fx.m, true, &err), err, "scrub --repair");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_REPAIR);
+	ck_assert_uint_eq(ms.mismatches, 3 * 8);
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub after repair");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.mismatches, 0);
+	ck_assert_int_eq(mirror_scrub_cancel(fx.m, &err), -ENOENT);
+	g_clear_error(&err);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/* Every leg failing: EIO, never stale data. */
+START_TEST(test_all_legs_fail)
+{
+	struct dmio_fault f = { .flags = DMIO_FAULT_WRITES | DMIO_FAULT_READS };
+	struct mirror_status ms;
+	uint8_t *buf;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, 1 * MiB);
+	buf = fx_buf(64 * KiB);
+	for (unsigned i = 0; i < 2; i++)
+		admin_ok(mirror_inject(fx.m, fx.legs[i], &f, &err), err, "inject");
+	ck_assert_int_eq(fx_rw(MIRROR_OP_WRITE, 0, buf, 64 * KiB, 0), -EIO);
+	mirror_get_status(fx.m, &ms);
+	ck_assert(ms.failed);
+	ck_assert_str_eq(ms.state, "failed");
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 0, buf, 64 * KiB, 0), -EIO);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_WRITE, 2 * MiB, buf, 4 * KiB, 0), -EIO);
+	ck_assert_int_eq(mirror_flush(fx.m), -EIO);
+	fx_stop(-EIO);
+}
+END_TEST
+
+/*
+ * After a crash, only the regions marked in the bitmap are copied: a
+ * difference planted in an unmarked region survives the resync, one in a
+ * marked region is gone.
+ */
+START_TEST(test_crash_resync_bitmap_only)
+{
+	struct mirror_status ms;
+	uint8_t *data, b0[4096], b1[4096];
+	int status = 0;
+	pid_t pid;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	data = fx_buf(64 * KiB);
+	fm_rng_fill(&fx.rng, data, 64 * KiB);
+	dmio_engine_shutdown();
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct mirror_opts o = { .bitmap_delay_ms = 60000 };
+		struct mirror *m = NULL;
+		struct iovec iov = { data, 64 * KiB };
+		struct io cio = { 0 };
+		unsigned calls = 0;
+
+		if (mirror_assemble((const char *const *)fx.legs, 2, &o, &m, NULL) < 0)
+			_exit(10);
+		if (mirror_submit(m, MIRROR_OP_WRITE, 3 * REGION / SECTOR, &iov, 1, MIRROR_IO_FUA,
+				  io_done, &cio) < 0)
+			_exit(11);
+		for (int i = 0; i < 60000 && !calls; i++) {
+			g_usleep(1000);
+			fx_lock();
+			calls = cio.calls;
+			fx_unlock();
+		}
+		_exit(!calls ? 12 : cio.err ? 13 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %#x", status);
+	memcpy(fx.model + 3 * REGION, data, 64 * KiB);
+	/* Plant differences on leg 1: in region 3 (marked) and region 6 (not). */
+	corrupt_leg(fx.legs[1], 3 * REGION + 128 * KiB);
+	corrupt_leg(fx.legs[1], 6 * REGION);
+
+	fx_assemble(MIRROR_READ_FIRST, false);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+	ck_assert_uint_eq(ms.resynced_regions, 1);
+	fx_stop(0);
+	fx_check_legs(0, 6 * REGION);
+	fm_test_read_file(fx.legs[0], fx.data_offset + 6 * REGION, b0, sizeof(b0));
+	fm_test_read_file(fx.legs[1], fx.data_offset + 6 * REGION, b1, sizeof(b1));
+	ck_assert_msg(memcmp(b0, b1, sizeof(b0)), "region 6 was copied though not marked");
 }
 END_TEST
 
@@ -2464,6 +2959,16 @@ static Suite *mirror_suite(void)
 
 	tc = tc_add(s, "write-errors", tc_tmpfs_setup, tc_tmpfs_teardown);
 	tcase_add_test(tc, test_write_error_on_one_leg);
+
+	tc = tc_add(s, "resilience", tc_dir_setup, tc_dir_teardown);
+	tcase_add_test(tc, test_stale_leg_bitmap_recovery);
+	tcase_add_test(tc, test_remove_and_add_online);
+	tcase_add_test(tc, test_replace_leg);
+	tcase_add_test(tc, test_read_error_repaired);
+	tcase_add_loop_test(tc, test_read_errors_fail_leg, 0, 2);
+	tcase_add_test(tc, test_scrub_check_and_repair);
+	tcase_add_test(tc, test_all_legs_fail);
+	tcase_add_test(tc, test_crash_resync_bitmap_only);
 
 	tc = tc_add(s, "ordering", tc_dir_setup, tc_dir_teardown);
 	tcase_add_test(tc, test_ordering_threads);

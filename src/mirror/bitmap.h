@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The mirror's write-intent bitmap (a simplified md-bitmap): the image is
+ * divided in regions of 2^region_shift sectors (512 bytes), one bit per
+ * region.  A set bit on disk means "this region may differ between legs":
+ * after a crash only those regions are resynced.
+ *
+ *   - A region's bit is set and DURABLE on disk before the first write into
+ *     a clean region is issued (mbitmap_start_write() says when).
+ *   - Writes are counted per region while in flight (start..end_write).
+ *   - Bits are cleared lazily: a region with no write in flight for at least
+ *     delay_ms is cleared in memory and on disk, after ops->flush made its
+ *     data durable on every leg, and only while clearing is allowed.
+ *
+ * The on-disk image is @length bytes (a multiple of 4 KiB): bit r is bit
+ * r % 8 (LSB first) of byte r / 8.  It is written in whole 4 KiB pages, by
+ * ops->write, to every leg; how is the mirror's business.
+ *
+ * Threading:
+ *   - One thread per bitmap, "fm-bitmap", does every ops->write and
+ *     ops->flush, and calls every waiter (mbitmap_ready_fn).  Setting and
+ *     clearing are serialised on it, so a page write of a cleared bit can
+ *     never land after a later set of the same bit.
+ *   - mbitmap_start_write() and mbitmap_end_write() may be called from any
+ *     thread, including I/O completion threads and waiter callbacks, and
+ *     never block: while every region of the range is durable they are
+ *     lock-free (atomic operations on the regions' counters only); otherwise
+ *     start_write takes the bitmap mutex briefly to queue the waiter.  That
+ *     mutex is never held across ops->write or ops->flush.
+ *   - mbitmap_load(), the getters, mbitmap_allow_clear(), mbitmap_set_delay()
+ *     and mbitmap_snapshot() take the mutex briefly; any thread.
+ *   - mbitmap_set_regions_sync() and mbitmap_clear_all_sync() block until
+ *     the bitmap thread has done their I/O.
+ *   - mbitmap_destroy(): no other call may run or follow.
+ *
+ * WARNING: to avoid deadlocks and lost bits, these conditions are observed:
+ *   - ops->write and ops->flush must not call into this bitmap (they run on
+ *     its thread while other callers wait for it).
+ *   - Waiter callbacks run on the bitmap thread with no bitmap lock held;
+ *     they may call start_write/end_write, but must not block on I/O that
+ *     needs the bitmap thread, and must not call the *_sync functions or
+ *     mbitmap_destroy().
+ *   - When a write fails on a leg (the array becomes degraded), call
+ *     mbitmap_allow_clear(bm, false) BEFORE mbitmap_end_write() of that
+ *     write: from then on no bit whose region was written is cleared.
+ *   - Bits given to mbitmap_load() name regions that may differ between
+ *     legs; they are cleared like any other once idle for delay_ms, so keep
+ *     clearing disallowed until those regions are resynced.
+ */
+#ifndef MIRROR_BITMAP_H
+#define MIRROR_BITMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#define MBITMAP_PAGE_SIZE 4096u
+#define MBITMAP_SECTOR_SHIFT 9
+
+struct mbitmap;
+
+struct mbitmap_ops {
+	/*
+	 * Write bytes [off, off + len) of the bitmap image (off 4 KiB
+	 * aligned, len a multiple of 4 KiB; buf 4096-aligned) durably to
+	 * every leg.  Synchronous.  Returns 0 when at least one leg took it,
+	 * else -errno.  Called from the bitmap thread only.
+	 */
+	int (*write)(void *ctx, const void *buf, uint64_t off, size_t len);
+	/* Flush every leg (make completed data writes durable).  Returns 0 or
+	 * -errno.  Called from the bitmap thread only. */
+	int (*flush)(void *ctx);
+};
+
+/* @err: 0, or -errno when the region bits could not be written: the write
+ * must then fail (and mbitmap_end_write() still be called). */
+typedef void (*mbitmap_ready_fn)(void *ctx, int err);
+
+/*
+ * Embedded in the caller's request.  The caller sets fn and ctx before
+ * mbitmap_start_write(); the other fields belong to the bitmap while the
+ * waiter is queued (until fn is called).
+ */
+struct mbitmap_waiter {
+	struct mbitmap_waiter *next;
+	mbitmap_ready_fn fn;
+	void *ctx;
+	uint64_t first, last;   /* regions (filled by start_write) */
+	int err;                /* result, handed to fn */
+};
+
+/*
+ * Create the bitmap of @nr_regions regions of 2^@region_shift sectors, whose
+ * on-disk image is @length bytes, all bits clear in memory; start its
+ * thread.  @delay_ms: how long a region must have had no write in flight
+ * before its bit is cleared (0: as soon as it is idle; values below a few
+ * hundred ms cost a flush of every leg per pass and suit tests only).
+ * Clearing starts allowed.
+ * Returns NULL on ENOMEM, when the thread cannot start, or on bad
+ * arguments: nr_regions 0, region_shift outside [11, 31] (1 MiB .. 1 TiB),
+ * @length 0, not a multiple of 4 KiB or smaller than ceil(nr_regions / 8),
+ * a NULL op.  @ops and @ctx must outlive the bitmap.
+ */
+struct mbitmap *mbitmap_create(uint64_t nr_regions, unsigned region_shift, size_t length,
+			       const struct mbitmap_ops *ops, void *ctx, unsigned delay_ms);
+
+/* Stop the thread and free.  No write may be in flight (every start_write
+ * ended), no call may run.  NULL is ok.  Does not clear bits: at a clean
+ * stop call mbitmap_clear_all_sync() first. */
+void mbitmap_destroy(struct mbitmap *bm);
+
+typedef struct mbitmap mbitmap;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(mbitmap, mbitmap_destroy)
+
+/*
+ * OR @len bytes of on-disk bits into the bitmap (at assembly: the union of
+ * every leg's bitmap).  Those bits count as durable already.  Bits beyond
+ * nr_regions and bytes beyond the bitmap's length are ignored.  Call before
+ * any write.  Writes nothing.
+ */
+void mbitmap_load(struct mbitmap *bm, const uint8_t *bits, size_t len);
+
+/*
+ * Account a write (or discard) of [@sector, @sector + @count), which must
+ * lie within nr_regions << region_shift.  Returns true when every region's
+ * bit is durable: issue the write now.  Returns false when @w (fn and ctx
+ * set by the caller) was queued: w->fn(w->ctx, err) is called later on the
+ * bitmap thread, after the bits are durable (err 0) or could not be written
+ * (err < 0: fail the write); fn may run before start_write has returned.
+ * Either way mbitmap_end_write() must be called with the same range once the
+ * write completed (also when fn reported an error).  @count 0 returns true
+ * and counts nothing.  Never blocks; lock-free when it returns true without
+ * having queued.
+ */
+bool mbitmap_start_write(struct mbitmap *bm, uint64_t sector, uint64_t count,
+			 struct mbitmap_waiter *w);
+
+/* The write of [@sector, @sector + @count) accounted by start_write has
+ * completed (on every leg it was sent to).  Lock-free; never blocks. */
+void mbitmap_end_write(struct mbitmap *bm, uint64_t sector, uint64_t count);
+
+/* false: never clear a bit (degraded); true: clear idle regions again.
+ * Once it returned false, no region written from then on (or whose write
+ * ends from then on) has its bit cleared; see WARNING. */
+void mbitmap_allow_clear(struct mbitmap *bm, bool allowed);
+
+/* Change the clearing delay (see mbitmap_create()); applies to the next
+ * pass. */
+void mbitmap_set_delay(struct mbitmap *bm, unsigned delay_ms);
+
+/*
+ * Set the bits of regions [@first, @last] durably and wait (a resync or a
+ * recovery must remember regions).  Blocks.  The bits are cleared later like
+ * any other (idle for delay_ms, clearing allowed).  Returns 0, -EINVAL for a
+ * bad range, or the -errno of the failed page write.
+ */
+int mbitmap_set_regions_sync(struct mbitmap *bm, uint64_t first, uint64_t last);
+
+/*
+ * Clear every bit whose region has no write in flight, durably: ops->flush
+ * first, then the changed pages are written; pages whose earlier write
+ * failed are written again.  Blocks.  Honours mbitmap_allow_clear(): returns
+ * 0 without clearing when clearing is not allowed.  Used at a clean stop.
+ * Returns 0 or the -errno of the flush (nothing cleared) or of a page write.
+ */
+int mbitmap_clear_all_sync(struct mbitmap *bm);
+
+/* Bit @region set in memory (set bits include those being written). */
+bool mbitmap_test(struct mbitmap *bm, uint64_t region);
+/* Number of bits set in memory. */
+uint64_t mbitmap_weight(struct mbitmap *bm);
+/* First bit set in memory at or after @from, or nr_regions. */
+uint64_t mbitmap_next_set(struct mbitmap *bm, uint64_t from);
+uint64_t mbitmap_nr_regions(const struct mbitmap *bm);
+/* 4 KiB page writes done successfully (statistics). */
+uint64_t mbitmap_page_writes(struct mbitmap *bm);
+
+/* Copy the in-memory bits into @buf (@len bytes; beyond the bitmap's length
+ * zeroes) — for tests and `examine`. */
+void mbitmap_snapshot(struct mbitmap *bm, uint8_t *buf, size_t len);
+
+#endif /* MIRROR_BITMAP_H */

@@ -1,0 +1,486 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The sync driver: one thread that walks the regions of the image and
+ * copies (resync after an unclean stop, recovery of rebuilding legs) or
+ * compares (scrub) them, chunk by chunk, through the mirror's ordered
+ * copies, within the speed limits.  Like md's resync thread and
+ * sync_action.
+ *
+ * What a pass does to region g:
+ *   resync     g is marked in m->unsynced: copy it from the source leg to
+ *              the other in-sync legs; then clear its mark.
+ *   recover    for each rebuilding leg: every region (full rebuild) or the
+ *              regions whose bitmap bit was set when the pass began
+ *              (bitmap recovery: the bits cover what the leg missed, since
+ *              none is cleared while the array is degraded).  Writes that
+ *              arrive meanwhile reach the rebuilding legs themselves.
+ *   check      compare the in-sync legs; count mismatching sectors.
+ *   repair     check, and rewrite the legs that differ from the first leg
+ *              that read correctly.
+ * A resync and a recovery are done in one pass when both are due.
+ *
+ * Threading: the driver thread submits copies (asynchronous, completed on
+ * reaper threads) and waits for them with sync->lock/cond; status readers
+ * take sync->lock.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mirror_i.h"
+
+#define SYNC_COPY_BYTES (1u << 20)      /* one copy request */
+#define SYNC_SCRUB_BYTES (256u << 10)   /* one scrub request (per leg) */
+#define SYNC_WINDOW 4                   /* requests in flight */
+
+struct mirror_sync {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool running;                   /* a thread exists (join it) */
+	bool active;                    /* a pass is running */
+	bool stop;
+	enum mirror_sync_action action, last_action;
+	unsigned inflight;
+	int err;
+	uint64_t done, total;           /* bytes */
+	uint64_t mismatches;
+	uint64_t resynced_regions;
+	uint64_t sample_ns, sample_done, speed;
+	uint64_t started_ns;
+	int replace_old;                /* slot removed when recovery ends, or -1 */
+};
+
+static struct mirror_sync *sync_of(struct mirror *m)
+{
+	if (!m->sync) {
+		struct mirror_sync *s = calloc(1, sizeof(*s));
+
+		if (!s)
+			return NULL;
+		pthread_mutex_init(&s->lock, NULL);
+		pthread_cond_init(&s->cond, NULL);
+		s->replace_old = -1;
+		m->sync = s;
+	}
+	return m->sync;
+}
+
+static void chunk_done(void *ctx, int err, uint64_t mismatch)
+{
+	struct mirror *m = ctx;
+	struct mirror_sync *s = m->sync;
+
+	pthread_mutex_lock(&s->lock);
+	s->inflight--;
+	if (err && !s->err)
+		s->err = err;
+	s->mismatches += mismatch;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Wait until fewer than @max requests are in flight; false when stopping. */
+static bool wait_window(struct mirror_sync *s, unsigned max)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->inflight >= max)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	return !s->stop;
+}
+
+static uint64_t client_ios(struct mirror *m)
+{
+	return atomic_load(&m->reads) + atomic_load(&m->writes);
+}
+
+/* Sleep so that the pass keeps to the speed limit: sync_speed_max while
+ * the image is idle, sync_speed_min while clients use it. */
+struct throttle {
+	uint64_t next_ns, last_ios, busy_until_ns;
+};
+
+static void throttle(struct mirror *m, struct mirror_sync *s, struct throttle *t,
+		     uint64_t bytes)
+{
+	uint64_t now = fm_now_ns(), ios = client_ios(m), rate;
+
+	if (ios != t->last_ios) {
+		t->last_ios = ios;
+		t->busy_until_ns = now + 500000000ull;
+	}
+	rate = now < t->busy_until_ns ? m->sync_speed_min : m->sync_speed_max;
+	if (t->next_ns + 1000000000ull < now)
+		t->next_ns = now;
+	t->next_ns += bytes * 1000000000ull / (rate ? rate : 1);
+	while (!s->stop && fm_now_ns() < t->next_ns) {
+		uint64_t wait = t->next_ns - fm_now_ns();
+		struct timespec ts = { 0, (long)(wait > 50000000ull ? 50000000ull : wait) };
+
+		nanosleep(&ts, NULL);
+		/* A client went idle: speed up at once. */
+		if (client_ios(m) == t->last_ios && fm_now_ns() >= t->busy_until_ns &&
+		    rate == m->sync_speed_min)
+			break;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->done += bytes;
+	now = fm_now_ns();
+	if (now - s->sample_ns >= 1000000000ull) {
+		s->speed = (s->done - s->sample_done) * 1000000000ull / (now - s->sample_ns);
+		s->sample_ns = now;
+		s->sample_done = s->done;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static uint64_t region_bytes(struct mirror *m, uint64_t g)
+{
+	uint64_t start = g << (m->region_shift + FM_SECTOR_SHIFT);
+	uint64_t end = start + (1ull << (m->region_shift + FM_SECTOR_SHIFT));
+
+	return (end > m->image_size ? m->image_size : end) - start;
+}
+
+static bool unsynced_test(struct mirror *m, uint64_t g)
+{
+	uint64_t *bits = atomic_load(&m->unsynced);
+
+	return bits && (atomic_load((_Atomic uint64_t *)&bits[g / 64]) & (1ull << (g % 64)));
+}
+
+static void unsynced_clear(struct mirror *m, uint64_t g)
+{
+	uint64_t *bits = atomic_load(&m->unsynced);
+
+	if (bits)
+		atomic_fetch_and((_Atomic uint64_t *)&bits[g / 64], ~(1ull << (g % 64)));
+}
+
+/* The legs region @g must be copied to in this pass. */
+static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint64_t full,
+			       const uint64_t *bm)
+{
+	uint64_t t = full;
+
+	if (bm && (bm[g / 64] & (1ull << (g % 64))))
+		t |= ~full & m->sync_bitmap_legs;
+	if (unsynced_test(m, g))
+		for (unsigned i = 0; i < m->nr_legs; i++)
+			if (i != src && leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+				t |= 1ull << i;
+	/* Only legs still writable. */
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		enum fm_leg_state st = leg_state(&m->legs[i]);
+
+		if (st != FM_LEG_IN_SYNC && st != FM_LEG_REBUILDING)
+			t &= ~(1ull << i);
+	}
+	return t;
+}
+
+static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
+{
+	int old = -1;
+
+	pthread_mutex_lock(&m->state_lock);
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		struct mirror_leg *leg = &m->legs[i];
+
+		if (!(legs & (1ull << i)) || leg_state(leg) != FM_LEG_REBUILDING)
+			continue;
+		atomic_store_explicit(&leg->state, FM_LEG_IN_SYNC, memory_order_release);
+		m->sb.legs[i].state = FM_LEG_IN_SYNC;
+		m->sb.legs[i].events = m->sb.events + 1;
+		leg->recovery_offset = 0;
+		fm_notice("leg %s: rebuilt, now in sync", leg->path);
+	}
+	mirror_sb_request_locked(m);
+	pthread_mutex_unlock(&m->state_lock);
+	pthread_mutex_lock(&s->lock);
+	old = s->replace_old;
+	s->replace_old = -1;
+	pthread_mutex_unlock(&s->lock);
+	if (old >= 0)
+		mirror_retire_leg(m, (unsigned)old, "replaced");
+	mirror_sb_update_sync(m);
+}
+
+static void run_pass(struct mirror *m, struct mirror_sync *s)
+{
+	bool scrub = s->action == MIRROR_SYNC_CHECK || s->action == MIRROR_SYNC_REPAIR;
+	uint64_t full = 0, *bm = NULL, total = 0, image_sectors = m->image_size >> FM_SECTOR_SHIFT;
+	int src = atomic_load(&m->sync_src);
+	struct throttle t = { 0 };
+	char u[37];
+
+	if (src < 0 || leg_state(&m->legs[src]) != FM_LEG_IN_SYNC) {
+		src = -1;
+		for (unsigned i = 0; i < m->nr_legs && src < 0; i++)
+			if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+				src = (int)i;
+		atomic_store(&m->sync_src, src);
+	}
+	if (src < 0) {
+		fm_err("%s: no leg in sync to copy from", mirror_sync_action_name(s->action));
+		s->err = -EIO;
+		return;
+	}
+	/* Which legs, which regions. */
+	m->sync_bitmap_legs = 0;
+	for (unsigned i = 0; i < m->nr_legs && !scrub; i++) {
+		if (leg_state(&m->legs[i]) != FM_LEG_REBUILDING)
+			continue;
+		if (m->legs[i].full_rebuild || !m->bitmap)
+			full |= 1ull << i;
+		else
+			m->sync_bitmap_legs |= 1ull << i;
+	}
+	if (m->sync_bitmap_legs) {
+		bm = calloc((m->nr_regions + 63) / 64, 8);
+		if (!bm) {
+			s->err = -ENOMEM;
+			return;
+		}
+		for (uint64_t g = 0; g < m->nr_regions; g++)
+			if (mbitmap_test(m->bitmap, g))
+				bm[g / 64] |= 1ull << (g % 64);
+	}
+	for (uint64_t g = 0; g < m->nr_regions; g++)
+		if (scrub || region_targets(m, g, (unsigned)src, full, bm))
+			total += region_bytes(m, g);
+	pthread_mutex_lock(&s->lock);
+	s->total = total;
+	s->done = 0;
+	s->sample_ns = s->started_ns = fm_now_ns();
+	s->sample_done = 0;
+	s->speed = 0;
+	pthread_mutex_unlock(&s->lock);
+	fm_notice("array %s: %s started: %llu bytes to %s",
+		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
+		  (unsigned long long)total, scrub ? "compare" : "copy");
+
+	for (uint64_t g = 0; g < m->nr_regions && !s->stop && !s->err; g++) {
+		uint64_t first = g << m->region_shift, end = first + (1ull << m->region_shift);
+		uint64_t targets = scrub ? 0 : region_targets(m, g, (unsigned)src, full, bm);
+		uint64_t step = (scrub ? SYNC_SCRUB_BYTES : SYNC_COPY_BYTES) >> FM_SECTOR_SHIFT;
+
+		if (!scrub && !targets)
+			continue;
+		if (end > image_sectors)
+			end = image_sectors;
+		for (uint64_t sec = first; sec < end && !s->stop; sec += step) {
+			uint64_t count = end - sec < step ? end - sec : step;
+			int r;
+
+			if (!wait_window(s, SYNC_WINDOW))
+				break;
+			throttle(m, s, &t, count << FM_SECTOR_SHIFT);
+			pthread_mutex_lock(&s->lock);
+			s->inflight++;
+			pthread_mutex_unlock(&s->lock);
+			r = mirror_start_copy(m, scrub ? MREQ_SCRUB : MREQ_COPY, sec, count,
+					      (unsigned)src, targets,
+					      s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0,
+					      chunk_done, m);
+			if (r < 0)
+				chunk_done(m, r, 0);
+			for (unsigned i = 0; i < m->nr_legs && !scrub; i++)
+				if ((targets & (1ull << i)) &&
+				    leg_state(&m->legs[i]) == FM_LEG_REBUILDING)
+					m->legs[i].recovery_offset = (sec + count) << FM_SECTOR_SHIFT;
+		}
+		/* The region is in sync once its copies are done. */
+		wait_window(s, 1);
+		if (!scrub && !s->stop && !s->err) {
+			if (unsynced_test(m, g)) {
+				unsynced_clear(m, g);
+			}
+			pthread_mutex_lock(&s->lock);
+			s->resynced_regions++;
+			pthread_mutex_unlock(&s->lock);
+		}
+	}
+	wait_window(s, 1);
+	free(bm);
+	if (s->stop || s->err) {
+		fm_warn("array %s: %s %s after %llu of %llu bytes%s%s",
+			fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
+			s->stop ? "interrupted" : "failed", (unsigned long long)s->done,
+			(unsigned long long)s->total, s->err ? ": " : "",
+			s->err ? strerror(-s->err) : "");
+		return;
+	}
+	if (scrub) {
+		fm_notice("array %s: %s done: %llu mismatched sectors%s",
+			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
+			  (unsigned long long)s->mismatches,
+			  s->action == MIRROR_SYNC_REPAIR && s->mismatches ? " (rewritten)" : "");
+		return;
+	}
+	/* Every out-of-sync region is copied. */
+	if (atomic_load(&m->unsynced)) {
+		uint64_t *old = atomic_exchange(&m->unsynced, NULL);
+
+		/* Set once, at assembly: only one is ever retired. */
+		m->unsynced_retired = old;
+	}
+	if (full | m->sync_bitmap_legs)
+		finish_recovery(m, s, full | m->sync_bitmap_legs);
+	fm_notice("array %s: %s done: %llu regions, %llu bytes copied in %.1f s",
+		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
+		  (unsigned long long)s->resynced_regions, (unsigned long long)s->done,
+		  (double)(fm_now_ns() - s->started_ns) / 1e9);
+}
+
+static void *sync_main(void *arg)
+{
+	struct mirror *m = arg;
+	struct mirror_sync *s = m->sync;
+
+	run_pass(m, s);
+	pthread_mutex_lock(&s->lock);
+	s->last_action = s->action;
+	s->action = MIRROR_SYNC_IDLE;
+	s->active = false;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	mirror_update_clearing(m);
+	return NULL;
+}
+
+int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool repair)
+{
+	struct mirror_sync *s = sync_of(m);
+	int r;
+
+	(void)repair;
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
+	if (s->active) {
+		pthread_mutex_unlock(&s->lock);
+		return -EBUSY;
+	}
+	if (s->running) {
+		pthread_mutex_unlock(&s->lock);
+		pthread_join(s->thread, NULL);
+		pthread_mutex_lock(&s->lock);
+		s->running = false;
+	}
+	s->active = true;
+	s->stop = false;
+	s->err = 0;
+	s->action = action;
+	s->done = s->total = 0;
+	if (action == MIRROR_SYNC_CHECK || action == MIRROR_SYNC_REPAIR)
+		s->mismatches = 0;
+	r = pthread_create(&s->thread, NULL, sync_main, m);
+	if (r) {
+		s->active = false;
+		s->action = MIRROR_SYNC_IDLE;
+		pthread_mutex_unlock(&s->lock);
+		return -r;
+	}
+	s->running = true;
+	pthread_mutex_unlock(&s->lock);
+	mirror_update_clearing(m);
+	return 0;
+}
+
+void mirror_sync_stop(struct mirror *m)
+{
+	struct mirror_sync *s = m->sync;
+	bool running;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	running = s->running;
+	s->running = false;
+	pthread_mutex_unlock(&s->lock);
+	if (running)
+		pthread_join(s->thread, NULL);
+}
+
+void mirror_sync_free(struct mirror *m)
+{
+	struct mirror_sync *s = m->sync;
+
+	if (!s)
+		return;
+	mirror_sync_stop(m);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s);
+	m->sync = NULL;
+}
+
+bool mirror_sync_running(struct mirror *m)
+{
+	struct mirror_sync *s = m->sync;
+	bool r;
+
+	if (!s)
+		return false;
+	pthread_mutex_lock(&s->lock);
+	r = s->active;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int mirror_sync_set_replace(struct mirror *m, int old_slot)
+{
+	struct mirror_sync *s = sync_of(m);
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
+	s->replace_old = old_slot;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+int mirror_sync_cancel_scrub(struct mirror *m)
+{
+	struct mirror_sync *s = m->sync;
+	bool scrub;
+
+	if (!s)
+		return -ENOENT;
+	pthread_mutex_lock(&s->lock);
+	scrub = s->active && (s->action == MIRROR_SYNC_CHECK || s->action == MIRROR_SYNC_REPAIR);
+	if (scrub)
+		s->stop = true;
+	pthread_mutex_unlock(&s->lock);
+	return scrub ? 0 : -ENOENT;
+}
+
+void mirror_sync_status(struct mirror *m, struct mirror_status *st)
+{
+	struct mirror_sync *s = m->sync;
+
+	st->sync_speed_min = m->sync_speed_min;
+	st->sync_speed_max = m->sync_speed_max;
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	st->action = s->active ? s->action : MIRROR_SYNC_IDLE;
+	st->last_action = s->last_action;
+	st->sync_done = s->done;
+	st->sync_total = s->total;
+	st->sync_speed = s->active ? s->speed : 0;
+	if (!s->speed && s->active && s->done) {
+		uint64_t dt = fm_now_ns() - s->started_ns;
+
+		st->sync_speed = dt ? s->done * 1000000000ull / dt : 0;
+	}
+	st->sync_eta_s = st->sync_speed && s->total > s->done ?
+			 (s->total - s->done) / st->sync_speed : 0;
+	st->mismatches = s->mismatches;
+	st->resynced_regions = s->resynced_regions;
+	pthread_mutex_unlock(&s->lock);
+}
