@@ -464,6 +464,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 			g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory (bitmap)");
 			goto fail;
 		}
+		mbitmap_allow_clear(m->bitmap, false);  /* until in use */
 		mbitmap_load(m->bitmap, bits, m->sb.bitmap_length);
 		r = mirror_state_init(m);
 		if (r < 0) {
@@ -543,10 +544,10 @@ int mirror_stop(struct mirror *m, GError **err)
 			g_set_error(err, FM_MIRROR_ERROR, EIO,
 				    "flushing the legs failed; the array stays marked dirty");
 		} else if (atomic_load(&m->unsynced)) {
-			r = -EAGAIN;
-			g_set_error(err, FM_MIRROR_ERROR, EAGAIN,
-				    "the resync did not finish; the array stays marked dirty "
-				    "and resyncs at the next mount");
+			/* Not an error (md stops a resync the same way): the
+			 * bits of the regions left are still set. */
+			fm_notice("array stopped before its resync finished: it stays "
+				  "marked dirty and resyncs the rest at the next mount");
 		} else {
 			pthread_mutex_lock(&m->state_lock);
 			degraded = mirror_degraded_locked(m);

@@ -41,7 +41,9 @@ void mirror_update_clearing(struct mirror *m)
 	if (!m->bitmap)
 		return;
 	pthread_mutex_lock(&m->state_lock);
-	allow = !mirror_degraded_locked(m) && !atomic_load(&m->unsynced);
+	/* Nothing is written before the array is marked in use. */
+	allow = atomic_load(&m->in_use) && !mirror_degraded_locked(m) &&
+		!atomic_load(&m->unsynced);
 	pthread_mutex_unlock(&m->state_lock);
 	mbitmap_allow_clear(m->bitmap, allow);
 }
