@@ -868,8 +868,11 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 	struct mirror_leg *leg = &m->legs[r->vleg];
 
 	leg_put(leg);
-	if (error_bits || memcmp(verify_seg(r, r->vleg), r->data, copy_bytes(r))) {
-		fm_err("leg %s: sectors %llu+%llu are still wrong after being rewritten",
+	if (error_bits) {
+		/* One more read error, counted towards max_read_errors. */
+		read_error(m, r->vleg, r->sector, r->count);
+	} else if (memcmp(verify_seg(r, r->vleg), r->data, copy_bytes(r))) {
+		fm_err("leg %s: sectors %llu+%llu read back wrong after being rewritten",
 		       leg->path, (unsigned long long)r->sector, (unsigned long long)r->count);
 		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
 	} else {

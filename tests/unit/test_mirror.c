@@ -2426,15 +2426,16 @@ START_TEST(test_read_error_repaired)
 END_TEST
 
 /*
- * _i == 0: blocks that heal when rewritten: the leg is failed after
- * max_read_errors read errors.  _i == 1: blocks that stay bad: the first
- * rewrite does not verify, and the leg is failed at once.
+ * _i == 0: blocks that heal when rewritten: each read fails once, is
+ * repaired, and the leg is failed at the max_read_errors-th error.
+ * _i == 1: blocks that stay bad: the re-reads after the rewrites fail too,
+ * and count as read errors as well.
  */
 START_TEST(test_read_errors_fail_leg)
 {
 	struct mirror_opts o = { .read_policy = MIRROR_READ_FIRST, .max_read_errors = 3 };
 	struct dmio_fault f = { .flags = DMIO_FAULT_READS, .sector = 0, .count = IMG / SECTOR };
-	unsigned want_errors = _i == 0 ? 3 : 1;
+
 	struct mirror_leg_stats ls;
 	struct mirror_status ms;
 	GError *err = NULL;
@@ -2450,7 +2451,7 @@ START_TEST(test_read_errors_fail_leg)
 	for (unsigned k = 0; k < 8; k++) {
 		fx_check_read(k * REGION, 4 * KiB);
 		/* let the repair of this one finish */
-		for (unsigned w = 0; w < 2000; w++) {
+		for (unsigned w = 0; w < (_i == 0 ? 2000u : 100u); w++) {
 			leg_stats(0, &ls);
 			if (ls.state != FM_LEG_IN_SYNC || ls.corrected == ls.read_errors)
 				break;
@@ -2460,8 +2461,15 @@ START_TEST(test_read_errors_fail_leg)
 	fx_wait_all();
 	leg_stats(0, &ls);
 	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
-	ck_assert_uint_eq(ls.read_errors, want_errors);
-	ck_assert_uint_eq(ls.corrected, _i == 0 ? 2 : 0);
+	if (_i == 0) {
+		ck_assert_uint_eq(ls.read_errors, 3);
+		ck_assert_uint_eq(ls.corrected, 2);
+	} else {
+		/* A read in flight when the leg failed may add one. */
+		ck_assert_uint_ge(ls.read_errors, 3);
+		ck_assert_uint_le(ls.read_errors, 4);
+		ck_assert_uint_eq(ls.corrected, 0);
+	}
 	mirror_get_status(fx.m, &ms);
 	ck_assert(ms.degraded);
 	fx_check_read(0, IMG);
