@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Shared by the sub-commands of the fusemirror binary (main.c, mount.c, config.c). */
+/*
+ * Shared by the sub-commands of the fusemirror binary: main.c (create,
+ * status, umount, the verb table), mount.c (mount, the daemon and its
+ * control commands), admin.c (fail, remove, add, replace, scrub, inject),
+ * examine.c (examine), config.c (mount options and the config file) and
+ * fault_opt.c (fault-injection options, shared by `inject` and the daemon).
+ */
 #ifndef FM_CLI_H
 #define FM_CLI_H
 
@@ -8,6 +14,7 @@
 
 #include <glib.h>
 
+#include "fusemirror/dmio.h"
 #include "fusemirror/front.h"
 #include "fusemirror/mirror.h"
 
@@ -39,7 +46,18 @@ struct mount_cfg {
 	unsigned threads;
 	unsigned max_background;
 	uint64_t writeback_age_ms;      /* 0 < : set; G_MAXUINT64: default */
+	/* Resilience; 0: the mirror's default (see struct mirror_opts) */
+	unsigned max_read_errors;       /* read errors before a leg is failed */
+	uint64_t sync_speed_min;        /* resync bytes/s kept under load */
+	uint64_t sync_speed_max;        /* resync bytes/s when idle */
+	unsigned bitmap_delay_ms;       /* idle time before a bitmap bit is cleared */
 };
+
+/* The mirror's defaults for the resilience keys (as in struct mirror_opts). */
+#define FM_DEFAULT_MAX_READ_ERRORS 20u
+#define FM_DEFAULT_SYNC_SPEED_MIN (1ull << 20)
+#define FM_DEFAULT_SYNC_SPEED_MAX (200ull << 20)
+#define FM_DEFAULT_BITMAP_DELAY_MS 5000u
 
 void mount_cfg_init(struct mount_cfg *cfg);
 void mount_cfg_clear(struct mount_cfg *cfg);
@@ -47,14 +65,85 @@ void mount_cfg_clear(struct mount_cfg *cfg);
 bool mount_cfg_apply_opts(struct mount_cfg *cfg, const char *opts, GError **err);
 /* Read a GKeyFile (see conf/fusemirror.conf); legs only if none yet. */
 bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err);
+/* Checks across keys, once the file and -o are applied (sync_speed_min <=
+ * sync_speed_max, counting the defaults). */
+bool mount_cfg_check(const struct mount_cfg *cfg, GError **err);
 
 int cmd_create(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+int cmd_fail(int argc, char **argv);
+int cmd_remove(int argc, char **argv);
+int cmd_add(int argc, char **argv);
+int cmd_replace(int argc, char **argv);
+int cmd_scrub(int argc, char **argv);
+int cmd_inject(int argc, char **argv);
+int cmd_examine(int argc, char **argv);
+
+/* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
+const char *cli_leg_state_name(enum fm_leg_state s);
 
 /* Print "fusemirror: MESSAGE" to stderr. */
 void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+/*
+ * One exchange with the daemon serving @mountpoint (ctl_call()); prints
+ * "fusemirror: ..." on failure.  Returns FM_EXIT_OK with the reply body in
+ * @out; FM_EXIT_NO_DAEMON when none serves it; otherwise @fail_code, and
+ * *ret_errno (may be NULL) is the daemon's errno (0 when it was not reached;
+ * with FM_EXIT_NO_DAEMON, ENOENT or ECONNREFUSED from connect, else 0).
+ * With @quiet (for a caller that polls), neither "no daemon" nor the
+ * daemon's EAGAIN ("stopping") is printed.
+ */
+int cli_call_daemon(const char *mountpoint, const char *const *words, int timeout_ms,
+		    GString *out, int fail_code, int *ret_errno, bool quiet);
+
+/*----------------------------------------------------------------*/
+/* Fault injection options (fault_opt.c): what `fusemirror inject` takes,
+ * the words that carry a fault over the control socket, and how status
+ * describes one.  Pure functions, any thread. */
+
+/* `fusemirror inject` options as given; NULL / FALSE: absent. */
+struct fm_fault_args {
+	gboolean read, write, flush, drop_writes, corrupt_reads;
+	gboolean heal_on_write;         /* with read and a range: dm-dust style */
+	const char *offset, *length;    /* image bytes, fm_parse_size() syntax */
+	const char *rate;               /* parts per million, 1..1000000 */
+	const char *probability;        /* fraction in (0, 1], or a percentage "5%" */
+	const char *error;              /* errno number or name ("EIO", "enospc") */
+	const char *up, *down;          /* ms, flakey cycle */
+	const char *seed;
+};
+
+/* True when @a describes a fault (some option other than none was given). */
+bool fm_fault_args_given(const struct fm_fault_args *a);
+
+/*
+ * Build the fault @a describes: which I/O misbehaves (reads and writes fail
+ * when none of read/write/flush/drop_writes/corrupt_reads is given), the
+ * image byte range turned into image sectors (whole 512-byte sectors; no
+ * length or length 0: the whole leg), the errno (EIO by default).  Returns
+ * false with @err naming the option and the cause for a bad value or a
+ * combination that makes no sense; *ret is untouched then.
+ */
+bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, GError **err);
+
+/* Positive errno for "EIO", "eio" or "5" (1..4095), or -EINVAL. */
+int fm_errno_parse(const char *s);
+
+/* The control-socket words ("flags=reads,writes", "error=5", ...) that carry
+ * @f; a newly allocated NULL-terminated vector (g_strfreev). */
+char **fm_fault_to_words(const struct dmio_fault *f);
+/* Parse @n such words back; false with @err for an unknown key or a bad
+ * value (missing keys are 0). */
+bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault *ret,
+			 GError **err);
+
+/* Append a one-line description ("reads+writes fail with EIO, whole leg"). */
+void fm_fault_describe(const struct dmio_fault *f, GString *out);
+/* Append @f as a JSON object. */
+void fm_fault_json(const struct dmio_fault *f, GString *out);
 
 
 #endif /* FM_CLI_H */

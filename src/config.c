@@ -64,7 +64,8 @@ static bool parse_bool(const char *key, const char *val, bool *ret, GError **err
 /* The options that take a value (every other one is a flag). */
 static const char *const valued_keys[] = {
 	"cache_mode", "cache_size", "block_size", "read_policy", "threads",
-	"max_background", "writeback_age", "name", NULL,
+	"max_background", "writeback_age", "name", "max_read_errors", "sync_speed_min",
+	"sync_speed_max", "bitmap_delay", NULL,
 };
 
 /* One key=value (val NULL for a bare flag). */
@@ -147,6 +148,34 @@ static bool apply_one(struct mount_cfg *cfg, const char *key, const char *val, G
 		cfg->writeback_age_ms = v * 1000;
 		return true;
 	}
+	if (!strcmp(key, "max_read_errors")) {
+		if (!parse_uint(key, val, 1, 1000000, &v, err))
+			return false;
+		cfg->max_read_errors = (unsigned)v;
+		return true;
+	}
+	if (!strcmp(key, "sync_speed_min") || !strcmp(key, "sync_speed_max")) {
+		/* bytes per second; at least a page a second, so that 0 (the
+		 * mirror's "default") is never what a user gets by accident */
+		if (fm_parse_size(val, &v) < 0 || v < FM_PAGE_SIZE) {
+			g_set_error(err, FM_CLI_ERROR, EINVAL,
+				    "%s=%s: expected bytes per second, at least 4k (e.g. 1M, "
+				    "200M)", key, val);
+			return false;
+		}
+		if (!strcmp(key, "sync_speed_min"))
+			cfg->sync_speed_min = v;
+		else
+			cfg->sync_speed_max = v;
+		return true;
+	}
+	if (!strcmp(key, "bitmap_delay")) {
+		/* milliseconds */
+		if (!parse_uint(key, val, 1, 3600000, &v, err))
+			return false;
+		cfg->bitmap_delay_ms = (unsigned)v;
+		return true;
+	}
 	if (!strcmp(key, "name")) {
 		if (!*val || strchr(val, '/') || !strcmp(val, ".") || !strcmp(val, "..")) {
 			g_set_error(err, FM_CLI_ERROR, EINVAL, "name=%s: not a file name", val);
@@ -183,7 +212,8 @@ bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
 {
 	static const char *const mount_keys[] = {
 		"ro", "allow_other", "cache_mode", "cache_size", "block_size",
-		"read_policy", "threads", "max_background", "writeback_age", "name", NULL,
+		"read_policy", "threads", "max_background", "writeback_age", "name",
+		"max_read_errors", "sync_speed_min", "sync_speed_max", "bitmap_delay", NULL,
 	};
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autoptr(GError) e = NULL;
@@ -242,6 +272,24 @@ bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
 				    ve->message);
 			return false;
 		}
+	}
+	return true;
+}
+
+bool mount_cfg_check(const struct mount_cfg *cfg, GError **err)
+{
+	uint64_t lo = cfg->sync_speed_min ? cfg->sync_speed_min : FM_DEFAULT_SYNC_SPEED_MIN;
+	uint64_t hi = cfg->sync_speed_max ? cfg->sync_speed_max : FM_DEFAULT_SYNC_SPEED_MAX;
+	char s1[32], s2[32];
+
+	if (lo > hi) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL,
+			    "sync_speed_min (%s/s%s) is above sync_speed_max (%s/s%s)",
+			    fm_format_size(lo, s1, sizeof(s1)),
+			    cfg->sync_speed_min ? "" : ", the default",
+			    fm_format_size(hi, s2, sizeof(s2)),
+			    cfg->sync_speed_max ? "" : ", the default");
+		return false;
 	}
 	return true;
 }

@@ -5,6 +5,8 @@
  *   mount    assemble and mount (src/mount.c), the daemon
  *   status   ask a running daemon (control socket)
  *   umount   ask a running daemon to unmount, flush and stop cleanly
+ *   fail, remove, add, replace, scrub, inject   administration (admin.c)
+ *   examine  read a leg's superblock and bitmap, offline (examine.c)
  */
 #include <errno.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -113,35 +116,125 @@ int cmd_create(int argc, char **argv)
 /*----------------------------------------------------------------*/
 /* status, umount: clients of the control socket */
 
-static int call_daemon(const char *mountpoint, const char *const *words, int timeout_ms,
-		       GString *out)
+int cli_call_daemon(const char *mountpoint, const char *const *words, int timeout_ms,
+		    GString *out, int fail_code, int *ret_errno, bool quiet)
 {
 	g_autoptr(GError) err = NULL;
 	g_autofree char *sock = ctl_socket_path(mountpoint, &err);
 	int r;
 
+	if (ret_errno)
+		*ret_errno = 0;
 	if (!sock) {
-		cli_error("%s", err->message);
+		if (!quiet)
+			cli_error("%s", err->message);
 		return FM_EXIT_NO_DAEMON;
 	}
 	r = ctl_call(sock, words, timeout_ms, out, &err);
-	if (r == -ENOENT || r == -ECONNREFUSED) {
-		cli_error("no fusemirror daemon serves %s", mountpoint);
+	/* -ENOENT is also what a daemon may answer (e.g. scrub-cancel with no
+	 * scrub running): only the client's own connect message means that
+	 * nobody listens. */
+	if ((r == -ENOENT || r == -ECONNREFUSED) && err &&
+	    g_str_has_prefix(err->message, "no daemon listening on ")) {
+		if (ret_errno)
+			*ret_errno = -r;
+		if (!quiet)
+			cli_error("no fusemirror daemon serves %s", mountpoint);
 		return FM_EXIT_NO_DAEMON;
 	}
 	if (r < 0) {
-		cli_error("%s: %s", mountpoint, err ? err->message : g_strerror(-r));
-		return FM_EXIT_FAILURE;
+		if (ret_errno)
+			*ret_errno = -r;
+		if (!quiet || r != -EAGAIN)
+			cli_error("%s: %s", mountpoint, err ? err->message : g_strerror(-r));
+		return fail_code;
+	}
+	return FM_EXIT_OK;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* Sleep @seconds, or less when a signal arrives. */
+static void nap(double seconds)
+{
+	struct timespec ts = { .tv_sec = (time_t)seconds,
+			       .tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9) };
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * `status --watch`: a frame every @interval seconds until interrupted
+ * (exit 0) or the daemon goes away (exit 0 once it was seen and its socket
+ * is gone: it stopped; 1 when its socket is left behind: it died; 5 when it
+ * was never reached).  A daemon that is closing its legs answers
+ * "stopping" (EAGAIN): the watch goes on until it is gone.
+ */
+static int status_watch(const char *mountpoint, const char *const *words, bool json,
+			double interval)
+{
+	struct sigaction sa = { .sa_handler = on_interrupt };
+	bool tty = isatty(STDOUT_FILENO), seen = false;
+	unsigned frames = 0;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	while (!interrupted) {
+		g_autoptr(GString) out = g_string_new(NULL);
+		int e, code = cli_call_daemon(mountpoint, words, 10000, out, FM_EXIT_FAILURE, &e,
+					      seen);
+
+		if (code == FM_EXIT_NO_DAEMON && seen && e == ECONNREFUSED) {
+			/* A socket nobody listens on: the daemon did not get to
+			 * its clean end (which removes the socket). */
+			cli_error("the daemon serving %s died", mountpoint);
+			return FM_EXIT_FAILURE;
+		}
+		if (code == FM_EXIT_NO_DAEMON) {
+			if (seen && !json)
+				printf("%s%s: the daemon has stopped\n", tty ? "" : "\n",
+				       mountpoint);
+			return seen ? FM_EXIT_OK : FM_EXIT_NO_DAEMON;
+		}
+		if (code != FM_EXIT_OK && e != EAGAIN)
+			return code;
+		seen = true;
+		if (code == FM_EXIT_OK) {
+			if (json)
+				fputs(out->str, stdout);
+			else if (tty)
+				printf("\033[H\033[2J%s", out->str);
+			else
+				printf("%s%s", frames ? "\n" : "", out->str);
+			frames++;
+		}
+		if (fflush(stdout) == EOF || ferror(stdout))
+			return FM_EXIT_FAILURE;
+		if (!interrupted)
+			nap(interval);
 	}
 	return FM_EXIT_OK;
 }
 
 int cmd_status(int argc, char **argv)
 {
-	gboolean json = FALSE;
+	gboolean json = FALSE, watch = FALSE;
+	double interval = 0;
 	g_auto(GStrv) rest = NULL;
 	GOptionEntry entries[] = {
 		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
+		{ "watch", 'w', 0, G_OPTION_ARG_NONE, &watch,
+		  "Show it again every interval until interrupted or the daemon stops", NULL },
+		{ "interval", 'n', 0, G_OPTION_ARG_DOUBLE, &interval,
+		  "Seconds between two frames of --watch (default 1)", "SECONDS" },
 		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, "MOUNTPOINT" },
 		{ NULL },
 	};
@@ -152,22 +245,40 @@ int cmd_status(int argc, char **argv)
 	int code;
 
 	g_option_context_set_summary(octx,
-		"Show a running array: UUID, size, state, each leg (path, state, reads,\n"
-		"writes, errors), cache statistics and I/O totals.  Root only.\n"
+		"Show a running array: UUID, size, state (active, degraded, resyncing,\n"
+		"recovering, failed), the sync action's progress, the write-intent bitmap,\n"
+		"each leg (path, UUID, state, reads, writes, errors, corrected reads,\n"
+		"injected fault), cache statistics and I/O totals.  Root only.\n"
+		"--watch redraws it every interval (JSON: one object per line) until\n"
+		"interrupted or the daemon stops.\n"
 		"\n"
-		"Exit status: 0 shown; 2 usage; 5 no daemon serves MOUNTPOINT.");
+		"Exit status: 0 shown (--watch: interrupted, or the daemon stopped);\n"
+		"1 the daemon failed to answer (--watch: or died); 2 usage; 5 no daemon\n"
+		"serves MOUNTPOINT.");
 	g_option_context_add_main_entries(octx, entries, NULL);
 	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("status: %s", err->message);
+		cli_error("status: %s (see fusemirror status --help)", err->message);
 		return FM_EXIT_USAGE;
 	}
 	if (!rest || g_strv_length(rest) != 1) {
-		cli_error("status: give exactly one MOUNTPOINT");
+		cli_error("status: give exactly one MOUNTPOINT (see fusemirror status --help)");
+		return FM_EXIT_USAGE;
+	}
+	if (interval != 0 && !watch) {
+		cli_error("status: --interval needs --watch");
+		return FM_EXIT_USAGE;
+	}
+	if (watch && interval == 0)
+		interval = 1;
+	if (watch && !(interval >= 0.1 && interval <= 86400)) {
+		cli_error("status: --interval %g: expected 0.1 to 86400 seconds", interval);
 		return FM_EXIT_USAGE;
 	}
 	if (json)
 		words[1] = "json";
-	code = call_daemon(rest[0], words, 10000, out);
+	if (watch)
+		return status_watch(rest[0], words, json, interval);
+	code = cli_call_daemon(rest[0], words, 10000, out, FM_EXIT_FAILURE, NULL, false);
 	if (code == FM_EXIT_OK)
 		fputs(out->str, stdout);
 	return code;
@@ -202,7 +313,7 @@ int cmd_umount(int argc, char **argv)
 		cli_error("umount: give exactly one MOUNTPOINT");
 		return FM_EXIT_USAGE;
 	}
-	return call_daemon(rest[0], words, 0, out);
+	return cli_call_daemon(rest[0], words, 0, out, FM_EXIT_FAILURE, NULL, false);
 }
 
 /*----------------------------------------------------------------*/
@@ -214,8 +325,15 @@ static const struct {
 } verbs[] = {
 	{ "create", cmd_create, "write a new array on its legs" },
 	{ "mount", cmd_mount, "assemble an array and mount its image (the daemon)" },
-	{ "status", cmd_status, "show a mounted array" },
+	{ "status", cmd_status, "show a mounted array (--watch: keep showing it)" },
 	{ "umount", cmd_umount, "unmount, flush and stop cleanly" },
+	{ "fail", cmd_fail, "mark a leg faulty (it gets no more I/O)" },
+	{ "remove", cmd_remove, "take a faulty leg out of the array" },
+	{ "add", cmd_add, "add a leg (or re-add a failed one) and rebuild it" },
+	{ "replace", cmd_replace, "rebuild a new leg, then remove the old one" },
+	{ "scrub", cmd_scrub, "compare (and --repair) every leg's copy" },
+	{ "inject", cmd_inject, "make a leg fail or lie, for testing" },
+	{ "examine", cmd_examine, "print a leg's superblock and bitmap (offline)" },
 };
 
 static void usage(FILE *to)

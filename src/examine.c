@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `fusemirror examine LEG...`: a leg's superblock, leg table and
+ * write-intent bitmap, read offline (mdadm --examine and
+ * --examine-bitmap).  Each leg is opened read-only, without O_EXCL and
+ * without the OFD lock, so a leg of a mounted array can be examined too
+ * (a file always; a block device too, as the daemon's O_EXCL claim
+ * does not stop another process's plain read-only open).  What it shows is
+ * what is on disk: a running daemon may have newer state in memory.
+ *
+ * Bitmap layout: bit r (region r, covering image bytes [r * region_size,
+ * (r + 1) * region_size)) is bit (r % 8) of byte (r / 8) of the bitmap
+ * area, least significant bit first; bits at or past the number of
+ * regions are ignored.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fusemirror/common.h"
+#include "fusemirror/superblock.h"
+
+const char *cli_leg_state_name(enum fm_leg_state s)
+{
+	switch (s) {
+	case FM_LEG_EMPTY: return "empty";
+	case FM_LEG_IN_SYNC: return "in_sync";
+	case FM_LEG_FAULTY: return "faulty";
+	case FM_LEG_REBUILDING: return "rebuilding";
+	case FM_LEG_REMOVED: return "removed";
+	default: return "unknown";
+	}
+}
+
+static bool bit_set(const uint8_t *bm, uint64_t r)
+{
+	return bm[r >> 3] & (1u << (r & 7));
+}
+
+/* "0-3,17,40-41" (empty when no bit is set); returns the bits set. */
+static uint64_t append_ranges(GString *out, const uint8_t *bm, uint64_t nr)
+{
+	uint64_t set = 0;
+
+	for (uint64_t r = 0; r < nr; r++) {
+		uint64_t end = r;
+
+		if (!bit_set(bm, r))
+			continue;
+		while (end + 1 < nr && bit_set(bm, end + 1))
+			end++;
+		if (set)
+			g_string_append_c(out, ',');
+		if (end == r)
+			g_string_append_printf(out, "%llu", (unsigned long long)r);
+		else
+			g_string_append_printf(out, "%llu-%llu", (unsigned long long)r,
+					       (unsigned long long)end);
+		set += end - r + 1;
+		r = end;
+	}
+	return set;
+}
+
+static void json_str(GString *out, const char *s)
+{
+	g_string_append_c(out, '"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			g_string_append_printf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			g_string_append_printf(out, "\\u%04x", ch);
+		else
+			g_string_append_c(out, (char)ch);
+	}
+	g_string_append_c(out, '"');
+}
+
+static char *format_time(uint64_t t)
+{
+	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local((gint64)MIN(t, (uint64_t)G_MAXINT64));
+
+	return dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S %z") : g_strdup("?");
+}
+
+/*
+ * Read @path's superblock and bitmap.  Returns FM_EXIT_OK with *ret_sb and
+ * *ret_bitmap (g_free; the bitmap area's first ceil(regions / 8) bytes), or
+ * an exit code after the message.
+ */
+static int read_leg(const char *path, struct fm_sb *ret_sb, uint8_t **ret_bitmap)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	g_autoptr(GError) err = NULL;
+	struct dmio_region where;
+	struct fm_sb sb;
+	uint64_t nr, bytes;
+	void *buf = NULL;
+	int r;
+
+	r = dmio_dev_open(path, DMIO_DEV_RDONLY, &dev);
+	if (r < 0) {
+		cli_error("leg %s: cannot open it: %s", path, g_strerror(-r));
+		return FM_EXIT_LEG;
+	}
+	r = fm_sb_read(dev, &sb, &err);
+	if (r < 0) {
+		cli_error("%s", err->message);
+		return r == -EIO ? FM_EXIT_FAILURE : FM_EXIT_LEG;
+	}
+	nr = fm_sb_nr_regions(&sb);
+	bytes = FM_ALIGN_UP((nr + 7) / 8, (uint64_t)FM_PAGE_SIZE);
+	if (bytes > sb.bitmap_length || bytes > (64ull << 20)) {
+		cli_error("leg %s: a bitmap of %llu regions does not fit its %llu bytes",
+			  path, (unsigned long long)nr, (unsigned long long)sb.bitmap_length);
+		return FM_EXIT_LEG;
+	}
+	if (posix_memalign(&buf, FM_PAGE_SIZE, bytes ? bytes : FM_PAGE_SIZE)) {
+		cli_error("leg %s: out of memory for the bitmap", path);
+		return FM_EXIT_FAILURE;
+	}
+	memset(buf, 0, bytes ? bytes : FM_PAGE_SIZE);
+	where = (struct dmio_region){ .dev = dev, .sector = sb.bitmap_offset >> FM_SECTOR_SHIFT,
+				      .count = bytes >> FM_SECTOR_SHIFT };
+	r = bytes ? dmio_sync_vm(1, &where, DMIO_OP_READ, buf, NULL) : 0;
+	if (r < 0) {
+		cli_error("leg %s: cannot read the bitmap (%llu bytes at %llu): %s", path,
+			  (unsigned long long)bytes, (unsigned long long)sb.bitmap_offset,
+			  g_strerror(-r));
+		free(buf);
+		return FM_EXIT_FAILURE;
+	}
+	*ret_sb = sb;
+	*ret_bitmap = g_memdup2(buf, bytes ? bytes : 1);
+	free(buf);
+	return FM_EXIT_OK;
+}
+
+static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *bm)
+{
+	g_autoptr(GString) ranges = g_string_new(NULL);
+	g_autofree char *ctime_s = format_time(sb->ctime), *utime_s = format_time(sb->utime);
+	uint64_t nr = fm_sb_nr_regions(sb), set = append_ranges(ranges, bm, nr);
+	enum fm_leg_state own = sb->leg_index < FM_SB_MAX_LEGS
+					? (enum fm_leg_state)sb->legs[sb->leg_index].state
+					: FM_LEG_EMPTY;
+	char u[37], s1[32], s2[32];
+
+	printf("%s:\n", path);
+	printf("          version : %u.%u\n", sb->version_major, sb->version_minor);
+	printf("       array uuid : %s\n", fm_uuid_unparse(sb->array_uuid, u));
+	printf("             name : %s\n", sb->name);
+	printf("         leg uuid : %s\n", fm_uuid_unparse(sb->leg_uuid, u));
+	printf("        leg index : %u (%s in the leg table)\n", sb->leg_index,
+	       cli_leg_state_name(own));
+	printf("           events : %llu\n", (unsigned long long)sb->events);
+	printf("            state : %s\n", sb->state_flags & FM_SB_CLEAN
+					       ? "clean"
+					       : "dirty (in use, or not stopped cleanly)");
+	printf("    creation time : %s\n", ctime_s);
+	printf("      update time : %s\n", utime_s);
+	printf("       image size : %s (%llu bytes)\n", fm_format_size(sb->image_size, s1, sizeof(s1)),
+	       (unsigned long long)sb->image_size);
+	printf("      data offset : %llu\n", (unsigned long long)sb->data_offset);
+	printf("       block size : %u\n", sb->block_size);
+	if (own == FM_LEG_REBUILDING)
+		printf("  recovery offset : %llu\n", (unsigned long long)sb->recovery_offset);
+	printf("      region size : %s (%llu bytes), %llu regions\n",
+	       fm_format_size(sb->region_size, s2, sizeof(s2)),
+	       (unsigned long long)sb->region_size, (unsigned long long)nr);
+	printf("           bitmap : %llu bytes at %llu; %llu of %llu bits set (%s dirty)%s%s\n",
+	       (unsigned long long)sb->bitmap_length, (unsigned long long)sb->bitmap_offset,
+	       (unsigned long long)set, (unsigned long long)nr,
+	       fm_format_size(MIN(set * sb->region_size, sb->image_size), s1, sizeof(s1)),
+	       set ? ": " : "", ranges->str);
+	printf("        leg table :\n");
+	printf("      slot  uuid                                  state       events\n");
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
+		if (sb->legs[i].state == FM_LEG_EMPTY)
+			continue;
+		printf("      %-4u  %s  %-10s  %llu%s\n", i, fm_uuid_unparse(sb->legs[i].uuid, u),
+		       cli_leg_state_name(sb->legs[i].state),
+		       (unsigned long long)sb->legs[i].events,
+		       i == sb->leg_index ? "  (this leg)" : "");
+	}
+}
+
+static void print_json(GString *out, const char *path, const struct fm_sb *sb,
+		       const uint8_t *bm)
+{
+	g_autoptr(GString) ranges = g_string_new(NULL);
+	uint64_t nr = fm_sb_nr_regions(sb), set = append_ranges(ranges, bm, nr);
+	bool first = true;
+	char u[37];
+
+	g_string_append(out, "{\"path\":");
+	json_str(out, path);
+	g_string_append_printf(out, ",\"array_uuid\":\"%s\",\"name\":",
+			       fm_uuid_unparse(sb->array_uuid, u));
+	json_str(out, sb->name);
+	g_string_append_printf(out, ",\"leg_uuid\":\"%s\",\"leg_index\":%u,\"version\":\"%u.%u\","
+			       "\"events\":%llu,\"clean\":%s,\"ctime\":%llu,\"utime\":%llu,"
+			       "\"image_size\":%llu,\"data_offset\":%llu,\"block_size\":%u,"
+			       "\"recovery_offset\":%llu,\"region_size\":%llu,\"nr_regions\":%llu,"
+			       "\"bitmap_offset\":%llu,\"bitmap_length\":%llu,\"bitmap_set\":%llu,"
+			       "\"bitmap_ranges\":\"%s\",\"bitmap_regions\":[",
+			       fm_uuid_unparse(sb->leg_uuid, u), sb->leg_index, sb->version_major,
+			       sb->version_minor, (unsigned long long)sb->events,
+			       sb->state_flags & FM_SB_CLEAN ? "true" : "false",
+			       (unsigned long long)sb->ctime, (unsigned long long)sb->utime,
+			       (unsigned long long)sb->image_size,
+			       (unsigned long long)sb->data_offset, sb->block_size,
+			       (unsigned long long)sb->recovery_offset,
+			       (unsigned long long)sb->region_size, (unsigned long long)nr,
+			       (unsigned long long)sb->bitmap_offset,
+			       (unsigned long long)sb->bitmap_length, (unsigned long long)set,
+			       ranges->str);
+	for (uint64_t r = 0; r < nr; r++) {
+		if (!bit_set(bm, r))
+			continue;
+		g_string_append_printf(out, first ? "%llu" : ",%llu", (unsigned long long)r);
+		first = false;
+	}
+	g_string_append(out, "],\"table\":[");
+	first = true;
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
+		if (sb->legs[i].state == FM_LEG_EMPTY)
+			continue;
+		g_string_append_printf(out, "%s{\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
+				       "\"events\":%llu}", first ? "" : ",", i,
+				       fm_uuid_unparse(sb->legs[i].uuid, u),
+				       cli_leg_state_name(sb->legs[i].state),
+				       (unsigned long long)sb->legs[i].events);
+		first = false;
+	}
+	g_string_append(out, "]}");
+}
+
+int cmd_examine(int argc, char **argv)
+{
+	gboolean json = FALSE;
+	g_auto(GStrv) legs = NULL;
+	GOptionEntry entries[] = {
+		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
+		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &legs, NULL, "LEG..." },
+		{ NULL },
+	};
+	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
+	g_autoptr(GError) err = NULL;
+	g_autoptr(GString) out = g_string_new("{\"legs\":[");
+	int code = FM_EXIT_OK;
+	unsigned shown = 0;
+
+	g_option_context_set_summary(octx,
+		"Print what each LEG holds on disk, like mdadm --examine and\n"
+		"--examine-bitmap: array and leg UUIDs, name, leg index, event counter,\n"
+		"clean or dirty, geometry, the write-intent bitmap (bits set, as region\n"
+		"ranges such as 0-3,17) and the leg table (slot, UUID, state, events).\n"
+		"Offline: the legs are opened read-only and not locked, so the legs of a\n"
+		"mounted array can be examined too (the daemon may hold newer state).\n"
+		"\n"
+		"Exit status: 0 every leg shown; 1 a read failed; 2 usage; 3 some LEG\n"
+		"holds no valid superblock (the others are still shown).");
+	g_option_context_add_main_entries(octx, entries, NULL);
+	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
+		cli_error("examine: %s (see fusemirror examine --help)", err->message);
+		return FM_EXIT_USAGE;
+	}
+	if (!legs || !legs[0]) {
+		cli_error("examine: no legs given (see fusemirror examine --help)");
+		return FM_EXIT_USAGE;
+	}
+	for (char **l = legs; *l; l++) {
+		g_autofree uint8_t *bm = NULL;
+		struct fm_sb sb;
+		int r = read_leg(*l, &sb, &bm);
+
+		if (r) {
+			/* 3 (a refused leg) wins over 1 (an I/O error). */
+			if (code != FM_EXIT_LEG)
+				code = r;
+			continue;
+		}
+		if (json) {
+			if (shown)
+				g_string_append_c(out, ',');
+			print_json(out, *l, &sb, bm);
+		} else {
+			if (shown)
+				putchar('\n');
+			print_text(*l, &sb, bm);
+		}
+		shown++;
+	}
+	dmio_engine_shutdown();
+	if (json) {
+		g_string_append(out, "]}\n");
+		fputs(out->str, stdout);
+	}
+	return code;
+}

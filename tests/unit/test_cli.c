@@ -1,0 +1,517 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of the command line's parsers: `fusemirror inject` options ->
+ * struct dmio_fault and its control-socket words (src/fault_opt.c), and the
+ * mount options / config file keys of the resilience work (src/config.c).
+ * Pure functions: no daemon, no legs.  One Suite "cli", one TCase per
+ * behaviour (see cli_suite() at the end).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <glib.h>
+
+#include "cli.h"
+#include "fusemirror/common.h"
+
+#include "fm_test.h"
+
+/* fm_fault_from_args() must fail with a message containing @want. */
+static void refuse_args(const struct fm_fault_args *a, const char *want)
+{
+	g_autoptr(GError) err = NULL;
+	struct dmio_fault f = { .flags = 0xdead };
+
+	ck_assert_msg(!fm_fault_from_args(a, &f, &err), "accepted; wanted \"%s\"", want);
+	ck_assert_ptr_nonnull(err);
+	ck_assert_msg(strstr(err->message, want), "message \"%s\" lacks \"%s\"", err->message,
+		      want);
+	ck_assert_uint_eq(f.flags, 0xdead);     /* untouched on failure */
+}
+
+static struct dmio_fault accept_args(const struct fm_fault_args *a)
+{
+	g_autoptr(GError) err = NULL;
+	struct dmio_fault f;
+
+	ck_assert_msg(fm_fault_from_args(a, &f, &err), "refused: %s", err ? err->message : "?");
+	return f;
+}
+
+/*----------------------------------------------------------------*/
+/* inject: options -> struct dmio_fault */
+
+START_TEST(fault_defaults)
+{
+	struct fm_fault_args a = { 0 };
+	struct dmio_fault f;
+
+	ck_assert(!fm_fault_args_given(&a));
+	/* Only a range: reads and writes fail with EIO in it. */
+	a.offset = "1M";
+	a.length = "64k";
+	ck_assert(fm_fault_args_given(&a));
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_READS | DMIO_FAULT_WRITES);
+	ck_assert_int_eq(f.error, EIO);
+	ck_assert_uint_eq(f.sector, 2048);
+	ck_assert_uint_eq(f.count, 128);
+	ck_assert_uint_eq(f.rate_ppm, 0);
+	ck_assert_uint_eq(f.up_ms, 0);
+	ck_assert_uint_eq(f.down_ms, 0);
+	ck_assert_uint_eq(f.seed, 0);
+
+	/* Nothing but --seed: the whole leg. */
+	a = (struct fm_fault_args){ .seed = "7" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_READS | DMIO_FAULT_WRITES);
+	ck_assert_uint_eq(f.count, 0);
+	ck_assert_uint_eq(f.seed, 7);
+
+	/* --length alone starts at 0; --length 0 is the whole leg. */
+	a = (struct fm_fault_args){ .length = "4096" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.sector, 0);
+	ck_assert_uint_eq(f.count, 8);
+	a = (struct fm_fault_args){ .length = "0", .offset = "0" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.count, 0);
+}
+END_TEST
+
+START_TEST(fault_flags)
+{
+	struct fm_fault_args a = { .read = TRUE };
+	struct dmio_fault f = accept_args(&a);
+
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_READS);
+	a = (struct fm_fault_args){ .write = TRUE, .flush = TRUE };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES);
+	ck_assert_int_eq(f.error, EIO);
+	a = (struct fm_fault_args){ .drop_writes = TRUE };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_DROP_WRITES);
+	ck_assert_int_eq(f.error, 0);           /* nothing fails */
+	a = (struct fm_fault_args){ .corrupt_reads = TRUE, .drop_writes = TRUE };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_CORRUPT_READS | DMIO_FAULT_DROP_WRITES);
+	a = (struct fm_fault_args){ .read = TRUE, .drop_writes = TRUE };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_READS | DMIO_FAULT_DROP_WRITES);
+
+	a = (struct fm_fault_args){ .read = TRUE, .heal_on_write = TRUE, .length = "64k" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE);
+	ck_assert_uint_eq(f.count, 128);
+	a = (struct fm_fault_args){ .read = TRUE, .heal_on_write = TRUE, .length = "8G" };
+	ck_assert_uint_eq(accept_args(&a).count, 1u << 24);
+	a = (struct fm_fault_args){ .heal_on_write = TRUE, .length = "64k" };
+	refuse_args(&a, "--heal-on-write needs --read");
+	a = (struct fm_fault_args){ .read = TRUE, .heal_on_write = TRUE };
+	refuse_args(&a, "--heal-on-write needs a --length from 512 bytes to 8G");
+	a = (struct fm_fault_args){ .read = TRUE, .heal_on_write = TRUE, .length = "9G" };
+	refuse_args(&a, "--heal-on-write needs a --length");
+
+	a = (struct fm_fault_args){ .write = TRUE, .drop_writes = TRUE };
+	refuse_args(&a, "--write and --drop-writes exclude each other");
+	a = (struct fm_fault_args){ .read = TRUE, .corrupt_reads = TRUE };
+	refuse_args(&a, "--read and --corrupt-reads exclude each other");
+}
+END_TEST
+
+START_TEST(fault_errno)
+{
+	static const struct { const char *s; int e; } ok[] = {
+		{ "EIO", EIO }, { "eio", EIO }, { "ENOSPC", ENOSPC }, { "EROFS", EROFS },
+		{ "ENODEV", ENODEV }, { "ETIMEDOUT", ETIMEDOUT }, { "28", 28 }, { "4095", 4095 },
+	};
+	static const char *const bad[] = { "", "EFOO", "0", "4096", "-5", "5x", "IO" };
+	struct fm_fault_args a = { 0 };
+	struct dmio_fault f;
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(ok); i++) {
+		ck_assert_int_eq(fm_errno_parse(ok[i].s), ok[i].e);
+		a = (struct fm_fault_args){ .error = ok[i].s };
+		f = accept_args(&a);
+		ck_assert_int_eq(f.error, ok[i].e);
+	}
+	for (size_t i = 0; i < FM_ARRAY_SIZE(bad); i++) {
+		ck_assert_int_eq(fm_errno_parse(bad[i]), -EINVAL);
+		a = (struct fm_fault_args){ .error = bad[i] };
+		refuse_args(&a, "not an errno name or number");
+	}
+	ck_assert_int_eq(fm_errno_parse(NULL), -EINVAL);
+	/* An errno only where something fails. */
+	a = (struct fm_fault_args){ .error = "ENOSPC", .drop_writes = TRUE };
+	refuse_args(&a, "only failed I/O has an errno");
+	a = (struct fm_fault_args){ .error = "ENOSPC", .drop_writes = TRUE, .flush = TRUE };
+	f = accept_args(&a);
+	ck_assert_int_eq(f.error, ENOSPC);
+}
+END_TEST
+
+START_TEST(fault_range)
+{
+	struct fm_fault_args a = { .offset = "1G", .length = "1M" };
+	struct dmio_fault f = accept_args(&a);
+
+	ck_assert_uint_eq(f.sector, (1ull << 30) >> 9);
+	ck_assert_uint_eq(f.count, (1ull << 20) >> 9);
+	a = (struct fm_fault_args){ .offset = "512", .length = "1536" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.sector, 1);
+	ck_assert_uint_eq(f.count, 3);
+
+	a = (struct fm_fault_args){ .offset = "1M" };
+	refuse_args(&a, "--offset 1M needs a --length");
+	a = (struct fm_fault_args){ .offset = "100", .length = "4k" };
+	refuse_args(&a, "--offset 100: not a multiple of 512 bytes");
+	a = (struct fm_fault_args){ .length = "1000" };
+	refuse_args(&a, "--length 1000: not a multiple of 512 bytes");
+	a = (struct fm_fault_args){ .offset = "12Q", .length = "4k" };
+	refuse_args(&a, "--offset 12Q: not a size");
+	a = (struct fm_fault_args){ .length = "-4k" };
+	refuse_args(&a, "--length -4k: not a size");
+	a = (struct fm_fault_args){ .offset = "16383P", .length = "16383P" };
+	refuse_args(&a, "the range ends beyond 2^64 bytes");
+}
+END_TEST
+
+START_TEST(fault_rate)
+{
+	static const struct { const char *p; uint32_t ppm; } probs[] = {
+		{ "1", 1000000 }, { "0.5", 500000 }, { "0.01", 10000 }, { "1e-6", 1 },
+		{ "5%", 50000 }, { "100%", 1000000 }, { "0.1%", 1000 },
+	};
+	static const struct { const char *p; const char *msg; } bad_probs[] = {
+		{ "0", "expected a fraction above 0" }, { "1.5", "expected a fraction" },
+		{ "101%", "expected a fraction" }, { "-0.5", "not a number" },
+		{ "x", "not a number" }, { "", "not a number" }, { "%", "not a number" },
+		{ "0.5x", "not a number" }, { "nan", "not a number" },
+		{ "1e-7", "below one in a million" },
+	};
+	struct fm_fault_args a = { .rate = "250" };
+	struct dmio_fault f = accept_args(&a);
+
+	ck_assert_uint_eq(f.rate_ppm, 250);
+	a = (struct fm_fault_args){ .rate = "1000000" };
+	ck_assert_uint_eq(accept_args(&a).rate_ppm, 1000000);
+	a = (struct fm_fault_args){ .rate = "0" };
+	refuse_args(&a, "--rate 0: expected a number from 1 to 1000000");
+	a = (struct fm_fault_args){ .rate = "1000001" };
+	refuse_args(&a, "--rate 1000001: expected a number from 1 to 1000000");
+	a = (struct fm_fault_args){ .rate = "1k" };
+	refuse_args(&a, "--rate 1k");
+	a = (struct fm_fault_args){ .rate = "10", .probability = "0.1" };
+	refuse_args(&a, "--rate and --probability exclude each other");
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(probs); i++) {
+		a = (struct fm_fault_args){ .probability = probs[i].p };
+		ck_assert_uint_eq(accept_args(&a).rate_ppm, probs[i].ppm);
+	}
+	for (size_t i = 0; i < FM_ARRAY_SIZE(bad_probs); i++) {
+		a = (struct fm_fault_args){ .probability = bad_probs[i].p };
+		refuse_args(&a, bad_probs[i].msg);
+	}
+}
+END_TEST
+
+START_TEST(fault_flakey)
+{
+	struct fm_fault_args a = { .up = "2000", .down = "500", .seed = "18446744073709551615" };
+	struct dmio_fault f = accept_args(&a);
+
+	ck_assert_uint_eq(f.up_ms, 2000);
+	ck_assert_uint_eq(f.down_ms, 500);
+	ck_assert_uint_eq(f.seed, UINT64_MAX);
+	a = (struct fm_fault_args){ .up = "0", .down = "1" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.down_ms, 1);
+
+	a = (struct fm_fault_args){ .up = "100" };
+	refuse_args(&a, "--up needs --down too");
+	a = (struct fm_fault_args){ .down = "100" };
+	refuse_args(&a, "--down needs --up too");
+	a = (struct fm_fault_args){ .up = "100", .down = "0" };
+	refuse_args(&a, "--down 0: expected a number from 1 to 4294967295");
+	a = (struct fm_fault_args){ .up = "4294967296", .down = "1" };
+	refuse_args(&a, "--up 4294967296: expected a number");
+	a = (struct fm_fault_args){ .up = "-1", .down = "1" };
+	refuse_args(&a, "--up -1: expected a number");
+	a = (struct fm_fault_args){ .seed = "x" };
+	refuse_args(&a, "--seed x: expected a number");
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* the control-socket words, and descriptions */
+
+START_TEST(fault_words_round_trip)
+{
+	const struct dmio_fault cases[] = {
+		{ .flags = DMIO_FAULT_READS | DMIO_FAULT_WRITES, .error = EIO },
+		{ .flags = DMIO_FAULT_FLUSHES, .error = ENOSPC, .sector = 8, .count = 16,
+		  .rate_ppm = 999999, .up_ms = 1, .down_ms = UINT32_MAX, .seed = UINT64_MAX },
+		{ .flags = DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS },
+		{ .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE, .error = EIO,
+		  .sector = 0, .count = 1u << 24 },
+	};
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
+		g_auto(GStrv) w = fm_fault_to_words(&cases[i]);
+		g_autoptr(GError) err = NULL;
+		struct dmio_fault f;
+
+		ck_assert(g_str_has_prefix(w[0], "flags="));
+		ck_assert_msg(fm_fault_from_words((const char *const *)w, g_strv_length(w), &f, &err),
+			      "%s", err ? err->message : "?");
+		ck_assert_uint_eq(f.flags, cases[i].flags);
+		ck_assert_int_eq(f.error, cases[i].error);
+		ck_assert_uint_eq(f.sector, cases[i].sector);
+		ck_assert_uint_eq(f.count, cases[i].count);
+		ck_assert_uint_eq(f.rate_ppm, cases[i].rate_ppm);
+		ck_assert_uint_eq(f.up_ms, cases[i].up_ms);
+		ck_assert_uint_eq(f.down_ms, cases[i].down_ms);
+		ck_assert_uint_eq(f.seed, cases[i].seed);
+	}
+}
+END_TEST
+
+START_TEST(fault_words_refused)
+{
+	static const struct { const char *w[3]; const char *msg; } cases[] = {
+		{ { "flags=reads", "bogus=1" }, "unknown key 'bogus'" },
+		{ { "flags=reads,sideways" }, "unknown flag 'sideways'" },
+		{ { "flags=reads", "error" }, "'error' is not key=value" },
+		{ { "error=5" }, "no flags= given" },
+		{ { "flags=" }, "no flags= given" },
+		{ { "flags=reads", "error=EWHAT" }, "error=EWHAT: not an errno" },
+		{ { "flags=reads", "rate_ppm=1000001" }, "rate_ppm 1000001" },
+		{ { "flags=reads", "up_ms=x" }, "up_ms x" },
+		{ { "flags=reads", "sector=18446744073709551615", "count=2" }, "wraps around" },
+		{ { "flags=writes,heal_on_write", "count=8" }, "heal_on_write needs reads" },
+		{ { "flags=reads,heal_on_write" }, "heal_on_write needs reads and a count" },
+	};
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
+		g_autoptr(GError) err = NULL;
+		struct dmio_fault f;
+		unsigned n = 0;
+
+		while (n < 3 && cases[i].w[n])
+			n++;
+		ck_assert_msg(!fm_fault_from_words(cases[i].w, n, &f, &err), "case %zu accepted", i);
+		ck_assert_msg(strstr(err->message, cases[i].msg), "case %zu: \"%s\" lacks \"%s\"",
+			      i, err->message, cases[i].msg);
+	}
+}
+END_TEST
+
+START_TEST(fault_describe)
+{
+	struct dmio_fault f = { .flags = DMIO_FAULT_READS | DMIO_FAULT_WRITES, .error = ENOSPC,
+				.sector = 2048, .count = 128, .rate_ppm = 10000, .seed = 3,
+				.up_ms = 1000, .down_ms = 500 };
+	g_autoptr(GString) s = g_string_new(NULL);
+	g_autoptr(GString) j = g_string_new(NULL);
+
+	fm_fault_describe(&f, s);
+	ck_assert_str_eq(s->str, "reads+writes fail with ENOSPC, image bytes 1048576+65536 "
+				 "(64.0 KiB at 1.0 MiB), 1% of pieces (10000 ppm, seed 3), "
+				 "flakey: up 1000 ms, down 500 ms");
+	g_string_truncate(s, 0);
+	f = (struct dmio_fault){ .flags = DMIO_FAULT_DROP_WRITES };
+	fm_fault_describe(&f, s);
+	ck_assert_str_eq(s->str, "writes dropped, whole leg");
+	f = (struct dmio_fault){ .flags = DMIO_FAULT_FLUSHES | DMIO_FAULT_CORRUPT_READS };
+	g_string_truncate(s, 0);
+	fm_fault_describe(&f, s);
+	ck_assert_str_eq(s->str, "flushes fail with EIO, reads corrupted, whole leg");
+	f = (struct dmio_fault){ .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				 .count = 8 };
+	g_string_truncate(s, 0);
+	fm_fault_describe(&f, s);
+	ck_assert_str_eq(s->str, "reads fail with EIO, healed by a write, image bytes 0+4096 "
+				 "(4.0 KiB at 0 B)");
+
+	f = (struct dmio_fault){ .flags = DMIO_FAULT_READS, .error = EROFS, .sector = 1,
+				 .count = 2 };
+	fm_fault_json(&f, j);
+	ck_assert_str_eq(j->str, "{\"reads\":true,\"writes\":false,\"flushes\":false,"
+				 "\"drop_writes\":false,\"corrupt_reads\":false,\"heal_on_write\":false,"
+				 "\"error\":\"EROFS\","
+				 "\"errno\":30,\"sector\":1,\"count\":2,\"offset\":512,\"length\":1024,"
+				 "\"rate_ppm\":0,\"up_ms\":0,\"down_ms\":0,\"seed\":0}");
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* mount options and the config file: the resilience keys */
+
+static void refuse_opts(const char *opts, const char *want)
+{
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+
+	mount_cfg_init(&cfg);
+	ck_assert_msg(!mount_cfg_apply_opts(&cfg, opts, &err), "-o %s accepted", opts);
+	ck_assert_msg(strstr(err->message, want), "-o %s: \"%s\" lacks \"%s\"", opts,
+		      err->message, want);
+	mount_cfg_clear(&cfg);
+}
+
+START_TEST(config_resilience_opts)
+{
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+
+	mount_cfg_init(&cfg);
+	/* Defaults: 0 (the mirror's own). */
+	ck_assert_uint_eq(cfg.max_read_errors, 0);
+	ck_assert_uint_eq(cfg.sync_speed_min, 0);
+	ck_assert_uint_eq(cfg.sync_speed_max, 0);
+	ck_assert_uint_eq(cfg.bitmap_delay_ms, 0);
+	ck_assert(mount_cfg_check(&cfg, &err));
+	ck_assert(mount_cfg_apply_opts(&cfg, "max_read_errors=5,sync_speed_min=4M,"
+					     "sync_speed_max=1G,bitmap_delay=250", &err));
+	ck_assert_uint_eq(cfg.max_read_errors, 5);
+	ck_assert_uint_eq(cfg.sync_speed_min, 4u << 20);
+	ck_assert_uint_eq(cfg.sync_speed_max, 1u << 30);
+	ck_assert_uint_eq(cfg.bitmap_delay_ms, 250);
+	ck_assert(mount_cfg_check(&cfg, &err));
+	/* min == max is fine; min above max is not. */
+	ck_assert(mount_cfg_apply_opts(&cfg, "sync_speed_min=1G", &err));
+	ck_assert(mount_cfg_check(&cfg, &err));
+	ck_assert(mount_cfg_apply_opts(&cfg, "sync_speed_min=2G", &err));
+	ck_assert(!mount_cfg_check(&cfg, &err));
+	ck_assert_msg(strstr(err->message, "sync_speed_min (2.0 GiB/s) is above sync_speed_max "
+				       "(1.0 GiB/s)"), "%s", err->message);
+	g_clear_error(&err);
+	mount_cfg_clear(&cfg);
+
+	/* Against the defaults: 300M alone is above the default max of 200M. */
+	mount_cfg_init(&cfg);
+	ck_assert(mount_cfg_apply_opts(&cfg, "sync_speed_min=300M", &err));
+	ck_assert(!mount_cfg_check(&cfg, &err));
+	ck_assert_msg(strstr(err->message, "200.0 MiB/s, the default"), "%s", err->message);
+	g_clear_error(&err);
+	mount_cfg_clear(&cfg);
+	mount_cfg_init(&cfg);
+	ck_assert(mount_cfg_apply_opts(&cfg, "sync_speed_max=512k", &err));
+	ck_assert(!mount_cfg_check(&cfg, &err));
+	ck_assert_msg(strstr(err->message, "1.0 MiB/s, the default) is above"), "%s",
+		      err->message);
+	mount_cfg_clear(&cfg);
+
+	refuse_opts("max_read_errors=0", "max_read_errors=0: expected a number from 1 to 1000000");
+	refuse_opts("max_read_errors=x", "max_read_errors=x: expected a number");
+	refuse_opts("max_read_errors=-1", "max_read_errors=-1: expected a number");
+	refuse_opts("max_read_errors", "option max_read_errors needs a value");
+	refuse_opts("sync_speed_min=fast", "sync_speed_min=fast: expected bytes per second");
+	refuse_opts("sync_speed_min=0", "sync_speed_min=0: expected bytes per second, at least 4k");
+	refuse_opts("sync_speed_max=1k", "sync_speed_max=1k: expected bytes per second");
+	refuse_opts("sync_speed_max=", "sync_speed_max=: expected bytes per second");
+	refuse_opts("bitmap_delay=0", "bitmap_delay=0: expected a number from 1 to 3600000");
+	refuse_opts("bitmap_delay=5s", "bitmap_delay=5s: expected a number");
+	refuse_opts("bitmap_delay=3600001", "bitmap_delay=3600001");
+}
+END_TEST
+
+static char *write_conf(const char *dir, const char *text)
+{
+	char *path = g_build_filename(dir, "fm.conf", NULL);
+
+	ck_assert(g_file_set_contents(path, text, -1, NULL));
+	return path;
+}
+
+START_TEST(config_resilience_file)
+{
+	g_autofree char *dir = fm_test_mkdtemp(NULL, "cli");
+	g_autofree char *good = NULL, *bad = NULL;
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+
+	good = write_conf(dir, "[array]\nlegs=/a;/b\n[mount]\nmax_read_errors = 3\n"
+			       "sync_speed_min=2M\nsync_speed_max=64M\nbitmap_delay=100\n");
+	mount_cfg_init(&cfg);
+	ck_assert_msg(mount_cfg_load_file(&cfg, good, &err), "%s", err ? err->message : "");
+	ck_assert_uint_eq(cfg.max_read_errors, 3);
+	ck_assert_uint_eq(cfg.sync_speed_min, 2u << 20);
+	ck_assert_uint_eq(cfg.sync_speed_max, 64u << 20);
+	ck_assert_uint_eq(cfg.bitmap_delay_ms, 100);
+	/* The command line overrides the file. */
+	ck_assert(mount_cfg_apply_opts(&cfg, "bitmap_delay=7", &err));
+	ck_assert_uint_eq(cfg.bitmap_delay_ms, 7);
+	mount_cfg_clear(&cfg);
+	g_free(good);
+	good = NULL;
+
+	bad = write_conf(dir, "[mount]\nsync_speed_max=lots\n");
+	mount_cfg_init(&cfg);
+	ck_assert(!mount_cfg_load_file(&cfg, bad, &err));
+	ck_assert_msg(strstr(err->message, "[mount] sync_speed_max=lots: expected bytes per second"),
+		      "%s", err->message);
+	g_clear_error(&err);
+	mount_cfg_clear(&cfg);
+	g_free(bad);
+
+	bad = write_conf(dir, "[mount]\nmax_read_errors=0\n");
+	mount_cfg_init(&cfg);
+	ck_assert(!mount_cfg_load_file(&cfg, bad, &err));
+	ck_assert_msg(strstr(err->message, "[mount] max_read_errors=0"), "%s", err->message);
+	g_clear_error(&err);
+	mount_cfg_clear(&cfg);
+	g_free(bad);
+
+	bad = write_conf(dir, "[mount]\nbitmap_delay_ms=5\n");
+	mount_cfg_init(&cfg);
+	ck_assert(!mount_cfg_load_file(&cfg, bad, &err));
+	ck_assert_msg(strstr(err->message, "unknown key 'bitmap_delay_ms' in [mount]"), "%s",
+		      err->message);
+	mount_cfg_clear(&cfg);
+	ck_assert_int_eq(fm_test_rm_rf(dir), 0);
+}
+END_TEST
+
+static Suite *cli_suite(void)
+{
+	Suite *s = suite_create("cli");
+	struct { const char *name; const TTest *test; } cases[] = {
+		{ "fault_defaults", fault_defaults },
+		{ "fault_flags", fault_flags },
+		{ "fault_errno", fault_errno },
+		{ "fault_range", fault_range },
+		{ "fault_rate", fault_rate },
+		{ "fault_flakey", fault_flakey },
+		{ "fault_words_round_trip", fault_words_round_trip },
+		{ "fault_words_refused", fault_words_refused },
+		{ "fault_describe", fault_describe },
+		{ "config_resilience_opts", config_resilience_opts },
+		{ "config_resilience_file", config_resilience_file },
+	};
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(cli_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
