@@ -547,3 +547,325 @@ for job in j["jobs"]:
         sys.exit(f"fio {name}: verify_only read nothing")
 PY
 }
+
+#----------------------------------------------------------------------
+# Resilience (issue 5): reading status and examine, the administration
+# verbs, crashes.  The tests read status and examine only through the
+# accessors below, so that a renamed JSON key is a one-line fix here.
+# A getter that is used as `v=$(getter ...)` fails the test (through the
+# ERR trap) when the key is missing; never use one inside [[ ]] or a
+# pipeline, where a failure would go unnoticed.
+
+# _fm_json_get PATH: from the JSON object on stdin, print the value at PATH
+# ('.a.b', '.legs[1].state'; '' is the whole object): strings bare, booleans
+# as true/false, objects and arrays as JSON.  Exit 1 with a message naming
+# the missing key.
+_fm_json_get() {
+	python3 -c '
+import json, re, sys
+path, what = sys.argv[1], sys.argv[2]
+v = json.load(sys.stdin)
+done = ""
+for key, idx in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", path):
+    if key:
+        if not isinstance(v, dict) or key not in v:
+            have = ", ".join(sorted(v)) if isinstance(v, dict) else type(v).__name__
+            sys.exit(f"{what}: no key {done}.{key} (has: {have}); not implemented yet?")
+        v = v[key]
+        done += "." + key
+    else:
+        if not isinstance(v, list) or int(idx) >= len(v):
+            sys.exit(f"{what}: no element {done}[{idx}]")
+        v = v[int(idx)]
+        done += f"[{idx}]"
+if isinstance(v, bool):
+    print("true" if v else "false")
+elif isinstance(v, (dict, list)):
+    print(json.dumps(v))
+else:
+    print(v)
+' "$1" "$2"
+}
+
+# fm_ok ARGS...: `fusemirror ARGS...`, which must exit 0; its stdout is
+# printed (and kept in $T/fm.out, stderr in $T/fm.err).
+fm_ok() {
+	local rc=0
+	timeout -k 5 120 "$FM" "$@" >"$T/fm.out" 2>"$T/fm.err" || rc=$?
+	((rc == 0)) || fail "fusemirror $* exited $rc: $(head -c 2000 "$T/fm.err")"
+	cat "$T/fm.out"
+}
+
+# fm_status_json MOUNTPOINT: the status object (also left in $T/status.json).
+fm_status_json() {
+	local rc=0
+	timeout -k 5 30 "$FM" status --json "$1" >"$T/status.json" 2>"$T/status.err" || rc=$?
+	((rc == 0)) || fail "fusemirror status --json $1 exited $rc: $(cat "$T/status.err")"
+	cat "$T/status.json"
+}
+
+# fm_status_get MOUNTPOINT PATH: one value of the status object.
+fm_status_get() {
+	fm_status_json "$1" >/dev/null
+	_fm_json_get "$2" "status --json $1" <"$T/status.json"
+}
+
+# The keys the resilience tests read (see man/fusemirror.8, status).
+fm_array_state()    { fm_status_get "$1" .array.state; }       # clean active degraded resyncing recovering failed
+fm_array_degraded() { fm_status_get "$1" .array.degraded; }    # true/false
+fm_array_failed()   { fm_status_get "$1" .array.failed; }      # true/false
+fm_sync_action()    { fm_status_get "$1" .sync.action; }       # idle resync recover check repair
+fm_sync_get()       { fm_status_get "$1" ".sync.$2"; }         # done total speed mismatches last_action resynced_regions ...
+fm_bitmap_get()     { fm_status_get "$1" ".bitmap.$2"; }       # region_size regions set page_writes
+fm_io_errors()      { fm_status_get "$1" .io.errors; }         # errors returned to the image's clients
+
+# fm_leg_get MOUNTPOINT LEG KEY: KEY of the leg whose path is LEG (any
+# path of the same file; state, corrected, read_errors, write_errors, ...);
+# the test fails when no such leg is in the status.
+fm_leg_get() {
+	fm_status_json "$1" >/dev/null
+	python3 - "$1" "$2" "$3" "$T/status.json" <<'PY'
+import json, os, sys
+mp, leg, key, path = sys.argv[1:5]
+j = json.load(open(path))
+want = os.path.realpath(leg)
+for l in j.get("legs", []):
+    if l.get("path") and os.path.realpath(l["path"]) == want:
+        if key not in l:
+            sys.exit(f"status --json {mp}: leg {leg} has no key {key} "
+                     f"(has: {sorted(l)}); not implemented yet?")
+        v = l[key]
+        print(("true" if v else "false") if isinstance(v, bool) else
+              json.dumps(v) if isinstance(v, (dict, list)) else v)
+        sys.exit(0)
+sys.exit(f"status --json {mp}: no leg {leg} (legs: {[l.get('path') for l in j.get('legs', [])]})")
+PY
+}
+
+# fm_leg_state MOUNTPOINT LEG: in_sync faulty rebuilding removed, or
+# "absent" when the status lists no leg at that path.
+fm_leg_state() {
+	fm_status_json "$1" >/dev/null
+	python3 - "$2" "$T/status.json" <<'PY'
+import json, os, sys
+want = os.path.realpath(sys.argv[1])
+for l in json.load(open(sys.argv[2])).get("legs", []):
+    if l.get("path") and os.path.realpath(l["path"]) == want:
+        print(l["state"])
+        break
+else:
+    print("absent")
+PY
+}
+
+# fm_sync_progress MOUNTPOINT LEG: "ACTION DONE TOTAL LEGSTATE" from one
+# status call (sync.action, sync.done, sync.total in bytes, and LEG's state
+# or "absent"), for polling a rebuild.
+fm_sync_progress() {
+	fm_status_json "$1" >/dev/null
+	python3 - "$2" "$T/status.json" <<'PY'
+import json, os, sys
+j = json.load(open(sys.argv[2]))
+s = j["sync"]
+state = "absent"
+for l in j.get("legs", []):
+    if l.get("path") and os.path.realpath(l["path"]) == os.path.realpath(sys.argv[1]):
+        state = l["state"]
+print(s["action"], s["done"], s["total"], state)
+PY
+}
+
+# fm_wait_for WHAT SECONDS CMD...: poll CMD (every 0.2 s) until it
+# succeeds; on timeout fail with WHAT and the last status seen.
+fm_wait_for() {
+	local what=$1 secs=$2 i
+	shift 2
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" && return 0
+		sleep 0.2
+	done
+	fail "timed out after ${secs}s waiting for $what; last status: $(cat "$T/status.json" 2>/dev/null)"
+}
+
+# _fm_status_is MOUNTPOINT PATH VALUE: 0 when status PATH is VALUE (a
+# missing key fails the test).
+_fm_status_is() {
+	local v
+	v=$(fm_status_get "$1" "$2") || fail "status --json $1: cannot read $2"
+	[[ $v == "$3" ]]
+}
+
+# fm_wait_status MOUNTPOINT PATH VALUE [SECONDS]
+fm_wait_status() {
+	fm_wait_for "status $2 == $3 on $1" "${4:-60}" _fm_status_is "$1" "$2" "$3"
+}
+
+# fm_wait_sync_idle MOUNTPOINT [SECONDS]: until no resync, recovery or
+# scrub runs.
+fm_wait_sync_idle() {
+	fm_wait_status "$1" .sync.action idle "${2:-120}"
+}
+
+_fm_leg_state_is() {
+	local v
+	v=$(fm_leg_state "$1" "$2") || fail "status --json $1: cannot read the state of $2"
+	[[ $v == "$3" ]]
+}
+
+# fm_wait_leg_state MOUNTPOINT LEG STATE [SECONDS]
+fm_wait_leg_state() {
+	fm_wait_for "leg $2 of $1 to be $3" "${4:-60}" _fm_leg_state_is "$1" "$2" "$3"
+}
+
+# fm_examine_json LEG...: `fusemirror examine --json` (offline), left in
+# $T/examine.json and printed.
+fm_examine_json() {
+	local rc=0
+	timeout -k 5 60 "$FM" examine --json "$@" >"$T/examine.json" 2>"$T/examine.err" || rc=$?
+	((rc == 0)) || fail "fusemirror examine --json $* exited $rc: $(head -c 2000 "$T/examine.err")"
+	cat "$T/examine.json"
+}
+
+# fm_examine_get LEG PATH: PATH within the leg's object (.events, .clean,
+# .bitmap_set, .bitmap_regions, .table[1].state, ...).
+fm_examine_get() {
+	fm_examine_json "$1" >/dev/null
+	_fm_json_get ".legs[0]$2" "examine --json $1" <"$T/examine.json"
+}
+
+# fm_examine_table_state LEG SLOT: the state that LEG's superblock records
+# for the leg in SLOT of the leg table.
+fm_examine_table_state() {
+	fm_examine_json "$1" >/dev/null
+	python3 - "$1" "$2" "$T/examine.json" <<'PY'
+import json, sys
+leg, slot = sys.argv[1], int(sys.argv[2])
+l = json.load(open(sys.argv[3]))["legs"][0]
+for s in l["table"]:
+    if s["slot"] == slot:
+        print(s["state"])
+        sys.exit(0)
+sys.exit(f"examine --json {leg}: no slot {slot} in the leg table: {l['table']}")
+PY
+}
+
+# fm_bitmap_regions LEG...: the union of the regions whose bit is set in
+# the legs' bitmaps (examine, offline), one a line, ascending.
+fm_bitmap_regions() {
+	fm_examine_json "$@" >/dev/null
+	python3 - "$T/examine.json" <<'PY'
+import json, sys
+regions = set()
+for l in json.load(open(sys.argv[1]))["legs"]:
+    regions.update(l["bitmap_regions"])
+for r in sorted(regions):
+    print(r)
+PY
+}
+
+# legs_differing_regions REGION_SIZE LEG0 LEG1: the regions (image offset /
+# REGION_SIZE) where the two legs' data areas differ, one a line.  Run it
+# only while no daemon drives the legs.
+legs_differing_regions() {
+	local oa ob size
+	oa=$(data_offset_of "$2")
+	ob=$(data_offset_of "$3")
+	size=$(image_size_of "$2")
+	# Fast path: cmp(1) is several times quicker than Python on equal legs.
+	cmp -s -i "$oa:$ob" -n "$size" "$2" "$3" && return 0
+	python3 - "$1" "$2" "$3" "$oa" "$ob" "$size" <<'PY'
+import sys
+rs, a, b, oa, ob, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+with open(a, "rb") as fa, open(b, "rb") as fb:
+    fa.seek(oa)
+    fb.seek(ob)
+    for r in range((size + rs - 1) // rs):
+        n = min(rs, size - r * rs)
+        if fa.read(n) != fb.read(n):
+            print(r)
+PY
+}
+
+# fm_crash MOUNTPOINT: kill -9 the daemon serving MOUNTPOINT (the mount
+# stays, dead: ENOTCONN) and wait until it is gone.  Sets FM_CRASHED_PID.
+fm_crash() {
+	local mp
+	mp=$(realpath -m "$1")
+	FM_CRASHED_PID=$(fm_daemon_pid "$mp") || fail "no daemon answers status for $mp"
+	kill -KILL "$FM_CRASHED_PID"
+	wait_pid_gone "$FM_CRASHED_PID" 20 || fail "daemon $FM_CRASHED_PID survives SIGKILL"
+	wait "$FM_CRASHED_PID" 2>/dev/null || true  # our child with FM_TEST_FOREGROUND=1
+}
+
+# fm_drop_dead_mount MOUNTPOINT: unmount the dead FUSE mount a killed
+# daemon left (lazily if something still holds it) and remove its control
+# socket.
+fm_drop_dead_mount() {
+	local mp
+	mp=$(realpath -m "$1")
+	if is_mounted "$mp"; then
+		umount "$mp" 2>/dev/null || umount -l "$mp" || fail "cannot unmount the dead mount $mp"
+	fi
+	rm -f "/run/fusemirror/$(printf %s "$mp" | sha256sum | cut -c1-32).sock"
+}
+
+# fm_crashwriter ARGS...: tests/helpers/fm_crashwriter (FM_CRASHWRITER, set
+# by meson; made absolute here, as tests change directory).  To run it in
+# the background, start "$(fm_crashwriter_bin)" itself, not this function:
+# the job is then the writer, which `kill` and the clean-up reach.
+[[ -n ${FM_CRASHWRITER:-} ]] && FM_CRASHWRITER=$(realpath "$FM_CRASHWRITER")
+fm_crashwriter_bin() {
+	[[ -x ${FM_CRASHWRITER:-} ]] ||
+		fail "FM_CRASHWRITER is not set to the fm_crashwriter helper (run through meson)"
+	echo "$FM_CRASHWRITER"
+}
+fm_crashwriter() {
+	local bin
+	bin=$(fm_crashwriter_bin)
+	"$bin" "$@"
+}
+
+# run_fio_bg NAME FIO-ARGS...: start fio as a background job of the test
+# itself (so that the clean-up's first step stops it; a `run_fio ... &`
+# would leave fio running when its subshell is killed), JSON output in
+# $T/fio-NAME.json.  Sets FIO_PID.  fio_wait NAME PID: wait for it, then
+# the checks of run_fio.
+run_fio_bg() {
+	local name=$1 jobname=()
+	shift
+	[[ " $* " == *" --name="* ]] || jobname=(--name="$name")
+	printf '%s\n' "$*" >"$T/fio-$name.args"
+	fio --output-format=json --output="$T/fio-$name.json" "${jobname[@]}" "$@" \
+		2>"$T/fio-$name.err" &
+	FIO_PID=$!
+}
+
+fio_wait() {
+	local name=$1 rc=0
+	wait "$2" || rc=$?
+	if ((rc != 0)); then
+		cat "$T/fio-$name.err" >&2
+		grep -v '^{' "$T/fio-$name.json" 2>/dev/null | head -n 40 >&2 || true
+		fail "fio $name exited $rc"
+	fi
+	python3 - "$T/fio-$name.json" "$name" "$(cat "$T/fio-$name.args")" <<'PY' || fail "fio $name: bad result (see above)"
+import json, sys
+path, name, args = sys.argv[1:4]
+text = open(path).read()
+j = json.loads(text[text.index("{"):])
+for job in j["jobs"]:
+    r, w = job["read"]["io_bytes"], job["write"]["io_bytes"]
+    print(f"fio {job['jobname']}: read {r >> 20} MiB ({job['read']['iops']:.0f} IOPS), "
+          f"write {w >> 20} MiB ({job['write']['iops']:.0f} IOPS), error {job['error']}")
+    if job["error"]:
+        sys.exit(f"fio {name}: error {job['error']}")
+    if "--verify=" in args and "--verify_only" not in args and (w == 0 or r < w):
+        sys.exit(f"fio {name}: wrote {w} bytes but read back only {r} to verify")
+PY
+}
+
+# sleep_ms_between MIN MAX: sleep a random time in [MIN, MAX] ms.
+sleep_ms_between() {
+	local ms=$(($1 + RANDOM % ($2 - $1 + 1)))
+	sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
+}
