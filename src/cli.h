@@ -84,6 +84,9 @@ int cmd_examine(int argc, char **argv);
 /* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
 const char *cli_leg_state_name(enum fm_leg_state s);
 
+/* Append @s to @out as a JSON string (quoted, escaped). */
+void cli_json_str(GString *out, const char *s);
+
 /* Print "fusemirror: MESSAGE" to stderr. */
 void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

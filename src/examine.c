@@ -64,22 +64,6 @@ static uint64_t append_ranges(GString *out, const uint8_t *bm, uint64_t nr)
 	return set;
 }
 
-static void json_str(GString *out, const char *s)
-{
-	g_string_append_c(out, '"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			g_string_append_printf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			g_string_append_printf(out, "\\u%04x", ch);
-		else
-			g_string_append_c(out, (char)ch);
-	}
-	g_string_append_c(out, '"');
-}
-
 static char *format_time(uint64_t t)
 {
 	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local((gint64)MIN(t, (uint64_t)G_MAXINT64));
@@ -198,10 +182,10 @@ static void print_json(GString *out, const char *path, const struct fm_sb *sb,
 	char u[37];
 
 	g_string_append(out, "{\"path\":");
-	json_str(out, path);
+	cli_json_str(out, path);
 	g_string_append_printf(out, ",\"array_uuid\":\"%s\",\"name\":",
 			       fm_uuid_unparse(sb->array_uuid, u));
-	json_str(out, sb->name);
+	cli_json_str(out, sb->name);
 	g_string_append_printf(out, ",\"leg_uuid\":\"%s\",\"leg_index\":%u,\"version\":\"%u.%u\","
 			       "\"events\":%llu,\"clean\":%s,\"ctime\":%llu,\"utime\":%llu,"
 			       "\"image_size\":%llu,\"data_offset\":%llu,\"block_size\":%u,"

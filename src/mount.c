@@ -73,22 +73,6 @@ struct daemon {
 /*----------------------------------------------------------------*/
 /* status */
 
-static void json_str(GString *out, const char *s)
-{
-	g_string_append_c(out, '"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			g_string_append_printf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			g_string_append_printf(out, "\\u%04x", ch);
-		else
-			g_string_append_c(out, (char)ch);
-	}
-	g_string_append_c(out, '"');
-}
-
 /* The counters of the parts still alive (zeroes for the others); called
  * with d->lock held. */
 static void status_stats_locked(struct daemon *d, struct mirror_stats *ms,
@@ -188,11 +172,11 @@ static void status_json_locked(struct daemon *d, GString *out)
 	status_stats_locked(d, &ms, &bs, &fs);
 
 	g_string_append(out, "{\"array\":{\"uuid\":");
-	json_str(out, fm_uuid_unparse(sb->array_uuid, u));
+	cli_json_str(out, fm_uuid_unparse(sb->array_uuid, u));
 	g_string_append(out, ",\"name\":");
-	json_str(out, sb->name);
+	cli_json_str(out, sb->name);
 	g_string_append(out, ",\"state\":");
-	json_str(out, state_name_locked(d, &st));
+	cli_json_str(out, state_name_locked(d, &st));
 	g_string_append_printf(out, ",\"size\":%llu,\"readonly\":%s,"
 			       "\"events\":%llu,\"pid\":%d,\"uptime_s\":%llu,"
 			       "\"degraded\":%s,\"failed\":%s,\"in_sync\":%u,\"faulty\":%u,"
@@ -204,7 +188,7 @@ static void status_json_locked(struct daemon *d, GString *out)
 			       st.degraded ? "true" : "false", st.failed ? "true" : "false",
 			       st.nr_in_sync, st.nr_faulty, st.nr_rebuilding);
 	g_string_append(out, "\"image\":");
-	json_str(out, d->image_path ? d->image_path : d->cfg->mountpoint);
+	cli_json_str(out, d->image_path ? d->image_path : d->cfg->mountpoint);
 	g_string_append_printf(out, ",\"cache_mode\":\"%s\",\"block_size\":%u,"
 			       "\"read_policy\":\"%s\",",
 			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
@@ -238,7 +222,7 @@ static void status_json_locked(struct daemon *d, GString *out)
 			continue;
 		g_string_append(out, first ? "{\"path\":" : ",{\"path\":");
 		first = false;
-		json_str(out, ls.path);
+		cli_json_str(out, ls.path);
 		g_string_append_printf(out, ",\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
 				       "\"direct\":%s,\"reads\":%llu,"
 				       "\"writes\":%llu,\"read_bytes\":%llu,\"write_bytes\":%llu,"
