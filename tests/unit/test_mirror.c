@@ -1570,24 +1570,15 @@ START_TEST(test_assemble_any_order)
 END_TEST
 
 /*
- * A daemon that dies without mirror_stop(): its locks go with it (OFD locks
- * belong to the open file description), the legs stay marked dirty, and
- * the array assembles again with its data.
+ * Fork a child that assembles fx.legs (with @o), writes @len bytes of
+ * @data at image byte @off with FUA (durable on every leg), and dies once
+ * the write is done, without mirror_stop(): a daemon killed with -9.
  */
-START_TEST(test_assemble_after_crash)
+static void crash_after_write(const struct mirror_opts *o, const uint8_t *data,
+			      uint64_t off, size_t len)
 {
-	struct fm_sb before, now;
-	uint8_t *data;
 	int status = 0;
 	pid_t pid;
-
-	FX_SEED();
-	fx_name_legs(2);
-	fx_format(IMG);
-	read_sb(fx.legs[0], &before);
-	data = fx_buf(1 * MiB);
-	fm_rng_fill(&fx.rng, data, 1 * MiB);
-	memcpy(fx.model + 2 * MiB, data, 1 * MiB);
 
 	/* No engine thread may exist at fork(): the child starts its own. */
 	dmio_engine_shutdown();
@@ -1595,17 +1586,14 @@ START_TEST(test_assemble_after_crash)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		/* The child: assemble, write, and die once the write is done
-		 * (FUA: durable on both legs), without mirror_stop(). */
-		struct mirror_opts o = { 0 };
 		struct mirror *m = NULL;
-		struct iovec iov = { data, 1 * MiB };
+		struct iovec iov = { (void *)data, len };
 		struct io cio = { 0 };
 		unsigned calls = 0;
 
-		if (mirror_assemble((const char *const *)fx.legs, 2, &o, &m, NULL) < 0)
+		if (mirror_assemble((const char *const *)fx.legs, fx.nlegs, o, &m, NULL) < 0)
 			_exit(10);
-		if (mirror_submit(m, MIRROR_OP_WRITE, 2 * MiB / SECTOR, &iov, 1, MIRROR_IO_FUA,
+		if (mirror_submit(m, MIRROR_OP_WRITE, off / SECTOR, &iov, 1, MIRROR_IO_FUA,
 				  io_done, &cio) < 0)
 			_exit(11);
 		for (int i = 0; i < 60000 && !calls; i++) {
@@ -1619,6 +1607,27 @@ START_TEST(test_assemble_after_crash)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		      "the crashing child failed before its crash: status %#x", status);
+}
+
+/*
+ * A daemon that dies without mirror_stop(): its locks go with it (OFD locks
+ * belong to the open file description), the legs stay marked dirty, and
+ * the array assembles again with its data.
+ */
+START_TEST(test_assemble_after_crash)
+{
+	struct fm_sb before, now;
+	uint8_t *data;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format(IMG);
+	read_sb(fx.legs[0], &before);
+	data = fx_buf(1 * MiB);
+	fm_rng_fill(&fx.rng, data, 1 * MiB);
+	memcpy(fx.model + 2 * MiB, data, 1 * MiB);
+
+	crash_after_write(&(struct mirror_opts){ 0 }, data, 2 * MiB, 1 * MiB);
 	for (unsigned i = 0; i < 2; i++) {
 		read_sb(fx.legs[i], &now);
 		ck_assert_msg(!(now.state_flags & FM_SB_CLEAN), "leg %u CLEAN after a crash", i);
@@ -2564,40 +2573,14 @@ START_TEST(test_crash_resync_bitmap_only)
 {
 	struct mirror_status ms;
 	uint8_t *data, b0[4096], b1[4096];
-	int status = 0;
-	pid_t pid;
 
 	FX_SEED();
 	fx_name_legs(2);
 	fx_format_regions();
 	data = fx_buf(64 * KiB);
 	fm_rng_fill(&fx.rng, data, 64 * KiB);
-	dmio_engine_shutdown();
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct mirror_opts o = { .bitmap_delay_ms = 60000 };
-		struct mirror *m = NULL;
-		struct iovec iov = { data, 64 * KiB };
-		struct io cio = { 0 };
-		unsigned calls = 0;
-
-		if (mirror_assemble((const char *const *)fx.legs, 2, &o, &m, NULL) < 0)
-			_exit(10);
-		if (mirror_submit(m, MIRROR_OP_WRITE, 3 * REGION / SECTOR, &iov, 1, MIRROR_IO_FUA,
-				  io_done, &cio) < 0)
-			_exit(11);
-		for (int i = 0; i < 60000 && !calls; i++) {
-			g_usleep(1000);
-			fx_lock();
-			calls = cio.calls;
-			fx_unlock();
-		}
-		_exit(!calls ? 12 : cio.err ? 13 : 0);
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %#x", status);
+	crash_after_write(&(struct mirror_opts){ .bitmap_delay_ms = 60000 }, data, 3 * REGION,
+			  64 * KiB);
 	memcpy(fx.model + 3 * REGION, data, 64 * KiB);
 	/* Plant differences on leg 1: in region 3 (marked) and region 6 (not). */
 	corrupt_leg(fx.legs[1], 3 * REGION + 128 * KiB);
