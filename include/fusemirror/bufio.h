@@ -40,7 +40,10 @@
  *     buffers are never evicted; dirty buffers are written before they are
  *     dropped.  A client whose dirty buffers dominate (more than 3 dirty per
  *     clean one, with more than half of its share in use) starts
- *     writing them back in the background.
+ *     writing them back in the background: the oldest first, in batches
+ *     sorted into contiguous runs, with at most 1/8 of its share (and
+ *     16 MiB) being written at a time.  Dirty buffers older than
+ *     writeback_age are written back whatever the memory says.
  *
  * Modifying a buffer (how "a buffer being written is never modified
  * underneath the write" holds):
@@ -246,6 +249,50 @@ int bufio_prefetch(struct bufio_client *c, uint64_t block, unsigned n_blocks);
 void bufio_release(struct bufio_buffer *b);
 
 /*----------------------------------------------------------------*/
+/* Around the cache: large whole-block I/O that does not go through it */
+
+/*
+ * Write-around: write whole blocks [@block, @block + @n_blocks) from @iov
+ * (exactly @n_blocks * block size bytes) straight to the device, not
+ * through the cache, and wait for the write; @flags may hold BUFIO_IO_FUA
+ * (durable on return).  For streaming writes: no copy, no per-block work,
+ * and what the cache holds stays.
+ *
+ * Cached clean copies of those blocks are dropped first.  If a block is
+ * cached in any other way (dirty, being read, written or filled, held),
+ * nothing is written and -EBUSY is returned: write through the cache
+ * instead (some clean copies may have been dropped, which changes nothing
+ * but the cache's contents).  -EBUSY also when too many write-arounds are
+ * in flight.  While the write is in flight, the blocks do not enter the
+ * cache: bufio_read() and bufio_new() of one of them wait for the write,
+ * bufio_read_async() starts its read once the write ended, bufio_prefetch()
+ * skips it.  So on return every later read sees the new data.
+ *
+ * Returns 0 (written), -EBUSY, -EINVAL (bad sizes), or the write's -errno:
+ * then what the device holds for the range is undefined, as after any
+ * failed write, and the cache holds none of it.  Errors are not kept for
+ * bufio_write_dirty_buffers().  May block (waits for the write).
+ */
+int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		       const struct iovec *iov, unsigned iovcnt, unsigned flags);
+
+/*
+ * Read-around: if no block of [@block, @block + @n_blocks) is cached (in
+ * any state) and the cache is full (caching them would evict something),
+ * read them from the device straight into @iov (exactly @n_blocks * block
+ * size bytes; the memory must stay valid until @cb), without caching them,
+ * and return 0: @cb(@ctx, 0 or -errno) is then called exactly once, from
+ * the bdev's completion context, possibly before this function returns.
+ * Otherwise nothing is done and -EBUSY is returned: read through the
+ * cache.  Returns -EINVAL (bad sizes), -ENOMEM,
+ * or the submission's -errno (@cb is then never called).  Never waits for
+ * I/O.
+ */
+typedef void (*bufio_around_cb)(void *ctx, int err);
+int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx);
+
+/*----------------------------------------------------------------*/
 /* Modifying buffers */
 
 /*
@@ -288,7 +335,8 @@ void bufio_write_dirty_buffers_async(struct bufio_client *c);
 
 /*
  * Write all dirty buffers.  On return every buffer dirtied before the call
- * is on the device (held buffers included), then a flush was issued.
+ * is on the device (held buffers included), then a flush was issued (which
+ * also makes every bufio_write_around() that returned before it durable).
  * Returns 0, or the first write error since the last call (including
  * errors of background writeback), or the flush's error.  A buffer whose
  * write failed stays dirty and is retried by the next call: as long as the
@@ -373,7 +421,9 @@ struct bufio_stats {
 	uint64_t peak_bytes;
 	uint64_t limit_bytes;   /* this client's current share of the limit */
 	uint64_t buffers;       /* buffers in the cache */
-	uint64_t dirty;         /* of which dirty */
+	uint64_t dirty;         /* of which dirty (or being written) */
+	uint64_t around_reads;  /* blocks read by bufio_read_around() */
+	uint64_t around_writes; /* blocks written by bufio_write_around() */
 };
 
 /* A consistent-enough snapshot (counters are read shard by shard). */

@@ -7,8 +7,9 @@
  *   1. new memory while the client is below its limit;
  *   2. a clean, idle buffer evicted by CLOCK (its memory is reused as is);
  *   3. the reserve;
- *   4. otherwise dirty buffers are written back and the thread waits for a
- *      release, a completed I/O or a freed buffer, then starts over.  If
+ *   4. otherwise dirty buffers are written back (the oldest first, see
+ *      writeback.c) and the thread waits for a release, a completed I/O
+ *      or a freed buffer, then starts over.  If
  *      nothing at all can change (no I/O in flight, nothing held, nothing
  *      writable: e.g. every buffer's write failed) it allocates past the
  *      limit rather than wait forever.
@@ -156,11 +157,11 @@ bool bufio_dirty_dominates(const struct bufio_client *c)
 {
 	unsigned dirty = bufio_count(c, BUFIO_COUNT_DIRTY);
 	unsigned clean = bufio_count(c, BUFIO_COUNT_CLEAN);
-	unsigned writing = atomic_load_explicit(&c->n_writing, memory_order_relaxed);
 
-	/* (dirty > writing: something is left to start) */
-	return dirty > BUFIO_WRITEBACK_RATIO * clean && dirty > writing &&
-	       atomic_load_explicit(&c->bytes, memory_order_relaxed) > bufio_client_limit(c) / 2;
+	/* (and something is left to start) */
+	return dirty > BUFIO_WRITEBACK_RATIO * clean &&
+	       atomic_load_explicit(&c->bytes, memory_order_relaxed) > bufio_client_limit(c) / 2 &&
+	       bufio_count(c, BUFIO_COUNT_CLAIMABLE);
 }
 
 /* Whether something in flight or held may free a buffer later, or some
@@ -198,7 +199,7 @@ struct bufio_buffer *bufio_alloc_buffer(struct bufio_client *c, enum bufio_alloc
 
 	/* dm-bufio's watermark check, on every allocation. */
 	if (bufio_dirty_dominates(c))
-		bufio_writeback_start(c, BUFIO_WB_BACKGROUND, 0);
+		bufio_writeback_start(c, BUFIO_WB_PRESSURE, 0);
 	for (;;) {
 		uint64_t gen;
 		struct timespec ts;
@@ -222,7 +223,7 @@ struct bufio_buffer *bufio_alloc_buffer(struct bufio_client *c, enum bufio_alloc
 		b = bufio_reclaim_clean(c);
 		if (!b && below_limit(c))
 			b = bufio_new_buffer_mem(c);
-		if (!b && !bufio_writeback_start(c, BUFIO_WB_BACKGROUND, 0) &&
+		if (!b && !bufio_writeback_start(c, BUFIO_WB_STARVED, 0) &&
 		    !may_progress(c)) {
 			fm_debug("bufio: nothing reclaimable, allocating past the limit");
 			b = bufio_new_buffer_mem(c);

@@ -122,16 +122,25 @@ static int acquire(struct bufio_client *c, uint64_t block, enum acquire_mode mod
 		*ret_b = b;
 		return 0;
 	}
+again:
 	pthread_mutex_lock(&s->lock);
 	b = bufio_index_find_locked(s, block);
 	if (!b) {
-		pthread_mutex_unlock(&s->lock);
-		nb = bufio_alloc_buffer(c, BUFIO_ALLOC_WAIT);
-		if (!nb)
-			return -ENOMEM;
-		prepare(c, nb, block);
-		pthread_mutex_lock(&s->lock);
-		b = bufio_index_find_locked(s, block);
+		if (!nb) {
+			pthread_mutex_unlock(&s->lock);
+			nb = bufio_alloc_buffer(c, BUFIO_ALLOC_WAIT);
+			if (!nb)
+				return -ENOMEM;
+			prepare(c, nb, block);
+			pthread_mutex_lock(&s->lock);
+			b = bufio_index_find_locked(s, block);
+		}
+		if (!b && bufio_around_blocks_locked(c, block)) {
+			/* A write-around of the block is in flight. */
+			pthread_mutex_unlock(&s->lock);
+			bufio_around_wait(c, block);
+			goto again;
+		}
 		if (!b) {
 			b = nb;
 			b->stamp = bufio_now_ns();
@@ -223,6 +232,7 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 {
 	struct bufio_shard *s = bufio_shard_of(c, block);
 	struct bufio_read_waiter *w = NULL;
+	struct bufio_around_waiter *aw = NULL;
 	struct bufio_buffer *b, *nb = NULL;
 
 	b = hit_lockless(c, s, block);
@@ -237,6 +247,7 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 			hit_locked(s, b);
 			pthread_mutex_unlock(&s->lock);
 			free(w);
+			free(aw);
 			if (nb)
 				bufio_free_buffer(c, nb);
 			cb(ctx, b, 0);
@@ -259,15 +270,42 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 			w->next = b->read_waiters;
 			b->read_waiters = w;
 			pthread_mutex_unlock(&s->lock);
+			free(aw);
 			if (nb)
 				bufio_free_buffer(c, nb);
 			return 0;
+		}
+		if (bufio_around_blocks_locked(c, block)) {
+			/* A write-around of the block is in flight: read after it. */
+			if (!aw) {
+				pthread_mutex_unlock(&s->lock);
+				aw = malloc(sizeof(*aw));
+				if (!aw) {
+					free(w);
+					if (nb)
+						bufio_free_buffer(c, nb);
+					return -ENOMEM;
+				}
+				aw->block = block;
+				aw->cb = cb;
+				aw->ctx = ctx;
+				pthread_mutex_lock(&s->lock);
+				continue;
+			}
+			if (bufio_around_defer_locked(c, aw)) {
+				pthread_mutex_unlock(&s->lock);
+				free(w);
+				if (nb)
+					bufio_free_buffer(c, nb);
+				return 0;
+			}
 		}
 		if (!nb) {
 			pthread_mutex_unlock(&s->lock);
 			nb = bufio_alloc_buffer(c, BUFIO_ALLOC_WAIT);
 			if (!nb) {
 				free(w);
+				free(aw);
 				return -ENOMEM;
 			}
 			prepare(c, nb, block);
@@ -276,6 +314,7 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 		}
 		break;
 	}
+	free(aw);
 	/* index + the waiter's hold + the read */
 	b = nb;
 	atomic_store_explicit(&b->ref, 3, memory_order_relaxed);
@@ -311,7 +350,9 @@ int bufio_prefetch(struct bufio_client *c, uint64_t block, unsigned n_blocks)
 				break;
 			prepare(c, nb, blk);
 			pthread_mutex_lock(&s->lock);
-			cached = bufio_index_find_locked(s, blk) != NULL;
+			/* (a block being written around is skipped as if cached) */
+			cached = bufio_index_find_locked(s, blk) != NULL ||
+				 bufio_around_blocks_locked(c, blk);
 			if (!cached) {
 				/* index + the read; nobody holds it */
 				atomic_store_explicit(&nb->ref, 2, memory_order_relaxed);
@@ -462,7 +503,8 @@ void bufio_mark_partial_buffer_dirty(struct bufio_buffer *b, unsigned start, uns
 		b->dirty_start = start;
 		b->dirty_end = end;
 		b->stamp = bufio_now_ns();
-		if (b->state & BUFIO_B_HASHED)
+		/* (one being written stays on the writing list until then) */
+		if ((b->state & BUFIO_B_HASHED) && !(b->state & BUFIO_B_WRITING))
 			bufio_relink_locked(s, b, BUFIO_LIST_DIRTY);
 	} else {
 		if (start < b->dirty_start)
@@ -627,6 +669,11 @@ void bufio_release_move(struct bufio_buffer *b, uint64_t new_block)
 				wait_idle(c, ns, nb);
 				bufio_buffer_put(c, nb);
 			}
+			continue;
+		}
+		if (bufio_around_blocks_locked(c, new_block)) {
+			unlock_two(os, ns);
+			bufio_around_wait(c, new_block);
 			continue;
 		}
 		if ((b->state & BUFIO_B_WRITING) || b->modifiers) {

@@ -10,6 +10,8 @@
  *   4. bufio_client.lock         reserve list, free-buffer wake-ups
  *   5. bufio_client.slab_lock    block data slots (a leaf: may be taken
  *                                under a shard lock)
+ *   5. bufio_client.around_lock  write-arounds in flight (a leaf: taken
+ *                                under a shard lock by insertions)
  * A shard lock and a client lock are never held together; completions
  * (end_io) take shard locks one at a time, then the client lock.
  */
@@ -31,6 +33,8 @@
 #define BUFIO_HIT_SLOTS 16u
 /* Blocks smaller than this come from slots of chunks this big (slab.c). */
 #define BUFIO_SLAB_CHUNK (256u << 10)
+/* Write-arounds in flight at once per client (around.c). */
+#define BUFIO_AROUND_SLOTS 32u
 
 /*----------------------------------------------------------------*/
 /* Intrusive doubly linked list */
@@ -88,9 +92,14 @@ enum bufio_bstate {
 
 /* Which shard list a buffer is on (bufio_buffer.list). */
 enum bufio_blist {
-	BUFIO_LIST_NONE,  /* reading, being reclaimed, or out of the index */
-	BUFIO_LIST_CLEAN, /* valid, not dirty, not writing: the CLOCK ring */
-	BUFIO_LIST_DIRTY, /* dirty and/or writing; oldest dirtying first */
+	BUFIO_LIST_NONE,    /* reading, being reclaimed, or out of the index */
+	BUFIO_LIST_CLEAN,   /* valid, not dirty, not writing: the CLOCK ring */
+	BUFIO_LIST_DIRTY,   /* dirty, not writing, last write did not fail:
+			       what background writeback claims; in dirty_seq
+			       order (oldest first) */
+	BUFIO_LIST_WRITING, /* being written (maybe dirty again meanwhile) */
+	BUFIO_LIST_FAILED,  /* dirty, not writing, its last write failed: only
+			       explicit writeback retries it */
 };
 
 struct bufio_read_waiter {
@@ -140,6 +149,8 @@ struct bufio_buffer {
 	void *write_data;               /* memory being written (WRITING) */
 	uint64_t stamp;                 /* ns: last access seen (clean; see
 					   touched) or first dirtying (dirty) */
+	uint64_t dirty_seq;             /* when it joined the DIRTY list, in
+					   c->dirty_seq ticks */
 	struct bufio_list lru;          /* on the list named by @list; in the
 					   client's spare list once destroyed */
 	struct bufio_read_waiter *read_waiters;  /* bufio_read_async while
@@ -177,10 +188,12 @@ struct bufio_shard {
 	unsigned nr_waiters;            /* threads waiting on cond */
 	atomic_uint count;              /* buffers in the index (as n_clean) */
 	struct bufio_list clean;        /* CLOCK ring, hand at the head */
-	struct bufio_list dirty;
+	struct bufio_list dirty;        /* oldest first (dirty_seq increases) */
+	struct bufio_list writing;
+	struct bufio_list failed;
 	/* Written under lock (plain load+store: no locked instruction); read
 	 * without it as hints and summed by bufio_count() (hence atomic). */
-	atomic_uint n_clean, n_dirty;
+	atomic_uint n_clean, n_dirty, n_writing, n_failed;
 	/* Statistics, under lock. */
 	uint64_t hits, misses, reads, read_ios, writes, write_ios, evictions,
 		 cow_copies, read_errors, write_errors;
@@ -188,6 +201,21 @@ struct bufio_shard {
 
 /*----------------------------------------------------------------*/
 /* Clients */
+
+/* A bufio_read_async() waiting for a write-around to end (around.c). */
+struct bufio_around_waiter {
+	struct bufio_around_waiter *next;
+	uint64_t block;
+	bufio_read_cb cb;
+	void *ctx;
+};
+
+/* One write-around in flight: blocks [block, end) may not enter the index. */
+struct bufio_around {
+	uint64_t block, end;
+	bool active;
+	struct bufio_around_waiter *waiters;
+};
 
 struct bufio_client {
 	/* Immutable after create. */
@@ -212,6 +240,9 @@ struct bufio_client {
 	_Atomic uint64_t peak_bytes;
 	atomic_uint n_writing;          /* buffers with a write in flight
 					   (added per request, not per buffer) */
+	_Atomic uint64_t dirty_seq;     /* ticks once per buffer put on a
+					   DIRTY list (bufio_buffer.dirty_seq) */
+	atomic_bool wb_claiming;        /* a pressure writeback is claiming */
 	atomic_uint nr_io;              /* requests in flight */
 	atomic_int write_error;         /* first write error not yet reported */
 	atomic_uint clock_hand;         /* next shard for reclaim */
@@ -243,6 +274,15 @@ struct bufio_client {
 	} __attribute__((aligned(BUFIO_CACHELINE))) hit_slots[BUFIO_HIT_SLOTS];
 
 	struct bufio_list node;         /* bufio_globals.clients (globals lock) */
+
+	/* Write-arounds (around.c).  nr_around is written under around_lock
+	 * and read under a shard lock by every insertion into the index. */
+	atomic_uint nr_around;
+	_Atomic uint64_t around_reads, around_writes;   /* blocks */
+	pthread_mutex_t around_lock;    /* a leaf (taken under shard locks);
+					   guards around[] */
+	pthread_cond_t around_cond;     /* a write-around ended */
+	struct bufio_around around[BUFIO_AROUND_SLOTS];
 };
 
 /* Process-wide state: the kernel module's globals. */
@@ -345,7 +385,12 @@ static inline void bufio_counter_add_locked(atomic_uint *v, int d)
 }
 
 /* Client-wide sums of the shards' counters (a racy but cheap snapshot). */
-enum bufio_count_what { BUFIO_COUNT_BUFFERS, BUFIO_COUNT_CLEAN, BUFIO_COUNT_DIRTY };
+enum bufio_count_what {
+	BUFIO_COUNT_BUFFERS,    /* in the index */
+	BUFIO_COUNT_CLEAN,      /* on CLEAN lists */
+	BUFIO_COUNT_DIRTY,      /* on DIRTY, WRITING and FAILED lists */
+	BUFIO_COUNT_CLAIMABLE,  /* on DIRTY lists */
+};
 unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what);
 void bufio_shard_wake_locked(struct bufio_shard *s);
 
@@ -421,10 +466,15 @@ static inline void bufio_buffer_put(struct bufio_client *c, struct bufio_buffer 
 enum bufio_wb_mode {
 	BUFIO_WB_ALL,       /* every dirty buffer not busy (async user call) */
 	BUFIO_WB_BACKGROUND,/* same, but not those whose last write failed */
+	BUFIO_WB_PRESSURE,  /* background, the oldest first, in batches, with
+			       the writeback in flight bounded (writeback.c) */
+	BUFIO_WB_STARVED,   /* the same, but less than a batch will do: an
+			       allocation found nothing to reclaim */
 };
 
 /* Start writing dirty buffers (background: dirtied before @cutoff_ns, 0 for
- * all).  Returns the number of buffers whose write was started. */
+ * all; pressure: see writeback.c).  Returns the number of buffers whose
+ * write was started. */
 unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
 			       uint64_t cutoff_ns);
 /* Synchronously write the pinned buffers @pins (each holds one ref, which
@@ -436,6 +486,30 @@ int bufio_write_moved(struct bufio_client *c, struct bufio_buffer *b, uint64_t b
 
 /* Submit reads of the run @head (linked by io_next, @n buffers). */
 void bufio_submit_read_run(struct bufio_client *c, struct bufio_buffer *head, unsigned n);
+
+/*----------------------------------------------------------------*/
+/* around.c */
+
+int bufio_around_init(struct bufio_client *c);
+void bufio_around_fini(struct bufio_client *c);
+bool bufio_around_covers(struct bufio_client *c, uint64_t block);
+/*
+ * Shard lock held, @block not in the index: whether a write-around covers
+ * it, so that it must not be inserted now.  One relaxed load when no
+ * write-around is in flight.
+ */
+static inline bool bufio_around_blocks_locked(struct bufio_client *c, uint64_t block)
+{
+	if (fm_likely(!atomic_load_explicit(&c->nr_around, memory_order_relaxed)))
+		return false;
+	return bufio_around_covers(c, block);
+}
+/* Wait until no write-around covers @block (no lock held). */
+void bufio_around_wait(struct bufio_client *c, uint64_t block);
+/* Shard lock held, bufio_around_blocks_locked() said yes: queue a
+ * bufio_read_async() of @block for when the write-around ends.  Returns
+ * false if it ended meanwhile (then insert: nothing blocks it any more). */
+bool bufio_around_defer_locked(struct bufio_client *c, struct bufio_around_waiter *w);
 
 /*----------------------------------------------------------------*/
 /* slab.c */

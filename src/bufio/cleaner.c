@@ -39,8 +39,11 @@ static void clean_client(struct bufio_client *c, uint64_t now)
 	uint64_t age;
 
 	bufio_trim_to_limit(c);
-	if (atomic_load(&c->bytes) > bufio_client_limit(c) || bufio_dirty_dominates(c))
-		bufio_writeback_start(c, BUFIO_WB_BACKGROUND, 0);
+	/* Above the limit (it was lowered), even less than a batch goes. */
+	if (atomic_load(&c->bytes) > bufio_client_limit(c))
+		bufio_writeback_start(c, BUFIO_WB_STARVED, 0);
+	else if (bufio_dirty_dominates(c))
+		bufio_writeback_start(c, BUFIO_WB_PRESSURE, 0);
 	age = bufio_get_writeback_age_ms() * 1000000ull;
 	if (age && now > age)
 		bufio_writeback_start(c, BUFIO_WB_BACKGROUND, now - age);

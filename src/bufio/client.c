@@ -161,6 +161,7 @@ static void client_free(struct bufio_client *c)
 		bufio_list_del(&b->lru);
 		free(b);
 	}
+	bufio_around_fini(c);
 	pthread_cond_destroy(&c->free_cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -199,6 +200,13 @@ int bufio_client_create(const struct bufio_bdev *bdev, unsigned block_size,
 	bufio_list_init(&c->node);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->free_cond, NULL);
+	r = bufio_around_init(c);
+	if (r < 0) {
+		pthread_cond_destroy(&c->free_cond);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		return r;
+	}
 
 	r = bufio_slab_init(c);
 	if (r < 0) {
@@ -331,11 +339,14 @@ void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
 		st.read_errors += s->read_errors;
 		st.write_errors += s->write_errors;
 		st.buffers += atomic_load(&s->count);
-		st.dirty += atomic_load(&s->n_dirty);
+		st.dirty += atomic_load(&s->n_dirty) + atomic_load(&s->n_writing) +
+			    atomic_load(&s->n_failed);
 		pthread_mutex_unlock(&s->lock);
 	}
 	for (unsigned i = 0; i < BUFIO_HIT_SLOTS; i++)
 		st.hits += atomic_load_explicit(&c->hit_slots[i].hits, memory_order_relaxed);
+	st.around_reads = atomic_load(&c->around_reads);
+	st.around_writes = atomic_load(&c->around_writes);
 	st.bytes = atomic_load(&c->bytes);
 	st.peak_bytes = atomic_load(&c->peak_bytes);
 	st.limit_bytes = bufio_client_limit(c);
@@ -363,8 +374,10 @@ uint64_t bufio_get_max_cache_size_bytes(void)
 	if (fm_likely(v))
 		return v;
 	v = default_cache_size();
-	/* Benign race: every thread computes the same value. */
-	atomic_store_explicit(&bufio_globals.max_cache_size, v, memory_order_relaxed);
+	/* Every thread computes the same default, but a setter that ran since
+	 * the load above must win: only replace the 0 we saw. */
+	if (!atomic_compare_exchange_strong(&bufio_globals.max_cache_size, &(uint64_t){ 0 }, v))
+		v = atomic_load(&bufio_globals.max_cache_size);
 	return v;
 }
 

@@ -5,9 +5,14 @@
  *   - a buffer is in the index iff BUFIO_B_HASHED is set, and then it owns
  *     one reference;
  *   - list == CLEAN iff the buffer is hashed, valid, not dirty, not being
- *     written;  list == DIRTY iff it is hashed and dirty or being written;
- *     list == NONE while reading, and once out of the index;
- *   - n_clean/n_dirty count the lists; the client-wide atomics mirror them.
+ *     written;  WRITING iff it is hashed and being written; DIRTY or FAILED
+ *     iff it is hashed, dirty and not being written (FAILED: its last write
+ *     failed); NONE while reading, and once out of the index;
+ *   - a buffer joining the DIRTY list takes the next c->dirty_seq under the
+ *     shard lock, so each DIRTY list is in dirty_seq order, oldest first,
+ *     and the oldest N dirty buffers of the client are those below one
+ *     sequence number (writeback.c claims them so);
+ *   - n_clean/n_dirty/n_writing/n_failed count the lists.
  * The table doubles when it holds more buffers than buckets; it never
  * shrinks (its size follows the largest the cache has been).
  *
@@ -59,6 +64,8 @@ int bufio_shard_init(struct bufio_shard *s)
 	atomic_init(&s->table, t);
 	bufio_list_init(&s->clean);
 	bufio_list_init(&s->dirty);
+	bufio_list_init(&s->writing);
+	bufio_list_init(&s->failed);
 	return 0;
 }
 
@@ -201,42 +208,72 @@ unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what)
 
 	for (unsigned i = 0; i < c->nshards; i++) {
 		const struct bufio_shard *s = &c->shards[i];
-		const atomic_uint *v = what == BUFIO_COUNT_CLEAN ? &s->n_clean :
-				       what == BUFIO_COUNT_DIRTY ? &s->n_dirty : &s->count;
-
-		n += atomic_load_explicit(v, memory_order_relaxed);
+		switch (what) {
+		case BUFIO_COUNT_BUFFERS:
+			n += atomic_load_explicit(&s->count, memory_order_relaxed);
+			break;
+		case BUFIO_COUNT_CLEAN:
+			n += atomic_load_explicit(&s->n_clean, memory_order_relaxed);
+			break;
+		case BUFIO_COUNT_DIRTY:
+			n += atomic_load_explicit(&s->n_writing, memory_order_relaxed) +
+			     atomic_load_explicit(&s->n_failed, memory_order_relaxed);
+			/* fall through */
+		case BUFIO_COUNT_CLAIMABLE:
+			n += atomic_load_explicit(&s->n_dirty, memory_order_relaxed);
+			break;
+		}
 	}
 	return n;
 }
 
-void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum bufio_blist list)
+static atomic_uint *list_counter(struct bufio_shard *s, enum bufio_blist list)
 {
-	if (b->list == list)
-		return;
-	switch (b->list) {
-	case BUFIO_LIST_CLEAN:
-		bufio_counter_add_locked(&s->n_clean, -1);
-		bufio_list_del(&b->lru);
-		break;
-	case BUFIO_LIST_DIRTY:
-		bufio_counter_add_locked(&s->n_dirty, -1);
-		bufio_list_del(&b->lru);
-		break;
-	default:
-		break;
-	}
 	switch (list) {
 	case BUFIO_LIST_CLEAN:
-		bufio_counter_add_locked(&s->n_clean, 1);
-		bufio_list_add_tail(&b->lru, &s->clean);
-		break;
+		return &s->n_clean;
 	case BUFIO_LIST_DIRTY:
-		bufio_counter_add_locked(&s->n_dirty, 1);
-		bufio_list_add_tail(&b->lru, &s->dirty);
-		break;
+		return &s->n_dirty;
+	case BUFIO_LIST_WRITING:
+		return &s->n_writing;
+	case BUFIO_LIST_FAILED:
+		return &s->n_failed;
 	default:
-		break;
+		return NULL;
 	}
+}
+
+static struct bufio_list *list_head(struct bufio_shard *s, enum bufio_blist list)
+{
+	switch (list) {
+	case BUFIO_LIST_CLEAN:
+		return &s->clean;
+	case BUFIO_LIST_DIRTY:
+		return &s->dirty;
+	case BUFIO_LIST_WRITING:
+		return &s->writing;
+	default:
+		return &s->failed;
+	}
+}
+
+void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum bufio_blist list)
+{
+	atomic_uint *n;
+
+	if (b->list == list)
+		return;
+	if ((n = list_counter(s, (enum bufio_blist)b->list))) {
+		bufio_counter_add_locked(n, -1);
+		bufio_list_del(&b->lru);
+	}
+	if ((n = list_counter(s, list))) {
+		bufio_counter_add_locked(n, 1);
+		bufio_list_add_tail(&b->lru, list_head(s, list));
+	}
+	if (list == BUFIO_LIST_DIRTY)
+		b->dirty_seq = atomic_fetch_add_explicit(&b->c->dirty_seq, 1,
+							 memory_order_relaxed);
 	b->list = (uint8_t)list;
 }
 

@@ -17,6 +17,11 @@
  *
  * Freed slots are poisoned for ASan and marked inaccessible for valgrind,
  * so that use-after-free of block data stays visible to both.
+ *
+ * New memory is prefaulted (prefault()): a read into a page that is not
+ * mapped yet cannot complete inline in io_uring (the copy would fault), so
+ * it is handed to an io-wq worker, which costs a thread hand-off per read
+ * until every block of the cache has been used once.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -53,6 +58,17 @@ static unsigned slots(const struct bufio_client *c)
 	return BUFIO_SLAB_CHUNK >> c->block_shift;
 }
 
+/* Map @len bytes at @p (page aligned) now, writable; best effort. */
+static void prefault(void *p, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+	if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+		return;
+#endif
+	for (size_t i = 0; i < len; i += FM_PAGE_SIZE)
+		((volatile char *)p)[i] = 0;
+}
+
 static char *chunk_map(void)
 {
 	size_t len = 2 * (size_t)BUFIO_SLAB_CHUNK;
@@ -66,6 +82,7 @@ static char *chunk_map(void)
 		munmap(p, (size_t)(a - p));
 	if (a + BUFIO_SLAB_CHUNK < p + len)
 		munmap(a + BUFIO_SLAB_CHUNK, (size_t)(p + len - (a + BUFIO_SLAB_CHUNK)));
+	prefault(a, BUFIO_SLAB_CHUNK);
 	return a;
 }
 
@@ -126,6 +143,7 @@ void *bufio_data_alloc(struct bufio_client *c)
 	if (!c->use_slab) {
 		if (posix_memalign(&p, c->data_align, c->block_size))
 			return NULL;
+		prefault(p, c->block_size); /* (>= 256 KiB: page aligned) */
 		return p;
 	}
 	pthread_mutex_lock(&c->slab_lock);

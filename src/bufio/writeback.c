@@ -24,6 +24,19 @@
  * Errors are recorded in c->write_error before any buffer of the run is
  * released, so a thread that waited for a buffer to stop WRITING and then
  * reads c->write_error cannot miss the error.
+ *
+ * Writeback under memory pressure (BUFIO_WB_PRESSURE: an allocation or the
+ * cleaner found that dirty buffers dominate) claims the oldest dirty
+ * buffers of the client, those whose dirty_seq is below the oldest one's
+ * plus the budget, so that a stream's blocks go out together, sorted into
+ * long runs, instead of whatever few blocks were dirtied since the last
+ * allocation.  The writeback in flight is bounded (wb_inflight_max: a
+ * flood of writes would starve reads and cost latency), and a claim waits
+ * until a batch's worth (wb_batch) of buffers is claimable and fits in the
+ * budget, unless an allocation is starving (BUFIO_WB_STARVED: nothing to
+ * reclaim; then any claimable buffer goes, within the budget).  Only the DIRTY lists are looked at: buffers being
+ * written and buffers whose write failed are on lists of their own, so a
+ * claim costs what it claims, not what the cache holds.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,6 +46,10 @@
 
 #define BUFIO_MAX_RUN 256u
 #define BUFIO_MAX_RUN_BYTES (8u << 20)
+/* Pressure writeback: at most this much in flight (and 1/8 of the limit)... */
+#define BUFIO_WB_INFLIGHT_BYTES (16u << 20)
+/* ... and, while some is in flight, claims of at least this much. */
+#define BUFIO_WB_BATCH_BYTES (1u << 20)
 
 struct bufio_vec {
 	struct bufio_buffer **v;
@@ -203,9 +220,12 @@ static void *write_done_locked(struct bufio_shard *s, struct bufio_buffer *b, in
 	}
 	/* Release: a lock-free hit that sees the new state sees the rest. */
 	atomic_store_explicit(&b->state, st, memory_order_release);
-	if (!(st & BUFIO_B_DIRTY) && (st & BUFIO_B_HASHED)) {
+	if (st & BUFIO_B_HASHED) {
+		/* Dirtied again during the write (or failed): dirty since now. */
 		b->stamp = now;
-		bufio_relink_locked(s, b, BUFIO_LIST_CLEAN);
+		bufio_relink_locked(s, b, !(st & BUFIO_B_DIRTY) ? BUFIO_LIST_CLEAN :
+					  (st & BUFIO_B_WRITE_ERROR) ? BUFIO_LIST_FAILED :
+					  BUFIO_LIST_DIRTY);
 	}
 	return old;
 }
@@ -310,9 +330,9 @@ static bool claimable_locked(const struct bufio_buffer *b, enum bufio_wb_mode mo
 }
 
 /* (c->n_writing is added by the caller, per request) */
-static void claim_locked(struct bufio_client *c, struct bufio_buffer *b)
+static void claim_locked(struct bufio_shard *s, struct bufio_buffer *b)
 {
-	(void)c;
+	bufio_relink_locked(s, b, BUFIO_LIST_WRITING);
 	atomic_store_explicit(&b->state, (atomic_load_explicit(&b->state, memory_order_relaxed) &
 					  ~BUFIO_B_DIRTY) | BUFIO_B_WRITING,
 			      memory_order_relaxed);
@@ -366,11 +386,30 @@ static void submit_claimed(struct bufio_client *c, struct bufio_buffer **v, size
 	}
 }
 
-unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
-			       uint64_t cutoff_ns)
+/* Pressure writeback's bound on buffers in flight, and its batch. */
+static unsigned wb_inflight_max(const struct bufio_client *c)
 {
-	struct bufio_vec v = { 0 };
-	unsigned n;
+	uint64_t bytes = bufio_client_limit(c) / 8;
+	uint64_t n;
+
+	if (bytes > BUFIO_WB_INFLIGHT_BYTES)
+		bytes = BUFIO_WB_INFLIGHT_BYTES;
+	n = bytes >> c->block_shift;
+	return n ? (unsigned)n : 1;
+}
+
+static unsigned wb_batch(const struct bufio_client *c, unsigned max)
+{
+	unsigned n = BUFIO_WB_BATCH_BYTES >> c->block_shift;
+
+	n = n ? n : 1;
+	return n < max ? n : max;
+}
+
+/* The dirty_seq of the oldest claimable buffer, or UINT64_MAX. */
+static uint64_t oldest_claimable(struct bufio_client *c)
+{
+	uint64_t first = UINT64_MAX;
 
 	for (unsigned i = 0; i < c->nshards; i++) {
 		struct bufio_shard *s = &c->shards[i];
@@ -379,17 +418,117 @@ unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
 		if (!atomic_load_explicit(&s->n_dirty, memory_order_relaxed)) /* a hint */
 			continue;
 		pthread_mutex_lock(&s->lock);
+		/* (only buffers being modified are skipped: a few at most) */
 		for (pos = s->dirty.next; pos != &s->dirty; pos = pos->next) {
 			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
 
-			if (!claimable_locked(b, mode))
-				continue;
-			if (cutoff_ns && b->stamp > cutoff_ns)
-				continue;
-			if (vec_push(&v, b) < 0)
+			if (b->dirty_seq >= first)
 				break;
-			claim_locked(c, b);
+			if (claimable_locked(b, BUFIO_WB_BACKGROUND)) {
+				first = b->dirty_seq;
+				break;
+			}
 		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	return first;
+}
+
+/* Claim the oldest claimable buffers, within the budget. */
+static unsigned writeback_pressure(struct bufio_client *c, bool starved)
+{
+	unsigned max = wb_inflight_max(c), batch = wb_batch(c, max);
+	unsigned writing = atomic_load_explicit(&c->n_writing, memory_order_relaxed);
+	unsigned claimable, budget, n = 0;
+	struct bufio_buffer **v;
+	uint64_t cutoff;
+
+	if (writing >= max)
+		return 0;
+	budget = max - writing;
+	claimable = bufio_count(c, BUFIO_COUNT_CLAIMABLE);
+	if (!claimable || (!starved && (budget < batch || claimable < batch)))
+		return 0;
+	/* One claimer at a time (others would only find the same buffers),
+	 * unless an allocation is starving. */
+	if (!starved && atomic_exchange_explicit(&c->wb_claiming, true, memory_order_acquire))
+		return 0;
+	cutoff = oldest_claimable(c);
+	v = cutoff == UINT64_MAX ? NULL : malloc(budget * sizeof(*v));
+	if (!v) {
+		if (!starved)
+			atomic_store_explicit(&c->wb_claiming, false, memory_order_release);
+		return 0;
+	}
+	cutoff += budget;
+	for (unsigned i = 0; i < c->nshards && n < budget; i++) {
+		struct bufio_shard *s = &c->shards[i];
+		struct bufio_list *pos, *next;
+
+		if (!atomic_load_explicit(&s->n_dirty, memory_order_relaxed)) /* a hint */
+			continue;
+		pthread_mutex_lock(&s->lock);
+		for (pos = s->dirty.next; pos != &s->dirty && n < budget; pos = next) {
+			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
+
+			next = pos->next;
+			if (b->dirty_seq >= cutoff)
+				break;
+			if (!claimable_locked(b, BUFIO_WB_BACKGROUND))
+				continue;
+			claim_locked(s, b);
+			v[n++] = b;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	/* (released once submitted: n_writing then counts these) */
+	submit_claimed(c, v, n, NULL, 0);
+	if (!starved)
+		atomic_store_explicit(&c->wb_claiming, false, memory_order_release);
+	free(v);
+	return n;
+}
+
+/* Claim from one list of @s (locked) into @v. */
+static void claim_list_locked(struct bufio_shard *s, struct bufio_list *head,
+			      enum bufio_wb_mode mode, uint64_t cutoff_ns, struct bufio_vec *v)
+{
+	struct bufio_list *pos, *next;
+
+	for (pos = head->next; pos != head; pos = next) {
+		struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
+
+		next = pos->next;
+		/* (the DIRTY list is in order of dirtying) */
+		if (cutoff_ns && b->stamp > cutoff_ns)
+			break;
+		if (!claimable_locked(b, mode))
+			continue;
+		if (vec_push(v, b) < 0)
+			break;
+		claim_locked(s, b);
+	}
+}
+
+unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
+			       uint64_t cutoff_ns)
+{
+	struct bufio_vec v = { 0 };
+	unsigned n;
+
+	if (mode == BUFIO_WB_PRESSURE || mode == BUFIO_WB_STARVED)
+		return writeback_pressure(c, mode == BUFIO_WB_STARVED);
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct bufio_shard *s = &c->shards[i];
+
+		if (!atomic_load_explicit(&s->n_dirty, memory_order_relaxed) &&
+		    (mode != BUFIO_WB_ALL ||
+		     !atomic_load_explicit(&s->n_failed, memory_order_relaxed))) /* hints */
+			continue;
+		pthread_mutex_lock(&s->lock);
+		claim_list_locked(s, &s->dirty, mode, cutoff_ns, &v);
+		if (mode == BUFIO_WB_ALL)
+			claim_list_locked(s, &s->failed, mode, 0, &v);
 		pthread_mutex_unlock(&s->lock);
 	}
 	submit_claimed(c, v.v, v.n, NULL, 0);
@@ -411,7 +550,7 @@ static int collect_locked(struct bufio_client *c, struct bufio_buffer *b,
 	if (claimable_locked(b, BUFIO_WB_ALL)) {
 		r = vec_push(claimed, b);
 		if (!r)
-			claim_locked(c, b);
+			claim_locked(bufio_shard_of(c, b->block), b);
 	} else {
 		r = vec_push(pins, b);
 		if (!r)
@@ -459,7 +598,7 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 		if ((b->state & BUFIO_B_DIRTY) && !e) {
 			e = vec_push(claimed, b);
 			if (!e)
-				claim_locked(c, b);
+				claim_locked(s, b);
 		}
 		pthread_mutex_unlock(&s->lock);
 		bufio_buffer_put(c, b);
@@ -496,7 +635,7 @@ int bufio_write_moved(struct bufio_client *c, struct bufio_buffer *b, uint64_t b
 	b->write_end = c->block_size;
 	b->write_data = b->data;
 	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
-	bufio_relink_locked(s, b, BUFIO_LIST_DIRTY);
+	bufio_relink_locked(s, b, BUFIO_LIST_WRITING);
 	pthread_mutex_unlock(&s->lock);
 
 	if (c->write_callback)
@@ -518,21 +657,29 @@ void bufio_write_dirty_buffers_async(struct bufio_client *c)
 	bufio_writeback_start(c, BUFIO_WB_ALL, 0);
 }
 
-/* Collect the buffers of the dirty lists in [@block, @block + @n). */
+/* Collect the buffers of the dirty, writing and failed lists in
+ * [@block, @block + @n). */
 static int collect_dirty(struct bufio_client *c, uint64_t block, uint64_t n,
 			 struct bufio_vec *claimed, struct bufio_vec *pins)
 {
 	for (unsigned i = 0; i < c->nshards; i++) {
 		struct bufio_shard *s = &c->shards[i];
-		struct bufio_list *pos;
+		/* The writing list first: a claim moves a buffer onto it. */
+		struct bufio_list *lists[] = { &s->writing, &s->dirty, &s->failed };
 		int r = 0;
 
 		pthread_mutex_lock(&s->lock);
-		for (pos = s->dirty.next; pos != &s->dirty && !r; pos = pos->next) {
-			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
+		for (unsigned l = 0; l < FM_ARRAY_SIZE(lists) && !r; l++) {
+			struct bufio_list *pos, *next;
 
-			if (b->block - block < n)
-				r = collect_locked(c, b, claimed, pins);
+			for (pos = lists[l]->next; pos != lists[l] && !r; pos = next) {
+				struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer,
+									    lru);
+
+				next = pos->next;
+				if (b->block - block < n)
+					r = collect_locked(c, b, claimed, pins);
+			}
 		}
 		pthread_mutex_unlock(&s->lock);
 		if (r)

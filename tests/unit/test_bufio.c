@@ -1498,6 +1498,302 @@ START_TEST(test_stress_model)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* writeback under pressure: oldest first, in batches, bounded */
+
+/* Bytes of the write requests membdev holds back (gate closed). */
+static uint64_t held_write_bytes(void)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&md->lock);
+	for (struct membdev_req *rq = md->head; rq; rq = rq->next)
+		if (rq->op == BUFIO_IO_WRITE)
+			for (unsigned i = 0; i < rq->iovcnt; i++)
+				n += rq->iov[i].iov_len;
+	pthread_mutex_unlock(&md->lock);
+	return n;
+}
+
+/*
+ * A stream of dirty blocks much larger than the cache goes out in long
+ * runs (the oldest blocks together), not a few blocks per allocation
+ * (those dirtied since the last one) while earlier writes are in flight.
+ */
+START_TEST(test_pressure_writeback_batches)
+{
+	const unsigned n = 1000;
+	struct membdev_counts k;
+	struct bufio_buffer *b;
+
+	md->delay_us = 100;
+	bufio_set_max_cache_size_bytes(256 * BS);
+	for (unsigned i = 0; i < 64; i++) {
+		ck_assert_int_eq(bufio_read(bc, 1500 + i, &b), 0);
+		bufio_release(b);
+	}
+	for (unsigned i = 0; i < n; i++)
+		put_block(i, (int)(i * 13 + 1) & 0xff);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	k = membdev_counts(md);
+	ck_assert_uint_eq(k.write_bytes, (uint64_t)n * BS);
+	/* 256-block cache: batches of 32 blocks; allow for the tail */
+	ck_assert_msg(k.writes * 16 <= n, "%u write requests for %u blocks", k.writes, n);
+	for (unsigned i = 0; i < n; i++)
+		assert_dev_fill(i, (int)(i * 13 + 1) & 0xff);
+	ck_assert_uint_le(stats().peak_bytes, 256 * BS);
+}
+END_TEST
+
+/* Writeback started by memory pressure keeps at most 1/8 of the cache in
+ * flight, however much is dirty. */
+START_TEST(test_pressure_writeback_bounded)
+{
+	bufio_set_max_cache_size_bytes(256 * BS);
+	membdev_set_gate(md, false, true);
+	for (unsigned i = 0; i < 200; i++)
+		put_block(500 + i, 0x3c);
+	/* dirty dominates from the 129th block on: some writeback started */
+	WAIT_FOR(held_write_bytes() > 0, 2000);
+	ck_assert_uint_gt(held_write_bytes(), 0);
+	ck_assert_uint_le(held_write_bytes(), 32 * BS);
+	ck_assert_uint_eq(membdev_counts(md).writes, 0);
+	membdev_set_gate(md, false, false);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	for (unsigned i = 0; i < 200; i++)
+		assert_dev_fill(500 + i, 0x3c);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+/* Pressure writeback takes the oldest dirty blocks first: a block dirtied
+ * long before a stream of others goes out in the first batch. */
+START_TEST(test_pressure_writeback_oldest_first)
+{
+	bufio_set_max_cache_size_bytes(256 * BS);
+	membdev_set_gate(md, false, true);
+	put_block(1900, 0x11);
+	for (unsigned i = 0; i < 160; i++)
+		put_block(i, 0x22);
+	WAIT_FOR(held_write_bytes() > 0, 2000);
+	{
+		bool found = false;
+
+		pthread_mutex_lock(&md->lock);
+		for (struct membdev_req *rq = md->head; rq; rq = rq->next)
+			found |= rq->op == BUFIO_IO_WRITE && rq->sector == 1900 * SPB;
+		pthread_mutex_unlock(&md->lock);
+		ck_assert_msg(found, "the oldest dirty block is not in the first batch");
+	}
+	ck_assert_uint_le(held_write_bytes(), 32 * BS);
+	membdev_set_gate(md, false, false);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(1900, 0x11);
+	assert_dev_fill(159, 0x22);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* around the cache */
+
+static uint8_t *filled(size_t len, int val)
+{
+	uint8_t *p = malloc(len);
+
+	ck_assert_ptr_nonnull(p);
+	memset(p, val, len);
+	return p;
+}
+
+START_TEST(test_write_around)
+{
+	uint8_t *data = filled(32 * BS, 0x5a);
+	struct iovec iov = { data, 32 * BS };
+	struct membdev_io io;
+
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, BUFIO_IO_FUA), 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 10 * SPB);
+	ck_assert_uint_eq(io.bytes, 32 * BS);
+	ck_assert(io.flags & BUFIO_IO_FUA);
+	for (unsigned i = 10; i < 42; i++)
+		assert_dev_fill(i, 0x5a);
+	ck_assert_uint_eq(stats().buffers, 0); /* not cached */
+	ck_assert_uint_eq(stats().around_writes, 32);
+	/* sizes must match whole blocks */
+	iov.iov_len = 32 * BS - 512;
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, 0), -EINVAL);
+	free(data);
+}
+END_TEST
+
+/* A clean cached copy is dropped: the next read sees the new data. */
+START_TEST(test_write_around_drops_clean)
+{
+	uint8_t *data = filled(32 * BS, 0x6b);
+	struct iovec iov = { data, 32 * BS };
+	struct bufio_buffer *b;
+	uint8_t want[BS];
+
+	ck_assert_int_eq(bufio_read(bc, 12, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, 0), 0);
+	ck_assert_int_eq(bufio_get(bc, 12, &b), -ENOENT);
+	ck_assert_int_eq(bufio_read(bc, 12, &b), 0);
+	memset(want, 0x6b, BS);
+	fm_assert_bytes_eq(bufio_get_block_data(b), want, BS, "block 12 after write-around");
+	bufio_release(b);
+	free(data);
+}
+END_TEST
+
+/* A dirty or held cached block makes it refuse, writing nothing: the dirty
+ * data is neither lost nor overtaken. */
+START_TEST(test_write_around_busy)
+{
+	uint8_t *data = filled(32 * BS, 0x7c);
+	struct iovec iov = { data, 32 * BS };
+	struct bufio_buffer *b;
+
+	put_block(12, 0x77);
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, 0), -EBUSY);
+	ck_assert_uint_eq(membdev_counts(md).writes, 0);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(12, 0x77);
+	fm_assert_bytes_eq(md->mem + 11 * BS, orig_block(11), BS, "block 11 untouched");
+
+	ck_assert_int_eq(bufio_read(bc, 30, &b), 0); /* held */
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, 0), -EBUSY);
+	bufio_release(b);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1); /* only block 12's */
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, 0), 0);
+	for (unsigned i = 10; i < 42; i++)
+		assert_dev_fill(i, 0x7c);
+	free(data);
+}
+END_TEST
+
+struct around_arg {
+	uint64_t block, n;
+	const void *data;
+	int r;
+	atomic_int done;
+	struct bufio_buffer *b;
+};
+
+static void *write_around_thread(void *arg)
+{
+	struct around_arg *a = arg;
+	struct iovec iov = { (void *)a->data, a->n * BS };
+
+	a->r = bufio_write_around(bc, a->block, a->n, &iov, 1, 0);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+static void *read_block_thread(void *arg)
+{
+	struct around_arg *a = arg;
+
+	a->r = bufio_read(bc, a->block, &a->b);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/* While a write-around is in flight its blocks do not enter the cache:
+ * reads wait for it (or, async, are started after it) and see its data. */
+START_TEST(test_write_around_orders_reads)
+{
+	uint8_t *data = filled(32 * BS, 0x4d);
+	struct around_arg w = { .block = 10, .n = 32, .data = data };
+	struct around_arg r = { .block = 21 };
+	struct bufio_buffer *b;
+	uint8_t want[BS];
+	pthread_t tw, tr;
+
+	memset(want, 0x4d, BS);
+	atomic_store(&async_calls, 0);
+	membdev_set_gate(md, false, true);
+	pthread_create(&tw, NULL, write_around_thread, &w);
+	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
+	ck_assert_uint_eq(membdev_counts(md).inflight, 1);
+
+	ck_assert_int_eq(bufio_get(bc, 20, &b), -ENOENT);
+	ck_assert_int_eq(bufio_prefetch(bc, 40, 4), 2); /* 42, 43; not 40, 41 */
+	ck_assert_int_eq(bufio_read_async(bc, 20, async_cb, (void *)0), 0);
+	pthread_create(&tr, NULL, read_block_thread, &r);
+	usleep(50000);
+	ck_assert_int_eq(atomic_load(&async_calls), 0);
+	ck_assert_int_eq(atomic_load(&r.done), 0);
+	ck_assert_int_eq(atomic_load(&w.done), 0);
+
+	membdev_set_gate(md, false, false);
+	pthread_join(tw, NULL);
+	pthread_join(tr, NULL);
+	ck_assert_int_eq(w.r, 0);
+	ck_assert_int_eq(r.r, 0);
+	fm_assert_bytes_eq(bufio_get_block_data(r.b), want, BS, "sync read after write-around");
+	bufio_release(r.b);
+	WAIT_FOR(atomic_load(&async_calls) == 1, 2000);
+	ck_assert_int_eq(atomic_load(&async_calls), 1);
+	ck_assert_int_eq(async_err[0], 0);
+	fm_assert_bytes_eq(bufio_get_block_data(async_b[0]), want, BS,
+			   "async read after write-around");
+	bufio_release(async_b[0]);
+	free(data);
+}
+END_TEST
+
+static atomic_int around_cb_calls;
+static int around_cb_err;
+
+static void around_cb(void *ctx, int err)
+{
+	(void)ctx;
+	around_cb_err = err;
+	atomic_fetch_add(&around_cb_calls, 1);
+}
+
+START_TEST(test_read_around)
+{
+	uint8_t *buf = filled(32 * BS, 0);
+	struct iovec iov = { buf, 32 * BS };
+	struct bufio_buffer *b;
+
+	atomic_store(&around_cb_calls, 0);
+	/* While the cache has room for the blocks, read through it. */
+	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), -EBUSY);
+	bufio_set_max_cache_size_bytes(16 * BS);
+	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), 0);
+	WAIT_FOR(atomic_load(&around_cb_calls) == 1, 2000);
+	ck_assert_int_eq(atomic_load(&around_cb_calls), 1);
+	ck_assert_int_eq(around_cb_err, 0);
+	fm_assert_bytes_eq(buf, orig_block(100), 32 * BS, "read-around");
+	ck_assert_uint_eq(membdev_counts(md).reads, 1);
+	ck_assert_uint_eq(stats().buffers, 0); /* not cached */
+	ck_assert_uint_eq(stats().around_reads, 32);
+
+	/* A cached block, clean or dirty: read through the cache instead. */
+	ck_assert_int_eq(bufio_read(bc, 110, &b), 0);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), -EBUSY);
+	bufio_forget(bc, 110);
+	put_block(140, 0x12);
+	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), 0);
+	ck_assert_int_eq(bufio_read_around(bc, 120, 32, &iov, 1, around_cb, NULL), -EBUSY);
+	WAIT_FOR(atomic_load(&around_cb_calls) == 2, 2000);
+	ck_assert_int_eq(atomic_load(&around_cb_calls), 2);
+
+	/* A read error reaches the callback. */
+	membdev_fail_reads(md, 300 * SPB, 301 * SPB);
+	ck_assert_int_eq(bufio_read_around(bc, 290, 32, &iov, 1, around_cb, NULL), 0);
+	WAIT_FOR(atomic_load(&around_cb_calls) == 3, 2000);
+	ck_assert_int_lt(around_cb_err, 0);
+	free(buf);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 
 static Suite *bufio_suite(void)
 {
@@ -1595,6 +1891,19 @@ static Suite *bufio_suite(void)
 
 	TCASE("block_sizes", setup_sync);
 	tcase_add_test(tc, test_block_sizes_io);
+
+	TCASE("pressure", setup_async);
+	tcase_add_test(tc, test_pressure_writeback_batches);
+	tcase_add_test(tc, test_pressure_writeback_bounded);
+	tcase_add_test(tc, test_pressure_writeback_oldest_first);
+
+	TCASE("around", setup_sync);
+	tcase_add_test(tc, test_write_around);
+	tcase_add_test(tc, test_write_around_drops_clean);
+	tcase_add_test(tc, test_write_around_busy);
+	tcase_add_test(tc, test_read_around);
+	TCASE("around_async", setup_async);
+	tcase_add_test(tc, test_write_around_orders_reads);
 
 	tc = tcase_create("dmio");
 	tcase_add_checked_fixture(tc, setup_dmio, teardown_dmio);

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Write-around and read-around: large whole-block I/O that bypasses the
+ * cache, as a disk's cache does for streaming I/O.  No copy into cache
+ * buffers, no per-block bookkeeping, and what the cache holds is not
+ * evicted for data that is read or written once.
+ *
+ * Invariants:
+ *   - While a write-around of [block, end) is in flight (a slot of
+ *     c->around[], under around_lock; nr_around counts the slots in use),
+ *     no buffer of those blocks enters the index: every insertion checks
+ *     bufio_around_blocks_locked() under its shard lock after finding the
+ *     block missing, and the writer registers BEFORE it looks at the index
+ *     (under each shard's lock), so either the writer sees a buffer that
+ *     was inserted, or the inserter sees the registration.  A synchronous
+ *     inserter waits for the write (around_cond); bufio_read_async() queues
+ *     itself on the slot and the writer starts it again once its write
+ *     ended; bufio_prefetch() skips the block.
+ *   - When the write is issued, no buffer of its range is in the index: the
+ *     writer dropped the clean idle ones, and any other (dirty, being read,
+ *     written or filled, held) made it give up with -EBUSY before writing.
+ *     Dropping a clean copy is always safe; a dirty one is never dropped, so
+ *     no completed write is lost, not even for a moment.  So once the write
+ *     completed, a read of the range gets the new data from the device.
+ *   - A read-around reads only if no block of its range is in the index at
+ *     the time of the check (under the shard locks): the device then holds
+ *     the newest data of every write completed before it; a block dirtied
+ *     after the check was written concurrently with the read.
+ *   - Reads go around only a full cache: while there is room, caching
+ *     evicts nothing, and a later read of the blocks is a hit.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "bufio_i.h"
+
+#define AROUND_CHUNK 256u
+
+struct around_io {
+	struct bufio_client *c;
+	uint64_t n_blocks;
+	/* read-around: the caller's completion */
+	bufio_around_cb cb;
+	void *ctx;
+	/* write-around: the writer waits */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int err;
+};
+
+int bufio_around_init(struct bufio_client *c)
+{
+	int r = pthread_mutex_init(&c->around_lock, NULL);
+
+	if (r)
+		return -r;
+	r = pthread_cond_init(&c->around_cond, NULL);
+	if (r) {
+		pthread_mutex_destroy(&c->around_lock);
+		return -r;
+	}
+	return 0;
+}
+
+void bufio_around_fini(struct bufio_client *c)
+{
+	pthread_cond_destroy(&c->around_cond);
+	pthread_mutex_destroy(&c->around_lock);
+}
+
+static int find_locked(const struct bufio_client *c, uint64_t block)
+{
+	for (unsigned i = 0; i < BUFIO_AROUND_SLOTS; i++) {
+		const struct bufio_around *a = &c->around[i];
+
+		if (a->active && block >= a->block && block < a->end)
+			return (int)i;
+	}
+	return -1;
+}
+
+bool bufio_around_covers(struct bufio_client *c, uint64_t block)
+{
+	bool r;
+
+	pthread_mutex_lock(&c->around_lock);
+	r = find_locked(c, block) >= 0;
+	pthread_mutex_unlock(&c->around_lock);
+	return r;
+}
+
+void bufio_around_wait(struct bufio_client *c, uint64_t block)
+{
+	pthread_mutex_lock(&c->around_lock);
+	while (find_locked(c, block) >= 0)
+		pthread_cond_wait(&c->around_cond, &c->around_lock);
+	pthread_mutex_unlock(&c->around_lock);
+}
+
+bool bufio_around_defer_locked(struct bufio_client *c, struct bufio_around_waiter *w)
+{
+	int i;
+
+	pthread_mutex_lock(&c->around_lock);
+	i = find_locked(c, w->block);
+	if (i >= 0) {
+		w->next = c->around[i].waiters;
+		c->around[i].waiters = w;
+	}
+	pthread_mutex_unlock(&c->around_lock);
+	return i >= 0;
+}
+
+static int around_register(struct bufio_client *c, uint64_t block, uint64_t n)
+{
+	pthread_mutex_lock(&c->around_lock);
+	for (unsigned i = 0; i < BUFIO_AROUND_SLOTS; i++) {
+		struct bufio_around *a = &c->around[i];
+
+		if (!a->active) {
+			a->active = true;
+			a->block = block;
+			a->end = block + n;
+			a->waiters = NULL;
+			atomic_fetch_add_explicit(&c->nr_around, 1, memory_order_relaxed);
+			pthread_mutex_unlock(&c->around_lock);
+			return (int)i;
+		}
+	}
+	pthread_mutex_unlock(&c->around_lock);
+	return -EBUSY;
+}
+
+static void around_unregister(struct bufio_client *c, int slot)
+{
+	struct bufio_around_waiter *w;
+
+	pthread_mutex_lock(&c->around_lock);
+	w = c->around[slot].waiters;
+	c->around[slot].waiters = NULL;
+	c->around[slot].active = false;
+	atomic_fetch_sub_explicit(&c->nr_around, 1, memory_order_relaxed);
+	pthread_cond_broadcast(&c->around_cond);
+	pthread_mutex_unlock(&c->around_lock);
+	/* The reads that waited for this write, started again. */
+	while (w) {
+		struct bufio_around_waiter *next = w->next;
+		int r = bufio_read_async(c, w->block, w->cb, w->ctx);
+
+		if (r < 0)
+			w->cb(w->ctx, NULL, r);
+		free(w);
+		w = next;
+	}
+}
+
+/*
+ * Look at the cached blocks of [@block, @block + @n): returns -EBUSY at
+ * the first one found (!@drop), or at the first one that is not clean and
+ * idle (@drop: clean idle ones are taken out of the index and freed),
+ * otherwise 0.
+ */
+static int scan_range(struct bufio_client *c, uint64_t block, uint64_t n, bool drop)
+{
+	for (uint64_t first = 0; first < n; first += AROUND_CHUNK) {
+		unsigned len = (unsigned)(n - first < AROUND_CHUNK ? n - first : AROUND_CHUNK);
+		uint8_t shard[AROUND_CHUNK];
+		bool todo[BUFIO_MAX_SHARDS] = { false };
+		int r = 0;
+
+		for (unsigned i = 0; i < len; i++) {
+			shard[i] = (uint8_t)(bufio_shard_of(c, block + first + i) - c->shards);
+			todo[shard[i]] = true;
+		}
+		for (unsigned si = 0; si < c->nshards && !r; si++) {
+			struct bufio_shard *s = &c->shards[si];
+			struct bufio_list victims;
+
+			if (!todo[si])
+				continue;
+			bufio_list_init(&victims);
+			pthread_mutex_lock(&s->lock);
+			for (unsigned i = 0; i < len && !r; i++) {
+				struct bufio_buffer *b;
+
+				if (shard[i] != si)
+					continue;
+				b = bufio_index_find_locked(s, block + first + i);
+				if (!b)
+					continue;
+				if (!drop || b->modifiers ||
+				    (b->state & (BUFIO_B_READING | BUFIO_B_FILLING | BUFIO_B_WRITING |
+						 BUFIO_B_DIRTY)) ||
+				    !bufio_claim_idle_locked(b)) {
+					r = -EBUSY;
+					break;
+				}
+				bufio_index_remove_locked(s, b);
+				s->evictions++;
+				bufio_list_add_tail(&b->lru, &victims);
+			}
+			pthread_mutex_unlock(&s->lock);
+			while (!bufio_list_empty(&victims)) {
+				struct bufio_buffer *b = bufio_container_of(victims.next,
+									    struct bufio_buffer, lru);
+
+				bufio_list_del(&b->lru);
+				bufio_free_buffer(c, b);
+			}
+		}
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void around_end_io(void *arg, int err)
+{
+	struct around_io *io = arg;
+	struct bufio_client *c = io->c;
+
+	if (io->cb) {
+		bufio_around_cb cb = io->cb;
+		void *ctx = io->ctx;
+
+		if (!err)
+			atomic_fetch_add_explicit(&c->around_reads, io->n_blocks,
+						  memory_order_relaxed);
+		free(io);
+		cb(ctx, err);
+		bufio_io_put(c); /* last: destroy may free @c after it */
+		return;
+	}
+	pthread_mutex_lock(&io->lock);
+	io->err = err;
+	io->done = true;
+	pthread_cond_signal(&io->cond);
+	pthread_mutex_unlock(&io->lock);
+}
+
+static int check_args(const struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		      const struct iovec *iov, unsigned iovcnt)
+{
+	uint64_t bytes = 0;
+
+	for (unsigned i = 0; i < iovcnt; i++)
+		bytes += iov[i].iov_len;
+	if (!n_blocks || block + n_blocks < block || bytes != n_blocks << c->block_shift)
+		return -EINVAL;
+	return 0;
+}
+
+static uint64_t sector_of(const struct bufio_client *c, uint64_t block)
+{
+	return atomic_load_explicit(&c->start, memory_order_relaxed) + (block << c->sector_shift);
+}
+
+int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		       const struct iovec *iov, unsigned iovcnt, unsigned flags)
+{
+	struct around_io io = { .c = c };
+	int slot, r;
+
+	r = check_args(c, block, n_blocks, iov, iovcnt);
+	if (r)
+		return r;
+	slot = around_register(c, block, n_blocks);
+	if (slot < 0)
+		return slot;
+	r = scan_range(c, block, n_blocks, true);
+	if (!r) {
+		pthread_mutex_init(&io.lock, NULL);
+		pthread_cond_init(&io.cond, NULL);
+		r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_WRITE, sector_of(c, block), iov,
+					iovcnt, flags & BUFIO_IO_FUA, around_end_io, &io);
+		if (r == 0) {
+			pthread_mutex_lock(&io.lock);
+			while (!io.done)
+				pthread_cond_wait(&io.cond, &io.lock);
+			pthread_mutex_unlock(&io.lock);
+			r = io.err;
+		}
+		pthread_cond_destroy(&io.cond);
+		pthread_mutex_destroy(&io.lock);
+		if (!r)
+			atomic_fetch_add_explicit(&c->around_writes, n_blocks,
+						  memory_order_relaxed);
+	}
+	around_unregister(c, slot);
+	return r;
+}
+
+int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx)
+{
+	struct around_io *io;
+	int r;
+
+	r = check_args(c, block, n_blocks, iov, iovcnt);
+	if (r)
+		return r;
+	if (atomic_load_explicit(&c->bytes, memory_order_relaxed) + (n_blocks << c->block_shift) <=
+	    bufio_client_limit(c))
+		return -EBUSY; /* room to cache them: nothing would be evicted */
+	r = scan_range(c, block, n_blocks, false);
+	if (r)
+		return r;
+	io = calloc(1, sizeof(*io));
+	if (!io)
+		return -ENOMEM;
+	io->c = c;
+	io->n_blocks = n_blocks;
+	io->cb = cb;
+	io->ctx = ctx;
+	bufio_io_get(c);
+	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_READ, sector_of(c, block), iov, iovcnt, 0,
+				around_end_io, io);
+	if (r < 0) {
+		free(io);
+		bufio_io_put(c);
+	}
+	return r;
+}
