@@ -12,6 +12,11 @@
  *     is ever written to a dead session.
  *   - A worker holds at most one cache buffer at a time while writing (the
  *     bufio deadlock rule for threads other than the reserve holder).
+ *   - Reads and writes of at least FRONT_AROUND_MIN whole blocks go around
+ *     the cache (bufio_read_around/bufio_write_around: streaming I/O is
+ *     neither copied into nor kept in the cache) unless a block of theirs
+ *     is cached; a write-around is synchronous (the request's buffer is
+ *     the worker's), a read-around is answered from its completion.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +51,9 @@ struct fm_fuse_open_out {
 
 #define IMAGE_INO 2
 #define ATTR_TIMEOUT 3600.0     /* the size and the file never change */
+/* Reads and writes of at least this many bytes of whole blocks go around
+ * the cache when none of their blocks is cached. */
+#define FRONT_AROUND_MIN (128u << 10)
 
 struct front {
 	struct fuse_session *se;
@@ -370,6 +378,61 @@ static void read_block_done(void *ctx, struct bufio_buffer *b, int err)
 		read_finish(rc);
 }
 
+/* A read answered from a read-around: its whole blocks, the reply inside. */
+struct around_read {
+	fuse_req_t req;
+	struct front *f;
+	void *buf;
+	size_t skip, size;
+};
+
+static void around_read_done(void *ctx, int err)
+{
+	struct around_read *ar = ctx;
+	struct front *f = ar->f;
+
+	if (err) {
+		reply_err(f, ar->req, -err);
+	} else {
+		fuse_reply_buf(ar->req, (const char *)ar->buf + ar->skip, ar->size);
+		FRONT_STAT_ADD(f, read_bytes, ar->size);
+	}
+	free(ar->buf);
+	free(ar);
+	atomic_fetch_sub(&f->inflight, 1);
+}
+
+/* Answer a read of blocks [@b0, + @n) around the cache; false if it cannot
+ * (a block is cached, no memory): then read through the cache. */
+static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t size,
+			uint64_t b0, unsigned n)
+{
+	struct around_read *ar = malloc(sizeof(*ar));
+	struct iovec iov;
+	int r;
+
+	if (!ar)
+		return false;
+	if (posix_memalign(&ar->buf, FM_PAGE_SIZE, (size_t)n * f->bs)) {
+		free(ar);
+		return false;
+	}
+	ar->req = req;
+	ar->f = f;
+	ar->skip = off - b0 * f->bs;
+	ar->size = size;
+	iov.iov_base = ar->buf;
+	iov.iov_len = (size_t)n * f->bs;
+	atomic_fetch_add(&f->inflight, 1);
+	r = bufio_read_around(f->c, b0, n, &iov, 1, around_read_done, ar);
+	if (r == 0)
+		return true;
+	atomic_fetch_sub(&f->inflight, 1);
+	free(ar->buf);
+	free(ar);
+	return false;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -393,6 +456,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	b0 = (uint64_t)off / f->bs;
 	b1 = ((uint64_t)off + size - 1) / f->bs;
 	n = (unsigned)(b1 - b0 + 1);
+	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n))
+		return;
 	rc = calloc(1, sizeof(*rc) + n * sizeof(rc->bufs[0]));
 	if (!rc) {
 		reply_err(f, req, ENOMEM);
@@ -478,6 +543,37 @@ static int writethrough(struct front *f, uint64_t off, uint64_t len)
 	return bufio_write_dirty_range(f->c, b0, b1 - b0 + 1, BUFIO_IO_FUA);
 }
 
+/*
+ * Write [off, off + len) from @src: the whole blocks in the middle around
+ * the cache if they are many enough and none is cached, the rest (or all)
+ * through the cache.  Returns 0 or -errno.
+ */
+static int write_range(struct front *f, uint64_t off, size_t len, const uint8_t *src)
+{
+	uint64_t end = off + len, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
+	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
+	int r;
+
+	if (e > a && e - a >= FRONT_AROUND_MIN) {
+		struct iovec iov = { (void *)(src + (a - off)), (size_t)(e - a) };
+
+		r = bufio_write_around(f->c, a / f->bs, (e - a) / f->bs, &iov, 1,
+				       f->writethrough ? BUFIO_IO_FUA : 0);
+		if (r != -EBUSY) {
+			if (r == 0 && off < a && (r = cache_write(f, off, a - off, src)) == 0)
+				r = writethrough(f, off, a - off);
+			if (r == 0 && e < end &&
+			    (r = cache_write(f, e, end - e, src + (e - off))) == 0)
+				r = writethrough(f, e, end - e);
+			return r;
+		}
+	}
+	r = cache_write(f, off, len, src);
+	if (r == 0)
+		r = writethrough(f, off, len);
+	return r;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
@@ -506,9 +602,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (size > f->size - (uint64_t)off)
 		size = (size_t)(f->size - (uint64_t)off);
-	r = cache_write(f, (uint64_t)off, size, (const uint8_t *)buf);
-	if (r == 0)
-		r = writethrough(f, (uint64_t)off, size);
+	r = write_range(f, (uint64_t)off, size, (const uint8_t *)buf);
 	if (r < 0) {
 		fm_debug("front: write %zu@%lld failed: %s", size, (long long)off, strerror(-r));
 		reply_err(f, req, r == -ENOSPC ? ENOSPC : EIO);
