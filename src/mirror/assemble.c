@@ -286,43 +286,15 @@ static int read_bitmaps(struct mirror *m, uint8_t **ret_bits, GError **err)
 static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
 {
 	struct mirror *m = ctx;
-	struct dmio_region where[DMIO_MAX_REGIONS];
-	unsigned map[DMIO_MAX_REGIONS], n = 0;
 	struct dmio_request req = {
 		.op = DMIO_OP_WRITE,
 		.flags = DMIO_REQ_FUA,
 		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (void *)buf },
-		.client = m->client,
 	};
-	unsigned long bits = 0;
-	bool ok = false;
+	bool failed;
 
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		struct mirror_leg *leg = &m->legs[i];
-
-		if (!leg_get(leg, LEG_WRITABLE))
-			continue;
-		where[n] = (struct dmio_region){ leg->dev,
-						 (m->sb.bitmap_offset + off) >> FM_SECTOR_SHIFT,
-						 len >> FM_SECTOR_SHIFT };
-		map[n++] = i;
-	}
-	if (n == 0)
-		return -EIO;
-	if (dmio(&req, n, where, &bits) < 0 && !bits)
-		bits = ~0ul;
-	for (unsigned k = 0; k < n; k++) {
-		struct mirror_leg *leg = &m->legs[map[k]];
-
-		if (bits & (1ul << k)) {
-			MIRROR_STAT_ADD(leg->write_errors, 1);
-			mirror_leg_failed(m, map[k], "bitmap write", -EIO);
-		} else if (leg_state(leg) == FM_LEG_IN_SYNC) {
-			ok = true;
-		}
-		leg_put(leg);
-	}
-	return ok ? 0 : -EIO;
+	return mirror_legs_sync_io(m, &req, (m->sb.bitmap_offset + off) >> FM_SECTOR_SHIFT,
+				   len >> FM_SECTOR_SHIFT, "bitmap write", &failed);
 }
 
 static int bm_flush(void *ctx)
@@ -368,11 +340,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 			return r;
 		}
 		for (unsigned j = 0; j < i; j++) {
-			bool same = S_ISBLK(st[i].st_mode) ?
-				(S_ISBLK(st[j].st_mode) && st[i].st_rdev == st[j].st_rdev) :
-				(st[i].st_dev == st[j].st_dev && st[i].st_ino == st[j].st_ino);
-
-			if (same) {
+			if (same_leg_file(&st[i], &st[j])) {
 				g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 					    "leg %s: given twice (same file as %s)",
 					    paths[i], paths[j]);
@@ -581,8 +549,7 @@ int mirror_find_leg(struct mirror *m, const char *path)
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (!m->legs[i].dev || fstat(dmio_dev_fd(m->legs[i].dev), &lst) < 0)
 			continue;
-		if (S_ISBLK(st.st_mode) ? (S_ISBLK(lst.st_mode) && st.st_rdev == lst.st_rdev)
-					: (st.st_dev == lst.st_dev && st.st_ino == lst.st_ino))
+		if (same_leg_file(&st, &lst))
 			return (int)i;
 	}
 	return -ENODEV;

@@ -244,12 +244,7 @@ int mirror_format(const char *const *paths, unsigned n,
 			}
 		}
 		for (unsigned j = 0; j < i && legs[i].exists; j++) {
-			bool same = legs[i].blockdev ?
-				(legs[j].blockdev && legs[i].st.st_rdev == legs[j].st.st_rdev) :
-				(legs[j].exists && legs[i].st.st_dev == legs[j].st.st_dev &&
-				 legs[i].st.st_ino == legs[j].st.st_ino);
-
-			if (same) {
+			if (legs[j].exists && same_leg_file(&legs[i].st, &legs[j].st)) {
 				g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 					    "leg %s: is the same file as %s", paths[i], paths[j]);
 				return -EINVAL;

@@ -1162,42 +1162,55 @@ int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count)
 	return zero_range(m, MREQ_ZEROES, sector, count);
 }
 
-int mirror_flush(struct mirror *m)
+int mirror_legs_sync_io(struct mirror *m, struct dmio_request *req, uint64_t sector,
+			uint64_t count, const char *what, bool *ret_failed)
 {
 	struct dmio_region where[DMIO_MAX_REGIONS];
 	unsigned map[DMIO_MAX_REGIONS], n = 0;
-	struct dmio_request dr = { .op = DMIO_OP_FLUSH, .client = m->client };
 	unsigned long bits = 0;
-	bool ok = false, failed = false;
+	bool ok = false;
 
-	MIRROR_STAT_ADD(m->flushes, 1);
+	*ret_failed = false;
+	req->client = m->client;
+	req->notify_fn = NULL;
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (!leg_get(&m->legs[i], LEG_WRITABLE))
 			continue;
-		where[n] = (struct dmio_region){ m->legs[i].dev, 0, 0 };
+		where[n] = (struct dmio_region){ m->legs[i].dev, sector, count };
 		map[n++] = i;
 	}
 	if (n == 0)
 		return -EIO;
-	if (dmio(&dr, n, where, &bits) < 0 && !bits)
+	if (dmio(req, n, where, &bits) < 0 && !bits)
 		bits = ~0ul;
 	for (unsigned k = 0; k < n; k++) {
 		struct mirror_leg *leg = &m->legs[map[k]];
 
 		if (bits & (1ul << k)) {
 			MIRROR_STAT_ADD(leg->write_errors, 1);
-			fm_err("leg %s: flush failed", leg->path);
-			mirror_leg_failed(m, map[k], "flush", -EIO);
-			failed = true;
+			fm_err("leg %s: %s failed", leg->path, what);
+			mirror_leg_failed(m, map[k], what, -EIO);
+			*ret_failed = true;
 		} else if (leg_state(leg) == FM_LEG_IN_SYNC) {
 			ok = true;
 		}
 		leg_put(leg);
 	}
+	return ok ? 0 : -EIO;
+}
+
+int mirror_flush(struct mirror *m)
+{
+	struct dmio_request dr = { .op = DMIO_OP_FLUSH };
+	bool failed;
+	int r;
+
+	MIRROR_STAT_ADD(m->flushes, 1);
+	r = mirror_legs_sync_io(m, &dr, 0, 0, "flush", &failed);
 	/* As for a write: durable once the failed legs are recorded. */
 	if (failed && mirror_sb_update_sync(m) < 0)
-		ok = false;
-	return ok ? 0 : -EIO;
+		r = -EIO;
+	return r;
 }
 
 /*----------------------------------------------------------------*/

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "fusemirror/common.h"
 #include "fusemirror/dmio.h"
@@ -189,6 +190,11 @@ void mirror_free(struct mirror *m);
 int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
 		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
 		      void *ctx);
+/* Synchronous @req (its op, flags, memory) on [sector, sector + count) of
+ * every writable leg (device sectors); a leg that fails it is failed
+ * (*ret_failed set).  0 when an in-sync leg did it, else -EIO. */
+int mirror_legs_sync_io(struct mirror *m, struct dmio_request *req, uint64_t sector,
+			uint64_t count, const char *what, bool *ret_failed);
 /* Complete a held write (state.c, once its superblock generation is on disk). */
 void mirror_complete_held(struct mreq *r);
 /* Get a reference on leg @i for I/O when its state is in @states (a mask of
@@ -205,6 +211,8 @@ void mirror_state_exit(struct mirror *m);
 /* Leg @i failed (I/O error @err on @what): mark it FAULTY unless it is
  * already; the superblocks are updated by the worker.  Any thread. */
 void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err);
+/* Legs in sync now. */
+unsigned mirror_in_sync_count(struct mirror *m);
 /* Ask for a superblock update and return its generation. state_lock held. */
 uint64_t mirror_sb_request_locked(struct mirror *m);
 /* Ask for an update and wait until it is written.  0 or -EIO (no leg took it). */
@@ -227,8 +235,18 @@ void mirror_sync_free(struct mirror *m);
 /* When the running recovery ends, retire leg @old_slot (replace). */
 int mirror_sync_set_replace(struct mirror *m, int old_slot);
 int mirror_sync_cancel_scrub(struct mirror *m);
-/* ops.c: fail (if needed) and remove leg @i: no more I/O, closed, unlocked. */
-void mirror_retire_leg(struct mirror *m, unsigned i, const char *why);
+/* ops.c: fail (if needed) and remove leg @i: no more I/O, closed, unlocked;
+ * its slot is marked removed (kept for a re-add), or emptied when @forget
+ * (a replaced leg).  @why is logged. */
+void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *why);
+
+/* Do two stat results name the same leg: the same block device, or the
+ * same file? */
+static inline bool same_leg_file(const struct stat *a, const struct stat *b)
+{
+	return S_ISBLK(a->st_mode) ? S_ISBLK(b->st_mode) && a->st_rdev == b->st_rdev
+				   : a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
 
 /* format.c: inspect, create, open and lock a leg for a new slot. */
 int mirror_open_new_leg(const char *path, bool force, uint64_t need,

@@ -52,19 +52,9 @@ static int check_writable(struct mirror *m, GError **err)
 	return 0;
 }
 
-static unsigned in_sync_count(struct mirror *m)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < m->nr_legs; i++)
-		n += leg_state(&m->legs[i]) == FM_LEG_IN_SYNC;
-	return n;
-}
-
-void mirror_retire_leg(struct mirror *m, unsigned i, const char *why)
+void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *why)
 {
 	struct mirror_leg *leg = &m->legs[i];
-	bool forget = !strcmp(why, "replaced");
 	struct dmio_dev *dev;
 	char *path;
 
@@ -112,7 +102,7 @@ int mirror_fail_leg(struct mirror *m, const char *path, GError **err)
 		goto out;
 	switch (leg_state(&m->legs[i])) {
 	case FM_LEG_IN_SYNC:
-		if (in_sync_count(m) == 1) {
+		if (mirror_in_sync_count(m) == 1) {
 			g_set_error(err, FM_MIRROR_ERROR, EBUSY,
 				    "leg %s: is the last leg in sync; failing it would fail "
 				    "the array", path);
@@ -152,7 +142,7 @@ int mirror_remove_leg(struct mirror *m, const char *path, GError **err)
 		r = -EBUSY;
 		goto out;
 	}
-	mirror_retire_leg(m, (unsigned)i, "removed from the array");
+	mirror_retire_leg(m, (unsigned)i, false, "removed from the array");
 	mirror_sb_update_sync(m);
 out:
 	pthread_mutex_unlock(&m->admin_lock);
@@ -356,7 +346,7 @@ int mirror_scrub(struct mirror *m, bool repair, GError **err)
 	pthread_mutex_lock(&m->admin_lock);
 	if ((r = check_writable(m, err)) < 0)
 		goto out;
-	if (in_sync_count(m) < 2) {
+	if (mirror_in_sync_count(m) < 2) {
 		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 			    "a scrub compares legs: at least two must be in sync");
 		r = -EINVAL;

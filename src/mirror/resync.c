@@ -146,9 +146,7 @@ static uint64_t region_bytes(struct mirror *m, uint64_t g)
 
 static bool unsynced_test(struct mirror *m, uint64_t g)
 {
-	uint64_t *bits = atomic_load(&m->unsynced);
-
-	return bits && (atomic_load((_Atomic uint64_t *)&bits[g / 64]) & (1ull << (g % 64)));
+	return mirror_region_unsynced(m, g << m->region_shift, 1);
 }
 
 static void unsynced_clear(struct mirror *m, uint64_t g)
@@ -204,7 +202,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	s->replace_old = -1;
 	pthread_mutex_unlock(&s->lock);
 	if (old >= 0)
-		mirror_retire_leg(m, (unsigned)old, "replaced");
+		mirror_retire_leg(m, (unsigned)old, true, "replaced");
 	mirror_sb_update_sync(m);
 }
 

@@ -54,7 +54,7 @@ uint64_t mirror_sb_request_locked(struct mirror *m)
 	return ++m->sb_gen_wanted;
 }
 
-static unsigned count_in_sync_locked(struct mirror *m)
+unsigned mirror_in_sync_count(struct mirror *m)
 {
 	unsigned n = 0;
 
@@ -90,7 +90,7 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 		m->sb.legs[i].state = FM_LEG_FAULTY;
 		m->sb.legs[i].events = m->sb.events + 1;
 		mirror_sb_request_locked(m);
-		n = count_in_sync_locked(m);
+		n = mirror_in_sync_count(m);
 		if (n)
 			fm_err("leg %s: marked faulty (%s%s%s); the array goes on degraded, "
 			       "%u of %u legs in sync", leg->path, what, err ? ": " : "",
