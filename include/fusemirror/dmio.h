@@ -332,6 +332,7 @@ bool dmio_in_callback(void);
 struct dmio_stats {
 	uint64_t requests;      /* dmio() calls accepted */
 	uint64_t sqes;          /* SQEs submitted (pieces, retries, RMW steps) */
+	uint64_t inline_ios;    /* small I/Os to in-memory legs, done by a reaper */
 	uint64_t submits;       /* io_uring_enter calls that submitted */
 	uint64_t bounced;       /* pieces that went through a bounce buffer */
 	uint64_t resubmits;     /* short transfers and EAGAIN/EINTR retries */

@@ -78,6 +78,12 @@ static int probe(struct dmio_dev *dev)
 	want_direct = fl & O_DIRECT;
 	dev->rdonly = (fl & O_ACCMODE) == O_RDONLY;
 	dev->lbs = FM_SECTOR_SIZE;
+	if (!dev->blockdev) {
+		struct statfs sfs;
+
+		dev->in_memory = fstatfs(dev->fd, &sfs) == 0 &&
+				 (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+	}
 
 	if (dev->blockdev) {
 		int ssz = 0;
@@ -99,11 +105,8 @@ static int probe(struct dmio_dev *dev)
 			dev->mem_align = sx.stx_dio_mem_align;
 			dev->off_align = sx.stx_dio_offset_align;
 		}
-	} else if (!dev->blockdev) {
-		struct statfs sfs;
-
-		if (fstatfs(dev->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
-			want_direct = false;
+	} else if (dev->in_memory) {
+		want_direct = false;
 	}
 	if (dev->off_align < FM_SECTOR_SIZE)
 		dev->off_align = FM_SECTOR_SIZE;

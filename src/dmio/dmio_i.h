@@ -139,6 +139,9 @@ struct dmio_dev {
 	bool direct;
 	bool blockdev;
 	bool rdonly;
+	/* On tmpfs or ramfs: small reads and writes are memory copies, done
+	 * by the reaper itself (see engine.c, "In-memory legs"). */
+	bool in_memory;
 	/* Learned from -EOPNOTSUPP, so the next request skips the attempt. */
 	atomic_bool no_zero_range;
 	atomic_bool no_punch_hole;
@@ -215,6 +218,7 @@ struct dmio_piece {
 	uint8_t fault;                  /* enum dmio_piece_fault */
 	uint8_t cancels;                /* -ECANCELED completions retried */
 	int fault_res;                  /* DMIO_PF_FAIL: the injected -errno */
+	int inline_res;                 /* done by the reaper: its result */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */
@@ -246,7 +250,7 @@ void dmio_pages_free(struct dmio_client *c, void **pages, unsigned n);
 
 /* engine.c */
 struct dmio_stats_atomic {
-	atomic_ullong requests, sqes, submits, bounced, resubmits, region_errors;
+	atomic_ullong requests, sqes, inline_ios, submits, bounced, resubmits, region_errors;
 };
 extern struct dmio_stats_atomic dmio_stats_g;
 #define DMIO_STAT_ADD(field, n) \

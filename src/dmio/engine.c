@@ -50,6 +50,7 @@ struct dmio_ring {
 	atomic_bool woken;              /* an eventfd write is outstanding */
 	atomic_bool stop;
 	struct dmio_piece *backlog;     /* reaper only: pieces without an SQE yet */
+	struct dmio_piece *done, **done_tail; /* reaper only: done inline */
 	unsigned unsubmitted;           /* reaper only: piece SQEs not yet submitted */
 
 	/* start-up handshake with dmio_engine_init() */
@@ -95,6 +96,7 @@ void dmio_get_stats(struct dmio_stats *s)
 {
 	s->requests = atomic_load(&dmio_stats_g.requests);
 	s->sqes = atomic_load(&dmio_stats_g.sqes);
+	s->inline_ios = atomic_load(&dmio_stats_g.inline_ios);
 	s->submits = atomic_load(&dmio_stats_g.submits);
 	s->bounced = atomic_load(&dmio_stats_g.bounced);
 	s->resubmits = atomic_load(&dmio_stats_g.resubmits);
@@ -176,11 +178,66 @@ static void ring_submit(struct dmio_ring *r)
 	}
 }
 
+/*
+ * In-memory legs (tmpfs, ramfs).  io_uring cannot read or write those
+ * without blocking, so it passes each request to an io-wq worker thread: two
+ * more thread switches around what is a copy of a few KiB.  The reaper makes
+ * small copies itself, with one plain system call, and completes them from
+ * its done list in its loop (never from here: callbacks call queue_piece,
+ * and a callback must not run inside another).  Large ones stay with
+ * io_uring, whose workers copy in parallel on other CPUs.
+ */
+#define DMIO_INLINE_MAX (64u << 10)
+
+static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
+{
+	const struct iovec *iov = &p->iov[p->iov_first];
+	ssize_t n;
+
+	if (!p->dev->in_memory || p->len > DMIO_INLINE_MAX ||
+	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
+		return false;
+	DMIO_TSAN_ACQUIRE(p);
+	if (fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
+	    p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p))
+		n = 0; /* what the NOP standing in for it would return */
+	else if (p->kind == DMIO_PIECE_READ)
+		n = preadv2(p->dev->fd, iov, (int)p->iovcnt, (off_t)p->off, 0);
+	else
+		n = pwritev2(p->dev->fd, iov, (int)p->iovcnt, (off_t)p->off, p->rw_flags);
+	p->inline_res = n < 0 ? -errno : (int)n;
+	p->next = NULL;
+	*r->done_tail = p;
+	r->done_tail = &p->next;
+	DMIO_STAT_ADD(inline_ios, 1);
+	return true;
+}
+
+/* Complete what piece_inline did; returns how many there were. */
+static unsigned run_done(struct dmio_ring *r)
+{
+	struct dmio_piece *p = r->done;
+	unsigned n = 0;
+
+	r->done = NULL;
+	r->done_tail = &r->done;
+	while (p) {
+		struct dmio_piece *next = p->next;
+
+		dmio_piece_complete(p, p->inline_res);
+		p = next;
+		n++;
+	}
+	return n;
+}
+
 /* Queue @p on the SQ, or on the backlog when the SQ stays full. */
 static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 {
 	struct io_uring_sqe *sqe;
 
+	if (piece_inline(r, p))
+		return;
 	if (r->backlog) {
 		struct dmio_piece **pp = &r->backlog;
 
@@ -395,6 +452,7 @@ static void *reaper_main(void *arg)
 	int ret;
 
 	tl_ring = r;
+	r->done_tail = &r->done;
 	ret = ring_setup(r);
 	if (ret == 0)
 		arm_eventfd(r);
@@ -409,7 +467,7 @@ static void *reaper_main(void *arg)
 	for (;;) {
 		drain_backlog(r);
 		drain_inbox(r);
-		if (reap(r) > 0) {
+		if (reap(r) + run_done(r) > 0) {
 			/* Refill the device before handling the next batch. */
 			ring_submit(r);
 			continue;

@@ -4081,6 +4081,101 @@ START_TEST(test_fault_concurrency)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* TCase memory: legs on tmpfs, whose small I/O the reaper does itself */
+
+/* One request of @count sectors at @sector on @idx: write then read back;
+ * returns how many pieces the reaper did inline. */
+static uint64_t fx_inline_round_trip(bool async, enum dmio_mem_type type, size_t misalign,
+				     unsigned idx, uint64_t sector, uint64_t count)
+{
+	struct dmio_region r = fx_region(idx, sector, count);
+	uint8_t *data = fx_random_buf(count * SECTOR), *got;
+	struct dmio_stats s0 = fx_stats(), s1;
+	unsigned long bits = FX_BITS_POISON;
+	int rc;
+
+	rc = fx_write_raw(async, misalign, 1, &r, data, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "write %" PRIu64 "+%" PRIu64 ": rc %d bits %#lx",
+		      sector, count, rc, bits);
+	fx_model_write(&r, data);
+	rc = fx_read_into(async, type, misalign, &r, &bits, &got);
+	ck_assert_msg(rc == 0 && bits == 0, "read %" PRIu64 "+%" PRIu64 ": rc %d bits %#lx",
+		      sector, count, rc, bits);
+	fm_assert_bytes_eq(got, data, count * SECTOR, "read back %" PRIu64 "+%" PRIu64, sector,
+			   count);
+	s1 = fx_stats();
+	return s1.inline_ios - s0.inline_ios;
+}
+
+/*
+ * Up to 64 KiB, a read or write of a tmpfs leg is done by the reaper (one
+ * piece, counted in inline_ios); above, and on a disk file, it goes through
+ * io_uring.  The bytes are right either way, faults still apply, and a
+ * request over a tmpfs leg and a disk leg completes once, with both written.
+ */
+START_TEST(test_memory_legs_inline)
+{
+	enum dmio_mem_type type = (enum dmio_mem_type)(_i % 3);
+	bool async = _i / 3;
+	unsigned m, d;
+	uint64_t n;
+
+	fx_seed(__func__, _i);
+	m = fx_add_file_in(tc_shm_dir, 1 * MiB, 0);
+	d = fx_add_file_in(tc_dir, 1 * MiB, 0);
+	if (!fm_test_is_tmpfs(tc_shm_dir) || fm_test_is_tmpfs(tc_dir)) {
+		fx_finish();
+		return; /* nothing to tell apart on this machine (noted by setup) */
+	}
+
+	n = fx_inline_round_trip(async, type, 0, m, 8, 8);
+	ck_assert_msg(n == 2, "4 KiB write + read on tmpfs: %" PRIu64 " inline, want 2", n);
+	n = fx_inline_round_trip(async, type, 5, m, 13, 21);
+	ck_assert_msg(n == 2, "unaligned 21 sectors on tmpfs: %" PRIu64 " inline, want 2", n);
+	n = fx_inline_round_trip(async, type, 0, m, 256, 128);
+	ck_assert_msg(n == 2, "64 KiB on tmpfs: %" PRIu64 " inline, want 2", n);
+	n = fx_inline_round_trip(async, type, 0, m, 512, 136);
+	ck_assert_msg(n == 0, "68 KiB on tmpfs: %" PRIu64 " inline, want 0", n);
+	n = fx_inline_round_trip(async, type, 0, d, 8, 8);
+	ck_assert_msg(n == 0, "4 KiB on a disk file: %" PRIu64 " inline, want 0", n);
+
+	/* One write over both kinds of leg. */
+	{
+		struct dmio_region w[2] = { fx_region(m, 40, 16), fx_region(d, 40, 16) };
+		uint8_t *data = fx_random_buf(16 * SECTOR);
+		unsigned long bits = FX_BITS_POISON;
+		int rc = fx_write_raw(async, 0, 2, w, data, &bits);
+
+		ck_assert_msg(rc == 0 && bits == 0, "write to tmpfs + disk: rc %d bits %#lx", rc,
+			      bits);
+		fx_model_write(&w[0], data);
+		fx_model_write(&w[1], data);
+	}
+
+	/* Injected faults apply to inline pieces as to io_uring ones. */
+	fx_set_fault(m, &(struct dmio_fault){ .flags = DMIO_FAULT_READS | DMIO_FAULT_WRITES,
+					      .error = ENODATA, .sector = 64, .count = 8 });
+	{
+		struct dmio_region r = fx_region(m, 64, 8);
+		uint8_t *data = fx_random_buf(8 * SECTOR);
+		unsigned long bits = FX_BITS_POISON;
+		int rc = fx_read_into(async, type, 0, &r, &bits, NULL);
+
+		ck_assert_msg(rc == -EIO && bits == 1, "faulted inline read: rc %d bits %#lx", rc,
+			      bits);
+		bits = FX_BITS_POISON;
+		rc = fx_write_raw(async, 0, 1, &r, data, &bits);
+		ck_assert_msg(rc == -EIO && bits == 1, "faulted inline write: rc %d bits %#lx", rc,
+			      bits);
+	}
+	fx_check_fault_stats(m, 2, 0, 0, "inline faults");
+	fx_set_fault(m, NULL);
+	fx_finish();
+	fx_verify_all();
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* The suite */
 
 static TCase *tc_add(Suite *s, const char *name, void (*unchecked_setup)(void),
@@ -4127,6 +4222,9 @@ static Suite *dmio_suite(void)
 
 	tc = tc_add(s, "discard", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_discard_zeroes, 0, 8);
+
+	tc = tc_add(s, "memory", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
+	tcase_add_loop_test(tc, test_memory_legs_inline, 0, 6);
 
 	tc = tc_add(s, "flush", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_flush_three_devices, 0, 2);
