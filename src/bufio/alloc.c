@@ -252,6 +252,16 @@ struct bufio_buffer *bufio_alloc_buffer(struct bufio_client *c, enum bufio_alloc
 	}
 }
 
+void bufio_free_list(struct bufio_client *c, struct bufio_list *list)
+{
+	while (!bufio_list_empty(list)) {
+		struct bufio_buffer *b = bufio_container_of(list->next, struct bufio_buffer, lru);
+
+		bufio_list_del(&b->lru);
+		bufio_free_buffer(c, b);
+	}
+}
+
 unsigned bufio_evict_old(struct bufio_client *c, uint64_t cutoff_ns, uint64_t keep_bytes)
 {
 	uint64_t now = bufio_now_ns();
@@ -284,13 +294,7 @@ unsigned bufio_evict_old(struct bufio_client *c, uint64_t cutoff_ns, uint64_t ke
 			n++;
 		}
 		pthread_mutex_unlock(&s->lock);
-		while (!bufio_list_empty(&victims)) {
-			struct bufio_buffer *b = bufio_container_of(victims.next,
-								    struct bufio_buffer, lru);
-
-			bufio_list_del(&b->lru);
-			bufio_free_buffer(c, b);
-		}
+		bufio_free_list(c, &victims);
 	}
 	return n;
 }

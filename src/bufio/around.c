@@ -34,8 +34,6 @@
 
 #include "bufio_i.h"
 
-#define AROUND_CHUNK 256u
-
 struct around_io {
 	struct bufio_client *c;
 	uint64_t n_blocks;
@@ -155,6 +153,32 @@ static void around_unregister(struct bufio_client *c, int slot)
 	}
 }
 
+struct scan {
+	bool drop;
+	struct bufio_list victims;
+};
+
+static int scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
+{
+	struct scan *sc = ctx;
+
+	if (!sc->drop || b->modifiers ||
+	    (b->state & (BUFIO_B_READING | BUFIO_B_FILLING | BUFIO_B_WRITING | BUFIO_B_DIRTY)) ||
+	    !bufio_claim_idle_locked(b))
+		return -EBUSY;
+	bufio_index_remove_locked(s, b);
+	s->evictions++;
+	bufio_list_add_tail(&b->lru, &sc->victims);
+	return 0;
+}
+
+static void scan_free_victims(struct bufio_client *c, void *ctx)
+{
+	struct scan *sc = ctx;
+
+	bufio_free_list(c, &sc->victims);
+}
+
 /*
  * Look at the cached blocks of [@block, @block + @n): returns -EBUSY at
  * the first one found (!@drop), or at the first one that is not clean and
@@ -163,56 +187,10 @@ static void around_unregister(struct bufio_client *c, int slot)
  */
 static int scan_range(struct bufio_client *c, uint64_t block, uint64_t n, bool drop)
 {
-	for (uint64_t first = 0; first < n; first += AROUND_CHUNK) {
-		unsigned len = (unsigned)(n - first < AROUND_CHUNK ? n - first : AROUND_CHUNK);
-		uint8_t shard[AROUND_CHUNK];
-		bool todo[BUFIO_MAX_SHARDS] = { false };
-		int r = 0;
+	struct scan sc = { .drop = drop };
 
-		for (unsigned i = 0; i < len; i++) {
-			shard[i] = (uint8_t)(bufio_shard_of(c, block + first + i) - c->shards);
-			todo[shard[i]] = true;
-		}
-		for (unsigned si = 0; si < c->nshards && !r; si++) {
-			struct bufio_shard *s = &c->shards[si];
-			struct bufio_list victims;
-
-			if (!todo[si])
-				continue;
-			bufio_list_init(&victims);
-			pthread_mutex_lock(&s->lock);
-			for (unsigned i = 0; i < len && !r; i++) {
-				struct bufio_buffer *b;
-
-				if (shard[i] != si)
-					continue;
-				b = bufio_index_find_locked(s, block + first + i);
-				if (!b)
-					continue;
-				if (!drop || b->modifiers ||
-				    (b->state & (BUFIO_B_READING | BUFIO_B_FILLING | BUFIO_B_WRITING |
-						 BUFIO_B_DIRTY)) ||
-				    !bufio_claim_idle_locked(b)) {
-					r = -EBUSY;
-					break;
-				}
-				bufio_index_remove_locked(s, b);
-				s->evictions++;
-				bufio_list_add_tail(&b->lru, &victims);
-			}
-			pthread_mutex_unlock(&s->lock);
-			while (!bufio_list_empty(&victims)) {
-				struct bufio_buffer *b = bufio_container_of(victims.next,
-									    struct bufio_buffer, lru);
-
-				bufio_list_del(&b->lru);
-				bufio_free_buffer(c, b);
-			}
-		}
-		if (r)
-			return r;
-	}
-	return 0;
+	bufio_list_init(&sc.victims);
+	return bufio_index_walk_range(c, block, n, scan_visit, scan_free_victims, &sc);
 }
 
 static void around_end_io(void *arg, int err)

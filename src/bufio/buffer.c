@@ -568,11 +568,7 @@ void bufio_forget_buffers(struct bufio_client *c, uint64_t block, uint64_t n_blo
 			if (b->block - block < n_blocks && forget_locked(s, b))
 				bufio_list_add_tail(&b->lru, &victims);
 		pthread_mutex_unlock(&s->lock);
-		while (!bufio_list_empty(&victims)) {
-			b = bufio_container_of(victims.next, struct bufio_buffer, lru);
-			bufio_list_del(&b->lru);
-			bufio_free_buffer(c, b);
-		}
+		bufio_free_list(c, &victims);
 	}
 }
 

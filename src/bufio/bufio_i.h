@@ -361,6 +361,17 @@ struct bufio_buffer *bufio_index_get_lockless(struct bufio_shard *s, uint64_t bl
 /* The shard's current table (lock held).  Out of line: GCC 12 with ASan
  * warns (-Wstringop-overflow) about this atomic load once inlined. */
 struct bufio_table *bufio_index_table_locked(struct bufio_shard *s);
+/*
+ * Visit the cached buffers of blocks [@block, @block + @n), in chunks of
+ * BUFIO_WALK_CHUNK blocks with each shard's lock taken once per chunk:
+ * @visit runs under the shard's lock, and after each shard's lock is
+ * released @unlocked (if not NULL) runs.  The first non-zero return of
+ * @visit ends the walk (after @unlocked) and is returned; otherwise 0.
+ */
+#define BUFIO_WALK_CHUNK 256u
+int bufio_index_walk_range(struct bufio_client *c, uint64_t block, uint64_t n,
+			   int (*visit)(struct bufio_shard *s, struct bufio_buffer *b, void *ctx),
+			   void (*unlocked)(struct bufio_client *c, void *ctx), void *ctx);
 /* Visit every buffer in the index (lock held; the body may remove @b). */
 #define bufio_index_for_each_locked(s, b, next)                                         \
 	for (struct bufio_table *t_ = bufio_index_table_locked(s); t_; t_ = NULL)           \
@@ -406,6 +417,8 @@ enum bufio_alloc_mode {
 struct bufio_buffer *bufio_alloc_buffer(struct bufio_client *c, enum bufio_alloc_mode mode);
 /* Give back a buffer that is out of the index with ref 0. */
 void bufio_free_buffer(struct bufio_client *c, struct bufio_buffer *b);
+/* bufio_free_buffer() every buffer on @list (linked by lru); empties it. */
+void bufio_free_list(struct bufio_client *c, struct bufio_list *list);
 /* Really free (memory goes back to the system). */
 void bufio_destroy_buffer(struct bufio_client *c, struct bufio_buffer *b);
 struct bufio_buffer *bufio_new_buffer_mem(struct bufio_client *c);

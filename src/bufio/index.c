@@ -289,3 +289,45 @@ void bufio_shard_wake_locked(struct bufio_shard *s)
 	if (s->nr_waiters)
 		pthread_cond_broadcast(&s->cond);
 }
+
+int bufio_index_walk_range(struct bufio_client *c, uint64_t block, uint64_t n,
+			   int (*visit)(struct bufio_shard *s, struct bufio_buffer *b, void *ctx),
+			   void (*unlocked)(struct bufio_client *c, void *ctx), void *ctx)
+{
+	_Static_assert(BUFIO_MAX_SHARDS <= 256, "shard numbers are kept in a uint8_t");
+
+	for (uint64_t first = 0; first < n; first += BUFIO_WALK_CHUNK) {
+		unsigned len = (unsigned)(n - first < BUFIO_WALK_CHUNK ? n - first
+								: BUFIO_WALK_CHUNK);
+		uint8_t shard[BUFIO_WALK_CHUNK];
+		bool todo[BUFIO_MAX_SHARDS] = { false };
+
+		for (unsigned i = 0; i < len; i++) {
+			shard[i] = (uint8_t)(bufio_shard_of(c, block + first + i) - c->shards);
+			todo[shard[i]] = true;
+		}
+		for (unsigned si = 0; si < c->nshards; si++) {
+			struct bufio_shard *s = &c->shards[si];
+			int r = 0;
+
+			if (!todo[si])
+				continue;
+			pthread_mutex_lock(&s->lock);
+			for (unsigned i = 0; i < len && !r; i++) {
+				struct bufio_buffer *b;
+
+				if (shard[i] != si)
+					continue;
+				b = bufio_index_find_locked(s, block + first + i);
+				if (b)
+					r = visit(s, b, ctx);
+			}
+			pthread_mutex_unlock(&s->lock);
+			if (unlocked)
+				unlocked(c, ctx);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}

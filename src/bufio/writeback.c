@@ -715,45 +715,32 @@ int bufio_write_dirty_buffers(struct bufio_client *c)
 	return f;
 }
 
+struct dirty_range {
+	struct bufio_client *c;
+	struct bufio_vec claimed, pins;
+};
+
+static int dirty_range_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
+{
+	struct dirty_range *d = ctx;
+
+	(void)s;
+	if (!(b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING)))
+		return 0;
+	return collect_locked(d->c, b, &d->claimed, &d->pins);
+}
+
 int bufio_write_dirty_range(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 			    unsigned flags)
 {
-	struct bufio_vec claimed = { 0 }, pins = { 0 };
-	int r = 0;
+	struct dirty_range d = { .c = c };
+	int r;
 
 	if (n_blocks > 2ull * bufio_count(c, BUFIO_COUNT_BUFFERS) + 64)
-		return finish(c, collect_dirty(c, block, n_blocks, &claimed, &pins),
-			      &claimed, &pins, flags);
-	/* In chunks, each shard locked once per chunk. */
-	for (uint64_t first = 0; first < n_blocks && !r; first += BUFIO_MAX_RUN) {
-		unsigned len = (unsigned)(n_blocks - first < BUFIO_MAX_RUN ?
-					  n_blocks - first : BUFIO_MAX_RUN);
-		uint8_t shard[BUFIO_MAX_RUN];
-		bool todo[256] = { false };
-
-		for (unsigned i = 0; i < len; i++) {
-			shard[i] = (uint8_t)(bufio_shard_of(c, block + first + i) - c->shards);
-			todo[shard[i]] = true;
-		}
-		for (unsigned si = 0; si < c->nshards && !r; si++) {
-			struct bufio_shard *s = &c->shards[si];
-
-			if (!todo[si])
-				continue;
-			pthread_mutex_lock(&s->lock);
-			for (unsigned i = 0; i < len && !r; i++) {
-				struct bufio_buffer *b;
-
-				if (shard[i] != si)
-					continue;
-				b = bufio_index_find_locked(s, block + first + i);
-				if (b && (b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING)))
-					r = collect_locked(c, b, &claimed, &pins);
-			}
-			pthread_mutex_unlock(&s->lock);
-		}
-	}
-	return finish(c, r, &claimed, &pins, flags);
+		r = collect_dirty(c, block, n_blocks, &d.claimed, &d.pins);
+	else
+		r = bufio_index_walk_range(c, block, n_blocks, dirty_range_visit, NULL, &d);
+	return finish(c, r, &d.claimed, &d.pins, flags);
 }
 
 int bufio_write_buffer(struct bufio_buffer *b, unsigned flags)
