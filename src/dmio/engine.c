@@ -121,13 +121,19 @@ void dmio_request_end(void)
 /*----------------------------------------------------------------*/
 /* The reaper's side: SQEs */
 
+/* Fault injection, decided once per piece: true when a NOP stands in for
+ * it.  With none set, the relaxed load is its whole cost. */
+static bool piece_replaced_by_fault(struct dmio_piece *p)
+{
+	return fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
+	       p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p);
+}
+
 static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
 	struct iovec *iov = &p->iov[p->iov_first];
 
-	/* Fault injection: with none set, this relaxed load is its whole cost. */
-	if (fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
-	    p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p)) {
+	if (piece_replaced_by_fault(p)) {
 		io_uring_prep_nop(sqe);
 		io_uring_sqe_set_data(sqe, p);
 		DMIO_TSAN_ACQUIRE(p);
@@ -198,8 +204,7 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
 		return false;
 	DMIO_TSAN_ACQUIRE(p);
-	if (fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
-	    p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p))
+	if (piece_replaced_by_fault(p))
 		n = 0; /* what the NOP standing in for it would return */
 	else if (p->kind == DMIO_PIECE_READ)
 		n = preadv2(p->dev->fd, iov, (int)p->iovcnt, (off_t)p->off, 0);
