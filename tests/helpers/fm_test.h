@@ -242,12 +242,31 @@ static inline bool fm_test_sync_wait_until(struct fm_test_sync *s, gint64 deadli
 /*----------------------------------------------------------------*/
 /* Temporary directories and files */
 
-/* Make a fresh directory @parent/fm-@tag-XXXXXX (parent NULL: $TMPDIR or
- * /tmp).  Returns its path (g_free). */
+/*
+ * Where test files go by default: $TMPDIR (or /tmp), unless that is held in
+ * memory (tmpfs, ramfs, as /tmp is on many systems), then /var/tmp.  The
+ * tests mean disk files there: legs in memory take other paths (no O_DIRECT,
+ * small pieces copied by the reaper instead of going through io_uring), and
+ * the tests that want those use /dev/shm explicitly.
+ */
+static inline const char *fm_test_tmp_dir(void)
+{
+	const char *dir = g_get_tmp_dir();
+	struct statfs sfs;
+
+	if (statfs(dir, &sfs) == 0 &&
+	    (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ || sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */) &&
+	    access("/var/tmp", W_OK) == 0)
+		return "/var/tmp";
+	return dir;
+}
+
+/* Make a fresh directory @parent/fm-@tag-XXXXXX (parent NULL:
+ * fm_test_tmp_dir()).  Returns its path (g_free). */
 static inline char *fm_test_mkdtemp(const char *parent, const char *tag)
 {
 	char *tmpl = g_strdup_printf("%s/fm-%s-XXXXXX",
-				     parent ? parent : g_get_tmp_dir(), tag);
+				     parent ? parent : fm_test_tmp_dir(), tag);
 
 	if (!g_mkdtemp(tmpl)) {
 		int e = errno;

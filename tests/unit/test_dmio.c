@@ -2878,6 +2878,8 @@ END_TEST
 
 START_TEST(test_engine_stats)
 {
+	/* $TMPDIR may be a tmpfs, whose small pieces skip io_uring. */
+	bool in_memory = fm_test_is_tmpfs(tc_dir);
 	struct dmio_region where[3];
 	struct dmio_stats st;
 	unsigned f[3];
@@ -2911,9 +2913,17 @@ START_TEST(test_engine_stats)
 		ck_assert_int_eq(dmio_sync_vm(0, where, DMIO_OP_WRITE, data, NULL), -EINVAL);
 		st = fx_stats();
 		ck_assert_uint_eq(st.requests, 5);
-		ck_assert_uint_ge(st.sqes, 5);
-		ck_assert_uint_ge(st.submits, 1);
-		ck_assert_uint_le(st.submits, st.sqes);
+		if (in_memory) {
+			/* 4 KiB pieces of tmpfs legs: the reaper's own copies. */
+			ck_assert_uint_ge(st.inline_ios, 5);
+			ck_assert_uint_eq(st.sqes, 0);
+			ck_assert_uint_eq(st.submits, 0);
+		} else {
+			ck_assert_uint_ge(st.sqes, 5);
+			ck_assert_uint_eq(st.inline_ios, 0);
+			ck_assert_uint_ge(st.submits, 1);
+			ck_assert_uint_le(st.submits, st.sqes);
+		}
 		ck_assert_uint_eq(st.region_errors, 0);
 		/* Two failing regions out of three. */
 		ck_assert_int_eq(dmio_sync_vm(3, where, DMIO_OP_WRITE, data, &bits), -EIO);
