@@ -24,7 +24,8 @@
  *     (both sequentially consistent), so one of them sees the other.
  *     `woken` collapses the eventfd writes of one sleep into one.
  *   - `inflight` counts accepted requests whose callback has not returned;
- *     shutdown waits for it to reach zero before it stops the reapers.
+ *     shutdown waits for it to reach zero (under idle_lock, never under the
+ *     engine lock it holds while joining the reapers) before it stops them.
  */
 #include <errno.h>
 #include <poll.h>
@@ -62,6 +63,9 @@ struct dmio_ring {
 
 struct dmio_engine {
 	pthread_mutex_t lock;           /* guards start/stop and below */
+	/* Not the lock above: shutdown holds that one while it joins the
+	 * reapers, and the last callback's dmio_request_end() takes this. */
+	pthread_mutex_t idle_lock;      /* guards draining */
 	pthread_cond_t idle;            /* inflight reached zero */
 	atomic_bool running;
 	bool draining;
@@ -73,6 +77,7 @@ struct dmio_engine {
 
 static struct dmio_engine engine = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.idle_lock = PTHREAD_MUTEX_INITIALIZER,
 	.idle = PTHREAD_COND_INITIALIZER,
 	.max_io = 1u << 20,
 };
@@ -111,10 +116,10 @@ void dmio_request_begin(void)
 void dmio_request_end(void)
 {
 	if (atomic_fetch_sub_explicit(&engine.inflight, 1, memory_order_acq_rel) == 1) {
-		pthread_mutex_lock(&engine.lock);
+		pthread_mutex_lock(&engine.idle_lock);
 		if (engine.draining)
 			pthread_cond_broadcast(&engine.idle);
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&engine.idle_lock);
 	}
 }
 
@@ -636,9 +641,14 @@ void dmio_engine_shutdown(void)
 		dmio_default_client_free();
 		return;
 	}
+	pthread_mutex_lock(&engine.idle_lock);
 	engine.draining = true;
 	while (atomic_load(&engine.inflight) > 0)
-		pthread_cond_wait(&engine.idle, &engine.lock);
+		pthread_cond_wait(&engine.idle, &engine.idle_lock);
+	engine.draining = false;
+	pthread_mutex_unlock(&engine.idle_lock);
+	/* The last callback may still be on its way out of
+	 * dmio_request_end(): joining the reapers waits for it. */
 	for (unsigned i = 0; i < engine.nr_rings; i++)
 		ring_stop(&engine.rings[i]);
 	for (unsigned i = 0; i < engine.nr_rings; i++)
@@ -646,7 +656,6 @@ void dmio_engine_shutdown(void)
 	free(engine.rings);
 	engine.rings = NULL;
 	engine.nr_rings = 0;
-	engine.draining = false;
 	atomic_store(&engine.running, false);
 	pthread_mutex_unlock(&engine.lock);
 	dmio_default_client_free();

@@ -2990,6 +2990,60 @@ START_TEST(test_engine_shutdown_drains)
 }
 END_TEST
 
+struct returning {
+	atomic_uint returning;
+	unsigned spin;
+};
+
+/* Say it returns, then take a while to do so. */
+static void returning_cb(unsigned long bits, void *context)
+{
+	struct returning *ret = context;
+
+	(void)bits;
+	atomic_store(&ret->returning, 1);
+	for (volatile unsigned spin = 0; spin < ret->spin; spin++)
+		;
+}
+
+/*
+ * Shutdown right as the last callback returns, many times.  The reaper ends
+ * the request after the callback; a shutdown that saw the count reach zero
+ * and then joined the reaper while holding a lock this last
+ * dmio_request_end() still wanted hung for good (found under TSan, once in
+ * about 60 runs of the test above).  The test thread spins and calls
+ * shutdown at once; the callback lingers a little longer each time, so
+ * that the shutdown lands at every point of the reaper's way out.
+ */
+START_TEST(test_engine_shutdown_races_last_callback)
+{
+	/* valgrind runs one thread at a time: no race to look for there. */
+	unsigned iter = under_valgrind() ? 10 : 1000;
+	uint8_t *buf = fx_buf(4096);
+	struct dmio_region where;
+	unsigned f0;
+
+	fx_seed(__func__, _i);
+	f0 = fx_add_file(64 * 1024, 0);
+	where = fx_region(f0, 8, 8);
+	for (unsigned i = 0; i < iter; i++) {
+		struct returning ret = { .spin = i % 250 };
+
+		ck_assert_int_eq(dmio_engine_init(NULL), 0);
+		wd_arm("dmio_engine_shutdown() as the last callback returns");
+		ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_READ, buf, returning_cb, &ret),
+				 0);
+		while (!atomic_load(&ret.returning))
+			;
+		dmio_engine_shutdown();
+		wd_disarm();
+		ck_assert_msg(memcmp(buf, fx.files[f0].model + 8 * SECTOR, 4096) == 0,
+			      "iteration %u: the read returned other bytes", i);
+	}
+	fx_verify_all();
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* TCase loop4k: block devices with 4096-byte logical sectors, O_DIRECT */
 
@@ -4281,6 +4335,7 @@ static Suite *dmio_suite(void)
 	tcase_add_test(tc, test_engine_init_and_restart);
 	tcase_add_test(tc, test_engine_stats);
 	tcase_add_test(tc, test_engine_shutdown_drains);
+	tcase_add_test(tc, test_engine_shutdown_races_last_callback);
 
 	why = fm_test_loop_unusable();
 	if (why) {
