@@ -4,9 +4,13 @@
  *
  * Invariants:
  *   - The image's size never changes; every request is clamped to it.
- *   - A read holds the cache buffers of its range from their arrival until
- *     its reply is written; the reply is sent by whichever thread delivers
- *     the last block (a worker on a cache hit, a reaper on a miss).
+ *   - A read of one block holds its cache buffer from its arrival until the
+ *     reply is written from it.  A read of more blocks copies each into its
+ *     reply as it arrives and releases it then: a worker waiting for a
+ *     buffer must hold none that only it can release (bufio's rule), or
+ *     readers that each hold part of a small cache wait for one another
+ *     for ever.  The reply is sent by whichever thread delivers the last
+ *     block (a worker on a cache hit, a reaper on a miss).
  *   - `inflight` counts requests answered asynchronously; front_destroy()
  *     waits for it to reach zero before the session is freed, so no reply
  *     is ever written to a dead session.
@@ -329,7 +333,8 @@ struct read_ctx {
 	unsigned n;
 	atomic_uint pending;            /* blocks outstanding + 1 while issuing */
 	atomic_int err;
-	struct bufio_buffer *bufs[];
+	struct bufio_buffer *buf;       /* n == 1: the block, held */
+	uint8_t *data;                  /* n > 1: the reply, filled as blocks arrive */
 };
 
 static void read_finish(struct read_ctx *rc)
@@ -340,28 +345,16 @@ static void read_finish(struct read_ctx *rc)
 	if (err) {
 		reply_err(f, rc->req, -err);
 	} else {
-		struct iovec *iov = malloc(rc->n * sizeof(*iov));
-		uint64_t end = rc->off + rc->size;
+		const uint8_t *src = rc->data;
 
-		if (!iov) {
-			reply_err(f, rc->req, ENOMEM);
-		} else {
-			for (unsigned i = 0; i < rc->n; i++) {
-				uint64_t bstart = (rc->b0 + i) * f->bs;
-				uint64_t s = i == 0 ? rc->off - bstart : 0;
-				uint64_t e = end - bstart < f->bs ? end - bstart : f->bs;
-
-				iov[i].iov_base = (uint8_t *)bufio_get_block_data(rc->bufs[i]) + s;
-				iov[i].iov_len = e - s;
-			}
-			fuse_reply_iov(rc->req, iov, (int)rc->n);
-			free(iov);
-			FRONT_STAT_ADD(f, read_bytes, rc->size);
-		}
+		if (!src)
+			src = (const uint8_t *)bufio_get_block_data(rc->buf) + (rc->off - rc->b0 * f->bs);
+		fuse_reply_buf(rc->req, (const char *)src, rc->size);
+		FRONT_STAT_ADD(f, read_bytes, rc->size);
 	}
-	for (unsigned i = 0; i < rc->n; i++)
-		if (rc->bufs[i])
-			bufio_release(rc->bufs[i]);
+	if (rc->buf)
+		bufio_release(rc->buf);
+	free(rc->data);
 	free(rc);
 	atomic_fetch_sub(&f->inflight, 1);
 }
@@ -370,10 +363,21 @@ static void read_block_done(void *ctx, struct bufio_buffer *b, int err)
 {
 	struct read_ctx *rc = ctx;
 
-	if (b)
-		rc->bufs[bufio_get_block_number(b) - rc->b0] = b;
-	else
+	if (!b) {
 		atomic_store(&rc->err, err ? err : -EIO);
+	} else if (!rc->data) {
+		rc->buf = b;
+	} else {
+		/* The part of block @blk inside [off, off + size). */
+		uint64_t bs = rc->f->bs, blk = bufio_get_block_number(b);
+		uint64_t start = blk * bs > rc->off ? blk * bs : rc->off;
+		uint64_t end = (blk + 1) * bs < rc->off + rc->size ? (blk + 1) * bs :
+								     rc->off + rc->size;
+
+		memcpy(rc->data + (start - rc->off),
+		       (const uint8_t *)bufio_get_block_data(b) + (start - blk * bs), end - start);
+		bufio_release(b);
+	}
 	if (atomic_fetch_sub(&rc->pending, 1) == 1)
 		read_finish(rc);
 }
@@ -458,7 +462,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	n = (unsigned)(b1 - b0 + 1);
 	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n))
 		return;
-	rc = calloc(1, sizeof(*rc) + n * sizeof(rc->bufs[0]));
+	rc = calloc(1, sizeof(*rc));
+	if (rc && n > 1 && !(rc->data = malloc(size))) {
+		free(rc);
+		rc = NULL;
+	}
 	if (!rc) {
 		reply_err(f, req, ENOMEM);
 		return;
