@@ -22,8 +22,11 @@
  * every leg before the first write; mirror_stop() marks it clean again.
  *
  * Threading: mirror_submit() and the other I/O calls may be called from any
- * thread, including a dmio/bufio completion callback (they never wait);
- * completions (@end_io) run on dmio's reaper threads.  mirror_flush(),
+ * thread, including a dmio/bufio completion callback (they wait only for
+ * memory, when malloc fails: see src/dmio/client.c); completions (@end_io)
+ * run on dmio's reaper threads; also on the submitting thread when a request
+ * fails before any I/O, and on the mirror's worker thread for writes it held
+ * while a leg's failure was being recorded.  mirror_flush(),
  * mirror_discard(), mirror_write_zeroes() are synchronous and must not be
  * called from a completion.  mirror_assemble(), mirror_stop() and
  * mirror_format() are called once, by the daemon's main thread.

@@ -8,9 +8,13 @@
  *     does not pin memory forever.
  *   - Allocation order: free list, then malloc, then wait on @freed for an
  *     in-flight object of this client to come back.  Waiting is therefore
- *     only possible when malloc has failed, and it always ends, because the
- *     reserve objects in flight are returned by the reaper, which never
- *     allocates from a client while holding anything.
+ *     only possible when malloc has failed.  For a submitter it always ends:
+ *     the reserve objects in flight are returned by the reaper.  A reaper
+ *     itself allocates when a callback submits again (a retried read, the
+ *     next step of a copy); should malloc fail there with the free list
+ *     empty, it would wait for objects only it can return.  Not handled: on
+ *     Linux, malloc of these small objects fails only once the OOM killer
+ *     has run out of victims.
  */
 #include <errno.h>
 #include <stdlib.h>
