@@ -225,6 +225,13 @@ int mirror_sb_update_sync(struct mirror *m)
 	if (!m->worker_running)
 		return -EROFS;
 	pthread_mutex_lock(&m->state_lock);
+	/* Stopping: the worker may have left already (worker_running turns
+	 * false only after the join).  A request made before it saw
+	 * worker_stop is served: it looks for work before it looks at that. */
+	if (m->worker_stop) {
+		pthread_mutex_unlock(&m->state_lock);
+		return -EROFS;
+	}
 	gen = mirror_sb_request_locked(m);
 	while (m->sb_gen_done < gen)
 		pthread_cond_wait(&m->state_cond, &m->state_lock);
