@@ -330,7 +330,6 @@ struct read_ctx {
 	uint64_t off;
 	size_t size;
 	uint64_t b0;
-	unsigned n;
 	atomic_uint pending;            /* blocks outstanding + 1 while issuing */
 	atomic_int err;
 	struct bufio_buffer *buf;       /* n == 1: the block, held */
@@ -476,7 +475,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	rc->off = (uint64_t)off;
 	rc->size = size;
 	rc->b0 = b0;
-	rc->n = n;
 	atomic_init(&rc->pending, n + 1);
 	atomic_fetch_add(&f->inflight, 1);
 	/* Contiguous missing blocks go to the mirror as one request. */

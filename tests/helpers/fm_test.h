@@ -242,6 +242,15 @@ static inline bool fm_test_sync_wait_until(struct fm_test_sync *s, gint64 deadli
 /*----------------------------------------------------------------*/
 /* Temporary directories and files */
 
+/* @path is on tmpfs or ramfs: what dmio calls an in-memory leg. */
+static inline bool fm_test_in_memory(const char *path)
+{
+	struct statfs sfs;
+
+	return statfs(path, &sfs) == 0 &&
+	       (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ || sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */);
+}
+
 /*
  * Where test files go by default: $TMPDIR (or /tmp), unless that is held in
  * memory (tmpfs, ramfs, as /tmp is on many systems), then /var/tmp.  The
@@ -252,11 +261,8 @@ static inline bool fm_test_sync_wait_until(struct fm_test_sync *s, gint64 deadli
 static inline const char *fm_test_tmp_dir(void)
 {
 	const char *dir = g_get_tmp_dir();
-	struct statfs sfs;
 
-	if (statfs(dir, &sfs) == 0 &&
-	    (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ || sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */) &&
-	    access("/var/tmp", W_OK) == 0)
+	if (fm_test_in_memory(dir) && access("/var/tmp", W_OK) == 0)
 		return "/var/tmp";
 	return dir;
 }
@@ -399,13 +405,6 @@ static inline bool fm_test_supports_direct(const char *path)
 		return false;
 	close(fd);
 	return true;
-}
-
-static inline bool fm_test_is_tmpfs(const char *path)
-{
-	struct statfs sfs;
-
-	return statfs(path, &sfs) == 0 && sfs.f_type == 0x01021994; /* TMPFS_MAGIC */
 }
 
 /*----------------------------------------------------------------*/

@@ -104,8 +104,8 @@ static void tc_shm_setup(void)
 		ck_abort_msg("/dev/shm is not writable: %s", g_strerror(errno));
 	}
 	tc_shm_dir = fm_test_mkdtemp("/dev/shm", "dmio");
-	if (!fm_test_is_tmpfs(tc_shm_dir))
-		fprintf(stderr, "test_dmio: note: %s is not tmpfs\n", tc_shm_dir);
+	if (!fm_test_in_memory(tc_shm_dir))
+		fprintf(stderr, "test_dmio: note: %s is not in memory (tmpfs, ramfs)\n", tc_shm_dir);
 }
 
 static void tc_shm_teardown(void)
@@ -2878,8 +2878,8 @@ END_TEST
 
 START_TEST(test_engine_stats)
 {
-	/* $TMPDIR may be a tmpfs, whose small pieces skip io_uring. */
-	bool in_memory = fm_test_is_tmpfs(tc_dir);
+	/* tc_dir may be in memory, whose small pieces skip io_uring. */
+	bool in_memory = fm_test_in_memory(tc_dir);
 	struct dmio_region where[3];
 	struct dmio_stats st;
 	unsigned f[3];
@@ -4189,7 +4189,7 @@ START_TEST(test_memory_legs_inline)
 	fx_seed(__func__, _i);
 	m = fx_add_file_in(tc_shm_dir, 1 * MiB, 0);
 	d = fx_add_file_in(tc_dir, 1 * MiB, 0);
-	if (!fm_test_is_tmpfs(tc_shm_dir) || fm_test_is_tmpfs(tc_dir)) {
+	if (!fm_test_in_memory(tc_shm_dir) || fm_test_in_memory(tc_dir)) {
 		fx_finish();
 		return; /* nothing to tell apart on this machine (noted by setup) */
 	}
