@@ -14,6 +14,19 @@
  * fields in space that older readers see as reserved zeroes, and those
  * readers keep working.  Reserved bytes are written as zero.
  *
+ * Features (minor version 1): a feature that changes what a writer must do
+ * (keep checksums, keep the written-region map) sets a bit in `features`;
+ * a reader refuses a superblock with a bit it does not know (FM_SB_FEAT_ALL),
+ * because writing through it would leave that metadata stale.  The space
+ * after the leg table is allotted per feature, so that each grows in place:
+ *   1224  u32 features (enum fm_sb_features)     1228  u32 0
+ *   1232 .. 1487   assembly records: generations, what each leg last saw of
+ *                  its peers (degraded start, split brain)
+ *   1488 .. 1743   per-block checksums: area offset/length, algorithm
+ *   1744 .. 1999   written-region map (regions never written read as zeroes)
+ *   2000 .. 4091   reserved
+ * Each leg slot's word at +20 holds that leg's flags (enum fm_sb_leg_flags).
+ *
  * Threading: the functions here are pure (encode/decode/validate) or do
  * synchronous I/O on one device; call them from any thread, but never two
  * writers on one leg at once.
@@ -30,7 +43,7 @@
 
 #define FM_SB_MAGIC "FUSEMIRR"          /* 8 bytes, no NUL on disk */
 #define FM_SB_VERSION_MAJOR 1
-#define FM_SB_VERSION_MINOR 0
+#define FM_SB_VERSION_MINOR 1
 #define FM_SB_SIZE 4096u
 #define FM_SB_MAX_LEGS 32               /* slots in the leg table */
 #define FM_SB_DATA_ALIGN (1u << 20)     /* data_offset alignment */
@@ -44,6 +57,21 @@ enum fm_sb_flags {
 				   (apart from legs marked otherwise below) */
 };
 
+/* features: what a writer of this array must keep up to date */
+enum fm_sb_features {
+	FM_SB_FEAT_CHECKSUMS = 1u << 0,   /* per-block checksum area (1488..) */
+	FM_SB_FEAT_WRITTEN_MAP = 1u << 1, /* written-region map (1744..) */
+	FM_SB_FEAT_GENERATIONS = 1u << 2, /* assembly records (1232..) */
+};
+/* Every feature bit this build knows; a superblock with another is refused. */
+#define FM_SB_FEAT_ALL (FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP | FM_SB_FEAT_GENERATIONS)
+
+/* Per-leg flags, in the leg's slot of the leg table. */
+enum fm_sb_leg_flags {
+	FM_SB_LEG_WRITE_MOSTLY = 1u << 0, /* read only when no other in-sync leg can */
+};
+#define FM_SB_LEG_FLAGS_ALL (FM_SB_LEG_WRITE_MOSTLY)
+
 /* State of one leg, as recorded in the leg table of every superblock. */
 enum fm_leg_state {
 	FM_LEG_EMPTY = 0,       /* slot unused */
@@ -56,6 +84,7 @@ enum fm_leg_state {
 struct fm_sb_leg {
 	uint8_t uuid[16];
 	uint32_t state;         /* enum fm_leg_state */
+	uint32_t flags;         /* enum fm_sb_leg_flags */
 	uint64_t events;        /* event counter when the state was set */
 };
 
@@ -80,6 +109,7 @@ struct fm_sb {
 	uint64_t recovery_offset; /* REBUILDING: data valid below this byte */
 	char name[64];          /* array name, NUL-terminated, may be empty */
 	struct fm_sb_leg legs[FM_SB_MAX_LEGS];
+	uint32_t features;      /* enum fm_sb_features (minor version >= 1) */
 };
 
 /*

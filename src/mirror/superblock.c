@@ -11,9 +11,10 @@
  *   - Every superblock fm_sb_decode() accepts has passed sb_check(), and
  *     fm_sb_write() refuses to write one that would not (so a leg never
  *     receives a superblock that its own reader rejects).
- *   - Reserved bytes (the tail 1224..4091 and each leg slot's reserved
- *     word) are written as zeroes and ignored when read: a newer minor
- *     version may use them.
+ *   - Reserved bytes (the tail 1232..4091 but for the fields of known
+ *     features) are written as zeroes and ignored when read: a newer minor
+ *     version may use them.  Feature bits this build does not know are
+ *     refused (FM_SB_FEAT_ALL), and so are unknown leg flags.
  *   - Buffers handed to dmio are FM_SB_SIZE bytes, 4096-aligned, so that
  *     O_DIRECT legs never need a bounce buffer.
  */
@@ -57,16 +58,16 @@ enum {
 	SB_OFF_RECOVERY_OFFSET = 128,
 	SB_OFF_NAME = 136,
 	SB_OFF_LEGS = 200,
-	SB_LEG_SLOT = 32,               /* uuid[16] state u32 reserved u32 events u64 */
+	SB_LEG_SLOT = 32,               /* uuid[16] state u32 flags u32 events u64 */
 	SB_LEG_OFF_UUID = 0,
 	SB_LEG_OFF_STATE = 16,
-	SB_LEG_OFF_RESERVED = 20,
+	SB_LEG_OFF_FLAGS = 20,
 	SB_LEG_OFF_EVENTS = 24,
-	SB_OFF_RESERVED = SB_OFF_LEGS + FM_SB_MAX_LEGS * SB_LEG_SLOT, /* 1224 */
+	SB_OFF_FEATURES = SB_OFF_LEGS + FM_SB_MAX_LEGS * SB_LEG_SLOT, /* 1224 */
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
-G_STATIC_ASSERT(SB_OFF_RESERVED == 1224);
+G_STATIC_ASSERT(SB_OFF_FEATURES == 1224);
 G_STATIC_ASSERT(SB_OFF_CRC == 4092);
 G_STATIC_ASSERT(sizeof(FM_SB_MAGIC) - 1 == 8);
 G_STATIC_ASSERT(sizeof(((struct fm_sb *)0)->name) == SB_OFF_LEGS - SB_OFF_NAME);
@@ -285,10 +286,18 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 	if (!memchr(sb->name, '\0', sizeof(sb->name)))
 		return sb_fail(err, EUCLEAN, "array name is not NUL-terminated within %zu bytes",
 			       sizeof(sb->name));
-	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		if (!leg_state_name(sb->legs[i].state))
 			return sb_fail(err, EUCLEAN, "leg slot %u has unknown state %" PRIu32,
 				       i, sb->legs[i].state);
+		if (sb->legs[i].flags & ~(uint32_t)FM_SB_LEG_FLAGS_ALL)
+			return sb_fail(err, EUCLEAN, "leg slot %u has unknown flags 0x%" PRIx32,
+				       i, sb->legs[i].flags & ~(uint32_t)FM_SB_LEG_FLAGS_ALL);
+	}
+	if (sb->features & ~(uint32_t)FM_SB_FEAT_ALL)
+		return sb_fail(err, EUCLEAN, "features 0x%" PRIx32 " are unknown to this "
+			       "program (written by a newer fusemirror)",
+			       sb->features & ~(uint32_t)FM_SB_FEAT_ALL);
 	return 0;
 }
 
@@ -325,9 +334,10 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 
 		memcpy(slot + SB_LEG_OFF_UUID, sb->legs[i].uuid, 16);
 		put_le32(slot + SB_LEG_OFF_STATE, sb->legs[i].state);
-		put_le32(slot + SB_LEG_OFF_RESERVED, 0);
+		put_le32(slot + SB_LEG_OFF_FLAGS, sb->legs[i].flags);
 		put_le64(slot + SB_LEG_OFF_EVENTS, sb->legs[i].events);
 	}
+	put_le32(p + SB_OFF_FEATURES, sb->features);
 	put_le32(p + SB_OFF_CRC, fm_crc32c(0, p, SB_OFF_CRC));
 }
 
@@ -385,11 +395,13 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 	sb.block_size = get_le32(p + SB_OFF_BLOCK_SIZE);
 	sb.recovery_offset = get_le64(p + SB_OFF_RECOVERY_OFFSET);
 	memcpy(sb.name, p + SB_OFF_NAME, sizeof(sb.name));
+	sb.features = get_le32(p + SB_OFF_FEATURES);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		const uint8_t *slot = p + SB_OFF_LEGS + i * SB_LEG_SLOT;
 
 		memcpy(sb.legs[i].uuid, slot + SB_LEG_OFF_UUID, 16);
 		sb.legs[i].state = get_le32(slot + SB_LEG_OFF_STATE);
+		sb.legs[i].flags = get_le32(slot + SB_LEG_OFF_FLAGS);
 		sb.legs[i].events = get_le64(slot + SB_LEG_OFF_EVENTS);
 	}
 

@@ -70,7 +70,8 @@
 #define OFF_NAME 136
 #define OFF_LEGS 200
 #define LEG_SLOT 32
-#define OFF_RESERVED 1224
+#define OFF_FEATURES 1224
+#define OFF_RESERVED 1232
 #define OFF_CRC 4092
 
 static uint32_t le32_at(const uint8_t *buf, size_t off)
@@ -187,8 +188,10 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		fm_rng_fill(rng, sb->legs[i].uuid, 16);
 		sb->legs[i].state = (uint32_t)fm_rng_between(rng, FM_LEG_EMPTY, FM_LEG_REMOVED);
+		sb->legs[i].flags = (uint32_t)fm_rng_next(rng) & FM_SB_LEG_FLAGS_ALL;
 		sb->legs[i].events = fm_rng_next(rng);
 	}
+	sb->features = (uint32_t)fm_rng_next(rng) & FM_SB_FEAT_ALL;
 	memcpy(sb->legs[sb->leg_index].uuid, sb->leg_uuid, 16);
 }
 
@@ -215,12 +218,16 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, state_flags);
 	ASSERT_FIELD_EQ(got, want, block_size);
 	ASSERT_FIELD_EQ(got, want, recovery_offset);
+	ASSERT_FIELD_EQ(got, want, features);
 	fm_assert_bytes_eq(got->name, want->name, sizeof(got->name), "name");
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		fm_assert_bytes_eq(got->legs[i].uuid, want->legs[i].uuid, 16, "legs[%u].uuid", i);
 		ck_assert_msg(got->legs[i].state == want->legs[i].state,
 			      "legs[%u].state: got %u want %u", i, got->legs[i].state,
 			      want->legs[i].state);
+		ck_assert_msg(got->legs[i].flags == want->legs[i].flags,
+			      "legs[%u].flags: got %u want %u", i, got->legs[i].flags,
+			      want->legs[i].flags);
 		ck_assert_msg(got->legs[i].events == want->legs[i].events,
 			      "legs[%u].events: got %" PRIu64 " want %" PRIu64, i,
 			      got->legs[i].events, want->legs[i].events);
@@ -331,12 +338,13 @@ START_TEST(encode_byte_offsets)
 
 		fm_assert_bytes_eq(slot, sb.legs[i].uuid, 16, "legs[%u].uuid", i);
 		ck_assert_uint_eq(le32_at(slot, 16), sb.legs[i].state);
-		ck_assert_uint_eq(le32_at(slot, 20), 0);
+		ck_assert_uint_eq(le32_at(slot, 20), sb.legs[i].flags);
 		ck_assert_uint_eq(le64_at(slot, 24), sb.legs[i].events);
 	}
 	ck_assert_uint_eq(le64_at(buf, OFF_LEGS + 2 * LEG_SLOT + 24), 0x5152535455565758ull);
 	ck_assert_msg(fm_test_is_zero(buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED),
-		      "reserved bytes 1224..4091 are zero");
+		      "reserved bytes 1232..4091 are zero");
+	ck_assert_uint_eq(le32_at(buf, OFF_FEATURES), sb.features);
 	ck_assert_uint_eq(le32_at(buf, OFF_CRC), fm_crc32c(0, buf, OFF_CRC));
 }
 END_TEST
@@ -426,6 +434,7 @@ START_TEST(decode_versions)
 
 	make_basic_sb(&sb);
 	sb.version_major = 2;
+	sb.version_minor = 0;
 	fm_sb_encode(&sb, buf);
 	ck_assert_uint_eq(le32_at(buf, OFF_CRC), fm_crc32c(0, buf, OFF_CRC)); /* valid crc */
 	m2 = decode_expect_fail(buf, -EPROTONOSUPPORT, "major 2");
@@ -448,7 +457,7 @@ START_TEST(decode_versions)
 END_TEST
 
 /* What a newer minor version may put into the reserved space (the tail
- * and the reserved word of each leg slot) is ignored by this reader. */
+ * after the features word) is ignored by this reader. */
 START_TEST(decode_ignores_reserved_bytes)
 {
 	struct fm_rng rng;
@@ -461,8 +470,6 @@ START_TEST(decode_ignores_reserved_bytes)
 	sb.version_minor = 3;
 	fm_sb_encode(&sb, buf);
 	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED);
-	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
-		set_le32(buf, OFF_LEGS + i * LEG_SLOT + 20, 0xdeadbeef ^ i);
 	fix_crc(buf);
 	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "decode: %s",
 		      err ? err->message : "");
@@ -470,8 +477,42 @@ START_TEST(decode_ignores_reserved_bytes)
 	/* Written back, the reserved bytes are zero again. */
 	fm_sb_encode(&out, buf);
 	ck_assert(fm_test_is_zero(buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED));
-	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
-		ck_assert_uint_eq(le32_at(buf, OFF_LEGS + i * LEG_SLOT + 20), 0);
+}
+END_TEST
+
+/* A feature bit or a leg flag this build does not know is refused: a
+ * writer that ignored it would leave that feature's metadata stale. */
+START_TEST(decode_refuses_unknown_features)
+{
+	struct fm_rng rng;
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	fm_rng_seed(&rng, fm_test_seed_for("features", 0));
+	make_random_sb(&rng, &sb);
+	fm_sb_encode(&sb, buf);
+	set_le32(buf, OFF_FEATURES, sb.features | 1u << 31);
+	fix_crc(buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, &err), -EUCLEAN);
+	ck_assert_msg(err && strstr(err->message, "features 0x80000000 are unknown"),
+		      "message: %s", err ? err->message : "(none)");
+	g_clear_error(&err);
+
+	fm_sb_encode(&sb, buf);
+	set_le32(buf, OFF_LEGS + 3 * LEG_SLOT + 20, 1u << 30);
+	fix_crc(buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, &err), -EUCLEAN);
+	ck_assert_msg(err && strstr(err->message, "leg slot 3 has unknown flags 0x40000000"),
+		      "message: %s", err ? err->message : "(none)");
+	g_clear_error(&err);
+
+	/* Every known bit is accepted and comes back. */
+	sb.features = FM_SB_FEAT_ALL;
+	sb.legs[3].flags = FM_SB_LEG_FLAGS_ALL;
+	fm_sb_encode(&sb, buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
+	assert_sb_eq(&out, &sb);
 }
 END_TEST
 
@@ -512,7 +553,7 @@ static void bad_leg_uuid(struct fm_sb *sb) { sb->legs[1].uuid[5] ^= 1; }
 static void bad_name(struct fm_sb *sb) { memset(sb->name, 'x', sizeof(sb->name)); }
 static void bad_state_last(struct fm_sb *sb) { sb->legs[31].state = FM_LEG_REMOVED + 1; }
 static void bad_state_huge(struct fm_sb *sb) { sb->legs[0].state = UINT32_MAX; }
-static void bad_major_0(struct fm_sb *sb) { sb->version_major = 0; }
+static void bad_major_0(struct fm_sb *sb) { sb->version_major = 0; sb->version_minor = 0; }
 
 static const struct bad_case {
 	const char *what;
@@ -1331,6 +1372,7 @@ static Suite *superblock_suite(void)
 	tcase_add_test(tc, decode_wrong_magic);
 	tcase_add_test(tc, decode_versions);
 	tcase_add_test(tc, decode_ignores_reserved_bytes);
+	tcase_add_test(tc, decode_refuses_unknown_features);
 
 	tc = tcase_new(s, "consistency", false);
 	tcase_add_loop_test(tc, decode_inconsistent_is_euclean, 0, (int)G_N_ELEMENTS(bad_cases));
