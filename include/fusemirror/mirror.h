@@ -42,6 +42,7 @@
 #include <glib.h>
 
 #include "fusemirror/bufio.h"
+#include "fusemirror/event.h"
 #include "fusemirror/superblock.h"
 
 struct mirror;
@@ -104,6 +105,9 @@ struct mirror_opts {
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load [1 MiB/s] */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle [200 MiB/s] */
 	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */
+	/* State changes (include/fusemirror/event.h); NULL: none reported. */
+	fm_event_fn event_fn;
+	void *event_ctx;
 };
 
 /*

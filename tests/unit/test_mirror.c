@@ -2900,6 +2900,24 @@ START_TEST(test_bufio_on_mirror)
 }
 END_TEST
 
+/* Event names are user interface (monitor --program's argument): every
+ * type has its own, and a type outside the enum is "Unknown". */
+START_TEST(test_event_names)
+{
+	g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+
+	for (int t = 0; t < FM_EVENT__MAX; t++) {
+		const char *n = fm_event_name((enum fm_event_type)t);
+
+		ck_assert_msg(strcmp(n, "Unknown") != 0, "event %d has no name", t);
+		ck_assert_msg(g_hash_table_add(seen, (gpointer)n), "event %d: name %s twice", t, n);
+	}
+	ck_assert_str_eq(fm_event_name(FM_EVENT_LEG_FAILED), "Fail");
+	ck_assert_str_eq(fm_event_name(FM_EVENT__MAX), "Unknown");
+	ck_assert_str_eq(fm_event_name((enum fm_event_type)-1), "Unknown");
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -2941,6 +2959,7 @@ static Suite *mirror_suite(void)
 
 	tc = tc_add(s, "read-policy", tc_dir_setup, tc_dir_teardown);
 	tcase_add_test(tc, test_read_policy_names);
+	tcase_add_test(tc, test_event_names);
 	tcase_add_loop_test(tc, test_read_policy_distribution, 0, G_N_ELEMENTS(policies));
 
 	tc = tc_add(s, "read-errors", tc_dir_setup, tc_dir_teardown);
