@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Refusals.  Each gives its message and exit code (src/cli.h: 2 usage,
+# Refusals.  Each gives its message and exit code (src/cli/cli.h: 2 usage,
 # 3 leg refused, 4 mount failed, 5 no daemon), leaves every leg's bytes
 # unchanged (sha256 of every leg file before and after), mounts nothing
 # and leaves no daemon behind:

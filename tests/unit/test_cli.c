@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of the command line's parsers: `fusemirror inject` options ->
- * struct dmio_fault and its control-socket words (src/fault_opt.c), and the
- * mount options / config file keys of the resilience work (src/config.c).
+ * struct dmio_fault and its control-socket words (src/cli/fault_opt.c), and the
+ * mount options / config file keys of the resilience work (src/cli/config.c).
  * Pure functions: no daemon, no legs.  One Suite "cli", one TCase per
  * behaviour (see cli_suite() at the end).
  */
@@ -15,7 +15,7 @@
 #include <check.h>
 #include <glib.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "fusemirror/common.h"
 
 #include "fm_test.h"

@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "fusemirror/bufio.h"
 #include "fusemirror/common.h"
 #include "fusemirror/ctl.h"

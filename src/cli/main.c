@@ -2,7 +2,7 @@
 /*
  * fusemirror: one binary, sub-commands (like mdadm).
  *   create   write a new array's superblocks on its legs
- *   mount    assemble and mount (src/mount.c), the daemon
+ *   mount    assemble and mount (src/daemon/mount.c), the daemon
  *   status   ask a running daemon (control socket)
  *   umount   ask a running daemon to unmount, flush and stop cleanly
  *   fail, remove, add, replace, scrub, inject   administration (admin.c)
