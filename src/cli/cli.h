@@ -31,7 +31,8 @@ enum fm_exit {
 #define FM_CLI_ERROR (fm_cli_error_quark())
 GQuark fm_cli_error_quark(void);
 
-/* Everything `mount` needs, from the config file then the command line. */
+/* Everything `mount` needs, from the config file then the command line.
+ * The fields of mount options are set by the table mount_cfg_keys[]. */
 struct mount_cfg {
 	char **legs;                    /* NULL-terminated */
 	char *mountpoint;
@@ -45,29 +46,85 @@ struct mount_cfg {
 	enum mirror_read_policy read_policy;
 	unsigned threads;
 	unsigned max_background;
-	uint64_t writeback_age_ms;      /* 0 < : set; G_MAXUINT64: default */
-	/* Resilience; 0: the mirror's default (see struct mirror_opts) */
+	uint64_t writeback_age_ms;
+	/* Resilience (see struct mirror_opts) */
 	unsigned max_read_errors;       /* read errors before a leg is failed */
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle */
 	unsigned bitmap_delay_ms;       /* idle time before a bitmap bit is cleared */
+	/* Bit i: mount_cfg_keys[i] was given (file or -o), not defaulted. */
+	uint64_t set;
 };
 
-/* The mirror's defaults for the resilience keys (as in struct mirror_opts). */
-#define FM_DEFAULT_MAX_READ_ERRORS 20u
-#define FM_DEFAULT_SYNC_SPEED_MIN (1ull << 20)
-#define FM_DEFAULT_SYNC_SPEED_MAX (200ull << 20)
-#define FM_DEFAULT_BITMAP_DELAY_MS 5000u
+/*
+ * One mount option / [mount] key of the config file.  The table
+ * mount_cfg_keys[] (config.c) is the one place a key, its default and its
+ * help line are written; everything else is derived from it.
+ *
+ * To add a key: add a field to struct mount_cfg, then a row to the table:
+ *   - a generic parser with FIELD(field) (mount_cfg_parse_uint: min..max,
+ *     times scale; mount_cfg_parse_size: a size min..max, MOUNT_CFG_POW2;
+ *     mount_cfg_parse_bool with MOUNT_CFG_FLAG), or your own parse function
+ *     (it gets the key for k->name and k->expect in its messages);
+ *   - def: the default written as a value ("30", "1M", "writeback"), which
+ *     mount_cfg_init() parses; or def_text when the default is computed
+ *     elsewhere ("2% of RAM"; the field stays 0);
+ *   - help: one line for `mount --help`; expect: what a bad value is told.
+ * Then document it in conf/fusemirror.conf and man/fusemirror.conf.5 with
+ * the same default (test_cli's config_documented checks both).
+ */
+struct mount_cfg_key {
+	const char *name;
+	const char *metavar;            /* "N", "SIZE"; NULL for a flag */
+	/* Parse @val (NULL only for a MOUNT_CFG_FLAG given bare) into @cfg;
+	 * false with @err naming the key and the value. */
+	bool (*parse)(struct mount_cfg *cfg, const struct mount_cfg_key *k, const char *val,
+		      GError **err);
+	size_t offset, width;           /* the field, for the generic parsers */
+	uint64_t min, max;              /* the generic parsers' range */
+	uint64_t scale;                 /* mount_cfg_parse_uint: stored value = v * scale */
+	unsigned flags;                 /* MOUNT_CFG_* */
+	const char *def;                /* default, as a value; NULL: none or def_text */
+	const char *def_text;           /* default as prose, when not a value */
+	const char *expect;             /* "a power of two from 512 to 1M" */
+	const char *help;
+};
 
+enum {
+	MOUNT_CFG_FLAG = 1u << 0,       /* may be given bare ("-o ro") */
+	MOUNT_CFG_NOFILE = 1u << 1,     /* -o only, not a config file key */
+	MOUNT_CFG_POW2 = 1u << 2,       /* mount_cfg_parse_size: a power of two */
+};
+
+/* The keys, ended by a row whose name is NULL. */
+extern const struct mount_cfg_key mount_cfg_keys[];
+const struct mount_cfg_key *mount_cfg_key_find(const char *name);
+/* The generic parsers of the table. */
+bool mount_cfg_parse_bool(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err);
+bool mount_cfg_parse_uint(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err);
+bool mount_cfg_parse_size(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err);
+
+/* Every key at its default. */
 void mount_cfg_init(struct mount_cfg *cfg);
 void mount_cfg_clear(struct mount_cfg *cfg);
+/* True when key @name was given rather than defaulted (@name must exist). */
+bool mount_cfg_is_set(const struct mount_cfg *cfg, const char *name);
 /* Apply "ro,allow_other,cache_mode=...,..." (mount -o syntax). */
 bool mount_cfg_apply_opts(struct mount_cfg *cfg, const char *opts, GError **err);
 /* Read a GKeyFile (see conf/fusemirror.conf); legs only if none yet. */
 bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err);
+/* The same from @len bytes in memory; @path names them in messages. */
+bool mount_cfg_load_data(struct mount_cfg *cfg, const char *data, size_t len,
+			 const char *path, GError **err);
 /* Checks across keys, once the file and -o are applied (sync_speed_min <=
- * sync_speed_max, counting the defaults). */
+ * sync_speed_max). */
 bool mount_cfg_check(const struct mount_cfg *cfg, GError **err);
+/* The option lines of `mount --help`, one key each with its default
+ * (g_free). */
+char *mount_cfg_help(void);
 
 int cmd_create(int argc, char **argv);
 int cmd_mount(int argc, char **argv);

@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Mount options and the configuration file.  The file is read first, the
- * command line overrides it.  Every key is documented in
- * conf/fusemirror.conf and man/fusemirror.conf.5; an unknown key or a bad
- * value is an error (a typo must not silently fall back to a default).
+ * command line overrides it.  Every key is a row of mount_cfg_keys[]: its
+ * parser, its default, its help line; mount_cfg_init() applies the
+ * defaults by parsing them, `mount --help` prints the table, and test_cli
+ * checks that conf/fusemirror.conf and man/fusemirror.conf.5 document every
+ * key with the table's default.  An unknown key or a bad value is an error
+ * (a typo must not silently fall back to a default).
  */
+#include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,31 +19,18 @@
 
 G_DEFINE_QUARK(fm-cli-error-quark, fm_cli_error)
 
-void mount_cfg_init(struct mount_cfg *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->cache_mode = FRONT_CACHE_WRITEBACK;
-	cfg->read_policy = MIRROR_READ_BALANCE;
-	cfg->writeback_age_ms = G_MAXUINT64;
-}
+/*----------------------------------------------------------------*/
+/* Value parsers: one per kind of value, shared by the keys of the table. */
 
-void mount_cfg_clear(struct mount_cfg *cfg)
-{
-	g_strfreev(cfg->legs);
-	g_free(cfg->mountpoint);
-	g_free(cfg->name);
-	memset(cfg, 0, sizeof(*cfg));
-}
-
-static bool parse_uint(const char *key, const char *val, uint64_t min, uint64_t max,
-		       uint64_t *ret, GError **err)
+static bool parse_uint(const struct mount_cfg_key *k, const char *val, uint64_t *ret,
+		       GError **err)
 {
 	guint64 v;
 
-	if (!g_ascii_string_to_unsigned(val, 10, min, max, &v, NULL)) {
+	if (!g_ascii_string_to_unsigned(val, 10, k->min, k->max, &v, NULL)) {
 		g_set_error(err, FM_CLI_ERROR, EINVAL,
-			    "%s=%s: expected a number from %llu to %llu", key, val,
-			    (unsigned long long)min, (unsigned long long)max);
+			    "%s=%s: expected a number from %llu to %llu", k->name, val,
+			    (unsigned long long)k->min, (unsigned long long)k->max);
 		return false;
 	}
 	*ret = v;
@@ -61,133 +53,276 @@ static bool parse_bool(const char *key, const char *val, bool *ret, GError **err
 	return false;
 }
 
-/* The options that take a value (every other one is a flag). */
-static const char *const valued_keys[] = {
-	"cache_mode", "cache_size", "block_size", "read_policy", "threads",
-	"max_background", "writeback_age", "name", "max_read_errors", "sync_speed_min",
-	"sync_speed_max", "bitmap_delay", NULL,
+/* Store @v in the field at k->offset, k->width bytes wide. */
+static void store(struct mount_cfg *cfg, const struct mount_cfg_key *k, uint64_t v)
+{
+	char *field = (char *)cfg + k->offset;
+
+	switch (k->width) {
+	case sizeof(bool): {
+		bool b = v != 0;
+
+		memcpy(field, &b, sizeof(b));
+		break;
+	}
+	case sizeof(uint32_t): {
+		uint32_t u = (uint32_t)v;
+
+		memcpy(field, &u, sizeof(u));
+		break;
+	}
+	case sizeof(uint64_t):
+		memcpy(field, &v, sizeof(v));
+		break;
+	default:
+		g_assert_not_reached();
+	}
+}
+
+bool mount_cfg_parse_bool(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err)
+{
+	bool on;
+
+	if (!parse_bool(k->name, val, &on, err))
+		return false;
+	store(cfg, k, on);
+	return true;
+}
+
+bool mount_cfg_parse_uint(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err)
+{
+	uint64_t v;
+
+	if (!parse_uint(k, val, &v, err))
+		return false;
+	store(cfg, k, v * (k->scale ? k->scale : 1));
+	return true;
+}
+
+bool mount_cfg_parse_size(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			  const char *val, GError **err)
+{
+	uint64_t v;
+
+	if (fm_parse_size(val, &v) < 0 || v < k->min || v > k->max ||
+	    ((k->flags & MOUNT_CFG_POW2) && !fm_is_power_of_2(v))) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s=%s: expected %s", k->name, val,
+			    k->expect);
+		return false;
+	}
+	store(cfg, k, v);
+	return true;
+}
+
+static bool parse_ro(struct mount_cfg *cfg, const struct mount_cfg_key *k, const char *val,
+		     GError **err)
+{
+	bool on;
+
+	if (!parse_bool(k->name, val, &on, err))
+		return false;
+	cfg->readonly = !strcmp(k->name, "ro") ? on : !on;
+	return true;
+}
+
+static bool parse_cache_mode(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			     const char *val, GError **err)
+{
+	if (!strcmp(val, "writeback"))
+		cfg->cache_mode = FRONT_CACHE_WRITEBACK;
+	else if (!strcmp(val, "writethrough"))
+		cfg->cache_mode = FRONT_CACHE_WRITETHROUGH;
+	else {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s=%s: expected %s", k->name, val,
+			    k->expect);
+		return false;
+	}
+	return true;
+}
+
+static bool parse_read_policy(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			      const char *val, GError **err)
+{
+	if (mirror_read_policy_parse(val, &cfg->read_policy) < 0) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s=%s: expected %s", k->name, val,
+			    k->expect);
+		return false;
+	}
+	return true;
+}
+
+static bool parse_name(struct mount_cfg *cfg, const struct mount_cfg_key *k, const char *val,
+		       GError **err)
+{
+	if (!*val || strchr(val, '/') || !strcmp(val, ".") || !strcmp(val, "..")) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s=%s: not a file name", k->name, val);
+		return false;
+	}
+	g_free(cfg->name);
+	cfg->name = g_strdup(val);
+	return true;
+}
+
+/*----------------------------------------------------------------*/
+/* The table.  How to add a key: /work/notes/house.md and the comment on
+ * struct mount_cfg_key in cli.h. */
+
+#define FIELD(f) .offset = offsetof(struct mount_cfg, f), \
+		 .width = sizeof(((struct mount_cfg *)0)->f)
+
+const struct mount_cfg_key mount_cfg_keys[] = {
+	{ .name = "ro", .parse = parse_ro, .flags = MOUNT_CFG_FLAG, .def = "false",
+	  .help = "read-only (legs opened read-only, no superblock update)" },
+	{ .name = "rw", .parse = parse_ro, .flags = MOUNT_CFG_FLAG | MOUNT_CFG_NOFILE,
+	  .help = "the opposite of ro" },
+	{ .name = "allow_other", .parse = mount_cfg_parse_bool, FIELD(allow_other),
+	  .flags = MOUNT_CFG_FLAG, .def = "false",
+	  .help = "let users other than root open the image" },
+	{ .name = "cache_mode", .metavar = "MODE", .parse = parse_cache_mode,
+	  .def = "writeback", .expect = "writeback or writethrough",
+	  .help = "writeback (a write returns once cached; fsync makes it durable) "
+		  "or writethrough (a write returns once on every leg)" },
+	{ .name = "cache_size", .metavar = "SIZE", .parse = mount_cfg_parse_size,
+	  FIELD(cache_size), .min = 1u << 20, .max = UINT64_MAX,
+	  .def_text = "2% of RAM", .expect = "a size of at least 1M (e.g. 256M, 2G)",
+	  .help = "cache memory limit, all of it locked in RAM" },
+	{ .name = "block_size", .metavar = "SIZE", .parse = mount_cfg_parse_size,
+	  FIELD(block_size), .min = 512, .max = 1u << 20, .flags = MOUNT_CFG_POW2,
+	  .def_text = "the one chosen at create, 4k",
+	  .expect = "a power of two from 512 to 1M",
+	  .help = "cache block size, a power of two 512..1M" },
+	{ .name = "read_policy", .metavar = "POLICY", .parse = parse_read_policy,
+	  .def = "balance", .expect = "balance, round-robin or first",
+	  .help = "which leg serves a read: balance, round-robin or first" },
+	{ .name = "threads", .metavar = "N", .parse = mount_cfg_parse_uint, FIELD(threads),
+	  .min = 1, .max = 256, .def = "8", .help = "FUSE worker threads" },
+	{ .name = "max_background", .metavar = "N", .parse = mount_cfg_parse_uint,
+	  FIELD(max_background), .min = 1, .max = 65535, .def = "256",
+	  .help = "kernel queue of async requests" },
+	{ .name = "writeback_age", .metavar = "SEC", .parse = mount_cfg_parse_uint,
+	  FIELD(writeback_age_ms), .min = 0, .max = 86400, .scale = 1000, .def = "30",
+	  .help = "write back blocks dirty this long (0: only when needed)" },
+	{ .name = "name", .metavar = "NAME", .parse = parse_name, .def_text = "image",
+	  .help = "image file name in a directory mount point" },
+	{ .name = "max_read_errors", .metavar = "N", .parse = mount_cfg_parse_uint,
+	  FIELD(max_read_errors), .min = 1, .max = 1000000, .def = "20",
+	  .help = "read errors before a leg is failed" },
+	/* at least a page a second, so that 0 (the mirror's "default") is
+	 * never what a user gets by accident */
+	{ .name = "sync_speed_min", .metavar = "SIZE", .parse = mount_cfg_parse_size,
+	  FIELD(sync_speed_min), .min = FM_PAGE_SIZE, .max = UINT64_MAX, .def = "1M",
+	  .expect = "bytes per second, at least 4k (e.g. 1M, 200M)",
+	  .help = "resync/rebuild/scrub bytes per second kept under load" },
+	{ .name = "sync_speed_max", .metavar = "SIZE", .parse = mount_cfg_parse_size,
+	  FIELD(sync_speed_max), .min = FM_PAGE_SIZE, .max = UINT64_MAX, .def = "200M",
+	  .expect = "bytes per second, at least 4k (e.g. 1M, 200M)",
+	  .help = "... and when the image is idle" },
+	{ .name = "bitmap_delay", .metavar = "MS", .parse = mount_cfg_parse_uint,
+	  FIELD(bitmap_delay_ms), .min = 1, .max = 3600000, .def = "5000",
+	  .help = "idle time before a write-intent bit is cleared" },
+	{ NULL },
 };
+
+#undef FIELD
+
+static_assert(FM_ARRAY_SIZE(mount_cfg_keys) - 1 <= 8 * sizeof(((struct mount_cfg *)0)->set),
+	      "struct mount_cfg's set mask is too narrow for the key table");
+
+const struct mount_cfg_key *mount_cfg_key_find(const char *name)
+{
+	for (const struct mount_cfg_key *k = mount_cfg_keys; k->name; k++)
+		if (!strcmp(k->name, name))
+			return k;
+	return NULL;
+}
+
+bool mount_cfg_is_set(const struct mount_cfg *cfg, const char *name)
+{
+	const struct mount_cfg_key *k = mount_cfg_key_find(name);
+
+	g_assert(k);
+	return cfg->set & (1ull << (k - mount_cfg_keys));
+}
+
+void mount_cfg_init(struct mount_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (const struct mount_cfg_key *k = mount_cfg_keys; k->name; k++) {
+		g_autoptr(GError) err = NULL;
+
+		/* A default that does not parse is a bug of the table, which
+		 * test_cli's config_table test catches. */
+		if (k->def && !k->parse(cfg, k, k->def, &err))
+			g_error("mount option %s: default %s: %s", k->name, k->def, err->message);
+	}
+}
+
+void mount_cfg_clear(struct mount_cfg *cfg)
+{
+	g_strfreev(cfg->legs);
+	g_free(cfg->mountpoint);
+	g_free(cfg->name);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+char *mount_cfg_help(void)
+{
+	GString *s = g_string_new(NULL);
+
+	for (const struct mount_cfg_key *k = mount_cfg_keys; k->name; k++) {
+		g_autofree char *left = k->metavar ? g_strdup_printf("%s=%s", k->name, k->metavar)
+						   : g_strdup(k->name);
+		g_autofree char *text = NULL;
+		const char *d = k->def_text ? k->def_text : k->def;
+
+		if (d && !(k->flags & MOUNT_CFG_FLAG))
+			text = g_strdup_printf("%s (default: %s)", k->help, d);
+		else
+			text = g_strdup(k->help);
+		/* Wrap the description at 78 columns, indented under itself. */
+		g_string_append_printf(s, "  %-20s", left);
+		if (strlen(left) > 20)
+			g_string_append_printf(s, "\n  %-20s", "");
+		for (const char *p = text; *p;) {
+			size_t room = 78 - 23, n = strlen(p);
+
+			if (n > room) {
+				n = room;
+				while (n > 0 && p[n] != ' ')
+					n--;
+				if (n == 0)
+					n = room;
+			}
+			g_string_append_printf(s, " %.*s\n", (int)n, p);
+			p += n;
+			while (*p == ' ')
+				p++;
+			if (*p)
+				g_string_append_printf(s, "  %-20s", "");
+		}
+	}
+	return g_string_free(s, FALSE);
+}
 
 /* One key=value (val NULL for a bare flag). */
 static bool apply_one(struct mount_cfg *cfg, const char *key, const char *val, GError **err)
 {
-	uint64_t v;
+	const struct mount_cfg_key *k = mount_cfg_key_find(key);
 
-	if (!strcmp(key, "ro") || !strcmp(key, "rw")) {
-		bool on = true;
-
-		if (!parse_bool(key, val, &on, err))
-			return false;
-		cfg->readonly = !strcmp(key, "ro") ? on : !on;
-		return true;
+	if (!k) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "unknown mount option '%s'", key);
+		return false;
 	}
-	if (!strcmp(key, "allow_other"))
-		return parse_bool(key, val, &cfg->allow_other, err);
-	if (!val && !g_strv_contains(valued_keys, key))
-		goto unknown;   /* "-o nosuchopt" is unknown, not short of a value */
-	if (!val) {
+	if (!val && !(k->flags & MOUNT_CFG_FLAG)) {
 		g_set_error(err, FM_CLI_ERROR, EINVAL, "option %s needs a value (%s=...)", key, key);
 		return false;
 	}
-	if (!strcmp(key, "cache_mode")) {
-		if (!strcmp(val, "writeback"))
-			cfg->cache_mode = FRONT_CACHE_WRITEBACK;
-		else if (!strcmp(val, "writethrough"))
-			cfg->cache_mode = FRONT_CACHE_WRITETHROUGH;
-		else {
-			g_set_error(err, FM_CLI_ERROR, EINVAL,
-				    "cache_mode=%s: expected writeback or writethrough", val);
-			return false;
-		}
-		return true;
-	}
-	if (!strcmp(key, "cache_size")) {
-		if (fm_parse_size(val, &v) < 0 || v < (1u << 20)) {
-			g_set_error(err, FM_CLI_ERROR, EINVAL,
-				    "cache_size=%s: expected a size of at least 1M (e.g. 256M, 2G)",
-				    val);
-			return false;
-		}
-		cfg->cache_size = v;
-		return true;
-	}
-	if (!strcmp(key, "block_size")) {
-		if (fm_parse_size(val, &v) < 0 || !fm_is_power_of_2(v) || v < 512 ||
-		    v > (1u << 20)) {
-			g_set_error(err, FM_CLI_ERROR, EINVAL,
-				    "block_size=%s: expected a power of two from 512 to 1M", val);
-			return false;
-		}
-		cfg->block_size = (unsigned)v;
-		return true;
-	}
-	if (!strcmp(key, "read_policy")) {
-		if (mirror_read_policy_parse(val, &cfg->read_policy) < 0) {
-			g_set_error(err, FM_CLI_ERROR, EINVAL,
-				    "read_policy=%s: expected balance, round-robin or first", val);
-			return false;
-		}
-		return true;
-	}
-	if (!strcmp(key, "threads")) {
-		if (!parse_uint(key, val, 1, 256, &v, err))
-			return false;
-		cfg->threads = (unsigned)v;
-		return true;
-	}
-	if (!strcmp(key, "max_background")) {
-		if (!parse_uint(key, val, 1, 65535, &v, err))
-			return false;
-		cfg->max_background = (unsigned)v;
-		return true;
-	}
-	if (!strcmp(key, "writeback_age")) {
-		/* seconds; 0 = only under memory pressure and on flush */
-		if (!parse_uint(key, val, 0, 86400, &v, err))
-			return false;
-		cfg->writeback_age_ms = v * 1000;
-		return true;
-	}
-	if (!strcmp(key, "max_read_errors")) {
-		if (!parse_uint(key, val, 1, 1000000, &v, err))
-			return false;
-		cfg->max_read_errors = (unsigned)v;
-		return true;
-	}
-	if (!strcmp(key, "sync_speed_min") || !strcmp(key, "sync_speed_max")) {
-		/* bytes per second; at least a page a second, so that 0 (the
-		 * mirror's "default") is never what a user gets by accident */
-		if (fm_parse_size(val, &v) < 0 || v < FM_PAGE_SIZE) {
-			g_set_error(err, FM_CLI_ERROR, EINVAL,
-				    "%s=%s: expected bytes per second, at least 4k (e.g. 1M, "
-				    "200M)", key, val);
-			return false;
-		}
-		if (!strcmp(key, "sync_speed_min"))
-			cfg->sync_speed_min = v;
-		else
-			cfg->sync_speed_max = v;
-		return true;
-	}
-	if (!strcmp(key, "bitmap_delay")) {
-		/* milliseconds */
-		if (!parse_uint(key, val, 1, 3600000, &v, err))
-			return false;
-		cfg->bitmap_delay_ms = (unsigned)v;
-		return true;
-	}
-	if (!strcmp(key, "name")) {
-		if (!*val || strchr(val, '/') || !strcmp(val, ".") || !strcmp(val, "..")) {
-			g_set_error(err, FM_CLI_ERROR, EINVAL, "name=%s: not a file name", val);
-			return false;
-		}
-		g_free(cfg->name);
-		cfg->name = g_strdup(val);
-		return true;
-	}
-unknown:
-	g_set_error(err, FM_CLI_ERROR, EINVAL, "unknown mount option '%s'", key);
-	return false;
+	if (!k->parse(cfg, k, val, err))
+		return false;
+	cfg->set |= 1ull << (k - mount_cfg_keys);
+	return true;
 }
 
 bool mount_cfg_apply_opts(struct mount_cfg *cfg, const char *opts, GError **err)
@@ -208,18 +343,14 @@ bool mount_cfg_apply_opts(struct mount_cfg *cfg, const char *opts, GError **err)
 	return true;
 }
 
-bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
+bool mount_cfg_load_data(struct mount_cfg *cfg, const char *data, size_t len,
+			 const char *path, GError **err)
 {
-	static const char *const mount_keys[] = {
-		"ro", "allow_other", "cache_mode", "cache_size", "block_size",
-		"read_policy", "threads", "max_background", "writeback_age", "name",
-		"max_read_errors", "sync_speed_min", "sync_speed_max", "bitmap_delay", NULL,
-	};
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autoptr(GError) e = NULL;
 	g_auto(GStrv) groups = NULL;
 
-	if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &e)) {
+	if (!g_key_file_load_from_data(kf, data, len, G_KEY_FILE_NONE, &e)) {
 		g_set_error(err, FM_CLI_ERROR, EINVAL, "config %s: %s", path, e->message);
 		return false;
 	}
@@ -234,14 +365,13 @@ bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
 			return false;
 		}
 		for (char **k = keys; k && *k; k++) {
-			bool known = false;
+			const struct mount_cfg_key *mk = mount_cfg_key_find(*k);
+			bool known;
 
-			if (!strcmp(*g, "array")) {
+			if (!strcmp(*g, "array"))
 				known = !strcmp(*k, "legs");
-			} else {
-				for (const char *const *mk = mount_keys; *mk && !known; mk++)
-					known = !strcmp(*k, *mk);
-			}
+			else
+				known = mk && !(mk->flags & MOUNT_CFG_NOFILE);
 			if (!known) {
 				g_set_error(err, FM_CLI_ERROR, EINVAL,
 					    "config %s: unknown key '%s' in [%s]", path, *k, *g);
@@ -260,14 +390,17 @@ bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
 		if (!cfg->legs)
 			cfg->legs = g_steal_pointer(&legs);
 	}
-	for (const char *const *mk = mount_keys; *mk; mk++) {
-		g_autofree char *val = g_key_file_get_string(kf, "mount", *mk, NULL);
+	for (const struct mount_cfg_key *mk = mount_cfg_keys; mk->name; mk++) {
+		g_autofree char *val = NULL;
 		g_autoptr(GError) ve = NULL;
 
+		if (mk->flags & MOUNT_CFG_NOFILE)
+			continue;
+		val = g_key_file_get_string(kf, "mount", mk->name, NULL);
 		if (!val)
 			continue;
 		g_strstrip(val);
-		if (!apply_one(cfg, *mk, val, &ve)) {
+		if (!apply_one(cfg, mk->name, val, &ve)) {
 			g_set_error(err, FM_CLI_ERROR, EINVAL, "config %s: [mount] %s", path,
 				    ve->message);
 			return false;
@@ -276,19 +409,31 @@ bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
 	return true;
 }
 
+bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err)
+{
+	g_autofree char *data = NULL;
+	g_autoptr(GError) e = NULL;
+	gsize len;
+
+	if (!g_file_get_contents(path, &data, &len, &e)) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "config %s: %s", path, e->message);
+		return false;
+	}
+	return mount_cfg_load_data(cfg, data, len, path, err);
+}
+
 bool mount_cfg_check(const struct mount_cfg *cfg, GError **err)
 {
-	uint64_t lo = cfg->sync_speed_min ? cfg->sync_speed_min : FM_DEFAULT_SYNC_SPEED_MIN;
-	uint64_t hi = cfg->sync_speed_max ? cfg->sync_speed_max : FM_DEFAULT_SYNC_SPEED_MAX;
+	uint64_t lo = cfg->sync_speed_min, hi = cfg->sync_speed_max;
 	char s1[32], s2[32];
 
 	if (lo > hi) {
 		g_set_error(err, FM_CLI_ERROR, EINVAL,
 			    "sync_speed_min (%s/s%s) is above sync_speed_max (%s/s%s)",
 			    fm_format_size(lo, s1, sizeof(s1)),
-			    cfg->sync_speed_min ? "" : ", the default",
+			    mount_cfg_is_set(cfg, "sync_speed_min") ? "" : ", the default",
 			    fm_format_size(hi, s2, sizeof(s2)),
-			    cfg->sync_speed_max ? "" : ", the default");
+			    mount_cfg_is_set(cfg, "sync_speed_max") ? "" : ", the default");
 		return false;
 	}
 	return true;

@@ -95,11 +95,9 @@ static void get_status(struct daemon *d, struct mirror *m, struct mirror_status 
 	memset(st, 0, sizeof(*st));
 	mirror_get_status(m, st);
 	if (!st->sync_speed_min)
-		st->sync_speed_min = d->cfg->sync_speed_min ? d->cfg->sync_speed_min
-							    : FM_DEFAULT_SYNC_SPEED_MIN;
+		st->sync_speed_min = d->cfg->sync_speed_min;
 	if (!st->sync_speed_max)
-		st->sync_speed_max = d->cfg->sync_speed_max ? d->cfg->sync_speed_max
-							    : FM_DEFAULT_SYNC_SPEED_MAX;
+		st->sync_speed_max = d->cfg->sync_speed_max;
 }
 
 /* The array's state: the mirror's ("active", "degraded", "resyncing", ...)
@@ -927,32 +925,13 @@ out_mirror:
 	return code;
 }
 
-static const char mount_summary[] =
+static const char mount_summary_head[] =
 	"Assemble the mirror whose legs are LEG... and mount its image on\n"
 	"MOUNTPOINT: a directory (the image is MOUNTPOINT/image) or an existing\n"
 	"regular file (mounted over, it becomes the image).\n"
 	"\n"
-	"Mount options (-o, comma-separated; also [mount] in the config file):\n"
-	"  ro                   read-only (legs opened read-only, no superblock update)\n"
-	"  allow_other          let users other than root open the image\n"
-	"  cache_mode=MODE      writeback (default: a write returns once cached;\n"
-	"                       fsync makes it durable) or writethrough (a write\n"
-	"                       returns once on every leg)\n"
-	"  cache_size=SIZE      cache memory limit (default: 2% of RAM)\n"
-	"  block_size=SIZE      cache block size, a power of two 512..1M\n"
-	"                       (default: the one chosen at create, 4k)\n"
-	"  read_policy=POLICY   balance (default), round-robin or first\n"
-	"  threads=N            FUSE worker threads (default 8)\n"
-	"  max_background=N     kernel queue of async requests (default 256)\n"
-	"  writeback_age=SEC    write back blocks dirty this long (default 30;\n"
-	"                       0: only when needed)\n"
-	"  name=NAME            image file name in a directory mount point\n"
-	"  max_read_errors=N    read errors before a leg is failed (default 20)\n"
-	"  sync_speed_min=SIZE  resync/rebuild/scrub bytes per second kept under\n"
-	"                       load (default 1M)\n"
-	"  sync_speed_max=SIZE  ... and when the image is idle (default 200M)\n"
-	"  bitmap_delay=MS      idle time before a write-intent bit is cleared\n"
-	"                       (default 5000)\n"
+	"Mount options (-o, comma-separated; also [mount] in the config file):\n";
+static const char mount_summary_tail[] =
 	"\n"
 	"Exit status: 0 mounted; 2 usage; 3 a leg was refused; 4 mount failed.";
 
@@ -977,12 +956,15 @@ int cmd_mount(int argc, char **argv)
 	};
 	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
+	g_autofree char *keys_help = mount_cfg_help();
+	g_autofree char *summary = g_strconcat(mount_summary_head, keys_help,
+					       mount_summary_tail, NULL);
 	struct mount_cfg cfg;
 	unsigned nrest;
 	int pipefd[2], code;
 	pid_t pid;
 
-	g_option_context_set_summary(octx, mount_summary);
+	g_option_context_set_summary(octx, summary);
 	g_option_context_add_main_entries(octx, entries, NULL);
 	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
 		cli_error("mount: %s (see fusemirror mount --help)", err->message);

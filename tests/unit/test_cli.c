@@ -371,11 +371,12 @@ START_TEST(config_resilience_opts)
 	struct mount_cfg cfg;
 
 	mount_cfg_init(&cfg);
-	/* Defaults: 0 (the mirror's own). */
-	ck_assert_uint_eq(cfg.max_read_errors, 0);
-	ck_assert_uint_eq(cfg.sync_speed_min, 0);
-	ck_assert_uint_eq(cfg.sync_speed_max, 0);
-	ck_assert_uint_eq(cfg.bitmap_delay_ms, 0);
+	/* Defaults: the table's, which are the mirror's own. */
+	ck_assert_uint_eq(cfg.max_read_errors, 20);
+	ck_assert_uint_eq(cfg.sync_speed_min, 1u << 20);
+	ck_assert_uint_eq(cfg.sync_speed_max, 200u << 20);
+	ck_assert_uint_eq(cfg.bitmap_delay_ms, 5000);
+	ck_assert(!mount_cfg_is_set(&cfg, "max_read_errors"));
 	ck_assert(mount_cfg_check(&cfg, &err));
 	ck_assert(mount_cfg_apply_opts(&cfg, "max_read_errors=5,sync_speed_min=4M,"
 					     "sync_speed_max=1G,bitmap_delay=250", &err));
@@ -383,6 +384,8 @@ START_TEST(config_resilience_opts)
 	ck_assert_uint_eq(cfg.sync_speed_min, 4u << 20);
 	ck_assert_uint_eq(cfg.sync_speed_max, 1u << 30);
 	ck_assert_uint_eq(cfg.bitmap_delay_ms, 250);
+	ck_assert(mount_cfg_is_set(&cfg, "max_read_errors"));
+	ck_assert(!mount_cfg_is_set(&cfg, "threads"));
 	ck_assert(mount_cfg_check(&cfg, &err));
 	/* min == max is fine; min above max is not. */
 	ck_assert(mount_cfg_apply_opts(&cfg, "sync_speed_min=1G", &err));
@@ -479,6 +482,146 @@ START_TEST(config_resilience_file)
 }
 END_TEST
 
+
+/*----------------------------------------------------------------*/
+/* The key table: defaults, flags, help, and the documentation of each key */
+
+START_TEST(config_table)
+{
+	g_autoptr(GError) err = NULL;
+	g_autofree char *help = mount_cfg_help();
+	struct mount_cfg cfg;
+
+	mount_cfg_init(&cfg);
+	/* The defaults the table gives, as the daemon receives them. */
+	ck_assert(!cfg.readonly);
+	ck_assert(!cfg.allow_other);
+	ck_assert_int_eq(cfg.cache_mode, FRONT_CACHE_WRITEBACK);
+	ck_assert_int_eq(cfg.read_policy, MIRROR_READ_BALANCE);
+	ck_assert_uint_eq(cfg.cache_size, 0);           /* bufio's 2% of RAM */
+	ck_assert_uint_eq(cfg.block_size, 0);           /* the superblock's */
+	ck_assert_uint_eq(cfg.threads, 8);
+	ck_assert_uint_eq(cfg.max_background, 256);
+	ck_assert_uint_eq(cfg.writeback_age_ms, 30000);
+	ck_assert_uint_eq(cfg.set, 0);
+	ck_assert_ptr_null(cfg.name);
+
+	/* Each kind of key through -o. */
+	ck_assert(mount_cfg_apply_opts(&cfg, "ro,allow_other,cache_mode=writethrough,"
+					     "cache_size=64M,block_size=64k,read_policy=first,"
+					     "threads=2,max_background=9,writeback_age=0,name=x.img",
+				       &err));
+	ck_assert(cfg.readonly);
+	ck_assert(cfg.allow_other);
+	ck_assert_int_eq(cfg.cache_mode, FRONT_CACHE_WRITETHROUGH);
+	ck_assert_uint_eq(cfg.cache_size, 64u << 20);
+	ck_assert_uint_eq(cfg.block_size, 65536);
+	ck_assert_int_eq(cfg.read_policy, MIRROR_READ_FIRST);
+	ck_assert_uint_eq(cfg.threads, 2);
+	ck_assert_uint_eq(cfg.max_background, 9);
+	ck_assert_uint_eq(cfg.writeback_age_ms, 0);
+	ck_assert_str_eq(cfg.name, "x.img");
+	ck_assert(mount_cfg_apply_opts(&cfg, "rw,allow_other=no", &err));
+	ck_assert(!cfg.readonly);
+	ck_assert(!cfg.allow_other);
+	ck_assert(mount_cfg_apply_opts(&cfg, "ro=off", &err));
+	ck_assert(!cfg.readonly);
+	mount_cfg_clear(&cfg);
+
+	refuse_opts("nosuchopt", "unknown mount option 'nosuchopt'");
+	refuse_opts("nosuchopt=1", "unknown mount option 'nosuchopt'");
+	refuse_opts("threads", "option threads needs a value");
+	refuse_opts("threads=0", "threads=0: expected a number from 1 to 256");
+	refuse_opts("block_size=3k", "block_size=3k: expected a power of two from 512 to 1M");
+	refuse_opts("block_size=2M", "block_size=2M: expected a power of two");
+	refuse_opts("cache_size=100k", "cache_size=100k: expected a size of at least 1M");
+	refuse_opts("cache_mode=later", "cache_mode=later: expected writeback or writethrough");
+	refuse_opts("read_policy=best", "read_policy=best: expected balance, round-robin or first");
+	refuse_opts("ro=maybe", "ro=maybe: expected true or false");
+	refuse_opts("name=a/b", "name=a/b: not a file name");
+	refuse_opts("writeback_age=86401", "writeback_age=86401: expected a number from 0");
+
+	/* Every key, with its default, in --help. */
+	for (const struct mount_cfg_key *k = mount_cfg_keys; k->name; k++) {
+		g_autofree char *line = g_strdup_printf("\n  %s%s%s ", k->name,
+							k->metavar ? "=" : "",
+							k->metavar ? k->metavar : "");
+		g_autofree char *with_nl = g_strconcat("\n", help, NULL);
+
+		ck_assert_msg(strstr(with_nl, line), "--help lacks %s", k->name);
+		ck_assert_ptr_nonnull(k->help);
+		ck_assert_msg(k->parse, "%s has no parser", k->name);
+		ck_assert_msg(!k->def || !k->def_text, "%s: def and def_text", k->name);
+	}
+	ck_assert_ptr_nonnull(strstr(help, "(default: 200M)"));
+	ck_assert_ptr_nonnull(strstr(help, "(default: 8)"));
+	for (const char *p = help; *p;) {
+		const char *nl = strchr(p, '\n');
+
+		ck_assert_ptr_nonnull(nl);
+		ck_assert_msg(nl - p <= 78, "--help line too long: %.*s", (int)(nl - p), p);
+		p = nl + 1;
+	}
+}
+END_TEST
+
+/* The paragraph of man/fusemirror.conf.5 that documents @key, newlines
+ * turned into spaces and roff's "\-" into "-" (NULL when there is none). */
+static char *man_paragraph(const char *man, const char *key)
+{
+	g_autofree char *bi = g_strdup_printf("\n.BI %s= ", key);
+	g_autofree char *br = g_strdup_printf("\n.BR %s= ", key);
+	const char *p = strstr(man, bi), *end;
+	g_autoptr(GString) s = NULL;
+
+	if (!p)
+		p = strstr(man, br);
+	if (!p)
+		return NULL;
+	p++;
+	end = strstr(p, "\n.TP");
+	if (!end || (strstr(p, "\n.SH") && strstr(p, "\n.SH") < end))
+		end = strstr(p, "\n.SH");
+	s = g_string_new_len(p, end ? end - p : (gssize)strlen(p));
+	g_string_replace(s, "\n", " ", 0);
+	g_string_replace(s, "\\-", "-", 0);
+	return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+START_TEST(config_documented)
+{
+	const char *src = g_getenv("FM_SOURCE_ROOT");
+	g_autofree char *conf_path = NULL, *man_path = NULL, *conf = NULL, *man = NULL;
+
+	ck_assert_msg(src, "FM_SOURCE_ROOT is not set (tests/meson.build sets it)");
+	conf_path = g_build_filename(src, "conf", "fusemirror.conf", NULL);
+	man_path = g_build_filename(src, "man", "fusemirror.conf.5", NULL);
+	ck_assert_msg(g_file_get_contents(conf_path, &conf, NULL, NULL), "%s", conf_path);
+	ck_assert_msg(g_file_get_contents(man_path, &man, NULL, NULL), "%s", man_path);
+	for (const struct mount_cfg_key *k = mount_cfg_keys; k->name; k++) {
+		g_autofree char *para = NULL, *in_conf = NULL;
+
+		if (k->flags & MOUNT_CFG_NOFILE)
+			continue;
+		/* The example file shows each key commented out, at its
+		 * default when it has one. */
+		in_conf = g_strdup_printf("\n#%s=%s", k->name, k->def ? k->def : "");
+		ck_assert_msg(strstr(conf, in_conf), "conf/fusemirror.conf lacks \"%s\"",
+			      in_conf + 1);
+		para = man_paragraph(man, k->name);
+		ck_assert_msg(para, "man/fusemirror.conf.5 does not document %s", k->name);
+		if (k->def && !(k->flags & MOUNT_CFG_FLAG)) {
+			g_autofree char *d1 = g_strdup_printf("default %s", k->def);
+			g_autofree char *d2 = g_strdup_printf("%s, the default", k->def);
+
+			ck_assert_msg(strstr(para, d1) || strstr(para, d2),
+				      "man/fusemirror.conf.5: %s does not give its default %s: %s",
+				      k->name, k->def, para);
+		}
+	}
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -494,6 +637,8 @@ static Suite *cli_suite(void)
 		{ "fault_describe", fault_describe },
 		{ "config_resilience_opts", config_resilience_opts },
 		{ "config_resilience_file", config_resilience_file },
+		{ "config_table", config_table },
+		{ "config_documented", config_documented },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
