@@ -32,13 +32,16 @@ enum fm_event_type {
 	FM_EVENT_OPTIMAL,               /* every leg in sync again */
 	FM_EVENT_LEG_FAILED,            /* leg: failed (I/O error or `fail`); err: cause */
 	FM_EVENT_LEG_REMOVED,           /* leg: removed by the administrator */
-	FM_EVENT_LEG_ADDED,             /* leg: added (rebuilding until in sync) */
+	FM_EVENT_LEG_ADDED,             /* leg: added (rebuilding until in sync);
+					   value: 1 rebuilt wholly, 0 from the bitmap */
 	FM_EVENT_LEG_MISSING,           /* leg: not present at a degraded start */
 	FM_EVENT_REBUILD_STARTED,       /* resync/recovery started; value: bytes to copy */
 	FM_EVENT_REBUILD_FINISHED,      /* ended; value: bytes copied */
-	FM_EVENT_REBUILD_INTERRUPTED,   /* stopped before the end (resumes at next mount) */
+	FM_EVENT_REBUILD_INTERRUPTED,   /* stopped before the end (resumes at next mount);
+					   value: bytes copied; err: 0 (stopped) or why */
 	FM_EVENT_SCRUB_STARTED,         /* value: 1 repair, 0 check */
-	FM_EVENT_SCRUB_FINISHED,        /* value: mismatched sectors */
+	FM_EVENT_SCRUB_FINISHED,        /* value: mismatched sectors; err: ECANCELED
+					   when cancelled, or the error that ended it */
 	FM_EVENT_READ_ERROR_CORRECTED,  /* leg: a bad copy rewritten; value: byte offset */
 	FM_EVENT_CHECKSUM_ERROR,        /* leg: a copy failed verification; value: byte offset */
 	FM_EVENT_STOPPED,               /* the array was stopped; value: 1 clean, 0 not */

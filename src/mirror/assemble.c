@@ -315,6 +315,21 @@ static unsigned log2u64(uint64_t x)
 	return r;
 }
 
+/* The events of a start: NewArray, UncleanStart, a DeviceDisappeared per
+ * slot of the table whose leg was not given, DegradedArray. */
+static void report_assembly(struct mirror *m, bool unclean, uint64_t unclean_regions)
+{
+	pthread_mutex_lock(&m->state_lock);
+	mirror_event_locked(m, FM_EVENT_ASSEMBLED, -1, mirror_in_sync_count(m), 0);
+	if (unclean)
+		mirror_event_locked(m, FM_EVENT_UNCLEAN_START, -1, unclean_regions, 0);
+	for (unsigned s = 0; s < m->nr_legs; s++)
+		if (!m->legs[s].dev && leg_state(&m->legs[s]) == FM_LEG_FAULTY)
+			mirror_event_locked(m, FM_EVENT_LEG_MISSING, (int)s, 0, 0);
+	mirror_event_degraded_locked(m);
+	pthread_mutex_unlock(&m->state_lock);
+}
+
 int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_opts *opts,
 		    struct mirror **ret_m, GError **err)
 {
@@ -323,7 +338,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	g_autofree uint8_t *bits = NULL;
 	struct mirror *m;
 	struct stat st[FM_SB_MAX_LEGS];
-	bool unclean;
+	bool unclean, reported = false;
+	uint64_t unclean_regions = 0;
 	char u[37];
 	int r;
 
@@ -365,6 +381,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	if (m->sync_speed_max < m->sync_speed_min)
 		m->sync_speed_max = m->sync_speed_min;
 	m->bitmap_delay_ms = o.bitmap_delay_ms ? o.bitmap_delay_ms : 5000;
+	m->event_fn = o.event_fn;
+	m->event_ctx = o.event_ctx;
 	m->client = dmio_client_create(256);
 	if (!m->client) {
 		r = -ENOMEM;
@@ -419,6 +437,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		} else {
 			free(un);
 		}
+		unclean_regions = set;
 		fm_warn("array %s was not stopped cleanly: %llu of %llu regions are marked "
 			"in the write-intent bitmap and will be resynced",
 			fm_uuid_unparse(m->sb.array_uuid, u), (unsigned long long)set,
@@ -442,6 +461,9 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		}
 		mirror_update_clearing(m);
 	}
+	/* Reported before marking in use, which may start a resync. */
+	report_assembly(m, unclean, unclean_regions);
+	reported = true;
 	if (!m->readonly && !o.defer_in_use) {
 		r = mirror_mark_in_use(m, err);
 		if (r < 0)
@@ -461,6 +483,8 @@ fail:
 		free(tl[i].path);
 	}
 	free(tl);
+	if (reported)
+		mirror_event(m, FM_EVENT_STOPPED, -1, 0, 0);
 	mirror_state_exit(m);
 	mirror_free(m);
 	return r;
@@ -501,9 +525,12 @@ int mirror_mark_in_use(struct mirror *m, GError **err)
 
 int mirror_stop(struct mirror *m, GError **err)
 {
+	bool clean = false;
 	int r = 0;
 
 	mirror_sync_stop(m);
+	if (m->readonly || !atomic_load(&m->in_use))
+		clean = m->sb.state_flags & FM_SB_CLEAN;        /* left as it was */
 	if (!m->readonly && atomic_load(&m->in_use)) {
 		bool degraded;
 
@@ -530,8 +557,10 @@ int mirror_stop(struct mirror *m, GError **err)
 			if (r < 0)
 				g_set_error(err, FM_MIRROR_ERROR, -r,
 					    "cannot mark the array clean: %s", g_strerror(-r));
+			clean = r == 0;
 		}
 	}
+	mirror_event(m, FM_EVENT_STOPPED, -1, clean, r < 0 ? -r : 0);
 	mirror_state_exit(m);
 	mirror_free(m);
 	return r;

@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Stable event names (include/fusemirror/event.h). */
+/*
+ * Events (include/fusemirror/event.h): their stable names, and how the
+ * mirror reports them.  Every report is made under state_lock, so reports
+ * for one array are serialised and arrive in the order of the changes.
+ */
+#include <string.h>
+
 #include "fusemirror/event.h"
+#include "mirror_i.h"
 
 static const char *const event_names[FM_EVENT__MAX] = {
 	[FM_EVENT_ASSEMBLED] = "NewArray",
@@ -26,4 +33,43 @@ const char *fm_event_name(enum fm_event_type type)
 	if ((unsigned)type >= FM_EVENT__MAX || !event_names[type])
 		return "Unknown";
 	return event_names[type];
+}
+
+/*----------------------------------------------------------------*/
+/* Reporting (mirror internals, src/mirror/mirror_i.h) */
+
+void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			 int err)
+{
+	struct fm_event ev = { .type = type, .leg = -1, .value = value, .err = err };
+
+	if (!m->event_fn)
+		return;
+	if (leg >= 0 && (unsigned)leg < FM_SB_MAX_LEGS) {
+		ev.leg = leg;
+		ev.leg_path = m->legs[leg].path;
+		memcpy(ev.leg_uuid, m->legs[leg].uuid, 16);
+	}
+	fm_debug("event %s leg %d value %llu err %d", fm_event_name(type), ev.leg,
+		 (unsigned long long)value, err);
+	m->event_fn(m->event_ctx, &ev);
+}
+
+void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+		  int err)
+{
+	pthread_mutex_lock(&m->state_lock);
+	mirror_event_locked(m, type, leg, value, err);
+	pthread_mutex_unlock(&m->state_lock);
+}
+
+void mirror_event_degraded_locked(struct mirror *m)
+{
+	bool degraded = mirror_degraded_locked(m);
+
+	if (degraded == m->ev_degraded)
+		return;
+	m->ev_degraded = degraded;
+	mirror_event_locked(m, degraded ? FM_EVENT_DEGRADED : FM_EVENT_OPTIMAL, -1,
+			    mirror_in_sync_count(m), 0);
 }

@@ -877,6 +877,8 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
 	} else {
 		MIRROR_STAT_ADD(leg->corrected, 1);
+		mirror_event(m, FM_EVENT_READ_ERROR_CORRECTED, (int)r->vleg,
+			     r->sector << FM_SECTOR_SHIFT, 0);
 		fm_notice("leg %s: sectors %llu+%llu rewritten from leg %s",
 			  leg->path, (unsigned long long)r->sector,
 			  (unsigned long long)r->count, m->legs[r->leg].path);

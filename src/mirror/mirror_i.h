@@ -149,6 +149,11 @@ struct mirror {
 	pthread_t worker;
 	bool worker_running, worker_stop;
 	pthread_mutex_t admin_lock;     /* one administration call at a time */
+	/* State-change events (event.c): reported under state_lock, which
+	 * serialises them and orders them like the changes. */
+	fm_event_fn event_fn;
+	void *event_ctx;
+	bool ev_degraded;               /* last DegradedArray/ArrayOptimal reported */
 
 	/* Out-of-sync regions after an unclean stop (reads there go to
 	 * sync_src only); NULL when there are none. */
@@ -225,6 +230,17 @@ void mirror_hold_write(struct mirror *m, struct mreq *r);
 int mirror_write_superblocks(struct mirror *m);
 bool mirror_degraded_locked(struct mirror *m);
 void mirror_update_clearing(struct mirror *m);
+
+/* event.c: report a state change to opts->event_fn.  @leg: slot or -1;
+ * @err: 0 or a positive errno.  state_lock held (mirror_event() takes it). */
+void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			 int err);
+void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+		  int err);
+/* After leg states changed (state_lock held): DegradedArray or
+ * ArrayOptimal when the array's degraded state differs from the last one
+ * reported. */
+void mirror_event_degraded_locked(struct mirror *m);
 
 /* resync.c */
 int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool repair);

@@ -74,6 +74,8 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 	pthread_mutex_lock(&m->state_lock);
 	dev = leg->dev;
 	path = leg->path;
+	/* Reported while the slot still names the leg. */
+	mirror_event_locked(m, FM_EVENT_LEG_REMOVED, (int)i, 0, 0);
 	leg->dev = NULL;
 	leg->path = NULL;
 	if (forget) {
@@ -86,6 +88,7 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 		atomic_store(&leg->state, FM_LEG_REMOVED);
 	}
 	mirror_sb_request_locked(m);
+	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
 	fm_notice("leg %s: %s, closed", path, why);
 	dmio_dev_close(dev);
@@ -277,6 +280,8 @@ static int add_leg_locked(struct mirror *m, const char *path, bool force, GError
 			m->nr_legs = (unsigned)slot + 1;
 			m->sb.nr_legs = m->nr_legs;
 		}
+		mirror_event_locked(m, FM_EVENT_LEG_ADDED, slot, full, 0);
+		mirror_event_degraded_locked(m);
 	}
 	pthread_mutex_unlock(&m->state_lock);
 	mirror_update_clearing(m);

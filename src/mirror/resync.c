@@ -196,6 +196,8 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		fm_notice("leg %s: rebuilt, now in sync", leg->path);
 	}
 	mirror_sb_request_locked(m);
+	mirror_event_locked(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
+	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
 	pthread_mutex_lock(&s->lock);
 	old = s->replace_old;
@@ -256,6 +258,10 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	s->sample_done = 0;
 	s->speed = 0;
 	pthread_mutex_unlock(&s->lock);
+	if (scrub)
+		mirror_event(m, FM_EVENT_SCRUB_STARTED, -1, s->action == MIRROR_SYNC_REPAIR, 0);
+	else
+		mirror_event(m, FM_EVENT_REBUILD_STARTED, -1, total, 0);
 	fm_notice("array %s: %s started: %llu bytes to %s",
 		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 		  (unsigned long long)total, scrub ? "compare" : "copy");
@@ -309,9 +315,16 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			s->stop ? "interrupted" : "failed", (unsigned long long)s->done,
 			(unsigned long long)s->total, s->err ? ": " : "",
 			s->err ? strerror(-s->err) : "");
+		if (scrub)
+			mirror_event(m, FM_EVENT_SCRUB_FINISHED, -1, s->mismatches,
+				     s->err ? -s->err : ECANCELED);
+		else
+			mirror_event(m, FM_EVENT_REBUILD_INTERRUPTED, -1, s->done,
+				     s->err ? -s->err : 0);
 		return;
 	}
 	if (scrub) {
+		mirror_event(m, FM_EVENT_SCRUB_FINISHED, -1, s->mismatches, 0);
 		fm_notice("array %s: %s done: %llu mismatched sectors%s",
 			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 			  (unsigned long long)s->mismatches,
@@ -325,8 +338,12 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		/* Set once, at assembly: only one is ever retired. */
 		m->unsynced_retired = old;
 	}
-	if (full | m->sync_bitmap_legs)
+	if (full | m->sync_bitmap_legs) {
 		finish_recovery(m, s, full | m->sync_bitmap_legs);
+	} else {
+		/* A resync alone: the legs were in sync all along. */
+		mirror_event(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
+	}
 	fm_notice("array %s: %s done: %llu regions, %llu bytes copied in %.1f s",
 		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 		  (unsigned long long)s->resynced_regions, (unsigned long long)s->done,

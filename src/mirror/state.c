@@ -90,6 +90,8 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 		m->sb.legs[i].state = FM_LEG_FAULTY;
 		m->sb.legs[i].events = m->sb.events + 1;
 		mirror_sb_request_locked(m);
+		mirror_event_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err);
+		mirror_event_degraded_locked(m);
 		n = mirror_in_sync_count(m);
 		if (n)
 			fm_err("leg %s: marked faulty (%s%s%s); the array goes on degraded, "

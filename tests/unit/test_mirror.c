@@ -44,6 +44,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -2919,6 +2920,215 @@ START_TEST(test_event_names)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* Events (include/fusemirror/event.h) */
+
+/* What the handler saw, in order. */
+struct ev_rec {
+	enum fm_event_type type;
+	int leg;
+	uint64_t value;
+	int err;
+	char path[256];
+	bool uuid_set;
+};
+
+static struct {
+	pthread_mutex_t lock;           /* guards the fields below */
+	struct ev_rec ev[64];
+	unsigned n, dropped;
+	atomic_int inside;              /* handlers running now */
+	atomic_bool overlapped;         /* two ran at once */
+} evs = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void ev_handler(void *ctx, const struct fm_event *ev)
+{
+	static const uint8_t zero[16];
+
+	(void)ctx;
+	if (atomic_fetch_add(&evs.inside, 1) != 0)
+		atomic_store(&evs.overlapped, true);
+	g_usleep(2000);                 /* widen the window for an overlap */
+	pthread_mutex_lock(&evs.lock);
+	if (evs.n < G_N_ELEMENTS(evs.ev)) {
+		struct ev_rec *r = &evs.ev[evs.n++];
+
+		r->type = ev->type;
+		r->leg = ev->leg;
+		r->value = ev->value;
+		r->err = ev->err;
+		g_strlcpy(r->path, ev->leg_path ? ev->leg_path : "", sizeof(r->path));
+		r->uuid_set = memcmp(ev->leg_uuid, zero, 16) != 0;
+	} else {
+		evs.dropped++;
+	}
+	pthread_mutex_unlock(&evs.lock);
+	atomic_fetch_sub(&evs.inside, 1);
+}
+
+static void ev_reset(void)
+{
+	pthread_mutex_lock(&evs.lock);
+	evs.n = evs.dropped = 0;
+	atomic_store(&evs.overlapped, false);
+	pthread_mutex_unlock(&evs.lock);
+}
+
+/* The events seen since ev_reset() are exactly @want (names, with the leg
+ * slot after a colon: "Fail:1"). */
+static void ev_expect(const char *const *want, unsigned nwant, const char *when)
+{
+	g_autoptr(GString) got = g_string_new(NULL), exp = g_string_new(NULL);
+
+	for (unsigned i = 0; i < nwant; i++)
+		g_string_append_printf(exp, "%s%s", i ? " " : "", want[i]);
+	pthread_mutex_lock(&evs.lock);
+	for (unsigned i = 0; i < evs.n; i++) {
+		g_string_append_printf(got, "%s%s", i ? " " : "", fm_event_name(evs.ev[i].type));
+		if (evs.ev[i].leg >= 0)
+			g_string_append_printf(got, ":%d", evs.ev[i].leg);
+	}
+	ck_assert_msg(!evs.dropped && !atomic_load(&evs.overlapped), "%s: %u dropped, overlap %d",
+		      when, evs.dropped, (int)atomic_load(&evs.overlapped));
+	pthread_mutex_unlock(&evs.lock);
+	ck_assert_msg(!strcmp(got->str, exp->str), "%s: events [%s], expected [%s]", when,
+		      got->str, exp->str);
+}
+
+static const struct ev_rec *ev_at(unsigned i)
+{
+	ck_assert_uint_lt(i, evs.n);
+	return &evs.ev[i];
+}
+
+START_TEST(test_events_fail_add_rebuild)
+{
+	struct mirror_opts o = { .bitmap_delay_ms = 50, .event_fn = ev_handler };
+	struct mirror_status ms;
+	GError *err = NULL;
+	gint64 deadline;
+
+	FX_SEED();
+	ev_reset();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	ev_expect((const char *[]){ "NewArray" }, 1, "assembly");
+	ck_assert_uint_eq(ev_at(0)->value, 2);          /* legs in sync */
+	fx_write_random(0, IMG);
+	/* Their bits are cleared once idle: the re-add below copies only what
+	 * is written while the leg is out. */
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(10000);
+		mirror_get_status(fx.m, &ms);
+	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ms.bitmap_set, 0);
+
+	ev_reset();
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	ev_expect((const char *[]){ "Fail:1", "DegradedArray" }, 2, "fail");
+	ck_assert_str_eq(ev_at(0)->path, fx.legs[1]);
+	ck_assert(ev_at(0)->uuid_set);
+	ck_assert_int_eq(ev_at(0)->err, 0);             /* by the administrator */
+	ck_assert_uint_eq(ev_at(1)->value, 1);
+
+	ev_reset();
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
+	ev_expect((const char *[]){ "Remove:1" }, 1, "remove");
+	ck_assert_str_eq(ev_at(0)->path, fx.legs[1]);
+	fx_write_random(3 * REGION, 64 * KiB);
+
+	ev_reset();
+	admin_ok(mirror_add_leg(fx.m, fx.legs[1], false, &err), err, "re-add");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	ev_expect((const char *[]){ "Add:1", "RebuildStarted", "RebuildFinished",
+				    "ArrayOptimal" }, 4, "re-add");
+	ck_assert_str_eq(ev_at(0)->path, fx.legs[1]);
+	ck_assert_uint_eq(ev_at(0)->value, 0);          /* from the bitmap */
+	ck_assert_uint_eq(ev_at(1)->value, REGION);     /* one region written meanwhile */
+	ck_assert_uint_eq(ev_at(2)->value, REGION);
+	ck_assert_uint_eq(ev_at(3)->value, 2);
+
+	/* An I/O error fails a leg with its cause. */
+	ev_reset();
+	{
+		struct dmio_fault f = { .flags = DMIO_FAULT_WRITES };
+		uint8_t *buf = fx_buf(4096);
+
+		admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
+		memset(buf, 0x5a, 4096);
+		/* Held until the failure is recorded; the other leg has it. */
+		ck_assert_int_eq(fx_rw(MIRROR_OP_WRITE, 0, buf, 4096, 0), 0);
+		memcpy(fx.model, buf, 4096);
+	}
+	ev_expect((const char *[]){ "Fail:0", "DegradedArray" }, 2, "write error");
+	ck_assert_int_eq(ev_at(0)->err, EIO);
+	ck_assert_uint_eq(ev_at(1)->value, 1);
+
+	/* A new leg in the failed one's place: a full rebuild. */
+	ev_reset();
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[0], &err), err, "remove 0");
+	fx.legs[2] = fx_path("leg2");
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], false, &err), err, "add new");
+	wait_sync_idle(&ms);
+	ev_expect((const char *[]){ "Remove:0", "Add:0", "RebuildStarted", "RebuildFinished",
+				    "ArrayOptimal" }, 5, "new leg");
+	ck_assert_str_eq(ev_at(1)->path, fx.legs[2]);
+	ck_assert_uint_eq(ev_at(1)->value, 1);          /* wholly */
+	ck_assert_uint_eq(ev_at(2)->value, IMG);
+
+	ev_reset();
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
+	wait_sync_idle(&ms);
+	ev_expect((const char *[]){ "ScrubStarted", "ScrubFinished" }, 2, "scrub");
+	ck_assert_uint_eq(ev_at(0)->value, 0);          /* check, not repair */
+	ck_assert_uint_eq(ev_at(1)->value, 0);          /* no mismatch */
+
+	ev_reset();
+	fx_stop(0);
+	ev_expect((const char *[]){ "Stopped" }, 1, "stop");
+	ck_assert_uint_eq(ev_at(0)->value, 1);          /* clean */
+}
+END_TEST
+
+/* A start after a crash with one leg left out: what the start reports. */
+START_TEST(test_events_degraded_unclean_start)
+{
+	struct mirror_opts o = { .event_fn = ev_handler, .defer_in_use = true };
+	struct mirror_status ms;
+	struct fm_sb sb;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&(struct mirror_opts){ 0 });
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	fx_stop(0);
+	/* Not stopped cleanly: the CLEAN flag off, one bit set. */
+	read_sb(fx.legs[0], &sb);
+	sb.state_flags &= ~FM_SB_CLEAN;
+	write_sb(fx.legs[0], &sb);
+
+	ev_reset();
+	fx.nlegs = 1;
+	fx_assemble_opts(&o);
+	ev_expect((const char *[]){ "NewArray", "UncleanStart", "DeviceDisappeared:1",
+				    "DegradedArray" }, 4, "degraded start");
+	ck_assert_uint_eq(ev_at(0)->value, 1);
+	ck_assert_str_eq(ev_at(2)->path, "");           /* not given: no path */
+	ck_assert(ev_at(2)->uuid_set);
+	admin_ok(mirror_mark_in_use(fx.m, &err), err, "mark in use");
+	wait_sync_idle(&ms);
+	fx.nlegs = 2;
+	ev_reset();
+	fx_stop(0);
+	ev_expect((const char *[]){ "Stopped" }, 1, "stop");
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* The suite */
 
 static TCase *tc_add(Suite *s, const char *name, void (*unchecked_setup)(void),
@@ -2974,6 +3184,8 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_stale_leg_bitmap_recovery);
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
+	tcase_add_test(tc, test_events_fail_add_rebuild);
+	tcase_add_test(tc, test_events_degraded_unclean_start);
 	tcase_add_test(tc, test_read_error_repaired);
 	tcase_add_loop_test(tc, test_read_errors_fail_leg, 0, 2);
 	tcase_add_test(tc, test_scrub_check_and_repair);
