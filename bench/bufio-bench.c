@@ -145,7 +145,7 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	char tmpl[4096];
 	struct dmio_dev *dev;
-	struct bufio_bdev bdev;
+	struct fm_bdev bdev;
 	struct bufio_buffer *b;
 	uint64_t *perm, seed = 42, t0, us_bufio, us_dmio;
 	uint64_t wb_b[WB_REPS], wb_d[WB_REPS], wf_b[WB_REPS], wf_d[WB_REPS], wb_v[WB_REPS];

@@ -3,9 +3,9 @@
  * bufio: a userspace dm-bufio.  A cache of fixed-size blocks of one block
  * device: it holds recently read blocks in memory, performs delayed writes,
  * handles block sizes larger than a page (512 B .. 1 MiB) and bounds its
- * memory.  It sits on a device given as a small ops table (struct
- * bufio_bdev), so the same cache runs on one plain device (the dmio adapter
- * at the end of this header) and on the mirror.
+ * memory.  It sits on a device given as a small ops table (struct fm_bdev,
+ * include/fusemirror/blockdev.h), so the same cache runs on one plain
+ * device (the dmio adapter at the end of this header) and on the mirror.
  *
  * Threading:
  *   - Every function may be called from any thread, on any client, at the
@@ -88,6 +88,8 @@
 
 #include <glib.h>
 
+#include "fusemirror/blockdev.h"
+
 struct bufio_client;
 struct bufio_buffer;
 struct dmio_dev;
@@ -95,51 +97,6 @@ struct dmio_client;
 
 #define BUFIO_MIN_BLOCK_SIZE 512u
 #define BUFIO_MAX_BLOCK_SIZE (1u << 20)
-
-/*----------------------------------------------------------------*/
-/* The block device below the cache */
-
-enum bufio_io_op {
-	BUFIO_IO_READ,  /* fill the iovec from the device */
-	BUFIO_IO_WRITE, /* write the iovec to the device */
-};
-
-enum bufio_io_flags {
-	BUFIO_IO_FUA = 1u << 0,        /* write: durable when it completes */
-	BUFIO_IO_BACKGROUND = 1u << 1, /* nobody waits: writeback, prefetch */
-};
-
-/* Completion of one submitted request: @err is 0 or -errno. */
-typedef void (*bufio_end_io_fn)(void *ctx, int err);
-
-struct bufio_bdev_ops {
-	/*
-	 * Start one request on the byte range [sector * 512, + sum of iov
-	 * lengths), which is a whole number of sectors.  The iovec array may
-	 * be reused as soon as submit returns; the memory it points to stays
-	 * valid (and unchanged, for a write) until completion.
-	 * Returns 0 when the request was accepted: @end_io is then called
-	 * exactly once, on any thread, possibly before submit returns.
-	 * Returns -errno otherwise, and @end_io is never called.
-	 * Must not block for long (it is called by hit-path threads).
-	 */
-	int (*submit)(void *dev, enum bufio_io_op op, uint64_t sector,
-		      const struct iovec *iov, unsigned iovcnt, unsigned flags,
-		      bufio_end_io_fn end_io, void *ctx);
-	/* Make every completed write durable.  Synchronous; 0 or -errno. */
-	int (*flush)(void *dev);
-	/* Unmap [sector, sector + nr_sectors).  Synchronous; 0 or -errno.
-	 * May be NULL: bufio_issue_discard() then returns -EOPNOTSUPP. */
-	int (*discard)(void *dev, uint64_t sector, uint64_t nr_sectors);
-	/* Current size in bytes. */
-	uint64_t (*size)(void *dev);
-};
-
-/* A device: its ops and the pointer passed to each op. */
-struct bufio_bdev {
-	const struct bufio_bdev_ops *ops;
-	void *dev;
-};
 
 /*----------------------------------------------------------------*/
 /* Clients */
@@ -167,7 +124,7 @@ typedef void (*bufio_write_fn)(struct bufio_buffer *b);
  * Returns 0 and sets *ret_client, or -EINVAL (bad block size, NULL ops),
  * -ENOMEM.  May block (allocates the reserve).
  */
-int bufio_client_create(const struct bufio_bdev *bdev, unsigned block_size,
+int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 			unsigned reserved_buffers, unsigned aux_size,
 			bufio_alloc_fn alloc_callback, bufio_write_fn write_callback,
 			struct bufio_client **ret_client);
@@ -254,7 +211,7 @@ void bufio_release(struct bufio_buffer *b);
 /*
  * Write-around: write whole blocks [@block, @block + @n_blocks) from @iov
  * (exactly @n_blocks * block size bytes) straight to the device, not
- * through the cache, and wait for the write; @flags may hold BUFIO_IO_FUA
+ * through the cache, and wait for the write; @flags may hold FM_BDEV_FUA
  * (durable on return).  For streaming writes: no copy, no per-block work,
  * and what the cache holds stays.
  *
@@ -347,7 +304,7 @@ int bufio_write_dirty_buffers(struct bufio_client *c);
 /*
  * Write the dirty buffers of blocks [@block, @block + @n_blocks) that are
  * cached, and wait: on return every buffer of the range dirtied before the
- * call is on the device.  No flush is issued; @flags may hold BUFIO_IO_FUA
+ * call is on the device.  No flush is issued; @flags may hold FM_BDEV_FUA
  * (durable on return).  Returns 0 or the first error of these writes (which
  * is also kept for bufio_write_dirty_buffers()).  May block.
  */
@@ -365,6 +322,23 @@ int bufio_issue_flush(struct bufio_client *c);
  * buffers are not changed: call bufio_forget_buffers() first.  May block.
  */
 int bufio_issue_discard(struct bufio_client *c, uint64_t block, uint64_t count);
+
+/*
+ * Discard (bufio_discard()) or zero (bufio_write_zeroes()) whole blocks
+ * [@block, @block + @n_blocks) on the device, keeping the cache coherent:
+ * dirty buffers of the range are written first (nothing older lands after
+ * the zeroes), cached copies are dropped, the device's discard or
+ * write_zeroes op runs, and a block that stayed cached (held by someone,
+ * or read meanwhile) is zeroed in the cache and marked dirty.  On return,
+ * every read of the range sees zeroes; nothing is durable before the next
+ * flush (bufio_write_dirty_buffers()).  Partial blocks are the caller's:
+ * zero them through the cache.
+ * Returns 0, -EOPNOTSUPP (the device has no such op), -EINVAL, or the
+ * device's or a writeback's -errno (then the range's contents are
+ * undefined, as after a failed write).  May block.
+ */
+int bufio_discard(struct bufio_client *c, uint64_t block, uint64_t n_blocks);
+int bufio_write_zeroes(struct bufio_client *c, uint64_t block, uint64_t n_blocks);
 
 /*
  * Like bufio_release() but also move the buffer to block @new_block.
@@ -468,8 +442,8 @@ uint64_t bufio_get_writeback_age_ms(void);
  * Returns 0 or -ENOMEM.  @dev must outlive the bdev.
  */
 int bufio_dmio_bdev_create(struct dmio_dev *dev, struct dmio_client *client,
-			   struct bufio_bdev *ret_bdev);
+			   struct fm_bdev *ret_bdev);
 /* Free what bufio_dmio_bdev_create() allocated; accepts a zeroed bdev. */
-void bufio_dmio_bdev_destroy(struct bufio_bdev *bdev);
+void bufio_dmio_bdev_destroy(struct fm_bdev *bdev);
 
 #endif /* FUSEMIRROR_BUFIO_H */

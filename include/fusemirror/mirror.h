@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The mirror target: N legs holding the same image.  It is the block device
- * under the cache (mirror_bufio_bdev()), and it formats and assembles legs.
+ * under the cache (mirror_bdev(), the contract of blockdev.h: the mirror
+ * knows nothing of the cache), and it formats and assembles legs.
  *
  * Data path:
  *   - A write goes to every in-sync leg as ONE dmio write to all of them; it
@@ -41,7 +42,7 @@
 
 #include <glib.h>
 
-#include "fusemirror/bufio.h"
+#include "fusemirror/blockdev.h"
 #include "fusemirror/event.h"
 #include "fusemirror/superblock.h"
 
@@ -177,8 +178,9 @@ int mirror_flush(struct mirror *m);
 int mirror_discard(struct mirror *m, uint64_t sector, uint64_t count);
 int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
 
-/* The mirror as the block device under a bufio client. */
-struct bufio_bdev mirror_bufio_bdev(struct mirror *m);
+/* The mirror as a block device (include/fusemirror/blockdev.h), e.g. the
+ * one under the cache; valid until mirror_stop(). */
+struct fm_bdev mirror_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/
 /* Administration (online; from any thread but a completion; they may block

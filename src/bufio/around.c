@@ -250,8 +250,8 @@ int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks
 	if (!r) {
 		pthread_mutex_init(&io.lock, NULL);
 		pthread_cond_init(&io.cond, NULL);
-		r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_WRITE, sector_of(c, block), iov,
-					iovcnt, flags & BUFIO_IO_FUA, around_end_io, &io);
+		r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_WRITE, sector_of(c, block), iov,
+					iovcnt, flags & FM_BDEV_FUA, around_end_io, &io);
 		if (r == 0) {
 			pthread_mutex_lock(&io.lock);
 			while (!io.done)
@@ -292,7 +292,7 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	io->cb = cb;
 	io->ctx = ctx;
 	bufio_io_get(c);
-	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_READ, sector_of(c, block), iov, iovcnt, 0,
+	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, block), iov, iovcnt, 0,
 				around_end_io, io);
 	if (r < 0) {
 		free(io);

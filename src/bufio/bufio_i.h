@@ -219,7 +219,7 @@ struct bufio_around {
 
 struct bufio_client {
 	/* Immutable after create. */
-	struct bufio_bdev bdev;
+	struct fm_bdev bdev;
 	unsigned block_size;
 	unsigned block_shift;           /* log2(block_size) */
 	unsigned sector_shift;          /* log2(sectors per block) */

@@ -167,7 +167,7 @@ static void client_free(struct bufio_client *c)
 	free(c);
 }
 
-int bufio_client_create(const struct bufio_bdev *bdev, unsigned block_size,
+int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 			unsigned reserved_buffers, unsigned aux_size,
 			bufio_alloc_fn alloc_callback, bufio_write_fn write_callback,
 			struct bufio_client **ret_client)

@@ -2,7 +2,8 @@
 /*
  * A bufio bdev on one dmio device: reads and writes through the
  * asynchronous dmio() API with a bvec (the iovec bufio hands over, which
- * dmio copies at submission), flush and discard as synchronous dmio calls.
+ * dmio copies at submission), flush, discard and write-zeroes as
+ * synchronous dmio calls.
  * The per-request context is a small malloc: dmio's notify function gets
  * one pointer, and bufio's end_io needs two.
  */
@@ -18,23 +19,23 @@ struct dmio_bdev {
 };
 
 struct dmio_bdev_req {
-	bufio_end_io_fn end_io;
+	fm_bdev_end_io_fn end_io;
 	void *ctx;
 };
 
 static void dmio_bdev_notify(unsigned long error_bits, void *context)
 {
 	struct dmio_bdev_req *rq = context;
-	bufio_end_io_fn end_io = rq->end_io;
+	fm_bdev_end_io_fn end_io = rq->end_io;
 	void *ctx = rq->ctx;
 
 	free(rq);
 	end_io(ctx, error_bits ? -EIO : 0);
 }
 
-static int dmio_bdev_submit(void *dev, enum bufio_io_op op, uint64_t sector,
+static int dmio_bdev_submit(void *dev, enum fm_bdev_op op, uint64_t sector,
 			    const struct iovec *iov, unsigned iovcnt, unsigned flags,
-			    bufio_end_io_fn end_io, void *ctx)
+			    fm_bdev_end_io_fn end_io, void *ctx)
 {
 	struct dmio_bdev *d = dev;
 	struct dmio_bdev_req *rq;
@@ -52,8 +53,8 @@ static int dmio_bdev_submit(void *dev, enum bufio_io_op op, uint64_t sector,
 	where = (struct dmio_region){ .dev = d->dev, .sector = sector,
 				      .count = bytes >> FM_SECTOR_SHIFT };
 	struct dmio_request req = {
-		.op = op == BUFIO_IO_READ ? DMIO_OP_READ : DMIO_OP_WRITE,
-		.flags = (op == BUFIO_IO_WRITE && (flags & BUFIO_IO_FUA)) ? DMIO_REQ_FUA : 0,
+		.op = op == FM_BDEV_READ ? DMIO_OP_READ : DMIO_OP_WRITE,
+		.flags = (op == FM_BDEV_WRITE && (flags & FM_BDEV_FUA)) ? DMIO_REQ_FUA : 0,
 		.mem = { .type = DMIO_MEM_BVEC, .ptr.bvec = { iov, iovcnt } },
 		.notify_fn = dmio_bdev_notify,
 		.notify_context = rq,
@@ -74,13 +75,23 @@ static int dmio_bdev_flush(void *dev)
 	return dmio(&req, 1, &where, NULL);
 }
 
-static int dmio_bdev_discard(void *dev, uint64_t sector, uint64_t nr_sectors)
+static int dmio_bdev_zero(struct dmio_bdev *d, enum dmio_op op, uint64_t sector,
+			  uint64_t nr_sectors)
 {
-	struct dmio_bdev *d = dev;
 	struct dmio_region where = { .dev = d->dev, .sector = sector, .count = nr_sectors };
-	struct dmio_request req = { .op = DMIO_OP_DISCARD, .client = d->client };
+	struct dmio_request req = { .op = op, .client = d->client };
 
 	return dmio(&req, 1, &where, NULL);
+}
+
+static int dmio_bdev_discard(void *dev, uint64_t sector, uint64_t nr_sectors)
+{
+	return dmio_bdev_zero(dev, DMIO_OP_DISCARD, sector, nr_sectors);
+}
+
+static int dmio_bdev_write_zeroes(void *dev, uint64_t sector, uint64_t nr_sectors)
+{
+	return dmio_bdev_zero(dev, DMIO_OP_WRITE_ZEROES, sector, nr_sectors);
 }
 
 static uint64_t dmio_bdev_size(void *dev)
@@ -90,15 +101,16 @@ static uint64_t dmio_bdev_size(void *dev)
 	return dmio_dev_size(d->dev);
 }
 
-static const struct bufio_bdev_ops dmio_bdev_ops = {
+static const struct fm_bdev_ops dmio_bdev_ops = {
 	.submit = dmio_bdev_submit,
 	.flush = dmio_bdev_flush,
 	.discard = dmio_bdev_discard,
+	.write_zeroes = dmio_bdev_write_zeroes,
 	.size = dmio_bdev_size,
 };
 
 int bufio_dmio_bdev_create(struct dmio_dev *dev, struct dmio_client *client,
-			   struct bufio_bdev *ret_bdev)
+			   struct fm_bdev *ret_bdev)
 {
 	struct dmio_bdev *d = malloc(sizeof(*d));
 
@@ -111,7 +123,7 @@ int bufio_dmio_bdev_create(struct dmio_dev *dev, struct dmio_client *client,
 	return 0;
 }
 
-void bufio_dmio_bdev_destroy(struct bufio_bdev *bdev)
+void bufio_dmio_bdev_destroy(struct fm_bdev *bdev)
 {
 	if (!bdev)
 		return;

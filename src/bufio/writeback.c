@@ -158,7 +158,7 @@ void bufio_submit_read_run(struct bufio_client *c, struct bufio_buffer *head, un
 	for (unsigned i = 0; i < n; i++, b = b->io_next)
 		k = iov_append(iov, k, b->data, c->block_size);
 	bufio_io_get(c);
-	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_READ, block_sector(c, head->block),
+	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, block_sector(c, head->block),
 				iov, k, 0, read_end_io, head);
 	if (r < 0)
 		read_end_io(head, r);
@@ -315,7 +315,7 @@ static void submit_write_run(struct bufio_client *c, struct bufio_buffer *head, 
 		pthread_mutex_unlock(&head->io_waiter->lock);
 	}
 	bufio_io_get(c);
-	r = c->bdev.ops->submit(c->bdev.dev, BUFIO_IO_WRITE,
+	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_WRITE,
 				block_sector(c, block) + (head->write_start >> FM_SECTOR_SHIFT),
 				iov, k, flags, write_end_io, head);
 	if (r < 0)
@@ -381,7 +381,7 @@ static void submit_claimed(struct bufio_client *c, struct bufio_buffer **v, size
 		v[i]->io_waiter = w;
 		v[i]->io_flags = 0;
 		submit_write_run(c, v[i], (unsigned)(j - i),
-				 flags | (w ? 0 : BUFIO_IO_BACKGROUND));
+				 flags | (w ? 0 : FM_BDEV_BACKGROUND));
 		i = j;
 	}
 }
@@ -607,7 +607,7 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 	if (!err)
 		err = e;
 	/* Writes we only waited for were not FUA. */
-	if ((flags & BUFIO_IO_FUA) && others && !err)
+	if ((flags & FM_BDEV_FUA) && others && !err)
 		err = bufio_issue_flush(c);
 	return err;
 }
@@ -767,4 +767,49 @@ int bufio_issue_discard(struct bufio_client *c, uint64_t block, uint64_t count)
 		return 0;
 	return c->bdev.ops->discard(c->bdev.dev, block_sector(c, block),
 				    count << c->sector_shift);
+}
+
+/* bufio_discard() and bufio_write_zeroes(): @op is the device's discard or
+ * write_zeroes. */
+static int zero_blocks(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		       int (*op)(void *dev, uint64_t sector, uint64_t nr_sectors))
+{
+	int r;
+
+	if (!op)
+		return -EOPNOTSUPP;
+	if (!n_blocks)
+		return 0;
+	if (block + n_blocks < block || n_blocks > (UINT64_MAX >> FM_SECTOR_SHIFT) >> c->sector_shift)
+		return -EINVAL;
+	/* Nothing older may land on the device after the zeroes. */
+	r = bufio_write_dirty_range(c, block, n_blocks, 0);
+	if (r < 0)
+		return r;
+	bufio_forget_buffers(c, block, n_blocks);
+	r = op(c->bdev.dev, block_sector(c, block), n_blocks << c->sector_shift);
+	if (r < 0)
+		return r;
+	/* A block that stayed cached (someone held it, or read it meanwhile)
+	 * would show its old data: zero it in the cache as well. */
+	for (uint64_t blk = block; blk < block + n_blocks; blk++) {
+		struct bufio_buffer *b;
+
+		if (bufio_get(c, blk, &b) < 0)
+			continue;
+		memset(bufio_begin_modify(b), 0, c->block_size);
+		bufio_mark_buffer_dirty(b);
+		bufio_release(b);
+	}
+	return 0;
+}
+
+int bufio_discard(struct bufio_client *c, uint64_t block, uint64_t n_blocks)
+{
+	return zero_blocks(c, block, n_blocks, c->bdev.ops->discard);
+}
+
+int bufio_write_zeroes(struct bufio_client *c, uint64_t block, uint64_t n_blocks)
+{
+	return zero_blocks(c, block, n_blocks, c->bdev.ops->write_zeroes);
 }

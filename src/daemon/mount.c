@@ -777,7 +777,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	struct bufio_client *c;
 	struct mirror *m;
 	struct front *f;
-	struct bufio_bdev bdev;
+	struct fm_bdev bdev;
 	unsigned block_size;
 	char u[37];
 	int code = FM_EXIT_FAILURE, r;
@@ -812,7 +812,7 @@ static int run_daemon(struct mount_cfg *cfg)
 		bufio_set_max_cache_size_bytes(cfg->cache_size);
 	if (cfg->writeback_age_ms != G_MAXUINT64)
 		bufio_set_writeback_age_ms(cfg->writeback_age_ms);
-	bdev = mirror_bufio_bdev(d.m);
+	bdev = mirror_bdev(d.m);
 	r = bufio_client_create(&bdev, block_size, 16, 0, NULL, NULL, &d.c);
 	if (r < 0) {
 		report(FM_EXIT_FAILURE, "cannot create the cache");

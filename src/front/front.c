@@ -546,7 +546,7 @@ static int writethrough(struct front *f, uint64_t off, uint64_t len)
 	if (!f->writethrough || len == 0)
 		return 0;
 	/* writethrough promises durable on every leg, not merely written */
-	return bufio_write_dirty_range(f->c, b0, b1 - b0 + 1, BUFIO_IO_FUA);
+	return bufio_write_dirty_range(f->c, b0, b1 - b0 + 1, FM_BDEV_FUA);
 }
 
 /*
@@ -564,7 +564,7 @@ static int write_range(struct front *f, uint64_t off, size_t len, const uint8_t 
 		struct iovec iov = { (void *)(src + (a - off)), (size_t)(e - a) };
 
 		r = bufio_write_around(f->c, a / f->bs, (e - a) / f->bs, &iov, 1,
-				       f->writethrough ? BUFIO_IO_FUA : 0);
+				       f->writethrough ? FM_BDEV_FUA : 0);
 		if (r != -EBUSY) {
 			if (r == 0 && off < a && (r = cache_write(f, off, a - off, src)) == 0)
 				r = writethrough(f, off, a - off);
@@ -648,10 +648,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 /*
  * Discard or zero [off, off + len): the partial blocks at either end are
- * zeroed in the cache; whole blocks are written back if dirty (so nothing
- * older lands after the zeroes), dropped from the cache, and discarded or
- * zeroed on every leg; a block that stayed cached because someone held it
- * is zeroed in the cache too.
+ * zeroed in the cache; the whole blocks between go to bufio_discard() or
+ * bufio_write_zeroes(), which keep the cache coherent with the device.
  */
 static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 {
@@ -665,25 +663,10 @@ static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 		return r;
 	if (b < end && (r = cache_write(f, b, end - b, NULL)) < 0)
 		return r;
-	r = bufio_write_dirty_range(f->c, a / f->bs, (b - a) / f->bs, 0);
+	r = discard ? bufio_discard(f->c, a / f->bs, (b - a) / f->bs)
+		    : bufio_write_zeroes(f->c, a / f->bs, (b - a) / f->bs);
 	if (r < 0)
 		return r;
-	bufio_forget_buffers(f->c, a / f->bs, (b - a) / f->bs);
-	r = discard ? mirror_discard(f->m, a >> FM_SECTOR_SHIFT, (b - a) >> FM_SECTOR_SHIFT)
-		    : mirror_write_zeroes(f->m, a >> FM_SECTOR_SHIFT, (b - a) >> FM_SECTOR_SHIFT);
-	if (r < 0)
-		return r;
-	for (uint64_t blk = a / f->bs; blk < b / f->bs; blk++) {
-		struct bufio_buffer *bb;
-
-		pthread_mutex_lock(modify_lock(f, blk));
-		if (bufio_get(f->c, blk, &bb) == 0) {
-			memset(bufio_begin_modify(bb), 0, f->bs);
-			bufio_mark_buffer_dirty(bb);
-			bufio_release(bb);
-		}
-		pthread_mutex_unlock(modify_lock(f, blk));
-	}
 	return writethrough(f, off, len);
 }
 

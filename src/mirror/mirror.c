@@ -1216,15 +1216,15 @@ int mirror_flush(struct mirror *m)
 }
 
 /*----------------------------------------------------------------*/
-/* bufio glue */
+/* The block device (include/fusemirror/blockdev.h) */
 
-static int bdev_submit(void *dev, enum bufio_io_op op, uint64_t sector,
+static int bdev_submit(void *dev, enum fm_bdev_op op, uint64_t sector,
 		       const struct iovec *iov, unsigned iovcnt, unsigned flags,
-		       bufio_end_io_fn end_io, void *ctx)
+		       fm_bdev_end_io_fn end_io, void *ctx)
 {
-	return mirror_submit(dev, op == BUFIO_IO_READ ? MIRROR_OP_READ : MIRROR_OP_WRITE,
+	return mirror_submit(dev, op == FM_BDEV_READ ? MIRROR_OP_READ : MIRROR_OP_WRITE,
 			     sector, iov, iovcnt,
-			     (flags & BUFIO_IO_FUA) ? MIRROR_IO_FUA : 0, end_io, ctx);
+			     (flags & FM_BDEV_FUA) ? MIRROR_IO_FUA : 0, end_io, ctx);
 }
 
 static int bdev_flush(void *dev)
@@ -1237,21 +1237,27 @@ static int bdev_discard(void *dev, uint64_t sector, uint64_t nr_sectors)
 	return mirror_discard(dev, sector, nr_sectors);
 }
 
+static int bdev_write_zeroes(void *dev, uint64_t sector, uint64_t nr_sectors)
+{
+	return mirror_write_zeroes(dev, sector, nr_sectors);
+}
+
 static uint64_t bdev_size(void *dev)
 {
 	return mirror_size(dev);
 }
 
-static const struct bufio_bdev_ops mirror_bdev_ops = {
+static const struct fm_bdev_ops mirror_bdev_ops = {
 	.submit = bdev_submit,
 	.flush = bdev_flush,
 	.discard = bdev_discard,
+	.write_zeroes = bdev_write_zeroes,
 	.size = bdev_size,
 };
 
-struct bufio_bdev mirror_bufio_bdev(struct mirror *m)
+struct fm_bdev mirror_bdev(struct mirror *m)
 {
-	return (struct bufio_bdev){ .ops = &mirror_bdev_ops, .dev = m };
+	return (struct fm_bdev){ .ops = &mirror_bdev_ops, .dev = m };
 }
 
 /*----------------------------------------------------------------*/

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * membdev: an in-memory block device for bufio tests (struct
- * bufio_bdev_ops).  It counts and logs every request, can fail reads or
+ * fm_bdev_ops).  It counts and logs every request, can fail reads or
  * writes that touch chosen sectors, can hold requests back (a gate) and
  * can complete them on a worker thread instead of inside submit().
  *
@@ -30,7 +30,7 @@
 #define MEMBDEV_LOG 1024
 
 struct membdev_io {
-	enum bufio_io_op op;
+	enum fm_bdev_op op;
 	uint64_t sector;
 	uint64_t bytes;
 	unsigned iovcnt;
@@ -39,11 +39,11 @@ struct membdev_io {
 
 struct membdev_req {
 	struct membdev_req *next;
-	enum bufio_io_op op;
+	enum fm_bdev_op op;
 	uint64_t sector;
 	unsigned iovcnt;
 	unsigned flags;
-	bufio_end_io_fn end_io;
+	fm_bdev_end_io_fn end_io;
 	void *ctx;
 	struct iovec iov[];
 };
@@ -61,7 +61,7 @@ struct membdev {
 	uint64_t fail_write_lo, fail_write_hi;
 	int fail_errno;
 	/* counters */
-	unsigned reads, writes, flushes, discards;
+	unsigned reads, writes, flushes, discards, zeroes;
 	uint64_t read_bytes, write_bytes;
 	unsigned inflight;              /* submitted, not completed */
 	unsigned writes_at_flush;       /* writes completed at the last flush */
@@ -79,7 +79,7 @@ static inline bool membdev_overlaps(uint64_t s, uint64_t n, uint64_t lo, uint64_
 }
 
 /* Execute one request (lock held); returns its status. */
-static inline int membdev_exec_locked(struct membdev *m, enum bufio_io_op op, uint64_t sector,
+static inline int membdev_exec_locked(struct membdev *m, enum fm_bdev_op op, uint64_t sector,
 				      const struct iovec *iov, unsigned iovcnt, unsigned flags)
 {
 	uint64_t bytes = 0, off = sector * 512;
@@ -89,7 +89,7 @@ static inline int membdev_exec_locked(struct membdev *m, enum bufio_io_op op, ui
 		bytes += iov[i].iov_len;
 	l = &m->log[m->nlog++ % MEMBDEV_LOG];
 	*l = (struct membdev_io){ op, sector, bytes, iovcnt, flags };
-	if (op == BUFIO_IO_READ) {
+	if (op == FM_BDEV_READ) {
 		m->reads++;
 		m->read_bytes += bytes;
 		if (membdev_overlaps(sector, bytes / 512, m->fail_read_lo, m->fail_read_hi))
@@ -103,7 +103,7 @@ static inline int membdev_exec_locked(struct membdev *m, enum bufio_io_op op, ui
 	if (off + bytes > m->size)
 		return -EIO;
 	for (unsigned i = 0; i < iovcnt; i++) {
-		if (op == BUFIO_IO_READ)
+		if (op == FM_BDEV_READ)
 			memcpy(iov[i].iov_base, m->mem + off, iov[i].iov_len);
 		else
 			memcpy(m->mem + off, iov[i].iov_base, iov[i].iov_len);
@@ -112,9 +112,9 @@ static inline int membdev_exec_locked(struct membdev *m, enum bufio_io_op op, ui
 	return 0;
 }
 
-static inline bool membdev_gated_locked(struct membdev *m, enum bufio_io_op op)
+static inline bool membdev_gated_locked(struct membdev *m, enum fm_bdev_op op)
 {
-	return op == BUFIO_IO_READ ? m->gate_reads : m->gate_writes;
+	return op == FM_BDEV_READ ? m->gate_reads : m->gate_writes;
 }
 
 static inline void *membdev_worker(void *arg)
@@ -156,9 +156,9 @@ static inline void *membdev_worker(void *arg)
 	return NULL;
 }
 
-static inline int membdev_submit(void *dev, enum bufio_io_op op, uint64_t sector,
+static inline int membdev_submit(void *dev, enum fm_bdev_op op, uint64_t sector,
 				 const struct iovec *iov, unsigned iovcnt, unsigned flags,
-				 bufio_end_io_fn end_io, void *ctx)
+				 fm_bdev_end_io_fn end_io, void *ctx)
 {
 	struct membdev *m = dev;
 	int r;
@@ -203,18 +203,31 @@ static inline int membdev_flush(void *dev)
 	return 0;
 }
 
-static inline int membdev_discard(void *dev, uint64_t sector, uint64_t nr)
+/* Discard (@tag 0xd15c) or write-zeroes (0x2e50) of [sector, + nr): logged
+ * as a write with that tag as its flags. */
+static inline int membdev_zero(struct membdev *m, uint64_t sector, uint64_t nr, unsigned tag)
 {
-	struct membdev *m = dev;
-
 	pthread_mutex_lock(&m->lock);
-	m->discards++;
+	if (tag == 0xd15c)
+		m->discards++;
+	else
+		m->zeroes++;
 	if ((sector + nr) * 512 <= m->size)
 		memset(m->mem + sector * 512, 0, nr * 512);
-	m->log[m->nlog++ % MEMBDEV_LOG] = (struct membdev_io){ BUFIO_IO_WRITE, sector,
-							       nr * 512, 0, 0xd15c };
+	m->log[m->nlog++ % MEMBDEV_LOG] = (struct membdev_io){ FM_BDEV_WRITE, sector,
+							       nr * 512, 0, tag };
 	pthread_mutex_unlock(&m->lock);
 	return 0;
+}
+
+static inline int membdev_discard(void *dev, uint64_t sector, uint64_t nr)
+{
+	return membdev_zero(dev, sector, nr, 0xd15c);
+}
+
+static inline int membdev_write_zeroes(void *dev, uint64_t sector, uint64_t nr)
+{
+	return membdev_zero(dev, sector, nr, 0x2e50);
 }
 
 static inline uint64_t membdev_size(void *dev)
@@ -222,10 +235,11 @@ static inline uint64_t membdev_size(void *dev)
 	return ((struct membdev *)dev)->size;
 }
 
-static const struct bufio_bdev_ops membdev_ops = {
+static const struct fm_bdev_ops membdev_ops = {
 	.submit = membdev_submit,
 	.flush = membdev_flush,
 	.discard = membdev_discard,
+	.write_zeroes = membdev_write_zeroes,
 	.size = membdev_size,
 };
 
@@ -252,9 +266,9 @@ static inline struct membdev *membdev_create(uint64_t size, bool async, uint64_t
 	return m;
 }
 
-static inline struct bufio_bdev membdev_bdev(struct membdev *m)
+static inline struct fm_bdev membdev_bdev(struct membdev *m)
 {
-	return (struct bufio_bdev){ &membdev_ops, m };
+	return (struct fm_bdev){ &membdev_ops, m };
 }
 
 /* Wait until no request is in flight. */
@@ -311,7 +325,7 @@ static inline void membdev_fail_writes(struct membdev *m, uint64_t lo, uint64_t 
 }
 
 struct membdev_counts {
-	unsigned reads, writes, flushes, discards, inflight, nlog;
+	unsigned reads, writes, flushes, discards, zeroes, inflight, nlog;
 	uint64_t read_bytes, write_bytes;
 };
 
@@ -321,7 +335,7 @@ static inline struct membdev_counts membdev_counts(struct membdev *m)
 
 	pthread_mutex_lock(&m->lock);
 	k = (struct membdev_counts){ m->reads, m->writes, m->flushes, m->discards,
-				     m->inflight, m->nlog, m->read_bytes, m->write_bytes };
+				     m->zeroes, m->inflight, m->nlog, m->read_bytes, m->write_bytes };
 	pthread_mutex_unlock(&m->lock);
 	return k;
 }

@@ -32,7 +32,7 @@ static uint8_t *orig; /* the device's initial contents */
 static void make_client(unsigned bs, unsigned reserved, unsigned aux,
 			bufio_alloc_fn acb, bufio_write_fn wcb)
 {
-	struct bufio_bdev bdev = membdev_bdev(md);
+	struct fm_bdev bdev = membdev_bdev(md);
 
 	ck_assert_int_eq(bufio_client_create(&bdev, bs, reserved, aux, acb, wcb, &bc), 0);
 }
@@ -124,7 +124,7 @@ static struct bufio_stats stats(void)
 START_TEST(test_create_block_sizes)
 {
 	static const unsigned bad[] = { 0, 256, 513, 3000, 2u << 20 };
-	struct bufio_bdev bdev = membdev_bdev(md);
+	struct fm_bdev bdev = membdev_bdev(md);
 	struct bufio_client *c;
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(bad); i++)
@@ -141,8 +141,8 @@ END_TEST
 
 START_TEST(test_create_bad_ops)
 {
-	struct bufio_bdev_ops ops = { 0 };
-	struct bufio_bdev bdev = { &ops, md };
+	struct fm_bdev_ops ops = { 0 };
+	struct fm_bdev bdev = { &ops, md };
 	struct bufio_client *c = (void *)0x1;
 
 	ck_assert_int_eq(bufio_client_create(&bdev, BS, 0, 0, NULL, NULL, &c), -EINVAL);
@@ -421,7 +421,7 @@ START_TEST(test_partial_dirty_range)
 	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
 	ck_assert_uint_eq(membdev_counts(md).writes, 1);
 	io = membdev_log(md, 1);
-	ck_assert_int_eq(io.op, BUFIO_IO_WRITE);
+	ck_assert_int_eq(io.op, FM_BDEV_WRITE);
 	ck_assert_uint_eq(io.sector, 12 * SPB + 1);
 	ck_assert_uint_eq(io.bytes, 3072 - 512);
 	memcpy(want, orig_block(12), BS);
@@ -559,11 +559,11 @@ START_TEST(test_write_dirty_range_fua)
 	for (unsigned i = 50; i < 60; i++)
 		put_block(i, 8);
 	put_block(70, 9);
-	ck_assert_int_eq(bufio_write_dirty_range(bc, 50, 10, BUFIO_IO_FUA), 0);
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 50, 10, FM_BDEV_FUA), 0);
 	ck_assert_uint_eq(membdev_counts(md).writes, 1);
 	io = membdev_log(md, 0);
 	ck_assert_uint_eq(io.bytes, 10 * BS);
-	ck_assert(io.flags & BUFIO_IO_FUA);
+	ck_assert(io.flags & FM_BDEV_FUA);
 	ck_assert_uint_eq(stats().dirty, 1);
 	/* A huge range takes the other path. */
 	ck_assert_int_eq(bufio_write_dirty_range(bc, 0, 1ull << 40, 0), 0);
@@ -594,6 +594,81 @@ START_TEST(test_flush_discard)
 	io = membdev_log(md, 0);
 	ck_assert_uint_eq(io.sector, 8 + 2 * SPB);
 	ck_assert_uint_eq(io.bytes, 3 * BS);
+}
+END_TEST
+
+/* bufio_discard()/bufio_write_zeroes(): dirty blocks of the range reach the
+ * device before the zeroes, clean copies are dropped, a held block is
+ * zeroed in the cache, and blocks outside the range are untouched. */
+static void check_zero_blocks(bool discard)
+{
+	struct bufio_buffer *held, *b, *out;
+	struct membdev_counts k0, k1;
+	struct membdev_io io;
+	uint8_t zero[BS] = { 0 };
+
+	put_block(40, 0x40);                            /* dirty, in range */
+	ck_assert_int_eq(bufio_read(bc, 41, &b), 0);    /* clean, in range */
+	bufio_release(b);
+	ck_assert_int_eq(bufio_read(bc, 42, &held), 0); /* held across the call */
+	put_block(44, 0x44);                            /* dirty, outside */
+	k0 = membdev_counts(md);
+	ck_assert_int_eq(discard ? bufio_discard(bc, 40, 4) : bufio_write_zeroes(bc, 40, 4), 0);
+	k1 = membdev_counts(md);
+	/* the dirty block went out first, then one zeroing request */
+	ck_assert_uint_eq(k1.writes - k0.writes, 1);
+	ck_assert_uint_eq(k1.discards - k0.discards, discard ? 1 : 0);
+	ck_assert_uint_eq(k1.zeroes - k0.zeroes, discard ? 0 : 1);
+	io = membdev_log(md, k1.nlog - 1);
+	ck_assert_uint_eq(io.flags, discard ? 0xd15c : 0x2e50);
+	ck_assert_uint_eq(io.sector, 40 * SPB);
+	ck_assert_uint_eq(io.bytes, 4 * BS);
+	io = membdev_log(md, k1.nlog - 2);
+	ck_assert_uint_eq(io.sector, 40 * SPB);
+	ck_assert_uint_eq(io.bytes, BS);
+	for (uint64_t blk = 40; blk < 44; blk++)
+		assert_dev_fill(blk, 0);
+	/* the held buffer reads zeroes now, and so does every block */
+	fm_assert_bytes_eq(bufio_get_block_data(held), zero, BS, "held block 42");
+	bufio_release(held);
+	for (uint64_t blk = 40; blk < 44; blk++) {
+		ck_assert_int_eq(bufio_read(bc, blk, &b), 0);
+		fm_assert_bytes_eq(bufio_get_block_data(b), zero, BS, "block %" PRIu64, blk);
+		bufio_release(b);
+	}
+	ck_assert_int_eq(bufio_read(bc, 39, &out), 0);
+	fm_assert_bytes_eq(bufio_get_block_data(out), orig_block(39), BS, "block 39");
+	bufio_release(out);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(44, 0x44);
+	assert_dev_fill(42, 0);
+}
+
+START_TEST(test_discard_coherent)
+{
+	check_zero_blocks(true);
+}
+END_TEST
+
+START_TEST(test_write_zeroes_coherent)
+{
+	check_zero_blocks(false);
+}
+END_TEST
+
+START_TEST(test_zero_blocks_unsupported)
+{
+	struct fm_bdev_ops ops = *membdev_bdev(md).ops;
+	struct fm_bdev bdev = { &ops, md };
+	struct bufio_client *c;
+
+	ops.discard = NULL;
+	ops.write_zeroes = NULL;
+	ck_assert_int_eq(bufio_client_create(&bdev, BS, 0, 0, NULL, NULL, &c), 0);
+	ck_assert_int_eq(bufio_discard(c, 0, 1), -EOPNOTSUPP);
+	ck_assert_int_eq(bufio_write_zeroes(c, 0, 1), -EOPNOTSUPP);
+	ck_assert_int_eq(bufio_discard(bc, 5, 0), 0);
+	bufio_client_destroy(c);
 }
 END_TEST
 
@@ -1225,7 +1300,7 @@ START_TEST(test_block_sizes_io)
 		struct bufio_buffer *b;
 		uint8_t *want = malloc(bs), *got = malloc(bs);
 		unsigned nblocks = (unsigned)((uint64_t)DEV_BLOCKS * BS / bs);
-		struct bufio_bdev bdev = membdev_bdev(md);
+		struct fm_bdev bdev = membdev_bdev(md);
 
 		ck_assert_int_eq(bufio_client_create(&bdev, bs, 1, 0, NULL, NULL, &bc), 0);
 		ck_assert_int_eq(bufio_read(bc, 1, &b), 0);
@@ -1262,7 +1337,7 @@ END_TEST
 
 static char *tmpdir, *tmpfile_path;
 static struct dmio_dev *ddev;
-static struct bufio_bdev dbdev;
+static struct fm_bdev dbdev;
 
 static void setup_dmio(void)
 {
@@ -1346,7 +1421,7 @@ START_TEST(test_dmio_errors_and_large_blocks)
 	fm_assert_bytes_eq(bufio_get_block_data(b), file + (2u << 20), 1u << 20, "1 MiB");
 	memset(bufio_begin_modify(b), 0x5a, 1u << 20);
 	bufio_mark_buffer_dirty(b);
-	ck_assert_int_eq(bufio_write_buffer(b, BUFIO_IO_FUA), 0);
+	ck_assert_int_eq(bufio_write_buffer(b, FM_BDEV_FUA), 0);
 	bufio_release(b);
 	memset(file, 0x5a, 1u << 20);
 	fm_test_read_file(tmpfile_path, 2u << 20, file + (1u << 20), 1u << 20);
@@ -1507,7 +1582,7 @@ static uint64_t held_write_bytes(void)
 
 	pthread_mutex_lock(&md->lock);
 	for (struct membdev_req *rq = md->head; rq; rq = rq->next)
-		if (rq->op == BUFIO_IO_WRITE)
+		if (rq->op == FM_BDEV_WRITE)
 			for (unsigned i = 0; i < rq->iovcnt; i++)
 				n += rq->iov[i].iov_len;
 	pthread_mutex_unlock(&md->lock);
@@ -1580,7 +1655,7 @@ START_TEST(test_pressure_writeback_oldest_first)
 
 		pthread_mutex_lock(&md->lock);
 		for (struct membdev_req *rq = md->head; rq; rq = rq->next)
-			found |= rq->op == BUFIO_IO_WRITE && rq->sector == 1900 * SPB;
+			found |= rq->op == FM_BDEV_WRITE && rq->sector == 1900 * SPB;
 		pthread_mutex_unlock(&md->lock);
 		ck_assert_msg(found, "the oldest dirty block is not in the first batch");
 	}
@@ -1610,12 +1685,12 @@ START_TEST(test_write_around)
 	struct iovec iov = { data, 32 * BS };
 	struct membdev_io io;
 
-	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, BUFIO_IO_FUA), 0);
+	ck_assert_int_eq(bufio_write_around(bc, 10, 32, &iov, 1, FM_BDEV_FUA), 0);
 	ck_assert_uint_eq(membdev_counts(md).writes, 1);
 	io = membdev_log(md, 0);
 	ck_assert_uint_eq(io.sector, 10 * SPB);
 	ck_assert_uint_eq(io.bytes, 32 * BS);
-	ck_assert(io.flags & BUFIO_IO_FUA);
+	ck_assert(io.flags & FM_BDEV_FUA);
 	for (unsigned i = 10; i < 42; i++)
 		assert_dev_fill(i, 0x5a);
 	ck_assert_uint_eq(stats().buffers, 0); /* not cached */
@@ -1842,6 +1917,9 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_write_dirty_range_fua);
 	tcase_add_test(tc, test_destroy_writes_back);
 	tcase_add_test(tc, test_flush_discard);
+	tcase_add_test(tc, test_discard_coherent);
+	tcase_add_test(tc, test_write_zeroes_coherent);
+	tcase_add_test(tc, test_zero_blocks_unsupported);
 
 	TCASE("write_errors", setup_sync);
 	tcase_add_test(tc, test_write_error_sticky);

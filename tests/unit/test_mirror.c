@@ -2854,7 +2854,7 @@ START_TEST(test_bufio_on_mirror)
 	uint64_t nblocks = IMG / bs;
 	uint64_t blocks[] = { 0, 1, 5, nblocks / 2, nblocks - 1 };
 	struct bufio_client *c = NULL;
-	struct bufio_bdev bdev;
+	struct fm_bdev bdev;
 	struct bufio_buffer *b;
 	struct mirror_stats st;
 
@@ -2862,7 +2862,7 @@ START_TEST(test_bufio_on_mirror)
 	fx_name_legs(2);
 	fx_format(IMG);
 	fx_assemble(MIRROR_READ_BALANCE, false);
-	bdev = mirror_bufio_bdev(fx.m);
+	bdev = mirror_bdev(fx.m);
 	ck_assert_ptr_nonnull(bdev.ops);
 	ck_assert_ptr_nonnull(bdev.ops->submit);
 	ck_assert_uint_eq(bdev.ops->size(bdev.dev), IMG);

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * blockdev: the contract between a block cache and the block device it
+ * sits on.  The cache (bufio) calls these ops; a device implements them:
+ * the mirror (mirror_bdev()), one plain dmio device (bufio_dmio_bdev_create()),
+ * a test's in-memory device.  Neither side includes the other's header:
+ * this one is all they share.
+ *
+ * Sectors are 512 bytes, relative to the start of the device.
+ *
+ * Threading: every op may be called from any thread at the same time,
+ * including from an @end_io of an earlier request.  submit() never waits
+ * for I/O; flush(), discard() and write_zeroes() are synchronous and must
+ * not be called from an @end_io (the completion they wait for may be
+ * queued behind the caller).
+ */
+#ifndef FUSEMIRROR_BLOCKDEV_H
+#define FUSEMIRROR_BLOCKDEV_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+enum fm_bdev_op {
+	FM_BDEV_READ,   /* fill the iovec from the device */
+	FM_BDEV_WRITE,  /* write the iovec to the device */
+};
+
+enum fm_bdev_flags {
+	FM_BDEV_FUA = 1u << 0,        /* write: durable when it completes */
+	FM_BDEV_BACKGROUND = 1u << 1, /* nobody waits: writeback, prefetch */
+};
+
+/* Completion of one submitted request: @err is 0 or -errno. */
+typedef void (*fm_bdev_end_io_fn)(void *ctx, int err);
+
+struct fm_bdev_ops {
+	/*
+	 * Start one request on the byte range [sector * 512, + sum of iov
+	 * lengths), which is a whole number of sectors.  The iovec array may
+	 * be reused as soon as submit returns; the memory it points to stays
+	 * valid (and unchanged, for a write) until completion.
+	 * Returns 0 when the request was accepted: @end_io is then called
+	 * exactly once, on any thread, possibly before submit returns.
+	 * Returns -errno otherwise, and @end_io is never called.
+	 * Must not block for long (it is called by cache-hit-path threads).
+	 */
+	int (*submit)(void *dev, enum fm_bdev_op op, uint64_t sector,
+		      const struct iovec *iov, unsigned iovcnt, unsigned flags,
+		      fm_bdev_end_io_fn end_io, void *ctx);
+	/* Make every completed write durable.  Synchronous; 0 or -errno. */
+	int (*flush)(void *dev);
+	/*
+	 * Unmap [sector, sector + nr_sectors): the range reads back as zeroes
+	 * afterwards.  Ordered after every write to the range submitted
+	 * before.  Synchronous; 0 or -errno.  May be NULL (-EOPNOTSUPP).
+	 */
+	int (*discard)(void *dev, uint64_t sector, uint64_t nr_sectors);
+	/* Make [sector, sector + nr_sectors) read back as zeroes, as discard
+	 * but keeping the space allocated.  May be NULL (-EOPNOTSUPP). */
+	int (*write_zeroes)(void *dev, uint64_t sector, uint64_t nr_sectors);
+	/* Current size in bytes. */
+	uint64_t (*size)(void *dev);
+};
+
+/* A device: its ops and the pointer passed to each op. */
+struct fm_bdev {
+	const struct fm_bdev_ops *ops;
+	void *dev;
+};
+
+#endif /* FUSEMIRROR_BLOCKDEV_H */
