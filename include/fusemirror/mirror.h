@@ -60,6 +60,11 @@ struct mirror_format_opts {
 	uint32_t block_size;    /* suggested cache block size; 0: 4096 */
 	const char *name;       /* array name, may be NULL */
 	bool force;             /* overwrite legs that carry a signature */
+	/* Per-block checksums (FM_SB_FEAT_CHECKSUMS; the command line's
+	 * default): a crc32c of every 4 KiB block on every leg, verified on
+	 * every read.  Needs block_size >= 4096 (or 0) and a size of at most
+	 * FM_SB_CSUM_MAX_IMAGE (an automatic size is capped to it). */
+	bool checksums;
 };
 
 /*

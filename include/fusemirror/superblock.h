@@ -7,7 +7,18 @@
  *                         in its last 4 bytes
  *   bitmap_offset (4 KiB) write-intent bitmap, one bit per region,
  *                         bitmap_length bytes (a multiple of 4 KiB)
+ *   csum_offset           with FM_SB_FEAT_CHECKSUMS: the checksum area, one
+ *                         little-endian u32 per csum_block_size (4 KiB) block
+ *                         of the image, csum_length bytes (whole 4 KiB pages)
  *   data_offset           the image data, image_size bytes (1 MiB aligned)
+ *
+ * Checksum entries (FM_SB_CSUM_CRC32C): entry b holds
+ * crc32c(block b) XOR crc32c(4096 zero bytes) (FM_SB_CSUM_ZERO_BLOCK), so
+ * that an area of zeroes (a hole) says "every block is zeroes": a new array
+ * whose data area was emptied needs no checksum written, and a discard
+ * stores 0.  Entries of regions whose write-intent bit is clear always
+ * match the data on every in-sync leg; a set bit covers data and entries
+ * both (src/mirror/csum.c says how they are kept).
  *
  * Versioning: a reader refuses a superblock whose major version is higher
  * than its own (FM_SB_VERSION_MAJOR); a higher minor version only adds
@@ -22,7 +33,9 @@
  *   1224  u32 features (enum fm_sb_features)     1228  u32 0
  *   1232 .. 1487   assembly records: generations, what each leg last saw of
  *                  its peers (degraded start, split brain)
- *   1488 .. 1743   per-block checksums: area offset/length, algorithm
+ *   1488 .. 1743   per-block checksums: 1488 u64 csum_offset, 1496 u64
+ *                  csum_length, 1504 u32 csum_algo, 1508 u32 csum_block_size
+ *                  (read only with FM_SB_FEAT_CHECKSUMS; zero without)
  *   1744 .. 1999   written-region map (regions never written read as zeroes)
  *   2000 .. 4091   reserved
  * Each leg slot's word at +20 holds that leg's flags (enum fm_sb_leg_flags).
@@ -50,6 +63,18 @@
 #define FM_SB_DEFAULT_REGION_SIZE (64ull << 20)
 #define FM_SB_MIN_REGION_SIZE (1ull << 20)
 #define FM_SB_MAX_REGION_SIZE (1ull << 40)
+
+/* Per-block checksums (FM_SB_FEAT_CHECKSUMS) */
+enum fm_sb_csum_algo {
+	FM_SB_CSUM_CRC32C = 1,          /* CRC-32C (Castagnoli), 4 bytes per block */
+};
+#define FM_SB_CSUM_BLOCK_SIZE 4096u     /* bytes of image per checksum */
+#define FM_SB_CSUM_ENTRY_SIZE 4u        /* bytes per checksum entry */
+/* crc32c of FM_SB_CSUM_BLOCK_SIZE zero bytes: what an entry is XORed with */
+#define FM_SB_CSUM_ZERO_BLOCK 0x98f94189u
+/* Largest image with checksums: the mirror keeps the whole table in memory,
+ * 1 MiB per GiB of image (4 GiB for 4 TiB). */
+#define FM_SB_CSUM_MAX_IMAGE (4ull << 40)
 
 /* state_flags */
 enum fm_sb_flags {
@@ -110,6 +135,11 @@ struct fm_sb {
 	char name[64];          /* array name, NUL-terminated, may be empty */
 	struct fm_sb_leg legs[FM_SB_MAX_LEGS];
 	uint32_t features;      /* enum fm_sb_features (minor version >= 1) */
+	/* FM_SB_FEAT_CHECKSUMS (all 0 without it) */
+	uint64_t csum_offset;   /* bytes, 4 KiB aligned, after the bitmap */
+	uint64_t csum_length;   /* bytes, a multiple of 4 KiB */
+	uint32_t csum_algo;     /* enum fm_sb_csum_algo */
+	uint32_t csum_block_size; /* FM_SB_CSUM_BLOCK_SIZE */
 };
 
 /*
@@ -118,9 +148,24 @@ struct fm_sb {
  * @sb (other fields untouched).  Returns 0, or -EINVAL (and @sb untouched)
  * when image_size is 0 or not a multiple of 4 KiB, or region_size is not a
  * power of two in [FM_SB_MIN_REGION_SIZE, FM_SB_MAX_REGION_SIZE], or a leg
- * would need more than INT64_MAX bytes.
+ * would need more than INT64_MAX bytes.  The layout has no checksum area:
+ * FM_SB_FEAT_CHECKSUMS and its fields are cleared (other features kept).
  */
 int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size);
+
+/*
+ * As fm_sb_layout(), for an array with @features (0 or
+ * FM_SB_FEAT_CHECKSUMS): with checksums, the checksum area follows the
+ * bitmap (csum_offset, csum_length, csum_algo, csum_block_size set and the
+ * bit set in sb->features) and the data offset moves past it (still 1 MiB
+ * aligned); without, those fields and the bit are cleared.  -EINVAL as
+ * fm_sb_layout(), and for another feature bit.
+ */
+int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region_size,
+			  uint32_t features);
+
+/* Bytes of checksum area an image of @image_size needs (whole 4 KiB). */
+uint64_t fm_sb_csum_bytes(uint64_t image_size);
 
 /* Bytes a leg needs for @sb's geometry: data_offset + image_size. */
 uint64_t fm_sb_leg_bytes(const struct fm_sb *sb);

@@ -161,6 +161,12 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 	       (unsigned long long)set, (unsigned long long)nr,
 	       fm_format_size(MIN(set * sb->region_size, sb->image_size), s1, sizeof(s1)),
 	       set ? ": " : "", ranges->str);
+	if (sb->features & FM_SB_FEAT_CHECKSUMS)
+		printf("        checksums : crc32c per %u bytes, %llu bytes at %llu\n",
+		       sb->csum_block_size, (unsigned long long)sb->csum_length,
+		       (unsigned long long)sb->csum_offset);
+	else
+		printf("        checksums : none\n");
 	printf("        leg table :\n");
 	printf("      slot  uuid                                  state       events\n");
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
@@ -209,7 +215,14 @@ static void print_json(GString *out, const char *path, const struct fm_sb *sb,
 		g_string_append_printf(out, first ? "%llu" : ",%llu", (unsigned long long)r);
 		first = false;
 	}
-	g_string_append(out, "],\"table\":[");
+	g_string_append_printf(out, "],\"checksums\":%s",
+			       sb->features & FM_SB_FEAT_CHECKSUMS ? "true" : "false");
+	if (sb->features & FM_SB_FEAT_CHECKSUMS)
+		g_string_append_printf(out, ",\"csum_algo\":\"crc32c\",\"csum_block_size\":%u,"
+				       "\"csum_offset\":%llu,\"csum_length\":%llu",
+				       sb->csum_block_size, (unsigned long long)sb->csum_offset,
+				       (unsigned long long)sb->csum_length);
+	g_string_append(out, ",\"table\":[");
 	first = true;
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		if (sb->legs[i].state == FM_LEG_EMPTY)

@@ -39,6 +39,7 @@ void cli_error(const char *fmt, ...)
 int cmd_create(int argc, char **argv)
 {
 	g_autofree char *size_s = NULL, *region_s = NULL, *bs_s = NULL, *name = NULL;
+	g_autofree char *csum_s = NULL;
 	gboolean force = FALSE;
 	g_auto(GStrv) legs = NULL;
 	GOptionEntry entries[] = {
@@ -52,6 +53,9 @@ int cmd_create(int argc, char **argv)
 		  "NAME" },
 		{ "force", 'f', 0, G_OPTION_ARG_NONE, &force,
 		  "Overwrite legs that hold a file system, partition table or array", NULL },
+		{ "checksums", 0, 0, G_OPTION_ARG_STRING, &csum_s,
+		  "yes (default): a crc32c of every 4 KiB block, verified on every read "
+		  "(1 MiB of memory per GiB of image; at most 4 TiB); no: none", "yes|no" },
 		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &legs, NULL, "LEG..." },
 		{ NULL },
 	};
@@ -99,13 +103,24 @@ int cmd_create(int argc, char **argv)
 		}
 		o.block_size = (uint32_t)v;
 	}
+	o.checksums = true;
+	if (csum_s) {
+		if (!strcmp(csum_s, "yes")) {
+			o.checksums = true;
+		} else if (!strcmp(csum_s, "no")) {
+			o.checksums = false;
+		} else {
+			cli_error("create: --checksums=%s: expected yes or no", csum_s);
+			return FM_EXIT_USAGE;
+		}
+	}
 	o.name = name;
 	o.force = force;
 	r = mirror_format((const char *const *)legs, g_strv_length(legs), &o, uuid, &err);
 	dmio_engine_shutdown();
 	if (r < 0) {
 		cli_error("create: %s", err->message);
-		return r == -EINVAL && !g_str_has_prefix(err->message, "leg ") ? FM_EXIT_USAGE
+		return (r == -EINVAL || r == -EFBIG) && !g_str_has_prefix(err->message, "leg ") ? FM_EXIT_USAGE
 									       : FM_EXIT_LEG;
 	}
 	printf("fusemirror: created array %s with %u legs\n", fm_uuid_unparse(uuid, u),

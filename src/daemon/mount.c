@@ -808,6 +808,14 @@ static int run_daemon(struct mount_cfg *cfg)
 		code = FM_EXIT_USAGE;
 		goto out_mirror;
 	}
+	if ((sb.features & FM_SB_FEAT_CHECKSUMS) && block_size < FM_SB_CSUM_BLOCK_SIZE) {
+		g_autofree char *msg = g_strdup_printf(
+			"block_size=%u is smaller than the %u bytes each checksum of this "
+			"array covers", block_size, FM_SB_CSUM_BLOCK_SIZE);
+		report(FM_EXIT_USAGE, msg);
+		code = FM_EXIT_USAGE;
+		goto out_mirror;
+	}
 	if (cfg->cache_size)
 		bufio_set_max_cache_size_bytes(cfg->cache_size);
 	if (cfg->writeback_age_ms != G_MAXUINT64)

@@ -140,13 +140,13 @@ static int open_leg(struct fleg *l, uint64_t need, GError **err)
 }
 
 /* The largest 1 MiB multiple whose layout fits in @avail bytes. */
-static uint64_t fit_size(uint64_t avail, uint64_t region_size)
+static uint64_t fit_size(uint64_t avail, uint64_t region_size, uint32_t features)
 {
 	uint64_t size = FM_ALIGN_DOWN(avail, (uint64_t)FM_SB_DATA_ALIGN);
-	struct fm_sb sb;
+	struct fm_sb sb = { 0 };
 
 	while (size > 0) {
-		if (fm_sb_layout(&sb, size, region_size) < 0)
+		if (fm_sb_layout_features(&sb, size, region_size, features) < 0)
 			return 0;
 		if (fm_sb_leg_bytes(&sb) <= avail)
 			return size;
@@ -157,10 +157,13 @@ static uint64_t fit_size(uint64_t avail, uint64_t region_size)
 	return 0;
 }
 
+/* Empty the checksum area (zeroes: "every block is zeroes") and the data. */
 static int empty_data_area(struct fleg *l, const struct fm_sb *sb)
 {
-	struct dmio_region where = { l->dev, sb->data_offset >> FM_SECTOR_SHIFT,
-				     sb->image_size >> FM_SECTOR_SHIFT };
+	uint64_t start = (sb->features & FM_SB_FEAT_CHECKSUMS) ? sb->csum_offset
+							       : sb->data_offset;
+	struct dmio_region where = { l->dev, start >> FM_SECTOR_SHIFT,
+				     (sb->data_offset + sb->image_size - start) >> FM_SECTOR_SHIFT };
 	/* A file gets holes (it stays sparse); a device gets zeroes, by unmap
 	 * where it can. */
 	struct dmio_request req = {
@@ -181,6 +184,7 @@ int mirror_format(const char *const *paths, unsigned n,
 	struct mirror_format_opts o = opts ? *opts : (struct mirror_format_opts){ 0 };
 	struct fleg legs[FM_SB_MAX_LEGS] = { 0 };
 	uint64_t region = o.region_size ? o.region_size : FM_SB_DEFAULT_REGION_SIZE;
+	uint32_t features = o.checksums ? FM_SB_FEAT_CHECKSUMS : 0;
 	uint64_t min_avail = UINT64_MAX, need;
 	struct fm_sb sb = { 0 };
 	char u[37];
@@ -200,6 +204,13 @@ int mirror_format(const char *const *paths, unsigned n,
 			     o.block_size > (1u << 20))) {
 		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 			    "block size %u is not a power of two from 512 to 1M", o.block_size);
+		return -EINVAL;
+	}
+	if (o.checksums && o.block_size && o.block_size < FM_SB_CSUM_BLOCK_SIZE) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "block size %u is smaller than the %u bytes a checksum covers "
+			    "(use a block size of 4k or more, or --checksums=no)",
+			    o.block_size, FM_SB_CSUM_BLOCK_SIZE);
 		return -EINVAL;
 	}
 	if (o.size && (o.size % 4096)) {
@@ -274,7 +285,9 @@ int mirror_format(const char *const *paths, unsigned n,
 				    "none of the legs exists yet: give --size");
 			return -EINVAL;
 		}
-		o.size = fit_size(min_avail, region);
+		o.size = fit_size(min_avail, region, features);
+		if (o.checksums && o.size > FM_SB_CSUM_MAX_IMAGE)
+			o.size = FM_SB_CSUM_MAX_IMAGE;
 		if (!o.size) {
 			g_set_error(err, FM_MIRROR_ERROR, ENOSPC,
 				    "the smallest leg (%llu bytes) is too small for an array",
@@ -282,7 +295,15 @@ int mirror_format(const char *const *paths, unsigned n,
 			return -ENOSPC;
 		}
 	}
-	r = fm_sb_layout(&sb, o.size, region);
+	if (o.checksums && o.size > FM_SB_CSUM_MAX_IMAGE) {
+		g_set_error(err, FM_MIRROR_ERROR, EFBIG,
+			    "size %llu is more than the %llu bytes an array with checksums "
+			    "may have (its checksums are kept in memory: 1 MiB per GiB); "
+			    "use --checksums=no", (unsigned long long)o.size,
+			    (unsigned long long)FM_SB_CSUM_MAX_IMAGE);
+		return -EFBIG;
+	}
+	r = fm_sb_layout_features(&sb, o.size, region, features);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, EINVAL, "size %llu cannot be laid out",
 			    (unsigned long long)o.size);

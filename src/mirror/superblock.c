@@ -64,6 +64,10 @@ enum {
 	SB_LEG_OFF_FLAGS = 20,
 	SB_LEG_OFF_EVENTS = 24,
 	SB_OFF_FEATURES = SB_OFF_LEGS + FM_SB_MAX_LEGS * SB_LEG_SLOT, /* 1224 */
+	SB_OFF_CSUM_OFFSET = 1488,      /* FM_SB_FEAT_CHECKSUMS */
+	SB_OFF_CSUM_LENGTH = 1496,
+	SB_OFF_CSUM_ALGO = 1504,
+	SB_OFF_CSUM_BLOCK_SIZE = 1508,
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
@@ -159,18 +163,29 @@ static bool region_size_ok(uint64_t region_size)
 	       region_size <= FM_SB_MAX_REGION_SIZE;
 }
 
-int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size)
+uint64_t fm_sb_csum_bytes(uint64_t image_size)
 {
-	uint64_t bitmap_length, data_offset;
+	/* 4 bytes per 4 KiB: at most 2^54 bytes, no overflow. */
+	return FM_ALIGN_UP(div_round_up(image_size, FM_SB_CSUM_BLOCK_SIZE) *
+			   FM_SB_CSUM_ENTRY_SIZE, (uint64_t)FM_PAGE_SIZE);
+}
+
+int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region_size,
+			  uint32_t features)
+{
+	uint64_t bitmap_length, data_offset, csum_offset, csum_length = 0;
 
 	if (image_size == 0 || !FM_IS_ALIGNED(image_size, (uint64_t)FM_PAGE_SIZE))
 		return -EINVAL;
-	if (!region_size_ok(region_size))
+	if (!region_size_ok(region_size) || (features & ~(uint32_t)FM_SB_FEAT_CHECKSUMS))
 		return -EINVAL;
 	/* image_size < 2^64 and region_size >= 2^20: at most 2^41 bytes. */
 	bitmap_length = FM_ALIGN_UP(bitmap_bytes_needed(image_size, region_size),
 				    (uint64_t)FM_PAGE_SIZE);
-	data_offset = FM_ALIGN_UP(FM_SB_SIZE + bitmap_length, (uint64_t)FM_SB_DATA_ALIGN);
+	csum_offset = FM_SB_SIZE + bitmap_length;
+	if (features & FM_SB_FEAT_CHECKSUMS)
+		csum_length = fm_sb_csum_bytes(image_size);
+	data_offset = FM_ALIGN_UP(csum_offset + csum_length, (uint64_t)FM_SB_DATA_ALIGN);
 	if (image_size > SB_MAX_LEG_BYTES - data_offset)
 		return -EINVAL;
 
@@ -179,7 +194,28 @@ int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size)
 	sb->bitmap_offset = FM_SB_SIZE;
 	sb->bitmap_length = bitmap_length;
 	sb->data_offset = data_offset;
+	sb->features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+	sb->csum_offset = sb->csum_length = 0;
+	sb->csum_algo = sb->csum_block_size = 0;
+	if (features & FM_SB_FEAT_CHECKSUMS) {
+		sb->features |= FM_SB_FEAT_CHECKSUMS;
+		sb->csum_offset = csum_offset;
+		sb->csum_length = csum_length;
+		sb->csum_algo = FM_SB_CSUM_CRC32C;
+		sb->csum_block_size = FM_SB_CSUM_BLOCK_SIZE;
+	}
 	return 0;
+}
+
+int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size)
+{
+	uint32_t f = sb->features;
+	int r = fm_sb_layout_features(sb, image_size, region_size, 0);
+
+	/* Other fields untouched: the checksum bit is not this call's business. */
+	if (r == 0)
+		sb->features = f & ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+	return r;
 }
 
 uint64_t fm_sb_leg_bytes(const struct fm_sb *sb)
@@ -261,6 +297,34 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		return sb_fail(err, EUCLEAN, "bitmap length %" PRIu64 " is impossibly large",
 			       sb->bitmap_length);
 	bitmap_end = sb->bitmap_offset + sb->bitmap_length;
+	if (sb->features & FM_SB_FEAT_CHECKSUMS) {
+		uint64_t csum_need = fm_sb_csum_bytes(sb->image_size);
+
+		if (sb->csum_algo != FM_SB_CSUM_CRC32C)
+			return sb_fail(err, EUCLEAN, "checksum algorithm %" PRIu32 " is unknown",
+				       sb->csum_algo);
+		if (sb->csum_block_size != FM_SB_CSUM_BLOCK_SIZE)
+			return sb_fail(err, EUCLEAN, "checksum block size %" PRIu32 " is not %u",
+				       sb->csum_block_size, FM_SB_CSUM_BLOCK_SIZE);
+		if (sb->csum_offset < bitmap_end ||
+		    !FM_IS_ALIGNED(sb->csum_offset, (uint64_t)FM_PAGE_SIZE))
+			return sb_fail(err, EUCLEAN, "checksum area offset %" PRIu64 " is not a "
+				       "4 KiB boundary after the bitmap (which ends at %" PRIu64 ")",
+				       sb->csum_offset, bitmap_end);
+		if (sb->csum_length < csum_need ||
+		    !FM_IS_ALIGNED(sb->csum_length, (uint64_t)FM_PAGE_SIZE))
+			return sb_fail(err, EUCLEAN, "checksum area length %" PRIu64 " is not a "
+				       "multiple of 4096 of at least %" PRIu64 " bytes",
+				       sb->csum_length, csum_need);
+		if (sb->csum_length > UINT64_MAX - sb->csum_offset)
+			return sb_fail(err, EUCLEAN, "checksum area length %" PRIu64
+				       " is impossibly large", sb->csum_length);
+		if (sb->data_offset < sb->csum_offset + sb->csum_length)
+			return sb_fail(err, EUCLEAN,
+				       "data offset %" PRIu64 " overlaps the checksum area (which "
+				       "ends at %" PRIu64 ")", sb->data_offset,
+				       sb->csum_offset + sb->csum_length);
+	}
 	if (sb->data_offset < bitmap_end)
 		return sb_fail(err, EUCLEAN,
 			       "data offset %" PRIu64 " overlaps the bitmap (which ends at %"
@@ -338,6 +402,12 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 		put_le64(slot + SB_LEG_OFF_EVENTS, sb->legs[i].events);
 	}
 	put_le32(p + SB_OFF_FEATURES, sb->features);
+	if (sb->features & FM_SB_FEAT_CHECKSUMS) {
+		put_le64(p + SB_OFF_CSUM_OFFSET, sb->csum_offset);
+		put_le64(p + SB_OFF_CSUM_LENGTH, sb->csum_length);
+		put_le32(p + SB_OFF_CSUM_ALGO, sb->csum_algo);
+		put_le32(p + SB_OFF_CSUM_BLOCK_SIZE, sb->csum_block_size);
+	}
 	put_le32(p + SB_OFF_CRC, fm_crc32c(0, p, SB_OFF_CRC));
 }
 
@@ -396,6 +466,12 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 	sb.recovery_offset = get_le64(p + SB_OFF_RECOVERY_OFFSET);
 	memcpy(sb.name, p + SB_OFF_NAME, sizeof(sb.name));
 	sb.features = get_le32(p + SB_OFF_FEATURES);
+	if (sb.features & FM_SB_FEAT_CHECKSUMS) {
+		sb.csum_offset = get_le64(p + SB_OFF_CSUM_OFFSET);
+		sb.csum_length = get_le64(p + SB_OFF_CSUM_LENGTH);
+		sb.csum_algo = get_le32(p + SB_OFF_CSUM_ALGO);
+		sb.csum_block_size = get_le32(p + SB_OFF_CSUM_BLOCK_SIZE);
+	}
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		const uint8_t *slot = p + SB_OFF_LEGS + i * SB_LEG_SLOT;
 

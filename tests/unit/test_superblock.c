@@ -71,6 +71,10 @@
 #define OFF_LEGS 200
 #define LEG_SLOT 32
 #define OFF_FEATURES 1224
+#define OFF_CSUM_OFFSET 1488
+#define OFF_CSUM_LENGTH 1496
+#define OFF_CSUM_ALGO 1504
+#define OFF_CSUM_BLOCK 1508
 #define OFF_RESERVED 1232
 #define OFF_CRC 4092
 
@@ -158,6 +162,22 @@ static void make_basic_sb(struct fm_sb *sb)
 	ck_assert_int_eq(fm_sb_layout(sb, 64 * GiB, FM_SB_DEFAULT_REGION_SIZE), 0);
 }
 
+/* Give @sb (geometry set) a checksum area after its bitmap, restated from
+ * superblock.h: 4 bytes per 4 KiB block in whole pages; the data moves past
+ * it (+ @spare_mib). */
+static void add_checksum_area(struct fm_sb *sb, uint64_t spare_mib)
+{
+	uint64_t blocks = (sb->image_size + 4095) / 4096;
+
+	sb->features |= FM_SB_FEAT_CHECKSUMS;
+	sb->csum_offset = sb->bitmap_offset + sb->bitmap_length;
+	sb->csum_length = (blocks * 4 + 4095) / 4096 * 4096;
+	sb->csum_algo = 1;
+	sb->csum_block_size = 4096;
+	sb->data_offset = (sb->csum_offset + sb->csum_length + MiB - 1) / MiB * MiB +
+			  spare_mib * MiB;
+}
+
 /* A valid superblock with every field random (geometry random but
  * consistent, with room to spare in bitmap and data offset). */
 static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
@@ -192,6 +212,8 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 		sb->legs[i].events = fm_rng_next(rng);
 	}
 	sb->features = (uint32_t)fm_rng_next(rng) & FM_SB_FEAT_ALL;
+	if (sb->features & FM_SB_FEAT_CHECKSUMS)
+		add_checksum_area(sb, spare_mib);
 	memcpy(sb->legs[sb->leg_index].uuid, sb->leg_uuid, 16);
 }
 
@@ -219,6 +241,10 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, block_size);
 	ASSERT_FIELD_EQ(got, want, recovery_offset);
 	ASSERT_FIELD_EQ(got, want, features);
+	ASSERT_FIELD_EQ(got, want, csum_offset);
+	ASSERT_FIELD_EQ(got, want, csum_length);
+	ASSERT_FIELD_EQ(got, want, csum_algo);
+	ASSERT_FIELD_EQ(got, want, csum_block_size);
 	fm_assert_bytes_eq(got->name, want->name, sizeof(got->name), "name");
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		fm_assert_bytes_eq(got->legs[i].uuid, want->legs[i].uuid, 16, "legs[%u].uuid", i);
@@ -468,6 +494,10 @@ START_TEST(decode_ignores_reserved_bytes)
 	fm_rng_seed(&rng, fm_test_seed_for("reserved", 0));
 	make_random_sb(&rng, &sb);
 	sb.version_minor = 3;
+	/* Without the feature, the checksum fields are reserved space too. */
+	sb.features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+	sb.csum_offset = sb.csum_length = 0;
+	sb.csum_algo = sb.csum_block_size = 0;
 	fm_sb_encode(&sb, buf);
 	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED);
 	fix_crc(buf);
@@ -509,6 +539,8 @@ START_TEST(decode_refuses_unknown_features)
 
 	/* Every known bit is accepted and comes back. */
 	sb.features = FM_SB_FEAT_ALL;
+	if (!sb.csum_algo)
+		add_checksum_area(&sb, 0);
 	sb.legs[3].flags = FM_SB_LEG_FLAGS_ALL;
 	fm_sb_encode(&sb, buf);
 	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
@@ -746,6 +778,133 @@ START_TEST(layout_rejects)
 			      bad[i].region);
 		assert_sb_eq(&sb, &before);
 	}
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* TCase checksums: the checksum area's fields and layout */
+
+/* The fields sit at 1488..1511, little-endian, and only with the feature. */
+START_TEST(csum_fields_offsets)
+{
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, 64 * GiB, 64 * MiB, FM_SB_FEAT_CHECKSUMS), 0);
+	memset(buf, 0xff, sizeof(buf));
+	fm_sb_encode(&sb, buf);
+	ck_assert_uint_eq(le32_at(buf, OFF_FEATURES), FM_SB_FEAT_CHECKSUMS);
+	ck_assert_uint_eq(le64_at(buf, OFF_CSUM_OFFSET), 8192);
+	ck_assert_uint_eq(le64_at(buf, OFF_CSUM_LENGTH), 64 * MiB);
+	ck_assert_uint_eq(le32_at(buf, OFF_CSUM_ALGO), 1);
+	ck_assert_uint_eq(le32_at(buf, OFF_CSUM_BLOCK), 4096);
+	/* 8 KiB of header and 64 MiB of checksums: data at the next MiB. */
+	ck_assert_uint_eq(le64_at(buf, OFF_DATA_OFFSET), 65 * MiB);
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+
+	/* Without the bit the fields are neither written nor read. */
+	ck_assert_int_eq(fm_sb_layout(&sb, 64 * GiB, 64 * MiB), 0);
+	ck_assert_uint_eq(sb.features & FM_SB_FEAT_CHECKSUMS, 0);
+	ck_assert_uint_eq(sb.csum_offset, 0);
+	ck_assert_uint_eq(sb.data_offset, 1 * MiB);
+	fm_sb_encode(&sb, buf);
+	ck_assert(fm_test_is_zero(buf + OFF_CSUM_OFFSET, 24));
+	/* The zero-block constant is what crc32c says. */
+	{
+		static const uint8_t zero[4096];
+
+		ck_assert_uint_eq(fm_crc32c(0, zero, sizeof(zero)), FM_SB_CSUM_ZERO_BLOCK);
+	}
+}
+END_TEST
+
+static const struct csum_layout_case {
+	uint64_t image, region;
+	uint64_t csum_length, data_offset;
+} csum_layout_cases[] = {
+	{ 4096, 64 * MiB, 4096, 1 * MiB },                  /* one entry, one page */
+	{ 4 * MiB, 64 * MiB, 4096, 1 * MiB },               /* 1024 entries */
+	{ 4 * MiB + 4096, 64 * MiB, 8192, 1 * MiB },
+	{ 1 * GiB, 64 * MiB, 1 * MiB, 2 * MiB },            /* 8 KiB + 1 MiB */
+	{ 1016 * MiB, 64 * MiB, 1 * MiB - 8 * KiB, 1 * MiB },  /* fits exactly */
+	{ 1016 * MiB + 4096, 64 * MiB, 1 * MiB - 4 * KiB, 2 * MiB },
+	{ 4 * TiB, 64 * MiB, 4 * GiB, 4 * GiB + 1 * MiB },
+};
+
+START_TEST(csum_layout_sizes)
+{
+	const struct csum_layout_case *c = &csum_layout_cases[_i];
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, FM_SB_FEAT_CHECKSUMS), 0);
+	ck_assert_uint_eq(sb.csum_offset, sb.bitmap_offset + sb.bitmap_length);
+	ck_assert_msg(sb.csum_length == c->csum_length, "image %" PRIu64 ": csum_length %" PRIu64
+		      " want %" PRIu64, c->image, sb.csum_length, c->csum_length);
+	ck_assert_uint_eq(fm_sb_csum_bytes(c->image), c->csum_length);
+	ck_assert_msg(sb.data_offset == c->data_offset, "image %" PRIu64 ": data_offset %" PRIu64
+		      " want %" PRIu64, c->image, sb.data_offset, c->data_offset);
+	fm_sb_encode(&sb, buf);
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+	/* An unknown feature is not laid out. */
+	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, FM_SB_FEAT_WRITTEN_MAP),
+			 -EINVAL);
+}
+END_TEST
+
+static void csum_bad_algo(struct fm_sb *sb) { sb->csum_algo = 2; }
+static void csum_bad_algo0(struct fm_sb *sb) { sb->csum_algo = 0; }
+static void csum_bad_block(struct fm_sb *sb) { sb->csum_block_size = 8192; }
+static void csum_bad_in_bitmap(struct fm_sb *sb) { sb->csum_offset = 4096; }
+static void csum_bad_unaligned(struct fm_sb *sb) { sb->csum_offset = 8192 + 512; }
+static void csum_bad_short(struct fm_sb *sb) { sb->csum_length -= 4096; }
+static void csum_bad_len_unaligned(struct fm_sb *sb) { sb->csum_length += 4; }
+static void csum_bad_data_overlap(struct fm_sb *sb) { sb->data_offset -= 1 * MiB; }
+static void csum_bad_huge(struct fm_sb *sb) { sb->csum_length = UINT64_MAX - 4095; }
+
+static const struct bad_case csum_bad_cases[] = {
+	{ "algorithm 2", csum_bad_algo, "checksum algorithm 2 is unknown" },
+	{ "algorithm 0", csum_bad_algo0, "checksum algorithm 0 is unknown" },
+	{ "block 8192", csum_bad_block, "checksum block size 8192 is not 4096" },
+	{ "area in the bitmap", csum_bad_in_bitmap,
+	  "checksum area offset 4096 is not a 4 KiB boundary after the bitmap (which ends at 8192)" },
+	{ "area unaligned", csum_bad_unaligned, "checksum area offset 8704 is not" },
+	{ "area short", csum_bad_short,
+	  "checksum area length 67104768 is not a multiple of 4096 of at least 67108864" },
+	{ "length unaligned", csum_bad_len_unaligned, "checksum area length 67108868 is not" },
+	{ "data overlaps", csum_bad_data_overlap,
+	  "data offset 67108864 overlaps the checksum area (which ends at 67117056)" },
+	{ "length huge", csum_bad_huge, "is impossibly large" },
+};
+
+/* Each inconsistency of the checksum fields is refused by name; the same
+ * superblock without the feature is fine (the fields are not read). */
+START_TEST(csum_decode_inconsistent)
+{
+	const struct bad_case *c = &csum_bad_cases[_i];
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	g_autofree char *msg = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, 64 * GiB, 64 * MiB, FM_SB_FEAT_CHECKSUMS), 0);
+	c->mutate(&sb);
+	fm_sb_encode(&sb, buf);
+	msg = decode_expect_fail(buf, -EUCLEAN, c->what);
+	ck_assert_msg(strstr(msg, c->message), "%s: message '%s' does not say '%s'", c->what,
+		      msg, c->message);
+	sb.features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+	sb.data_offset = 65 * MiB;
+	fm_sb_encode(&sb, buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
+	ck_assert_uint_eq(out.csum_offset, 0);
+	ck_assert_uint_eq(out.csum_algo, 0);
 }
 END_TEST
 
@@ -1381,6 +1540,9 @@ static Suite *superblock_suite(void)
 
 	tc = tcase_new(s, "layout", false);
 	tcase_add_loop_test(tc, layout_sizes, 0, (int)G_N_ELEMENTS(layout_cases));
+	tcase_add_test(tc, csum_fields_offsets);
+	tcase_add_loop_test(tc, csum_layout_sizes, 0, (int)G_N_ELEMENTS(csum_layout_cases));
+	tcase_add_loop_test(tc, csum_decode_inconsistent, 0, (int)G_N_ELEMENTS(csum_bad_cases));
 	tcase_add_test(tc, layout_rejects);
 
 	tc = tcase_new(s, "io", true);
