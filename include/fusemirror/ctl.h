@@ -14,6 +14,12 @@
  *             closes the connection.
  * A malformed request gets "ERR 22 ..." and never reaches the handler.
  *
+ * Streaming commands (`monitor`): the reply is "OK\n" (or "ERR ...") and
+ * then lines sent as things happen, until either side closes.  The daemon
+ * serves at most `max` connections of each such command at a time (more
+ * get "ERR 16 ..."), so that they never take every connection slot; a
+ * client that takes no bytes for CTL_IO_TIMEOUT_MS is dropped.
+ *
  * Threading: the server runs its own thread; it calls the handler on a
  * thread of its own for each connection (at most FM_CTL_MAX_CLIENTS at a
  * time; more wait in the listen backlog), so the handler must be
@@ -44,6 +50,34 @@ typedef int (*ctl_handler_fn)(void *ctx, int argc, char **argv, uid_t peer_uid,
 			      GString *out, GError **err);
 
 struct ctl_server;
+struct ctl_stream;
+
+/*
+ * A streaming command's handler: runs on the connection's thread for as
+ * long as the stream lasts.  It sends with ctl_stream_send() (the first
+ * call sends "OK\n" first) and waits with ctl_stream_wait(); it returns
+ * when the client went away or the server stops (0), or -errno with @err
+ * set: sent as "ERR" when nothing was sent yet.
+ */
+typedef int (*ctl_stream_fn)(void *ctx, int argc, char **argv, uid_t peer_uid,
+			     struct ctl_stream *stream, GError **err);
+
+struct ctl_stream_cmd {
+	const char *word;               /* the command word; NULL ends a table */
+	ctl_stream_fn fn;
+	unsigned max;                   /* connections at once (< FM_CTL_MAX_CLIENTS) */
+};
+
+/* Send @len bytes on @stream ("OK\n" first, once).  0, or -EPIPE when the
+ * client went away (or took nothing for too long): stop then. */
+int ctl_stream_send(struct ctl_stream *stream, const char *data, size_t len);
+
+/*
+ * Wait until @fd (if >= 0) is readable (returns 1), the client closes the
+ * connection (-EPIPE), the server stops (-ECANCELED), or @timeout_ms
+ * (< 0: none) passes (0).
+ */
+int ctl_stream_wait(struct ctl_stream *stream, int fd, int timeout_ms);
 
 /*
  * Listen on @path (creating FM_CTL_DIR-style parent directories 0700; a
@@ -53,6 +87,13 @@ struct ctl_server;
  */
 int ctl_server_start(const char *path, ctl_handler_fn handler, void *ctx,
 		     struct ctl_server **ret_server, GError **err);
+
+/* ctl_server_start(), and the streaming commands of @streams (a table
+ * ended by a NULL word, used by reference until ctl_server_stop()); their
+ * words never reach @handler. */
+int ctl_server_start_full(const char *path, ctl_handler_fn handler,
+			  const struct ctl_stream_cmd *streams, void *ctx,
+			  struct ctl_server **ret_server, GError **err);
 
 /*
  * Stop accepting, wait for the handlers running now to finish, unlink the
@@ -78,5 +119,14 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
  * must exist.  Returns a newly allocated string, or NULL with @err set.
  */
 char *ctl_socket_path(const char *mountpoint, GError **err);
+
+/*
+ * Send the streaming command @argv to the daemon at @path and read its
+ * status line (within @timeout_ms; 0: no limit).  Returns the connected
+ * fd (the caller reads the stream's lines from it until EOF, then closes
+ * it); the daemon's -errno on "ERR" and -errno when it cannot be reached,
+ * each with @err set, as ctl_call().
+ */
+int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, GError **err);
 
 #endif /* FUSEMIRROR_CTL_H */

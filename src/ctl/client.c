@@ -271,3 +271,86 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 	g_set_error_literal(err, FM_CTL_ERROR, code, *msg ? msg : g_strerror(code));
 	return -code;
 }
+
+int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, GError **err)
+{
+	g_autoptr(GByteArray) req = g_byte_array_new();
+	uint64_t deadline = ctl_deadline(timeout_ms);
+	ctl_autofd int fd = -1;
+	char line[CTL_MAX_LINE + 1];
+	const char *msg = NULL;
+	size_t len = 0;
+	int r, sent, code, ret;
+
+	r = build_request(argv, req, err);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		g_set_error(err, FM_CTL_ERROR, -r, "socket: %s", g_strerror(-r));
+		return r;
+	}
+	r = connect_to(fd, path, deadline, timeout_ms, err);
+	if (r < 0)
+		return r;
+	sent = send_request(fd, req, deadline);
+	if (sent == -ETIMEDOUT)
+		return timed_out(path, timeout_ms, "the daemon did not take the request", err);
+	if (sent < 0 && sent != -EPIPE) {
+		g_set_error(err, FM_CTL_ERROR, -sent, "control socket %s: sending %s: %s", path,
+			    argv[0], g_strerror(-sent));
+		return sent;
+	}
+	/* The status line, a byte at a time: what follows is the stream's. */
+	while (len < CTL_MAX_LINE) {
+		ssize_t n = recv(fd, line + len, 1, MSG_DONTWAIT);
+
+		if (n == 1) {
+			if (line[len++] == '\n')
+				break;
+			continue;
+		}
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN) {
+			r = -errno;
+			g_set_error(err, FM_CTL_ERROR, -r, "control socket %s: reading the reply: %s",
+				    path, g_strerror(-r));
+			return r;
+		}
+		r = ctl_wait_fd(fd, POLLIN, -1, deadline);
+		if (r == -ETIMEDOUT)
+			return timed_out(path, timeout_ms, "no reply", err);
+		if (r < 0) {
+			g_set_error(err, FM_CTL_ERROR, -r, "control socket %s: %s", path,
+				    g_strerror(-r));
+			return r;
+		}
+	}
+	if (!len || line[len - 1] != '\n') {
+		g_set_error(err, FM_CTL_ERROR, EPROTO, "control socket %s: %s to %s", path,
+			    len ? "malformed reply" : "the daemon closed the connection without a reply",
+			    argv[0]);
+		return -EPROTO;
+	}
+	line[len - 1] = '\0';
+	if (!strcmp(line, "OK")) {
+		ret = fd;
+		fd = -1;
+		return ret;
+	}
+	code = parse_err_line(line, &msg);
+	if (!code) {
+		g_autofree char *shown = g_utf8_make_valid(line, MIN(strlen(line), 80));
+
+		g_set_error(err, FM_CTL_ERROR, EPROTO,
+			    "control socket %s: malformed reply to %s: \"%s\"", path, argv[0],
+			    shown);
+		return -EPROTO;
+	}
+	g_set_error_literal(err, FM_CTL_ERROR, code, *msg ? msg : g_strerror(code));
+	return -code;
+}

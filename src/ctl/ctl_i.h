@@ -33,6 +33,8 @@ GQuark fm_ctl_error_quark(void);
  * client that accepts no reply bytes for this long. */
 #define CTL_IO_TIMEOUT_MS 10000
 #define CTL_LISTEN_BACKLOG 16
+/* Streaming commands a server may have. */
+#define CTL_MAX_STREAM_CMDS 4
 
 /* glib 2.74 has no g_autofd: close on scope exit, keeping errno. */
 void ctl_closep(int *fd);

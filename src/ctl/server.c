@@ -24,7 +24,10 @@
  * Bounds: FM_CTL_MAX_CLIENTS connection threads with a request buffer of
  * FM_CTL_MAX_REQUEST + 1 bytes each; a whole request must arrive within
  * CTL_IO_TIMEOUT_MS; a client that takes no reply bytes for that long is
- * dropped; a reply body over CTL_MAX_REPLY becomes an error.
+ * dropped; a reply body over CTL_MAX_REPLY becomes an error.  A streaming
+ * command keeps its connection thread (and request buffer) while it lasts:
+ * each has its own limit, below FM_CTL_MAX_CLIENTS, so that one-shot
+ * commands always find a slot.
  */
 #include <assert.h>
 #include <errno.h>
@@ -63,6 +66,7 @@ struct ctl_server {
 	int wake_fd;        /* eventfd, written once by ctl_server_stop() */
 	uid_t euid;         /* besides root, the only uid served */
 	ctl_handler_fn handler;
+	const struct ctl_stream_cmd *streams;   /* NULL, or a table ended by word NULL */
 	void *ctx;
 	pthread_t accept_thread;
 
@@ -71,6 +75,14 @@ struct ctl_server {
 	pthread_cond_t slot_freed; /* a slot became DONE, or stopping was set */
 	bool stopping;
 	struct ctl_conn slots[FM_CTL_MAX_CLIENTS];
+	unsigned streaming[CTL_MAX_STREAM_CMDS];   /* connections of each stream command */
+};
+
+struct ctl_stream {
+	struct ctl_server *server;
+	int fd;
+	bool started;              /* "OK\n" sent */
+	bool broken;               /* a send failed: the client is gone */
 };
 
 /*----------------------------------------------------------------*/
@@ -209,6 +221,100 @@ static int parse_request(char *buf, size_t len, char **argv, const char **why)
 }
 
 /*----------------------------------------------------------------*/
+/* Streaming commands */
+
+int ctl_stream_send(struct ctl_stream *st, const char *data, size_t len)
+{
+	struct iovec iov[2];
+	int n = 0, r;
+
+	if (st->broken)
+		return -EPIPE;
+	if (!st->started)
+		iov[n++] = (struct iovec){ .iov_base = (char *)"OK\n", .iov_len = 3 };
+	iov[n++] = (struct iovec){ .iov_base = (char *)data, .iov_len = len };
+	st->started = true;
+	r = send_all(st->fd, iov, n);
+	if (r < 0) {
+		fm_debug("ctl %s: stream: %s", st->server->path, g_strerror(-r));
+		st->broken = true;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+int ctl_stream_wait(struct ctl_stream *st, int fd, int timeout_ms)
+{
+	/* The client shut its writing side down after the request, so the
+	 * connection always reads EOF: only POLLHUP says it went away. */
+	struct pollfd pfd[3] = {
+		{ .fd = st->fd, .events = 0 },
+		{ .fd = st->server->wake_fd, .events = POLLIN },
+		{ .fd = fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		int n = poll(pfd, fd >= 0 ? 3 : 2, timeout_ms);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		if (pfd[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+			st->broken = true;
+			return -EPIPE;
+		}
+		if (pfd[1].revents)
+			return -ECANCELED;
+		return 1;
+	}
+}
+
+/* The stream command @argv[0] names, or -1. */
+static int stream_index(struct ctl_server *s, const char *word)
+{
+	for (int i = 0; s->streams && s->streams[i].word; i++)
+		if (!strcmp(s->streams[i].word, word))
+			return i;
+	return -1;
+}
+
+static void serve_stream(struct ctl_conn *conn, int idx, int argc, char **argv)
+{
+	struct ctl_server *s = conn->server;
+	const struct ctl_stream_cmd *cmd = &s->streams[idx];
+	struct ctl_stream st = { .server = s, .fd = conn->fd };
+	g_autoptr(GError) error = NULL;
+	bool full;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	full = s->streaming[idx] >= cmd->max;
+	if (!full)
+		s->streaming[idx]++;
+	pthread_mutex_unlock(&s->lock);
+	if (full) {
+		g_autofree char *msg = g_strdup_printf(
+			"%s: %u connections already, the most the daemon serves at once",
+			cmd->word, cmd->max);
+
+		send_err(conn->fd, EBUSY, msg);
+		return;
+	}
+	r = cmd->fn(s->ctx, argc, argv, conn->uid, &st, &error);
+	if (r < 0 && !st.started) {
+		int code = r >= -4095 ? -r : EIO;
+
+		send_err(conn->fd, code, error ? error->message : g_strerror(code));
+	}
+	pthread_mutex_lock(&s->lock);
+	s->streaming[idx]--;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*----------------------------------------------------------------*/
 /* Connection threads */
 
 static void serve(struct ctl_conn *conn, char *buf)
@@ -248,6 +354,11 @@ static void serve(struct ctl_conn *conn, char *buf)
 		return;
 	}
 
+	r = stream_index(s, argv[0]);
+	if (r >= 0) {
+		serve_stream(conn, r, argc, argv);
+		return;
+	}
 	out = g_string_new(NULL);
 	r = s->handler(s->ctx, argc, argv, conn->uid, out, &error);
 	if (r < 0) {
@@ -549,15 +660,26 @@ static void server_free(struct ctl_server *s)
 int ctl_server_start(const char *path, ctl_handler_fn handler, void *ctx,
 		     struct ctl_server **ret_server, GError **err)
 {
+	return ctl_server_start_full(path, handler, NULL, ctx, ret_server, err);
+}
+
+int ctl_server_start_full(const char *path, ctl_handler_fn handler,
+			  const struct ctl_stream_cmd *streams, void *ctx,
+			  struct ctl_server **ret_server, GError **err)
+{
 	struct ctl_server *s;
 	sigset_t all, old;
 	int r;
 
 	assert(handler && ret_server);
+	for (unsigned i = 0; streams && streams[i].word; i++)
+		assert(i < CTL_MAX_STREAM_CMDS && streams[i].fn &&
+		       streams[i].max < FM_CTL_MAX_CLIENTS);
 	s = g_new0(struct ctl_server, 1);
 	s->path = g_strdup(path);
 	s->listen_fd = -1;
 	s->handler = handler;
+	s->streams = streams;
 	s->ctx = ctx;
 	s->euid = geteuid();
 	pthread_mutex_init(&s->lock, NULL);

@@ -771,6 +771,142 @@ START_TEST(stop_wakes_readers)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* Streaming commands */
+
+static atomic_int streams_hung_up, streams_cancelled, streams_started;
+
+/* "watch NAME": sends "hello NAME\n", then waits until the client or the
+ * server ends the stream; counts how it ended. */
+static int watch_stream(void *ctx, int argc, char **argv, uid_t peer_uid,
+			struct ctl_stream *st, GError **err)
+{
+	g_autofree char *line = g_strdup_printf("hello %s\n", argc > 1 ? argv[1] : "");
+	int r;
+
+	(void)ctx;
+	(void)peer_uid;
+	(void)err;
+	atomic_fetch_add(&streams_started, 1);
+	if (ctl_stream_send(st, line, strlen(line)) < 0)
+		return 0;
+	while ((r = ctl_stream_wait(st, -1, -1)) >= 0)
+		;
+	atomic_fetch_add(r == -EPIPE ? &streams_hung_up : &streams_cancelled, 1);
+	return 0;
+}
+
+/* Refuses before sending anything. */
+static int refusing_stream(void *ctx, int argc, char **argv, uid_t peer_uid,
+			   struct ctl_stream *st, GError **err)
+{
+	(void)ctx;
+	(void)argc;
+	(void)argv;
+	(void)peer_uid;
+	(void)st;
+	g_set_error(err, g_quark_from_static_string("test-handler"), ENOENT, "nothing to watch");
+	return -ENOENT;
+}
+
+static const struct ctl_stream_cmd test_streams[] = {
+	{ "watch", watch_stream, 2 },
+	{ "refuse", refusing_stream, 1 },
+	{ NULL },
+};
+
+/* One line from a stream fd, within 10 s. */
+static char *stream_line(int fd)
+{
+	GString *line = g_string_new(NULL);
+	uint64_t start = fm_now_ns();
+
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		char c;
+		ssize_t n;
+
+		ck_assert_msg(ms_since(start) < 10000, "no line within 10 s (got \"%s\")", line->str);
+		if (poll(&pfd, 1, 200) <= 0)
+			continue;
+		n = recv(fd, &c, 1, 0);
+		if (n <= 0)
+			return g_string_free(line, n == 0 && !line->len);       /* EOF: NULL */
+		if (c == '\n')
+			return g_string_free(line, FALSE);
+		g_string_append_c(line, c);
+	}
+}
+
+static void wait_count(atomic_int *v, int want, const char *what)
+{
+	uint64_t start = fm_now_ns();
+
+	while (atomic_load(v) != want) {
+		ck_assert_msg(ms_since(start) < 10000, "%s: %d, want %d", what, atomic_load(v),
+			      want);
+		g_usleep(10000);
+	}
+}
+
+START_TEST(streams)
+{
+	g_autofree char *path = sock_path("stream");
+	const char *a[] = { "watch", "a", NULL }, *b[] = { "watch", "b", NULL };
+	const char *c[] = { "watch", "c", NULL }, *refuse[] = { "refuse", NULL };
+	struct th th = { 0 };
+	struct ctl_server *s = NULL;
+	GError *e = NULL;
+	char *line;
+	int fa, fb, fc, r;
+
+	atomic_store(&streams_hung_up, 0);
+	atomic_store(&streams_cancelled, 0);
+	atomic_store(&streams_started, 0);
+	r = ctl_server_start_full(path, test_handler, test_streams, &th, &s, &e);
+	ck_assert_msg(r == 0, "start: %d %s", r, e ? e->message : "");
+	fa = ctl_stream_open(path, a, 10000, &e);
+	ck_assert_msg(fa >= 0, "open a: %d %s", fa, e ? e->message : "");
+	fb = ctl_stream_open(path, b, 10000, &e);
+	ck_assert_msg(fb >= 0, "open b: %d %s", fb, e ? e->message : "");
+	line = stream_line(fa);
+	ck_assert_str_eq(line, "hello a");
+	g_free(line);
+	line = stream_line(fb);
+	ck_assert_str_eq(line, "hello b");
+	g_free(line);
+	/* The limit: a third is refused by name; one-shot commands still work. */
+	fc = ctl_stream_open(path, c, 10000, &e);
+	ck_assert_int_eq(fc, -EBUSY);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_msg(strstr(e->message, "watch: 2 connections"), "message: %s", e->message);
+	g_clear_error(&e);
+	g_string_free(call_ok(path, echo_argv), TRUE);
+	/* A refusal before any byte is an ERR. */
+	r = ctl_stream_open(path, refuse, 10000, &e);
+	ck_assert_int_eq(r, -ENOENT);
+	ck_assert_str_eq(e->message, "nothing to watch");
+	g_clear_error(&e);
+	/* A client that hangs up ends its stream and frees its place. */
+	close(fa);
+	wait_count(&streams_hung_up, 1, "streams ended by the client");
+	fc = ctl_stream_open(path, c, 10000, &e);
+	ck_assert_msg(fc >= 0, "open c: %d %s", fc, e ? e->message : "");
+	line = stream_line(fc);
+	ck_assert_str_eq(line, "hello c");
+	g_free(line);
+	/* Stopping the server ends the others: their clients read EOF. */
+	ctl_server_stop(s);
+	ck_assert_int_eq(atomic_load(&streams_cancelled), 2);
+	ck_assert_ptr_null(stream_line(fb));
+	ck_assert_ptr_null(stream_line(fc));
+	close(fb);
+	close(fc);
+	ck_assert_int_eq(atomic_load(&streams_started), 3);
+	ck_assert_int_eq(calls_of(&th), 1);     /* the echo: stream words never reach it */
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* Credentials */
 
 static char *self_exe; /* this program, for peer_credentials */
@@ -1085,6 +1221,7 @@ static Suite *ctl_suite(void)
 	tcase_add_test(tcase(s, "stale_socket", 30), stale_socket_replaced);
 	tcase_add_test(tcase(s, "stop_unlinks", 30), stop_unlinks);
 	tcase_add_test(tcase(s, "stop_wakes_readers", 30), stop_wakes_readers);
+	tcase_add_test(tcase(s, "streams", 60), streams);
 	tcase_add_test(tcase(s, "peer_credentials", 30), peer_credentials);
 	tcase_add_test(tcase(s, "client_bad_replies", 60), client_bad_replies);
 	tcase_add_test(tcase(s, "socket_path", 30), socket_path_names);
