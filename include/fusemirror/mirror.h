@@ -16,6 +16,9 @@
  *   - A read goes to one leg, chosen by the read policy (default: the leg
  *     that just served the preceding sectors, else the one with the fewest
  *     reads pending).  A read that fails is retried on the other legs.
+ *     A write-mostly leg (FM_SB_LEG_WRITE_MOSTLY, md's --write-mostly: a
+ *     slow or remote leg) is read only when no other in-sync leg can serve
+ *     the read (none left, or all of them failed it), whatever the policy.
  *   - Flush: every leg is flushed in parallel.
  *
  * On disk (include/fusemirror/superblock.h): assembly refuses legs that do
@@ -65,6 +68,7 @@ struct mirror_format_opts {
 	 * every read.  Needs block_size >= 4096 (or 0) and a size of at most
 	 * FM_SB_CSUM_MAX_IMAGE (an automatic size is capped to it). */
 	bool checksums;
+	uint64_t write_mostly;  /* bit i: legs[i] is write-mostly (FM_SB_LEG_WRITE_MOSTLY) */
 };
 
 /*
@@ -201,18 +205,32 @@ int mirror_fail_leg(struct mirror *m, const char *leg, GError **err);
  * the leg closed and unlocked.  -EBUSY for an in-sync leg (fail it first). */
 int mirror_remove_leg(struct mirror *m, const char *leg, GError **err);
 
+/* Flags of mirror_add_leg() and mirror_replace_leg(). */
+enum mirror_add_flags {
+	MIRROR_ADD_FORCE = 1u << 0,        /* overwrite a signature on a new leg */
+	MIRROR_ADD_WRITE_MOSTLY = 1u << 1, /* flag the leg write-mostly */
+};
+
 /* Add @path to the array and rebuild it online.  A leg of this array that
  * was failed or went stale is re-added with bitmap-based recovery (only the
  * regions written since); anything else is formatted as a new leg (a path
  * that does not exist is created sparse; a signature is refused unless
- * @force) and rebuilt wholly.  Returns once the rebuild has started. */
-int mirror_add_leg(struct mirror *m, const char *path, bool force, GError **err);
+ * MIRROR_ADD_FORCE) and rebuilt wholly.  A re-added leg keeps its
+ * write-mostly flag; MIRROR_ADD_WRITE_MOSTLY sets it.  Returns once the
+ * rebuild has started. */
+int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **err);
 
 /* Add @new_path (as mirror_add_leg) and rebuild it while @old still
  * serves; when the rebuild completes, @old is removed.  -EBUSY while
  * another rebuild/resync/scrub runs. */
 int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
-		       bool force, GError **err);
+		       unsigned flags, GError **err);
+
+/* Flag @leg write-mostly (@on) or not: recorded in the leg table of every
+ * leg (durably, on return), and it takes effect for the next read.
+ * Emits FM_EVENT_WRITE_MOSTLY when it changes.  0 (also when nothing
+ * changes) or -errno with @err: -ENODEV not a leg, -EROFS read-only. */
+int mirror_set_write_mostly(struct mirror *m, const char *leg, bool on, GError **err);
 
 /* Start a scrub: compare every region of every in-sync leg; count the
  * mismatching sectors; with @repair, rewrite the other legs from the first
@@ -245,6 +263,7 @@ struct mirror_leg_stats {
 	char path[4096];                /* "" for an empty slot */
 	enum fm_leg_state state;
 	uint8_t uuid[16];
+	bool write_mostly;              /* FM_SB_LEG_WRITE_MOSTLY */
 	uint64_t corrected;             /* read errors repaired from another leg */
 	bool fault_set;                 /* a fault is injected */
 	struct dmio_fault fault;        /* ... this one (image sectors) */

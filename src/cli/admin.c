@@ -136,11 +136,13 @@ int cmd_remove(int argc, char **argv)
 
 int cmd_add(int argc, char **argv)
 {
-	gboolean force = FALSE;
+	gboolean force = FALSE, wm = FALSE;
 	GOptionEntry entries[] = {
 		{ "force", 'f', 0, G_OPTION_ARG_NONE, &force,
 		  "Overwrite a new leg that holds a file system, partition table or array",
 		  NULL },
+		{ "write-mostly", 'W', 0, G_OPTION_ARG_NONE, &wm,
+		  "Flag the leg write-mostly: read only when no other leg can serve", NULL },
 		{ NULL },
 	};
 	g_auto(GStrv) rest = NULL;
@@ -150,14 +152,19 @@ int cmd_add(int argc, char **argv)
 		"the regions its write-intent bitmap marks are copied; anything else is\n"
 		"formatted as a new leg (a path that does not exist is created as a\n"
 		"sparse file) and copied wholly.  Returns once the rebuild has started;\n"
-		"`fusemirror status` shows its progress.\n\n" LEG_EXIT_STATUS,
+		"`fusemirror status` shows its progress.  A re-added leg keeps its\n"
+		"write-mostly flag; --write-mostly sets it.\n\n" LEG_EXIT_STATUS,
 		entries, 2, &argc, &argv, &rest);
-	const char *words[] = { "add", NULL, NULL, NULL };
+	const char *words[] = { "add", NULL, NULL, NULL, NULL };
+	unsigned k = 2;
 
 	if (code)
 		return code;
 	words[1] = rest[1];
-	words[2] = force ? "force" : NULL;
+	if (force)
+		words[k++] = "force";
+	if (wm)
+		words[k++] = "write-mostly";
 	return call_leg_verb(rest[0], words);
 }
 
@@ -184,6 +191,30 @@ int cmd_replace(int argc, char **argv)
 	words[1] = rest[1];
 	words[2] = rest[2];
 	words[3] = force ? "force" : NULL;
+	return call_leg_verb(rest[0], words);
+}
+
+int cmd_write_mostly(int argc, char **argv)
+{
+	g_auto(GStrv) rest = NULL;
+	int code = parse("write-mostly", "MOUNTPOINT LEG on|off",
+		"Flag LEG write-mostly (on) or not (off), like mdadm's --write-mostly /\n"
+		"--readwrite: a write-mostly leg gets every write but no reads while\n"
+		"another in-sync leg can serve them (whatever the read policy); it is\n"
+		"still read when the others fail a read or are gone.  For a slow or\n"
+		"remote leg.  Recorded in every leg's superblock; `status` and `examine`\n"
+		"show it.\n\n" LEG_EXIT_STATUS,
+		NULL, 3, &argc, &argv, &rest);
+	const char *words[] = { "write-mostly", NULL, NULL, NULL };
+
+	if (code)
+		return code;
+	if (strcmp(rest[2], "on") && strcmp(rest[2], "off")) {
+		cli_error("write-mostly: expected on or off, not '%s'", rest[2]);
+		return FM_EXIT_USAGE;
+	}
+	words[1] = rest[1];
+	words[2] = rest[2];
 	return call_leg_verb(rest[0], words);
 }
 

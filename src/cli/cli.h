@@ -133,6 +133,7 @@ int cmd_umount(int argc, char **argv);
 int cmd_fail(int argc, char **argv);
 int cmd_remove(int argc, char **argv);
 int cmd_add(int argc, char **argv);
+int cmd_write_mostly(int argc, char **argv);
 int cmd_replace(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
 int cmd_inject(int argc, char **argv);

@@ -172,9 +172,10 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		if (sb->legs[i].state == FM_LEG_EMPTY)
 			continue;
-		printf("      %-4u  %s  %-10s  %llu%s\n", i, fm_uuid_unparse(sb->legs[i].uuid, u),
+		printf("      %-4u  %s  %-10s  %llu%s%s\n", i, fm_uuid_unparse(sb->legs[i].uuid, u),
 		       cli_leg_state_name(sb->legs[i].state),
 		       (unsigned long long)sb->legs[i].events,
+		       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "  write-mostly" : "",
 		       i == sb->leg_index ? "  (this leg)" : "");
 	}
 }
@@ -228,10 +229,11 @@ static void print_json(GString *out, const char *path, const struct fm_sb *sb,
 		if (sb->legs[i].state == FM_LEG_EMPTY)
 			continue;
 		g_string_append_printf(out, "%s{\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
-				       "\"events\":%llu}", first ? "" : ",", i,
+				       "\"events\":%llu,\"write_mostly\":%s}", first ? "" : ",", i,
 				       fm_uuid_unparse(sb->legs[i].uuid, u),
 				       cli_leg_state_name(sb->legs[i].state),
-				       (unsigned long long)sb->legs[i].events);
+				       (unsigned long long)sb->legs[i].events,
+				       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "true" : "false");
 		first = false;
 	}
 	g_string_append(out, "]}");

@@ -41,7 +41,7 @@ int cmd_create(int argc, char **argv)
 	g_autofree char *size_s = NULL, *region_s = NULL, *bs_s = NULL, *name = NULL;
 	g_autofree char *csum_s = NULL;
 	gboolean force = FALSE;
-	g_auto(GStrv) legs = NULL;
+	g_auto(GStrv) legs = NULL, wm = NULL;
 	GOptionEntry entries[] = {
 		{ "size", 's', 0, G_OPTION_ARG_STRING, &size_s,
 		  "Image size (e.g. 10G); default: what the smallest leg holds", "SIZE" },
@@ -56,6 +56,9 @@ int cmd_create(int argc, char **argv)
 		{ "checksums", 0, 0, G_OPTION_ARG_STRING, &csum_s,
 		  "yes (default): a crc32c of every 4 KiB block, verified on every read "
 		  "(1 MiB of memory per GiB of image; at most 4 TiB); no: none", "yes|no" },
+		{ "write-mostly", 'W', 0, G_OPTION_ARG_FILENAME_ARRAY, &wm,
+		  "Flag LEG (one of the legs; repeatable) write-mostly: it is read only when "
+		  "no other leg can serve (a slow or remote leg)", "LEG" },
 		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &legs, NULL, "LEG..." },
 		{ NULL },
 	};
@@ -71,6 +74,8 @@ int cmd_create(int argc, char **argv)
 		"Write a new array's superblocks on LEG... (existing regular files, paths\n"
 		"to create as sparse files, or block devices).  All legs start equal: their\n"
 		"data areas are discarded or zeroed, so no initial copy is needed.\n"
+		"A leg given to --write-mostly (as written among LEG...) is read only when\n"
+		"no other in-sync leg can serve the read (md's --write-mostly).\n"
 		"\n"
 		"Exit status: 0 created; 2 usage; 3 a leg was refused (nothing written).");
 	g_option_context_add_main_entries(octx, entries, NULL);
@@ -113,6 +118,17 @@ int cmd_create(int argc, char **argv)
 			cli_error("create: --checksums=%s: expected yes or no", csum_s);
 			return FM_EXIT_USAGE;
 		}
+	}
+	for (char **w = wm; w && *w; w++) {
+		unsigned k = 0;
+
+		while (legs[k] && strcmp(legs[k], *w))
+			k++;
+		if (!legs[k]) {
+			cli_error("create: --write-mostly %s: not one of the legs given", *w);
+			return FM_EXIT_USAGE;
+		}
+		o.write_mostly |= 1ull << k;
 	}
 	o.name = name;
 	o.force = force;
@@ -346,6 +362,7 @@ static const struct {
 	{ "remove", cmd_remove, "take a faulty leg out of the array" },
 	{ "add", cmd_add, "add a leg (or re-add a failed one) and rebuild it" },
 	{ "replace", cmd_replace, "rebuild a new leg, then remove the old one" },
+	{ "write-mostly", cmd_write_mostly, "read a leg only when no other can serve" },
 	{ "scrub", cmd_scrub, "compare (and --repair) every leg's copy" },
 	{ "inject", cmd_inject, "make a leg fail or lie, for testing" },
 	{ "examine", cmd_examine, "print a leg's superblock and bitmap (offline)" },
@@ -357,7 +374,7 @@ static void usage(FILE *to)
 		    "Keeps one block image mirrored on N files or block devices and shows\n"
 		    "it as one regular file through FUSE.\n\nCommands:\n");
 	for (unsigned i = 0; i < FM_ARRAY_SIZE(verbs); i++)
-		fprintf(to, "  %-8s %s\n", verbs[i].name, verbs[i].what);
+		fprintf(to, "  %-12s %s\n", verbs[i].name, verbs[i].what);
 	fprintf(to, "\n'fusemirror COMMAND --help' describes each; see also fusemirror(8).\n"
 		    "Options: --help, --version\n");
 }

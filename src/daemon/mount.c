@@ -225,7 +225,7 @@ static void status_json_locked(struct daemon *d, GString *out)
 				       "\"direct\":%s,\"reads\":%llu,"
 				       "\"writes\":%llu,\"read_bytes\":%llu,\"write_bytes\":%llu,"
 				       "\"read_errors\":%llu,\"write_errors\":%llu,\"pending\":%u,"
-				       "\"corrected\":%llu,\"fault\":",
+				       "\"corrected\":%llu,\"write_mostly\":%s,\"fault\":",
 				       i, fm_uuid_unparse(ls.uuid, u), cli_leg_state_name(ls.state),
 				       ls.direct ? "true" : "false",
 				       (unsigned long long)ls.reads, (unsigned long long)ls.writes,
@@ -233,7 +233,8 @@ static void status_json_locked(struct daemon *d, GString *out)
 				       (unsigned long long)ls.write_bytes,
 				       (unsigned long long)ls.read_errors,
 				       (unsigned long long)ls.write_errors, ls.pending,
-				       (unsigned long long)ls.corrected);
+				       (unsigned long long)ls.corrected,
+				       ls.write_mostly ? "true" : "false");
 		if (ls.fault_set)
 			fm_fault_json(&ls.fault, out);
 		else
@@ -326,11 +327,12 @@ static void status_text_locked(struct daemon *d, GString *out)
 		mirror_get_leg_stats(d->m, i, &ls);
 		if (ls.state == FM_LEG_EMPTY)
 			continue;
-		g_string_append_printf(out, "    %u  %-10s %s%s\n       uuid %s; reads %llu (%s), "
+		g_string_append_printf(out, "    %u  %-10s %s%s%s\n       uuid %s; reads %llu (%s), "
 				       "writes %llu (%s); errors: %llu read (%llu corrected), "
 				       "%llu write\n",
 				       i, cli_leg_state_name(ls.state),
 				       *ls.path ? ls.path : "(closed)",
+				       ls.write_mostly ? "  write-mostly" : "",
 				       ls.direct || !*ls.path ? "" : "  (buffered, no O_DIRECT)",
 				       fm_uuid_unparse(ls.uuid, u),
 				       (unsigned long long)ls.reads,
@@ -530,7 +532,8 @@ static int handle_inject_show(struct daemon *d, const char *leg, GString *out, G
 /*
  * The administration verbs (the words are documented in man/fusemirror.8's
  * CONTROL PROTOCOL, and checked here because any root process may send them):
- *   fail LEG | remove LEG | add LEG [force] | replace OLD NEW [force]
+ *   fail LEG | remove LEG | add LEG [force] [write-mostly] | replace OLD NEW [force]
+ *   write-mostly LEG on|off
  *   scrub [repair] | scrub-cancel
  *   inject LEG clear | inject LEG show | inject LEG key=value...
  * Returns 1 when argv[0] is none of them.
@@ -538,6 +541,7 @@ static int handle_inject_show(struct daemon *d, const char *leg, GString *out, G
 static int handle_admin(struct daemon *d, int argc, char **argv, GString *out, GError **err)
 {
 	const char *verb = argv[0];
+	unsigned add_flags = 0;
 	bool force = false;
 	struct mirror *m;
 	int r;
@@ -548,9 +552,18 @@ static int handle_admin(struct daemon *d, int argc, char **argv, GString *out, G
 		if (argc != 2)
 			goto usage;
 	} else if (!strcmp(verb, "add")) {
-		if (argc == 3 && !strcmp(argv[2], "force"))
-			force = true;
-		else if (argc != 2)
+		if (argc < 2 || argc > 4)
+			goto usage;
+		for (int k = 2; k < argc; k++) {
+			if (!strcmp(argv[k], "force"))
+				add_flags |= MIRROR_ADD_FORCE;
+			else if (!strcmp(argv[k], "write-mostly"))
+				add_flags |= MIRROR_ADD_WRITE_MOSTLY;
+			else
+				goto usage;
+		}
+	} else if (!strcmp(verb, "write-mostly")) {
+		if (argc != 3 || (strcmp(argv[2], "on") && strcmp(argv[2], "off")))
 			goto usage;
 	} else if (!strcmp(verb, "replace")) {
 		if (argc == 4 && !strcmp(argv[3], "force"))
@@ -586,13 +599,23 @@ static int handle_admin(struct daemon *d, int argc, char **argv, GString *out, G
 			append_array_state(m, out);
 		}
 	} else if (!strcmp(verb, "add")) {
-		r = mirror_add_leg(m, argv[1], force, err);
+		r = mirror_add_leg(m, argv[1], add_flags, err);
 		if (r >= 0) {
-			g_string_append_printf(out, "leg %s added, recovery started", argv[1]);
+			g_string_append_printf(out, "leg %s added%s, recovery started", argv[1],
+					       (add_flags & MIRROR_ADD_WRITE_MOSTLY) ?
+					       " (write-mostly)" : "");
 			append_array_state(m, out);
 		}
+	} else if (!strcmp(verb, "write-mostly")) {
+		bool on = !strcmp(argv[2], "on");
+
+		r = mirror_set_write_mostly(m, argv[1], on, err);
+		if (r >= 0)
+			g_string_append_printf(out, "leg %s: write-mostly %s%s", argv[1],
+					       on ? "on" : "off",
+					       on ? " (read only when no other leg can serve)" : "");
 	} else if (!strcmp(verb, "replace")) {
-		r = mirror_replace_leg(m, argv[1], argv[2], force, err);
+		r = mirror_replace_leg(m, argv[1], argv[2], force ? MIRROR_ADD_FORCE : 0, err);
 		if (r >= 0)
 			g_string_append_printf(out, "leg %s added to replace %s, recovery started; "
 					       "%s is removed when it completes", argv[2],
@@ -635,7 +658,8 @@ usage:
 	g_set_error(err, FM_CLI_ERROR, EINVAL, "usage: %s",
 		    !strcmp(verb, "fail") ? "fail LEG" :
 		    !strcmp(verb, "remove") ? "remove LEG" :
-		    !strcmp(verb, "add") ? "add LEG [force]" :
+		    !strcmp(verb, "add") ? "add LEG [force] [write-mostly]" :
+		    !strcmp(verb, "write-mostly") ? "write-mostly LEG on|off" :
 		    !strcmp(verb, "replace") ? "replace OLD NEW [force]" :
 		    !strcmp(verb, "scrub") ? "scrub [repair]" :
 		    !strcmp(verb, "scrub-cancel") ? "scrub-cancel" :

@@ -224,6 +224,8 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GErro
 		dst->sb = tl[i].sb;
 		memcpy(dst->uuid, tl[i].sb.leg_uuid, 16);
 		dst->full_rebuild = tl[i].full_rebuild;
+		atomic_store(&dst->write_mostly,
+			     (m->sb.legs[tl[i].sb.leg_index].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		atomic_store(&dst->state, atomic_load(&tl[i].state));
 		tl[i].path = NULL;
 		tl[i].dev = NULL;
@@ -411,12 +413,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	if (r < 0)
 		goto fail;
 	unclean = !(m->sb.state_flags & FM_SB_CLEAN);
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC) {
-			atomic_store(&m->sync_src, (int)i);
-			break;
-		}
-	}
+	atomic_store(&m->sync_src, mirror_pick_source(m));
 	if (unclean) {
 		uint64_t words = (m->nr_regions + 63) / 64, *un = calloc(words, 8), set = 0;
 

@@ -200,6 +200,12 @@ int mirror_format(const char *const *paths, unsigned n,
 			    sizeof(sb.name) - 1);
 		return -EINVAL;
 	}
+	if (n < 64 && (o.write_mostly >> n)) {
+		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+			    "write-mostly names leg %u, but only %u legs are given",
+			    (unsigned)__builtin_ctzll(o.write_mostly >> n) + n, n);
+		return -EINVAL;
+	}
 	if (o.block_size && (!fm_is_power_of_2(o.block_size) || o.block_size < 512 ||
 			     o.block_size > (1u << 20))) {
 		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
@@ -350,6 +356,8 @@ int mirror_format(const char *const *paths, unsigned n,
 			fm_uuid_generate(sb.legs[i].uuid);
 			sb.legs[i].state = FM_LEG_IN_SYNC;
 			sb.legs[i].events = 1;
+			if (o.write_mostly & (1ull << i))
+				sb.legs[i].flags |= FM_SB_LEG_WRITE_MOSTLY;
 		}
 	}
 	/* 5. Empty the data areas and bitmaps, then the superblocks. */

@@ -93,6 +93,21 @@ void leg_put(struct mirror_leg *leg)
 	atomic_fetch_sub_explicit(&leg->inflight, 1, memory_order_release);
 }
 
+int mirror_pick_source(struct mirror *m)
+{
+	int wm = -1;
+
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (leg_state(&m->legs[i]) != FM_LEG_IN_SYNC)
+			continue;
+		if (!atomic_load(&m->legs[i].write_mostly))
+			return (int)i;
+		if (wm < 0)
+			wm = (int)i;
+	}
+	return wm;
+}
+
 bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count)
 {
 	uint64_t *bits = atomic_load_explicit(&m->unsynced, memory_order_acquire);
@@ -152,15 +167,20 @@ static void read_done(unsigned long error_bits, void *context);
 
 /* May leg @i serve read @r?  (Not tried yet, in sync; during a resync, an
  * out-of-sync region is read from the resync source only, so that two
- * reads of it cannot return different data.) */
-static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, int only)
+ * reads of it cannot return different data; a write-mostly leg only when
+ * @wm, the second round.) */
+static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, int only,
+			   bool wm)
 {
-	return !(r->tried & (1ull << i)) && leg_state(&m->legs[i]) == FM_LEG_IN_SYNC &&
-	       (only < 0 || (unsigned)only == i);
+	const struct mirror_leg *leg = &m->legs[i];
+
+	return !(r->tried & (1ull << i)) && leg_state(leg) == FM_LEG_IN_SYNC &&
+	       (only < 0 || (unsigned)only == i) &&
+	       (wm || !atomic_load_explicit(&leg->write_mostly, memory_order_relaxed));
 }
 
-/* Choose the leg for a read of @r not yet tried; -1 when none is left. */
-static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
+/* One round of the read policy over the candidates (see read_candidate). */
+static int pick_read_leg_round(struct mirror *m, const struct mreq *r, int only, bool wm)
 {
 	int best = -1;
 	unsigned best_pending = ~0u;
@@ -169,7 +189,7 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
 	switch (m->read_policy) {
 	case MIRROR_READ_FIRST:
 		for (unsigned i = 0; i < n; i++)
-			if (read_candidate(m, r, i, only))
+			if (read_candidate(m, r, i, only, wm))
 				return (int)i;
 		return -1;
 	case MIRROR_READ_ROUND_ROBIN:
@@ -177,7 +197,7 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
 		for (unsigned k = 0; k < n; k++) {
 			unsigned i = (start + k) % n;
 
-			if (read_candidate(m, r, i, only))
+			if (read_candidate(m, r, i, only, wm))
 				return (int)i;
 		}
 		return -1;
@@ -194,7 +214,7 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
 		struct mirror_leg *leg = &m->legs[i];
 		unsigned pending;
 
-		if (!read_candidate(m, r, i, only))
+		if (!read_candidate(m, r, i, only, wm))
 			continue;
 		if (atomic_load_explicit(&leg->next_sector, memory_order_relaxed) == r->sector)
 			return (int)i;
@@ -207,6 +227,15 @@ static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
 	if (best >= 0 && best_pending == 0)
 		atomic_fetch_add_explicit(&m->rr, 1, memory_order_relaxed);
 	return best;
+}
+
+/* Choose the leg for a read of @r not yet tried; -1 when none is left.
+ * Write-mostly legs only when no other leg can serve it. */
+static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
+{
+	int li = pick_read_leg_round(m, r, only, false);
+
+	return li >= 0 ? li : pick_read_leg_round(m, r, only, true);
 }
 
 static int issue_read(struct mreq *r)
@@ -1278,6 +1307,7 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	pthread_mutex_lock(&mm->state_lock);
 	g_strlcpy(s->path, leg->path ? leg->path : "", sizeof(s->path));
 	s->state = leg_state(leg);
+	s->write_mostly = m->sb.legs[i].flags & FM_SB_LEG_WRITE_MOSTLY;
 	if (!leg->path && s->state != FM_LEG_EMPTY)
 		s->state = FM_LEG_REMOVED;
 	memcpy(s->uuid, leg->uuid, 16);

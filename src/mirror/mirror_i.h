@@ -25,6 +25,9 @@ struct mirror_leg {
 	 * (writes only). */
 	atomic_int state;
 	bool full_rebuild;              /* REBUILDING: every region, else bitmap regions */
+	/* FM_SB_LEG_WRITE_MOSTLY of its slot (the table, under state_lock, is
+	 * the truth; this copy is what the read path looks at). */
+	atomic_bool write_mostly;
 	uint64_t recovery_offset;       /* REBUILDING: bytes rebuilt (for the superblock) */
 	/* I/O using dev: incremented BEFORE the state is checked, so that once
 	 * the state is FAULTY and inflight drops to 0, no I/O uses dev. */
@@ -209,6 +212,9 @@ void leg_put(struct mirror_leg *leg);
 #define LEG_READABLE (1u << FM_LEG_IN_SYNC)
 #define LEG_WRITABLE ((1u << FM_LEG_IN_SYNC) | (1u << FM_LEG_REBUILDING))
 bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count);
+/* The leg a resync reads from: the first in-sync leg that is not
+ * write-mostly, else the first in-sync one; -1 when none is in sync. */
+int mirror_pick_source(struct mirror *m);
 
 /* state.c: state changes, superblock updates, the worker thread. */
 int mirror_state_init(struct mirror *m);

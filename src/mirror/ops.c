@@ -193,8 +193,9 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 
 /* Add @path in a slot and make it REBUILDING; the caller starts the
  * recovery.  admin_lock held. */
-static int add_leg_locked(struct mirror *m, const char *path, bool force, GError **err)
+static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GError **err)
 {
+	bool force = flags & MIRROR_ADD_FORCE;
 	struct dmio_dev *dev = NULL;
 	bool full = true, created = false;
 	uint8_t uuid[16];
@@ -273,6 +274,13 @@ static int add_leg_locked(struct mirror *m, const char *path, bool force, GError
 		atomic_store(&leg->next_sector, UINT64_MAX);
 		leg->dev = dev;
 		atomic_store_explicit(&leg->state, FM_LEG_REBUILDING, memory_order_release);
+		/* A new leg starts without flags; a re-added one keeps its own. */
+		if (memcmp(m->sb.legs[slot].uuid, uuid, 16))
+			m->sb.legs[slot].flags = 0;
+		if (flags & MIRROR_ADD_WRITE_MOSTLY)
+			m->sb.legs[slot].flags |= FM_SB_LEG_WRITE_MOSTLY;
+		atomic_store(&leg->write_mostly,
+			     (m->sb.legs[slot].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		memcpy(m->sb.legs[slot].uuid, uuid, 16);
 		m->sb.legs[slot].state = FM_LEG_REBUILDING;
 		m->sb.legs[slot].events = m->sb.events + 1;
@@ -294,12 +302,12 @@ static int add_leg_locked(struct mirror *m, const char *path, bool force, GError
 	return slot;
 }
 
-int mirror_add_leg(struct mirror *m, const char *path, bool force, GError **err)
+int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **err)
 {
 	int r;
 
 	pthread_mutex_lock(&m->admin_lock);
-	r = add_leg_locked(m, path, force, err);
+	r = add_leg_locked(m, path, flags, err);
 	if (r >= 0) {
 		r = mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
 		if (r < 0)
@@ -311,7 +319,7 @@ int mirror_add_leg(struct mirror *m, const char *path, bool force, GError **err)
 }
 
 int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
-		       bool force, GError **err)
+		       unsigned flags, GError **err)
 {
 	int i, r;
 
@@ -329,7 +337,7 @@ int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 		r = -EINVAL;
 		goto out;
 	}
-	r = add_leg_locked(m, new_path, force, err);
+	r = add_leg_locked(m, new_path, flags, err);
 	if (r < 0)
 		goto out;
 	mirror_sync_set_replace(m, i);
@@ -342,6 +350,36 @@ int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 out:
 	pthread_mutex_unlock(&m->admin_lock);
 	return r < 0 ? r : 0;
+}
+
+int mirror_set_write_mostly(struct mirror *m, const char *path, bool on, GError **err)
+{
+	bool changed;
+	int i, r = 0;
+
+	pthread_mutex_lock(&m->admin_lock);
+	if ((i = find_leg(m, path, err)) < 0 || (r = check_writable(m, err)) < 0)
+		goto out;
+	pthread_mutex_lock(&m->state_lock);
+	changed = !(m->sb.legs[i].flags & FM_SB_LEG_WRITE_MOSTLY) != !on;
+	if (on)
+		m->sb.legs[i].flags |= FM_SB_LEG_WRITE_MOSTLY;
+	else
+		m->sb.legs[i].flags &= ~(uint32_t)FM_SB_LEG_WRITE_MOSTLY;
+	atomic_store(&m->legs[i].write_mostly, on);
+	pthread_mutex_unlock(&m->state_lock);
+	if (!changed)
+		goto out;
+	r = mirror_sb_update_sync(m);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, EIO, "cannot record the change: no leg "
+			    "took the superblock update");
+		goto out;
+	}
+	fm_notice("leg %s: write-mostly %s", m->legs[i].path, on ? "on" : "off");
+out:
+	pthread_mutex_unlock(&m->admin_lock);
+	return i < 0 ? i : r;
 }
 
 int mirror_scrub(struct mirror *m, bool repair, GError **err)

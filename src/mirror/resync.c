@@ -217,10 +217,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	char u[37];
 
 	if (src < 0 || leg_state(&m->legs[src]) != FM_LEG_IN_SYNC) {
-		src = -1;
-		for (unsigned i = 0; i < m->nr_legs && src < 0; i++)
-			if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
-				src = (int)i;
+		src = mirror_pick_source(m);
 		atomic_store(&m->sync_src, src);
 	}
 	if (src < 0) {

@@ -1993,6 +1993,158 @@ START_TEST(test_read_policy_distribution)
 }
 END_TEST
 
+/* Reads of 8 sectors at descending starts (none continues another), one
+ * at a time, then 32 at once; every read checked against the model. */
+static void wm_reads(unsigned nr)
+{
+	struct io *ios[32];
+	uint8_t *bufs[32];
+
+	for (unsigned k = 0; k < nr; k++)
+		fx_check_read((uint64_t)(nr - 1 - k) * 16 * SECTOR, 8 * SECTOR);
+	for (unsigned k = 0; k < G_N_ELEMENTS(ios); k++) {
+		struct iovec iov;
+
+		bufs[k] = fx_buf(8 * SECTOR);
+		iov = (struct iovec){ bufs[k], 8 * SECTOR };
+		ck_assert_int_eq(fx_submit(fx.m, MIRROR_OP_READ, (uint64_t)k * 32, &iov, 1, 0,
+					   &ios[k]), 0);
+	}
+	for (unsigned k = 0; k < G_N_ELEMENTS(ios); k++) {
+		ck_assert_int_eq(io_wait(ios[k]), 0);
+		fm_assert_bytes_eq(bufs[k], fx.model + (uint64_t)k * 32 * SECTOR, 8 * SECTOR,
+				   "concurrent read %u", k);
+	}
+}
+
+/*
+ * Write-mostly (md's --write-mostly), under every read policy: leg 0 (the
+ * one policy "first" would read) is flagged at format and gets no reads
+ * while legs 1 and 2 can serve them; it still gets every write; it serves
+ * the reads the others fail, and all reads once they are gone.  Cleared
+ * online, it is read again; the flag survives a stop and a re-assembly.
+ */
+START_TEST(test_read_write_mostly)
+{
+	enum mirror_read_policy policy = policies[_i];
+	struct mirror_format_opts fo = { .size = IMG, .write_mostly = 1u << 0 };
+	struct mirror_opts o = { .read_policy = policy, .max_read_errors = 1000 };
+	/* Bad blocks that a rewrite heals: the repairs verify. */
+	struct dmio_fault f = { .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				.sector = 0, .count = 1 * MiB / SECTOR };
+	const unsigned nr = 32, total = nr + 32;
+	struct mirror_leg_stats ls[3];
+	uint64_t base[3], d[3], retries;
+	struct mirror_stats st;
+	struct fm_sb sb;
+	GError *err = NULL;
+	uint8_t uuid[16];
+
+	FX_SEED();
+	fx_name_legs(3);
+	admin_ok(mirror_format((const char *const *)fx.legs, 3, &fo, uuid, &err), err, "format");
+	read_sb(fx.legs[2], &sb);
+	fx.data_offset = sb.data_offset;
+	memset(fx.model, 0, IMG);
+	ck_assert_uint_eq(sb.legs[0].flags, FM_SB_LEG_WRITE_MOSTLY);
+	ck_assert_uint_eq(sb.legs[1].flags, 0);
+	ck_assert_uint_eq(sb.legs[2].flags, 0);
+	fx_assemble_opts(&o);
+	leg_stats(0, &ls[0]);
+	leg_stats(1, &ls[1]);
+	ck_assert(ls[0].write_mostly);
+	ck_assert(!ls[1].write_mostly);
+	fx_write_random(0, 2 * MiB);
+
+	/* 1. Legs 1 and 2 serve every read; leg 0 took every write. */
+	read_marks(base);
+	wm_reads(nr);
+	read_deltas(base, d);
+	ck_assert_msg(d[0] == 0 && d[1] + d[2] == total,
+		      "%s: legs read %" PRIu64 "/%" PRIu64 "/%" PRIu64,
+		      mirror_read_policy_name(policy), d[0], d[1], d[2]);
+	if (policy != MIRROR_READ_FIRST)
+		ck_assert_msg(d[1] > 0 && d[2] > 0, "%s: legs 1/2 read %" PRIu64 "/%" PRIu64,
+			      mirror_read_policy_name(policy), d[1], d[2]);
+	for (unsigned i = 0; i < 3; i++)
+		leg_stats(i, &ls[i]);
+	ck_assert_uint_gt(ls[0].writes, 0);
+	ck_assert_uint_eq(ls[0].writes, ls[1].writes);
+
+	/* 2. Legs 1 and 2 fail every read: leg 0 serves them (fail-over). */
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f, &err), err, "inject 1");
+	admin_ok(mirror_inject(fx.m, fx.legs[2], &f, &err), err, "inject 2");
+	stats(&st);
+	retries = st.read_retries;
+	read_marks(base);
+	for (unsigned k = 0; k < 8; k++)
+		fx_check_read((uint64_t)(7 - k) * 16 * SECTOR, 8 * SECTOR);
+	read_deltas(base, d);
+	stats(&st);
+	/* Each read failed on both legs and was served by leg 0 (whose
+	 * count also holds the reads of the repairs that follow). */
+	ck_assert_uint_eq(st.read_retries - retries, 8);
+	ck_assert_uint_ge(d[0], 8);
+	ck_assert_uint_eq(d[1], 8);
+	ck_assert_uint_eq(d[2], 8);
+	admin_ok(mirror_inject(fx.m, fx.legs[1], NULL, &err), err, "clear 1");
+	admin_ok(mirror_inject(fx.m, fx.legs[2], NULL, &err), err, "clear 2");
+	/* Let the repairs of those reads end before the legs go. */
+	{
+		gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+
+		do {
+			g_usleep(2000);
+			leg_stats(1, &ls[1]);
+			leg_stats(2, &ls[2]);
+		} while ((ls[1].corrected < ls[1].read_errors ||
+			  ls[2].corrected < ls[2].read_errors) &&
+			 g_get_monotonic_time() < deadline);
+	}
+
+	/* 3. Cleared online: leg 0 is read again (every policy but "first"
+	 * spreads; "first" now reads leg 0, the first leg). */
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[0], false, &err), err, "wm off");
+	leg_stats(0, &ls[0]);
+	ck_assert(!ls[0].write_mostly);
+	read_marks(base);
+	wm_reads(nr);
+	read_deltas(base, d);
+	ck_assert_msg(d[0] > 0, "%s: leg 0 not read once write-mostly was cleared",
+		      mirror_read_policy_name(policy));
+	if (policy == MIRROR_READ_FIRST)
+		ck_assert_uint_eq(d[0], total);
+
+	/* 4. Set again (leg 2 this time), recorded on disk, kept over a stop. */
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[2], true, &err), err, "wm on");
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[2], true, &err), err, "wm on twice");
+	ck_assert_int_eq(mirror_set_write_mostly(fx.m, "/nonexistent/leg", true, &err), -ENODEV);
+	g_clear_error(&err);
+	read_sb(fx.legs[0], &sb);
+	ck_assert_uint_eq(sb.legs[0].flags, 0);
+	ck_assert_uint_eq(sb.legs[2].flags, FM_SB_LEG_WRITE_MOSTLY);
+	fx_stop(0);
+	fx_assemble_opts(&o);
+	leg_stats(2, &ls[2]);
+	ck_assert(ls[2].write_mostly);
+	read_marks(base);
+	wm_reads(nr);
+	read_deltas(base, d);
+	ck_assert_msg(d[2] == 0 && d[0] + d[1] == total,
+		      "%s after re-assembly: legs read %" PRIu64 "/%" PRIu64 "/%" PRIu64,
+		      mirror_read_policy_name(policy), d[0], d[1], d[2]);
+
+	/* 5. The others gone: the write-mostly leg serves everything. */
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[0], &err), err, "fail 0");
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail 1");
+	read_marks(base);
+	wm_reads(nr);
+	read_deltas(base, d);
+	ck_assert_uint_eq(d[2], total);
+	fx_stop(0);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* TCase read-errors */
 
@@ -3171,6 +3323,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_read_policy_names);
 	tcase_add_test(tc, test_event_names);
 	tcase_add_loop_test(tc, test_read_policy_distribution, 0, G_N_ELEMENTS(policies));
+	tcase_add_loop_test(tc, test_read_write_mostly, 0, G_N_ELEMENTS(policies));
 
 	tc = tc_add(s, "read-errors", tc_dir_setup, tc_dir_teardown);
 	tcase_add_loop_test(tc, test_read_failover, 0, G_N_ELEMENTS(policies));
