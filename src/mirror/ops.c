@@ -367,6 +367,8 @@ int mirror_set_write_mostly(struct mirror *m, const char *path, bool on, GError 
 	else
 		m->sb.legs[i].flags &= ~(uint32_t)FM_SB_LEG_WRITE_MOSTLY;
 	atomic_store(&m->legs[i].write_mostly, on);
+	if (changed)
+		mirror_event_locked(m, FM_EVENT_WRITE_MOSTLY, i, on, 0);
 	pthread_mutex_unlock(&m->state_lock);
 	if (!changed)
 		goto out;

@@ -3280,6 +3280,29 @@ START_TEST(test_events_degraded_unclean_start)
 }
 END_TEST
 
+/* Setting and clearing write-mostly reports WriteMostly (value 1/0) for
+ * the leg; asking for what is already set reports nothing. */
+START_TEST(test_events_write_mostly)
+{
+	struct mirror_opts o = { .event_fn = ev_handler };
+	static const char *const want[] = { "WriteMostly:1", "WriteMostly:1" };
+	GError *err = NULL;
+
+	fx_name_legs(2);
+	fx_format(IMG);
+	fx_assemble_opts(&o);
+	ev_reset();
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], true, &err), err, "on");
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], true, &err), err, "on again");
+	admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], false, &err), err, "off");
+	ev_expect(want, G_N_ELEMENTS(want), "write-mostly on, on, off");
+	ck_assert_uint_eq(ev_at(0)->value, 1);
+	ck_assert_uint_eq(ev_at(1)->value, 0);
+	ck_assert(ev_at(0)->uuid_set);
+	fx_stop(0);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -3339,6 +3362,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
 	tcase_add_test(tc, test_events_degraded_unclean_start);
+	tcase_add_test(tc, test_events_write_mostly);
 	tcase_add_test(tc, test_read_error_repaired);
 	tcase_add_loop_test(tc, test_read_errors_fail_leg, 0, 2);
 	tcase_add_test(tc, test_scrub_check_and_repair);
