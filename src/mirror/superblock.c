@@ -332,7 +332,9 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 	if (!FM_IS_ALIGNED(sb->data_offset, (uint64_t)FM_SB_DATA_ALIGN))
 		return sb_fail(err, EUCLEAN, "data offset %" PRIu64 " is not a multiple of %u",
 			       sb->data_offset, FM_SB_DATA_ALIGN);
-	if (sb->image_size > SB_MAX_LEG_BYTES - sb->data_offset)
+	/* data_offset first: past the limit, the subtraction would wrap. */
+	if (sb->data_offset > SB_MAX_LEG_BYTES ||
+	    sb->image_size > SB_MAX_LEG_BYTES - sb->data_offset)
 		return sb_fail(err, EUCLEAN,
 			       "image of %" PRIu64 " bytes at data offset %" PRIu64
 			       " ends beyond the largest file offset",

@@ -577,6 +577,13 @@ static void bad_leg_too_big(struct fm_sb *sb)
 	sb->bitmap_length = 1 * MiB;
 	sb->data_offset = 2 * MiB;
 }
+static void bad_data_past_2_63(struct fm_sb *sb)
+{
+	/* data_offset itself beyond 2^63 - 1: "2^63 - 1 - data_offset" wraps,
+	 * and data_offset + image_size wraps to a small leg size (found by
+	 * tests/fuzz/fuzz_superblock, corpus/superblock/regress-data-offset). */
+	sb->data_offset = 0xfffffffffff00000ull;
+}
 static void bad_nr_legs_0(struct fm_sb *sb) { sb->nr_legs = 0; sb->leg_index = 0; }
 static void bad_nr_legs_33(struct fm_sb *sb) { sb->nr_legs = 33; }
 static void bad_leg_index(struct fm_sb *sb) { sb->leg_index = 3; }
@@ -612,6 +619,7 @@ static const struct bad_case {
 	{ "data offset unaligned", bad_data_unaligned,
 	  "data offset 1052672 is not a multiple of 1048576" },
 	{ "leg beyond 2^63", bad_leg_too_big, "ends beyond the largest file offset" },
+	{ "data offset beyond 2^63", bad_data_past_2_63, "ends beyond the largest file offset" },
 	{ "no legs", bad_nr_legs_0, "number of legs 0 is outside [1, 32]" },
 	{ "33 legs", bad_nr_legs_33, "number of legs 33 is outside [1, 32]" },
 	{ "leg index = nr_legs", bad_leg_index, "leg index 3 is not below the number of legs 3" },
