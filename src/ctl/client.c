@@ -191,6 +191,46 @@ static int parse_err_line(const char *line, const char **ret_msg)
 	return code;
 }
 
+int ctl_parse_reply(const char *data, size_t len, const char *path, const char *verb,
+		    bool send_failed, GString *out, GError **err)
+{
+	g_autofree char *line = NULL;
+	const char *msg = NULL, *nl;
+	int code;
+
+	nl = len ? memchr(data, '\n', MIN(len, CTL_MAX_LINE)) : NULL;
+	if (!nl) {
+		if (send_failed) {
+			g_set_error(err, FM_CTL_ERROR, EPIPE,
+				    "control socket %s: the daemon closed the connection", path);
+			return -EPIPE;
+		}
+		g_set_error(err, FM_CTL_ERROR, EPROTO,
+			    "control socket %s: malformed reply to %s: %s", path, verb,
+			    len ? "no status line" : "nothing");
+		return -EPROTO;
+	}
+	line = g_strndup(data, (gsize)(nl - data));
+	if (nl - data == 2 && strcmp(line, "OK") == 0) {
+		size_t body = (size_t)(nl + 1 - data);
+
+		if (out)
+			g_string_append_len(out, data + body, (gssize)(len - body));
+		return 0;
+	}
+	code = parse_err_line(line, &msg);
+	if (!code) {
+		g_autofree char *shown = g_utf8_make_valid(line, MIN(strlen(line), 80));
+
+		g_set_error(err, FM_CTL_ERROR, EPROTO,
+			    "control socket %s: malformed reply to %s: \"%s\"", path, verb,
+			    shown);
+		return -EPROTO;
+	}
+	g_set_error_literal(err, FM_CTL_ERROR, code, *msg ? msg : g_strerror(code));
+	return -code;
+}
+
 int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 	     GString *out, GError **err)
 {
@@ -198,9 +238,7 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 	g_autoptr(GByteArray) reply = g_byte_array_new();
 	uint64_t deadline = ctl_deadline(timeout_ms);
 	ctl_autofd int fd = -1;
-	g_autofree char *line = NULL;
-	const char *msg = NULL, *nl;
-	int r, sent, code;
+	int r, sent;
 
 	r = build_request(argv, req, err);
 	if (r < 0)
@@ -238,38 +276,8 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 		return r;
 	}
 
-	nl = reply->len ? memchr(reply->data, '\n', MIN(reply->len, CTL_MAX_LINE)) : NULL;
-	if (!nl) {
-		if (sent == -EPIPE) {
-			g_set_error(err, FM_CTL_ERROR, EPIPE,
-				    "control socket %s: the daemon closed the connection", path);
-			return -EPIPE;
-		}
-		g_set_error(err, FM_CTL_ERROR, EPROTO,
-			    "control socket %s: malformed reply to %s: %s", path, argv[0],
-			    reply->len ? "no status line" : "nothing");
-		return -EPROTO;
-	}
-	line = g_strndup((const char *)reply->data, (gsize)(nl - (const char *)reply->data));
-	if (nl - (const char *)reply->data == 2 && strcmp(line, "OK") == 0) {
-		size_t body = (size_t)(nl + 1 - (const char *)reply->data);
-
-		if (out)
-			g_string_append_len(out, (const char *)reply->data + body,
-					    (gssize)(reply->len - body));
-		return 0;
-	}
-	code = parse_err_line(line, &msg);
-	if (!code) {
-		g_autofree char *shown = g_utf8_make_valid(line, MIN(strlen(line), 80));
-
-		g_set_error(err, FM_CTL_ERROR, EPROTO,
-			    "control socket %s: malformed reply to %s: \"%s\"", path, argv[0],
-			    shown);
-		return -EPROTO;
-	}
-	g_set_error_literal(err, FM_CTL_ERROR, code, *msg ? msg : g_strerror(code));
-	return -code;
+	return ctl_parse_reply((const char *)reply->data, reply->len, path, argv[0],
+			       sent == -EPIPE, out, err);
 }
 
 int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, GError **err)

@@ -7,6 +7,7 @@
 #ifndef CTL_I_H
 #define CTL_I_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -57,5 +58,25 @@ uint64_t ctl_deadline(int timeout_ms);
  * -ETIMEDOUT, or -errno from poll().
  */
 int ctl_wait_fd(int fd, short events, int wake_fd, uint64_t deadline_ns);
+
+/*
+ * The two parsers of untrusted bytes, pure functions (tests/fuzz/ drives
+ * them directly):
+ *
+ * ctl_parse_request: split the request @buf (@len bytes as received) into
+ * words.  Returns the word count, with @argv (FM_CTL_MAX_ARGS + 1 slots)
+ * filled and NULL-terminated (pointers into @buf), or -EINVAL with a
+ * reason in *why: empty, no NUL after the last word, too many words, a
+ * word that is not UTF-8, an empty command word.
+ *
+ * ctl_parse_reply: read the reply @data (@len bytes, not NUL-terminated)
+ * to the command @verb sent to @path.  "OK\n" then the body: 0, and the body
+ * appended to @out (may be NULL).  "ERR <errno> <message>\n": -errno with
+ * @err set to the message.  Anything else: -EPROTO (or -EPIPE when
+ * @send_failed and no status line came) with @err naming @path and @verb.
+ */
+int ctl_parse_request(char *buf, size_t len, char **argv, const char **why);
+int ctl_parse_reply(const char *data, size_t len, const char *path, const char *verb,
+		    bool send_failed, GString *out, GError **err);
 
 #endif /* CTL_I_H */

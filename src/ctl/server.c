@@ -183,11 +183,7 @@ static ssize_t read_request(int fd, int wake_fd, char *buf)
 	}
 }
 
-/*
- * Split @buf into words.  Returns the word count, with @argv filled and
- * NULL-terminated (pointers into @buf), or -EINVAL with a reason in *why.
- */
-static int parse_request(char *buf, size_t len, char **argv, const char **why)
+int ctl_parse_request(char *buf, size_t len, char **argv, const char **why)
 {
 	int argc = 0;
 
@@ -346,7 +342,7 @@ static void serve(struct ctl_conn *conn, char *buf)
 		fm_debug("ctl %s: reading a request: %s", s->path, g_strerror((int)-len));
 		return;
 	}
-	argc = parse_request(buf, (size_t)len, argv, &why);
+	argc = ctl_parse_request(buf, (size_t)len, argv, &why);
 	if (argc < 0) {
 		g_autofree char *msg = g_strdup_printf("malformed request: %s", why);
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# (Re)write the seed corpora of tests/fuzz/corpus/ (except regress-*
+# files, the regression inputs of bugs found, which are kept).  Needs a
+# built fusemirror (FUSEMIRROR=path, default build/src/fusemirror) for real
+# superblocks; run as root (create locks and probes the legs).
+# Usage: tests/fuzz/gen_corpus.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+fm=${FUSEMIRROR:-$top/build/src/fusemirror}
+c=$here/corpus
+tmp=$(mktemp -d /tmp/fm-corpus.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+for d in superblock bitmap config ctl_request ctl_reply; do
+	mkdir -p "$c/$d"
+	find "$c/$d" -type f ! -name 'regress-*' -delete
+done
+
+# superblock, bitmap: real superblocks of a few geometries (2 and 3 legs,
+# named, small and large regions); bitmap inputs are a superblock then
+# bitmap bytes (all clear, some set, all set).
+n=0
+for geo in "64M 1M 2" "200M 64M 3" "1G 4M 2 --name=fuzzed"; do
+	set -- $geo
+	size=$1 region=$2 legs=$3; shift 3
+	paths=()
+	for ((i = 0; i < legs; i++)); do paths+=("$tmp/leg$i"); done
+	rm -f "${paths[@]}"
+	"$fm" create --size "$size" --region-size "$region" "$@" "${paths[@]}" >/dev/null
+	n=$((n + 1))
+	head -c 4096 "$tmp/leg0" >"$c/superblock/sb$n"
+	head -c 4096 "$tmp/leg$((legs - 1))" >"$c/superblock/sb$n-last-leg"
+	{ head -c 4096 "$tmp/leg0"; head -c 64 /dev/zero; } >"$c/bitmap/clear$n"
+	{ head -c 4096 "$tmp/leg0"; printf '\x01\x80\x00\xff\x10\x00\x00\x00\x55\xaa'; } >"$c/bitmap/some$n"
+	{ head -c 4096 "$tmp/leg0"; head -c 4096 /dev/zero | tr '\0' '\377'; } >"$c/bitmap/full$n"
+done
+
+# config: the example file, small files, then a NUL and -o options.
+cp "$top/conf/fusemirror.conf" "$c/config/example.conf"
+printf '[array]\nlegs=/a;/b\n[mount]\ncache_mode=writethrough\ncache_size=64M\nthreads=4\n' \
+	>"$c/config/small.conf"
+printf '[mount]\nsync_speed_min=300M\n\0ro,allow_other,block_size=64k,read_policy=first' \
+	>"$c/config/with-opts"
+printf '\0max_read_errors=5,sync_speed_min=4M,sync_speed_max=1G,bitmap_delay=250,name=x.img' \
+	>"$c/config/opts-only"
+printf '[mount]\nbogus=1\n' >"$c/config/unknown-key"
+
+# ctl_request: words, each ended by a NUL.
+printf 'status\0' >"$c/ctl_request/status"
+printf 'status\0json\0' >"$c/ctl_request/status-json"
+printf 'fail\0/dev/loop0\0' >"$c/ctl_request/fail"
+printf 'inject\0flags=reads,writes\0error=5\0sector=0\0count=8\0rate_ppm=0\0up_ms=0\0down_ms=0\0seed=0\0' \
+	>"$c/ctl_request/inject"
+printf 'inject\0flags=corrupt_reads,drop_writes\0error=0\0rate_ppm=10000\0up_ms=100\0down_ms=50\0seed=7\0' \
+	>"$c/ctl_request/inject-rate"
+printf 'inject\0flags=reads,heal_on_write\0error=28\0sector=8\0count=128\0' >"$c/ctl_request/inject-heal"
+
+# ctl_reply: first byte bit 0 = the request could not be sent whole.
+printf '\0OK\nstate: active\nlegs: 2\n' >"$c/ctl_reply/ok"
+printf '\0OK\n' >"$c/ctl_reply/ok-empty"
+printf '\0ERR 22 malformed request: empty request\n' >"$c/ctl_reply/err"
+printf '\0ERR 5\n' >"$c/ctl_reply/err-nomsg"
+printf '\1' >"$c/ctl_reply/epipe"
+printf '\0garbage without a newline' >"$c/ctl_reply/garbage"
+echo "seed corpora written to $c"
