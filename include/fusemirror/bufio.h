@@ -74,6 +74,13 @@
  *     dirty yet must not ask for the same block again (bufio_read/new:
  *     they wait until the block is filled, i.e. for itself).
  *
+ *   - An event-loop thread (one that owns a dmio loop: the I/O it submits
+ *     completes only when it runs again) must never call a function that
+ *     "may block".  It uses bufio_get(), bufio_read_async_nowait(),
+ *     bufio_new_nowait(), bufio_begin_modify_nowait(), bufio_prefetch(),
+ *     bufio_read_around() and bufio_write_around_async(), which never wait,
+ *     and parks (or hands to another thread) what they refuse.
+ *
  *   The reserve (@reserved_buffers buffers allocated by
  *   bufio_client_create()) guarantees that the one thread allowed to hold
  *   several buffers makes progress when the cache is at its limit and every
@@ -191,6 +198,21 @@ typedef void (*bufio_read_cb)(void *ctx, struct bufio_buffer *b, int err);
 int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, void *ctx);
 
 /*
+ * The never-blocking variants, for event-loop threads (see the WARNING
+ * above): where bufio_new(), bufio_read_async() or bufio_begin_modify()
+ * would wait (for cache memory, for a block being read, filled or written
+ * around, for a write of a buffer others hold too), they return
+ * -EWOULDBLOCK (NULL for begin_modify) having changed nothing, and the
+ * caller parks the request or takes another way.  Otherwise they are the
+ * same calls.  (bufio_read_async_nowait() does join a read in flight: that
+ * is a callback, not a wait.)
+ */
+int bufio_new_nowait(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b);
+int bufio_read_async_nowait(struct bufio_client *c, uint64_t block, bufio_read_cb cb,
+			    void *ctx);
+void *bufio_begin_modify_nowait(struct bufio_buffer *b);
+
+/*
  * Start reading @n_blocks blocks from @block into the cache, without
  * holding them or waiting; contiguous missing blocks are read with one
  * request.  Stops early (silently) when no buffer is available without
@@ -207,6 +229,9 @@ void bufio_release(struct bufio_buffer *b);
 
 /*----------------------------------------------------------------*/
 /* Around the cache: large whole-block I/O that does not go through it */
+
+/* Completion of an I/O around the cache: @err is 0 or -errno. */
+typedef void (*bufio_around_cb)(void *ctx, int err);
 
 /*
  * Write-around: write whole blocks [@block, @block + @n_blocks) from @iov
@@ -234,6 +259,19 @@ int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks
 		       const struct iovec *iov, unsigned iovcnt, unsigned flags);
 
 /*
+ * The asynchronous bufio_write_around(): the same checks and -EBUSY, but
+ * returns 0 once the write is submitted, and @cb(@ctx, 0 or -errno) is
+ * called exactly once from the bdev's completion context (possibly before
+ * this returns), after the blocks may enter the cache again.  @iov's
+ * memory must stay valid and unchanged until then.  Returns -EBUSY,
+ * -EINVAL, -ENOMEM or the submission's -errno, and @cb is never called.
+ * Never waits.
+ */
+int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+			     const struct iovec *iov, unsigned iovcnt, unsigned flags,
+			     bufio_around_cb cb, void *ctx);
+
+/*
  * Read-around: if no block of [@block, @block + @n_blocks) is cached (in
  * any state) and the cache is full (caching them would evict something),
  * read them from the device straight into @iov (exactly @n_blocks * block
@@ -245,7 +283,6 @@ int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks
  * or the submission's -errno (@cb is then never called).  Never waits for
  * I/O.
  */
-typedef void (*bufio_around_cb)(void *ctx, int err);
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx);
 

@@ -15,6 +15,8 @@
  *     whatever has arrived with one io_uring_enter, and refills the ring
  *     every few completions while it runs callbacks.  So the kernel's
  *     completion work always runs on the reaper, never on a submitter.
+ *   - A thread may own a ring of its own instead (a loop, see "Loops"):
+ *     its I/O then never leaves it.
  *   - Completions are reaped by the engine's own thread(s), one per ring.
  *     Asynchronous callbacks run on those threads, with no dmio lock held.
  *     A callback may submit new asynchronous I/O; it must not call a
@@ -327,6 +329,78 @@ uint32_t dmio_max_io_bytes(void);
 
 /* True on an engine (completion) thread. */
 bool dmio_in_callback(void);
+
+/*----------------------------------------------------------------*/
+/* Loops: run to completion on a ring the caller's thread owns */
+
+/*
+ * A loop is an io_uring instance owned by one thread (an event loop: a FUSE
+ * transport's thread).  While it exists, every piece of I/O that thread
+ * submits through dmio() goes on the loop's ring instead of an engine
+ * reaper's, whatever the device, and its completion (and so the request's
+ * notify_fn) runs on that same thread, inside dmio_loop_run_once().  No
+ * other thread touches the ring: there is no hand-off and no wake-up on the
+ * I/O path.  I/O submitted by other threads keeps going to the reapers.
+ *
+ * The owner may also put SQEs of its own on the ring (reading its FUSE
+ * device, FUSE-over-io_uring commands): their user_data must point to a
+ * struct dmio_loop_op (at least 2-byte aligned), whose done() is called
+ * from dmio_loop_run_once() with the CQE's res and flags.
+ *
+ * WARNING: the owner must never block while the loop has I/O in flight
+ * (a synchronous dmio() call on it returns -EDEADLK, like one from a
+ * callback): the completion it would wait for can only be reaped by the
+ * owner itself.  Everything it calls must be non-blocking, or done on
+ * another thread.
+ *
+ * Threading: dmio_loop_create() makes the calling thread the owner;
+ * every other call but dmio_loop_wake() is for the owner only.  A loop
+ * must be destroyed before dmio_engine_shutdown(), once idle.
+ */
+struct dmio_loop;
+struct io_uring;
+struct io_uring_sqe;
+
+struct dmio_loop_op {
+	void (*done)(struct dmio_loop_op *op, int res, unsigned cqe_flags);
+};
+
+struct dmio_loop_opts {
+	unsigned sq_entries;    /* 0: 256 */
+	unsigned setup_flags;   /* more IORING_SETUP_* flags (e.g. SQE128) */
+};
+
+/*
+ * Create a loop owned by the calling thread (@opts may be NULL); starts
+ * the engine with defaults if needed.  Returns 0, -EBUSY (the thread is a
+ * reaper or owns a loop already), -EINVAL, or io_uring's -errno.
+ */
+int dmio_loop_create(const struct dmio_loop_opts *opts, struct dmio_loop **ret_loop);
+
+/* An SQE for the owner's own use (submitted by the next
+ * dmio_loop_run_once()), or NULL when the ring is full even after a submit. */
+struct io_uring_sqe *dmio_loop_get_sqe(struct dmio_loop *l);
+struct io_uring *dmio_loop_ring(struct dmio_loop *l);
+
+/*
+ * Handle the completions that arrived (dmio's: callbacks; the owner's:
+ * op->done()), submit what is queued, and, when there were none and @wait,
+ * wait for at least one in the same system call.  Returns the number of
+ * completions handled, 0 after a wait (call again), or -EINTR when a
+ * signal interrupted the wait.
+ */
+int dmio_loop_run_once(struct dmio_loop *l, bool wait);
+
+/* Make a dmio_loop_run_once() that waits return (any thread;
+ * async-signal-safe: one eventfd write). */
+void dmio_loop_wake(struct dmio_loop *l);
+
+/* True when no dmio I/O of the loop is in flight (its own SQEs aside). */
+bool dmio_loop_idle(const struct dmio_loop *l);
+
+/* Free an idle loop (the owner's SQEs still in flight are cancelled with
+ * the ring; their done() is not called).  Accepts NULL. */
+void dmio_loop_destroy(struct dmio_loop *l);
 
 /* Counters since the engine started (for benchmarks and status). */
 struct dmio_stats {

@@ -37,9 +37,10 @@
 struct around_io {
 	struct bufio_client *c;
 	uint64_t n_blocks;
-	/* read-around: the caller's completion */
+	/* read-around and asynchronous write-around: the caller's completion */
 	bufio_around_cb cb;
 	void *ctx;
+	int slot;                       /* async write-around: its slot, else -1 */
 	/* write-around: the writer waits */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -202,9 +203,16 @@ static void around_end_io(void *arg, int err)
 		bufio_around_cb cb = io->cb;
 		void *ctx = io->ctx;
 
-		if (!err)
+		if (io->slot >= 0) {
+			if (!err)
+				atomic_fetch_add_explicit(&c->around_writes, io->n_blocks,
+							  memory_order_relaxed);
+			/* Reads of the blocks may enter the cache again. */
+			around_unregister(c, io->slot);
+		} else if (!err) {
 			atomic_fetch_add_explicit(&c->around_reads, io->n_blocks,
 						  memory_order_relaxed);
+		}
 		free(io);
 		cb(ctx, err);
 		bufio_io_put(c); /* last: destroy may free @c after it */
@@ -269,6 +277,43 @@ int bufio_write_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks
 	return r;
 }
 
+int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+			     const struct iovec *iov, unsigned iovcnt, unsigned flags,
+			     bufio_around_cb cb, void *ctx)
+{
+	struct around_io *io;
+	int slot, r;
+
+	r = check_args(c, block, n_blocks, iov, iovcnt);
+	if (r)
+		return r;
+	io = calloc(1, sizeof(*io));
+	if (!io)
+		return -ENOMEM;
+	slot = around_register(c, block, n_blocks);
+	if (slot < 0) {
+		free(io);
+		return slot;
+	}
+	r = scan_range(c, block, n_blocks, true);
+	if (!r) {
+		io->c = c;
+		io->n_blocks = n_blocks;
+		io->cb = cb;
+		io->ctx = ctx;
+		io->slot = slot;
+		bufio_io_get(c);
+		r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_WRITE, sector_of(c, block), iov,
+					iovcnt, flags & FM_BDEV_FUA, around_end_io, io);
+		if (r == 0)
+			return 0;
+		bufio_io_put(c);
+	}
+	free(io);
+	around_unregister(c, slot);
+	return r;
+}
+
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx)
 {
@@ -291,6 +336,7 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	io->n_blocks = n_blocks;
 	io->cb = cb;
 	io->ctx = ctx;
+	io->slot = -1;
 	bufio_io_get(c);
 	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, block), iov, iovcnt, 0,
 				around_end_io, io);

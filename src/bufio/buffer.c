@@ -43,6 +43,7 @@
 enum acquire_mode {
 	ACQ_READ, /* read from the device if missing */
 	ACQ_NEW,  /* insert without reading if missing */
+	ACQ_NEW_NOWAIT, /* ACQ_NEW, but -EWOULDBLOCK where it would wait */
 };
 
 static inline void mark_used(struct bufio_buffer *b)
@@ -117,20 +118,24 @@ static int acquire(struct bufio_client *c, uint64_t block, enum acquire_mode mod
 	struct bufio_buffer *b, *nb = NULL;
 	int r = 0;
 
+	bool nowait = mode == ACQ_NEW_NOWAIT;
+
 	b = hit_lockless(c, s, block);
 	if (fm_likely(b)) {
 		*ret_b = b;
 		return 0;
 	}
+	if (nowait)
+		mode = ACQ_NEW;
 again:
 	pthread_mutex_lock(&s->lock);
 	b = bufio_index_find_locked(s, block);
 	if (!b) {
 		if (!nb) {
 			pthread_mutex_unlock(&s->lock);
-			nb = bufio_alloc_buffer(c, BUFIO_ALLOC_WAIT);
+			nb = bufio_alloc_buffer(c, nowait ? BUFIO_ALLOC_NOWAIT : BUFIO_ALLOC_WAIT);
 			if (!nb)
-				return -ENOMEM;
+				return nowait ? -EWOULDBLOCK : -ENOMEM;
 			prepare(c, nb, block);
 			pthread_mutex_lock(&s->lock);
 			b = bufio_index_find_locked(s, block);
@@ -138,6 +143,10 @@ again:
 		if (!b && bufio_around_blocks_locked(c, block)) {
 			/* A write-around of the block is in flight. */
 			pthread_mutex_unlock(&s->lock);
+			if (nowait) {
+				bufio_free_buffer(c, nb);
+				return -EWOULDBLOCK;
+			}
 			bufio_around_wait(c, block);
 			goto again;
 		}
@@ -175,6 +184,12 @@ again:
 		}
 	}
 
+	if ((b->state & BUFIO_B_NOT_VALID) && nowait) {
+		pthread_mutex_unlock(&s->lock);
+		if (nb)
+			bufio_free_buffer(c, nb);
+		return -EWOULDBLOCK;
+	}
 	if (b->state & BUFIO_B_NOT_VALID) {
 		atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
 		s->hits++;
@@ -205,6 +220,11 @@ int bufio_new(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_
 	return acquire(c, block, ACQ_NEW, ret_b);
 }
 
+int bufio_new_nowait(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b)
+{
+	return acquire(c, block, ACQ_NEW_NOWAIT, ret_b);
+}
+
 int bufio_get(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b)
 {
 	struct bufio_shard *s = bufio_shard_of(c, block);
@@ -228,7 +248,8 @@ int bufio_get(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_
 	return 0;
 }
 
-int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, void *ctx)
+static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio_read_cb cb,
+		      void *ctx)
 {
 	struct bufio_shard *s = bufio_shard_of(c, block);
 	struct bufio_read_waiter *w = NULL;
@@ -302,11 +323,11 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 		}
 		if (!nb) {
 			pthread_mutex_unlock(&s->lock);
-			nb = bufio_alloc_buffer(c, BUFIO_ALLOC_WAIT);
+			nb = bufio_alloc_buffer(c, nowait ? BUFIO_ALLOC_NOWAIT : BUFIO_ALLOC_WAIT);
 			if (!nb) {
 				free(w);
 				free(aw);
-				return -ENOMEM;
+				return nowait ? -EWOULDBLOCK : -ENOMEM;
 			}
 			prepare(c, nb, block);
 			pthread_mutex_lock(&s->lock);
@@ -327,6 +348,17 @@ int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, v
 	pthread_mutex_unlock(&s->lock);
 	bufio_submit_read_run(c, b, 1);
 	return 0;
+}
+
+int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, void *ctx)
+{
+	return read_async(c, block, false, cb, ctx);
+}
+
+int bufio_read_async_nowait(struct bufio_client *c, uint64_t block, bufio_read_cb cb,
+			    void *ctx)
+{
+	return read_async(c, block, true, cb, ctx);
 }
 
 int bufio_prefetch(struct bufio_client *c, uint64_t block, unsigned n_blocks)
@@ -444,7 +476,7 @@ static void call_waiters(struct bufio_buffer *b, struct bufio_read_waiter *w)
 
 /*----------------------------------------------------------------*/
 
-void *bufio_begin_modify(struct bufio_buffer *b)
+static void *begin_modify(struct bufio_buffer *b, bool nowait)
 {
 	struct bufio_client *c = b->c;
 	struct bufio_shard *s = bufio_shard_of(c, b->block);
@@ -456,6 +488,10 @@ void *bufio_begin_modify(struct bufio_buffer *b)
 
 		/* index + us + the write: nobody else has the pointer. */
 		if (atomic_load(&b->ref) != 3) {
+			if (nowait) {
+				pthread_mutex_unlock(&s->lock);
+				return NULL;
+			}
 			bufio_shard_wait_locked(s);
 			continue;
 		}
@@ -463,6 +499,10 @@ void *bufio_begin_modify(struct bufio_buffer *b)
 		copy = bufio_data_alloc(c);
 		pthread_mutex_lock(&s->lock);
 		if (!copy) {
+			if (nowait && (b->state & BUFIO_B_WRITING)) {
+				pthread_mutex_unlock(&s->lock);
+				return NULL;
+			}
 			if (b->state & BUFIO_B_WRITING)
 				bufio_shard_wait_locked(s);
 			continue;
@@ -483,6 +523,16 @@ void *bufio_begin_modify(struct bufio_buffer *b)
 	data = b->data;
 	pthread_mutex_unlock(&s->lock);
 	return data;
+}
+
+void *bufio_begin_modify(struct bufio_buffer *b)
+{
+	return begin_modify(b, false);
+}
+
+void *bufio_begin_modify_nowait(struct bufio_buffer *b)
+{
+	return begin_modify(b, true);
 }
 
 void bufio_mark_partial_buffer_dirty(struct bufio_buffer *b, unsigned start, unsigned end)

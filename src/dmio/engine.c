@@ -38,6 +38,9 @@
 
 /* Completions handled between two refills of the SQ. */
 #define DMIO_REAP_BATCH 8
+/* Low bit of a dmio piece's user_data: a loop's ring also carries its
+ * owner's SQEs, whose user_data is a struct dmio_loop_op (aligned). */
+#define DMIO_PIECE_TAG 1u
 
 struct dmio_ring {
 	struct io_uring ring;           /* used by the reaper thread only */
@@ -53,6 +56,9 @@ struct dmio_ring {
 	struct dmio_piece *backlog;     /* reaper only: pieces without an SQE yet */
 	struct dmio_piece *done, **done_tail; /* reaper only: done inline */
 	unsigned unsubmitted;           /* reaper only: piece SQEs not yet submitted */
+	unsigned long pieces;           /* owner only: pieces queued, not completed */
+	unsigned setup_flags;           /* extra IORING_SETUP_* (a loop's SQE128) */
+	bool is_loop;                   /* a struct dmio_loop's: its owner reaps */
 
 	/* start-up handshake with dmio_engine_init() */
 	pthread_mutex_t init_lock;
@@ -140,7 +146,7 @@ static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 
 	if (piece_replaced_by_fault(p)) {
 		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, p);
+		io_uring_sqe_set_data64(sqe, (uintptr_t)p | DMIO_PIECE_TAG);
 		DMIO_TSAN_ACQUIRE(p);
 		return;
 	}
@@ -163,7 +169,7 @@ static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 		io_uring_prep_nop(sqe);
 		break;
 	}
-	io_uring_sqe_set_data(sqe, p);
+	io_uring_sqe_set_data64(sqe, (uintptr_t)p | DMIO_PIECE_TAG);
 	DMIO_TSAN_ACQUIRE(p); /* handed over by another thread's inbox push */
 }
 
@@ -234,6 +240,7 @@ static unsigned run_done(struct dmio_ring *r)
 	while (p) {
 		struct dmio_piece *next = p->next;
 
+		r->pieces--;
 		dmio_piece_complete(p, p->inline_res);
 		p = next;
 		n++;
@@ -246,6 +253,7 @@ static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 {
 	struct io_uring_sqe *sqe;
 
+	r->pieces++;
 	if (piece_inline(r, p))
 		return;
 	if (r->backlog) {
@@ -325,7 +333,7 @@ static void arm_eventfd(struct dmio_ring *r)
 		abort();
 	}
 	io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof(r->efd_buf), 0);
-	io_uring_sqe_set_data(sqe, &r->efd_buf);
+	io_uring_sqe_set_data64(sqe, (uintptr_t)&r->efd_buf);
 }
 
 /*----------------------------------------------------------------*/
@@ -358,6 +366,15 @@ static void inbox_push(struct dmio_ring *r, struct dmio_piece *first, struct dmi
 
 void dmio_submit_pieces(struct dmio_piece *head)
 {
+	if (tl_ring && tl_ring->is_loop) {
+		/* Run to completion: a loop's owner keeps its I/O on its own
+		 * ring, whatever the device, and completes it itself. */
+		for (struct dmio_piece *p = head, *next; p; p = next) {
+			next = p->next;
+			queue_piece(tl_ring, p);
+		}
+		return;
+	}
 	while (head) {
 		struct dmio_ring *r = ring_of(head->dev);
 		struct dmio_piece *mine = NULL, *mine_last = NULL, *rest = NULL, **rest_tail = &rest;
@@ -413,15 +430,20 @@ static unsigned reap(struct dmio_ring *r)
 	bool rearm = false;
 
 	for (unsigned i = 0; i < n; i++) {
-		void *data = io_uring_cqe_get_data(cqes[i]);
+		uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(cqes[i]);
 		int res = cqes[i]->res;
 
-		if (data == &r->efd_buf) {
+		if (data == (uintptr_t)&r->efd_buf) {
 			atomic_store(&r->woken, false);
 			rearm = true;
-			continue;
+		} else if (data & DMIO_PIECE_TAG) {
+			r->pieces--;
+			dmio_piece_complete((struct dmio_piece *)(data & ~(uintptr_t)DMIO_PIECE_TAG), res);
+		} else {
+			struct dmio_loop_op *op = (struct dmio_loop_op *)data;
+
+			op->done(op, res, cqes[i]->flags);
 		}
-		dmio_piece_complete(data, res);
 	}
 	io_uring_cq_advance(&r->ring, n);
 	if (rearm)
@@ -443,7 +465,7 @@ static int ring_setup(struct dmio_ring *r)
 	for (unsigned i = RUNNING_ON_VALGRIND ? 2 : 0; i < FM_ARRAY_SIZE(flag_sets); i++) {
 		struct io_uring_params p = { 0 };
 
-		p.flags = IORING_SETUP_CQSIZE | flag_sets[i];
+		p.flags = IORING_SETUP_CQSIZE | r->setup_flags | flag_sets[i];
 		p.cq_entries = r->sq_entries * 16;
 		ret = io_uring_queue_init_params(r->sq_entries, &r->ring, &p);
 		if (ret == 0) {
@@ -659,4 +681,130 @@ void dmio_engine_shutdown(void)
 	atomic_store(&engine.running, false);
 	pthread_mutex_unlock(&engine.lock);
 	dmio_default_client_free();
+}
+
+/*----------------------------------------------------------------*/
+/* Loops: a ring owned by the caller's thread */
+
+struct dmio_loop {
+	struct dmio_ring r;
+};
+
+int dmio_loop_create(const struct dmio_loop_opts *opts, struct dmio_loop **ret_loop)
+{
+	struct dmio_loop *l;
+	int ret;
+
+	if (tl_ring)
+		return -EBUSY;
+	if (opts && opts->sq_entries > 32768)
+		return -EINVAL;
+	ret = dmio_engine_ensure();
+	if (ret < 0)
+		return ret;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->r.is_loop = true;
+	l->r.idx = UINT32_MAX;
+	l->r.sq_entries = opts && opts->sq_entries ? opts->sq_entries : 256;
+	l->r.setup_flags = opts ? opts->setup_flags : 0;
+	l->r.done_tail = &l->r.done;
+	pthread_mutex_init(&l->r.init_lock, NULL);
+	pthread_cond_init(&l->r.init_cond, NULL);
+	l->r.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->r.efd < 0) {
+		ret = -errno;
+		ring_destroy(&l->r);
+		free(l);
+		return ret;
+	}
+	ret = ring_setup(&l->r);
+	if (ret < 0) {
+		ring_destroy(&l->r);
+		free(l);
+		return ret;
+	}
+	arm_eventfd(&l->r);
+	tl_ring = &l->r;
+	*ret_loop = l;
+	return 0;
+}
+
+struct io_uring_sqe *dmio_loop_get_sqe(struct dmio_loop *l)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->r.ring);
+
+	if (!sqe) {
+		ring_submit(&l->r);
+		sqe = io_uring_get_sqe(&l->r.ring);
+	}
+	return sqe;
+}
+
+struct io_uring *dmio_loop_ring(struct dmio_loop *l)
+{
+	return &l->r.ring;
+}
+
+int dmio_loop_run_once(struct dmio_loop *l, bool wait)
+{
+	struct dmio_ring *r = &l->r;
+	unsigned n;
+	int ret;
+
+	drain_backlog(r);
+	n = reap(r) + run_done(r);
+	if (n > 0 || !wait) {
+		ring_submit(r);
+		return (int)n;
+	}
+	if (fm_unlikely(RUNNING_ON_VALGRIND)) {
+		/* See reaper_main(): poll() releases valgrind's lock. */
+		struct pollfd pfd = { .fd = r->ring.ring_fd, .events = POLLIN };
+
+		ring_submit(r);
+		if (io_uring_cq_ready(&r->ring) == 0 && poll(&pfd, 1, -1) < 0 && errno == EINTR)
+			return -EINTR;
+	}
+	ret = io_uring_submit_and_wait(&r->ring, 1);
+	if (ret > 0 && r->unsubmitted)
+		DMIO_STAT_ADD(submits, 1);
+	if (ret >= 0)
+		r->unsubmitted = 0;
+	else if (ret == -EINTR)
+		return -EINTR;
+	else if (ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
+		fm_err("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
+		abort();
+	}
+	return 0;
+}
+
+void dmio_loop_wake(struct dmio_loop *l)
+{
+	uint64_t one = 1;
+
+	while (write(l->r.efd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+bool dmio_loop_idle(const struct dmio_loop *l)
+{
+	return l->r.pieces == 0 && !l->r.backlog && !l->r.done;
+}
+
+void dmio_loop_destroy(struct dmio_loop *l)
+{
+	if (!l)
+		return;
+	if (!dmio_loop_idle(l)) {
+		fm_err("dmio: a loop was destroyed with %lu piece(s) in flight", l->r.pieces);
+		abort();
+	}
+	io_uring_queue_exit(&l->r.ring);
+	if (tl_ring == &l->r)
+		tl_ring = NULL;
+	ring_destroy(&l->r);
+	free(l);
 }

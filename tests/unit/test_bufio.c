@@ -1702,6 +1702,94 @@ START_TEST(test_write_around)
 }
 END_TEST
 
+struct around_done {
+	atomic_int calls;
+	atomic_int err;
+};
+
+static void around_done_cb(void *ctx, int err)
+{
+	struct around_done *d = ctx;
+
+	atomic_store(&d->err, err);
+	atomic_fetch_add(&d->calls, 1);
+}
+
+/* The asynchronous write-around: the same write, answered by a callback;
+ * while it is in flight (the device's writes gated), a nowait bufio_new()
+ * of one of its blocks refuses instead of waiting, and so does a second
+ * write-around over it; after it, the blocks read the new data. */
+START_TEST(test_write_around_async)
+{
+	uint8_t *data = filled(32 * BS, 0x3c);
+	struct iovec iov = { data, 32 * BS };
+	struct around_done d = { 0 };
+	struct bufio_buffer *b;
+	uint8_t want[BS];
+
+	membdev_set_gate(md, false, true);
+	ck_assert_int_eq(bufio_write_around_async(bc, 10, 32, &iov, 1, 0, around_done_cb, &d), 0);
+	usleep(20000);
+	ck_assert_int_eq(atomic_load(&d.calls), 0);
+	ck_assert_int_eq(bufio_new_nowait(bc, 20, &b), -EWOULDBLOCK);
+	ck_assert_int_eq(bufio_new_nowait(bc, 9, &b), 0); /* outside: fine */
+	memset(bufio_begin_modify_nowait(b), 0x09, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release(b);
+	membdev_set_gate(md, false, false);
+	WAIT_FOR(atomic_load(&d.calls) == 1, 5000);
+	ck_assert_int_eq(atomic_load(&d.calls), 1);
+	ck_assert_int_eq(atomic_load(&d.err), 0);
+	ck_assert_uint_eq(stats().around_writes, 32);
+	ck_assert_int_eq(bufio_read(bc, 20, &b), 0);
+	memset(want, 0x3c, BS);
+	fm_assert_bytes_eq(bufio_get_block_data(b), want, BS, "block 20 after write-around");
+	bufio_release(b);
+	/* a cached block of the range refuses it, nothing written, no callback */
+	ck_assert_int_eq(bufio_new_nowait(bc, 15, &b), 0);
+	memset(bufio_begin_modify_nowait(b), 0x15, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_around_async(bc, 10, 32, &iov, 1, 0, around_done_cb, &d),
+			 -EBUSY);
+	ck_assert_int_eq(atomic_load(&d.calls), 1);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	free(data);
+}
+END_TEST
+
+/* bufio_new_nowait() on a block another holder is still filling refuses;
+ * begin_modify_nowait() on a buffer being written that others hold too
+ * refuses; both succeed once nothing is in the way. */
+START_TEST(test_nowait_refusals)
+{
+	struct bufio_buffer *b, *b2;
+	void *p;
+
+	ck_assert_int_eq(bufio_new(bc, 5, &b), 0);  /* filling, not yet dirty */
+	ck_assert_int_eq(bufio_new_nowait(bc, 5, &b2), -EWOULDBLOCK);
+	memset(bufio_begin_modify(b), 0x55, BS);
+	bufio_mark_buffer_dirty(b);
+	/* written with the writes gated: b is being written, held by us and b2 */
+	membdev_set_gate(md, false, true);
+	bufio_write_dirty_buffers_async(bc);
+	ck_assert_int_eq(bufio_new_nowait(bc, 5, &b2), 0);
+	ck_assert_ptr_eq(b2, b);
+	WAIT_FOR(membdev_counts(md).inflight == 1, 5000);
+	ck_assert_ptr_null(bufio_begin_modify_nowait(b));
+	bufio_release(b2);
+	/* sole holder now: copy on write, no wait */
+	p = bufio_begin_modify_nowait(b);
+	ck_assert_ptr_nonnull(p);
+	memset(p, 0x56, BS);
+	bufio_mark_buffer_dirty(b);
+	bufio_release(b);
+	membdev_set_gate(md, false, false);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(5, 0x56);
+}
+END_TEST
+
 /* A clean cached copy is dropped: the next read sees the new data. */
 START_TEST(test_write_around_drops_clean)
 {
@@ -1982,6 +2070,8 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_read_around);
 	TCASE("around_async", setup_async);
 	tcase_add_test(tc, test_write_around_orders_reads);
+	tcase_add_test(tc, test_write_around_async);
+	tcase_add_test(tc, test_nowait_refusals);
 
 	tc = tcase_create("dmio");
 	tcase_add_checked_fixture(tc, setup_dmio, teardown_dmio);

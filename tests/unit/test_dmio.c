@@ -44,6 +44,7 @@
 
 #include <check.h>
 #include <glib.h>
+#include <liburing.h>
 
 #include "fusemirror/common.h"
 #include "fusemirror/dmio.h"
@@ -2521,6 +2522,145 @@ START_TEST(test_conc_sync_in_callback_edeadlk)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* TCase loop: a ring owned by the test thread (run to completion) */
+
+struct loop_cb {
+	bool done;
+	unsigned long bits;
+	pthread_t thread;
+	bool in_cb;
+};
+
+static void loop_notify(unsigned long error_bits, void *context)
+{
+	struct loop_cb *cb = context;
+
+	cb->bits = error_bits;
+	cb->thread = pthread_self();
+	cb->in_cb = dmio_in_callback();
+	cb->done = true;
+}
+
+struct loop_nop {
+	struct dmio_loop_op op;
+	int res;
+	unsigned calls;
+};
+
+static void loop_nop_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct loop_nop *n = (struct loop_nop *)op;
+
+	(void)cqe_flags;
+	n->res = res;
+	n->calls++;
+}
+
+static void loop_run_until(struct dmio_loop *l, const bool *flag)
+{
+	for (unsigned i = 0; !*flag; i++) {
+		ck_assert_msg(i < 100000, "the loop never completed the request");
+		ck_assert_int_ge(dmio_loop_run_once(l, true), 0);
+	}
+}
+
+static void *loop_waker(void *arg)
+{
+	usleep(20000);
+	dmio_loop_wake(arg);
+	return NULL;
+}
+
+/* Writes to two devices and a read, submitted on a loop's thread, complete
+ * on that thread from its own ring; its own SQEs come back to their op;
+ * sync calls are refused there; a wake-up ends a wait. */
+START_TEST(test_loop_run_to_completion)
+{
+	const size_t len = 256 * 1024;
+	struct dmio_dev *dev[2];
+	struct dmio_loop *l, *l2;
+	struct loop_cb wcb = { 0 }, rcb = { 0 };
+	struct loop_nop nop = { { loop_nop_done }, -1, 0 };
+	struct io_uring_sqe *sqe;
+	struct dmio_region where[2];
+	pthread_t waker;
+	uint8_t *wbuf, *rbuf;
+	int r;
+
+	for (unsigned i = 0; i < 2; i++) {
+		g_autofree char *path = g_strdup_printf("%s/loop%u.img", tc_dir, i);
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
+		close(fd);
+		ck_assert_int_eq(dmio_dev_open(path, 0, &dev[i]), 0);
+		where[i] = (struct dmio_region){ dev[i], 64, len / 512 };
+	}
+	ck_assert_int_eq(posix_memalign((void **)&wbuf, 4096, len), 0);
+	ck_assert_int_eq(posix_memalign((void **)&rbuf, 4096, len), 0);
+	for (size_t i = 0; i < len; i++)
+		wbuf[i] = (uint8_t)(i * 7 + 3);
+	memset(rbuf, 0, len);
+
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	ck_assert_int_eq(dmio_loop_create(NULL, &l2), -EBUSY);
+	ck_assert(dmio_loop_idle(l));
+
+	r = dmio_async_vm(2, where, DMIO_OP_WRITE, wbuf, loop_notify, &wcb);
+	ck_assert_int_eq(r, 0);
+	ck_assert(!dmio_loop_idle(l));
+	/* Nothing completes behind the owner's back: only its run does it. */
+	usleep(10000);
+	ck_assert(!wcb.done);
+	loop_run_until(l, &wcb.done);
+	ck_assert_uint_eq(wcb.bits, 0);
+	ck_assert(pthread_equal(wcb.thread, pthread_self()));
+	ck_assert(wcb.in_cb);
+
+	r = dmio_async_vm(1, &where[1], DMIO_OP_READ, rbuf, loop_notify, &rcb);
+	ck_assert_int_eq(r, 0);
+	loop_run_until(l, &rcb.done);
+	ck_assert_uint_eq(rcb.bits, 0);
+	ck_assert(pthread_equal(rcb.thread, pthread_self()));
+	fm_assert_bytes_eq(rbuf, wbuf, len, "read back on the loop");
+	ck_assert(dmio_loop_idle(l));
+
+	/* A synchronous call would wait for itself. */
+	ck_assert_int_eq(dmio_sync_vm(1, &where[0], DMIO_OP_READ, rbuf, NULL), -EDEADLK);
+
+	/* The owner's own SQE. */
+	sqe = dmio_loop_get_sqe(l);
+	ck_assert_ptr_nonnull(sqe);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data(sqe, &nop.op);
+	while (nop.calls == 0)
+		ck_assert_int_ge(dmio_loop_run_once(l, true), 0);
+	ck_assert_uint_eq(nop.calls, 1);
+	ck_assert_int_eq(nop.res, 0);
+
+	/* A wait with nothing in flight ends with a wake-up. */
+	ck_assert_int_eq(pthread_create(&waker, NULL, loop_waker, l), 0);
+	r = dmio_loop_run_once(l, true);
+	while (r == 0)
+		r = dmio_loop_run_once(l, false);
+	ck_assert_int_ge(r, 0);
+	pthread_join(waker, NULL);
+
+	dmio_loop_destroy(l);
+	ck_assert(!dmio_in_callback());
+	/* The thread is an ordinary one again. */
+	memset(rbuf, 0, len);
+	ck_assert_int_eq(dmio_sync_vm(1, &where[0], DMIO_OP_READ, rbuf, NULL), 0);
+	fm_assert_bytes_eq(rbuf, wbuf, len, "sync read after the loop");
+	for (unsigned i = 0; i < 2; i++)
+		dmio_dev_close(dev[i]);
+	free(wbuf);
+	free(rbuf);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* TCase client: dmio_client_create/destroy/resize, dmio_get/put */
 
 START_TEST(test_client_create_destroy)
@@ -4267,6 +4407,9 @@ static Suite *dmio_suite(void)
 	tcase_add_loop_test(tc, test_rw_matrix, 0, LAYOUT_COUNT * 3 * 2 * 2);
 	tcase_add_loop_test(tc, test_rw_regions_of_different_sizes, 0, 6);
 	tcase_add_loop_test(tc, test_rw_many_segments, 0, 6);
+
+	tc = tc_add(s, "loop", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
+	tcase_add_test(tc, test_loop_run_to_completion);
 
 	tc = tc_add(s, "callbacks", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_cb_async_exactly_once);
