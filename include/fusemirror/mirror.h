@@ -117,7 +117,14 @@ struct mirror_opts {
 	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */
 	/* State changes (include/fusemirror/event.h); NULL: none reported. */
 	fm_event_fn event_fn;
-	void *event_ctx;
+	void *event_ctx;	/* Start even when in-sync legs of the array were not given (md's
+	 * --assemble --run): they are recorded as missing (faulty), the
+	 * array runs degraded, and their re-add recovers from the bitmap. */
+	bool degraded;
+	/* A split brain among the legs given is resolved for this leg's side
+	 * (a path of one of them); the other side is rebuilt wholly.  NULL:
+	 * a split brain is refused. */
+	const char *prefer;
 };
 
 /*
@@ -126,9 +133,15 @@ struct mirror_opts {
  * Refused by name: a missing path, a leg that is not a fusemirror leg, a
  * damaged superblock (bad crc), a leg of another array, geometry that
  * differs, a leg smaller than its superblock says, a leg given twice, a
- * leg in use ("already in use"), legs of the array that were not given, a
- * stale leg (older event counter).  Unless read-only, the superblocks are
- * then marked dirty (durably) before this returns.
+ * leg in use ("already in use"), in-sync legs of the array that were not
+ * given (unless opts->degraded), a split brain (two legs each written
+ * without the other; unless opts->prefer names one side), an array none of
+ * whose given legs holds the current data.  A given leg that is behind is
+ * assembled as rebuilding: from the bitmap when it failed or was removed
+ * (and is not older than its last in-sync state), wholly when it went
+ * back in time, was being rebuilt, or lost a split brain.  Unless
+ * read-only, the superblocks are then marked dirty (durably) before this
+ * returns.
  * Returns 0 and *ret_m, or -errno with @err.
  */
 int mirror_assemble(const char *const *legs, unsigned n, const struct mirror_opts *opts,
@@ -272,6 +285,8 @@ struct mirror_leg_stats {
 	uint64_t read_bytes, write_bytes;
 	uint64_t read_errors, write_errors;
 	unsigned pending;               /* reads in flight on this leg */
+	bool missing;                   /* FAULTY because it is not present (not
+					   given at assembly); path "" */
 };
 void mirror_get_leg_stats(const struct mirror *m, unsigned leg,
 			  struct mirror_leg_stats *ret);

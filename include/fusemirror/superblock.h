@@ -31,8 +31,15 @@
  * because writing through it would leave that metadata stale.  The space
  * after the leg table is allotted per feature, so that each grows in place:
  *   1224  u32 features (enum fm_sb_features)     1228  u32 0
- *   1232 .. 1487   assembly records: generations, what each leg last saw of
- *                  its peers (degraded start, split brain)
+ *   1232 .. 1487   assembly records (FM_SB_FEAT_GENERATIONS): 32 u64
+ *                  last_in_sync[slot], the event count of the last
+ *                  superblock update at which the writer of this
+ *                  superblock saw that slot in sync (0: never, or
+ *                  unknown); for an in-sync slot it is this superblock's
+ *                  events.  Assembly compares them across legs: a leg
+ *                  behind what its peers last saw of it went back in time;
+ *                  two legs that each ran without the other are a split
+ *                  brain (src/mirror/assemble.c, doc/DESIGN.md).
  *   1488 .. 1743   per-block checksums: 1488 u64 csum_offset, 1496 u64
  *                  csum_length, 1504 u32 csum_algo, 1508 u32 csum_block_size
  *                  (read only with FM_SB_FEAT_CHECKSUMS; zero without)
@@ -94,8 +101,10 @@ enum fm_sb_features {
 /* Per-leg flags, in the leg's slot of the leg table. */
 enum fm_sb_leg_flags {
 	FM_SB_LEG_WRITE_MOSTLY = 1u << 0, /* read only when no other in-sync leg can */
+	FM_SB_LEG_MISSING = 1u << 1,      /* FAULTY because it was not given at a
+					     degraded start (not an I/O error) */
 };
-#define FM_SB_LEG_FLAGS_ALL (FM_SB_LEG_WRITE_MOSTLY)
+#define FM_SB_LEG_FLAGS_ALL (FM_SB_LEG_WRITE_MOSTLY | FM_SB_LEG_MISSING)
 
 /* State of one leg, as recorded in the leg table of every superblock. */
 enum fm_leg_state {
@@ -140,6 +149,9 @@ struct fm_sb {
 	uint64_t csum_length;   /* bytes, a multiple of 4 KiB */
 	uint32_t csum_algo;     /* enum fm_sb_csum_algo */
 	uint32_t csum_block_size; /* FM_SB_CSUM_BLOCK_SIZE */
+	/* FM_SB_FEAT_GENERATIONS (else all 0): per slot, the events of the
+	 * last update at which this superblock's writer saw it in sync. */
+	uint64_t last_in_sync[FM_SB_MAX_LEGS];
 };
 
 /*

@@ -16,6 +16,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,13 +122,78 @@ static const char *slot_state_name(uint32_t st)
 	}
 }
 
+/* Did @x run without @y: is @y's slot in @x's own leg table anything but
+ * @y in sync?  Then @x's superblock was written while @y was out. */
+static bool ran_without(const struct fm_sb *x, const struct fm_sb *y)
+{
+	const struct fm_sb_leg *e = &x->legs[y->leg_index];
+
+	return y->leg_index >= x->nr_legs || memcmp(e->uuid, y->leg_uuid, 16) ||
+	       e->state != FM_LEG_IN_SYNC;
+}
+
+/*
+ * Are @x and @y two sides of a split brain: has each been written without
+ * the other?  Either each one's table says the other is out (both were
+ * started without the other, e.g. each alone with --degraded), or @x's
+ * table says @y failed or is missing while @y, in sync by its own table,
+ * went on past the last update at which @x saw it in sync (@y was restored
+ * from an old copy, or started alone, after @x had already moved on; a leg
+ * that merely failed never gets past that point).  A leg that was being
+ * rebuilt is not a side: its own table says so.
+ */
+static bool one_sided(const struct fm_sb *x, const struct fm_sb *y)
+{
+	const struct fm_sb_leg *e = &x->legs[y->leg_index];
+
+	return (x->features & FM_SB_FEAT_GENERATIONS) && y->leg_index < x->nr_legs &&
+	       !memcmp(e->uuid, y->leg_uuid, 16) &&
+	       (e->state == FM_LEG_FAULTY || e->state == FM_LEG_REMOVED) &&
+	       y->legs[y->leg_index].state == FM_LEG_IN_SYNC &&
+	       y->events > x->last_in_sync[y->leg_index];
+}
+
+bool mirror_split_brain(const struct fm_sb *x, const struct fm_sb *y)
+{
+	return (ran_without(x, y) && ran_without(y, x)) || one_sided(x, y) || one_sided(y, x);
+}
+
+bool mirror_bitmap_covers(const struct fm_sb *ref, const struct fm_sb *leg)
+{
+	uint64_t seen = ref->last_in_sync[leg->leg_index];
+
+	if (!(ref->features & FM_SB_FEAT_GENERATIONS))
+		return true;    /* an array from before the records: as it was */
+	/* A leg that left the array has, at worst, missed the superblock
+	 * update that recorded its last in-sync state (seen - 1).  seen 0:
+	 * never in sync since it was added, or its full rebuild stopped. */
+	return seen && leg->events + 1 >= seen;
+}
+
+static void G_GNUC_PRINTF(3, 4) append_fmt(char *buf, size_t size, const char *fmt, ...)
+{
+	size_t len = strlen(buf);
+	va_list ap;
+
+	if (len + 1 >= size)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + len, size - len, fmt, ap);
+	va_end(ap);
+}
+
 /*
  * Check the opened legs @tl[0..n) against each other and place them in
  * the slots of @m, with their state.  Nothing is written.
  */
-static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GError **err)
+static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
+		      const struct mirror_opts *o, GError **err)
 {
-	const struct mirror_leg *first = &tl[0], *newest = &tl[0];
+	const struct mirror_leg *first = &tl[0], *newest = &tl[0], *ref;
+	uint64_t max_events = 0;
+	bool split[FM_SB_MAX_LEGS] = { false };
+	unsigned nr_in_sync = 0;
+	int prefer = -1;
 	char u1[37], u2[37];
 
 	for (unsigned i = 0; i < n; i++) {
@@ -167,14 +234,86 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GErro
 		}
 		if (leg->sb.events > newest->sb.events)
 			newest = leg;
+		if (leg->sb.events > max_events)
+			max_events = leg->sb.events;
 	}
-	/* The newest superblock's leg table says who is who. */
-	m->sb = newest->sb;
-	m->nr_legs = newest->sb.nr_legs;
+	if (o->prefer) {
+		struct stat pst, lst;
+
+		if (stat(o->prefer, &pst) == 0)
+			for (unsigned i = 0; i < n && prefer < 0; i++)
+				if (fstat(dmio_dev_fd(tl[i].dev), &lst) == 0 &&
+				    same_leg_file(&pst, &lst))
+					prefer = (int)i;
+		if (prefer < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+				    "--prefer %s: not one of the legs given", o->prefer);
+			return -EINVAL;
+		}
+	}
+	/* Split brain: two legs written each without the other.  Never
+	 * merged; only --prefer chooses a side. */
+	for (unsigned i = 0; i < n; i++) {
+		for (unsigned j = i + 1; j < n; j++) {
+			const struct mirror_leg *a = &tl[i], *b = &tl[j];
+
+			if (!mirror_split_brain(&a->sb, &b->sb))
+				continue;
+			if (prefer < 0) {
+				g_set_error(err, FM_MIRROR_ERROR, EUCLEAN,
+					    "split brain: leg %s (uuid %s, events %llu) and leg "
+					    "%s (uuid %s, events %llu) were each written without "
+					    "the other (%s last saw %s in sync at events %llu, "
+					    "%s saw %s at %llu); nothing is merged: mount with "
+					    "--prefer LEG naming the side to keep, the other "
+					    "side is then rebuilt wholly from it and its "
+					    "writes since are lost",
+					    a->path, fm_uuid_unparse(a->sb.leg_uuid, u1),
+					    (unsigned long long)a->sb.events,
+					    b->path, fm_uuid_unparse(b->sb.leg_uuid, u2),
+					    (unsigned long long)b->sb.events, a->path, b->path,
+					    (unsigned long long)a->sb.last_in_sync[b->sb.leg_index],
+					    b->path, a->path,
+					    (unsigned long long)b->sb.last_in_sync[a->sb.leg_index]);
+				return -EUCLEAN;
+			}
+			/* The side of the preferred leg wins. */
+			if ((int)i == prefer)
+				split[j] = true;
+			else if ((int)j == prefer)
+				split[i] = true;
+		}
+	}
+	if (prefer >= 0) {
+		bool any = false;
+
+		for (unsigned i = 0; i < n; i++)
+			any |= split[i];
+		/* Without a split brain there is nothing to choose: the newest
+		 * table decides, and --prefer may only name a current leg. */
+		if (!any && tl[prefer].sb.events != newest->sb.events) {
+			g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+				    "--prefer %s: there is no split brain among the legs "
+				    "given, and this leg is behind (events %llu; leg %s has "
+				    "%llu): --prefer only chooses a side of a split brain",
+				    tl[prefer].path, (unsigned long long)tl[prefer].sb.events,
+				    newest->path, (unsigned long long)newest->sb.events);
+			return -EINVAL;
+		}
+		if (any)
+			newest = &tl[prefer];
+	}
+	ref = newest;
+	/* The reference table says who is who; the event counter goes past
+	 * every leg given, so that the next update is newer than all. */
+	m->sb = ref->sb;
+	m->sb.events = max_events;
+	m->nr_legs = ref->sb.nr_legs;
 	for (unsigned i = 0; i < n; i++) {
 		struct mirror_leg *leg = &tl[i];
 		unsigned slot = leg->sb.leg_index;
 		const struct fm_sb_leg *e = &m->sb.legs[slot];
+		const char *why = NULL;
 
 		if (slot >= m->nr_legs || memcmp(e->uuid, leg->sb.leg_uuid, 16) ||
 		    e->state == FM_LEG_EMPTY) {
@@ -184,37 +323,93 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GErro
 				    leg->path, fm_uuid_unparse(m->sb.array_uuid, u1), slot);
 			return -ESTALE;
 		}
-		if (e->state == FM_LEG_IN_SYNC && leg->sb.events == newest->sb.events) {
+		if (split[i]) {
+			leg->full_rebuild = true;
+			fm_warn("leg %s: is on the other side of a split brain from the "
+				"preferred leg %s (events %llu against %llu): its writes made "
+				"apart are discarded, it will be rebuilt wholly", leg->path,
+				ref->path, (unsigned long long)leg->sb.events,
+				(unsigned long long)ref->sb.events);
+		} else if (e->state == FM_LEG_IN_SYNC && leg->sb.events == ref->sb.events) {
 			atomic_store(&leg->state, FM_LEG_IN_SYNC);
+			nr_in_sync++;
+			continue;
+		} else if (e->state == FM_LEG_IN_SYNC) {
+			/* In sync by the table, yet behind it: the leg went back
+			 * in time (restored from an old copy, its superblock
+			 * writes lost).  Its own bitmap cannot say what it
+			 * missed, nor can the array's (cleared since). */
+			leg->full_rebuild = true;
+			why = "went back in time: in sync in the array's table, but its "
+			      "superblock is older (restored from an old copy, or its "
+			      "superblock writes were lost)";
+		} else if (e->state == FM_LEG_REBUILDING) {
+			leg->full_rebuild = true;
+			why = "was being rebuilt";
 		} else {
-			/* Behind: recovered once the array runs. */
-			leg->full_rebuild = e->state == FM_LEG_REBUILDING;
-			atomic_store(&leg->state, FM_LEG_REBUILDING);
-			fm_warn("leg %s: is %s in the array's table (events %llu, the array "
-				"has %llu): it will be re-added and rebuilt (%s)", leg->path,
-				e->state == FM_LEG_IN_SYNC ? "stale" : slot_state_name(e->state),
-				(unsigned long long)leg->sb.events,
-				(unsigned long long)newest->sb.events,
-				leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
+			leg->full_rebuild = !mirror_bitmap_covers(&ref->sb, &leg->sb);
+			why = leg->full_rebuild ?
+			      (e->state == FM_LEG_FAULTY ? "is faulty in the array's table and "
+			       "older than its last in-sync state there (restored from an old "
+			       "copy?), or its rebuild had not finished" :
+			       "was removed and is older than its last in-sync state") :
+			      (e->state == FM_LEG_FAULTY ? "is faulty in the array's table" :
+			       "was removed");
 		}
+		atomic_store(&leg->state, FM_LEG_REBUILDING);
+		if (why)
+			fm_warn("leg %s: is stale (events %llu, the array has %llu in leg %s): "
+				"it %s; it will be re-added and rebuilt %s", leg->path,
+				(unsigned long long)leg->sb.events,
+				(unsigned long long)ref->sb.events, ref->path, why,
+				leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
 	}
-	/* Every in-sync slot of the newest leg table must be given. */
+	/* Every in-sync slot of the reference table given, or missing. */
 	for (unsigned s = 0; s < m->nr_legs; s++) {
-		const struct fm_sb_leg *e = &m->sb.legs[s];
+		struct fm_sb_leg *e = &m->sb.legs[s];
 		bool found = false;
 
 		if (e->state != FM_LEG_IN_SYNC)
 			continue;
 		for (unsigned i = 0; i < n && !found; i++)
-			found = !memcmp(tl[i].sb.leg_uuid, e->uuid, 16) &&
-				atomic_load(&tl[i].state) == FM_LEG_IN_SYNC;
-		if (!found) {
+			found = !memcmp(tl[i].sb.leg_uuid, e->uuid, 16);
+		if (found)
+			continue;
+		if (!o->degraded) {
 			g_set_error(err, FM_MIRROR_ERROR, ENODEV,
-				    "array %s has %u legs; leg %u (uuid %s) was not given",
+				    "array %s has %u legs; leg %u (uuid %s) was not given, and "
+				    "it holds current data (in sync in the superblock of leg %s, "
+				    "events %llu): give every in-sync leg, or mount with "
+				    "--degraded to start without it",
 				    fm_uuid_unparse(m->sb.array_uuid, u1), m->nr_legs, s,
-				    fm_uuid_unparse(e->uuid, u2));
+				    fm_uuid_unparse(e->uuid, u2), ref->path,
+				    (unsigned long long)ref->sb.events);
 			return -ENODEV;
 		}
+		e->state = FM_LEG_FAULTY;
+		e->flags |= FM_SB_LEG_MISSING;
+		e->events = m->sb.events + 1;
+	}
+	if (!nr_in_sync) {
+		char legs[1024] = "";
+
+		for (unsigned i = 0; i < n; i++)
+			append_fmt(legs, sizeof(legs), "%s%s (events %llu, %s%s)",
+				   i ? "; " : "", tl[i].path,
+				   (unsigned long long)tl[i].sb.events,
+				   slot_state_name(ref->sb.legs[tl[i].sb.leg_index].state),
+				   tl[i].sb.events < ref->sb.events ? ", older" : "");
+		for (unsigned s = 0; s < m->nr_legs; s++)
+			if (ref->sb.legs[s].state == FM_LEG_IN_SYNC)
+				append_fmt(legs, sizeof(legs), "; not given: leg %u (uuid %s, in "
+					   "sync)", s, fm_uuid_unparse(ref->sb.legs[s].uuid, u1));
+		g_set_error(err, FM_MIRROR_ERROR, ENODEV,
+			    "array %s: none of the legs given holds the current data, so "
+			    "none can be started as current; the newest superblock is leg "
+			    "%s's (events %llu), whose table says: %s",
+			    fm_uuid_unparse(m->sb.array_uuid, u2), ref->path,
+			    (unsigned long long)ref->sb.events, legs);
+		return -ENODEV;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		struct mirror_leg *dst = &m->legs[tl[i].sb.leg_index];
@@ -230,16 +425,26 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n, GErro
 		tl[i].path = NULL;
 		tl[i].dev = NULL;
 	}
-	/* Slots not given keep their table state; an in-sync one cannot be
-	 * missing (above), a rebuilding one is failed. */
+	/* Slots not given keep their table state; an in-sync one is missing
+	 * (above), a rebuilding one is failed, and its rebuild starts over
+	 * when it is re-added (whether it was a full one is not recorded). */
 	for (unsigned s = 0; s < m->nr_legs; s++) {
-		if (!m->legs[s].dev && m->sb.legs[s].state == FM_LEG_REBUILDING)
+		if (m->legs[s].dev)
+			continue;
+		if (m->sb.legs[s].state == FM_LEG_REBUILDING) {
 			m->sb.legs[s].state = FM_LEG_FAULTY;
-		if (!m->legs[s].dev)
-			memcpy(m->legs[s].uuid, m->sb.legs[s].uuid, 16);
-		if (!m->legs[s].dev && m->sb.legs[s].state != FM_LEG_EMPTY)
+			m->sb.legs[s].flags |= FM_SB_LEG_MISSING;
+			m->sb.last_in_sync[s] = 0;
+		}
+		memcpy(m->legs[s].uuid, m->sb.legs[s].uuid, 16);
+		if (m->sb.legs[s].state != FM_LEG_EMPTY)
 			atomic_store(&m->legs[s].state, m->sb.legs[s].state == FM_LEG_REMOVED ?
 				     FM_LEG_REMOVED : FM_LEG_FAULTY);
+		if (m->sb.legs[s].flags & FM_SB_LEG_MISSING)
+			fm_warn("leg %u (uuid %s): missing; the array starts without it "
+				"(degraded); 'fusemirror add' brings it back and recovers what "
+				"it missed", s,
+				fm_uuid_unparse(m->sb.legs[s].uuid, u1));
 	}
 	return 0;
 }
@@ -401,7 +606,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		if (r < 0)
 			goto fail;
 	}
-	r = check_legs(m, tl, n, err);
+	r = check_legs(m, tl, n, &o, err);
 	if (r < 0)
 		goto fail;
 
@@ -503,6 +708,9 @@ int mirror_mark_in_use(struct mirror *m, GError **err)
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (m->legs[i].dev && leg_state(&m->legs[i]) == FM_LEG_REBUILDING) {
 			m->sb.legs[i].state = FM_LEG_REBUILDING;
+			m->sb.legs[i].flags &= ~(uint32_t)FM_SB_LEG_MISSING;
+			if (m->legs[i].full_rebuild)
+				m->sb.last_in_sync[i] = 0;
 			recover = true;
 		}
 	}

@@ -349,6 +349,7 @@ int mirror_format(const char *const *paths, unsigned n,
 		sb.events = 1;
 		sb.ctime = (uint64_t)time(NULL);
 		sb.state_flags = FM_SB_CLEAN;
+		sb.features = FM_SB_FEAT_GENERATIONS;
 		sb.block_size = o.block_size ? o.block_size : 4096;
 		if (o.name)
 			g_strlcpy(sb.name, o.name, sizeof(sb.name));
@@ -358,6 +359,7 @@ int mirror_format(const char *const *paths, unsigned n,
 			sb.legs[i].events = 1;
 			if (o.write_mostly & (1ull << i))
 				sb.legs[i].flags |= FM_SB_LEG_WRITE_MOSTLY;
+			sb.last_in_sync[i] = 1;
 		}
 	}
 	/* 5. Empty the data areas and bitmaps, then the superblocks. */

@@ -1308,8 +1308,12 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	g_strlcpy(s->path, leg->path ? leg->path : "", sizeof(s->path));
 	s->state = leg_state(leg);
 	s->write_mostly = m->sb.legs[i].flags & FM_SB_LEG_WRITE_MOSTLY;
-	if (!leg->path && s->state != FM_LEG_EMPTY)
-		s->state = FM_LEG_REMOVED;
+	if (!leg->path && s->state != FM_LEG_EMPTY) {
+		/* Not present: faulty in the table (not given at assembly) is
+		 * missing, anything else removed. */
+		s->missing = m->sb.legs[i].state == FM_LEG_FAULTY;
+		s->state = s->missing ? FM_LEG_FAULTY : FM_LEG_REMOVED;
+	}
 	memcpy(s->uuid, leg->uuid, 16);
 	if (leg->dev) {
 		s->direct = dmio_dev_is_direct(leg->dev);

@@ -275,6 +275,13 @@ int mirror_open_new_leg(const char *path, bool force, uint64_t need,
 			struct dmio_dev **ret_dev, bool *ret_created, GError **err);
 /* assemble.c */
 int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err);
+/* Are the legs of superblocks @x and @y the two sides of a split brain
+ * (each written without the other)?  Pure. */
+bool mirror_split_brain(const struct fm_sb *x, const struct fm_sb *y);
+/* May leg @leg (its own superblock), failed or removed in the table of
+ * @ref, be recovered from the bitmap: is it no older than its last in-sync
+ * state in @ref's assembly records?  Pure. */
+bool mirror_bitmap_covers(const struct fm_sb *ref, const struct fm_sb *leg);
 int mirror_find_leg(struct mirror *m, const char *path);
 
 #endif /* MIRROR_I_H */

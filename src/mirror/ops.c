@@ -80,6 +80,7 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 	leg->path = NULL;
 	if (forget) {
 		memset(&m->sb.legs[i], 0, sizeof(m->sb.legs[i]));
+		m->sb.last_in_sync[i] = 0;
 		memset(leg->uuid, 0, 16);
 		atomic_store(&leg->state, FM_LEG_EMPTY);
 	} else {
@@ -180,12 +181,26 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 	switch (m->sb.legs[slot].state) {
 	case FM_LEG_FAULTY:
 	case FM_LEG_REMOVED:
-	case FM_LEG_IN_SYNC:
-		*ret_full = !m->bitmap;
+		*ret_full = !m->bitmap || !mirror_bitmap_covers(&m->sb, &sb);
+		if (*ret_full && m->bitmap)
+			fm_warn("leg %s: is older (events %llu) than its last in-sync state "
+				"in the array (events %llu), or its rebuild had not finished: "
+				"its own bitmap cannot say what it missed, it is rebuilt wholly",
+				path, (unsigned long long)sb.events,
+				(unsigned long long)m->sb.last_in_sync[slot]);
 		break;
 	default:
 		*ret_full = true;
 		break;
+	}
+	/* It ran without this array's legs (started alone, split brain):
+	 * adding it chooses this side; what it wrote alone is overwritten. */
+	if (mirror_split_brain(&m->sb, &sb)) {
+		*ret_full = true;
+		fm_warn("leg %s: was written while apart from this array (split brain: "
+			"its events %llu, the array's %llu); its writes made apart are "
+			"discarded, it is rebuilt wholly", path,
+			(unsigned long long)sb.events, (unsigned long long)m->sb.events);
 	}
 	*ret_dev = tmp.dev;
 	return slot;
@@ -283,6 +298,9 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GE
 			     (m->sb.legs[slot].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		memcpy(m->sb.legs[slot].uuid, uuid, 16);
 		m->sb.legs[slot].state = FM_LEG_REBUILDING;
+		m->sb.legs[slot].flags &= ~(uint32_t)FM_SB_LEG_MISSING;
+		if (full)       /* not in sync again until the end of its rebuild */
+			m->sb.last_in_sync[slot] = 0;
 		m->sb.legs[slot].events = m->sb.events + 1;
 		if ((unsigned)slot >= m->nr_legs) {
 			m->nr_legs = (unsigned)slot + 1;

@@ -88,6 +88,9 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 			mbitmap_allow_clear(m->bitmap, false);
 		atomic_store_explicit(&leg->state, FM_LEG_FAULTY, memory_order_release);
 		m->sb.legs[i].state = FM_LEG_FAULTY;
+		/* Half a full rebuild: its re-add must start over wholly. */
+		if (st == FM_LEG_REBUILDING && leg->full_rebuild)
+			m->sb.last_in_sync[i] = 0;
 		m->sb.legs[i].events = m->sb.events + 1;
 		mirror_sb_request_locked(m);
 		mirror_event_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err);
@@ -118,6 +121,12 @@ int mirror_write_superblocks(struct mirror *m)
 
 	pthread_mutex_lock(&m->state_lock);
 	m->sb.events++;
+	/* Assembly records: this update sees its in-sync slots in sync.  An
+	 * array from before them gets them now (slots out of sync: unknown). */
+	m->sb.features |= FM_SB_FEAT_GENERATIONS;
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if (m->sb.legs[i].state == FM_LEG_IN_SYNC)
+			m->sb.last_in_sync[i] = m->sb.events;
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
 

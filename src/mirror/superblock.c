@@ -68,11 +68,13 @@ enum {
 	SB_OFF_CSUM_LENGTH = 1496,
 	SB_OFF_CSUM_ALGO = 1504,
 	SB_OFF_CSUM_BLOCK_SIZE = 1508,
+	SB_OFF_LAST_IN_SYNC = 1232,     /* u64 [FM_SB_MAX_LEGS], FM_SB_FEAT_GENERATIONS */
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
 G_STATIC_ASSERT(SB_OFF_FEATURES == 1224);
 G_STATIC_ASSERT(SB_OFF_CRC == 4092);
+G_STATIC_ASSERT(SB_OFF_LAST_IN_SYNC + FM_SB_MAX_LEGS * 8 == 1488);
 G_STATIC_ASSERT(sizeof(FM_SB_MAGIC) - 1 == 8);
 G_STATIC_ASSERT(sizeof(((struct fm_sb *)0)->name) == SB_OFF_LEGS - SB_OFF_NAME);
 
@@ -364,6 +366,15 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		return sb_fail(err, EUCLEAN, "features 0x%" PRIx32 " are unknown to this "
 			       "program (written by a newer fusemirror)",
 			       sb->features & ~(uint32_t)FM_SB_FEAT_ALL);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
+		if (!(sb->features & FM_SB_FEAT_GENERATIONS) && sb->last_in_sync[i])
+			return sb_fail(err, EUCLEAN, "leg slot %u has an assembly record "
+				       "without the generations feature", i);
+		if (sb->last_in_sync[i] > sb->events)
+			return sb_fail(err, EUCLEAN, "leg slot %u was last seen in sync at "
+				       "events %" PRIu64 ", after this superblock's %" PRIu64,
+				       i, sb->last_in_sync[i], sb->events);
+	}
 	return 0;
 }
 
@@ -410,6 +421,9 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 		put_le32(p + SB_OFF_CSUM_ALGO, sb->csum_algo);
 		put_le32(p + SB_OFF_CSUM_BLOCK_SIZE, sb->csum_block_size);
 	}
+	if (sb->features & FM_SB_FEAT_GENERATIONS)
+		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+			put_le64(p + SB_OFF_LAST_IN_SYNC + 8 * i, sb->last_in_sync[i]);
 	put_le32(p + SB_OFF_CRC, fm_crc32c(0, p, SB_OFF_CRC));
 }
 
@@ -482,6 +496,10 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 		sb.legs[i].flags = get_le32(slot + SB_LEG_OFF_FLAGS);
 		sb.legs[i].events = get_le64(slot + SB_LEG_OFF_EVENTS);
 	}
+	/* Without the feature the range is reserved: ignored when read. */
+	if (sb.features & FM_SB_FEAT_GENERATIONS)
+		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+			sb.last_in_sync[i] = get_le64(p + SB_OFF_LAST_IN_SYNC + 8 * i);
 
 	r = sb_check(&sb, err);
 	if (r < 0)

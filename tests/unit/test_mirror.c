@@ -443,6 +443,15 @@ static void read_sb(const char *path, struct fm_sb *sb)
 	ck_assert_msg(r == 0, "fm_sb_read %s: %d %s", path, r, msg);
 }
 
+/* Make @sb look written at @events: its assembly records cannot be newer. */
+static void sb_set_events(struct fm_sb *sb, uint64_t events)
+{
+	sb->events = events;
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		if (sb->last_in_sync[i] > events)
+			sb->last_in_sync[i] = events;
+}
+
 /* Write @sb (hand-edited) to @path's superblock with fm_sb_write(). */
 static void write_sb(const char *path, struct fm_sb *sb)
 {
@@ -1326,7 +1335,7 @@ START_TEST(test_assemble_refusals)
 		 * own table names the leg that is not given. */
 		read_sb(paths[stale], &sb);
 		ck_assert_uint_eq(sb.events, 3);
-		sb.events--;
+		sb_set_events(&sb, sb.events - 1);
 		write_sb(paths[stale], &sb);
 		if (stale == 1) {
 			char *t = paths[0];
@@ -3304,6 +3313,343 @@ START_TEST(test_events_write_mostly)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* TCase degraded: degraded start, legs that went back in time, split brain */
+
+/* mirror_assemble() of @n of @paths: 0 with fx.m set, or -errno with @err
+ * set and nothing returned. */
+static int try_assemble(char *const *paths, unsigned n, const struct mirror_opts *o,
+			GError **err)
+{
+	struct mirror *m = NULL;
+	int r = mirror_assemble((const char *const *)paths, n, o, &m, err);
+
+	if (r == 0) {
+		ck_assert_ptr_nonnull(m);
+		ck_assert_ptr_null(fx.m);
+		fx.m = m;
+	} else {
+		ck_assert_ptr_null(m);
+	}
+	return r;
+}
+
+/*
+ * A leg missing at start: refused without opts.degraded (the message names
+ * the flag and the leg), started with it: the leg is recorded as missing,
+ * the bitmap keeps every region written meanwhile, and the leg's return
+ * (_i 0: `add` online; 1: given again at assembly) recovers just those.
+ */
+START_TEST(test_degraded_start)
+{
+	struct mirror_opts plain = { .bitmap_delay_ms = 20 };
+	struct mirror_opts deg = { .degraded = true, .bitmap_delay_ms = 20,
+				   .event_fn = ev_handler };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb0, sb1, before;
+	struct snap snap = { 0 };
+	GError *err = NULL;
+	char u[37];
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&plain);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	read_sb(fx.legs[1], &before);
+
+	snap_add(&snap, fx.legs[0]);
+	snap_add(&snap, fx.legs[1]);
+	r = try_assemble(fx.legs, 1, &plain, &err);
+	ck_assert_int_eq(r, -ENODEV);
+	check_error(err, r, "leg 1 not given", "was not given", "--degraded",
+		    fm_uuid_unparse(before.leg_uuid, u), NULL);
+	err = NULL;
+	snap_check(&snap, "a refused start without leg 1");
+
+	ev_reset();
+	admin_ok(try_assemble(fx.legs, 1, &deg, &err), err, "degraded start");
+	ev_expect((const char *[]){ "NewArray", "DeviceDisappeared:1", "DegradedArray" }, 3,
+		  "degraded start");
+	ck_assert(ev_at(1)->uuid_set);
+	mirror_get_status(fx.m, &ms);
+	ck_assert(ms.degraded);
+	ck_assert_str_eq(ms.state, "degraded");
+	ck_assert_uint_eq(ms.nr_in_sync, 1);
+	ck_assert_uint_eq(ms.nr_faulty, 1);
+	leg_stats(1, &ls);
+	ck_assert(ls.missing);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_str_eq(ls.path, "");
+	fm_assert_bytes_eq(ls.uuid, before.leg_uuid, 16, "missing leg's uuid");
+	leg_stats(0, &ls);
+	ck_assert(!ls.missing);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	fx_write_random(2 * REGION + 512, 8 * KiB);
+	fx_write_random(5 * REGION, 64 * KiB);
+	g_usleep(300000);       /* 15 times bitmap_delay: no bit is cleared */
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.bitmap_set, 2);
+	fx_stop(0);
+
+	read_sb(fx.legs[0], &sb0);
+	read_sb(fx.legs[1], &sb1);
+	ck_assert_uint_eq(sb1.events, before.events);   /* not touched */
+	ck_assert_uint_gt(sb0.events, sb1.events);      /* stale when it returns */
+	ck_assert_uint_eq(sb0.legs[1].state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(sb0.legs[1].flags, FM_SB_LEG_MISSING);
+	ck_assert(sb0.features & FM_SB_FEAT_GENERATIONS);
+	ck_assert_uint_eq(sb0.last_in_sync[0], sb0.events);
+	ck_assert_uint_eq(sb0.last_in_sync[1], sb1.events);
+	ck_assert(sb0.state_flags & FM_SB_CLEAN);
+
+	if (_i == 0) {
+		/* Recorded as missing: leg 0 alone needs no flag any more. */
+		admin_ok(try_assemble(fx.legs, 1, &plain, &err), err, "leg 0 alone");
+		leg_stats(1, &ls);
+		ck_assert(ls.missing);
+		admin_ok(mirror_add_leg(fx.m, fx.legs[1], false, &err), err, "add");
+	} else {
+		admin_ok(try_assemble(fx.legs, 2, &plain, &err), err, "both legs");
+	}
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.resynced_regions, 2);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	ck_assert(!ms.degraded);
+	leg_stats(1, &ls);
+	ck_assert(!ls.missing);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	read_sb(fx.legs[1], &sb1);
+	ck_assert_uint_eq(sb1.legs[1].state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(sb1.legs[1].flags, 0);
+}
+END_TEST
+
+/*
+ * A leg restored from an old copy (_i: which one), given with its
+ * up-to-date peer: assembled (not refused as "not given"), rebuilt wholly,
+ * because its own bitmap and the array's (cleared since) cannot say what
+ * it missed.  A bitmap recovery would copy nothing and leave it stale.
+ */
+START_TEST(test_leg_back_in_time)
+{
+	unsigned old = (unsigned)_i;
+	struct mirror_opts o = { .read_policy = MIRROR_READ_FIRST };
+	g_autofree char *copy = NULL;
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb_old, sb_new;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	copy = fx_path("old-copy");
+	copy_file(fx.legs[old], copy);
+	fx_assemble_opts(&o);
+	fx_write_random(3 * REGION, 64 * KiB);
+	fx_write_random(6 * REGION + 4 * KiB, 4 * KiB);
+	fx_stop(0);
+	copy_file(copy, fx.legs[old]);
+	read_sb(fx.legs[old], &sb_old);
+	read_sb(fx.legs[!old], &sb_new);
+	ck_assert_uint_lt(sb_old.events, sb_new.events);
+	ck_assert_uint_eq(sb_new.legs[old].state, FM_LEG_IN_SYNC);
+
+	admin_ok(try_assemble(fx.legs, 2, &o, &err), err, "assemble with the old copy");
+	leg_stats(old, &ls);
+	ck_assert_msg(ls.state == FM_LEG_REBUILDING || ls.state == FM_LEG_IN_SYNC,
+		      "state %d", ls.state);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.resynced_regions, IMG / REGION);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
+ * Split brain: each leg started alone (degraded) and written.  Assembling
+ * both is refused, naming both sides and --prefer, with nothing written;
+ * opts.prefer (_i: which leg) keeps that side's data and rebuilds the
+ * other wholly.  A merge (the newer side's bitmap only) would leave the
+ * other side's regions differing between the legs.
+ */
+START_TEST(test_split_brain)
+{
+	unsigned keep = (unsigned)_i;
+	struct mirror_opts plain = { 0 }, deg = { .degraded = true };
+	struct mirror_opts pref = { 0 };
+	g_autofree uint8_t *base = NULL, *side[2] = { NULL, NULL };
+	g_autofree char *stranger = NULL;
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct snap snap = { 0 };
+	GError *err = NULL;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&plain);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	base = g_memdup2(fx.model, IMG);
+	for (unsigned k = 0; k < 2; k++) {
+		memcpy(fx.model, base, IMG);
+		admin_ok(try_assemble(&fx.legs[k], 1, &deg, &err), err, "one leg alone");
+		fx_write_random(1 * REGION + 4 * KiB, 16 * KiB);   /* both sides */
+		fx_write_random((4 + k) * REGION, 8 * KiB);        /* this side only */
+		fx_stop(0);
+		side[k] = g_memdup2(fx.model, IMG);
+	}
+
+	snap_add(&snap, fx.legs[0]);
+	snap_add(&snap, fx.legs[1]);
+	for (unsigned v = 0; v < 2; v++) {
+		r = try_assemble(fx.legs, 2, v ? &deg : &plain, &err);
+		ck_assert_int_eq(r, -EUCLEAN);
+		check_error(err, r, "split brain", "split brain", fx.legs[0], fx.legs[1],
+			    "--prefer", NULL);
+		err = NULL;
+	}
+	stranger = fx_path("stranger");
+	make_random_file(stranger, 1 * MiB);
+	pref.prefer = stranger;
+	r = try_assemble(fx.legs, 2, &pref, &err);
+	ck_assert_int_eq(r, -EINVAL);
+	check_error(err, r, "prefer a stranger", stranger, "not one of the legs given", NULL);
+	err = NULL;
+	snap_check(&snap, "a refused split brain");
+
+	pref.prefer = fx.legs[keep];
+	admin_ok(try_assemble(fx.legs, 2, &pref, &err), err, "--prefer");
+	leg_stats(keep, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.resynced_regions, IMG / REGION);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	memcpy(fx.model, side[keep], IMG);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	/* One array again. */
+	admin_ok(try_assemble(fx.legs, 2, &plain, &err), err, "after --prefer");
+	mirror_get_status(fx.m, &ms);
+	ck_assert(!ms.degraded);
+	fx_stop(0);
+}
+END_TEST
+
+/*
+ * A stale leg that is started alone with --degraded cannot know it is
+ * stale (nothing on it says so); meeting its peer again is a split brain,
+ * refused: _i 0: it was failed while the peer went on; 1: it was restored
+ * from an old copy (its table says both in sync, the peer's records say
+ * when it last saw it).
+ */
+START_TEST(test_stale_start_is_split_brain)
+{
+	struct mirror_opts plain = { 0 }, deg = { .degraded = true };
+	g_autofree char *copy = NULL;
+	GError *err = NULL;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&plain);
+	fx_write_random(0, IMG);
+	if (_i == 0) {
+		admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+		fx_write_random(2 * REGION, 4 * KiB);
+		fx_stop(0);
+	} else {
+		fx_stop(0);
+		copy = fx_path("old-copy");
+		copy_file(fx.legs[1], copy);
+		fx_assemble_opts(&plain);
+		fx_write_random(2 * REGION, 4 * KiB);
+		fx_stop(0);
+		copy_file(copy, fx.legs[1]);
+	}
+	admin_ok(try_assemble(&fx.legs[1], 1, &deg, &err), err, "stale leg alone");
+	fx_write_random(3 * REGION, 4 * KiB);
+	fx_stop(0);
+	r = try_assemble(fx.legs, 2, &plain, &err);
+	ck_assert_int_eq(r, -EUCLEAN);
+	check_error(err, r, "reunion", "split brain", fx.legs[0], fx.legs[1], NULL);
+}
+END_TEST
+
+/*
+ * None of the legs given holds the current data: the only in-sync leg is
+ * missing and the one given was being rebuilt.  Refused even with
+ * --degraded, naming the leg given, its state and the in-sync leg.
+ */
+START_TEST(test_degraded_needs_current_leg)
+{
+	struct mirror_opts slow = { .sync_speed_min = 4096, .sync_speed_max = 4096 };
+	struct mirror_opts plain = { 0 }, deg = { .degraded = true };
+	struct mirror_status ms;
+	struct fm_sb sb0;
+	char *two[2];
+	GError *err = NULL;
+	char u[37];
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&slow);
+	fx_write_random(0, IMG);
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
+	fx.legs[2] = fx_path("leg2");
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], false, &err), err, "add new leg");
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.action, MIRROR_SYNC_RECOVER);
+	fx_stop(0);     /* the rebuild is interrupted */
+	read_sb(fx.legs[0], &sb0);
+
+	r = try_assemble(&fx.legs[2], 1, &deg, &err);
+	ck_assert_int_eq(r, -ENODEV);
+	check_error(err, r, "rebuilding leg alone", "none of the legs given holds the current",
+		    fx.legs[2], "rebuilding", "not given: leg 0",
+		    fm_uuid_unparse(sb0.leg_uuid, u), NULL);
+	err = NULL;
+	r = try_assemble(&fx.legs[2], 1, &plain, &err);
+	ck_assert_int_eq(r, -ENODEV);
+	check_error(err, r, "without --degraded", "was not given", "--degraded", NULL);
+	err = NULL;
+	/* With the in-sync leg, the rebuild starts over and completes. */
+	two[0] = fx.legs[0];
+	two[1] = fx.legs[2];
+	admin_ok(try_assemble(two, 2, &plain, &err), err, "leg 0 and leg 2");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.resynced_regions, IMG / REGION);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	fx_stop(0);
+	/* Leg 2 (in leg 1's old slot) holds the image now. */
+	two[1] = fx.legs[1];
+	fx.legs[1] = fx.legs[2];
+	fx.legs[2] = two[1];
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* The suite */
 
 static TCase *tc_add(Suite *s, const char *name, void (*unchecked_setup)(void),
@@ -3368,6 +3714,13 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_scrub_check_and_repair);
 	tcase_add_test(tc, test_all_legs_fail);
 	tcase_add_test(tc, test_crash_resync_bitmap_only);
+
+	tc = tc_add(s, "degraded", tc_dir_setup, tc_dir_teardown);
+	tcase_add_loop_test(tc, test_degraded_start, 0, 2);
+	tcase_add_loop_test(tc, test_leg_back_in_time, 0, 2);
+	tcase_add_loop_test(tc, test_split_brain, 0, 2);
+	tcase_add_loop_test(tc, test_stale_start_is_split_brain, 0, 2);
+	tcase_add_test(tc, test_degraded_needs_current_leg);
 
 	tc = tc_add(s, "ordering", tc_dir_setup, tc_dir_teardown);
 	tcase_add_test(tc, test_ordering_threads);

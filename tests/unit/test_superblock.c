@@ -75,6 +75,8 @@
 #define OFF_CSUM_LENGTH 1496
 #define OFF_CSUM_ALGO 1504
 #define OFF_CSUM_BLOCK 1508
+#define OFF_LAST_IN_SYNC 1232
+#define OFF_CHECKSUM_AREA 1488
 #define OFF_RESERVED 1232
 #define OFF_CRC 4092
 
@@ -214,6 +216,9 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 	sb->features = (uint32_t)fm_rng_next(rng) & FM_SB_FEAT_ALL;
 	if (sb->features & FM_SB_FEAT_CHECKSUMS)
 		add_checksum_area(sb, spare_mib);
+	if (sb->features & FM_SB_FEAT_GENERATIONS)
+		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+			sb->last_in_sync[i] = fm_rng_between(rng, 0, sb->events);
 	memcpy(sb->legs[sb->leg_index].uuid, sb->leg_uuid, 16);
 }
 
@@ -245,6 +250,10 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, csum_length);
 	ASSERT_FIELD_EQ(got, want, csum_algo);
 	ASSERT_FIELD_EQ(got, want, csum_block_size);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		ck_assert_msg(got->last_in_sync[i] == want->last_in_sync[i],
+			      "last_in_sync[%u]: got %" PRIu64 " want %" PRIu64, i,
+			      got->last_in_sync[i], want->last_in_sync[i]);
 	fm_assert_bytes_eq(got->name, want->name, sizeof(got->name), "name");
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		fm_assert_bytes_eq(got->legs[i].uuid, want->legs[i].uuid, 16, "legs[%u].uuid", i);
@@ -498,6 +507,9 @@ START_TEST(decode_ignores_reserved_bytes)
 	sb.features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
 	sb.csum_offset = sb.csum_length = 0;
 	sb.csum_algo = sb.csum_block_size = 0;
+	/* Without the generations feature, its range is reserved too. */
+	sb.features &= ~(uint32_t)FM_SB_FEAT_GENERATIONS;
+	memset(sb.last_in_sync, 0, sizeof(sb.last_in_sync));
 	fm_sb_encode(&sb, buf);
 	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED);
 	fix_crc(buf);
@@ -548,6 +560,41 @@ START_TEST(decode_refuses_unknown_features)
 }
 END_TEST
 
+/* The assembly records (FM_SB_FEAT_GENERATIONS): 32 little-endian u64 at
+ * 1232..1487, written and read only with the feature (fm_sb_write()
+ * refuses a record without it: io_write_refuses_invalid). */
+START_TEST(encode_assembly_records)
+{
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	make_basic_sb(&sb);
+	sb.events = 1000;
+	sb.features = FM_SB_FEAT_GENERATIONS;
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		sb.last_in_sync[i] = 1000 - i * 3;
+	sb.last_in_sync[31] = 0;
+	sb.legs[2].flags = FM_SB_LEG_MISSING;
+	fm_sb_encode(&sb, buf);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		ck_assert_uint_eq(le64_at(buf, OFF_LAST_IN_SYNC + 8 * i), sb.last_in_sync[i]);
+	ck_assert_uint_eq(le32_at(buf, OFF_LEGS + 2 * LEG_SLOT + 20), FM_SB_LEG_MISSING);
+	ck_assert_msg(fm_test_is_zero(buf + OFF_CHECKSUM_AREA, OFF_CRC - OFF_CHECKSUM_AREA),
+		      "nothing written beyond 1488");
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "decode: %s",
+		      err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+
+	/* The same bytes without the feature bit: reserved, read as zero. */
+	set_le32(buf, OFF_FEATURES, 0);
+	fix_crc(buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		ck_assert_uint_eq(out.last_in_sync[i], 0);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* TCase consistency: each inconsistency is -EUCLEAN with a message */
 
@@ -593,6 +640,11 @@ static void bad_name(struct fm_sb *sb) { memset(sb->name, 'x', sizeof(sb->name))
 static void bad_state_last(struct fm_sb *sb) { sb->legs[31].state = FM_LEG_REMOVED + 1; }
 static void bad_state_huge(struct fm_sb *sb) { sb->legs[0].state = UINT32_MAX; }
 static void bad_major_0(struct fm_sb *sb) { sb->version_major = 0; sb->version_minor = 0; }
+static void bad_seen_after_events(struct fm_sb *sb)
+{
+	sb->features |= FM_SB_FEAT_GENERATIONS;
+	sb->last_in_sync[4] = sb->events + 1;
+}
 
 static const struct bad_case {
 	const char *what;
@@ -629,6 +681,8 @@ static const struct bad_case {
 	{ "leg state 5", bad_state_last, "leg slot 31 has unknown state 5" },
 	{ "leg state huge", bad_state_huge, "leg slot 0 has unknown state 4294967295" },
 	{ "major 0", bad_major_0, "format version 0.0 does not exist" },
+	{ "last seen in sync after events", bad_seen_after_events,
+	  "leg slot 4 was last seen in sync at events 8, after this superblock's 7" },
 };
 
 START_TEST(decode_inconsistent_is_euclean)
@@ -1025,6 +1079,11 @@ START_TEST(io_write_refuses_invalid)
 	ck_assert_int_eq(fm_sb_write(dev, &sb), -EINVAL);
 	assert_sb_eq(&sb, &before); /* utime untouched */
 	sb.nr_legs = 3;
+	/* An assembly record without its feature would be lost on disk. */
+	sb.features = 0;
+	sb.last_in_sync[1] = 1;
+	ck_assert_int_eq(fm_sb_write(dev, &sb), -EINVAL);
+	sb.last_in_sync[1] = 0;
 	sb.version_major = 2;
 	ck_assert_int_eq(fm_sb_write(dev, &sb), -EINVAL);
 	fm_test_read_file(path, 0, disk, FM_SB_SIZE);
@@ -1533,6 +1592,7 @@ static Suite *superblock_suite(void)
 	tcase_add_test(tc, encode_decode_round_trip_random);
 	tcase_add_test(tc, encode_byte_offsets);
 	tcase_add_test(tc, encode_name_nul_padded);
+	tcase_add_test(tc, encode_assembly_records);
 
 	tc = tcase_new(s, "integrity", false);
 	tcase_add_test(tc, decode_flipped_bit_anywhere);
