@@ -52,6 +52,8 @@ struct mount_cfg {
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle */
 	unsigned bitmap_delay_ms;       /* idle time before a bitmap bit is cleared */
+	bool degraded;                  /* start without missing in-sync legs */
+	char *prefer;                   /* --prefer LEG: the side kept in a split brain */
 	/* Bit i: mount_cfg_keys[i] was given (file or -o), not defaulted. */
 	uint64_t set;
 };
@@ -141,6 +143,9 @@ int cmd_examine(int argc, char **argv);
 
 /* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
 const char *cli_leg_state_name(enum fm_leg_state s);
+/* The same, but "missing" for a faulty leg that is not present (not given
+ * at a degraded start). */
+const char *cli_leg_state_word(enum fm_leg_state s, bool missing);
 
 /* Append @s to @out as a JSON string (quoted, escaped). */
 void cli_json_str(GString *out, const char *s);

@@ -222,6 +222,10 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	{ .name = "bitmap_delay", .metavar = "MS", .parse = mount_cfg_parse_uint,
 	  FIELD(bitmap_delay_ms), .min = 1, .max = 3600000, .def = "5000",
 	  .help = "idle time before a write-intent bit is cleared" },
+	{ .name = "degraded", .parse = mount_cfg_parse_bool, FIELD(degraded),
+	  .flags = MOUNT_CFG_FLAG, .def = "false",
+	  .help = "start even when in-sync legs are missing, if one in-sync leg is "
+		  "given (md's --run); the missing ones are recorded" },
 	{ NULL },
 };
 
@@ -262,6 +266,7 @@ void mount_cfg_init(struct mount_cfg *cfg)
 void mount_cfg_clear(struct mount_cfg *cfg)
 {
 	g_strfreev(cfg->legs);
+	g_free(cfg->prefer);
 	g_free(cfg->mountpoint);
 	g_free(cfg->name);
 	memset(cfg, 0, sizeof(*cfg));

@@ -34,6 +34,18 @@ const char *cli_leg_state_name(enum fm_leg_state s)
 	}
 }
 
+const char *cli_leg_state_word(enum fm_leg_state s, bool missing)
+{
+	return s == FM_LEG_FAULTY && missing ? "missing" : cli_leg_state_name(s);
+}
+
+/* A slot's state as the table records it: "missing" for a faulty slot
+ * whose leg was not given at a degraded start. */
+static const char *slot_word(const struct fm_sb_leg *e)
+{
+	return cli_leg_state_word((enum fm_leg_state)e->state, e->flags & FM_SB_LEG_MISSING);
+}
+
 static bool bit_set(const uint8_t *bm, uint64_t r)
 {
 	return bm[r >> 3] & (1u << (r & 7));
@@ -168,13 +180,19 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 	else
 		printf("        checksums : none\n");
 	printf("        leg table :\n");
-	printf("      slot  uuid                                  state       events\n");
+	printf("      slot  uuid                                  state       events  "
+	       "last in sync\n");
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
+		char seen[24] = "-";
+
 		if (sb->legs[i].state == FM_LEG_EMPTY)
 			continue;
-		printf("      %-4u  %s  %-10s  %llu%s%s\n", i, fm_uuid_unparse(sb->legs[i].uuid, u),
-		       cli_leg_state_name(sb->legs[i].state),
-		       (unsigned long long)sb->legs[i].events,
+		if (sb->features & FM_SB_FEAT_GENERATIONS && sb->last_in_sync[i])
+			snprintf(seen, sizeof(seen), "%llu",
+				 (unsigned long long)sb->last_in_sync[i]);
+		printf("      %-4u  %s  %-10s  %-6llu  %-12s%s%s\n", i,
+		       fm_uuid_unparse(sb->legs[i].uuid, u), slot_word(&sb->legs[i]),
+		       (unsigned long long)sb->legs[i].events, seen,
 		       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "  write-mostly" : "",
 		       i == sb->leg_index ? "  (this leg)" : "");
 	}
@@ -229,11 +247,13 @@ static void print_json(GString *out, const char *path, const struct fm_sb *sb,
 		if (sb->legs[i].state == FM_LEG_EMPTY)
 			continue;
 		g_string_append_printf(out, "%s{\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
-				       "\"events\":%llu,\"write_mostly\":%s}", first ? "" : ",", i,
-				       fm_uuid_unparse(sb->legs[i].uuid, u),
-				       cli_leg_state_name(sb->legs[i].state),
+				       "\"events\":%llu,\"write_mostly\":%s,\"missing\":%s,"
+				       "\"last_in_sync\":%llu}", first ? "" : ",", i,
+				       fm_uuid_unparse(sb->legs[i].uuid, u), slot_word(&sb->legs[i]),
 				       (unsigned long long)sb->legs[i].events,
-				       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "true" : "false");
+				       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "true" : "false",
+				       sb->legs[i].flags & FM_SB_LEG_MISSING ? "true" : "false",
+				       (unsigned long long)sb->last_in_sync[i]);
 		first = false;
 	}
 	g_string_append(out, "]}");

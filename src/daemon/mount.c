@@ -226,7 +226,8 @@ static void status_json_locked(struct daemon *d, GString *out)
 				       "\"writes\":%llu,\"read_bytes\":%llu,\"write_bytes\":%llu,"
 				       "\"read_errors\":%llu,\"write_errors\":%llu,\"pending\":%u,"
 				       "\"corrected\":%llu,\"write_mostly\":%s,\"fault\":",
-				       i, fm_uuid_unparse(ls.uuid, u), cli_leg_state_name(ls.state),
+				       i, fm_uuid_unparse(ls.uuid, u),
+				       cli_leg_state_word(ls.state, ls.missing),
 				       ls.direct ? "true" : "false",
 				       (unsigned long long)ls.reads, (unsigned long long)ls.writes,
 				       (unsigned long long)ls.read_bytes,
@@ -330,8 +331,8 @@ static void status_text_locked(struct daemon *d, GString *out)
 		g_string_append_printf(out, "    %u  %-10s %s%s%s\n       uuid %s; reads %llu (%s), "
 				       "writes %llu (%s); errors: %llu read (%llu corrected), "
 				       "%llu write\n",
-				       i, cli_leg_state_name(ls.state),
-				       *ls.path ? ls.path : "(closed)",
+				       i, cli_leg_state_word(ls.state, ls.missing),
+				       *ls.path ? ls.path : ls.missing ? "(not present)" : "(closed)",
 				       ls.write_mostly ? "  write-mostly" : "",
 				       ls.direct || !*ls.path ? "" : "  (buffered, no O_DIRECT)",
 				       fm_uuid_unparse(ls.uuid, u),
@@ -792,7 +793,8 @@ static int run_daemon(struct mount_cfg *cfg)
 				  .max_read_errors = cfg->max_read_errors,
 				  .sync_speed_min = cfg->sync_speed_min,
 				  .sync_speed_max = cfg->sync_speed_max,
-				  .bitmap_delay_ms = cfg->bitmap_delay_ms };
+				  .bitmap_delay_ms = cfg->bitmap_delay_ms,
+				  .degraded = cfg->degraded, .prefer = cfg->prefer };
 	struct front_opts fo = { 0 };
 	struct fm_sb sb;
 	g_autoptr(GError) err = NULL;
@@ -965,12 +967,16 @@ static const char mount_summary_head[] =
 	"Mount options (-o, comma-separated; also [mount] in the config file):\n";
 static const char mount_summary_tail[] =
 	"\n"
+	"A mirror whose in-sync legs are not all given is refused unless\n"
+	"--degraded; two legs each written without the other (a split brain) are\n"
+	"refused unless --prefer names the side to keep (fusemirror(8) RESILIENCE).\n"
+	"\n"
 	"Exit status: 0 mounted; 2 usage; 3 a leg was refused; 4 mount failed.";
 
 int cmd_mount(int argc, char **argv)
 {
-	g_autofree char *opts = NULL, *config = NULL, *name = NULL;
-	gboolean foreground = FALSE, ro = FALSE;
+	g_autofree char *opts = NULL, *config = NULL, *name = NULL, *prefer = NULL;
+	gboolean foreground = FALSE, ro = FALSE, degraded = FALSE;
 	g_auto(GStrv) rest = NULL;
 	GOptionEntry entries[] = {
 		{ "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
@@ -982,6 +988,11 @@ int cmd_mount(int argc, char **argv)
 		{ "name", 0, 0, G_OPTION_ARG_STRING, &name,
 		  "Image file name in a directory mount point (default: image)", "NAME" },
 		{ "read-only", 'r', 0, G_OPTION_ARG_NONE, &ro, "Same as -o ro", NULL },
+		{ "degraded", 0, 0, G_OPTION_ARG_NONE, &degraded,
+		  "Start even if in-sync legs are missing (same as -o degraded)", NULL },
+		{ "prefer", 0, 0, G_OPTION_ARG_FILENAME, &prefer,
+		  "After a split brain, keep the side of LEG (the other side is rebuilt "
+		  "from it)", "LEG" },
 		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
 		  "[LEG...] MOUNTPOINT" },
 		{ NULL },
@@ -1020,6 +1031,10 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (ro)
 		cfg.readonly = true;
+	if (degraded)
+		cfg.degraded = true;
+	if (prefer)
+		cfg.prefer = g_canonicalize_filename(prefer, NULL);
 	if (name) {
 		g_free(cfg.name);
 		cfg.name = g_strdup(name);
