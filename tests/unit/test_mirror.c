@@ -3491,7 +3491,8 @@ START_TEST(test_split_brain)
 	unsigned keep = (unsigned)_i;
 	struct mirror_opts plain = { 0 }, deg = { .degraded = true };
 	struct mirror_opts pref = { 0 };
-	g_autofree uint8_t *base = NULL, *side[2] = { NULL, NULL };
+	g_autofree uint8_t *base = NULL;
+	uint8_t *side[2] = { NULL, NULL };
 	g_autofree char *stranger = NULL;
 	struct mirror_status ms;
 	struct mirror_leg_stats ls;
@@ -3549,6 +3550,8 @@ START_TEST(test_split_brain)
 	mirror_get_status(fx.m, &ms);
 	ck_assert(!ms.degraded);
 	fx_stop(0);
+	g_free(side[0]);
+	g_free(side[1]);
 }
 END_TEST
 
