@@ -111,7 +111,14 @@ struct mirror_opts {
 	 * then, writes are refused with -EROFS. */
 	bool defer_in_use;
 	/* Resilience (0: the default in brackets) */
-	unsigned max_read_errors;       /* read errors before a leg is failed [20] */
+	/* Read errors: a leg is failed at max_read_errors errors not corrected
+	 * (the rewrite of the bad copy did not read back), or at
+	 * max_read_errors corrected ones when they are also more than
+	 * max_read_error_ppm of its reads; both counts halve every
+	 * read_error_decay_ms (md halves its count hourly). */
+	unsigned max_read_errors;       /* [20] */
+	uint32_t max_read_error_ppm;    /* corrected errors per million reads [50000: 5%] */
+	unsigned read_error_decay_ms;   /* [3600000: an hour] */
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load [1 MiB/s] */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle [200 MiB/s] */
 	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */

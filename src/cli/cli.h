@@ -49,6 +49,8 @@ struct mount_cfg {
 	uint64_t writeback_age_ms;
 	/* Resilience (see struct mirror_opts) */
 	unsigned max_read_errors;       /* read errors before a leg is failed */
+	unsigned max_read_error_ppm;    /* corrected read errors per million reads */
+	unsigned read_error_decay_ms;   /* the read error counts halve this often */
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle */
 	unsigned bitmap_delay_ms;       /* idle time before a bitmap bit is cleared */

@@ -208,7 +208,13 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  .help = "image file name in a directory mount point" },
 	{ .name = "max_read_errors", .metavar = "N", .parse = mount_cfg_parse_uint,
 	  FIELD(max_read_errors), .min = 1, .max = 1000000, .def = "20",
-	  .help = "read errors before a leg is failed" },
+	  .help = "uncorrected read errors (or corrected ones, above the rate) that fail a leg" },
+	{ .name = "read_error_rate", .metavar = "PCT", .parse = mount_cfg_parse_uint,
+	  FIELD(max_read_error_ppm), .min = 1, .max = 100, .scale = 10000, .def = "5",
+	  .help = "corrected read errors, in % of a leg's reads, that fail it" },
+	{ .name = "read_error_decay", .metavar = "SEC", .parse = mount_cfg_parse_uint,
+	  FIELD(read_error_decay_ms), .min = 1, .max = 604800, .scale = 1000, .def = "3600",
+	  .help = "the read error counts halve this often" },
 	/* at least a page a second, so that 0 (the mirror's "default") is
 	 * never what a user gets by accident */
 	{ .name = "sync_speed_min", .metavar = "SIZE", .parse = mount_cfg_parse_size,

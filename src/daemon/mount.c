@@ -791,6 +791,8 @@ static int run_daemon(struct mount_cfg *cfg)
 	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy,
 				  .defer_in_use = true,
 				  .max_read_errors = cfg->max_read_errors,
+				  .max_read_error_ppm = cfg->max_read_error_ppm,
+				  .read_error_decay_ms = cfg->read_error_decay_ms,
 				  .sync_speed_min = cfg->sync_speed_min,
 				  .sync_speed_max = cfg->sync_speed_max,
 				  .bitmap_delay_ms = cfg->bitmap_delay_ms,

@@ -583,6 +583,9 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	m->readonly = o.readonly;
 	m->read_policy = o.read_policy;
 	m->max_read_errors = o.max_read_errors ? o.max_read_errors : 20;
+	m->max_read_error_ppm = o.max_read_error_ppm ? o.max_read_error_ppm : 50000;
+	m->read_error_decay_ns = (o.read_error_decay_ms ? o.read_error_decay_ms : 3600000ull) *
+				 1000000ull;
 	m->sync_speed_min = o.sync_speed_min ? o.sync_speed_min : 1ull << 20;
 	m->sync_speed_max = o.sync_speed_max ? o.sync_speed_max : 200ull << 20;
 	if (m->sync_speed_max < m->sync_speed_min)

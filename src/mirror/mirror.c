@@ -47,8 +47,11 @@ struct mirror *mirror_alloc(void)
 	pthread_mutex_init(&m->admin_lock, NULL);
 	pthread_cond_init(&m->state_cond, NULL);
 	atomic_init(&m->sync_src, -1);
-	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		atomic_init(&m->legs[i].next_sector, UINT64_MAX);
+		pthread_mutex_init(&m->legs[i].err_lock, NULL);
+		mirror_leg_errors_reset(&m->legs[i]);
+	}
 	return m;
 }
 
@@ -62,6 +65,7 @@ void mirror_free(struct mirror *m)
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		dmio_dev_close(m->legs[i].dev);
 		free(m->legs[i].path);
+		pthread_mutex_destroy(&m->legs[i].err_lock);
 	}
 	while (m->free_reqs) {
 		struct mreq *r = m->free_reqs;
@@ -281,7 +285,55 @@ static int issue_read(struct mreq *r)
 	return ret;
 }
 
-/* Count a read error of leg @li; fail the leg after max_read_errors. */
+/*
+ * Read errors: when does a leg that fails reads go out of service?
+ *
+ * Every read error is first "unverified": the read was served by another
+ * leg and the bad copy is being rewritten.  When the rewrite reads back
+ * right, the error is corrected (read_error_corrected()): the copy is good
+ * again, and the error moves to the corrected count.  A leg fails when
+ *   - its unverified errors reach max_read_errors (md's count: rewrites
+ *     that failed, re-reads that failed again, errors that could not be
+ *     repaired), or
+ *   - its corrected errors reach max_read_errors AND exceed
+ *     max_read_error_ppm of its reads: a disk whose every error is fixed
+ *     by a rewrite stays in service unless it errs on too large a share of
+ *     its reads (its error rate, not a count, says it is going).
+ * Both counts (and the reads the rate is taken against) halve every
+ * read_error_decay (md halves read_errors hourly), so errors spread over
+ * a long time never add up to a failure.  A rewrite that reads back
+ * different data fails the leg at once (copy_verify_done()).
+ */
+void mirror_leg_errors_reset(struct mirror_leg *leg)
+{
+	pthread_mutex_lock(&leg->err_lock);
+	leg->err_unverified = 0;
+	leg->err_corrected = 0;
+	leg->err_reads_hist = 0;
+	leg->err_reads_base = atomic_load(&leg->reads);
+	leg->err_decay_ns = fm_now_ns();
+	pthread_mutex_unlock(&leg->err_lock);
+}
+
+/* Halve the counts once per period gone by.  err_lock held. */
+static void leg_errors_decay_locked(struct mirror *m, struct mirror_leg *leg)
+{
+	uint64_t now = fm_now_ns(), reads = atomic_load(&leg->reads), k;
+
+	if (!m->read_error_decay_ns || now - leg->err_decay_ns < m->read_error_decay_ns)
+		return;
+	k = (now - leg->err_decay_ns) / m->read_error_decay_ns;
+	leg->err_decay_ns += k * m->read_error_decay_ns;
+	if (k > 63)
+		k = 63;
+	leg->err_unverified >>= k < 32 ? k : 31;
+	leg->err_corrected >>= k;
+	leg->err_reads_hist = (leg->err_reads_hist + reads - leg->err_reads_base) >> k;
+	leg->err_reads_base = reads;
+}
+
+/* Count a read error of leg @li (unverified); fail the leg at
+ * max_read_errors of them. */
 static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t count)
 {
 	struct mirror_leg *leg = &m->legs[li];
@@ -289,12 +341,41 @@ static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t 
 
 	MIRROR_STAT_ADD(leg->read_errors, 1);
 	atomic_store_explicit(&leg->next_sector, UINT64_MAX, memory_order_relaxed);
-	n = atomic_fetch_add(&leg->recent_read_errors, 1) + 1;
-	fm_warn("leg %s: read of sectors %llu+%llu failed (%u of %u read errors allowed)",
-		leg->path, (unsigned long long)sector, (unsigned long long)count, n,
+	pthread_mutex_lock(&leg->err_lock);
+	leg_errors_decay_locked(m, leg);
+	n = ++leg->err_unverified;
+	pthread_mutex_unlock(&leg->err_lock);
+	fm_warn("leg %s: read of sectors %llu+%llu failed (%u of %u uncorrected read errors "
+		"allowed)", leg->path, (unsigned long long)sector, (unsigned long long)count, n,
 		m->max_read_errors);
 	if (n >= m->max_read_errors)
-		mirror_leg_failed(m, li, "too many read errors", -EIO);
+		mirror_leg_failed(m, li, "too many read errors not corrected", -EIO);
+}
+
+/* A read error of leg @li was corrected: its copy was rewritten and read
+ * back right.  Fail the leg when its corrected errors are too many a share
+ * of its reads. */
+static void read_error_corrected(struct mirror *m, unsigned li)
+{
+	struct mirror_leg *leg = &m->legs[li];
+	uint64_t corrected, reads;
+	bool fail;
+
+	pthread_mutex_lock(&leg->err_lock);
+	leg_errors_decay_locked(m, leg);
+	if (leg->err_unverified)
+		leg->err_unverified--;
+	corrected = ++leg->err_corrected;
+	reads = leg->err_reads_hist + atomic_load(&leg->reads) - leg->err_reads_base;
+	fail = corrected >= m->max_read_errors &&
+	       corrected * 1000000 > reads * (uint64_t)m->max_read_error_ppm;
+	pthread_mutex_unlock(&leg->err_lock);
+	if (fail) {
+		fm_err("leg %s: %llu corrected read errors in %llu reads, more than %g%%",
+		       leg->path, (unsigned long long)corrected, (unsigned long long)reads,
+		       m->max_read_error_ppm / 1e4);
+		mirror_leg_failed(m, li, "read error rate too high", -EIO);
+	}
 }
 
 static void repair_done(void *ctx, int err, uint64_t mismatch)
@@ -324,7 +405,8 @@ static void read_done(unsigned long error_bits, void *context)
 			MIRROR_STAT_ADD(m->read_retries, 1);
 			if (!m->readonly && atomic_load(&m->in_use))
 				mirror_start_copy(m, MREQ_COPY, r->sector, r->count, r->leg,
-						  r->bad, COPY_VERIFY, repair_done, NULL);
+						  r->bad, COPY_VERIFY | COPY_READ_ERROR,
+						  repair_done, NULL);
 		}
 	} else {
 		r->bad |= 1ull << r->leg;
@@ -898,7 +980,7 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 
 	leg_put(leg);
 	if (error_bits) {
-		/* One more read error, counted towards max_read_errors. */
+		/* One more read error, not corrected. */
 		read_error(m, r->vleg, r->sector, r->count);
 	} else if (memcmp(verify_seg(r, r->vleg), r->data, copy_bytes(r))) {
 		fm_err("leg %s: sectors %llu+%llu read back wrong after being rewritten",
@@ -906,6 +988,8 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
 	} else {
 		MIRROR_STAT_ADD(leg->corrected, 1);
+		if (r->bad & (1ull << r->vleg))
+			read_error_corrected(m, r->vleg);
 		mirror_event(m, FM_EVENT_READ_ERROR_CORRECTED, (int)r->vleg,
 			     r->sector << FM_SECTOR_SHIFT, 0);
 		fm_notice("leg %s: sectors %llu+%llu rewritten from leg %s",
@@ -976,6 +1060,7 @@ static void scrub_compare(struct mreq *r)
 			/* Read errors are repaired in check mode too. */
 			read_error(m, i, r->sector, r->count);
 			r->targets |= 1ull << i;
+			r->bad |= 1ull << i;
 		} else if (first < 0) {
 			first = (int)i;
 		}
@@ -1049,6 +1134,7 @@ int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 	r->count = count;
 	r->leg = src;
 	r->targets = targets;
+	r->bad = (flags & COPY_READ_ERROR) ? targets : 0;
 	r->copy_flags = flags;
 	r->copy_fn = fn;
 	r->ctx = ctx;

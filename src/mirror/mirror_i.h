@@ -36,7 +36,14 @@ struct mirror_leg {
 	atomic_ullong next_sector;      /* where its last read ended */
 	atomic_ullong reads, writes, read_bytes, write_bytes;
 	atomic_ullong read_errors, write_errors, corrected;
-	atomic_uint recent_read_errors; /* towards max_read_errors */
+	/* Read-error accounting (read_error(), read_error_corrected()):
+	 * decayed counts, halved every read_error_decay_ms. */
+	pthread_mutex_t err_lock;       /* guards the fields below */
+	uint32_t err_unverified;        /* read errors not (yet) followed by a verified rewrite */
+	uint64_t err_corrected;         /* read errors whose rewrite verified */
+	uint64_t err_reads_hist;        /* reads before err_reads_base, decayed */
+	uint64_t err_reads_base;        /* leg->reads at the last decay */
+	uint64_t err_decay_ns;          /* time of the last decay */
 };
 
 enum mreq_op {
@@ -51,6 +58,8 @@ enum mreq_op {
 enum mreq_copy_flags {
 	COPY_VERIFY = 1u << 0,  /* re-read the targets and compare */
 	COPY_REPAIR = 1u << 1,  /* scrub: rewrite mismatching legs */
+	COPY_READ_ERROR = 1u << 2, /* the targets failed a read of it: a verified
+				      rewrite is a corrected read error */
 };
 
 /* Completion of a copy or scrub: err 0 or -errno; @mismatch sectors that
@@ -135,6 +144,8 @@ struct mirror {
 	atomic_uint rr;                 /* round-robin cursor */
 	struct dmio_client *client;
 	unsigned max_read_errors;
+	uint32_t max_read_error_ppm;    /* corrected errors per million reads */
+	uint64_t read_error_decay_ns;   /* the error counts halve this often */
 	uint64_t sync_speed_min, sync_speed_max;
 	unsigned bitmap_delay_ms;
 	struct mbitmap *bitmap;
@@ -203,6 +214,8 @@ int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
  * (*ret_failed set).  0 when an in-sync leg did it, else -EIO. */
 int mirror_legs_sync_io(struct mirror *m, struct dmio_request *req, uint64_t sector,
 			uint64_t count, const char *what, bool *ret_failed);
+/* Start a leg's read-error accounting afresh (assembly, add). */
+void mirror_leg_errors_reset(struct mirror_leg *leg);
 /* Complete a held write (state.c, once its superblock generation is on disk). */
 void mirror_complete_held(struct mreq *r);
 /* Get a reference on leg @i for I/O when its state is in @states (a mask of

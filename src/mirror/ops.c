@@ -285,7 +285,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GE
 		memcpy(leg->uuid, uuid, 16);
 		leg->full_rebuild = full;
 		leg->recovery_offset = 0;
-		atomic_store(&leg->recent_read_errors, 0);
+		mirror_leg_errors_reset(leg);
 		atomic_store(&leg->next_sector, UINT64_MAX);
 		leg->dev = dev;
 		atomic_store_explicit(&leg->state, FM_LEG_REBUILDING, memory_order_release);
