@@ -2088,11 +2088,5 @@ static Suite *bufio_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(bufio_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fm_test_main(bufio_suite());
 }

@@ -7,6 +7,8 @@
 
 #include "fusemirror/common.h"
 
+#include "fm_test.h"
+
 uint32_t fm_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
 START_TEST(crc32c_known_vectors)
@@ -116,11 +118,5 @@ static Suite *common_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(common_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fm_test_main(common_suite());
 }

@@ -45,11 +45,6 @@
 #define MiB (1024u * 1024u)
 #define NOBODY 65534
 
-static bool under_valgrind(void)
-{
-	return getenv("FM_UNDER_VALGRIND") != NULL;
-}
-
 static uint64_t ms_since(uint64_t start_ns)
 {
 	return (fm_now_ns() - start_ns) / 1000000u;
@@ -758,7 +753,7 @@ START_TEST(stop_wakes_readers)
 	GString *reply;
 
 	ck_assert_int_eq(send(fd, "ech", 3, MSG_NOSIGNAL), 3);
-	g_usleep(under_valgrind() ? 2000000 : 300000); /* let it be accepted */
+	g_usleep(fm_test_under_valgrind() ? 2000000 : 300000); /* let it be accepted */
 	start = fm_now_ns();
 	ctl_server_stop(s);
 	ck_assert_uint_lt(ms_since(start), 2000);
@@ -940,11 +935,9 @@ START_TEST(peer_credentials)
 	int status = 0;
 	pid_t pid;
 
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_ctl: peer_credentials needs root (to become nobody); "
-				"not run\n");
-		return;
-	}
+	/* Root is a prerequisite (as for every test here that needs it): a
+	 * run without it fails rather than passing untested. */
+	ck_assert_msg(geteuid() == 0, "peer_credentials needs root (to become nobody)");
 	/* Let nobody reach the socket, so that SO_PEERCRED is what refuses. */
 	ck_assert_int_eq(chmod(tc_dir, 0777), 0);
 	s = start_ok(path, &th);
@@ -1230,8 +1223,7 @@ static Suite *ctl_suite(void)
 
 int main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
+	int code;
 
 	if (argc == 3 && strcmp(argv[1], "--call-as-nobody") == 0)
 		return call_as_nobody(argv[2]);
@@ -1252,10 +1244,7 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 #endif
-	sr = srunner_create(ctl_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	code = fm_test_main(ctl_suite());
 	g_free(self_exe);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return code;
 }

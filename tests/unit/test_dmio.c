@@ -62,11 +62,6 @@
 
 static const char *const mem_names[] = { "page-list", "bvec", "vm" };
 
-static bool under_valgrind(void)
-{
-	return getenv("FM_UNDER_VALGRIND") != NULL;
-}
-
 /*----------------------------------------------------------------*/
 /* Unchecked fixtures: per-TCase directories and loop devices */
 
@@ -145,6 +140,10 @@ static void tc_loop_setup(void)
 	char failure[512] = "";
 
 	tc_dir_setup();
+	msg = fm_test_loop_unusable();
+	if (msg)
+		snprintf(failure, sizeof(failure), "%s", msg);
+	g_clear_pointer(&msg, g_free);
 	for (unsigned i = 0; i < TC_NLOOPS && !failure[0]; i++) {
 		char *path = g_strdup_printf("%s/loop%u.img", tc_dir, i);
 		int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -3158,7 +3157,7 @@ static void returning_cb(unsigned long bits, void *context)
 START_TEST(test_engine_shutdown_races_last_callback)
 {
 	/* valgrind runs one thread at a time: no race to look for there. */
-	unsigned iter = under_valgrind() ? 10 : 1000;
+	unsigned iter = fm_test_under_valgrind() ? 10 : 1000;
 	uint8_t *buf = fx_buf(4096);
 	struct dmio_region where;
 	unsigned f0;
@@ -3406,10 +3405,8 @@ START_TEST(test_loop_flush_reaches_every_device)
 	int rc;
 
 	fx_seed(__func__, _i);
-	if (fm_test_blockdev_stat(tc_loops[0].dev, FLUSH_FIELD) == UINT64_MAX) {
-		fprintf(stderr, "test_dmio: no flush counters in /sys/block/*/stat: skipped\n");
-		return;
-	}
+	if (fm_test_blockdev_stat(tc_loops[0].dev, FLUSH_FIELD) == UINT64_MAX)
+		fm_test_skip("no flush counters in /sys/block/*/stat (kernel < 5.5)");
 	for (unsigned i = 0; i < TC_NLOOPS; i++) {
 		char *wc = fm_test_blockdev_attr(tc_loops[i].dev, "queue/write_cache");
 		char *fua = fm_test_blockdev_attr(tc_loops[i].dev, "queue/fua");
@@ -3418,11 +3415,9 @@ START_TEST(test_loop_flush_reaches_every_device)
 
 		g_free(wc);
 		g_free(fua);
-		if (!counts) {
-			fprintf(stderr, "test_dmio: %s: no volatile cache (or native FUA): "
-				"flush counting skipped\n", tc_loops[i].dev);
-			return;
-		}
+		if (!counts)
+			fm_test_skip("%s: no volatile write cache (or native FUA): the "
+				     "kernel sends no flush to count", tc_loops[i].dev);
 		where[i] = fx_region(i, 8 * (i + 1), 16);
 		before[i] = fm_test_blockdev_stat(tc_loops[i].dev, FLUSH_FIELD);
 	}
@@ -4331,7 +4326,9 @@ START_TEST(test_memory_legs_inline)
 	d = fx_add_file_in(tc_dir, 1 * MiB, 0);
 	if (!fm_test_in_memory(tc_shm_dir) || fm_test_in_memory(tc_dir)) {
 		fx_finish();
-		return; /* nothing to tell apart on this machine (noted by setup) */
+		fm_test_skip("%s is %sin memory and %s is %sin memory: nothing to tell apart",
+			     tc_shm_dir, fm_test_in_memory(tc_shm_dir) ? "" : "not ", tc_dir,
+			     fm_test_in_memory(tc_dir) ? "" : "not ");
 	}
 
 	n = fx_inline_round_trip(async, type, 0, m, 8, 8);
@@ -4401,7 +4398,6 @@ static Suite *dmio_suite(void)
 {
 	Suite *s = suite_create("dmio");
 	TCase *tc;
-	char *why;
 
 	tc = tc_add(s, "rw", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_rw_matrix, 0, LAYOUT_COUNT * 3 * 2 * 2);
@@ -4480,37 +4476,24 @@ static Suite *dmio_suite(void)
 	tcase_add_test(tc, test_engine_shutdown_drains);
 	tcase_add_test(tc, test_engine_shutdown_races_last_callback);
 
-	why = fm_test_loop_unusable();
-	if (why) {
-		/* Only this TCase: everything else runs as usual. */
-		fprintf(stderr, "test_dmio: SKIPPING TCase loop4k: %s\n", why);
-		g_free(why);
-	} else {
-		tc = tc_add(s, "loop4k", tc_loop_setup, tc_loop_teardown, fx_loop_setup,
-			    fx_teardown);
-		tcase_add_test(tc, test_loop_dev_open);
-		tcase_add_loop_test(tc, test_loop_rmw, 0, 2 * G_N_ELEMENTS(rmw_cases));
-		tcase_add_loop_test(tc, test_loop_aligned_not_bounced, 0, 6);
-		tcase_add_loop_test(tc, test_loop_unaligned_memory, 0, 9);
-		tcase_add_loop_test(tc, test_loop_mixed_regions, 0, 3);
-		tcase_add_test(tc, test_loop_rmw_concurrent_neighbours);
-		tcase_add_loop_test(tc, test_loop_flush_reaches_every_device, 0, 6);
-		tcase_add_loop_test(tc, test_loop_discard_zeroes, 0, 4);
-		tcase_add_test(tc, test_loop_excl);
-	}
+	/* Loop devices need root: without it tc_loop_setup fails every test
+	 * of this TCase (a failure, not a silent skip). */
+	tc = tc_add(s, "loop4k", tc_loop_setup, tc_loop_teardown, fx_loop_setup, fx_teardown);
+	tcase_add_test(tc, test_loop_dev_open);
+	tcase_add_loop_test(tc, test_loop_rmw, 0, 2 * G_N_ELEMENTS(rmw_cases));
+	tcase_add_loop_test(tc, test_loop_aligned_not_bounced, 0, 6);
+	tcase_add_loop_test(tc, test_loop_unaligned_memory, 0, 9);
+	tcase_add_loop_test(tc, test_loop_mixed_regions, 0, 3);
+	tcase_add_test(tc, test_loop_rmw_concurrent_neighbours);
+	tcase_add_loop_test(tc, test_loop_flush_reaches_every_device, 0, 6);
+	tcase_add_loop_test(tc, test_loop_discard_zeroes, 0, 4);
+	tcase_add_test(tc, test_loop_excl);
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	fprintf(stderr, "test_dmio: base seed %#" PRIx64 " (set FM_TEST_SEED to change)%s\n",
-		fm_test_base_seed(), under_valgrind() ? ", under valgrind" : "");
-	sr = srunner_create(dmio_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+		fm_test_base_seed(), fm_test_under_valgrind() ? ", under valgrind" : "");
+	return fm_test_main(dmio_suite());
 }

@@ -77,11 +77,6 @@
 #define WAIT_SECONDS 120
 #define TMPFS_SIZE_ARG "size=2M"
 
-static bool under_valgrind(void)
-{
-	return getenv("FM_UNDER_VALGRIND") != NULL;
-}
-
 /*----------------------------------------------------------------*/
 /* Unchecked fixtures: the TCase's directory, the tmpfs mount */
 
@@ -310,27 +305,10 @@ static void truncate_file(const char *path, uint64_t size)
 		      path, size, g_strerror(errno));
 }
 
-static char *find_tool(const char *name)
-{
-	static const char *const dirs[] = { "/usr/sbin", "/sbin", "/usr/bin", "/bin" };
-	char *p = g_find_program_in_path(name);
-
-	for (size_t i = 0; !p && i < G_N_ELEMENTS(dirs); i++) {
-		char *c = g_build_filename(dirs[i], name, NULL);
-
-		if (access(c, X_OK) == 0)
-			p = c;
-		else
-			g_free(c);
-	}
-	ck_assert_msg(p, "%s is not installed (bash .ci/deps installs it)", name);
-	return p;
-}
-
 /* A 16 MiB file holding an ext4 file system. */
 static void make_ext4_file(const char *path)
 {
-	char *prog = find_tool("mkfs.ext4");
+	char *prog = fm_test_find_program("mkfs.ext4");
 	char *argv[] = { prog, (char *)"-q", (char *)"-F", (char *)path, NULL };
 	char *msg = NULL;
 	char copy[512] = "";
@@ -361,7 +339,7 @@ static char *file_digest(const char *path)
 	}
 	/* Under valgrind, SHA-256 in software costs minutes over these files;
 	 * crc32c (one instruction per 8 bytes) is plenty to see a change. */
-	if (under_valgrind()) {
+	if (fm_test_under_valgrind()) {
 		uint32_t crc = 0;
 
 		buf = g_malloc(chunk);
@@ -3862,14 +3840,7 @@ static Suite *mirror_suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	fprintf(stderr, "test_mirror: base seed %#" PRIx64 " (set FM_TEST_SEED to change)%s\n",
-		fm_test_base_seed(), under_valgrind() ? ", under valgrind" : "");
-	sr = srunner_create(mirror_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+		fm_test_base_seed(), fm_test_under_valgrind() ? ", under valgrind" : "");
+	return fm_test_main(mirror_suite());
 }

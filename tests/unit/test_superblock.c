@@ -1247,28 +1247,11 @@ END_TEST
 /*----------------------------------------------------------------*/
 /* TCase probe: fm_sb_probe_signature */
 
-static char *find_tool(const char *name)
-{
-	static const char *const dirs[] = { "/usr/sbin", "/sbin", "/usr/bin", "/bin" };
-	char *p = g_find_program_in_path(name);
-
-	for (size_t i = 0; !p && i < G_N_ELEMENTS(dirs); i++) {
-		char *c = g_build_filename(dirs[i], name, NULL);
-
-		if (access(c, X_OK) == 0)
-			p = c;
-		else
-			g_free(c);
-	}
-	ck_assert_msg(p, "%s is not installed (bash .ci/deps installs it)", name);
-	return p;
-}
-
 /* Run a tool with up to 4 arguments; fail the test if it fails. */
 static void run_tool(const char *tool, const char *a1, const char *a2, const char *a3,
 		     const char *a4)
 {
-	g_autofree char *prog = find_tool(tool);
+	g_autofree char *prog = fm_test_find_program(tool);
 	char *argv[] = { prog, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL };
 	char *msg = NULL;
 
@@ -1284,7 +1267,7 @@ static void run_tool(const char *tool, const char *a1, const char *a2, const cha
 /* Write a partition table with sfdisk from a script on its stdin. */
 static void run_sfdisk(const char *path, const char *script)
 {
-	g_autofree char *sfdisk = find_tool("sfdisk");
+	g_autofree char *sfdisk = fm_test_find_program("sfdisk");
 	g_autofree char *cmd = g_strdup_printf("printf '%s' | \"$0\" -q --no-reread \"$1\"",
 					       script);
 
@@ -1641,11 +1624,5 @@ static Suite *superblock_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(superblock_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fm_test_main(superblock_suite());
 }
