@@ -216,7 +216,8 @@ int fm_sb_write(struct dmio_dev *dev, struct fm_sb *sb);
  * -errno; -EINVAL for an @sb that fm_sb_decode() would not accept. */
 int fm_sb_clear_bitmap(struct dmio_dev *dev, const struct fm_sb *sb);
 
-/* Format a UUID as the usual 36-character text into @buf (>= 37 bytes). */
+/* Format a UUID as the usual 36-character lower-case text into @buf (>= 37
+ * bytes).  Both from libuuid. */
 char *fm_uuid_unparse(const uint8_t uuid[16], char *buf);
 /* Fill @uuid with a random (version 4) UUID. */
 void fm_uuid_generate(uint8_t uuid[16]);

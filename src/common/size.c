@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Human-readable sizes for the command line, the config file and status. */
+/* Human-readable sizes for the command line, the config file and status:
+ * the one parser of sizes (binary suffixes), and glib's formatting. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+
+#include <glib.h>
 
 #include "fusemirror/common.h"
 
@@ -40,17 +43,21 @@ int fm_parse_size(const char *s, uint64_t *ret_bytes)
 
 char *fm_format_size(uint64_t bytes, char *buf, size_t len)
 {
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	double v = (double)bytes;
-	unsigned u = 0;
+	g_autofree char *s = NULL;
 
-	while (v >= 1024.0 && u + 1 < FM_ARRAY_SIZE(units)) {
-		v /= 1024.0;
-		u++;
-	}
-	if (u == 0)
+	/* glib says "512 bytes"; status and messages keep the short unit. */
+	if (bytes < 1024) {
 		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-	else
-		snprintf(buf, len, "%.1f %s", v, units[u]);
+		return buf;
+	}
+	s = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+	/* glib separates number and unit with a no-break space (U+00A0);
+	 * terminals, logs and scripts that parse status want a plain one. */
+	{
+		g_autoptr(GString) plain = g_string_new(s);
+
+		g_string_replace(plain, "\u00a0", " ", 0);
+		g_strlcpy(buf, plain->str, len);
+	}
 	return buf;
 }
