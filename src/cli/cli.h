@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 #include "fusemirror/dmio.h"
 #include "fusemirror/front.h"
@@ -142,6 +143,7 @@ int cmd_replace(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
 int cmd_inject(int argc, char **argv);
 int cmd_examine(int argc, char **argv);
+int cmd_monitor(int argc, char **argv);
 
 /* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
 const char *cli_leg_state_name(enum fm_leg_state s);
@@ -211,7 +213,7 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 /* Append a one-line description ("reads+writes fail with EIO, whole leg"). */
 void fm_fault_describe(const struct dmio_fault *f, GString *out);
 /* Append @f as a JSON object. */
-void fm_fault_json(const struct dmio_fault *f, GString *out);
+void fm_fault_json(const struct dmio_fault *f, JsonBuilder *b);
 
 
 #endif /* FM_CLI_H */

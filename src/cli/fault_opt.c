@@ -361,21 +361,29 @@ void fm_fault_describe(const struct dmio_fault *f, GString *out)
 				       f->down_ms);
 }
 
-void fm_fault_json(const struct dmio_fault *f, GString *out)
+void fm_fault_json(const struct dmio_fault *f, JsonBuilder *b)
 {
+	const struct { const char *name; uint64_t v; } nums[] = {
+		{ "sector", f->sector }, { "count", f->count },
+		{ "offset", f->sector << FM_SECTOR_SHIFT },
+		{ "length", f->count << FM_SECTOR_SHIFT }, { "rate_ppm", f->rate_ppm },
+		{ "up_ms", f->up_ms }, { "down_ms", f->down_ms }, { "seed", f->seed },
+	};
 	char eb[16];
 	int e = f->error ? f->error : EIO;
 
-	g_string_append(out, "{");
-	for (unsigned i = 0; i < FM_ARRAY_SIZE(flag_names); i++)
-		g_string_append_printf(out, "%s\"%s\":%s", i ? "," : "", flag_names[i].word,
-				       f->flags & flag_names[i].flag ? "true" : "false");
-	g_string_append_printf(out, ",\"error\":\"%s\",\"errno\":%d,\"sector\":%llu,"
-			       "\"count\":%llu,\"offset\":%llu,\"length\":%llu,\"rate_ppm\":%u,"
-			       "\"up_ms\":%u,\"down_ms\":%u,\"seed\":%llu}",
-			       errno_name(e, eb), e, (unsigned long long)f->sector,
-			       (unsigned long long)f->count,
-			       (unsigned long long)(f->sector << FM_SECTOR_SHIFT),
-			       (unsigned long long)(f->count << FM_SECTOR_SHIFT), f->rate_ppm,
-			       f->up_ms, f->down_ms, (unsigned long long)f->seed);
+	json_builder_begin_object(b);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(flag_names); i++) {
+		json_builder_set_member_name(b, flag_names[i].word);
+		json_builder_add_boolean_value(b, (f->flags & flag_names[i].flag) != 0);
+	}
+	json_builder_set_member_name(b, "error");
+	json_builder_add_string_value(b, errno_name(e, eb));
+	json_builder_set_member_name(b, "errno");
+	json_builder_add_int_value(b, e);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(nums); i++) {
+		json_builder_set_member_name(b, nums[i].name);
+		json_builder_add_int_value(b, (gint64)nums[i].v);
+	}
+	json_builder_end_object(b);
 }

@@ -205,9 +205,10 @@ static void nap(double seconds)
  * (exit 0) or the daemon goes away (exit 0 once it was seen and its socket
  * is gone: it stopped; 1 when its socket is left behind: it died; 5 when it
  * was never reached).  A daemon that is closing its legs answers
- * "stopping" (EAGAIN): the watch goes on until it is gone.
+ * "stopping" (EAGAIN): the watch goes on until it is gone.  @machine
+ * (JSON, Prometheus): frames printed as they come, no screen clearing.
  */
-static int status_watch(const char *mountpoint, const char *const *words, bool json,
+static int status_watch(const char *mountpoint, const char *const *words, bool machine,
 			double interval)
 {
 	struct sigaction sa = { .sa_handler = on_interrupt };
@@ -230,7 +231,7 @@ static int status_watch(const char *mountpoint, const char *const *words, bool j
 			return FM_EXIT_FAILURE;
 		}
 		if (code == FM_EXIT_NO_DAEMON) {
-			if (seen && !json)
+			if (seen && !machine)
 				printf("%s%s: the daemon has stopped\n", tty ? "" : "\n",
 				       mountpoint);
 			return seen ? FM_EXIT_OK : FM_EXIT_NO_DAEMON;
@@ -239,7 +240,7 @@ static int status_watch(const char *mountpoint, const char *const *words, bool j
 			return code;
 		seen = true;
 		if (code == FM_EXIT_OK) {
-			if (json)
+			if (machine)
 				fputs(out->str, stdout);
 			else if (tty)
 				printf("\033[H\033[2J%s", out->str);
@@ -259,9 +260,13 @@ int cmd_status(int argc, char **argv)
 {
 	gboolean json = FALSE, watch = FALSE;
 	double interval = 0;
+	g_autofree char *format = NULL;
 	g_auto(GStrv) rest = NULL;
 	GOptionEntry entries[] = {
-		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
+		{ "format", 'F', 0, G_OPTION_ARG_STRING, &format,
+		  "text (default), json (one object) or prometheus (text exposition "
+		  "format, for node_exporter's textfile collector)", "FORMAT" },
+		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Same as --format=json", NULL },
 		{ "watch", 'w', 0, G_OPTION_ARG_NONE, &watch,
 		  "Show it again every interval until interrupted or the daemon stops", NULL },
 		{ "interval", 'n', 0, G_OPTION_ARG_DOUBLE, &interval,
@@ -281,7 +286,8 @@ int cmd_status(int argc, char **argv)
 		"each leg (path, UUID, state, reads, writes, errors, corrected reads,\n"
 		"injected fault), cache statistics and I/O totals.  Root only.\n"
 		"--watch redraws it every interval (JSON: one object per line) until\n"
-		"interrupted or the daemon stops.\n"
+		"interrupted or the daemon stops.  --format=prometheus prints the states\n"
+		"and counters as fusemirror_* metrics (see fusemirror(8), MONITORING).\n"
 		"\n"
 		"Exit status: 0 shown (--watch: interrupted, or the daemon stopped);\n"
 		"1 the daemon failed to answer (--watch: or died); 2 usage; 5 no daemon\n"
@@ -305,10 +311,21 @@ int cmd_status(int argc, char **argv)
 		cli_error("status: --interval %g: expected 0.1 to 86400 seconds", interval);
 		return FM_EXIT_USAGE;
 	}
+	if (format && strcmp(format, "text") && strcmp(format, "json") &&
+	    strcmp(format, "prometheus")) {
+		cli_error("status: --format %s: expected text, json or prometheus", format);
+		return FM_EXIT_USAGE;
+	}
+	if (json && format && strcmp(format, "json")) {
+		cli_error("status: --json and --format=%s disagree", format);
+		return FM_EXIT_USAGE;
+	}
 	if (json)
 		words[1] = "json";
+	else if (format && strcmp(format, "text"))
+		words[1] = format;
 	if (watch)
-		return status_watch(rest[0], words, json, interval);
+		return status_watch(rest[0], words, words[1] != NULL, interval);
 	code = cli_call_daemon(rest[0], words, 10000, out, FM_EXIT_FAILURE, NULL, false);
 	if (code == FM_EXIT_OK)
 		fputs(out->str, stdout);
@@ -366,6 +383,7 @@ static const struct {
 	{ "scrub", cmd_scrub, "compare (and --repair) every leg's copy" },
 	{ "inject", cmd_inject, "make a leg fail or lie, for testing" },
 	{ "examine", cmd_examine, "print a leg's superblock and bitmap (offline)" },
+	{ "monitor", cmd_monitor, "report state changes as they happen (--program CMD)" },
 };
 
 static void usage(FILE *to)

@@ -12,12 +12,8 @@
  *   the legs flushed -> superblocks marked clean -> the control socket,
  *   which went on answering `status` meanwhile, answers the waiting
  *   `umount` and closes -> exit.
- * Administration (`fail`, `remove`, `add`, `replace`, `scrub`, `inject`)
- * runs on the control socket's handler threads and calls the mirror
- * without d->lock (a call may block on a superblock update, and `status`
- * must go on being answered meanwhile): it counts itself in
- * d->admin_calls under d->lock, and the teardown waits for that count to
- * drop to 0 before it takes d->m away and stops the mirror.
+ * The control verbs are in verbs.c, status in status.c, events in
+ * events.c; daemon.h says how they share struct daemon.
  */
 #include <assert.h>
 #include <errno.h>
@@ -33,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "daemon.h"
 #include "fusemirror/bufio.h"
 #include "fusemirror/common.h"
 #include "fusemirror/ctl.h"
@@ -41,673 +38,6 @@
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
-
-struct daemon {
-	struct mount_cfg *cfg;
-	struct ctl_server *ctl;
-	uint64_t started_ns;
-
-	/*
-	 * The control thread answers `status` from start-up to the end of the
-	 * teardown, while the main thread creates and frees m, c and f: it
-	 * reads them only under @lock, and the main thread publishes each one
-	 * and takes it away (NULL) under @lock before freeing it.  The main
-	 * thread itself uses them without the lock.
-	 */
-	pthread_mutex_t lock;           /* guards the fields below */
-	struct mirror *m;
-	struct bufio_client *c;
-	struct front *f;
-	char *image_path;               /* front_image_path(), kept past f */
-	struct front_stats final_fs;    /* f's counters when it went away */
-	pthread_cond_t stopped_cond;
-	bool stopping;                  /* unmount begun */
-	bool stopped;                   /* teardown finished */
-	unsigned admin_calls;           /* mirror_* administration calls running
-					   on d->m without d->lock */
-	pthread_cond_t admin_cond;      /* signalled when admin_calls drops to 0 */
-	int stop_result;                /* 0, or -errno of the teardown */
-	char *stop_message;
-};
-
-/*----------------------------------------------------------------*/
-/* status */
-
-/* The counters of the parts still alive (zeroes for the others); called
- * with d->lock held. */
-static void status_stats_locked(struct daemon *d, struct mirror_stats *ms,
-				struct bufio_stats *bs, struct front_stats *fs)
-{
-	memset(bs, 0, sizeof(*bs));
-	mirror_get_stats(d->m, ms);
-	if (d->c)
-		bufio_get_stats(d->c, bs);
-	if (d->f)
-		front_get_stats(d->f, fs);
-	else
-		*fs = d->final_fs;
-}
-
-/* mirror_get_status(), with the configured speed limits where the mirror
- * reports none. */
-static void get_status(struct daemon *d, struct mirror *m, struct mirror_status *st)
-{
-	memset(st, 0, sizeof(*st));
-	mirror_get_status(m, st);
-	if (!st->sync_speed_min)
-		st->sync_speed_min = d->cfg->sync_speed_min;
-	if (!st->sync_speed_max)
-		st->sync_speed_max = d->cfg->sync_speed_max;
-}
-
-/* The array's state: the mirror's ("active", "degraded", "resyncing", ...)
- * while the image is mounted, the daemon's ("starting", "stopping") before
- * and after.  Called with d->lock held and d->m alive. */
-static const char *state_name_locked(struct daemon *d, const struct mirror_status *st)
-{
-	if (d->stopping)
-		return "stopping";
-	if (!d->f)
-		return "starting";
-	return st->state ? st->state : "active";
-}
-
-/* "7 s", "3 min 20 s", "2 h 5 min"; "?" when unknown. */
-static char *format_eta(uint64_t s, char *buf, size_t len)
-{
-	if (s == 0)
-		g_snprintf(buf, len, "?");
-	else if (s < 60)
-		g_snprintf(buf, len, "%llu s", (unsigned long long)s);
-	else if (s < 3600)
-		g_snprintf(buf, len, "%llu min %llu s", (unsigned long long)(s / 60),
-			   (unsigned long long)(s % 60));
-	else
-		g_snprintf(buf, len, "%llu h %llu min", (unsigned long long)(s / 3600),
-			   (unsigned long long)(s % 3600 / 60));
-	return buf;
-}
-
-/* Like /proc/mdstat's progress line:
- * "  resync:  [=====>..............]  28.3% (290.0 MiB/1.0 GiB) 85.3 MiB/s, ETA 9 s" */
-static void status_progress(const struct mirror_status *st, GString *out)
-{
-	enum { BAR = 20 };
-	uint64_t done = MIN(st->sync_done, st->sync_total);
-	double pct = st->sync_total ? 100.0 * (double)done / (double)st->sync_total : 0.0;
-	unsigned filled = st->sync_total ? (unsigned)(done * BAR / st->sync_total) : 0;
-	char label[16], s1[32], s2[32], s3[32], s4[32];
-
-	g_snprintf(label, sizeof(label), "%s:", mirror_sync_action_name(st->action));
-	g_string_append_printf(out, "  %-8s [", label);
-	for (unsigned i = 0; i < BAR; i++)
-		g_string_append_c(out, i + 1 < filled || (i + 1 == filled && filled == BAR) ? '=' :
-				       i + 1 == filled ? '>' : '.');
-	g_string_append_printf(out, "] %5.1f%% (%s/%s) %s/s, ETA %s", pct,
-			       fm_format_size(done, s1, sizeof(s1)),
-			       fm_format_size(st->sync_total, s2, sizeof(s2)),
-			       fm_format_size(st->sync_speed, s3, sizeof(s3)),
-			       format_eta(st->sync_eta_s, s4, sizeof(s4)));
-	if (st->action == MIRROR_SYNC_CHECK || st->action == MIRROR_SYNC_REPAIR)
-		g_string_append_printf(out, ", %llu mismatched sectors so far",
-				       (unsigned long long)st->mismatches);
-	g_string_append_c(out, '\n');
-}
-
-/* Called with d->lock held and d->m alive. */
-static void status_json_locked(struct daemon *d, GString *out)
-{
-	struct fm_sb sbc, *sb = &sbc;
-	struct mirror_status st;
-	struct mirror_stats ms;
-	struct bufio_stats bs;
-	struct front_stats fs;
-	bool first = true;
-	char u[37];
-
-	mirror_get_sb(d->m, sb);
-	get_status(d, d->m, &st);
-	status_stats_locked(d, &ms, &bs, &fs);
-
-	g_string_append(out, "{\"array\":{\"uuid\":");
-	cli_json_str(out, fm_uuid_unparse(sb->array_uuid, u));
-	g_string_append(out, ",\"name\":");
-	cli_json_str(out, sb->name);
-	g_string_append(out, ",\"state\":");
-	cli_json_str(out, state_name_locked(d, &st));
-	g_string_append_printf(out, ",\"size\":%llu,\"readonly\":%s,"
-			       "\"events\":%llu,\"pid\":%d,\"uptime_s\":%llu,"
-			       "\"degraded\":%s,\"failed\":%s,\"in_sync\":%u,\"faulty\":%u,"
-			       "\"rebuilding\":%u},",
-			       (unsigned long long)mirror_size(d->m),
-			       mirror_is_readonly(d->m) ? "true" : "false",
-			       (unsigned long long)MAX(st.events, sb->events), (int)getpid(),
-			       (unsigned long long)((fm_now_ns() - d->started_ns) / 1000000000ull),
-			       st.degraded ? "true" : "false", st.failed ? "true" : "false",
-			       st.nr_in_sync, st.nr_faulty, st.nr_rebuilding);
-	g_string_append(out, "\"image\":");
-	cli_json_str(out, d->image_path ? d->image_path : d->cfg->mountpoint);
-	g_string_append_printf(out, ",\"cache_mode\":\"%s\",\"block_size\":%u,"
-			       "\"read_policy\":\"%s\",",
-			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
-									: "writeback",
-			       d->c ? bufio_get_block_size(d->c) : 0,
-			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
-	g_string_append_printf(out, "\"sync\":{\"action\":\"%s\",\"done\":%llu,\"total\":%llu,"
-			       "\"speed\":%llu,\"eta_s\":%llu,\"speed_min\":%llu,"
-			       "\"speed_max\":%llu,\"mismatches\":%llu,\"last_action\":\"%s\","
-			       "\"resynced_regions\":%llu},",
-			       mirror_sync_action_name(st.action),
-			       (unsigned long long)st.sync_done, (unsigned long long)st.sync_total,
-			       (unsigned long long)st.sync_speed, (unsigned long long)st.sync_eta_s,
-			       (unsigned long long)st.sync_speed_min,
-			       (unsigned long long)st.sync_speed_max,
-			       (unsigned long long)st.mismatches,
-			       mirror_sync_action_name(st.last_action),
-			       (unsigned long long)st.resynced_regions);
-	g_string_append_printf(out, "\"bitmap\":{\"region_size\":%llu,\"regions\":%llu,"
-			       "\"set\":%llu,\"page_writes\":%llu},\"legs\":[",
-			       (unsigned long long)st.region_size,
-			       (unsigned long long)st.nr_regions,
-			       (unsigned long long)st.bitmap_set,
-			       (unsigned long long)st.bitmap_writes);
-	for (unsigned i = 0; i < mirror_nr_legs(d->m); i++) {
-		struct mirror_leg_stats ls;
-
-		memset(&ls, 0, sizeof(ls));
-		mirror_get_leg_stats(d->m, i, &ls);
-		if (ls.state == FM_LEG_EMPTY)
-			continue;
-		g_string_append(out, first ? "{\"path\":" : ",{\"path\":");
-		first = false;
-		cli_json_str(out, ls.path);
-		g_string_append_printf(out, ",\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
-				       "\"direct\":%s,\"reads\":%llu,"
-				       "\"writes\":%llu,\"read_bytes\":%llu,\"write_bytes\":%llu,"
-				       "\"read_errors\":%llu,\"write_errors\":%llu,\"pending\":%u,"
-				       "\"corrected\":%llu,\"write_mostly\":%s,\"fault\":",
-				       i, fm_uuid_unparse(ls.uuid, u),
-				       cli_leg_state_word(ls.state, ls.missing),
-				       ls.direct ? "true" : "false",
-				       (unsigned long long)ls.reads, (unsigned long long)ls.writes,
-				       (unsigned long long)ls.read_bytes,
-				       (unsigned long long)ls.write_bytes,
-				       (unsigned long long)ls.read_errors,
-				       (unsigned long long)ls.write_errors, ls.pending,
-				       (unsigned long long)ls.corrected,
-				       ls.write_mostly ? "true" : "false");
-		if (ls.fault_set)
-			fm_fault_json(&ls.fault, out);
-		else
-			g_string_append(out, "null");
-		g_string_append_c(out, '}');
-	}
-	g_string_append_printf(out, "],\"cache\":{\"bytes\":%llu,\"peak_bytes\":%llu,"
-			       "\"limit_bytes\":%llu,\"buffers\":%llu,\"dirty\":%llu,"
-			       "\"hits\":%llu,\"misses\":%llu,\"reads\":%llu,\"writes\":%llu,"
-			       "\"evictions\":%llu,\"write_errors\":%llu},",
-			       (unsigned long long)bs.bytes, (unsigned long long)bs.peak_bytes,
-			       (unsigned long long)bs.limit_bytes, (unsigned long long)bs.buffers,
-			       (unsigned long long)bs.dirty, (unsigned long long)bs.hits,
-			       (unsigned long long)bs.misses, (unsigned long long)bs.reads,
-			       (unsigned long long)bs.writes, (unsigned long long)bs.evictions,
-			       (unsigned long long)bs.write_errors);
-	g_string_append_printf(out, "\"io\":{\"reads\":%llu,\"writes\":%llu,\"read_bytes\":%llu,"
-			       "\"write_bytes\":%llu,\"fsyncs\":%llu,\"fallocates\":%llu,"
-			       "\"errors\":%llu,\"leg_read_retries\":%llu,\"overlap_waits\":%llu}}\n",
-			       (unsigned long long)fs.reads, (unsigned long long)fs.writes,
-			       (unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
-			       (unsigned long long)fs.fsyncs, (unsigned long long)fs.fallocates,
-			       (unsigned long long)fs.errors, (unsigned long long)ms.read_retries,
-			       (unsigned long long)ms.overlap_waits);
-}
-
-/* Called with d->lock held and d->m alive. */
-static void status_text_locked(struct daemon *d, GString *out)
-{
-	struct fm_sb sbc, *sb = &sbc;
-	struct mirror_status st;
-	struct mirror_stats ms;
-	struct bufio_stats bs;
-	struct front_stats fs;
-	char u[37], s1[32], s2[32], s3[32];
-	unsigned in_sync = 0, used = 0, n = mirror_nr_legs(d->m);
-
-	mirror_get_sb(d->m, sb);
-	get_status(d, d->m, &st);
-	status_stats_locked(d, &ms, &bs, &fs);
-	for (unsigned i = 0; i < n; i++) {
-		struct mirror_leg_stats ls;
-
-		memset(&ls, 0, sizeof(ls));
-		mirror_get_leg_stats(d->m, i, &ls);
-		in_sync += ls.state == FM_LEG_IN_SYNC;
-		used += ls.state != FM_LEG_EMPTY;
-	}
-	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n",
-			       d->image_path ? d->image_path : d->cfg->mountpoint,
-			       fm_uuid_unparse(sb->array_uuid, u), *sb->name ? " (" : "",
-			       sb->name, *sb->name ? ")" : "");
-	g_string_append_printf(out, "  state:  %s, %u of %u legs in sync%s%s\n",
-			       state_name_locked(d, &st), in_sync, used,
-			       mirror_is_readonly(d->m) ? ", read-only" : "",
-			       st.failed ? ", FAILED: no leg left, every I/O fails" : "");
-	g_string_append_printf(out, "  size:   %s (%llu bytes), block size %u, cache_mode=%s, "
-			       "read_policy=%s\n",
-			       fm_format_size(mirror_size(d->m), s1, sizeof(s1)),
-			       (unsigned long long)mirror_size(d->m),
-			       d->c ? bufio_get_block_size(d->c) : 0,
-			       d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
-									: "writeback",
-			       mirror_read_policy_name(mirror_get_read_policy(d->m)));
-	g_string_append_printf(out, "  events: %llu; bitmap: %llu of %llu regions of %s set, "
-			       "%llu page writes\n",
-			       (unsigned long long)MAX(st.events, sb->events),
-			       (unsigned long long)st.bitmap_set,
-			       (unsigned long long)st.nr_regions,
-			       fm_format_size(st.region_size, s1, sizeof(s1)),
-			       (unsigned long long)st.bitmap_writes);
-	if (st.action != MIRROR_SYNC_IDLE)
-		status_progress(&st, out);
-	g_string_append_printf(out, "  sync:   %s, speed %s/s..%s/s; last: %s",
-			       mirror_sync_action_name(st.action),
-			       fm_format_size(st.sync_speed_min, s1, sizeof(s1)),
-			       fm_format_size(st.sync_speed_max, s2, sizeof(s2)),
-			       mirror_sync_action_name(st.last_action));
-	if (st.last_action == MIRROR_SYNC_CHECK || st.last_action == MIRROR_SYNC_REPAIR ||
-	    st.mismatches)
-		g_string_append_printf(out, ", %llu mismatched sectors",
-				       (unsigned long long)st.mismatches);
-	g_string_append_printf(out, "; %llu regions resynced since mount\n",
-			       (unsigned long long)st.resynced_regions);
-	g_string_append(out, "  legs:\n");
-	for (unsigned i = 0; i < n; i++) {
-		struct mirror_leg_stats ls;
-
-		memset(&ls, 0, sizeof(ls));
-		mirror_get_leg_stats(d->m, i, &ls);
-		if (ls.state == FM_LEG_EMPTY)
-			continue;
-		g_string_append_printf(out, "    %u  %-10s %s%s%s\n       uuid %s; reads %llu (%s), "
-				       "writes %llu (%s); errors: %llu read (%llu corrected), "
-				       "%llu write\n",
-				       i, cli_leg_state_word(ls.state, ls.missing),
-				       *ls.path ? ls.path : ls.missing ? "(not present)" : "(closed)",
-				       ls.write_mostly ? "  write-mostly" : "",
-				       ls.direct || !*ls.path ? "" : "  (buffered, no O_DIRECT)",
-				       fm_uuid_unparse(ls.uuid, u),
-				       (unsigned long long)ls.reads,
-				       fm_format_size(ls.read_bytes, s1, sizeof(s1)),
-				       (unsigned long long)ls.writes,
-				       fm_format_size(ls.write_bytes, s2, sizeof(s2)),
-				       (unsigned long long)ls.read_errors,
-				       (unsigned long long)ls.corrected,
-				       (unsigned long long)ls.write_errors);
-		if (ls.fault_set) {
-			g_string_append(out, "       fault injected: ");
-			fm_fault_describe(&ls.fault, out);
-			g_string_append_c(out, '\n');
-		}
-	}
-	g_string_append_printf(out, "  cache:  %s used of %s (peak %s), %llu buffers, %llu dirty\n"
-			       "          hits %llu, misses %llu, evictions %llu, "
-			       "write errors %llu\n",
-			       fm_format_size(bs.bytes, s1, sizeof(s1)),
-			       fm_format_size(bs.limit_bytes, s2, sizeof(s2)),
-			       fm_format_size(bs.peak_bytes, s3, sizeof(s3)),
-			       (unsigned long long)bs.buffers, (unsigned long long)bs.dirty,
-			       (unsigned long long)bs.hits, (unsigned long long)bs.misses,
-			       (unsigned long long)bs.evictions, (unsigned long long)bs.write_errors);
-	g_string_append_printf(out, "  io:     %llu reads (%s), %llu writes (%s), %llu fsyncs, "
-			       "%llu fallocates, %llu errors\n",
-			       (unsigned long long)fs.reads,
-			       fm_format_size(fs.read_bytes, s1, sizeof(s1)),
-			       (unsigned long long)fs.writes,
-			       fm_format_size(fs.write_bytes, s2, sizeof(s2)),
-			       (unsigned long long)fs.fsyncs, (unsigned long long)fs.fallocates,
-			       (unsigned long long)fs.errors);
-}
-
-/* `sync`: the sync action's state as key=value words on one line, for
- * `fusemirror scrub --wait` (which has no JSON parser).  Called with
- * d->lock held and d->m alive. */
-static void status_sync_locked(struct daemon *d, GString *out)
-{
-	struct mirror_status st;
-
-	get_status(d, d->m, &st);
-	g_string_append_printf(out, "action=%s done=%llu total=%llu speed=%llu eta_s=%llu "
-			       "mismatches=%llu last_action=%s resynced_regions=%llu state=%s\n",
-			       mirror_sync_action_name(st.action),
-			       (unsigned long long)st.sync_done, (unsigned long long)st.sync_total,
-			       (unsigned long long)st.sync_speed, (unsigned long long)st.sync_eta_s,
-			       (unsigned long long)st.mismatches,
-			       mirror_sync_action_name(st.last_action),
-			       (unsigned long long)st.resynced_regions,
-			       state_name_locked(d, &st));
-}
-
-/*----------------------------------------------------------------*/
-/* control socket */
-
-static int handle_stop(struct daemon *d, GString *out, GError **err)
-{
-	int r;
-
-	pthread_mutex_lock(&d->lock);
-	d->stopping = true;
-	pthread_mutex_unlock(&d->lock);
-	/* A plain (not lazy) unmount: refused while a loop device or a
-	 * process holds the image open, exactly as umount(8) would be. */
-	if (umount2(d->cfg->mountpoint, 0) < 0 && errno != EINVAL) {
-		r = -errno;
-		pthread_mutex_lock(&d->lock);
-		d->stopping = false;
-		pthread_mutex_unlock(&d->lock);
-		g_set_error(err, FM_CLI_ERROR, -r, "cannot unmount %s: %s%s", d->cfg->mountpoint,
-			    g_strerror(-r),
-			    r == -EBUSY ? " (the image is in use: a loop device or an open file)"
-					: "");
-		return r;
-	}
-	pthread_mutex_lock(&d->lock);
-	while (!d->stopped)
-		pthread_cond_wait(&d->stopped_cond, &d->lock);
-	r = d->stop_result;
-	if (r < 0)
-		g_set_error(err, FM_CLI_ERROR, -r, "%s",
-			    d->stop_message ? d->stop_message : g_strerror(-r));
-	pthread_mutex_unlock(&d->lock);
-	if (r == 0)
-		g_string_append(out, "stopped cleanly\n");
-	return r;
-}
-
-/* -EAGAIN with @err when the mirror is gone (the teardown closed it). */
-static int gone_locked(struct daemon *d, GError **err)
-{
-	g_set_error(err, FM_CLI_ERROR, EAGAIN, "%s: the daemon is stopping (closing the legs)",
-		    d->cfg->mountpoint);
-	return -EAGAIN;
-}
-
-/*
- * Begin an administration call: returns d->m, which stays valid until
- * admin_end() (the teardown waits for it), or NULL with @err while the
- * daemon is starting or stopping.
- */
-static struct mirror *admin_begin(struct daemon *d, GError **err)
-{
-	struct mirror *m = NULL;
-
-	pthread_mutex_lock(&d->lock);
-	if (!d->m || d->stopping)
-		gone_locked(d, err);
-	else if (!d->f)
-		g_set_error(err, FM_CLI_ERROR, EAGAIN, "%s: the daemon is still starting",
-			    d->cfg->mountpoint);
-	else {
-		d->admin_calls++;
-		m = d->m;
-	}
-	pthread_mutex_unlock(&d->lock);
-	return m;
-}
-
-static void admin_end(struct daemon *d)
-{
-	pthread_mutex_lock(&d->lock);
-	assert(d->admin_calls > 0);
-	if (--d->admin_calls == 0)
-		pthread_cond_broadcast(&d->admin_cond);
-	pthread_mutex_unlock(&d->lock);
-}
-
-/* " (array degraded, 1 of 2 legs in sync)" */
-static void append_array_state(struct mirror *m, GString *out)
-{
-	struct mirror_status st = { 0 };
-
-	mirror_get_status(m, &st);
-	g_string_append_printf(out, " (array %s, %u of %u legs in sync)",
-			       st.state ? st.state : "active", st.nr_in_sync, st.nr_slots);
-}
-
-/* Make sure a failed mirror call left a message. */
-static int admin_failed(int r, const char *what, GError **err)
-{
-	if (err && !*err)
-		g_set_error(err, FM_CLI_ERROR, -r, "%s: %s", what, g_strerror(-r));
-	return r;
-}
-
-static bool same_file(const char *a, const char *b)
-{
-	struct stat sa, sb;
-
-	if (!strcmp(a, b))
-		return true;
-	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
-		return false;
-	if (S_ISBLK(sa.st_mode) || S_ISBLK(sb.st_mode))
-		return S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode) && sa.st_rdev == sb.st_rdev;
-	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-/* `inject LEG show`: the fault now set on @leg. */
-static int handle_inject_show(struct daemon *d, const char *leg, GString *out, GError **err)
-{
-	g_autofree struct mirror_leg_stats *ls = NULL;
-	unsigned n;
-
-	pthread_mutex_lock(&d->lock);
-	if (!d->m) {
-		int r = gone_locked(d, err);
-
-		pthread_mutex_unlock(&d->lock);
-		return r;
-	}
-	n = mirror_nr_legs(d->m);
-	ls = g_new0(struct mirror_leg_stats, MAX(n, 1u));
-	for (unsigned i = 0; i < n; i++)
-		mirror_get_leg_stats(d->m, i, &ls[i]);
-	pthread_mutex_unlock(&d->lock);
-	/* stat() outside d->lock: a path may sit on a slow device. */
-	for (unsigned i = 0; i < n; i++) {
-		if (ls[i].state == FM_LEG_EMPTY || !same_file(leg, ls[i].path))
-			continue;
-		g_string_append_printf(out, "leg %s (slot %u, %s): ", ls[i].path, i,
-				       cli_leg_state_name(ls[i].state));
-		if (ls[i].fault_set)
-			fm_fault_describe(&ls[i].fault, out);
-		else
-			g_string_append(out, "no fault injected");
-		g_string_append_c(out, '\n');
-		return 0;
-	}
-	g_set_error(err, FM_CLI_ERROR, ENODEV, "leg %s: not a leg of the array mounted on %s",
-		    leg, d->cfg->mountpoint);
-	return -ENODEV;
-}
-
-/*
- * The administration verbs (the words are documented in man/fusemirror.8's
- * CONTROL PROTOCOL, and checked here because any root process may send them):
- *   fail LEG | remove LEG | add LEG [force] [write-mostly] | replace OLD NEW [force]
- *   write-mostly LEG on|off
- *   scrub [repair] | scrub-cancel
- *   inject LEG clear | inject LEG show | inject LEG key=value...
- * Returns 1 when argv[0] is none of them.
- */
-static int handle_admin(struct daemon *d, int argc, char **argv, GString *out, GError **err)
-{
-	const char *verb = argv[0];
-	unsigned add_flags = 0;
-	bool force = false;
-	struct mirror *m;
-	int r;
-
-	if (!strcmp(verb, "inject") && argc == 3 && !strcmp(argv[2], "show"))
-		return handle_inject_show(d, argv[1], out, err);
-	if (!strcmp(verb, "fail") || !strcmp(verb, "remove")) {
-		if (argc != 2)
-			goto usage;
-	} else if (!strcmp(verb, "add")) {
-		if (argc < 2 || argc > 4)
-			goto usage;
-		for (int k = 2; k < argc; k++) {
-			if (!strcmp(argv[k], "force"))
-				add_flags |= MIRROR_ADD_FORCE;
-			else if (!strcmp(argv[k], "write-mostly"))
-				add_flags |= MIRROR_ADD_WRITE_MOSTLY;
-			else
-				goto usage;
-		}
-	} else if (!strcmp(verb, "write-mostly")) {
-		if (argc != 3 || (strcmp(argv[2], "on") && strcmp(argv[2], "off")))
-			goto usage;
-	} else if (!strcmp(verb, "replace")) {
-		if (argc == 4 && !strcmp(argv[3], "force"))
-			force = true;
-		else if (argc != 3)
-			goto usage;
-	} else if (!strcmp(verb, "scrub")) {
-		if (argc > 2 || (argc == 2 && strcmp(argv[1], "repair")))
-			goto usage;
-	} else if (!strcmp(verb, "scrub-cancel")) {
-		if (argc != 1)
-			goto usage;
-	} else if (!strcmp(verb, "inject")) {
-		if (argc < 3)
-			goto usage;
-	} else {
-		return 1;
-	}
-
-	m = admin_begin(d, err);
-	if (!m)
-		return -EAGAIN;
-	if (!strcmp(verb, "fail")) {
-		r = mirror_fail_leg(m, argv[1], err);
-		if (r >= 0) {
-			g_string_append_printf(out, "leg %s marked faulty", argv[1]);
-			append_array_state(m, out);
-		}
-	} else if (!strcmp(verb, "remove")) {
-		r = mirror_remove_leg(m, argv[1], err);
-		if (r >= 0) {
-			g_string_append_printf(out, "leg %s removed", argv[1]);
-			append_array_state(m, out);
-		}
-	} else if (!strcmp(verb, "add")) {
-		r = mirror_add_leg(m, argv[1], add_flags, err);
-		if (r >= 0) {
-			g_string_append_printf(out, "leg %s added%s, recovery started", argv[1],
-					       (add_flags & MIRROR_ADD_WRITE_MOSTLY) ?
-					       " (write-mostly)" : "");
-			append_array_state(m, out);
-		}
-	} else if (!strcmp(verb, "write-mostly")) {
-		bool on = !strcmp(argv[2], "on");
-
-		r = mirror_set_write_mostly(m, argv[1], on, err);
-		if (r >= 0)
-			g_string_append_printf(out, "leg %s: write-mostly %s%s", argv[1],
-					       on ? "on" : "off",
-					       on ? " (read only when no other leg can serve)" : "");
-	} else if (!strcmp(verb, "replace")) {
-		r = mirror_replace_leg(m, argv[1], argv[2], force ? MIRROR_ADD_FORCE : 0, err);
-		if (r >= 0)
-			g_string_append_printf(out, "leg %s added to replace %s, recovery started; "
-					       "%s is removed when it completes", argv[2],
-					       argv[1], argv[1]);
-	} else if (!strcmp(verb, "scrub")) {
-		bool repair = argc == 2;
-
-		r = mirror_scrub(m, repair, err);
-		if (r >= 0)
-			g_string_append_printf(out, "scrub started (%s)", repair ? "repair" : "check");
-	} else if (!strcmp(verb, "scrub-cancel")) {
-		r = mirror_scrub_cancel(m, err);
-		if (r >= 0)
-			g_string_append(out, "scrub cancelled");
-	} else if (argc == 3 && !strcmp(argv[2], "clear")) {
-		r = mirror_inject(m, argv[1], NULL, err);
-		if (r >= 0)
-			g_string_append_printf(out, "leg %s: fault cleared", argv[1]);
-	} else {
-		struct dmio_fault f;
-
-		if (!fm_fault_from_words((const char *const *)argv + 2, (unsigned)argc - 2, &f,
-					 err))
-			r = -EINVAL;
-		else
-			r = mirror_inject(m, argv[1], &f, err);
-		if (r >= 0) {
-			g_string_append_printf(out, "leg %s: fault set: ", argv[1]);
-			fm_fault_describe(&f, out);
-		}
-	}
-	admin_end(d);
-	if (r < 0)
-		return admin_failed(r, verb, err);
-	fm_notice("%s: %s", d->cfg->mountpoint, out->str);
-	g_string_append_c(out, '\n');
-	return 0;
-
-usage:
-	g_set_error(err, FM_CLI_ERROR, EINVAL, "usage: %s",
-		    !strcmp(verb, "fail") ? "fail LEG" :
-		    !strcmp(verb, "remove") ? "remove LEG" :
-		    !strcmp(verb, "add") ? "add LEG [force] [write-mostly]" :
-		    !strcmp(verb, "write-mostly") ? "write-mostly LEG on|off" :
-		    !strcmp(verb, "replace") ? "replace OLD NEW [force]" :
-		    !strcmp(verb, "scrub") ? "scrub [repair]" :
-		    !strcmp(verb, "scrub-cancel") ? "scrub-cancel" :
-		    "inject LEG clear|show|key=value...");
-	return -EINVAL;
-}
-
-static int ctl_handler(void *ctx, int argc, char **argv, uid_t peer_uid, GString *out,
-		       GError **err)
-{
-	struct daemon *d = ctx;
-	int r;
-
-	(void)peer_uid;
-	if (!strcmp(argv[0], "status") || !strcmp(argv[0], "sync")) {
-		bool json = argc == 2 && !strcmp(argv[0], "status") && !strcmp(argv[1], "json");
-
-		if (argc != 1 && !json)
-			goto usage;
-		pthread_mutex_lock(&d->lock);
-		if (!d->m) {
-			r = gone_locked(d, err);
-			pthread_mutex_unlock(&d->lock);
-			return r;
-		}
-		if (!strcmp(argv[0], "sync"))
-			status_sync_locked(d, out);
-		else if (json)
-			status_json_locked(d, out);
-		else
-			status_text_locked(d, out);
-		pthread_mutex_unlock(&d->lock);
-		return 0;
-	}
-	if (!strcmp(argv[0], "stop") && argc == 1)
-		return handle_stop(d, out, err);
-	if (!strcmp(argv[0], "pid") && argc == 1) {
-		g_string_append_printf(out, "%d\n", (int)getpid());
-		return 0;
-	}
-	r = handle_admin(d, argc, argv, out, err);
-	if (r <= 0)
-		return r;
-usage:
-	g_set_error(err, FM_CLI_ERROR, EINVAL, "unknown control command '%s'", argv[0]);
-	return -EINVAL;
-}
 
 /*----------------------------------------------------------------*/
 /* start-up */
@@ -785,7 +115,8 @@ static int run_daemon(struct mount_cfg *cfg)
 {
 	struct daemon d = { .cfg = cfg, .lock = PTHREAD_MUTEX_INITIALIZER,
 			    .stopped_cond = PTHREAD_COND_INITIALIZER,
-			    .admin_cond = PTHREAD_COND_INITIALIZER };
+			    .admin_cond = PTHREAD_COND_INITIALIZER,
+			    .ev = daemon_events_new(cfg->mountpoint) };
 	/* Nothing is written to the legs until nothing else can refuse the
 	 * mount: a refused mount leaves every leg's bytes unchanged. */
 	struct mirror_opts mo = { .readonly = cfg->readonly, .read_policy = cfg->read_policy,
@@ -796,7 +127,8 @@ static int run_daemon(struct mount_cfg *cfg)
 				  .sync_speed_min = cfg->sync_speed_min,
 				  .sync_speed_max = cfg->sync_speed_max,
 				  .bitmap_delay_ms = cfg->bitmap_delay_ms,
-				  .degraded = cfg->degraded, .prefer = cfg->prefer };
+				  .degraded = cfg->degraded, .prefer = cfg->prefer,
+				  .event_fn = daemon_events_handler, .event_ctx = d.ev };
 	struct front_opts fo = { 0 };
 	struct fm_sb sb;
 	g_autoptr(GError) err = NULL;
@@ -815,6 +147,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	r = dmio_engine_init(NULL);
 	if (r < 0 && r != -EBUSY) {
 		report(FM_EXIT_FAILURE, "cannot start io_uring (is it disabled by sysctl?)");
+		daemon_events_free(d.ev);
 		return FM_EXIT_FAILURE;
 	}
 	r = mirror_assemble((const char *const *)cfg->legs, g_strv_length(cfg->legs), &mo,
@@ -822,9 +155,11 @@ static int run_daemon(struct mount_cfg *cfg)
 	if (r < 0) {
 		report(FM_EXIT_LEG, err->message);
 		dmio_engine_shutdown();
+		daemon_events_free(d.ev);
 		return FM_EXIT_LEG;
 	}
 	mirror_get_sb(d.m, &sb);
+	daemon_events_set_array(d.ev, sb.array_uuid, sb.name);
 	block_size = cfg->block_size ? cfg->block_size : sb.block_size;
 	if (!block_size)
 		block_size = 4096;
@@ -855,7 +190,8 @@ static int run_daemon(struct mount_cfg *cfg)
 		goto out_mirror;
 	}
 	sock = ctl_socket_path(cfg->mountpoint, &err);
-	if (!sock || ctl_server_start(sock, ctl_handler, &d, &d.ctl, &err) < 0) {
+	if (!sock || ctl_server_start_full(sock, daemon_ctl_handler, daemon_ctl_streams, &d,
+						     &d.ctl, &err) < 0) {
 		report(FM_EXIT_MOUNT, err->message);
 		code = FM_EXIT_MOUNT;
 		goto out_cache;
@@ -949,6 +285,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	g_free(d.stop_message);
 	g_free(d.image_path);
 	dmio_engine_shutdown();
+	daemon_events_free(d.ev);
 	return code;
 
 out_ctl:
@@ -958,6 +295,7 @@ out_cache:
 out_mirror:
 	mirror_stop(d.m, NULL);
 	dmio_engine_shutdown();
+	daemon_events_free(d.ev);
 	return code;
 }
 

@@ -341,7 +341,18 @@ START_TEST(fault_describe)
 
 	f = (struct dmio_fault){ .flags = DMIO_FAULT_READS, .error = EROFS, .sector = 1,
 				 .count = 2 };
-	fm_fault_json(&f, j);
+	{
+		g_autoptr(JsonBuilder) b = json_builder_new();
+		g_autoptr(JsonGenerator) gen = json_generator_new();
+		g_autoptr(JsonNode) root = NULL;
+		g_autofree char *text = NULL;
+
+		fm_fault_json(&f, b);
+		root = json_builder_get_root(b);
+		json_generator_set_root(gen, root);
+		text = json_generator_to_data(gen, NULL);
+		g_string_append(j, text);
+	}
 	ck_assert_str_eq(j->str, "{\"reads\":true,\"writes\":false,\"flushes\":false,"
 				 "\"drop_writes\":false,\"corrupt_reads\":false,\"heal_on_write\":false,"
 				 "\"error\":\"EROFS\","

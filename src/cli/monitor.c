@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `fusemirror monitor`: mdadm --monitor's model.  It subscribes to the
+ * `monitor` stream of each daemon (one JSON line per event; see
+ * src/daemon/events.c) and for each event
+ *   --program CMD   runs CMD EVENT MOUNTPOINT [LEG] (like mdadm's PROGRAM),
+ *                   with the event's fields in FUSEMIRROR_* variables;
+ *   --json          prints the event's JSON line as it came;
+ *   otherwise       prints one line for people.
+ * It ends when every daemon it watched has stopped, or on SIGINT/SIGTERM.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-glib/json-glib.h>
+
+#include "cli.h"
+#include "fusemirror/common.h"
+#include "fusemirror/ctl.h"
+
+#define MONITOR_MAX_LINE 65536
+
+struct watched {
+	char *mountpoint;               /* as given or found */
+	int fd;                         /* the stream, or -1 once ended */
+	GString *buf;                   /* bytes of a line not yet ended */
+};
+
+static volatile sig_atomic_t monitor_interrupted;
+
+static void monitor_on_signal(int sig)
+{
+	(void)sig;
+	monitor_interrupted = 1;
+}
+
+/* Undo mountinfo's octal escapes ("\040" for a space). */
+static char *unescape_mountinfo(const char *s)
+{
+	GString *out = g_string_new(NULL);
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			g_string_append_c(out, (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+						      (s[3] - '0')));
+			s += 3;
+		} else {
+			g_string_append_c(out, *s);
+		}
+	}
+	return g_string_free(out, FALSE);
+}
+
+/* The mount points of the fusemirror mounts this process sees. */
+static GPtrArray *mounted_arrays(GError **err)
+{
+	g_autofree char *text = NULL;
+	g_auto(GStrv) lines = NULL;
+	GPtrArray *found = g_ptr_array_new_with_free_func(g_free);
+
+	if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, err)) {
+		g_ptr_array_unref(found);
+		return NULL;
+	}
+	lines = g_strsplit(text, "\n", -1);
+	for (char **l = lines; *l; l++) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER */
+		g_auto(GStrv) f = g_strsplit(*l, " ", -1);
+		guint n = g_strv_length(f), dash;
+
+		for (dash = 6; dash < n && strcmp(f[dash], "-"); dash++)
+			;
+		if (n < 5 || dash + 1 >= n || strcmp(f[dash + 1], "fuse.fusemirror"))
+			continue;
+		g_ptr_array_add(found, unescape_mountinfo(f[4]));
+	}
+	return found;
+}
+
+static const char *obj_str(JsonObject *o, const char *member)
+{
+	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+
+	return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
+		       ? json_node_get_string(n) : NULL;
+}
+
+static gint64 obj_int(JsonObject *o, const char *member)
+{
+	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+
+	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_int(n) : 0;
+}
+
+static JsonObject *obj_obj(JsonObject *o, const char *member)
+{
+	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+
+	return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+}
+
+/* Run @program EVENT MOUNTPOINT [LEG] and wait for it. */
+static void run_program(const char *program, JsonObject *e, const char *name,
+			const char *mountpoint, JsonObject *array, JsonObject *leg)
+{
+	g_autoptr(GError) err = NULL;
+	g_auto(GStrv) env = g_get_environ();
+	g_autofree char *value = g_strdup_printf("%" G_GINT64_FORMAT, obj_int(e, "value"));
+	g_autofree char *slot = leg ? g_strdup_printf("%" G_GINT64_FORMAT,
+						       obj_int(leg, "slot")) : NULL;
+	const char *leg_path = leg ? obj_str(leg, "path") : NULL;
+	const char *argv[5] = { program, name, mountpoint, NULL, NULL };
+	const struct { const char *key, *val; } vars[] = {
+		{ "FUSEMIRROR_EVENT", name },
+		{ "FUSEMIRROR_TIME", obj_str(e, "time") },
+		{ "FUSEMIRROR_MOUNTPOINT", mountpoint },
+		{ "FUSEMIRROR_ARRAY_UUID", obj_str(array, "uuid") },
+		{ "FUSEMIRROR_ARRAY_NAME", obj_str(array, "name") },
+		{ "FUSEMIRROR_LEG_SLOT", slot },
+		{ "FUSEMIRROR_LEG_PATH", leg_path },
+		{ "FUSEMIRROR_LEG_UUID", leg ? obj_str(leg, "uuid") : NULL },
+		{ "FUSEMIRROR_VALUE", value },
+		{ "FUSEMIRROR_ERROR", obj_str(e, "error") },
+	};
+	int status;
+
+	if (leg)
+		argv[3] = leg_path ? leg_path : slot;
+	for (unsigned i = 0; i < G_N_ELEMENTS(vars); i++)
+		env = vars[i].val ? g_environ_setenv(env, vars[i].key, vars[i].val, TRUE)
+				  : g_environ_unsetenv(env, vars[i].key);
+	fflush(NULL);
+	if (!g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_SEARCH_PATH |
+			  G_SPAWN_CHILD_INHERITS_STDIN, NULL, NULL, NULL, NULL, &status, &err)) {
+		cli_error("monitor: cannot run %s: %s", program, err->message);
+		return;
+	}
+	if (!g_spawn_check_wait_status(status, &err))
+		cli_error("monitor: %s %s %s: %s", program, name, mountpoint, err->message);
+}
+
+/* One event line from the daemon of @w.  False on a malformed line. */
+static bool handle_line(struct watched *w, const char *line, const char *program, bool json)
+{
+	g_autoptr(JsonParser) p = json_parser_new();
+	g_autoptr(GError) err = NULL;
+	JsonObject *e, *array, *leg;
+	const char *name, *mountpoint, *error;
+	JsonNode *root;
+
+	if (!json_parser_load_from_data(p, line, -1, &err) || !(root = json_parser_get_root(p)) ||
+	    !JSON_NODE_HOLDS_OBJECT(root)) {
+		cli_error("monitor: %s: a malformed event line: %s", w->mountpoint,
+			  err ? err->message : "not an object");
+		return false;
+	}
+	e = json_node_get_object(root);
+	name = obj_str(e, "event");
+	array = obj_obj(e, "array");
+	leg = obj_obj(e, "leg");
+	mountpoint = obj_str(array, "mountpoint");
+	if (!mountpoint)
+		mountpoint = w->mountpoint;
+	if (!name) {
+		cli_error("monitor: %s: an event line without an event name", w->mountpoint);
+		return false;
+	}
+	if (json)
+		printf("%s\n", line);
+	if (program)
+		run_program(program, e, name, mountpoint, array, leg);
+	if (!json && !program) {
+		error = obj_str(e, "error");
+		printf("%s %s %s", obj_str(e, "time") ? obj_str(e, "time") : "-", name, mountpoint);
+		if (leg)
+			printf(" leg %" G_GINT64_FORMAT " %s", obj_int(leg, "slot"),
+			       obj_str(leg, "path") ? obj_str(leg, "path") : "(not present)");
+		printf(" value %" G_GINT64_FORMAT "%s%s\n", obj_int(e, "value"), error ? ": " : "",
+		       error ? error : "");
+	}
+	fflush(stdout);
+	return true;
+}
+
+/* Read what @w's daemon sent: 1 go on, 0 its stream ended (the daemon
+ * stopped), -1 it broke. */
+static int read_stream(struct watched *w, const char *program, bool json)
+{
+	char buf[4096];
+	ssize_t n = read(w->fd, buf, sizeof(buf));
+	char *nl;
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 1;
+	if (n < 0)
+		cli_error("monitor: %s: %s", w->mountpoint, g_strerror(errno));
+	if (n <= 0)
+		return n < 0 || w->buf->len ? -1 : 0;
+	g_string_append_len(w->buf, buf, n);
+	while ((nl = memchr(w->buf->str, '\n', w->buf->len))) {
+		*nl = '\0';
+		if (!handle_line(w, w->buf->str, program, json))
+			return -1;
+		g_string_erase(w->buf, 0, nl + 1 - w->buf->str);
+	}
+	if (w->buf->len > MONITOR_MAX_LINE) {
+		cli_error("monitor: %s: an event line longer than %d bytes", w->mountpoint,
+			  MONITOR_MAX_LINE);
+		return -1;
+	}
+	return 1;
+}
+
+int cmd_monitor(int argc, char **argv)
+{
+	g_autofree char *program = NULL;
+	gboolean json = FALSE, oneshot = FALSE, recent = FALSE;
+	g_auto(GStrv) rest = NULL;
+	GOptionEntry entries[] = {
+		{ "program", 'p', 0, G_OPTION_ARG_FILENAME, &program,
+		  "Run CMD EVENT MOUNTPOINT [LEG] for each event (FUSEMIRROR_* variables "
+		  "hold its fields)", "CMD" },
+		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print each event as one JSON line",
+		  NULL },
+		{ "oneshot", '1', 0, G_OPTION_ARG_NONE, &oneshot,
+		  "Report the arrays that are degraded now (DegradedArray), then exit", NULL },
+		{ "recent", 'r', 0, G_OPTION_ARG_NONE, &recent,
+		  "First the events each daemon kept (its last 256), then the new ones", NULL },
+		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
+		  "[MOUNTPOINT...]" },
+		{ NULL },
+	};
+	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
+	g_autoptr(GError) err = NULL;
+	g_autoptr(GPtrArray) mps = NULL;
+	struct sigaction sa = { .sa_handler = monitor_on_signal };
+	struct watched *w;
+	unsigned nw = 0, live = 0;
+	bool broken = false;
+	const char *words[3] = { "monitor", NULL, NULL };
+
+	g_option_context_set_summary(octx,
+		"Report the state changes of mounted arrays as they happen, like\n"
+		"mdadm --monitor: a leg failed (Fail), removed (Remove), added (Add),\n"
+		"missing at start (DeviceDisappeared); DegradedArray, ArrayOptimal;\n"
+		"RebuildStarted, RebuildFinished, RebuildInterrupted; ScrubStarted,\n"
+		"ScrubFinished (value: mismatched sectors); ReadErrorCorrected,\n"
+		"ChecksumError; WriteMostly; NewArray, UncleanStart, Stopped.  Without\n"
+		"MOUNTPOINT, every mounted fusemirror array.  It runs until every daemon\n"
+		"watched has stopped, or until interrupted.  See fusemirror(8), MONITORING.\n"
+		"\n"
+		"Exit status: 0 the daemons stopped, or interrupted; 1 a daemon's\n"
+		"stream broke; 2 usage; 5 no daemon serves a MOUNTPOINT (or none is\n"
+		"mounted).");
+	g_option_context_add_main_entries(octx, entries, NULL);
+	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
+		cli_error("monitor: %s (see fusemirror monitor --help)", err->message);
+		return FM_EXIT_USAGE;
+	}
+	if (oneshot && recent) {
+		cli_error("monitor: --oneshot and --recent exclude each other");
+		return FM_EXIT_USAGE;
+	}
+	if (program && !*program) {
+		cli_error("monitor: --program: an empty command");
+		return FM_EXIT_USAGE;
+	}
+	if (rest && rest[0]) {
+		mps = g_ptr_array_new_with_free_func(g_free);
+		for (char **r = rest; *r; r++)
+			g_ptr_array_add(mps, g_strdup(*r));
+	} else {
+		mps = mounted_arrays(&err);
+		if (!mps) {
+			cli_error("monitor: %s", err->message);
+			return FM_EXIT_FAILURE;
+		}
+		if (!mps->len) {
+			cli_error("monitor: no fusemirror array is mounted");
+			return FM_EXIT_NO_DAEMON;
+		}
+	}
+	words[1] = oneshot ? "oneshot" : recent ? "recent" : NULL;
+	w = g_new0(struct watched, mps->len);
+	for (guint i = 0; i < mps->len; i++) {
+		g_autofree char *sock = NULL;
+		g_autoptr(GError) e = NULL;
+		int fd;
+
+		sock = ctl_socket_path(mps->pdata[i], &e);
+		fd = sock ? ctl_stream_open(sock, words, 10000, &e) : -ENOENT;
+		if (fd < 0) {
+			if ((fd == -ENOENT || fd == -ECONNREFUSED) && e &&
+			    (!sock || g_str_has_prefix(e->message, "no daemon listening on ")))
+				cli_error("monitor: no fusemirror daemon serves %s",
+					  (char *)mps->pdata[i]);
+			else
+				cli_error("monitor: %s: %s", (char *)mps->pdata[i],
+					  e ? e->message : g_strerror(-fd));
+			for (unsigned k = 0; k < nw; k++)
+				close(w[k].fd);
+			for (unsigned k = 0; k < nw; k++)
+				g_string_free(w[k].buf, TRUE);
+			g_free(w);
+			return (fd == -ENOENT || fd == -ECONNREFUSED) ? FM_EXIT_NO_DAEMON
+								      : FM_EXIT_FAILURE;
+		}
+		w[nw].mountpoint = mps->pdata[i];
+		w[nw].fd = fd;
+		w[nw].buf = g_string_new(NULL);
+		nw++;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	live = nw;
+	while (live && !monitor_interrupted) {
+		g_autofree struct pollfd *pfd = g_new0(struct pollfd, nw);
+		int n;
+
+		for (unsigned i = 0; i < nw; i++)
+			pfd[i] = (struct pollfd){ .fd = w[i].fd, .events = POLLIN };
+		n = poll(pfd, nw, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			cli_error("monitor: poll: %s", g_strerror(errno));
+			break;
+		}
+		for (unsigned i = 0; i < nw; i++) {
+			if (w[i].fd < 0 || !pfd[i].revents)
+				continue;
+			int r = read_stream(&w[i], program, json);
+
+			if (r <= 0) {
+				broken |= r < 0;
+				close(w[i].fd);
+				w[i].fd = -1;
+				live--;
+			}
+		}
+	}
+	for (unsigned i = 0; i < nw; i++) {
+		if (w[i].fd >= 0)
+			close(w[i].fd);
+		g_string_free(w[i].buf, TRUE);
+	}
+	g_free(w);
+	return broken ? FM_EXIT_FAILURE : FM_EXIT_OK;
+}

@@ -1,0 +1,667 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `status`: ONE model of the running array (struct status, filled once
+ * under d->lock by status_build()), rendered four ways:
+ *   text        for people (`fusemirror status`)
+ *   json        one object (`status --format=json`), built with json-glib
+ *   prometheus  the text exposition format, for node_exporter's textfile
+ *               collector (`status --format=prometheus`)
+ *   sync        the sync action as key=value words (`scrub --wait`)
+ * A field shown by one is taken from the model, never fetched again, so
+ * the renderings of one call agree.  Strings that are not UTF-8 (a leg's
+ * path) get U+FFFD for each invalid byte in JSON and Prometheus, which
+ * must be UTF-8.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-glib/json-glib.h>
+
+#include "daemon.h"
+#include "fusemirror/common.h"
+
+struct status_leg {
+	unsigned slot;
+	struct mirror_leg_stats ls;
+};
+
+struct status {
+	/* the array */
+	char uuid[37];
+	char name[64];
+	const char *state;              /* the daemon's view: "starting", ... */
+	char *image;                    /* the image file's path */
+	const char *mountpoint;
+	uint64_t size;
+	bool readonly;
+	uint64_t sb_events;             /* the superblocks' event counter */
+	int pid;
+	uint64_t uptime_s;
+	struct mirror_status ms;
+	const char *cache_mode;
+	unsigned block_size;
+	const char *read_policy;
+	/* its legs (slots in use) */
+	unsigned nr_legs;
+	struct status_leg *legs;
+	/* counters */
+	struct mirror_stats mst;
+	struct bufio_stats bs;
+	struct front_stats fs;
+	uint64_t event_counts[FM_EVENT__MAX];
+	unsigned monitors;
+};
+
+/* The model, under d->lock with d->m alive. */
+static void status_build_locked(struct daemon *d, struct status *s)
+{
+	struct fm_sb sb;
+	unsigned n = mirror_nr_legs(d->m);
+
+	memset(s, 0, sizeof(*s));
+	mirror_get_sb(d->m, &sb);
+	mirror_get_status(d->m, &s->ms);
+	if (!s->ms.sync_speed_min)
+		s->ms.sync_speed_min = d->cfg->sync_speed_min;
+	if (!s->ms.sync_speed_max)
+		s->ms.sync_speed_max = d->cfg->sync_speed_max;
+	fm_uuid_unparse(sb.array_uuid, s->uuid);
+	g_strlcpy(s->name, sb.name, sizeof(s->name));
+	s->state = d->stopping ? "stopping" : !d->f ? "starting" :
+		   s->ms.state ? s->ms.state : "active";
+	s->image = g_strdup(d->image_path ? d->image_path : d->cfg->mountpoint);
+	s->mountpoint = d->cfg->mountpoint;
+	s->size = mirror_size(d->m);
+	s->readonly = mirror_is_readonly(d->m);
+	s->sb_events = MAX(s->ms.events, sb.events);
+	s->pid = (int)getpid();
+	s->uptime_s = (fm_now_ns() - d->started_ns) / 1000000000ull;
+	s->cache_mode = d->cfg->cache_mode == FRONT_CACHE_WRITETHROUGH ? "writethrough"
+								       : "writeback";
+	s->block_size = d->c ? bufio_get_block_size(d->c) : 0;
+	s->read_policy = mirror_read_policy_name(mirror_get_read_policy(d->m));
+	s->legs = g_new0(struct status_leg, MAX(n, 1u));
+	for (unsigned i = 0; i < n; i++) {
+		struct status_leg *l = &s->legs[s->nr_legs];
+
+		mirror_get_leg_stats(d->m, i, &l->ls);
+		if (l->ls.state == FM_LEG_EMPTY)
+			continue;
+		l->slot = i;
+		s->nr_legs++;
+	}
+	mirror_get_stats(d->m, &s->mst);
+	if (d->c)
+		bufio_get_stats(d->c, &s->bs);
+	if (d->f)
+		front_get_stats(d->f, &s->fs);
+	else
+		s->fs = d->final_fs;
+	daemon_events_counts(d->ev, s->event_counts);
+	s->monitors = daemon_events_monitors(d->ev);
+}
+
+static void status_clear(struct status *s)
+{
+	g_free(s->image);
+	g_free(s->legs);
+}
+
+static unsigned legs_in_sync(const struct status *s)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < s->nr_legs; i++)
+		n += s->legs[i].ls.state == FM_LEG_IN_SYNC;
+	return n;
+}
+
+static bool is_scrub(enum mirror_sync_action a)
+{
+	return a == MIRROR_SYNC_CHECK || a == MIRROR_SYNC_REPAIR;
+}
+
+/*----------------------------------------------------------------*/
+/* text */
+
+/* "7 s", "3 min 20 s", "2 h 5 min"; "?" when unknown. */
+static char *format_eta(uint64_t s, char *buf, size_t len)
+{
+	if (s == 0)
+		g_snprintf(buf, len, "?");
+	else if (s < 60)
+		g_snprintf(buf, len, "%llu s", (unsigned long long)s);
+	else if (s < 3600)
+		g_snprintf(buf, len, "%llu min %llu s", (unsigned long long)(s / 60),
+			   (unsigned long long)(s % 60));
+	else
+		g_snprintf(buf, len, "%llu h %llu min", (unsigned long long)(s / 3600),
+			   (unsigned long long)(s % 3600 / 60));
+	return buf;
+}
+
+/* Like /proc/mdstat's progress line:
+ * "  resync:  [=====>..............]  28.3% (290.0 MiB/1.0 GiB) 85.3 MiB/s, ETA 9 s" */
+static void text_progress(const struct mirror_status *st, GString *out)
+{
+	enum { BAR = 20 };
+	uint64_t done = MIN(st->sync_done, st->sync_total);
+	double pct = st->sync_total ? 100.0 * (double)done / (double)st->sync_total : 0.0;
+	unsigned filled = st->sync_total ? (unsigned)(done * BAR / st->sync_total) : 0;
+	char label[16], s1[32], s2[32], s3[32], s4[32];
+
+	g_snprintf(label, sizeof(label), "%s:", mirror_sync_action_name(st->action));
+	g_string_append_printf(out, "  %-8s [", label);
+	for (unsigned i = 0; i < BAR; i++)
+		g_string_append_c(out, i + 1 < filled || (i + 1 == filled && filled == BAR) ? '=' :
+				       i + 1 == filled ? '>' : '.');
+	g_string_append_printf(out, "] %5.1f%% (%s/%s) %s/s, ETA %s", pct,
+			       fm_format_size(done, s1, sizeof(s1)),
+			       fm_format_size(st->sync_total, s2, sizeof(s2)),
+			       fm_format_size(st->sync_speed, s3, sizeof(s3)),
+			       format_eta(st->sync_eta_s, s4, sizeof(s4)));
+	if (is_scrub(st->action))
+		g_string_append_printf(out, ", %llu mismatched sectors so far",
+				       (unsigned long long)st->mismatches);
+	g_string_append_c(out, '\n');
+}
+
+static void render_text(const struct status *s, GString *out)
+{
+	const struct mirror_status *st = &s->ms;
+	char u[37], s1[32], s2[32], s3[32];
+	bool any = false;
+
+	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n", s->image, s->uuid,
+			       *s->name ? " (" : "", s->name, *s->name ? ")" : "");
+	g_string_append_printf(out, "  state:  %s, %u of %u legs in sync%s%s\n", s->state,
+			       legs_in_sync(s), s->nr_legs, s->readonly ? ", read-only" : "",
+			       st->failed ? ", FAILED: no leg left, every I/O fails" : "");
+	g_string_append_printf(out, "  size:   %s (%llu bytes), block size %u, cache_mode=%s, "
+			       "read_policy=%s\n",
+			       fm_format_size(s->size, s1, sizeof(s1)),
+			       (unsigned long long)s->size, s->block_size, s->cache_mode,
+			       s->read_policy);
+	g_string_append_printf(out, "  events: %llu; bitmap: %llu of %llu regions of %s set, "
+			       "%llu page writes\n",
+			       (unsigned long long)s->sb_events,
+			       (unsigned long long)st->bitmap_set,
+			       (unsigned long long)st->nr_regions,
+			       fm_format_size(st->region_size, s1, sizeof(s1)),
+			       (unsigned long long)st->bitmap_writes);
+	if (st->action != MIRROR_SYNC_IDLE)
+		text_progress(st, out);
+	g_string_append_printf(out, "  sync:   %s, speed %s/s..%s/s; last: %s",
+			       mirror_sync_action_name(st->action),
+			       fm_format_size(st->sync_speed_min, s1, sizeof(s1)),
+			       fm_format_size(st->sync_speed_max, s2, sizeof(s2)),
+			       mirror_sync_action_name(st->last_action));
+	if (is_scrub(st->last_action) || st->mismatches)
+		g_string_append_printf(out, ", %llu mismatched sectors",
+				       (unsigned long long)st->mismatches);
+	g_string_append_printf(out, "; %llu regions resynced since mount\n",
+			       (unsigned long long)st->resynced_regions);
+	g_string_append(out, "  legs:\n");
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+
+		g_string_append_printf(out, "    %u  %-10s %s%s%s\n       uuid %s; reads %llu (%s), "
+				       "writes %llu (%s); errors: %llu read (%llu corrected), "
+				       "%llu write\n",
+				       s->legs[i].slot, cli_leg_state_word(ls->state, ls->missing),
+				       *ls->path ? ls->path : ls->missing ? "(not present)" : "(closed)",
+				       ls->write_mostly ? "  write-mostly" : "",
+				       ls->direct || !*ls->path ? "" : "  (buffered, no O_DIRECT)",
+				       fm_uuid_unparse(ls->uuid, u),
+				       (unsigned long long)ls->reads,
+				       fm_format_size(ls->read_bytes, s1, sizeof(s1)),
+				       (unsigned long long)ls->writes,
+				       fm_format_size(ls->write_bytes, s2, sizeof(s2)),
+				       (unsigned long long)ls->read_errors,
+				       (unsigned long long)ls->corrected,
+				       (unsigned long long)ls->write_errors);
+		if (ls->fault_set) {
+			g_string_append(out, "       fault injected: ");
+			fm_fault_describe(&ls->fault, out);
+			g_string_append_c(out, '\n');
+		}
+	}
+	g_string_append_printf(out, "  cache:  %s used of %s (peak %s), %llu buffers, %llu dirty\n"
+			       "          hits %llu, misses %llu, evictions %llu, "
+			       "write errors %llu\n",
+			       fm_format_size(s->bs.bytes, s1, sizeof(s1)),
+			       fm_format_size(s->bs.limit_bytes, s2, sizeof(s2)),
+			       fm_format_size(s->bs.peak_bytes, s3, sizeof(s3)),
+			       (unsigned long long)s->bs.buffers, (unsigned long long)s->bs.dirty,
+			       (unsigned long long)s->bs.hits, (unsigned long long)s->bs.misses,
+			       (unsigned long long)s->bs.evictions,
+			       (unsigned long long)s->bs.write_errors);
+	g_string_append_printf(out, "  io:     %llu reads (%s), %llu writes (%s), %llu fsyncs, "
+			       "%llu fallocates, %llu errors\n",
+			       (unsigned long long)s->fs.reads,
+			       fm_format_size(s->fs.read_bytes, s1, sizeof(s1)),
+			       (unsigned long long)s->fs.writes,
+			       fm_format_size(s->fs.write_bytes, s2, sizeof(s2)),
+			       (unsigned long long)s->fs.fsyncs, (unsigned long long)s->fs.fallocates,
+			       (unsigned long long)s->fs.errors);
+	for (int t = 0; t < FM_EVENT__MAX; t++) {
+		if (!s->event_counts[t])
+			continue;
+		g_string_append_printf(out, "%s%s %llu", any ? ", " : "  events since start: ",
+				       fm_event_name((enum fm_event_type)t),
+				       (unsigned long long)s->event_counts[t]);
+		any = true;
+	}
+	if (any)
+		g_string_append_printf(out, "; %u monitor%s\n", s->monitors,
+				       s->monitors == 1 ? "" : "s");
+}
+
+/* `sync`: the sync action's state on one line, for `scrub --wait`. */
+static void render_sync(const struct status *s, GString *out)
+{
+	const struct mirror_status *st = &s->ms;
+
+	g_string_append_printf(out, "action=%s done=%llu total=%llu speed=%llu eta_s=%llu "
+			       "mismatches=%llu last_action=%s resynced_regions=%llu state=%s\n",
+			       mirror_sync_action_name(st->action),
+			       (unsigned long long)st->sync_done, (unsigned long long)st->sync_total,
+			       (unsigned long long)st->sync_speed, (unsigned long long)st->sync_eta_s,
+			       (unsigned long long)st->mismatches,
+			       mirror_sync_action_name(st->last_action),
+			       (unsigned long long)st->resynced_regions, s->state);
+}
+
+/*----------------------------------------------------------------*/
+/* JSON */
+
+static void j_str(JsonBuilder *b, const char *member, const char *s)
+{
+	json_builder_set_member_name(b, member);
+	if (g_utf8_validate(s, -1, NULL)) {
+		json_builder_add_string_value(b, s);
+	} else {
+		g_autofree char *valid = g_utf8_make_valid(s, -1);
+
+		json_builder_add_string_value(b, valid);
+	}
+}
+
+static void j_int(JsonBuilder *b, const char *member, uint64_t v)
+{
+	json_builder_set_member_name(b, member);
+	json_builder_add_int_value(b, (gint64)v);
+}
+
+static void j_bool(JsonBuilder *b, const char *member, bool v)
+{
+	json_builder_set_member_name(b, member);
+	json_builder_add_boolean_value(b, v);
+}
+
+static void render_json(const struct status *s, GString *out)
+{
+	const struct mirror_status *st = &s->ms;
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+	g_autofree char *json = NULL;
+	char u[37];
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "array");
+	json_builder_begin_object(b);
+	j_str(b, "uuid", s->uuid);
+	j_str(b, "name", s->name);
+	j_str(b, "state", s->state);
+	j_int(b, "size", s->size);
+	j_bool(b, "readonly", s->readonly);
+	j_int(b, "events", s->sb_events);
+	j_int(b, "pid", (uint64_t)s->pid);
+	j_int(b, "uptime_s", s->uptime_s);
+	j_bool(b, "degraded", st->degraded);
+	j_bool(b, "failed", st->failed);
+	j_int(b, "in_sync", st->nr_in_sync);
+	j_int(b, "faulty", st->nr_faulty);
+	j_int(b, "rebuilding", st->nr_rebuilding);
+	json_builder_end_object(b);
+	j_str(b, "image", s->image);
+	j_str(b, "mountpoint", s->mountpoint);
+	j_str(b, "cache_mode", s->cache_mode);
+	j_int(b, "block_size", s->block_size);
+	j_str(b, "read_policy", s->read_policy);
+
+	json_builder_set_member_name(b, "sync");
+	json_builder_begin_object(b);
+	j_str(b, "action", mirror_sync_action_name(st->action));
+	j_int(b, "done", st->sync_done);
+	j_int(b, "total", st->sync_total);
+	j_int(b, "speed", st->sync_speed);
+	j_int(b, "eta_s", st->sync_eta_s);
+	j_int(b, "speed_min", st->sync_speed_min);
+	j_int(b, "speed_max", st->sync_speed_max);
+	j_int(b, "mismatches", st->mismatches);
+	j_str(b, "last_action", mirror_sync_action_name(st->last_action));
+	j_int(b, "resynced_regions", st->resynced_regions);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "bitmap");
+	json_builder_begin_object(b);
+	j_int(b, "region_size", st->region_size);
+	j_int(b, "regions", st->nr_regions);
+	j_int(b, "set", st->bitmap_set);
+	j_int(b, "page_writes", st->bitmap_writes);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "legs");
+	json_builder_begin_array(b);
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+
+		json_builder_begin_object(b);
+		j_str(b, "path", ls->path);
+		j_int(b, "slot", s->legs[i].slot);
+		j_str(b, "uuid", fm_uuid_unparse(ls->uuid, u));
+		j_str(b, "state", cli_leg_state_word(ls->state, ls->missing));
+		j_bool(b, "direct", ls->direct);
+		j_int(b, "reads", ls->reads);
+		j_int(b, "writes", ls->writes);
+		j_int(b, "read_bytes", ls->read_bytes);
+		j_int(b, "write_bytes", ls->write_bytes);
+		j_int(b, "read_errors", ls->read_errors);
+		j_int(b, "write_errors", ls->write_errors);
+		j_int(b, "pending", ls->pending);
+		j_int(b, "corrected", ls->corrected);
+		j_bool(b, "write_mostly", ls->write_mostly);
+		json_builder_set_member_name(b, "fault");
+		if (ls->fault_set)
+			fm_fault_json(&ls->fault, b);
+		else
+			json_builder_add_null_value(b);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+
+	json_builder_set_member_name(b, "cache");
+	json_builder_begin_object(b);
+	j_int(b, "bytes", s->bs.bytes);
+	j_int(b, "peak_bytes", s->bs.peak_bytes);
+	j_int(b, "limit_bytes", s->bs.limit_bytes);
+	j_int(b, "buffers", s->bs.buffers);
+	j_int(b, "dirty", s->bs.dirty);
+	j_int(b, "hits", s->bs.hits);
+	j_int(b, "misses", s->bs.misses);
+	j_int(b, "reads", s->bs.reads);
+	j_int(b, "writes", s->bs.writes);
+	j_int(b, "evictions", s->bs.evictions);
+	j_int(b, "write_errors", s->bs.write_errors);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "io");
+	json_builder_begin_object(b);
+	j_int(b, "reads", s->fs.reads);
+	j_int(b, "writes", s->fs.writes);
+	j_int(b, "read_bytes", s->fs.read_bytes);
+	j_int(b, "write_bytes", s->fs.write_bytes);
+	j_int(b, "fsyncs", s->fs.fsyncs);
+	j_int(b, "fallocates", s->fs.fallocates);
+	j_int(b, "errors", s->fs.errors);
+	j_int(b, "leg_read_retries", s->mst.read_retries);
+	j_int(b, "overlap_waits", s->mst.overlap_waits);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "event_counts");
+	json_builder_begin_object(b);
+	for (int t = 0; t < FM_EVENT__MAX; t++)
+		j_int(b, fm_event_name((enum fm_event_type)t), s->event_counts[t]);
+	json_builder_end_object(b);
+	j_int(b, "monitors", s->monitors);
+	json_builder_end_object(b);
+
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	json = json_generator_to_data(gen, NULL);
+	g_string_append(out, json);
+	g_string_append_c(out, '\n');
+}
+
+/*----------------------------------------------------------------*/
+/* Prometheus text exposition format */
+
+/* A label value: UTF-8, with \, " and newline escaped. */
+static void prom_label(GString *out, const char *name, const char *value, bool first)
+{
+	g_autofree char *valid = g_utf8_make_valid(value, -1);
+
+	g_string_append_printf(out, "%s%s=\"", first ? "" : ",", name);
+	for (const char *c = valid; *c; c++) {
+		if (*c == '\\')
+			g_string_append(out, "\\\\");
+		else if (*c == '"')
+			g_string_append(out, "\\\"");
+		else if (*c == '\n')
+			g_string_append(out, "\\n");
+		else
+			g_string_append_c(out, *c);
+	}
+	g_string_append_c(out, '"');
+}
+
+static void prom_head(GString *out, const char *metric, const char *type, const char *help)
+{
+	g_string_append_printf(out, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+}
+
+/* metric{array="UUID"[,k="v"]...} value */
+static void prom_sample(GString *out, const struct status *s, const char *metric,
+			uint64_t value, const char *const *labels)
+{
+	g_string_append_printf(out, "%s{", metric);
+	prom_label(out, "array", s->uuid, true);
+	for (; labels && labels[0]; labels += 2)
+		prom_label(out, labels[0], labels[1], false);
+	g_string_append_printf(out, "} %" PRIu64 "\n", value);
+}
+
+/* One metric of the array: HELP, TYPE and its sample. */
+static void prom_array(GString *out, const struct status *s, const char *metric,
+		       const char *type, const char *help, uint64_t value)
+{
+	prom_head(out, metric, type, help);
+	prom_sample(out, s, metric, value, NULL);
+}
+
+/* One metric with a sample per leg. */
+static void prom_legs(GString *out, const struct status *s, const char *metric,
+		      const char *help, size_t field)
+{
+	prom_head(out, metric, "counter", help);
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+		char slot[16];
+
+		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
+		prom_sample(out, s, metric, *(const uint64_t *)((const char *)ls + field),
+			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
+	}
+}
+
+static void render_prometheus(const struct status *s, GString *out)
+{
+	static const char *const array_states[] = {
+		"starting", "active", "clean", "read-only", "degraded", "resyncing",
+		"recovering", "failed", "stopping",
+	};
+	static const char *const leg_states[] = {       /* cli_leg_state_word()'s */
+		"in_sync", "rebuilding", "faulty", "removed", "missing",
+	};
+	static const enum mirror_sync_action actions[] = {
+		MIRROR_SYNC_IDLE, MIRROR_SYNC_RESYNC, MIRROR_SYNC_RECOVER, MIRROR_SYNC_CHECK,
+		MIRROR_SYNC_REPAIR,
+	};
+	const struct mirror_status *st = &s->ms;
+
+	prom_head(out, "fusemirror_array_info", "gauge",
+		  "The array: its name, mount point and image (always 1).");
+	prom_sample(out, s, "fusemirror_array_info", 1,
+		    (const char *[]){ "name", s->name, "mountpoint", s->mountpoint,
+				      "image", s->image, NULL });
+	prom_head(out, "fusemirror_array_state", "gauge",
+		  "1 for the state the array is in, 0 for the others.");
+	for (unsigned i = 0; i < G_N_ELEMENTS(array_states); i++)
+		prom_sample(out, s, "fusemirror_array_state", !strcmp(s->state, array_states[i]),
+			    (const char *[]){ "state", array_states[i], NULL });
+	prom_array(out, s, "fusemirror_array_degraded", "gauge",
+		   "1 when some slot of the leg table is not in sync.", st->degraded);
+	prom_array(out, s, "fusemirror_array_failed", "gauge",
+		   "1 when no leg is left in sync (every I/O fails).", st->failed);
+	prom_array(out, s, "fusemirror_array_size_bytes", "gauge", "Image size in bytes.",
+		   s->size);
+	prom_array(out, s, "fusemirror_array_legs", "gauge", "Slots of the leg table in use.",
+		   s->nr_legs);
+	prom_array(out, s, "fusemirror_array_legs_in_sync", "gauge", "Legs in sync.",
+		   legs_in_sync(s));
+	prom_array(out, s, "fusemirror_superblock_events", "gauge",
+		   "The superblocks' event counter.", s->sb_events);
+	prom_array(out, s, "fusemirror_uptime_seconds", "gauge",
+		   "Seconds since the daemon started.", s->uptime_s);
+
+	prom_head(out, "fusemirror_leg_state", "gauge",
+		  "1 for the state each leg is in (in_sync, rebuilding, faulty, removed, "
+		  "missing: faulty because not present), 0 for the others.");
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+		const char *now = cli_leg_state_word(ls->state, ls->missing);
+		char slot[16];
+
+		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
+		for (unsigned k = 0; k < G_N_ELEMENTS(leg_states); k++)
+			prom_sample(out, s, "fusemirror_leg_state", !strcmp(now, leg_states[k]),
+				    (const char *[]){ "leg", slot, "path", ls->path, "state",
+						      leg_states[k], NULL });
+	}
+	prom_head(out, "fusemirror_leg_write_mostly", "gauge",
+		  "1 when a leg is read only if no other leg can serve (write-mostly).");
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+		char slot[16];
+
+		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
+		prom_sample(out, s, "fusemirror_leg_write_mostly", ls->write_mostly,
+			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
+	}
+	prom_legs(out, s, "fusemirror_leg_reads_total", "Read requests a leg served.",
+		  offsetof(struct mirror_leg_stats, reads));
+	prom_legs(out, s, "fusemirror_leg_writes_total", "Write requests sent to a leg.",
+		  offsetof(struct mirror_leg_stats, writes));
+	prom_legs(out, s, "fusemirror_leg_read_bytes_total", "Bytes read from a leg.",
+		  offsetof(struct mirror_leg_stats, read_bytes));
+	prom_legs(out, s, "fusemirror_leg_written_bytes_total", "Bytes written to a leg.",
+		  offsetof(struct mirror_leg_stats, write_bytes));
+	prom_legs(out, s, "fusemirror_leg_read_errors_total", "Failed reads of a leg.",
+		  offsetof(struct mirror_leg_stats, read_errors));
+	prom_legs(out, s, "fusemirror_leg_write_errors_total", "Failed writes to a leg.",
+		  offsetof(struct mirror_leg_stats, write_errors));
+	prom_legs(out, s, "fusemirror_leg_corrected_total",
+		  "Read errors of a leg repaired from another leg.",
+		  offsetof(struct mirror_leg_stats, corrected));
+
+	prom_head(out, "fusemirror_sync_action", "gauge",
+		  "1 for the sync action running (idle when none), 0 for the others.");
+	for (unsigned i = 0; i < G_N_ELEMENTS(actions); i++)
+		prom_sample(out, s, "fusemirror_sync_action", st->action == actions[i],
+			    (const char *[]){ "action", mirror_sync_action_name(actions[i]),
+					      NULL });
+	prom_array(out, s, "fusemirror_sync_done_bytes", "gauge",
+		   "Bytes done by the running sync action.", st->sync_done);
+	prom_array(out, s, "fusemirror_sync_total_bytes", "gauge",
+		   "Bytes the running sync action has to do.", st->sync_total);
+	prom_array(out, s, "fusemirror_sync_speed_bytes_per_second", "gauge",
+		   "Recent speed of the running sync action.", st->sync_speed);
+	prom_array(out, s, "fusemirror_sync_mismatch_sectors", "gauge",
+		   "Mismatched sectors found by the last or running scrub.", st->mismatches);
+	prom_array(out, s, "fusemirror_resynced_regions_total", "counter",
+		   "Regions copied by resync or recovery since the mount.",
+		   st->resynced_regions);
+	prom_array(out, s, "fusemirror_bitmap_regions", "gauge",
+		   "Regions of the write-intent bitmap.", st->nr_regions);
+	prom_array(out, s, "fusemirror_bitmap_set_regions", "gauge",
+		   "Regions whose write-intent bit is set.", st->bitmap_set);
+
+	prom_array(out, s, "fusemirror_reads_total", "counter", "Reads of the image.",
+		   s->fs.reads);
+	prom_array(out, s, "fusemirror_writes_total", "counter", "Writes to the image.",
+		   s->fs.writes);
+	prom_array(out, s, "fusemirror_read_bytes_total", "counter", "Bytes read from the image.",
+		   s->fs.read_bytes);
+	prom_array(out, s, "fusemirror_written_bytes_total", "counter",
+		   "Bytes written to the image.", s->fs.write_bytes);
+	prom_array(out, s, "fusemirror_fsyncs_total", "counter", "fsync calls on the image.",
+		   s->fs.fsyncs);
+	prom_array(out, s, "fusemirror_errors_total", "counter",
+		   "Image requests answered with an error.", s->fs.errors);
+	prom_array(out, s, "fusemirror_cache_bytes", "gauge", "Cache memory in use.",
+		   s->bs.bytes);
+	prom_array(out, s, "fusemirror_cache_dirty_buffers", "gauge",
+		   "Cache blocks not yet on the legs.", s->bs.dirty);
+	prom_array(out, s, "fusemirror_cache_hits_total", "counter", "Cache hits.", s->bs.hits);
+	prom_array(out, s, "fusemirror_cache_misses_total", "counter", "Cache misses.",
+		   s->bs.misses);
+
+	prom_head(out, "fusemirror_events_total", "counter",
+		  "State-change events since the daemon started, by name (see fusemirror "
+		  "monitor).");
+	for (int t = 0; t < FM_EVENT__MAX; t++)
+		prom_sample(out, s, "fusemirror_events_total", s->event_counts[t],
+			    (const char *[]){ "event", fm_event_name((enum fm_event_type)t),
+					      NULL });
+	prom_array(out, s, "fusemirror_monitors", "gauge", "`fusemirror monitor` connections.",
+		   s->monitors);
+}
+
+/*----------------------------------------------------------------*/
+
+static const char *const format_names[] = {
+	[DAEMON_STATUS_TEXT] = "text",
+	[DAEMON_STATUS_JSON] = "json",
+	[DAEMON_STATUS_PROMETHEUS] = "prometheus",
+	[DAEMON_STATUS_SYNC] = "sync",
+};
+
+const char *daemon_status_format_name(enum daemon_status_format f)
+{
+	return (unsigned)f < G_N_ELEMENTS(format_names) ? format_names[f] : "?";
+}
+
+int daemon_status_format_parse(const char *word)
+{
+	for (unsigned i = 0; i < G_N_ELEMENTS(format_names); i++)
+		if (!strcmp(word, format_names[i]))
+			return (int)i;
+	return -1;
+}
+
+void daemon_status_render_locked(struct daemon *d, enum daemon_status_format format,
+				 GString *out)
+{
+	struct status s;
+
+	status_build_locked(d, &s);
+	switch (format) {
+	case DAEMON_STATUS_TEXT:
+		render_text(&s, out);
+		break;
+	case DAEMON_STATUS_JSON:
+		render_json(&s, out);
+		break;
+	case DAEMON_STATUS_PROMETHEUS:
+		render_prometheus(&s, out);
+		break;
+	case DAEMON_STATUS_SYNC:
+		render_sync(&s, out);
+		break;
+	}
+	status_clear(&s);
+}
