@@ -3656,6 +3656,55 @@ START_TEST(test_split_brain)
 END_TEST
 
 /*
+ * `add` of a leg that ran apart (started alone and written while this side
+ * also ran): adding it chooses this side, so it is rebuilt wholly.  From the
+ * bitmap, its own write (in a region this side never wrote) would survive
+ * and the legs would differ.  A new leg added instead takes the missing
+ * leg's slot.
+ */
+START_TEST(test_add_leg_that_ran_apart)
+{
+	struct mirror_opts plain = { 0 }, deg = { .degraded = true };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	g_autofree uint8_t *mine = NULL;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&plain);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	mine = g_memdup2(fx.model, IMG);
+	admin_ok(try_assemble(&fx.legs[1], 1, &deg, &err), err, "leg 1 alone");
+	fx_write_random(5 * REGION, 8 * KiB);
+	fx_stop(0);
+	memcpy(fx.model, mine, IMG);
+	admin_ok(try_assemble(&fx.legs[0], 1, &deg, &err), err, "leg 0 alone");
+	fx_write_random(2 * REGION, 8 * KiB);
+	if (_i == 0) {
+		admin_ok(mirror_add_leg(fx.m, fx.legs[1], false, &err), err, "add leg 1");
+	} else {
+		fx.legs[2] = fx_path("leg2");
+		admin_ok(mirror_add_leg(fx.m, fx.legs[2], false, &err), err, "add a new leg");
+		leg_stats(1, &ls);
+		ck_assert_str_eq(ls.path, fx.legs[2]);  /* the missing leg's slot */
+		ck_assert(!ls.missing);
+		g_free(fx.legs[1]);
+		fx.legs[1] = fx.legs[2];
+		fx.legs[2] = NULL;
+	}
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.resynced_regions, IMG / REGION);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
  * A stale leg that is started alone with --degraded cannot know it is
  * stale (nothing on it says so); meeting its peer again is a split brain,
  * refused: _i 0: it was failed while the peer went on; 1: it was restored
@@ -3824,6 +3873,7 @@ static Suite *mirror_suite(void)
 	tcase_add_loop_test(tc, test_leg_back_in_time, 0, 2);
 	tcase_add_loop_test(tc, test_split_brain, 0, 2);
 	tcase_add_loop_test(tc, test_stale_start_is_split_brain, 0, 2);
+	tcase_add_loop_test(tc, test_add_leg_that_ran_apart, 0, 2);
 	tcase_add_test(tc, test_degraded_needs_current_leg);
 
 	tc = tc_add(s, "ordering", tc_dir_setup, tc_dir_teardown);
