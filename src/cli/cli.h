@@ -151,8 +151,13 @@ const char *cli_leg_state_name(enum fm_leg_state s);
  * at a degraded start). */
 const char *cli_leg_state_word(enum fm_leg_state s, bool missing);
 
-/* Append @s to @out as a JSON string (quoted, escaped). */
-void cli_json_str(GString *out, const char *s);
+/* JSON members (json.c): a string (NULL: null; not UTF-8: U+FFFD for each
+ * invalid byte), an integer, a boolean; and the builder's document as text
+ * (g_free). */
+void cli_json_str(JsonBuilder *b, const char *member, const char *s);
+void cli_json_int(JsonBuilder *b, const char *member, uint64_t v);
+void cli_json_bool(JsonBuilder *b, const char *member, bool v);
+char *cli_json_text(JsonBuilder *b);
 
 /* Print "fusemirror: MESSAGE" to stderr. */
 void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);

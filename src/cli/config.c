@@ -449,19 +449,3 @@ bool mount_cfg_check(const struct mount_cfg *cfg, GError **err)
 	}
 	return true;
 }
-
-void cli_json_str(GString *out, const char *s)
-{
-	g_string_append_c(out, '"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			g_string_append_printf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			g_string_append_printf(out, "\\u%04x", ch);
-		else
-			g_string_append_c(out, (char)ch);
-	}
-	g_string_append_c(out, '"');
-}

@@ -198,65 +198,66 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 	}
 }
 
-static void print_json(GString *out, const char *path, const struct fm_sb *sb,
+static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
 		       const uint8_t *bm)
 {
 	g_autoptr(GString) ranges = g_string_new(NULL);
 	uint64_t nr = fm_sb_nr_regions(sb), set = append_ranges(ranges, bm, nr);
-	bool first = true;
+	g_autofree char *version = g_strdup_printf("%u.%u", sb->version_major,
+						   sb->version_minor);
 	char u[37];
 
-	g_string_append(out, "{\"path\":");
-	cli_json_str(out, path);
-	g_string_append_printf(out, ",\"array_uuid\":\"%s\",\"name\":",
-			       fm_uuid_unparse(sb->array_uuid, u));
-	cli_json_str(out, sb->name);
-	g_string_append_printf(out, ",\"leg_uuid\":\"%s\",\"leg_index\":%u,\"version\":\"%u.%u\","
-			       "\"events\":%llu,\"clean\":%s,\"ctime\":%llu,\"utime\":%llu,"
-			       "\"image_size\":%llu,\"data_offset\":%llu,\"block_size\":%u,"
-			       "\"recovery_offset\":%llu,\"region_size\":%llu,\"nr_regions\":%llu,"
-			       "\"bitmap_offset\":%llu,\"bitmap_length\":%llu,\"bitmap_set\":%llu,"
-			       "\"bitmap_ranges\":\"%s\",\"bitmap_regions\":[",
-			       fm_uuid_unparse(sb->leg_uuid, u), sb->leg_index, sb->version_major,
-			       sb->version_minor, (unsigned long long)sb->events,
-			       sb->state_flags & FM_SB_CLEAN ? "true" : "false",
-			       (unsigned long long)sb->ctime, (unsigned long long)sb->utime,
-			       (unsigned long long)sb->image_size,
-			       (unsigned long long)sb->data_offset, sb->block_size,
-			       (unsigned long long)sb->recovery_offset,
-			       (unsigned long long)sb->region_size, (unsigned long long)nr,
-			       (unsigned long long)sb->bitmap_offset,
-			       (unsigned long long)sb->bitmap_length, (unsigned long long)set,
-			       ranges->str);
-	for (uint64_t r = 0; r < nr; r++) {
-		if (!bit_set(bm, r))
-			continue;
-		g_string_append_printf(out, first ? "%llu" : ",%llu", (unsigned long long)r);
-		first = false;
+	json_builder_begin_object(b);
+	cli_json_str(b, "path", path);
+	cli_json_str(b, "array_uuid", fm_uuid_unparse(sb->array_uuid, u));
+	cli_json_str(b, "name", sb->name);
+	cli_json_str(b, "leg_uuid", fm_uuid_unparse(sb->leg_uuid, u));
+	cli_json_int(b, "leg_index", sb->leg_index);
+	cli_json_str(b, "version", version);
+	cli_json_int(b, "events", sb->events);
+	cli_json_bool(b, "clean", sb->state_flags & FM_SB_CLEAN);
+	cli_json_int(b, "ctime", sb->ctime);
+	cli_json_int(b, "utime", sb->utime);
+	cli_json_int(b, "image_size", sb->image_size);
+	cli_json_int(b, "data_offset", sb->data_offset);
+	cli_json_int(b, "block_size", sb->block_size);
+	cli_json_int(b, "recovery_offset", sb->recovery_offset);
+	cli_json_int(b, "region_size", sb->region_size);
+	cli_json_int(b, "nr_regions", nr);
+	cli_json_int(b, "bitmap_offset", sb->bitmap_offset);
+	cli_json_int(b, "bitmap_length", sb->bitmap_length);
+	cli_json_int(b, "bitmap_set", set);
+	cli_json_str(b, "bitmap_ranges", ranges->str);
+	json_builder_set_member_name(b, "bitmap_regions");
+	json_builder_begin_array(b);
+	for (uint64_t r = 0; r < nr; r++)
+		if (bit_set(bm, r))
+			json_builder_add_int_value(b, (gint64)r);
+	json_builder_end_array(b);
+	cli_json_bool(b, "checksums", sb->features & FM_SB_FEAT_CHECKSUMS);
+	if (sb->features & FM_SB_FEAT_CHECKSUMS) {
+		cli_json_str(b, "csum_algo", "crc32c");
+		cli_json_int(b, "csum_block_size", sb->csum_block_size);
+		cli_json_int(b, "csum_offset", sb->csum_offset);
+		cli_json_int(b, "csum_length", sb->csum_length);
 	}
-	g_string_append_printf(out, "],\"checksums\":%s",
-			       sb->features & FM_SB_FEAT_CHECKSUMS ? "true" : "false");
-	if (sb->features & FM_SB_FEAT_CHECKSUMS)
-		g_string_append_printf(out, ",\"csum_algo\":\"crc32c\",\"csum_block_size\":%u,"
-				       "\"csum_offset\":%llu,\"csum_length\":%llu",
-				       sb->csum_block_size, (unsigned long long)sb->csum_offset,
-				       (unsigned long long)sb->csum_length);
-	g_string_append(out, ",\"table\":[");
-	first = true;
+	json_builder_set_member_name(b, "table");
+	json_builder_begin_array(b);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		if (sb->legs[i].state == FM_LEG_EMPTY)
 			continue;
-		g_string_append_printf(out, "%s{\"slot\":%u,\"uuid\":\"%s\",\"state\":\"%s\","
-				       "\"events\":%llu,\"write_mostly\":%s,\"missing\":%s,"
-				       "\"last_in_sync\":%llu}", first ? "" : ",", i,
-				       fm_uuid_unparse(sb->legs[i].uuid, u), slot_word(&sb->legs[i]),
-				       (unsigned long long)sb->legs[i].events,
-				       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "true" : "false",
-				       sb->legs[i].flags & FM_SB_LEG_MISSING ? "true" : "false",
-				       (unsigned long long)sb->last_in_sync[i]);
-		first = false;
+		json_builder_begin_object(b);
+		cli_json_int(b, "slot", i);
+		cli_json_str(b, "uuid", fm_uuid_unparse(sb->legs[i].uuid, u));
+		cli_json_str(b, "state", slot_word(&sb->legs[i]));
+		cli_json_int(b, "events", sb->legs[i].events);
+		cli_json_bool(b, "write_mostly", sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY);
+		cli_json_bool(b, "missing", sb->legs[i].flags & FM_SB_LEG_MISSING);
+		cli_json_int(b, "last_in_sync", sb->last_in_sync[i]);
+		json_builder_end_object(b);
 	}
-	g_string_append(out, "]}");
+	json_builder_end_array(b);
+	json_builder_end_object(b);
 }
 
 int cmd_examine(int argc, char **argv)
@@ -270,7 +271,7 @@ int cmd_examine(int argc, char **argv)
 	};
 	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
-	g_autoptr(GString) out = g_string_new("{\"legs\":[");
+	g_autoptr(JsonBuilder) b = json_builder_new();
 	int code = FM_EXIT_OK;
 	unsigned shown = 0;
 
@@ -293,6 +294,9 @@ int cmd_examine(int argc, char **argv)
 		cli_error("examine: no legs given (see fusemirror examine --help)");
 		return FM_EXIT_USAGE;
 	}
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "legs");
+	json_builder_begin_array(b);
 	for (char **l = legs; *l; l++) {
 		g_autofree uint8_t *bm = NULL;
 		struct fm_sb sb;
@@ -305,9 +309,7 @@ int cmd_examine(int argc, char **argv)
 			continue;
 		}
 		if (json) {
-			if (shown)
-				g_string_append_c(out, ',');
-			print_json(out, *l, &sb, bm);
+			print_json(b, *l, &sb, bm);
 		} else {
 			if (shown)
 				putchar('\n');
@@ -317,8 +319,12 @@ int cmd_examine(int argc, char **argv)
 	}
 	dmio_engine_shutdown();
 	if (json) {
-		g_string_append(out, "]}\n");
-		fputs(out->str, stdout);
+		g_autofree char *text = NULL;
+
+		json_builder_end_array(b);
+		json_builder_end_object(b);
+		text = cli_json_text(b);
+		printf("%s\n", text);
 	}
 	return code;
 }

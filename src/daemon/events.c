@@ -182,64 +182,44 @@ static char *format_time(int64_t time_us)
 	return g_strdup_printf("%s.%06dZ", buf, (int)(time_us % 1000000));
 }
 
-/* JSON strings must be UTF-8: a path that is not gets U+FFFD for each
- * invalid byte. */
-static void add_str(JsonBuilder *b, const char *member, const char *s)
-{
-	json_builder_set_member_name(b, member);
-	if (!s) {
-		json_builder_add_null_value(b);
-	} else if (g_utf8_validate(s, -1, NULL)) {
-		json_builder_add_string_value(b, s);
-	} else {
-		g_autofree char *valid = g_utf8_make_valid(s, -1);
-
-		json_builder_add_string_value(b, valid);
-	}
-}
-
 /* One event as a JSON line (newline included).  ev->lock held (for the
  * array's identity). */
 static char *event_line_locked(struct daemon_events *ev, const struct ev_entry *x,
 			       const char *name_override, uint64_t value_override)
 {
 	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
 	g_autofree char *time = format_time(x->time_us), *json = NULL;
 	char u[37];
 
 	json_builder_begin_object(b);
-	add_str(b, "time", time);
+	cli_json_str(b, "time", time);
 	json_builder_set_member_name(b, "seq");
 	json_builder_add_int_value(b, (gint64)x->seq);
-	add_str(b, "event", name_override ? name_override : fm_event_name(x->type));
+	cli_json_str(b, "event", name_override ? name_override : fm_event_name(x->type));
 	json_builder_set_member_name(b, "array");
 	json_builder_begin_object(b);
-	add_str(b, "uuid", ev->uuid[0] ? ev->uuid : NULL);
-	add_str(b, "name", ev->name);
-	add_str(b, "mountpoint", ev->mountpoint);
+	cli_json_str(b, "uuid", ev->uuid[0] ? ev->uuid : NULL);
+	cli_json_str(b, "name", ev->name);
+	cli_json_str(b, "mountpoint", ev->mountpoint);
 	json_builder_end_object(b);
 	json_builder_set_member_name(b, "leg");
 	if (x->leg >= 0) {
 		json_builder_begin_object(b);
 		json_builder_set_member_name(b, "slot");
 		json_builder_add_int_value(b, x->leg);
-		add_str(b, "path", x->path);
-		add_str(b, "uuid", fm_uuid_unparse(x->leg_uuid, u));
+		cli_json_str(b, "path", x->path);
+		cli_json_str(b, "uuid", fm_uuid_unparse(x->leg_uuid, u));
 		json_builder_end_object(b);
 	} else {
 		json_builder_add_null_value(b);
 	}
 	json_builder_set_member_name(b, "value");
 	json_builder_add_int_value(b, (gint64)(name_override ? value_override : x->value));
-	add_str(b, "error", x->err ? g_strerror(x->err) : NULL);
+	cli_json_str(b, "error", x->err ? g_strerror(x->err) : NULL);
 	json_builder_set_member_name(b, "errno");
 	json_builder_add_int_value(b, x->err);
 	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	json = json_generator_to_data(gen, NULL);
+	json = cli_json_text(b);
 	return g_strconcat(json, "\n", NULL);
 }
 

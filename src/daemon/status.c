@@ -277,82 +277,56 @@ static void render_sync(const struct status *s, GString *out)
 /*----------------------------------------------------------------*/
 /* JSON */
 
-static void j_str(JsonBuilder *b, const char *member, const char *s)
-{
-	json_builder_set_member_name(b, member);
-	if (g_utf8_validate(s, -1, NULL)) {
-		json_builder_add_string_value(b, s);
-	} else {
-		g_autofree char *valid = g_utf8_make_valid(s, -1);
-
-		json_builder_add_string_value(b, valid);
-	}
-}
-
-static void j_int(JsonBuilder *b, const char *member, uint64_t v)
-{
-	json_builder_set_member_name(b, member);
-	json_builder_add_int_value(b, (gint64)v);
-}
-
-static void j_bool(JsonBuilder *b, const char *member, bool v)
-{
-	json_builder_set_member_name(b, member);
-	json_builder_add_boolean_value(b, v);
-}
-
 static void render_json(const struct status *s, GString *out)
 {
 	const struct mirror_status *st = &s->ms;
 	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
 	g_autofree char *json = NULL;
 	char u[37];
 
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "array");
 	json_builder_begin_object(b);
-	j_str(b, "uuid", s->uuid);
-	j_str(b, "name", s->name);
-	j_str(b, "state", s->state);
-	j_int(b, "size", s->size);
-	j_bool(b, "readonly", s->readonly);
-	j_int(b, "events", s->sb_events);
-	j_int(b, "pid", (uint64_t)s->pid);
-	j_int(b, "uptime_s", s->uptime_s);
-	j_bool(b, "degraded", st->degraded);
-	j_bool(b, "failed", st->failed);
-	j_int(b, "in_sync", st->nr_in_sync);
-	j_int(b, "faulty", st->nr_faulty);
-	j_int(b, "rebuilding", st->nr_rebuilding);
+	cli_json_str(b, "uuid", s->uuid);
+	cli_json_str(b, "name", s->name);
+	cli_json_str(b, "state", s->state);
+	cli_json_int(b, "size", s->size);
+	cli_json_bool(b, "readonly", s->readonly);
+	cli_json_int(b, "events", s->sb_events);
+	cli_json_int(b, "pid", (uint64_t)s->pid);
+	cli_json_int(b, "uptime_s", s->uptime_s);
+	cli_json_bool(b, "degraded", st->degraded);
+	cli_json_bool(b, "failed", st->failed);
+	cli_json_int(b, "in_sync", st->nr_in_sync);
+	cli_json_int(b, "faulty", st->nr_faulty);
+	cli_json_int(b, "rebuilding", st->nr_rebuilding);
 	json_builder_end_object(b);
-	j_str(b, "image", s->image);
-	j_str(b, "mountpoint", s->mountpoint);
-	j_str(b, "cache_mode", s->cache_mode);
-	j_int(b, "block_size", s->block_size);
-	j_str(b, "read_policy", s->read_policy);
+	cli_json_str(b, "image", s->image);
+	cli_json_str(b, "mountpoint", s->mountpoint);
+	cli_json_str(b, "cache_mode", s->cache_mode);
+	cli_json_int(b, "block_size", s->block_size);
+	cli_json_str(b, "read_policy", s->read_policy);
 
 	json_builder_set_member_name(b, "sync");
 	json_builder_begin_object(b);
-	j_str(b, "action", mirror_sync_action_name(st->action));
-	j_int(b, "done", st->sync_done);
-	j_int(b, "total", st->sync_total);
-	j_int(b, "speed", st->sync_speed);
-	j_int(b, "eta_s", st->sync_eta_s);
-	j_int(b, "speed_min", st->sync_speed_min);
-	j_int(b, "speed_max", st->sync_speed_max);
-	j_int(b, "mismatches", st->mismatches);
-	j_str(b, "last_action", mirror_sync_action_name(st->last_action));
-	j_int(b, "resynced_regions", st->resynced_regions);
+	cli_json_str(b, "action", mirror_sync_action_name(st->action));
+	cli_json_int(b, "done", st->sync_done);
+	cli_json_int(b, "total", st->sync_total);
+	cli_json_int(b, "speed", st->sync_speed);
+	cli_json_int(b, "eta_s", st->sync_eta_s);
+	cli_json_int(b, "speed_min", st->sync_speed_min);
+	cli_json_int(b, "speed_max", st->sync_speed_max);
+	cli_json_int(b, "mismatches", st->mismatches);
+	cli_json_str(b, "last_action", mirror_sync_action_name(st->last_action));
+	cli_json_int(b, "resynced_regions", st->resynced_regions);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "bitmap");
 	json_builder_begin_object(b);
-	j_int(b, "region_size", st->region_size);
-	j_int(b, "regions", st->nr_regions);
-	j_int(b, "set", st->bitmap_set);
-	j_int(b, "page_writes", st->bitmap_writes);
+	cli_json_int(b, "region_size", st->region_size);
+	cli_json_int(b, "regions", st->nr_regions);
+	cli_json_int(b, "set", st->bitmap_set);
+	cli_json_int(b, "page_writes", st->bitmap_writes);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "legs");
@@ -361,20 +335,20 @@ static void render_json(const struct status *s, GString *out)
 		const struct mirror_leg_stats *ls = &s->legs[i].ls;
 
 		json_builder_begin_object(b);
-		j_str(b, "path", ls->path);
-		j_int(b, "slot", s->legs[i].slot);
-		j_str(b, "uuid", fm_uuid_unparse(ls->uuid, u));
-		j_str(b, "state", cli_leg_state_word(ls->state, ls->missing));
-		j_bool(b, "direct", ls->direct);
-		j_int(b, "reads", ls->reads);
-		j_int(b, "writes", ls->writes);
-		j_int(b, "read_bytes", ls->read_bytes);
-		j_int(b, "write_bytes", ls->write_bytes);
-		j_int(b, "read_errors", ls->read_errors);
-		j_int(b, "write_errors", ls->write_errors);
-		j_int(b, "pending", ls->pending);
-		j_int(b, "corrected", ls->corrected);
-		j_bool(b, "write_mostly", ls->write_mostly);
+		cli_json_str(b, "path", ls->path);
+		cli_json_int(b, "slot", s->legs[i].slot);
+		cli_json_str(b, "uuid", fm_uuid_unparse(ls->uuid, u));
+		cli_json_str(b, "state", cli_leg_state_word(ls->state, ls->missing));
+		cli_json_bool(b, "direct", ls->direct);
+		cli_json_int(b, "reads", ls->reads);
+		cli_json_int(b, "writes", ls->writes);
+		cli_json_int(b, "read_bytes", ls->read_bytes);
+		cli_json_int(b, "write_bytes", ls->write_bytes);
+		cli_json_int(b, "read_errors", ls->read_errors);
+		cli_json_int(b, "write_errors", ls->write_errors);
+		cli_json_int(b, "pending", ls->pending);
+		cli_json_int(b, "corrected", ls->corrected);
+		cli_json_bool(b, "write_mostly", ls->write_mostly);
 		json_builder_set_member_name(b, "fault");
 		if (ls->fault_set)
 			fm_fault_json(&ls->fault, b);
@@ -386,43 +360,41 @@ static void render_json(const struct status *s, GString *out)
 
 	json_builder_set_member_name(b, "cache");
 	json_builder_begin_object(b);
-	j_int(b, "bytes", s->bs.bytes);
-	j_int(b, "peak_bytes", s->bs.peak_bytes);
-	j_int(b, "limit_bytes", s->bs.limit_bytes);
-	j_int(b, "buffers", s->bs.buffers);
-	j_int(b, "dirty", s->bs.dirty);
-	j_int(b, "hits", s->bs.hits);
-	j_int(b, "misses", s->bs.misses);
-	j_int(b, "reads", s->bs.reads);
-	j_int(b, "writes", s->bs.writes);
-	j_int(b, "evictions", s->bs.evictions);
-	j_int(b, "write_errors", s->bs.write_errors);
+	cli_json_int(b, "bytes", s->bs.bytes);
+	cli_json_int(b, "peak_bytes", s->bs.peak_bytes);
+	cli_json_int(b, "limit_bytes", s->bs.limit_bytes);
+	cli_json_int(b, "buffers", s->bs.buffers);
+	cli_json_int(b, "dirty", s->bs.dirty);
+	cli_json_int(b, "hits", s->bs.hits);
+	cli_json_int(b, "misses", s->bs.misses);
+	cli_json_int(b, "reads", s->bs.reads);
+	cli_json_int(b, "writes", s->bs.writes);
+	cli_json_int(b, "evictions", s->bs.evictions);
+	cli_json_int(b, "write_errors", s->bs.write_errors);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "io");
 	json_builder_begin_object(b);
-	j_int(b, "reads", s->fs.reads);
-	j_int(b, "writes", s->fs.writes);
-	j_int(b, "read_bytes", s->fs.read_bytes);
-	j_int(b, "write_bytes", s->fs.write_bytes);
-	j_int(b, "fsyncs", s->fs.fsyncs);
-	j_int(b, "fallocates", s->fs.fallocates);
-	j_int(b, "errors", s->fs.errors);
-	j_int(b, "leg_read_retries", s->mst.read_retries);
-	j_int(b, "overlap_waits", s->mst.overlap_waits);
+	cli_json_int(b, "reads", s->fs.reads);
+	cli_json_int(b, "writes", s->fs.writes);
+	cli_json_int(b, "read_bytes", s->fs.read_bytes);
+	cli_json_int(b, "write_bytes", s->fs.write_bytes);
+	cli_json_int(b, "fsyncs", s->fs.fsyncs);
+	cli_json_int(b, "fallocates", s->fs.fallocates);
+	cli_json_int(b, "errors", s->fs.errors);
+	cli_json_int(b, "leg_read_retries", s->mst.read_retries);
+	cli_json_int(b, "overlap_waits", s->mst.overlap_waits);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "event_counts");
 	json_builder_begin_object(b);
 	for (int t = 0; t < FM_EVENT__MAX; t++)
-		j_int(b, fm_event_name((enum fm_event_type)t), s->event_counts[t]);
+		cli_json_int(b, fm_event_name((enum fm_event_type)t), s->event_counts[t]);
 	json_builder_end_object(b);
-	j_int(b, "monitors", s->monitors);
+	cli_json_int(b, "monitors", s->monitors);
 	json_builder_end_object(b);
 
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	json = json_generator_to_data(gen, NULL);
+	json = cli_json_text(b);
 	g_string_append(out, json);
 	g_string_append_c(out, '\n');
 }

@@ -343,14 +343,10 @@ START_TEST(fault_describe)
 				 .count = 2 };
 	{
 		g_autoptr(JsonBuilder) b = json_builder_new();
-		g_autoptr(JsonGenerator) gen = json_generator_new();
-		g_autoptr(JsonNode) root = NULL;
 		g_autofree char *text = NULL;
 
 		fm_fault_json(&f, b);
-		root = json_builder_get_root(b);
-		json_generator_set_root(gen, root);
-		text = json_generator_to_data(gen, NULL);
+		text = cli_json_text(b);
 		g_string_append(j, text);
 	}
 	ck_assert_str_eq(j->str, "{\"reads\":true,\"writes\":false,\"flushes\":false,"
@@ -633,6 +629,39 @@ START_TEST(config_documented)
 }
 END_TEST
 
+/*----------------------------------------------------------------*/
+/* JSON output: always valid, also for bytes that are not UTF-8 */
+
+START_TEST(json_not_utf8)
+{
+	/* A path with a quote, a backslash, a control character and a byte
+	 * that is not UTF-8: the hand-written writer let the byte through. */
+	const char *path = "/var/lib/a \"b\"\\c\x01\xff.img";
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonParser) p = json_parser_new();
+	g_autoptr(GError) err = NULL;
+	g_autofree char *text = NULL;
+	JsonObject *o;
+
+	json_builder_begin_object(b);
+	cli_json_str(b, "path", path);
+	cli_json_str(b, "none", NULL);
+	cli_json_int(b, "big", UINT64_C(1) << 62);
+	cli_json_bool(b, "yes", true);
+	json_builder_end_object(b);
+	text = cli_json_text(b);
+	ck_assert_msg(g_utf8_validate(text, -1, NULL), "not UTF-8: %s", text);
+	ck_assert_msg(json_parser_load_from_data(p, text, -1, &err), "%s: %s", text,
+		      err ? err->message : "");
+	o = json_node_get_object(json_parser_get_root(p));
+	ck_assert_str_eq(json_object_get_string_member(o, "path"),
+			 "/var/lib/a \"b\"\\c\x01\xef\xbf\xbd.img");     /* U+FFFD */
+	ck_assert(json_node_is_null(json_object_get_member(o, "none")));
+	ck_assert_int_eq(json_object_get_int_member(o, "big"), INT64_C(1) << 62);
+	ck_assert(json_object_get_boolean_member(o, "yes"));
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -650,6 +679,7 @@ static Suite *cli_suite(void)
 		{ "config_resilience_file", config_resilience_file },
 		{ "config_table", config_table },
 		{ "config_documented", config_documented },
+		{ "json_not_utf8", json_not_utf8 },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
