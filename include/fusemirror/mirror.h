@@ -236,13 +236,19 @@ enum mirror_add_flags {
  * regions written since); anything else is formatted as a new leg (a path
  * that does not exist is created sparse; a signature is refused unless
  * MIRROR_ADD_FORCE) and rebuilt wholly.  A re-added leg keeps its
- * write-mostly flag; MIRROR_ADD_WRITE_MOSTLY sets it.  Returns once the
- * rebuild has started. */
+ * write-mostly flag; MIRROR_ADD_WRITE_MOSTLY sets it.  The leg is in the
+ * array (rebuilding: it takes writes) on return.  Returns 0 once the
+ * rebuild has started, or 1 when a resync, recovery or scrub runs: the
+ * rebuild is queued and starts when that one ends (also after a stop: a
+ * rebuilding leg is rebuilt at the next mount). */
 int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **err);
 
-/* Add @new_path (as mirror_add_leg) and rebuild it while @old still
- * serves; when the rebuild completes, @old is removed.  -EBUSY while
- * another rebuild/resync/scrub runs. */
+/* Add @new_path (as mirror_add_leg; 1 when queued) and rebuild it while
+ * @old still serves; when the rebuild completes, @old is removed.  The
+ * pairing is recorded in the superblocks (FM_SB_LEG_REPLACEMENT): a stop
+ * before the end resumes the rebuild at the next mount, and @old is
+ * removed when it completes then.  -EBUSY when @old is already being
+ * replaced. */
 int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 		       unsigned flags, GError **err);
 

@@ -103,8 +103,18 @@ enum fm_sb_leg_flags {
 	FM_SB_LEG_WRITE_MOSTLY = 1u << 0, /* read only when no other in-sync leg can */
 	FM_SB_LEG_MISSING = 1u << 1,      /* FAULTY because it was not given at a
 					     degraded start (not an I/O error) */
+	FM_SB_LEG_REPLACEMENT = 1u << 2,  /* REBUILDING to replace the leg in slot
+					     FM_SB_LEG_REPLACED_SLOT(flags): that
+					     leg is retired when this one is in
+					     sync (`replace`, also across a stop) */
 };
-#define FM_SB_LEG_FLAGS_ALL (FM_SB_LEG_WRITE_MOSTLY | FM_SB_LEG_MISSING)
+/* The replaced slot of an FM_SB_LEG_REPLACEMENT leg: bits 8..15. */
+#define FM_SB_LEG_REPLACED_SHIFT 8
+#define FM_SB_LEG_REPLACED_MASK (0xffu << FM_SB_LEG_REPLACED_SHIFT)
+#define FM_SB_LEG_REPLACED_SLOT(flags) \
+	(((flags) & FM_SB_LEG_REPLACED_MASK) >> FM_SB_LEG_REPLACED_SHIFT)
+#define FM_SB_LEG_FLAGS_ALL (FM_SB_LEG_WRITE_MOSTLY | FM_SB_LEG_MISSING | \
+			     FM_SB_LEG_REPLACEMENT | FM_SB_LEG_REPLACED_MASK)
 
 /* State of one leg, as recorded in the leg table of every superblock. */
 enum fm_leg_state {

@@ -244,8 +244,10 @@ static int verb_add(struct daemon *d, struct mirror *m, int argc, char **argv, G
 	}
 	r = mirror_add_leg(m, argv[1], flags, err);
 	if (r >= 0) {
-		g_string_append_printf(out, "leg %s added%s, recovery started", argv[1],
-				       (flags & MIRROR_ADD_WRITE_MOSTLY) ? " (write-mostly)" : "");
+		g_string_append_printf(out, "leg %s added%s, recovery %s", argv[1],
+				       (flags & MIRROR_ADD_WRITE_MOSTLY) ? " (write-mostly)" : "",
+				       r == 1 ? "queued (it starts when the running sync action "
+						"ends)" : "started");
 		append_array_state(m, out);
 	}
 	return r;
@@ -278,9 +280,10 @@ static int verb_replace(struct daemon *d, struct mirror *m, int argc, char **arg
 		return -EINVAL;
 	r = mirror_replace_leg(m, argv[1], argv[2], force ? MIRROR_ADD_FORCE : 0, err);
 	if (r >= 0)
-		g_string_append_printf(out, "leg %s added to replace %s, recovery started; "
+		g_string_append_printf(out, "leg %s added to replace %s, recovery %s; "
 				       "%s is removed when it completes", argv[2], argv[1],
-				       argv[1]);
+				       r == 1 ? "queued (it starts when the running sync action "
+						"ends)" : "started", argv[1]);
 	return r;
 }
 

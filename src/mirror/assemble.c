@@ -346,6 +346,19 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 		} else if (e->state == FM_LEG_REBUILDING) {
 			leg->full_rebuild = true;
 			why = "was being rebuilt";
+			/* Its own superblock is current: its checkpoint says
+			 * how far the rebuild got (what lies below it was
+			 * copied and flushed; a crash since is resynced from
+			 * the bitmap). */
+			if (leg->sb.events == ref->sb.events &&
+			    leg->sb.recovery_offset <= ref->sb.image_size &&
+			    (leg->sb.recovery_offset % ref->sb.region_size == 0 ||
+			     leg->sb.recovery_offset == ref->sb.image_size)) {
+				leg->recovery_offset = leg->sb.recovery_offset;
+				if (leg->recovery_offset)
+					why = "was being rebuilt; the rebuild resumes at its "
+					      "checkpoint";
+			}
 		} else {
 			leg->full_rebuild = !mirror_bitmap_covers(&ref->sb, &leg->sb);
 			why = leg->full_rebuild ?
@@ -419,6 +432,7 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 		dst->sb = tl[i].sb;
 		memcpy(dst->uuid, tl[i].sb.leg_uuid, 16);
 		dst->full_rebuild = tl[i].full_rebuild;
+		dst->recovery_offset = tl[i].recovery_offset;
 		atomic_store(&dst->write_mostly,
 			     (m->sb.legs[tl[i].sb.leg_index].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		atomic_store(&dst->state, atomic_load(&tl[i].state));

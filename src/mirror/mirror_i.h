@@ -28,7 +28,9 @@ struct mirror_leg {
 	/* FM_SB_LEG_WRITE_MOSTLY of its slot (the table, under state_lock, is
 	 * the truth; this copy is what the read path looks at). */
 	atomic_bool write_mostly;
-	uint64_t recovery_offset;       /* REBUILDING: bytes rebuilt (for the superblock) */
+	/* REBUILDING: bytes rebuilt (for the superblock), from the start of
+	 * the image; a full rebuild resumes there.  state_lock for writes. */
+	uint64_t recovery_offset;
 	/* I/O using dev: incremented BEFORE the state is checked, so that once
 	 * the state is FAULTY and inflight drops to 0, no I/O uses dev. */
 	atomic_uint inflight;
@@ -268,7 +270,9 @@ bool mirror_sync_running(struct mirror *m);
 void mirror_sync_status(struct mirror *m, struct mirror_status *s);
 void mirror_sync_free(struct mirror *m);
 /* When the running recovery ends, retire leg @old_slot (replace). */
-int mirror_sync_set_replace(struct mirror *m, int old_slot);
+/* Start a recovery pass, or, while a pass runs, queue one to run when it
+ * ends.  0 started, 1 queued, -errno.  admin_lock held. */
+int mirror_sync_start_or_queue(struct mirror *m);
 int mirror_sync_cancel_scrub(struct mirror *m);
 /* ops.c: fail (if needed) and remove leg @i: no more I/O, closed, unlocked;
  * its slot is marked removed (kept for a re-add), or emptied when @forget

@@ -208,7 +208,8 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 
 /* Add @path in a slot and make it REBUILDING; the caller starts the
  * recovery.  admin_lock held. */
-static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GError **err)
+static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, int replaces,
+			  GError **err)
 {
 	bool force = flags & MIRROR_ADD_FORCE;
 	struct dmio_dev *dev = NULL;
@@ -224,12 +225,6 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GE
 		g_set_error(err, FM_MIRROR_ERROR, EEXIST, "leg %s: is already a leg of the "
 			    "array (%s)", path, state_word(leg_state(&m->legs[r])));
 		return -EEXIST;
-	}
-	if (mirror_sync_running(m)) {
-		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
-			    "a resync, recovery or scrub is running; add the leg when it "
-			    "has finished (see fusemirror status)");
-		return -EBUSY;
 	}
 	slot = open_readd(m, path, &dev, &full, err);
 	if (slot >= 0) {
@@ -294,6 +289,11 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, GE
 			m->sb.legs[slot].flags = 0;
 		if (flags & MIRROR_ADD_WRITE_MOSTLY)
 			m->sb.legs[slot].flags |= FM_SB_LEG_WRITE_MOSTLY;
+		m->sb.legs[slot].flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT |
+						      FM_SB_LEG_REPLACED_MASK);
+		if (replaces >= 0)
+			m->sb.legs[slot].flags |= FM_SB_LEG_REPLACEMENT |
+				((uint32_t)replaces << FM_SB_LEG_REPLACED_SHIFT);
 		atomic_store(&leg->write_mostly,
 			     (m->sb.legs[slot].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		memcpy(m->sb.legs[slot].uuid, uuid, 16);
@@ -325,15 +325,15 @@ int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **
 	int r;
 
 	pthread_mutex_lock(&m->admin_lock);
-	r = add_leg_locked(m, path, flags, err);
+	r = add_leg_locked(m, path, flags, -1, err);
 	if (r >= 0) {
-		r = mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
+		r = mirror_sync_start_or_queue(m);
 		if (r < 0)
 			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
 				    g_strerror(-r));
 	}
 	pthread_mutex_unlock(&m->admin_lock);
-	return r < 0 ? r : 0;
+	return r;
 }
 
 int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
@@ -355,19 +355,30 @@ int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 		r = -EINVAL;
 		goto out;
 	}
-	r = add_leg_locked(m, new_path, flags, err);
+	for (unsigned k = 0; k < m->nr_legs; k++) {
+		uint32_t f = m->sb.legs[k].flags;
+
+		if ((f & FM_SB_LEG_REPLACEMENT) && FM_SB_LEG_REPLACED_SLOT(f) == (unsigned)i &&
+		    leg_state(&m->legs[k]) == FM_LEG_REBUILDING) {
+			g_set_error(err, FM_MIRROR_ERROR, EBUSY,
+				    "leg %s: is already being replaced by %s", old,
+				    m->legs[k].path ? m->legs[k].path : "another leg");
+			r = -EBUSY;
+			goto out;
+		}
+	}
+	/* Recorded in the new leg's flags: a replace interrupted by a stop
+	 * finishes at the next mount and retires @old then. */
+	r = add_leg_locked(m, new_path, flags, i, err);
 	if (r < 0)
 		goto out;
-	mirror_sync_set_replace(m, i);
-	r = mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
-	if (r < 0) {
-		mirror_sync_set_replace(m, -1);
+	r = mirror_sync_start_or_queue(m);
+	if (r < 0)
 		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
 			    g_strerror(-r));
-	}
 out:
 	pthread_mutex_unlock(&m->admin_lock);
-	return r < 0 ? r : 0;
+	return r;
 }
 
 int mirror_set_write_mostly(struct mirror *m, const char *path, bool on, GError **err)

@@ -49,7 +49,8 @@ struct mirror_sync {
 	uint64_t resynced_regions;
 	uint64_t sample_ns, sample_done, speed;
 	uint64_t started_ns;
-	int replace_old;                /* slot removed when recovery ends, or -1 */
+	bool queued;                    /* another recovery pass after this one */
+	uint64_t ckpt_ns;               /* last recovery checkpoint */
 };
 
 static struct mirror_sync *sync_of(struct mirror *m)
@@ -61,7 +62,6 @@ static struct mirror_sync *sync_of(struct mirror *m)
 			return NULL;
 		pthread_mutex_init(&s->lock, NULL);
 		pthread_cond_init(&s->cond, NULL);
-		s->replace_old = -1;
 		m->sync = s;
 	}
 	return m->sync;
@@ -157,17 +157,24 @@ static void unsynced_clear(struct mirror *m, uint64_t g)
 		atomic_fetch_and((_Atomic uint64_t *)&bits[g / 64], ~(1ull << (g % 64)));
 }
 
-/* The legs region @g must be copied to in this pass. */
+/* The legs region @g must be copied to in this pass.  A full rebuild
+ * skips the regions below the leg's recovery_offset: rebuilt before a stop
+ * (the checkpoint), or earlier in this pass. */
 static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint64_t full,
 			       const uint64_t *bm)
 {
-	uint64_t t = full;
+	uint64_t t = 0, end = (g + 1) << (m->region_shift + FM_SECTOR_SHIFT);
 
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if ((full & (1ull << i)) && end > m->legs[i].recovery_offset)
+			t |= 1ull << i;
 	if (bm && (bm[g / 64] & (1ull << (g % 64))))
 		t |= ~full & m->sync_bitmap_legs;
+	/* After an unclean stop: every other writable leg, a rebuilding one
+	 * too (its part below the checkpoint counts as in sync). */
 	if (unsynced_test(m, g))
 		for (unsigned i = 0; i < m->nr_legs; i++)
-			if (i != src && leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+			if (i != src)
 				t |= 1ull << i;
 	/* Only legs still writable. */
 	for (unsigned i = 0; i < m->nr_legs; i++) {
@@ -179,13 +186,16 @@ static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint6
 	return t;
 }
 
+/* The rebuilding legs of @legs are in sync; a leg that replaces another
+ * (FM_SB_LEG_REPLACEMENT) retires it. */
 static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
 {
-	int old = -1;
+	uint64_t retire = 0;
 
 	pthread_mutex_lock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
+		uint32_t *flags = &m->sb.legs[i].flags;
 
 		if (!(legs & (1ull << i)) || leg_state(leg) != FM_LEG_REBUILDING)
 			continue;
@@ -194,18 +204,44 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		m->sb.legs[i].events = m->sb.events + 1;
 		leg->recovery_offset = 0;
 		fm_notice("leg %s: rebuilt, now in sync", leg->path);
+		if (*flags & FM_SB_LEG_REPLACEMENT) {
+			retire |= 1ull << FM_SB_LEG_REPLACED_SLOT(*flags);
+			*flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT | FM_SB_LEG_REPLACED_MASK);
+		}
 	}
 	mirror_sb_request_locked(m);
 	mirror_event_locked(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
 	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
-	pthread_mutex_lock(&s->lock);
-	old = s->replace_old;
-	s->replace_old = -1;
-	pthread_mutex_unlock(&s->lock);
-	if (old >= 0)
-		mirror_retire_leg(m, (unsigned)old, true, "replaced");
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if ((retire & (1ull << i)) && m->sb.legs[i].state != FM_LEG_EMPTY)
+			mirror_retire_leg(m, i, true, "replaced");
 	mirror_sb_update_sync(m);
+}
+
+/* A full rebuild's checkpoint: every region below recovery_offset of the
+ * rebuilding legs is copied; make it durable on them, then record it in
+ * their superblocks (at most every SYNC_CHECKPOINT_NS, and at the end of
+ * the pass), so that a stop or a crash resumes from there. */
+#define SYNC_CHECKPOINT_NS (5ull * 1000000000ull)
+
+static void checkpoint(struct mirror *m, struct mirror_sync *s, uint64_t legs, uint64_t end,
+		       bool force)
+{
+	uint64_t now = fm_now_ns();
+
+	pthread_mutex_lock(&m->state_lock);
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if ((legs & (1ull << i)) && leg_state(&m->legs[i]) == FM_LEG_REBUILDING &&
+		    m->legs[i].recovery_offset < end)
+			m->legs[i].recovery_offset = end;
+	pthread_mutex_unlock(&m->state_lock);
+	if (!force && now - s->ckpt_ns < SYNC_CHECKPOINT_NS)
+		return;
+	s->ckpt_ns = now;
+	/* The copies below the checkpoint are durable before it is. */
+	if (mirror_flush(m) == 0)
+		mirror_sb_update_sync(m);
 }
 
 static void run_pass(struct mirror *m, struct mirror_sync *s)
@@ -249,6 +285,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		if (scrub || region_targets(m, g, (unsigned)src, full, bm))
 			total += region_bytes(m, g);
 	pthread_mutex_lock(&s->lock);
+	s->ckpt_ns = fm_now_ns();
 	s->total = total;
 	s->done = 0;
 	s->sample_ns = s->started_ns = fm_now_ns();
@@ -288,10 +325,6 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 					      chunk_done, m);
 			if (r < 0)
 				chunk_done(m, r, 0);
-			for (unsigned i = 0; i < m->nr_legs && !scrub; i++)
-				if ((targets & (1ull << i)) &&
-				    leg_state(&m->legs[i]) == FM_LEG_REBUILDING)
-					m->legs[i].recovery_offset = (sec + count) << FM_SECTOR_SHIFT;
 		}
 		/* The region is in sync once its copies are done. */
 		wait_window(s, 1);
@@ -303,6 +336,8 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			s->resynced_regions++;
 			pthread_mutex_unlock(&s->lock);
 		}
+		if (!scrub && !s->stop && !s->err && full)
+			checkpoint(m, s, full, end << FM_SECTOR_SHIFT, false);
 	}
 	wait_window(s, 1);
 	free(bm);
@@ -354,6 +389,18 @@ static void *sync_main(void *arg)
 
 	run_pass(m, s);
 	pthread_mutex_lock(&s->lock);
+	/* A leg added while this pass ran: recover it now. */
+	while (s->queued && !s->stop) {
+		s->queued = false;
+		s->last_action = s->action;
+		s->action = MIRROR_SYNC_RECOVER;
+		s->err = 0;
+		s->done = s->total = 0;
+		pthread_mutex_unlock(&s->lock);
+		mirror_update_clearing(m);
+		run_pass(m, s);
+		pthread_mutex_lock(&s->lock);
+	}
 	s->last_action = s->action;
 	s->action = MIRROR_SYNC_IDLE;
 	s->active = false;
@@ -444,16 +491,22 @@ bool mirror_sync_running(struct mirror *m)
 	return r;
 }
 
-int mirror_sync_set_replace(struct mirror *m, int old_slot)
+int mirror_sync_start_or_queue(struct mirror *m)
 {
 	struct mirror_sync *s = sync_of(m);
 
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_lock(&s->lock);
-	s->replace_old = old_slot;
+	if (s->active) {
+		s->queued = true;
+		pthread_mutex_unlock(&s->lock);
+		return 1;
+	}
 	pthread_mutex_unlock(&s->lock);
-	return 0;
+	/* Only admin calls start a pass (under admin_lock), and assembly
+	 * before them: nothing can start one in between. */
+	return mirror_sync_start(m, MIRROR_SYNC_RECOVER, false);
 }
 
 int mirror_sync_cancel_scrub(struct mirror *m)

@@ -88,6 +88,9 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 			mbitmap_allow_clear(m->bitmap, false);
 		atomic_store_explicit(&leg->state, FM_LEG_FAULTY, memory_order_release);
 		m->sb.legs[i].state = FM_LEG_FAULTY;
+		/* A replacement that fails abandons the replace. */
+		m->sb.legs[i].flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT |
+						   FM_SB_LEG_REPLACED_MASK);
 		/* Half a full rebuild: its re-add must start over wholly. */
 		if (st == FM_LEG_REBUILDING && leg->full_rebuild)
 			m->sb.last_in_sync[i] = 0;

@@ -361,6 +361,12 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		if (sb->legs[i].flags & ~(uint32_t)FM_SB_LEG_FLAGS_ALL)
 			return sb_fail(err, EUCLEAN, "leg slot %u has unknown flags 0x%" PRIx32,
 				       i, sb->legs[i].flags & ~(uint32_t)FM_SB_LEG_FLAGS_ALL);
+		if ((sb->legs[i].flags & FM_SB_LEG_REPLACEMENT) ?
+		    FM_SB_LEG_REPLACED_SLOT(sb->legs[i].flags) >= sb->nr_legs ||
+		    FM_SB_LEG_REPLACED_SLOT(sb->legs[i].flags) == i :
+		    (sb->legs[i].flags & FM_SB_LEG_REPLACED_MASK) != 0)
+			return sb_fail(err, EUCLEAN, "leg slot %u: bad replaced slot in flags "
+				       "0x%" PRIx32, i, sb->legs[i].flags);
 	}
 	if (sb->features & ~(uint32_t)FM_SB_FEAT_ALL)
 		return sb_fail(err, EUCLEAN, "features 0x%" PRIx32 " are unknown to this "

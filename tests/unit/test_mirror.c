@@ -2527,6 +2527,119 @@ START_TEST(test_replace_leg)
 }
 END_TEST
 
+/* Wait until the running sync action has done at least @bytes. */
+static void wait_sync_done(uint64_t bytes)
+{
+	gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	struct mirror_status ms;
+
+	for (;;) {
+		mirror_get_status(fx.m, &ms);
+		if (ms.action != MIRROR_SYNC_IDLE && ms.sync_done >= bytes)
+			return;
+		ck_assert_msg(ms.action != MIRROR_SYNC_IDLE, "the sync action ended early");
+		ck_assert_msg(g_get_monotonic_time() < deadline, "sync done %" PRIu64 " after %d s",
+			      ms.sync_done, WAIT_SECONDS);
+		g_usleep(5000);
+	}
+}
+
+/*
+ * Interrupted rebuilds (issue 13 item 7), at 2 MiB/s so that a stop lands
+ * in the middle of one:
+ *   _i == 0: a new leg's full rebuild stopped after 3 MiB resumes at its
+ *            checkpoint at the next mount (recovery_offset in its
+ *            superblock; the resumed pass copies only the rest), under
+ *            writes below and above it; an `add` while it runs is queued
+ *            (returns 1) and rebuilt when it ends; all legs end equal.
+ *   _i == 1: a `replace` stopped half-way finishes at the next mount and
+ *            retires the old leg (its slot freed; it no longer assembles).
+ */
+START_TEST(test_rebuild_resume)
+{
+	struct mirror_opts o = { .sync_speed_min = 2 * MiB, .sync_speed_max = 2 * MiB };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb;
+	GError *err = NULL;
+	uint64_t off;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	fx.legs[2] = fx_path("new");
+	if (_i == 0)
+		admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
+	else
+		admin_ok(mirror_replace_leg(fx.m, fx.legs[1], fx.legs[2], 0, &err), err,
+			 "replace");
+	wait_sync_done(3 * MiB);
+	fx_stop(0);
+
+	/* The checkpoint: a region boundary past what was waited for. */
+	read_sb(fx.legs[2], &sb);
+	ck_assert_uint_eq(sb.legs[2].state, FM_LEG_REBUILDING);
+	off = sb.recovery_offset;
+	ck_assert_msg(off >= 2 * MiB && off < IMG && off % REGION == 0,
+		      "recovery_offset %" PRIu64, off);
+	if (_i == 1) {
+		ck_assert(sb.legs[2].flags & FM_SB_LEG_REPLACEMENT);
+		ck_assert_uint_eq(FM_SB_LEG_REPLACED_SLOT(sb.legs[2].flags), 1);
+	}
+
+	fx.nlegs = 3;
+	fx_assemble_opts(&o);
+	do {    /* until the pass has counted what it copies */
+		g_usleep(1000);
+		mirror_get_status(fx.m, &ms);
+	} while (ms.action == MIRROR_SYNC_RECOVER && ms.sync_total == 0);
+	ck_assert_int_eq(ms.action, MIRROR_SYNC_RECOVER);
+	ck_assert_msg(ms.sync_total == IMG - off, "resumed pass copies %" PRIu64
+		      " bytes, the rest is %" PRIu64, ms.sync_total, (uint64_t)(IMG - off));
+	fx_write_random(0, 64 * KiB);                   /* below the checkpoint */
+	fx_write_random(IMG - 128 * KiB, 64 * KiB);     /* above it */
+	if (_i == 0) {
+		fx.legs[3] = fx_path("queued");
+		r = mirror_add_leg(fx.m, fx.legs[3], 0, &err);
+		ck_assert_msg(r == 1, "add during a recovery: %d %s", r, err ? err->message : "");
+		leg_stats(3, &ls);
+		ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+		fx_write_random(IMG / 2, 64 * KiB);
+		fx.nlegs = 4;
+	}
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, _i == 0 ? 4 : 2);
+	ck_assert_uint_eq(ms.nr_slots, _i == 0 ? 4 : 2);
+	if (_i == 1) {
+		leg_stats(1, &ls);
+		ck_assert_uint_eq(ls.state, FM_LEG_EMPTY);
+		leg_stats(2, &ls);
+		ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+		read_sb(fx.legs[2], &sb);
+		ck_assert_uint_eq(sb.legs[2].flags, 0);
+		ck_assert_uint_eq(sb.legs[1].state, FM_LEG_EMPTY);
+	}
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	if (_i == 1) {
+		char *legs[2] = { fx.legs[0], fx.legs[1] };
+		struct mirror *m = NULL;
+
+		r = mirror_assemble((const char *const *)legs, 2, NULL, &m, &err);
+		ck_assert_int_eq(r, -ESTALE);
+		g_clear_error(&err);
+		g_free(fx.legs[1]);
+		fx.legs[1] = fx.legs[2];
+		fx.legs[2] = NULL;
+		fx.nlegs = 2;
+	}
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
 /* A read error: the read is served by the other leg, the bad copy is
  * rewritten and verified; the leg stays in sync. */
 START_TEST(test_read_error_repaired)
@@ -3858,6 +3971,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_stale_leg_bitmap_recovery);
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
+	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
 	tcase_add_test(tc, test_events_degraded_unclean_start);
 	tcase_add_test(tc, test_events_write_mostly);

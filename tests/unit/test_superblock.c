@@ -210,7 +210,15 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		fm_rng_fill(rng, sb->legs[i].uuid, 16);
 		sb->legs[i].state = (uint32_t)fm_rng_between(rng, FM_LEG_EMPTY, FM_LEG_REMOVED);
-		sb->legs[i].flags = (uint32_t)fm_rng_next(rng) & FM_SB_LEG_FLAGS_ALL;
+		sb->legs[i].flags = (uint32_t)fm_rng_next(rng) & FM_SB_LEG_FLAGS_ALL &
+				    ~(uint32_t)(FM_SB_LEG_REPLACEMENT | FM_SB_LEG_REPLACED_MASK);
+		if (sb->nr_legs > 1 && fm_rng_between(rng, 0, 3) == 0)
+			sb->legs[i].flags |= FM_SB_LEG_REPLACEMENT |
+				((i + 1 + (uint32_t)fm_rng_between(rng, 0, sb->nr_legs - 2)) %
+				 sb->nr_legs << FM_SB_LEG_REPLACED_SHIFT);
+		if (sb->nr_legs > 1 && FM_SB_LEG_REPLACED_SLOT(sb->legs[i].flags) == i)
+			sb->legs[i].flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT |
+							 FM_SB_LEG_REPLACED_MASK);
 		sb->legs[i].events = fm_rng_next(rng);
 	}
 	sb->features = (uint32_t)fm_rng_next(rng) & FM_SB_FEAT_ALL;
@@ -553,10 +561,29 @@ START_TEST(decode_refuses_unknown_features)
 	sb.features = FM_SB_FEAT_ALL;
 	if (!sb.csum_algo)
 		add_checksum_area(&sb, 0);
-	sb.legs[3].flags = FM_SB_LEG_FLAGS_ALL;
+	sb.legs[3].flags = (FM_SB_LEG_FLAGS_ALL & ~(uint32_t)FM_SB_LEG_REPLACED_MASK) |
+			   (0u << FM_SB_LEG_REPLACED_SHIFT);
 	fm_sb_encode(&sb, buf);
 	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
 	assert_sb_eq(&out, &sb);
+
+	/* A replacement names another slot in use; without the flag, no slot. */
+	{
+		static const uint32_t bad[] = {
+			FM_SB_LEG_REPLACEMENT | (3u << FM_SB_LEG_REPLACED_SHIFT),  /* itself */
+			FM_SB_LEG_REPLACEMENT | (31u << FM_SB_LEG_REPLACED_SHIFT), /* >= nr_legs */
+			1u << FM_SB_LEG_REPLACED_SHIFT,                            /* no flag */
+		};
+
+		for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
+			set_le32(buf, OFF_LEGS + 3 * LEG_SLOT + 20, bad[k]);
+			fix_crc(buf);
+			ck_assert_int_eq(fm_sb_decode(buf, &out, &err), -EUCLEAN);
+			ck_assert_msg(err && strstr(err->message, "leg slot 3: bad replaced slot"),
+				      "message: %s", err ? err->message : "(none)");
+			g_clear_error(&err);
+		}
+	}
 }
 END_TEST
 
