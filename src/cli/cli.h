@@ -159,6 +159,11 @@ void cli_json_int(JsonBuilder *b, const char *member, uint64_t v);
 void cli_json_bool(JsonBuilder *b, const char *member, bool v);
 char *cli_json_text(JsonBuilder *b);
 
+/* The mount points of the fusemirror mounts this process sees (fstype
+ * fuse.fusemirror in /proc/self/mountinfo), in its order; NULL with @err
+ * when it cannot be read. */
+GPtrArray *cli_mounted_arrays(GError **err);
+
 /* Print "fusemirror: MESSAGE" to stderr. */
 void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

@@ -256,6 +256,92 @@ static int status_watch(const char *mountpoint, const char *const *words, bool m
 	return FM_EXIT_OK;
 }
 
+/* One metric family of the Prometheus text: its HELP and TYPE lines once,
+ * then the samples of every array. */
+struct prom_family {
+	char *name;
+	GString *head, *samples;
+	int head_from;                  /* the array whose HELP/TYPE it keeps */
+};
+
+static void prom_family_free(gpointer p)
+{
+	struct prom_family *f = p;
+
+	g_free(f->name);
+	g_string_free(f->head, TRUE);
+	g_string_free(f->samples, TRUE);
+	g_free(f);
+}
+
+/* The family a line belongs to: "# HELP name ...", "# TYPE name ...",
+ * "name{...} value". */
+static char *prom_line_family(const char *line)
+{
+	size_t n;
+
+	if (g_str_has_prefix(line, "# HELP ") || g_str_has_prefix(line, "# TYPE "))
+		line += 7;
+	n = strcspn(line, "{ ");
+	return n ? g_strndup(line, n) : NULL;
+}
+
+/*
+ * `status --format=prometheus` of several arrays (or of every mounted
+ * one): the exposition format allows each family once, so the daemons'
+ * texts are merged family by family.  A daemon that does not answer is
+ * reported and left out; the exit status says so.
+ */
+static int status_prometheus_all(GPtrArray *mps)
+{
+	g_autoptr(GPtrArray) families = g_ptr_array_new_with_free_func(prom_family_free);
+	g_autoptr(GHashTable) by_name = g_hash_table_new(g_str_hash, g_str_equal);
+	const char *words[] = { "status", "prometheus", NULL };
+	int code = FM_EXIT_OK;
+
+	for (guint i = 0; i < mps->len; i++) {
+		g_autoptr(GString) out = g_string_new(NULL);
+		g_auto(GStrv) lines = NULL;
+		int r = cli_call_daemon(mps->pdata[i], words, 10000, out, FM_EXIT_FAILURE, NULL,
+					false);
+
+		if (r != FM_EXIT_OK) {
+			if (code == FM_EXIT_OK)
+				code = r;
+			continue;
+		}
+		lines = g_strsplit(out->str, "\n", -1);
+		for (char **l = lines; *l; l++) {
+			g_autofree char *name = prom_line_family(*l);
+			struct prom_family *f;
+			bool head = g_str_has_prefix(*l, "# ");
+
+			if (!name)
+				continue;
+			f = g_hash_table_lookup(by_name, name);
+			if (!f) {
+				f = g_new0(struct prom_family, 1);
+				f->name = g_steal_pointer(&name);
+				f->head = g_string_new(NULL);
+				f->samples = g_string_new(NULL);
+				f->head_from = (int)i;
+				g_ptr_array_add(families, f);
+				g_hash_table_insert(by_name, f->name, f);
+			}
+			if (head && f->head_from != (int)i)
+				continue;               /* HELP/TYPE: once */
+			g_string_append_printf(head ? f->head : f->samples, "%s\n", *l);
+		}
+	}
+	for (guint i = 0; i < families->len; i++) {
+		struct prom_family *f = families->pdata[i];
+
+		fputs(f->head->str, stdout);
+		fputs(f->samples->str, stdout);
+	}
+	return fflush(stdout) == EOF ? FM_EXIT_FAILURE : code;
+}
+
 int cmd_status(int argc, char **argv)
 {
 	gboolean json = FALSE, watch = FALSE;
@@ -287,7 +373,10 @@ int cmd_status(int argc, char **argv)
 		"injected fault), cache statistics and I/O totals.  Root only.\n"
 		"--watch redraws it every interval (JSON: one object per line) until\n"
 		"interrupted or the daemon stops.  --format=prometheus prints the states\n"
-		"and counters as fusemirror_* metrics (see fusemirror(8), MONITORING).\n"
+		"and counters as fusemirror_* metrics (see fusemirror(8), MONITORING);\n"
+		"it takes any number of MOUNTPOINTs (none: every mounted array) and\n"
+		"merges them, each metric family once, for node_exporter's textfile\n"
+		"collector.\n"
 		"\n"
 		"Exit status: 0 shown (--watch: interrupted, or the daemon stopped);\n"
 		"1 the daemon failed to answer (--watch: or died); 2 usage; 5 no daemon\n"
@@ -297,8 +386,23 @@ int cmd_status(int argc, char **argv)
 		cli_error("status: %s (see fusemirror status --help)", err->message);
 		return FM_EXIT_USAGE;
 	}
+	if (format && !strcmp(format, "prometheus") && !watch &&
+	    (!rest || g_strv_length(rest) != 1)) {
+		g_autoptr(GPtrArray) mps = NULL;
+
+		if (rest) {
+			mps = g_ptr_array_new();
+			for (char **r = rest; *r; r++)
+				g_ptr_array_add(mps, *r);
+		} else if (!(mps = cli_mounted_arrays(&err))) {
+			cli_error("status: %s", err->message);
+			return FM_EXIT_FAILURE;
+		}
+		return status_prometheus_all(mps);
+	}
 	if (!rest || g_strv_length(rest) != 1) {
-		cli_error("status: give exactly one MOUNTPOINT (see fusemirror status --help)");
+		cli_error("status: give exactly one MOUNTPOINT (see fusemirror status --help; "
+			  "--format=prometheus takes any number, none: every mounted array)");
 		return FM_EXIT_USAGE;
 	}
 	if (interval != 0 && !watch) {

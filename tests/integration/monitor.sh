@@ -14,6 +14,8 @@
 #   - the Prometheus text (HELP/TYPE for every metric, parsed with its
 #     escapes) says so: one Fail/Add/RebuildFinished, both legs in_sync,
 #     not degraded, the regions resynced;
+#   - `status --format=prometheus MNT MNT2` merges two arrays: each HELP and
+#     TYPE once, each family's samples together, both arrays' samples;
 #   - leg 1's path holds a double quote, a backslash and a byte that is not
 #     UTF-8: `status --json` is valid UTF-8 JSON (U+FFFD for the bad byte)
 #     and the Prometheus label carries the quote and backslash escaped.
@@ -130,6 +132,35 @@ assert get("fusemirror_resynced_regions_total") >= 2
 assert get("fusemirror_monitors") == 2
 assert get("fusemirror_leg_written_bytes_total", leg="0") > 0
 PY
+
+log "two arrays: one Prometheus text, each family once"
+mkdir "$T/mnt2"
+fm_create --size $((16 << 20)) "$T/leg2a" "$T/leg2b"
+fm_mount "$T/leg2a" "$T/leg2b" "$T/mnt2"
+timeout -k 5 30 "$FM" status --format=prometheus "$mnt" "$T/mnt2" >"$T/metrics2.txt"
+python3 - "$T/metrics2.txt" <<'PY' || fail "merged Prometheus text (see $T/metrics2.txt)"
+import re, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+seen, current, done = {}, None, set()
+arrays = set()
+for line in lines:
+    m = re.match(r"# (HELP|TYPE) (\S+) ", line + " ")
+    name = m.group(2) if m else re.match(r"[^{ ]+", line).group(0)
+    if m:
+        key = (m.group(1), name)
+        assert key not in seen, f"second {key}"
+        seen[key] = True
+    if name != current:
+        assert name not in done, f"family {name} split in two"
+        if current:
+            done.add(current)
+        current = name
+    if name == "fusemirror_array_info" and not m:
+        arrays.add(re.search(r'array="([^"]+)"', line).group(1))
+assert len(arrays) == 2, arrays
+assert ("HELP", "fusemirror_events_total") in seen
+PY
+fm_umount "$T/mnt2"
 
 log "umount: Stopped, the monitors end"
 fm_umount "$mnt"
