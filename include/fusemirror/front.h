@@ -18,10 +18,18 @@
  * fail with ENOSPC, the size never changes.
  *
  * Threading: front_run() runs libfuse's multi-threaded loop on the calling
- * thread and its workers, and returns when the file system is unmounted or
- * front_exit() is called (from any thread, also a signal handler's thread
- * via the session's own handlers).  Replies may be sent from dmio reaper
- * threads.  front_stats() may be called from any thread.
+ * thread and its workers (or, with opts->event_loop, one event loop per
+ * CPU, the calling thread being the first), and returns when the file
+ * system is unmounted or front_exit() is called (from any thread, also a
+ * signal handler's thread via the session's own handlers).  Replies may be
+ * sent from dmio reaper threads.  front_stats() may be called from any
+ * thread.
+ *
+ * WARNING: an event-loop thread never blocks: it completes its own I/O,
+ * so a wait there would wait for itself.  Handlers on a loop use only
+ * bufio's never-waiting calls and hand anything that may wait (a partial
+ * block to read before a write, a full cache, writethrough, fsync,
+ * fallocate) to a pool of threads that may.
  */
 #ifndef FUSEMIRROR_FRONT_H
 #define FUSEMIRROR_FRONT_H
@@ -49,6 +57,11 @@ struct front_opts {
 	enum front_cache_mode cache_mode;
 	unsigned max_threads;           /* FUSE worker threads; 0: 8 */
 	unsigned max_background;        /* kernel async queue; 0: 256 */
+	/* Event loops instead of libfuse's worker threads: one per CPU, each
+	 * reading requests and doing their I/O on its own io_uring, replies
+	 * sent from the completions on the same thread (run to completion);
+	 * max_threads then sizes the pool for work that may block. */
+	bool event_loop;
 	const char *fsname;             /* shown in /proc/mounts */
 };
 
@@ -76,6 +89,7 @@ struct front_stats {
 	uint64_t reads, writes, fsyncs, fallocates;
 	uint64_t read_bytes, write_bytes;
 	uint64_t errors;                /* requests answered with an error */
+	uint64_t handoffs;              /* event loops: work given to the slow pool */
 };
 void front_get_stats(const struct front *f, struct front_stats *ret);
 

@@ -46,6 +46,7 @@ struct mount_cfg {
 	unsigned block_size;            /* 0: the superblock's suggestion */
 	enum mirror_read_policy read_policy;
 	unsigned threads;
+	bool event_loop;                /* front_opts.event_loop */
 	unsigned max_background;
 	uint64_t writeback_age_ms;
 	/* Resilience (see struct mirror_opts) */

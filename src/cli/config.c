@@ -198,6 +198,10 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  .help = "which leg serves a read: balance, round-robin or first" },
 	{ .name = "threads", .metavar = "N", .parse = mount_cfg_parse_uint, FIELD(threads),
 	  .min = 1, .max = 256, .def = "8", .help = "FUSE worker threads" },
+	{ .name = "event_loop", .parse = mount_cfg_parse_bool, FIELD(event_loop),
+	  .flags = MOUNT_CFG_FLAG, .def = "false",
+	  .help = "one event loop per CPU instead of FUSE worker threads: each reads "
+		  "requests and does their I/O on its own io_uring (run to completion)" },
 	{ .name = "max_background", .metavar = "N", .parse = mount_cfg_parse_uint,
 	  FIELD(max_background), .min = 1, .max = 65535, .def = "256",
 	  .help = "kernel queue of async requests" },

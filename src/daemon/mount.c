@@ -203,6 +203,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	fo.allow_other = cfg->allow_other;
 	fo.cache_mode = cfg->cache_mode;
 	fo.max_threads = cfg->threads;
+	fo.event_loop = cfg->event_loop;
 	fo.max_background = cfg->max_background;
 	fo.fsname = fsname;
 	r = front_mount(&fo, d.m, d.c, &f, &err);

@@ -27,14 +27,21 @@
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
+#include <liburing.h>
+
+#include "fusemirror/dmio.h"
 
 #include "fusemirror/common.h"
 #include "fusemirror/front.h"
@@ -94,7 +101,46 @@ struct front {
 
 	atomic_long inflight;
 	atomic_ullong reads, writes, fsyncs, fallocates, read_bytes, write_bytes, errors;
+
+	/* Event loops (front_opts.event_loop; see "Event loops" below). */
+	bool event_loop;
+	atomic_bool stopping;           /* loops: read no more requests */
+	unsigned nr_loops;
+	struct front_loop *loops;
+	GThreadPool *slow;              /* requests that may block */
+	atomic_ullong handoffs;         /* requests handed to the slow pool */
 };
+
+/* A request buffer of an event loop (see "Event loops"): max_write and
+ * the request's header page. */
+#define FRONT_RBUF_SIZE ((1u << 20) + 4096u)
+struct front_loop;
+struct front_rbuf;
+static void front_req_end(struct front *f);
+static bool front_on_loop(void);
+static struct front_rbuf *front_hold_rbuf(void);
+static void front_rbuf_unhold(struct front_rbuf *b);
+static void *front_rbuf_mem(struct front_rbuf *b);
+static void front_rbuf_release(struct front_rbuf *b);
+
+/* Work an event loop must not do itself, for the slow pool's threads. */
+enum front_slow_kind {
+	SLOW_WRITE,             /* write_range() [off, off + size) from src, then ctx */
+	SLOW_FLUSH,             /* fsync/flush of req */
+	SLOW_FALLOCATE,         /* fallocate of req: mode, [off, off + size) */
+	SLOW_READ_ISSUE,        /* read ctx: issue its blocks from block off on */
+};
+
+struct front_job {
+	enum front_slow_kind kind;
+	fuse_req_t req;
+	uint64_t off;
+	size_t size;
+	const uint8_t *src;
+	int mode;
+	void *ctx;
+};
+static void front_slow(struct front *f, const struct front_job *job);
 
 #define FRONT_STAT_ADD(f, field, n) atomic_fetch_add_explicit(&(f)->field, (n), memory_order_relaxed)
 
@@ -355,7 +401,7 @@ static void read_finish(struct read_ctx *rc)
 		bufio_release(rc->buf);
 	free(rc->data);
 	free(rc);
-	atomic_fetch_sub(&f->inflight, 1);
+	front_req_end(f);
 }
 
 static void read_block_done(void *ctx, struct bufio_buffer *b, int err)
@@ -385,7 +431,8 @@ static void read_block_done(void *ctx, struct bufio_buffer *b, int err)
 struct around_read {
 	fuse_req_t req;
 	struct front *f;
-	void *buf;
+	void *buf;                      /* malloc'ed, or the request's buffer */
+	struct front_rbuf *hb;          /* on a loop: the held request buffer */
 	size_t skip, size;
 };
 
@@ -400,9 +447,12 @@ static void around_read_done(void *ctx, int err)
 		fuse_reply_buf(ar->req, (const char *)ar->buf + ar->skip, ar->size);
 		FRONT_STAT_ADD(f, read_bytes, ar->size);
 	}
-	free(ar->buf);
+	if (ar->hb)
+		front_rbuf_release(ar->hb);
+	else
+		free(ar->buf);
 	free(ar);
-	atomic_fetch_sub(&f->inflight, 1);
+	front_req_end(f);
 }
 
 /* Answer a read of blocks [@b0, + @n) around the cache; false if it cannot
@@ -416,7 +466,13 @@ static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t si
 
 	if (!ar)
 		return false;
-	if (posix_memalign(&ar->buf, FM_PAGE_SIZE, (size_t)n * f->bs)) {
+	/* On a loop the request's own buffer (page aligned, max_write plus a
+	 * page) takes the blocks: no allocation, and an O_DIRECT leg reads
+	 * straight into the memory the reply is written from. */
+	ar->hb = (size_t)n * f->bs <= FRONT_RBUF_SIZE ? front_hold_rbuf() : NULL;
+	if (ar->hb) {
+		ar->buf = front_rbuf_mem(ar->hb);
+	} else if (posix_memalign(&ar->buf, FM_PAGE_SIZE, (size_t)n * f->bs)) {
 		free(ar);
 		return false;
 	}
@@ -431,9 +487,45 @@ static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t si
 	if (r == 0)
 		return true;
 	atomic_fetch_sub(&f->inflight, 1);
-	free(ar->buf);
+	if (ar->hb)
+		front_rbuf_unhold(ar->hb);
+	else
+		free(ar->buf);
 	free(ar);
 	return false;
+}
+
+/*
+ * Ask the cache for blocks [@from, last] of @rc, then drop the issuing
+ * count.  On a loop nothing may wait: a block the cache cannot give
+ * without waiting for memory sends the rest of the issuing to the slow
+ * pool, whose thread may wait.
+ */
+static void read_issue(struct read_ctx *rc, uint64_t from)
+{
+	struct front *f = rc->f;
+	uint64_t last = (rc->off + rc->size - 1) / f->bs;
+
+	for (uint64_t blk = from; blk <= last; blk++) {
+		int r;
+
+		if (front_on_loop()) {
+			r = bufio_read_async_nowait(f->c, blk, read_block_done, rc);
+			if (r == -EWOULDBLOCK) {
+				front_slow(f, &(struct front_job){ .kind = SLOW_READ_ISSUE,
+								   .off = blk, .ctx = rc });
+				return;
+			}
+		} else {
+			r = bufio_read_async(f->c, blk, read_block_done, rc);
+		}
+		if (r < 0) {
+			atomic_store(&rc->err, r);
+			atomic_fetch_sub(&rc->pending, 1);
+		}
+	}
+	if (atomic_fetch_sub(&rc->pending, 1) == 1)
+		read_finish(rc);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -480,16 +572,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Contiguous missing blocks go to the mirror as one request. */
 	if (n > 1)
 		bufio_prefetch(f->c, b0, n);
-	for (unsigned i = 0; i < n; i++) {
-		int r = bufio_read_async(f->c, b0 + i, read_block_done, rc);
-
-		if (r < 0) {
-			atomic_store(&rc->err, r);
-			atomic_fetch_sub(&rc->pending, 1);
-		}
-	}
-	if (atomic_fetch_sub(&rc->pending, 1) == 1)
-		read_finish(rc);
+	read_issue(rc, b0);
 }
 
 /*----------------------------------------------------------------*/
@@ -547,6 +630,178 @@ static int writethrough(struct front *f, uint64_t off, uint64_t len)
 		return 0;
 	/* writethrough promises durable on every leg, not merely written */
 	return bufio_write_dirty_range(f->c, b0, b1 - b0 + 1, FM_BDEV_FUA);
+}
+
+/*
+ * cache_write() for an event loop: copies block by block as long as that
+ * needs no wait (stripe lock free, block cached or new memory at hand, no
+ * write in the way).  Returns 0, -EWOULDBLOCK with *ret_done the bytes
+ * copied (the rest is for a thread that may wait), or -errno.
+ */
+static int cache_write_nowait(struct front *f, uint64_t off, size_t len, const uint8_t *src,
+			      size_t *ret_done)
+{
+	uint64_t start = off, end = off + len;
+	int r = 0;
+
+	while (off < end) {
+		uint64_t blk = off / f->bs, bstart = blk * f->bs;
+		unsigned s = (unsigned)(off - bstart);
+		unsigned e = end - bstart < f->bs ? (unsigned)(end - bstart) : f->bs;
+		bool whole = s == 0 && e == f->bs;
+		struct bufio_buffer *b;
+		uint8_t *p;
+
+		if (pthread_mutex_trylock(modify_lock(f, blk))) {
+			r = -EWOULDBLOCK;
+			break;
+		}
+		r = whole ? bufio_new_nowait(f->c, blk, &b) : bufio_get(f->c, blk, &b);
+		if (r < 0) {
+			pthread_mutex_unlock(modify_lock(f, blk));
+			if (r == -ENOENT)
+				r = -EWOULDBLOCK; /* a partial block to read first */
+			break;
+		}
+		p = bufio_begin_modify_nowait(b);
+		if (!p) {
+			bufio_release(b);
+			pthread_mutex_unlock(modify_lock(f, blk));
+			r = -EWOULDBLOCK;
+			break;
+		}
+		memcpy(p + s, src + (off - start), e - s);
+		if (whole)
+			bufio_mark_buffer_dirty(b);
+		else
+			bufio_mark_partial_buffer_dirty(b, s, e);
+		bufio_release(b);
+		pthread_mutex_unlock(modify_lock(f, blk));
+		off = bstart + e;
+	}
+	*ret_done = off - start;
+	return r;
+}
+
+/* A write answered once its parts (write-around, slow-pool work) end. */
+struct write_ctx {
+	fuse_req_t req;
+	struct front *f;
+	struct front_rbuf *hb;          /* the request's buffer: the payload */
+	size_t size;
+	atomic_uint pending;            /* parts outstanding + 1 while issuing */
+	atomic_int err;
+};
+
+static void write_part_done(struct write_ctx *wc, int err)
+{
+	struct front *f = wc->f;
+
+	if (err < 0)
+		atomic_store(&wc->err, err);
+	if (atomic_fetch_sub(&wc->pending, 1) != 1)
+		return;
+	err = atomic_load(&wc->err);
+	if (err < 0) {
+		fm_debug("front: write of %zu bytes failed: %s", wc->size, strerror(-err));
+		reply_err(f, wc->req, err == -ENOSPC ? ENOSPC : EIO);
+	} else {
+		FRONT_STAT_ADD(f, write_bytes, wc->size);
+		fuse_reply_write(wc->req, wc->size);
+	}
+	front_rbuf_release(wc->hb);
+	free(wc);
+	front_req_end(f);
+}
+
+static void write_around_done(void *ctx, int err)
+{
+	write_part_done(ctx, err);
+}
+
+/*
+ * op_write on an event loop: nothing waits.  A write into the cache that
+ * needs no wait is answered at once (no allocation); the whole-block
+ * middle of a large write goes around the cache asynchronously, from the
+ * request's own buffer; what would wait (a partial block to read, a full
+ * cache, writethrough) goes to the slow pool with the buffer held.
+ */
+static void write_on_loop(struct front *f, fuse_req_t req, uint64_t off, size_t size,
+			  const uint8_t *src)
+{
+	uint64_t end = off + size, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
+	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
+	bool around = e > a && e - a >= FRONT_AROUND_MIN;
+	struct { uint64_t off; size_t len; } part[2];
+	unsigned nparts = 0;
+	struct write_ctx *wc;
+	size_t done = 0;
+	int r;
+
+	if (!around && !f->writethrough) {
+		r = cache_write_nowait(f, off, size, src, &done);
+		if (r == 0) {
+			FRONT_STAT_ADD(f, write_bytes, size);
+			fuse_reply_write(req, size);
+			return;
+		}
+		if (r != -EWOULDBLOCK) {
+			reply_err(f, req, r == -ENOSPC ? ENOSPC : EIO);
+			return;
+		}
+	}
+	wc = malloc(sizeof(*wc));
+	if (!wc) {
+		reply_err(f, req, ENOMEM);
+		return;
+	}
+	wc->req = req;
+	wc->f = f;
+	wc->hb = front_hold_rbuf();
+	wc->size = size;
+	atomic_init(&wc->pending, 1);
+	atomic_init(&wc->err, 0);
+	atomic_fetch_add(&f->inflight, 1);
+	if (f->writethrough) {
+		part[nparts++] = (typeof(part[0])){ off, size };
+	} else if (around) {
+		struct iovec iov = { (void *)(src + (a - off)), (size_t)(e - a) };
+
+		atomic_fetch_add(&wc->pending, 1);
+		r = bufio_write_around_async(f->c, a / f->bs, (e - a) / f->bs, &iov, 1, 0,
+					     write_around_done, wc);
+		if (r == 0) {
+			if (off < a)
+				part[nparts++] = (typeof(part[0])){ off, (size_t)(a - off) };
+			if (e < end)
+				part[nparts++] = (typeof(part[0])){ e, (size_t)(end - e) };
+		} else {
+			atomic_fetch_sub(&wc->pending, 1);
+			part[nparts++] = (typeof(part[0])){ off, size };
+		}
+	} else {
+		part[nparts++] = (typeof(part[0])){ off + done, size - done };
+	}
+	for (unsigned i = 0; i < nparts; i++) {
+		uint64_t o = part[i].off;
+		size_t len = part[i].len;
+
+		if (!f->writethrough) {
+			r = cache_write_nowait(f, o, len, src + (o - off), &done);
+			if (r != -EWOULDBLOCK) {
+				if (r < 0)
+					atomic_store(&wc->err, r);
+				continue;
+			}
+			o += done;
+			len -= done;
+		}
+		atomic_fetch_add(&wc->pending, 1);
+		front_slow(f, &(struct front_job){ .kind = SLOW_WRITE, .req = req, .off = o,
+						   .size = len, .src = src + (o - off),
+						   .ctx = wc });
+	}
+	write_part_done(wc, 0);
 }
 
 /*
@@ -608,6 +863,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (size > f->size - (uint64_t)off)
 		size = (size_t)(f->size - (uint64_t)off);
+	if (front_on_loop()) {
+		write_on_loop(f, req, (uint64_t)off, size, (const uint8_t *)buf);
+		return;
+	}
 	r = write_range(f, (uint64_t)off, size, (const uint8_t *)buf);
 	if (r < 0) {
 		fm_debug("front: write %zu@%lld failed: %s", size, (long long)off, strerror(-r));
@@ -635,15 +894,18 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	(void)fi;
+	if (front_on_loop()) {
+		atomic_fetch_add(&req_front(req)->inflight, 1);
+		front_slow(req_front(req), &(struct front_job){ .kind = SLOW_FLUSH, .req = req });
+		return;
+	}
 	do_flush(req);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)ino;
+	op_flush(req, ino, fi);
 	(void)datasync;
-	(void)fi;
-	do_flush(req);
 }
 
 /*
@@ -670,12 +932,14 @@ static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 	return writethrough(f, off, len);
 }
 
+static void fallocate_reply(struct front *f, fuse_req_t req, int mode, uint64_t off,
+			    uint64_t end);
+
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
 	struct front *f = req_front(req);
 	uint64_t end;
-	int r;
 
 	(void)fi;
 	if (ino != image_ino(f)) {
@@ -698,17 +962,32 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	}
 	if (end > f->size)
 		end = f->size;
+	if (front_on_loop()) {
+		atomic_fetch_add(&f->inflight, 1);
+		front_slow(f, &(struct front_job){ .kind = SLOW_FALLOCATE, .req = req,
+						   .off = (uint64_t)off, .size = end - (uint64_t)off,
+						   .mode = mode });
+		return;
+	}
+	fallocate_reply(f, req, mode, (uint64_t)off, end);
+}
+
+/* The zeroing of a fallocate, [off, end) clamped to the image; replies. */
+static void fallocate_reply(struct front *f, fuse_req_t req, int mode, uint64_t off, uint64_t end)
+{
+	int r;
+
 	switch (mode & ~FALLOC_FL_KEEP_SIZE) {
 	case 0: /* allocate: every byte of the image already exists */
 		r = 0;
 		break;
 	case FALLOC_FL_PUNCH_HOLE:
 		r = (mode & FALLOC_FL_KEEP_SIZE) ? 0 : -EOPNOTSUPP;
-		if (r == 0 && (uint64_t)off < end)
-			r = zero_range(f, (uint64_t)off, end - (uint64_t)off, true);
+		if (r == 0 && off < end)
+			r = zero_range(f, off, end - off, true);
 		break;
 	case FALLOC_FL_ZERO_RANGE:
-		r = (uint64_t)off < end ? zero_range(f, (uint64_t)off, end - (uint64_t)off, false) : 0;
+		r = off < end ? zero_range(f, off, end - off, false) : 0;
 		break;
 	default:
 		r = -EOPNOTSUPP;
@@ -734,6 +1013,380 @@ static const struct fuse_lowlevel_ops front_ops = {
 	.fallocate = op_fallocate,
 	.statfs = op_statfs,
 };
+
+/*----------------------------------------------------------------*/
+/* Event loops (front_opts.event_loop): run to completion */
+
+/*
+ * One loop thread per CPU, each the owner of a dmio loop (its io_uring).
+ * A loop polls the FUSE device on its ring, reads requests into its own
+ * buffers (the session fd is non-blocking: loops race for requests, and
+ * a read that loses the race must not sleep), dispatches each with
+ * fuse_session_process_buf() on the same thread, and the I/O a handler
+ * submits goes on that ring: the reply is written from its completion on
+ * the same thread.  No thread is crossed on a read hit, a read miss, a
+ * write into the cache or a write around it (unless the mirror queues a
+ * write behind an overlapping one or the bitmap's first write into a
+ * clean region: those complete on the thread that issues them).
+ *
+ * Replies go to the session fd from whatever thread sends them: all loops
+ * read that one fd (no clone), so the kernel finds every request in its
+ * processing list whoever answers.
+ *
+ * Nothing on a loop waits (include/fusemirror/dmio.h, "Loops"): a handler
+ * that would (a partial block to read before a write, a full cache,
+ * writethrough, fsync, fallocate) hands that work to the slow pool, whose
+ * threads may wait, keeping the request's buffer ("held") until it ends.
+ * A loop with no free buffer stops polling until one comes back.
+ */
+#define FRONT_LOOP_BUFS 16
+#define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
+
+struct front_rbuf {
+	struct front_loop *loop;
+	struct front_rbuf *next;        /* free list / returned stack */
+	void *mem;                      /* FRONT_RBUF_SIZE, page aligned */
+};
+
+struct front_loop {
+	struct front *f;
+	struct dmio_loop *dl;
+	pthread_t thread;
+	bool started;
+	struct dmio_loop_op poll_op;    /* POLLIN on the session fd */
+	struct dmio_loop_op tick_op;    /* loop 0: a 1 s timeout */
+	struct __kernel_timespec tick;
+	bool polling, ticking;
+	struct front_rbuf *free;        /* owner only */
+	_Atomic(struct front_rbuf *) returned; /* released on other threads */
+	atomic_bool starved;            /* no buffer: wake the owner on a return */
+	struct front_rbuf bufs[FRONT_LOOP_BUFS];
+};
+
+static __thread struct front_loop *tl_loop;
+static __thread struct front_rbuf *tl_rbuf;     /* the request being dispatched */
+static __thread bool tl_rbuf_held;
+
+static bool front_on_loop(void)
+{
+	return tl_loop != NULL;
+}
+
+/* On a loop, inside a handler: keep the request's buffer after the handler
+ * returns (until front_rbuf_release()); NULL elsewhere. */
+static struct front_rbuf *front_hold_rbuf(void)
+{
+	if (!tl_rbuf)
+		return NULL;
+	tl_rbuf_held = true;
+	return tl_rbuf;
+}
+
+/* Undo front_hold_rbuf() inside the same handler. */
+static void front_rbuf_unhold(struct front_rbuf *b)
+{
+	(void)b;
+	tl_rbuf_held = false;
+}
+
+static void *front_rbuf_mem(struct front_rbuf *b)
+{
+	return b->mem;
+}
+
+static void front_rbuf_release(struct front_rbuf *b)
+{
+	struct front_loop *l;
+	struct front_rbuf *old;
+
+	if (!b)
+		return;
+	l = b->loop;
+	if (tl_loop == l) {
+		b->next = l->free;
+		l->free = b;
+		return;
+	}
+	old = atomic_load(&l->returned);
+	do {
+		b->next = old;
+	} while (!atomic_compare_exchange_weak(&l->returned, &old, b));
+	if (atomic_exchange(&l->starved, false))
+		dmio_loop_wake(l->dl);
+}
+
+static void front_wake_loops(struct front *f)
+{
+	for (unsigned i = 0; i < f->nr_loops; i++)
+		if (f->loops[i].dl)
+			dmio_loop_wake(f->loops[i].dl);
+}
+
+/* A request answered asynchronously is done. */
+static void front_req_end(struct front *f)
+{
+	if (atomic_fetch_sub(&f->inflight, 1) == 1 && atomic_load(&f->stopping))
+		front_wake_loops(f);
+}
+
+static void slow_run(gpointer data, gpointer user_data)
+{
+	struct front_job *job = data;
+	struct front *f = user_data;
+	struct write_ctx *wc;
+
+	switch (job->kind) {
+	case SLOW_WRITE:
+		wc = job->ctx;
+		write_part_done(wc, write_range(f, job->off, job->size, job->src));
+		break;
+	case SLOW_FLUSH:
+		do_flush(job->req);
+		front_req_end(f);
+		break;
+	case SLOW_FALLOCATE:
+		fallocate_reply(f, job->req, job->mode, job->off, job->off + job->size);
+		front_req_end(f);
+		break;
+	case SLOW_READ_ISSUE:
+		read_issue(job->ctx, job->off);
+		break;
+	}
+	free(job);
+}
+
+static void front_slow(struct front *f, const struct front_job *tmpl)
+{
+	struct front_job *job = malloc(sizeof(*job));
+
+	if (!job) {
+		/* Rare enough to wait for memory here rather than fail a
+		 * write the kernel already considers sent. */
+		fm_err("front: out of memory for a slow-path job; retrying");
+		while (!(job = malloc(sizeof(*job))))
+			usleep(1000);
+	}
+	*job = *tmpl;
+	FRONT_STAT_ADD(f, handoffs, 1);
+	g_thread_pool_push(f->slow, job, NULL);
+}
+
+static void loop_collect(struct front_loop *l)
+{
+	struct front_rbuf *b = atomic_exchange(&l->returned, NULL);
+
+	while (b) {
+		struct front_rbuf *next = b->next;
+
+		b->next = l->free;
+		l->free = b;
+		b = next;
+	}
+}
+
+static void loop_stop_all(struct front *f)
+{
+	if (!atomic_exchange(&f->stopping, true))
+		front_wake_loops(f);
+}
+
+/* Read and dispatch the requests waiting, up to a batch. */
+static void loop_read(struct front_loop *l)
+{
+	struct front *f = l->f;
+	int fd = fuse_session_fd(f->se);
+
+	for (unsigned n = 0; n < FRONT_LOOP_BATCH && !atomic_load(&f->stopping); n++) {
+		struct front_rbuf *b;
+		ssize_t res;
+
+		if (!l->free)
+			loop_collect(l);
+		b = l->free;
+		if (!b)
+			return;
+		res = read(fd, b->mem, FRONT_RBUF_SIZE);
+		if (res <= 0) {
+			int err = res < 0 ? errno : ENODEV;
+
+			if (err == EAGAIN || err == EINTR || err == ENOENT)
+				return;
+			if (err != ENODEV)
+				fm_err("front: reading /dev/fuse: %s", strerror(err));
+			fuse_session_exit(f->se);
+			loop_stop_all(f);
+			return;
+		}
+		l->free = b->next;
+		tl_rbuf = b;
+		tl_rbuf_held = false;
+		fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = (size_t)res,
+								    .mem = b->mem });
+		if (!tl_rbuf_held) {
+			b->next = l->free;
+			l->free = b;
+		}
+		tl_rbuf = NULL;
+		if (fuse_session_exited(f->se))
+			loop_stop_all(f);
+	}
+}
+
+static void loop_poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct front_loop *l = (struct front_loop *)((char *)op - offsetof(struct front_loop, poll_op));
+
+	(void)cqe_flags;
+	l->polling = false;
+	if (res == -ECANCELED)
+		return;
+	if (res < 0)
+		fm_err("front: polling /dev/fuse: %s", strerror(-res));
+	/* POLLERR (the connection is gone) shows as ENODEV from read(). */
+	loop_read(l);
+}
+
+static void loop_tick_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct front_loop *l = (struct front_loop *)((char *)op - offsetof(struct front_loop, tick_op));
+
+	(void)res;
+	(void)cqe_flags;
+	l->ticking = false;
+	/* libfuse's signal handlers only mark the session exited. */
+	if (fuse_session_exited(l->f->se))
+		loop_stop_all(l->f);
+}
+
+static void loop_arm(struct front_loop *l, bool tick)
+{
+	struct front *f = l->f;
+	struct io_uring_sqe *sqe;
+
+	if (tick && !l->ticking && (sqe = dmio_loop_get_sqe(l->dl))) {
+		l->tick = (struct __kernel_timespec){ .tv_sec = 1 };
+		io_uring_prep_timeout(sqe, &l->tick, 0, 0);
+		io_uring_sqe_set_data(sqe, &l->tick_op);
+		l->ticking = true;
+	}
+	if (l->polling || atomic_load(&f->stopping))
+		return;
+	if (!l->free)
+		loop_collect(l);
+	if (!l->free) {
+		/* Announce the need before the last look (see release). */
+		atomic_store(&l->starved, true);
+		loop_collect(l);
+		if (!l->free)
+			return;
+		atomic_store(&l->starved, false);
+	}
+	sqe = dmio_loop_get_sqe(l->dl);
+	if (!sqe)
+		return;
+	io_uring_prep_poll_add(sqe, fuse_session_fd(f->se), POLLIN);
+	io_uring_sqe_set_data(sqe, &l->poll_op);
+	l->polling = true;
+}
+
+static bool loop_done(struct front_loop *l)
+{
+	return atomic_load(&l->f->stopping) && atomic_load(&l->f->inflight) == 0 &&
+	       dmio_loop_idle(l->dl);
+}
+
+static void *loop_main(void *arg)
+{
+	struct front_loop *l = arg;
+	struct front *f = l->f;
+	bool first = l == &f->loops[0];
+	int r;
+
+	r = dmio_loop_create(&(struct dmio_loop_opts){ .sq_entries = 256 }, &l->dl);
+	if (r < 0) {
+		fm_err("front: cannot set up an event loop's io_uring: %s", strerror(-r));
+		fuse_session_exit(f->se);
+		loop_stop_all(f);
+		return NULL;
+	}
+	tl_loop = l;
+	l->poll_op.done = loop_poll_done;
+	l->tick_op.done = loop_tick_done;
+	while (!loop_done(l)) {
+		loop_arm(l, first);
+		r = dmio_loop_run_once(l->dl, true);
+		if (r == -EINTR && fuse_session_exited(f->se))
+			loop_stop_all(f);
+	}
+	tl_loop = NULL;
+	dmio_loop_destroy(l->dl);
+	return NULL;
+}
+
+static int front_run_loops(struct front *f)
+{
+	unsigned n = (unsigned)get_nprocs();
+	sigset_t block, old;
+	int fd = fuse_session_fd(f->se), fl;
+	int r = 0;
+
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	f->nr_loops = n ? n : 1;
+	f->loops = calloc(f->nr_loops, sizeof(*f->loops));
+	if (!f->loops)
+		return -ENOMEM;
+	for (unsigned i = 0; i < f->nr_loops; i++) {
+		struct front_loop *l = &f->loops[i];
+
+		l->f = f;
+		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++) {
+			struct front_rbuf *b = &l->bufs[k];
+
+			b->loop = l;
+			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_SIZE)) {
+				r = -ENOMEM;
+				goto out;
+			}
+			b->next = l->free;
+			l->free = b;
+		}
+	}
+	/* Signals go to the calling thread, loop 0 (libfuse's handlers). */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	f->slow = g_thread_pool_new(slow_run, f, (gint)(f->max_threads ? f->max_threads : 8),
+				    FALSE, NULL);
+	for (unsigned i = 1; i < f->nr_loops; i++) {
+		struct front_loop *l = &f->loops[i];
+
+		if (pthread_create(&l->thread, NULL, loop_main, l) == 0) {
+			l->started = true;
+			pthread_setname_np(l->thread, "fm-loop");
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	fm_debug("front: %u event loop(s)", f->nr_loops);
+	loop_main(&f->loops[0]);
+	for (unsigned i = 1; i < f->nr_loops; i++)
+		if (f->loops[i].started)
+			pthread_join(f->loops[i].thread, NULL);
+	/* Every request was answered: the pool has nothing left to run. */
+	g_thread_pool_free(f->slow, FALSE, TRUE);
+	f->slow = NULL;
+out:
+	for (unsigned i = 0; i < f->nr_loops; i++)
+		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
+			free(f->loops[i].bufs[k].mem);
+	free(f->loops);
+	f->loops = NULL;
+	f->nr_loops = 0;
+	return r;
+}
 
 /*----------------------------------------------------------------*/
 /* Life cycle */
@@ -776,6 +1429,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	f->writethrough = o->cache_mode == FRONT_CACHE_WRITETHROUGH;
 	f->max_threads = o->max_threads ? o->max_threads : 8;
 	f->max_background = o->max_background ? o->max_background : 256;
+	f->event_loop = o->event_loop;
 	f->size = mirror_size(m);
 	f->bs = bufio_get_block_size(c);
 	/* Over a file, the image keeps that file's owner and permissions (as
@@ -827,9 +1481,12 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 
 int front_run(struct front *f)
 {
-	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	struct fuse_loop_config *cfg;
 	int r;
 
+	if (f->event_loop)
+		return front_run_loops(f);
+	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;
 	fuse_loop_cfg_set_max_threads(cfg, f->max_threads);
@@ -844,6 +1501,10 @@ int front_run(struct front *f)
 void front_exit(struct front *f)
 {
 	fuse_session_exit(f->se);
+	if (f->event_loop && f->loops) {
+		atomic_store(&f->stopping, true);
+		front_wake_loops(f);
+	}
 }
 
 void front_destroy(struct front *f)
@@ -884,4 +1545,5 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->read_bytes = atomic_load(&f->read_bytes);
 	s->write_bytes = atomic_load(&f->write_bytes);
 	s->errors = atomic_load(&f->errors);
+	s->handoffs = atomic_load(&f->handoffs);
 }

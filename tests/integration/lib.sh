@@ -415,6 +415,27 @@ fm_daemon_pid() {
 
 _fm_nlogs=0
 
+# _fm_mount_args ARGS...: sets _FM_ARGS to ARGS with $FM_TEST_MOUNT_OPTS
+# (e.g. event_loop: tests/meson.build runs variants with it) added to the
+# first -o, or given as a -o of its own (a later -o replaces an earlier one).
+_fm_mount_args() {
+	local added=0
+	_FM_ARGS=()
+	while (($#)); do
+		if [[ $1 == -o && $added == 0 && -n ${FM_TEST_MOUNT_OPTS:-} && $# -ge 2 ]]; then
+			_FM_ARGS+=(-o "$2,$FM_TEST_MOUNT_OPTS")
+			added=1
+			shift 2
+			continue
+		fi
+		_FM_ARGS+=("$1")
+		shift
+	done
+	if [[ -n ${FM_TEST_MOUNT_OPTS:-} && $added == 0 ]]; then
+		_FM_ARGS=(-o "$FM_TEST_MOUNT_OPTS" "${_FM_ARGS[@]}")
+	fi
+}
+
 # fm_mount [OPTIONS] LEG... MOUNTPOINT: mount in daemon mode (the command
 # returns once the mount is live) and register it.  Sets FM_PID to the
 # daemon's pid.  With FM_TEST_FOREGROUND=1: runs -f in the background with
@@ -428,7 +449,8 @@ fm_mount() {
 		fm_mount_fg "$@"
 		return 0
 	fi
-	timeout -k 5 120 "$FM" mount "$@" >"$T/mount.out" 2>"$T/mount.err" || rc=$?
+	_fm_mount_args "$@"
+	timeout -k 5 120 "$FM" mount "${_FM_ARGS[@]}" >"$T/mount.out" 2>"$T/mount.err" || rc=$?
 	((rc == 0)) || fail "fusemirror mount $* exited $rc: $(cat "$T/mount.err")"
 	is_mounted "$mp" || fail "fusemirror mount $* returned 0 but $mp is not mounted"
 	FM_PID=$(fm_daemon_pid "$mp") || fail "status --json $mp failed after mount"
@@ -449,7 +471,8 @@ fm_mount_fg() {
 	[[ " ${_FM_MOUNTS[*]} " == *" $mp "* ]] || _FM_MOUNTS+=("$mp")
 	_fm_nlogs=$((_fm_nlogs + 1))
 	FM_LOG=$T/daemon$_fm_nlogs.log
-	env --default-signal=INT,TERM "$FM" mount -f "$@" >"$FM_LOG" 2>&1 &
+	_fm_mount_args "$@"
+	env --default-signal=INT,TERM "$FM" mount -f "${_FM_ARGS[@]}" >"$FM_LOG" 2>&1 &
 	FM_PID=$!
 	_PIDS+=("$FM_PID")
 	for ((i = 0; i < 300; i++)); do
