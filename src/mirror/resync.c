@@ -122,7 +122,7 @@ static void throttle(struct mirror *m, struct mirror_sync *s, struct throttle *t
 		nanosleep(&ts, NULL);
 		/* A client went idle: speed up at once. */
 		if (client_ios(m) == t->last_ios && fm_now_ns() >= t->busy_until_ns &&
-		    rate == m->sync_speed_min)
+		    rate == m->sync_speed_min && rate < m->sync_speed_max)
 			break;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -203,6 +203,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		m->sb.legs[i].state = FM_LEG_IN_SYNC;
 		m->sb.legs[i].events = m->sb.events + 1;
 		leg->recovery_offset = 0;
+		leg->note[0] = '\0';
 		fm_notice("leg %s: rebuilt, now in sync", leg->path);
 		if (*flags & FM_SB_LEG_REPLACEMENT) {
 			retire |= 1ull << FM_SB_LEG_REPLACED_SLOT(*flags);
