@@ -300,6 +300,10 @@ struct mirror_leg_stats {
 	unsigned pending;               /* reads in flight on this leg */
 	bool missing;                   /* FAULTY because it is not present (not
 					   given at assembly); path "" */
+	char note[320];                 /* rebuilding: why, and whether wholly or
+					   from the bitmap ("stale (events 9, the
+					   array's 14): it went back in time ...");
+					   "" otherwise */
 };
 void mirror_get_leg_stats(const struct mirror *m, unsigned leg,
 			  struct mirror_leg_stats *ret);

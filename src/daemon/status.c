@@ -222,6 +222,8 @@ static void render_text(const struct status *s, GString *out)
 				       (unsigned long long)ls->read_errors,
 				       (unsigned long long)ls->corrected,
 				       (unsigned long long)ls->write_errors);
+		if (*ls->note)
+			g_string_append_printf(out, "       %s\n", ls->note);
 		if (ls->fault_set) {
 			g_string_append(out, "       fault injected: ");
 			fm_fault_describe(&ls->fault, out);
@@ -349,6 +351,7 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "pending", ls->pending);
 		cli_json_int(b, "corrected", ls->corrected);
 		cli_json_bool(b, "write_mostly", ls->write_mostly);
+		cli_json_str(b, "note", ls->note);
 		json_builder_set_member_name(b, "fault");
 		if (ls->fault_set)
 			fm_fault_json(&ls->fault, b);

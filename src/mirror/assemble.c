@@ -325,11 +325,12 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 		}
 		if (split[i]) {
 			leg->full_rebuild = true;
-			fm_warn("leg %s: is on the other side of a split brain from the "
-				"preferred leg %s (events %llu against %llu): its writes made "
-				"apart are discarded, it will be rebuilt wholly", leg->path,
-				ref->path, (unsigned long long)leg->sb.events,
-				(unsigned long long)ref->sb.events);
+			g_snprintf(leg->note, sizeof(leg->note), "split brain: on the other side "
+				 "from the preferred leg %s (events %llu against %llu); its "
+				 "writes made apart are discarded, rebuilt wholly", ref->path,
+				 (unsigned long long)leg->sb.events,
+				 (unsigned long long)ref->sb.events);
+			fm_warn("leg %s: %s", leg->path, leg->note);
 		} else if (e->state == FM_LEG_IN_SYNC && leg->sb.events == ref->sb.events) {
 			atomic_store(&leg->state, FM_LEG_IN_SYNC);
 			nr_in_sync++;
@@ -370,12 +371,16 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 			       "was removed");
 		}
 		atomic_store(&leg->state, FM_LEG_REBUILDING);
-		if (why)
-			fm_warn("leg %s: is stale (events %llu, the array has %llu in leg %s): "
-				"it %s; it will be re-added and rebuilt %s", leg->path,
-				(unsigned long long)leg->sb.events,
-				(unsigned long long)ref->sb.events, ref->path, why,
-				leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
+		if (why) {
+			g_snprintf(leg->note, sizeof(leg->note), "%s (events %llu, the array "
+				 "has %llu): it %s; rebuilt %s",
+				 leg->sb.events < ref->sb.events ? "stale" : "behind",
+				 (unsigned long long)leg->sb.events,
+				 (unsigned long long)ref->sb.events, why,
+				 leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
+			fm_warn("leg %s: %s (the newest superblock is leg %s's)", leg->path,
+				leg->note, ref->path);
+		}
 	}
 	/* Every in-sync slot of the reference table given, or missing. */
 	for (unsigned s = 0; s < m->nr_legs; s++) {
@@ -433,6 +438,7 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 		memcpy(dst->uuid, tl[i].sb.leg_uuid, 16);
 		dst->full_rebuild = tl[i].full_rebuild;
 		dst->recovery_offset = tl[i].recovery_offset;
+		memcpy(dst->note, tl[i].note, sizeof(dst->note));
 		atomic_store(&dst->write_mostly,
 			     (m->sb.legs[tl[i].sb.leg_index].flags & FM_SB_LEG_WRITE_MOSTLY) != 0);
 		atomic_store(&dst->state, atomic_load(&tl[i].state));

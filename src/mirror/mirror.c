@@ -1401,6 +1401,8 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 		s->state = s->missing ? FM_LEG_FAULTY : FM_LEG_REMOVED;
 	}
 	memcpy(s->uuid, leg->uuid, 16);
+	if (s->state == FM_LEG_REBUILDING)
+		g_strlcpy(s->note, leg->note, sizeof(s->note));
 	if (leg->dev) {
 		s->direct = dmio_dev_is_direct(leg->dev);
 		if (dmio_dev_get_fault(leg->dev, &f) == 0) {

@@ -25,6 +25,8 @@ struct mirror_leg {
 	 * (writes only). */
 	atomic_int state;
 	bool full_rebuild;              /* REBUILDING: every region, else bitmap regions */
+	/* REBUILDING: why, in words, for status ("" otherwise); state_lock. */
+	char note[320];
 	/* FM_SB_LEG_WRITE_MOSTLY of its slot (the table, under state_lock, is
 	 * the truth; this copy is what the read path looks at). */
 	atomic_bool write_mostly;

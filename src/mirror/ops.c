@@ -158,7 +158,7 @@ out:
  * *ret_full when it must be rebuilt wholly; -ENOENT when it is not such a
  * leg (then nothing is open); other -errno with @err. */
 static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_dev,
-		      bool *ret_full, GError **err)
+		      bool *ret_full, char *note, size_t note_size, GError **err)
 {
 	struct mirror_leg tmp = { .path = (char *)path };
 	struct fm_sb sb;
@@ -182,25 +182,32 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 	case FM_LEG_FAULTY:
 	case FM_LEG_REMOVED:
 		*ret_full = !m->bitmap || !mirror_bitmap_covers(&m->sb, &sb);
-		if (*ret_full && m->bitmap)
-			fm_warn("leg %s: is older (events %llu) than its last in-sync state "
-				"in the array (events %llu), or its rebuild had not finished: "
-				"its own bitmap cannot say what it missed, it is rebuilt wholly",
-				path, (unsigned long long)sb.events,
-				(unsigned long long)m->sb.last_in_sync[slot]);
+		if (*ret_full && m->bitmap) {
+			g_snprintf(note, note_size, "re-added: older (events %llu) than its last "
+				 "in-sync state in the array (events %llu), or its rebuild had "
+				 "not finished; rebuilt wholly", (unsigned long long)sb.events,
+				 (unsigned long long)m->sb.last_in_sync[slot]);
+			fm_warn("leg %s: %s", path, note);
+		} else {
+			g_snprintf(note, note_size, "re-added (events %llu, the array's %llu): "
+				 "recovering the regions written meanwhile (bitmap)",
+				 (unsigned long long)sb.events, (unsigned long long)m->sb.events);
+		}
 		break;
 	default:
 		*ret_full = true;
+		g_snprintf(note, note_size, "re-added: was being rebuilt; rebuilt wholly");
 		break;
 	}
 	/* It ran without this array's legs (started alone, split brain):
 	 * adding it chooses this side; what it wrote alone is overwritten. */
 	if (mirror_split_brain(&m->sb, &sb)) {
 		*ret_full = true;
-		fm_warn("leg %s: was written while apart from this array (split brain: "
-			"its events %llu, the array's %llu); its writes made apart are "
-			"discarded, it is rebuilt wholly", path,
-			(unsigned long long)sb.events, (unsigned long long)m->sb.events);
+		g_snprintf(note, note_size, "re-added after a split brain: written while "
+			 "apart from this array (its events %llu, the array's %llu); its "
+			 "writes made apart are discarded, rebuilt wholly",
+			 (unsigned long long)sb.events, (unsigned long long)m->sb.events);
+		fm_warn("leg %s: %s", path, note);
 	}
 	*ret_dev = tmp.dev;
 	return slot;
@@ -214,6 +221,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	bool force = flags & MIRROR_ADD_FORCE;
 	struct dmio_dev *dev = NULL;
 	bool full = true, created = false;
+	char note[320] = "added: a new leg, rebuilt wholly";
 	uint8_t uuid[16];
 	int slot, r;
 	char u[37];
@@ -226,7 +234,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 			    "array (%s)", path, state_word(leg_state(&m->legs[r])));
 		return -EEXIST;
 	}
-	slot = open_readd(m, path, &dev, &full, err);
+	slot = open_readd(m, path, &dev, &full, note, sizeof(note), err);
 	if (slot >= 0) {
 		memcpy(uuid, m->sb.legs[slot].uuid, 16);
 		fm_notice("leg %s: re-added to array %s in slot %d (%s recovery)", path,
@@ -279,6 +287,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 		leg->path = strdup(path);
 		memcpy(leg->uuid, uuid, 16);
 		leg->full_rebuild = full;
+		g_strlcpy(leg->note, note, sizeof(leg->note));
 		leg->recovery_offset = 0;
 		mirror_leg_errors_reset(leg);
 		atomic_store(&leg->next_sector, UINT64_MAX);

@@ -10,7 +10,10 @@
 #     bitmap; later `add` of leg 1 copies exactly those 3 regions (a full
 #     rebuild would be 64), and the legs end byte-identical;
 #   - leg 1 restored from an old copy: `mount` with both legs starts (no
-#     "was not given"), rebuilds leg 1 wholly (64 regions), legs identical;
+#     "was not given"), status says leg 1 is stale and went back in time
+#     (its events, the array's), it is rebuilt wholly (64 regions; the
+#     first mount's rebuild, at 4k/s, is interrupted by umount and the
+#     next mount starts it over), legs identical;
 #   - each leg started alone with --degraded and written: `mount` of both
 #     refuses (exit 3, "split brain", both paths, --prefer), nothing
 #     written; `mount --prefer leg1` keeps leg 1's data on both legs.
@@ -100,6 +103,16 @@ head -c $((1 << 20)) /dev/urandom >"$T/b"
 put "$T/b" $((20 << 20))
 fm_umount "$T/mnt"
 cp --sparse=always "$T/leg1.old" "$L1"
+e1=$(sb_events "$L1")
+# At 4k/s the rebuild is still running when status is read.
+fm_mount -o sync_speed_min=4k,sync_speed_max=4k "$L0" "$L1" "$T/mnt"
+v=$(slot_get 1 state);            assert_eq "$v" rebuilding "the old copy's state"
+v=$(slot_get 1 note)
+[[ $v == "stale (events $e1, the array has "*"went back in time"*wholly ]] ||
+	fail "status does not say leg 1 went back in time: '$v'"
+fm_ok status "$T/mnt" | grep -q "went back in time" ||
+	fail "status text does not say leg 1 went back in time: $(cat "$T/fm.out")"
+fm_umount "$T/mnt"
 fm_mount "$L0" "$L1" "$T/mnt"
 fm_wait_leg_state "$T/mnt" "$L1" in_sync 60
 fm_wait_sync_idle "$T/mnt" 60

@@ -3678,14 +3678,29 @@ START_TEST(test_leg_back_in_time)
 	ck_assert_uint_lt(sb_old.events, sb_new.events);
 	ck_assert_uint_eq(sb_new.legs[old].state, FM_LEG_IN_SYNC);
 
+	/* Deferred: the rebuild waits, so that what status says can be seen. */
+	o.defer_in_use = true;
 	admin_ok(try_assemble(fx.legs, 2, &o, &err), err, "assemble with the old copy");
 	leg_stats(old, &ls);
-	ck_assert_msg(ls.state == FM_LEG_REBUILDING || ls.state == FM_LEG_IN_SYNC,
-		      "state %d", ls.state);
+	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+	ck_assert_msg(strstr(ls.note, "went back in time") && strstr(ls.note, "wholly"),
+		      "note: %s", ls.note);
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "stale (events %llu, the array has %llu)",
+			 (unsigned long long)sb_old.events, (unsigned long long)sb_new.events);
+		ck_assert_msg(strstr(ls.note, want), "note: %s, want %s", ls.note, want);
+	}
+	leg_stats(!old, &ls);
+	ck_assert_str_eq(ls.note, "");
+	admin_ok(mirror_mark_in_use(fx.m, &err), err, "mark in use");
 	wait_sync_idle(&ms);
 	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RECOVER);
 	ck_assert_uint_eq(ms.resynced_regions, IMG / REGION);
 	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	leg_stats(old, &ls);
+	ck_assert_str_eq(ls.note, "");
 	fx_check_read(0, IMG);
 	fx_stop(0);
 	fx_check_legs(0, IMG);
