@@ -3,7 +3,8 @@
  * fusemirror common helpers: logging, crc32c, small arithmetic.
  *
  * Threading: every function here may be called from any thread.  The log
- * level and sink are process globals; set them before starting threads.
+ * level, target, file and hook are process globals; messages are written
+ * under one lock, so lines of different threads never interleave.
  */
 #ifndef FUSEMIRROR_COMMON_H
 #define FUSEMIRROR_COMMON_H
@@ -45,13 +46,59 @@ enum fm_log_level {
  * environment variable FUSEMIRROR_DEBUG is set at first use. */
 enum fm_log_level fm_log_get_level(void);
 void fm_log_set_level(enum fm_log_level level);
-/* Send messages to syslog (daemon mode) instead of stderr. */
+/* "error", "warning", "notice", "info", "debug" -> the level, or -EINVAL. */
+int fm_log_level_parse(const char *name);
+const char *fm_log_level_name(enum fm_log_level level);
+
+/* Where messages go.  Exactly one target, plus an optional log file. */
+enum fm_log_target {
+	FM_LOG_TARGET_STDERR = 0,       /* "fusemirror: LEVEL: message" (the default) */
+	FM_LOG_TARGET_JOURNAL,          /* systemd-journald's native protocol, with fields */
+	FM_LOG_TARGET_SYSLOG,           /* syslog(3), facility daemon */
+	FM_LOG_TARGET_NONE,             /* nowhere (the log file and hook still get it) */
+};
+void fm_log_set_target(enum fm_log_target target);
+enum fm_log_target fm_log_get_target(void);
+/* Same as fm_log_set_target(on ? SYSLOG : STDERR). */
 void fm_log_use_syslog(bool on);
+/* True when stderr is a stream systemd connected to the journal: the
+ * device:inode in $JOURNAL_STREAM are stderr's (see systemd.exec(5)). */
+bool fm_log_stderr_is_journal(void);
+/* True when the journal's socket exists (journald runs). */
+bool fm_log_journal_available(void);
+/* The journal socket; default /run/systemd/journal/socket.  For tests. */
+void fm_log_set_journal_socket(const char *path);
+/*
+ * Also append every message (with a UTC time stamp and the pid) to @path,
+ * created 0640 if missing; NULL closes the file.  Returns 0 or -errno
+ * (the previous file, if any, stays in use then).
+ */
+int fm_log_set_file(const char *path);
+
+/*
+ * A hook that sees each message that passes the level, after it was
+ * written to the target: the daemon forwards its start-up messages through
+ * it to the terminal that ran `mount`.  Called on the logging thread, under
+ * the log's lock (it must not log).  NULL removes it; on return from
+ * fm_log_set_hook() no call of the previous hook is running.
+ */
+typedef void (*fm_log_hook_fn)(void *ctx, enum fm_log_level level, const char *msg);
+void fm_log_set_hook(fm_log_hook_fn fn, void *ctx);
 
 void fm_log(enum fm_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void fm_logv(enum fm_log_level level, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
+/*
+ * A message with structured fields: @fields is a NULL-terminated array of
+ * "KEY=value" strings (KEY: uppercase letters, digits, '_', not starting
+ * with '_'), e.g. "ARRAY_UUID=3f2a...", "LEG=/dev/sdb", "EVENT=Fail".  The
+ * journal stores them as fields of the entry; the other targets print the
+ * message alone (it must read complete without the fields).  @fields may
+ * be NULL.
+ */
+void fm_log_fields(enum fm_log_level level, const char *const *fields, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #define fm_err(...)    fm_log(FM_LOG_ERR, __VA_ARGS__)
 #define fm_warn(...)   fm_log(FM_LOG_WARNING, __VA_ARGS__)

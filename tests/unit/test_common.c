@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Unit tests for src/common: crc32c and size parsing/formatting. */
+/* Unit tests for src/common: crc32c, size parsing/formatting, logging. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "fusemirror/common.h"
 
@@ -99,6 +104,147 @@ START_TEST(align_macros)
 }
 END_TEST
 
+/*----------------------------------------------------------------*/
+/* logging */
+
+START_TEST(log_level_names)
+{
+	ck_assert_int_eq(fm_log_level_parse("error"), FM_LOG_ERR);
+	ck_assert_int_eq(fm_log_level_parse("warning"), FM_LOG_WARNING);
+	ck_assert_int_eq(fm_log_level_parse("notice"), FM_LOG_NOTICE);
+	ck_assert_int_eq(fm_log_level_parse("info"), FM_LOG_INFO);
+	ck_assert_int_eq(fm_log_level_parse("debug"), FM_LOG_DEBUG);
+	ck_assert_int_eq(fm_log_level_parse("loud"), -EINVAL);
+	ck_assert_int_eq(fm_log_level_parse(""), -EINVAL);
+	ck_assert_str_eq(fm_log_level_name(FM_LOG_WARNING), "warning");
+}
+END_TEST
+
+/* A private directory for sockets and files of one test. */
+static char *log_tmpdir(void)
+{
+	char *d = strdup("/var/tmp/fm-test-log.XXXXXX");
+
+	ck_assert_ptr_nonnull(mkdtemp(d));
+	return d;
+}
+
+/* Does @buf (@len bytes) hold @field ("KEY=value\n" or a binary field)? */
+static bool has_bytes(const char *buf, size_t len, const void *field, size_t flen)
+{
+	return memmem(buf, len, field, flen) != NULL;
+}
+
+/* The journal's native protocol, against a datagram socket of our own:
+ * priority, identifier, the caller's fields (invalid names dropped), and
+ * a message with a newline in the binary form (KEY\n, le64 length, data). */
+START_TEST(log_journal_fields)
+{
+	char *dir = log_tmpdir(), path[sizeof(((struct sockaddr_un *)0)->sun_path)], buf[8192];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *fields[] = { "EVENT=Fail", "LEG=/dev/sdb", "ARRAY_UUID=3f2a",
+				 "bad key=1", "_PRIVATE=1", "lower=1", NULL };
+	static const char bin[] = "MESSAGE\n\x0c\0\0\0\0\0\0\0leg failed\nX\n";
+	ssize_t n;
+	int fd;
+
+	ck_assert_int_lt(snprintf(path, sizeof(path), "%s/journal.sock", dir), (int)sizeof(path));
+	memcpy(sa.sun_path, path, sizeof(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	fm_log_set_journal_socket(path);
+	ck_assert(fm_log_journal_available());
+	fm_log_set_target(FM_LOG_TARGET_JOURNAL);
+	fm_log_fields(FM_LOG_WARNING, fields, "leg %s\nX", "failed");
+	/* Below the level: nothing is sent. */
+	fm_log(FM_LOG_DEBUG, "not sent");
+	fm_log(FM_LOG_ERR, "plain %d", 42);
+	fm_log_set_target(FM_LOG_TARGET_STDERR);
+	fm_log_set_journal_socket(NULL);
+
+	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	ck_assert_int_gt(n, 0);
+	ck_assert(has_bytes(buf, (size_t)n, "PRIORITY=4\n", 11));
+	ck_assert(has_bytes(buf, (size_t)n, "SYSLOG_IDENTIFIER=fusemirror\n", 29));
+	ck_assert(has_bytes(buf, (size_t)n, "EVENT=Fail\n", 11));
+	ck_assert(has_bytes(buf, (size_t)n, "LEG=/dev/sdb\n", 13));
+	ck_assert(has_bytes(buf, (size_t)n, "ARRAY_UUID=3f2a\n", 16));
+	ck_assert(!has_bytes(buf, (size_t)n, "bad key", 7));
+	ck_assert(!has_bytes(buf, (size_t)n, "_PRIVATE", 8));
+	ck_assert(!has_bytes(buf, (size_t)n, "lower", 5));
+	ck_assert(has_bytes(buf, (size_t)n, bin, sizeof(bin) - 1));
+
+	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	ck_assert_int_gt(n, 0);
+	ck_assert(has_bytes(buf, (size_t)n, "PRIORITY=3\n", 11));
+	ck_assert(has_bytes(buf, (size_t)n, "MESSAGE=plain 42\n", 17));
+	ck_assert_int_lt(recv(fd, buf, sizeof(buf), MSG_DONTWAIT), 0);
+
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+}
+END_TEST
+
+struct hook_seen {
+	int calls;
+	enum fm_log_level level;
+	char msg[128];
+};
+
+static void test_hook(void *ctx, enum fm_log_level level, const char *msg)
+{
+	struct hook_seen *h = ctx;
+
+	h->calls++;
+	h->level = level;
+	snprintf(h->msg, sizeof(h->msg), "%s", msg);
+}
+
+/* The log file gets a time-stamped line per message; the hook sees the
+ * messages that pass the level, and none once removed. */
+START_TEST(log_file_and_hook)
+{
+	char *dir = log_tmpdir(), path[256], buf[4096];
+	struct hook_seen h = { 0 };
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fm.log", dir);
+	ck_assert_int_eq(fm_log_set_file(path), 0);
+	ck_assert_int_eq(fm_log_set_file("/nonexistent/dir/fm.log"), -ENOENT);
+	fm_log_set_target(FM_LOG_TARGET_NONE);
+	fm_log_set_hook(test_hook, &h);
+	fm_log(FM_LOG_WARNING, "array %s degraded", "A");
+	fm_log(FM_LOG_DEBUG, "hidden");
+	fm_log_set_hook(NULL, NULL);
+	fm_log(FM_LOG_ERR, "after the hook");
+	ck_assert_int_eq(fm_log_set_file(NULL), 0);
+	fm_log(FM_LOG_ERR, "after the file");
+	fm_log_set_target(FM_LOG_TARGET_STDERR);
+
+	ck_assert_int_eq(h.calls, 1);
+	ck_assert_int_eq(h.level, FM_LOG_WARNING);
+	ck_assert_str_eq(h.msg, "array A degraded");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	close(fd);
+	ck_assert_ptr_nonnull(strstr(buf, "]: warning: array A degraded\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "]: error: after the hook\n"));
+	ck_assert_ptr_null(strstr(buf, "hidden"));
+	ck_assert_ptr_null(strstr(buf, "after the file"));
+	ck_assert(buf[4] == '-' && strstr(buf, "Z fusemirror["));
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+}
+END_TEST
+
 static Suite *common_suite(void)
 {
 	Suite *s = suite_create("common");
@@ -112,6 +258,11 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, parse_sizes);
 	tcase_add_test(tc, format_sizes);
 	tcase_add_test(tc, align_macros);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("log");
+	tcase_add_test(tc, log_level_names);
+	tcase_add_test(tc, log_journal_fields);
+	tcase_add_test(tc, log_file_and_hook);
 	suite_add_tcase(s, tc);
 	return s;
 }
