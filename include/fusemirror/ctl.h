@@ -129,4 +129,12 @@ char *ctl_socket_path(const char *mountpoint, GError **err);
  */
 int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, GError **err);
 
+/*
+ * The canonical path of @mountpoint that ctl_socket_path() hashes (the
+ * one the kernel shows in /proc/self/mountinfo), found without calling
+ * into a file system mounted there (safe on a dead FUSE mount).  Returns
+ * a newly allocated string, or NULL with @err set.
+ */
+char *ctl_canonical_mountpoint(const char *mountpoint, GError **err);
+
 #endif /* FUSEMIRROR_CTL_H */

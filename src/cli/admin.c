@@ -222,7 +222,7 @@ int cmd_write_mostly(int argc, char **argv)
 /* scrub */
 
 /* The value of @key in a `sync` answer ("action=check done=1 ..."). */
-static char *sync_field(const char *line, const char *key)
+char *cli_sync_field(const char *line, const char *key)
 {
 	g_auto(GStrv) words = g_strsplit_set(line, " \n", -1);
 	size_t klen = strlen(key);
@@ -260,9 +260,9 @@ static int scrub_wait(const char *mountpoint)
 		}
 		if (code)
 			return code;
-		action = sync_field(out->str, "action");
-		last = sync_field(out->str, "last_action");
-		mism = sync_field(out->str, "mismatches");
+		action = cli_sync_field(out->str, "action");
+		last = cli_sync_field(out->str, "last_action");
+		mism = cli_sync_field(out->str, "mismatches");
 		if (!action || !mism) {
 			cli_error("scrub: %s: malformed answer to sync: %s", mountpoint, out->str);
 			return FM_EXIT_FAILURE;
@@ -274,8 +274,8 @@ static int scrub_wait(const char *mountpoint)
 			       is_scrub(last) ? last : "scrub", mountpoint, mism);
 			return FM_EXIT_OK;
 		}
-		done = sync_field(out->str, "done");
-		total = sync_field(out->str, "total");
+		done = cli_sync_field(out->str, "done");
+		total = cli_sync_field(out->str, "total");
 		if (tty && done && total) {
 			uint64_t d = g_ascii_strtoull(done, NULL, 10);
 			uint64_t t = g_ascii_strtoull(total, NULL, 10);

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
@@ -27,6 +28,7 @@ enum fm_exit {
 	FM_EXIT_LEG = 3,        /* a leg was refused */
 	FM_EXIT_MOUNT = 4,      /* the mount itself failed */
 	FM_EXIT_NO_DAEMON = 5,  /* no daemon serves that mount point */
+	FM_EXIT_DEAD_MOUNT = 6, /* status: a dead mount (its daemon was killed) */
 };
 
 #define FM_CLI_ERROR (fm_cli_error_quark())
@@ -120,7 +122,8 @@ void mount_cfg_clear(struct mount_cfg *cfg);
 bool mount_cfg_is_set(const struct mount_cfg *cfg, const char *name);
 /* Apply "ro,allow_other,cache_mode=...,..." (mount -o syntax). */
 bool mount_cfg_apply_opts(struct mount_cfg *cfg, const char *opts, GError **err);
-/* Read a GKeyFile (see conf/fusemirror.conf); legs only if none yet. */
+/* Read a GKeyFile (see conf/fusemirror.conf); legs and mountpoint only if
+ * none yet. */
 bool mount_cfg_load_file(struct mount_cfg *cfg, const char *path, GError **err);
 /* The same from @len bytes in memory; @path names them in messages. */
 bool mount_cfg_load_data(struct mount_cfg *cfg, const char *data, size_t len,
@@ -145,6 +148,10 @@ int cmd_scrub(int argc, char **argv);
 int cmd_inject(int argc, char **argv);
 int cmd_examine(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
+
+/* The value of @key in a `sync` reply ("action=resync done=... total=..."),
+ * newly allocated, or NULL when absent (admin.c). */
+char *cli_sync_field(const char *line, const char *key);
 
 /* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
 const char *cli_leg_state_name(enum fm_leg_state s);
@@ -171,7 +178,9 @@ void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 /*
  * One exchange with the daemon serving @mountpoint (ctl_call()); prints
  * "fusemirror: ..." on failure.  Returns FM_EXIT_OK with the reply body in
- * @out; FM_EXIT_NO_DAEMON when none serves it; otherwise @fail_code, and
+ * @out; FM_EXIT_NO_DAEMON when none serves it (without @quiet:
+ * FM_EXIT_DEAD_MOUNT, explained, when a dead fusemirror mount is left
+ * there); otherwise @fail_code, and
  * *ret_errno (may be NULL) is the daemon's errno (0 when it was not reached;
  * with FM_EXIT_NO_DAEMON, ENOENT or ECONNREFUSED from connect, else 0).
  * With @quiet (for a caller that polls), neither "no daemon" nor the
@@ -179,6 +188,31 @@ void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
  */
 int cli_call_daemon(const char *mountpoint, const char *const *words, int timeout_ms,
 		    GString *out, int fail_code, int *ret_errno, bool quiet);
+
+/*----------------------------------------------------------------*/
+/* fusemirror mounts and dead ones (mounts.c) */
+
+/* How many fusemirror mounts the kernel lists at the canonical path @canon. */
+unsigned cli_fusemirror_mounts_at(const char *canon);
+
+enum cli_mount_state {
+	CLI_MOUNT_NONE,         /* no fusemirror mount there */
+	CLI_MOUNT_LIVE,         /* mounted, and its daemon answers (or is busy) */
+	CLI_MOUNT_DEAD,         /* mounted, but no daemon listens: it was killed */
+};
+/*
+ * The state of @mountpoint (asks the daemon over its socket, up to 10 s);
+ * *ret_canon (may be NULL; g_free) is its canonical path, NULL when it
+ * cannot be found; *ret_pid (may be NULL) the daemon's pid when LIVE and it
+ * answered, else 0.  Never stat()s the mount point.
+ */
+enum cli_mount_state cli_mount_state(const char *mountpoint, char **ret_canon,
+				     pid_t *ret_pid);
+/* Lazily unmount every dead fusemirror mount at @canon and remove the
+ * killed daemon's socket.  Returns 0 or -errno with @err set. */
+int cli_drop_dead_mount(const char *canon, GError **err);
+/* Print what a dead mount is and what to run (stderr). */
+void cli_explain_dead_mount(const char *canon);
 
 /*----------------------------------------------------------------*/
 /* Fault injection options (fault_opt.c): what `fusemirror inject` takes,

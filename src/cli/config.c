@@ -384,7 +384,7 @@ bool mount_cfg_load_data(struct mount_cfg *cfg, const char *data, size_t len,
 			bool known;
 
 			if (!strcmp(*g, "array"))
-				known = !strcmp(*k, "legs");
+				known = !strcmp(*k, "legs") || !strcmp(*k, "mountpoint");
 			else
 				known = mk && !(mk->flags & MOUNT_CFG_NOFILE);
 			if (!known) {
@@ -404,6 +404,17 @@ bool mount_cfg_load_data(struct mount_cfg *cfg, const char *data, size_t len,
 		}
 		if (!cfg->legs)
 			cfg->legs = g_steal_pointer(&legs);
+	}
+	if (g_key_file_has_key(kf, "array", "mountpoint", NULL)) {
+		g_autofree char *mp = g_key_file_get_string(kf, "array", "mountpoint", NULL);
+
+		if (!mp || !*g_strstrip(mp)) {
+			g_set_error(err, FM_CLI_ERROR, EINVAL,
+				    "config %s: [array] mountpoint is empty", path);
+			return false;
+		}
+		if (!cfg->mountpoint)
+			cfg->mountpoint = g_steal_pointer(&mp);
 	}
 	for (const struct mount_cfg_key *mk = mount_cfg_keys; mk->name; mk++) {
 		g_autofree char *val = NULL;

@@ -169,8 +169,17 @@ int cli_call_daemon(const char *mountpoint, const char *const *words, int timeou
 	    g_str_has_prefix(err->message, "no daemon listening on ")) {
 		if (ret_errno)
 			*ret_errno = -r;
-		if (!quiet)
+		if (!quiet) {
+			g_autofree char *canon = NULL;
+
+			/* A fusemirror mount nobody serves: its daemon was
+			 * killed.  Say so, and what to run. */
+			if (cli_mount_state(mountpoint, &canon, NULL) == CLI_MOUNT_DEAD) {
+				cli_explain_dead_mount(canon);
+				return FM_EXIT_DEAD_MOUNT;
+			}
 			cli_error("no fusemirror daemon serves %s", mountpoint);
+		}
 		return FM_EXIT_NO_DAEMON;
 	}
 	if (r < 0) {
@@ -436,6 +445,35 @@ int cmd_status(int argc, char **argv)
 	return code;
 }
 
+/* Before a stop: say what becomes of a resync, recovery or scrub that
+ * runs (md's model: a resync or recovery stops and goes on from where it
+ * was at the next assembly; a scrub is just stopped). */
+static void umount_tell_sync(const char *mountpoint)
+{
+	const char *words[] = { "sync", NULL };
+	g_autoptr(GString) out = g_string_new(NULL);
+	g_autofree char *action = NULL, *done = NULL, *total = NULL;
+	double pct = 0;
+
+	if (cli_call_daemon(mountpoint, words, 10000, out, FM_EXIT_FAILURE, NULL, true))
+		return;
+	action = cli_sync_field(out->str, "action");
+	done = cli_sync_field(out->str, "done");
+	total = cli_sync_field(out->str, "total");
+	if (!action || !strcmp(action, "idle"))
+		return;
+	if (done && total && g_ascii_strtod(total, NULL) > 0)
+		pct = 100.0 * g_ascii_strtod(done, NULL) / g_ascii_strtod(total, NULL);
+	if (!strcmp(action, "resync") || !strcmp(action, "recover"))
+		fprintf(stderr, "fusemirror: %s: the %s is %.1f%% done: it stops now and resumes "
+			"where it stopped at the next mount (the array stays marked dirty until "
+			"then)\n", mountpoint, !strcmp(action, "resync") ? "resync" : "recovery",
+			pct);
+	else
+		fprintf(stderr, "fusemirror: %s: the scrub (%s) is %.1f%% done: it stops now and "
+			"does not resume (run fusemirror scrub again)\n", mountpoint, action, pct);
+}
+
 int cmd_umount(int argc, char **argv)
 {
 	g_auto(GStrv) rest = NULL;
@@ -465,6 +503,7 @@ int cmd_umount(int argc, char **argv)
 		cli_error("umount: give exactly one MOUNTPOINT");
 		return FM_EXIT_USAGE;
 	}
+	umount_tell_sync(rest[0]);
 	return cli_call_daemon(rest[0], words, 0, out, FM_EXIT_FAILURE, NULL, false);
 }
 

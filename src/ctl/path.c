@@ -150,3 +150,12 @@ char *ctl_socket_path(const char *mountpoint, GError **err)
 	sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, canon, -1);
 	return g_strdup_printf(FM_CTL_DIR "/%.32s.sock", sum);
 }
+
+char *ctl_canonical_mountpoint(const char *mountpoint, GError **err)
+{
+	char *canon = NULL;
+
+	if (canonical_mountpoint(mountpoint, &canon, err) < 0)
+		return NULL;
+	return canon;
+}

@@ -25,6 +25,7 @@
 #include <json-glib/json-glib.h>
 
 #include "daemon.h"
+#include "daemon_i.h"
 #include "fusemirror/common.h"
 
 struct ev_entry {
@@ -92,47 +93,6 @@ void daemon_events_counts(struct daemon_events *ev, uint64_t ret[FM_EVENT__MAX])
 }
 
 /*----------------------------------------------------------------*/
-/* Logging */
-
-/* What the log says about an event: warnings for what needs a look. */
-static void events_log(const char *mountpoint, const struct fm_event *e)
-{
-	g_autoptr(GString) msg = g_string_new(NULL);
-	bool warn;
-
-	switch (e->type) {
-	case FM_EVENT_UNCLEAN_START:
-	case FM_EVENT_DEGRADED:
-	case FM_EVENT_LEG_FAILED:
-	case FM_EVENT_LEG_MISSING:
-	case FM_EVENT_REBUILD_INTERRUPTED:
-	case FM_EVENT_CHECKSUM_ERROR:
-		warn = true;
-		break;
-	case FM_EVENT_SCRUB_FINISHED:
-		warn = e->value != 0;
-		break;
-	case FM_EVENT_STOPPED:
-		warn = e->value == 0;
-		break;
-	default:
-		warn = false;
-		break;
-	}
-	g_string_append_printf(msg, "%s: event %s", mountpoint, fm_event_name(e->type));
-	if (e->leg >= 0)
-		g_string_append_printf(msg, ", leg %d (%s)", e->leg,
-				       e->leg_path ? e->leg_path : "not present");
-	g_string_append_printf(msg, ", value %" PRIu64, e->value);
-	if (e->err)
-		g_string_append_printf(msg, ": %s", g_strerror(e->err));
-	if (warn)
-		fm_warn("%s", msg->str);
-	else
-		fm_notice("%s", msg->str);
-}
-
-/*----------------------------------------------------------------*/
 /* Receiving */
 
 void daemon_events_handler(void *ctx, const struct fm_event *e)
@@ -142,6 +102,7 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 	struct timespec ts;
 	uint64_t one = 1;
 	g_autofree char *mountpoint = NULL;
+	char uuid[37];
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	pthread_mutex_lock(&ev->lock);
@@ -163,8 +124,10 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 		if (ev->wake_fd[i] >= 0 && write(ev->wake_fd[i], &one, sizeof(one)) < 0)
 			fm_debug("monitor wake-up: %s", g_strerror(errno));
 	mountpoint = g_strdup(ev->mountpoint);
+	memcpy(uuid, ev->uuid, sizeof(uuid));
 	pthread_mutex_unlock(&ev->lock);
-	events_log(mountpoint, e);
+	/* The level, the words and the journal fields: log.c. */
+	daemon_log_event(e, uuid, mountpoint);
 }
 
 /*----------------------------------------------------------------*/

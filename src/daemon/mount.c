@@ -30,6 +30,7 @@
 
 #include "cli/cli.h"
 #include "daemon.h"
+#include "daemon_i.h"
 #include "fusemirror/bufio.h"
 #include "fusemirror/common.h"
 #include "fusemirror/ctl.h"
@@ -42,7 +43,12 @@
 /*----------------------------------------------------------------*/
 /* start-up */
 
-/* Messages for the parent: the child writes "OK\n" or the error text. */
+/*
+ * The pipe to the parent of a daemonized mount: until the verdict, the
+ * child's messages of notice level and above ("L<level> text" lines, see
+ * daemon_log_forward_begin()), then the verdict "CODE text" (0: mounted,
+ * text the image path).
+ */
 static int notify_fd = -1;
 
 static void notify_parent(int code, const char *msg)
@@ -51,6 +57,7 @@ static void notify_parent(int code, const char *msg)
 
 	if (notify_fd < 0)
 		return;
+	daemon_log_forward_end();
 	line = g_strdup_printf("%d %s\n", code, msg ? msg : "");
 	if (write(notify_fd, line, strlen(line)) < 0)
 		fm_debug("cannot notify the parent: %s", strerror(errno));
@@ -58,31 +65,43 @@ static void notify_parent(int code, const char *msg)
 	notify_fd = -1;
 }
 
-/* The parent: wait for the child's verdict. */
+/* The parent: print the child's messages as they come, then return its
+ * verdict. */
 static int wait_for_child(int fd)
 {
-	char buf[4096];
-	size_t used = 0;
+	g_autoptr(GString) buf = g_string_new(NULL);
+	g_autofree char *verdict = NULL;
+	char chunk[4096];
 	ssize_t n;
 	int code;
 
-	while (used < sizeof(buf) - 1 && (n = read(fd, buf + used, sizeof(buf) - 1 - used)) != 0) {
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		char *nl;
+
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		used += (size_t)n;
+		g_string_append_len(buf, chunk, n);
+		while ((nl = memchr(buf->str, '\n', buf->len))) {
+			*nl = '\0';
+			if (!daemon_log_forwarded_print(buf->str) && !verdict)
+				verdict = g_strdup(buf->str);
+			g_string_erase(buf, 0, nl - buf->str + 1);
+		}
 	}
-	buf[used] = '\0';
 	close(fd);
-	if (used == 0) {
-		cli_error("the daemon died while starting (see the system log)");
+	if (!verdict && buf->len)
+		verdict = g_strdup(buf->str);
+	if (!verdict) {
+		cli_error("the daemon died while starting (messages before this line are its "
+			  "last)");
 		return FM_EXIT_FAILURE;
 	}
-	code = atoi(buf);
+	code = atoi(verdict);
 	if (code != 0) {
-		char *msg = strchr(buf, ' ');
+		char *msg = strchr(verdict, ' ');
 
 		if (msg)
 			g_strchomp(++msg);
@@ -91,13 +110,17 @@ static int wait_for_child(int fd)
 	return code;
 }
 
-/* A start-up failure: to the waiting parent, or to stderr with -f. */
+/* A start-up failure: to the waiting parent, or to the log with -f (and
+ * to systemd's STATUS=, which `systemctl status` shows). */
 static void report(int code, const char *msg)
 {
+	g_autofree char *st = g_strdup_printf("STATUS=failed: %s", msg);
+
+	daemon_notify(st);
 	if (notify_fd >= 0)
 		notify_parent(code, msg);
 	else
-		cli_error("%s", msg);
+		fm_err("%s", msg);
 }
 
 static void harden_process(void)
@@ -109,6 +132,47 @@ static void harden_process(void)
 		fm_info("PR_SET_IO_FLUSHER not available: %s", strerror(errno));
 	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
 		fm_info("mlockall failed: %s", strerror(errno));
+}
+
+/* systemd's STATUS= line (daemon_status_fn): "active, 2 of 2 legs in sync",
+ * "resyncing, 2 of 2 legs in sync: resync 28.3% (290.0 MiB of 1.0 GiB),
+ * ETA 9 s", "stopping: ...".  Takes d->lock and the mirror's state lock:
+ * the notifier's proof of life. */
+static void daemon_status_line(void *ctx, char *buf, size_t len)
+{
+	struct daemon *d = ctx;
+	struct mirror_status st = { 0 };
+	char s1[32], s2[32];
+	int n;
+
+	pthread_mutex_lock(&d->lock);
+	if (!d->m) {
+		pthread_mutex_unlock(&d->lock);
+		g_snprintf(buf, len, "stopping: closing the legs");
+		return;
+	}
+	if (d->stopping) {
+		g_snprintf(buf, len, "stopping: %s", d->c ? "writing back the cache"
+							   : "flushing the legs");
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
+	mirror_get_status(d->m, &st);
+	pthread_mutex_unlock(&d->lock);
+	n = g_snprintf(buf, len, "%s, %u of %u legs in sync", st.state ? st.state : "active",
+		       st.nr_in_sync, st.nr_slots);
+	if (st.action != MIRROR_SYNC_IDLE && n > 0 && (size_t)n < len) {
+		uint64_t done = MIN(st.sync_done, st.sync_total);
+
+		n += g_snprintf(buf + n, len - (size_t)n, ": %s %.1f%% (%s of %s)",
+				mirror_sync_action_name(st.action),
+				st.sync_total ? 100.0 * (double)done / (double)st.sync_total : 0.0,
+				fm_format_size(done, s1, sizeof(s1)),
+				fm_format_size(st.sync_total, s2, sizeof(s2)));
+		if (st.sync_eta_s && n > 0 && (size_t)n < len)
+			g_snprintf(buf + n, len - (size_t)n, ", ETA %llu s",
+				   (unsigned long long)st.sync_eta_s);
+	}
 }
 
 static int run_daemon(struct mount_cfg *cfg)
@@ -138,6 +202,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	struct mirror *m;
 	struct front *f;
 	struct fm_bdev bdev;
+	struct daemon_notifier *notifier = NULL;
 	unsigned block_size;
 	char u[37];
 	int code = FM_EXIT_FAILURE, r;
@@ -223,6 +288,10 @@ static int run_daemon(struct mount_cfg *cfg)
 	pthread_mutex_unlock(&d.lock);
 	fm_notice("%s: mounted (array %s, %u legs)", front_image_path(d.f), u,
 		  mirror_nr_legs(d.m));
+	/* READY=1 once the image answers through the mount (notify.c). */
+	r = daemon_notifier_start(front_image_path(d.f), daemon_status_line, &d, &notifier);
+	if (r < 0)
+		fm_warn("cannot start the systemd notifier: %s", g_strerror(-r));
 	if (!cfg->foreground) {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -246,6 +315,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	front_get_stats(f, &d.final_fs);
 	d.f = NULL;
 	pthread_mutex_unlock(&d.lock);
+	daemon_notify("STOPPING=1\nSTATUS=stopping: writing back the cache");
 	fm_notice("%s: unmounting", cfg->mountpoint);
 	front_destroy(f);
 	code = FM_EXIT_OK;
@@ -282,6 +352,8 @@ static int run_daemon(struct mount_cfg *cfg)
 	d.stop_message = err ? g_strdup(err->message) : NULL;
 	pthread_cond_broadcast(&d.stopped_cond);
 	pthread_mutex_unlock(&d.lock);
+	/* The watchdog is kept until here: the write-back above may be long. */
+	daemon_notifier_stop(notifier);
 	ctl_server_stop(d.ctl);
 	g_free(d.stop_message);
 	g_free(d.image_path);
@@ -312,11 +384,23 @@ static const char mount_summary_tail[] =
 	"--degraded; two legs each written without the other (a split brain) are\n"
 	"refused unless --prefer names the side to keep (fusemirror(8) RESILIENCE).\n"
 	"\n"
+	"Logging: messages go to stderr (\"fusemirror: LEVEL: text\") in the\n"
+	"foreground, to the journal when systemd started the daemon (or when it\n"
+	"daemonizes and journald runs; otherwise syslog).  Until the mount is\n"
+	"live a daemonizing mount prints the daemon's notices (unclean stop,\n"
+	"resync, degraded) on its own stderr.  With $NOTIFY_SOCKET set (systemd,\n"
+	"Type=notify) mount stays in the foreground and sends READY=1, STATUS=,\n"
+	"STOPPING=1 and the watchdog's keep-alives.\n"
+	"\n"
+	"A dead fusemirror mount on MOUNTPOINT (its daemon was killed) is\n"
+	"unmounted (lazily) and replaced; a live one is refused.\n"
+	"\n"
 	"Exit status: 0 mounted; 2 usage; 3 a leg was refused; 4 mount failed.";
 
 int cmd_mount(int argc, char **argv)
 {
 	g_autofree char *opts = NULL, *config = NULL, *name = NULL, *prefer = NULL;
+	g_autofree char *log_level = NULL, *log_target = NULL, *log_file = NULL;
 	gboolean foreground = FALSE, ro = FALSE, degraded = FALSE;
 	g_auto(GStrv) rest = NULL;
 	GOptionEntry entries[] = {
@@ -325,7 +409,8 @@ int cmd_mount(int argc, char **argv)
 		{ "options", 'o', 0, G_OPTION_ARG_STRING, &opts, "Mount options (see below)",
 		  "OPTS" },
 		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &config,
-		  "Read legs and options from FILE (fusemirror.conf(5))", "FILE" },
+		  "Read legs, the mount point and options from FILE (fusemirror.conf(5))",
+		  "FILE" },
 		{ "name", 0, 0, G_OPTION_ARG_STRING, &name,
 		  "Image file name in a directory mount point (default: image)", "NAME" },
 		{ "read-only", 'r', 0, G_OPTION_ARG_NONE, &ro, "Same as -o ro", NULL },
@@ -334,6 +419,12 @@ int cmd_mount(int argc, char **argv)
 		{ "prefer", 0, 0, G_OPTION_ARG_FILENAME, &prefer,
 		  "After a split brain, keep the side of LEG (the other side is rebuilt "
 		  "from it)", "LEG" },
+		{ "log-level", 0, 0, G_OPTION_ARG_STRING, &log_level,
+		  "error, warning, notice (default), info or debug", "LEVEL" },
+		{ "log-target", 0, 0, G_OPTION_ARG_STRING, &log_target,
+		  "auto (default), stderr, journal or syslog", "TARGET" },
+		{ "log-file", 0, 0, G_OPTION_ARG_FILENAME, &log_file,
+		  "Also append every message to FILE", "FILE" },
 		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
 		  "[LEG...] MOUNTPOINT" },
 		{ NULL },
@@ -344,6 +435,8 @@ int cmd_mount(int argc, char **argv)
 	g_autofree char *summary = g_strconcat(mount_summary_head, keys_help,
 					       mount_summary_tail, NULL);
 	struct mount_cfg cfg;
+	enum fm_log_target target = FM_LOG_TARGET_STDERR;
+	bool target_auto = true;
 	unsigned nrest;
 	int pipefd[2], code;
 	pid_t pid;
@@ -353,6 +446,44 @@ int cmd_mount(int argc, char **argv)
 	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
 		cli_error("mount: %s (see fusemirror mount --help)", err->message);
 		return FM_EXIT_USAGE;
+	}
+	if (log_level) {
+		int l = fm_log_level_parse(log_level);
+
+		if (l < 0) {
+			cli_error("mount: --log-level %s: expected error, warning, notice, info or "
+				  "debug", log_level);
+			return FM_EXIT_USAGE;
+		}
+		fm_log_set_level((enum fm_log_level)l);
+	}
+	if (log_target && strcmp(log_target, "auto")) {
+		target_auto = false;
+		if (!strcmp(log_target, "stderr")) {
+			target = FM_LOG_TARGET_STDERR;
+		} else if (!strcmp(log_target, "journal")) {
+			target = FM_LOG_TARGET_JOURNAL;
+			if (!fm_log_journal_available()) {
+				cli_error("mount: --log-target journal: the journal's socket "
+					  "(/run/systemd/journal/socket) does not exist: "
+					  "systemd-journald does not run here");
+				return FM_EXIT_USAGE;
+			}
+		} else if (!strcmp(log_target, "syslog")) {
+			target = FM_LOG_TARGET_SYSLOG;
+		} else {
+			cli_error("mount: --log-target %s: expected auto, stderr, journal or syslog",
+				  log_target);
+			return FM_EXIT_USAGE;
+		}
+	}
+	if (log_file) {
+		int r = fm_log_set_file(log_file);
+
+		if (r < 0) {
+			cli_error("mount: --log-file %s: %s", log_file, g_strerror(-r));
+			return FM_EXIT_USAGE;
+		}
 	}
 	mount_cfg_init(&cfg);
 	if (config && !mount_cfg_load_file(&cfg, config, &err)) {
@@ -380,15 +511,26 @@ int cmd_mount(int argc, char **argv)
 		g_free(cfg.name);
 		cfg.name = g_strdup(name);
 	}
-	cfg.foreground = foreground;
+	/* Under systemd (Type=notify) the service's main process must be the
+	 * daemon: no fork. */
+	cfg.foreground = foreground || daemon_notify_enabled();
 	nrest = rest ? g_strv_length(rest) : 0;
-	if (nrest == 0) {
-		cli_error("mount: no MOUNTPOINT given (see fusemirror mount --help)");
+	if (nrest == 0 && !cfg.mountpoint) {
+		cli_error("mount: no MOUNTPOINT given (on the command line or in [array] "
+			  "mountpoint= of the config file; see fusemirror mount --help)");
 		mount_cfg_clear(&cfg);
 		return FM_EXIT_USAGE;
 	}
 	/* Absolute paths: the daemon leaves the working directory. */
-	cfg.mountpoint = g_canonicalize_filename(rest[nrest - 1], NULL);
+	if (nrest > 0) {
+		g_free(cfg.mountpoint);
+		cfg.mountpoint = g_canonicalize_filename(rest[nrest - 1], NULL);
+	} else {
+		char *abs = g_canonicalize_filename(cfg.mountpoint, NULL);
+
+		g_free(cfg.mountpoint);
+		cfg.mountpoint = abs;
+	}
 	if (nrest > 1) {
 		g_strfreev(cfg.legs);
 		cfg.legs = g_new0(char *, nrest);
@@ -407,6 +549,39 @@ int cmd_mount(int argc, char **argv)
 		mount_cfg_clear(&cfg);
 		return FM_EXIT_USAGE;
 	}
+	/* Never stack a mount on a fusemirror mount: replace a dead one (its
+	 * daemon was killed: every access fails with ENOTCONN), refuse a live
+	 * one.  Checked before the stat() below, which a dead mount fails. */
+	{
+		g_autofree char *canon = NULL;
+		pid_t owner = 0;
+
+		switch (cli_mount_state(cfg.mountpoint, &canon, &owner)) {
+		case CLI_MOUNT_NONE:
+			break;
+		case CLI_MOUNT_LIVE:
+			if (owner)
+				cli_error("mount point %s: already mounted by fusemirror (daemon pid "
+					  "%d); run `fusemirror umount %s` first", cfg.mountpoint,
+					  (int)owner, cfg.mountpoint);
+			else
+				cli_error("mount point %s: already mounted by fusemirror, and its "
+					  "daemon is busy; run `fusemirror umount %s` first",
+					  cfg.mountpoint, cfg.mountpoint);
+			mount_cfg_clear(&cfg);
+			return FM_EXIT_MOUNT;
+		case CLI_MOUNT_DEAD:
+			if (cli_drop_dead_mount(canon, &err) < 0) {
+				cli_error("mount point %s: %s; clear it with `umount -l %s`",
+					  cfg.mountpoint, err->message, canon);
+				mount_cfg_clear(&cfg);
+				return FM_EXIT_MOUNT;
+			}
+			fprintf(stderr, "fusemirror: %s: replaced the dead mount a killed daemon "
+				"left there\n", canon);
+			break;
+		}
+	}
 	{
 		struct stat st;
 
@@ -420,6 +595,11 @@ int cmd_mount(int argc, char **argv)
 	}
 
 	if (cfg.foreground) {
+		/* systemd connects stderr to the journal (JOURNAL_STREAM):
+		 * write to the journal itself, with fields and levels. */
+		if (target_auto && fm_log_stderr_is_journal() && fm_log_journal_available())
+			target = FM_LOG_TARGET_JOURNAL;
+		fm_log_set_target(target);
 		code = run_daemon(&cfg);
 		mount_cfg_clear(&cfg);
 		return code;
@@ -441,9 +621,14 @@ int cmd_mount(int argc, char **argv)
 	}
 	close(pipefd[0]);
 	notify_fd = pipefd[1];
-	/* From here on the parent reports what went wrong; the daemon's own
-	 * messages go to the system log. */
-	fm_log_use_syslog(true);
+	/* From here on the parent reports what went wrong and prints our
+	 * notices until the mount is live; the daemon's own messages go to
+	 * the journal (or syslog), and the log file if one was given. */
+	if (target_auto)
+		target = fm_log_journal_available() ? FM_LOG_TARGET_JOURNAL : FM_LOG_TARGET_SYSLOG;
+	fm_log_set_target(target);
+	if (target != FM_LOG_TARGET_STDERR)     /* else they reach the terminal anyway */
+		daemon_log_forward_begin(notify_fd);
 	setsid();
 	if (chdir("/") < 0)
 		fm_debug("chdir /: %s", strerror(errno));

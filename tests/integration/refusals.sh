@@ -260,7 +260,8 @@ fm_create --size "$SIZE" "$T/a0.leg" "$T/a1.leg"
 fm_mount "$T/a0.leg" "$T/a1.leg" "$T/mnt"
 KEEP_PID=$FM_PID
 KEEP_MNT=$(realpath -m "$T/mnt")
-refuse "another array on a mount point in use" 4 'control socket .* is in use by another daemon' \
+refuse "another array on a mount point in use" 4 \
+	'already mounted by fusemirror \(daemon pid [0-9]+\); run `fusemirror umount' \
 	"$FM" mount "$T/c0.leg" "$T/c1.leg" "$T/mnt"
 KEEP_PID=
 KEEP_MNT=

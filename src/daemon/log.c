@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the daemon says, and to whom.  The library layers log at debug
+ * level only; the mirror reports its state changes as events
+ * (fusemirror/event.h) and daemon_log_event() turns each into one message
+ * at the level it deserves, with journal fields a program can filter on
+ * (journalctl EVENT=Fail ARRAY_UUID=...).
+ *
+ * Start-up forwarding: a daemonized `mount` has no terminal once it forked;
+ * its parent waits on a pipe for the verdict.  Until the mount is live,
+ * the child also writes every message of notice level or above on that
+ * pipe, and the parent prints them, so that "was not stopped cleanly: N
+ * regions will be resynced" reaches the person who typed the command.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "daemon_i.h"
+#include "fusemirror/common.h"
+#include "fusemirror/superblock.h"
+
+/* The level each event is logged at. */
+static enum fm_log_level event_level(const struct fm_event *ev)
+{
+	switch (ev->type) {
+	case FM_EVENT_LEG_FAILED:
+	case FM_EVENT_CHECKSUM_ERROR:
+		return FM_LOG_ERR;
+	case FM_EVENT_UNCLEAN_START:
+	case FM_EVENT_DEGRADED:
+	case FM_EVENT_LEG_MISSING:
+	case FM_EVENT_REBUILD_INTERRUPTED:
+		return FM_LOG_WARNING;
+	case FM_EVENT_SCRUB_FINISHED:
+		return ev->value ? FM_LOG_WARNING : FM_LOG_NOTICE;
+	default:
+		return FM_LOG_NOTICE;
+	}
+}
+
+void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
+		      const char *mountpoint)
+{
+	char lu[37], s[32];
+	const char *leg = ev->leg_path && *ev->leg_path ? ev->leg_path : NULL;
+	g_autofree char *msg = NULL;
+	g_autoptr(GPtrArray) f = g_ptr_array_new_with_free_func(g_free);
+	unsigned long long v = (unsigned long long)ev->value;
+	const char *why = ev->err ? g_strerror(ev->err) : NULL;
+	const char *mp;
+
+	g_ptr_array_add(f, g_strdup_printf("EVENT=%s", fm_event_name(ev->type)));
+	if (array_uuid && *array_uuid)
+		g_ptr_array_add(f, g_strdup_printf("ARRAY_UUID=%s", array_uuid));
+	/* Messages name the array by its mount point, as the others of the
+	 * daemon do (the UUID is in the fields, once known). */
+	if (mountpoint)
+		g_ptr_array_add(f, g_strdup_printf("MOUNTPOINT=%s", mountpoint));
+	else
+		mountpoint = "fusemirror";
+	if (ev->leg >= 0) {
+		g_ptr_array_add(f, g_strdup_printf("LEG_SLOT=%d", ev->leg));
+		g_ptr_array_add(f, g_strdup_printf("LEG_UUID=%s", fm_uuid_unparse(ev->leg_uuid, lu)));
+		if (leg)
+			g_ptr_array_add(f, g_strdup_printf("LEG=%s", leg));
+	}
+	if (ev->err)
+		g_ptr_array_add(f, g_strdup_printf("ERRNO=%d", ev->err));
+	if (!leg)
+		leg = ev->leg >= 0 ? "(slot)" : "";
+	mp = mountpoint;
+
+	switch (ev->type) {
+	case FM_EVENT_ASSEMBLED:
+		msg = g_strdup_printf("%s: array assembled: %llu legs in sync", mp, v);
+		break;
+	case FM_EVENT_UNCLEAN_START:
+		g_ptr_array_add(f, g_strdup_printf("RESYNC_REGIONS=%llu", v));
+		msg = g_strdup_printf("%s: the array was not stopped cleanly: %llu regions "
+				      "will be resynced", mp, v);
+		break;
+	case FM_EVENT_DEGRADED:
+		msg = g_strdup_printf("%s: the array is degraded: not every leg is in sync", mp);
+		break;
+	case FM_EVENT_OPTIMAL:
+		msg = g_strdup_printf("%s: every leg is in sync again", mp);
+		break;
+	case FM_EVENT_LEG_FAILED:
+		msg = g_strdup_printf("%s: leg %s (slot %d) failed%s%s%s", mp, leg, ev->leg,
+				      why ? " (" : "", why ? why : "", why ? ")" : "");
+		break;
+	case FM_EVENT_LEG_REMOVED:
+		msg = g_strdup_printf("%s: leg %s (slot %d) removed", mp, leg, ev->leg);
+		break;
+	case FM_EVENT_LEG_ADDED:
+		msg = g_strdup_printf("%s: leg %s added in slot %d; it is rebuilt", mp, leg, ev->leg);
+		break;
+	case FM_EVENT_LEG_MISSING:
+		msg = g_strdup_printf("%s: leg %s (slot %d) is missing: the array starts "
+				      "degraded", mp, leg, ev->leg);
+		break;
+	case FM_EVENT_REBUILD_STARTED:
+		g_ptr_array_add(f, g_strdup_printf("RESYNC_BYTES=%llu", v));
+		msg = g_strdup_printf("%s: resync started: %s to copy", mp,
+				      fm_format_size(ev->value, s, sizeof(s)));
+		break;
+	case FM_EVENT_REBUILD_FINISHED:
+		g_ptr_array_add(f, g_strdup_printf("RESYNC_BYTES=%llu", v));
+		msg = g_strdup_printf("%s: resync finished: %s copied", mp,
+				      fm_format_size(ev->value, s, sizeof(s)));
+		break;
+	case FM_EVENT_REBUILD_INTERRUPTED:
+		msg = g_strdup_printf("%s: resync stopped before the end; it resumes at the "
+				      "next mount", mp);
+		break;
+	case FM_EVENT_SCRUB_STARTED:
+		msg = g_strdup_printf("%s: scrub (%s) started", mp, v ? "repair" : "check");
+		break;
+	case FM_EVENT_SCRUB_FINISHED:
+		g_ptr_array_add(f, g_strdup_printf("MISMATCHED_SECTORS=%llu", v));
+		msg = g_strdup_printf("%s: scrub finished: %llu mismatched sectors", mp, v);
+		break;
+	case FM_EVENT_READ_ERROR_CORRECTED:
+		msg = g_strdup_printf("%s: leg %s: a bad copy at byte %llu was rewritten from "
+				      "another leg", mp, leg, v);
+		break;
+	case FM_EVENT_CHECKSUM_ERROR:
+		msg = g_strdup_printf("%s: leg %s: the copy at byte %llu failed its checksum", mp, leg, v);
+		break;
+	case FM_EVENT_STOPPED:
+		msg = g_strdup_printf("%s: array stopped%s", mp, v ? " cleanly" : " (not clean)");
+		break;
+	default:
+		msg = g_strdup_printf("%s: event %s", mp, fm_event_name(ev->type));
+		break;
+	}
+	g_ptr_array_add(f, NULL);
+	fm_log_fields(event_level(ev), (const char *const *)f->pdata, "%s", msg);
+}
+
+/*----------------------------------------------------------------*/
+/* start-up forwarding */
+
+static int forward_fd = -1;     /* written under the log's lock (the hook) */
+
+static void forward_hook(void *ctx, enum fm_log_level level, const char *msg)
+{
+	g_autofree char *line = NULL;
+
+	(void)ctx;
+	if (level > FM_LOG_NOTICE || forward_fd < 0)
+		return;
+	line = g_strdup_printf("L%d %s\n", (int)level, msg);
+	/* A pipe write of at most PIPE_BUF bytes is atomic; the parent reads
+	 * until the verdict, so this does not block for long. */
+	if (write(forward_fd, line, strlen(line)) < 0)
+		forward_fd = -1;        /* the parent is gone; keep quiet */
+}
+
+void daemon_log_forward_begin(int fd)
+{
+	forward_fd = fd;
+	fm_log_set_hook(forward_hook, NULL);
+}
+
+void daemon_log_forward_end(void)
+{
+	fm_log_set_hook(NULL, NULL);
+	forward_fd = -1;
+}
+
+bool daemon_log_forwarded_print(const char *line)
+{
+	char *end;
+	long level;
+
+	if (line[0] != 'L')
+		return false;
+	level = strtol(line + 1, &end, 10);
+	if (end == line + 1 || *end != ' ' || level < FM_LOG_ERR || level > FM_LOG_DEBUG)
+		return false;
+	fprintf(stderr, "fusemirror: %s: %s\n", fm_log_level_name((enum fm_log_level)level),
+		end + 1);
+	return true;
+}
