@@ -190,11 +190,16 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 		if (sb->features & FM_SB_FEAT_GENERATIONS && sb->last_in_sync[i])
 			snprintf(seen, sizeof(seen), "%llu",
 				 (unsigned long long)sb->last_in_sync[i]);
-		printf("      %-4u  %s  %-10s  %-6llu  %-12s%s%s\n", i,
+		char repl[32] = "";
+
+		if (sb->legs[i].flags & FM_SB_LEG_REPLACEMENT)
+			snprintf(repl, sizeof(repl), "  replaces slot %u",
+				 (unsigned)FM_SB_LEG_REPLACED_SLOT(sb->legs[i].flags));
+		printf("      %-4u  %s  %-10s  %-6llu  %-12s%s%s%s\n", i,
 		       fm_uuid_unparse(sb->legs[i].uuid, u), slot_word(&sb->legs[i]),
 		       (unsigned long long)sb->legs[i].events, seen,
 		       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "  write-mostly" : "",
-		       i == sb->leg_index ? "  (this leg)" : "");
+		       repl, i == sb->leg_index ? "  (this leg)" : "");
 	}
 }
 
@@ -253,6 +258,13 @@ static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
 		cli_json_int(b, "events", sb->legs[i].events);
 		cli_json_bool(b, "write_mostly", sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY);
 		cli_json_bool(b, "missing", sb->legs[i].flags & FM_SB_LEG_MISSING);
+		/* the slot this leg replaces (`replace`), null for none */
+		if (sb->legs[i].flags & FM_SB_LEG_REPLACEMENT) {
+			cli_json_int(b, "replaces", FM_SB_LEG_REPLACED_SLOT(sb->legs[i].flags));
+		} else {
+			json_builder_set_member_name(b, "replaces");
+			json_builder_add_null_value(b);
+		}
 		cli_json_int(b, "last_in_sync", sb->last_in_sync[i]);
 		json_builder_end_object(b);
 	}

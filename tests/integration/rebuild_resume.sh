@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Rebuilds that outlive a stop, and add during a rebuild (issue 13 item 7),
+# through the daemon (sync_speed 256k while a stop must land in the middle of a rebuild,
+# 512k while an add must find one running, 1M after):
+#   - `add MNT new` (full rebuild), umount after >= 1 MiB of it: examine
+#     shows new's slot rebuilding with recovery_offset > 0; mounted again
+#     (leg0 leg1 new), the rebuild resumes there: sync.total is the rest,
+#     not the whole image;
+#   - `add MNT queued` while that runs: the answer says "queued", the leg is
+#     rebuilding at once, and is rebuilt after the running pass;
+#   - `replace MNT leg1 repl`, umount half-way: examine shows repl replacing
+#     slot 1; mounted again with all legs, the replace finishes and leg1 is
+#     gone from the status;
+#   - after umount every leg in the array is identical to leg0's data.
+source "$(dirname "$0")/lib.sh"
+cd "$T" || fail "cannot cd to $T"
+
+SIZE=$((8 << 20))
+mkdir "$T/mnt"
+fm_create --size "$SIZE" --region-size 1M "$T/leg0" "$T/leg1"
+slow=sync_speed_min=256k,sync_speed_max=256k
+mid=sync_speed_min=512k,sync_speed_max=512k
+fast=sync_speed_min=1M,sync_speed_max=1M
+fm_mount -o "$slow" "$T/leg0" "$T/leg1" "$T/mnt"
+img=$T/mnt/image
+dd if=/dev/urandom of="$img" bs=1M count=8 oflag=direct status=none || fail "write"
+
+# wait_done BYTES: until the running sync action has done BYTES.
+wait_done() {
+	local i line action sdone total state
+	for ((i = 0; i < 600; i++)); do
+		line=$(fm_sync_progress "$T/mnt" "$T/leg0") || fail "cannot read the sync progress"
+		read -r action sdone total state <<<"$line"
+		[[ $action == recover ]] || fail "sync action $action before $1 bytes were done"
+		((sdone >= $1)) && return 0
+		sleep 0.1
+	done
+	fail "the rebuild did not reach $1 bytes"
+}
+
+log "add new, stop after 1 MiB of its rebuild"
+fm_ok add "$T/mnt" "$T/new" | grep -q "recovery started" || fail "add: $(cat "$T/fm.out")"
+wait_done $((1 << 20))
+fm_umount "$T/mnt"
+off=$(fm_examine_get "$T/new" .recovery_offset)
+log "new: recovery_offset $off"
+((off >= (1 << 20) && off < SIZE)) || fail "recovery_offset $off after a rebuild of 1 MiB or more of $SIZE"
+v=$(fm_examine_table_state "$T/new" 2);          assert_eq "$v" rebuilding "new's slot"
+
+log "mount again: the rebuild resumes at $off"
+fm_mount -o "$mid" "$T/leg0" "$T/leg1" "$T/new" "$T/mnt"
+log "add queued during it"
+fm_ok add "$T/mnt" "$T/queued" | grep -q "recovery queued" || fail "add while rebuilding: $(cat "$T/fm.out")"
+v=$(fm_leg_state "$T/mnt" "$T/queued");          assert_eq "$v" rebuilding "queued leg"
+total=0
+for ((i = 0; i < 100 && total == 0; i++)); do
+	total=$(fm_sync_get "$T/mnt" total)
+	sleep 0.05
+done
+assert_eq "$total" $((SIZE - off)) "sync.total of the resumed rebuild"
+fm_wait_leg_state "$T/mnt" "$T/new" in_sync 120
+fm_wait_leg_state "$T/mnt" "$T/queued" in_sync 120
+fm_wait_sync_idle "$T/mnt"
+
+log "replace leg1 with repl, stop half-way"
+fm_umount "$T/mnt"
+fm_mount -o "$slow" "$T/leg0" "$T/leg1" "$T/new" "$T/queued" "$T/mnt"
+fm_ok replace "$T/mnt" "$T/leg1" "$T/repl" >/dev/null
+wait_done $((1 << 20))
+fm_umount "$T/mnt"
+v=$(fm_examine_get "$T/repl" '.table[4].replaces')
+assert_eq "$v" 1 "the slot repl replaces (examine)"
+
+log "mount again: the replace finishes and retires leg1"
+fm_mount -o "$fast" "$T/leg0" "$T/leg1" "$T/new" "$T/queued" "$T/repl" "$T/mnt"
+fm_wait_leg_state "$T/mnt" "$T/repl" in_sync 120
+fm_wait_sync_idle "$T/mnt"
+v=$(fm_leg_state "$T/mnt" "$T/leg1");            assert_eq "$v" absent "leg1 after the replace"
+v=$(fm_array_degraded "$T/mnt");                 assert_eq "$v" false "array degraded"
+v=$(fm_io_errors "$T/mnt");                      assert_eq "$v" 0 "errors returned to the client"
+fm_umount "$T/mnt"
+for l in new queued repl; do
+	cmp <(data_sum "$T/leg0") <(data_sum "$T/$l") >/dev/null ||
+		fail "leg $l differs from leg0"
+done
+log "ok"
