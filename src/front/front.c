@@ -45,6 +45,7 @@
 
 #include "fusemirror/common.h"
 #include "fusemirror/front.h"
+#include "fuse_uring.h"
 
 /*
  * The kernel's reply to FUSE_OPEN (struct fuse_open_out in <linux/fuse.h>).
@@ -98,6 +99,11 @@ struct front {
 	 * stripe, and completions never take one, so they cannot deadlock.
 	 */
 	pthread_mutex_t modify_lock[64];
+
+	enum front_transport transport; /* DEV or URING */
+	char *transport_reason;
+	struct front_uring *uring;      /* the queues, with URING */
+	unsigned uring_depth;
 
 	atomic_long inflight;
 	atomic_ullong reads, writes, fsyncs, fallocates, read_bytes, write_bytes, errors;
@@ -1391,6 +1397,102 @@ out:
 /*----------------------------------------------------------------*/
 /* Life cycle */
 
+/*----------------------------------------------------------------*/
+/* Transports */
+
+static const char *const transport_names[] = {
+	[FRONT_TRANSPORT_AUTO] = "auto",
+	[FRONT_TRANSPORT_URING] = "uring",
+	[FRONT_TRANSPORT_DEV] = "dev",
+};
+
+const char *front_transport_name(enum front_transport t)
+{
+	return (unsigned)t < FM_ARRAY_SIZE(transport_names) ? transport_names[t] : "?";
+}
+
+bool front_transport_from_name(const char *name, enum front_transport *ret)
+{
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(transport_names); i++) {
+		if (!strcmp(name, transport_names[i])) {
+			*ret = (enum front_transport)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * May this mount use io_uring?  URING: yes or fail with the kernel's
+ * reason; AUTO: by the rule in front.h, with the reason for the log.
+ */
+static int choose_transport(struct front *f, enum front_transport want, bool *ret_try,
+			    GError **err)
+{
+	g_autoptr(GError) why = NULL;
+	unsigned cpus = front_uring_nr_possible_cpus();
+
+	*ret_try = false;
+	f->transport = FRONT_TRANSPORT_DEV;
+	if (want == FRONT_TRANSPORT_DEV) {
+		f->transport_reason = g_strdup("transport=dev");
+		return 0;
+	}
+	if (front_uring_probe(&why) < 0) {
+		if (want == FRONT_TRANSPORT_URING) {
+			g_set_error(err, FM_MIRROR_ERROR, EOPNOTSUPP, "transport uring: %s",
+				    why->message);
+			return -EOPNOTSUPP;
+		}
+		f->transport_reason = g_strdup_printf("transport=auto: %s", why->message);
+		return 0;
+	}
+	if (want == FRONT_TRANSPORT_AUTO && cpus < FRONT_URING_AUTO_MIN_CPUS) {
+		f->transport_reason = g_strdup_printf(
+			"transport=auto: %u CPUs (io_uring from %u: /dev/fuse is faster on "
+			"fewer)", cpus, FRONT_URING_AUTO_MIN_CPUS);
+		return 0;
+	}
+	*ret_try = true;
+	return 0;
+}
+
+/*
+ * On a mounted, not yet served session: set up io_uring.  The queue
+ * threads hand each request to libfuse's dispatcher (no handler of our
+ * own), so the operations below serve both transports.
+ */
+static int start_uring(struct front *f, enum front_transport want, GError **err)
+{
+	struct front_uring_opts uo = { .depth = f->uring_depth,
+				       .require = want == FRONT_TRANSPORT_URING };
+	g_autoptr(GError) uerr = NULL;
+	bool init_done;
+	int r;
+
+	r = front_uring_start(f->se, &uo, &f->uring, &init_done, &uerr);
+	if (r < 0 && (want == FRONT_TRANSPORT_URING || !init_done)) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "transport %s: %s",
+			    front_transport_name(want), uerr->message);
+		return r;
+	}
+	g_free(f->transport_reason);
+	if (r < 0) {
+		f->transport_reason = g_strdup_printf("transport=auto: %s; /dev/fuse instead",
+						      uerr->message);
+	} else if (!f->uring) {
+		f->transport_reason = g_strdup("transport=auto: the kernel did not offer "
+					       "io_uring in INIT; /dev/fuse instead");
+	} else {
+		f->transport = FRONT_TRANSPORT_URING;
+		f->transport_reason = g_strdup_printf(
+			"transport=%s: FUSE over io_uring, %u queues of %u entries",
+			front_transport_name(want), front_uring_nr_queues(f->uring),
+			f->uring_depth ? f->uring_depth : FRONT_URING_DEFAULT_DEPTH);
+	}
+	return 0;
+}
+
 int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_client *c,
 		struct front **ret_front, GError **err)
 {
@@ -1398,6 +1500,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	g_autofree char *mopts = NULL;
 	struct front *f;
 	struct stat st;
+	bool try_uring;
 	int r;
 
 	if (stat(o->mountpoint, &st) < 0) {
@@ -1430,6 +1533,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	f->max_threads = o->max_threads ? o->max_threads : 8;
 	f->max_background = o->max_background ? o->max_background : 256;
 	f->event_loop = o->event_loop;
+	f->uring_depth = o->uring_depth;
 	f->size = mirror_size(m);
 	f->bs = bufio_get_block_size(c);
 	/* Over a file, the image keeps that file's owner and permissions (as
@@ -1448,6 +1552,12 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 			    f->name);
 		front_destroy(f);
 		return -EINVAL;
+	}
+	/* A transport the kernel cannot give is refused before mounting. */
+	r = choose_transport(f, o->transport, &try_uring, err);
+	if (r < 0) {
+		front_destroy(f);
+		return r;
 	}
 	mopts = g_strdup_printf("-ofsname=%s,subtype=fusemirror,default_permissions%s%s",
 				o->fsname ? o->fsname : "fusemirror",
@@ -1475,6 +1585,11 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 		return -EIO;
 	}
 	f->mounted = true;
+	r = try_uring ? start_uring(f, o->transport, err) : 0;
+	if (r < 0) {
+		front_destroy(f);
+		return r;
+	}
 	*ret_front = f;
 	return 0;
 }
@@ -1515,6 +1630,10 @@ void front_destroy(struct front *f)
 	 * goes away. */
 	while (atomic_load(&f->inflight) > 0)
 		usleep(1000);
+	/* The queues commit what was handed to them and close their rings,
+	 * which cancels the entries parked in the kernel. */
+	front_uring_stop(f->uring);
+	f->uring = NULL;
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);
@@ -1528,6 +1647,7 @@ void front_destroy(struct front *f)
 	g_free(f->mountpoint);
 	g_free(f->name);
 	g_free(f->image_path);
+	g_free(f->transport_reason);
 	free(f);
 }
 
@@ -1546,4 +1666,31 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->write_bytes = atomic_load(&f->write_bytes);
 	s->errors = atomic_load(&f->errors);
 	s->handoffs = atomic_load(&f->handoffs);
+}
+
+enum front_transport front_get_transport(const struct front *f)
+{
+	return f->transport;
+}
+
+const char *front_transport_reason(const struct front *f)
+{
+	return f->transport_reason ? f->transport_reason : "";
+}
+
+unsigned front_get_nr_queues(const struct front *f)
+{
+	return front_uring_nr_queues(f->uring);
+}
+
+void front_get_queue_stats(const struct front *f, unsigned i, struct front_queue_stats *s)
+{
+	struct front_uring_queue_stats us;
+
+	front_uring_get_stats(f->uring, i, &us);
+	s->cpu = us.cpu;
+	s->depth = us.depth;
+	s->requests = us.requests;
+	s->in_flight = us.in_flight;
+	s->handoffs = us.handoffs;
 }
