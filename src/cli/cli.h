@@ -44,6 +44,7 @@ struct mount_cfg {
 	bool readonly;
 	bool allow_other;
 	enum front_cache_mode cache_mode;
+	enum front_transport transport; /* FUSE transport; default auto */
 	uint64_t cache_size;            /* 0: bufio's default (2% of RAM) */
 	unsigned block_size;            /* 0: the superblock's suggestion */
 	enum mirror_read_policy read_policy;

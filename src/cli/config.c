@@ -153,6 +153,17 @@ static bool parse_read_policy(struct mount_cfg *cfg, const struct mount_cfg_key 
 	return true;
 }
 
+static bool parse_transport(struct mount_cfg *cfg, const struct mount_cfg_key *k,
+			    const char *val, GError **err)
+{
+	if (!front_transport_from_name(val, &cfg->transport)) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s=%s: expected %s", k->name, val,
+			    k->expect);
+		return false;
+	}
+	return true;
+}
+
 static bool parse_name(struct mount_cfg *cfg, const struct mount_cfg_key *k, const char *val,
 		       GError **err)
 {
@@ -236,6 +247,11 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  .flags = MOUNT_CFG_FLAG, .def = "false",
 	  .help = "start even when in-sync legs are missing, if one in-sync leg is "
 		  "given (md's --run); the missing ones are recorded" },
+	{ .name = "transport", .metavar = "T", .parse = parse_transport, .def = "auto",
+	  .expect = "auto, uring or dev",
+	  .help = "FUSE transport: auto (io_uring from 8 CPUs when the kernel allows it, "
+		  "else /dev/fuse), uring (FUSE over io_uring: needs the fuse module's "
+		  "enable_uring) or dev (/dev/fuse)" },
 	{ NULL },
 };
 

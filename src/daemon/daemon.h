@@ -48,6 +48,7 @@ struct daemon {
 	struct front *f;
 	char *image_path;               /* front_image_path(), kept past f */
 	struct front_stats final_fs;    /* f's counters when it went away */
+	enum front_transport transport; /* f's FUSE transport, kept past f */
 	pthread_cond_t stopped_cond;
 	bool stopping;                  /* unmount begun */
 	bool stopped;                   /* teardown finished */

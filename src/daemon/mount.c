@@ -271,6 +271,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	fo.event_loop = cfg->event_loop;
 	fo.max_background = cfg->max_background;
 	fo.fsname = fsname;
+	fo.transport = cfg->transport;
 	r = front_mount(&fo, d.m, d.c, &f, &err);
 	if (r < 0) {
 		report(FM_EXIT_MOUNT, err->message);
@@ -284,10 +285,12 @@ static int run_daemon(struct mount_cfg *cfg)
 	}
 	pthread_mutex_lock(&d.lock);
 	d.f = f;
+	d.transport = front_get_transport(f);
 	d.image_path = g_strdup(front_image_path(f));
 	pthread_mutex_unlock(&d.lock);
 	fm_notice("%s: mounted (array %s, %u legs)", front_image_path(d.f), u,
 		  mirror_nr_legs(d.m));
+	fm_notice("%s: %s", front_image_path(d.f), front_transport_reason(d.f));
 	/* READY=1 once the image answers through the mount (notify.c). */
 	r = daemon_notifier_start(front_image_path(d.f), daemon_status_line, &d, &notifier);
 	if (r < 0)
@@ -400,6 +403,7 @@ static const char mount_summary_tail[] =
 int cmd_mount(int argc, char **argv)
 {
 	g_autofree char *opts = NULL, *config = NULL, *name = NULL, *prefer = NULL;
+	g_autofree char *transport = NULL;
 	g_autofree char *log_level = NULL, *log_target = NULL, *log_file = NULL;
 	gboolean foreground = FALSE, ro = FALSE, degraded = FALSE;
 	g_auto(GStrv) rest = NULL;
@@ -419,6 +423,8 @@ int cmd_mount(int argc, char **argv)
 		{ "prefer", 0, 0, G_OPTION_ARG_FILENAME, &prefer,
 		  "After a split brain, keep the side of LEG (the other side is rebuilt "
 		  "from it)", "LEG" },
+		{ "transport", 0, 0, G_OPTION_ARG_STRING, &transport,
+		  "FUSE transport: auto, uring or dev (same as -o transport=T)", "T" },
 		{ "log-level", 0, 0, G_OPTION_ARG_STRING, &log_level,
 		  "error, warning, notice (default), info or debug", "LEVEL" },
 		{ "log-target", 0, 0, G_OPTION_ARG_STRING, &log_target,
@@ -498,6 +504,11 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (!mount_cfg_check(&cfg, &err)) {
 		cli_error("mount: %s", err->message);
+		mount_cfg_clear(&cfg);
+		return FM_EXIT_USAGE;
+	}
+	if (transport && !front_transport_from_name(transport, &cfg.transport)) {
+		cli_error("mount: --transport %s: expected auto, uring or dev", transport);
 		mount_cfg_clear(&cfg);
 		return FM_EXIT_USAGE;
 	}

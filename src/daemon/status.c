@@ -50,6 +50,9 @@ struct status {
 	struct mirror_stats mst;
 	struct bufio_stats bs;
 	struct front_stats fs;
+	enum front_transport transport;
+	unsigned nr_queues;             /* io_uring queues (none on /dev/fuse) */
+	struct front_queue_stats *queues;
 	uint64_t event_counts[FM_EVENT__MAX];
 	unsigned monitors;
 };
@@ -99,6 +102,11 @@ static void status_build_locked(struct daemon *d, struct status *s)
 		front_get_stats(d->f, &s->fs);
 	else
 		s->fs = d->final_fs;
+	s->transport = d->transport;
+	s->nr_queues = d->f ? front_get_nr_queues(d->f) : 0;
+	s->queues = g_new0(struct front_queue_stats, MAX(s->nr_queues, 1u));
+	for (unsigned i = 0; i < s->nr_queues; i++)
+		front_get_queue_stats(d->f, i, &s->queues[i]);
 	daemon_events_counts(d->ev, s->event_counts);
 	s->monitors = daemon_events_monitors(d->ev);
 }
@@ -107,6 +115,7 @@ static void status_clear(struct status *s)
 {
 	g_free(s->image);
 	g_free(s->legs);
+	g_free(s->queues);
 }
 
 static unsigned legs_in_sync(const struct status *s)
@@ -248,6 +257,14 @@ static void render_text(const struct status *s, GString *out)
 			       fm_format_size(s->fs.write_bytes, s2, sizeof(s2)),
 			       (unsigned long long)s->fs.fsyncs, (unsigned long long)s->fs.fallocates,
 			       (unsigned long long)s->fs.errors);
+	g_string_append_printf(out, "  fuse:   transport %s%s\n", front_transport_name(s->transport),
+			       s->nr_queues ? "; per queue: requests, in flight, hand-offs" : "");
+	for (unsigned i = 0; i < s->nr_queues; i++)
+		g_string_append_printf(out, "          queue %u (%u entries): %llu, %llu, %llu\n",
+				       s->queues[i].cpu, s->queues[i].depth,
+				       (unsigned long long)s->queues[i].requests,
+				       (unsigned long long)s->queues[i].in_flight,
+				       (unsigned long long)s->queues[i].handoffs);
 	for (int t = 0; t < FM_EVENT__MAX; t++) {
 		if (!s->event_counts[t])
 			continue;
@@ -387,6 +404,23 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "errors", s->fs.errors);
 	cli_json_int(b, "leg_read_retries", s->mst.read_retries);
 	cli_json_int(b, "overlap_waits", s->mst.overlap_waits);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "transport");
+	json_builder_begin_object(b);
+	cli_json_str(b, "name", front_transport_name(s->transport));
+	json_builder_set_member_name(b, "queues");
+	json_builder_begin_array(b);
+	for (unsigned i = 0; i < s->nr_queues; i++) {
+		json_builder_begin_object(b);
+		cli_json_int(b, "cpu", s->queues[i].cpu);
+		cli_json_int(b, "depth", s->queues[i].depth);
+		cli_json_int(b, "requests", s->queues[i].requests);
+		cli_json_int(b, "in_flight", s->queues[i].in_flight);
+		cli_json_int(b, "handoffs", s->queues[i].handoffs);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "event_counts");
@@ -577,6 +611,31 @@ static void render_prometheus(const struct status *s, GString *out)
 		   s->fs.fsyncs);
 	prom_array(out, s, "fusemirror_errors_total", "counter",
 		   "Image requests answered with an error.", s->fs.errors);
+	if (s->nr_queues) {
+		static const struct {
+			const char *metric, *type, *help;
+		} q[] = {
+			{ "fusemirror_fuse_queue_requests_total", "counter",
+			  "Requests received by a FUSE-over-io_uring queue, by CPU." },
+			{ "fusemirror_fuse_queue_in_flight", "gauge",
+			  "Requests of a FUSE-over-io_uring queue not answered yet, by CPU." },
+			{ "fusemirror_fuse_queue_handoffs_total", "counter",
+			  "Replies of a FUSE-over-io_uring queue sent from another thread, by CPU." },
+		};
+
+		for (unsigned m = 0; m < FM_ARRAY_SIZE(q); m++) {
+			prom_head(out, q[m].metric, q[m].type, q[m].help);
+			for (unsigned i = 0; i < s->nr_queues; i++) {
+				const struct front_queue_stats *qs = &s->queues[i];
+				char cpu[16];
+
+				g_snprintf(cpu, sizeof(cpu), "%u", qs->cpu);
+				prom_sample(out, s, q[m].metric,
+					    m == 0 ? qs->requests : m == 1 ? qs->in_flight : qs->handoffs,
+					    (const char *[]){ "cpu", cpu, NULL });
+			}
+		}
+	}
 	prom_array(out, s, "fusemirror_cache_bytes", "gauge", "Cache memory in use.",
 		   s->bs.bytes);
 	prom_array(out, s, "fusemirror_cache_dirty_buffers", "gauge",

@@ -662,6 +662,43 @@ START_TEST(json_not_utf8)
 }
 END_TEST
 
+START_TEST(config_transport)
+{
+	g_autofree char *dir = fm_test_mkdtemp(NULL, "cli");
+	g_autofree char *conf = NULL;
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+	enum front_transport t;
+
+	mount_cfg_init(&cfg);
+	ck_assert_int_eq(cfg.transport, FRONT_TRANSPORT_AUTO);
+	ck_assert(mount_cfg_apply_opts(&cfg, "transport=uring", &err));
+	ck_assert_int_eq(cfg.transport, FRONT_TRANSPORT_URING);
+	ck_assert(mount_cfg_apply_opts(&cfg, "transport=dev", &err));
+	ck_assert_int_eq(cfg.transport, FRONT_TRANSPORT_DEV);
+	mount_cfg_clear(&cfg);
+	refuse_opts("transport=fuse", "transport=fuse: expected auto, uring or dev");
+	refuse_opts("transport", "option transport needs a value");
+
+	conf = write_conf(dir, "[array]\nlegs=/a;/b\n[mount]\ntransport=uring\n");
+	mount_cfg_init(&cfg);
+	ck_assert_msg(mount_cfg_load_file(&cfg, conf, &err), "%s", err ? err->message : "");
+	ck_assert_int_eq(cfg.transport, FRONT_TRANSPORT_URING);
+	mount_cfg_clear(&cfg);
+
+	/* The names round-trip; they are the ones of the man page. */
+	for (t = FRONT_TRANSPORT_AUTO; t <= FRONT_TRANSPORT_DEV; t++) {
+		enum front_transport back;
+
+		ck_assert(front_transport_from_name(front_transport_name(t), &back));
+		ck_assert_int_eq(back, t);
+	}
+	ck_assert_str_eq(front_transport_name(FRONT_TRANSPORT_URING), "uring");
+	ck_assert(!front_transport_from_name("URING", &t));
+	ck_assert_int_eq(fm_test_rm_rf(dir), 0);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -680,6 +717,7 @@ static Suite *cli_suite(void)
 		{ "config_table", config_table },
 		{ "config_documented", config_documented },
 		{ "json_not_utf8", json_not_utf8 },
+		{ "config_transport", config_transport },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
