@@ -13,7 +13,14 @@
  * legs) is what a comparison with this file system shows.
  *
  *   memfuse --size SIZE [--threads N] [--max-background N] [--name NAME]
- *           [--no-parallel-writes] [--pidfile FILE] MOUNTPOINT
+ *           [--no-parallel-writes] [--transport=dev|uring] [--uring-depth N]
+ *           [--pidfile FILE] MOUNTPOINT
+ *
+ * --transport=uring serves the file through FUSE over io_uring with the
+ * module fusemirror's front uses (src/front/fuse_uring.h): one queue per
+ * possible CPU, the handler below run on the queue's thread, a read
+ * answered with one copy into the ring entry's buffer, a write copied out
+ * of it.  It needs /sys/module/fuse/parameters/enable_uring = Y.
  *
  * MOUNTPOINT is a directory (the file is MOUNTPOINT/NAME, NAME defaulting
  * to "image") or an existing regular file (mounted over, it becomes the
@@ -35,7 +42,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+
 #include <fuse_lowlevel.h>
+
+#include "fuse_uring.h"
 
 /* struct fuse_open_out of <linux/fuse.h>: libfuse 3.14's fuse_reply_open()
  * cannot set FOPEN_PARALLEL_DIRECT_WRITES, so open is answered with it
@@ -59,6 +70,8 @@ static struct {
 	bool parallel_writes;
 	unsigned max_background;
 	unsigned threads;
+	bool uring;
+	unsigned uring_depth;
 	struct timespec mtime;
 } mf = {
 	.name = "image",
@@ -293,6 +306,135 @@ static const struct fuse_lowlevel_ops ops = {
 	.statfs = op_statfs,
 };
 
+/* The same file over FUSE over io_uring: the requests decoded by hand. */
+static void ring_handle(void *ctx, struct front_uring_req *r)
+{
+	const struct fuse_in_header *h = front_uring_req_in(r);
+	const void *arg = front_uring_req_op_in(r);
+	size_t plen;
+	const char *payload = front_uring_req_payload(r, &plen);
+	struct stat st;
+
+	(void)ctx;
+	switch (h->opcode) {
+	case FUSE_LOOKUP:
+		if (mf.file_mount || h->nodeid != FUSE_ROOT_ID || plen == 0 ||
+		    strnlen(payload, plen) != strlen(mf.name) || strcmp(payload, mf.name)) {
+			front_uring_reply(r, mf.file_mount ? ENOTDIR : ENOENT, NULL, 0);
+			break;
+		}
+		fill_attr(IMAGE_INO, &st);
+		front_uring_reply_entry(r, IMAGE_INO, &st, ATTR_TIMEOUT, ATTR_TIMEOUT);
+		break;
+	case FUSE_GETATTR:
+	case FUSE_SETATTR:
+		if (!known_ino(h->nodeid)) {
+			front_uring_reply(r, ENOENT, NULL, 0);
+			break;
+		}
+		if (h->opcode == FUSE_SETATTR) {
+			const struct fuse_setattr_in *in = arg;
+
+			if ((in->valid & FATTR_SIZE) && in->size != mf.size) {
+				front_uring_reply(r, EPERM, NULL, 0);
+				break;
+			}
+		}
+		fill_attr(h->nodeid, &st);
+		front_uring_reply_attr(r, &st, ATTR_TIMEOUT);
+		break;
+	case FUSE_OPENDIR:
+		front_uring_reply_open(r, 0, 0);
+		break;
+	case FUSE_READDIR: {
+		const struct fuse_read_in *in = arg;
+		const char *names[3] = { ".", "..", mf.name };
+		fuse_ino_t inos[3] = { FUSE_ROOT_ID, FUSE_ROOT_ID, IMAGE_INO };
+		size_t cap, used = 0, size;
+		char *buf = front_uring_reply_buf(r, &cap);
+
+		if (mf.file_mount || h->nodeid != FUSE_ROOT_ID) {
+			front_uring_reply(r, ENOTDIR, NULL, 0);
+			break;
+		}
+		size = in->size < cap ? in->size : cap;
+		for (uint64_t i = in->offset; i < 3; i++) {
+			struct stat de = { .st_ino = inos[i], .st_mode = i == 2 ? S_IFREG : S_IFDIR };
+			size_t need = fuse_add_direntry(NULL, buf + used, size - used, names[i], &de,
+							(off_t)i + 1);
+
+			if (need > size - used)
+				break;
+			used += need;
+		}
+		front_uring_reply(r, 0, buf, used);
+		break;
+	}
+	case FUSE_OPEN:
+		if (h->nodeid != image_ino()) {
+			front_uring_reply(r, known_ino(h->nodeid) ? EISDIR : ENOENT, NULL, 0);
+			break;
+		}
+		front_uring_reply_open(r, 0, MF_FOPEN_DIRECT_IO |
+					     (mf.parallel_writes ? MF_FOPEN_PARALLEL_DIRECT_WRITES : 0));
+		break;
+	case FUSE_READ: {
+		const struct fuse_read_in *in = arg;
+		size_t size = in->size;
+
+		if (in->offset >= mf.size) {
+			front_uring_reply(r, 0, NULL, 0);
+			break;
+		}
+		if (size > mf.size - in->offset)
+			size = (size_t)(mf.size - in->offset);
+		front_uring_reply(r, 0, mf.buf + in->offset, size);
+		break;
+	}
+	case FUSE_WRITE: {
+		const struct fuse_write_in *in = arg;
+		size_t size = in->size < plen ? in->size : plen;
+
+		if (in->offset >= mf.size) {
+			front_uring_reply(r, ENOSPC, NULL, 0);
+			break;
+		}
+		if (size > mf.size - in->offset)
+			size = (size_t)(mf.size - in->offset);
+		memcpy(mf.buf + in->offset, payload, size);
+		front_uring_reply_write(r, (uint32_t)size);
+		break;
+	}
+	case FUSE_RELEASE:
+	case FUSE_RELEASEDIR:
+	case FUSE_FLUSH:
+	case FUSE_FSYNC:
+		front_uring_reply(r, 0, NULL, 0);
+		break;
+	case FUSE_FALLOCATE: {
+		const struct fuse_fallocate_in *in = arg;
+
+		front_uring_reply(r, in->mode == 0 && in->length > 0 &&
+				     in->offset + in->length <= mf.size ? 0 : EOPNOTSUPP, NULL, 0);
+		break;
+	}
+	case FUSE_STATFS: {
+		struct statvfs sv = { 0 };
+
+		sv.f_bsize = 4096;
+		sv.f_frsize = 4096;
+		sv.f_blocks = mf.size / 4096;
+		sv.f_files = mf.file_mount ? 1 : 2;
+		sv.f_namemax = 255;
+		front_uring_reply_statfs(r, &sv);
+		break;
+	}
+	default:
+		front_uring_reply(r, ENOSYS, NULL, 0);
+		break;
+	}
+}
+
 static int parse_size(const char *s, uint64_t *ret)
 {
 	char *end;
@@ -331,6 +473,9 @@ static void usage(FILE *out)
 		"  --threads N             max FUSE worker threads (default 8, as fusemirror)\n"
 		"  --max-background N      kernel max_background (default 256, as fusemirror)\n"
 		"  --no-parallel-writes    do not ask for FOPEN_PARALLEL_DIRECT_WRITES\n"
+		"  --transport=T           dev (/dev/fuse, default) or uring (FUSE over\n"
+		"                          io_uring; needs the fuse module's enable_uring)\n"
+		"  --uring-depth N         io_uring entries per queue (default 32)\n"
 		"  --name NAME             file name in a directory mount (default image)\n"
 		"  --pidfile FILE          write the pid to FILE once mounted\n");
 }
@@ -344,17 +489,20 @@ int main(int argc, char **argv)
 		{ "no-parallel-writes", no_argument, NULL, 'P' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "pidfile", required_argument, NULL, 'p' },
+		{ "transport", required_argument, NULL, 'T' },
+		{ "uring-depth", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *cfg;
 	struct fuse_session *se;
+	struct front_uring *u = NULL;
 	const char *mountpoint, *pidfile = NULL;
 	struct stat st;
 	int c, r = 1;
 
-	while ((c = getopt_long(argc, argv, "s:t:b:Pn:p:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:t:b:Pn:p:T:D:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (parse_size(optarg, &mf.size) < 0 || mf.size == 0 || mf.size % 4096) {
@@ -377,6 +525,17 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			pidfile = optarg;
+			break;
+		case 'T':
+			if (strcmp(optarg, "dev") && strcmp(optarg, "uring")) {
+				fprintf(stderr, "memfuse: --transport=%s: expected dev or uring\n",
+					optarg);
+				return 2;
+			}
+			mf.uring = !strcmp(optarg, "uring");
+			break;
+		case 'D':
+			mf.uring_depth = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		case 'h':
 			usage(stdout);
@@ -418,6 +577,18 @@ int main(int argc, char **argv)
 		goto out_destroy;
 	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
+	if (mf.uring) {
+		struct front_uring_opts uo = { .depth = mf.uring_depth, .handler = ring_handle,
+					       .require = true };
+		GError *err = NULL;
+		bool init_done;
+
+		if (front_uring_start(se, &uo, &u, &init_done, &err) < 0) {
+			fprintf(stderr, "memfuse: %s\n", err->message);
+			g_error_free(err);
+			goto out_unmount;
+		}
+	}
 	if (pidfile) {
 		FILE *pf = fopen(pidfile, "w");
 
@@ -434,6 +605,8 @@ int main(int argc, char **argv)
 		r = fuse_session_loop_mt(se, cfg) < 0 ? 1 : 0;
 		fuse_loop_cfg_destroy(cfg);
 	}
+	front_uring_stop(u);
+out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
