@@ -16,6 +16,11 @@
 #   FM_TEST_FOREGROUND=1 fm_mount runs the daemon with -f and keeps its log
 #                        (printed when the test fails) instead of daemonizing
 #   FM_TEST_KEEP=1       keep the private directory (legs, logs) on failure
+#   FM_TRANSPORT=T       fm_mount and fm_mount_fg mount with --transport=T
+#                        (auto, uring or dev) and check that `status`
+#                        reports it (auto: anything); uring needs the fuse
+#                        module's enable_uring parameter on (.ci/run sets
+#                        it for the uring suite)
 #
 # Clean-up (trap on EXIT, INT and TERM, and a watchdog for hangs): every
 # exit path ends the test's background jobs (writers, pollers), unmounts
@@ -72,6 +77,16 @@ for _t in fio losetup mkfs.ext4 e2fsck blkdiscard fusermount3 python3 sha256sum 
 	command -v "$_t" >/dev/null || fail "$_t is not installed (run .ci/deps)"
 done
 unset _t
+FM_TRANSPORT=${FM_TRANSPORT:-}
+case $FM_TRANSPORT in
+"" | auto | dev) ;;
+uring)
+	[[ $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null) == Y ]] ||
+		fail "FM_TRANSPORT=uring, but /sys/module/fuse/parameters/enable_uring is not Y" \
+			"(as root: echo Y > /sys/module/fuse/parameters/enable_uring; .ci/run does)"
+	;;
+*) fail "FM_TRANSPORT=$FM_TRANSPORT: expected auto, uring or dev" ;;
+esac
 
 #----------------------------------------------------------------------
 # Private directory and clean-up
@@ -168,6 +183,7 @@ _fm_cleanup() {
 	trap '' INT TERM
 	set +eE
 	cd / || true    # a test's working directory must not keep a mount busy
+	for f in "${_FM_CLEANUP_HOOKS[@]}"; do eval "$f"; done
 	[[ -n $_FM_WATCHDOG ]] && kill "$_FM_WATCHDOG" 2>/dev/null
 	if [[ -e $T/.watchdog-fired ]]; then
 		printf '%s: FAIL: watchdog: the test ran longer than %ss (hang?)\n' \
@@ -257,6 +273,11 @@ _fm_cleanup() {
 	((rc == 0)) && printf '%s: PASS\n' "$TEST_NAME"
 	exit "$rc"
 }
+# fm_on_cleanup CMD: run CMD (eval) first thing in the clean-up, on every
+# exit path (e.g. restoring a kernel parameter the test changed).
+_FM_CLEANUP_HOOKS=()
+fm_on_cleanup() { _FM_CLEANUP_HOOKS+=("$1"); }
+
 trap '_fm_cleanup' EXIT
 trap '_fm_cleanup 130' INT
 trap '_fm_cleanup 143' TERM
@@ -450,12 +471,35 @@ fm_mount() {
 		return 0
 	fi
 	_fm_mount_args "$@"
-	timeout -k 5 120 "$FM" mount "${_FM_ARGS[@]}" >"$T/mount.out" 2>"$T/mount.err" || rc=$?
+	timeout -k 5 120 "$FM" mount ${FM_TRANSPORT:+"--transport=$FM_TRANSPORT"} "${_FM_ARGS[@]}" \
+		>"$T/mount.out" 2>"$T/mount.err" || rc=$?
 	((rc == 0)) || fail "fusemirror mount $* exited $rc: $(cat "$T/mount.err")"
 	is_mounted "$mp" || fail "fusemirror mount $* returned 0 but $mp is not mounted"
 	FM_PID=$(fm_daemon_pid "$mp") || fail "status --json $mp failed after mount"
 	pid_alive "$FM_PID" || fail "the daemon of $mp (pid $FM_PID) is not running"
 	_PIDS+=("$FM_PID")
+	_fm_check_transport "$mp"
+}
+
+# _fm_check_transport MOUNTPOINT: with FM_TRANSPORT uring or dev, the
+# daemon serves MOUNTPOINT on that transport (and on io_uring, with a
+# queue for every possible CPU).
+_fm_check_transport() {
+	local got want i
+	[[ $FM_TRANSPORT == uring || $FM_TRANSPORT == dev ]] || return 0
+	want="dev 0"
+	[[ $FM_TRANSPORT == dev ]] ||
+		want="uring $(($(sed -E 's/.*[-,]//' /sys/devices/system/cpu/possible) + 1))"
+	# With -f the mount is visible a moment before the daemon publishes it.
+	for ((i = 0; i < 50; i++)); do
+		got=$(timeout -k 5 30 "$FM" status --json "$1" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["transport"]
+print(t["name"], len(t["queues"]))') || fail "status --json $1: no transport"
+		[[ $got == "$want" ]] && return 0
+		sleep 0.1
+	done
+	assert_eq "$got" "$want" "transport (and io_uring queues) of $1"
 }
 
 # fm_mount_fg [OPTIONS] LEG... MOUNTPOINT: `fusemirror mount -f` in the
@@ -472,11 +516,15 @@ fm_mount_fg() {
 	_fm_nlogs=$((_fm_nlogs + 1))
 	FM_LOG=$T/daemon$_fm_nlogs.log
 	_fm_mount_args "$@"
-	env --default-signal=INT,TERM "$FM" mount -f "${_FM_ARGS[@]}" >"$FM_LOG" 2>&1 &
+	env --default-signal=INT,TERM "$FM" mount -f ${FM_TRANSPORT:+"--transport=$FM_TRANSPORT"} \
+		"${_FM_ARGS[@]}" >"$FM_LOG" 2>&1 &
 	FM_PID=$!
 	_PIDS+=("$FM_PID")
 	for ((i = 0; i < 300; i++)); do
-		is_mounted "$mp" && return 0
+		if is_mounted "$mp"; then
+			_fm_check_transport "$mp"
+			return 0
+		fi
 		pid_alive "$FM_PID" || fail "fusemirror mount -f $* died before mounting: $(cat "$FM_LOG")"
 		sleep 0.1
 	done

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The FUSE transports (issue 10).  With the fuse module's enable_uring off,
+# `mount --transport=uring` (and -o transport=uring) is refused before
+# mounting, with a message naming the parameter, and the legs are left
+# unchanged; a bad transport name is a usage error.  With it on, the image
+# is served through io_uring: one queue per possible CPU in status, the
+# queues' request counters grow with the I/O, nothing stays in flight,
+# fio's crc32c verify passes at QD32, and umount is clean.  auto takes
+# /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
+# log (io_uring from 8).  The parameter is restored on every exit.
+source "$(dirname "$0")/lib.sh"
+
+P=/sys/module/fuse/parameters/enable_uring
+[[ -e $P ]] || fail "$P is missing: this kernel has no FUSE over io_uring"
+saved=$(cat "$P")
+fm_on_cleanup "echo $saved >$P"
+FM_TRANSPORT=   # this test chooses the transport itself
+SIZE=$((96 << 20))
+cpus=$(($(sed -E 's/.*[-,]//' /sys/devices/system/cpu/possible) + 1))
+fm_create --size "$SIZE" "$T/leg0" "$T/leg1"
+mkdir -p "$T/mnt"
+sum0=$(leg_sum "$T/leg0") sum1=$(leg_sum "$T/leg1")
+
+log "enable_uring=N: transport=uring is refused before mounting"
+echo N >"$P"
+assert_exit 4 "transport uring: .*$P is N" \
+	"$FM" mount --transport=uring "$T/leg0" "$T/leg1" "$T/mnt"
+assert_not_mounted "$T/mnt"
+assert_exit 4 "enable_uring" "$FM" mount -o transport=uring "$T/leg0" "$T/leg1" "$T/mnt"
+assert_not_mounted "$T/mnt"
+assert_exit 2 "transport=fuse: expected auto, uring or dev" \
+	"$FM" mount -o transport=fuse "$T/leg0" "$T/leg1" "$T/mnt"
+assert_exit 2 "--transport fuse: expected auto, uring or dev" \
+	"$FM" mount --transport=fuse "$T/leg0" "$T/leg1" "$T/mnt"
+assert_eq "$(leg_sum "$T/leg0") $(leg_sum "$T/leg1")" "$sum0 $sum1" "legs after the refusals"
+
+log "enable_uring=Y: served through io_uring ($cpus queues)"
+echo Y >"$P"
+FM_TRANSPORT=uring fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
+run_fio uring --filename="$T/mnt/image" --direct=1 --rw=randrw --bs=4k --iodepth=32 \
+	--ioengine=io_uring --size=32M --io_size=48M --verify=crc32c --verify_fatal=1
+run_fio uring1m --filename="$T/mnt/image" --direct=1 --rw=write --bs=1M --iodepth=4 \
+	--ioengine=io_uring --offset=32M --size=32M --verify=crc32c --verify_fatal=1
+q=$(fm_status_get "$T/mnt" .transport)
+python3 - "$q" "$cpus" <<'PY' || fail "io_uring queues: $q"
+import json, sys
+t, cpus = json.loads(sys.argv[1]), int(sys.argv[2])
+qs = t["queues"]
+assert t["name"] == "uring", t
+assert sorted(q["cpu"] for q in qs) == list(range(cpus)), qs
+assert all(q["depth"] >= 32 for q in qs), qs
+# 48M of 4k randrw + verify reads + 32M of 1M writes and their verify
+assert sum(q["requests"] for q in qs) >= 12288 + 64, qs
+assert all(q["in_flight"] == 0 for q in qs), qs
+PY
+fm status "$T/mnt" | grep -q "transport uring; per queue" || fail "status text shows no transport"
+fm_umount "$T/mnt"
+assert_legs_equal "$T/leg0" "$T/leg1"
+
+log "auto on $cpus possible CPUs"
+FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
+want=dev
+((cpus >= 8)) && want=uring
+assert_eq "$(fm_status_get "$T/mnt" .transport.name)" "$want" "the transport auto took"
+if [[ $want == dev ]]; then
+	grep -q "transport=auto: $cpus CPUs (io_uring from 8" "$FM_LOG" ||
+		fail "auto did not say why it took /dev/fuse: $(cat "$FM_LOG")"
+fi
+assert_eq "$(dd if="$T/mnt/image" bs=1M iflag=direct status=none | sha256sum | cut -d' ' -f1)" \
+	"$(data_sum "$T/leg0")" "the image read on the auto transport"
+fm_umount "$T/mnt"
