@@ -461,7 +461,7 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 			atomic_store(&m->legs[s].state, m->sb.legs[s].state == FM_LEG_REMOVED ?
 				     FM_LEG_REMOVED : FM_LEG_FAULTY);
 		if (m->sb.legs[s].flags & FM_SB_LEG_MISSING)
-			fm_warn("leg %u (uuid %s): missing; the array starts without it "
+			fm_debug("leg %u (uuid %s): missing; the array starts without it "
 				"(degraded); 'fusemirror add' brings it back and recovers what "
 				"it missed", s,
 				fm_uuid_unparse(m->sb.legs[s].uuid, u1));
@@ -663,7 +663,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 			free(un);
 		}
 		unclean_regions = set;
-		fm_warn("array %s was not stopped cleanly: %llu of %llu regions are marked "
+		fm_debug("array %s was not stopped cleanly: %llu of %llu regions are marked "
 			"in the write-intent bitmap and will be resynced",
 			fm_uuid_unparse(m->sb.array_uuid, u), (unsigned long long)set,
 			(unsigned long long)m->nr_regions);
@@ -694,7 +694,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		if (r < 0)
 			goto fail;
 	}
-	fm_notice("array %s assembled: %u legs, %llu bytes%s",
+	fm_debug("array %s assembled: %u legs, %llu bytes%s",
 		  fm_uuid_unparse(m->sb.array_uuid, u), n,
 		  (unsigned long long)m->image_size, m->readonly ? ", read-only" : "");
 	for (unsigned i = 0; i < n; i++)
@@ -769,7 +769,7 @@ int mirror_stop(struct mirror *m, GError **err)
 		} else if (atomic_load(&m->unsynced)) {
 			/* Not an error (md stops a resync the same way): the
 			 * bits of the regions left are still set. */
-			fm_notice("array stopped before its resync finished: it stays "
+			fm_debug("array stopped before its resync finished: it stays "
 				  "marked dirty and resyncs the rest at the next mount");
 		} else {
 			pthread_mutex_lock(&m->state_lock);

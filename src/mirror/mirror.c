@@ -992,7 +992,7 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 			read_error_corrected(m, r->vleg);
 		mirror_event(m, FM_EVENT_READ_ERROR_CORRECTED, (int)r->vleg,
 			     r->sector << FM_SECTOR_SHIFT, 0);
-		fm_notice("leg %s: sectors %llu+%llu rewritten from leg %s",
+		fm_debug("leg %s: sectors %llu+%llu rewritten from leg %s",
 			  leg->path, (unsigned long long)r->sector,
 			  (unsigned long long)r->count, m->legs[r->leg].path);
 	}

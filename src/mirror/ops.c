@@ -91,7 +91,7 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 	mirror_sb_request_locked(m);
 	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
-	fm_notice("leg %s: %s, closed", path, why);
+	fm_debug("leg %s: %s, closed", path, why);
 	dmio_dev_close(dev);
 	free(path);
 	mirror_update_clearing(m);
@@ -237,7 +237,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	slot = open_readd(m, path, &dev, &full, note, sizeof(note), err);
 	if (slot >= 0) {
 		memcpy(uuid, m->sb.legs[slot].uuid, 16);
-		fm_notice("leg %s: re-added to array %s in slot %d (%s recovery)", path,
+		fm_debug("leg %s: re-added to array %s in slot %d (%s recovery)", path,
 			  fm_uuid_unparse(m->sb.array_uuid, u), slot,
 			  full ? "full" : "bitmap-based");
 	} else if (slot != -ENOENT) {
@@ -277,7 +277,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 				    path, g_strerror(-r));
 			return r;
 		}
-		fm_notice("leg %s: added to array %s in slot %d (full recovery)", path,
+		fm_debug("leg %s: added to array %s in slot %d (full recovery)", path,
 			  fm_uuid_unparse(m->sb.array_uuid, u), slot);
 	}
 	pthread_mutex_lock(&m->state_lock);
@@ -416,7 +416,7 @@ int mirror_set_write_mostly(struct mirror *m, const char *path, bool on, GError 
 			    "took the superblock update");
 		goto out;
 	}
-	fm_notice("leg %s: write-mostly %s", m->legs[i].path, on ? "on" : "off");
+	fm_debug("leg %s: write-mostly %s", m->legs[i].path, on ? "on" : "off");
 out:
 	pthread_mutex_unlock(&m->admin_lock);
 	return i < 0 ? i : r;
@@ -478,9 +478,9 @@ int mirror_inject(struct mirror *m, const char *path, const struct dmio_fault *f
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot set the fault: %s", path,
 			    r == -EINVAL ? "invalid fault description" : g_strerror(-r));
 	else if (fault)
-		fm_notice("leg %s: fault injected (flags %#x)", path, f.flags);
+		fm_debug("leg %s: fault injected (flags %#x)", path, f.flags);
 	else
-		fm_notice("leg %s: fault cleared", path);
+		fm_debug("leg %s: fault cleared", path);
 	pthread_mutex_unlock(&m->admin_lock);
 	return r;
 }

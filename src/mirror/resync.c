@@ -204,7 +204,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		m->sb.legs[i].events = m->sb.events + 1;
 		leg->recovery_offset = 0;
 		leg->note[0] = '\0';
-		fm_notice("leg %s: rebuilt, now in sync", leg->path);
+		fm_debug("leg %s: rebuilt, now in sync", leg->path);
 		if (*flags & FM_SB_LEG_REPLACEMENT) {
 			retire |= 1ull << FM_SB_LEG_REPLACED_SLOT(*flags);
 			*flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT | FM_SB_LEG_REPLACED_MASK);
@@ -297,7 +297,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		mirror_event(m, FM_EVENT_SCRUB_STARTED, -1, s->action == MIRROR_SYNC_REPAIR, 0);
 	else
 		mirror_event(m, FM_EVENT_REBUILD_STARTED, -1, total, 0);
-	fm_notice("array %s: %s started: %llu bytes to %s",
+	fm_debug("array %s: %s started: %llu bytes to %s",
 		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 		  (unsigned long long)total, scrub ? "compare" : "copy");
 
@@ -358,7 +358,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	}
 	if (scrub) {
 		mirror_event(m, FM_EVENT_SCRUB_FINISHED, -1, s->mismatches, 0);
-		fm_notice("array %s: %s done: %llu mismatched sectors%s",
+		fm_debug("array %s: %s done: %llu mismatched sectors%s",
 			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 			  (unsigned long long)s->mismatches,
 			  s->action == MIRROR_SYNC_REPAIR && s->mismatches ? " (rewritten)" : "");
@@ -377,7 +377,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		/* A resync alone: the legs were in sync all along. */
 		mirror_event(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
 	}
-	fm_notice("array %s: %s done: %llu regions, %llu bytes copied in %.1f s",
+	fm_debug("array %s: %s done: %llu regions, %llu bytes copied in %.1f s",
 		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 		  (unsigned long long)s->resynced_regions, (unsigned long long)s->done,
 		  (double)(fm_now_ns() - s->started_ns) / 1e9);

@@ -100,11 +100,11 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 		mirror_event_degraded_locked(m);
 		n = mirror_in_sync_count(m);
 		if (n)
-			fm_err("leg %s: marked faulty (%s%s%s); the array goes on degraded, "
+			fm_debug("leg %s: marked faulty (%s%s%s); the array goes on degraded, "
 			       "%u of %u legs in sync", leg->path, what, err ? ": " : "",
 			       err ? strerror(-err) : "", n, count_slots_locked(m));
 		else
-			fm_err("leg %s: marked faulty (%s%s%s); no leg is left in sync: "
+			fm_debug("leg %s: marked faulty (%s%s%s); no leg is left in sync: "
 			       "the array has FAILED, every I/O now fails", leg->path, what,
 			       err ? ": " : "", err ? strerror(-err) : "");
 	}
