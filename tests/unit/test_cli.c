@@ -493,6 +493,34 @@ END_TEST
 /*----------------------------------------------------------------*/
 /* The key table: defaults, flags, help, and the documentation of each key */
 
+/* degraded: off by default, a bare -o flag, a file key, and refused with a
+ * value that is not a boolean. */
+START_TEST(config_degraded)
+{
+	g_autofree char *dir = fm_test_mkdtemp(NULL, "cli");
+	g_autofree char *conf = NULL;
+	g_autoptr(GError) err = NULL;
+	struct mount_cfg cfg;
+
+	mount_cfg_init(&cfg);
+	ck_assert(!cfg.degraded);
+	ck_assert(mount_cfg_apply_opts(&cfg, "ro,degraded", &err));
+	ck_assert(cfg.degraded);
+	ck_assert(mount_cfg_is_set(&cfg, "degraded"));
+	ck_assert(mount_cfg_apply_opts(&cfg, "degraded=no", &err));
+	ck_assert(!cfg.degraded);
+	mount_cfg_clear(&cfg);
+	refuse_opts("degraded=maybe", "degraded=maybe");
+
+	conf = write_conf(dir, "[array]\nlegs=/a;/b\n[mount]\ndegraded = true\n");
+	mount_cfg_init(&cfg);
+	ck_assert_msg(mount_cfg_load_file(&cfg, conf, &err), "%s", err ? err->message : "");
+	ck_assert(cfg.degraded);
+	mount_cfg_clear(&cfg);
+	ck_assert_int_eq(fm_test_rm_rf(dir), 0);
+}
+END_TEST
+
 START_TEST(config_table)
 {
 	g_autoptr(GError) err = NULL;
@@ -714,6 +742,7 @@ static Suite *cli_suite(void)
 		{ "fault_describe", fault_describe },
 		{ "config_resilience_opts", config_resilience_opts },
 		{ "config_resilience_file", config_resilience_file },
+		{ "config_degraded", config_degraded },
 		{ "config_table", config_table },
 		{ "config_documented", config_documented },
 		{ "json_not_utf8", json_not_utf8 },
