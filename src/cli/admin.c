@@ -98,7 +98,7 @@ static int call_leg_verb(const char *mountpoint, const char *const *words)
 	"Exit status: 0 done; 1 it failed on the way (an I/O error writing the\n"     \
 	"superblocks, the daemon is stopping); 2 usage; 3 refused (the daemon\n"      \
 	"says why: not a leg of the array, the last in-sync leg, ...), nothing\n"     \
-	"changed; 5 no daemon serves MOUNTPOINT."
+	"changed; 5 no daemon serves MOUNTPOINT; 6 a dead mount is left there."
 
 int cmd_fail(int argc, char **argv)
 {
@@ -314,7 +314,8 @@ int cmd_scrub(int argc, char **argv)
 		"\n"
 		"Exit status: 0 started (--wait: finished; --cancel: stopped); 1 refused\n"
 		"or failed (another sync action runs, no scrub to cancel, the daemon\n"
-		"stopped); 2 usage; 5 no daemon serves MOUNTPOINT.",
+		"stopped); 2 usage; 5 no daemon serves MOUNTPOINT; 6 a dead mount is\n"
+		"left there.",
 		entries, 1, &argc, &argv, &rest);
 
 	if (code)
@@ -398,7 +399,8 @@ int cmd_inject(int argc, char **argv)
 		"  fusemirror inject /mnt/fm /dev/vdc --clear\n"
 		"\n"
 		"Exit status: 0 done (or shown); 1 it failed on the way; 2 usage; 3 refused\n"
-		"(not a leg of the array); 5 no daemon serves MOUNTPOINT.",
+		"(not a leg of the array); 5 no daemon serves MOUNTPOINT; 6 a dead mount\n"
+		"is left there.",
 		entries, 2, &argc, &argv, &rest);
 
 	if (code)

@@ -389,7 +389,8 @@ int cmd_status(int argc, char **argv)
 		"\n"
 		"Exit status: 0 shown (--watch: interrupted, or the daemon stopped);\n"
 		"1 the daemon failed to answer (--watch: or died); 2 usage; 5 no daemon\n"
-		"serves MOUNTPOINT.");
+		"serves MOUNTPOINT; 6 a dead mount is left there (its daemon was killed:\n"
+		"run mount again to replace it).");
 	g_option_context_add_main_entries(octx, entries, NULL);
 	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
 		cli_error("status: %s (see fusemirror status --help)", err->message);
@@ -493,7 +494,7 @@ int cmd_umount(int argc, char **argv)
 		"does the same, but they return before the daemon has finished.)\n"
 		"\n"
 		"Exit status: 0 stopped cleanly; 1 the image is busy or a write failed;\n"
-		"5 no daemon serves MOUNTPOINT.");
+		"5 no daemon serves MOUNTPOINT; 6 a dead mount is left there.");
 	g_option_context_add_main_entries(octx, entries, NULL);
 	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
 		cli_error("umount: %s", err->message);
