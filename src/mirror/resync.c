@@ -41,6 +41,7 @@ struct mirror_sync {
 	bool running;                   /* a thread exists (join it) */
 	bool active;                    /* a pass is running */
 	bool stop;
+	bool cancelled;                 /* stop is a scrub cancel, not mirror_sync_stop() */
 	enum mirror_sync_action action, last_action;
 	unsigned inflight;
 	int err;
@@ -206,7 +207,8 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		leg->note[0] = '\0';
 		fm_debug("leg %s: rebuilt, now in sync", leg->path);
 		if (*flags & FM_SB_LEG_REPLACEMENT) {
-			retire |= 1ull << FM_SB_LEG_REPLACED_SLOT(*flags);
+			if (m->sb.legs[FM_SB_LEG_REPLACED_SLOT(*flags)].state != FM_LEG_EMPTY)
+				retire |= 1ull << FM_SB_LEG_REPLACED_SLOT(*flags);
 			*flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT | FM_SB_LEG_REPLACED_MASK);
 		}
 	}
@@ -215,7 +217,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++)
-		if ((retire & (1ull << i)) && m->sb.legs[i].state != FM_LEG_EMPTY)
+		if (retire & (1ull << i))
 			mirror_retire_leg(m, i, true, "replaced");
 	mirror_sb_update_sync(m);
 }
@@ -390,9 +392,12 @@ static void *sync_main(void *arg)
 
 	run_pass(m, s);
 	pthread_mutex_lock(&s->lock);
-	/* A leg added while this pass ran: recover it now. */
-	while (s->queued && !s->stop) {
+	/* A leg added while this pass ran: recover it now (also after a
+	 * cancelled scrub, but not when the mirror stops). */
+	while (s->queued && (!s->stop || s->cancelled)) {
 		s->queued = false;
+		s->stop = false;
+		s->cancelled = false;
 		s->last_action = s->action;
 		s->action = MIRROR_SYNC_RECOVER;
 		s->err = 0;
@@ -432,6 +437,7 @@ int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool rep
 	}
 	s->active = true;
 	s->stop = false;
+	s->cancelled = false;
 	s->err = 0;
 	s->action = action;
 	s->done = s->total = 0;
@@ -459,6 +465,7 @@ void mirror_sync_stop(struct mirror *m)
 		return;
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
+	s->cancelled = false;
 	running = s->running;
 	s->running = false;
 	pthread_mutex_unlock(&s->lock);
@@ -519,8 +526,10 @@ int mirror_sync_cancel_scrub(struct mirror *m)
 		return -ENOENT;
 	pthread_mutex_lock(&s->lock);
 	scrub = s->active && (s->action == MIRROR_SYNC_CHECK || s->action == MIRROR_SYNC_REPAIR);
-	if (scrub)
+	if (scrub) {
 		s->stop = true;
+		s->cancelled = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	return scrub ? 0 : -ENOENT;
 }

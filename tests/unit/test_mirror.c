@@ -2640,6 +2640,40 @@ START_TEST(test_rebuild_resume)
 }
 END_TEST
 
+/* An add during a scrub is queued behind it; cancelling the scrub starts
+ * the queued rebuild at once (a cancel is not a stop of the mirror). */
+START_TEST(test_add_queued_behind_scrub)
+{
+	struct mirror_opts o = { .sync_speed_min = 2 * MiB, .sync_speed_max = 2 * MiB };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
+	fx.legs[2] = fx_path("new");
+	r = mirror_add_leg(fx.m, fx.legs[2], 0, &err);
+	ck_assert_msg(r == 1, "add during a scrub: %d %s", r, err ? err->message : "");
+	leg_stats(2, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+	mirror_get_status(fx.m, &ms);
+	ck_assert_int_eq(ms.action, MIRROR_SYNC_CHECK);
+	admin_ok(mirror_scrub_cancel(fx.m, &err), err, "scrub cancel");
+	fx_write_random(3 * REGION, 64 * KiB);
+	wait_sync_idle(&ms);
+	ck_assert_int_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.nr_in_sync, 3);
+	fx.nlegs = 3;
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
 /* A read error: the read is served by the other leg, the bad copy is
  * rewritten and verified; the leg stays in sync. */
 START_TEST(test_read_error_repaired)
@@ -3987,6 +4021,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
+	tcase_add_test(tc, test_add_queued_behind_scrub);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
 	tcase_add_test(tc, test_events_degraded_unclean_start);
 	tcase_add_test(tc, test_events_write_mostly);
