@@ -175,6 +175,32 @@ static void daemon_status_line(void *ctx, char *buf, size_t len)
 	}
 }
 
+/*
+ * The events of the assembly itself (an unclean start, a missing leg)
+ * come before mirror_assemble() returns the superblock: name the array in
+ * them from the first leg whose superblock decodes.  Only the UUID and the
+ * name are taken, which never change; the assembly checks everything.
+ */
+static void peek_array_identity(struct mount_cfg *cfg, struct daemon_events *ev)
+{
+	g_autofree void *buf = g_malloc(FM_SB_SIZE);
+
+	for (char **l = cfg->legs; l && *l; l++) {
+		struct fm_sb sb;
+		int fd = open(*l, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		ssize_t n;
+
+		if (fd < 0)
+			continue;
+		n = pread(fd, buf, FM_SB_SIZE, 0);
+		close(fd);
+		if (n == (ssize_t)FM_SB_SIZE && fm_sb_decode(buf, &sb, NULL) == 0) {
+			daemon_events_set_array(ev, sb.array_uuid, sb.name);
+			return;
+		}
+	}
+}
+
 static int run_daemon(struct mount_cfg *cfg)
 {
 	struct daemon d = { .cfg = cfg, .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -215,6 +241,7 @@ static int run_daemon(struct mount_cfg *cfg)
 		daemon_events_free(d.ev);
 		return FM_EXIT_FAILURE;
 	}
+	peek_array_identity(cfg, d.ev);
 	r = mirror_assemble((const char *const *)cfg->legs, g_strv_length(cfg->legs), &mo,
 			    &d.m, &err);
 	if (r < 0) {
@@ -463,6 +490,9 @@ int cmd_mount(int argc, char **argv)
 		}
 		fm_log_set_level((enum fm_log_level)l);
 	}
+	/* Tests point the journal elsewhere (fusemirror(8), ENVIRONMENT). */
+	if (getenv("FUSEMIRROR_JOURNAL_SOCKET"))
+		fm_log_set_journal_socket(getenv("FUSEMIRROR_JOURNAL_SOCKET"));
 	if (log_target && strcmp(log_target, "auto")) {
 		target_auto = false;
 		if (!strcmp(log_target, "stderr")) {

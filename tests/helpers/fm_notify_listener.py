@@ -2,14 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A stand-in for systemd's notification socket (sd_notify(3)), for tests.
 
-Usage: fm_notify_listener.py SOCKET LOG [--check-mount PATH]
+Usage: fm_notify_listener.py SOCKET LOG [--check-mount PATH | --entries]
 Binds an AF_UNIX datagram socket at SOCKET ("@name": abstract) and appends
 each datagram's assignments to LOG, one per line, as "SECONDS KEY=VALUE"
 (seconds since the listener started).  With --check-mount PATH, when a
 READY=1 arrives it also writes "MOUNTED yes|no" (whether PATH is a mount
 point in /proc/self/mountinfo at that moment) and "READABLE yes|no" (one
-4 KiB read of PATH/image, or of PATH if it is a file).  Writes "LISTENING"
-once bound; runs until killed.
+4 KiB read of PATH/image, or of PATH if it is a file).  With --entries
+(a stand-in for the journal's socket), each datagram is one line instead:
+its fields joined by "|".  Writes "LISTENING" once bound; runs until
+killed.
 """
 import os
 import socket
@@ -30,6 +32,7 @@ def is_mount(path):
 def main():
     sock_path, log_path = sys.argv[1], sys.argv[2]
     check = None
+    entries = len(sys.argv) > 3 and sys.argv[3] == "--entries"
     if len(sys.argv) > 4 and sys.argv[3] == "--check-mount":
         check = sys.argv[4]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -41,6 +44,9 @@ def main():
     while True:
         data = s.recv(65536).decode(errors="replace")
         now = time.monotonic() - t0
+        if entries:
+            log.write("%.3f %s\n" % (now, "|".join(data.rstrip("\n").split("\n"))))
+            continue
         for line in data.split("\n"):
             if line:
                 log.write("%.3f %s\n" % (now, line))

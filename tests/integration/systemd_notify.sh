@@ -14,6 +14,11 @@
 #   2. path socket, no WATCHDOG_USEC, started on the dead mount of a killed
 #      daemon that had written 8 MiB: the dead mount is replaced, STATUS=
 #      reports the resync, then its progress once it moved; no WATCHDOG=1;
+#   2b. the same after another kill -9, with stderr connected to the journal
+#      (JOURNAL_STREAM = its device:inode): the daemon writes journal
+#      entries itself (to a stand-in socket), with EVENT=UncleanStart,
+#      ARRAY_UUID=, MOUNTPOINT=, RESYNC_REGIONS=, then EVENT=RebuildStarted
+#      with RESYNC_BYTES=, and none of it on stderr;
 #   3. WATCHDOG_PID naming another process: no WATCHDOG=1 either.
 source "$(dirname "$0")/lib.sh"
 LISTENER=$(realpath "$(dirname "$0")/../helpers/fm_notify_listener.py")
@@ -116,6 +121,41 @@ stop
 ! grep -q WATCHDOG "$N2" || fail "WATCHDOG=1 without WATCHDOG_USEC: $(cat "$N2")"
 has "$N2" 'STOPPING=1' || fail "no STOPPING=1 after SIGTERM: $(cat "$N2")"
 kill "$LPID"; wait "$LPID" 2>/dev/null || true
+
+log "2b. stderr connected to the journal (JOURNAL_STREAM): entries with fields"
+# The same restart on a killed daemon's dead mount, as systemd runs it:
+# stderr is the journal's stream, so the daemon writes to the journal's
+# socket itself (here a stand-in, FUSEMIRROR_JOURNAL_SOCKET).
+fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
+head -c $((4 << 20)) /dev/urandom | dd of="$T/mnt/image" bs=1M oflag=direct conv=notrunc \
+	iflag=fullblock status=none
+fm_crash "$T/mnt"
+J=$T/journal.log
+python3 "$LISTENER" "$T/journal.sock" "$J" --entries &
+JPID=$!
+fm_wait_for "the journal stand-in" 30 grep -q LISTENING "$J"
+: >"$T/stream.err"
+env --default-signal=INT,TERM FUSEMIRROR_JOURNAL_SOCKET="$T/journal.sock" \
+	JOURNAL_STREAM="$(stat -c '%d:%i' "$T/stream.err")" "${CMD[@]}" \
+	>>"$T/daemon.log" 2>>"$T/stream.err" &
+DPID=$!
+_PIDS+=("$DPID")
+fm_wait_for "the journal entry of the unclean start" 60 \
+	grep -q 'EVENT=UncleanStart' "$J"
+entry=$(grep 'EVENT=UncleanStart' "$J" | head -n1)
+for f in 'PRIORITY=4' 'SYSLOG_IDENTIFIER=fusemirror' 'ARRAY_UUID=[0-9a-f-]{36}' \
+	"MOUNTPOINT=$T/mnt" 'RESYNC_REGIONS=[1-9][0-9]*' \
+	'MESSAGE=.*not stopped cleanly: [1-9][0-9]* regions will be resynced'; do
+	grep -Eq "(^[0-9.]+ |\|)$f(\||\$)" <<<"$entry" || fail "journal entry lacks $f: $entry"
+done
+fm_wait_for "the journal entry of the resync" 30 grep -q 'EVENT=RebuildStarted' "$J"
+grep 'EVENT=RebuildStarted' "$J" | grep -Eq '\|ARRAY_UUID=[0-9a-f-]{36}\|.*\|RESYNC_BYTES=[1-9][0-9]*\|' ||
+	fail "RebuildStarted without RESYNC_BYTES: $(grep RebuildStarted "$J")"
+# Nothing of it on stderr: the journal got it.
+! grep -q 'not stopped cleanly' "$T/stream.err" ||
+	fail "with JOURNAL_STREAM the messages still went to stderr: $(cat "$T/stream.err")"
+stop
+kill "$JPID"; wait "$JPID" 2>/dev/null || true
 
 log "3. WATCHDOG_PID of another process: no keep-alive"
 N3=$T/notify3.log
