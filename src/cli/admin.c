@@ -47,41 +47,12 @@ static void print_reply(const GString *out)
 			printf("fusemirror: %s\n", *l);
 }
 
-/*
- * Parse the options of @verb; @nargs positional words are expected after
- * them (into *ret_rest).  Returns FM_EXIT_OK, or FM_EXIT_USAGE after the
- * message.
- */
+/* Parse the options of @verb; exactly @nargs positional words (*ret_rest). */
 static int parse(const char *verb, const char *args, const char *summary,
 		 GOptionEntry *entries, unsigned nargs, int *argc, char ***argv,
 		 char ***ret_rest)
 {
-	g_autoptr(GOptionContext) octx = g_option_context_new(args);
-	g_autoptr(GError) err = NULL;
-	GOptionEntry rest[] = {
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, ret_rest, NULL, NULL },
-		{ NULL },
-	};
-
-	g_option_context_set_summary(octx, summary);
-	if (entries)
-		g_option_context_add_main_entries(octx, entries, NULL);
-	g_option_context_add_main_entries(octx, rest, NULL);
-	if (!g_option_context_parse(octx, argc, argv, &err)) {
-		cli_error("%s: %s (see fusemirror %s --help)", verb, err->message, verb);
-		return FM_EXIT_USAGE;
-	}
-	if (!*ret_rest || g_strv_length(*ret_rest) != nargs) {
-		cli_error("%s: expected %s (see fusemirror %s --help)", verb, args, verb);
-		return FM_EXIT_USAGE;
-	}
-	for (unsigned i = 0; i < nargs; i++) {
-		if (!(*ret_rest)[i][0]) {
-			cli_error("%s: an empty argument (expected %s)", verb, args);
-			return FM_EXIT_USAGE;
-		}
-	}
-	return FM_EXIT_OK;
+	return cli_parse_args(verb, args, summary, entries, nargs, nargs, argc, argv, ret_rest);
 }
 
 static int call_leg_verb(const char *mountpoint, const char *const *words)

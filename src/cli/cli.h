@@ -173,6 +173,19 @@ char *cli_json_text(JsonBuilder *b);
  * when it cannot be read. */
 GPtrArray *cli_mounted_arrays(GError **err);
 
+/*
+ * Parse the command line of `fusemirror @verb` (options.c): @entries (may be
+ * NULL; without a G_OPTION_REMAINING entry — the positional words go to
+ * *ret_rest), `--help` showing @params ("MOUNTPOINT LEG", "LEG...") and
+ * @summary.  There must be @min_args to @max_args positional words
+ * (G_MAXUINT: no limit), none empty.  Returns FM_EXIT_OK with *ret_rest
+ * (NULL-terminated, never NULL; g_strfreev), or FM_EXIT_USAGE after
+ * printing "fusemirror: VERB: MESSAGE (see fusemirror VERB --help)".
+ */
+int cli_parse_args(const char *verb, const char *params, const char *summary,
+		   const GOptionEntry *entries, unsigned min_args, unsigned max_args,
+		   int *argc, char ***argv, char ***ret_rest);
+
 /* Print "fusemirror: MESSAGE" to stderr. */
 void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

@@ -278,16 +278,13 @@ int cmd_examine(int argc, char **argv)
 	g_auto(GStrv) legs = NULL;
 	GOptionEntry entries[] = {
 		{ "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &legs, NULL, "LEG..." },
 		{ NULL },
 	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
-	g_autoptr(GError) err = NULL;
 	g_autoptr(JsonBuilder) b = json_builder_new();
 	int code = FM_EXIT_OK;
 	unsigned shown = 0;
 
-	g_option_context_set_summary(octx,
+	code = cli_parse_args("examine", "LEG...",
 		"Print what each LEG holds on disk, like mdadm --examine and\n"
 		"--examine-bitmap: array and leg UUIDs, name, leg index, event counter,\n"
 		"clean or dirty, geometry, the write-intent bitmap (bits set, as region\n"
@@ -296,16 +293,10 @@ int cmd_examine(int argc, char **argv)
 		"mounted array can be examined too (the daemon may hold newer state).\n"
 		"\n"
 		"Exit status: 0 every leg shown; 1 a read failed; 2 usage; 3 some LEG\n"
-		"holds no valid superblock (the others are still shown).");
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("examine: %s (see fusemirror examine --help)", err->message);
-		return FM_EXIT_USAGE;
-	}
-	if (!legs || !legs[0]) {
-		cli_error("examine: no legs given (see fusemirror examine --help)");
-		return FM_EXIT_USAGE;
-	}
+		"holds no valid superblock (the others are still shown).",
+		entries, 1, G_MAXUINT, &argc, &argv, &legs);
+	if (code)
+		return code;
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "legs");
 	json_builder_begin_array(b);

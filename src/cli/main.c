@@ -22,17 +22,6 @@
 #include "fusemirror/ctl.h"
 #include "fusemirror/dmio.h"
 
-void cli_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("fusemirror: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 /*----------------------------------------------------------------*/
 /* create */
 
@@ -59,34 +48,26 @@ int cmd_create(int argc, char **argv)
 		{ "write-mostly", 'W', 0, G_OPTION_ARG_FILENAME_ARRAY, &wm,
 		  "Flag LEG (one of the legs; repeatable) write-mostly: it is read only when "
 		  "no other leg can serve (a slow or remote leg)", "LEG" },
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &legs, NULL, "LEG..." },
 		{ NULL },
 	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
 	struct mirror_format_opts o = { 0 };
 	uint8_t uuid[16];
 	char u[37];
 	uint64_t v;
-	int r;
+	int r, code;
 
-	g_option_context_set_summary(octx,
+	code = cli_parse_args("create", "LEG...",
 		"Write a new array's superblocks on LEG... (existing regular files, paths\n"
 		"to create as sparse files, or block devices).  All legs start equal: their\n"
 		"data areas are discarded or zeroed, so no initial copy is needed.\n"
 		"A leg given to --write-mostly (as written among LEG...) is read only when\n"
 		"no other in-sync leg can serve the read (md's --write-mostly).\n"
 		"\n"
-		"Exit status: 0 created; 2 usage; 3 a leg was refused (nothing written).");
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("create: %s (see fusemirror create --help)", err->message);
-		return FM_EXIT_USAGE;
-	}
-	if (!legs || !legs[0]) {
-		cli_error("create: no legs given (see fusemirror create --help)");
-		return FM_EXIT_USAGE;
-	}
+		"Exit status: 0 created; 2 usage; 3 a leg was refused (nothing written).",
+		entries, 1, G_MAXUINT, &argc, &argv, &legs);
+	if (code)
+		return code;
 	if (size_s) {
 		if (fm_parse_size(size_s, &v) < 0 || v == 0) {
 			cli_error("create: --size %s: not a size (e.g. 512M, 10G)", size_s);
@@ -366,16 +347,14 @@ int cmd_status(int argc, char **argv)
 		  "Show it again every interval until interrupted or the daemon stops", NULL },
 		{ "interval", 'n', 0, G_OPTION_ARG_DOUBLE, &interval,
 		  "Seconds between two frames of --watch (default 1)", "SECONDS" },
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, "MOUNTPOINT" },
 		{ NULL },
 	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
 	g_autoptr(GString) out = g_string_new(NULL);
 	const char *words[3] = { "status", NULL, NULL };
 	int code;
 
-	g_option_context_set_summary(octx,
+	code = cli_parse_args("status", "[MOUNTPOINT...]",
 		"Show a running array: UUID, size, state (active, degraded, resyncing,\n"
 		"recovering, failed), the sync action's progress, the write-intent bitmap,\n"
 		"each leg (path, UUID, state, reads, writes, errors, corrected reads,\n"
@@ -390,17 +369,14 @@ int cmd_status(int argc, char **argv)
 		"Exit status: 0 shown (--watch: interrupted, or the daemon stopped);\n"
 		"1 the daemon failed to answer (--watch: or died); 2 usage; 5 no daemon\n"
 		"serves MOUNTPOINT; 6 a dead mount is left there (its daemon was killed:\n"
-		"run mount again to replace it).");
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("status: %s (see fusemirror status --help)", err->message);
-		return FM_EXIT_USAGE;
-	}
-	if (format && !strcmp(format, "prometheus") && !watch &&
-	    (!rest || g_strv_length(rest) != 1)) {
+		"run mount again to replace it).",
+		entries, 0, G_MAXUINT, &argc, &argv, &rest);
+	if (code)
+		return code;
+	if (format && !strcmp(format, "prometheus") && !watch && g_strv_length(rest) != 1) {
 		g_autoptr(GPtrArray) mps = NULL;
 
-		if (rest) {
+		if (rest[0]) {
 			mps = g_ptr_array_new();
 			for (char **r = rest; *r; r++)
 				g_ptr_array_add(mps, *r);
@@ -410,7 +386,7 @@ int cmd_status(int argc, char **argv)
 		}
 		return status_prometheus_all(mps);
 	}
-	if (!rest || g_strv_length(rest) != 1) {
+	if (g_strv_length(rest) != 1) {
 		cli_error("status: give exactly one MOUNTPOINT (see fusemirror status --help; "
 			  "--format=prometheus takes any number, none: every mounted array)");
 		return FM_EXIT_USAGE;
@@ -478,32 +454,21 @@ static void umount_tell_sync(const char *mountpoint)
 int cmd_umount(int argc, char **argv)
 {
 	g_auto(GStrv) rest = NULL;
-	GOptionEntry entries[] = {
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, "MOUNTPOINT" },
-		{ NULL },
-	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
-	g_autoptr(GError) err = NULL;
 	g_autoptr(GString) out = g_string_new(NULL);
 	const char *words[] = { "stop", NULL };
+	int code;
 
-	g_option_context_set_summary(octx,
+	code = cli_parse_args("umount", "MOUNTPOINT",
 		"Unmount MOUNTPOINT, write every cached block to every leg, flush the\n"
 		"legs, mark the superblocks clean and stop the daemon; returns once all\n"
 		"of it is done.  (umount(8) and fusermount3 -u work too, and the daemon\n"
 		"does the same, but they return before the daemon has finished.)\n"
 		"\n"
 		"Exit status: 0 stopped cleanly; 1 the image is busy or a write failed;\n"
-		"5 no daemon serves MOUNTPOINT; 6 a dead mount is left there.");
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("umount: %s", err->message);
-		return FM_EXIT_USAGE;
-	}
-	if (!rest || g_strv_length(rest) != 1) {
-		cli_error("umount: give exactly one MOUNTPOINT");
-		return FM_EXIT_USAGE;
-	}
+		"5 no daemon serves MOUNTPOINT; 6 a dead mount is left there.",
+		NULL, 1, 1, &argc, &argv, &rest);
+	if (code)
+		return code;
 	umount_tell_sync(rest[0]);
 	return cli_call_daemon(rest[0], words, 0, out, FM_EXIT_FAILURE, NULL, false);
 }

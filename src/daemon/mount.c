@@ -458,11 +458,8 @@ int cmd_mount(int argc, char **argv)
 		  "auto (default), stderr, journal or syslog", "TARGET" },
 		{ "log-file", 0, 0, G_OPTION_ARG_FILENAME, &log_file,
 		  "Also append every message to FILE", "FILE" },
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
-		  "[LEG...] MOUNTPOINT" },
 		{ NULL },
 	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
 	g_autofree char *keys_help = mount_cfg_help();
 	g_autofree char *summary = g_strconcat(mount_summary_head, keys_help,
@@ -474,12 +471,10 @@ int cmd_mount(int argc, char **argv)
 	int pipefd[2], code;
 	pid_t pid;
 
-	g_option_context_set_summary(octx, summary);
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("mount: %s (see fusemirror mount --help)", err->message);
-		return FM_EXIT_USAGE;
-	}
+	code = cli_parse_args("mount", "[LEG...] [MOUNTPOINT]", summary, entries, 0, G_MAXUINT,
+			      &argc, &argv, &rest);
+	if (code)
+		return code;
 	if (log_level) {
 		int l = fm_log_level_parse(log_level);
 
@@ -555,7 +550,7 @@ int cmd_mount(int argc, char **argv)
 	/* Under systemd (Type=notify) the service's main process must be the
 	 * daemon: no fork. */
 	cfg.foreground = foreground || daemon_notify_enabled();
-	nrest = rest ? g_strv_length(rest) : 0;
+	nrest = g_strv_length(rest);
 	if (nrest == 0 && !cfg.mountpoint) {
 		cli_error("mount: no MOUNTPOINT given (on the command line or in [array] "
 			  "mountpoint= of the config file; see fusemirror mount --help)");

@@ -727,6 +727,69 @@ START_TEST(config_transport)
 }
 END_TEST
 
+/*----------------------------------------------------------------*/
+/* cli_parse_args: the GOption parse every sub-command shares */
+
+static int parse_words(const char *const *words, unsigned min, unsigned max, gboolean *flag,
+		       char ***ret_rest)
+{
+	GOptionEntry entries[] = {
+		{ "flag", 'f', 0, G_OPTION_ARG_NONE, flag, "A flag", NULL },
+		{ NULL },
+	};
+	g_auto(GStrv) argv = g_strdupv((char **)words);
+	char **args = argv;
+	int argc = (int)g_strv_length(argv);
+
+	/* GOption rearranges args; argv keeps every string to free. */
+	args = g_memdup2(argv, sizeof(char *) * ((size_t)argc + 1));
+	{
+		int code = cli_parse_args("verb", "A B", "Summary.", entries, min, max, &argc,
+					  &args, ret_rest);
+
+		g_free(args);
+		return code;
+	}
+}
+
+START_TEST(options_parse_args)
+{
+	g_auto(GStrv) rest = NULL;
+	gboolean flag = FALSE;
+
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "-f", "a", "b", NULL }, 2, 2, &flag,
+				     &rest), FM_EXIT_OK);
+	ck_assert(flag);
+	ck_assert_uint_eq(g_strv_length(rest), 2);
+	ck_assert_str_eq(rest[0], "a");
+	ck_assert_str_eq(rest[1], "b");
+	g_clear_pointer(&rest, g_strfreev);
+
+	/* No positional word at all, when none is needed: an empty vector. */
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", NULL }, 0, 3, &flag, &rest),
+			 FM_EXIT_OK);
+	ck_assert_ptr_nonnull(rest);
+	ck_assert_ptr_null(rest[0]);
+	g_clear_pointer(&rest, g_strfreev);
+
+	/* Too few, too many, an empty word, an unknown option: usage, and
+	 * *ret_rest untouched. */
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "a", NULL }, 2, 2, &flag, &rest),
+			 FM_EXIT_USAGE);
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "a", "b", "c", NULL }, 2, 2, &flag,
+				     &rest), FM_EXIT_USAGE);
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "a", "", NULL }, 2, 2, &flag, &rest),
+			 FM_EXIT_USAGE);
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "--nope", "a", "b", NULL }, 2, 2,
+				     &flag, &rest), FM_EXIT_USAGE);
+	ck_assert_ptr_null(rest);
+	/* Any number. */
+	ck_assert_int_eq(parse_words((const char *[]){ "verb", "a", "b", "c", "d", NULL }, 1,
+				     G_MAXUINT, &flag, &rest), FM_EXIT_OK);
+	ck_assert_uint_eq(g_strv_length(rest), 4);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -747,6 +810,7 @@ static Suite *cli_suite(void)
 		{ "config_documented", config_documented },
 		{ "json_not_utf8", json_not_utf8 },
 		{ "config_transport", config_transport },
+		{ "options_parse_args", options_parse_args },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
