@@ -663,6 +663,10 @@ int cmd_mount(int argc, char **argv)
 	if (target_auto)
 		target = fm_log_journal_available() ? FM_LOG_TARGET_JOURNAL : FM_LOG_TARGET_SYSLOG;
 	fm_log_set_target(target);
+	/* A parent interrupted while it waits must not kill us with SIGPIPE
+	 * on the next forwarded line (libfuse ignores SIGPIPE too, but only
+	 * from the mount on). */
+	signal(SIGPIPE, SIG_IGN);
 	if (target != FM_LOG_TARGET_STDERR)     /* else they reach the terminal anyway */
 		daemon_log_forward_begin(notify_fd);
 	setsid();
