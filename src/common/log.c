@@ -288,6 +288,9 @@ static void log_file_write_locked(enum fm_log_level level, const char *msg)
 }
 
 static void log_emit(enum fm_log_level level, const char *const *fields, const char *fmt,
+		     va_list ap) __attribute__((format(printf, 3, 0)));
+
+static void log_emit(enum fm_log_level level, const char *const *fields, const char *fmt,
 		     va_list ap)
 {
 	char msg[1024];
