@@ -188,11 +188,8 @@ int cmd_monitor(int argc, char **argv)
 		  "Report the arrays that are degraded now (DegradedArray), then exit", NULL },
 		{ "recent", 'r', 0, G_OPTION_ARG_NONE, &recent,
 		  "First the events each daemon kept (its last 256), then the new ones", NULL },
-		{ G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL,
-		  "[MOUNTPOINT...]" },
 		{ NULL },
 	};
-	g_autoptr(GOptionContext) octx = g_option_context_new(NULL);
 	g_autoptr(GError) err = NULL;
 	g_autoptr(GPtrArray) mps = NULL;
 	struct sigaction sa = { .sa_handler = monitor_on_signal };
@@ -200,8 +197,9 @@ int cmd_monitor(int argc, char **argv)
 	unsigned nw = 0, live = 0;
 	bool broken = false;
 	const char *words[3] = { "monitor", NULL, NULL };
+	int code;
 
-	g_option_context_set_summary(octx,
+	code = cli_parse_args("monitor", "[MOUNTPOINT...]",
 		"Report the state changes of mounted arrays as they happen, like\n"
 		"mdadm --monitor: a leg failed (Fail), removed (Remove), added (Add),\n"
 		"missing at start (DeviceDisappeared); DegradedArray, ArrayOptimal;\n"
@@ -213,12 +211,10 @@ int cmd_monitor(int argc, char **argv)
 		"\n"
 		"Exit status: 0 the daemons stopped, or interrupted; 1 a daemon's\n"
 		"stream broke; 2 usage; 5 no daemon serves a MOUNTPOINT (or none is\n"
-		"mounted).");
-	g_option_context_add_main_entries(octx, entries, NULL);
-	if (!g_option_context_parse(octx, &argc, &argv, &err)) {
-		cli_error("monitor: %s (see fusemirror monitor --help)", err->message);
-		return FM_EXIT_USAGE;
-	}
+		"mounted).",
+		entries, 0, G_MAXUINT, &argc, &argv, &rest);
+	if (code)
+		return code;
 	if (oneshot && recent) {
 		cli_error("monitor: --oneshot and --recent exclude each other");
 		return FM_EXIT_USAGE;
@@ -227,7 +223,7 @@ int cmd_monitor(int argc, char **argv)
 		cli_error("monitor: --program: an empty command");
 		return FM_EXIT_USAGE;
 	}
-	if (rest && rest[0]) {
+	if (rest[0]) {
 		mps = g_ptr_array_new_with_free_func(g_free);
 		for (char **r = rest; *r; r++)
 			g_ptr_array_add(mps, g_strdup(*r));
