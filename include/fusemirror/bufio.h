@@ -400,6 +400,12 @@ void bufio_forget_buffers(struct bufio_client *c, uint64_t block, uint64_t n_blo
 /* Keep at least @n buffers (default 8) whatever the global limit says. */
 void bufio_set_minimum_buffers(struct bufio_client *c, unsigned n);
 
+/* Write back the dirty part of a buffer in units of @bytes (default 512,
+ * a power of two up to the block size), aligned to them: for a device that
+ * takes only whole 4 KiB blocks (a mirror with checksums).  Before I/O.
+ * 0 or -EINVAL. */
+int bufio_set_write_align(struct bufio_client *c, unsigned bytes);
+
 /* Block 0 is at sector @start of the device.  Before I/O. */
 void bufio_set_sector_offset(struct bufio_client *c, uint64_t start);
 

@@ -189,8 +189,14 @@ enum mirror_io_flags {
  * @sector.  Returns 0 when the request started: @end_io is then called
  * exactly once, on a dmio reaper thread.  Returns -errno for a request that
  * cannot start, and @end_io is never called: -EINVAL (not whole sectors,
- * too many iovecs), -ENOSPC (beyond the image end), -EROFS (write on a
- * read-only array).  The iovec array is copied; the memory it points to
+ * too many iovecs; on an array with checksums, not whole 4 KiB blocks at a
+ * 4 KiB offset), -ENOSPC (beyond the image end), -EROFS (write on a
+ * read-only array).
+ * With checksums (FM_SB_FEAT_CHECKSUMS) every read is verified against the
+ * block's checksum after the leg read completes; a copy that fails is
+ * handled like a read error (the data comes from a leg whose copy
+ * verifies, the bad copy is rewritten and re-verified), and a read that no
+ * copy verifies completes with -EIO: never with wrong data.  The iovec array is copied; the memory it points to
  * must stay valid (and unchanged, for a write) until completion.
  * At completion @err is 0, or -EIO when every leg failed a read or some leg
  * failed a write.  Never blocks (a write that overlaps one in flight is
@@ -291,6 +297,8 @@ struct mirror_leg_stats {
 	uint8_t uuid[16];
 	bool write_mostly;              /* FM_SB_LEG_WRITE_MOSTLY */
 	uint64_t corrected;             /* read errors repaired from another leg */
+	uint64_t checksum_errors;       /* 4 KiB blocks whose copy here failed
+					   checksum verification (reads, scrubs) */
 	bool fault_set;                 /* a fault is injected */
 	struct dmio_fault fault;        /* ... this one (image sectors) */
 	bool direct;                    /* opened O_DIRECT */
@@ -344,6 +352,10 @@ struct mirror_status {
 	uint64_t bitmap_set;            /* regions whose bit is set now */
 	uint64_t resynced_regions;      /* regions copied by resync/recovery since assembly */
 	uint64_t bitmap_writes;         /* bitmap page writes since assembly */
+	bool checksums;                 /* per-block checksums kept and verified */
+	uint64_t checksum_page_writes;  /* checksum area pages written since assembly */
+	uint64_t sync_read_bytes;       /* bytes read / written by the running (or */
+	uint64_t sync_write_bytes;      /* last) resync, recovery or scrub, all legs */
 };
 void mirror_get_status(struct mirror *m, struct mirror_status *ret);
 

@@ -224,6 +224,7 @@ struct bufio_client {
 	unsigned block_shift;           /* log2(block_size) */
 	unsigned sector_shift;          /* log2(sectors per block) */
 	unsigned data_align;
+	unsigned write_align;           /* writeback granularity (bufio_set_write_align) */
 	unsigned aux_size;
 	unsigned reserved_buffers;
 	bufio_alloc_fn alloc_callback;

@@ -190,6 +190,7 @@ int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 	c->block_shift = (unsigned)__builtin_ctz(block_size);
 	c->sector_shift = c->block_shift - FM_SECTOR_SHIFT;
 	c->data_align = block_size < FM_PAGE_SIZE ? block_size : FM_PAGE_SIZE;
+	c->write_align = FM_SECTOR_SIZE;
 	c->aux_size = aux_size;
 	c->reserved_buffers = reserved_buffers;
 	c->alloc_callback = alloc_callback;
@@ -411,4 +412,12 @@ void bufio_set_writeback_age_ms(uint64_t ms)
 uint64_t bufio_get_writeback_age_ms(void)
 {
 	return atomic_load(&bufio_globals.writeback_age_ms);
+}
+
+int bufio_set_write_align(struct bufio_client *c, unsigned bytes)
+{
+	if (!fm_is_power_of_2(bytes) || bytes < FM_SECTOR_SIZE || bytes > c->block_size)
+		return -EINVAL;
+	c->write_align = bytes;
+	return 0;
 }

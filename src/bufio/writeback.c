@@ -330,14 +330,16 @@ static bool claimable_locked(const struct bufio_buffer *b, enum bufio_wb_mode mo
 }
 
 /* (c->n_writing is added by the caller, per request) */
-static void claim_locked(struct bufio_shard *s, struct bufio_buffer *b)
+static void claim_locked(struct bufio_client *c, struct bufio_shard *s, struct bufio_buffer *b)
 {
+	unsigned align = c->write_align;
+
 	bufio_relink_locked(s, b, BUFIO_LIST_WRITING);
 	atomic_store_explicit(&b->state, (atomic_load_explicit(&b->state, memory_order_relaxed) &
 					  ~BUFIO_B_DIRTY) | BUFIO_B_WRITING,
 			      memory_order_relaxed);
-	b->write_start = FM_ALIGN_DOWN(b->dirty_start, FM_SECTOR_SIZE);
-	b->write_end = FM_ALIGN_UP(b->dirty_end, FM_SECTOR_SIZE);
+	b->write_start = FM_ALIGN_DOWN(b->dirty_start, align);
+	b->write_end = FM_ALIGN_UP(b->dirty_end, align);
 	b->write_data = b->data;
 	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
 }
@@ -476,7 +478,7 @@ static unsigned writeback_pressure(struct bufio_client *c, bool starved)
 				break;
 			if (!claimable_locked(b, BUFIO_WB_BACKGROUND))
 				continue;
-			claim_locked(s, b);
+			claim_locked(c, s, b);
 			v[n++] = b;
 		}
 		pthread_mutex_unlock(&s->lock);
@@ -490,7 +492,8 @@ static unsigned writeback_pressure(struct bufio_client *c, bool starved)
 }
 
 /* Claim from one list of @s (locked) into @v. */
-static void claim_list_locked(struct bufio_shard *s, struct bufio_list *head,
+static void claim_list_locked(struct bufio_client *c, struct bufio_shard *s,
+			      struct bufio_list *head,
 			      enum bufio_wb_mode mode, uint64_t cutoff_ns, struct bufio_vec *v)
 {
 	struct bufio_list *pos, *next;
@@ -506,7 +509,7 @@ static void claim_list_locked(struct bufio_shard *s, struct bufio_list *head,
 			continue;
 		if (vec_push(v, b) < 0)
 			break;
-		claim_locked(s, b);
+		claim_locked(c, s, b);
 	}
 }
 
@@ -526,9 +529,9 @@ unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
 		     !atomic_load_explicit(&s->n_failed, memory_order_relaxed))) /* hints */
 			continue;
 		pthread_mutex_lock(&s->lock);
-		claim_list_locked(s, &s->dirty, mode, cutoff_ns, &v);
+		claim_list_locked(c, s, &s->dirty, mode, cutoff_ns, &v);
 		if (mode == BUFIO_WB_ALL)
-			claim_list_locked(s, &s->failed, mode, 0, &v);
+			claim_list_locked(c, s, &s->failed, mode, 0, &v);
 		pthread_mutex_unlock(&s->lock);
 	}
 	submit_claimed(c, v.v, v.n, NULL, 0);
@@ -550,7 +553,7 @@ static int collect_locked(struct bufio_client *c, struct bufio_buffer *b,
 	if (claimable_locked(b, BUFIO_WB_ALL)) {
 		r = vec_push(claimed, b);
 		if (!r)
-			claim_locked(bufio_shard_of(c, b->block), b);
+			claim_locked(c, bufio_shard_of(c, b->block), b);
 	} else {
 		r = vec_push(pins, b);
 		if (!r)
@@ -598,7 +601,7 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 		if ((b->state & BUFIO_B_DIRTY) && !e) {
 			e = vec_push(claimed, b);
 			if (!e)
-				claim_locked(s, b);
+				claim_locked(c, s, b);
 		}
 		pthread_mutex_unlock(&s->lock);
 		bufio_buffer_put(c, b);

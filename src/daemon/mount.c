@@ -281,6 +281,9 @@ static int run_daemon(struct mount_cfg *cfg)
 		report(FM_EXIT_FAILURE, "cannot create the cache");
 		goto out_mirror;
 	}
+	/* Checksums cover whole 4 KiB blocks: so does every write. */
+	if (sb.features & FM_SB_FEAT_CHECKSUMS)
+		bufio_set_write_align(d.c, FM_SB_CSUM_BLOCK_SIZE);
 	sock = ctl_socket_path(cfg->mountpoint, &err);
 	if (!sock || ctl_server_start_full(sock, daemon_ctl_handler, daemon_ctl_streams, &d,
 						     &d.ctl, &err) < 0) {

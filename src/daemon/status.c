@@ -210,15 +210,25 @@ static void render_text(const struct status *s, GString *out)
 	if (is_scrub(st->last_action) || st->mismatches)
 		g_string_append_printf(out, ", %llu mismatched sectors",
 				       (unsigned long long)st->mismatches);
-	g_string_append_printf(out, "; %llu regions resynced since mount\n",
+	g_string_append_printf(out, "; %llu regions resynced since mount",
 			       (unsigned long long)st->resynced_regions);
-	g_string_append(out, "  legs:\n");
+	if (st->sync_read_bytes || st->sync_write_bytes)
+		g_string_append_printf(out, "; this or last pass read %s, wrote %s",
+				       fm_format_size(st->sync_read_bytes, s1, sizeof(s1)),
+				       fm_format_size(st->sync_write_bytes, s2, sizeof(s2)));
+	g_string_append_printf(out, "\n  checksums: %s",
+			       st->checksums ? "crc32c per 4 KiB block, verified on every read"
+					     : "none");
+	if (st->checksums)
+		g_string_append_printf(out, "; %llu page writes",
+				       (unsigned long long)st->checksum_page_writes);
+	g_string_append(out, "\n  legs:\n");
 	for (unsigned i = 0; i < s->nr_legs; i++) {
 		const struct mirror_leg_stats *ls = &s->legs[i].ls;
 
 		g_string_append_printf(out, "    %u  %-10s %s%s%s\n       uuid %s; reads %llu (%s), "
 				       "writes %llu (%s); errors: %llu read (%llu corrected), "
-				       "%llu write\n",
+				       "%llu write, %llu checksum\n",
 				       s->legs[i].slot, cli_leg_state_word(ls->state, ls->missing),
 				       *ls->path ? ls->path : ls->missing ? "(not present)" : "(closed)",
 				       ls->write_mostly ? "  write-mostly" : "",
@@ -230,7 +240,8 @@ static void render_text(const struct status *s, GString *out)
 				       fm_format_size(ls->write_bytes, s2, sizeof(s2)),
 				       (unsigned long long)ls->read_errors,
 				       (unsigned long long)ls->corrected,
-				       (unsigned long long)ls->write_errors);
+				       (unsigned long long)ls->write_errors,
+				       (unsigned long long)ls->checksum_errors);
 		if (*ls->note)
 			g_string_append_printf(out, "       %s\n", ls->note);
 		if (ls->fault_set) {
@@ -338,6 +349,14 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "mismatches", st->mismatches);
 	cli_json_str(b, "last_action", mirror_sync_action_name(st->last_action));
 	cli_json_int(b, "resynced_regions", st->resynced_regions);
+	cli_json_int(b, "read_bytes", st->sync_read_bytes);
+	cli_json_int(b, "write_bytes", st->sync_write_bytes);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "checksums");
+	json_builder_begin_object(b);
+	cli_json_bool(b, "enabled", st->checksums);
+	cli_json_int(b, "page_writes", st->checksum_page_writes);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "bitmap");
@@ -367,6 +386,7 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "write_errors", ls->write_errors);
 		cli_json_int(b, "pending", ls->pending);
 		cli_json_int(b, "corrected", ls->corrected);
+		cli_json_int(b, "checksum_errors", ls->checksum_errors);
 		cli_json_bool(b, "write_mostly", ls->write_mostly);
 		cli_json_str(b, "note", ls->note);
 		json_builder_set_member_name(b, "fault");
@@ -576,6 +596,9 @@ static void render_prometheus(const struct status *s, GString *out)
 	prom_legs(out, s, "fusemirror_leg_corrected_total",
 		  "Read errors of a leg repaired from another leg.",
 		  offsetof(struct mirror_leg_stats, corrected));
+	prom_legs(out, s, "fusemirror_leg_checksum_errors_total",
+		  "4 KiB blocks of a leg that failed checksum verification.",
+		  offsetof(struct mirror_leg_stats, checksum_errors));
 
 	prom_head(out, "fusemirror_sync_action", "gauge",
 		  "1 for the sync action running (idle when none), 0 for the others.");

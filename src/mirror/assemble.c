@@ -524,9 +524,16 @@ static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
 				   len >> FM_SECTOR_SHIFT, "bitmap write", &failed);
 }
 
+/* Before any bit is cleared: the checksums of its region on every leg,
+ * then every leg's cache (csum.c has why this keeps them consistent). */
 static int bm_flush(void *ctx)
 {
-	return mirror_flush(ctx);
+	struct mirror *m = ctx;
+	int r = mcsum_write_dirty(m);
+
+	if (r < 0)
+		return r;
+	return mirror_flush(m);
 }
 
 static const struct mbitmap_ops bm_ops = { .write = bm_write, .flush = bm_flush };
@@ -642,6 +649,9 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		goto fail;
 	unclean = !(m->sb.state_flags & FM_SB_CLEAN);
 	atomic_store(&m->sync_src, mirror_pick_source(m));
+	r = mcsum_load(m, err);
+	if (r < 0)
+		goto fail;
 	if (unclean) {
 		uint64_t words = (m->nr_regions + 63) / 64, *un = calloc(words, 8), set = 0;
 
@@ -762,7 +772,11 @@ int mirror_stop(struct mirror *m, GError **err)
 	if (!m->readonly && atomic_load(&m->in_use)) {
 		bool degraded;
 
-		r = mirror_flush(m);
+		/* The checksums before CLEAN: a degraded array clears no bit,
+		 * so nothing else writes them. */
+		r = mcsum_write_dirty(m);
+		if (r == 0)
+			r = mirror_flush(m);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, EIO,
 				    "flushing the legs failed; the array stays marked dirty");

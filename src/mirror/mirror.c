@@ -61,6 +61,7 @@ void mirror_free(struct mirror *m)
 		return;
 	mirror_sync_free(m);
 	mbitmap_destroy(m->bitmap);
+	mcsum_free(m);
 	free(m->unsynced_retired);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		dmio_dev_close(m->legs[i].dev);
@@ -385,6 +386,54 @@ static void repair_done(void *ctx, int err, uint64_t mismatch)
 	(void)mismatch;
 }
 
+static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
+		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
+		      void *ctx, struct mreq *client);
+
+/* The checked read of a client read ended: its data (when err is 0) is in
+ * the client's memory. */
+static void read_check_done(void *ctx, int err, uint64_t mismatch)
+{
+	struct mreq *r = ctx;
+	struct mirror *m = r->m;
+	mirror_end_io_fn end_io = r->end_io;
+	void *uctx = r->ctx;
+
+	(void)mismatch;
+	if (err) {
+		fm_err("image: sectors %llu+%llu: no copy verifies against its checksum",
+		       (unsigned long long)r->sector, (unsigned long long)r->count);
+		MIRROR_STAT_ADD(m->errors, 1);
+		err = -EIO;
+	}
+	mreq_free(r);
+	end_io(uctx, err);
+}
+
+/*
+ * A read's data failed verification.  It may be a copy gone bad, or a
+ * write to those blocks in flight (reads are not ordered against writes:
+ * the data and the table may be of different writes).  Read them again as
+ * a scrub, which is ordered against writes: every leg is read, each block
+ * is taken from a copy that verifies, bad copies are rewritten; the client
+ * gets the verified data, or EIO when no copy verifies.
+ */
+static void read_check(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	unsigned flags = 0;
+	int ret;
+
+	if (!m->readonly && atomic_load(&m->in_use))
+		flags |= COPY_REPAIR;
+	if (mirror_region_unsynced(m, r->sector, r->count))
+		flags |= COPY_RESYNC;
+	ret = start_copy(m, MREQ_SCRUB, r->sector, r->count, r->leg, 0, flags, read_check_done,
+			 r, r);
+	if (ret < 0)
+		read_check_done(r, ret, 0);
+}
+
 static void read_done(unsigned long error_bits, void *context)
 {
 	struct mreq *r = context;
@@ -399,6 +448,10 @@ static void read_done(unsigned long error_bits, void *context)
 	MIRROR_STAT_ADD(leg->reads, 1);
 	if (!error_bits) {
 		MIRROR_STAT_ADD(leg->read_bytes, r->count << FM_SECTOR_SHIFT);
+		if (m->csum && mcsum_verify_iov(m, r->sector, r->count, r->iov, r->iovcnt) >= 0) {
+			read_check(r);
+			return;
+		}
 		if (r->bad) {
 			/* Served by another leg: rewrite the bad copies from
 			 * this one (ordered against writes, then verified). */
@@ -507,6 +560,12 @@ static void issue_write(struct mreq *r)
 		r->targets = 0;
 		write_done(0, r);
 		return;
+	}
+	if (m->csum) {
+		if (r->op == MREQ_WRITE)
+			mcsum_update_iov(m, r->sector, r->count, r->iov, r->iovcnt);
+		else
+			mcsum_set_zero(m, r->sector, r->count);
 	}
 	switch (r->op) {
 	case MREQ_WRITE:
@@ -814,9 +873,27 @@ static void *seg(const struct mreq *r, unsigned i)
 	return (char *)r->buf + (size_t)i * copy_bytes(r);
 }
 
+/* A scrub's segments: one per leg, and with checksums the verified data. */
+static unsigned scrub_nseg(const struct mirror *m)
+{
+	return m->nr_legs + (m->csum ? 1 : 0);
+}
+
 static struct scrub_sub *scrub_subs(const struct mreq *r)
 {
-	return (struct scrub_sub *)seg(r, r->m->nr_legs);
+	return (struct scrub_sub *)seg(r, scrub_nseg(r->m));
+}
+
+/* Copy @r's verified data into the memory of the read it checks. */
+static void deliver(struct mreq *r)
+{
+	struct mreq *c = r->client;
+	const char *p = r->data;
+
+	for (unsigned i = 0; i < c->iovcnt; i++) {
+		memcpy(c->iov[i].iov_base, p, c->iov[i].iov_len);
+		p += c->iov[i].iov_len;
+	}
 }
 
 static void copy_finish(struct mreq *r, int err)
@@ -824,6 +901,14 @@ static void copy_finish(struct mreq *r, int err)
 	mreq_copy_fn fn = r->copy_fn;
 	void *ctx = r->ctx;
 	uint64_t mismatch = r->mismatch;
+
+	if (r->client) {
+		/* A checked read: EIO unless every block verified somewhere. */
+		if (!err && (r->unverified || !r->data))
+			err = -EIO;
+		if (!err)
+			deliver(r);
+	}
 
 	order_finish(r);
 	mreq_free(r);
@@ -896,6 +981,18 @@ static void copy_read_done(unsigned long error_bits, void *context)
 	}
 	MIRROR_STAT_ADD(m->legs[r->leg].reads, 1);
 	MIRROR_STAT_ADD(m->legs[r->leg].read_bytes, copy_bytes(r));
+	if (r->copy_flags & COPY_SYNC)
+		MIRROR_STAT_ADD(m->sync_read_bytes, copy_bytes(r));
+	if (m->csum && (r->copy_flags & COPY_RESYNC)) {
+		/* A region dirty at a crash: what the source holds is what the
+		 * legs will hold; its checksums follow it. */
+		for (uint64_t b = 0; b < r->count / 8; b++) {
+			uint32_t crc = mcsum_block_crc((char *)seg(r, 0) + b * 4096);
+
+			if (crc != mcsum_get(m, r->sector / 8 + b))
+				mcsum_set(m, r->sector / 8 + b, crc);
+		}
+	}
 	r->data = seg(r, 0);
 	r->stage = STAGE_WRITE;
 	copy_step(r);
@@ -936,6 +1033,9 @@ static void copy_write_done(unsigned long error_bits, void *context)
 	struct mreq *r = context;
 
 	r->targets &= regions_done(r, error_bits);
+	if (r->copy_flags & COPY_SYNC)
+		MIRROR_STAT_ADD(r->m->sync_write_bytes,
+				(uint64_t)__builtin_popcountll(r->targets) * copy_bytes(r));
 	if ((r->copy_flags & COPY_VERIFY) && r->targets) {
 		r->stage = STAGE_VERIFY;
 		r->done_mask = 0;
@@ -1039,10 +1139,108 @@ static void scrub_read_done(unsigned long error_bits, void *context)
 	if (!sub->failed) {
 		MIRROR_STAT_ADD(leg->reads, 1);
 		MIRROR_STAT_ADD(leg->read_bytes, copy_bytes(r));
+		if (r->copy_flags & COPY_SYNC)
+			MIRROR_STAT_ADD(r->m->sync_read_bytes, copy_bytes(r));
 	}
 	leg_put(leg);
 	if (atomic_fetch_sub(&r->subs, 1) == 1)
 		scrub_compare(r);
+}
+
+/*
+ * With checksums: per 4 KiB block, the copy that verifies (the source leg
+ * r->leg first) is the right one; legs whose copy differs from it are
+ * rewritten (repair), and those whose copy fails verification are counted
+ * as checksum errors.  When no copy verifies: after a crash (COPY_RESYNC)
+ * the source's data is taken and its checksum recomputed; otherwise the
+ * block is left as it is and counted unverified (a checked read fails).
+ */
+static void scrub_compare_csum(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	struct scrub_sub *subs = scrub_subs(r);
+	uint64_t nb = r->count / 8, b0 = r->sector / 8, ok = 0;
+	uint64_t nbad[FM_SB_MAX_LEGS] = { 0 }, first_bad[FM_SB_MAX_LEGS];
+	char *good = seg(r, m->nr_legs);
+	bool resync = r->copy_flags & COPY_RESYNC;
+	int src = -1;
+
+	r->targets = 0;
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (subs[i].r != r)
+			continue;
+		if (subs[i].failed) {
+			read_error(m, i, r->sector, r->count);
+			r->targets |= 1ull << i;
+		} else {
+			ok |= 1ull << i;
+			if (src < 0)
+				src = (int)i;
+		}
+	}
+	if (src < 0) {
+		copy_finish(r, -EIO);
+		return;
+	}
+	if (ok & (1ull << r->leg))
+		src = (int)r->leg;
+	for (uint64_t b = 0; b < nb; b++) {
+		uint32_t want = mcsum_get(m, b0 + b), crc[FM_SB_MAX_LEGS] = { 0 };
+		size_t off = b * FM_SB_CSUM_BLOCK_SIZE;
+		bool verified = true;
+		int g = -1;
+
+		for (unsigned i = 0; i < m->nr_legs; i++)
+			if (ok & (1ull << i))
+				crc[i] = mcsum_block_crc((char *)seg(r, i) + off);
+		if (crc[src] == want)
+			g = src;
+		for (unsigned i = 0; g < 0 && i < m->nr_legs; i++)
+			if ((ok & (1ull << i)) && crc[i] == want)
+				g = (int)i;
+		if (g < 0) {
+			g = src;
+			verified = false;
+			if (resync) {
+				mcsum_set(m, b0 + b, crc[src]);
+			} else {
+				r->unverified++;
+				fm_err("image: block at byte %llu: no copy matches its checksum",
+				       (unsigned long long)((b0 + b) * FM_SB_CSUM_BLOCK_SIZE));
+			}
+		}
+		memcpy(good + off, (char *)seg(r, (unsigned)g) + off, FM_SB_CSUM_BLOCK_SIZE);
+		for (unsigned i = 0; i < m->nr_legs; i++) {
+			if (!(ok & (1ull << i)) || i == (unsigned)g)
+				continue;
+			if (memcmp((char *)seg(r, i) + off, good + off, FM_SB_CSUM_BLOCK_SIZE)) {
+				r->mismatch += FM_SB_CSUM_BLOCK_SIZE >> FM_SECTOR_SHIFT;
+				if ((verified || resync) && (r->copy_flags & COPY_REPAIR))
+					r->targets |= 1ull << i;
+			}
+			if (verified && !resync && crc[i] != want && !nbad[i]++)
+				first_bad[i] = (b0 + b) * FM_SB_CSUM_BLOCK_SIZE;
+		}
+	}
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (!nbad[i])
+			continue;
+		MIRROR_STAT_ADD(m->legs[i].csum_errors, nbad[i]);
+		fm_warn("leg %s: %llu blocks of sectors %llu+%llu fail checksum verification%s",
+			m->legs[i].path, (unsigned long long)nbad[i],
+			(unsigned long long)r->sector, (unsigned long long)r->count,
+			(r->targets & (1ull << i)) ? "; rewriting them" : "");
+		mirror_event(m, FM_EVENT_CHECKSUM_ERROR, (int)i, first_bad[i], EILSEQ);
+	}
+	r->leg = (unsigned)src;
+	r->data = good;
+	if (!r->targets) {
+		copy_finish(r, 0);
+		return;
+	}
+	r->copy_flags |= COPY_VERIFY;
+	r->stage = STAGE_WRITE;
+	copy_step(r);
 }
 
 static void scrub_compare(struct mreq *r)
@@ -1052,6 +1250,10 @@ static void scrub_compare(struct mreq *r)
 	size_t bytes = copy_bytes(r), blk = bytes % 4096 ? FM_SECTOR_SIZE : 4096;
 	int first = -1;
 
+	if (m->csum) {
+		scrub_compare_csum(r);
+		return;
+	}
 	r->targets = 0;
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (subs[i].r != r)
@@ -1117,7 +1319,14 @@ int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
 		      void *ctx)
 {
-	unsigned nseg = op == MREQ_SCRUB ? m->nr_legs : 2;
+	return start_copy(m, op, sector, count, src, targets, flags, fn, ctx, NULL);
+}
+
+static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
+		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
+		      void *ctx, struct mreq *client)
+{
+	unsigned nseg = op == MREQ_SCRUB ? scrub_nseg(m) : 2;
 	size_t bytes = (size_t)count << FM_SECTOR_SHIFT;
 	size_t extra = op == MREQ_SCRUB ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
 	struct mreq *r;
@@ -1138,7 +1347,12 @@ int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 	r->copy_flags = flags;
 	r->copy_fn = fn;
 	r->ctx = ctx;
+	r->client = client;
 	r->iov = r->iov_inline;
+	if (m->csum && !mcsum_aligned(sector, count)) {
+		mreq_free(r);
+		return -EINVAL;
+	}
 	if (posix_memalign(&r->buf, 4096, nseg * bytes + extra)) {
 		r->buf = NULL;
 		mreq_free(r);
@@ -1164,6 +1378,8 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 		return -ENOSPC;
 	if (op != MREQ_READ && (m->readonly || !atomic_load(&m->in_use)))
 		return -EROFS;
+	if (m->csum && !mcsum_aligned(sector, count))
+		return -EINVAL;
 	r = mreq_alloc(m);
 	if (!r)
 		return -ENOMEM;
@@ -1179,6 +1395,7 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	r->bm_started = false;
 	r->bm_err = 0;
 	r->buf = NULL;
+	r->client = NULL;
 	r->iovcnt = iovcnt;
 	r->iov = r->iov_inline;
 	if (iovcnt > MIRROR_INLINE_IOVS) {
@@ -1422,6 +1639,7 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	s->read_errors = atomic_load(&leg->read_errors);
 	s->write_errors = atomic_load(&leg->write_errors);
 	s->corrected = atomic_load(&leg->corrected);
+	s->checksum_errors = atomic_load(&leg->csum_errors);
 	s->pending = atomic_load(&leg->pending);
 }
 

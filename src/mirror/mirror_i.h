@@ -48,6 +48,7 @@ struct mirror_leg {
 	uint64_t err_reads_hist;        /* reads before err_reads_base, decayed */
 	uint64_t err_reads_base;        /* leg->reads at the last decay */
 	uint64_t err_decay_ns;          /* time of the last decay */
+	atomic_ullong csum_errors;      /* blocks whose copy failed verification */
 };
 
 enum mreq_op {
@@ -64,6 +65,10 @@ enum mreq_copy_flags {
 	COPY_REPAIR = 1u << 1,  /* scrub: rewrite mismatching legs */
 	COPY_READ_ERROR = 1u << 2, /* the targets failed a read of it: a verified
 				      rewrite is a corrected read error */
+	COPY_RESYNC = 1u << 3,  /* checksums: a block no copy verifies takes the
+				   source's data and its checksum is recomputed
+				   (a region dirty at a crash) */
+	COPY_SYNC = 1u << 4,    /* from the sync thread: count bytes read/written */
 };
 
 /* Completion of a copy or scrub: err 0 or -errno; @mismatch sectors that
@@ -126,6 +131,9 @@ struct mreq {
 	unsigned vleg;                  /* leg being verified */
 	mreq_copy_fn copy_fn;
 	atomic_uint subs;               /* scrub: reads in flight */
+	struct mreq *client;            /* a read whose copy failed verification: the
+					   scrub delivers the verified data to it */
+	uint64_t unverified;            /* blocks no copy verifies */
 	/* memory */
 	unsigned iovcnt;
 	struct iovec *iov;              /* iov_inline or allocated */
@@ -153,6 +161,8 @@ struct mirror {
 	uint64_t sync_speed_min, sync_speed_max;
 	unsigned bitmap_delay_ms;
 	struct mbitmap *bitmap;
+	struct mcsum *csum;             /* per-block checksums (csum.c), or NULL */
+	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
 
 	/* Array state.  state_lock guards sb (the newest superblock: array
 	 * fields and leg table), the legs' state transitions, and the
@@ -264,6 +274,30 @@ void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t v
  * ArrayOptimal when the array's degraded state differs from the last one
  * reported. */
 void mirror_event_degraded_locked(struct mirror *m);
+
+/* csum.c: per-block checksums (see there for the invariants).  Sectors are
+ * image sectors, 4 KiB aligned (mcsum_aligned()); blocks are 4 KiB. */
+bool mirror_has_csum(const struct mirror *m);
+bool mcsum_aligned(uint64_t sector, uint64_t count);
+uint32_t mcsum_block_crc(const void *block);
+/* Load the table at assembly (no-op without FM_SB_FEAT_CHECKSUMS). */
+int mcsum_load(struct mirror *m, GError **err);
+void mcsum_free(struct mirror *m);
+/* The expected crc32c of @block; set it. */
+uint32_t mcsum_get(struct mirror *m, uint64_t block);
+void mcsum_set(struct mirror *m, uint64_t block, uint32_t crc);
+/* A write of @iov / a discard is about to be issued (its bitmap bits durable). */
+void mcsum_update_iov(struct mirror *m, uint64_t sector, uint64_t count,
+		      const struct iovec *iov, unsigned iovcnt);
+void mcsum_set_zero(struct mirror *m, uint64_t sector, uint64_t count);
+/* The first block of @iov that fails verification, or -1. */
+int64_t mcsum_verify_iov(struct mirror *m, uint64_t sector, uint64_t count,
+			 const struct iovec *iov, unsigned iovcnt);
+/* Write the dirty pages to every writable leg (blocks; not from a
+ * completion).  0 when an in-sync leg took them all. */
+int mcsum_write_dirty(struct mirror *m);
+void mcsum_mark_all_dirty(struct mirror *m);
+uint64_t mcsum_page_writes(struct mirror *m);
 
 /* resync.c */
 int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool repair);

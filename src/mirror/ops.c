@@ -530,6 +530,10 @@ void mirror_get_status(struct mirror *m, struct mirror_status *s)
 		s->bitmap_set = mbitmap_weight(m->bitmap);
 		s->bitmap_writes = mbitmap_page_writes(m->bitmap);
 	}
+	s->checksums = m->csum != NULL;
+	s->checksum_page_writes = mcsum_page_writes(m);
+	s->sync_read_bytes = atomic_load(&m->sync_read_bytes);
+	s->sync_write_bytes = atomic_load(&m->sync_write_bytes);
 	s->state = s->failed ? "failed" :
 		   s->action == MIRROR_SYNC_RESYNC ? "resyncing" :
 		   s->action == MIRROR_SYNC_RECOVER ? "recovering" :

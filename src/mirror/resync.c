@@ -77,7 +77,9 @@ static void chunk_done(void *ctx, int err, uint64_t mismatch)
 	s->inflight--;
 	if (err && !s->err)
 		s->err = err;
-	s->mismatches += mismatch;
+	/* md's mismatch_cnt: what a scrub found (a resync's are expected). */
+	if (s->action == MIRROR_SYNC_CHECK || s->action == MIRROR_SYNC_REPAIR)
+		s->mismatches += mismatch;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -187,12 +189,29 @@ static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint6
 	return t;
 }
 
+static uint64_t in_sync_legs(struct mirror *m)
+{
+	uint64_t mask = 0;
+
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+			mask |= 1ull << i;
+	return mask;
+}
+
 /* The rebuilding legs of @legs are in sync; a leg that replaces another
  * (FM_SB_LEG_REPLACEMENT) retires it. */
 static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
 {
 	uint64_t retire = 0;
 
+	/* A rebuilt leg's checksum area is whatever it held: give it the
+	 * whole table before it counts as in sync. */
+	if (m->csum) {
+		mcsum_mark_all_dirty(m);
+		if (mcsum_write_dirty(m) < 0)
+			fm_err("checksums could not be written to the rebuilt legs");
+	}
 	pthread_mutex_lock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
@@ -253,8 +272,11 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	uint64_t full = 0, *bm = NULL, total = 0, image_sectors = m->image_size >> FM_SECTOR_SHIFT;
 	int src = atomic_load(&m->sync_src);
 	struct throttle t = { 0 };
+	uint64_t csum_errors0[FM_SB_MAX_LEGS];
 	char u[37];
 
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		csum_errors0[i] = atomic_load(&m->legs[i].csum_errors);
 	if (src < 0 || leg_state(&m->legs[src]) != FM_LEG_IN_SYNC) {
 		src = mirror_pick_source(m);
 		atomic_store(&m->sync_src, src);
@@ -287,6 +309,8 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	for (uint64_t g = 0; g < m->nr_regions; g++)
 		if (scrub || region_targets(m, g, (unsigned)src, full, bm))
 			total += region_bytes(m, g);
+	atomic_store(&m->sync_read_bytes, 0);
+	atomic_store(&m->sync_write_bytes, 0);
 	pthread_mutex_lock(&s->lock);
 	s->ckpt_ns = fm_now_ns();
 	s->total = total;
@@ -307,9 +331,23 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		uint64_t first = g << m->region_shift, end = first + (1ull << m->region_shift);
 		uint64_t targets = scrub ? 0 : region_targets(m, g, (unsigned)src, full, bm);
 		uint64_t step = (scrub ? SYNC_SCRUB_BYTES : SYNC_COPY_BYTES) >> FM_SECTOR_SHIFT;
+		enum mreq_op op = scrub ? MREQ_SCRUB : MREQ_COPY;
+		unsigned flags = COPY_SYNC | (s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0);
 
 		if (!scrub && !targets)
 			continue;
+		if (!scrub && unsynced_test(m, g) && m->csum) {
+			/* After a crash: the data of blocks no copy verifies
+			 * comes from the source, with its checksum. */
+			flags |= COPY_RESYNC;
+			/* Only in-sync legs to bring together: compare per
+			 * block and write only the chunks whose copies differ. */
+			if (!(targets & ~in_sync_legs(m))) {
+				op = MREQ_SCRUB;
+				flags |= COPY_REPAIR;
+				step = SYNC_SCRUB_BYTES >> FM_SECTOR_SHIFT;
+			}
+		}
 		if (end > image_sectors)
 			end = image_sectors;
 		for (uint64_t sec = first; sec < end && !s->stop; sec += step) {
@@ -322,10 +360,8 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			pthread_mutex_lock(&s->lock);
 			s->inflight++;
 			pthread_mutex_unlock(&s->lock);
-			r = mirror_start_copy(m, scrub ? MREQ_SCRUB : MREQ_COPY, sec, count,
-					      (unsigned)src, targets,
-					      s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0,
-					      chunk_done, m);
+			r = mirror_start_copy(m, op, sec, count, (unsigned)src, targets,
+					      flags, chunk_done, m);
 			if (r < 0)
 				chunk_done(m, r, 0);
 		}
@@ -364,6 +400,16 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 			  (unsigned long long)s->mismatches,
 			  s->action == MIRROR_SYNC_REPAIR && s->mismatches ? " (rewritten)" : "");
+		for (unsigned i = 0; i < m->nr_legs && m->csum; i++) {
+			uint64_t bad = atomic_load(&m->legs[i].csum_errors) - csum_errors0[i];
+
+			if (m->legs[i].path && bad)
+				fm_warn("leg %s: %s found %llu blocks failing their checksum%s",
+					m->legs[i].path, mirror_sync_action_name(s->action),
+					(unsigned long long)bad,
+					s->action == MIRROR_SYNC_REPAIR ?
+					" (rewritten from a copy that verifies)" : "");
+		}
 		return;
 	}
 	/* Every out-of-sync region is copied. */
@@ -379,10 +425,13 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		/* A resync alone: the legs were in sync all along. */
 		mirror_event(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
 	}
-	fm_debug("array %s: %s done: %llu regions, %llu bytes copied in %.1f s",
-		  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
-		  (unsigned long long)s->resynced_regions, (unsigned long long)s->done,
-		  (double)(fm_now_ns() - s->started_ns) / 1e9);
+	fm_debug("array %s: %s done: %llu regions, %llu bytes in %.1f s: %llu bytes read, "
+		 "%llu bytes written", fm_uuid_unparse(m->sb.array_uuid, u),
+		 mirror_sync_action_name(s->action),
+		 (unsigned long long)s->resynced_regions, (unsigned long long)s->done,
+		 (double)(fm_now_ns() - s->started_ns) / 1e9,
+		 (unsigned long long)atomic_load(&m->sync_read_bytes),
+		 (unsigned long long)atomic_load(&m->sync_write_bytes));
 }
 
 static void *sync_main(void *arg)

@@ -23,8 +23,12 @@
 #     blocks are zero, no block is torn or misplaced;
 #   - a clean `fusemirror umount`; the legs' data areas are byte-identical
 #     (compared region by region each cycle, by sha256 at the end).
+# The array has per-block checksums (create's default): after every resync
+# no block may fail its checksum (a verify read would get EIO, and the legs'
+# checksum error counts must stay 0).
 # Controls at the end: a block overwritten with garbage on both legs must
-# make the verification fail (so a verify that checks nothing cannot pass);
+# make the verification fail, with EIO (no copy matches its checksum: the
+# garbage is never returned) (so a verify that checks nothing cannot pass);
 # a block changed on one leg in a region whose bit is set is resynced, one
 # in a region whose bit is clear is not (resync copies, guided by the
 # bitmap).
@@ -49,6 +53,7 @@ MOPTS=(-o bitmap_delay=30000)
 CW=$(fm_crashwriter_bin)
 mkdir "$T/mnt"
 fm_create --size "$SIZE" --region-size 1M "$T/leg0" "$T/leg1"
+assert_eq "$(fm_examine_get "$T/leg0" .checksums)" true "checksums of a new array"
 size=$(image_size_of "$T/leg0")
 img=$T/mnt/image
 journal=$T/journal      # on the disk file system, not on the FUSE mount
@@ -112,6 +117,10 @@ for ((c = 1; c <= CYCLES; c++)); do
 
 	fm_crashwriter verify "$img" "$journal" >"$T/verify.log" 2>&1 ||
 		fail "cycle $c: $(cat "$T/verify.log")"
+	for l in leg0 leg1; do
+		assert_eq "$(fm_leg_get "$T/mnt" "$T/$l" checksum_errors)" 0 \
+			"cycle $c: $l's checksum errors after resync and verify"
+	done
 	fm_umount "$T/mnt"
 	# (A region-by-region comparison: faster than two sha256 of the legs,
 	# and it names the regions; assert_legs_equal runs at the end.)
@@ -136,8 +145,8 @@ done
 fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
 rc=0
 fm_crashwriter verify "$img" "$journal" >"$T/verify.log" 2>&1 || rc=$?
-if ((rc != 1)) || ! grep -q 'violation' "$T/verify.log"; then
-	fail "verify did not notice a garbage block (exit $rc; the checks above prove nothing): $(cat "$T/verify.log")"
+if ((rc != 1)) || ! grep -q 'Input/output error' "$T/verify.log"; then
+	fail "verify did not get EIO for a garbage block on both legs (exit $rc; the checks above prove nothing): $(cat "$T/verify.log")"
 fi
 fm_umount "$T/mnt"
 
