@@ -120,6 +120,16 @@ enum dmio_fault_flags {
 					       block once written).  The range
 					       must be given, at most 2^24
 					       sectors. */
+	DMIO_FAULT_FLIP_WRITES = 1u << 6, /* silent corruption: a write in the
+					     range is written, then one bit
+					     of a 4 KiB block it wrote is
+					     flipped on the device (bit rot) */
+	DMIO_FAULT_MISDIRECT_WRITES = 1u << 7, /* a write in the range does
+					     not reach its place (as
+					     DROP_WRITES); its first 4 KiB land
+					     half the range further on
+					     (wrapping within the range) instead.
+					     The range must be given. */
 };
 
 /*
@@ -145,6 +155,8 @@ struct dmio_fault_stats {
 	uint64_t failed;        /* pieces completed with the injected error */
 	uint64_t dropped;       /* writes acknowledged but not written */
 	uint64_t corrupted;     /* reads whose data was damaged */
+	uint64_t flipped;       /* writes whose stored data got a bit flipped */
+	uint64_t misdirected;   /* writes that landed elsewhere */
 };
 
 /*

@@ -324,6 +324,12 @@ int cmd_inject(int argc, char **argv)
 		  "Writes succeed but are not written (a lying disk)", NULL },
 		{ "corrupt-reads", 0, 0, G_OPTION_ARG_NONE, &a.corrupt_reads,
 		  "Reads succeed with one byte in every 512 flipped", NULL },
+		{ "flip-writes", 0, 0, G_OPTION_ARG_NONE, &a.flip_writes,
+		  "Writes land, then one bit of a 4 KiB block of each is flipped on the "
+		  "leg (silent corruption)", NULL },
+		{ "misdirect-writes", 0, 0, G_OPTION_ARG_NONE, &a.misdirect_writes,
+		  "With a range: writes do not reach their place; their first 4 KiB land "
+		  "half the range further on (silent corruption)", NULL },
 		{ "heal-on-write", 0, 0, G_OPTION_ARG_NONE, &a.heal_on_write,
 		  "With --read and a range: a 4 KiB block reads fine again once written "
 		  "(a bad sector that a rewrite remaps)", NULL },
@@ -355,10 +361,12 @@ int cmd_inject(int argc, char **argv)
 	struct dmio_fault f;
 	int e, code = parse("inject", "MOUNTPOINT LEG",
 		"Make LEG misbehave, for testing (like dm-flakey and dm-dust): fail reads,\n"
-		"writes or flushes with an errno, drop writes, or corrupt reads; in an\n"
-		"image byte range or on the whole leg; always, at a rate, or in the down\n"
-		"phase of an up/down cycle.  Without --read/--write/--flush/--drop-writes/\n"
-		"--corrupt-reads, reads and writes fail.  The fault lasts until --clear\n"
+		"writes or flushes with an errno, drop writes, corrupt reads, or corrupt\n"
+		"the stored data silently (flip a bit of what was written, misdirect\n"
+		"writes); in an image byte range or on the whole leg; always, at a rate,\n"
+		"or in the down phase of an up/down cycle.  Without --read/--write/--flush/\n"
+		"--drop-writes/--corrupt-reads/--flip-writes/--misdirect-writes, reads and\n"
+		"writes fail.  The fault lasts until --clear\n"
 		"or the daemon stops; it is never written to disk.  Without options (or\n"
 		"with --show), print the leg's fault.\n"
 		"\n"

@@ -237,6 +237,7 @@ void cli_explain_dead_mount(const char *canon);
 struct fm_fault_args {
 	gboolean read, write, flush, drop_writes, corrupt_reads;
 	gboolean heal_on_write;         /* with read and a range: dm-dust style */
+	gboolean flip_writes, misdirect_writes; /* silent corruption of stored data */
 	const char *offset, *length;    /* image bytes, fm_parse_size() syntax */
 	const char *rate;               /* parts per million, 1..1000000 */
 	const char *probability;        /* fraction in (0, 1], or a percentage "5%" */

@@ -21,7 +21,8 @@
 #include "fusemirror/common.h"
 
 #define ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
-		   DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | DMIO_FAULT_HEAL_ON_WRITE)
+		   DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | DMIO_FAULT_HEAL_ON_WRITE | \
+		   DMIO_FAULT_FLIP_WRITES | DMIO_FAULT_MISDIRECT_WRITES)
 
 /* DMIO_FAULT_HEAL_ON_WRITE tracks at most this many sectors (dmio.h). */
 #define HEAL_MAX_SECTORS (1ull << 24)
@@ -37,6 +38,8 @@ static const struct {
 	{ DMIO_FAULT_DROP_WRITES, "drop_writes", "writes dropped" },
 	{ DMIO_FAULT_CORRUPT_READS, "corrupt_reads", "reads corrupted" },
 	{ DMIO_FAULT_HEAL_ON_WRITE, "heal_on_write", "healed by a write" },
+	{ DMIO_FAULT_FLIP_WRITES, "flip_writes", "writes bit-flipped on disk" },
+	{ DMIO_FAULT_MISDIRECT_WRITES, "misdirect_writes", "writes misdirected" },
 };
 
 static bool bad(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -108,7 +111,7 @@ static bool parse_sectors(const char *opt, const char *val, uint64_t *ret, GErro
 bool fm_fault_args_given(const struct fm_fault_args *a)
 {
 	return a->read || a->write || a->flush || a->drop_writes || a->corrupt_reads ||
-	       a->heal_on_write || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
+	       a->flip_writes || a->misdirect_writes || a->heal_on_write || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
 	       a->down || a->seed;
 }
 
@@ -127,6 +130,10 @@ bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, G
 		f.flags |= DMIO_FAULT_DROP_WRITES;
 	if (a->corrupt_reads)
 		f.flags |= DMIO_FAULT_CORRUPT_READS;
+	if (a->flip_writes)
+		f.flags |= DMIO_FAULT_FLIP_WRITES;
+	if (a->misdirect_writes)
+		f.flags |= DMIO_FAULT_MISDIRECT_WRITES;
 	if (!f.flags)
 		f.flags = DMIO_FAULT_READS | DMIO_FAULT_WRITES;
 	if (a->heal_on_write) {
@@ -138,6 +145,10 @@ bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, G
 	if (a->write && a->drop_writes)
 		return bad(err, "--write and --drop-writes exclude each other (a write either "
 			   "fails or is dropped)");
+	if ((a->write || a->drop_writes) + a->flip_writes + a->misdirect_writes > 1)
+		return bad(err, "--write/--drop-writes, --flip-writes and --misdirect-writes "
+			   "exclude each other (a write fails, is dropped, is flipped or lands "
+			   "elsewhere)");
 	if (a->read && a->corrupt_reads)
 		return bad(err, "--read and --corrupt-reads exclude each other (a read either "
 			   "fails or returns damaged data)");
@@ -160,6 +171,9 @@ bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, G
 		return false;
 	if (a->length && !parse_sectors("--length", a->length, &f.count, err))
 		return false;
+	if ((f.flags & DMIO_FAULT_MISDIRECT_WRITES) && f.count < 16)
+		return bad(err, "--misdirect-writes needs a --length of 8k or more (the "
+			   "writes land elsewhere in that range)");
 	if (f.sector && !f.count)
 		return bad(err, "--offset %s needs a --length (without both, the whole leg "
 			   "is affected)", a->offset);
@@ -272,7 +286,8 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 				if (j == FM_ARRAY_SIZE(flag_names))
 					return bad(err, "inject: flags=%s: unknown flag '%s' "
 						   "(reads, writes, flushes, drop_writes, "
-						   "corrupt_reads, heal_on_write)", val, *nm);
+						   "corrupt_reads, heal_on_write, flip_writes, "
+						   "misdirect_writes)", val, *nm);
 				f.flags |= flag_names[j].flag;
 			}
 		} else if (!strcmp(key, "error")) {
@@ -313,6 +328,8 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 	    (!(f.flags & DMIO_FAULT_READS) || !f.count || f.count > HEAL_MAX_SECTORS))
 		return bad(err, "inject: heal_on_write needs reads and a count of 1 to %llu "
 			   "sectors", HEAL_MAX_SECTORS);
+	if ((f.flags & DMIO_FAULT_MISDIRECT_WRITES) && f.count < 16)
+		return bad(err, "inject: misdirect_writes needs a count of 16 sectors or more");
 	if (f.count && f.sector > UINT64_MAX - f.count)
 		return bad(err, "inject: sector=%llu count=%llu wraps around",
 			   (unsigned long long)f.sector, (unsigned long long)f.count);

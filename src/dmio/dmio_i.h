@@ -87,6 +87,12 @@ void __tsan_release(void *addr);
  *   DMIO_PF_DROP:    a direct write/fallocate becomes a NOP that succeeds;
  *                    a read-modify-write does its read, then ends with
  *                    success instead of its write stage.
+ *   DMIO_PF_FLIP:    the write is real; when it completed, one bit of the
+ *                    first 4 KiB block wholly inside it is flipped on the
+ *                    device (a synchronous pread/pwrite on the reaper).
+ *   DMIO_PF_MISDIRECT: a direct write is a NOP that succeeds (as DROP);
+ *                    at completion its first 4 KiB are written
+ *                    synchronously half the fault range further on.
  *   DMIO_PF_CORRUPT: the read is real; each completed chunk has the first
  *                    byte of every 512-byte device sector inverted (in the
  *                    caller's memory, or in the bounce pages before the
@@ -103,7 +109,8 @@ void __tsan_release(void *addr);
 #define DMIO_CANCEL_RETRIES 4
 #define DMIO_FAULT_ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
 			      DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | \
-			      DMIO_FAULT_HEAL_ON_WRITE)
+			      DMIO_FAULT_HEAL_ON_WRITE | DMIO_FAULT_FLIP_WRITES | \
+			      DMIO_FAULT_MISDIRECT_WRITES)
 
 struct dmio_fault_state {
 	struct dmio_fault f;            /* as set (for dmio_dev_get_fault) */
@@ -126,6 +133,9 @@ enum dmio_piece_fault {
 	DMIO_PF_FAIL,           /* completes with fault_res, nothing done */
 	DMIO_PF_DROP,           /* write: reports success, nothing written */
 	DMIO_PF_CORRUPT,        /* read: real, then data damaged */
+	DMIO_PF_FLIP,           /* write: real, then a bit of it flipped on the device */
+	DMIO_PF_MISDIRECT,      /* write: a NOP that succeeds; its first 4 KiB are
+				   written elsewhere in the range */
 };
 
 struct dmio_dev {
@@ -161,6 +171,7 @@ struct dmio_dev {
 	struct dmio_fault_state *fault_retired;
 	unsigned nr_fault_retired;
 	atomic_ullong fault_failed, fault_dropped, fault_corrupted;
+	atomic_ullong fault_flipped, fault_misdirected;
 };
 
 /* Internal memory type: an endless run of zeroes (write-zeroes fallback). */
@@ -218,6 +229,7 @@ struct dmio_piece {
 	uint8_t fault;                  /* enum dmio_piece_fault */
 	uint8_t cancels;                /* -ECANCELED completions retried */
 	int fault_res;                  /* DMIO_PF_FAIL: the injected -errno */
+	uint64_t fault_target;          /* DMIO_PF_MISDIRECT: where it lands */
 	int inline_res;                 /* done by the reaper: its result */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */

@@ -54,6 +54,9 @@ int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
 		if ((fault->flags & DMIO_FAULT_HEAL_ON_WRITE) &&
 		    (fault->count == 0 || fault->count > (1ull << 24)))
 			return -EINVAL;
+		/* Misdirected writes land inside the range: at least 8 KiB. */
+		if ((fault->flags & DMIO_FAULT_MISDIRECT_WRITES) && fault->count < 16)
+			return -EINVAL;
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			return -ENOMEM;
@@ -121,6 +124,8 @@ void dmio_dev_get_fault_stats(struct dmio_dev *dev, struct dmio_fault_stats *ret
 	ret->failed = atomic_load_explicit(&dev->fault_failed, memory_order_relaxed);
 	ret->dropped = atomic_load_explicit(&dev->fault_dropped, memory_order_relaxed);
 	ret->corrupted = atomic_load_explicit(&dev->fault_corrupted, memory_order_relaxed);
+	ret->flipped = atomic_load_explicit(&dev->fault_flipped, memory_order_relaxed);
+	ret->misdirected = atomic_load_explicit(&dev->fault_misdirected, memory_order_relaxed);
 }
 
 void dmio_fault_states_free(struct dmio_dev *dev)
@@ -221,7 +226,26 @@ static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
 		return DMIO_PF_FAIL;
 	if (fl & DMIO_FAULT_DROP_WRITES)
 		return DMIO_PF_DROP;
+	if (p->kind == DMIO_PIECE_WRITE && p->stage == DMIO_STAGE_DIRECT) {
+		if (fl & DMIO_FAULT_MISDIRECT_WRITES)
+			return DMIO_PF_MISDIRECT;
+		if (fl & DMIO_FAULT_FLIP_WRITES)
+			return DMIO_PF_FLIP;
+	}
 	return DMIO_PF_NONE;
+}
+
+/* Where a misdirected write of device byte @off lands: half the range
+ * further on, wrapping within it, 4 KiB aligned. */
+static uint64_t misdirect_target(const struct dmio_fault_state *s, uint64_t off)
+{
+	uint64_t size = s->end - s->begin, half = FM_ALIGN_DOWN(size / 2, 4096ull);
+	uint64_t t = s->begin + (off - s->begin + half) % size;
+
+	t = FM_ALIGN_DOWN(t, 4096ull);
+	if (t < s->begin || t + 4096 > s->end)
+		t = FM_ALIGN_UP(s->begin, 4096ull);
+	return t;
 }
 
 bool dmio_fault_decide(struct dmio_piece *p)
@@ -244,8 +268,11 @@ bool dmio_fault_decide(struct dmio_piece *p)
 			heal_blocks(s, off, len);
 		}
 		p->fault_res = s->res;
+		if (act == DMIO_PF_MISDIRECT)
+			p->fault_target = misdirect_target(s, p->off);
 	}
 	atomic_fetch_sub_explicit(&dev->fault_readers, 1, memory_order_release);
 	p->fault = (uint8_t)act;
-	return act == DMIO_PF_FAIL || (act == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ);
+	return act == DMIO_PF_FAIL || act == DMIO_PF_MISDIRECT ||
+	       (act == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ);
 }

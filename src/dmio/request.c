@@ -21,6 +21,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dmio_i.h"
 
@@ -643,12 +644,61 @@ static void fault_corrupt(struct dmio_piece *p, uint64_t done)
 	}
 }
 
+/* A 4 KiB aligned buffer for the synchronous I/O of the silent-corruption
+ * faults (fault injection only: an allocation per injected fault). */
+static uint8_t *fault_block(void)
+{
+	void *blk = NULL;
+
+	return posix_memalign(&blk, 4096, 4096) ? NULL : blk;
+}
+
+/*
+ * DMIO_PF_FLIP: the write of [p->off, p->off + p->len) is on the device;
+ * flip one bit of the first 4 KiB block wholly inside it (none: nothing).
+ * The mirror holds the write active until this returns, so no later write
+ * of the block can race with it.
+ */
+static void fault_flip(struct dmio_piece *p)
+{
+	uint64_t at = FM_ALIGN_UP(p->off, 4096ull);
+	uint8_t *blk = fault_block();
+
+	if (blk && at + 4096 <= p->off + p->len && pread(p->dev->fd, blk, 4096, (off_t)at) == 4096) {
+		blk[(at >> 12) % 4096] ^= (uint8_t)(1u << ((at >> 12) % 8));
+		if (pwrite(p->dev->fd, blk, 4096, (off_t)at) == 4096)
+			DMIO_FAULT_COUNT(p->dev, flipped);
+	}
+	free(blk);
+}
+
+/* DMIO_PF_MISDIRECT: the write did not happen; its first 4 KiB (from the
+ * caller's memory) land at p->fault_target instead. */
+static void fault_misdirect(struct dmio_piece *p)
+{
+	uint8_t *blk = fault_block();
+	size_t got = 0;
+
+	for (unsigned i = p->iov_first; blk && got < 4096 && i < p->iov_first + p->iovcnt; i++) {
+		size_t n = p->iov[i].iov_len < 4096 - got ? p->iov[i].iov_len : 4096 - got;
+
+		memcpy(blk + got, p->iov[i].iov_base, n);
+		got += n;
+	}
+	if (got == 4096 && pwrite(p->dev->fd, blk, 4096, (off_t)p->fault_target) == 4096)
+		DMIO_FAULT_COUNT(p->dev, misdirected);
+	free(blk);
+}
+
 /* Completion of a piece that fault injection turned into a NOP. */
 static void fault_complete(struct dmio_piece *p)
 {
 	if (p->fault == DMIO_PF_FAIL) {
 		DMIO_FAULT_COUNT(p->dev, failed);
 		piece_end(p, p->fault_res);
+	} else if (p->fault == DMIO_PF_MISDIRECT) {
+		fault_misdirect(p);
+		piece_end(p, 0);
 	} else {
 		DMIO_FAULT_COUNT(p->dev, dropped);
 		piece_end(p, 0);
@@ -707,7 +757,7 @@ static bool retry_canceled(struct dmio_piece *p, int res)
 void dmio_piece_complete(struct dmio_piece *p, int res)
 {
 	/* Injected failures and dropped writes were NOPs (see dmio_i.h). */
-	if (fm_unlikely(p->fault == DMIO_PF_FAIL ||
+	if (fm_unlikely(p->fault == DMIO_PF_FAIL || p->fault == DMIO_PF_MISDIRECT ||
 			(p->fault == DMIO_PF_DROP && p->stage != DMIO_STAGE_RMW_READ))) {
 		if (p->fault == DMIO_PF_FAIL && retry_canceled(p, p->fault_res))
 			return; /* as a real cancellation would be */
@@ -765,6 +815,8 @@ void dmio_piece_complete(struct dmio_piece *p, int res)
 		}
 		if (fm_unlikely(p->fault == DMIO_PF_CORRUPT))
 			DMIO_FAULT_COUNT(p->dev, corrupted);
+		if (fm_unlikely(p->fault == DMIO_PF_FLIP))
+			fault_flip(p);
 		piece_end(p, 0);
 		return;
 	case DMIO_PIECE_FALLOC:

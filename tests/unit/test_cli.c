@@ -121,6 +121,24 @@ START_TEST(fault_flags)
 	refuse_args(&a, "--write and --drop-writes exclude each other");
 	a = (struct fm_fault_args){ .read = TRUE, .corrupt_reads = TRUE };
 	refuse_args(&a, "--read and --corrupt-reads exclude each other");
+
+	/* Silent corruption of what is stored. */
+	a = (struct fm_fault_args){ .flip_writes = TRUE };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_FLIP_WRITES);
+	ck_assert_int_eq(f.error, 0);
+	a = (struct fm_fault_args){ .misdirect_writes = TRUE, .length = "8k" };
+	f = accept_args(&a);
+	ck_assert_uint_eq(f.flags, DMIO_FAULT_MISDIRECT_WRITES);
+	ck_assert_uint_eq(f.count, 16);
+	a = (struct fm_fault_args){ .misdirect_writes = TRUE };
+	refuse_args(&a, "--misdirect-writes needs a --length of 8k or more");
+	a = (struct fm_fault_args){ .misdirect_writes = TRUE, .length = "4k" };
+	refuse_args(&a, "--misdirect-writes needs a --length");
+	a = (struct fm_fault_args){ .flip_writes = TRUE, .drop_writes = TRUE };
+	refuse_args(&a, "exclude each other");
+	a = (struct fm_fault_args){ .flip_writes = TRUE, .misdirect_writes = TRUE, .length = "1M" };
+	refuse_args(&a, "exclude each other");
 }
 END_TEST
 
@@ -296,6 +314,7 @@ START_TEST(fault_words_refused)
 		{ { "flags=reads", "sector=18446744073709551615", "count=2" }, "wraps around" },
 		{ { "flags=writes,heal_on_write", "count=8" }, "heal_on_write needs reads" },
 		{ { "flags=reads,heal_on_write" }, "heal_on_write needs reads and a count" },
+		{ { "flags=misdirect_writes", "count=8" }, "misdirect_writes needs a count" },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
@@ -351,6 +370,7 @@ START_TEST(fault_describe)
 	}
 	ck_assert_str_eq(j->str, "{\"reads\":true,\"writes\":false,\"flushes\":false,"
 				 "\"drop_writes\":false,\"corrupt_reads\":false,\"heal_on_write\":false,"
+				 "\"flip_writes\":false,\"misdirect_writes\":false,"
 				 "\"error\":\"EROFS\","
 				 "\"errno\":30,\"sector\":1,\"count\":2,\"offset\":512,\"length\":1024,"
 				 "\"rate_ppm\":0,\"up_ms\":0,\"down_ms\":0,\"seed\":0}");
