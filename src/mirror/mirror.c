@@ -1172,6 +1172,7 @@ static void scrub_compare_csum(struct mreq *r)
 		if (subs[i].failed) {
 			read_error(m, i, r->sector, r->count);
 			r->targets |= 1ull << i;
+			r->bad |= 1ull << i;
 		} else {
 			ok |= 1ull << i;
 			if (src < 0)
