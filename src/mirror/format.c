@@ -349,7 +349,7 @@ int mirror_format(const char *const *paths, unsigned n,
 		sb.events = 1;
 		sb.ctime = (uint64_t)time(NULL);
 		sb.state_flags = FM_SB_CLEAN;
-		sb.features = FM_SB_FEAT_GENERATIONS;
+		sb.features |= FM_SB_FEAT_GENERATIONS;  /* keeps the layout's checksum bit */
 		sb.block_size = o.block_size ? o.block_size : 4096;
 		if (o.name)
 			g_strlcpy(sb.name, o.name, sizeof(sb.name));
