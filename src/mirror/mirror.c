@@ -1171,8 +1171,11 @@ static void scrub_compare_csum(struct mreq *r)
 			continue;
 		if (subs[i].failed) {
 			read_error(m, i, r->sector, r->count);
-			r->targets |= 1ull << i;
-			r->bad |= 1ull << i;
+			/* (a checked read of a read-only array writes nothing) */
+			if (!m->readonly && atomic_load(&m->in_use)) {
+				r->targets |= 1ull << i;
+				r->bad |= 1ull << i;
+			}
 		} else {
 			ok |= 1ull << i;
 			if (src < 0)
