@@ -130,6 +130,9 @@ enum dmio_fault_flags {
 					     half the range further on
 					     (wrapping within the range) instead.
 					     The range must be given. */
+	DMIO_FAULT_DELAY_WRITES = 1u << 8, /* writes in the range succeed,
+					      each piece after delay_ms (a slow
+					      disk) */
 };
 
 /*
@@ -149,6 +152,7 @@ struct dmio_fault {
 				   from the moment the fault is set;
 				   down_ms 0: misbehave all the time */
 	uint64_t seed;          /* for the rate draws */
+	uint32_t delay_ms;      /* DELAY_WRITES: 1 .. 60000 */
 };
 
 struct dmio_fault_stats {

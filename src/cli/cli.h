@@ -244,6 +244,7 @@ struct fm_fault_args {
 	const char *error;              /* errno number or name ("EIO", "enospc") */
 	const char *up, *down;          /* ms, flakey cycle */
 	const char *seed;
+	const char *delay_writes;       /* ms: writes succeed that much later */
 };
 
 /* True when @a describes a fault (some option other than none was given). */

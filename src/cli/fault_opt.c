@@ -22,7 +22,7 @@
 
 #define ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
 		   DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | DMIO_FAULT_HEAL_ON_WRITE | \
-		   DMIO_FAULT_FLIP_WRITES | DMIO_FAULT_MISDIRECT_WRITES)
+		   DMIO_FAULT_FLIP_WRITES | DMIO_FAULT_MISDIRECT_WRITES | DMIO_FAULT_DELAY_WRITES)
 
 /* DMIO_FAULT_HEAL_ON_WRITE tracks at most this many sectors (dmio.h). */
 #define HEAL_MAX_SECTORS (1ull << 24)
@@ -40,6 +40,7 @@ static const struct {
 	{ DMIO_FAULT_HEAL_ON_WRITE, "heal_on_write", "healed by a write" },
 	{ DMIO_FAULT_FLIP_WRITES, "flip_writes", "writes bit-flipped on disk" },
 	{ DMIO_FAULT_MISDIRECT_WRITES, "misdirect_writes", "writes misdirected" },
+	{ DMIO_FAULT_DELAY_WRITES, "delay_writes", "writes delayed" },
 };
 
 static bool bad(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -111,7 +112,7 @@ static bool parse_sectors(const char *opt, const char *val, uint64_t *ret, GErro
 bool fm_fault_args_given(const struct fm_fault_args *a)
 {
 	return a->read || a->write || a->flush || a->drop_writes || a->corrupt_reads ||
-	       a->flip_writes || a->misdirect_writes || a->heal_on_write || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
+	       a->flip_writes || a->misdirect_writes || a->heal_on_write || a->delay_writes || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
 	       a->down || a->seed;
 }
 
@@ -134,6 +135,17 @@ bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, G
 		f.flags |= DMIO_FAULT_FLIP_WRITES;
 	if (a->misdirect_writes)
 		f.flags |= DMIO_FAULT_MISDIRECT_WRITES;
+	if (a->delay_writes) {
+		uint64_t ms = 0;
+
+		if (!parse_u64("--delay-writes", a->delay_writes, 1, 60000, &ms, err))
+			return false;
+		if (a->write || a->drop_writes)
+			return bad(err, "--delay-writes and --write/--drop-writes exclude each "
+				   "other (a delayed write is written)");
+		f.flags |= DMIO_FAULT_DELAY_WRITES;
+		f.delay_ms = (uint32_t)ms;
+	}
 	if (!f.flags)
 		f.flags = DMIO_FAULT_READS | DMIO_FAULT_WRITES;
 	if (a->heal_on_write) {
@@ -256,6 +268,8 @@ char **fm_fault_to_words(const struct dmio_fault *f)
 	g_ptr_array_add(w, g_strdup_printf("up_ms=%u", f->up_ms));
 	g_ptr_array_add(w, g_strdup_printf("down_ms=%u", f->down_ms));
 	g_ptr_array_add(w, g_strdup_printf("seed=%llu", (unsigned long long)f->seed));
+	if (f->delay_ms)
+		g_ptr_array_add(w, g_strdup_printf("delay_ms=%u", f->delay_ms));
 	g_ptr_array_add(w, NULL);
 	return (char **)g_ptr_array_free(g_steal_pointer(&w), FALSE);
 }
@@ -287,7 +301,7 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 					return bad(err, "inject: flags=%s: unknown flag '%s' "
 						   "(reads, writes, flushes, drop_writes, "
 						   "corrupt_reads, heal_on_write, flip_writes, "
-						   "misdirect_writes)", val, *nm);
+						   "misdirect_writes, delay_writes)", val, *nm);
 				f.flags |= flag_names[j].flag;
 			}
 		} else if (!strcmp(key, "error")) {
@@ -317,13 +331,19 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 		} else if (!strcmp(key, "seed")) {
 			if (!parse_u64("inject: seed", val, 0, UINT64_MAX, &f.seed, err))
 				return false;
+		} else if (!strcmp(key, "delay_ms")) {
+			if (!parse_u64("inject: delay_ms", val, 1, 60000, &v, err))
+				return false;
+			f.delay_ms = (uint32_t)v;
 		} else {
 			return bad(err, "inject: unknown key '%s' (flags, error, sector, count, "
-				   "rate_ppm, up_ms, down_ms, seed)", key);
+				   "rate_ppm, up_ms, down_ms, seed, delay_ms)", key);
 		}
 	}
 	if (!f.flags || (f.flags & ~ALL_FLAGS))
 		return bad(err, "inject: no flags= given (what should fail?)");
+	if (!(f.flags & DMIO_FAULT_DELAY_WRITES) != !f.delay_ms)
+		return bad(err, "inject: delay_writes and delay_ms= go together");
 	if ((f.flags & DMIO_FAULT_HEAL_ON_WRITE) &&
 	    (!(f.flags & DMIO_FAULT_READS) || !f.count || f.count > HEAL_MAX_SECTORS))
 		return bad(err, "inject: heal_on_write needs reads and a count of 1 to %llu "
@@ -376,6 +396,8 @@ void fm_fault_describe(const struct dmio_fault *f, GString *out)
 	if (f->down_ms)
 		g_string_append_printf(out, ", flakey: up %u ms, down %u ms", f->up_ms,
 				       f->down_ms);
+	if (f->delay_ms)
+		g_string_append_printf(out, ", by %u ms", f->delay_ms);
 }
 
 void fm_fault_json(const struct dmio_fault *f, JsonBuilder *b)
@@ -385,6 +407,7 @@ void fm_fault_json(const struct dmio_fault *f, JsonBuilder *b)
 		{ "offset", f->sector << FM_SECTOR_SHIFT },
 		{ "length", f->count << FM_SECTOR_SHIFT }, { "rate_ppm", f->rate_ppm },
 		{ "up_ms", f->up_ms }, { "down_ms", f->down_ms }, { "seed", f->seed },
+		{ "delay_ms", f->delay_ms },
 	};
 	char eb[16];
 	int e = f->error ? f->error : EIO;

@@ -110,7 +110,8 @@ void __tsan_release(void *addr);
 #define DMIO_FAULT_ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
 			      DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | \
 			      DMIO_FAULT_HEAL_ON_WRITE | DMIO_FAULT_FLIP_WRITES | \
-			      DMIO_FAULT_MISDIRECT_WRITES)
+			      DMIO_FAULT_MISDIRECT_WRITES | DMIO_FAULT_DELAY_WRITES)
+#define DMIO_FAULT_DELAY_MAX_MS 60000
 
 struct dmio_fault_state {
 	struct dmio_fault f;            /* as set (for dmio_dev_get_fault) */
@@ -136,6 +137,7 @@ enum dmio_piece_fault {
 	DMIO_PF_FLIP,           /* write: real, then a bit of it flipped on the device */
 	DMIO_PF_MISDIRECT,      /* write: a NOP that succeeds; its first 4 KiB are
 				   written elsewhere in the range */
+	DMIO_PF_DELAY,          /* write: real, after delay_ms */
 };
 
 struct dmio_dev {
@@ -231,6 +233,8 @@ struct dmio_piece {
 	int fault_res;                  /* DMIO_PF_FAIL: the injected -errno */
 	uint64_t fault_target;          /* DMIO_PF_MISDIRECT: where it lands */
 	int inline_res;                 /* done by the reaper: its result */
+	uint32_t delay_ms;              /* DMIO_PF_DELAY: not yet waited */
+	struct __kernel_timespec delay_ts; /* ... the timeout SQE's */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */

@@ -140,7 +140,10 @@ static bool piece_replaced_by_fault(struct dmio_piece *p)
 	       p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p);
 }
 
-static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
+/* user_data of the timeout SQE linked before a delayed piece: ignored. */
+static const uint64_t delay_marker;
+
+static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
 	struct iovec *iov = &p->iov[p->iov_first];
 
@@ -155,6 +158,24 @@ static void prep_piece(struct io_uring_sqe *sqe, struct dmio_piece *p)
 		io_uring_prep_readv(sqe, p->dev->fd, iov, p->iovcnt, p->off);
 		break;
 	case DMIO_PIECE_WRITE:
+		if (fm_unlikely(p->delay_ms)) {
+			/* A slow disk (DMIO_FAULT_DELAY_WRITES): a timer linked
+			 * before the write, which ETIME_SUCCESS keeps from
+			 * cancelling it; once per piece.  Without a second SQE
+			 * the write goes undelayed. */
+			struct io_uring_sqe *w = io_uring_get_sqe(&r->ring);
+
+			if (w) {
+				p->delay_ts.tv_sec = p->delay_ms / 1000;
+				p->delay_ts.tv_nsec = (long long)(p->delay_ms % 1000) * 1000000;
+				io_uring_prep_timeout(sqe, &p->delay_ts, 0,
+						      IORING_TIMEOUT_ETIME_SUCCESS);
+				sqe->flags |= IOSQE_IO_LINK;
+				io_uring_sqe_set_data64(sqe, (uintptr_t)&delay_marker);
+				sqe = w;
+			}
+			p->delay_ms = 0;
+		}
 		io_uring_prep_writev(sqe, p->dev->fd, iov, p->iovcnt, p->off);
 		sqe->rw_flags = p->rw_flags;
 		break;
@@ -217,6 +238,8 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	DMIO_TSAN_ACQUIRE(p);
 	if (piece_replaced_by_fault(p))
 		n = 0; /* what the NOP standing in for it would return */
+	else if (p->delay_ms)
+		return false; /* a delayed write: io_uring's timer first */
 	else if (p->kind == DMIO_PIECE_READ)
 		n = preadv2(p->dev->fd, iov, (int)p->iovcnt, (off_t)p->off, 0);
 	else
@@ -275,7 +298,7 @@ static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 		r->backlog = p;
 		return;
 	}
-	prep_piece(sqe, p);
+	prep_piece(r, sqe, p);
 	r->unsubmitted++;
 	DMIO_STAT_ADD(sqes, 1);
 }
@@ -294,7 +317,7 @@ static void drain_backlog(struct dmio_ring *r)
 		}
 		p = r->backlog;
 		r->backlog = p->next;
-		prep_piece(sqe, p);
+		prep_piece(r, sqe, p);
 		r->unsubmitted++;
 		DMIO_STAT_ADD(sqes, 1);
 	}
@@ -436,6 +459,8 @@ static unsigned reap(struct dmio_ring *r)
 		if (data == (uintptr_t)&r->efd_buf) {
 			atomic_store(&r->woken, false);
 			rearm = true;
+		} else if (data == (uintptr_t)&delay_marker) {
+			continue;
 		} else if (data & DMIO_PIECE_TAG) {
 			r->pieces--;
 			dmio_piece_complete((struct dmio_piece *)(data & ~(uintptr_t)DMIO_PIECE_TAG), res);

@@ -57,6 +57,9 @@ int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
 		/* Misdirected writes land inside the range: at least 8 KiB. */
 		if ((fault->flags & DMIO_FAULT_MISDIRECT_WRITES) && fault->count < 16)
 			return -EINVAL;
+		if (!(fault->flags & DMIO_FAULT_DELAY_WRITES) != !fault->delay_ms ||
+		    fault->delay_ms > DMIO_FAULT_DELAY_MAX_MS)
+			return -EINVAL;
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			return -ENOMEM;
@@ -232,6 +235,9 @@ static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
 		if (fl & DMIO_FAULT_FLIP_WRITES)
 			return DMIO_PF_FLIP;
 	}
+	if ((fl & DMIO_FAULT_DELAY_WRITES) && p->kind == DMIO_PIECE_WRITE &&
+	    p->stage != DMIO_STAGE_RMW_READ)
+		return DMIO_PF_DELAY;
 	return DMIO_PF_NONE;
 }
 
@@ -270,6 +276,8 @@ bool dmio_fault_decide(struct dmio_piece *p)
 		p->fault_res = s->res;
 		if (act == DMIO_PF_MISDIRECT)
 			p->fault_target = misdirect_target(s, p->off);
+		if (act == DMIO_PF_DELAY)
+			p->delay_ms = s->f.delay_ms;
 	}
 	atomic_fetch_sub_explicit(&dev->fault_readers, 1, memory_order_release);
 	p->fault = (uint8_t)act;

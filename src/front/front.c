@@ -517,6 +517,16 @@ static void read_issue(struct read_ctx *rc, uint64_t from)
 
 		if (front_on_loop()) {
 			r = bufio_read_async_nowait(f->c, blk, read_block_done, rc);
+			if (r == -EWOULDBLOCK && blk == rc->b0 &&
+			    read_around(f, rc->req, rc->off, rc->size, rc->b0,
+					(unsigned)(last - rc->b0 + 1))) {
+				/* No cache memory without a wait: straight from
+				 * the legs into the request's buffer instead. */
+				free(rc->data);
+				free(rc);
+				atomic_fetch_sub(&f->inflight, 1);
+				return;
+			}
 			if (r == -EWOULDBLOCK) {
 				front_slow(f, &(struct front_job){ .kind = SLOW_READ_ISSUE,
 								   .off = blk, .ctx = rc });

@@ -515,7 +515,7 @@ START_TEST(test_fault_set_rejects)
 	dev = fx_dev(fx_add_file(64 * 1024, 0));
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &keep), 0);
 	bad = keep;
-	bad.flags = 1u << 8;            /* the first bit not in DMIO_FAULT_ALL_FLAGS */
+	bad.flags = 1u << 9;            /* the first bit not in DMIO_FAULT_ALL_FLAGS */
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &bad), -EINVAL);
 	bad.flags = DMIO_FAULT_MISDIRECT_WRITES;        /* needs a range of 8 KiB */
 	bad.count = 15;
