@@ -40,7 +40,8 @@ struct mirror_sync {
 	pthread_t thread;
 	bool running;                   /* a thread exists (join it) */
 	bool active;                    /* a pass is running */
-	bool stop;
+	/* Set under lock; read without it by the pass loops (atomic). */
+	atomic_bool stop;
 	bool cancelled;                 /* stop is a scrub cancel, not mirror_sync_stop() */
 	enum mirror_sync_action action, last_action;
 	unsigned inflight;
