@@ -231,12 +231,16 @@ int ctl_parse_reply(const char *data, size_t len, const char *path, const char *
 	return -code;
 }
 
-int ctl_call(const char *path, const char *const *argv, int timeout_ms,
-	     GString *out, GError **err)
+/*
+ * Build @argv's request, connect to @path and send it.  Returns what
+ * send_request() returned (0, or -EPIPE when the daemon closed early: its
+ * reply may still be there) with the socket in *ret_fd, or another -errno
+ * with @err set.
+ */
+static int send_to_daemon(const char *path, const char *const *argv, uint64_t deadline,
+			  int timeout_ms, int *ret_fd, GError **err)
 {
 	g_autoptr(GByteArray) req = g_byte_array_new();
-	g_autoptr(GByteArray) reply = g_byte_array_new();
-	uint64_t deadline = ctl_deadline(timeout_ms);
 	ctl_autofd int fd = -1;
 	int r, sent;
 
@@ -252,7 +256,6 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 	r = connect_to(fd, path, deadline, timeout_ms, err);
 	if (r < 0)
 		return r;
-
 	sent = send_request(fd, req, deadline);
 	if (sent == -ETIMEDOUT)
 		return timed_out(path, timeout_ms, "the daemon did not take the request", err);
@@ -261,6 +264,22 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 			    argv[0], g_strerror(-sent));
 		return sent;
 	}
+	*ret_fd = fd;
+	fd = -1;
+	return sent;
+}
+
+int ctl_call(const char *path, const char *const *argv, int timeout_ms,
+	     GString *out, GError **err)
+{
+	g_autoptr(GByteArray) reply = g_byte_array_new();
+	uint64_t deadline = ctl_deadline(timeout_ms);
+	ctl_autofd int fd = -1;
+	int r, sent;
+
+	sent = send_to_daemon(path, argv, deadline, timeout_ms, &fd, err);
+	if (sent < 0 && sent != -EPIPE)
+		return sent;
 	r = read_reply(fd, reply, deadline);
 	if (r == -ETIMEDOUT)
 		return timed_out(path, timeout_ms, "no reply", err);
@@ -282,7 +301,6 @@ int ctl_call(const char *path, const char *const *argv, int timeout_ms,
 
 int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, GError **err)
 {
-	g_autoptr(GByteArray) req = g_byte_array_new();
 	uint64_t deadline = ctl_deadline(timeout_ms);
 	ctl_autofd int fd = -1;
 	char line[CTL_MAX_LINE + 1];
@@ -290,26 +308,9 @@ int ctl_stream_open(const char *path, const char *const *argv, int timeout_ms, G
 	size_t len = 0;
 	int r, sent, code, ret;
 
-	r = build_request(argv, req, err);
-	if (r < 0)
-		return r;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		g_set_error(err, FM_CTL_ERROR, -r, "socket: %s", g_strerror(-r));
-		return r;
-	}
-	r = connect_to(fd, path, deadline, timeout_ms, err);
-	if (r < 0)
-		return r;
-	sent = send_request(fd, req, deadline);
-	if (sent == -ETIMEDOUT)
-		return timed_out(path, timeout_ms, "the daemon did not take the request", err);
-	if (sent < 0 && sent != -EPIPE) {
-		g_set_error(err, FM_CTL_ERROR, -sent, "control socket %s: sending %s: %s", path,
-			    argv[0], g_strerror(-sent));
+	sent = send_to_daemon(path, argv, deadline, timeout_ms, &fd, err);
+	if (sent < 0 && sent != -EPIPE)
 		return sent;
-	}
 	/* The status line, a byte at a time: what follows is the stream's. */
 	while (len < CTL_MAX_LINE) {
 		ssize_t n = recv(fd, line + len, 1, MSG_DONTWAIT);
