@@ -75,6 +75,16 @@ enum dmio_dev_flags {
 int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev);
 
 /*
+ * @path may also be an NBD URI (see dmio_path_is_remote()): a remote
+ * device, reached with libnbd.  Opening it connects (blocking, like an
+ * open() of a slow disk); its I/O is then asynchronous on the engine's
+ * rings like any other (see "Remote devices").  It has no fd.  CREATE,
+ * NO_DIRECT and EXCL are ignored for it; opening it writable fails with
+ * -EROFS when the server exports it read-only; a connection that cannot be
+ * made fails with libnbd's errno (e.g. -ECONNREFUSED, -ENOENT).
+ */
+
+/*
  * Wrap an fd the caller opened (dmio takes ownership of it, also on
  * failure).  The same probing as dmio_dev_open() is done; whether @fd uses
  * O_DIRECT is read from its file status flags.
@@ -85,7 +95,7 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev);
 void dmio_dev_close(struct dmio_dev *dev);
 
 const char *dmio_dev_name(const struct dmio_dev *dev);
-int dmio_dev_fd(const struct dmio_dev *dev);
+int dmio_dev_fd(const struct dmio_dev *dev);                /* -1: remote */
 uint64_t dmio_dev_size(const struct dmio_dev *dev);         /* bytes */
 uint64_t dmio_dev_sectors(const struct dmio_dev *dev);      /* 512 B sectors */
 unsigned dmio_dev_logical_block_size(const struct dmio_dev *dev);
@@ -93,6 +103,52 @@ bool dmio_dev_is_direct(const struct dmio_dev *dev);
 bool dmio_dev_is_blockdev(const struct dmio_dev *dev);
 /* Re-read the size (after the file or device was grown). */
 int dmio_dev_refresh_size(struct dmio_dev *dev);
+
+/*----------------------------------------------------------------*/
+/* Remote devices (NBD) */
+
+/*
+ * A remote device is an NBD export named by a URI: nbd://host[:port]/export,
+ * nbds://... (TLS), nbd+unix:///export?socket=PATH, nbds+unix://...,
+ * nbd+vsock://... (libnbd's nbd_connect_uri(3) syntax, TLS parameters
+ * included).  It behaves as a local device does, with the same error
+ * bitsets, splitting, FUA, flush, discard and write-zeroes semantics: what
+ * the server advertises is used, the rest emulated (FUA as write + flush,
+ * write-zeroes as writes of zeroes; a discard the server cannot do fails
+ * its region with -EOPNOTSUPP, as on a file system without hole punching).
+ *
+ * Threading: the device's one connection is driven by one engine reaper,
+ * its owner: pieces submitted by other threads, loops included, are handed
+ * to it without a lock, and a loop's request still completes on the loop.
+ * The socket is polled on the owner's ring; nothing blocks it.
+ *
+ * A dropped connection fails every command in flight and every later one
+ * (-ENOTCONN or libnbd's errno): the device never reconnects by itself;
+ * its user opens it again.
+ */
+
+/* True when @path is an NBD URI (a remote device), by its scheme only. */
+bool dmio_path_is_remote(const char *path);
+bool dmio_dev_is_remote(const struct dmio_dev *dev);
+
+/*
+ * A server that does not answer for @timeout_ms while commands wait is
+ * taken as hung: the connection is shut down, which fails them (and the
+ * device, as a dropped connection does).  0: wait forever (the default).
+ * Returns 0, or -ENOTSUP for a local device.  Any thread.
+ */
+int dmio_dev_set_remote_timeout(struct dmio_dev *dev, unsigned timeout_ms);
+
+struct dmio_remote_stats {
+	bool connected;         /* false once the connection dropped */
+	bool can_fua, can_flush, can_trim, can_zero; /* what the server offers */
+	uint64_t rtt_us;        /* moving average of a read/write's round trip */
+	uint64_t commands;      /* pieces completed */
+	uint64_t errors;        /* pieces failed */
+	uint64_t hangs;         /* connections shut down by the timeout */
+};
+/* 0 and *ret, or -ENOTSUP for a local device.  Any thread. */
+int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *ret);
 
 /* For g_autoptr(dmio_dev): glib's cleanup macros need a type name. */
 typedef struct dmio_dev dmio_dev;

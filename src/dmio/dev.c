@@ -167,6 +167,32 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev)
 	return 0;
 }
 
+/* A leg on another machine (nbd.c); CREATE and EXCL mean nothing there. */
+static int open_remote(const char *uri, unsigned flags, struct dmio_dev **ret_dev)
+{
+	struct dmio_dev *dev = calloc(1, sizeof(*dev));
+	int r;
+
+	if (!dev)
+		return -ENOMEM;
+	dev->fd = -1;
+	pthread_mutex_init(&dev->rmw_lock, NULL);
+	pthread_mutex_init(&dev->fault_lock, NULL);
+	dev->seq = atomic_fetch_add(&dev_seq, 1);
+	dev->name = strdup(uri);
+	if (!dev->name) {
+		dmio_dev_close(dev);
+		return -ENOMEM;
+	}
+	r = dmio_nbd_open(dev, uri, flags);
+	if (r < 0) {
+		dmio_dev_close(dev);
+		return r;
+	}
+	*ret_dev = dev;
+	return 0;
+}
+
 int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev)
 {
 	int oflags = O_CLOEXEC | ((flags & DMIO_DEV_RDONLY) ? O_RDONLY : O_RDWR);
@@ -177,6 +203,8 @@ int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev)
 		return -EINVAL;
 	if (flags & ~(DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT | DMIO_DEV_CREATE | DMIO_DEV_EXCL))
 		return -EINVAL;
+	if (dmio_path_is_remote(path))
+		return open_remote(path, flags, ret_dev);
 	if (flags & DMIO_DEV_CREATE)
 		oflags |= O_CREAT;
 	/* O_EXCL without O_CREAT claims a block device exclusively; on a
@@ -201,6 +229,7 @@ void dmio_dev_close(struct dmio_dev *dev)
 {
 	if (!dev)
 		return;
+	dmio_nbd_close(dev);
 	if (dev->fd >= 0)
 		close(dev->fd);
 	pthread_mutex_destroy(&dev->rmw_lock);
@@ -212,6 +241,8 @@ void dmio_dev_close(struct dmio_dev *dev)
 
 int dmio_dev_refresh_size(struct dmio_dev *dev)
 {
+	if (dev->nbd)
+		return 0; /* an export's size is fixed while connected */
 	return probe_size(dev);
 }
 
@@ -222,3 +253,4 @@ uint64_t dmio_dev_sectors(const struct dmio_dev *dev) { return dev->size >> FM_S
 unsigned dmio_dev_logical_block_size(const struct dmio_dev *dev) { return dev->lbs; }
 bool dmio_dev_is_direct(const struct dmio_dev *dev) { return dev->direct; }
 bool dmio_dev_is_blockdev(const struct dmio_dev *dev) { return dev->blockdev; }
+bool dmio_dev_is_remote(const struct dmio_dev *dev) { return dev->nbd != NULL; }

@@ -140,8 +140,12 @@ enum dmio_piece_fault {
 	DMIO_PF_DELAY,          /* write: real, after delay_ms */
 };
 
+struct dmio_nbd;
+struct dmio_ring;
+
 struct dmio_dev {
-	int fd;
+	int fd;                 /* -1 for a remote (NBD) device */
+	struct dmio_nbd *nbd;   /* a remote device's connection (nbd.c); NULL: local */
 	char *name;
 	uint64_t size;          /* bytes; refreshed by dmio_dev_refresh_size */
 	unsigned lbs;           /* logical block size */
@@ -236,6 +240,14 @@ struct dmio_piece {
 	uint32_t delay_ms;              /* DMIO_PF_DELAY: not yet waited */
 	struct __kernel_timespec delay_ts; /* ... the timeout SQE's */
 	struct dmio_piece *rmw_next;    /* rmw_active / rmw_wait list */
+	/* Remote (NBD) pieces, see nbd.c.  home: the loop that submitted the
+	 * piece and completes it (NULL: the owner ring completes it). */
+	struct dmio_ring *home;
+	unsigned nbd_pending;           /* libnbd commands not completed */
+	unsigned nbd_calls;             /* completion callbacks run */
+	int nbd_err;                    /* first error (positive errno) */
+	bool nbd_fua_flush;             /* FUA emulated: flush after the write */
+	uint64_t nbd_t0_ns;             /* when it was issued (latency) */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */
 	uint64_t len;                   /* bytes left in this stage */
@@ -278,6 +290,20 @@ void dmio_submit_pieces(struct dmio_piece *head);
 /* Account for requests accepted / finished (shutdown waits for zero). */
 void dmio_request_begin(void);
 void dmio_request_end(void);
+
+/* engine.c, for nbd.c (owner thread of @r only). */
+struct io_uring_sqe *dmio_ring_get_sqe(struct dmio_ring *r);
+/* @p (queued on @r) is done with @res: complete it on its home loop, or on
+ * @r from its done list. */
+void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res);
+/* Fault injection decided that a NOP stands in for @p. */
+bool dmio_piece_replaced_by_fault(struct dmio_piece *p);
+
+/* nbd.c: remote devices.  dmio_nbd_queue runs on @r, the device's owner
+ * ring (ring_of(dev), a reaper), for every piece of a remote device. */
+int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags);
+void dmio_nbd_close(struct dmio_dev *dev);
+void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p);
 
 /* fault.c */
 /* Decide @p's fault (dev->fault was seen set); true: prepare a NOP. */

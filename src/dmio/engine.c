@@ -50,6 +50,9 @@ struct dmio_ring {
 	int efd;                        /* wakes the reaper */
 	uint64_t efd_buf;               /* target of the armed eventfd read */
 	_Atomic(struct dmio_piece *) inbox; /* pushed by other threads (LIFO) */
+	/* A loop's remote pieces, completed by their owner ring and handed
+	 * back to be completed here (LIFO; result in inline_res). */
+	_Atomic(struct dmio_piece *) returned;
 	atomic_bool sleeping;           /* the reaper is about to wait */
 	atomic_bool woken;              /* an eventfd write is outstanding */
 	atomic_bool stop;
@@ -134,7 +137,7 @@ void dmio_request_end(void)
 
 /* Fault injection, decided once per piece: true when a NOP stands in for
  * it.  With none set, the relaxed load is its whole cost. */
-static bool piece_replaced_by_fault(struct dmio_piece *p)
+bool dmio_piece_replaced_by_fault(struct dmio_piece *p)
 {
 	return fm_unlikely(atomic_load_explicit(&p->dev->fault, memory_order_relaxed) != NULL) &&
 	       p->fault == DMIO_PF_UNDECIDED && dmio_fault_decide(p);
@@ -147,7 +150,7 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 {
 	struct iovec *iov = &p->iov[p->iov_first];
 
-	if (piece_replaced_by_fault(p)) {
+	if (dmio_piece_replaced_by_fault(p)) {
 		io_uring_prep_nop(sqe);
 		io_uring_sqe_set_data64(sqe, (uintptr_t)p | DMIO_PIECE_TAG);
 		DMIO_TSAN_ACQUIRE(p);
@@ -236,7 +239,7 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
 		return false;
 	DMIO_TSAN_ACQUIRE(p);
-	if (piece_replaced_by_fault(p))
+	if (dmio_piece_replaced_by_fault(p))
 		n = 0; /* what the NOP standing in for it would return */
 	else if (p->delay_ms)
 		return false; /* a delayed write: io_uring's timer first */
@@ -255,8 +258,20 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 /* Complete what piece_inline did; returns how many there were. */
 static unsigned run_done(struct dmio_ring *r)
 {
-	struct dmio_piece *p = r->done;
+	struct dmio_piece *p, *ret = NULL;
 	unsigned n = 0;
+
+	if (fm_unlikely(atomic_load_explicit(&r->returned, memory_order_relaxed) != NULL))
+		ret = atomic_exchange(&r->returned, NULL);
+	while (ret) {
+		struct dmio_piece *next = ret->next;
+
+		r->pieces--;
+		dmio_piece_complete(ret, ret->inline_res);
+		ret = next;
+		n++;
+	}
+	p = r->done;
 
 	r->done = NULL;
 	r->done_tail = &r->done;
@@ -277,6 +292,10 @@ static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 	struct io_uring_sqe *sqe;
 
 	r->pieces++;
+	if (p->dev->nbd) {
+		dmio_nbd_queue(r, p);
+		return;
+	}
 	if (piece_inline(r, p))
 		return;
 	if (r->backlog) {
@@ -387,6 +406,45 @@ static void inbox_push(struct dmio_ring *r, struct dmio_piece *first, struct dmi
 	}
 }
 
+struct io_uring_sqe *dmio_ring_get_sqe(struct dmio_ring *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+	if (!sqe) {
+		ring_submit(r);
+		sqe = io_uring_get_sqe(&r->ring);
+	}
+	return sqe;
+}
+
+void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
+{
+	struct dmio_ring *home = p->home;
+
+	p->inline_res = res;
+	if (!home || home == r) {
+		p->next = NULL;
+		*r->done_tail = p;
+		r->done_tail = &p->next;
+		return;
+	}
+	/* Back to the loop that submitted it: one push, and an eventfd
+	 * write unless one is outstanding (its owner clears `woken` when it
+	 * reaps the eventfd read, before it drains `returned`). */
+	r->pieces--;
+	struct dmio_piece *old = atomic_load(&home->returned);
+
+	do {
+		p->next = old;
+	} while (!atomic_compare_exchange_weak(&home->returned, &old, p));
+	if (!atomic_exchange(&home->woken, true)) {
+		uint64_t one = 1;
+
+		while (write(home->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+			;
+	}
+}
+
 void dmio_submit_pieces(struct dmio_piece *head)
 {
 	if (tl_ring && tl_ring->is_loop) {
@@ -394,6 +452,17 @@ void dmio_submit_pieces(struct dmio_piece *head)
 		 * ring, whatever the device, and completes it itself. */
 		for (struct dmio_piece *p = head, *next; p; p = next) {
 			next = p->next;
+			if (fm_unlikely(p->dev->nbd != NULL)) {
+				/* A remote device's connection is driven by
+				 * its owner ring; the piece comes back here
+				 * to complete (dmio_ring_piece_done). */
+				p->home = tl_ring;
+				tl_ring->pieces++;
+				p->next = NULL;
+				inbox_push(ring_of(p->dev), p, p);
+				continue;
+			}
+			p->home = NULL;
 			queue_piece(tl_ring, p);
 		}
 		return;
@@ -406,6 +475,7 @@ void dmio_submit_pieces(struct dmio_piece *head)
 		for (struct dmio_piece *p = head, *next; p; p = next) {
 			next = p->next;
 			p->next = NULL;
+			p->home = NULL;
 			if (ring_of(p->dev) == r) {
 				if (mine_last)
 					mine_last->next = p;

@@ -319,6 +319,13 @@ static void build_zero_writes(struct dmio_io *io, unsigned region, struct dmio_d
 	build_rw(io, region, dev, off, len, DMIO_PIECE_WRITE, &zero_mem, ok, list);
 }
 
+/* Does a punched hole read back as zeroes?  On a file, yes; a block
+ * device's or an NBD server's discard (trim) promises nothing. */
+static bool hole_reads_zeroes(const struct dmio_dev *dev)
+{
+	return !dev->blockdev && !dev->nbd;
+}
+
 static void build_falloc(struct dmio_io *io, unsigned region, struct dmio_dev *dev,
 			 uint64_t off, uint64_t len, bool zeroes, struct piece_list *list)
 {
@@ -335,7 +342,7 @@ static void build_falloc(struct dmio_io *io, unsigned region, struct dmio_dev *d
 		mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 	} else if (!atomic_load_explicit(&dev->no_zero_range, memory_order_relaxed)) {
 		mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-	} else if (!dev->blockdev &&
+	} else if (hole_reads_zeroes(dev) &&
 		   !atomic_load_explicit(&dev->no_punch_hole, memory_order_relaxed)) {
 		mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 	} else {
@@ -720,7 +727,7 @@ static void falloc_fallback(struct dmio_piece *p)
 		piece_end(p, -EOPNOTSUPP);
 		return;
 	}
-	if ((p->falloc_mode & FALLOC_FL_ZERO_RANGE) && !p->dev->blockdev &&
+	if ((p->falloc_mode & FALLOC_FL_ZERO_RANGE) && hole_reads_zeroes(p->dev) &&
 	    !atomic_load(&p->dev->no_punch_hole)) {
 		p->falloc_mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 		resubmit(p);

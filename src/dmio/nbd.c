@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Remote devices: a leg on another machine, reached over NBD with libnbd.
+ *
+ * A remote dmio_dev has no fd; it has one libnbd handle (one connection),
+ * opened with a blocking nbd_connect_uri() by dmio_dev_open() (never on a
+ * hot-path thread) and driven afterwards only through libnbd's aio calls.
+ *
+ * Sharing the connection between threads: one owner.  Every piece of a
+ * remote device is queued on its owner ring, ring_of(dev): an engine reaper.
+ * Other threads hand pieces over through that ring's lock-free inbox, as
+ * for local devices; a loop does the same (its pieces must never wait for
+ * anything it does not reap itself, and a connection cannot be polled from
+ * two rings), and gets each piece back through its `returned` stack, so the
+ * request still completes on the loop that submitted it
+ * (dmio_ring_piece_done).  One connection per device rather than one per
+ * loop: most servers (qemu-nbd) do not advertise multi-conn, without which
+ * a flush on one connection says nothing about writes sent on another.
+ *
+ * The owner issues libnbd commands (nbd_aio_pread/pwrite/flush/trim/zero)
+ * and polls the socket on its own ring: IORING_OP_POLL_ADD for POLLIN while
+ * commands are in flight, and for POLLOUT while libnbd has bytes it could
+ * not send (nbd_aio_get_direction).  A poll completion calls
+ * nbd_aio_notify_read/write, which runs the state machine and the
+ * completion callbacks, on the owner, with the handle's lock held: so a
+ * callback only records the result and lists the piece; the pieces are
+ * finished after libnbd returned (n->completed).  Nothing here blocks.
+ *
+ * Invariants (owner thread only, except where atomic):
+ *   - p->nbd_pending counts the piece's libnbd commands not yet completed;
+ *     the piece is finished when it reaches zero.  A command that libnbd
+ *     refuses to issue (-1) without calling its callback counts as failed
+ *     right away (p->nbd_calls tells whether the callback ran).
+ *   - n->pin.armed: a POLLIN poll is on the ring; it is armed whenever
+ *     commands are in flight, so a reply (or the end of the connection,
+ *     which fails every command in flight) is always noticed.  With a
+ *     timeout set, the poll carries a linked timeout: no reply for that
+ *     long while commands are in flight means a hung server, and the
+ *     socket is shut down, which fails them (and the connection).
+ *   - A poll's struct stays valid until its CQE is reaped: close waits for
+ *     `armed` to drop (I/O must have completed before close anyway).
+ *
+ * Semantics as for a local file (see dmio.h): FUA when the server has it,
+ * otherwise write then flush; flush when it has it, otherwise nothing to
+ * flush; trim for discard and NBD_CMD_WRITE_ZEROES for write-zeroes when
+ * advertised, otherwise -EOPNOTSUPP, which request.c turns into the
+ * fallback (zero writes; a discard fails its region as on a local file).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "dmio_i.h"
+
+/* Largest payload of one NBD command we send (the protocol's usual cap). */
+#define NBD_MAX_PAYLOAD (32u << 20)
+/* Largest trim / write-zeroes range of one command (32-bit lengths). */
+#define NBD_MAX_ZERO (1u << 30)
+
+struct nbd_poll {
+	struct dmio_loop_op op;         /* first: user_data of the poll SQE */
+	struct dmio_nbd *n;
+	atomic_bool armed;
+};
+
+struct dmio_nbd {
+	struct nbd_handle *h;
+	struct dmio_dev *dev;
+	bool can_fua, can_flush, can_trim, can_zero;
+	/* Owner only. */
+	struct dmio_ring *owner;
+	struct nbd_poll pin, pout;
+	struct __kernel_timespec tmo_ts;
+	struct dmio_piece *completed;   /* callbacks done, not finished yet */
+	/* Any thread. */
+	atomic_uint timeout_ms;         /* hung-server timeout; 0: none */
+	atomic_ullong rtt_ns;           /* moving average of command latency */
+	atomic_ullong commands;         /* pieces completed */
+	atomic_ullong errors;           /* pieces failed */
+	atomic_ullong hangs;            /* connections shut down as hung */
+	atomic_bool dead;               /* the connection is gone */
+};
+
+static const char *const nbd_schemes[] = {
+	"nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://",
+};
+
+bool dmio_path_is_remote(const char *path)
+{
+	if (!path)
+		return false;
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(nbd_schemes); i++)
+		if (!strncmp(path, nbd_schemes[i], strlen(nbd_schemes[i])))
+			return true;
+	return false;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*----------------------------------------------------------------*/
+/* Open and close (blocking; never on a hot-path thread) */
+
+int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
+{
+	struct dmio_nbd *n;
+	int64_t size, minbs;
+	int err;
+
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->dev = dev;
+	n->h = nbd_create();
+	if (!n->h) {
+		err = nbd_get_errno();
+		free(n);
+		return -(err ? err : ENOMEM);
+	}
+	/* tls-psk-file= and the like name local files: the URI is the
+	 * administrator's, as a leg path is. */
+	nbd_set_uri_allow_local_file(n->h, true);
+	nbd_set_handle_name(n->h, "fusemirror");
+	if (nbd_connect_uri(n->h, uri) == -1)
+		goto fail;
+	size = nbd_get_size(n->h);
+	if (size < 0)
+		goto fail;
+	if (!(flags & DMIO_DEV_RDONLY) && nbd_is_read_only(n->h) == 1) {
+		fm_debug("dmio: %s: the server exports it read-only", uri);
+		nbd_close(n->h);
+		free(n);
+		return -EROFS;
+	}
+	n->can_fua = nbd_can_fua(n->h) == 1;
+	n->can_flush = nbd_can_flush(n->h) == 1;
+	n->can_trim = nbd_can_trim(n->h) == 1;
+	n->can_zero = nbd_can_zero(n->h) == 1;
+	n->pin.n = n;
+	n->pout.n = n;
+	dev->nbd = n;
+	dev->fd = -1;
+	dev->size = (uint64_t)size;
+	dev->rdonly = flags & DMIO_DEV_RDONLY;
+	dev->blockdev = false;
+	dev->in_memory = false;
+	dev->lbs = FM_SECTOR_SIZE;
+	dev->direct = false;
+	dev->mem_align = 1;
+	dev->off_align = FM_SECTOR_SIZE;
+	/* A server that only takes larger blocks: unaligned I/O is bounced
+	 * and read-modify-written as for an O_DIRECT file. */
+	minbs = nbd_get_block_size(n->h, LIBNBD_SIZE_MINIMUM);
+	if (minbs > FM_SECTOR_SIZE && minbs <= FM_PAGE_SIZE && fm_is_power_of_2((uint64_t)minbs)) {
+		dev->lbs = (unsigned)minbs;
+		dev->direct = true;
+		dev->off_align = (unsigned)minbs;
+	}
+	fm_debug("dmio: %s: NBD export of %" PRId64 " bytes, min block %" PRId64
+		 ", fua %d flush %d trim %d zero %d", uri, size, minbs, n->can_fua,
+		 n->can_flush, n->can_trim, n->can_zero);
+	return 0;
+
+fail:
+	err = nbd_get_errno();
+	fm_debug("dmio: %s: %s", uri, nbd_get_error());
+	nbd_close(n->h);
+	free(n);
+	return -(err ? err : EIO);
+}
+
+void dmio_nbd_close(struct dmio_dev *dev)
+{
+	struct dmio_nbd *n = dev->nbd;
+
+	if (!n)
+		return;
+	/* The last poll's CQE may not be reaped yet (its piece completed on
+	 * the reply that made it due): its struct is ours. */
+	while (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed))
+		sched_yield();
+	if (!atomic_load(&n->dead) && nbd_aio_is_ready(n->h) == 1)
+		nbd_shutdown(n->h, 0);
+	nbd_close(n->h);
+	dev->nbd = NULL;
+	free(n);
+}
+
+int dmio_dev_set_remote_timeout(struct dmio_dev *dev, unsigned timeout_ms)
+{
+	if (!dev->nbd)
+		return -ENOTSUP;
+	atomic_store(&dev->nbd->timeout_ms, timeout_ms);
+	return 0;
+}
+
+int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *ret)
+{
+	struct dmio_nbd *n = dev->nbd;
+
+	if (!n)
+		return -ENOTSUP;
+	memset(ret, 0, sizeof(*ret));
+	ret->connected = !atomic_load(&n->dead) && nbd_aio_is_dead(n->h) != 1 &&
+			 nbd_aio_is_closed(n->h) != 1;
+	ret->rtt_us = atomic_load(&n->rtt_ns) / 1000;
+	ret->commands = atomic_load(&n->commands);
+	ret->errors = atomic_load(&n->errors);
+	ret->hangs = atomic_load(&n->hangs);
+	ret->can_fua = n->can_fua;
+	ret->can_flush = n->can_flush;
+	ret->can_trim = n->can_trim;
+	ret->can_zero = n->can_zero;
+	return 0;
+}
+
+/*----------------------------------------------------------------*/
+/* The owner: commands and polls */
+
+static void arm_polls(struct dmio_nbd *n);
+
+static int cmd_done(void *user_data, int *error)
+{
+	struct dmio_piece *p = user_data;
+	struct dmio_nbd *n = p->dev->nbd;
+
+	p->nbd_calls++;
+	if (*error && !p->nbd_err)
+		p->nbd_err = *error;
+	if (--p->nbd_pending == 0) {
+		p->next = n->completed;
+		n->completed = p;
+	}
+	return 1; /* retire the command */
+}
+
+enum nbd_cmd { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_ZERO };
+
+/* Issue one command of @p; a refusal counts as its completion. */
+static void issue_one(struct dmio_nbd *n, struct dmio_piece *p, enum nbd_cmd kind, void *buf,
+		      uint64_t len, uint64_t off, uint32_t flags)
+{
+	nbd_completion_callback cb = { .callback = cmd_done, .user_data = p };
+	unsigned calls = p->nbd_calls;
+	int64_t cookie;
+
+	p->nbd_pending++;
+	switch (kind) {
+	case CMD_READ:
+		cookie = nbd_aio_pread(n->h, buf, len, off, cb, 0);
+		break;
+	case CMD_WRITE:
+		cookie = nbd_aio_pwrite(n->h, buf, len, off, cb, flags);
+		break;
+	case CMD_FLUSH:
+		cookie = nbd_aio_flush(n->h, cb, 0);
+		break;
+	case CMD_TRIM:
+		cookie = nbd_aio_trim(n->h, len, off, cb, 0);
+		break;
+	default:
+		cookie = nbd_aio_zero(n->h, len, off, cb, 0);
+		break;
+	}
+	if (cookie == -1 && p->nbd_calls == calls) {
+		int err = nbd_get_errno();
+
+		fm_debug("dmio: %s: %s", n->dev->name, nbd_get_error());
+		if (!p->nbd_err)
+			p->nbd_err = err ? err : EIO;
+		if (--p->nbd_pending == 0) {
+			p->next = n->completed;
+			n->completed = p;
+		}
+	}
+}
+
+/* Issue the commands of @p (one per contiguous run of its memory). */
+static void issue(struct dmio_nbd *n, struct dmio_piece *p)
+{
+	uint32_t flags = 0;
+	uint64_t off = p->off;
+
+	p->nbd_pending = 1; /* held while issuing: nothing finishes it early */
+	switch (p->kind) {
+	case DMIO_PIECE_READ:
+	case DMIO_PIECE_WRITE:
+		if (p->kind == DMIO_PIECE_WRITE && (p->rw_flags & RWF_DSYNC)) {
+			if (n->can_fua)
+				flags = LIBNBD_CMD_FLAG_FUA;
+			else
+				p->nbd_fua_flush = n->can_flush;
+		}
+		for (unsigned i = p->iov_first; i < p->iov_first + p->iovcnt;) {
+			uint8_t *base = p->iov[i].iov_base;
+			uint64_t len = p->iov[i].iov_len;
+
+			/* Merge memory that continues in the next iovec. */
+			for (i++; i < p->iov_first + p->iovcnt &&
+				  (uint8_t *)p->iov[i].iov_base == base + len &&
+				  len + p->iov[i].iov_len <= NBD_MAX_PAYLOAD; i++)
+				len += p->iov[i].iov_len;
+			while (len) {
+				uint64_t chunk = len < NBD_MAX_PAYLOAD ? len : NBD_MAX_PAYLOAD;
+
+				issue_one(n, p, p->kind == DMIO_PIECE_READ ? CMD_READ : CMD_WRITE,
+					  base, chunk, off, flags);
+				base += chunk;
+				off += chunk;
+				len -= chunk;
+			}
+		}
+		break;
+	case DMIO_PIECE_FSYNC:
+		if (n->can_flush)
+			issue_one(n, p, CMD_FLUSH, NULL, 0, 0, 0);
+		break;
+	case DMIO_PIECE_FALLOC: {
+		bool zero = p->falloc_mode & FALLOC_FL_ZERO_RANGE;
+		uint64_t len = p->len;
+
+		if (zero ? !n->can_zero : !n->can_trim) {
+			p->nbd_err = EOPNOTSUPP;
+			break;
+		}
+		while (len) {
+			uint64_t chunk = len < NBD_MAX_ZERO ? len : NBD_MAX_ZERO;
+
+			issue_one(n, p, zero ? CMD_ZERO : CMD_TRIM,
+				  NULL, chunk, off, 0);
+			off += chunk;
+			len -= chunk;
+		}
+		break;
+	}
+	default: /* NOP */
+		break;
+	}
+	if (--p->nbd_pending == 0) {
+		p->next = n->completed;
+		n->completed = p;
+	}
+}
+
+/* Finish the pieces whose commands completed (outside libnbd's lock). */
+static void finish_completed(struct dmio_nbd *n)
+{
+	while (n->completed) {
+		struct dmio_piece *list = n->completed;
+
+		n->completed = NULL;
+		while (list) {
+			struct dmio_piece *p = list;
+			int res;
+
+			list = p->next;
+			if (!p->nbd_err && p->nbd_fua_flush) {
+				/* FUA the server lacks: a flush after the write. */
+				p->nbd_fua_flush = false;
+				p->nbd_pending = 1;
+				issue_one(n, p, CMD_FLUSH, NULL, 0, 0, 0);
+				if (--p->nbd_pending == 0) {
+					p->next = n->completed;
+					n->completed = p;
+				}
+				continue;
+			}
+			if (p->nbd_err)
+				res = -p->nbd_err;
+			else if (p->kind == DMIO_PIECE_READ || p->kind == DMIO_PIECE_WRITE)
+				res = p->len > INT32_MAX ? INT32_MAX : (int)p->len;
+			else
+				res = 0;
+			if (p->nbd_err) {
+				atomic_fetch_add_explicit(&n->errors, 1, memory_order_relaxed);
+			} else if (p->nbd_t0_ns) {
+				/* Moving average over ~8 commands. */
+				uint64_t d = now_ns() - p->nbd_t0_ns;
+				uint64_t old = atomic_load_explicit(&n->rtt_ns, memory_order_relaxed);
+
+				atomic_store_explicit(&n->rtt_ns, old ? old - old / 8 + d / 8 : d,
+						      memory_order_relaxed);
+			}
+			atomic_fetch_add_explicit(&n->commands, 1, memory_order_relaxed);
+			dmio_ring_piece_done(n->owner, p, res);
+		}
+	}
+	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1)
+		atomic_store(&n->dead, true);
+}
+
+static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct nbd_poll *pl = (struct nbd_poll *)op;
+	struct dmio_nbd *n = pl->n;
+
+	(void)cqe_flags;
+	if (pl == &n->pin && res == -ECANCELED && nbd_aio_in_flight(n->h) > 0) {
+		/* The linked timeout fired: no reply for timeout_ms while
+		 * commands wait.  Shutting the socket down makes libnbd see
+		 * the end of the connection and fail them all. */
+		fm_debug("dmio: %s: no reply for %u ms: the server hangs; disconnecting",
+			 n->dev->name, atomic_load(&n->timeout_ms));
+		atomic_fetch_add(&n->hangs, 1);
+		shutdown(nbd_aio_get_fd(n->h), SHUT_RDWR);
+		res = POLLIN | POLLHUP;
+	}
+	/* Unarmed before libnbd runs: arm_polls() below may re-arm it. */
+	atomic_store_explicit(&pl->armed, false, memory_order_release);
+	if (res > 0) {
+		unsigned dir = nbd_aio_get_direction(n->h);
+
+		if ((res & (POLLHUP | POLLERR)) ||
+		    ((res & POLLIN) && (dir & LIBNBD_AIO_DIRECTION_READ)))
+			nbd_aio_notify_read(n->h);
+		else if ((res & POLLOUT) && (dir & LIBNBD_AIO_DIRECTION_WRITE))
+			nbd_aio_notify_write(n->h);
+	}
+	finish_completed(n);
+	arm_polls(n);
+}
+
+static void tmo_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	(void)op;
+	(void)res;
+	(void)cqe_flags;
+}
+
+/* The linked timeouts' user_data: static, as its CQE may come after the
+ * device is closed (the poll's came first). */
+static struct dmio_loop_op tmo_op = { .done = tmo_done };
+
+static bool arm_one(struct dmio_nbd *n, struct nbd_poll *pl, unsigned mask, unsigned timeout_ms)
+{
+	struct io_uring_sqe *sqe = dmio_ring_get_sqe(n->owner), *t;
+	int fd = nbd_aio_get_fd(n->h);
+
+	if (!sqe || fd < 0)
+		return false;
+	io_uring_prep_poll_add(sqe, fd, mask);
+	io_uring_sqe_set_data(sqe, &pl->op);
+	if (timeout_ms) {
+		t = dmio_ring_get_sqe(n->owner);
+		if (t) {
+			sqe->flags |= IOSQE_IO_LINK;
+			n->tmo_ts.tv_sec = timeout_ms / 1000;
+			n->tmo_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+			io_uring_prep_link_timeout(t, &n->tmo_ts, 0);
+			io_uring_sqe_set_data(t, &tmo_op);
+		}
+	}
+	atomic_store_explicit(&pl->armed, true, memory_order_relaxed);
+	return true;
+}
+
+/*
+ * Poll for what libnbd waits for: replies while commands are in flight,
+ * writability while it has bytes to send.  If the ring has no SQE left the
+ * polls are armed again by the next completion of this device (there is
+ * one: only a device with commands in flight needs them).
+ */
+static void arm_polls(struct dmio_nbd *n)
+{
+	unsigned dir;
+
+	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1) {
+		atomic_store(&n->dead, true);
+		return;
+	}
+	dir = nbd_aio_get_direction(n->h);
+	if (!atomic_load_explicit(&n->pin.armed, memory_order_relaxed) &&
+	    ((dir & LIBNBD_AIO_DIRECTION_READ) && nbd_aio_in_flight(n->h) > 0))
+		arm_one(n, &n->pin, POLLIN, atomic_load(&n->timeout_ms));
+	if (!atomic_load_explicit(&n->pout.armed, memory_order_relaxed) &&
+	    (dir & LIBNBD_AIO_DIRECTION_WRITE))
+		arm_one(n, &n->pout, POLLOUT, 0);
+}
+
+void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p)
+{
+	struct dmio_nbd *n = p->dev->nbd;
+
+	if (!n->owner) {
+		n->owner = r;
+		n->pin.op.done = poll_done;
+		n->pout.op.done = poll_done;
+	}
+	p->nbd_err = 0;
+	p->nbd_fua_flush = false;
+	p->nbd_t0_ns = 0;
+	if (dmio_piece_replaced_by_fault(p)) {
+		dmio_ring_piece_done(r, p, 0); /* what the NOP would return */
+		return;
+	}
+	if (p->kind == DMIO_PIECE_READ || p->kind == DMIO_PIECE_WRITE)
+		p->nbd_t0_ns = now_ns();
+	issue(n, p);
+	finish_completed(n);
+	arm_polls(n);
+}

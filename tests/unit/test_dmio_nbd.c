@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * dmio: remote devices over NBD, against real nbdkit servers (memory
+ * plugin, filters that take features away) on unix sockets the test
+ * starts: data round trips, FUA/flush/trim/zero used or emulated, a loop's
+ * requests completing on the loop, a dead server, a hung one.
+ */
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "fm_test.h"
+#include "fusemirror/common.h"
+#include "fusemirror/dmio.h"
+
+#define MiB (1024u * 1024u)
+#define SRV_SIZE (4 * MiB)
+
+struct srv {
+	GPid pid;
+	char *dir;
+	char *sock;
+	char *uri;
+};
+
+static bool srv_listens(const struct srv *s)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	g_strlcpy(sa.sun_path, s->sock, sizeof(sa.sun_path));
+	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* Start nbdkit in the foreground on a fresh unix socket, with the given
+ * arguments (filters, plugin, its parameters); wait for the socket. */
+static void srv_start(struct srv *s, const char *first, ...)
+{
+	g_autoptr(GPtrArray) argv = g_ptr_array_new();
+	g_autoptr(GError) err = NULL;
+	const char *a;
+	va_list ap;
+
+	s->dir = fm_test_mkdtemp(NULL, "nbd");
+	s->sock = g_build_filename(s->dir, "sock", NULL);
+	s->uri = g_strdup_printf("nbd+unix:///?socket=%s", s->sock);
+	g_ptr_array_add(argv, (char *)"nbdkit");
+	g_ptr_array_add(argv, (char *)"-f");
+	g_ptr_array_add(argv, (char *)"--exit-with-parent");
+	g_ptr_array_add(argv, (char *)"-U");
+	g_ptr_array_add(argv, s->sock);
+	va_start(ap, first);
+	for (a = first; a; a = va_arg(ap, const char *))
+		g_ptr_array_add(argv, (char *)a);
+	va_end(ap);
+	g_ptr_array_add(argv, NULL);
+	ck_assert_msg(g_spawn_async(NULL, (char **)argv->pdata, NULL,
+				    G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
+				    NULL, NULL, &s->pid, &err),
+		      "cannot start nbdkit: %s", err ? err->message : "?");
+	for (int i = 0; i < 1000 && !srv_listens(s); i++)
+		g_usleep(10000);
+	ck_assert_msg(srv_listens(s), "nbdkit does not listen on %s", s->sock);
+}
+
+static void srv_kill(struct srv *s)
+{
+	if (s->pid > 0) {
+		kill(s->pid, SIGCONT);
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+		s->pid = 0;
+	}
+}
+
+static void srv_stop(struct srv *s)
+{
+	srv_kill(s);
+	if (s->dir)
+		fm_test_rm_rf(s->dir);
+	g_clear_pointer(&s->dir, g_free);
+	g_clear_pointer(&s->sock, g_free);
+	g_clear_pointer(&s->uri, g_free);
+}
+
+static struct srv srv;
+
+static void fx_teardown(void)
+{
+	dmio_engine_shutdown();
+	srv_stop(&srv);
+}
+
+static struct dmio_dev *open_remote(void)
+{
+	struct dmio_dev *dev = NULL;
+	int r = dmio_dev_open(srv.uri, 0, &dev);
+
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", srv.uri, g_strerror(-r));
+	return dev;
+}
+
+/*----------------------------------------------------------------*/
+
+START_TEST(test_open_probe)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	struct dmio_remote_stats st;
+
+	srv_start(&srv, "memory", "size=4M", NULL);
+	ck_assert(dmio_path_is_remote(srv.uri));
+	ck_assert(dmio_path_is_remote("nbd://host:10809/export"));
+	ck_assert(dmio_path_is_remote("nbds://host/export"));
+	ck_assert(!dmio_path_is_remote("/tmp/nbd://x"));
+	ck_assert(!dmio_path_is_remote("nbd.img"));
+	dev = open_remote();
+	ck_assert(dmio_dev_is_remote(dev));
+	ck_assert_int_eq(dmio_dev_fd(dev), -1);
+	ck_assert_uint_eq(dmio_dev_size(dev), SRV_SIZE);
+	ck_assert_uint_eq(dmio_dev_sectors(dev), SRV_SIZE / 512);
+	ck_assert_str_eq(dmio_dev_name(dev), srv.uri);
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert(st.connected);
+	ck_assert(st.can_flush && st.can_fua && st.can_trim && st.can_zero);
+}
+END_TEST
+
+START_TEST(test_open_refused)
+{
+	g_autofree char *dir = fm_test_mkdtemp(NULL, "nbd");
+	g_autofree char *uri = g_strdup_printf("nbd+unix:///?socket=%s/none", dir);
+	struct dmio_dev *dev = NULL;
+	struct dmio_remote_stats st;
+	g_autoptr(dmio_dev) local = NULL;
+	g_autofree char *file = g_build_filename(dir, "f", NULL);
+
+	ck_assert_int_lt(dmio_dev_open(uri, 0, &dev), 0);
+	ck_assert_ptr_null(dev);
+	fm_test_create_file(file, MiB);
+	ck_assert_int_eq(dmio_dev_open(file, 0, &local), 0);
+	ck_assert(!dmio_dev_is_remote(local));
+	ck_assert_int_eq(dmio_dev_get_remote_stats(local, &st), -ENOTSUP);
+	ck_assert_int_eq(dmio_dev_set_remote_timeout(local, 10), -ENOTSUP);
+	fm_test_rm_rf(dir);
+}
+END_TEST
+
+/* Data written through dmio (scattered memory, odd sector ranges, FUA or
+ * not, several pieces) reads back the same; flush succeeds. */
+START_TEST(test_round_trip)
+{
+	/* _i: 0 memory plugin (FUA, flush); 1 no FUA (emulated by flush);
+	 * 2 a server that refuses I/O not aligned to 4 KiB (dmio bounces
+	 * and read-modify-writes). */
+	g_autoptr(dmio_dev) dev = NULL;
+	struct fm_rng rng;
+	uint8_t *wbuf = fm_test_alloc_aligned(4096, 3 * MiB);
+	uint8_t *rbuf = fm_test_alloc_aligned(4096, 3 * MiB);
+	struct dmio_remote_stats st;
+
+	if (_i == 0)
+		srv_start(&srv, "memory", "size=4M", NULL);
+	else if (_i == 1)
+		srv_start(&srv, "--filter=fua", "memory", "size=4M", NULL); /* fuamode=none */
+	else
+		srv_start(&srv, "--filter=blocksize-policy", "memory", "size=4M",
+			  "blocksize-minimum=4096", "blocksize-preferred=4096",
+			  "blocksize-error-policy=error", NULL);
+	dev = open_remote();
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert(st.can_fua == (_i != 1));
+	fm_rng_seed(&rng, fm_test_seed_for("nbd_round_trip", _i));
+	for (int round = 0; round < 20; round++) {
+		uint64_t sectors = fm_rng_between(&rng, 1, 3 * MiB / 512);
+		uint64_t sector = fm_rng_between(&rng, 0, SRV_SIZE / 512 - sectors);
+		uint64_t len = sectors * 512;
+		struct dmio_region where = { dev, sector, sectors };
+		struct iovec iov[3];
+		struct dmio_request req = { .op = DMIO_OP_WRITE, .flags = round % 2 ? DMIO_REQ_FUA : 0 };
+		unsigned long bits = ~0ul;
+
+		fm_rng_fill(&rng, wbuf, len);
+		/* Three pieces of memory, not contiguous with each other. */
+		iov[0] = (struct iovec){ wbuf, len / 3 / 512 * 512 };
+		iov[1] = (struct iovec){ wbuf + iov[0].iov_len, (len - iov[0].iov_len) / 2 };
+		iov[2] = (struct iovec){ wbuf + iov[0].iov_len + iov[1].iov_len,
+					 len - iov[0].iov_len - iov[1].iov_len };
+		req.mem.type = DMIO_MEM_BVEC;
+		req.mem.ptr.bvec.iov = iov;
+		req.mem.ptr.bvec.iovcnt = 3;
+		ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+		ck_assert_uint_eq(bits, 0);
+		memset(rbuf, 0xa5, len);
+		ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, rbuf, &bits), 0);
+		ck_assert_msg(fm_test_first_diff(wbuf, rbuf, len) < 0,
+			      "round %d: byte %zd differs", round,
+			      fm_test_first_diff(wbuf, rbuf, len));
+	}
+	{
+		struct dmio_region where = { dev, 0, 0 };
+		struct dmio_request req = { .op = DMIO_OP_FLUSH };
+		unsigned long bits = ~0ul;
+
+		ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+		ck_assert_uint_eq(bits, 0);
+	}
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert_uint_ge(st.commands, 40);
+	ck_assert_uint_eq(st.errors, 0);
+	free(wbuf);
+	free(rbuf);
+}
+END_TEST
+
+/* Write-zeroes reads back zeroes whether the server can zero or not (then
+ * dmio writes zeroes); discard succeeds when the server can trim and fails
+ * its region with EOPNOTSUPP when it cannot, as on a local file. */
+START_TEST(test_zero_and_discard)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, MiB);
+	struct dmio_region where;
+	struct dmio_request req = { 0 };
+	unsigned long bits;
+	struct dmio_remote_stats st;
+
+	if (_i == 0)
+		srv_start(&srv, "memory", "size=4M", NULL);
+	else
+		srv_start(&srv, "--filter=nozero", "memory", "size=4M", "zeromode=none", NULL);
+	dev = open_remote();
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert(st.can_zero == (_i == 0));
+	memset(buf, 0x5a, MiB);
+	where = (struct dmio_region){ dev, 0, MiB / 512 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
+	where = (struct dmio_region){ dev, 3, 1000 };
+	req.op = DMIO_OP_WRITE_ZEROES;
+	bits = ~0ul;
+	ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+	where = (struct dmio_region){ dev, 0, MiB / 512 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), 0);
+	ck_assert_uint_eq(buf[3 * 512 - 1], 0x5a);
+	ck_assert(fm_test_is_zero(buf + 3 * 512, 1000 * 512));
+	ck_assert_uint_eq(buf[1003 * 512], 0x5a);
+	req.op = DMIO_OP_DISCARD;
+	where = (struct dmio_region){ dev, 8, 8 };
+	bits = 0;
+	if (st.can_trim) {
+		ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+		ck_assert_uint_eq(bits, 0);
+	} else {
+		ck_assert_int_eq(dmio(&req, 1, &where, &bits), -EIO);
+		ck_assert_uint_eq(bits, 1);
+	}
+	free(buf);
+}
+END_TEST
+
+/* A loop's requests to a remote device complete on the loop's thread,
+ * inside dmio_loop_run_once(), many at once; the loop is idle after. */
+#define LOOP_REQS 64
+
+struct loop_ctx {
+	pthread_t self;
+	unsigned done, wrong_thread;
+	unsigned long bits;
+};
+
+static void loop_notify(unsigned long error_bits, void *context)
+{
+	struct loop_ctx *c = context;
+
+	if (!pthread_equal(pthread_self(), c->self))
+		c->wrong_thread++;
+	c->bits |= error_bits;
+	c->done++;
+}
+
+START_TEST(test_loop_completes_on_loop)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	struct dmio_loop *l = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, LOOP_REQS * 4096);
+	uint8_t *rbuf = fm_test_alloc_aligned(4096, LOOP_REQS * 4096);
+	struct loop_ctx c = { .self = pthread_self() };
+	struct fm_rng rng;
+
+	srv_start(&srv, "memory", "size=4M", NULL);
+	dev = open_remote();
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	fm_rng_seed(&rng, fm_test_seed_for("nbd_loop", 0));
+	fm_rng_fill(&rng, buf, LOOP_REQS * 4096);
+	for (unsigned i = 0; i < LOOP_REQS; i++) {
+		struct dmio_region where = { dev, i * 8, 8 };
+
+		ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_WRITE, buf + i * 4096,
+					       loop_notify, &c), 0);
+	}
+	ck_assert(!dmio_loop_idle(l));
+	while (c.done < LOOP_REQS)
+		ck_assert_int_ge(dmio_loop_run_once(l, true), 0);
+	/* The read back, also from the loop (a synchronous call would be
+	 * -EDEADLK here). */
+	c.done = 0;
+	for (unsigned i = 0; i < LOOP_REQS; i++) {
+		struct dmio_region where = { dev, i * 8, 8 };
+
+		ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_READ, rbuf + i * 4096,
+					       loop_notify, &c), 0);
+	}
+	while (c.done < LOOP_REQS)
+		ck_assert_int_ge(dmio_loop_run_once(l, true), 0);
+	ck_assert(dmio_loop_idle(l));
+	ck_assert_uint_eq(c.wrong_thread, 0);
+	ck_assert_uint_eq(c.bits, 0);
+	ck_assert(fm_test_first_diff(buf, rbuf, LOOP_REQS * 4096) < 0);
+	dmio_loop_destroy(l);
+	free(buf);
+	free(rbuf);
+}
+END_TEST
+
+/* A server that dies: I/O fails with the region's error bit (never a
+ * hang, never a crash); the device reports itself disconnected. */
+START_TEST(test_server_dies)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 65536);
+	struct dmio_region where;
+	struct dmio_remote_stats st;
+	unsigned long bits = 0;
+
+	srv_start(&srv, "memory", "size=4M", NULL);
+	dev = open_remote();
+	memset(buf, 1, 65536);
+	where = (struct dmio_region){ dev, 0, 128 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
+	srv_kill(&srv);
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), -EIO);
+	ck_assert_uint_eq(bits, 1);
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert(!st.connected);
+	ck_assert_uint_ge(st.errors, 2);
+	free(buf);
+}
+END_TEST
+
+/* A server that stops answering (SIGSTOP) is given up on after the
+ * timeout: the read fails, the connection is counted as hung. */
+START_TEST(test_server_hangs)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 65536);
+	struct dmio_region where;
+	struct dmio_remote_stats st;
+	unsigned long bits = 0;
+	gint64 t0;
+
+	srv_start(&srv, "memory", "size=4M", NULL);
+	dev = open_remote();
+	ck_assert_int_eq(dmio_dev_set_remote_timeout(dev, 300), 0);
+	where = (struct dmio_region){ dev, 0, 128 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), 0);
+	kill(srv.pid, SIGSTOP);
+	t0 = g_get_monotonic_time();
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
+	ck_assert_uint_eq(bits, 1);
+	/* Not before the timeout; well before forever. */
+	ck_assert_int_ge(g_get_monotonic_time() - t0, 250 * 1000);
+	ck_assert_int_lt(g_get_monotonic_time() - t0, 30 * G_USEC_PER_SEC);
+	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+	ck_assert_uint_eq(st.hangs, 1);
+	ck_assert(!st.connected);
+	free(buf);
+}
+END_TEST
+
+static Suite *dmio_nbd_suite(void)
+{
+	Suite *s = suite_create("dmio_nbd");
+	TCase *tc = tcase_create("nbd");
+
+	tcase_add_checked_fixture(tc, NULL, fx_teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_open_probe);
+	tcase_add_test(tc, test_open_refused);
+	tcase_add_loop_test(tc, test_round_trip, 0, 3);
+	tcase_add_loop_test(tc, test_zero_and_discard, 0, 2);
+	tcase_add_test(tc, test_loop_completes_on_loop);
+	tcase_add_test(tc, test_server_dies);
+	tcase_add_test(tc, test_server_hangs);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	/* A write to a socket whose server died must fail, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	return fm_test_main(dmio_nbd_suite());
+}
