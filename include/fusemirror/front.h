@@ -124,7 +124,8 @@ struct front_stats {
 	uint64_t reads, writes, fsyncs, fallocates;
 	uint64_t read_bytes, write_bytes;
 	uint64_t errors;                /* requests answered with an error */
-	uint64_t handoffs;              /* event loops: work given to the slow pool */
+	uint64_t handoffs;              /* event loops and io_uring queues: work
+					   given to the slow pool (status: slow_jobs) */
 };
 void front_get_stats(const struct front *f, struct front_stats *ret);
 

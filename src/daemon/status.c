@@ -424,6 +424,7 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "errors", s->fs.errors);
 	cli_json_int(b, "leg_read_retries", s->mst.read_retries);
 	cli_json_int(b, "overlap_waits", s->mst.overlap_waits);
+	cli_json_int(b, "slow_jobs", s->fs.handoffs);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "transport");

@@ -1083,9 +1083,11 @@ static __thread struct front_loop *tl_loop;
 static __thread struct front_rbuf *tl_rbuf;     /* the request being dispatched */
 static __thread bool tl_rbuf_held;
 
+/* On an event loop or a FUSE-over-io_uring queue thread (its ring is a
+ * dmio loop too): nothing may wait here. */
 static bool front_on_loop(void)
 {
-	return tl_loop != NULL;
+	return tl_loop != NULL || front_uring_current_ring() != NULL;
 }
 
 /* On a loop, inside a handler: keep the request's buffer after the handler
@@ -1375,8 +1377,6 @@ static int front_run_loops(struct front *f)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
-	f->slow = g_thread_pool_new(slow_run, f, (gint)(f->max_threads ? f->max_threads : 8),
-				    FALSE, NULL);
 	for (unsigned i = 1; i < f->nr_loops; i++) {
 		struct front_loop *l = &f->loops[i];
 
@@ -1391,9 +1391,6 @@ static int front_run_loops(struct front *f)
 	for (unsigned i = 1; i < f->nr_loops; i++)
 		if (f->loops[i].started)
 			pthread_join(f->loops[i].thread, NULL);
-	/* Every request was answered: the pool has nothing left to run. */
-	g_thread_pool_free(f->slow, FALSE, TRUE);
-	f->slow = NULL;
 out:
 	for (unsigned i = 0; i < f->nr_loops; i++)
 		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
@@ -1475,7 +1472,8 @@ static int choose_transport(struct front *f, enum front_transport want, bool *re
 static int start_uring(struct front *f, enum front_transport want, GError **err)
 {
 	struct front_uring_opts uo = { .depth = f->uring_depth,
-				       .require = want == FRONT_TRANSPORT_URING };
+				       .require = want == FRONT_TRANSPORT_URING,
+				       .dmio_loop = true };
 	g_autoptr(GError) uerr = NULL;
 	bool init_done;
 	int r;
@@ -1595,6 +1593,9 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 		return -EIO;
 	}
 	f->mounted = true;
+	/* For what an event loop or a queue thread must not wait for; its
+	 * threads start with the first such job. */
+	f->slow = g_thread_pool_new(slow_run, f, (gint)f->max_threads, FALSE, NULL);
 	r = try_uring ? start_uring(f, o->transport, err) : 0;
 	if (r < 0) {
 		front_destroy(f);
@@ -1644,6 +1645,10 @@ void front_destroy(struct front *f)
 	 * which cancels the entries parked in the kernel. */
 	front_uring_stop(f->uring);
 	f->uring = NULL;
+	/* Every request was answered: the pool has nothing left to run. */
+	if (f->slow)
+		g_thread_pool_free(f->slow, FALSE, TRUE);
+	f->slow = NULL;
 	if (f->se) {
 		if (f->signals_set)
 			fuse_remove_signal_handlers(f->se);

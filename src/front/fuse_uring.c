@@ -92,7 +92,7 @@ _Static_assert(sizeof(struct fuse_statfs_out) == 80, "fuse_statfs_out");
 struct fu_queue;
 
 struct front_uring_req {
-	struct front_uring_op op;       /* user_data of its REGISTER/COMMIT */
+	struct dmio_loop_op op;       /* user_data of its REGISTER/COMMIT */
 	struct fu_queue *q;
 	struct fu_req_header *hdr;
 	uint8_t *payload;
@@ -107,11 +107,14 @@ struct fu_queue {
 	unsigned qid;
 	pthread_t thread;
 	bool thread_started;
-	struct io_uring ring;
-	bool ring_ready;
+	struct io_uring *ring;          /* &own_ring, or dl's */
+	struct io_uring own_ring;
+	bool ring_ready;                /* own_ring is set up */
+	unsigned sq_entries;            /* of dl */
+	struct dmio_loop *dl;           /* with u->dmio_loop: the thread's loop */
 	int efd;                        /* wakes the thread: hand-offs, stop */
 	uint64_t efd_val;
-	struct front_uring_op efd_op;
+	struct dmio_loop_op efd_op;
 	struct front_uring_req *ents;
 	struct fu_req_header *hdrs;
 	uint8_t *payloads;
@@ -130,6 +133,7 @@ struct front_uring {
 	size_t payload_size;
 	front_uring_handler_fn *handler;
 	void *ctx;
+	bool dmio_loop;                 /* queue rings are dmio loops */
 	unsigned nr_queues;
 	struct fu_queue *queues;
 
@@ -210,7 +214,7 @@ unsigned front_uring_nr_possible_cpus(void)
 
 struct io_uring *front_uring_current_ring(void)
 {
-	return fu_this_queue ? &fu_this_queue->ring : NULL;
+	return fu_this_queue ? fu_this_queue->ring : NULL;
 }
 
 /*----------------------------------------------------------------*/
@@ -311,8 +315,14 @@ static struct io_uring_sqe *fu_get_sqe(struct fu_queue *q)
 {
 	struct io_uring_sqe *sqe;
 
-	while (!(sqe = io_uring_get_sqe(&q->ring)))
-		io_uring_submit(&q->ring);
+	if (q->dl) {
+		/* dmio_loop_get_sqe() submits when the ring is full. */
+		while (!(sqe = dmio_loop_get_sqe(q->dl)))
+			sched_yield();
+	} else {
+		while (!(sqe = io_uring_get_sqe(q->ring)))
+			io_uring_submit(q->ring);
+	}
 	memset(sqe, 0, 128);            /* SQE128; the kernel checks __pad1 */
 	return sqe;
 }
@@ -355,7 +365,7 @@ static void fu_drain_handoffs(struct fu_queue *q)
 	}
 }
 
-static void fu_efd_done(struct front_uring_op *op, int res, uint32_t flags)
+static void fu_efd_done(struct dmio_loop_op *op, int res, uint32_t flags)
 {
 	struct fu_queue *q = fu_container_of(op, struct fu_queue, efd_op);
 
@@ -366,7 +376,7 @@ static void fu_efd_done(struct front_uring_op *op, int res, uint32_t flags)
 		fu_arm_efd(q);
 }
 
-static void fu_ent_done(struct front_uring_op *op, int res, uint32_t flags)
+static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 {
 	struct front_uring_req *e = fu_container_of(op, struct front_uring_req, op);
 	struct fu_queue *q = e->q;
@@ -453,12 +463,12 @@ static void fu_reap(struct fu_queue *q)
 {
 	struct io_uring_cqe *cqe;
 
-	while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
-		struct front_uring_op *op = io_uring_cqe_get_data(cqe);
+	while (io_uring_peek_cqe(q->ring, &cqe) == 0) {
+		struct dmio_loop_op *op = io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
 		uint32_t flags = cqe->flags;
 
-		io_uring_cqe_seen(&q->ring, cqe);
+		io_uring_cqe_seen(q->ring, cqe);
 		if (op)
 			op->done(op, res, flags);
 	}
@@ -481,26 +491,47 @@ static void *fu_queue_main(void *arg)
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
 	pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	if (u->dmio_loop) {
+		/* The loop's ring must be made by the thread that owns it. */
+		r = dmio_loop_create(&(struct dmio_loop_opts){
+					.sq_entries = q->sq_entries,
+					.setup_flags = IORING_SETUP_SQE128 }, &q->dl);
+		if (r < 0) {
+			q->reg_err = r;
+			goto report;
+		}
+		q->ring = dmio_loop_ring(q->dl);
+	}
 	fu_this_queue = q;
 
 	for (unsigned i = 0; i < u->depth; i++)
 		fu_prep_cmd(q, &q->ents[i], FU_CMD_REGISTER);
 	fu_arm_efd(q);
-	r = io_uring_submit(&q->ring);
-	if (r < 0 && !q->reg_err)
-		q->reg_err = r;
 	/* A REGISTER that fails completes at once; one that succeeds stays
 	 * parked until a request comes. */
-	fu_reap(q);
+	if (q->dl) {
+		dmio_loop_run_once(q->dl, false);
+		dmio_loop_run_once(q->dl, false);
+	} else {
+		r = io_uring_submit(q->ring);
+		if (r < 0 && !q->reg_err)
+			q->reg_err = r;
+		fu_reap(q);
+	}
 
+report:
 	pthread_mutex_lock(&u->lock);
 	q->reported = true;
 	u->reported++;
 	pthread_cond_broadcast(&u->cond);
 	pthread_mutex_unlock(&u->lock);
 
-	while (!atomic_load(&q->stop)) {
-		r = io_uring_submit_and_wait(&q->ring, 1);
+	while (!q->reg_err && !atomic_load(&q->stop)) {
+		if (q->dl) {
+			dmio_loop_run_once(q->dl, true);
+			continue;
+		}
+		r = io_uring_submit_and_wait(q->ring, 1);
 		if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
 			fm_debug("fuse-uring queue %u: %s", q->qid, strerror(-r));
 			break;
@@ -509,7 +540,23 @@ static void *fu_queue_main(void *arg)
 	}
 	/* Replies owed go out before the ring closes. */
 	fu_drain_handoffs(q);
-	io_uring_submit(&q->ring);
+	if (q->dl) {
+		/* Leg I/O still in flight (a write-back the cache started
+		 * here) completes on this ring: wait for it. */
+		dmio_loop_run_once(q->dl, false);
+		while (!dmio_loop_idle(q->dl))
+			dmio_loop_run_once(q->dl, true);
+		fu_drain_handoffs(q);
+		dmio_loop_run_once(q->dl, false);
+		/* Closing the ring cancels the entries parked in the kernel. */
+		fu_this_queue = NULL;
+		dmio_loop_destroy(q->dl);
+		q->dl = NULL;
+		q->ring = NULL;
+		return NULL;
+	}
+	if (q->ring)
+		io_uring_submit(q->ring);
 	fu_this_queue = NULL;
 	return NULL;
 }
@@ -527,10 +574,16 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	atomic_init(&q->handoff, NULL);
 	while (entries < 2 * u->depth + 8)
 		entries <<= 1;
-	r = io_uring_queue_init_params(entries, &q->ring, &p);
-	if (r < 0)
-		return r;
-	q->ring_ready = true;
+	if (u->dmio_loop) {
+		/* Room for the leg I/O of every entry too. */
+		q->sq_entries = entries < 256 ? 256 : entries * 2;
+	} else {
+		r = io_uring_queue_init_params(entries, &q->own_ring, &p);
+		if (r < 0)
+			return r;
+		q->ring = &q->own_ring;
+		q->ring_ready = true;
+	}
 	q->efd = eventfd(0, EFD_CLOEXEC);
 	if (q->efd < 0)
 		return -errno;
@@ -578,7 +631,7 @@ static void fu_queue_free(struct fu_queue *q)
 	}
 	/* Closing the ring cancels the entries still parked in the kernel. */
 	if (q->ring_ready)
-		io_uring_queue_exit(&q->ring);
+		io_uring_queue_exit(&q->own_ring);
 	if (q->efd >= 0)
 		close(q->efd);
 	if (q->payloads)
@@ -699,6 +752,7 @@ int front_uring_start(struct fuse_session *se, const struct front_uring_opts *o,
 	u->depth = o->depth ? o->depth : FRONT_URING_DEFAULT_DEPTH;
 	u->handler = o->handler;
 	u->ctx = o->ctx;
+	u->dmio_loop = o->dmio_loop;
 	/* The kernel wants room for the largest request it may send. */
 	u->payload_size = FU_MIN_READ_BUFFER;
 	if (in.max_write > u->payload_size)

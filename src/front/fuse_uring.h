@@ -29,7 +29,12 @@
  * — counted as `handoffs`).  front_uring_get_stats() from any thread.
  *
  * The ring of each queue thread is open to other users (one loop, one
- * ring): see struct front_uring_op and front_uring_current_ring().
+ * ring): see front_uring_current_ring().  With opts->dmio_loop that ring
+ * is the thread's dmio loop (include/fusemirror/dmio.h, "Loops"): the I/O
+ * a handler submits through dmio() completes on the queue thread, so a
+ * reply written from its completion is not a hand-off.  Such handlers must
+ * then never block (dmio.h's WARNING): what may wait goes to another
+ * thread.
  */
 #ifndef FUSEMIRROR_FRONT_FUSE_URING_H
 #define FUSEMIRROR_FRONT_FUSE_URING_H
@@ -42,6 +47,8 @@
 
 #include <glib.h>
 #include <liburing.h>
+
+#include "fusemirror/dmio.h"
 
 struct fuse_session;
 struct fuse_in_header;
@@ -69,17 +76,10 @@ int front_uring_probe(GError **err);
 unsigned front_uring_nr_possible_cpus(void);
 
 /*
- * Every CQE of a queue thread's ring carries a pointer to one of these as
- * user_data; the loop calls done() with the CQE's res and flags.  The
- * structure is embedded in the caller's own (container_of).
- */
-struct front_uring_op {
-	void (*done)(struct front_uring_op *op, int res, uint32_t cqe_flags);
-};
-
-/*
  * The ring of the queue thread this is called on, or NULL on any other
- * thread.  SQEs prepared on it (user_data = a struct front_uring_op *) are
+ * thread.  Every CQE of it carries a pointer to a struct dmio_loop_op
+ * (embedded in the caller's own structure) as user_data, whose done() the
+ * loop calls with the CQE's res and flags; SQEs prepared on it are
  * submitted by the loop when the current callback returns.  The ring has
  * 128-byte SQEs.
  */
@@ -102,6 +102,13 @@ struct front_uring_opts {
 	front_uring_handler_fn *handler;
 	void *ctx;
 	bool require;                   /* fail if the kernel does not offer it */
+	/*
+	 * Each queue thread's ring is a dmio loop it creates (dmio.h,
+	 * "Loops"; starts the dmio engine): handlers run to completion on it
+	 * and must not block.  false: a plain ring of the queue's own (what
+	 * bench/memfuse, which does no dmio I/O, uses).
+	 */
+	bool dmio_loop;
 };
 
 /*

@@ -59,6 +59,46 @@ fm status "$T/mnt" | grep -q "transport uring; per queue" || fail "status text s
 fm_umount "$T/mnt"
 assert_legs_equal "$T/leg0" "$T/leg1"
 
+# Run to completion: a queue thread's ring is a dmio loop, so the leg I/O
+# of its requests completes on it and the reply is committed there -- no
+# hand-off on a 4k/1M read hit, read miss, write into the cache, or write
+# around it.  (The first write into a clean bitmap region waits for the
+# bitmap thread; the warm-up sets those bits and bitmap_delay keeps them.
+# The FLUSH of each close() goes to the slow pool -- it writes back and
+# flushes the legs -- and is the one hand-off allowed.)
+log "io_uring queues run to completion: no hand-off on the hot paths"
+FM_TRANSPORT=uring fm_mount -o bitmap_delay=3600000 "$T/leg0" "$T/leg1" "$T/mnt"
+img=$T/mnt/image
+dd if=/dev/urandom of="$img" bs=1M count=48 iflag=fullblock oflag=direct conv=notrunc status=none
+handoffs() {
+	fm_status_get "$T/mnt" .transport.queues |
+		python3 -c 'import json,sys; print(sum(q["handoffs"] for q in json.load(sys.stdin)))'
+}
+h0=$(handoffs) s0=$(fm_status_get "$T/mnt" .io.slow_jobs) f0=$(fm_status_get "$T/mnt" .io.fsyncs)
+m0=$(fm_status_get "$T/mnt" .cache.misses)
+# 1M write-around, 1M read around the cache, 4k read misses, 4k writes into
+# the cache, 4k read hits of them (QD1 and QD16)
+dd if=/dev/urandom of="$img" bs=1M count=8 seek=8 iflag=fullblock oflag=direct conv=notrunc \
+	status=none
+dd if="$img" of=/dev/null bs=1M count=8 skip=16 iflag=direct status=none
+dd if="$img" of=/dev/null bs=4k count=256 skip=$((24 * 256)) iflag=direct status=none
+dd if=/dev/urandom of="$img" bs=4k count=256 seek=$((32 * 256)) iflag=fullblock oflag=direct \
+	conv=notrunc status=none
+h1=$(fm_status_get "$T/mnt" .cache.hits)
+dd if="$img" of=/dev/null bs=4k count=256 skip=$((32 * 256)) iflag=direct status=none
+run_fio hits --filename="$img" --direct=1 --rw=randread --bs=4k --iodepth=16 \
+	--ioengine=io_uring --offset=32M --size=1M --io_size=8M
+(($(fm_status_get "$T/mnt" .cache.misses) >= m0 + 256)) || fail "the 4k reads did not miss"
+(($(fm_status_get "$T/mnt" .cache.hits) >= h1 + 256 + 2048)) || fail "the 4k reads did not hit"
+f1=$(fm_status_get "$T/mnt" .io.fsyncs)
+((f1 > f0)) || fail "no FLUSH was counted"
+assert_eq "$(($(fm_status_get "$T/mnt" .io.slow_jobs) - s0))" "$((f1 - f0))" \
+	"requests given to the slow pool (only the flushes may be)"
+assert_eq "$(($(handoffs) - h0))" "$((f1 - f0))" \
+	"replies handed to a queue thread by another thread (only the flushes may be)"
+fm_umount "$T/mnt"
+assert_legs_equal "$T/leg0" "$T/leg1"
+
 log "auto on $cpus possible CPUs"
 FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
 want=dev
