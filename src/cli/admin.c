@@ -192,18 +192,6 @@ int cmd_write_mostly(int argc, char **argv)
 /*----------------------------------------------------------------*/
 /* scrub */
 
-/* The value of @key in a `sync` answer ("action=check done=1 ..."). */
-char *cli_sync_field(const char *line, const char *key)
-{
-	g_auto(GStrv) words = g_strsplit_set(line, " \n", -1);
-	size_t klen = strlen(key);
-
-	for (char **w = words; *w; w++)
-		if (!strncmp(*w, key, klen) && (*w)[klen] == '=')
-			return g_strdup(*w + klen + 1);
-	return NULL;
-}
-
 static bool is_scrub(const char *action)
 {
 	return action && (!strcmp(action, "check") || !strcmp(action, "repair"));

@@ -150,9 +150,35 @@ int cmd_inject(int argc, char **argv);
 int cmd_examine(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 
+/*
+ * Reading the daemon's reply bodies (reply.c; fuzzed by fuzz_cli_reply).
+ */
 /* The value of @key in a `sync` reply ("action=resync done=... total=..."),
- * newly allocated, or NULL when absent (admin.c). */
+ * newly allocated, or NULL when absent. */
 char *cli_sync_field(const char *line, const char *key);
+/* The answer to `pid` ("1234\n", decimal without a leading 0): 0 with
+ * *@ret > 0, or -EINVAL. */
+int cli_pid_parse(const char *body, pid_t *ret);
+
+/* One line of a daemon's `monitor` stream (a JSON object; see
+ * src/daemon/events.c).  The strings belong to @parser: NULL when the
+ * member is absent or not a string; the integers are 0 when absent or
+ * not integers. */
+struct cli_event {
+	JsonParser *parser;
+	const char *name;               /* "event", never NULL or empty */
+	const char *time, *error;
+	gint64 value;
+	const char *mountpoint, *array_uuid, *array_name;       /* "array" */
+	bool has_leg;                   /* a "leg" object is there */
+	gint64 leg_slot;
+	const char *leg_path, *leg_uuid;
+};
+/* Decode @line (@len bytes, or -1: NUL-terminated): 0, or -EINVAL with
+ * @err (not JSON, not an object, no event name).  cli_event_clear()
+ * after 0. */
+int cli_event_parse(const char *line, gssize len, struct cli_event *ev, GError **err);
+void cli_event_clear(struct cli_event *ev);
 
 /* "in_sync", "faulty", "rebuilding", "removed", "empty" (examine.c). */
 const char *cli_leg_state_name(enum fm_leg_state s);

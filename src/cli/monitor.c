@@ -39,55 +39,31 @@ static void monitor_on_signal(int sig)
 	monitor_interrupted = 1;
 }
 
-static const char *obj_str(JsonObject *o, const char *member)
-{
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-
-	return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
-		       ? json_node_get_string(n) : NULL;
-}
-
-static gint64 obj_int(JsonObject *o, const char *member)
-{
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-
-	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_int(n) : 0;
-}
-
-static JsonObject *obj_obj(JsonObject *o, const char *member)
-{
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-
-	return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-}
-
 /* Run @program EVENT MOUNTPOINT [LEG] and wait for it. */
-static void run_program(const char *program, JsonObject *e, const char *name,
-			const char *mountpoint, JsonObject *array, JsonObject *leg)
+static void run_program(const char *program, const struct cli_event *e, const char *mountpoint)
 {
 	g_autoptr(GError) err = NULL;
 	g_auto(GStrv) env = g_get_environ();
-	g_autofree char *value = g_strdup_printf("%" G_GINT64_FORMAT, obj_int(e, "value"));
-	g_autofree char *slot = leg ? g_strdup_printf("%" G_GINT64_FORMAT,
-						       obj_int(leg, "slot")) : NULL;
-	const char *leg_path = leg ? obj_str(leg, "path") : NULL;
-	const char *argv[5] = { program, name, mountpoint, NULL, NULL };
+	g_autofree char *value = g_strdup_printf("%" G_GINT64_FORMAT, e->value);
+	g_autofree char *slot = e->has_leg ? g_strdup_printf("%" G_GINT64_FORMAT, e->leg_slot)
+					   : NULL;
+	const char *argv[5] = { program, e->name, mountpoint, NULL, NULL };
 	const struct { const char *key, *val; } vars[] = {
-		{ "FUSEMIRROR_EVENT", name },
-		{ "FUSEMIRROR_TIME", obj_str(e, "time") },
+		{ "FUSEMIRROR_EVENT", e->name },
+		{ "FUSEMIRROR_TIME", e->time },
 		{ "FUSEMIRROR_MOUNTPOINT", mountpoint },
-		{ "FUSEMIRROR_ARRAY_UUID", obj_str(array, "uuid") },
-		{ "FUSEMIRROR_ARRAY_NAME", obj_str(array, "name") },
+		{ "FUSEMIRROR_ARRAY_UUID", e->array_uuid },
+		{ "FUSEMIRROR_ARRAY_NAME", e->array_name },
 		{ "FUSEMIRROR_LEG_SLOT", slot },
-		{ "FUSEMIRROR_LEG_PATH", leg_path },
-		{ "FUSEMIRROR_LEG_UUID", leg ? obj_str(leg, "uuid") : NULL },
+		{ "FUSEMIRROR_LEG_PATH", e->leg_path },
+		{ "FUSEMIRROR_LEG_UUID", e->leg_uuid },
 		{ "FUSEMIRROR_VALUE", value },
-		{ "FUSEMIRROR_ERROR", obj_str(e, "error") },
+		{ "FUSEMIRROR_ERROR", e->error },
 	};
 	int status;
 
-	if (leg)
-		argv[3] = leg_path ? leg_path : slot;
+	if (e->has_leg)
+		argv[3] = e->leg_path ? e->leg_path : slot;
 	for (unsigned i = 0; i < G_N_ELEMENTS(vars); i++)
 		env = vars[i].val ? g_environ_setenv(env, vars[i].key, vars[i].val, TRUE)
 				  : g_environ_unsetenv(env, vars[i].key);
@@ -98,49 +74,35 @@ static void run_program(const char *program, JsonObject *e, const char *name,
 		return;
 	}
 	if (!g_spawn_check_wait_status(status, &err))
-		cli_error("monitor: %s %s %s: %s", program, name, mountpoint, err->message);
+		cli_error("monitor: %s %s %s: %s", program, e->name, mountpoint, err->message);
 }
 
 /* One event line from the daemon of @w.  False on a malformed line. */
 static bool handle_line(struct watched *w, const char *line, const char *program, bool json)
 {
-	g_autoptr(JsonParser) p = json_parser_new();
 	g_autoptr(GError) err = NULL;
-	JsonObject *e, *array, *leg;
-	const char *name, *mountpoint, *error;
-	JsonNode *root;
+	struct cli_event e;
+	const char *mountpoint;
 
-	if (!json_parser_load_from_data(p, line, -1, &err) || !(root = json_parser_get_root(p)) ||
-	    !JSON_NODE_HOLDS_OBJECT(root)) {
-		cli_error("monitor: %s: a malformed event line: %s", w->mountpoint,
-			  err ? err->message : "not an object");
+	if (cli_event_parse(line, -1, &e, &err) < 0) {
+		cli_error("monitor: %s: %s", w->mountpoint, err->message);
 		return false;
 	}
-	e = json_node_get_object(root);
-	name = obj_str(e, "event");
-	array = obj_obj(e, "array");
-	leg = obj_obj(e, "leg");
-	mountpoint = obj_str(array, "mountpoint");
-	if (!mountpoint)
-		mountpoint = w->mountpoint;
-	if (!name) {
-		cli_error("monitor: %s: an event line without an event name", w->mountpoint);
-		return false;
-	}
+	mountpoint = e.mountpoint ? e.mountpoint : w->mountpoint;
 	if (json)
 		printf("%s\n", line);
 	if (program)
-		run_program(program, e, name, mountpoint, array, leg);
+		run_program(program, &e, mountpoint);
 	if (!json && !program) {
-		error = obj_str(e, "error");
-		printf("%s %s %s", obj_str(e, "time") ? obj_str(e, "time") : "-", name, mountpoint);
-		if (leg)
-			printf(" leg %" G_GINT64_FORMAT " %s", obj_int(leg, "slot"),
-			       obj_str(leg, "path") ? obj_str(leg, "path") : "(not present)");
-		printf(" value %" G_GINT64_FORMAT "%s%s\n", obj_int(e, "value"), error ? ": " : "",
-		       error ? error : "");
+		printf("%s %s %s", e.time ? e.time : "-", e.name, mountpoint);
+		if (e.has_leg)
+			printf(" leg %" G_GINT64_FORMAT " %s", e.leg_slot,
+			       e.leg_path ? e.leg_path : "(not present)");
+		printf(" value %" G_GINT64_FORMAT "%s%s\n", e.value, e.error ? ": " : "",
+		       e.error ? e.error : "");
 	}
 	fflush(stdout);
+	cli_event_clear(&e);
 	return true;
 }
 

@@ -100,8 +100,8 @@ enum cli_mount_state cli_mount_state(const char *mountpoint, char **ret_canon,
 	r = ctl_call(sock, words, 10000, out, &err);
 	if (r == -ENOENT || r == -ECONNREFUSED)
 		return CLI_MOUNT_DEAD;
-	if (r == 0 && ret_pid)
-		*ret_pid = (pid_t)atoi(out->str);
+	if (r == 0 && ret_pid && cli_pid_parse(out->str, ret_pid) < 0)
+		fm_debug("%s: a malformed answer to pid: %s", sock, out->str);
 	/* A daemon answered (or holds its socket and is slow to): alive. */
 	return CLI_MOUNT_LIVE;
 }

@@ -85,6 +85,39 @@ enum daemon_status_format {
 const char *daemon_status_format_name(enum daemon_status_format f);
 int daemon_status_format_parse(const char *word);
 
+/* verbs.c: the request decoder. */
+struct daemon_verb;
+
+enum daemon_inject_op {
+	DAEMON_INJECT_SET,
+	DAEMON_INJECT_CLEAR,
+	DAEMON_INJECT_SHOW,
+};
+
+/*
+ * One control request, its words decoded and checked against the verb
+ * table before anything runs.  The strings point into the request's
+ * words.  Which fields a verb fills is said by its table row (verbs.c).
+ */
+struct daemon_request {
+	const struct daemon_verb *verb;
+	const char *name;               /* the verb */
+	const char *leg;                /* LEG (replace: OLD), or NULL */
+	const char *leg2;               /* replace: NEW */
+	enum daemon_status_format format;       /* status, sync */
+	unsigned add_flags;             /* add, replace: MIRROR_ADD_* */
+	bool on;                        /* write-mostly on|off */
+	bool repair;                    /* scrub repair */
+	enum daemon_inject_op inject;   /* inject */
+	struct dmio_fault fault;        /* inject LEG key=value... */
+	bool recent, oneshot;           /* monitor */
+};
+
+/* Decode the words of a request (@argv[0] the verb, as split by the
+ * control socket) into @rq: 0, or -EINVAL with a usage message in @err.
+ * Reads nothing but the words (the fuzz target fuzz_ctl_request runs it). */
+int daemon_request_parse(int argc, char **argv, struct daemon_request *rq, GError **err);
+
 /* Render the status of @d in @format onto @out.  Called with d->lock held
  * and d->m alive. */
 void daemon_status_render_locked(struct daemon *d, enum daemon_status_format format,

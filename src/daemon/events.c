@@ -258,17 +258,18 @@ int daemon_monitor_stream(void *ctx, int argc, char **argv, uid_t peer_uid,
 {
 	struct daemon *d = ctx;
 	struct daemon_events *ev = d->ev;
-	bool recent = argc == 2 && !strcmp(argv[1], "recent");
+	struct daemon_request rq;
+	bool recent;
 	int slot = -1, fd, r;
 	uint64_t cursor;
 
 	(void)peer_uid;
-	if (argc == 2 && !strcmp(argv[1], "oneshot"))
+	r = daemon_request_parse(argc, argv, &rq, err);
+	if (r < 0)
+		return r;
+	if (rq.oneshot)
 		return monitor_oneshot(d, st, err);
-	if (argc > 2 || (argc == 2 && !recent)) {
-		g_set_error(err, FM_CLI_ERROR, EINVAL, "usage: monitor [recent|oneshot]");
-		return -EINVAL;
-	}
+	recent = rq.recent;
 	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;

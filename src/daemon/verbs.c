@@ -23,17 +23,24 @@
 enum verb_flags {
 	VERB_ADMIN = 1u << 0,           /* calls the mirror's administration */
 	VERB_WRITABLE = 1u << 1,        /* ... and needs the array writable */
+	VERB_STREAM = 1u << 2,          /* a stream (daemon_ctl_streams), no fn */
 };
 
-struct verb {
+struct daemon_verb {
 	const char *name;
 	const char *args;               /* the words after the name, for usage */
 	int min_args, max_args;         /* how many (max -1: any) */
 	unsigned flags;
-	/* VERB_ADMIN: @m is d->m, held; otherwise NULL.  @argv[0] is the
-	 * verb.  0 with the reply in @out, or -errno with @err. */
-	int (*fn)(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		  GError **err);
+	/* Decode the words after the name (@argc, @argv as received, the
+	 * count already checked) into @rq: 0, or -EINVAL with @err.  It
+	 * only reads the words: the fuzz target runs it on any input.  NULL:
+	 * the verb takes no word but its LEG (rq->leg = argv[1], if any). */
+	int (*parse)(const struct daemon_verb *v, int argc, char **argv,
+		     struct daemon_request *rq, GError **err);
+	/* VERB_ADMIN: @m is d->m, held; otherwise NULL.  0 with the reply
+	 * in @out, or -errno with @err. */
+	int (*fn)(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		  GString *out, GError **err);
 	const char *help;
 };
 
@@ -44,7 +51,7 @@ int daemon_gone_locked(struct daemon *d, GError **err)
 	return -EAGAIN;
 }
 
-static int usage(const struct verb *v, GError **err)
+static int usage(const struct daemon_verb *v, GError **err)
 {
 	g_set_error(err, FM_CLI_ERROR, EINVAL, "usage: %s%s%s", v->name, *v->args ? " " : "",
 		    v->args);
@@ -54,49 +61,64 @@ static int usage(const struct verb *v, GError **err)
 /*----------------------------------------------------------------*/
 /* Information */
 
-static int verb_status(struct daemon *d, struct mirror *m, int argc, char **argv,
-		       GString *out, GError **err)
+static int parse_status(const struct daemon_verb *v, int argc, char **argv,
+			struct daemon_request *rq, GError **err)
 {
 	int format = argc == 2 ? daemon_status_format_parse(argv[1]) : DAEMON_STATUS_TEXT;
-	int r = 0;
 
-	(void)m;
-	if (!strcmp(argv[0], "sync"))
-		format = DAEMON_STATUS_SYNC;
-	else if (format < 0 || format == DAEMON_STATUS_SYNC) {
+	(void)v;
+	if (format < 0 || format == DAEMON_STATUS_SYNC) {
 		g_set_error(err, FM_CLI_ERROR, EINVAL,
 			    "status: unknown format '%s' (text, json or prometheus)", argv[1]);
 		return -EINVAL;
 	}
+	rq->format = (enum daemon_status_format)format;
+	return 0;
+}
+
+static int parse_sync(const struct daemon_verb *v, int argc, char **argv,
+		      struct daemon_request *rq, GError **err)
+{
+	(void)v, (void)argc, (void)argv, (void)err;
+	rq->format = DAEMON_STATUS_SYNC;
+	return 0;
+}
+
+static int verb_status(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		       GString *out, GError **err)
+{
+	int r = 0;
+
+	(void)m;
 	pthread_mutex_lock(&d->lock);
 	if (!d->m)
 		r = daemon_gone_locked(d, err);
 	else
-		daemon_status_render_locked(d, (enum daemon_status_format)format, out);
+		daemon_status_render_locked(d, rq->format, out);
 	pthread_mutex_unlock(&d->lock);
 	return r;
 }
 
-static int verb_pid(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		    GError **err)
+static int verb_pid(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		    GString *out, GError **err)
 {
-	(void)d, (void)m, (void)argc, (void)argv, (void)err;
+	(void)d, (void)m, (void)rq, (void)err;
 	g_string_append_printf(out, "%d\n", (int)getpid());
 	return 0;
 }
 
-static int verb_help(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		     GError **err);
+static int verb_help(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		     GString *out, GError **err);
 
 /*----------------------------------------------------------------*/
 /* Stopping */
 
-static int verb_stop(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		     GError **err)
+static int verb_stop(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		     GString *out, GError **err)
 {
 	int r;
 
-	(void)m, (void)argc, (void)argv;
+	(void)m, (void)rq;
 	pthread_mutex_lock(&d->lock);
 	d->stopping = true;
 	pthread_mutex_unlock(&d->lock);
@@ -184,68 +206,58 @@ static bool same_file(const char *a, const char *b)
 	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* An optional last word that must be @word ("force", "repair"). */
-static bool flag_word(const struct verb *v, int argc, char **argv, const char *word,
-		      bool *ret, GError **err)
+static int verb_fail(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		     GString *out, GError **err)
 {
-	*ret = false;
-	if (argc - 1 < v->max_args)
-		return true;
-	if (strcmp(argv[argc - 1], word)) {
-		usage(v, err);
-		return false;
-	}
-	*ret = true;
-	return true;
-}
+	int r = mirror_fail_leg(m, rq->leg, err);
 
-static const struct verb *find_verb(const char *name);
-
-static int verb_fail(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		     GError **err)
-{
-	int r = mirror_fail_leg(m, argv[1], err);
-
-	(void)d, (void)argc;
+	(void)d;
 	if (r >= 0) {
-		g_string_append_printf(out, "leg %s marked faulty", argv[1]);
+		g_string_append_printf(out, "leg %s marked faulty", rq->leg);
 		append_array_state(m, out);
 	}
 	return r;
 }
 
-static int verb_remove(struct daemon *d, struct mirror *m, int argc, char **argv,
+static int verb_remove(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
 		       GString *out, GError **err)
 {
-	int r = mirror_remove_leg(m, argv[1], err);
+	int r = mirror_remove_leg(m, rq->leg, err);
 
-	(void)d, (void)argc;
+	(void)d;
 	if (r >= 0) {
-		g_string_append_printf(out, "leg %s removed", argv[1]);
+		g_string_append_printf(out, "leg %s removed", rq->leg);
 		append_array_state(m, out);
 	}
 	return r;
 }
 
-static int verb_add(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		    GError **err)
+static int parse_add(const struct daemon_verb *v, int argc, char **argv,
+		     struct daemon_request *rq, GError **err)
 {
-	unsigned flags = 0;
+	rq->leg = argv[1];
+	for (int k = 2; k < argc; k++) {
+		if (!strcmp(argv[k], "force"))
+			rq->add_flags |= MIRROR_ADD_FORCE;
+		else if (!strcmp(argv[k], "write-mostly"))
+			rq->add_flags |= MIRROR_ADD_WRITE_MOSTLY;
+		else
+			return usage(v, err);
+	}
+	return 0;
+}
+
+static int verb_add(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		    GString *out, GError **err)
+{
 	int r;
 
 	(void)d;
-	for (int k = 2; k < argc; k++) {
-		if (!strcmp(argv[k], "force"))
-			flags |= MIRROR_ADD_FORCE;
-		else if (!strcmp(argv[k], "write-mostly"))
-			flags |= MIRROR_ADD_WRITE_MOSTLY;
-		else
-			return usage(find_verb("add"), err);
-	}
-	r = mirror_add_leg(m, argv[1], flags, err);
+	r = mirror_add_leg(m, rq->leg, rq->add_flags, err);
 	if (r >= 0) {
-		g_string_append_printf(out, "leg %s added%s, recovery %s", argv[1],
-				       (flags & MIRROR_ADD_WRITE_MOSTLY) ? " (write-mostly)" : "",
+		g_string_append_printf(out, "leg %s added%s, recovery %s", rq->leg,
+				       (rq->add_flags & MIRROR_ADD_WRITE_MOSTLY) ? " (write-mostly)"
+										 : "",
 				       r == 1 ? "queued (it starts when the running sync action "
 						"ends)" : "started");
 		append_array_state(m, out);
@@ -253,61 +265,97 @@ static int verb_add(struct daemon *d, struct mirror *m, int argc, char **argv, G
 	return r;
 }
 
-static int verb_write_mostly(struct daemon *d, struct mirror *m, int argc, char **argv,
-			     GString *out, GError **err)
+static int parse_write_mostly(const struct daemon_verb *v, int argc, char **argv,
+			      struct daemon_request *rq, GError **err)
 {
-	bool on = !strcmp(argv[2], "on");
+	(void)argc;
+	rq->leg = argv[1];
+	rq->on = !strcmp(argv[2], "on");
+	if (!rq->on && strcmp(argv[2], "off"))
+		return usage(v, err);
+	return 0;
+}
+
+static int verb_write_mostly(struct daemon *d, struct mirror *m,
+			     const struct daemon_request *rq, GString *out, GError **err)
+{
 	int r;
 
-	(void)d, (void)argc;
-	if (!on && strcmp(argv[2], "off"))
-		return usage(find_verb("write-mostly"), err);
-	r = mirror_set_write_mostly(m, argv[1], on, err);
+	(void)d;
+	r = mirror_set_write_mostly(m, rq->leg, rq->on, err);
 	if (r >= 0)
-		g_string_append_printf(out, "leg %s: write-mostly %s%s", argv[1], on ? "on" : "off",
-				       on ? " (read only when no other leg can serve)" : "");
+		g_string_append_printf(out, "leg %s: write-mostly %s%s", rq->leg,
+				       rq->on ? "on" : "off",
+				       rq->on ? " (read only when no other leg can serve)" : "");
 	return r;
 }
 
-static int verb_replace(struct daemon *d, struct mirror *m, int argc, char **argv,
-			GString *out, GError **err)
+/* An optional last word (the verb's last, at argv[@at]) that must be
+ * @word ("force", "repair"): whether it is there. */
+static int flag_word(const struct daemon_verb *v, int argc, char **argv, int at,
+		     const char *word, bool *ret, GError **err)
+{
+	*ret = false;
+	if (argc <= at)
+		return 0;
+	if (strcmp(argv[at], word))
+		return usage(v, err);
+	*ret = true;
+	return 0;
+}
+
+static int parse_replace(const struct daemon_verb *v, int argc, char **argv,
+			 struct daemon_request *rq, GError **err)
 {
 	bool force;
+
+	rq->leg = argv[1];
+	rq->leg2 = argv[2];
+	if (flag_word(v, argc, argv, 3, "force", &force, err) < 0)
+		return -EINVAL;
+	rq->add_flags = force ? MIRROR_ADD_FORCE : 0;
+	return 0;
+}
+
+static int verb_replace(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+			GString *out, GError **err)
+{
 	int r;
 
 	(void)d;
-	if (!flag_word(find_verb("replace"), argc, argv, "force", &force, err))
-		return -EINVAL;
-	r = mirror_replace_leg(m, argv[1], argv[2], force ? MIRROR_ADD_FORCE : 0, err);
+	r = mirror_replace_leg(m, rq->leg, rq->leg2, rq->add_flags, err);
 	if (r >= 0)
 		g_string_append_printf(out, "leg %s added to replace %s, recovery %s; "
-				       "%s is removed when it completes", argv[2], argv[1],
+				       "%s is removed when it completes", rq->leg2, rq->leg,
 				       r == 1 ? "queued (it starts when the running sync action "
-						"ends)" : "started", argv[1]);
+						"ends)" : "started", rq->leg);
 	return r;
 }
 
-static int verb_scrub(struct daemon *d, struct mirror *m, int argc, char **argv,
+static int parse_scrub(const struct daemon_verb *v, int argc, char **argv,
+		       struct daemon_request *rq, GError **err)
+{
+	return flag_word(v, argc, argv, 1, "repair", &rq->repair, err);
+}
+
+static int verb_scrub(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
 		      GString *out, GError **err)
 {
-	bool repair;
 	int r;
 
 	(void)d;
-	if (!flag_word(find_verb("scrub"), argc, argv, "repair", &repair, err))
-		return -EINVAL;
-	r = mirror_scrub(m, repair, err);
+	r = mirror_scrub(m, rq->repair, err);
 	if (r >= 0)
-		g_string_append_printf(out, "scrub started (%s)", repair ? "repair" : "check");
+		g_string_append_printf(out, "scrub started (%s)", rq->repair ? "repair" : "check");
 	return r;
 }
 
-static int verb_scrub_cancel(struct daemon *d, struct mirror *m, int argc, char **argv,
-			     GString *out, GError **err)
+static int verb_scrub_cancel(struct daemon *d, struct mirror *m,
+			     const struct daemon_request *rq, GString *out, GError **err)
 {
 	int r = mirror_scrub_cancel(m, err);
 
-	(void)d, (void)argc, (void)argv;
+	(void)d, (void)rq;
 	if (r >= 0)
 		g_string_append(out, "scrub cancelled");
 	return r;
@@ -350,54 +398,86 @@ static int inject_show(struct daemon *d, const char *leg, GString *out, GError *
 	return -ENODEV;
 }
 
-static int verb_inject(struct daemon *d, struct mirror *m, int argc, char **argv,
+static int parse_inject(const struct daemon_verb *v, int argc, char **argv,
+			struct daemon_request *rq, GError **err)
+{
+	(void)v;
+	rq->leg = argv[1];
+	if (argc == 3 && !strcmp(argv[2], "clear")) {
+		rq->inject = DAEMON_INJECT_CLEAR;
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[2], "show")) {
+		rq->inject = DAEMON_INJECT_SHOW;
+		return 0;
+	}
+	rq->inject = DAEMON_INJECT_SET;
+	if (!fm_fault_from_words((const char *const *)argv + 2, (unsigned)argc - 2, &rq->fault,
+				 err))
+		return -EINVAL;
+	return 0;
+}
+
+static int verb_inject(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
 		       GString *out, GError **err)
 {
-	struct dmio_fault f;
 	int r;
 
 	(void)d;
-	if (argc == 3 && !strcmp(argv[2], "clear")) {
-		r = mirror_inject(m, argv[1], NULL, err);
+	if (rq->inject == DAEMON_INJECT_CLEAR) {
+		r = mirror_inject(m, rq->leg, NULL, err);
 		if (r >= 0)
-			g_string_append_printf(out, "leg %s: fault cleared", argv[1]);
+			g_string_append_printf(out, "leg %s: fault cleared", rq->leg);
 		return r;
 	}
-	if (!fm_fault_from_words((const char *const *)argv + 2, (unsigned)argc - 2, &f, err))
-		return -EINVAL;
-	r = mirror_inject(m, argv[1], &f, err);
+	r = mirror_inject(m, rq->leg, &rq->fault, err);
 	if (r >= 0) {
-		g_string_append_printf(out, "leg %s: fault set: ", argv[1]);
-		fm_fault_describe(&f, out);
+		g_string_append_printf(out, "leg %s: fault set: ", rq->leg);
+		fm_fault_describe(&rq->fault, out);
 	}
 	return r;
+}
+
+static int parse_monitor(const struct daemon_verb *v, int argc, char **argv,
+			 struct daemon_request *rq, GError **err)
+{
+	if (argc == 2 && !strcmp(argv[1], "recent"))
+		rq->recent = true;
+	else if (argc == 2 && !strcmp(argv[1], "oneshot"))
+		rq->oneshot = true;
+	else if (argc == 2)
+		return usage(v, err);
+	return 0;
 }
 
 /*----------------------------------------------------------------*/
 /* The table */
 
-static const struct verb verbs[] = {
-	{ "status", "[text|json|prometheus]", 0, 1, 0, verb_status,
+static const struct daemon_verb verbs[] = {
+	{ "status", "[text|json|prometheus]", 0, 1, 0, parse_status, verb_status,
 	  "the array's state, legs, sync action and counters" },
-	{ "sync", "", 0, 0, 0, verb_status,
+	{ "sync", "", 0, 0, 0, parse_sync, verb_status,
 	  "the sync action as key=value words on one line" },
-	{ "pid", "", 0, 0, 0, verb_pid, "the daemon's process id" },
-	{ "help", "", 0, 0, 0, verb_help, "these lines" },
-	{ "stop", "", 0, 0, 0, verb_stop, "unmount and stop cleanly; answers once stopped" },
-	{ "fail", "LEG", 1, 1, VERB_ADMIN | VERB_WRITABLE, verb_fail, "mark LEG faulty" },
-	{ "remove", "LEG", 1, 1, VERB_ADMIN | VERB_WRITABLE, verb_remove,
+	{ "pid", "", 0, 0, 0, NULL, verb_pid, "the daemon's process id" },
+	{ "help", "", 0, 0, 0, NULL, verb_help, "these lines" },
+	{ "stop", "", 0, 0, 0, NULL, verb_stop,
+	  "unmount and stop cleanly; answers once stopped" },
+	{ "fail", "LEG", 1, 1, VERB_ADMIN | VERB_WRITABLE, NULL, verb_fail, "mark LEG faulty" },
+	{ "remove", "LEG", 1, 1, VERB_ADMIN | VERB_WRITABLE, NULL, verb_remove,
 	  "take a faulty LEG out" },
-	{ "add", "LEG [force] [write-mostly]", 1, 3, VERB_ADMIN | VERB_WRITABLE, verb_add,
-	  "add or re-add LEG and rebuild it" },
-	{ "write-mostly", "LEG on|off", 2, 2, VERB_ADMIN | VERB_WRITABLE, verb_write_mostly,
-	  "read LEG only when no other leg can serve (md's write-mostly)" },
-	{ "replace", "OLD NEW [force]", 2, 3, VERB_ADMIN | VERB_WRITABLE, verb_replace,
-	  "rebuild NEW, then remove OLD" },
-	{ "scrub", "[repair]", 0, 1, VERB_ADMIN | VERB_WRITABLE, verb_scrub,
+	{ "add", "LEG [force] [write-mostly]", 1, 3, VERB_ADMIN | VERB_WRITABLE, parse_add,
+	  verb_add, "add or re-add LEG and rebuild it" },
+	{ "write-mostly", "LEG on|off", 2, 2, VERB_ADMIN | VERB_WRITABLE, parse_write_mostly,
+	  verb_write_mostly, "read LEG only when no other leg can serve (md's write-mostly)" },
+	{ "replace", "OLD NEW [force]", 2, 3, VERB_ADMIN | VERB_WRITABLE, parse_replace,
+	  verb_replace, "rebuild NEW, then remove OLD" },
+	{ "scrub", "[repair]", 0, 1, VERB_ADMIN | VERB_WRITABLE, parse_scrub, verb_scrub,
 	  "compare (and repair) every leg's copy" },
-	{ "scrub-cancel", "", 0, 0, VERB_ADMIN, verb_scrub_cancel, "stop a running scrub" },
-	{ "inject", "LEG clear|show|key=value...", 2, -1, VERB_ADMIN, verb_inject,
+	{ "scrub-cancel", "", 0, 0, VERB_ADMIN, NULL, verb_scrub_cancel, "stop a running scrub" },
+	{ "inject", "LEG clear|show|key=value...", 2, -1, VERB_ADMIN, parse_inject, verb_inject,
 	  "set, clear or show the fault injected on LEG" },
+	{ "monitor", "[recent|oneshot]", 0, 1, VERB_STREAM, parse_monitor, NULL,
+	  "stream the events as JSON lines (stays open)" },
 };
 
 const struct ctl_stream_cmd daemon_ctl_streams[] = {
@@ -405,7 +485,7 @@ const struct ctl_stream_cmd daemon_ctl_streams[] = {
 	{ NULL },
 };
 
-static const struct verb *find_verb(const char *name)
+static const struct daemon_verb *find_verb(const char *name)
 {
 	for (unsigned i = 0; i < G_N_ELEMENTS(verbs); i++)
 		if (!strcmp(verbs[i].name, name))
@@ -413,18 +493,37 @@ static const struct verb *find_verb(const char *name)
 	return NULL;
 }
 
-static int verb_help(struct daemon *d, struct mirror *m, int argc, char **argv, GString *out,
-		     GError **err)
+static int verb_help(struct daemon *d, struct mirror *m, const struct daemon_request *rq,
+		     GString *out, GError **err)
 {
-	(void)d, (void)m, (void)argc, (void)argv, (void)err;
+	(void)d, (void)m, (void)rq, (void)err;
 	for (unsigned i = 0; i < G_N_ELEMENTS(verbs); i++) {
 		g_autofree char *words = g_strdup_printf("%s %s", verbs[i].name, verbs[i].args);
 
 		g_string_append_printf(out, "%-36s %s%s\n", words, verbs[i].help,
 				       verbs[i].flags & VERB_WRITABLE ? " (writable array)" : "");
 	}
-	g_string_append_printf(out, "%-36s %s\n", "monitor [recent|oneshot]",
-			       "stream the events as JSON lines (stays open)");
+	return 0;
+}
+
+int daemon_request_parse(int argc, char **argv, struct daemon_request *rq, GError **err)
+{
+	const struct daemon_verb *v = argc >= 1 ? find_verb(argv[0]) : NULL;
+
+	memset(rq, 0, sizeof(*rq));
+	if (!v) {
+		g_set_error(err, FM_CLI_ERROR, EINVAL,
+			    "unknown control command '%s' (send 'help' for the list)",
+			    argc >= 1 ? argv[0] : "");
+		return -EINVAL;
+	}
+	rq->verb = v;
+	rq->name = v->name;
+	if (argc - 1 < v->min_args || (v->max_args >= 0 && argc - 1 > v->max_args))
+		return usage(v, err);
+	if (v->parse)
+		return v->parse(v, argc, argv, rq, err);
+	rq->leg = argc >= 2 ? argv[1] : NULL;
 	return 0;
 }
 
@@ -432,22 +531,24 @@ int daemon_ctl_handler(void *ctx, int argc, char **argv, uid_t peer_uid, GString
 		       GError **err)
 {
 	struct daemon *d = ctx;
-	const struct verb *v = find_verb(argv[0]);
+	struct daemon_request rq;
+	const struct daemon_verb *v;
 	struct mirror *m;
 	int r;
 
 	(void)peer_uid;
-	if (!v) {
-		g_set_error(err, FM_CLI_ERROR, EINVAL,
-			    "unknown control command '%s' (send 'help' for the list)", argv[0]);
+	r = daemon_request_parse(argc, argv, &rq, err);
+	if (r < 0)
+		return r;
+	v = rq.verb;
+	if (v->flags & VERB_STREAM) {   /* the control socket streams these */
+		g_set_error(err, FM_CLI_ERROR, EINVAL, "%s: a stream, not a request", v->name);
 		return -EINVAL;
 	}
-	if (argc - 1 < v->min_args || (v->max_args >= 0 && argc - 1 > v->max_args))
-		return usage(v, err);
-	if (!strcmp(v->name, "inject") && argc == 3 && !strcmp(argv[2], "show"))
-		return inject_show(d, argv[1], out, err);
+	if (!strcmp(v->name, "inject") && rq.inject == DAEMON_INJECT_SHOW)
+		return inject_show(d, rq.leg, out, err);
 	if (!(v->flags & VERB_ADMIN))
-		return v->fn(d, NULL, argc, argv, out, err);
+		return v->fn(d, NULL, &rq, out, err);
 
 	m = admin_begin(d, err);
 	if (!m)
@@ -457,7 +558,7 @@ int daemon_ctl_handler(void *ctx, int argc, char **argv, uid_t peer_uid, GString
 			    v->name);
 		r = -EROFS;
 	} else {
-		r = v->fn(d, m, argc, argv, out, err);
+		r = v->fn(d, m, &rq, out, err);
 	}
 	admin_end(d);
 	if (r < 0) {

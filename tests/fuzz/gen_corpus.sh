@@ -12,7 +12,7 @@ c=$here/corpus
 tmp=$(mktemp -d /tmp/fm-corpus.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-for d in superblock bitmap config ctl_request ctl_reply; do
+for d in superblock bitmap config ctl_request ctl_reply cli_reply; do
 	mkdir -p "$c/$d"
 	find "$c/$d" -type f ! -name 'regress-*' -delete
 done
@@ -55,6 +55,30 @@ printf 'inject\0flags=reads,writes\0error=5\0sector=0\0count=8\0rate_ppm=0\0up_m
 printf 'inject\0flags=corrupt_reads,drop_writes\0error=0\0rate_ppm=10000\0up_ms=100\0down_ms=50\0seed=7\0' \
 	>"$c/ctl_request/inject-rate"
 printf 'inject\0flags=reads,heal_on_write\0error=28\0sector=8\0count=128\0' >"$c/ctl_request/inject-heal"
+# ... and every verb of the daemon's table with its arguments (verbs.c).
+printf 'status\0prometheus\0' >"$c/ctl_request/status-prometheus"
+printf 'sync\0' >"$c/ctl_request/sync"
+printf 'pid\0' >"$c/ctl_request/pid"
+printf 'help\0' >"$c/ctl_request/help"
+printf 'stop\0' >"$c/ctl_request/stop"
+printf 'remove\0/tmp/leg1\0' >"$c/ctl_request/remove"
+printf 'add\0/tmp/leg1\0force\0write-mostly\0' >"$c/ctl_request/add"
+printf 'write-mostly\0/tmp/leg1\0on\0' >"$c/ctl_request/write-mostly"
+printf 'replace\0/tmp/leg1\0/tmp/leg2\0force\0' >"$c/ctl_request/replace"
+printf 'scrub\0repair\0' >"$c/ctl_request/scrub"
+printf 'scrub-cancel\0' >"$c/ctl_request/scrub-cancel"
+printf 'inject\0/tmp/leg1\0clear\0' >"$c/ctl_request/inject-clear"
+printf 'inject\0/tmp/leg1\0show\0' >"$c/ctl_request/inject-show"
+printf 'inject\0/tmp/leg1\0flags=reads\0error=5\0sector=0\0count=8\0' >"$c/ctl_request/inject-leg"
+printf 'monitor\0recent\0' >"$c/ctl_request/monitor"
+
+# cli_reply: bodies the command line reads (sync, pid, monitor lines).
+printf 'action=check done=1024 total=4096 mismatches=8 last_action=idle\n' >"$c/cli_reply/sync"
+printf 'action=idle last_action=repair mismatches=0\n' >"$c/cli_reply/sync-idle"
+printf '4242\n' >"$c/cli_reply/pid"
+printf '{"seq":3,"time":"2026-12-05T09:00:00Z","event":"Fail","value":5,"error":"Input/output error","array":{"mountpoint":"/mnt/a","uuid":"0e5c7b2a-1d7e-4c39-9d2b-5a8d3c1f2e4b","name":"a"},"leg":{"slot":1,"path":"/dev/loop1","uuid":"7a1e1f0e-2b8c-4d0e-8f3a-9c6d5b4a3e21"}}' >"$c/cli_reply/event-fail"
+printf '{"event":"RebuildFinished","value":0,"array":{"mountpoint":"/mnt/a"}}' >"$c/cli_reply/event-noleg"
+printf '{"event":"DegradedArray","value":1e300,"leg":{"slot":-1,"path":null}}' >"$c/cli_reply/event-odd"
 
 # ctl_reply: first byte bit 0 = the request could not be sent whole.
 printf '\0OK\nstate: active\nlegs: 2\n' >"$c/ctl_reply/ok"

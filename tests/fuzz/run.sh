@@ -11,8 +11,8 @@
 #   --time N      seconds per target (default 60)
 #   --keep DIR    keep each target's grown corpus in DIR/NAME (default:
 #                 thrown away)
-#   TARGET        superblock bitmap config ctl_request ctl_reply (default:
-#                 all, one after the other)
+#   TARGET        superblock bitmap config ctl_request ctl_reply cli_reply
+#                 (default: all, one after the other)
 # Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 ...".  Exit status: 0 when
 # every target ran its time without a crash, leak or sanitizer report;
 # 1 otherwise (the input that failed is named: add it to the corpus as a
@@ -20,7 +20,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-all=(superblock bitmap config ctl_request ctl_reply)
+all=(superblock bitmap config ctl_request ctl_reply cli_reply)
 build="$top/build-fuzz" bindir="" secs=60 keep=""
 targets=()
 while (($#)); do
