@@ -56,6 +56,10 @@ struct fm_event {
 	uint8_t leg_uuid[16];           /* zero when leg < 0 */
 	uint64_t value;                 /* per type, above */
 	int err;                        /* 0 or a positive errno, per type */
+	/* RebuildFinished, RebuildInterrupted, ScrubFinished: bytes the pass
+	 * read from and wrote to the legs, all legs together (a resync after a
+	 * crash where the legs never differed writes 0); 0 otherwise. */
+	uint64_t read_bytes, write_bytes;
 };
 
 /* Called for each event; @ev and what it points to are valid only during

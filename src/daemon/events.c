@@ -37,6 +37,7 @@ struct ev_entry {
 	uint8_t leg_uuid[16];
 	uint64_t value;
 	int err;
+	uint64_t read_bytes, write_bytes;       /* of a sync pass's end */
 };
 
 struct daemon_events {
@@ -116,6 +117,8 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 		.path = g_strdup(e->leg_path),
 		.value = e->value,
 		.err = e->err,
+		.read_bytes = e->read_bytes,
+		.write_bytes = e->write_bytes,
 	};
 	memcpy(x->leg_uuid, e->leg_uuid, 16);
 	if ((unsigned)e->type < FM_EVENT__MAX)
@@ -181,6 +184,14 @@ static char *event_line_locked(struct daemon_events *ev, const struct ev_entry *
 	cli_json_str(b, "error", x->err ? g_strerror(x->err) : NULL);
 	json_builder_set_member_name(b, "errno");
 	json_builder_add_int_value(b, x->err);
+	if (!name_override && (x->type == FM_EVENT_REBUILD_FINISHED ||
+			       x->type == FM_EVENT_REBUILD_INTERRUPTED ||
+			       x->type == FM_EVENT_SCRUB_FINISHED)) {
+		json_builder_set_member_name(b, "read_bytes");
+		json_builder_add_int_value(b, (gint64)x->read_bytes);
+		json_builder_set_member_name(b, "write_bytes");
+		json_builder_add_int_value(b, (gint64)x->write_bytes);
+	}
 	json_builder_end_object(b);
 	json = cli_json_text(b);
 	return g_strconcat(json, "\n", NULL);

@@ -46,7 +46,7 @@ static enum fm_log_level event_level(const struct fm_event *ev)
 void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 		      const char *mountpoint)
 {
-	char lu[37], s[32];
+	char lu[37], s[32], rs[32], ws[32];
 	const char *leg = ev->leg_path && *ev->leg_path ? ev->leg_path : NULL;
 	g_autofree char *msg = NULL;
 	g_autoptr(GPtrArray) f = g_ptr_array_new_with_free_func(g_free);
@@ -71,6 +71,13 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 	}
 	if (ev->err)
 		g_ptr_array_add(f, g_strdup_printf("ERRNO=%d", ev->err));
+	if (ev->type == FM_EVENT_REBUILD_FINISHED || ev->type == FM_EVENT_REBUILD_INTERRUPTED ||
+	    ev->type == FM_EVENT_SCRUB_FINISHED) {
+		g_ptr_array_add(f, g_strdup_printf("SYNC_READ_BYTES=%llu",
+						   (unsigned long long)ev->read_bytes));
+		g_ptr_array_add(f, g_strdup_printf("SYNC_WRITE_BYTES=%llu",
+						   (unsigned long long)ev->write_bytes));
+	}
 	if (!leg)
 		leg = ev->leg >= 0 ? "(slot)" : "";
 	mp = mountpoint;
@@ -111,19 +118,26 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 		break;
 	case FM_EVENT_REBUILD_FINISHED:
 		g_ptr_array_add(f, g_strdup_printf("RESYNC_BYTES=%llu", v));
-		msg = g_strdup_printf("%s: resync finished: %s copied", mp,
-				      fm_format_size(ev->value, s, sizeof(s)));
+		msg = g_strdup_printf("%s: resync finished: %s done; %s read, %s written", mp,
+				      fm_format_size(ev->value, s, sizeof(s)),
+				      fm_format_size(ev->read_bytes, rs, sizeof(rs)),
+				      fm_format_size(ev->write_bytes, ws, sizeof(ws)));
 		break;
 	case FM_EVENT_REBUILD_INTERRUPTED:
-		msg = g_strdup_printf("%s: resync stopped before the end; it resumes at the "
-				      "next mount", mp);
+		msg = g_strdup_printf("%s: resync stopped before the end (%s read, %s written); "
+				      "it resumes at the next mount", mp,
+				      fm_format_size(ev->read_bytes, rs, sizeof(rs)),
+				      fm_format_size(ev->write_bytes, ws, sizeof(ws)));
 		break;
 	case FM_EVENT_SCRUB_STARTED:
 		msg = g_strdup_printf("%s: scrub (%s) started", mp, v ? "repair" : "check");
 		break;
 	case FM_EVENT_SCRUB_FINISHED:
 		g_ptr_array_add(f, g_strdup_printf("MISMATCHED_SECTORS=%llu", v));
-		msg = g_strdup_printf("%s: scrub finished: %llu mismatched sectors", mp, v);
+		msg = g_strdup_printf("%s: scrub finished: %llu mismatched sectors; %s read, "
+				      "%s written", mp, v,
+				      fm_format_size(ev->read_bytes, rs, sizeof(rs)),
+				      fm_format_size(ev->write_bytes, ws, sizeof(ws)));
 		break;
 	case FM_EVENT_READ_ERROR_CORRECTED:
 		msg = g_strdup_printf("%s: leg %s: a bad copy at byte %llu was rewritten from "

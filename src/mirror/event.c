@@ -39,8 +39,8 @@ const char *fm_event_name(enum fm_event_type type)
 /*----------------------------------------------------------------*/
 /* Reporting (mirror internals, src/mirror/mirror_i.h) */
 
-void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
-			 int err)
+static void emit_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			int err, bool sync_bytes)
 {
 	struct fm_event ev = { .type = type, .leg = -1, .value = value, .err = err };
 
@@ -51,9 +51,32 @@ void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uin
 		ev.leg_path = m->legs[leg].path;
 		memcpy(ev.leg_uuid, m->legs[leg].uuid, 16);
 	}
+	if (sync_bytes) {
+		ev.read_bytes = atomic_load(&m->sync_read_bytes);
+		ev.write_bytes = atomic_load(&m->sync_write_bytes);
+	}
 	fm_debug("event %s leg %d value %llu err %d", fm_event_name(type), ev.leg,
 		 (unsigned long long)value, err);
 	m->event_fn(m->event_ctx, &ev);
+}
+
+void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			 int err)
+{
+	emit_locked(m, type, leg, value, err, false);
+}
+
+void mirror_event_sync_end_locked(struct mirror *m, enum fm_event_type type, uint64_t value,
+				  int err)
+{
+	emit_locked(m, type, -1, value, err, true);
+}
+
+void mirror_event_sync_end(struct mirror *m, enum fm_event_type type, uint64_t value, int err)
+{
+	pthread_mutex_lock(&m->state_lock);
+	mirror_event_sync_end_locked(m, type, value, err);
+	pthread_mutex_unlock(&m->state_lock);
 }
 
 void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,

@@ -33,6 +33,8 @@ G_DEFINE_QUARK(fm-mirror-error-quark, fm_mirror_error)
 
 /* Free requests kept for reuse, so the hot path rarely mallocs. */
 #define MIRROR_FREE_MAX 512
+/* Sectors of a checksummed block (copies are written block by block). */
+#define BLK_SECTORS (FM_SB_CSUM_BLOCK_SIZE >> FM_SECTOR_SHIFT)
 
 struct mirror *mirror_alloc(void)
 {
@@ -485,11 +487,12 @@ static bool overlaps(const struct mreq *a, const struct mreq *b)
 	return a->sector < b->sector + b->count && b->sector < a->sector + a->count;
 }
 
-/* Build the regions of the writable legs of @mask, each with a reference
- * (leg_get); returns how many and records their legs in @r.  r->targets
- * gets the legs that were in sync. */
+/* Build the regions [sector, sector + count) of the writable legs of
+ * @mask, each with a reference (leg_get); returns how many and records
+ * their legs in @r.  *@ret_in_sync gets the legs that were in sync. */
 static unsigned write_regions(struct mirror *m, struct mreq *r, uint64_t mask,
-			      struct dmio_region *where)
+			      struct dmio_region *where, uint64_t sector, uint64_t count,
+			      uint64_t *ret_in_sync)
 {
 	unsigned n = 0;
 	uint64_t in_sync = 0;
@@ -501,11 +504,11 @@ static unsigned write_regions(struct mirror *m, struct mreq *r, uint64_t mask,
 			continue;
 		if (leg_state(leg) == FM_LEG_IN_SYNC)
 			in_sync |= 1ull << i;
-		where[n] = (struct dmio_region){ leg->dev, m->data_sector + r->sector, r->count };
+		where[n] = (struct dmio_region){ leg->dev, m->data_sector + sector, count };
 		r->region_leg[n++] = (uint8_t)i;
 	}
 	r->nr_regions = n;
-	r->targets = in_sync;
+	*ret_in_sync = in_sync;
 	return n;
 }
 
@@ -581,7 +584,7 @@ static void issue_write(struct mreq *r)
 		dr.op = DMIO_OP_WRITE_ZEROES;
 		break;
 	}
-	n = write_regions(m, r, ~0ull, where);
+	n = write_regions(m, r, ~0ull, where, r->sector, r->count, &r->targets);
 	if (n == 0) {
 		write_done(0, r);       /* no leg left: the array failed */
 		return;
@@ -787,9 +790,11 @@ static const char *op_name(enum mreq_op op)
 	}
 }
 
-/* Account the completion of the regions of @r: put the legs back, fail the
- * legs whose bit is set in @error_bits.  Returns the legs that took it. */
-static uint64_t regions_done(struct mreq *r, unsigned long error_bits)
+/* Account the completion of the regions of @r (sectors @sector + @count):
+ * put the legs back, fail the legs whose bit is set in @error_bits.
+ * Returns the legs that took it. */
+static uint64_t regions_done(struct mreq *r, unsigned long error_bits, uint64_t sector,
+			     uint64_t count)
 {
 	struct mirror *m = r->m;
 	uint64_t ok = 0;
@@ -801,14 +806,14 @@ static uint64_t regions_done(struct mreq *r, unsigned long error_bits)
 		if (error_bits & (1ul << k)) {
 			MIRROR_STAT_ADD(leg->write_errors, 1);
 			fm_err("leg %s: %s of sectors %llu+%llu failed", leg->path,
-			       op_name(r->op), (unsigned long long)r->sector,
-			       (unsigned long long)r->count);
+			       op_name(r->op), (unsigned long long)sector,
+			       (unsigned long long)count);
 			mirror_leg_failed(m, li, op_name(r->op), -EIO);
 		} else {
 			ok |= 1ull << li;
 			if (r->op != MREQ_DISCARD && r->op != MREQ_ZEROES) {
 				MIRROR_STAT_ADD(leg->writes, 1);
-				MIRROR_STAT_ADD(leg->write_bytes, r->count << FM_SECTOR_SHIFT);
+				MIRROR_STAT_ADD(leg->write_bytes, count << FM_SECTOR_SHIFT);
 			}
 		}
 		leg_put(leg);
@@ -822,7 +827,7 @@ static void write_done(unsigned long error_bits, void *context)
 	struct mirror *m = r->m;
 	mirror_end_io_fn end_io = r->end_io;
 	void *ctx = r->ctx;
-	uint64_t ok = regions_done(r, error_bits);
+	uint64_t ok = regions_done(r, error_bits, r->sector, r->count);
 	bool some_failed = r->nr_regions && error_bits;
 	/* Done when an in-sync leg has it: a rebuilding leg alone cannot
 	 * serve it back. */
@@ -919,13 +924,15 @@ static void copy_read_done(unsigned long error_bits, void *context);
 static void copy_write_done(unsigned long error_bits, void *context);
 static void copy_verify_done(unsigned long error_bits, void *context);
 static void scrub_read_done(unsigned long error_bits, void *context);
+static void copy_fall_back_to_compare(struct mreq *r);
 
-static int copy_io(struct mreq *r, enum dmio_op op, unsigned li, void *buf,
-		   dmio_notify_fn fn, void *context)
+/* I/O of sectors @sector + @count of leg @li (a reference held). */
+static int copy_io(struct mreq *r, enum dmio_op op, unsigned li, uint64_t sector,
+		   uint64_t count, void *buf, dmio_notify_fn fn, void *context)
 {
 	struct mirror *m = r->m;
 	struct mirror_leg *leg = &m->legs[li];
-	struct dmio_region where = { leg->dev, m->data_sector + r->sector, r->count };
+	struct dmio_region where = { leg->dev, m->data_sector + sector, count };
 	struct dmio_request dr = {
 		.op = op,
 		.mem = { .type = DMIO_MEM_VM, .ptr.vma = buf },
@@ -962,7 +969,8 @@ static void copy_read(struct mreq *r)
 		r->leg = (unsigned)li;
 		if (!leg_get(&m->legs[li], LEG_READABLE))
 			continue;
-		if (copy_io(r, DMIO_OP_READ, (unsigned)li, seg(r, 0), copy_read_done, r) == 0)
+		if (copy_io(r, DMIO_OP_READ, (unsigned)li, r->sector, r->count, seg(r, 0),
+			    copy_read_done, r) == 0)
 			return;
 		leg_put(&m->legs[li]);
 	}
@@ -983,14 +991,14 @@ static void copy_read_done(unsigned long error_bits, void *context)
 	MIRROR_STAT_ADD(m->legs[r->leg].read_bytes, copy_bytes(r));
 	if (r->copy_flags & COPY_SYNC)
 		MIRROR_STAT_ADD(m->sync_read_bytes, copy_bytes(r));
-	if (m->csum && (r->copy_flags & COPY_RESYNC)) {
-		/* A region dirty at a crash: what the source holds is what the
-		 * legs will hold; its checksums follow it. */
-		for (uint64_t b = 0; b < r->count / 8; b++) {
-			uint32_t crc = mcsum_block_crc((char *)seg(r, 0) + b * 4096);
+	if (m->csum && (r->copy_flags & COPY_SYNC)) {
+		struct iovec v = { seg(r, 0), copy_bytes(r) };
 
-			if (crc != mcsum_get(m, r->sector / 8 + b))
-				mcsum_set(m, r->sector / 8 + b, crc);
+		/* A resync or rebuild copies only a source that verifies;
+		 * else every in-sync copy is compared block by block. */
+		if (mcsum_verify_iov(m, r->sector, r->count, &v, 1) >= 0) {
+			copy_fall_back_to_compare(r);
+			return;
 		}
 	}
 	r->data = seg(r, 0);
@@ -998,45 +1006,90 @@ static void copy_read_done(unsigned long error_bits, void *context)
 	copy_step(r);
 }
 
-static void copy_write(struct mreq *r)
+/* Make the first run at or after sector @from of @r current (see
+ * struct mreq.blk_mask); false when no block from there is to be written
+ * to a leg still in r->targets. */
+static bool run_next(struct mreq *r, uint64_t from)
+{
+	uint64_t nb = r->count / BLK_SECTORS, b, e, mask;
+
+	if (!r->blk_mask) {
+		if (from != r->sector || !r->targets)
+			return false;
+		r->run_sector = r->sector;
+		r->run_count = r->count;
+		r->run_mask = r->targets;
+		return true;
+	}
+	for (b = (from - r->sector) / BLK_SECTORS; b < nb && !(r->blk_mask[b] & r->targets); b++)
+		;
+	if (b >= nb)
+		return false;
+	mask = r->blk_mask[b] & r->targets;
+	for (e = b + 1; e < nb && (r->blk_mask[e] & r->targets) == mask; e++)
+		;
+	r->run_sector = r->sector + b * BLK_SECTORS;
+	r->run_count = (e - b) * BLK_SECTORS;
+	r->run_mask = mask;
+	return true;
+}
+
+/* The current run's place in a segment of @r. */
+static size_t run_off(const struct mreq *r)
+{
+	return (size_t)(r->run_sector - r->sector) << FM_SECTOR_SHIFT;
+}
+
+static void copy_write_run(struct mreq *r)
 {
 	struct mirror *m = r->m;
 	struct dmio_region where[DMIO_MAX_REGIONS];
 	struct dmio_request dr = {
 		.op = DMIO_OP_WRITE,
-		.mem = { .type = DMIO_MEM_VM, .ptr.vma = r->data },
+		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (char *)r->data + run_off(r) },
 		.notify_fn = copy_write_done,
 		.notify_context = r,
 		.client = m->client,
 	};
-	uint64_t targets = r->targets;
-	unsigned n;
+	uint64_t in_sync;
+	unsigned n = write_regions(m, r, r->run_mask, where, r->run_sector, r->run_count,
+				   &in_sync);
 
+	if (n == 0 || dmio(&dr, n, where, NULL) < 0)
+		copy_write_done(n ? ~0ul : 0, r);
+}
+
+/* Write r->data to r->targets, run by run: only the blocks that differ. */
+static void copy_write(struct mreq *r)
+{
 	if (!bm_gate(r))
 		return;
 	if (r->bm_err) {
 		copy_finish(r, r->bm_err);
 		return;
 	}
-	n = write_regions(m, r, targets, where);
-	r->targets = targets;   /* write_regions() reused it */
-	if (n == 0) {
+	if (!run_next(r, r->sector)) {
 		copy_finish(r, 0);
 		return;
 	}
-	if (dmio(&dr, n, where, NULL) < 0)
-		copy_write_done(~0ul, r);
+	copy_write_run(r);
 }
 
 static void copy_write_done(unsigned long error_bits, void *context)
 {
 	struct mreq *r = context;
+	uint64_t ok = regions_done(r, error_bits, r->run_sector, r->run_count);
 
-	r->targets &= regions_done(r, error_bits);
+	/* A leg that did not take a run gets no more of this request. */
+	r->targets &= ~r->run_mask | ok;
 	if (r->copy_flags & COPY_SYNC)
-		MIRROR_STAT_ADD(r->m->sync_write_bytes,
-				(uint64_t)__builtin_popcountll(r->targets) * copy_bytes(r));
-	if ((r->copy_flags & COPY_VERIFY) && r->targets) {
+		MIRROR_STAT_ADD(r->m->sync_write_bytes, (uint64_t)__builtin_popcountll(ok) *
+				(r->run_count << FM_SECTOR_SHIFT));
+	if (run_next(r, r->run_sector + r->run_count)) {
+		copy_write_run(r);
+		return;
+	}
+	if ((r->copy_flags & COPY_VERIFY) && run_next(r, r->sector)) {
 		r->stage = STAGE_VERIFY;
 		r->done_mask = 0;
 		copy_step(r);
@@ -1047,28 +1100,32 @@ static void copy_write_done(unsigned long error_bits, void *context)
 
 static void *verify_seg(const struct mreq *r, unsigned li)
 {
-	return r->op == MREQ_SCRUB ? seg(r, li) : seg(r, 1);
+	return (char *)(r->op == MREQ_SCRUB ? seg(r, li) : seg(r, 1)) + run_off(r);
 }
 
-/* Re-read the rewritten legs one by one and compare. */
+/* Re-read the rewritten runs of the legs one by one and compare. */
 static void copy_verify(struct mreq *r)
 {
 	struct mirror *m = r->m;
 
-	for (unsigned i = 0; i < m->nr_legs; i++) {
-		uint64_t bit = 1ull << i;
+	do {
+		for (unsigned i = 0; i < m->nr_legs; i++) {
+			uint64_t bit = 1ull << i;
 
-		if (!(r->targets & bit) || (r->done_mask & bit))
-			continue;
-		r->done_mask |= bit;
-		if (!leg_get(&m->legs[i], LEG_WRITABLE))
-			continue;
-		r->vleg = i;
-		if (copy_io(r, DMIO_OP_READ, i, verify_seg(r, i), copy_verify_done, r) == 0)
-			return;
-		leg_put(&m->legs[i]);
-		mirror_leg_failed(m, i, "verify read", -EIO);
-	}
+			if (!(r->run_mask & r->targets & bit) || (r->done_mask & bit))
+				continue;
+			r->done_mask |= bit;
+			if (!leg_get(&m->legs[i], LEG_WRITABLE))
+				continue;
+			r->vleg = i;
+			if (copy_io(r, DMIO_OP_READ, i, r->run_sector, r->run_count,
+				    verify_seg(r, i), copy_verify_done, r) == 0)
+				return;
+			leg_put(&m->legs[i]);
+			mirror_leg_failed(m, i, "verify read", -EIO);
+		}
+		r->done_mask = 0;
+	} while (run_next(r, r->run_sector + r->run_count));
 	copy_finish(r, 0);
 }
 
@@ -1077,24 +1134,28 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 	struct mreq *r = context;
 	struct mirror *m = r->m;
 	struct mirror_leg *leg = &m->legs[r->vleg];
+	unsigned long long sector = r->run_sector, count = r->run_count;
 
 	leg_put(leg);
 	if (error_bits) {
 		/* One more read error, not corrected. */
-		read_error(m, r->vleg, r->sector, r->count);
-	} else if (memcmp(verify_seg(r, r->vleg), r->data, copy_bytes(r))) {
+		read_error(m, r->vleg, sector, count);
+	} else if (memcmp(verify_seg(r, r->vleg), (char *)r->data + run_off(r),
+			  count << FM_SECTOR_SHIFT)) {
 		fm_err("leg %s: sectors %llu+%llu read back wrong after being rewritten",
-		       leg->path, (unsigned long long)r->sector, (unsigned long long)r->count);
+		       leg->path, sector, count);
 		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
 	} else {
 		MIRROR_STAT_ADD(leg->corrected, 1);
-		if (r->bad & (1ull << r->vleg))
+		/* (once per request, which may rewrite it in several runs) */
+		if (r->bad & (1ull << r->vleg)) {
+			r->bad &= ~(1ull << r->vleg);
 			read_error_corrected(m, r->vleg);
+		}
 		mirror_event(m, FM_EVENT_READ_ERROR_CORRECTED, (int)r->vleg,
-			     r->sector << FM_SECTOR_SHIFT, 0);
+			     sector << FM_SECTOR_SHIFT, 0);
 		fm_debug("leg %s: sectors %llu+%llu rewritten from leg %s",
-			  leg->path, (unsigned long long)r->sector,
-			  (unsigned long long)r->count, m->legs[r->leg].path);
+			  leg->path, sector, count, m->legs[r->leg].path);
 	}
 	copy_verify(r);
 }
@@ -1122,7 +1183,8 @@ static void scrub_read(struct mreq *r)
 		if (!(mask & (1ull << i)))
 			continue;
 		subs[i] = (struct scrub_sub){ r, i, false };
-		if (copy_io(r, DMIO_OP_READ, i, seg(r, i), scrub_read_done, &subs[i]) < 0)
+		if (copy_io(r, DMIO_OP_READ, i, r->sector, r->count, seg(r, i), scrub_read_done,
+			    &subs[i]) < 0)
 			scrub_read_done(1, &subs[i]);
 	}
 }
@@ -1154,6 +1216,9 @@ static void scrub_read_done(unsigned long error_bits, void *context)
  * as checksum errors.  When no copy verifies: after a crash (COPY_RESYNC)
  * the source's data is taken and its checksum recomputed; otherwise the
  * block is left as it is and counted unverified (a checked read fails).
+ * Only the blocks to rewrite are written (r->blk_mask): a resync after a
+ * crash where the legs never differed reads every copy and writes nothing.
+ * A leg whose read failed gets every block, and so do r->fill.
  */
 static void scrub_compare_csum(struct mreq *r)
 {
@@ -1164,8 +1229,9 @@ static void scrub_compare_csum(struct mreq *r)
 	char *good = seg(r, m->nr_legs);
 	bool resync = r->copy_flags & COPY_RESYNC;
 	int src = -1;
+	uint64_t all;
 
-	r->targets = 0;
+	r->targets = r->fill;
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (subs[i].r != r)
 			continue;
@@ -1188,6 +1254,7 @@ static void scrub_compare_csum(struct mreq *r)
 	}
 	if (ok & (1ull << r->leg))
 		src = (int)r->leg;
+	all = r->targets;
 	for (uint64_t b = 0; b < nb; b++) {
 		uint32_t want = mcsum_get(m, b0 + b), crc[FM_SB_MAX_LEGS] = { 0 };
 		size_t off = b * FM_SB_CSUM_BLOCK_SIZE;
@@ -1220,11 +1287,13 @@ static void scrub_compare_csum(struct mreq *r)
 			if (memcmp((char *)seg(r, i) + off, good + off, FM_SB_CSUM_BLOCK_SIZE)) {
 				r->mismatch += FM_SB_CSUM_BLOCK_SIZE >> FM_SECTOR_SHIFT;
 				if ((verified || resync) && (r->copy_flags & COPY_REPAIR))
-					r->targets |= 1ull << i;
+					r->blk_mask[b] |= 1ull << i;
 			}
 			if (verified && !resync && crc[i] != want && !nbad[i]++)
 				first_bad[i] = (b0 + b) * FM_SB_CSUM_BLOCK_SIZE;
 		}
+		r->blk_mask[b] |= all;
+		r->targets |= r->blk_mask[b];
 	}
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (!nbad[i])
@@ -1326,13 +1395,63 @@ int mirror_start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 	return start_copy(m, op, sector, count, src, targets, flags, fn, ctx, NULL);
 }
 
+/* (Re)allocate the memory of copy @r for its op: the segments, and for a
+ * scrub its reads and (checksums) the per-block write masks, zeroed. */
+static int copy_buf_alloc(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	bool scrub = r->op == MREQ_SCRUB;
+	unsigned nseg = scrub ? scrub_nseg(m) : 2;
+	size_t subs = scrub ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
+	size_t masks = scrub && m->csum ? r->count / BLK_SECTORS * sizeof(uint64_t) : 0;
+
+	free(r->buf);
+	r->buf = NULL;
+	r->blk_mask = NULL;
+	if (posix_memalign(&r->buf, 4096, nseg * copy_bytes(r) + subs + masks)) {
+		r->buf = NULL;
+		return -ENOMEM;
+	}
+	memset(seg(r, nseg), 0, subs + masks);
+	if (masks)
+		r->blk_mask = (uint64_t *)((char *)seg(r, nseg) + subs);
+	return 0;
+}
+
+/*
+ * A resync's or rebuild's source failed verification: do the request as a
+ * repairing compare instead (each block from an in-sync copy that
+ * verifies; in-sync legs get the blocks where they differ from it, the
+ * rebuilding targets every block).  The request keeps its place in the
+ * ordering, and its bitmap accounting has not begun.
+ */
+static void copy_fall_back_to_compare(struct mreq *r)
+{
+	struct mirror *m = r->m;
+	uint64_t in_sync = 0;
+
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
+			in_sync |= 1ull << i;
+	fm_debug("leg %s: sectors %llu+%llu fail verification: compare every copy",
+		 m->legs[r->leg].path, (unsigned long long)r->sector,
+		 (unsigned long long)r->count);
+	r->op = MREQ_SCRUB;
+	r->fill = r->targets & ~in_sync;
+	r->copy_flags |= COPY_REPAIR;
+	r->tried = 0;
+	r->stage = STAGE_READ;
+	if (copy_buf_alloc(r) < 0) {
+		copy_finish(r, -ENOMEM);
+		return;
+	}
+	copy_step(r);
+}
+
 static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64_t count,
 		      unsigned src, uint64_t targets, unsigned flags, mreq_copy_fn fn,
 		      void *ctx, struct mreq *client)
 {
-	unsigned nseg = op == MREQ_SCRUB ? scrub_nseg(m) : 2;
-	size_t bytes = (size_t)count << FM_SECTOR_SHIFT;
-	size_t extra = op == MREQ_SCRUB ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
 	struct mreq *r;
 
 	if (count == 0 || sector + count > (m->image_size >> FM_SECTOR_SHIFT))
@@ -1357,13 +1476,10 @@ static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 		mreq_free(r);
 		return -EINVAL;
 	}
-	if (posix_memalign(&r->buf, 4096, nseg * bytes + extra)) {
-		r->buf = NULL;
+	if (copy_buf_alloc(r) < 0) {
 		mreq_free(r);
 		return -ENOMEM;
 	}
-	if (extra)
-		memset(seg(r, nseg), 0, extra);
 	order_and_issue(r);
 	return 0;
 }

@@ -134,6 +134,14 @@ struct mreq {
 	struct mreq *client;            /* a read whose copy failed verification: the
 					   scrub delivers the verified data to it */
 	uint64_t unverified;            /* blocks no copy verifies */
+	/* The write and verify stages go run by run: a run is the longest
+	 * stretch of 4 KiB blocks that go to the same legs.  blk_mask (a
+	 * checksummed scrub: per block, the legs to write it to; else NULL:
+	 * one run, the whole request to r->targets). */
+	uint64_t *blk_mask;
+	uint64_t run_sector, run_count, run_mask;
+	uint64_t fill;                  /* legs that get every block (a rebuild's
+					   copy that fell back to a compare) */
 	/* memory */
 	unsigned iovcnt;
 	struct iovec *iov;              /* iov_inline or allocated */
@@ -270,6 +278,11 @@ void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uin
 			 int err);
 void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
 		  int err);
+/* The end of a sync pass (RebuildFinished, RebuildInterrupted,
+ * ScrubFinished), with the pass's bytes read and written. */
+void mirror_event_sync_end_locked(struct mirror *m, enum fm_event_type type, uint64_t value,
+				  int err);
+void mirror_event_sync_end(struct mirror *m, enum fm_event_type type, uint64_t value, int err);
 /* After leg states changed (state_lock held): DegradedArray or
  * ArrayOptimal when the array's degraded state differs from the last one
  * reported. */

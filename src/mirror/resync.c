@@ -233,7 +233,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		}
 	}
 	mirror_sb_request_locked(m);
-	mirror_event_locked(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
+	mirror_event_sync_end_locked(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);
 	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++)
@@ -388,15 +388,15 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			(unsigned long long)s->total, s->err ? ": " : "",
 			s->err ? strerror(-s->err) : "");
 		if (scrub)
-			mirror_event(m, FM_EVENT_SCRUB_FINISHED, -1, s->mismatches,
-				     s->err ? -s->err : ECANCELED);
+			mirror_event_sync_end(m, FM_EVENT_SCRUB_FINISHED, s->mismatches,
+					      s->err ? -s->err : ECANCELED);
 		else
-			mirror_event(m, FM_EVENT_REBUILD_INTERRUPTED, -1, s->done,
-				     s->err ? -s->err : 0);
+			mirror_event_sync_end(m, FM_EVENT_REBUILD_INTERRUPTED, s->done,
+					      s->err ? -s->err : 0);
 		return;
 	}
 	if (scrub) {
-		mirror_event(m, FM_EVENT_SCRUB_FINISHED, -1, s->mismatches, 0);
+		mirror_event_sync_end(m, FM_EVENT_SCRUB_FINISHED, s->mismatches, 0);
 		fm_debug("array %s: %s done: %llu mismatched sectors%s",
 			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 			  (unsigned long long)s->mismatches,
@@ -424,7 +424,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		finish_recovery(m, s, full | m->sync_bitmap_legs);
 	} else {
 		/* A resync alone: the legs were in sync all along. */
-		mirror_event(m, FM_EVENT_REBUILD_FINISHED, -1, s->done, 0);
+		mirror_event_sync_end(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);
 	}
 	fm_debug("array %s: %s done: %llu regions, %llu bytes in %.1f s: %llu bytes read, "
 		 "%llu bytes written", fm_uuid_unparse(m->sb.array_uuid, u),

@@ -17,7 +17,9 @@
 #         idleness, set to 30 s here);
 #   - remount: the array resyncs online; once status says sync idle,
 #     |differing regions| <= sync.resynced_regions <= |U| (only the regions
-#     of the bitmap were copied, and at least those that differed);
+#     of the bitmap were copied, and at least those that differed), and
+#     sync.write_bytes is 4 KiB per block that differed between the legs
+#     (the resync compares per block: 0 when the legs never differed);
 #   - `fm_crashwriter verify`: every acknowledged block of every cycle so
 #     far holds its acknowledged generation or a later one, never-written
 #     blocks are zero, no block is torn or misplaced;
@@ -58,6 +60,24 @@ size=$(image_size_of "$T/leg0")
 img=$T/mnt/image
 journal=$T/journal      # on the disk file system, not on the FUSE mount
 
+# differing_blocks LEG0 LEG1 REGIONS_FILE: how many 4 KiB blocks of the
+# regions listed differ between the legs' data areas (no daemon running).
+differing_blocks() {
+	python3 - "$1" "$2" "$3" "$(data_offset_of "$1")" "$(data_offset_of "$2")" "$REGION" <<'PY'
+import sys
+a, b, regions, oa, ob, rs = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+n = 0
+with open(a, "rb") as fa, open(b, "rb") as fb:
+    for line in open(regions):
+        r = int(line)
+        fa.seek(oa + r * rs)
+        fb.seek(ob + r * rs)
+        x, y = fa.read(rs), fb.read(rs)
+        n += sum(x[k:k + 4096] != y[k:k + 4096] for k in range(0, min(len(x), len(y)), 4096))
+print(n)
+PY
+}
+
 # subset A B: every line of file A is in file B.
 subset() {
 	[[ -z $(comm -23 <(sort "$1") <(sort "$2")) ]]
@@ -97,6 +117,7 @@ for ((c = 1; c <= CYCLES; c++)); do
 	legs_differing_regions "$REGION" "$T/leg0" "$T/leg1" >"$T/differ.regions"
 	nu=$(wc -l <"$T/bitmap.regions")
 	nd=$(wc -l <"$T/differ.regions")
+	nblk=$(differing_blocks "$T/leg0" "$T/leg1" "$T/bitmap.regions")
 	subset "$T/differ.regions" "$T/bitmap.regions" ||
 		fail "cycle $c: the legs differ in regions whose bit is not set: $(comm -23 \
 			<(sort "$T/differ.regions") <(sort "$T/bitmap.regions") | tr '\n' ' ')"
@@ -110,6 +131,9 @@ for ((c = 1; c <= CYCLES; c++)); do
 	resynced=$(fm_sync_get "$T/mnt" resynced_regions)
 	((resynced <= nu)) || fail "cycle $c: resynced $resynced regions, but only $nu bits were set"
 	((resynced >= nd)) || fail "cycle $c: resynced $resynced regions, but $nd differed"
+	written=$(fm_sync_get "$T/mnt" write_bytes)
+	((written == nblk * BS)) ||
+		fail "cycle $c: the resync wrote $written bytes, but $nblk blocks differed (want $((nblk * BS)))"
 	if ((nd > 0)); then
 		last=$(fm_sync_get "$T/mnt" last_action)
 		assert_eq "$last" resync "cycle $c: sync.last_action after an unclean stop"
@@ -130,7 +154,7 @@ for ((c = 1; c <= CYCLES; c++)); do
 
 	log "cycle $c/$CYCLES: ${wmib} MiB at $((off >> 10)) KiB," \
 		"$(wc -l <"$T/acked.regions") regions acked, $nu bits set, $nd differed," \
-		"$resynced resynced, $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
+		"$resynced resynced, $written bytes written, $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
 	((c == CYCLES)) || fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
 done
 log "$CYCLES cycles in $((SECONDS - t_all)) s; last verify: $(tail -n1 "$T/verify.log")"
@@ -177,8 +201,12 @@ for r in "$a" "$b"; do
 	head -c "$BS" /dev/urandom | dd of="$T/leg1" bs="$BS" seek=$(((doff + r * REGION + 2 * BS) / BS)) \
 		conv=notrunc status=none
 done
+nblk=$(differing_blocks "$T/leg0" "$T/leg1" "$T/bitmap.regions")
+((nblk >= 1)) || fail "control: the changed block of region $a does not differ"
 fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
 fm_wait_sync_idle "$T/mnt" 120
+assert_eq "$(fm_sync_get "$T/mnt" write_bytes)" $((nblk * BS)) \
+	"control: bytes the resync wrote ($nblk blocks differed in the regions whose bit is set)"
 fm_umount "$T/mnt"
 legs_differing_regions "$REGION" "$T/leg0" "$T/leg1" >"$T/differ.after"
 assert_eq "$(tr '\n' ' ' <"$T/differ.after")" "$b " \

@@ -713,6 +713,8 @@ void ev_handler(void *ctx, const struct fm_event *ev)
 		r->leg = ev->leg;
 		r->value = ev->value;
 		r->err = ev->err;
+		r->read_bytes = ev->read_bytes;
+		r->write_bytes = ev->write_bytes;
 		g_strlcpy(r->path, ev->leg_path ? ev->leg_path : "", sizeof(r->path));
 		r->uuid_set = memcmp(ev->leg_uuid, zero, 16) != 0;
 	} else {

@@ -258,6 +258,7 @@ struct ev_rec {
 	int leg;
 	uint64_t value;
 	int err;
+	uint64_t read_bytes, write_bytes;
 	char path[256];
 	bool uuid_set;
 };

@@ -264,6 +264,98 @@ START_TEST(test_csum_resync_after_crash)
 }
 END_TEST
 
+/*
+ * A crash between the legs' writes of one block: region 2's bit set, the
+ * block new on leg 1 only (the checksum on disk is the old data's).  The
+ * resync compares per block and rewrites just that block on the leg whose
+ * copy fails verification: 4 KiB written, not the 256 KiB chunk or the
+ * region (a copy that rewrote the chunk writes 64 times more).
+ */
+START_TEST(test_csum_resync_one_block)
+{
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb;
+	uint8_t *blk = g_malloc(4096), bit = 1u << 2;
+	struct mirror_opts o = { .read_policy = MIRROR_READ_BALANCE, .event_fn = ev_handler };
+	unsigned finished = 0;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	fm_rng_fill(&fx.rng, blk, 4096);
+	fm_test_write_file(fx.legs[1], fx.data_offset + 2 * MiB + 8 * KiB, blk, 4096);
+	for (unsigned i = 0; i < 2; i++) {
+		read_sb(fx.legs[i], &sb);
+		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
+		sb.state_flags &= ~FM_SB_CLEAN;
+		write_sb(fx.legs[i], &sb);
+	}
+	g_free(blk);
+	ev_reset();
+	fx_assemble_opts(&o);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+	ck_assert_uint_eq(ms.resynced_regions, 1);
+	ck_assert_uint_eq(ms.sync_read_bytes, 2 * REGION);
+	ck_assert_uint_eq(ms.sync_write_bytes, 4096);       /* one block, one leg */
+	/* The pass's end reports what it read and wrote. */
+	pthread_mutex_lock(&evs.lock);
+	for (unsigned i = 0; i < evs.n; i++)
+		if (evs.ev[i].type == FM_EVENT_REBUILD_FINISHED) {
+			ck_assert_uint_eq(evs.ev[i].read_bytes, 2 * REGION);
+			ck_assert_uint_eq(evs.ev[i].write_bytes, 4096);
+			finished++;
+		}
+	pthread_mutex_unlock(&evs.lock);
+	ck_assert_uint_eq(finished, 1);
+	leg_stats(0, &ls);
+	ck_assert_uint_eq(ls.write_bytes, 0);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.write_bytes, 4096);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	fx_check_csum_areas();
+}
+END_TEST
+
+/*
+ * A rebuild verifies its source: leg 0 (the source) holds a block that
+ * fails its checksum, leg 1 a good copy.  The new leg 2 gets the good copy
+ * and leg 0 is repaired (a rebuild that copied its source unverified would
+ * give leg 2 the bad block).
+ */
+START_TEST(test_csum_rebuild_verifies_source)
+{
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	corrupt_leg(fx.legs[0], 3 * REGION + 20 * KiB);
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx.legs[2] = fx_path("leg2");
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 3);
+	fx.nlegs = 3;
+	leg_stats(0, &ls);
+	ck_assert_uint_eq(ls.checksum_errors, 1);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+	fx_check_csum_areas();
+}
+END_TEST
+
 static Suite *mirror_checksums_suite(void)
 {
 	Suite *s = suite_create("mirror_checksums");
@@ -276,6 +368,8 @@ static Suite *mirror_checksums_suite(void)
 	tcase_add_test(tc, test_csum_no_good_copy_eio);
 	tcase_add_test(tc, test_csum_scrub_repair);
 	tcase_add_test(tc, test_csum_resync_after_crash);
+	tcase_add_test(tc, test_csum_resync_one_block);
+	tcase_add_test(tc, test_csum_rebuild_verifies_source);
 	return s;
 }
 
