@@ -69,6 +69,9 @@ struct mirror_format_opts {
 	 * FM_SB_CSUM_MAX_IMAGE (an automatic size is capped to it). */
 	bool checksums;
 	uint64_t write_mostly;  /* bit i: legs[i] is write-mostly (FM_SB_LEG_WRITE_MOSTLY) */
+	/* No written-region map (FM_SB_FEAT_WRITTEN_MAP, on by default): every
+	 * region counts as written, as in arrays made before the map. */
+	bool no_written_map;
 };
 
 /*
@@ -196,7 +199,11 @@ enum mirror_io_flags {
  * block's checksum after the leg read completes; a copy that fails is
  * handled like a read error (the data comes from a leg whose copy
  * verifies, the bad copy is rewritten and re-verified), and a read that no
- * copy verifies completes with -EIO: never with wrong data.  The iovec array is copied; the memory it points to
+ * copy verifies completes with -EIO: never with wrong data.
+ * With a written-region map (FM_SB_FEAT_WRITTEN_MAP), a read that lies
+ * wholly in regions never written (or wholly discarded since) is filled
+ * with zeroes and completes before mirror_submit() returns, on the
+ * submitting thread, without touching a leg.  The iovec array is copied; the memory it points to
  * must stay valid (and unchanged, for a write) until completion.
  * At completion @err is 0, or -EIO when every leg failed a read or some leg
  * failed a write.  Never blocks (a write that overlaps one in flight is
@@ -356,6 +363,15 @@ struct mirror_status {
 	uint64_t checksum_page_writes;  /* checksum area pages written since assembly */
 	uint64_t sync_read_bytes;       /* bytes read / written by the running (or */
 	uint64_t sync_write_bytes;      /* last) resync, recovery or scrub, all legs */
+	uint64_t sync_zero_bytes;       /* of it, unwritten regions zeroed on rebuilding
+					   legs instead of copied (no read) */
+	/* The written-region map (FM_SB_FEAT_WRITTEN_MAP); without one (an
+	 * older array, or read-only) every region counts as written. */
+	bool written_map;
+	uint64_t written_regions;       /* regions written since create (and not
+					   wholly discarded since) */
+	uint64_t written_bytes;         /* their bytes (the last region may be short) */
+	uint64_t unwritten_reads;       /* reads answered with zeroes, no leg read */
 };
 void mirror_get_status(struct mirror *m, struct mirror_status *ret);
 

@@ -10,6 +10,9 @@
  *   csum_offset           with FM_SB_FEAT_CHECKSUMS: the checksum area, one
  *                         little-endian u32 per csum_block_size (4 KiB) block
  *                         of the image, csum_length bytes (whole 4 KiB pages)
+ *   written_offset        with FM_SB_FEAT_WRITTEN_MAP: the written-region
+ *                         map, one bit per region (the bitmap's regions, same
+ *                         bit order), written_length (= bitmap_length) bytes
  *   data_offset           the image data, image_size bytes (1 MiB aligned)
  *
  * Checksum entries (FM_SB_CSUM_CRC32C): entry b holds
@@ -43,7 +46,13 @@
  *   1488 .. 1743   per-block checksums: 1488 u64 csum_offset, 1496 u64
  *                  csum_length, 1504 u32 csum_algo, 1508 u32 csum_block_size
  *                  (read only with FM_SB_FEAT_CHECKSUMS; zero without)
- *   1744 .. 1999   written-region map (regions never written read as zeroes)
+ *   1744 .. 1999   written-region map (FM_SB_FEAT_WRITTEN_MAP): 1744 u64
+ *                  written_offset, 1752 u64 written_length (zero without
+ *                  the bit).  The map itself lives in the metadata area
+ *                  (it does not fit here: one bit per region); a clear
+ *                  bit says the region was never written since create or
+ *                  its last whole-region discard: it reads as zeroes and
+ *                  every in-sync leg holds zeroes there.
  *   2000 .. 4091   reserved
  * Each leg slot's word at +20 holds that leg's flags (enum fm_sb_leg_flags).
  *
@@ -159,6 +168,9 @@ struct fm_sb {
 	uint64_t csum_length;   /* bytes, a multiple of 4 KiB */
 	uint32_t csum_algo;     /* enum fm_sb_csum_algo */
 	uint32_t csum_block_size; /* FM_SB_CSUM_BLOCK_SIZE */
+	/* FM_SB_FEAT_WRITTEN_MAP (all 0 without it) */
+	uint64_t written_offset; /* bytes, 4 KiB aligned, after the checksum area */
+	uint64_t written_length; /* bytes, bitmap_length */
 	/* FM_SB_FEAT_GENERATIONS (else all 0): per slot, the events of the
 	 * last update at which this superblock's writer saw it in sync. */
 	uint64_t last_in_sync[FM_SB_MAX_LEGS];
@@ -170,17 +182,20 @@ struct fm_sb {
  * @sb (other fields untouched).  Returns 0, or -EINVAL (and @sb untouched)
  * when image_size is 0 or not a multiple of 4 KiB, or region_size is not a
  * power of two in [FM_SB_MIN_REGION_SIZE, FM_SB_MAX_REGION_SIZE], or a leg
- * would need more than INT64_MAX bytes.  The layout has no checksum area:
- * FM_SB_FEAT_CHECKSUMS and its fields are cleared (other features kept).
+ * would need more than INT64_MAX bytes.  The layout has no checksum area
+ * and no written map: FM_SB_FEAT_CHECKSUMS, FM_SB_FEAT_WRITTEN_MAP and
+ * their fields are cleared (other features kept).
  */
 int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size);
 
 /*
- * As fm_sb_layout(), for an array with @features (0 or
- * FM_SB_FEAT_CHECKSUMS): with checksums, the checksum area follows the
- * bitmap (csum_offset, csum_length, csum_algo, csum_block_size set and the
- * bit set in sb->features) and the data offset moves past it (still 1 MiB
- * aligned); without, those fields and the bit are cleared.  -EINVAL as
+ * As fm_sb_layout(), for an array with @features (any of
+ * FM_SB_FEAT_CHECKSUMS and FM_SB_FEAT_WRITTEN_MAP): with checksums, the
+ * checksum area follows the bitmap (csum_offset, csum_length, csum_algo,
+ * csum_block_size set and the bit set in sb->features); with the written
+ * map, the map follows them (written_offset, written_length =
+ * bitmap_length); the data offset moves past both (still 1 MiB aligned).
+ * A feature not asked for has its fields and bit cleared.  -EINVAL as
  * fm_sb_layout(), and for another feature bit.
  */
 int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region_size,

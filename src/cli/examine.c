@@ -11,7 +11,9 @@
  * Bitmap layout: bit r (region r, covering image bytes [r * region_size,
  * (r + 1) * region_size)) is bit (r % 8) of byte (r / 8) of the bitmap
  * area, least significant bit first; bits at or past the number of
- * regions are ignored.
+ * regions are ignored.  The written-region map (FM_SB_FEAT_WRITTEN_MAP)
+ * has the same layout at written_offset: a set bit is a region written
+ * since create (a clear one reads as zeroes).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -83,19 +85,46 @@ static char *format_time(uint64_t t)
 	return dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S %z") : g_strdup("?");
 }
 
+/* Read @bytes of @what at @offset of @dev into *ret (g_free). */
+static int read_area(struct dmio_dev *dev, const char *path, uint64_t offset, uint64_t bytes,
+		     const char *what, uint8_t **ret)
+{
+	struct dmio_region where;
+	void *buf = NULL;
+	int r;
+
+	if (posix_memalign(&buf, FM_PAGE_SIZE, bytes ? bytes : FM_PAGE_SIZE)) {
+		cli_error("leg %s: out of memory for the %s", path, what);
+		return FM_EXIT_FAILURE;
+	}
+	memset(buf, 0, bytes ? bytes : FM_PAGE_SIZE);
+	where = (struct dmio_region){ .dev = dev, .sector = offset >> FM_SECTOR_SHIFT,
+				      .count = bytes >> FM_SECTOR_SHIFT };
+	r = bytes ? dmio_sync_vm(1, &where, DMIO_OP_READ, buf, NULL) : 0;
+	if (r < 0) {
+		cli_error("leg %s: cannot read the %s (%llu bytes at %llu): %s", path, what,
+			  (unsigned long long)bytes, (unsigned long long)offset, g_strerror(-r));
+		free(buf);
+		return FM_EXIT_FAILURE;
+	}
+	*ret = g_memdup2(buf, bytes ? bytes : 1);
+	free(buf);
+	return FM_EXIT_OK;
+}
+
 /*
- * Read @path's superblock and bitmap.  Returns FM_EXIT_OK with *ret_sb and
- * *ret_bitmap (g_free; the bitmap area's first ceil(regions / 8) bytes), or
- * an exit code after the message.
+ * Read @path's superblock, bitmap and written-region map.  Returns
+ * FM_EXIT_OK with *ret_sb, *ret_bitmap and *ret_written (g_free; the
+ * areas' first ceil(regions / 8) bytes, rounded up to 4 KiB; *ret_written
+ * NULL without the map), or an exit code after the message.
  */
-static int read_leg(const char *path, struct fm_sb *ret_sb, uint8_t **ret_bitmap)
+static int read_leg(const char *path, struct fm_sb *ret_sb, uint8_t **ret_bitmap,
+		    uint8_t **ret_written)
 {
 	g_autoptr(dmio_dev) dev = NULL;
 	g_autoptr(GError) err = NULL;
-	struct dmio_region where;
 	struct fm_sb sb;
 	uint64_t nr, bytes;
-	void *buf = NULL;
 	int r;
 
 	r = dmio_dev_open(path, DMIO_DEV_RDONLY, &dev);
@@ -115,28 +144,24 @@ static int read_leg(const char *path, struct fm_sb *ret_sb, uint8_t **ret_bitmap
 			  path, (unsigned long long)nr, (unsigned long long)sb.bitmap_length);
 		return FM_EXIT_LEG;
 	}
-	if (posix_memalign(&buf, FM_PAGE_SIZE, bytes ? bytes : FM_PAGE_SIZE)) {
-		cli_error("leg %s: out of memory for the bitmap", path);
-		return FM_EXIT_FAILURE;
-	}
-	memset(buf, 0, bytes ? bytes : FM_PAGE_SIZE);
-	where = (struct dmio_region){ .dev = dev, .sector = sb.bitmap_offset >> FM_SECTOR_SHIFT,
-				      .count = bytes >> FM_SECTOR_SHIFT };
-	r = bytes ? dmio_sync_vm(1, &where, DMIO_OP_READ, buf, NULL) : 0;
-	if (r < 0) {
-		cli_error("leg %s: cannot read the bitmap (%llu bytes at %llu): %s", path,
-			  (unsigned long long)bytes, (unsigned long long)sb.bitmap_offset,
-			  g_strerror(-r));
-		free(buf);
-		return FM_EXIT_FAILURE;
+	r = read_area(dev, path, sb.bitmap_offset, bytes, "bitmap", ret_bitmap);
+	if (r)
+		return r;
+	*ret_written = NULL;
+	if (sb.features & FM_SB_FEAT_WRITTEN_MAP) {
+		r = read_area(dev, path, sb.written_offset, bytes, "written-region map",
+			      ret_written);
+		if (r) {
+			g_clear_pointer(ret_bitmap, g_free);
+			return r;
+		}
 	}
 	*ret_sb = sb;
-	*ret_bitmap = g_memdup2(buf, bytes ? bytes : 1);
-	free(buf);
 	return FM_EXIT_OK;
 }
 
-static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *bm)
+static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *bm,
+		       const uint8_t *wm)
 {
 	g_autoptr(GString) ranges = g_string_new(NULL);
 	g_autofree char *ctime_s = format_time(sb->ctime), *utime_s = format_time(sb->utime);
@@ -179,6 +204,17 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 		       (unsigned long long)sb->csum_offset);
 	else
 		printf("        checksums : none\n");
+	if (wm) {
+		g_autoptr(GString) wr = g_string_new(NULL);
+		uint64_t w = append_ranges(wr, wm, nr);
+
+		printf("          written : %llu of %llu regions (%s) at %llu%s%s\n",
+		       (unsigned long long)w, (unsigned long long)nr,
+		       fm_format_size(MIN(w * sb->region_size, sb->image_size), s1, sizeof(s1)),
+		       (unsigned long long)sb->written_offset, w ? ": " : "", wr->str);
+	} else {
+		printf("          written : not tracked (every region counts as written)\n");
+	}
 	printf("        leg table :\n");
 	printf("      slot  uuid                                  state       events  "
 	       "last in sync\n");
@@ -204,7 +240,7 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 }
 
 static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
-		       const uint8_t *bm)
+		       const uint8_t *bm, const uint8_t *wm)
 {
 	g_autoptr(GString) ranges = g_string_new(NULL);
 	uint64_t nr = fm_sb_nr_regions(sb), set = append_ranges(ranges, bm, nr);
@@ -245,6 +281,18 @@ static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
 		cli_json_int(b, "csum_block_size", sb->csum_block_size);
 		cli_json_int(b, "csum_offset", sb->csum_offset);
 		cli_json_int(b, "csum_length", sb->csum_length);
+	}
+	/* written_regions: null without a written-region map (all written) */
+	cli_json_bool(b, "written_map", wm != NULL);
+	json_builder_set_member_name(b, "written_regions");
+	if (wm) {
+		g_autoptr(GString) wr = g_string_new(NULL);
+
+		json_builder_add_int_value(b, (gint64)append_ranges(wr, wm, nr));
+		cli_json_str(b, "written_ranges", wr->str);
+		cli_json_int(b, "written_offset", sb->written_offset);
+	} else {
+		json_builder_add_null_value(b);
 	}
 	json_builder_set_member_name(b, "table");
 	json_builder_begin_array(b);
@@ -288,7 +336,8 @@ int cmd_examine(int argc, char **argv)
 		"Print what each LEG holds on disk, like mdadm --examine and\n"
 		"--examine-bitmap: array and leg UUIDs, name, leg index, event counter,\n"
 		"clean or dirty, geometry, the write-intent bitmap (bits set, as region\n"
-		"ranges such as 0-3,17) and the leg table (slot, UUID, state, events).\n"
+		"ranges such as 0-3,17), the written-region map (regions written since\n"
+		"create) and the leg table (slot, UUID, state, events).\n"
 		"Offline: the legs are opened read-only and not locked, so the legs of a\n"
 		"mounted array can be examined too (the daemon may hold newer state).\n"
 		"\n"
@@ -301,9 +350,9 @@ int cmd_examine(int argc, char **argv)
 	json_builder_set_member_name(b, "legs");
 	json_builder_begin_array(b);
 	for (char **l = legs; *l; l++) {
-		g_autofree uint8_t *bm = NULL;
+		g_autofree uint8_t *bm = NULL, *wm = NULL;
 		struct fm_sb sb;
-		int r = read_leg(*l, &sb, &bm);
+		int r = read_leg(*l, &sb, &bm, &wm);
 
 		if (r) {
 			/* 3 (a refused leg) wins over 1 (an I/O error). */
@@ -312,11 +361,11 @@ int cmd_examine(int argc, char **argv)
 			continue;
 		}
 		if (json) {
-			print_json(b, *l, &sb, bm);
+			print_json(b, *l, &sb, bm, wm);
 		} else {
 			if (shown)
 				putchar('\n');
-			print_text(*l, &sb, bm);
+			print_text(*l, &sb, bm, wm);
 		}
 		shown++;
 	}

@@ -216,6 +216,19 @@ static void render_text(const struct status *s, GString *out)
 		g_string_append_printf(out, "; this or last pass read %s, wrote %s",
 				       fm_format_size(st->sync_read_bytes, s1, sizeof(s1)),
 				       fm_format_size(st->sync_write_bytes, s2, sizeof(s2)));
+	if (st->sync_zero_bytes)
+		g_string_append_printf(out, ", zeroed %s of unwritten regions",
+				       fm_format_size(st->sync_zero_bytes, s1, sizeof(s1)));
+	if (st->written_map)
+		g_string_append_printf(out, "\n  written: %llu of %llu regions (%s of %s); "
+				       "%llu reads of unwritten regions answered with zeroes",
+				       (unsigned long long)st->written_regions,
+				       (unsigned long long)st->nr_regions,
+				       fm_format_size(st->written_bytes, s1, sizeof(s1)),
+				       fm_format_size(s->size, s2, sizeof(s2)),
+				       (unsigned long long)st->unwritten_reads);
+	else
+		g_string_append(out, "\n  written: not tracked (every region counts as written)");
 	g_string_append_printf(out, "\n  checksums: %s",
 			       st->checksums ? "crc32c per 4 KiB block, verified on every read"
 					     : "none");
@@ -351,6 +364,15 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "resynced_regions", st->resynced_regions);
 	cli_json_int(b, "read_bytes", st->sync_read_bytes);
 	cli_json_int(b, "write_bytes", st->sync_write_bytes);
+	cli_json_int(b, "zero_bytes", st->sync_zero_bytes);
+	json_builder_end_object(b);
+
+	json_builder_set_member_name(b, "written");
+	json_builder_begin_object(b);
+	cli_json_bool(b, "tracked", st->written_map);
+	cli_json_int(b, "regions", st->written_regions);
+	cli_json_int(b, "bytes", st->written_bytes);
+	cli_json_int(b, "unwritten_reads", st->unwritten_reads);
 	json_builder_end_object(b);
 
 	json_builder_set_member_name(b, "checksums");
@@ -622,6 +644,13 @@ static void render_prometheus(const struct status *s, GString *out)
 		   "Regions of the write-intent bitmap.", st->nr_regions);
 	prom_array(out, s, "fusemirror_bitmap_set_regions", "gauge",
 		   "Regions whose write-intent bit is set.", st->bitmap_set);
+	prom_array(out, s, "fusemirror_written_regions", "gauge",
+		   "Regions written since create (all, without a written-region map).",
+		   st->written_regions);
+	prom_array(out, s, "fusemirror_written_bytes", "gauge",
+		   "Bytes of the regions written since create.", st->written_bytes);
+	prom_array(out, s, "fusemirror_unwritten_reads_total", "counter",
+		   "Reads of never-written regions answered with zeroes.", st->unwritten_reads);
 
 	prom_array(out, s, "fusemirror_reads_total", "counter", "Reads of the image.",
 		   s->fs.reads);

@@ -469,9 +469,10 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 	return 0;
 }
 
-/* The union of the bitmaps of the in-sync legs (a bit may have reached
- * some legs only, before a crash). */
-static int read_bitmaps(struct mirror *m, uint8_t **ret_bits, GError **err)
+/* The union of the bitmaps (or written-region maps, at @offset) of the
+ * in-sync legs (a bit may have reached some legs only, before a crash). */
+static int read_bitmaps(struct mirror *m, uint64_t offset, const char *what,
+			uint8_t **ret_bits, GError **err)
 {
 	size_t len = m->sb.bitmap_length;
 	uint8_t *bits = NULL, *buf = NULL;
@@ -483,7 +484,7 @@ static int read_bitmaps(struct mirror *m, uint8_t **ret_bits, GError **err)
 	}
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
-		struct dmio_region where = { leg->dev, m->sb.bitmap_offset >> FM_SECTOR_SHIFT,
+		struct dmio_region where = { leg->dev, offset >> FM_SECTOR_SHIFT,
 					     len >> FM_SECTOR_SHIFT };
 		struct dmio_request req = {
 			.op = DMIO_OP_READ,
@@ -496,8 +497,8 @@ static int read_bitmaps(struct mirror *m, uint8_t **ret_bits, GError **err)
 		r = dmio(&req, 1, &where, NULL);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, EIO,
-				    "leg %s: cannot read the write-intent bitmap: %s",
-				    leg->path, g_strerror(-r));
+				    "leg %s: cannot read the %s: %s",
+				    leg->path, what, g_strerror(-r));
 			free(buf);
 			free(bits);
 			return -EIO;
@@ -536,7 +537,24 @@ static int bm_flush(void *ctx)
 	return mirror_flush(m);
 }
 
+static int bm_write_written(void *ctx, const void *buf, uint64_t off, size_t len)
+{
+	struct mirror *m = ctx;
+	struct dmio_request req = {
+		.op = DMIO_OP_WRITE,
+		.flags = DMIO_REQ_FUA,
+		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (void *)buf },
+	};
+	bool failed;
+
+	return mirror_legs_sync_io(m, &req, (m->sb.written_offset + off) >> FM_SECTOR_SHIFT,
+				   len >> FM_SECTOR_SHIFT, "written-region map write", &failed);
+}
+
 static const struct mbitmap_ops bm_ops = { .write = bm_write, .flush = bm_flush };
+static const struct mbitmap_ops bm_ops_written = {
+	.write = bm_write, .flush = bm_flush, .write_written = bm_write_written,
+};
 
 static unsigned log2u64(uint64_t x)
 {
@@ -570,6 +588,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	struct mirror_opts o = opts ? *opts : (struct mirror_opts){ 0 };
 	struct mirror_leg *tl = NULL;
 	g_autofree uint8_t *bits = NULL;
+	g_autofree uint8_t *wbits = NULL;
 	struct mirror *m;
 	struct stat st[FM_SB_MAX_LEGS];
 	bool unclean, reported = false;
@@ -644,9 +663,14 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	m->data_sector = m->sb.data_offset >> FM_SECTOR_SHIFT;
 	m->region_shift = log2u64(m->sb.region_size >> FM_SECTOR_SHIFT);
 	m->nr_regions = fm_sb_nr_regions(&m->sb);
-	r = read_bitmaps(m, &bits, err);
+	r = read_bitmaps(m, m->sb.bitmap_offset, "write-intent bitmap", &bits, err);
 	if (r < 0)
 		goto fail;
+	if (m->sb.features & FM_SB_FEAT_WRITTEN_MAP) {
+		r = read_bitmaps(m, m->sb.written_offset, "written-region map", &wbits, err);
+		if (r < 0)
+			goto fail;
+	}
 	unclean = !(m->sb.state_flags & FM_SB_CLEAN);
 	atomic_store(&m->sync_src, mirror_pick_source(m));
 	r = mcsum_load(m, err);
@@ -680,7 +704,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	}
 	if (!m->readonly) {
 		m->bitmap = mbitmap_create(m->nr_regions, m->region_shift, m->sb.bitmap_length,
-					   &bm_ops, m, m->bitmap_delay_ms);
+					   wbits ? &bm_ops_written : &bm_ops, m,
+					   m->bitmap_delay_ms);
 		if (!m->bitmap) {
 			r = -ENOMEM;
 			g_set_error(err, FM_MIRROR_ERROR, ENOMEM, "out of memory (bitmap)");
@@ -688,6 +713,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		}
 		mbitmap_allow_clear(m->bitmap, false);  /* until in use */
 		mbitmap_load(m->bitmap, bits, m->sb.bitmap_length);
+		if (wbits)
+			mbitmap_load_written(m->bitmap, wbits, m->sb.bitmap_length);
 		r = mirror_state_init(m);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start a thread: %s",
@@ -754,6 +781,16 @@ int mirror_mark_in_use(struct mirror *m, GError **err)
 			    g_strerror(-r));
 		return r;
 	}
+	/* The written map in memory is the union of the legs' (a bit may
+	 * have reached some legs only): give it to every leg before a write
+	 * relies on it, so that no leg's own map ever lacks a written region
+	 * (a leg assembled alone later reads its own). */
+	r = mbitmap_sync_written(m->bitmap, true);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot write the written-region map: %s",
+			    g_strerror(-r));
+		return r;
+	}
 	atomic_store(&m->in_use, true);
 	mirror_update_clearing(m);
 	if (recover || atomic_load(&m->unsynced))
@@ -775,6 +812,9 @@ int mirror_stop(struct mirror *m, GError **err)
 		/* The checksums before CLEAN: a degraded array clears no bit,
 		 * so nothing else writes them. */
 		r = mcsum_write_dirty(m);
+		/* Unwritten regions (discards) not yet on disk, flush first. */
+		if (r == 0)
+			r = mbitmap_sync_written(m->bitmap, false);
 		if (r == 0)
 			r = mirror_flush(m);
 		if (r < 0) {

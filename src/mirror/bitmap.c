@@ -9,7 +9,13 @@
  *               mbitmap_load()) and clears it (by CAS in a clearing pass).
  *   bits 29-30  AGE: 3 after the region's last end_write; a clearing pass
  *               decrements it while the region is idle.
- *   bits 0-28   COUNT: writes in flight (start_write .. end_write).
+ *   bit 28      WRITTEN (with a written-region map, ops->write_written):
+ *               the region's bit of the map is set in memory and on disk.
+ *               Set only by the bitmap thread after the map page write
+ *               (or by mbitmap_load_written()); cleared by
+ *               mbitmap_unwrite(), whose caller guarantees that no write
+ *               into the region is in flight or being started.
+ *   bits 0-27   COUNT: writes in flight (start_write .. end_write).
  * Keeping the flag and the count in one word makes the md-style Dekker
  * handshake a single atomic: start_write's fetch_add returns the flag as of
  * the moment its count was taken; the clearer's CAS from "count 0, age 0"
@@ -20,6 +26,11 @@
  *
  * Invariants:
  *   - DURABLE implies: the region's bit is set in memory and on disk.
+ *   - WRITTEN implies: the region's map bit is set in memory (`wbits`)
+ *     and on disk.  A map bit on disk may be set while WRITTEN is clear
+ *     (an unwrite not written yet): the safe direction.  A cleared map bit
+ *     is written only after ops->flush (wneed_flush), so the discard that
+ *     made the region unwritten is durable on every leg first.
  *   - `bits`, `weight`, `page_dirty`, the queue and the sync fields change
  *     only under `lock`; bits and page_dirty only on the bitmap thread
  *     (and bits in mbitmap_load()).  `lock` is never held across
@@ -56,7 +67,8 @@
 #define ST_AGE_SHIFT    29
 #define ST_AGE_ONE      (1u << ST_AGE_SHIFT)
 #define ST_AGE_MASK     (3u << ST_AGE_SHIFT)
-#define ST_COUNT_MASK   (ST_AGE_ONE - 1)
+#define ST_WRITTEN      (1u << 28)
+#define ST_COUNT_MASK   (ST_WRITTEN - 1)
 
 #define REGIONS_PER_PAGE ((uint64_t)MBITMAP_PAGE_SIZE * 8)
 #define MIN_REGION_SHIFT 11     /* 1 MiB */
@@ -86,6 +98,17 @@ struct mbitmap {
 	uint64_t clear_req, clear_done; /* clear_all_sync requests / served */
 	int clear_err;                  /* result of the last served request */
 	bool stop;
+
+	/* The written-region map (ops.write_written set), same geometry as
+	 * `bits`; under `lock` like them. */
+	bool has_written;
+	uint8_t *wbits;
+	uint64_t wweight;               /* bits set in `wbits` */
+	uint8_t *wpage_dirty;
+	bool wneed_flush;               /* a cleared map bit waits for ops->flush */
+	bool wwrite_req;                /* the thread should write dirty map pages */
+	uint64_t wsync_req, wsync_done; /* mbitmap_sync_written() requests / served */
+	int wsync_err;
 
 	uint8_t *wbuf;                  /* bitmap thread only: pages to write */
 	pthread_t thread;
@@ -156,9 +179,12 @@ static uint64_t next_set_locked(const struct mbitmap *bm, uint64_t from)
 /*----------------------------------------------------------------*/
 /* The bitmap thread's I/O (lock held on entry and return, dropped inside) */
 
-/* Write every dirty page, runs of contiguous pages at once.  Returns 0 or
- * the first error; pages whose write failed stay dirty. */
-static int write_dirty_locked(struct mbitmap *bm)
+/* Write every dirty page of @bits (the bitmap, or the written map), runs of
+ * contiguous pages at once.  Returns 0 or the first error; pages whose
+ * write failed stay dirty. */
+static int write_pages_locked(struct mbitmap *bm, const uint8_t *bits, uint8_t *dirty,
+			      int (*write)(void *, const void *, uint64_t, size_t),
+			      const char *what)
 {
 	int ret = 0;
 	size_t p = 0;
@@ -169,21 +195,21 @@ static int write_dirty_locked(struct mbitmap *bm)
 		size_t len;
 		int r;
 
-		if (!bm->page_dirty[p]) {
+		if (!dirty[p]) {
 			p++;
 			continue;
 		}
-		while (q < bm->nr_pages && bm->page_dirty[q])
-			bm->page_dirty[q++] = 0;
+		while (q < bm->nr_pages && dirty[q])
+			dirty[q++] = 0;
 		len = (q - p) * MBITMAP_PAGE_SIZE;
-		memcpy(bm->wbuf + off, bm->bits + off, len);
+		memcpy(bm->wbuf + off, bits + off, len);
 		pthread_mutex_unlock(&bm->lock);
-		r = bm->ops.write(bm->ctx, bm->wbuf + off, off, len);
+		r = write(bm->ctx, bm->wbuf + off, off, len);
 		pthread_mutex_lock(&bm->lock);
 		if (r < 0) {
-			fm_debug("bitmap: writing pages %zu..%zu failed: %s", p, q - 1,
+			fm_debug("bitmap: writing %s pages %zu..%zu failed: %s", what, p, q - 1,
 				 strerror(-r));
-			memset(bm->page_dirty + p, 1, q - p);
+			memset(dirty + p, 1, q - p);
 			if (!ret)
 				ret = r;
 		} else {
@@ -194,25 +220,83 @@ static int write_dirty_locked(struct mbitmap *bm)
 	return ret;
 }
 
+static int write_dirty_locked(struct mbitmap *bm)
+{
+	return write_pages_locked(bm, bm->bits, bm->page_dirty, bm->ops.write, "bitmap");
+}
+
+/* Write the dirty pages of the written map; when a bit was cleared since
+ * the last flush, ops->flush first (the discard that cleared it must be
+ * durable before the map says "unwritten").  0 or -errno. */
+static int write_written_locked(struct mbitmap *bm)
+{
+	int r;
+
+	if (!bm->has_written)
+		return 0;
+	if (bm->wneed_flush) {
+		bm->wneed_flush = false;
+		pthread_mutex_unlock(&bm->lock);
+		r = bm->ops.flush(bm->ctx);
+		pthread_mutex_lock(&bm->lock);
+		if (r < 0) {
+			bm->wneed_flush = true;
+			fm_debug("bitmap: flush before writing the written map failed: %s",
+				 strerror(-r));
+			return r;
+		}
+	}
+	return write_pages_locked(bm, bm->wbits, bm->wpage_dirty, bm->ops.write_written,
+				  "written-map");
+}
+
+static void wbit_set_locked(struct mbitmap *bm, uint64_t r)
+{
+	if (!(bm->wbits[r >> 3] & (1u << (r & 7)))) {
+		bm->wbits[r >> 3] |= (uint8_t)(1u << (r & 7));
+		bm->wweight++;
+	}
+	bm->wpage_dirty[page_of(r)] = 1;
+}
+
 /* Serve a batch of waiters: set the bits of their regions that are not
  * durable, write the changed pages once, mark what got written durable and
  * call every waiter (without the lock). */
 static void process_sets_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
 {
 	struct mbitmap_waiter *w;
-	int err;
+	int err, werr;
 
-	for (w = list; w; w = w->next)
-		for (uint64_t r = w->first; r <= w->last; r++)
-			if (!(atomic_load(&bm->state[r]) & ST_DURABLE))
+	for (w = list; w; w = w->next) {
+		for (uint64_t r = w->first; r <= w->last; r++) {
+			uint32_t s = atomic_load(&bm->state[r]);
+
+			if (!(s & ST_DURABLE))
 				bit_set_locked(bm, r);
+			if (bm->has_written && w->mark_written && !(s & ST_WRITTEN))
+				wbit_set_locked(bm, r);
+		}
+	}
+	/* The map first: a region is written on disk before its bit says
+	 * "may differ" (either order is safe: both precede the data). */
+	werr = write_written_locked(bm);
+	if (werr >= 0)
+		werr = -EIO;
 	err = write_dirty_locked(bm);
 	if (err >= 0)
 		err = -EIO;     /* used only for a page still dirty */
 	for (w = list; w; w = w->next) {
 		w->err = 0;
 		for (uint64_t r = w->first; r <= w->last; r++) {
-			if (atomic_load(&bm->state[r]) & ST_DURABLE)
+			uint32_t s = atomic_load(&bm->state[r]);
+
+			if (bm->has_written && w->mark_written && !(s & ST_WRITTEN)) {
+				if (bm->wpage_dirty[page_of(r)])
+					w->err = werr;
+				else
+					atomic_fetch_or(&bm->state[r], ST_WRITTEN);
+			}
+			if (s & ST_DURABLE)
 				continue;
 			if (bm->page_dirty[page_of(r)])
 				w->err = err;
@@ -281,7 +365,8 @@ static int clear_pass_locked(struct mbitmap *bm, bool force)
 
 			if (s & (ST_COUNT_MASK | ST_AGE_MASK))
 				continue;
-			if (atomic_compare_exchange_strong(&bm->state[r], &s, 0)) {
+			/* WRITTEN stays: only the write-intent bit goes. */
+			if (atomic_compare_exchange_strong(&bm->state[r], &s, s & ST_WRITTEN)) {
 				bit_clear_locked(bm, r);
 				cleared++;
 			}
@@ -325,6 +410,19 @@ static void *bitmap_main(void *arg)
 			pthread_cond_broadcast(&bm->sync_done);
 			continue;
 		}
+		if (bm->wsync_req != bm->wsync_done || bm->wwrite_req) {
+			uint64_t req = bm->wsync_req;
+			int r;
+
+			bm->wwrite_req = false;
+			r = write_written_locked(bm);
+			if (req != bm->wsync_done) {
+				bm->wsync_done = req;
+				bm->wsync_err = r;
+				pthread_cond_broadcast(&bm->sync_done);
+			}
+			continue;
+		}
 		if (bm->stop)
 			break;
 		if (!bm->weight || !atomic_load(&bm->allow_clear)) {
@@ -362,6 +460,8 @@ static void bitmap_free(struct mbitmap *bm)
 	pthread_cond_destroy(&bm->wake);
 	pthread_mutex_destroy(&bm->lock);
 	free(bm->wbuf);
+	free(bm->wbits);
+	free(bm->wpage_dirty);
 	free(bm->bits);
 	free(bm->page_dirty);
 	free(bm->state);
@@ -412,7 +512,16 @@ struct mbitmap *mbitmap_create(uint64_t nr_regions, unsigned region_shift, size_
 		bm->bits = NULL;
 	if (posix_memalign((void **)&bm->wbuf, MBITMAP_PAGE_SIZE, length))
 		bm->wbuf = NULL;
-	if (!bm->state || !bm->page_dirty || !bm->bits || !bm->wbuf) {
+	bm->has_written = ops->write_written != NULL;
+	if (bm->has_written) {
+		bm->wpage_dirty = calloc(bm->nr_pages, 1);
+		if (posix_memalign((void **)&bm->wbits, MBITMAP_PAGE_SIZE, length))
+			bm->wbits = NULL;
+		else
+			memset(bm->wbits, 0, length);
+	}
+	if (!bm->state || !bm->page_dirty || !bm->bits || !bm->wbuf ||
+	    (bm->has_written && (!bm->wbits || !bm->wpage_dirty))) {
 		bitmap_free(bm);
 		return NULL;
 	}
@@ -483,10 +592,13 @@ bool mbitmap_start_write(struct mbitmap *bm, uint64_t sector, uint64_t count,
 			 struct mbitmap_waiter *w)
 {
 	uint64_t first, last, r, slow = UINT64_MAX;
+	uint32_t need = ST_DURABLE;
 
 	if (!count)
 		return true;
 	assert(sector + count > sector);
+	if (bm->has_written && w->mark_written)
+		need |= ST_WRITTEN;
 	first = region_of(bm, sector);
 	last = region_of(bm, sector + count - 1);
 	assert(last < bm->nr_regions);
@@ -494,7 +606,7 @@ bool mbitmap_start_write(struct mbitmap *bm, uint64_t sector, uint64_t count,
 		uint32_t old = atomic_fetch_add(&bm->state[r], 1);
 
 		assert((old & ST_COUNT_MASK) != ST_COUNT_MASK);
-		if (!(old & ST_DURABLE) && slow == UINT64_MAX)
+		if ((old & need) != need && slow == UINT64_MAX)
 			slow = r;
 	}
 	if (fm_likely(slow == UINT64_MAX))
@@ -504,7 +616,7 @@ bool mbitmap_start_write(struct mbitmap *bm, uint64_t sector, uint64_t count,
 	 * (our counts keep them so); otherwise queue. */
 	pthread_mutex_lock(&bm->lock);
 	for (r = slow; r <= last; r++)
-		if (!(atomic_load(&bm->state[r]) & ST_DURABLE))
+		if ((atomic_load(&bm->state[r]) & need) != need)
 			break;
 	if (r > last) {
 		pthread_mutex_unlock(&bm->lock);
@@ -583,7 +695,8 @@ static void sync_waiter_done(void *ctx, int err)
 
 int mbitmap_set_regions_sync(struct mbitmap *bm, uint64_t first, uint64_t last)
 {
-	struct sync_waiter sw = { .w = { .fn = sync_waiter_done, .ctx = &sw } };
+	struct sync_waiter sw = { .w = { .fn = sync_waiter_done, .ctx = &sw,
+					 .mark_written = false } };
 
 	if (first > last || last >= bm->nr_regions)
 		return -EINVAL;
@@ -674,6 +787,119 @@ void mbitmap_snapshot(struct mbitmap *bm, uint8_t *buf, size_t len)
 
 	pthread_mutex_lock(&bm->lock);
 	memcpy(buf, bm->bits, n);
+	pthread_mutex_unlock(&bm->lock);
+	if (len > n)
+		memset(buf + n, 0, len - n);
+}
+
+/*----------------------------------------------------------------*/
+/* The written-region map */
+
+bool mbitmap_has_written(const struct mbitmap *bm)
+{
+	return bm->has_written;
+}
+
+void mbitmap_load_written(struct mbitmap *bm, const uint8_t *bits, size_t len)
+{
+	uint64_t limit = (bm->nr_regions + 7) / 8;
+
+	if (!bm->has_written)
+		return;
+	if (len > limit)
+		len = (size_t)limit;
+	pthread_mutex_lock(&bm->lock);
+	for (size_t i = 0; i < len; i++) {
+		unsigned add = bits[i] & (uint8_t)~bm->wbits[i];
+
+		if (i == limit - 1 && bm->nr_regions % 8)
+			add &= (1u << (bm->nr_regions % 8)) - 1;
+		while (add) {
+			unsigned b = (unsigned)__builtin_ctz(add);
+
+			add &= add - 1;
+			bm->wbits[i] |= (uint8_t)(1u << b);
+			bm->wweight++;
+			atomic_fetch_or(&bm->state[(uint64_t)i * 8 + b], ST_WRITTEN);
+		}
+	}
+	pthread_mutex_unlock(&bm->lock);
+}
+
+bool mbitmap_written(const struct mbitmap *bm, uint64_t region)
+{
+	if (!bm->has_written)
+		return true;
+	if (region >= bm->nr_regions)
+		return false;
+	return atomic_load_explicit(&bm->state[region], memory_order_acquire) & ST_WRITTEN;
+}
+
+void mbitmap_unwrite(struct mbitmap *bm, uint64_t first, uint64_t last)
+{
+	bool changed = false;
+
+	if (!bm->has_written || first > last || last >= bm->nr_regions)
+		return;
+	pthread_mutex_lock(&bm->lock);
+	for (uint64_t r = first; r <= last; r++) {
+		atomic_fetch_and(&bm->state[r], ~ST_WRITTEN);
+		if (bm->wbits[r >> 3] & (1u << (r & 7))) {
+			bm->wbits[r >> 3] &= (uint8_t)~(1u << (r & 7));
+			bm->wweight--;
+			bm->wpage_dirty[page_of(r)] = 1;
+			changed = true;
+		}
+	}
+	if (changed) {
+		bm->wneed_flush = true;
+		bm->wwrite_req = true;
+		pthread_cond_signal(&bm->wake);
+	}
+	pthread_mutex_unlock(&bm->lock);
+}
+
+int mbitmap_sync_written(struct mbitmap *bm, bool all)
+{
+	uint64_t req;
+	int r;
+
+	if (!bm->has_written)
+		return 0;
+	pthread_mutex_lock(&bm->lock);
+	if (all)
+		memset(bm->wpage_dirty, 1, bm->nr_pages);
+	req = ++bm->wsync_req;
+	pthread_cond_signal(&bm->wake);
+	while (bm->wsync_done < req)
+		pthread_cond_wait(&bm->sync_done, &bm->lock);
+	r = bm->wsync_err;
+	pthread_mutex_unlock(&bm->lock);
+	return r;
+}
+
+uint64_t mbitmap_written_weight(struct mbitmap *bm)
+{
+	uint64_t n;
+
+	if (!bm->has_written)
+		return bm->nr_regions;
+	pthread_mutex_lock(&bm->lock);
+	n = bm->wweight;
+	pthread_mutex_unlock(&bm->lock);
+	return n;
+}
+
+void mbitmap_written_snapshot(struct mbitmap *bm, uint8_t *buf, size_t len)
+{
+	size_t n = len < bm->length ? len : bm->length;
+
+	if (!bm->has_written) {
+		memset(buf, 0xff, len);
+		return;
+	}
+	pthread_mutex_lock(&bm->lock);
+	memcpy(buf, bm->wbits, n);
 	pthread_mutex_unlock(&bm->lock);
 	if (len > n)
 		memset(buf + n, 0, len - n);

@@ -12,6 +12,20 @@
  *     delay_ms is cleared in memory and on disk, after ops->flush made its
  *     data durable on every leg, and only while clearing is allowed.
  *
+ * With a written-region map (ops->write_written set), the bitmap also keeps
+ * one "written" bit per region, in memory and in a second on-disk image of
+ * the same geometry:
+ *   - A write that puts data (waiter.mark_written) into a region whose map
+ *     bit is clear queues like a write into a clean region: the bitmap
+ *     thread sets the map bit, writes the map page (ops->write_written,
+ *     FUA, every leg) together with the bitmap pages, and only then lets
+ *     the write go.  So a region is written on disk before any write into
+ *     it can complete, let alone be acknowledged.
+ *   - mbitmap_unwrite() clears map bits (the caller discarded the whole
+ *     regions on every leg); the thread writes those pages soon after,
+ *     behind an ops->flush that makes the discard durable first.
+ *   - Without ops->write_written every region counts as written.
+ *
  * The on-disk image is @length bytes (a multiple of 4 KiB): bit r is bit
  * r % 8 (LSB first) of byte r / 8.  It is written in whole 4 KiB pages, by
  * ops->write, to every leg; how is the mirror's business.
@@ -72,6 +86,9 @@ struct mbitmap_ops {
 	/* Flush every leg (make completed data writes durable).  Returns 0 or
 	 * -errno.  Called from the bitmap thread only. */
 	int (*flush)(void *ctx);
+	/* Optional: as write, for the written-region map's image (NULL: no
+	 * map, every region counts as written). */
+	int (*write_written)(void *ctx, const void *buf, uint64_t off, size_t len);
 };
 
 /* @err: 0, or -errno when the region bits could not be written: the write
@@ -79,14 +96,15 @@ struct mbitmap_ops {
 typedef void (*mbitmap_ready_fn)(void *ctx, int err);
 
 /*
- * Embedded in the caller's request.  The caller sets fn and ctx before
- * mbitmap_start_write(); the other fields belong to the bitmap while the
- * waiter is queued (until fn is called).
+ * Embedded in the caller's request.  The caller sets fn, ctx and
+ * mark_written before mbitmap_start_write(); the other fields belong to
+ * the bitmap while the waiter is queued (until fn is called).
  */
 struct mbitmap_waiter {
 	struct mbitmap_waiter *next;
 	mbitmap_ready_fn fn;
 	void *ctx;
+	bool mark_written;      /* the write puts data: its regions become written */
 	uint64_t first, last;   /* regions (filled by start_write) */
 	int err;                /* result, handed to fn */
 };
@@ -180,5 +198,30 @@ uint64_t mbitmap_page_writes(struct mbitmap *bm);
 /* Copy the in-memory bits into @buf (@len bytes; beyond the bitmap's length
  * zeroes) — for tests and `examine`. */
 void mbitmap_snapshot(struct mbitmap *bm, uint8_t *buf, size_t len);
+
+/*
+ * The written-region map (see the top).  All are no-ops, or say "every
+ * region is written", without ops->write_written.
+ */
+bool mbitmap_has_written(const struct mbitmap *bm);
+/* OR @len bytes of on-disk map bits in (at assembly: the union of the
+ * in-sync legs' maps); they count as on disk.  Call before any write. */
+void mbitmap_load_written(struct mbitmap *bm, const uint8_t *bits, size_t len);
+/* Is region @region written (its map bit set in memory, hence on disk)?
+ * Lock-free, any thread.  false beyond nr_regions. */
+bool mbitmap_written(const struct mbitmap *bm, uint64_t region);
+/* Regions [@first, @last] were discarded wholly on every leg: mark them
+ * unwritten in memory now, on disk soon (after an ops->flush).  The caller
+ * guarantees that no write into them is in flight or being started (the
+ * mirror's ordering: the discard is still active).  Never blocks. */
+void mbitmap_unwrite(struct mbitmap *bm, uint64_t first, uint64_t last);
+/* Write the dirty map pages (@all: every page, e.g. to legs that were
+ * rebuilt or whose map may be stale) and wait.  0 or -errno. */
+int mbitmap_sync_written(struct mbitmap *bm, bool all);
+/* Regions written (nr_regions without a map). */
+uint64_t mbitmap_written_weight(struct mbitmap *bm);
+/* Copy the in-memory map into @buf (as mbitmap_snapshot; all ones without
+ * a map). */
+void mbitmap_written_snapshot(struct mbitmap *bm, uint8_t *buf, size_t len);
 
 #endif /* MIRROR_BITMAP_H */

@@ -157,11 +157,13 @@ static uint64_t fit_size(uint64_t avail, uint64_t region_size, uint32_t features
 	return 0;
 }
 
-/* Empty the checksum area (zeroes: "every block is zeroes") and the data. */
+/* Empty the checksum area (zeroes: "every block is zeroes"), the
+ * written-region map (no region written) and the data. */
 static int empty_data_area(struct fleg *l, const struct fm_sb *sb)
 {
-	uint64_t start = (sb->features & FM_SB_FEAT_CHECKSUMS) ? sb->csum_offset
-							       : sb->data_offset;
+	uint64_t start = (sb->features & FM_SB_FEAT_CHECKSUMS) ? sb->csum_offset :
+			 (sb->features & FM_SB_FEAT_WRITTEN_MAP) ? sb->written_offset :
+			 sb->data_offset;
 	struct dmio_region where = { l->dev, start >> FM_SECTOR_SHIFT,
 				     (sb->data_offset + sb->image_size - start) >> FM_SECTOR_SHIFT };
 	/* A file gets holes (it stays sparse); a device gets zeroes, by unmap
@@ -184,7 +186,8 @@ int mirror_format(const char *const *paths, unsigned n,
 	struct mirror_format_opts o = opts ? *opts : (struct mirror_format_opts){ 0 };
 	struct fleg legs[FM_SB_MAX_LEGS] = { 0 };
 	uint64_t region = o.region_size ? o.region_size : FM_SB_DEFAULT_REGION_SIZE;
-	uint32_t features = o.checksums ? FM_SB_FEAT_CHECKSUMS : 0;
+	uint32_t features = (o.checksums ? FM_SB_FEAT_CHECKSUMS : 0) |
+			    (o.no_written_map ? 0 : FM_SB_FEAT_WRITTEN_MAP);
 	uint64_t min_avail = UINT64_MAX, need;
 	struct fm_sb sb = { 0 };
 	char u[37];

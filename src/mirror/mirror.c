@@ -537,6 +537,9 @@ static bool bm_gate(struct mreq *r)
 	r->bm_started = true;
 	r->bmw.fn = bm_ready;
 	r->bmw.ctx = r;
+	/* Only data makes a region written: a discard, write-zeroes or copy
+	 * leaves what an unwritten region holds (zeroes; copies of them). */
+	r->bmw.mark_written = r->op == MREQ_WRITE;
 	return mbitmap_start_write(m->bitmap, r->sector, r->count, &r->bmw);
 }
 
@@ -811,7 +814,8 @@ static uint64_t regions_done(struct mreq *r, unsigned long error_bits, uint64_t 
 			mirror_leg_failed(m, li, op_name(r->op), -EIO);
 		} else {
 			ok |= 1ull << li;
-			if (r->op != MREQ_DISCARD && r->op != MREQ_ZEROES) {
+			if (r->op != MREQ_DISCARD && r->op != MREQ_ZEROES &&
+			    !(r->copy_flags & COPY_ZERO)) {
 				MIRROR_STAT_ADD(leg->writes, 1);
 				MIRROR_STAT_ADD(leg->write_bytes, count << FM_SECTOR_SHIFT);
 			}
@@ -819,6 +823,54 @@ static uint64_t regions_done(struct mreq *r, unsigned long error_bits, uint64_t 
 		leg_put(leg);
 	}
 	return ok;
+}
+
+bool mirror_has_written_map(const struct mirror *m)
+{
+	return m->bitmap && mbitmap_has_written(m->bitmap);
+}
+
+bool mirror_region_written(const struct mirror *m, uint64_t region)
+{
+	return !m->bitmap || mbitmap_written(m->bitmap, region);
+}
+
+/* Is every region that [sector, sector + count) touches unwritten? */
+static bool range_unwritten(const struct mirror *m, uint64_t sector, uint64_t count)
+{
+	if (!mirror_has_written_map(m))
+		return false;
+	for (uint64_t g = sector >> m->region_shift; g <= (sector + count - 1) >> m->region_shift;
+	     g++)
+		if (mbitmap_written(m->bitmap, g))
+			return false;
+	return true;
+}
+
+bool mirror_whole_regions(uint64_t sector, uint64_t count, unsigned region_shift,
+			  uint64_t image_sectors, uint64_t *ret_first, uint64_t *ret_end)
+{
+	uint64_t end = sector + count, rs = 1ull << region_shift;
+	uint64_t first = sector / rs + (sector % rs != 0);
+	/* The last region ends at the image's end, which may cut it short. */
+	uint64_t last_end = end >= image_sectors ? (image_sectors + rs - 1) / rs : end / rs;
+
+	if (count == 0 || first >= last_end)
+		return false;
+	*ret_first = first;
+	*ret_end = last_end;
+	return true;
+}
+
+/* The regions wholly inside [sector, sector + count) become unwritten. */
+static void unwrite_whole_regions(struct mirror *m, uint64_t sector, uint64_t count)
+{
+	uint64_t first, end;
+
+	if (mirror_has_written_map(m) &&
+	    mirror_whole_regions(sector, count, m->region_shift,
+				 m->image_size >> FM_SECTOR_SHIFT, &first, &end))
+		mbitmap_unwrite(m->bitmap, first, end - 1);
 }
 
 static void write_done(unsigned long error_bits, void *context)
@@ -835,6 +887,11 @@ static void write_done(unsigned long error_bits, void *context)
 
 	if (err)
 		MIRROR_STAT_ADD(m->errors, 1);
+	/* Whole regions that now hold zeroes on every leg are unwritten
+	 * again; before order_finish, while later writes into them wait. */
+	if ((r->op == MREQ_DISCARD || r->op == MREQ_ZEROES) && !err && !some_failed &&
+	    r->nr_regions)
+		unwrite_whole_regions(m, r->sector, r->count);
 	order_finish(r);
 	if (some_failed && !err) {
 		/* Acknowledged once the failed legs are recorded as such. */
@@ -950,6 +1007,17 @@ static void copy_read(struct mreq *r)
 {
 	struct mirror *m = r->m;
 
+	if (r->copy_flags & COPY_ZERO) {
+		/* Decided now that no earlier write overlaps: a write into the
+		 * region marked it written before it was issued. */
+		if (!mirror_region_written(m, r->sector >> m->region_shift)) {
+			r->data = NULL;
+			r->stage = STAGE_WRITE;
+			copy_step(r);
+			return;
+		}
+		r->copy_flags &= ~COPY_ZERO;
+	}
 	for (;;) {
 		int li = -1;
 
@@ -1055,6 +1123,11 @@ static void copy_write_run(struct mreq *r)
 	unsigned n = write_regions(m, r, r->run_mask, where, r->run_sector, r->run_count,
 				   &in_sync);
 
+	if (r->copy_flags & COPY_ZERO) {
+		/* An unwritten region: the targets get zeroes, as the others hold. */
+		dr.op = DMIO_OP_WRITE_ZEROES;
+		dr.mem = (struct dmio_memory){ .type = DMIO_MEM_VM };
+	}
 	if (n == 0 || dmio(&dr, n, where, NULL) < 0)
 		copy_write_done(n ? ~0ul : 0, r);
 }
@@ -1083,7 +1156,8 @@ static void copy_write_done(unsigned long error_bits, void *context)
 	/* A leg that did not take a run gets no more of this request. */
 	r->targets &= ~r->run_mask | ok;
 	if (r->copy_flags & COPY_SYNC)
-		MIRROR_STAT_ADD(r->m->sync_write_bytes, (uint64_t)__builtin_popcountll(ok) *
+		MIRROR_STAT_ADD(*((r->copy_flags & COPY_ZERO) ? &r->m->sync_zero_bytes :
+				  &r->m->sync_write_bytes), (uint64_t)__builtin_popcountll(ok) *
 				(r->run_count << FM_SECTOR_SHIFT));
 	if (run_next(r, r->run_sector + r->run_count)) {
 		copy_write_run(r);
@@ -1500,6 +1574,16 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 		return -EROFS;
 	if (m->csum && !mcsum_aligned(sector, count))
 		return -EINVAL;
+	if (op == MREQ_READ && count && range_unwritten(m, sector, count)) {
+		/* Never written (or discarded since): zeroes, no leg touched. */
+		for (unsigned i = 0; i < iovcnt; i++)
+			memset(iov[i].iov_base, 0, iov[i].iov_len);
+		MIRROR_STAT_ADD(m->reads, 1);
+		MIRROR_STAT_ADD(m->read_bytes, count << FM_SECTOR_SHIFT);
+		MIRROR_STAT_ADD(m->unwritten_reads, 1);
+		end_io(ctx, 0);
+		return 0;
+	}
 	r = mreq_alloc(m);
 	if (!r)
 		return -ENOMEM;
@@ -1514,6 +1598,7 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	r->bad = 0;
 	r->bm_started = false;
 	r->bm_err = 0;
+	r->copy_flags = 0;
 	r->buf = NULL;
 	r->client = NULL;
 	r->iovcnt = iovcnt;

@@ -69,6 +69,9 @@ enum mreq_copy_flags {
 				   source's data and its checksum is recomputed
 				   (a region dirty at a crash) */
 	COPY_SYNC = 1u << 4,    /* from the sync thread: count bytes read/written */
+	COPY_ZERO = 1u << 7,    /* the region is unwritten: zero the targets instead
+				   of copying (a copy after all if, when issued,
+				   a write has made it written) */
 };
 
 /* Completion of a copy or scrub: err 0 or -errno; @mismatch sectors that
@@ -171,6 +174,8 @@ struct mirror {
 	struct mbitmap *bitmap;
 	struct mcsum *csum;             /* per-block checksums (csum.c), or NULL */
 	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
+	atomic_ullong sync_zero_bytes;  /* of it: unwritten regions zeroed on targets */
+	atomic_ullong unwritten_reads;  /* reads answered with zeroes, no leg read */
 
 	/* Array state.  state_lock guards sb (the newest superblock: array
 	 * fields and leg table), the legs' state transitions, and the
@@ -247,6 +252,19 @@ void leg_put(struct mirror_leg *leg);
 #define LEG_READABLE (1u << FM_LEG_IN_SYNC)
 #define LEG_WRITABLE ((1u << FM_LEG_IN_SYNC) | (1u << FM_LEG_REBUILDING))
 bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count);
+/* The written-region map (FM_SB_FEAT_WRITTEN_MAP, kept by the bitmap):
+ * is there one; is region @region written (always true without a map, or
+ * without a bitmap: a read-only array reads the legs, which hold zeroes in
+ * unwritten regions)? */
+bool mirror_has_written_map(const struct mirror *m);
+bool mirror_region_written(const struct mirror *m, uint64_t region);
+/* The regions of 2^@region_shift sectors lying wholly inside [@sector,
+ * @sector + @count) of an image of @image_sectors (whose last region may
+ * be short): [*ret_first, *ret_end).  false (untouched) when there is none.
+ * Pure: a discard of them may mark them unwritten; of a region it covers
+ * only partly, never. */
+bool mirror_whole_regions(uint64_t sector, uint64_t count, unsigned region_shift,
+			  uint64_t image_sectors, uint64_t *ret_first, uint64_t *ret_end);
 /* The leg a resync reads from: the first in-sync leg that is not
  * write-mostly, else the first in-sync one; -1 when none is in sync. */
 int mirror_pick_source(struct mirror *m);

@@ -534,6 +534,14 @@ void mirror_get_status(struct mirror *m, struct mirror_status *s)
 	s->checksum_page_writes = mcsum_page_writes(m);
 	s->sync_read_bytes = atomic_load(&m->sync_read_bytes);
 	s->sync_write_bytes = atomic_load(&m->sync_write_bytes);
+	s->sync_zero_bytes = atomic_load(&m->sync_zero_bytes);
+	s->written_map = mirror_has_written_map(m);
+	s->written_regions = s->written_map ? mbitmap_written_weight(m->bitmap) : m->nr_regions;
+	s->written_bytes = s->written_regions * m->sb.region_size;
+	if (s->written_regions && m->nr_regions &&
+	    mirror_region_written(m, m->nr_regions - 1))
+		s->written_bytes -= m->nr_regions * m->sb.region_size - m->image_size;
+	s->unwritten_reads = atomic_load(&m->unwritten_reads);
 	s->state = s->failed ? "failed" :
 		   s->action == MIRROR_SYNC_RESYNC ? "resyncing" :
 		   s->action == MIRROR_SYNC_RECOVER ? "recovering" :

@@ -18,6 +18,10 @@
  *   repair     check, and rewrite the legs that differ from the first leg
  *              that read correctly.
  * A resync and a recovery are done in one pass when both are due.
+ * With a written-region map, a region never written (or wholly discarded
+ * since) holds zeroes on every in-sync leg: a scrub and a resync skip it,
+ * and a recovery zeroes it on the rebuilding legs (COPY_ZERO: a punched
+ * hole or write-zeroes, no read) instead of copying it.
  *
  * Threading: the driver thread submits copies (asynchronous, completed on
  * reaper threads) and waits for them with sync->lock/cond; status readers
@@ -140,6 +144,19 @@ static void throttle(struct mirror *m, struct mirror_sync *s, struct throttle *t
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* Progress of bytes that cost no copy (unwritten regions zeroed). */
+static void account_done(struct mirror_sync *s, uint64_t bytes)
+{
+	pthread_mutex_lock(&s->lock);
+	s->done += bytes;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static bool region_unwritten(struct mirror *m, uint64_t g)
+{
+	return mirror_has_written_map(m) && !mirror_region_written(m, g);
+}
+
 static uint64_t region_bytes(struct mirror *m, uint64_t g)
 {
 	uint64_t start = g << (m->region_shift + FM_SECTOR_SHIFT);
@@ -213,6 +230,10 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		if (mcsum_write_dirty(m) < 0)
 			fm_err("checksums could not be written to the rebuilt legs");
 	}
+	/* Its written-region map too (pages written since it joined are
+	 * current; the others are whatever the device held). */
+	if (m->bitmap && mbitmap_sync_written(m->bitmap, true) < 0)
+		fm_err("the written-region map could not be written to the rebuilt legs");
 	pthread_mutex_lock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
@@ -308,10 +329,11 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 				bm[g / 64] |= 1ull << (g % 64);
 	}
 	for (uint64_t g = 0; g < m->nr_regions; g++)
-		if (scrub || region_targets(m, g, (unsigned)src, full, bm))
+		if (scrub ? !region_unwritten(m, g) : region_targets(m, g, (unsigned)src, full, bm))
 			total += region_bytes(m, g);
 	atomic_store(&m->sync_read_bytes, 0);
 	atomic_store(&m->sync_write_bytes, 0);
+	atomic_store(&m->sync_zero_bytes, 0);
 	pthread_mutex_lock(&s->lock);
 	s->ckpt_ns = fm_now_ns();
 	s->total = total;
@@ -335,9 +357,19 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		enum mreq_op op = scrub ? MREQ_SCRUB : MREQ_COPY;
 		unsigned flags = COPY_SYNC | (s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0);
 
+		if (region_unwritten(m, g)) {
+			/* Zeroes on every in-sync leg: nothing to compare or
+			 * resync; rebuilding legs get zeroes, not a copy. */
+			if (scrub)
+				continue;
+			if (unsynced_test(m, g))
+				unsynced_clear(m, g);
+			targets &= ~in_sync_legs(m);
+			flags |= COPY_ZERO;
+		}
 		if (!scrub && !targets)
 			continue;
-		if (!scrub && unsynced_test(m, g) && m->csum) {
+		if (!scrub && unsynced_test(m, g) && m->csum && !(flags & COPY_ZERO)) {
 			/* After a crash: the data of blocks no copy verifies
 			 * comes from the source, with its checksum. */
 			flags |= COPY_RESYNC;
@@ -357,7 +389,10 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 
 			if (!wait_window(s, SYNC_WINDOW))
 				break;
-			throttle(m, s, &t, count << FM_SECTOR_SHIFT);
+			if (flags & COPY_ZERO)
+				account_done(s, count << FM_SECTOR_SHIFT);
+			else
+				throttle(m, s, &t, count << FM_SECTOR_SHIFT);
 			pthread_mutex_lock(&s->lock);
 			s->inflight++;
 			pthread_mutex_unlock(&s->lock);
@@ -427,12 +462,14 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		mirror_event_sync_end(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);
 	}
 	fm_debug("array %s: %s done: %llu regions, %llu bytes in %.1f s: %llu bytes read, "
-		 "%llu bytes written", fm_uuid_unparse(m->sb.array_uuid, u),
+		 "%llu bytes written, %llu bytes of unwritten regions zeroed",
+		 fm_uuid_unparse(m->sb.array_uuid, u),
 		 mirror_sync_action_name(s->action),
 		 (unsigned long long)s->resynced_regions, (unsigned long long)s->done,
 		 (double)(fm_now_ns() - s->started_ns) / 1e9,
 		 (unsigned long long)atomic_load(&m->sync_read_bytes),
-		 (unsigned long long)atomic_load(&m->sync_write_bytes));
+		 (unsigned long long)atomic_load(&m->sync_write_bytes),
+		 (unsigned long long)atomic_load(&m->sync_zero_bytes));
 }
 
 static void *sync_main(void *arg)

@@ -69,6 +69,8 @@ enum {
 	SB_OFF_CSUM_ALGO = 1504,
 	SB_OFF_CSUM_BLOCK_SIZE = 1508,
 	SB_OFF_LAST_IN_SYNC = 1232,     /* u64 [FM_SB_MAX_LEGS], FM_SB_FEAT_GENERATIONS */
+	SB_OFF_WRITTEN_OFFSET = 1744,   /* FM_SB_FEAT_WRITTEN_MAP */
+	SB_OFF_WRITTEN_LENGTH = 1752,
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
@@ -176,10 +178,12 @@ int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region
 			  uint32_t features)
 {
 	uint64_t bitmap_length, data_offset, csum_offset, csum_length = 0;
+	uint64_t written_offset, written_length = 0;
+	const uint32_t known = FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP;
 
 	if (image_size == 0 || !FM_IS_ALIGNED(image_size, (uint64_t)FM_PAGE_SIZE))
 		return -EINVAL;
-	if (!region_size_ok(region_size) || (features & ~(uint32_t)FM_SB_FEAT_CHECKSUMS))
+	if (!region_size_ok(region_size) || (features & ~known))
 		return -EINVAL;
 	/* image_size < 2^64 and region_size >= 2^20: at most 2^41 bytes. */
 	bitmap_length = FM_ALIGN_UP(bitmap_bytes_needed(image_size, region_size),
@@ -187,7 +191,11 @@ int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region
 	csum_offset = FM_SB_SIZE + bitmap_length;
 	if (features & FM_SB_FEAT_CHECKSUMS)
 		csum_length = fm_sb_csum_bytes(image_size);
-	data_offset = FM_ALIGN_UP(csum_offset + csum_length, (uint64_t)FM_SB_DATA_ALIGN);
+	/* The written-region map: one bit per region, like the bitmap. */
+	written_offset = csum_offset + csum_length;
+	if (features & FM_SB_FEAT_WRITTEN_MAP)
+		written_length = bitmap_length;
+	data_offset = FM_ALIGN_UP(written_offset + written_length, (uint64_t)FM_SB_DATA_ALIGN);
 	if (image_size > SB_MAX_LEG_BYTES - data_offset)
 		return -EINVAL;
 
@@ -196,9 +204,15 @@ int fm_sb_layout_features(struct fm_sb *sb, uint64_t image_size, uint64_t region
 	sb->bitmap_offset = FM_SB_SIZE;
 	sb->bitmap_length = bitmap_length;
 	sb->data_offset = data_offset;
-	sb->features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+	sb->features &= ~known;
 	sb->csum_offset = sb->csum_length = 0;
 	sb->csum_algo = sb->csum_block_size = 0;
+	sb->written_offset = sb->written_length = 0;
+	if (features & FM_SB_FEAT_WRITTEN_MAP) {
+		sb->features |= FM_SB_FEAT_WRITTEN_MAP;
+		sb->written_offset = written_offset;
+		sb->written_length = written_length;
+	}
 	if (features & FM_SB_FEAT_CHECKSUMS) {
 		sb->features |= FM_SB_FEAT_CHECKSUMS;
 		sb->csum_offset = csum_offset;
@@ -214,9 +228,9 @@ int fm_sb_layout(struct fm_sb *sb, uint64_t image_size, uint64_t region_size)
 	uint32_t f = sb->features;
 	int r = fm_sb_layout_features(sb, image_size, region_size, 0);
 
-	/* Other fields untouched: the checksum bit is not this call's business. */
+	/* Other fields untouched: the area bits are not this call's business. */
 	if (r == 0)
-		sb->features = f & ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
+		sb->features = f & ~(uint32_t)(FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP);
 	return r;
 }
 
@@ -327,6 +341,29 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 				       "ends at %" PRIu64 ")", sb->data_offset,
 				       sb->csum_offset + sb->csum_length);
 	}
+	if (sb->features & FM_SB_FEAT_WRITTEN_MAP) {
+		uint64_t after = (sb->features & FM_SB_FEAT_CHECKSUMS) ?
+				 sb->csum_offset + sb->csum_length : bitmap_end;
+
+		if (sb->written_offset < after ||
+		    !FM_IS_ALIGNED(sb->written_offset, (uint64_t)FM_PAGE_SIZE))
+			return sb_fail(err, EUCLEAN, "written-region map offset %" PRIu64 " is not "
+				       "a 4 KiB boundary after the bitmap and checksum areas (which "
+				       "end at %" PRIu64 ")", sb->written_offset, after);
+		if (sb->written_length < need ||
+		    !FM_IS_ALIGNED(sb->written_length, (uint64_t)FM_PAGE_SIZE))
+			return sb_fail(err, EUCLEAN, "written-region map length %" PRIu64 " is not "
+				       "a multiple of 4096 of at least %" PRIu64 " bytes",
+				       sb->written_length, need);
+		if (sb->written_length > UINT64_MAX - sb->written_offset)
+			return sb_fail(err, EUCLEAN, "written-region map length %" PRIu64
+				       " is impossibly large", sb->written_length);
+		if (sb->data_offset < sb->written_offset + sb->written_length)
+			return sb_fail(err, EUCLEAN,
+				       "data offset %" PRIu64 " overlaps the written-region map "
+				       "(which ends at %" PRIu64 ")", sb->data_offset,
+				       sb->written_offset + sb->written_length);
+	}
 	if (sb->data_offset < bitmap_end)
 		return sb_fail(err, EUCLEAN,
 			       "data offset %" PRIu64 " overlaps the bitmap (which ends at %"
@@ -427,6 +464,10 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 		put_le32(p + SB_OFF_CSUM_ALGO, sb->csum_algo);
 		put_le32(p + SB_OFF_CSUM_BLOCK_SIZE, sb->csum_block_size);
 	}
+	if (sb->features & FM_SB_FEAT_WRITTEN_MAP) {
+		put_le64(p + SB_OFF_WRITTEN_OFFSET, sb->written_offset);
+		put_le64(p + SB_OFF_WRITTEN_LENGTH, sb->written_length);
+	}
 	if (sb->features & FM_SB_FEAT_GENERATIONS)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			put_le64(p + SB_OFF_LAST_IN_SYNC + 8 * i, sb->last_in_sync[i]);
@@ -493,6 +534,10 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 		sb.csum_length = get_le64(p + SB_OFF_CSUM_LENGTH);
 		sb.csum_algo = get_le32(p + SB_OFF_CSUM_ALGO);
 		sb.csum_block_size = get_le32(p + SB_OFF_CSUM_BLOCK_SIZE);
+	}
+	if (sb.features & FM_SB_FEAT_WRITTEN_MAP) {
+		sb.written_offset = get_le64(p + SB_OFF_WRITTEN_OFFSET);
+		sb.written_length = get_le64(p + SB_OFF_WRITTEN_LENGTH);
 	}
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		const uint8_t *slot = p + SB_OFF_LEGS + i * SB_LEG_SLOT;

@@ -64,6 +64,14 @@ struct fake {
 	unsigned flushes_at_clear;      /* flushes before the last such write */
 	bool bad;                       /* a contract violation, in bad_msg */
 	char bad_msg[256];
+	/* The written-region map's "disk" (make_bm_written()). */
+	uint8_t *wdisk;
+	unsigned wwrites;               /* successful ops->write_written calls */
+	int wwrite_err;                 /* next map writes fail with this */
+	bool wlie;                      /* map writes report success, write nothing */
+	uint64_t wwatch;                /* region whose map bit going 1 -> 0 is recorded */
+	unsigned wwatch_clears;
+	unsigned wflushes_at_clear;     /* flushes before the last such write */
 };
 
 static struct {
@@ -152,6 +160,52 @@ static const struct mbitmap_ops fake_ops = {
 	.flush = fake_flush,
 };
 
+static bool wdisk_bit_locked(uint64_t r)
+{
+	return fx.f.wdisk[r / 8] & (1u << (r % 8));
+}
+
+static bool wdisk_bit(uint64_t r)
+{
+	bool b;
+
+	fm_test_sync_lock(&fx.f.s);
+	b = wdisk_bit_locked(r);
+	fm_test_sync_unlock(&fx.f.s);
+	return b;
+}
+
+static int fake_write_written(void *ctx, const void *buf, uint64_t off, size_t len)
+{
+	struct fake *f = ctx;
+	bool was;
+	int r;
+
+	fm_test_sync_lock(&f->s);
+	if ((uintptr_t)buf % 4096 || off % 4096 || len % 4096 || !len || off + len > f->length)
+		fake_bad_locked("map write of [%" PRIu64 ", +%zu): not 4 KiB pages inside "
+				"the %zu-byte image", off, len, f->length);
+	r = f->wwrite_err;
+	if (r == 0 && !f->wlie) {
+		was = f->wwatch < f->length * 8 && wdisk_bit_locked(f->wwatch);
+		memcpy(f->wdisk + off, buf, len);
+		f->wwrites++;
+		if (was && !wdisk_bit_locked(f->wwatch)) {
+			f->wwatch_clears++;
+			f->wflushes_at_clear = f->flushes;
+		}
+	}
+	fm_test_sync_broadcast(&f->s);
+	fm_test_sync_unlock(&f->s);
+	return r;
+}
+
+static const struct mbitmap_ops fake_ops_written = {
+	.write = fake_write,
+	.flush = fake_flush,
+	.write_written = fake_write_written,
+};
+
 /* Read a counter of the fake under its lock. */
 #define FAKE_GET(field)                                 \
 	({                                              \
@@ -224,6 +278,12 @@ static void tw_fn(void *ctx, int err)
 		fake_bad_locked("waiter filled with regions %" PRIu64 "..%" PRIu64
 				", expected %" PRIu64 "..%" PRIu64, t->w.first, t->w.last,
 				t->first, t->last);
+	/* A write that puts data: its regions are written on disk first. */
+	for (uint64_t r = t->first; err == 0 && fx.f.wdisk && t->w.mark_written &&
+	     r <= t->last; r++)
+		if (!wdisk_bit_locked(r))
+			fake_bad_locked("waiter of a data write into region %" PRIu64 " called "
+					"with 0 before the region was written on disk", r);
 	t->calls++;
 	t->err = err;
 	t->disk_ok = ok;
@@ -303,6 +363,7 @@ static void teardown(void)
 	fx.bm = NULL;
 	ck_assert_msg(!fx.f.bad, "%s", fx.f.bad_msg);
 	free(fx.f.disk);
+	free(fx.f.wdisk);
 	fm_test_sync_destroy(&fx.f.s);
 }
 
@@ -315,6 +376,28 @@ static void make_bm(uint64_t nr, size_t length, unsigned delay_ms)
 	fx.bm = mbitmap_create(nr, SHIFT, length, &fake_ops, &fx.f, delay_ms);
 	ck_assert_msg(fx.bm, "mbitmap_create(%" PRIu64 ", %u, %zu) failed", nr, SHIFT, length);
 	ck_assert_uint_eq(mbitmap_nr_regions(fx.bm), nr);
+}
+
+/* A bitmap with a written-region map (its own fake disk). */
+static void make_bm_written(uint64_t nr, size_t length, unsigned delay_ms)
+{
+	fx.nr = nr;
+	fx.f.length = length;
+	fx.f.disk = calloc(1, length);
+	fx.f.wdisk = calloc(1, length);
+	fx.f.wwatch = UINT64_MAX;
+	ck_assert(fx.f.disk && fx.f.wdisk);
+	fx.bm = mbitmap_create(nr, SHIFT, length, &fake_ops_written, &fx.f, delay_ms);
+	ck_assert(fx.bm);
+	ck_assert(mbitmap_has_written(fx.bm));
+}
+
+/* start_write of a write that puts data (mark_written). */
+static bool tw_start_data(struct tw *t, uint64_t sector, uint64_t count)
+{
+	tw_init(t, sector, count);
+	t->w.mark_written = true;
+	return mbitmap_start_write(fx.bm, sector, count, &t->w);
 }
 
 /*----------------------------------------------------------------*/
@@ -984,6 +1067,210 @@ START_TEST(test_clear_all_sync)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* written: the written-region map (ops->write_written) */
+
+/* A data write into a region never written waits until its map bit is on
+ * disk (tw_fn checks it at the call); later ones do not write the map. */
+START_TEST(test_written_before_ready)
+{
+	struct tw t;
+
+	make_bm_written(100, 4096, LONG_DELAY);
+	ck_assert(!mbitmap_written(fx.bm, 5));
+	ck_assert_uint_eq(mbitmap_written_weight(fx.bm), 0);
+	ck_assert(!tw_start_data(&t, 5 * RSECT + 3, 8));
+	assert_called_once_ok(&t);
+	ck_assert(wdisk_bit(5) && !wdisk_bit(4) && !wdisk_bit(6));
+	ck_assert(mbitmap_written(fx.bm, 5) && !mbitmap_written(fx.bm, 6));
+	ck_assert_uint_eq(mbitmap_written_weight(fx.bm), 1);
+	ck_assert_uint_eq(FAKE_GET(wwrites), 1);
+	/* Both bits durable: the hot path writes nothing. */
+	ck_assert(tw_start_data(&t, 5 * RSECT + 64, 8));
+	mbitmap_end_write(fx.bm, 5 * RSECT + 64, 8);
+	mbitmap_end_write(fx.bm, 5 * RSECT + 3, 8);
+	ck_assert_uint_eq(FAKE_GET(wwrites), 1);
+	ck_assert_uint_eq(FAKE_GET(writes), 1);
+	/* Clearing the write-intent bit keeps the region written. */
+	ck_assert_int_eq(mbitmap_clear_all_sync(fx.bm), 0);
+	ck_assert(!disk_bit(5));
+	ck_assert(mbitmap_written(fx.bm, 5) && wdisk_bit(5));
+	/* The next data write waits for the bitmap bit only. */
+	ck_assert(!tw_start_data(&t, 5 * RSECT, 8));
+	assert_called_once_ok(&t);
+	mbitmap_end_write(fx.bm, 5 * RSECT, 8);
+	ck_assert_uint_eq(FAKE_GET(wwrites), 1);
+	ck_assert_uint_eq(FAKE_GET(writes), 3);
+}
+END_TEST
+
+/* A write that puts no data (discard, copy) does not make a region
+ * written; a data write into a region whose write-intent bit is durable but
+ * which is unwritten still waits for the map (the fast path checks both). */
+START_TEST(test_written_only_data)
+{
+	struct tw t;
+
+	make_bm_written(100, 4096, LONG_DELAY);
+	write_slow(7 * RSECT, RSECT);
+	ck_assert(disk_bit(7));
+	ck_assert(!mbitmap_written(fx.bm, 7) && !wdisk_bit(7));
+	ck_assert_uint_eq(FAKE_GET(wwrites), 0);
+	ck_assert(tw_start(&t, 7 * RSECT, 8));  /* bit durable, no data: ready */
+	mbitmap_end_write(fx.bm, 7 * RSECT, 8);
+	ck_assert_msg(!tw_start_data(&t, 7 * RSECT, 8), "a data write into an unwritten "
+		      "region went ahead on the write-intent bit alone");
+	assert_called_once_ok(&t);
+	ck_assert(wdisk_bit(7) && mbitmap_written(fx.bm, 7));
+	mbitmap_end_write(fx.bm, 7 * RSECT, 8);
+	mbitmap_end_write(fx.bm, 7 * RSECT, RSECT);
+	/* set_regions_sync (a resync's marks) writes no map bit either. */
+	ck_assert_int_eq(mbitmap_set_regions_sync(fx.bm, 10, 12), 0);
+	ck_assert(!mbitmap_written(fx.bm, 11) && !wdisk_bit(11));
+}
+END_TEST
+
+/* unwrite: unwritten in memory at once; on disk only after a flush (the
+ * discard durable first); written again by the next data write. */
+START_TEST(test_written_unwrite)
+{
+	unsigned flushes, wwrites;
+	struct tw t;
+
+	make_bm_written(100, 4096, LONG_DELAY);
+	FAKE_SET(wwatch, 9);
+	ck_assert(!tw_start_data(&t, 9 * RSECT, RSECT));
+	assert_called_once_ok(&t);
+	mbitmap_end_write(fx.bm, 9 * RSECT, RSECT);
+	ck_assert(wdisk_bit(9));
+	flushes = FAKE_GET(flushes);
+	mbitmap_unwrite(fx.bm, 9, 9);
+	ck_assert(!mbitmap_written(fx.bm, 9));
+	ck_assert_uint_eq(mbitmap_written_weight(fx.bm), 0);
+	WAIT_FOR(!wdisk_bit_locked(9), "the map bit of an unwritten region stays set on disk");
+	ck_assert_uint_eq(FAKE_GET(wwatch_clears), 1);
+	ck_assert_msg(FAKE_GET(wflushes_at_clear) > flushes,
+		      "map bit cleared on disk before the legs were flushed");
+	ck_assert_int_eq(mbitmap_sync_written(fx.bm, false), 0);
+	/* Written again. */
+	ck_assert(!tw_start_data(&t, 9 * RSECT + 8, 8));
+	assert_called_once_ok(&t);
+	mbitmap_end_write(fx.bm, 9 * RSECT + 8, 8);
+	ck_assert(wdisk_bit(9) && mbitmap_written(fx.bm, 9));
+	/* Regions never written, or a range past the end: nothing written. */
+	wwrites = FAKE_GET(wwrites);
+	mbitmap_unwrite(fx.bm, 50, 60);
+	mbitmap_unwrite(fx.bm, 99, 100);
+	mbitmap_unwrite(fx.bm, 5, 4);
+	ck_assert_int_eq(mbitmap_sync_written(fx.bm, false), 0);
+	ck_assert_uint_eq(FAKE_GET(wwrites), wwrites);
+	ck_assert(mbitmap_written(fx.bm, 9));
+}
+END_TEST
+
+/* Loaded map bits count as on disk; sync_written(all) rewrites every page
+ * from memory (bits past the last region dropped). */
+START_TEST(test_written_load_sync)
+{
+	uint8_t bits[4096] = { 0 }, snap[4096];
+	struct tw t;
+
+	make_bm_written(20, 4096, LONG_DELAY);
+	bits[0] = 0x05;         /* regions 0 and 2 */
+	bits[2] = 0xff;         /* regions 16..19 exist, 20..23 do not */
+	bits[100] = 0xff;       /* beyond the last region */
+	fm_test_sync_lock(&fx.f.s);
+	memcpy(fx.f.wdisk, bits, sizeof(bits));  /* what the legs hold */
+	fm_test_sync_unlock(&fx.f.s);
+	mbitmap_load_written(fx.bm, bits, sizeof(bits));
+	ck_assert_uint_eq(mbitmap_written_weight(fx.bm), 6);
+	ck_assert(mbitmap_written(fx.bm, 0) && !mbitmap_written(fx.bm, 1));
+	ck_assert(mbitmap_written(fx.bm, 2) && mbitmap_written(fx.bm, 19));
+	ck_assert(!mbitmap_written(fx.bm, 20) && !mbitmap_written(fx.bm, 1000));
+	mbitmap_written_snapshot(fx.bm, snap, sizeof(snap));
+	ck_assert_uint_eq(snap[0], 0x05);
+	ck_assert_uint_eq(snap[2], 0x0f);
+	ck_assert(fm_test_is_zero(snap + 3, sizeof(snap) - 3));
+	/* A data write into a loaded region: the bitmap page only. */
+	ck_assert(!tw_start_data(&t, 2 * RSECT, 8));
+	assert_called_once_ok(&t);
+	mbitmap_end_write(fx.bm, 2 * RSECT, 8);
+	ck_assert_uint_eq(FAKE_GET(wwrites), 0);
+	ck_assert_int_eq(mbitmap_sync_written(fx.bm, true), 0);
+	ck_assert_uint_eq(FAKE_GET(wwrites), 1);
+	fm_test_sync_lock(&fx.f.s);
+	ck_assert_uint_eq(fx.f.wdisk[2], 0x0f);
+	ck_assert(fm_test_is_zero(fx.f.wdisk + 3, 4096 - 3));
+	fm_test_sync_unlock(&fx.f.s);
+}
+END_TEST
+
+/* A map page that cannot be written fails the data write (err < 0) and
+ * leaves the region unwritten; the next try writes it. */
+START_TEST(test_written_write_error)
+{
+	struct tw t;
+
+	make_bm_written(100, 4096, LONG_DELAY);
+	FAKE_SET(wwrite_err, -EIO);
+	ck_assert(!tw_start_data(&t, 3 * RSECT, 8));
+	tw_wait(&t, 1);
+	ck_assert_int_eq(t.err, -EIO);
+	ck_assert(!mbitmap_written(fx.bm, 3) && !wdisk_bit(3));
+	mbitmap_end_write(fx.bm, 3 * RSECT, 8);
+	FAKE_SET(wwrite_err, 0);
+	ck_assert(!tw_start_data(&t, 3 * RSECT, 8));
+	assert_called_once_ok(&t);
+	ck_assert(mbitmap_written(fx.bm, 3) && wdisk_bit(3));
+	mbitmap_end_write(fx.bm, 3 * RSECT, 8);
+}
+END_TEST
+
+/* The deliberately wrong variant: map writes that report success but never
+ * reach the disk (a bitmap that let data writes go before the map bit is
+ * durable looks the same from outside).  The check every test above relies
+ * on must catch it. */
+START_TEST(test_written_lying_map_caught)
+{
+	struct tw t;
+	bool caught;
+
+	make_bm_written(100, 4096, LONG_DELAY);
+	FAKE_SET(wlie, true);
+	ck_assert(!tw_start_data(&t, 4 * RSECT, 8));
+	tw_wait(&t, 1);
+	mbitmap_end_write(fx.bm, 4 * RSECT, 8);
+	fm_test_sync_lock(&fx.f.s);
+	caught = fx.f.bad && strstr(fx.f.bad_msg, "before the region was written on disk");
+	fx.f.bad = false;       /* expected: teardown must not fail on it */
+	fm_test_sync_unlock(&fx.f.s);
+	ck_assert_msg(caught, "a data write went ahead without its map bit on disk, unnoticed");
+}
+END_TEST
+
+/* Without ops->write_written (an array from before the map) every region
+ * counts as written and nothing about the map is ever written. */
+START_TEST(test_written_none_without_map)
+{
+	uint8_t snap[16];
+	struct tw t;
+
+	make_bm(100, 4096, LONG_DELAY);
+	ck_assert(!mbitmap_has_written(fx.bm));
+	ck_assert(mbitmap_written(fx.bm, 0) && mbitmap_written(fx.bm, 99));
+	ck_assert_uint_eq(mbitmap_written_weight(fx.bm), 100);
+	write_slow(7 * RSECT, 8);
+	ck_assert(tw_start_data(&t, 7 * RSECT, 8));
+	mbitmap_end_write(fx.bm, 7 * RSECT, 8);
+	mbitmap_end_write(fx.bm, 7 * RSECT, 8);
+	mbitmap_unwrite(fx.bm, 7, 7);
+	ck_assert(mbitmap_written(fx.bm, 7));
+	ck_assert_int_eq(mbitmap_sync_written(fx.bm, true), 0);
+	mbitmap_written_snapshot(fx.bm, snap, sizeof(snap));
+	ck_assert_uint_eq(snap[0], 0xff);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* edges */
 
 START_TEST(test_edges)
@@ -1088,6 +1375,15 @@ static Suite *bitmap_suite(void)
 	tc = add_tcase(s, "sync");
 	tcase_add_test(tc, test_set_regions_sync);
 	tcase_add_test(tc, test_clear_all_sync);
+
+	tc = add_tcase(s, "written");
+	tcase_add_test(tc, test_written_before_ready);
+	tcase_add_test(tc, test_written_only_data);
+	tcase_add_test(tc, test_written_unwrite);
+	tcase_add_test(tc, test_written_load_sync);
+	tcase_add_test(tc, test_written_write_error);
+	tcase_add_test(tc, test_written_lying_map_caught);
+	tcase_add_test(tc, test_written_none_without_map);
 
 	tc = add_tcase(s, "edges");
 	tcase_add_test(tc, test_edges);

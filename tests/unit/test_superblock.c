@@ -76,6 +76,8 @@
 #define OFF_CSUM_ALGO 1504
 #define OFF_CSUM_BLOCK 1508
 #define OFF_LAST_IN_SYNC 1232
+#define OFF_WRITTEN_OFFSET 1744
+#define OFF_WRITTEN_LENGTH 1752
 #define OFF_CHECKSUM_AREA 1488
 #define OFF_RESERVED 1232
 #define OFF_CRC 4092
@@ -180,6 +182,20 @@ static void add_checksum_area(struct fm_sb *sb, uint64_t spare_mib)
 			  spare_mib * MiB;
 }
 
+/* Give @sb (geometry and checksum area set) a written-region map after
+ * the bitmap and checksum areas, restated from superblock.h: one bit per
+ * region, as long as the bitmap; the data moves past it (+ @spare_mib). */
+static void add_written_map(struct fm_sb *sb, uint64_t spare_mib)
+{
+	sb->features |= FM_SB_FEAT_WRITTEN_MAP;
+	sb->written_offset = (sb->features & FM_SB_FEAT_CHECKSUMS) ?
+			     sb->csum_offset + sb->csum_length :
+			     sb->bitmap_offset + sb->bitmap_length;
+	sb->written_length = sb->bitmap_length;
+	sb->data_offset = (sb->written_offset + sb->written_length + MiB - 1) / MiB * MiB +
+			  spare_mib * MiB;
+}
+
 /* A valid superblock with every field random (geometry random but
  * consistent, with room to spare in bitmap and data offset). */
 static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
@@ -224,6 +240,8 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 	sb->features = (uint32_t)fm_rng_next(rng) & FM_SB_FEAT_ALL;
 	if (sb->features & FM_SB_FEAT_CHECKSUMS)
 		add_checksum_area(sb, spare_mib);
+	if (sb->features & FM_SB_FEAT_WRITTEN_MAP)
+		add_written_map(sb, spare_mib);
 	if (sb->features & FM_SB_FEAT_GENERATIONS)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			sb->last_in_sync[i] = fm_rng_between(rng, 0, sb->events);
@@ -258,6 +276,8 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, csum_length);
 	ASSERT_FIELD_EQ(got, want, csum_algo);
 	ASSERT_FIELD_EQ(got, want, csum_block_size);
+	ASSERT_FIELD_EQ(got, want, written_offset);
+	ASSERT_FIELD_EQ(got, want, written_length);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 		ck_assert_msg(got->last_in_sync[i] == want->last_in_sync[i],
 			      "last_in_sync[%u]: got %" PRIu64 " want %" PRIu64, i,
@@ -515,6 +535,9 @@ START_TEST(decode_ignores_reserved_bytes)
 	sb.features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
 	sb.csum_offset = sb.csum_length = 0;
 	sb.csum_algo = sb.csum_block_size = 0;
+	/* So are the written map's. */
+	sb.features &= ~(uint32_t)FM_SB_FEAT_WRITTEN_MAP;
+	sb.written_offset = sb.written_length = 0;
 	/* Without the generations feature, its range is reserved too. */
 	sb.features &= ~(uint32_t)FM_SB_FEAT_GENERATIONS;
 	memset(sb.last_in_sync, 0, sizeof(sb.last_in_sync));
@@ -561,6 +584,7 @@ START_TEST(decode_refuses_unknown_features)
 	sb.features = FM_SB_FEAT_ALL;
 	if (!sb.csum_algo)
 		add_checksum_area(&sb, 0);
+	add_written_map(&sb, 0);
 	sb.legs[3].flags = (FM_SB_LEG_FLAGS_ALL & ~(uint32_t)FM_SB_LEG_REPLACED_MASK) |
 			   (0u << FM_SB_LEG_REPLACED_SHIFT);
 	fm_sb_encode(&sb, buf);
@@ -942,8 +966,9 @@ START_TEST(csum_layout_sizes)
 	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
 	assert_sb_eq(&out, &sb);
 	/* An unknown feature is not laid out. */
-	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, FM_SB_FEAT_WRITTEN_MAP),
+	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, FM_SB_FEAT_GENERATIONS),
 			 -EINVAL);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, 1u << 3), -EINVAL);
 }
 END_TEST
 
@@ -994,6 +1019,149 @@ START_TEST(csum_decode_inconsistent)
 	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
 	ck_assert_uint_eq(out.csum_offset, 0);
 	ck_assert_uint_eq(out.csum_algo, 0);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
+/* The written-region map (FM_SB_FEAT_WRITTEN_MAP): 1744 u64 offset, 1752
+ * u64 length, the map after the checksum area, as long as the bitmap. */
+
+START_TEST(written_fields_offsets)
+{
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, 64 * GiB, 64 * MiB,
+					       FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP), 0);
+	memset(buf, 0xff, sizeof(buf));
+	fm_sb_encode(&sb, buf);
+	ck_assert_uint_eq(le32_at(buf, OFF_FEATURES),
+			  FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP);
+	/* 4 KiB superblock, 4 KiB bitmap, 64 MiB of checksums, 4 KiB map. */
+	ck_assert_uint_eq(le64_at(buf, OFF_CSUM_OFFSET), 8192);
+	ck_assert_uint_eq(le64_at(buf, OFF_WRITTEN_OFFSET), 8192 + 64 * MiB);
+	ck_assert_uint_eq(le64_at(buf, OFF_WRITTEN_LENGTH), 4096);
+	ck_assert_uint_eq(le64_at(buf, OFF_DATA_OFFSET), 65 * MiB);
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+
+	/* The map alone follows the bitmap. */
+	ck_assert_int_eq(fm_sb_layout_features(&sb, 64 * GiB, 64 * MiB, FM_SB_FEAT_WRITTEN_MAP),
+			 0);
+	ck_assert_uint_eq(sb.features & (FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP),
+			  FM_SB_FEAT_WRITTEN_MAP);
+	ck_assert_uint_eq(sb.csum_offset, 0);
+	ck_assert_uint_eq(sb.written_offset, 8192);
+	ck_assert_uint_eq(sb.written_length, sb.bitmap_length);
+	ck_assert_uint_eq(sb.data_offset, 1 * MiB);
+	fm_sb_encode(&sb, buf);
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+
+	/* fm_sb_layout() means no map: the bit and the fields go, and the
+	 * bytes are written as zeroes (an older array: every region written). */
+	ck_assert_int_eq(fm_sb_layout(&sb, 64 * GiB, 64 * MiB), 0);
+	ck_assert_uint_eq(sb.features & FM_SB_FEAT_WRITTEN_MAP, 0);
+	ck_assert_uint_eq(sb.written_offset, 0);
+	ck_assert_uint_eq(sb.written_length, 0);
+	memset(buf, 0xff, sizeof(buf));
+	fm_sb_encode(&sb, buf);
+	ck_assert(fm_test_is_zero(buf + OFF_WRITTEN_OFFSET, 16));
+}
+END_TEST
+
+static const struct written_layout_case {
+	uint64_t image, region;
+	uint32_t features;
+	uint64_t written_offset, written_length, data_offset;
+} written_layout_cases[] = {
+	{ 4096, 64 * MiB, FM_SB_FEAT_WRITTEN_MAP, 8192, 4096, 1 * MiB },
+	{ 1 * GiB, 1 * MiB, FM_SB_FEAT_WRITTEN_MAP, 8192, 4096, 1 * MiB },
+	/* 2^20 regions: 128 KiB of bitmap, 128 KiB of map. */
+	{ 1 * TiB, 1 * MiB, FM_SB_FEAT_WRITTEN_MAP, 4096 + 128 * KiB, 128 * KiB, 1 * MiB },
+	/* Checksums that fit exactly in 1 MiB: the map moves the data. */
+	{ 1016 * MiB, 64 * MiB, FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP, 1 * MiB, 4096,
+	  2 * MiB },
+	{ 1 * GiB, 64 * MiB, FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP,
+	  8192 + 1 * MiB, 4096, 2 * MiB },
+};
+
+START_TEST(written_layout_sizes)
+{
+	const struct written_layout_case *c = &written_layout_cases[_i];
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	GError *err = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, c->image, c->region, c->features), 0);
+	ck_assert_msg(sb.written_offset == c->written_offset && sb.written_length ==
+		      c->written_length && sb.data_offset == c->data_offset,
+		      "image %" PRIu64 ": map %" PRIu64 "+%" PRIu64 ", data %" PRIu64
+		      "; want %" PRIu64 "+%" PRIu64 ", %" PRIu64, c->image, sb.written_offset,
+		      sb.written_length, sb.data_offset, c->written_offset, c->written_length,
+		      c->data_offset);
+	/* One bit per region fits; nothing overlaps. */
+	ck_assert_uint_ge(sb.written_length * 8, fm_sb_nr_regions(&sb));
+	ck_assert_uint_ge(sb.written_offset, sb.bitmap_offset + sb.bitmap_length);
+	if (sb.features & FM_SB_FEAT_CHECKSUMS)
+		ck_assert_uint_ge(sb.written_offset, sb.csum_offset + sb.csum_length);
+	ck_assert_uint_ge(sb.data_offset, sb.written_offset + sb.written_length);
+	fm_sb_encode(&sb, buf);
+	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "%s", err ? err->message : "");
+	assert_sb_eq(&out, &sb);
+}
+END_TEST
+
+static void written_bad_in_bitmap(struct fm_sb *sb) { sb->written_offset = 4096; }
+static void written_bad_in_csum(struct fm_sb *sb) { sb->written_offset -= 4096; }
+static void written_bad_unaligned(struct fm_sb *sb) { sb->written_offset += 512; }
+static void written_bad_short(struct fm_sb *sb) { sb->written_length = 0; }
+static void written_bad_len_unaligned(struct fm_sb *sb) { sb->written_length += 8; }
+/* Past the checksums, inside the map (the alignment is checked later). */
+static void written_bad_data_overlap(struct fm_sb *sb) { sb->data_offset = sb->written_offset; }
+static void written_bad_huge(struct fm_sb *sb) { sb->written_length = UINT64_MAX - 4095; }
+
+static const struct bad_case written_bad_cases[] = {
+	{ "map in the bitmap", written_bad_in_bitmap,
+	  "written-region map offset 4096 is not a 4 KiB boundary after the bitmap and "
+	  "checksum areas (which end at 67117056)" },
+	{ "map in the checksums", written_bad_in_csum, "written-region map offset 67112960" },
+	{ "map unaligned", written_bad_unaligned, "written-region map offset 67117568 is not" },
+	{ "map empty", written_bad_short,
+	  "written-region map length 0 is not a multiple of 4096 of at least 128 bytes" },
+	{ "length unaligned", written_bad_len_unaligned, "written-region map length 4104" },
+	{ "data overlaps", written_bad_data_overlap,
+	  "data offset 67117056 overlaps the written-region map (which ends at 67121152)" },
+	{ "length huge", written_bad_huge, "is impossibly large" },
+};
+
+/* Each inconsistency of the map's fields is refused by name (a map laid
+ * over the checksums or the data would be damaged by their writes); the
+ * same superblock without the feature is fine (the fields are not read). */
+START_TEST(written_decode_inconsistent)
+{
+	const struct bad_case *c = &written_bad_cases[_i];
+	struct fm_sb sb, out;
+	uint8_t buf[FM_SB_SIZE];
+	g_autofree char *msg = NULL;
+
+	make_basic_sb(&sb);
+	ck_assert_int_eq(fm_sb_layout_features(&sb, 64 * GiB, 64 * MiB,
+					       FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP), 0);
+	c->mutate(&sb);
+	fm_sb_encode(&sb, buf);
+	msg = decode_expect_fail(buf, -EUCLEAN, c->what);
+	ck_assert_msg(strstr(msg, c->message), "%s: message '%s' does not say '%s'", c->what,
+		      msg, c->message);
+	sb.features &= ~(uint32_t)FM_SB_FEAT_WRITTEN_MAP;
+	sb.data_offset = 65 * MiB;
+	fm_sb_encode(&sb, buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
+	ck_assert_uint_eq(out.written_offset, 0);
+	ck_assert_uint_eq(out.written_length, 0);
 }
 END_TEST
 
@@ -1621,6 +1789,10 @@ static Suite *superblock_suite(void)
 	tcase_add_test(tc, csum_fields_offsets);
 	tcase_add_loop_test(tc, csum_layout_sizes, 0, (int)G_N_ELEMENTS(csum_layout_cases));
 	tcase_add_loop_test(tc, csum_decode_inconsistent, 0, (int)G_N_ELEMENTS(csum_bad_cases));
+	tcase_add_test(tc, written_fields_offsets);
+	tcase_add_loop_test(tc, written_layout_sizes, 0, (int)G_N_ELEMENTS(written_layout_cases));
+	tcase_add_loop_test(tc, written_decode_inconsistent, 0,
+			    (int)G_N_ELEMENTS(written_bad_cases));
 	tcase_add_test(tc, layout_rejects);
 
 	tc = tcase_new(s, "io", true);
