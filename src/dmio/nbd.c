@@ -61,6 +61,9 @@
 
 #include "dmio_i.h"
 
+/* A server that accepts the connection but does not finish the handshake
+ * in this long is refused (libnbd's own connect would wait forever). */
+#define NBD_CONNECT_TIMEOUT_MS 10000
 /* Largest payload of one NBD command we send (the protocol's usual cap). */
 #define NBD_MAX_PAYLOAD (32u << 20)
 /* Largest trim / write-zeroes range of one command (32-bit lengths). */
@@ -115,6 +118,44 @@ static uint64_t now_ns(void)
 /*----------------------------------------------------------------*/
 /* Open and close (blocking; never on a hot-path thread) */
 
+/* nbd_connect_uri() with a deadline: the aio connect, polled here.
+ * 0, -1 (libnbd's error), or -ETIMEDOUT. */
+static int connect_with_timeout(struct nbd_handle *h, const char *uri, unsigned timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+	if (nbd_aio_connect_uri(h, uri) == -1)
+		return -1;
+	while (nbd_aio_is_connecting(h) == 1) {
+		unsigned dir = nbd_aio_get_direction(h);
+		struct pollfd pfd = { .fd = nbd_aio_get_fd(h) };
+		uint64_t now = now_ns();
+		int r;
+
+		if (now >= deadline) {
+			fm_debug("dmio: %s: no NBD handshake in %u ms", uri, timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (dir & LIBNBD_AIO_DIRECTION_READ)
+			pfd.events |= POLLIN;
+		if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+			pfd.events |= POLLOUT;
+		r = poll(&pfd, 1, (int)((deadline - now) / 1000000u) + 1);
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (r <= 0)
+			continue;
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			if (nbd_aio_notify_read(h) == -1)
+				return -1;
+		} else if (pfd.revents & POLLOUT) {
+			if (nbd_aio_notify_write(h) == -1)
+				return -1;
+		}
+	}
+	return nbd_aio_is_ready(h) == 1 ? 0 : -1;
+}
+
 int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
 {
 	struct dmio_nbd *n;
@@ -135,7 +176,13 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
 	 * administrator's, as a leg path is. */
 	nbd_set_uri_allow_local_file(n->h, true);
 	nbd_set_handle_name(n->h, "fusemirror");
-	if (nbd_connect_uri(n->h, uri) == -1)
+	err = connect_with_timeout(n->h, uri, NBD_CONNECT_TIMEOUT_MS);
+	if (err == -ETIMEDOUT) {
+		nbd_close(n->h);
+		free(n);
+		return -ETIMEDOUT;
+	}
+	if (err < 0)
 		goto fail;
 	size = nbd_get_size(n->h);
 	if (size < 0)

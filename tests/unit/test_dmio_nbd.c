@@ -68,6 +68,36 @@ static void srv_start(struct srv *s, const char *first, ...)
 	ck_assert_msg(srv_listens(s), "nbdkit does not listen on %s", s->sock);
 }
 
+/* SIGSTOP the server and wait until every thread of it is stopped (kill()
+ * returns before they are: a thread already running could still answer). */
+static void srv_stop_signal(struct srv *s)
+{
+	g_autofree char *dir = g_strdup_printf("/proc/%d/task", s->pid);
+
+	ck_assert_int_eq(kill(s->pid, SIGSTOP), 0);
+	for (int i = 0; i < 500; i++) {
+		g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+		const char *t;
+		bool all = d != NULL;
+
+		while (d && (t = g_dir_read_name(d))) {
+			g_autofree char *path = g_strdup_printf("%s/%s/stat", dir, t);
+			g_autofree char *stat = NULL;
+			const char *p;
+
+			if (!g_file_get_contents(path, &stat, NULL, NULL))
+				continue;
+			p = strrchr(stat, ')');
+			if (!p || (p[2] != 'T' && p[2] != 't'))
+				all = false;
+		}
+		if (all)
+			return;
+		g_usleep(10000);
+	}
+	ck_abort_msg("nbdkit (pid %d) did not stop", s->pid);
+}
+
 static void srv_kill(struct srv *s)
 {
 	if (s->pid > 0) {
@@ -368,7 +398,7 @@ START_TEST(test_server_hangs)
 	ck_assert_int_eq(dmio_dev_set_remote_timeout(dev, 300), 0);
 	where = (struct dmio_region){ dev, 0, 128 };
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), 0);
-	kill(srv.pid, SIGSTOP);
+	srv_stop_signal(&srv);
 	t0 = g_get_monotonic_time();
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
 	ck_assert_uint_eq(bits, 1);
