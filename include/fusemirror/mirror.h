@@ -125,6 +125,13 @@ struct mirror_opts {
 	uint64_t sync_speed_min;        /* resync bytes/s kept under load [1 MiB/s] */
 	uint64_t sync_speed_max;        /* resync bytes/s when idle [200 MiB/s] */
 	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */
+	/* Remote (NBD) legs: a server silent this long while I/O waits is
+	 * taken as hung and its leg failed (dmio_dev_set_remote_timeout);
+	 * 0: never.  A remote leg failed by an I/O error (a dropped
+	 * connection, a hang) reconnects by itself, after 1 s, then twice as
+	 * long after each failed attempt (at most 30 s), and is re-added:
+	 * only the regions its bitmap marks are copied. */
+	unsigned remote_timeout_ms;
 	/* State changes (include/fusemirror/event.h); NULL: none reported. */
 	fm_event_fn event_fn;
 	void *event_ctx;	/* Start even when in-sync legs of the array were not given (md's
@@ -315,6 +322,11 @@ struct mirror_leg_stats {
 	unsigned pending;               /* reads in flight on this leg */
 	bool missing;                   /* FAULTY because it is not present (not
 					   given at assembly); path "" */
+	bool remote;                    /* an NBD leg (path is its URI) */
+	bool connected;                 /* remote: its connection is up */
+	bool reconnecting;              /* remote: failed, reconnection attempts go on */
+	uint64_t rtt_us;                /* remote: mean round trip of its I/O */
+	uint64_t reconnects;            /* remote: re-added after a reconnection */
 	char note[320];                 /* rebuilding: why, and whether wholly or
 					   from the bitmap ("stale (events 9, the
 					   array's 14): it went back in time ...");

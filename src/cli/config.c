@@ -243,6 +243,10 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	{ .name = "bitmap_delay", .metavar = "MS", .parse = mount_cfg_parse_uint,
 	  FIELD(bitmap_delay_ms), .min = 1, .max = 3600000, .def = "5000",
 	  .help = "idle time before a write-intent bit is cleared" },
+	{ .name = "remote_timeout", .metavar = "MS", .parse = mount_cfg_parse_uint,
+	  FIELD(remote_timeout_ms), .min = 0, .max = 3600000, .def = "30000",
+	  .help = "a remote leg's server that answers nothing this long while I/O "
+		  "waits is failed, then reconnected (0: wait forever)" },
 	{ .name = "degraded", .parse = mount_cfg_parse_bool, FIELD(degraded),
 	  .flags = MOUNT_CFG_FLAG, .def = "false",
 	  .help = "start even when in-sync legs are missing, if one in-sync leg is "

@@ -217,6 +217,7 @@ static int run_daemon(struct mount_cfg *cfg)
 				  .sync_speed_min = cfg->sync_speed_min,
 				  .sync_speed_max = cfg->sync_speed_max,
 				  .bitmap_delay_ms = cfg->bitmap_delay_ms,
+				  .remote_timeout_ms = cfg->remote_timeout_ms,
 				  .degraded = cfg->degraded, .prefer = cfg->prefer,
 				  .event_fn = daemon_events_handler, .event_ctx = d.ev };
 	struct front_opts fo = { 0 };
@@ -545,7 +546,8 @@ int cmd_mount(int argc, char **argv)
 	if (degraded)
 		cfg.degraded = true;
 	if (prefer)
-		cfg.prefer = g_canonicalize_filename(prefer, NULL);
+		cfg.prefer = dmio_path_is_remote(prefer) ? g_strdup(prefer) :
+			     g_canonicalize_filename(prefer, NULL);
 	if (name) {
 		g_free(cfg.name);
 		cfg.name = g_strdup(name);
@@ -577,7 +579,11 @@ int cmd_mount(int argc, char **argv)
 			cfg.legs[i] = g_strdup(rest[i]);
 	}
 	for (char **l = cfg.legs; l && *l; l++) {
-		char *abs = g_canonicalize_filename(*l, NULL);
+		char *abs;
+
+		if (dmio_path_is_remote(*l))
+			continue; /* a URI, not a file name */
+		abs = g_canonicalize_filename(*l, NULL);
 
 		g_free(*l);
 		*l = abs;

@@ -245,7 +245,8 @@ static void render_text(const struct status *s, GString *out)
 				       s->legs[i].slot, cli_leg_state_word(ls->state, ls->missing),
 				       *ls->path ? ls->path : ls->missing ? "(not present)" : "(closed)",
 				       ls->write_mostly ? "  write-mostly" : "",
-				       ls->direct || !*ls->path ? "" : "  (buffered, no O_DIRECT)",
+				       ls->direct || !*ls->path || ls->remote ? ""
+										      : "  (buffered, no O_DIRECT)",
 				       fm_uuid_unparse(ls->uuid, u),
 				       (unsigned long long)ls->reads,
 				       fm_format_size(ls->read_bytes, s1, sizeof(s1)),
@@ -255,6 +256,15 @@ static void render_text(const struct status *s, GString *out)
 				       (unsigned long long)ls->corrected,
 				       (unsigned long long)ls->write_errors,
 				       (unsigned long long)ls->checksum_errors);
+		if (ls->remote)
+			g_string_append_printf(out, "       remote: %s, round trip %llu.%03llu ms, "
+					       "%llu reconnects\n",
+					       ls->connected ? "connected" :
+					       ls->reconnecting ? "disconnected, reconnecting" :
+					       "disconnected",
+					       (unsigned long long)(ls->rtt_us / 1000),
+					       (unsigned long long)(ls->rtt_us % 1000),
+					       (unsigned long long)ls->reconnects);
 		if (*ls->note)
 			g_string_append_printf(out, "       %s\n", ls->note);
 		if (ls->fault_set) {
@@ -410,6 +420,11 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "corrected", ls->corrected);
 		cli_json_int(b, "checksum_errors", ls->checksum_errors);
 		cli_json_bool(b, "write_mostly", ls->write_mostly);
+		cli_json_bool(b, "remote", ls->remote);
+		cli_json_bool(b, "connected", ls->connected);
+		cli_json_bool(b, "reconnecting", ls->reconnecting);
+		cli_json_int(b, "rtt_us", ls->rtt_us);
+		cli_json_int(b, "reconnects", ls->reconnects);
 		cli_json_str(b, "note", ls->note);
 		json_builder_set_member_name(b, "fault");
 		if (ls->fault_set)

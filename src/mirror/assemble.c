@@ -35,8 +35,8 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 		.l_whence = SEEK_SET,
 	};
 
-	if (dmio_dev_is_blockdev(leg->dev))
-		return 0;
+	if (dmio_dev_is_blockdev(leg->dev) || dmio_dev_is_remote(leg->dev))
+		return 0; /* a remote leg: its server decides who shares it */
 	if (fcntl(dmio_dev_fd(leg->dev), F_OFD_SETLK, &fl) == 0)
 		return 0;
 	if (errno == EAGAIN || errno == EACCES) {
@@ -240,7 +240,10 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 	if (o->prefer) {
 		struct stat pst, lst;
 
-		if (stat(o->prefer, &pst) == 0)
+		for (unsigned i = 0; i < n && prefer < 0; i++)
+			if (dmio_dev_is_remote(tl[i].dev) && !strcmp(o->prefer, dmio_dev_name(tl[i].dev)))
+				prefer = (int)i;
+		if (prefer < 0 && stat(o->prefer, &pst) == 0)
 			for (unsigned i = 0; i < n && prefer < 0; i++)
 				if (fstat(dmio_dev_fd(tl[i].dev), &lst) == 0 &&
 				    same_leg_file(&pst, &lst))
@@ -602,6 +605,18 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < n; i++) {
+		if (dmio_path_is_remote(paths[i])) {
+			/* No inode to compare: the URI is the leg's identity. */
+			memset(&st[i], 0, sizeof(st[i]));
+			for (unsigned j = 0; j < i; j++) {
+				if (!strcmp(paths[i], paths[j])) {
+					g_set_error(err, FM_MIRROR_ERROR, EINVAL,
+						    "leg %s: given twice", paths[i]);
+					return -EINVAL;
+				}
+			}
+			continue;
+		}
 		if (stat(paths[i], &st[i]) < 0) {
 			r = -errno;
 			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", paths[i],
@@ -637,6 +652,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	if (m->sync_speed_max < m->sync_speed_min)
 		m->sync_speed_max = m->sync_speed_min;
 	m->bitmap_delay_ms = o.bitmap_delay_ms ? o.bitmap_delay_ms : 5000;
+	m->remote_timeout_ms = o.remote_timeout_ms;
 	m->event_fn = o.event_fn;
 	m->event_ctx = o.event_ctx;
 	m->client = dmio_client_create(256);
@@ -650,6 +666,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 
 		leg->path = strdup(paths[i]);
 		r = leg->path ? mirror_open_leg(leg, o.readonly, err) : -ENOMEM;
+		if (r == 0)
+			mirror_leg_dev_setup(m, leg->dev);
 		if (r == 0)
 			r = read_sb(leg, err);
 		if (r < 0)
@@ -803,6 +821,7 @@ int mirror_stop(struct mirror *m, GError **err)
 	bool clean = false;
 	int r = 0;
 
+	mirror_reconnect_stop(m);
 	mirror_sync_stop(m);
 	if (m->readonly || !atomic_load(&m->in_use))
 		clean = m->sb.state_flags & FM_SB_CLEAN;        /* left as it was */

@@ -54,11 +54,60 @@ static char *canonical_new_path(const char *path)
 	return ret;
 }
 
+/*
+ * A remote leg (NBD URI) exists when its server answers.  libblkid cannot
+ * probe it, so "empty" means: no fusemirror superblock and nothing but
+ * zeroes in its first 64 KiB (where file systems and partition tables keep
+ * their signatures); anything else needs --force.
+ */
+static int inspect_remote_leg(struct fleg *l, bool force, GError **err)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	g_autofree uint8_t *buf = NULL;
+	const char *what = NULL;
+	struct dmio_region where;
+	struct fm_sb sb;
+	uint64_t len;
+	int r = dmio_dev_open(l->path, DMIO_DEV_RDONLY, &dev);
+
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot connect to it: %s",
+			    l->path, g_strerror(-r));
+		return r;
+	}
+	l->exists = true;
+	len = MIN(dmio_dev_size(dev), (uint64_t)65536) & ~(uint64_t)(FM_SECTOR_SIZE - 1);
+	if (fm_sb_read(dev, &sb, NULL) == 0) {
+		what = "a fusemirror leg";
+	} else if (len) {
+		buf = g_malloc(len);
+		where = (struct dmio_region){ dev, 0, len >> FM_SECTOR_SHIFT };
+		r = dmio_sync_vm(1, &where, DMIO_OP_READ, buf, NULL);
+		if (r < 0) {
+			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot read it: %s",
+				    l->path, g_strerror(-r));
+			return r;
+		}
+		for (uint64_t i = 0; i < len && !what; i++)
+			if (buf[i])
+				what = "data (not zeroes) in its first 64 KiB";
+	}
+	if (what && !force) {
+		g_set_error(err, FM_MIRROR_ERROR, EEXIST,
+			    "leg %s: is not empty, it holds: %s; use --force to overwrite it",
+			    l->path, what);
+		return -EEXIST;
+	}
+	return 0;
+}
+
 static int inspect_leg(struct fleg *l, bool force, GError **err)
 {
 	g_autofree char *what = NULL;
 	int fd, r;
 
+	if (dmio_path_is_remote(l->path))
+		return inspect_remote_leg(l, force, err);
 	if (stat(l->path, &l->st) < 0) {
 		if (errno != ENOENT) {
 			g_set_error(err, FM_MIRROR_ERROR, errno, "leg %s: %s", l->path,
@@ -130,7 +179,8 @@ static int open_leg(struct fleg *l, uint64_t need, GError **err)
 			    r == -EBUSY ? "in use" : g_strerror(-r));
 		return r;
 	}
-	if (!dmio_dev_is_blockdev(l->dev) &&
+	/* A remote leg has no lock of ours: its server decides who shares it. */
+	if (!dmio_dev_is_blockdev(l->dev) && !dmio_dev_is_remote(l->dev) &&
 	    fcntl(dmio_dev_fd(l->dev), F_OFD_SETLK, &fl) < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
 			    "leg %s: already in use (locked by another process)", l->path);

@@ -48,6 +48,15 @@ struct mirror *mirror_alloc(void)
 	pthread_mutex_init(&m->state_lock, NULL);
 	pthread_mutex_init(&m->admin_lock, NULL);
 	pthread_cond_init(&m->state_cond, NULL);
+	pthread_mutex_init(&m->rc_lock, NULL);
+	{
+		pthread_condattr_t ca;  /* reconnect.c waits on CLOCK_MONOTONIC */
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&m->rc_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	atomic_init(&m->sync_src, -1);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		atomic_init(&m->legs[i].next_sector, UINT64_MAX);
@@ -61,6 +70,7 @@ void mirror_free(struct mirror *m)
 {
 	if (!m)
 		return;
+	mirror_reconnect_stop(m);
 	mirror_sync_free(m);
 	mbitmap_destroy(m->bitmap);
 	mcsum_free(m);
@@ -83,6 +93,10 @@ void mirror_free(struct mirror *m)
 	pthread_mutex_destroy(&m->state_lock);
 	pthread_mutex_destroy(&m->admin_lock);
 	pthread_cond_destroy(&m->state_cond);
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		free(m->rc[i].uri);
+	pthread_mutex_destroy(&m->rc_lock);
+	pthread_cond_destroy(&m->rc_cond);
 	free(m);
 }
 
@@ -1825,6 +1839,15 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	memcpy(s->uuid, leg->uuid, 16);
 	if (s->state == FM_LEG_REBUILDING)
 		g_strlcpy(s->note, leg->note, sizeof(s->note));
+	s->remote = dmio_path_is_remote(s->path);
+	if (leg->dev && dmio_dev_is_remote(leg->dev)) {
+		struct dmio_remote_stats rs;
+
+		if (dmio_dev_get_remote_stats(leg->dev, &rs) == 0) {
+			s->connected = rs.connected;
+			s->rtt_us = rs.rtt_us;
+		}
+	}
 	if (leg->dev) {
 		s->direct = dmio_dev_is_direct(leg->dev);
 		if (dmio_dev_get_fault(leg->dev, &f) == 0) {
@@ -1846,6 +1869,15 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	s->corrected = atomic_load(&leg->corrected);
 	s->checksum_errors = atomic_load(&leg->csum_errors);
 	s->pending = atomic_load(&leg->pending);
+	pthread_mutex_lock(&mm->rc_lock);
+	s->reconnects = m->rc[i].count;
+	s->reconnecting = m->rc[i].uri != NULL;
+	if (s->reconnecting && !*s->path) {
+		/* Closed between two attempts: still the leg it was. */
+		g_strlcpy(s->path, m->rc[i].uri, sizeof(s->path));
+		s->remote = true;
+	}
+	pthread_mutex_unlock(&mm->rc_lock);
 }
 
 void mirror_get_stats(const struct mirror *m, struct mirror_stats *s)

@@ -171,6 +171,7 @@ struct mirror {
 	uint64_t read_error_decay_ns;   /* the error counts halve this often */
 	uint64_t sync_speed_min, sync_speed_max;
 	unsigned bitmap_delay_ms;
+	unsigned remote_timeout_ms;     /* remote legs' hung-server timeout; 0: none */
 	struct mbitmap *bitmap;
 	struct mcsum *csum;             /* per-block checksums (csum.c), or NULL */
 	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
@@ -218,6 +219,20 @@ struct mirror {
 
 	atomic_ullong reads, writes, flushes, discards, read_bytes, write_bytes;
 	atomic_ullong read_retries, overlap_waits, errors;
+
+	/* Reconnection of remote legs (reconnect.c).  rc_lock is innermost:
+	 * it may be taken under state_lock or admin_lock, and nothing else is
+	 * taken while it is held. */
+	pthread_mutex_t rc_lock;        /* guards below */
+	pthread_cond_t rc_cond;
+	pthread_t rc_thread;
+	bool rc_running, rc_stop;
+	struct mirror_reconnect {
+		char *uri;              /* NULL: nothing to reconnect in this slot */
+		uint64_t due_ns;        /* next attempt (CLOCK_MONOTONIC) */
+		unsigned backoff_ms;
+		uint64_t count;         /* successful reconnections */
+	} rc[FM_SB_MAX_LEGS];
 };
 
 #define MIRROR_STAT_ADD(var, n) atomic_fetch_add_explicit(&(var), (n), memory_order_relaxed)
@@ -268,6 +283,20 @@ bool mirror_whole_regions(uint64_t sector, uint64_t count, unsigned region_shift
 /* The leg a resync reads from: the first in-sync leg that is not
  * write-mostly, else the first in-sync one; -1 when none is in sync. */
 int mirror_pick_source(struct mirror *m);
+
+/* reconnect.c: remote legs failed by I/O come back by themselves. */
+/* Leg @i (remote, failed by an I/O error) is to be reconnected: starts
+ * the reconnection thread if needed.  Any thread; takes rc_lock only. */
+void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri);
+/* Forget slot @i's pending reconnection (an administrator's fail, remove,
+ * add).  Any thread. */
+void mirror_reconnect_cancel(struct mirror *m, unsigned i);
+/* Stop the thread (mirror_stop, before anything else). */
+void mirror_reconnect_stop(struct mirror *m);
+/* ops.c: one attempt: re-add slot @i from @uri.  0 or -errno (@err set). */
+int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError **err);
+/* Apply the array's options to a leg device just opened (remote timeout). */
+void mirror_leg_dev_setup(struct mirror *m, struct dmio_dev *dev);
 
 /* state.c: state changes, superblock updates, the worker thread. */
 int mirror_state_init(struct mirror *m);

@@ -123,6 +123,7 @@ int mirror_fail_leg(struct mirror *m, const char *path, GError **err)
 		goto out;
 	}
 	mirror_leg_failed(m, (unsigned)i, "failed by the administrator", 0);
+	mirror_reconnect_cancel(m, (unsigned)i);
 	r = mirror_sb_update_sync(m);
 	if (r < 0)
 		g_set_error(err, FM_MIRROR_ERROR, EIO, "cannot record the change: no leg "
@@ -147,6 +148,7 @@ int mirror_remove_leg(struct mirror *m, const char *path, GError **err)
 		goto out;
 	}
 	mirror_retire_leg(m, (unsigned)i, false, "removed from the array");
+	mirror_reconnect_cancel(m, (unsigned)i);
 	mirror_sb_update_sync(m);
 out:
 	pthread_mutex_unlock(&m->admin_lock);
@@ -164,7 +166,7 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 	struct fm_sb sb;
 	int r, slot;
 
-	if (access(path, F_OK) < 0)
+	if (!dmio_path_is_remote(path) && access(path, F_OK) < 0)
 		return -ENOENT;
 	r = mirror_open_leg(&tmp, false, err);
 	if (r < 0)
@@ -229,12 +231,20 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	if ((r = check_writable(m, err)) < 0)
 		return r;
 	r = mirror_find_leg(m, path);
+	if (r >= 0 && m->legs[r].dev && dmio_dev_is_remote(m->legs[r].dev) &&
+	    leg_state(&m->legs[r]) == FM_LEG_FAULTY) {
+		/* A remote leg whose connection is gone: its device is dead
+		 * for good; a new connection re-adds it (md's --re-add). */
+		mirror_retire_leg(m, (unsigned)r, false, "closed to reconnect");
+	}
 	if (r >= 0 && m->legs[r].dev) {
 		g_set_error(err, FM_MIRROR_ERROR, EEXIST, "leg %s: is already a leg of the "
 			    "array (%s)", path, state_word(leg_state(&m->legs[r])));
 		return -EEXIST;
 	}
 	slot = open_readd(m, path, &dev, &full, note, sizeof(note), err);
+	if (slot >= 0)
+		mirror_leg_dev_setup(m, dev);
 	if (slot >= 0) {
 		memcpy(uuid, m->sb.legs[slot].uuid, 16);
 		fm_debug("leg %s: re-added to array %s in slot %d (%s recovery)", path,
@@ -247,6 +257,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 					err);
 		if (r < 0)
 			return r;
+		mirror_leg_dev_setup(m, dev);
 		full = true;
 		slot = -1;
 		for (unsigned s = 0; s < m->nr_legs && slot < 0; s++) {
@@ -335,12 +346,51 @@ int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **
 
 	pthread_mutex_lock(&m->admin_lock);
 	r = add_leg_locked(m, path, flags, -1, err);
+	if (r >= 0)
+		mirror_reconnect_cancel(m, (unsigned)r); /* the administrator did it */
 	if (r >= 0) {
 		r = mirror_sync_start_or_queue(m);
 		if (r < 0)
 			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
 				    g_strerror(-r));
 	}
+	pthread_mutex_unlock(&m->admin_lock);
+	return r;
+}
+
+int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError **err)
+{
+	struct mirror_leg *leg = &m->legs[i];
+	struct dmio_dev *probe = NULL;
+	int r;
+
+	/* Is the server back?  Asked first, so that the leg stays faulty (and
+	 * named in status) while it is not. */
+	r = dmio_dev_open(uri, DMIO_DEV_RDONLY, &probe);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot connect: %s", uri,
+			    g_strerror(-r));
+		return r;
+	}
+	dmio_dev_close(probe);
+	pthread_mutex_lock(&m->admin_lock);
+	r = check_writable(m, err);
+	if (r < 0)
+		goto out;
+	if (leg->dev && (leg_state(leg) != FM_LEG_FAULTY || !leg->path || strcmp(leg->path, uri))) {
+		g_set_error(err, FM_MIRROR_ERROR, ESTALE, "leg %s: slot %u changed meanwhile",
+			    uri, i);
+		r = -ESTALE;
+		goto out;
+	}
+	r = add_leg_locked(m, uri, 0, -1, err);
+	if (r >= 0) {
+		r = mirror_sync_start_or_queue(m);
+		if (r < 0)
+			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
+				    g_strerror(-r));
+	}
+out:
 	pthread_mutex_unlock(&m->admin_lock);
 	return r;
 }

@@ -97,6 +97,10 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 		m->sb.legs[i].events = m->sb.events + 1;
 		mirror_sb_request_locked(m);
 		mirror_event_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err);
+		/* A remote leg lost to the network comes back by itself (not
+		 * one the administrator failed: err 0). */
+		if (err && leg->dev && dmio_dev_is_remote(leg->dev) && !m->readonly)
+			mirror_reconnect_schedule(m, i, leg->path);
 		mirror_event_degraded_locked(m);
 		n = mirror_in_sync_count(m);
 		if (n)

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Remote legs that come back: a remote (NBD) leg failed by an I/O error
+ * (its server died, its connection dropped or hung) is reconnected by a
+ * thread of its own, with backoff, and re-added like `fusemirror add` does:
+ * the bitmap recorded every region written while it was away, so only
+ * those are copied (a bitmap-based recovery), unless it is too old for the
+ * bitmap, as for any re-add.
+ *
+ * Invariants:
+ *   - m->rc[i].uri is set from the moment slot i's remote leg failed by
+ *     I/O until it is re-added (or the administrator fails, removes or adds
+ *     a leg in that slot, or the array stops); an attempt is made when
+ *     due_ns passed; a failed attempt doubles backoff_ms (1 s .. 30 s).
+ *   - The thread exists from the first such failure until mirror_stop()
+ *     (mirror_reconnect_stop, before the resync and the superblocks stop).
+ *     It sleeps on rc_cond; it holds rc_lock only to pick an attempt: the
+ *     attempt itself (connect, admin_lock, superblock writes) runs without
+ *     it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mirror_i.h"
+
+#define RECONNECT_FIRST_MS 1000u
+#define RECONNECT_MAX_MS 30000u
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *reconnect_main(void *arg)
+{
+	struct mirror *m = arg;
+
+	pthread_setname_np(pthread_self(), "fm-reconnect");
+	pthread_mutex_lock(&m->rc_lock);
+	while (!m->rc_stop) {
+		uint64_t now = mono_ns(), next = UINT64_MAX;
+		g_autoptr(GError) err = NULL;
+		char *uri = NULL;
+		unsigned slot = 0;
+		int r;
+
+		for (unsigned i = 0; i < FM_SB_MAX_LEGS && !uri; i++) {
+			if (!m->rc[i].uri)
+				continue;
+			if (m->rc[i].due_ns <= now) {
+				uri = strdup(m->rc[i].uri);
+				slot = i;
+			} else if (m->rc[i].due_ns < next) {
+				next = m->rc[i].due_ns;
+			}
+		}
+		if (!uri) {
+			if (next == UINT64_MAX) {
+				pthread_cond_wait(&m->rc_cond, &m->rc_lock);
+			} else {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				next -= now;
+				ts.tv_sec += (time_t)(next / 1000000000u);
+				ts.tv_nsec += (long)(next % 1000000000u);
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				pthread_cond_timedwait(&m->rc_cond, &m->rc_lock, &ts);
+			}
+			continue;
+		}
+		pthread_mutex_unlock(&m->rc_lock);
+		r = mirror_reconnect_leg(m, slot, uri, &err);
+		pthread_mutex_lock(&m->rc_lock);
+		if (m->rc[slot].uri && !strcmp(m->rc[slot].uri, uri)) {
+			if (r >= 0) {
+				g_clear_pointer(&m->rc[slot].uri, free);
+				m->rc[slot].count++;
+				fm_debug("leg %s: reconnected and re-added", uri);
+			} else {
+				unsigned b = m->rc[slot].backoff_ms;
+
+				fm_debug("leg %s: reconnection failed (%s); next attempt in %u ms",
+					 uri, err ? err->message : g_strerror(-r), b);
+				m->rc[slot].due_ns = mono_ns() + (uint64_t)b * 1000000u;
+				m->rc[slot].backoff_ms = b * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+										  : b * 2;
+			}
+		}
+		free(uri);
+	}
+	pthread_mutex_unlock(&m->rc_lock);
+	return NULL;
+}
+
+void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri)
+{
+	pthread_mutex_lock(&m->rc_lock);
+	if (!m->rc_stop && uri) {
+		free(m->rc[i].uri);
+		m->rc[i].uri = strdup(uri);
+		m->rc[i].backoff_ms = RECONNECT_FIRST_MS * 2;
+		m->rc[i].due_ns = mono_ns() + RECONNECT_FIRST_MS * 1000000ull;
+		if (!m->rc_running) {
+			int r = pthread_create(&m->rc_thread, NULL, reconnect_main, m);
+
+			if (r == 0)
+				m->rc_running = true;
+			else
+				fm_debug("leg %s: cannot start the reconnection thread: %s", uri,
+					 strerror(r));
+		}
+		pthread_cond_signal(&m->rc_cond);
+	}
+	pthread_mutex_unlock(&m->rc_lock);
+}
+
+void mirror_reconnect_cancel(struct mirror *m, unsigned i)
+{
+	pthread_mutex_lock(&m->rc_lock);
+	g_clear_pointer(&m->rc[i].uri, free);
+	pthread_mutex_unlock(&m->rc_lock);
+}
+
+void mirror_reconnect_stop(struct mirror *m)
+{
+	bool running;
+
+	pthread_mutex_lock(&m->rc_lock);
+	m->rc_stop = true;
+	running = m->rc_running;
+	m->rc_running = false;
+	pthread_cond_broadcast(&m->rc_cond);
+	pthread_mutex_unlock(&m->rc_lock);
+	if (running)
+		pthread_join(m->rc_thread, NULL);
+}
+
+void mirror_leg_dev_setup(struct mirror *m, struct dmio_dev *dev)
+{
+	if (dev && dmio_dev_is_remote(dev) && m->remote_timeout_ms)
+		dmio_dev_set_remote_timeout(dev, m->remote_timeout_ms);
+}

@@ -1,0 +1,51 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# NBD servers for the remote-leg tests (remote_legs.sh, remote_hang.sh),
+# sourced after lib.sh: nbdkit's file plugin serving $T/remote on the unix
+# socket $SOCK (URI $URI), in the foreground of the test, killed (-9) by the
+# clean-up on every exit path.
+
+command -v nbdkit >/dev/null || fail "nbdkit is not installed (.ci/deps installs it)"
+SOCK=$T/nbd.sock
+URI="nbd+unix:///?socket=$SOCK"
+NBD_PID=
+
+# nbd_start: serve $T/remote (again); returns once the socket exists.
+nbd_start() {
+	local i
+	rm -f "$SOCK"
+	nbdkit -f --exit-with-parent -U "$SOCK" file "$T/remote" 2>>"$T/nbdkit.log" &
+	NBD_PID=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ -S $SOCK ]] && return 0
+		sleep 0.1
+	done
+	fail "nbdkit did not start: $(cat "$T/nbdkit.log")"
+}
+
+# nbd_pause: SIGSTOP the server, and wait until every thread of it is
+# stopped (kill returns before: a running thread could still answer).
+nbd_pause() {
+	local i t all
+	kill -STOP "$NBD_PID"
+	for ((i = 0; i < 200; i++)); do
+		all=1
+		for t in /proc/"$NBD_PID"/task/*/stat; do
+			[[ $(sed 's/.*) //' "$t" 2>/dev/null | cut -c1) == [Tt] ]] || all=0
+		done
+		((all)) && return 0
+		sleep 0.05
+	done
+	fail "nbdkit (pid $NBD_PID) did not stop"
+}
+
+# nbd_kill: the server dies (SIGKILL; a stopped one is continued first).
+nbd_kill() {
+	[[ -n $NBD_PID ]] || return 0
+	kill -CONT "$NBD_PID" 2>/dev/null || true
+	kill -KILL "$NBD_PID" 2>/dev/null || true
+	wait "$NBD_PID" 2>/dev/null || true
+	NBD_PID=
+}
+fm_on_cleanup nbd_kill

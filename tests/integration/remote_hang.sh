@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Remote legs (NBD, nbdkit's file plugin on a unix socket), continued from
+# remote_legs.sh:
+#   - a hung server (SIGSTOP): a write to the image still completes, the
+#     remote leg is failed by remote_timeout, and reconnects by itself once
+#     the server runs again;
+#   - the administrator's `fail` is not undone by itself; `add` re-adds it
+#     (only the regions written meanwhile are copied);
+#   - after umount, the remote leg's data area equals the local legs'.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/nbd_lib.sh"
+cd "$T" || fail "cannot cd to $T"
+
+mkdir "$T/mnt"
+truncate -s 32M "$T/leg0" "$T/leg1" "$T/remote"
+nbd_start
+fm_create --region-size 1M "$T/leg0" "$URI" "$T/leg1"
+fm_mount -o remote_timeout=1000,cache_mode=writethrough,sync_speed_min=200M \
+	"$T/leg0" "$URI" "$T/leg1" "$T/mnt"
+img=$T/mnt/image
+dd if=/dev/urandom of="$img" bs=1M count=4 oflag=direct status=none || fail "first write"
+
+log "stopping nbdkit (SIGSTOP)"
+nbd_pause
+t0=$SECONDS
+dd if=/dev/urandom of="$img" bs=1M seek=8 count=1 oflag=direct conv=notrunc,fsync status=none ||
+	fail "a write to the array with a hung remote leg failed"
+((SECONDS - t0 < 15)) || fail "a write waited $((SECONDS - t0)) s for a hung server"
+log "the write completed in $((SECONDS - t0)) s"
+fm_wait_leg_state "$T/mnt" "$URI" faulty 20
+kill -CONT "$NBD_PID"
+fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
+fm_wait_sync_idle "$T/mnt" 30
+v=$(fm_leg_get "$T/mnt" "$URI" reconnects); assert_eq "$v" 1 "status: reconnects after the hang"
+log "reconnected after the hang"
+
+fm_ok fail "$T/mnt" "$URI" >/dev/null
+dd if=/dev/urandom of="$img" bs=1M seek=12 count=1 oflag=direct conv=notrunc status=none || fail "write"
+sleep 1.5
+assert_eq "$(fm_leg_state "$T/mnt" "$URI")" faulty "an administrator's fail is not reconnected"
+v=$(fm_leg_get "$T/mnt" "$URI" reconnecting); assert_eq "$v" false "status: reconnecting after fail"
+fm_ok add "$T/mnt" "$URI" >/dev/null
+grep -q "bitmap" "$T/fm.out" || log "add said: $(cat "$T/fm.out")"
+fm_wait_leg_state "$T/mnt" "$URI" in_sync 30
+fm_wait_sync_idle "$T/mnt" 30
+assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the image's clients"
+
+fm_umount "$T/mnt"
+nbd_kill
+assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
+log "ok"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Remote legs (NBD), with a real nbdkit (file plugin) on a unix socket:
+#   - create with 2 local legs and nbd+unix:///?socket=..., examine the URI;
+#   - mounted (writethrough, so that every write reaches the legs), a fio
+#     verify runs while nbdkit is killed (SIGKILL) and started again: no
+#     error reaches fio, the leg is faulty meanwhile (status: reconnecting),
+#     reconnects by itself and is recovered from the bitmap, not wholly;
+#     status shows the URI, the round trip and the reconnection;
+#   - after umount, the remote leg's data area equals the local legs'.
+# remote_hang.sh: a hung server, the administrator's fail and add.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/nbd_lib.sh"
+cd "$T" || fail "cannot cd to $T"
+
+mkdir "$T/mnt"
+truncate -s 64M "$T/leg0" "$T/leg1" "$T/remote"
+nbd_start
+fm_create --region-size 1M "$T/leg0" "$T/leg1" "$URI"
+v=$(fm_examine_json "$URI" | python3 -c 'import json,sys; print(json.load(sys.stdin)["legs"][0]["leg_index"])')
+assert_eq "$v" 2 "examine of the remote leg: its slot"
+
+fm_mount -o bitmap_delay=60000,cache_mode=writethrough,sync_speed_min=200M \
+	"$T/leg0" "$T/leg1" "$URI" "$T/mnt"
+img=$T/mnt/image
+# Regions 0..7 written before the cut keep their bits (bitmap_delay): the
+# recovery copies them and what was written during the cut, not all 63.
+dd if=/dev/urandom of="$img" bs=1M count=8 oflag=direct status=none || fail "first write"
+v=$(fm_leg_get "$T/mnt" "$URI" rtt_us); ((v > 0)) || fail "status: rtt_us is $v"
+
+# fio verify in [16M, 24M), slowed down to span the cut.
+fio --name=cut --filename="$img" --offset=16M --size=8M --rw=randwrite --bs=16k \
+	--direct=1 --ioengine=psync --rate=4m --verify=crc32c --verify_fatal=1 \
+	--output-format=json --output="$T/fio-cut.json" 2>"$T/fio-cut.err" &
+FIO=$!
+sleep 0.5
+log "killing nbdkit under fio"
+nbd_kill
+fm_wait_leg_state "$T/mnt" "$URI" faulty 20
+log "the remote leg is faulty"
+fm_ok status "$T/mnt" | grep -q "remote: disconnected, reconnecting" ||
+	fail "status text does not say the remote leg is reconnecting"
+nbd_start
+log "nbdkit restarted"
+wait "$FIO" || fail "fio verify failed across the cut: $(cat "$T/fio-cut.err")"
+log "fio verify done"
+fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
+fm_wait_sync_idle "$T/mnt" 30
+log "the remote leg is in sync again"
+fm_status_json "$T/mnt" >/dev/null
+read -r rc bytes errs < <(python3 - "$T/status.json" "$URI" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
+print(leg["reconnects"], j["sync"]["write_bytes"], j["io"]["errors"])
+PY
+)
+assert_eq "$rc" 1 "status: reconnects"
+assert_eq "$errs" 0 "errors returned to the image's clients"
+log "recovery after the cut: $bytes bytes"
+((bytes > 0 && bytes <= 24 * 1048576)) || fail "recovery copied $bytes bytes: not from the bitmap"
+fm_ok status "$T/mnt" | grep -q "remote: connected, round trip .* ms, 1 reconnects" ||
+	fail "status text lacks the remote line: $(cat "$T/fm.out")"
+
+fm_umount "$T/mnt"
+nbd_kill
+assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
+log "ok"
