@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -120,8 +121,13 @@ struct front {
 /* A request buffer of an event loop (see "Event loops"): max_write and
  * the request's header page. */
 #define FRONT_RBUF_SIZE ((1u << 20) + 4096u)
+/* Behind those bytes, a page for the contexts of the request's reply
+ * (read_ctx, around_read): a read on a loop allocates nothing. */
+#define FRONT_RBUF_CTX 2048u
+#define FRONT_RBUF_ALLOC (FRONT_RBUF_SIZE + 2 * FRONT_RBUF_CTX)
 struct front_loop;
 struct front_rbuf;
+static void *front_rbuf_ctx(struct front_rbuf *b, unsigned slot);
 static void front_req_end(struct front *f);
 static bool front_on_loop(void);
 static struct front_rbuf *front_hold_rbuf(void);
@@ -386,6 +392,8 @@ struct read_ctx {
 	atomic_int err;
 	struct bufio_buffer *buf;       /* n == 1: the block, held */
 	uint8_t *data;                  /* n > 1: the reply, filled as blocks arrive */
+	struct front_rbuf *hb;          /* on a loop: the held request buffer,
+					   which holds this and data */
 };
 
 static void read_finish(struct read_ctx *rc)
@@ -405,8 +413,13 @@ static void read_finish(struct read_ctx *rc)
 	}
 	if (rc->buf)
 		bufio_release(rc->buf);
-	free(rc->data);
-	free(rc);
+	if (rc->hb) {
+		/* Last: the buffer may be reused at once. */
+		front_rbuf_release(rc->hb);
+	} else {
+		free(rc->data);
+		free(rc);
+	}
 	front_req_end(f);
 }
 
@@ -439,6 +452,7 @@ struct around_read {
 	struct front *f;
 	void *buf;                      /* malloc'ed, or the request's buffer */
 	struct front_rbuf *hb;          /* on a loop: the held request buffer */
+	bool in_hb;                     /* this structure is in hb's context page */
 	size_t skip, size;
 };
 
@@ -453,29 +467,48 @@ static void around_read_done(void *ctx, int err)
 		fuse_reply_buf(ar->req, (const char *)ar->buf + ar->skip, ar->size);
 		FRONT_STAT_ADD(f, read_bytes, ar->size);
 	}
-	if (ar->hb)
-		front_rbuf_release(ar->hb);
-	else
+	if (!ar->hb) {
 		free(ar->buf);
-	free(ar);
+		free(ar);
+	} else if (ar->in_hb) {
+		front_rbuf_release(ar->hb);     /* ar with it */
+	} else {
+		front_rbuf_release(ar->hb);
+		free(ar);
+	}
 	front_req_end(f);
 }
 
-/* Answer a read of blocks [@b0, + @n) around the cache; false if it cannot
- * (a block is cached, no memory): then read through the cache. */
+/*
+ * Answer a read of blocks [@b0, + @n) around the cache; false if it cannot
+ * (a block is cached, no memory): then read through the cache.  @own: the
+ * request buffer the caller holds already (its read_ctx is in it), which
+ * the read-around takes over when it returns true.
+ */
 static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t size,
-			uint64_t b0, unsigned n)
+			uint64_t b0, unsigned n, struct front_rbuf *own)
 {
-	struct around_read *ar = malloc(sizeof(*ar));
+	struct front_rbuf *hb = NULL;
+	struct around_read *ar;
 	struct iovec iov;
 	int r;
 
-	if (!ar)
-		return false;
 	/* On a loop the request's own buffer (page aligned, max_write plus a
-	 * page) takes the blocks: no allocation, and an O_DIRECT leg reads
-	 * straight into the memory the reply is written from. */
-	ar->hb = (size_t)n * f->bs <= FRONT_RBUF_SIZE ? front_hold_rbuf() : NULL;
+	 * page) takes the blocks, and its context page this structure: no
+	 * allocation, and an O_DIRECT leg reads straight into the memory the
+	 * reply is written from. */
+	if ((size_t)n * f->bs <= FRONT_RBUF_SIZE)
+		hb = own ? own : front_hold_rbuf();
+	else if (own)
+		return false;           /* @own stays with its read_ctx */
+	ar = hb ? front_rbuf_ctx(hb, 1) : malloc(sizeof(*ar));
+	if (!ar) {
+		if (hb && !own)
+			front_rbuf_unhold(hb);
+		return false;
+	}
+	ar->hb = hb;
+	ar->in_hb = hb != NULL;
 	if (ar->hb) {
 		ar->buf = front_rbuf_mem(ar->hb);
 	} else if (posix_memalign(&ar->buf, FM_PAGE_SIZE, (size_t)n * f->bs)) {
@@ -493,11 +526,12 @@ static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t si
 	if (r == 0)
 		return true;
 	atomic_fetch_sub(&f->inflight, 1);
-	if (ar->hb)
-		front_rbuf_unhold(ar->hb);
-	else
+	if (!ar->hb) {
 		free(ar->buf);
-	free(ar);
+		free(ar);
+	} else if (!own) {
+		front_rbuf_unhold(ar->hb);
+	}
 	return false;
 }
 
@@ -519,11 +553,14 @@ static void read_issue(struct read_ctx *rc, uint64_t from)
 			r = bufio_read_async_nowait(f->c, blk, read_block_done, rc);
 			if (r == -EWOULDBLOCK && blk == rc->b0 &&
 			    read_around(f, rc->req, rc->off, rc->size, rc->b0,
-					(unsigned)(last - rc->b0 + 1))) {
+					(unsigned)(last - rc->b0 + 1), rc->hb)) {
 				/* No cache memory without a wait: straight from
-				 * the legs into the request's buffer instead. */
-				free(rc->data);
-				free(rc);
+				 * the legs into the request's buffer instead
+				 * (which then holds rc no more). */
+				if (!rc->hb) {
+					free(rc->data);
+					free(rc);
+				}
 				atomic_fetch_sub(&f->inflight, 1);
 				return;
 			}
@@ -548,6 +585,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct front *f = req_front(req);
+	struct front_rbuf *hb;
 	struct read_ctx *rc;
 	uint64_t b0, b1;
 	unsigned n;
@@ -567,12 +605,22 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	b0 = (uint64_t)off / f->bs;
 	b1 = ((uint64_t)off + size - 1) / f->bs;
 	n = (unsigned)(b1 - b0 + 1);
-	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n))
+	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
-	rc = calloc(1, sizeof(*rc));
-	if (rc && n > 1 && !(rc->data = malloc(size))) {
-		free(rc);
-		rc = NULL;
+	hb = size <= FRONT_RBUF_SIZE ? front_hold_rbuf() : NULL;
+	if (hb) {
+		/* On a loop: the context and the reply in the request buffer. */
+		rc = front_rbuf_ctx(hb, 0);
+		memset(rc, 0, sizeof(*rc));
+		rc->hb = hb;
+		if (n > 1)
+			rc->data = front_rbuf_mem(hb);
+	} else {
+		rc = calloc(1, sizeof(*rc));
+		if (rc && n > 1 && !(rc->data = malloc(size))) {
+			free(rc);
+			rc = NULL;
+		}
 	}
 	if (!rc) {
 		reply_err(f, req, ENOMEM);
@@ -1061,7 +1109,7 @@ static const struct fuse_lowlevel_ops front_ops = {
 struct front_rbuf {
 	struct front_loop *loop;
 	struct front_rbuf *next;        /* free list / returned stack */
-	void *mem;                      /* FRONT_RBUF_SIZE, page aligned */
+	void *mem;                      /* FRONT_RBUF_ALLOC, page aligned */
 };
 
 struct front_loop {
@@ -1110,6 +1158,14 @@ static void front_rbuf_unhold(struct front_rbuf *b)
 static void *front_rbuf_mem(struct front_rbuf *b)
 {
 	return b->mem;
+}
+
+/* Context slot @slot (0: read_ctx, 1: around_read) of a held buffer. */
+static void *front_rbuf_ctx(struct front_rbuf *b, unsigned slot)
+{
+	_Static_assert(sizeof(struct read_ctx) <= FRONT_RBUF_CTX, "read_ctx fits");
+	_Static_assert(sizeof(struct around_read) <= FRONT_RBUF_CTX, "around_read fits");
+	return (char *)b->mem + FRONT_RBUF_SIZE + slot * FRONT_RBUF_CTX;
 }
 
 static void front_rbuf_release(struct front_rbuf *b)
@@ -1302,7 +1358,9 @@ static void loop_arm(struct front_loop *l, bool tick)
 	sqe = dmio_loop_get_sqe(l->dl);
 	if (!sqe)
 		return;
-	io_uring_prep_poll_add(sqe, fuse_session_fd(f->se), POLLIN);
+	/* Exclusive: a request wakes one polling loop, not all of them (the
+	 * others would only find the queue empty). */
+	io_uring_prep_poll_add(sqe, fuse_session_fd(f->se), POLLIN | EPOLLEXCLUSIVE);
 	io_uring_sqe_set_data(sqe, &l->poll_op);
 	l->polling = true;
 }
@@ -1363,7 +1421,7 @@ static int front_run_loops(struct front *f)
 			struct front_rbuf *b = &l->bufs[k];
 
 			b->loop = l;
-			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_SIZE)) {
+			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_ALLOC)) {
 				r = -ENOMEM;
 				goto out;
 			}
