@@ -46,6 +46,9 @@ enum fm_event_type {
 	FM_EVENT_CHECKSUM_ERROR,        /* leg: a copy failed verification; value: byte offset */
 	FM_EVENT_STOPPED,               /* the array was stopped; value: 1 clean, 0 not */
 	FM_EVENT_WRITE_MOSTLY,          /* leg: write-mostly flag set (value 1) or cleared (0) */
+	FM_EVENT_BAD_BLOCK,             /* leg: blocks it cannot write were recorded in
+					   the bad-block list (the leg stays); value:
+					   byte offset of the first; err: EIO */
 	FM_EVENT__MAX
 };
 

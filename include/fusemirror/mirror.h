@@ -313,6 +313,9 @@ struct mirror_leg_stats {
 	uint64_t corrected;             /* read errors repaired from another leg */
 	uint64_t checksum_errors;       /* 4 KiB blocks whose copy here failed
 					   checksum verification (reads, scrubs) */
+	uint64_t bad_blocks;            /* 4 KiB blocks in its bad-block list:
+					   it could not write them; reads of
+					   them go to the other legs */
 	bool fault_set;                 /* a fault is injected */
 	struct dmio_fault fault;        /* ... this one (image sectors) */
 	bool direct;                    /* opened O_DIRECT */

@@ -53,7 +53,15 @@
  *                  bit says the region was never written since create or
  *                  its last whole-region discard: it reads as zeroes and
  *                  every in-sync leg holds zeroes there.
- *   2000 .. 4091   reserved
+ *   2000 .. 4055   bad-block list (FM_SB_FEAT_BAD_BLOCKS): 2000 u32
+ *                  nr_bad, 2004 u32 0, 2008 u64 bad[FM_SB_BAD_MAX]
+ *                  (FM_SB_BAD_MAKE()): 4 KiB blocks of the image that
+ *                  one leg could not write; reads of them avoid that
+ *                  leg; a later write of them that succeeds clears them
+ *                  (md's bad block log, src/mirror/badblocks.c).  The bit
+ *                  is set while the list holds an entry, so that an older
+ *                  fusemirror, which would read those blocks, refuses it.
+ *   4056 .. 4091   reserved
  * Each leg slot's word at +20 holds that leg's flags (enum fm_sb_leg_flags).
  *
  * Threading: the functions here are pure (encode/decode/validate) or do
@@ -103,9 +111,25 @@ enum fm_sb_features {
 	FM_SB_FEAT_CHECKSUMS = 1u << 0,   /* per-block checksum area (1488..) */
 	FM_SB_FEAT_WRITTEN_MAP = 1u << 1, /* written-region map (1744..) */
 	FM_SB_FEAT_GENERATIONS = 1u << 2, /* assembly records (1232..) */
+	FM_SB_FEAT_BAD_BLOCKS = 1u << 3,  /* bad-block list (2000..), not empty */
 };
 /* Every feature bit this build knows; a superblock with another is refused. */
-#define FM_SB_FEAT_ALL (FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP | FM_SB_FEAT_GENERATIONS)
+#define FM_SB_FEAT_ALL (FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP | \
+			FM_SB_FEAT_GENERATIONS | FM_SB_FEAT_BAD_BLOCKS)
+
+/* Bad-block list (FM_SB_FEAT_BAD_BLOCKS): one u64 per entry, a run of
+ * 1..FM_SB_BAD_MAX_LEN 4 KiB blocks of the image bad on one leg slot:
+ * bits 0..39 the first block, 40..47 the length - 1, 48..52 the slot;
+ * the other bits 0. */
+#define FM_SB_BAD_MAX 256               /* entries, all legs together */
+#define FM_SB_BAD_BLOCK_SIZE 4096u
+#define FM_SB_BAD_MAX_LEN 256u          /* blocks per entry */
+#define FM_SB_BAD_MAKE(slot, block, len) \
+	((uint64_t)(block) | ((uint64_t)(len) - 1) << 40 | (uint64_t)(slot) << 48)
+#define FM_SB_BAD_BLOCK(e) ((e) & ((1ull << 40) - 1))
+#define FM_SB_BAD_LEN(e) ((unsigned)(((e) >> 40) & 0xff) + 1)
+#define FM_SB_BAD_SLOT(e) ((unsigned)(((e) >> 48) & 0x1f))
+#define FM_SB_BAD_RESERVED(e) ((e) >> 53)
 
 /* Per-leg flags, in the leg's slot of the leg table. */
 enum fm_sb_leg_flags {
@@ -174,6 +198,11 @@ struct fm_sb {
 	/* FM_SB_FEAT_GENERATIONS (else all 0): per slot, the events of the
 	 * last update at which this superblock's writer saw it in sync. */
 	uint64_t last_in_sync[FM_SB_MAX_LEGS];
+	/* FM_SB_FEAT_BAD_BLOCKS (else 0): entries bad[0 .. nr_bad - 1]
+	 * (FM_SB_BAD_MAKE), each of an occupied slot, inside the image; the
+	 * bit is set exactly when nr_bad > 0. */
+	uint32_t nr_bad;
+	uint64_t bad[FM_SB_BAD_MAX];
 };
 
 /*

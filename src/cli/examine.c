@@ -237,6 +237,17 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 		       sb->legs[i].flags & FM_SB_LEG_WRITE_MOSTLY ? "  write-mostly" : "",
 		       repl, i == sb->leg_index ? "  (this leg)" : "");
 	}
+	/* The bad-block list (FM_SB_FEAT_BAD_BLOCKS): blocks a leg could not
+	 * write; reads of them go to the other legs. */
+	if (!sb->nr_bad)
+		printf("       bad blocks : none\n");
+	else
+		printf("       bad blocks : %u entries (of %d); blocks a leg could not write:\n",
+		       sb->nr_bad, FM_SB_BAD_MAX);
+	for (unsigned k = 0; k < sb->nr_bad; k++)
+		printf("      slot %-2u  bytes %llu + %llu\n", FM_SB_BAD_SLOT(sb->bad[k]),
+		       (unsigned long long)FM_SB_BAD_BLOCK(sb->bad[k]) * FM_SB_BAD_BLOCK_SIZE,
+		       (unsigned long long)FM_SB_BAD_LEN(sb->bad[k]) * FM_SB_BAD_BLOCK_SIZE);
 }
 
 static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
@@ -314,6 +325,19 @@ static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
 			json_builder_add_null_value(b);
 		}
 		cli_json_int(b, "last_in_sync", sb->last_in_sync[i]);
+		/* its bad-block list: [{offset, length}] in bytes of the image */
+		json_builder_set_member_name(b, "bad_blocks");
+		json_builder_begin_array(b);
+		for (unsigned k = 0; k < sb->nr_bad; k++) {
+			if (FM_SB_BAD_SLOT(sb->bad[k]) != i)
+				continue;
+			json_builder_begin_object(b);
+			cli_json_int(b, "offset", FM_SB_BAD_BLOCK(sb->bad[k]) * FM_SB_BAD_BLOCK_SIZE);
+			cli_json_int(b, "length", (uint64_t)FM_SB_BAD_LEN(sb->bad[k]) *
+					  FM_SB_BAD_BLOCK_SIZE);
+			json_builder_end_object(b);
+		}
+		json_builder_end_array(b);
 		json_builder_end_object(b);
 	}
 	json_builder_end_array(b);

@@ -31,6 +31,8 @@ static enum fm_log_level event_level(const struct fm_event *ev)
 	case FM_EVENT_LEG_FAILED:
 	case FM_EVENT_CHECKSUM_ERROR:
 		return FM_LOG_ERR;
+	case FM_EVENT_BAD_BLOCK:
+		return FM_LOG_WARNING;
 	case FM_EVENT_UNCLEAN_START:
 	case FM_EVENT_DEGRADED:
 	case FM_EVENT_LEG_MISSING:
@@ -145,6 +147,10 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 		break;
 	case FM_EVENT_CHECKSUM_ERROR:
 		msg = g_strdup_printf("%s: leg %s: the copy at byte %llu failed its checksum", mp, leg, v);
+		break;
+	case FM_EVENT_BAD_BLOCK:
+		msg = g_strdup_printf("%s: leg %s: blocks from byte %llu cannot be written; they "
+				      "are in its bad-block list (reads avoid them there)", mp, leg, v);
 		break;
 	case FM_EVENT_STOPPED:
 		msg = g_strdup_printf("%s: array stopped%s", mp, v ? " cleanly" : " (not clean)");

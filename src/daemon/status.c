@@ -265,6 +265,10 @@ static void render_text(const struct status *s, GString *out)
 					       (unsigned long long)(ls->rtt_us / 1000),
 					       (unsigned long long)(ls->rtt_us % 1000),
 					       (unsigned long long)ls->reconnects);
+		if (ls->bad_blocks)
+			g_string_append_printf(out, "       bad blocks: %llu (it could not write "
+					       "them; reads of them go to the other legs)\n",
+					       (unsigned long long)ls->bad_blocks);
 		if (*ls->note)
 			g_string_append_printf(out, "       %s\n", ls->note);
 		if (ls->fault_set) {
@@ -419,6 +423,7 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "pending", ls->pending);
 		cli_json_int(b, "corrected", ls->corrected);
 		cli_json_int(b, "checksum_errors", ls->checksum_errors);
+		cli_json_int(b, "bad_blocks", ls->bad_blocks);
 		cli_json_bool(b, "write_mostly", ls->write_mostly);
 		cli_json_bool(b, "remote", ls->remote);
 		cli_json_bool(b, "connected", ls->connected);
@@ -617,6 +622,16 @@ static void render_prometheus(const struct status *s, GString *out)
 
 		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
 		prom_sample(out, s, "fusemirror_leg_write_mostly", ls->write_mostly,
+			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
+	}
+	prom_head(out, "fusemirror_leg_bad_blocks", "gauge",
+		  "4 KiB blocks in a leg's bad-block list (it could not write them).");
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+		char slot[16];
+
+		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
+		prom_sample(out, s, "fusemirror_leg_bad_blocks", ls->bad_blocks,
 			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
 	}
 	prom_legs(out, s, "fusemirror_leg_reads_total", "Read requests a leg served.",

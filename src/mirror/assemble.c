@@ -311,6 +311,7 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 	 * every leg given, so that the next update is newer than all. */
 	m->sb = ref->sb;
 	m->sb.events = max_events;
+	atomic_store(&m->nr_bad, m->sb.nr_bad);         /* the bad-block list's */
 	m->nr_legs = ref->sb.nr_legs;
 	for (unsigned i = 0; i < n; i++) {
 		struct mirror_leg *leg = &tl[i];

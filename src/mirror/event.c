@@ -27,6 +27,7 @@ static const char *const event_names[FM_EVENT__MAX] = {
 	[FM_EVENT_CHECKSUM_ERROR] = "ChecksumError",
 	[FM_EVENT_STOPPED] = "Stopped",
 	[FM_EVENT_WRITE_MOSTLY] = "WriteMostly",
+	[FM_EVENT_BAD_BLOCK] = "BadBlock",
 };
 
 const char *fm_event_name(enum fm_event_type type)

@@ -189,7 +189,8 @@ static void read_done(unsigned long error_bits, void *context);
 /* May leg @i serve read @r?  (Not tried yet, in sync; during a resync, an
  * out-of-sync region is read from the resync source only, so that two
  * reads of it cannot return different data; a write-mostly leg only when
- * @wm, the second round.) */
+ * @wm, the second round; never a leg whose copy is in the bad-block
+ * list.) */
 static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, int only,
 			   bool wm)
 {
@@ -197,7 +198,8 @@ static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, i
 
 	return !(r->tried & (1ull << i)) && leg_state(leg) == FM_LEG_IN_SYNC &&
 	       (only < 0 || (unsigned)only == i) &&
-	       (wm || !atomic_load_explicit(&leg->write_mostly, memory_order_relaxed));
+	       (wm || !atomic_load_explicit(&leg->write_mostly, memory_order_relaxed)) &&
+	       !mirror_leg_bad(m, i, r->sector, r->count);
 }
 
 /* One round of the read policy over the candidates (see read_candidate). */
@@ -495,6 +497,7 @@ static void read_done(unsigned long error_bits, void *context)
 /* Writes, discards: ordered */
 
 static void write_done(unsigned long error_bits, void *context);
+static void copy_write_done(unsigned long error_bits, void *context);
 
 static bool overlaps(const struct mreq *a, const struct mreq *b)
 {
@@ -833,6 +836,10 @@ static uint64_t regions_done(struct mreq *r, unsigned long error_bits, uint64_t 
 				MIRROR_STAT_ADD(leg->writes, 1);
 				MIRROR_STAT_ADD(leg->write_bytes, count << FM_SECTOR_SHIFT);
 			}
+			/* Written whole: its blocks here are good again (not a
+			 * leg whose failed blocks were just recorded). */
+			if (r->op != MREQ_DISCARD && !(r->nforgiven & (1ull << li)))
+				mirror_bad_clear(m, li, sector, count);
 		}
 		leg_put(leg);
 	}
@@ -887,13 +894,155 @@ static void unwrite_whole_regions(struct mirror *m, uint64_t sector, uint64_t co
 		mbitmap_unwrite(m->bitmap, first, end - 1);
 }
 
+/*
+ * Bad blocks: a write or copy write that failed on some leg is retried
+ * there block by block by the worker (mirror_narrow_write()) before the
+ * leg is failed, when another in-sync leg took all of it (a copy's data
+ * is on its source): the blocks that fail again go to the bad-block list
+ * and the leg stays.  False when @r is not to be retried.
+ */
+static bool narrow_queue(struct mreq *r, unsigned long bits, uint64_t sector, uint64_t count)
+{
+	struct mirror *m = r->m;
+	bool other = r->op == MREQ_COPY || r->op == MREQ_SCRUB;
+
+	if (!bits || r->narrowed || m->readonly || !m->worker_running ||
+	    (r->op != MREQ_WRITE && !other))
+		return false;
+	for (unsigned k = 0; k < r->nr_regions && !other; k++)
+		if (!(bits & (1ul << k)) && (r->targets & (1ull << r->region_leg[k])))
+			other = true;
+	if (!other)
+		return false;
+	r->narrowed = true;
+	r->nbits = bits;
+	r->nsector = sector;
+	r->ncount = count;
+	pthread_mutex_lock(&m->state_lock);
+	r->next_narrow = m->narrow_head;
+	m->narrow_head = r;
+	pthread_cond_broadcast(&m->state_cond);
+	pthread_mutex_unlock(&m->state_lock);
+	return true;
+}
+
+/* Copy bytes [sector, sector + count) of what @r writes into @buf. */
+static void narrow_gather(const struct mreq *r, uint64_t sector, uint64_t count, void *buf)
+{
+	size_t off = (size_t)(sector - r->sector) << FM_SECTOR_SHIFT;
+	size_t len = (size_t)count << FM_SECTOR_SHIFT;
+	char *p = buf;
+
+	if (r->op != MREQ_WRITE && (r->copy_flags & COPY_ZERO)) {
+		memset(p, 0, len);      /* a copy of an unwritten region */
+		return;
+	}
+	if (r->op != MREQ_WRITE) {
+		memcpy(p, (const char *)r->data + off, len);
+		return;
+	}
+	for (unsigned i = 0; i < r->iovcnt && len; i++) {
+		size_t n = r->iov[i].iov_len;
+
+		if (off >= n) {
+			off -= n;
+			continue;
+		}
+		n -= off;
+		if (n > len)
+			n = len;
+		memcpy(p, (const char *)r->iov[i].iov_base + off, n);
+		p += n;
+		len -= n;
+		off = 0;
+	}
+}
+
+void mirror_narrow_write(struct mirror *m, struct mreq *r)
+{
+	uint64_t lo = r->nsector, hi = lo + r->ncount;
+	uint64_t b0 = lo / 8, nb = (hi + 7) / 8 - b0;
+	unsigned long left = r->nbits;
+	uint8_t *failed = calloc(nb, 1);
+	void *buf = NULL;
+
+	if (!failed || posix_memalign(&buf, 4096, 4096)) {
+		free(failed);
+		failed = NULL;
+	}
+	for (unsigned k = 0; k < r->nr_regions && failed; k++) {
+		unsigned li = r->region_leg[k];
+		struct mirror_leg *leg = &m->legs[li];
+		uint64_t nfail = 0, first = 0;
+		bool recorded;
+
+		if (!(r->nbits & (1ul << k)))
+			continue;
+		/* Retry each 4 KiB block (the leg's reference is the
+		 * request's, held until regions_done()). */
+		for (uint64_t b = 0; b < nb; b++) {
+			uint64_t s = (b0 + b) * 8 > lo ? (b0 + b) * 8 : lo;
+			uint64_t e = (b0 + b + 1) * 8 < hi ? (b0 + b + 1) * 8 : hi;
+			struct dmio_region where = { leg->dev, m->data_sector + s, e - s };
+
+			narrow_gather(r, s, e - s, buf);
+			failed[b] = dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, NULL) < 0;
+			if (failed[b] && !nfail++)
+				first = b0 + b;
+		}
+		pthread_mutex_lock(&m->state_lock);
+		recorded = mbad_record(&m->sb, li, failed, b0, nb) == 0;
+		atomic_store_explicit(&m->nr_bad, m->sb.nr_bad, memory_order_release);
+		if (recorded) {
+			left &= ~(1ul << k);
+			r->nforgiven |= 1ull << li;
+			if (nfail)
+				mirror_event_locked(m, FM_EVENT_BAD_BLOCK, (int)li,
+						    first * FM_SB_BAD_BLOCK_SIZE, EIO);
+		}
+		pthread_mutex_unlock(&m->state_lock);
+		if (!nfail)
+			fm_debug("leg %s: %s of sectors %llu+%llu failed, but its retry "
+				 "block by block went through", leg->path, op_name(r->op),
+				 (unsigned long long)lo, (unsigned long long)(hi - lo));
+		else if (recorded)
+			fm_warn("leg %s: %llu blocks of sectors %llu+%llu cannot be written "
+				"(the first at byte %llu); recorded in the bad-block list, "
+				"reads of them avoid this leg", leg->path,
+				(unsigned long long)nfail, (unsigned long long)lo,
+				(unsigned long long)(hi - lo),
+				(unsigned long long)(first * FM_SB_BAD_BLOCK_SIZE));
+		else
+			fm_err("leg %s: %llu blocks of sectors %llu+%llu cannot be written, more "
+			       "than its bad-block list may hold (%d blocks a leg, %d entries in "
+			       "all): the leg fails", leg->path, (unsigned long long)nfail,
+			       (unsigned long long)lo, (unsigned long long)(hi - lo),
+			       MIRROR_BAD_MAX_LEG, FM_SB_BAD_MAX);
+	}
+	free(failed);
+	free(buf);
+	r->nbits = left;
+	/* Resumed (mirror_complete_held()) once the list is on disk. */
+	pthread_mutex_lock(&m->state_lock);
+	r->narrow_held = true;
+	r->held_err = 0;
+	r->held_gen = mirror_sb_request_locked(m);
+	r->next_held = m->held;
+	m->held = r;
+	pthread_mutex_unlock(&m->state_lock);
+}
+
 static void write_done(unsigned long error_bits, void *context)
 {
 	struct mreq *r = context;
 	struct mirror *m = r->m;
 	mirror_end_io_fn end_io = r->end_io;
 	void *ctx = r->ctx;
-	uint64_t ok = regions_done(r, error_bits, r->sector, r->count);
+	uint64_t ok;
+
+	if (narrow_queue(r, error_bits, r->sector, r->count))
+		return;
+	ok = regions_done(r, error_bits, r->sector, r->count);
 	bool some_failed = r->nr_regions && error_bits;
 	/* Done when an in-sync leg has it: a rebuilding leg alone cannot
 	 * serve it back. */
@@ -923,6 +1072,17 @@ void mirror_complete_held(struct mreq *r)
 	void *ctx = r->ctx;
 	int err = r->held_err;
 
+	if (r->narrow_held) {
+		/* Back from mirror_narrow_write(): finish the write with
+		 * the legs that are still failing it. */
+		r->narrow_held = false;
+		if (r->op == MREQ_COPY || r->op == MREQ_SCRUB)
+			copy_write_done(r->nbits, r);
+		else
+			write_done(r->nbits, r);
+		return;
+	}
+
 	mreq_free(r);
 	end_io(ctx, err);
 }
@@ -937,6 +1097,7 @@ struct scrub_sub {
 	struct mreq *r;
 	unsigned leg;
 	bool failed;
+	bool stale;             /* not read: its copy has bad blocks there */
 };
 
 static size_t copy_bytes(const struct mreq *r)
@@ -978,6 +1139,12 @@ static void copy_finish(struct mreq *r, int err)
 	void *ctx = r->ctx;
 	uint64_t mismatch = r->mismatch;
 
+	/* Copied from a source with bad blocks there (no other): what the
+	 * targets got of them is as stale. */
+	if (!err && r->op == MREQ_COPY && r->targets &&
+	    mirror_leg_bad(r->m, r->leg, r->sector, r->count))
+		mirror_bad_inherit(r->m, r->leg, r->targets, r->sector, r->count);
+
 	if (r->client) {
 		/* A checked read: EIO unless every block verified somewhere. */
 		if (!err && (r->unverified || !r->data))
@@ -1016,7 +1183,8 @@ static int copy_io(struct mreq *r, enum dmio_op op, unsigned li, uint64_t sector
 }
 
 /* Read the source: the leg asked for, else another in-sync leg that is not
- * a target. */
+ * a target; one without bad blocks there first (else the targets inherit
+ * its bad blocks, copy_finish()). */
 static void copy_read(struct mreq *r)
 {
 	struct mirror *m = r->m;
@@ -1035,12 +1203,16 @@ static void copy_read(struct mreq *r)
 	for (;;) {
 		int li = -1;
 
-		if (!(r->tried & (1ull << r->leg)))
-			li = (int)r->leg;
-		for (unsigned i = 0; li < 0 && i < m->nr_legs; i++)
-			if (!(r->tried & (1ull << i)) && !(r->targets & (1ull << i)) &&
-			    leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
-				li = (int)i;
+		for (int pass = 0; li < 0 && pass < 2; pass++) {
+			if (!(r->tried & (1ull << r->leg)) &&
+			    (pass || !mirror_leg_bad(m, r->leg, r->sector, r->count)))
+				li = (int)r->leg;
+			for (unsigned i = 0; li < 0 && i < m->nr_legs; i++)
+				if (!(r->tried & (1ull << i)) && !(r->targets & (1ull << i)) &&
+				    leg_state(&m->legs[i]) == FM_LEG_IN_SYNC &&
+				    (pass || !mirror_leg_bad(m, i, r->sector, r->count)))
+					li = (int)i;
+		}
 		if (li < 0) {
 			fm_err("image: sectors %llu+%llu cannot be read from any leg",
 			       (unsigned long long)r->sector, (unsigned long long)r->count);
@@ -1165,7 +1337,14 @@ static void copy_write(struct mreq *r)
 static void copy_write_done(unsigned long error_bits, void *context)
 {
 	struct mreq *r = context;
-	uint64_t ok = regions_done(r, error_bits, r->run_sector, r->run_count);
+	uint64_t ok;
+
+	if (narrow_queue(r, error_bits, r->run_sector, r->run_count))
+		return;
+	ok = regions_done(r, error_bits, r->run_sector, r->run_count);
+	/* Each run is retried on its own. */
+	r->narrowed = false;
+	r->nforgiven = 0;
 
 	/* A leg that did not take a run gets no more of this request. */
 	r->targets &= ~r->run_mask | ok;
@@ -1203,6 +1382,10 @@ static void copy_verify(struct mreq *r)
 			if (!(r->run_mask & r->targets & bit) || (r->done_mask & bit))
 				continue;
 			r->done_mask |= bit;
+			/* (its blocks that would not take the data are in its
+			 * bad-block list: nothing to verify) */
+			if (mirror_leg_bad(m, i, r->run_sector, r->run_count))
+				continue;
 			if (!leg_get(&m->legs[i], LEG_WRITABLE))
 				continue;
 			r->vleg = i;
@@ -1253,7 +1436,7 @@ static void scrub_read(struct mreq *r)
 {
 	struct mirror *m = r->m;
 	struct scrub_sub *subs = scrub_subs(r);
-	uint64_t mask = 0;
+	uint64_t mask = 0, stale = 0;
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < m->nr_legs; i++) {
@@ -1261,17 +1444,24 @@ static void scrub_read(struct mreq *r)
 			continue;
 		mask |= 1ull << i;
 		n++;
+		if (mirror_leg_bad(m, i, r->sector, r->count))
+			stale |= 1ull << i;
 	}
 	if (n == 0) {
 		copy_finish(r, -EIO);
 		return;
 	}
+	/* A copy with bad blocks is not compared but rewritten (unless
+	 * every copy has some: then they are all read). */
+	if (stale == mask)
+		stale = 0;
 	atomic_store(&r->subs, n);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		if (!(mask & (1ull << i)))
 			continue;
-		subs[i] = (struct scrub_sub){ r, i, false };
-		if (copy_io(r, DMIO_OP_READ, i, r->sector, r->count, seg(r, i), scrub_read_done,
+		subs[i] = (struct scrub_sub){ r, i, false, (stale & (1ull << i)) != 0 };
+		if (subs[i].stale ||
+		    copy_io(r, DMIO_OP_READ, i, r->sector, r->count, seg(r, i), scrub_read_done,
 			    &subs[i]) < 0)
 			scrub_read_done(1, &subs[i]);
 	}
@@ -1324,11 +1514,13 @@ static void scrub_compare_csum(struct mreq *r)
 		if (subs[i].r != r)
 			continue;
 		if (subs[i].failed) {
-			read_error(m, i, r->sector, r->count);
+			if (!subs[i].stale)
+				read_error(m, i, r->sector, r->count);
 			/* (a checked read of a read-only array writes nothing) */
 			if (!m->readonly && atomic_load(&m->in_use)) {
 				r->targets |= 1ull << i;
-				r->bad |= 1ull << i;
+				if (!subs[i].stale)
+					r->bad |= 1ull << i;
 			}
 		} else {
 			ok |= 1ull << i;
@@ -1420,10 +1612,13 @@ static void scrub_compare(struct mreq *r)
 		if (subs[i].r != r)
 			continue;
 		if (subs[i].failed) {
-			/* Read errors are repaired in check mode too. */
-			read_error(m, i, r->sector, r->count);
+			/* Read errors (and bad blocks) are repaired in check
+			 * mode too. */
+			if (!subs[i].stale) {
+				read_error(m, i, r->sector, r->count);
+				r->bad |= 1ull << i;
+			}
 			r->targets |= 1ull << i;
-			r->bad |= 1ull << i;
 		} else if (first < 0) {
 			first = (int)i;
 		}
@@ -1613,6 +1808,9 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	r->bm_started = false;
 	r->bm_err = 0;
 	r->copy_flags = 0;
+	r->narrowed = false;
+	r->narrow_held = false;
+	r->nforgiven = 0;
 	r->buf = NULL;
 	r->client = NULL;
 	r->iovcnt = iovcnt;
@@ -1837,6 +2035,7 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 		s->state = s->missing ? FM_LEG_FAULTY : FM_LEG_REMOVED;
 	}
 	memcpy(s->uuid, leg->uuid, 16);
+	s->bad_blocks = mbad_blocks(&m->sb, i);
 	if (s->state == FM_LEG_REBUILDING)
 		g_strlcpy(s->note, leg->note, sizeof(s->note));
 	s->remote = dmio_path_is_remote(s->path);

@@ -145,6 +145,13 @@ struct mreq {
 	uint64_t run_sector, run_count, run_mask;
 	uint64_t fill;                  /* legs that get every block (a rebuild's
 					   copy that fell back to a compare) */
+	/* A write that failed on some leg, retried there block by block:
+	 * the range and error bits of the dmio write (nbits: what is left
+	 * once the bad blocks are recorded), the legs forgiven that way. */
+	bool narrowed, narrow_held;
+	unsigned long nbits;
+	uint64_t nsector, ncount, nforgiven;
+	struct mreq *next_narrow;
 	/* memory */
 	unsigned iovcnt;
 	struct iovec *iov;              /* iov_inline or allocated */
@@ -177,6 +184,13 @@ struct mirror {
 	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
 	atomic_ullong sync_zero_bytes;  /* of it: unwritten regions zeroed on targets */
 	atomic_ullong unwritten_reads;  /* reads answered with zeroes, no leg read */
+	/* sb.nr_bad, for the I/O paths' quick "no bad block" test (written
+	 * under state_lock after the list changed). */
+	atomic_uint nr_bad;
+	/* Writes and copy writes that failed on some leg, waiting for the
+	 * worker to retry them there block by block (narrow_write()); under
+	 * state_lock. */
+	struct mreq *narrow_head;
 
 	/* Array state.  state_lock guards sb (the newest superblock: array
 	 * fields and leg table), the legs' state transitions, and the
@@ -358,6 +372,40 @@ int64_t mcsum_verify_iov(struct mirror *m, uint64_t sector, uint64_t count,
 int mcsum_write_dirty(struct mirror *m);
 void mcsum_mark_all_dirty(struct mirror *m);
 uint64_t mcsum_page_writes(struct mirror *m);
+
+/* badblocks.c: the bad-block list (pure functions on a superblock; the
+ * mirror calls them with state_lock held).  Blocks are 4 KiB blocks of the
+ * image; mbad_add() returns -ENOSPC (list unchanged) when it is full. */
+bool mbad_overlaps(const struct fm_sb *sb, unsigned slot, uint64_t sector, uint64_t count);
+int mbad_add(struct fm_sb *sb, unsigned slot, uint64_t block, uint64_t n);
+bool mbad_clear(struct fm_sb *sb, unsigned slot, uint64_t block, uint64_t n);
+bool mbad_drop_slot(struct fm_sb *sb, unsigned slot);
+uint64_t mbad_blocks(const struct fm_sb *sb, unsigned slot);
+/* A leg with more bad blocks than this is failed instead (a few bad
+ * blocks are a disk remapping; many, a disk going or out of space). */
+#define MIRROR_BAD_MAX_LEG 128
+/* Record the blocks b0 + b (b < @nb, failed[b] set) of @slot: 0, or
+ * -ENOSPC (list unchanged) when the list has no room or the slot would
+ * have more than MIRROR_BAD_MAX_LEG bad blocks: the leg must fail. */
+int mbad_record(struct fm_sb *sb, unsigned slot, const uint8_t *failed, uint64_t b0,
+		uint64_t nb);
+/* Does leg @i have a bad block in image sectors @sector + @count?  Any
+ * thread, state_lock NOT held. */
+bool mirror_leg_bad(struct mirror *m, unsigned i, uint64_t sector, uint64_t count);
+/* Leg @i took a write of @sector + @count: its whole blocks there are no
+ * longer bad.  state_lock NOT held. */
+void mirror_bad_clear(struct mirror *m, unsigned i, uint64_t sector, uint64_t count);
+/* The legs of @to got a copy of @sector + @count from leg @from, which has
+ * bad blocks there: they get them too (a leg whose list is full fails).
+ * state_lock NOT held. */
+void mirror_bad_inherit(struct mirror *m, unsigned from, uint64_t to, uint64_t sector,
+			uint64_t count);
+/* Leg @i leaves its slot: forget its entries.  state_lock held. */
+void mirror_bad_drop_slot_locked(struct mirror *m, unsigned i);
+/* mirror.c, on the worker thread: retry a write that failed on some leg,
+ * block by block, record the blocks that fail again, and queue the
+ * request (on m->held) until the superblock is written. */
+void mirror_narrow_write(struct mirror *m, struct mreq *r);
 
 /* resync.c */
 int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool repair);

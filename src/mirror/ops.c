@@ -79,6 +79,9 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 	leg->dev = NULL;
 	leg->path = NULL;
 	if (forget) {
+		/* Its bad blocks go with it (a removed leg keeps them for
+		 * its re-add: its bitmap recovery would not rewrite them). */
+		mirror_bad_drop_slot_locked(m, i);
 		memset(&m->sb.legs[i], 0, sizeof(m->sb.legs[i]));
 		m->sb.last_in_sync[i] = 0;
 		memset(leg->uuid, 0, 16);
@@ -304,9 +307,12 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 		atomic_store(&leg->next_sector, UINT64_MAX);
 		leg->dev = dev;
 		atomic_store_explicit(&leg->state, FM_LEG_REBUILDING, memory_order_release);
-		/* A new leg starts without flags; a re-added one keeps its own. */
+		/* A new leg starts without flags; a re-added one keeps its own
+		 * (and its bad blocks, unless it is rebuilt wholly). */
 		if (memcmp(m->sb.legs[slot].uuid, uuid, 16))
 			m->sb.legs[slot].flags = 0;
+		if (full || memcmp(m->sb.legs[slot].uuid, uuid, 16))
+			mirror_bad_drop_slot_locked(m, (unsigned)slot);
 		if (flags & MIRROR_ADD_WRITE_MOSTLY)
 			m->sb.legs[slot].flags |= FM_SB_LEG_WRITE_MOSTLY;
 		m->sb.legs[slot].flags &= ~(uint32_t)(FM_SB_LEG_REPLACEMENT |

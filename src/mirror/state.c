@@ -171,6 +171,15 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&m->state_lock);
 	for (;;) {
+		if (m->narrow_head) {
+			struct mreq *r = m->narrow_head;
+
+			m->narrow_head = r->next_narrow;
+			pthread_mutex_unlock(&m->state_lock);
+			mirror_narrow_write(m, r);
+			pthread_mutex_lock(&m->state_lock);
+			continue;
+		}
 		if (m->sb_gen_done < m->sb_gen_wanted) {
 			uint64_t gen = m->sb_gen_wanted;
 			struct mreq *ready = NULL, **pp;

@@ -71,12 +71,15 @@ enum {
 	SB_OFF_LAST_IN_SYNC = 1232,     /* u64 [FM_SB_MAX_LEGS], FM_SB_FEAT_GENERATIONS */
 	SB_OFF_WRITTEN_OFFSET = 1744,   /* FM_SB_FEAT_WRITTEN_MAP */
 	SB_OFF_WRITTEN_LENGTH = 1752,
+	SB_OFF_NR_BAD = 2000,           /* FM_SB_FEAT_BAD_BLOCKS */
+	SB_OFF_BAD = 2008,              /* u64 [FM_SB_BAD_MAX] */
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
 G_STATIC_ASSERT(SB_OFF_FEATURES == 1224);
 G_STATIC_ASSERT(SB_OFF_CRC == 4092);
 G_STATIC_ASSERT(SB_OFF_LAST_IN_SYNC + FM_SB_MAX_LEGS * 8 == 1488);
+G_STATIC_ASSERT(SB_OFF_BAD + FM_SB_BAD_MAX * 8 == 4056);
 G_STATIC_ASSERT(sizeof(FM_SB_MAGIC) - 1 == 8);
 G_STATIC_ASSERT(sizeof(((struct fm_sb *)0)->name) == SB_OFF_LEGS - SB_OFF_NAME);
 
@@ -409,6 +412,31 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		return sb_fail(err, EUCLEAN, "features 0x%" PRIx32 " are unknown to this "
 			       "program (written by a newer fusemirror)",
 			       sb->features & ~(uint32_t)FM_SB_FEAT_ALL);
+	if (!!(sb->features & FM_SB_FEAT_BAD_BLOCKS) != (sb->nr_bad > 0))
+		return sb_fail(err, EUCLEAN, "the bad-block feature is %s but the list holds "
+			       "%" PRIu32 " entries",
+			       sb->features & FM_SB_FEAT_BAD_BLOCKS ? "set" : "clear",
+			       sb->nr_bad);
+	if (sb->nr_bad > FM_SB_BAD_MAX)
+		return sb_fail(err, EUCLEAN, "the bad-block list holds %" PRIu32 " entries, "
+			       "more than %d", sb->nr_bad, FM_SB_BAD_MAX);
+	for (unsigned k = 0; k < FM_SB_BAD_MAX; k++) {
+		uint64_t e = sb->bad[k];
+
+		if (k >= sb->nr_bad) {
+			if (e)
+				return sb_fail(err, EUCLEAN, "bad-block entry %u is set beyond "
+					       "the list's %" PRIu32 " entries", k, sb->nr_bad);
+			continue;
+		}
+		if (FM_SB_BAD_RESERVED(e) || FM_SB_BAD_SLOT(e) >= sb->nr_legs ||
+		    sb->legs[FM_SB_BAD_SLOT(e)].state == FM_LEG_EMPTY ||
+		    FM_SB_BAD_BLOCK(e) + FM_SB_BAD_LEN(e) >
+		    sb->image_size / FM_SB_BAD_BLOCK_SIZE)
+			return sb_fail(err, EUCLEAN, "bad-block entry %u (0x%016" PRIx64 ") "
+				       "is not a run of blocks of the image on an occupied "
+				       "slot", k, e);
+	}
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		if (!(sb->features & FM_SB_FEAT_GENERATIONS) && sb->last_in_sync[i])
 			return sb_fail(err, EUCLEAN, "leg slot %u has an assembly record "
@@ -471,6 +499,13 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 	if (sb->features & FM_SB_FEAT_GENERATIONS)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			put_le64(p + SB_OFF_LAST_IN_SYNC + 8 * i, sb->last_in_sync[i]);
+	if (sb->features & FM_SB_FEAT_BAD_BLOCKS) {
+		unsigned n = sb->nr_bad < FM_SB_BAD_MAX ? sb->nr_bad : FM_SB_BAD_MAX;
+
+		put_le32(p + SB_OFF_NR_BAD, sb->nr_bad);
+		for (unsigned k = 0; k < n; k++)
+			put_le64(p + SB_OFF_BAD + 8 * k, sb->bad[k]);
+	}
 	put_le32(p + SB_OFF_CRC, fm_crc32c(0, p, SB_OFF_CRC));
 }
 
@@ -551,6 +586,14 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 	if (sb.features & FM_SB_FEAT_GENERATIONS)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			sb.last_in_sync[i] = get_le64(p + SB_OFF_LAST_IN_SYNC + 8 * i);
+	if (sb.features & FM_SB_FEAT_BAD_BLOCKS) {
+		sb.nr_bad = get_le32(p + SB_OFF_NR_BAD);
+		if (get_le32(p + SB_OFF_NR_BAD + 4))
+			return sb_fail(err, EUCLEAN, "the word after the bad-block count is "
+				       "not 0");
+		for (unsigned k = 0; k < FM_SB_BAD_MAX; k++)
+			sb.bad[k] = get_le64(p + SB_OFF_BAD + 8 * k);
+	}
 
 	r = sb_check(&sb, err);
 	if (r < 0)

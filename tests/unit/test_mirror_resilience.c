@@ -1067,6 +1067,103 @@ END_TEST
 /*----------------------------------------------------------------*/
 /* The suite */
 
+/*----------------------------------------------------------------*/
+/* Bad blocks (FM_SB_FEAT_BAD_BLOCKS) */
+
+/*
+ * A leg that cannot write one block stays in service: the block goes to
+ * its bad-block list (event BadBlock, on disk before the write returns),
+ * reads of it come from the other leg (round robin would give leg 1's
+ * stale copy every other read), a write that fails there again changes
+ * nothing, the list survives a restart, and a write that succeeds clears
+ * it.  A leg that fails more blocks than MIRROR_BAD_MAX_LEG fails.
+ */
+START_TEST(test_bad_block_keeps_leg)
+{
+	struct mirror_opts o = { .read_policy = MIRROR_READ_ROUND_ROBIN, .event_fn = ev_handler };
+	const uint64_t off = REGION + 8 * KiB;
+	struct dmio_fault f = { .flags = DMIO_FAULT_WRITES, .sector = off / SECTOR, .count = 8 };
+	struct mirror_leg_stats ls;
+	struct mirror_status ms;
+	struct fm_sb sb;
+	uint64_t reads1;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format(IMG);
+	fx_assemble_opts(&o);
+	fx_write_random(0, 4 * REGION);
+	ev_reset();
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f, &err), err, "inject");
+	fx_write_random(REGION, 64 * KiB);      /* 16 blocks; one fails on leg 1 */
+	ev_expect((const char *[]){ "BadBlock:1" }, 1, "one block unwritable");
+	ck_assert_uint_eq(ev_at(0)->value, off);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(ls.bad_blocks, 1);
+	ck_assert_uint_eq(ls.write_errors, 0);
+	for (unsigned i = 0; i < 2; i++) {
+		read_sb(fx.legs[i], &sb);
+		ck_assert(sb.features & FM_SB_FEAT_BAD_BLOCKS);
+		ck_assert_uint_eq(sb.nr_bad, 1);
+		ck_assert_uint_eq(sb.bad[0], FM_SB_BAD_MAKE(1, off / 4096, 1));
+	}
+	leg_stats(1, &ls);
+	reads1 = ls.reads;
+	for (unsigned k = 0; k < 8; k++)
+		fx_check_read(off, 4096);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.reads, reads1);
+	fx_check_read(0, 4 * REGION);
+	/* Failing again: still one bad block, still in sync. */
+	ev_reset();
+	fx_write_random(off - 4096, 3 * 4096);
+	ev_expect((const char *[]){ "BadBlock:1" }, 1, "the same block again");
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.bad_blocks, 1);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	/* A scrub does not compare the stale copy: no mismatch counted. */
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.mismatches, 0);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.read_errors, 0);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	fx_stop(0);
+
+	/* After a restart (the fault is gone with the open leg). */
+	read_sb(fx.legs[1], &sb);
+	ck_assert_uint_eq(sb.nr_bad, 1);
+	ev_reset();
+	fx_assemble_opts(&o);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.bad_blocks, 1);
+	for (unsigned k = 0; k < 4; k++)
+		fx_check_read(off, 4096);
+	fx_write_random(off, 4096);             /* goes through now: cleared */
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.bad_blocks, 0);
+	fx_check_read(0, 4 * REGION);
+
+	/* More bad blocks than a leg may have: it fails; the write does not. */
+	f.sector = 2 * REGION / SECTOR;
+	f.count = REGION / SECTOR;
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f, &err), err, "inject 1 MiB");
+	fx_write_random(2 * REGION, REGION);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ls.bad_blocks, 0);
+	fx_check_read(0, 4 * REGION);
+	fx_stop(0);
+	read_sb(fx.legs[0], &sb);
+	ck_assert_uint_eq(sb.nr_bad, 0);
+	ck_assert_uint_eq(sb.features & FM_SB_FEAT_BAD_BLOCKS, 0);
+	ck_assert_uint_eq(sb.legs[1].state, FM_LEG_FAULTY);
+	fx_check_legs(0, REGION * 2);
+}
+END_TEST
+
 static Suite *mirror_resilience_suite(void)
 {
 	Suite *s = suite_create("mirror_resilience");
@@ -1096,6 +1193,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_scrub_check_and_repair);
 	tcase_add_test(tc, test_all_legs_fail);
 	tcase_add_test(tc, test_crash_resync_bitmap_only);
+	tcase_add_test(tc, test_bad_block_keeps_leg);
 	return s;
 }
 

@@ -246,6 +246,25 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			sb->last_in_sync[i] = fm_rng_between(rng, 0, sb->events);
 	memcpy(sb->legs[sb->leg_index].uuid, sb->leg_uuid, 16);
+	/* Bad blocks: 1..FM_SB_BAD_MAX entries of occupied slots, inside
+	 * the image (none when every slot is empty: then no bit). */
+	if (sb->features & FM_SB_FEAT_BAD_BLOCKS) {
+		uint64_t nb = sb->image_size / FM_SB_BAD_BLOCK_SIZE;
+		unsigned n = (unsigned)fm_rng_between(rng, 1, FM_SB_BAD_MAX);
+
+		for (unsigned k = 0; k < n; k++) {
+			unsigned slot = (unsigned)fm_rng_between(rng, 0, sb->nr_legs - 1);
+			uint64_t len = fm_rng_between(rng, 1, nb < FM_SB_BAD_MAX_LEN ? nb :
+						      FM_SB_BAD_MAX_LEN);
+
+			if (sb->legs[slot].state == FM_LEG_EMPTY)
+				continue;
+			sb->bad[sb->nr_bad++] = FM_SB_BAD_MAKE(slot, fm_rng_between(rng, 0, nb - len),
+							       len);
+		}
+		if (!sb->nr_bad)
+			sb->features &= ~(uint32_t)FM_SB_FEAT_BAD_BLOCKS;
+	}
 }
 
 #define ASSERT_FIELD_EQ(a, b, f)                                                  \
@@ -272,6 +291,8 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, block_size);
 	ASSERT_FIELD_EQ(got, want, recovery_offset);
 	ASSERT_FIELD_EQ(got, want, features);
+	ASSERT_FIELD_EQ(got, want, nr_bad);
+	ck_assert_msg(memcmp(got->bad, want->bad, sizeof(got->bad)) == 0, "bad-block lists differ");
 	ASSERT_FIELD_EQ(got, want, csum_offset);
 	ASSERT_FIELD_EQ(got, want, csum_length);
 	ASSERT_FIELD_EQ(got, want, csum_algo);
@@ -541,6 +562,10 @@ START_TEST(decode_ignores_reserved_bytes)
 	/* Without the generations feature, its range is reserved too. */
 	sb.features &= ~(uint32_t)FM_SB_FEAT_GENERATIONS;
 	memset(sb.last_in_sync, 0, sizeof(sb.last_in_sync));
+	/* And without bad blocks, the list's range. */
+	sb.features &= ~(uint32_t)FM_SB_FEAT_BAD_BLOCKS;
+	sb.nr_bad = 0;
+	memset(sb.bad, 0, sizeof(sb.bad));
 	fm_sb_encode(&sb, buf);
 	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED);
 	fix_crc(buf);
@@ -585,6 +610,10 @@ START_TEST(decode_refuses_unknown_features)
 	if (!sb.csum_algo)
 		add_checksum_area(&sb, 0);
 	add_written_map(&sb, 0);
+	if (!sb.nr_bad) {
+		sb.nr_bad = 1;
+		sb.bad[0] = FM_SB_BAD_MAKE(sb.leg_index, 0, 1);
+	}
 	sb.legs[3].flags = (FM_SB_LEG_FLAGS_ALL & ~(uint32_t)FM_SB_LEG_REPLACED_MASK) |
 			   (0u << FM_SB_LEG_REPLACED_SHIFT);
 	fm_sb_encode(&sb, buf);
