@@ -38,7 +38,10 @@
  *     long while commands are in flight means a hung server, and the
  *     socket is shut down, which fails them (and the connection).
  *   - A poll's struct stays valid until its CQE is reaped: close waits for
- *     `armed` to drop (I/O must have completed before close anyway).
+ *     `armed` to drop and `busy` (the owner still at work on the device
+ *     after finishing its last piece) to be 0.  A POLLIN poll may stay
+ *     armed with nothing in flight (libnbd read the last reply inside an
+ *     aio call): close shuts the socket down, which ends it.
  *
  * Semantics as for a local file (see dmio.h): FUA when the server has it,
  * otherwise write then flush; flush when it has it, otherwise nothing to
@@ -84,6 +87,7 @@ struct dmio_nbd {
 	struct nbd_poll pin, pout;
 	struct __kernel_timespec tmo_ts;
 	struct dmio_piece *completed;   /* callbacks done, not finished yet */
+	uint64_t progress_ns;           /* last reply, or first command after idle */
 	/* Any thread. */
 	atomic_uint timeout_ms;         /* hung-server timeout; 0: none */
 	atomic_ullong rtt_ns;           /* moving average of command latency */
@@ -91,6 +95,10 @@ struct dmio_nbd {
 	atomic_ullong errors;           /* pieces failed */
 	atomic_ullong hangs;            /* connections shut down as hung */
 	atomic_bool dead;               /* the connection is gone */
+	/* The owner is inside poll_done() or dmio_nbd_queue() for this
+	 * device: a piece it finished may let its user close the device
+	 * before the owner is done with it (close waits for 0). */
+	atomic_uint busy;
 };
 
 static const char *const nbd_schemes[] = {
@@ -236,12 +244,21 @@ void dmio_nbd_close(struct dmio_dev *dev)
 
 	if (!n)
 		return;
-	/* The last poll's CQE may not be reaped yet (its piece completed on
-	 * the reply that made it due): its struct is ours. */
-	while (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed))
+	/* Say goodbye without waiting (a hung server must not hold us). */
+	if (!atomic_load(&n->dead) && nbd_aio_is_ready(n->h) == 1 &&
+	    nbd_aio_in_flight(n->h) == 0)
+		nbd_aio_disconnect(n->h, 0);
+	/* A poll still armed (nothing in flight: see the invariants) ends
+	 * when the socket does; its struct is ours until it is reaped. */
+	if (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed)) {
+		int fd = nbd_aio_get_fd(n->h);
+
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+	}
+	while (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed) ||
+	       atomic_load(&n->busy))
 		sched_yield();
-	if (!atomic_load(&n->dead) && nbd_aio_is_ready(n->h) == 1)
-		nbd_shutdown(n->h, 0);
 	nbd_close(n->h);
 	dev->nbd = NULL;
 	free(n);
@@ -286,13 +303,17 @@ static int cmd_done(void *user_data, int *error)
 	struct dmio_nbd *n = p->dev->nbd;
 
 	p->nbd_calls++;
+	n->progress_ns = now_ns();
 	if (*error && !p->nbd_err)
 		p->nbd_err = *error;
 	if (--p->nbd_pending == 0) {
 		p->next = n->completed;
 		n->completed = p;
 	}
-	return 1; /* retire the command */
+	/* Not retired here: libnbd 1.14 reads a command it has just
+	 * auto-retired when the connection dies inside the aio call that
+	 * issues it.  finish_completed() retires the completed ones. */
+	return 0;
 }
 
 enum nbd_cmd { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_ZERO };
@@ -343,6 +364,8 @@ static void issue(struct dmio_nbd *n, struct dmio_piece *p)
 	uint64_t off = p->off;
 
 	p->nbd_pending = 1; /* held while issuing: nothing finishes it early */
+	if (nbd_aio_in_flight(n->h) == 0)
+		n->progress_ns = now_ns(); /* the hang clock starts now */
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
 	case DMIO_PIECE_WRITE:
@@ -406,6 +429,10 @@ static void issue(struct dmio_nbd *n, struct dmio_piece *p)
 /* Finish the pieces whose commands completed (outside libnbd's lock). */
 static void finish_completed(struct dmio_nbd *n)
 {
+	int64_t cookie;
+
+	while ((cookie = nbd_aio_peek_command_completed(n->h)) > 0)
+		nbd_aio_command_completed(n->h, (uint64_t)cookie);
 	while (n->completed) {
 		struct dmio_piece *list = n->completed;
 
@@ -456,9 +483,12 @@ static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	struct dmio_nbd *n = pl->n;
 
 	(void)cqe_flags;
-	if (pl == &n->pin && res == -ECANCELED && nbd_aio_in_flight(n->h) > 0) {
+	atomic_fetch_add(&n->busy, 1); /* before `armed` drops: close waits */
+	if (pl == &n->pin && res == -ECANCELED && nbd_aio_in_flight(n->h) > 0 &&
+	    now_ns() - n->progress_ns >= (uint64_t)atomic_load(&n->timeout_ms) * 1000000u) {
 		/* The linked timeout fired: no reply for timeout_ms while
-		 * commands wait.  Shutting the socket down makes libnbd see
+		 * commands wait (the poll may be older than they are: hence
+		 * progress_ns).  Shutting the socket down makes libnbd see
 		 * the end of the connection and fail them all. */
 		fm_debug("dmio: %s: no reply for %u ms: the server hangs; disconnecting",
 			 n->dev->name, atomic_load(&n->timeout_ms));
@@ -479,6 +509,7 @@ static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	}
 	finish_completed(n);
 	arm_polls(n);
+	atomic_fetch_sub(&n->busy, 1); /* the last touch of n */
 }
 
 static void tmo_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
@@ -548,6 +579,8 @@ void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p)
 		n->pout.op.done = poll_done;
 	}
 	p->nbd_err = 0;
+	p->nbd_calls = 0;
+	p->nbd_pending = 0;
 	p->nbd_fua_flush = false;
 	p->nbd_t0_ns = 0;
 	if (dmio_piece_replaced_by_fault(p)) {
@@ -556,7 +589,9 @@ void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p)
 	}
 	if (p->kind == DMIO_PIECE_READ || p->kind == DMIO_PIECE_WRITE)
 		p->nbd_t0_ns = now_ns();
+	atomic_fetch_add(&n->busy, 1);
 	issue(n, p);
 	finish_completed(n);
 	arm_polls(n);
+	atomic_fetch_sub(&n->busy, 1);
 }
