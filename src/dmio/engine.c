@@ -29,6 +29,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -53,6 +54,10 @@ struct dmio_ring {
 	/* A loop's remote pieces, completed by their owner ring and handed
 	 * back to be completed here (LIFO; result in inline_res). */
 	_Atomic(struct dmio_piece *) returned;
+	/* Owners between the push to `returned` and their eventfd write:
+	 * once a piece is pushed the loop may complete it, go idle and be
+	 * destroyed, so destroy waits for this to be 0. */
+	atomic_uint returning;
 	atomic_bool sleeping;           /* the reaper is about to wait */
 	atomic_bool woken;              /* an eventfd write is outstanding */
 	atomic_bool stop;
@@ -432,6 +437,7 @@ void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
 	 * write unless one is outstanding (its owner clears `woken` when it
 	 * reaps the eventfd read, before it drains `returned`). */
 	r->pieces--;
+	atomic_fetch_add(&home->returning, 1);
 	struct dmio_piece *old = atomic_load(&home->returned);
 
 	do {
@@ -443,6 +449,7 @@ void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
 		while (write(home->efd, &one, sizeof(one)) < 0 && errno == EINTR)
 			;
 	}
+	atomic_fetch_sub_explicit(&home->returning, 1, memory_order_release); /* last touch */
 }
 
 void dmio_submit_pieces(struct dmio_piece *head)
@@ -897,6 +904,10 @@ void dmio_loop_destroy(struct dmio_loop *l)
 		fm_err("dmio: a loop was destroyed with %lu piece(s) in flight", l->r.pieces);
 		abort();
 	}
+	/* An owner that handed back our last piece may still be about to
+	 * write our eventfd (dmio_ring_piece_done). */
+	while (atomic_load_explicit(&l->r.returning, memory_order_acquire))
+		sched_yield();
 	io_uring_queue_exit(&l->r.ring);
 	if (tl_ring == &l->r)
 		tl_ring = NULL;
