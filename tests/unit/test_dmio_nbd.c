@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * dmio: remote devices over NBD, against real nbdkit servers (memory
- * plugin, filters that take features away) on unix sockets the test
- * starts: data round trips, FUA/flush/trim/zero used or emulated, a loop's
- * requests completing on the loop, a dead server, a hung one.
+ * dmio: remote devices over NBD, against real servers the test starts:
+ * nbdkit (memory plugin, filters that take features away) on unix sockets
+ * and loopback TCP, qemu-nbd on a unix socket: data round trips,
+ * FUA/flush/trim/zero used or emulated, a loop's requests completing on the
+ * loop, a dead server, a hung one.
  */
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 
 #include "fm_test.h"
@@ -22,41 +25,72 @@ struct srv {
 	char *dir;
 	char *sock;
 	char *uri;
+	int port;       /* > 0: TCP on 127.0.0.1 instead of the unix socket */
 };
 
 static bool srv_listens(const struct srv *s)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in si = { .sin_family = AF_INET };
+	int fd = socket(s->port ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	bool ok;
 
 	g_strlcpy(sa.sun_path, s->sock, sizeof(sa.sun_path));
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	si.sin_port = htons((uint16_t)s->port);
+	si.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = fd >= 0 && (s->port ? connect(fd, (struct sockaddr *)&si, sizeof(si)) :
+				   connect(fd, (struct sockaddr *)&sa, sizeof(sa))) == 0;
 	if (fd >= 0)
 		close(fd);
 	return ok;
 }
 
-/* Start nbdkit in the foreground on a fresh unix socket, with the given
- * arguments (filters, plugin, its parameters); wait for the socket. */
+/*
+ * Start a server in the foreground and wait until it listens: nbdkit on a
+ * fresh unix socket (or, s->port set, on 127.0.0.1:port) with the given
+ * arguments (filters, plugin, its parameters); or, @first "qemu-nbd",
+ * qemu-nbd on the unix socket serving the file given after it.
+ */
 static void srv_start(struct srv *s, const char *first, ...)
 {
-	g_autoptr(GPtrArray) argv = g_ptr_array_new();
+	g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
 	g_autoptr(GError) err = NULL;
 	const char *a;
 	va_list ap;
 
 	s->dir = fm_test_mkdtemp(NULL, "nbd");
 	s->sock = g_build_filename(s->dir, "sock", NULL);
-	s->uri = g_strdup_printf("nbd+unix:///?socket=%s", s->sock);
-	g_ptr_array_add(argv, (char *)"nbdkit");
-	g_ptr_array_add(argv, (char *)"-f");
-	g_ptr_array_add(argv, (char *)"--exit-with-parent");
-	g_ptr_array_add(argv, (char *)"-U");
-	g_ptr_array_add(argv, s->sock);
+	if (s->port)
+		s->uri = g_strdup_printf("nbd://127.0.0.1:%d/", s->port);
+	else
+		s->uri = g_strdup_printf("nbd+unix:///?socket=%s", s->sock);
+	if (!strcmp(first, "qemu-nbd")) {
+		/* -t: stay for the next client (srv_listens() is one). */
+		g_ptr_array_add(argv, g_strdup("qemu-nbd"));
+		g_ptr_array_add(argv, g_strdup("-f"));
+		g_ptr_array_add(argv, g_strdup("raw"));
+		g_ptr_array_add(argv, g_strdup("-t"));
+		g_ptr_array_add(argv, g_strdup("--shared=4"));
+		g_ptr_array_add(argv, g_strdup("-k"));
+		g_ptr_array_add(argv, g_strdup(s->sock));
+	} else {
+		g_ptr_array_add(argv, g_strdup("nbdkit"));
+		g_ptr_array_add(argv, g_strdup("-f"));
+		g_ptr_array_add(argv, g_strdup("--exit-with-parent"));
+		if (s->port) {
+			g_ptr_array_add(argv, g_strdup("-i"));
+			g_ptr_array_add(argv, g_strdup("127.0.0.1"));
+			g_ptr_array_add(argv, g_strdup("-p"));
+			g_ptr_array_add(argv, g_strdup_printf("%d", s->port));
+		} else {
+			g_ptr_array_add(argv, g_strdup("-U"));
+			g_ptr_array_add(argv, g_strdup(s->sock));
+		}
+		g_ptr_array_add(argv, g_strdup(first));
+	}
 	va_start(ap, first);
-	for (a = first; a; a = va_arg(ap, const char *))
-		g_ptr_array_add(argv, (char *)a);
+	for (a = va_arg(ap, const char *); a; a = va_arg(ap, const char *))
+		g_ptr_array_add(argv, g_strdup(a));
 	va_end(ap);
 	g_ptr_array_add(argv, NULL);
 	ck_assert_msg(g_spawn_async(NULL, (char **)argv->pdata, NULL,
@@ -116,6 +150,7 @@ static void srv_stop(struct srv *s)
 	g_clear_pointer(&s->dir, g_free);
 	g_clear_pointer(&s->sock, g_free);
 	g_clear_pointer(&s->uri, g_free);
+	s->port = 0;
 }
 
 static struct srv srv;
@@ -358,6 +393,66 @@ END_TEST
 
 /* A server that dies: I/O fails with the region's error bit (never a
  * hang, never a crash); the device reports itself disconnected. */
+/* The same data path over loopback TCP (nbdkit) and against qemu-nbd (a
+ * file on a unix socket): a round trip, FUA, flush, write-zeroes. */
+START_TEST(test_other_servers)
+{
+	g_autoptr(dmio_dev) dev = NULL;
+	g_autofree char *file = NULL, *qdir = NULL;
+	uint8_t *wbuf = fm_test_alloc_aligned(4096, MiB), *rbuf = fm_test_alloc_aligned(4096, MiB);
+	struct dmio_region where;
+	struct dmio_request req = { .op = DMIO_OP_WRITE, .flags = DMIO_REQ_FUA };
+	unsigned long bits = ~0ul;
+	struct fm_rng rng;
+
+	if (_i == 0) {
+		/* A port of our own, from the pid (a clash fails the test
+		 * loudly: nothing else here listens in that range). */
+		srv.port = 20000 + (int)(getpid() % 20000);
+		srv_start(&srv, "memory", "size=4M", NULL);
+		ck_assert(g_str_has_prefix(srv.uri, "nbd://127.0.0.1:"));
+	} else {
+		qdir = fm_test_mkdtemp(NULL, "qnbd");
+		file = g_build_filename(qdir, "disk", NULL);
+		fm_test_create_file(file, SRV_SIZE);
+		srv_start(&srv, "qemu-nbd", file, NULL);
+	}
+	dev = open_remote();
+	ck_assert_uint_eq(dmio_dev_size(dev), SRV_SIZE);
+	fm_rng_seed(&rng, fm_test_seed_for("nbd_other", _i));
+	fm_rng_fill(&rng, wbuf, MiB);
+	where = (struct dmio_region){ dev, 1, MiB / 512 };
+	req.mem.type = DMIO_MEM_VM;
+	req.mem.ptr.vma = wbuf;
+	ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+	ck_assert_uint_eq(bits, 0);
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, rbuf, &bits), 0);
+	ck_assert(fm_test_first_diff(wbuf, rbuf, MiB) < 0);
+	req = (struct dmio_request){ .op = DMIO_OP_WRITE_ZEROES };
+	where = (struct dmio_region){ dev, 9, 100 };
+	ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+	req = (struct dmio_request){ .op = DMIO_OP_FLUSH };
+	ck_assert_int_eq(dmio(&req, 1, &where, &bits), 0);
+	where = (struct dmio_region){ dev, 1, MiB / 512 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, rbuf, &bits), 0);
+	ck_assert(fm_test_first_diff(wbuf, rbuf, 8 * 512) < 0);
+	ck_assert(fm_test_is_zero(rbuf + 8 * 512, 100 * 512));
+	ck_assert(fm_test_first_diff(wbuf + 108 * 512, rbuf + 108 * 512, MiB - 108 * 512) < 0);
+	if (file) {
+		/* What qemu-nbd wrote is in its file. */
+		uint8_t *fbuf = g_malloc(4096);
+
+		dmio_dev_close(g_steal_pointer(&dev));
+		fm_test_read_file(file, 512, fbuf, 4096);
+		ck_assert(memcmp(fbuf, wbuf, 4096) == 0);
+		g_free(fbuf);
+		fm_test_rm_rf(qdir);
+	}
+	free(wbuf);
+	free(rbuf);
+}
+END_TEST
+
 START_TEST(test_server_dies)
 {
 	g_autoptr(dmio_dev) dev = NULL;
@@ -424,6 +519,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_loop_test(tc, test_round_trip, 0, 3);
 	tcase_add_loop_test(tc, test_zero_and_discard, 0, 2);
 	tcase_add_test(tc, test_loop_completes_on_loop);
+	tcase_add_loop_test(tc, test_other_servers, 0, 2);
 	tcase_add_test(tc, test_server_dies);
 	tcase_add_test(tc, test_server_hangs);
 	suite_add_tcase(s, tc);
