@@ -36,9 +36,13 @@
 # bitmap).
 #
 # Environment: CYCLES (20), FM_CC_SIZE (image, 256M), FM_CC_WINDOW_MAX
-# (largest writer window, MiB, 16), FM_CC_FSYNC_EVERY (16).  The 'slow'
-# suite runs 100 cycles on a 1 GiB image.
+# (largest writer window, MiB, 16), FM_CC_FSYNC_EVERY (16), FM_CC_REMOTE=1
+# (leg1 is mounted as a remote leg: nbdkit's file plugin serving the file
+# leg1 on a unix socket, which stays up while the daemon is killed; the
+# offline checks read the file).  The 'slow' suite runs 100 cycles on a
+# 1 GiB image, and 20 with a remote leg.
 source "$(dirname "$0")/lib.sh"
+CC_DIR=$(cd "$(dirname "$0")" && pwd)
 cd "$T" || fail "cannot cd to $T"    # fio writes its verify state files in the cwd
 
 CYCLES=${CYCLES:-20}
@@ -55,6 +59,15 @@ MOPTS=(-o bitmap_delay=30000)
 CW=$(fm_crashwriter_bin)
 mkdir "$T/mnt"
 fm_create --size "$SIZE" --region-size 1M "$T/leg0" "$T/leg1"
+MLEG1=$T/leg1	# leg1 as the daemon sees it
+if [[ ${FM_CC_REMOTE:-0} == 1 ]]; then
+	cp "$T/leg1" "$T/remote"	# nbd_lib.sh serves $T/remote: leg1 is it
+	rm "$T/leg1"
+	ln -s remote "$T/leg1"
+	source "$CC_DIR/nbd_lib.sh"
+	nbd_start
+	MLEG1=$URI
+fi
 assert_eq "$(fm_examine_get "$T/leg0" .checksums)" true "checksums of a new array"
 size=$(image_size_of "$T/leg0")
 img=$T/mnt/image
@@ -83,7 +96,7 @@ subset() {
 	[[ -z $(comm -23 <(sort "$1") <(sort "$2")) ]]
 }
 
-fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 t_all=$SECONDS
 for ((c = 1; c <= CYCLES; c++)); do
 	t0=${EPOCHREALTIME/./}
@@ -126,7 +139,7 @@ for ((c = 1; c <= CYCLES; c++)); do
 			<(sort "$T/acked.regions") <(sort "$T/bitmap.regions") | tr '\n' ' ')"
 
 	# Remount: resync of the bitmap's regions, online.
-	fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+	fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 	fm_wait_sync_idle "$T/mnt" 120
 	resynced=$(fm_sync_get "$T/mnt" resynced_regions)
 	((resynced <= nu)) || fail "cycle $c: resynced $resynced regions, but only $nu bits were set"
@@ -141,8 +154,8 @@ for ((c = 1; c <= CYCLES; c++)); do
 
 	fm_crashwriter verify "$img" "$journal" >"$T/verify.log" 2>&1 ||
 		fail "cycle $c: $(cat "$T/verify.log")"
-	for l in leg0 leg1; do
-		assert_eq "$(fm_leg_get "$T/mnt" "$T/$l" checksum_errors)" 0 \
+	for l in "$T/leg0" "$MLEG1"; do
+		assert_eq "$(fm_leg_get "$T/mnt" "$l" checksum_errors)" 0 \
 			"cycle $c: $l's checksum errors after resync and verify"
 	done
 	fm_umount "$T/mnt"
@@ -155,7 +168,7 @@ for ((c = 1; c <= CYCLES; c++)); do
 	log "cycle $c/$CYCLES: ${wmib} MiB at $((off >> 10)) KiB," \
 		"$(wc -l <"$T/acked.regions") regions acked, $nu bits set, $nd differed," \
 		"$resynced resynced, $written bytes written, $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
-	((c == CYCLES)) || fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+	((c == CYCLES)) || fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 done
 log "$CYCLES cycles in $((SECONDS - t_all)) s; last verify: $(tail -n1 "$T/verify.log")"
 assert_legs_equal "$T/leg0" "$T/leg1" >/dev/null
@@ -166,7 +179,7 @@ for l in leg0 leg1; do
 	dd if="$T/garbage" of="$T/$l" bs="$BS" seek=$((($(data_offset_of "$T/$l") + off) / BS)) \
 		conv=notrunc status=none
 done
-fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 rc=0
 fm_crashwriter verify "$img" "$journal" >"$T/verify.log" 2>&1 || rc=$?
 if ((rc != 1)) || ! grep -q 'Input/output error' "$T/verify.log"; then
@@ -182,7 +195,7 @@ fm_umount "$T/mnt"
 # (whichever leg it copies from) and must not touch B: afterwards the legs
 # differ in exactly B (a full copy, or one ignoring the bitmap, fails).
 log "control: resync copies the regions whose bit is set, and only those"
-fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 "$CW" write "$img" "$T/journal2" --seed 999 --offset "$off" --blocks 256 --block-size "$BS" \
 	--fsync-every 4 >"$T/writer.log" 2>&1 &
 wpid=$!
@@ -203,7 +216,7 @@ for r in "$a" "$b"; do
 done
 nblk=$(differing_blocks "$T/leg0" "$T/leg1" "$T/bitmap.regions")
 ((nblk >= 1)) || fail "control: the changed block of region $a does not differ"
-fm_mount "${MOPTS[@]}" "$T/leg0" "$T/leg1" "$T/mnt"
+fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 fm_wait_sync_idle "$T/mnt" 120
 assert_eq "$(fm_sync_get "$T/mnt" write_bytes)" $((nblk * BS)) \
 	"control: bytes the resync wrote ($nblk blocks differed in the regions whose bit is set)"
