@@ -39,6 +39,9 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+#include <sys/ioctl.h>
+
 #include <fuse_lowlevel.h>
 #include <liburing.h>
 
@@ -1093,9 +1096,17 @@ static const struct fuse_lowlevel_ops front_ops = {
  * write behind an overlapping one or the bitmap's first write into a
  * clean region: those complete on the thread that issues them).
  *
- * Replies go to the session fd from whatever thread sends them: all loops
- * read that one fd (no clone), so the kernel finds every request in its
- * processing list whoever answers.
+ * With /dev/fuse alone (no io_uring transport), each loop reads a clone of
+ * the session fd (FUSE_DEV_IOC_CLONE, O_NONBLOCK) with IORING_OP_READs on
+ * its ring: io_uring polls the fd itself and the read completes with the
+ * request, one system call per request and loop wake-up.  A request read
+ * from a clone must be answered on that clone (the kernel keeps it in the
+ * clone's processing list), whoever answers: the loop tags the request's
+ * unique with its number (FRONT_LOOP_TAG) and the session's writev hook
+ * (libfuse custom io) sends a tagged reply to that loop's clone, untagged.
+ * Otherwise (the clone failed, or io_uring owns the session's custom io)
+ * all loops poll the one session fd (EPOLLEXCLUSIVE: one woken per
+ * request) and read() it; replies then go to that fd.
  *
  * Nothing on a loop waits (include/fusemirror/dmio.h, "Loops"): a handler
  * that would (a partial block to read before a write, a full cache,
@@ -1105,15 +1116,20 @@ static const struct fuse_lowlevel_ops front_ops = {
  */
 #define FRONT_LOOP_BUFS 16
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
+#define FRONT_LOOP_READS 4      /* reads of a clone in flight per loop */
 
 struct front_rbuf {
 	struct front_loop *loop;
 	struct front_rbuf *next;        /* free list / returned stack */
 	void *mem;                      /* FRONT_RBUF_ALLOC, page aligned */
+	struct dmio_loop_op read_op;    /* an IORING_OP_READ into mem */
 };
 
 struct front_loop {
 	struct front *f;
+	unsigned idx;
+	int fd;                         /* its clone of the session fd, or -1 */
+	unsigned reading;               /* reads of fd in flight */
 	struct dmio_loop *dl;
 	pthread_t thread;
 	bool started;
@@ -1264,6 +1280,95 @@ static void loop_stop_all(struct front *f)
 		front_wake_loops(f);
 }
 
+/*
+ * The unique of a request read from loop i's clone carries i + 1 here
+ * (kernel uniques are a counter far from these bits; FUSE over io_uring's
+ * tag is bit 63).
+ */
+#define FRONT_LOOP_TAG_SHIFT 48
+#define FRONT_LOOP_TAG_MASK (0x7fffull << FRONT_LOOP_TAG_SHIFT)
+
+/* Hand request @b (@len bytes) to libfuse on its loop; @b goes back to the
+ * free list unless a handler held it. */
+static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len)
+{
+	struct front *f = l->f;
+	struct fuse_in_header *h = b->mem;
+
+	if (l->fd >= 0 && len >= sizeof(*h)) {
+		if (h->opcode == FUSE_INTERRUPT) {
+			/* Nothing here waits to be interrupted, and its
+			 * unique would not match the tagged one: an
+			 * interrupt needs no reply. */
+			b->next = l->free;
+			l->free = b;
+			return;
+		}
+		h->unique |= (uint64_t)(l->idx + 1) << FRONT_LOOP_TAG_SHIFT;
+	}
+	tl_rbuf = b;
+	tl_rbuf_held = false;
+	fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = len, .mem = b->mem });
+	if (!tl_rbuf_held) {
+		b->next = l->free;
+		l->free = b;
+	}
+	tl_rbuf = NULL;
+	if (fuse_session_exited(f->se))
+		loop_stop_all(f);
+}
+
+/* libfuse's writes to the session: a tagged reply goes to its loop's clone. */
+static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct front *f = userdata;
+
+	if (count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
+		struct fuse_out_header *oh = iov[0].iov_base;
+		uint64_t tag = (oh->unique & FRONT_LOOP_TAG_MASK) >> FRONT_LOOP_TAG_SHIFT;
+
+		if (tag && tag <= f->nr_loops && f->loops[tag - 1].fd >= 0) {
+			oh->unique &= ~FRONT_LOOP_TAG_MASK;
+			fd = f->loops[tag - 1].fd;
+		}
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t loop_io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	return read(fd, buf, len);
+}
+
+static const struct fuse_custom_io loop_io = {
+	.read = loop_io_read,
+	.writev = loop_io_writev,
+};
+
+static void loop_read_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct front_rbuf *b = (struct front_rbuf *)((char *)op - offsetof(struct front_rbuf, read_op));
+	struct front_loop *l = b->loop;
+	struct front *f = l->f;
+
+	(void)cqe_flags;
+	l->reading--;
+	if (res > 0) {
+		/* Taken from the kernel: answered even while stopping. */
+		loop_dispatch(l, b, (size_t)res);
+		return;
+	}
+	b->next = l->free;
+	l->free = b;
+	if (res == -EAGAIN || res == -EINTR || res == -ENOENT || res == -ECANCELED || res > 0)
+		return;                 /* loop_arm() reads again (or stops) */
+	if (res != -ENODEV && res != 0)
+		fm_err("front: reading /dev/fuse: %s", strerror(-res));
+	fuse_session_exit(f->se);
+	loop_stop_all(f);
+}
+
 /* Read and dispatch the requests waiting, up to a batch. */
 static void loop_read(struct front_loop *l)
 {
@@ -1292,17 +1397,7 @@ static void loop_read(struct front_loop *l)
 			return;
 		}
 		l->free = b->next;
-		tl_rbuf = b;
-		tl_rbuf_held = false;
-		fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = (size_t)res,
-								    .mem = b->mem });
-		if (!tl_rbuf_held) {
-			b->next = l->free;
-			l->free = b;
-		}
-		tl_rbuf = NULL;
-		if (fuse_session_exited(f->se))
-			loop_stop_all(f);
+		loop_dispatch(l, b, (size_t)res);
 	}
 }
 
@@ -1343,7 +1438,32 @@ static void loop_arm(struct front_loop *l, bool tick)
 		io_uring_sqe_set_data(sqe, &l->tick_op);
 		l->ticking = true;
 	}
-	if (l->polling || atomic_load(&f->stopping))
+	if (atomic_load(&f->stopping))
+		return;
+	if (l->fd >= 0) {
+		/* Reads stay in flight on the clone; io_uring polls it. */
+		while (l->reading < FRONT_LOOP_READS) {
+			struct front_rbuf *b;
+
+			if (!l->free)
+				loop_collect(l);
+			if (!l->free && !l->reading) {
+				atomic_store(&l->starved, true);
+				loop_collect(l);
+				if (l->free)
+					atomic_store(&l->starved, false);
+			}
+			b = l->free;
+			if (!b || !(sqe = dmio_loop_get_sqe(l->dl)))
+				return;
+			l->free = b->next;
+			io_uring_prep_read(sqe, l->fd, b->mem, FRONT_RBUF_SIZE, 0);
+			io_uring_sqe_set_data(sqe, &b->read_op);
+			l->reading++;
+		}
+		return;
+	}
+	if (l->polling)
 		return;
 	if (!l->free)
 		loop_collect(l);
@@ -1399,6 +1519,39 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Give each loop a clone of the session fd and route the replies (see
+ * above); on any failure, every loop shares the session fd instead.
+ */
+static void loop_clone_fds(struct front *f)
+{
+	uint32_t sfd = (uint32_t)fuse_session_fd(f->se);
+	unsigned i;
+
+	for (i = 0; i < f->nr_loops; i++) {
+		int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+
+		if (fd < 0)
+			break;
+		if (ioctl(fd, FUSE_DEV_IOC_CLONE, &sfd) < 0) {
+			close(fd);
+			break;
+		}
+		f->loops[i].fd = fd;
+	}
+	if (i == f->nr_loops && fuse_session_custom_io(f->se, &loop_io, (int)sfd) == 0) {
+		fm_debug("front: %u loops on clones of /dev/fuse", f->nr_loops);
+		return;
+	}
+	fm_debug("front: no /dev/fuse clone for loop %u (%s): loops share the session fd", i,
+		 strerror(errno));
+	for (i = 0; i < f->nr_loops; i++) {
+		if (f->loops[i].fd >= 0)
+			close(f->loops[i].fd);
+		f->loops[i].fd = -1;
+	}
+}
+
 static int front_run_loops(struct front *f)
 {
 	unsigned n = (unsigned)get_nprocs();
@@ -1417,10 +1570,13 @@ static int front_run_loops(struct front *f)
 		struct front_loop *l = &f->loops[i];
 
 		l->f = f;
+		l->idx = i;
+		l->fd = -1;
 		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++) {
 			struct front_rbuf *b = &l->bufs[k];
 
 			b->loop = l;
+			b->read_op.done = loop_read_done;
 			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_ALLOC)) {
 				r = -ENOMEM;
 				goto out;
@@ -1429,6 +1585,8 @@ static int front_run_loops(struct front *f)
 			l->free = b;
 		}
 	}
+	if (!f->uring)
+		loop_clone_fds(f);
 	/* Signals go to the calling thread, loop 0 (libfuse's handlers). */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
@@ -1450,9 +1608,12 @@ static int front_run_loops(struct front *f)
 		if (f->loops[i].started)
 			pthread_join(f->loops[i].thread, NULL);
 out:
-	for (unsigned i = 0; i < f->nr_loops; i++)
+	for (unsigned i = 0; i < f->nr_loops; i++) {
 		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
 			free(f->loops[i].bufs[k].mem);
+		if (f->loops[i].fd >= 0)
+			close(f->loops[i].fd);
+	}
 	free(f->loops);
 	f->loops = NULL;
 	f->nr_loops = 0;
