@@ -1141,7 +1141,7 @@ static void copy_finish(struct mreq *r, int err)
 
 	/* Copied from a source with bad blocks there (no other): what the
 	 * targets got of them is as stale. */
-	if (!err && r->op == MREQ_COPY && r->targets &&
+	if (!err && r->op == MREQ_COPY && r->targets && !(r->copy_flags & COPY_ZERO) &&
 	    mirror_leg_bad(r->m, r->leg, r->sector, r->count))
 		mirror_bad_inherit(r->m, r->leg, r->targets, r->sector, r->count);
 
@@ -1182,6 +1182,8 @@ static int copy_io(struct mreq *r, enum dmio_op op, unsigned li, uint64_t sector
 	return dmio(&dr, 1, &where, NULL);
 }
 
+static int copy_buf_alloc(struct mreq *r);
+
 /* Read the source: the leg asked for, else another in-sync leg that is not
  * a target; one without bad blocks there first (else the targets inherit
  * its bad blocks, copy_finish()). */
@@ -1199,6 +1201,10 @@ static void copy_read(struct mreq *r)
 			return;
 		}
 		r->copy_flags &= ~COPY_ZERO;
+		if (copy_buf_alloc(r) < 0) {
+			copy_finish(r, -ENOMEM);
+			return;
+		}
 	}
 	for (;;) {
 		int li = -1;
@@ -1300,7 +1306,8 @@ static void copy_write_run(struct mreq *r)
 	struct dmio_region where[DMIO_MAX_REGIONS];
 	struct dmio_request dr = {
 		.op = DMIO_OP_WRITE,
-		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (char *)r->data + run_off(r) },
+		.mem = { .type = DMIO_MEM_VM,
+			 .ptr.vma = r->data ? (char *)r->data + run_off(r) : NULL },
 		.notify_fn = copy_write_done,
 		.notify_context = r,
 		.client = m->client,
@@ -1310,9 +1317,9 @@ static void copy_write_run(struct mreq *r)
 				   &in_sync);
 
 	if (r->copy_flags & COPY_ZERO) {
-		/* An unwritten region: the targets get zeroes, as the others hold. */
-		dr.op = DMIO_OP_WRITE_ZEROES;
-		dr.mem = (struct dmio_memory){ .type = DMIO_MEM_VM };
+		/* An unwritten region: the targets get zeroes, as the others
+		 * hold; by unmapping (a file stays sparse). */
+		dr.op = DMIO_OP_DISCARD;
 	}
 	if (n == 0 || dmio(&dr, n, where, NULL) < 0)
 		copy_write_done(n ? ~0ul : 0, r);
@@ -1321,7 +1328,10 @@ static void copy_write_run(struct mreq *r)
 /* Write r->data to r->targets, run by run: only the blocks that differ. */
 static void copy_write(struct mreq *r)
 {
-	if (!bm_gate(r))
+	/* Zeroes for rebuilding legs only: nothing a crash could leave
+	 * different on in-sync legs, so no bitmap bit (a rebuild that stops
+	 * starts again from its checkpoint). */
+	if (!(r->copy_flags & COPY_ZERO) && !bm_gate(r))
 		return;
 	if (r->bm_err) {
 		copy_finish(r, r->bm_err);
@@ -1759,7 +1769,9 @@ static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 		mreq_free(r);
 		return -EINVAL;
 	}
-	if (copy_buf_alloc(r) < 0) {
+	/* Zeroing an unwritten region needs memory only if it turns into a
+	 * copy (copy_read()). */
+	if (!(flags & COPY_ZERO) && copy_buf_alloc(r) < 0) {
 		mreq_free(r);
 		return -ENOMEM;
 	}

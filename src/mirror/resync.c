@@ -36,6 +36,9 @@
 
 #define SYNC_COPY_BYTES (1u << 20)      /* one copy request */
 #define SYNC_SCRUB_BYTES (256u << 10)   /* one scrub request (per leg) */
+#define SYNC_ZERO_BYTES (16u << 20)     /* one zeroing of an unwritten region
+					   (its buffer, for the copy it becomes
+					   if a write comes first, stays untouched) */
 #define SYNC_WINDOW 4                   /* requests in flight */
 
 struct mirror_sync {
@@ -366,6 +369,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 				unsynced_clear(m, g);
 			targets &= ~in_sync_legs(m);
 			flags |= COPY_ZERO;
+			step = SYNC_ZERO_BYTES >> FM_SECTOR_SHIFT;
 		}
 		if (!scrub && !targets)
 			continue;
