@@ -453,6 +453,40 @@ START_TEST(test_other_servers)
 }
 END_TEST
 
+/* TLS (PSK) as the URI asks for it: nbds+unix://USER@/?socket=&tls-psk-file=;
+ * the same export without TLS is refused by the server. */
+START_TEST(test_tls_psk)
+{
+	g_autofree char *kdir = fm_test_mkdtemp(NULL, "psk");
+	g_autofree char *keys = g_build_filename(kdir, "keys.psk", NULL);
+	g_autofree char *psk_arg = g_strdup_printf("--tls-psk=%s", keys);
+	g_autofree char *uri = NULL;
+	g_autoptr(dmio_dev) dev = NULL;
+	struct dmio_dev *plain = NULL;
+	uint8_t *wbuf = fm_test_alloc_aligned(4096, 65536), *rbuf = fm_test_alloc_aligned(4096, 65536);
+	struct dmio_region where;
+	unsigned long bits;
+	struct fm_rng rng;
+	int r;
+
+	ck_assert(g_file_set_contents(keys, "alice:0123456789abcdef0123456789abcdef\n", -1, NULL));
+	srv_start(&srv, "--tls=require", psk_arg, "memory", "size=4M", NULL);
+	ck_assert_int_lt(dmio_dev_open(srv.uri, 0, &plain), 0);
+	uri = g_strdup_printf("nbds+unix://alice@/?socket=%s&tls-psk-file=%s", srv.sock, keys);
+	r = dmio_dev_open(uri, 0, &dev);
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", uri, g_strerror(-r));
+	fm_rng_seed(&rng, fm_test_seed_for("nbd_tls", 0));
+	fm_rng_fill(&rng, wbuf, 65536);
+	where = (struct dmio_region){ dev, 8, 128 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, wbuf, &bits), 0);
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, rbuf, &bits), 0);
+	ck_assert(fm_test_first_diff(wbuf, rbuf, 65536) < 0);
+	fm_test_rm_rf(kdir);
+	free(wbuf);
+	free(rbuf);
+}
+END_TEST
+
 START_TEST(test_server_dies)
 {
 	g_autoptr(dmio_dev) dev = NULL;
@@ -520,6 +554,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_loop_test(tc, test_zero_and_discard, 0, 2);
 	tcase_add_test(tc, test_loop_completes_on_loop);
 	tcase_add_loop_test(tc, test_other_servers, 0, 2);
+	tcase_add_test(tc, test_tls_psk);
 	tcase_add_test(tc, test_server_dies);
 	tcase_add_test(tc, test_server_hangs);
 	suite_add_tcase(s, tc);
