@@ -677,7 +677,7 @@ static void render_prometheus(const struct status *s, GString *out)
 	prom_array(out, s, "fusemirror_written_regions", "gauge",
 		   "Regions written since create (all, without a written-region map).",
 		   st->written_regions);
-	prom_array(out, s, "fusemirror_written_bytes", "gauge",
+	prom_array(out, s, "fusemirror_written_region_bytes", "gauge",
 		   "Bytes of the regions written since create.", st->written_bytes);
 	prom_array(out, s, "fusemirror_unwritten_reads_total", "counter",
 		   "Reads of never-written regions answered with zeroes.", st->unwritten_reads);
