@@ -652,6 +652,21 @@ static void render_prometheus(const struct status *s, GString *out)
 	prom_legs(out, s, "fusemirror_leg_checksum_errors_total",
 		  "4 KiB blocks of a leg that failed checksum verification.",
 		  offsetof(struct mirror_leg_stats, checksum_errors));
+	prom_legs(out, s, "fusemirror_leg_reconnects_total",
+		  "Times a remote (NBD) leg reconnected and was re-added by itself.",
+		  offsetof(struct mirror_leg_stats, reconnects));
+	prom_head(out, "fusemirror_leg_rtt_microseconds", "gauge",
+		  "Remote (NBD) legs: mean round trip of a read or write.");
+	for (unsigned i = 0; i < s->nr_legs; i++) {
+		const struct mirror_leg_stats *ls = &s->legs[i].ls;
+		char slot[16];
+
+		if (!ls->remote)
+			continue;
+		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
+		prom_sample(out, s, "fusemirror_leg_rtt_microseconds", ls->rtt_us,
+			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
+	}
 
 	prom_head(out, "fusemirror_sync_action", "gauge",
 		  "1 for the sync action running (idle when none), 0 for the others.");

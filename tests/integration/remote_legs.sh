@@ -62,6 +62,11 @@ log "recovery after the cut: $bytes bytes"
 ((bytes > 0 && bytes <= 24 * 1048576)) || fail "recovery copied $bytes bytes: not from the bitmap"
 fm_ok status "$T/mnt" | grep -q "remote: connected, round trip .* ms, 1 reconnects" ||
 	fail "status text lacks the remote line: $(cat "$T/fm.out")"
+fm_ok status --format=prometheus "$T/mnt" >"$T/metrics.txt"
+grep -q '^fusemirror_leg_reconnects_total{.*leg="2".*} 1$' "$T/metrics.txt" ||
+	fail "metrics: no fusemirror_leg_reconnects_total 1 for leg 2: $(grep reconnects "$T/metrics.txt")"
+grep -q '^fusemirror_leg_rtt_microseconds{.*leg="2".*} [1-9]' "$T/metrics.txt" ||
+	fail "metrics: no round trip for leg 2: $(grep rtt "$T/metrics.txt")"
 
 fm_umount "$T/mnt"
 nbd_kill
