@@ -9,6 +9,7 @@
 #   - the administrator's `fail` is not undone by itself; `add` re-adds it
 #     (only the regions written meanwhile are copied);
 #   - after umount, the remote leg's data area equals the local legs'.
+# The array is mounted from a config file whose legs= names the URI.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
 cd "$T" || fail "cannot cd to $T"
@@ -17,8 +18,10 @@ mkdir "$T/mnt"
 truncate -s 32M "$T/leg0" "$T/leg1" "$T/remote"
 nbd_start
 fm_create --region-size 1M "$T/leg0" "$URI" "$T/leg1"
-fm_mount -o remote_timeout=1000,cache_mode=writethrough,sync_speed_min=200M \
-	"$T/leg0" "$URI" "$T/leg1" "$T/mnt"
+# The legs, URI included, from a config file.
+printf '[array]\nlegs=%s;%s;%s\n[mount]\nremote_timeout=1000\n' "$T/leg0" "$URI" "$T/leg1" \
+	>"$T/fm.conf"
+fm_mount -o cache_mode=writethrough,sync_speed_min=200M --config "$T/fm.conf" "$T/mnt"
 img=$T/mnt/image
 dd if=/dev/urandom of="$img" bs=1M count=4 oflag=direct status=none || fail "first write"
 
