@@ -116,6 +116,11 @@ void fm_log_fields(enum fm_log_level level, const char *const *fields, const cha
  * Uses the SSE4.2 instruction when the CPU has it.
  */
 uint32_t fm_crc32c(uint32_t crc, const void *data, size_t len);
+/* out[i] = fm_crc32c(0, data + i * block_size, block_size) for i < @n:
+ * the checksums of @n consecutive blocks, computed three at a time with
+ * SSE4.2 (three times the speed of one chain) when block_size is a
+ * multiple of 8. */
+void fm_crc32c_blocks(const void *data, size_t block_size, size_t n, uint32_t *out);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t fm_now_ns(void);

@@ -77,6 +77,33 @@ static uint32_t crc32c_hw(uint32_t c, const uint8_t *p, size_t len)
 		c = __builtin_ia32_crc32qi(c, *p++);
 	return c;
 }
+
+/*
+ * Three blocks at once: the crc32 instruction has a latency of 3 cycles
+ * but a throughput of one a cycle, so three independent chains run three
+ * times as fast as one (the per-block checksums need no combining: each
+ * block has its own).  @len is a multiple of 8.
+ */
+__attribute__((target("sse4.2")))
+static void crc32c_hw_x3(const uint8_t *a, const uint8_t *b, const uint8_t *c, size_t len,
+			 uint32_t *out)
+{
+	uint64_t x = 0xffffffffu, y = 0xffffffffu, z = 0xffffffffu;
+
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t wa, wb, wc;
+
+		memcpy(&wa, a + i, 8);
+		memcpy(&wb, b + i, 8);
+		memcpy(&wc, c + i, 8);
+		x = __builtin_ia32_crc32di(x, wa);
+		y = __builtin_ia32_crc32di(y, wb);
+		z = __builtin_ia32_crc32di(z, wc);
+	}
+	out[0] = ~(uint32_t)x;
+	out[1] = ~(uint32_t)y;
+	out[2] = ~(uint32_t)z;
+}
 #endif
 
 /* For the unit tests: force the portable path. */
@@ -103,4 +130,19 @@ uint32_t fm_crc32c(uint32_t crc, const void *data, size_t len)
 		return ~crc32c_hw(~crc, data, len);
 #endif
 	return fm_crc32c_sw(crc, data, len);
+}
+
+void fm_crc32c_blocks(const void *data, size_t block_size, size_t n, uint32_t *out)
+{
+	const uint8_t *p = data;
+	size_t i = 0;
+
+#if defined(__x86_64__)
+	if (!(block_size & 7) && __builtin_cpu_supports("sse4.2"))
+		for (; i + 3 <= n; i += 3)
+			crc32c_hw_x3(p + i * block_size, p + (i + 1) * block_size,
+				     p + (i + 2) * block_size, block_size, out + i);
+#endif
+	for (; i < n; i++)
+		out[i] = fm_crc32c(0, p + i * block_size, block_size);
 }

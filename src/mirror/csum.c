@@ -128,14 +128,48 @@ static uint32_t walk_block_crc(struct iov_walk *w)
 	return crc;
 }
 
+/* The checksums of the next @n (<= WALK_BATCH) blocks of @w: the blocks
+ * wholly inside one iovec element three at a time (fm_crc32c_blocks()),
+ * one straddling two elements on its own. */
+#define WALK_BATCH 64
+
+static void walk_crcs(struct iov_walk *w, uint64_t n, uint32_t *out)
+{
+	while (n) {
+		size_t in = w->i < w->iovcnt ? w->iov[w->i].iov_len - w->off : 0;
+		uint64_t k = in / FM_SB_CSUM_BLOCK_SIZE < n ? in / FM_SB_CSUM_BLOCK_SIZE : n;
+
+		if (!k) {
+			*out++ = walk_block_crc(w);
+			n--;
+			continue;
+		}
+		fm_crc32c_blocks((const char *)w->iov[w->i].iov_base + w->off,
+				 FM_SB_CSUM_BLOCK_SIZE, k, out);
+		out += k;
+		n -= k;
+		w->off += k * FM_SB_CSUM_BLOCK_SIZE;
+		if (w->off == w->iov[w->i].iov_len) {
+			w->i++;
+			w->off = 0;
+		}
+	}
+}
+
 void mcsum_update_iov(struct mirror *m, uint64_t sector, uint64_t count,
 		      const struct iovec *iov, unsigned iovcnt)
 {
 	struct iov_walk w = { iov, iovcnt, 0, 0 };
 	uint64_t b0 = sector / CSUM_SECTORS, nb = count / CSUM_SECTORS;
+	uint32_t crc[WALK_BATCH];
 
-	for (uint64_t b = b0; b < b0 + nb; b++)
-		set_entry(m->csum, b, stored_of(walk_block_crc(&w)));
+	for (uint64_t b = 0; b < nb; b += WALK_BATCH) {
+		uint64_t n = nb - b < WALK_BATCH ? nb - b : WALK_BATCH;
+
+		walk_crcs(&w, n, crc);
+		for (uint64_t k = 0; k < n; k++)
+			set_entry(m->csum, b0 + b + k, stored_of(crc[k]));
+	}
 }
 
 void mcsum_set_zero(struct mirror *m, uint64_t sector, uint64_t count)
@@ -151,10 +185,16 @@ int64_t mcsum_verify_iov(struct mirror *m, uint64_t sector, uint64_t count,
 {
 	struct iov_walk w = { iov, iovcnt, 0, 0 };
 	uint64_t b0 = sector / CSUM_SECTORS, nb = count / CSUM_SECTORS;
+	uint32_t crc[WALK_BATCH];
 
-	for (uint64_t b = b0; b < b0 + nb; b++)
-		if (walk_block_crc(&w) != mcsum_get(m, b))
-			return (int64_t)b;
+	for (uint64_t b = 0; b < nb; b += WALK_BATCH) {
+		uint64_t n = nb - b < WALK_BATCH ? nb - b : WALK_BATCH;
+
+		walk_crcs(&w, n, crc);
+		for (uint64_t k = 0; k < n; k++)
+			if (crc[k] != mcsum_get(m, b0 + b + k))
+				return (int64_t)(b0 + b + k);
+	}
 	return -1;
 }
 

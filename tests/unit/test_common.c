@@ -58,6 +58,36 @@ START_TEST(crc32c_hw_matches_sw_and_chains)
 }
 END_TEST
 
+/* The checksums of consecutive blocks (three at a time with SSE4.2) are
+ * each block's own crc32c, whatever the count (the three-way path and its
+ * remainder) and block size (a size that is not a multiple of 8 takes the
+ * plain path); an unaligned start too. */
+START_TEST(crc32c_blocks_match_one_by_one)
+{
+	static const size_t sizes[] = { 4096, 512, 8, 12 };
+	enum { MAXN = 8 };
+	uint8_t *buf = malloc(MAXN * 4096 + 8);
+	uint32_t out[MAXN + 1];
+
+	srandom(7);
+	for (size_t i = 0; i < MAXN * 4096 + 8; i++)
+		buf[i] = (uint8_t)random();
+	for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+		for (size_t off = 0; off < 8; off += 3)
+			for (size_t n = 0; n <= MAXN; n++) {
+				out[n] = 0x5a5a5a5a;    /* must stay: n written, no more */
+				fm_crc32c_blocks(buf + off, sizes[s], n, out);
+				for (size_t i = 0; i < n; i++)
+					ck_assert_msg(out[i] == fm_crc32c_sw(0, buf + off + i * sizes[s],
+									       sizes[s]),
+						      "size %zu off %zu n %zu: block %zu", sizes[s],
+						      off, n, i);
+				ck_assert_uint_eq(out[n], 0x5a5a5a5a);
+			}
+	free(buf);
+}
+END_TEST
+
 START_TEST(parse_sizes)
 {
 	static const struct { const char *s; int r; uint64_t v; } cases[] = {
@@ -253,6 +283,7 @@ static Suite *common_suite(void)
 	tc = tcase_create("crc32c");
 	tcase_add_test(tc, crc32c_known_vectors);
 	tcase_add_test(tc, crc32c_hw_matches_sw_and_chains);
+	tcase_add_test(tc, crc32c_blocks_match_one_by_one);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("sizes");
 	tcase_add_test(tc, parse_sizes);
