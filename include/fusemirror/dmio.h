@@ -114,8 +114,10 @@ int dmio_dev_refresh_size(struct dmio_dev *dev);
  * included).  It behaves as a local device does, with the same error
  * bitsets, splitting, FUA, flush, discard and write-zeroes semantics: what
  * the server advertises is used, the rest emulated (FUA as write + flush,
- * write-zeroes as writes of zeroes; a discard the server cannot do fails
- * its region with -EOPNOTSUPP, as on a file system without hole punching).
+ * write-zeroes as writes of zeroes).  Discard keeps its promise of zeroes:
+ * it is NBD's write-zeroes allowed to unmap (NBD's trim promises nothing),
+ * so a server without write-zeroes fails a discard's region with
+ * -EOPNOTSUPP, as a file system without hole punching does.
  *
  * Threading: the device's one connection is driven by one engine reaper,
  * its owner: pieces submitted by other threads, loops included, are handed

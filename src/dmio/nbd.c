@@ -17,7 +17,7 @@
  * loop: most servers (qemu-nbd) do not advertise multi-conn, without which
  * a flush on one connection says nothing about writes sent on another.
  *
- * The owner issues libnbd commands (nbd_aio_pread/pwrite/flush/trim/zero)
+ * The owner issues libnbd commands (nbd_aio_pread/pwrite/flush/zero)
  * and polls the socket on its own ring: IORING_OP_POLL_ADD for POLLIN while
  * commands are in flight, and for POLLOUT while libnbd has bytes it could
  * not send (nbd_aio_get_direction).  A poll completion calls
@@ -45,9 +45,12 @@
  *
  * Semantics as for a local file (see dmio.h): FUA when the server has it,
  * otherwise write then flush; flush when it has it, otherwise nothing to
- * flush; trim for discard and NBD_CMD_WRITE_ZEROES for write-zeroes when
- * advertised, otherwise -EOPNOTSUPP, which request.c turns into the
- * fallback (zero writes; a discard fails its region as on a local file).
+ * flush.  dmio's discard promises zeroes afterwards, which NBD_CMD_TRIM does
+ * not: a discard is NBD_CMD_WRITE_ZEROES that may unmap (no NO_HOLE flag),
+ * a write-zeroes the same with NO_HOLE (allocation kept, as ZERO_RANGE);
+ * without the server's write-zeroes both are -EOPNOTSUPP, which request.c
+ * turns into its fallback (zero writes for write-zeroes; a discard fails
+ * its region, as on a file system without hole punching).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -69,7 +72,7 @@
 #define NBD_CONNECT_TIMEOUT_MS 10000
 /* Largest payload of one NBD command we send (the protocol's usual cap). */
 #define NBD_MAX_PAYLOAD (32u << 20)
-/* Largest trim / write-zeroes range of one command (32-bit lengths). */
+/* Largest write-zeroes range of one command (32-bit lengths). */
 #define NBD_MAX_ZERO (1u << 30)
 
 struct nbd_poll {
@@ -316,7 +319,7 @@ static int cmd_done(void *user_data, int *error)
 	return 0;
 }
 
-enum nbd_cmd { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_ZERO };
+enum nbd_cmd { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_ZERO };
 
 /* Issue one command of @p; a refusal counts as its completion. */
 static void issue_one(struct dmio_nbd *n, struct dmio_piece *p, enum nbd_cmd kind, void *buf,
@@ -337,11 +340,8 @@ static void issue_one(struct dmio_nbd *n, struct dmio_piece *p, enum nbd_cmd kin
 	case CMD_FLUSH:
 		cookie = nbd_aio_flush(n->h, cb, 0);
 		break;
-	case CMD_TRIM:
-		cookie = nbd_aio_trim(n->h, len, off, cb, 0);
-		break;
-	default:
-		cookie = nbd_aio_zero(n->h, len, off, cb, 0);
+	default: /* CMD_ZERO: NO_HOLE or not, in @flags */
+		cookie = nbd_aio_zero(n->h, len, off, cb, flags);
 		break;
 	}
 	if (cookie == -1 && p->nbd_calls == calls) {
@@ -403,15 +403,15 @@ static void issue(struct dmio_nbd *n, struct dmio_piece *p)
 		bool zero = p->falloc_mode & FALLOC_FL_ZERO_RANGE;
 		uint64_t len = p->len;
 
-		if (zero ? !n->can_zero : !n->can_trim) {
+		if (!n->can_zero) {
 			p->nbd_err = EOPNOTSUPP;
 			break;
 		}
 		while (len) {
 			uint64_t chunk = len < NBD_MAX_ZERO ? len : NBD_MAX_ZERO;
 
-			issue_one(n, p, zero ? CMD_ZERO : CMD_TRIM,
-				  NULL, chunk, off, 0);
+			issue_one(n, p, CMD_ZERO, NULL, chunk, off,
+				  zero ? LIBNBD_CMD_FLAG_NO_HOLE : 0);
 			off += chunk;
 			len -= chunk;
 		}
