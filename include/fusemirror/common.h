@@ -100,6 +100,13 @@ void fm_logv(enum fm_log_level level, const char *fmt, va_list ap)
 void fm_log_fields(enum fm_log_level level, const char *const *fields, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * A broken invariant of a library (a bug, not an I/O error): log @fmt at
+ * error level and abort().  The one message above debug level a library
+ * layer may write itself: nobody is left to report it to.
+ */
+_Noreturn void fm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define fm_err(...)    fm_log(FM_LOG_ERR, __VA_ARGS__)
 #define fm_warn(...)   fm_log(FM_LOG_WARNING, __VA_ARGS__)
 #define fm_notice(...) fm_log(FM_LOG_NOTICE, __VA_ARGS__)

@@ -5,6 +5,9 @@
  * receives these and decides what to say: the journal or stderr, `fusemirror
  * monitor` (mdadm --monitor's model), systemd's STATUS=, Prometheus counters.
  *
+ * The library layers (dmio, bufio, mirror, ctl) never log above debug
+ * level: what a user must hear of is an event (or an error returned).
+ *
  * The names (fm_event_name()) are part of the user interface: `monitor
  * --program` passes them as its first argument and `--json` prints them,
  * so a name never changes once released.  They follow mdadm --monitor's
@@ -49,6 +52,12 @@ enum fm_event_type {
 	FM_EVENT_BAD_BLOCK,             /* leg: blocks it cannot write were recorded in
 					   the bad-block list (the leg stays); value:
 					   byte offset of the first; err: EIO */
+	FM_EVENT_READ_ERROR,            /* leg: a read failed (retried on another leg);
+					   value: byte offset; err: why */
+	FM_EVENT_IO_ERROR,              /* the image failed an I/O (the client gets
+					   err); value: byte offset */
+	FM_EVENT_LEG_STALE,             /* leg: behind the array at assembly or re-add;
+					   value: 1 rebuilt wholly, 0 from the bitmap */
 	FM_EVENT__MAX
 };
 
@@ -63,6 +72,10 @@ struct fm_event {
 	 * read from and wrote to the legs, all legs together (a resync after a
 	 * crash where the legs never differed writes 0); 0 otherwise. */
 	uint64_t read_bytes, write_bytes;
+	/* Words on the cause or the extent for people ("write of sectors 8+8
+	 * failed", "12 corrected read errors in 300 reads, more than 1%"),
+	 * valid during the call, or NULL.  Not a stable interface. */
+	const char *detail;
 };
 
 /* Called for each event; @ev and what it points to are valid only during

@@ -340,6 +340,16 @@ void fm_log(enum fm_log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+void fm_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(FM_LOG_ERR, NULL, fmt, ap);
+	va_end(ap);
+	abort();
+}
+
 void fm_log_fields(enum fm_log_level level, const char *const *fields, const char *fmt, ...)
 {
 	va_list ap;

@@ -38,6 +38,7 @@ struct ev_entry {
 	uint64_t value;
 	int err;
 	uint64_t read_bytes, write_bytes;       /* of a sync pass's end */
+	char *detail;                   /* struct fm_event.detail, or NULL */
 };
 
 struct daemon_events {
@@ -69,7 +70,7 @@ void daemon_events_free(struct daemon_events *ev)
 	if (!ev)
 		return;
 	for (unsigned i = 0; i < DAEMON_EVENT_RING; i++)
-		g_free(ev->ring[i].path);
+		g_free(ev->ring[i].path), g_free(ev->ring[i].detail);
 	pthread_mutex_destroy(&ev->lock);
 	g_free(ev->mountpoint);
 	g_free(ev->name);
@@ -109,6 +110,7 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 	pthread_mutex_lock(&ev->lock);
 	x = &ev->ring[ev->next_seq % DAEMON_EVENT_RING];
 	g_free(x->path);
+	g_free(x->detail);
 	*x = (struct ev_entry){
 		.seq = ev->next_seq++,
 		.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
@@ -119,6 +121,7 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 		.err = e->err,
 		.read_bytes = e->read_bytes,
 		.write_bytes = e->write_bytes,
+		.detail = g_strdup(e->detail),
 	};
 	memcpy(x->leg_uuid, e->leg_uuid, 16);
 	if ((unsigned)e->type < FM_EVENT__MAX)
@@ -192,6 +195,7 @@ static char *event_line_locked(struct daemon_events *ev, const struct ev_entry *
 		json_builder_set_member_name(b, "write_bytes");
 		json_builder_add_int_value(b, (gint64)x->write_bytes);
 	}
+	cli_json_str(b, "detail", x->detail);
 	json_builder_end_object(b);
 	json = cli_json_text(b);
 	return g_strconcat(json, "\n", NULL);

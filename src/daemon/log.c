@@ -4,7 +4,12 @@
  * level only; the mirror reports its state changes as events
  * (fusemirror/event.h) and daemon_log_event() turns each into one message
  * at the level it deserves, with journal fields a program can filter on
- * (journalctl EVENT=Fail ARRAY_UUID=...).
+ * (journalctl EVENT=Fail ARRAY_UUID=...).  The events that come in floods
+ * when a disk goes bad (ReadError, IOError, ChecksumError,
+ * ReadErrorCorrected) are logged at most DAEMON_LOG_BURST times per
+ * DAEMON_LOG_WINDOW_S seconds each; the first message after a quiet spell
+ * says how many were left out (they are all counted in `status` and sent
+ * to `monitor` all the same).
  *
  * Start-up forwarding: a daemonized `mount` has no terminal once it forked;
  * its parent waits on a pipe for the verdict.  Until the mount is live,
@@ -13,6 +18,7 @@
  * regions will be resynced" reaches the person who typed the command.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +30,16 @@
 #include "fusemirror/common.h"
 #include "fusemirror/superblock.h"
 
+#define DAEMON_LOG_BURST 10
+#define DAEMON_LOG_WINDOW_S 10
+
 /* The level each event is logged at. */
 static enum fm_log_level event_level(const struct fm_event *ev)
 {
 	switch (ev->type) {
 	case FM_EVENT_LEG_FAILED:
 	case FM_EVENT_CHECKSUM_ERROR:
+	case FM_EVENT_IO_ERROR:
 		return FM_LOG_ERR;
 	case FM_EVENT_BAD_BLOCK:
 		return FM_LOG_WARNING;
@@ -37,12 +47,56 @@ static enum fm_log_level event_level(const struct fm_event *ev)
 	case FM_EVENT_DEGRADED:
 	case FM_EVENT_LEG_MISSING:
 	case FM_EVENT_REBUILD_INTERRUPTED:
+	case FM_EVENT_READ_ERROR:
+	case FM_EVENT_LEG_STALE:
 		return FM_LOG_WARNING;
 	case FM_EVENT_SCRUB_FINISHED:
 		return ev->value ? FM_LOG_WARNING : FM_LOG_NOTICE;
 	default:
 		return FM_LOG_NOTICE;
 	}
+}
+
+/* The rate limit of the events that come in floods, per type. */
+static struct {
+	pthread_mutex_t lock;
+	uint64_t window_start_ns[FM_EVENT__MAX];
+	unsigned logged[FM_EVENT__MAX];         /* in the current window */
+	uint64_t suppressed[FM_EVENT__MAX];     /* since the last one logged */
+} limit = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static bool event_limited(enum fm_event_type t)
+{
+	return t == FM_EVENT_READ_ERROR || t == FM_EVENT_IO_ERROR ||
+	       t == FM_EVENT_CHECKSUM_ERROR || t == FM_EVENT_READ_ERROR_CORRECTED;
+}
+
+/* Whether to log an event of type @t now; *@ret_suppressed: how many of
+ * that type were left out before it. */
+static bool limit_pass(enum fm_event_type t, uint64_t *ret_suppressed)
+{
+	uint64_t now = fm_now_ns();
+	bool pass;
+
+	*ret_suppressed = 0;
+	if ((unsigned)t >= FM_EVENT__MAX || !event_limited(t))
+		return true;
+	pthread_mutex_lock(&limit.lock);
+	if (!limit.window_start_ns[t] ||
+	    now - limit.window_start_ns[t] >= (uint64_t)DAEMON_LOG_WINDOW_S * 1000000000ull) {
+		limit.window_start_ns[t] = now;
+		limit.logged[t] = 0;
+	}
+	pass = limit.logged[t] < DAEMON_LOG_BURST;
+	if (pass) {
+		limit.logged[t]++;
+		*ret_suppressed = limit.suppressed[t];
+		limit.suppressed[t] = 0;
+	} else {
+		limit.suppressed[t]++;
+	}
+	pthread_mutex_unlock(&limit.lock);
+	return pass;
 }
 
 void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
@@ -54,7 +108,12 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 	g_autoptr(GPtrArray) f = g_ptr_array_new_with_free_func(g_free);
 	unsigned long long v = (unsigned long long)ev->value;
 	const char *why = ev->err ? g_strerror(ev->err) : NULL;
+	const char *detail = ev->detail && *ev->detail ? ev->detail : NULL;
+	uint64_t suppressed;
 	const char *mp;
+
+	if (!limit_pass(ev->type, &suppressed))
+		return;
 
 	g_ptr_array_add(f, g_strdup_printf("EVENT=%s", fm_event_name(ev->type)));
 	if (array_uuid && *array_uuid)
@@ -102,6 +161,7 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 	case FM_EVENT_LEG_FAILED:
 		msg = g_strdup_printf("%s: leg %s (slot %d) failed%s%s%s", mp, leg, ev->leg,
 				      why ? " (" : "", why ? why : "", why ? ")" : "");
+		why = NULL;     /* said */
 		break;
 	case FM_EVENT_LEG_REMOVED:
 		msg = g_strdup_printf("%s: leg %s (slot %d) removed", mp, leg, ev->leg);
@@ -131,15 +191,33 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 				      fm_format_size(ev->read_bytes, rs, sizeof(rs)),
 				      fm_format_size(ev->write_bytes, ws, sizeof(ws)));
 		break;
+	case FM_EVENT_READ_ERROR:
+		msg = g_strdup_printf("%s: leg %s: %s", mp, leg, detail ? detail : "a read failed");
+		detail = NULL;
+		break;
+	case FM_EVENT_IO_ERROR:
+		msg = g_strdup_printf("%s: image: %s", mp, detail ? detail : "an I/O failed");
+		detail = NULL;
+		break;
+	case FM_EVENT_LEG_STALE:
+		msg = g_strdup_printf("%s: leg %s (slot %d) is behind the array: %s", mp, leg,
+				      ev->leg, detail ? detail : v ? "rebuilt wholly"
+								  : "rebuilt from the bitmap");
+		detail = NULL;
+		break;
 	case FM_EVENT_SCRUB_STARTED:
 		msg = g_strdup_printf("%s: scrub (%s) started", mp, v ? "repair" : "check");
 		break;
 	case FM_EVENT_SCRUB_FINISHED:
 		g_ptr_array_add(f, g_strdup_printf("MISMATCHED_SECTORS=%llu", v));
-		msg = g_strdup_printf("%s: scrub finished: %llu mismatched sectors; %s read, "
-				      "%s written", mp, v,
+		msg = g_strdup_printf("%s: scrub %s: %llu mismatched sectors; %s read, "
+				      "%s written", mp,
+				      ev->err == ECANCELED ? "cancelled"
+				      : ev->err ? "failed" : "finished", v,
 				      fm_format_size(ev->read_bytes, rs, sizeof(rs)),
 				      fm_format_size(ev->write_bytes, ws, sizeof(ws)));
+		if (ev->err == ECANCELED)
+			why = NULL;
 		break;
 	case FM_EVENT_READ_ERROR_CORRECTED:
 		msg = g_strdup_printf("%s: leg %s: a bad copy at byte %llu was rewritten from "
@@ -158,6 +236,29 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 	default:
 		msg = g_strdup_printf("%s: event %s", mp, fm_event_name(ev->type));
 		break;
+	}
+	/* The mirror's words on the cause or extent, then the errno's when
+	 * the message did not give it (an event that is not an error has
+	 * err 0; EILSEQ is a checksum's verdict, said by the words). */
+	if (ev->err == EILSEQ)
+		why = NULL;
+	if (detail || why) {
+		char *full = g_strdup_printf("%s%s%s%s%s%s", msg, detail ? ": " : "",
+					     detail ? detail : "", why ? " (" : "",
+					     why ? why : "", why ? ")" : "");
+
+		g_free(msg);
+		msg = full;
+	}
+	if (suppressed) {
+		char *full = g_strdup_printf("%s [%llu more %s events not logged]", msg,
+					     (unsigned long long)suppressed,
+					     fm_event_name(ev->type));
+
+		g_free(msg);
+		msg = full;
+		g_ptr_array_add(f, g_strdup_printf("SUPPRESSED=%llu",
+						   (unsigned long long)suppressed));
 	}
 	g_ptr_array_add(f, NULL);
 	fm_log_fields(event_level(ev), (const char *const *)f->pdata, "%s", msg);

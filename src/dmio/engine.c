@@ -219,8 +219,7 @@ static void ring_submit(struct dmio_ring *r)
 			continue;
 		if (n == -EAGAIN || n == -EBUSY)
 			return; /* retried after the next completions are reaped */
-		fm_err("dmio: io_uring_submit failed: %s", strerror(-n));
-		abort();
+		fm_fatal("dmio: io_uring_submit failed: %s", strerror(-n));
 	}
 }
 
@@ -376,8 +375,7 @@ static void arm_eventfd(struct dmio_ring *r)
 		sqe = io_uring_get_sqe(&r->ring);
 	}
 	if (!sqe) {
-		fm_err("dmio: no SQE for the wake-up read");
-		abort();
+		fm_fatal("dmio: no SQE for the wake-up read");
 	}
 	io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof(r->efd_buf), 0);
 	io_uring_sqe_set_data64(sqe, (uintptr_t)&r->efd_buf);
@@ -631,8 +629,7 @@ static void *reaper_main(void *arg)
 			r->unsubmitted = 0;
 		else if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY &&
 			 ret != -ETIME) {
-			fm_err("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
-			abort();
+			fm_fatal("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
 		}
 		atomic_store(&r->sleeping, false);
 	}
@@ -756,8 +753,7 @@ int dmio_engine_ensure(void)
 void dmio_engine_shutdown(void)
 {
 	if (tl_ring) {
-		fm_err("dmio: dmio_engine_shutdown called from a completion callback");
-		abort();
+		fm_fatal("dmio: dmio_engine_shutdown called from a completion callback");
 	}
 	pthread_mutex_lock(&engine.lock);
 	if (!atomic_load(&engine.running)) {
@@ -877,8 +873,7 @@ int dmio_loop_run_once(struct dmio_loop *l, bool wait)
 	else if (ret == -EINTR)
 		return -EINTR;
 	else if (ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-		fm_err("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
-		abort();
+		fm_fatal("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
 	}
 	return 0;
 }
@@ -901,8 +896,7 @@ void dmio_loop_destroy(struct dmio_loop *l)
 	if (!l)
 		return;
 	if (!dmio_loop_idle(l)) {
-		fm_err("dmio: a loop was destroyed with %lu piece(s) in flight", l->r.pieces);
-		abort();
+		fm_fatal("dmio: a loop was destroyed with %lu piece(s) in flight", l->r.pieces);
 	}
 	/* An owner that handed back our last piece may still be about to
 	 * write our eventfd (dmio_ring_piece_done). */

@@ -334,7 +334,7 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 				 "writes made apart are discarded, rebuilt wholly", ref->path,
 				 (unsigned long long)leg->sb.events,
 				 (unsigned long long)ref->sb.events);
-			fm_warn("leg %s: %s", leg->path, leg->note);
+			fm_debug("leg %s: %s", leg->path, leg->note);
 		} else if (e->state == FM_LEG_IN_SYNC && leg->sb.events == ref->sb.events) {
 			atomic_store(&leg->state, FM_LEG_IN_SYNC);
 			nr_in_sync++;
@@ -382,8 +382,8 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 				 (unsigned long long)leg->sb.events,
 				 (unsigned long long)ref->sb.events, why,
 				 leg->full_rebuild ? "wholly" : "from the write-intent bitmap");
-			fm_warn("leg %s: %s (the newest superblock is leg %s's)", leg->path,
-				leg->note, ref->path);
+			fm_debug("leg %s: %s (the newest superblock is leg %s's)", leg->path,
+				 leg->note, ref->path);
 		}
 	}
 	/* Every in-sync slot of the reference table given, or missing. */
@@ -571,14 +571,21 @@ static unsigned log2u64(uint64_t x)
 	return r;
 }
 
-/* The events of a start: NewArray, UncleanStart, a DeviceDisappeared per
- * slot of the table whose leg was not given, DegradedArray. */
+/* The events of a start: NewArray, UncleanStart, a LegStale per leg given
+ * that is behind (with its note), a DeviceDisappeared per slot of the
+ * table whose leg was not given, DegradedArray. */
 static void report_assembly(struct mirror *m, bool unclean, uint64_t unclean_regions)
 {
 	pthread_mutex_lock(&m->state_lock);
 	mirror_event_locked(m, FM_EVENT_ASSEMBLED, -1, mirror_in_sync_count(m), 0);
 	if (unclean)
 		mirror_event_locked(m, FM_EVENT_UNCLEAN_START, -1, unclean_regions, 0);
+	for (unsigned s = 0; s < m->nr_legs; s++)
+		if (m->legs[s].dev && m->legs[s].note[0] &&
+		    leg_state(&m->legs[s]) == FM_LEG_REBUILDING)
+			mirror_event_detail_locked(m, FM_EVENT_LEG_STALE, (int)s,
+						   m->legs[s].full_rebuild, 0, "%s",
+						   m->legs[s].note);
 	for (unsigned s = 0; s < m->nr_legs; s++)
 		if (!m->legs[s].dev && leg_state(&m->legs[s]) == FM_LEG_FAULTY)
 			mirror_event_locked(m, FM_EVENT_LEG_MISSING, (int)s, 0, 0);

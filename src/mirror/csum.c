@@ -262,8 +262,8 @@ int mcsum_load(struct mirror *m, GError **err)
 			}
 		}
 		if (r < 0)
-			fm_warn("leg %s: cannot read the checksum area: %s", leg->path,
-				g_strerror(-r));
+			mirror_event_detail(m, FM_EVENT_READ_ERROR, (int)(leg - m->legs), 0, -r,
+					    "cannot read the checksum area");
 	}
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, EIO,

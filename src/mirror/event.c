@@ -4,7 +4,10 @@
  * mirror reports them.  Every report is made under state_lock, so reports
  * for one array are serialised and arrive in the order of the changes.
  */
+#include <stdarg.h>
 #include <string.h>
+
+#include <glib.h>
 
 #include "fusemirror/event.h"
 #include "mirror_i.h"
@@ -28,6 +31,9 @@ static const char *const event_names[FM_EVENT__MAX] = {
 	[FM_EVENT_STOPPED] = "Stopped",
 	[FM_EVENT_WRITE_MOSTLY] = "WriteMostly",
 	[FM_EVENT_BAD_BLOCK] = "BadBlock",
+	[FM_EVENT_READ_ERROR] = "ReadError",
+	[FM_EVENT_IO_ERROR] = "IOError",
+	[FM_EVENT_LEG_STALE] = "LegStale",
 };
 
 const char *fm_event_name(enum fm_event_type type)
@@ -40,11 +46,14 @@ const char *fm_event_name(enum fm_event_type type)
 /*----------------------------------------------------------------*/
 /* Reporting (mirror internals, src/mirror/mirror_i.h) */
 
-static void emit_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
-			int err, bool sync_bytes)
+static void event_report_locked(struct mirror *m, enum fm_event_type type, int leg,
+				uint64_t value, int err, bool sync_bytes, const char *detail)
 {
-	struct fm_event ev = { .type = type, .leg = -1, .value = value, .err = err };
+	struct fm_event ev = { .type = type, .leg = -1, .value = value, .err = err,
+			       .detail = detail };
 
+	fm_debug("event %s leg %d value %llu err %d%s%s", fm_event_name(type), leg,
+		 (unsigned long long)value, err, detail ? ": " : "", detail ? detail : "");
 	if (!m->event_fn)
 		return;
 	if (leg >= 0 && (unsigned)leg < FM_SB_MAX_LEGS) {
@@ -56,21 +65,19 @@ static void emit_locked(struct mirror *m, enum fm_event_type type, int leg, uint
 		ev.read_bytes = atomic_load(&m->sync_read_bytes);
 		ev.write_bytes = atomic_load(&m->sync_write_bytes);
 	}
-	fm_debug("event %s leg %d value %llu err %d", fm_event_name(type), ev.leg,
-		 (unsigned long long)value, err);
 	m->event_fn(m->event_ctx, &ev);
 }
 
 void mirror_event_locked(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
 			 int err)
 {
-	emit_locked(m, type, leg, value, err, false);
+	event_report_locked(m, type, leg, value, err, false, NULL);
 }
 
 void mirror_event_sync_end_locked(struct mirror *m, enum fm_event_type type, uint64_t value,
 				  int err)
 {
-	emit_locked(m, type, -1, value, err, true);
+	event_report_locked(m, type, -1, value, err, true, NULL);
 }
 
 void mirror_event_sync_end(struct mirror *m, enum fm_event_type type, uint64_t value, int err)
@@ -80,11 +87,45 @@ void mirror_event_sync_end(struct mirror *m, enum fm_event_type type, uint64_t v
 	pthread_mutex_unlock(&m->state_lock);
 }
 
+void mirror_event_sync_end_detail(struct mirror *m, enum fm_event_type type, uint64_t value,
+				  int err, const char *detail)
+{
+	pthread_mutex_lock(&m->state_lock);
+	event_report_locked(m, type, -1, value, err, true, detail);
+	pthread_mutex_unlock(&m->state_lock);
+}
+
 void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
 		  int err)
 {
 	pthread_mutex_lock(&m->state_lock);
 	mirror_event_locked(m, type, leg, value, err);
+	pthread_mutex_unlock(&m->state_lock);
+}
+
+void mirror_event_detail_locked(struct mirror *m, enum fm_event_type type, int leg,
+				uint64_t value, int err, const char *fmt, ...)
+{
+	g_autofree char *detail = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	detail = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	event_report_locked(m, type, leg, value, err, false, detail);
+}
+
+void mirror_event_detail(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			 int err, const char *fmt, ...)
+{
+	g_autofree char *detail = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	detail = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&m->state_lock);
+	event_report_locked(m, type, leg, value, err, false, detail);
 	pthread_mutex_unlock(&m->state_lock);
 }
 

@@ -442,8 +442,8 @@ int mirror_format(const char *const *paths, unsigned n,
 		return r;
 	if (ret_uuid)
 		memcpy(ret_uuid, sb.array_uuid, 16);
-	fm_info("array %s created: %u legs, %llu bytes", fm_uuid_unparse(sb.array_uuid, u),
-		n, (unsigned long long)o.size);
+	fm_debug("array %s created: %u legs, %llu bytes", fm_uuid_unparse(sb.array_uuid, u),
+		 n, (unsigned long long)o.size);
 	return 0;
 }
 

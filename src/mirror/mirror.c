@@ -364,9 +364,10 @@ static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t 
 	leg_errors_decay_locked(m, leg);
 	n = ++leg->err_unverified;
 	pthread_mutex_unlock(&leg->err_lock);
-	fm_warn("leg %s: read of sectors %llu+%llu failed (%u of %u uncorrected read errors "
-		"allowed)", leg->path, (unsigned long long)sector, (unsigned long long)count, n,
-		m->max_read_errors);
+	mirror_event_detail(m, FM_EVENT_READ_ERROR, (int)li, sector << FM_SECTOR_SHIFT, EIO,
+			    "read of sectors %llu+%llu failed (%u of %u uncorrected read errors "
+			    "allowed)", (unsigned long long)sector, (unsigned long long)count, n,
+			    m->max_read_errors);
 	if (n >= m->max_read_errors)
 		mirror_leg_failed(m, li, "too many read errors not corrected", -EIO);
 }
@@ -390,10 +391,12 @@ static void read_error_corrected(struct mirror *m, unsigned li)
 	       corrected * 1000000 > reads * (uint64_t)m->max_read_error_ppm;
 	pthread_mutex_unlock(&leg->err_lock);
 	if (fail) {
-		fm_err("leg %s: %llu corrected read errors in %llu reads, more than %g%%",
-		       leg->path, (unsigned long long)corrected, (unsigned long long)reads,
-		       m->max_read_error_ppm / 1e4);
-		mirror_leg_failed(m, li, "read error rate too high", -EIO);
+		g_autofree char *what = g_strdup_printf(
+			"read error rate too high: %llu corrected read errors in %llu reads, "
+			"more than %g%%", (unsigned long long)corrected,
+			(unsigned long long)reads, m->max_read_error_ppm / 1e4);
+
+		mirror_leg_failed(m, li, what, -EIO);
 	}
 }
 
@@ -419,8 +422,10 @@ static void read_check_done(void *ctx, int err, uint64_t mismatch)
 
 	(void)mismatch;
 	if (err) {
-		fm_err("image: sectors %llu+%llu: no copy verifies against its checksum",
-		       (unsigned long long)r->sector, (unsigned long long)r->count);
+		mirror_event_detail(m, FM_EVENT_IO_ERROR, -1, r->sector << FM_SECTOR_SHIFT, EIO,
+				    "read of sectors %llu+%llu: no copy verifies against its "
+				    "checksum", (unsigned long long)r->sector,
+				    (unsigned long long)r->count);
 		MIRROR_STAT_ADD(m->errors, 1);
 		err = -EIO;
 	}
@@ -484,8 +489,9 @@ static void read_done(unsigned long error_bits, void *context)
 		read_error(m, r->leg, r->sector, r->count);
 		if (issue_read(r) == 0)
 			return;
-		fm_err("image: read of sectors %llu+%llu failed on every leg",
-		       (unsigned long long)r->sector, (unsigned long long)r->count);
+		mirror_event_detail(m, FM_EVENT_IO_ERROR, -1, r->sector << FM_SECTOR_SHIFT, EIO,
+				    "read of sectors %llu+%llu failed on every leg",
+				    (unsigned long long)r->sector, (unsigned long long)r->count);
 		MIRROR_STAT_ADD(m->errors, 1);
 		err = -EIO;
 	}
@@ -611,7 +617,9 @@ static void issue_write(struct mreq *r)
 	}
 	ret = dmio(&dr, n, where, NULL);
 	if (ret < 0) {
-		fm_err("image: cannot submit a write: %s", strerror(-ret));
+		mirror_event_detail(m, FM_EVENT_IO_ERROR, -1, r->sector << FM_SECTOR_SHIFT, -ret,
+				    "cannot submit a write of sectors %llu+%llu",
+				    (unsigned long long)r->sector, (unsigned long long)r->count);
 		write_done(~0ul, r);
 	}
 }
@@ -824,11 +832,12 @@ static uint64_t regions_done(struct mreq *r, unsigned long error_bits, uint64_t 
 		struct mirror_leg *leg = &m->legs[li];
 
 		if (error_bits & (1ul << k)) {
+			g_autofree char *what = g_strdup_printf(
+				"%s of sectors %llu+%llu failed", op_name(r->op),
+				(unsigned long long)sector, (unsigned long long)count);
+
 			MIRROR_STAT_ADD(leg->write_errors, 1);
-			fm_err("leg %s: %s of sectors %llu+%llu failed", leg->path,
-			       op_name(r->op), (unsigned long long)sector,
-			       (unsigned long long)count);
-			mirror_leg_failed(m, li, op_name(r->op), -EIO);
+			mirror_leg_failed(m, li, what, -EIO);
 		} else {
 			ok |= 1ull << li;
 			if (r->op != MREQ_DISCARD && r->op != MREQ_ZEROES &&
@@ -997,8 +1006,10 @@ void mirror_narrow_write(struct mirror *m, struct mreq *r)
 			left &= ~(1ul << k);
 			r->nforgiven |= 1ull << li;
 			if (nfail)
-				mirror_event_locked(m, FM_EVENT_BAD_BLOCK, (int)li,
-						    first * FM_SB_BAD_BLOCK_SIZE, EIO);
+				mirror_event_detail_locked(
+					m, FM_EVENT_BAD_BLOCK, (int)li, first * FM_SB_BAD_BLOCK_SIZE,
+					EIO, "%llu blocks of sectors %llu+%llu", (unsigned long long)nfail,
+					(unsigned long long)lo, (unsigned long long)(hi - lo));
 		}
 		pthread_mutex_unlock(&m->state_lock);
 		if (!nfail)
@@ -1006,18 +1017,19 @@ void mirror_narrow_write(struct mirror *m, struct mreq *r)
 				 "block by block went through", leg->path, op_name(r->op),
 				 (unsigned long long)lo, (unsigned long long)(hi - lo));
 		else if (recorded)
-			fm_warn("leg %s: %llu blocks of sectors %llu+%llu cannot be written "
-				"(the first at byte %llu); recorded in the bad-block list, "
-				"reads of them avoid this leg", leg->path,
-				(unsigned long long)nfail, (unsigned long long)lo,
-				(unsigned long long)(hi - lo),
-				(unsigned long long)(first * FM_SB_BAD_BLOCK_SIZE));
+			fm_debug("leg %s: %llu blocks of sectors %llu+%llu cannot be written "
+				 "(the first at byte %llu); recorded in the bad-block list, "
+				 "reads of them avoid this leg", leg->path,
+				 (unsigned long long)nfail, (unsigned long long)lo,
+				 (unsigned long long)(hi - lo),
+				 (unsigned long long)(first * FM_SB_BAD_BLOCK_SIZE));
 		else
-			fm_err("leg %s: %llu blocks of sectors %llu+%llu cannot be written, more "
-			       "than its bad-block list may hold (%d blocks a leg, %d entries in "
-			       "all): the leg fails", leg->path, (unsigned long long)nfail,
-			       (unsigned long long)lo, (unsigned long long)(hi - lo),
-			       MIRROR_BAD_MAX_LEG, FM_SB_BAD_MAX);
+			/* The leg fails in regions_done() (its Fail event). */
+			fm_debug("leg %s: %llu blocks of sectors %llu+%llu cannot be written, "
+				 "more than its bad-block list may hold (%d blocks a leg, %d "
+				 "entries in all): the leg fails", leg->path,
+				 (unsigned long long)nfail, (unsigned long long)lo,
+				 (unsigned long long)(hi - lo), MIRROR_BAD_MAX_LEG, FM_SB_BAD_MAX);
 	}
 	free(failed);
 	free(buf);
@@ -1220,8 +1232,10 @@ static void copy_read(struct mreq *r)
 					li = (int)i;
 		}
 		if (li < 0) {
-			fm_err("image: sectors %llu+%llu cannot be read from any leg",
-			       (unsigned long long)r->sector, (unsigned long long)r->count);
+			/* Reported by whoever asked for the copy (a client
+			 * read's IOError, the sync action's end). */
+			fm_debug("image: sectors %llu+%llu cannot be read from any leg",
+				 (unsigned long long)r->sector, (unsigned long long)r->count);
 			copy_finish(r, -EIO);
 			return;
 		}
@@ -1403,7 +1417,7 @@ static void copy_verify(struct mreq *r)
 				    verify_seg(r, i), copy_verify_done, r) == 0)
 				return;
 			leg_put(&m->legs[i]);
-			mirror_leg_failed(m, i, "verify read", -EIO);
+			mirror_leg_failed(m, i, "the verify read could not be issued", -EIO);
 		}
 		r->done_mask = 0;
 	} while (run_next(r, r->run_sector + r->run_count));
@@ -1423,9 +1437,11 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 		read_error(m, r->vleg, sector, count);
 	} else if (memcmp(verify_seg(r, r->vleg), (char *)r->data + run_off(r),
 			  count << FM_SECTOR_SHIFT)) {
-		fm_err("leg %s: sectors %llu+%llu read back wrong after being rewritten",
-		       leg->path, sector, count);
-		mirror_leg_failed(m, r->vleg, "rewrite did not stick", -EIO);
+		g_autofree char *what = g_strdup_printf(
+			"rewrite did not stick: sectors %llu+%llu read back wrong",
+			(unsigned long long)sector, (unsigned long long)count);
+
+		mirror_leg_failed(m, r->vleg, what, -EIO);
 	} else {
 		MIRROR_STAT_ADD(leg->corrected, 1);
 		/* (once per request, which may rewrite it in several runs) */
@@ -1574,8 +1590,11 @@ static void scrub_compare_csum(struct mreq *r)
 				mcsum_set(m, b0 + b, crc[src]);
 			} else {
 				r->unverified++;
-				fm_err("image: block at byte %llu: no copy matches its checksum",
-				       (unsigned long long)((b0 + b) * FM_SB_CSUM_BLOCK_SIZE));
+				mirror_event_detail(m, FM_EVENT_IO_ERROR, -1,
+						    (b0 + b) * FM_SB_CSUM_BLOCK_SIZE, EILSEQ,
+						    "block at byte %llu: no copy matches its "
+						    "checksum", (unsigned long long)
+						    ((b0 + b) * FM_SB_CSUM_BLOCK_SIZE));
 			}
 		}
 		memcpy(good + off, (char *)seg(r, (unsigned)g) + off, FM_SB_CSUM_BLOCK_SIZE);
@@ -1598,11 +1617,11 @@ static void scrub_compare_csum(struct mreq *r)
 		if (!nbad[i])
 			continue;
 		MIRROR_STAT_ADD(m->legs[i].csum_errors, nbad[i]);
-		fm_warn("leg %s: %llu blocks of sectors %llu+%llu fail checksum verification%s",
-			m->legs[i].path, (unsigned long long)nbad[i],
-			(unsigned long long)r->sector, (unsigned long long)r->count,
-			(r->targets & (1ull << i)) ? "; rewriting them" : "");
-		mirror_event(m, FM_EVENT_CHECKSUM_ERROR, (int)i, first_bad[i], EILSEQ);
+		mirror_event_detail(m, FM_EVENT_CHECKSUM_ERROR, (int)i, first_bad[i], EILSEQ,
+				    "%llu blocks of sectors %llu+%llu fail checksum verification%s",
+				    (unsigned long long)nbad[i], (unsigned long long)r->sector,
+				    (unsigned long long)r->count,
+				    (r->targets & (1ull << i)) ? "; rewriting them" : "");
 	}
 	r->leg = (unsigned)src;
 	r->data = good;
@@ -1959,9 +1978,10 @@ int mirror_legs_sync_io(struct mirror *m, struct dmio_request *req, uint64_t sec
 		struct mirror_leg *leg = &m->legs[map[k]];
 
 		if (bits & (1ul << k)) {
+			g_autofree char *failed = g_strdup_printf("%s failed", what);
+
 			MIRROR_STAT_ADD(leg->write_errors, 1);
-			fm_err("leg %s: %s failed", leg->path, what);
-			mirror_leg_failed(m, map[k], what, -EIO);
+			mirror_leg_failed(m, map[k], failed, -EIO);
 			*ret_failed = true;
 		} else if (leg_state(leg) == FM_LEG_IN_SYNC) {
 			ok = true;

@@ -344,6 +344,16 @@ void mirror_event(struct mirror *m, enum fm_event_type type, int leg, uint64_t v
 void mirror_event_sync_end_locked(struct mirror *m, enum fm_event_type type, uint64_t value,
 				  int err);
 void mirror_event_sync_end(struct mirror *m, enum fm_event_type type, uint64_t value, int err);
+/* ... and words for people (struct fm_event.detail), or NULL. */
+void mirror_event_sync_end_detail(struct mirror *m, enum fm_event_type type, uint64_t value,
+				  int err, const char *detail);
+/* The same with words for people (struct fm_event.detail).  The mirror
+ * logs at debug level only: what a user must hear of goes this way. */
+void mirror_event_detail_locked(struct mirror *m, enum fm_event_type type, int leg,
+				uint64_t value, int err, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+void mirror_event_detail(struct mirror *m, enum fm_event_type type, int leg, uint64_t value,
+			 int err, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* After leg states changed (state_lock held): DegradedArray or
  * ArrayOptimal when the array's degraded state differs from the last one
  * reported. */

@@ -125,7 +125,7 @@ int mirror_fail_leg(struct mirror *m, const char *path, GError **err)
 		r = -EALREADY;
 		goto out;
 	}
-	mirror_leg_failed(m, (unsigned)i, "failed by the administrator", 0);
+	mirror_leg_failed(m, (unsigned)i, "marked faulty by the administrator", 0);
 	mirror_reconnect_cancel(m, (unsigned)i);
 	r = mirror_sb_update_sync(m);
 	if (r < 0)
@@ -192,7 +192,7 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 				 "in-sync state in the array (events %llu), or its rebuild had "
 				 "not finished; rebuilt wholly", (unsigned long long)sb.events,
 				 (unsigned long long)m->sb.last_in_sync[slot]);
-			fm_warn("leg %s: %s", path, note);
+			fm_debug("leg %s: %s", path, note);
 		} else {
 			g_snprintf(note, note_size, "re-added (events %llu, the array's %llu): "
 				 "recovering the regions written meanwhile (bitmap)",
@@ -212,7 +212,7 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 			 "apart from this array (its events %llu, the array's %llu); its "
 			 "writes made apart are discarded, rebuilt wholly",
 			 (unsigned long long)sb.events, (unsigned long long)m->sb.events);
-		fm_warn("leg %s: %s", path, note);
+		fm_debug("leg %s: %s", path, note);
 	}
 	*ret_dev = tmp.dev;
 	return slot;
@@ -332,7 +332,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 			m->nr_legs = (unsigned)slot + 1;
 			m->sb.nr_legs = m->nr_legs;
 		}
-		mirror_event_locked(m, FM_EVENT_LEG_ADDED, slot, full, 0);
+		mirror_event_detail_locked(m, FM_EVENT_LEG_ADDED, slot, full, 0, "%s", note);
 		mirror_event_degraded_locked(m);
 	}
 	pthread_mutex_unlock(&m->state_lock);

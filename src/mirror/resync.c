@@ -231,12 +231,12 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	if (m->csum) {
 		mcsum_mark_all_dirty(m);
 		if (mcsum_write_dirty(m) < 0)
-			fm_err("checksums could not be written to the rebuilt legs");
+			fm_debug("checksums could not be written to the rebuilt legs");
 	}
 	/* Its written-region map too (pages written since it joined are
 	 * current; the others are whatever the device held). */
 	if (m->bitmap && mbitmap_sync_written(m->bitmap, true) < 0)
-		fm_err("the written-region map could not be written to the rebuilt legs");
+		fm_debug("the written-region map could not be written to the rebuilt legs");
 	pthread_mutex_lock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
@@ -307,7 +307,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		atomic_store(&m->sync_src, src);
 	}
 	if (src < 0) {
-		fm_err("%s: no leg in sync to copy from", mirror_sync_action_name(s->action));
+		fm_debug("%s: no leg in sync to copy from", mirror_sync_action_name(s->action));
 		s->err = -EIO;
 		return;
 	}
@@ -421,17 +421,19 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	wait_window(s, 1);
 	free(bm);
 	if (s->stop || s->err) {
-		fm_warn("array %s: %s %s after %llu of %llu bytes%s%s",
-			fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
+		g_autofree char *what = g_strdup_printf(
+			"%s %s after %llu of %llu bytes", mirror_sync_action_name(s->action),
 			s->stop ? "interrupted" : "failed", (unsigned long long)s->done,
-			(unsigned long long)s->total, s->err ? ": " : "",
-			s->err ? strerror(-s->err) : "");
+			(unsigned long long)s->total);
+
+		fm_debug("array %s: %s%s%s", fm_uuid_unparse(m->sb.array_uuid, u), what,
+			 s->err ? ": " : "", s->err ? strerror(-s->err) : "");
 		if (scrub)
-			mirror_event_sync_end(m, FM_EVENT_SCRUB_FINISHED, s->mismatches,
-					      s->err ? -s->err : ECANCELED);
+			mirror_event_sync_end_detail(m, FM_EVENT_SCRUB_FINISHED, s->mismatches,
+						     s->err ? -s->err : ECANCELED, what);
 		else
-			mirror_event_sync_end(m, FM_EVENT_REBUILD_INTERRUPTED, s->done,
-					      s->err ? -s->err : 0);
+			mirror_event_sync_end_detail(m, FM_EVENT_REBUILD_INTERRUPTED, s->done,
+						     s->err ? -s->err : 0, what);
 		return;
 	}
 	if (scrub) {
@@ -444,11 +446,11 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			uint64_t bad = atomic_load(&m->legs[i].csum_errors) - csum_errors0[i];
 
 			if (m->legs[i].path && bad)
-				fm_warn("leg %s: %s found %llu blocks failing their checksum%s",
-					m->legs[i].path, mirror_sync_action_name(s->action),
-					(unsigned long long)bad,
-					s->action == MIRROR_SYNC_REPAIR ?
-					" (rewritten from a copy that verifies)" : "");
+				fm_debug("leg %s: %s found %llu blocks failing their checksum%s",
+					 m->legs[i].path, mirror_sync_action_name(s->action),
+					 (unsigned long long)bad,
+					 s->action == MIRROR_SYNC_REPAIR ?
+					 " (rewritten from a copy that verifies)" : "");
 		}
 		return;
 	}

@@ -96,7 +96,8 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 			m->sb.last_in_sync[i] = 0;
 		m->sb.legs[i].events = m->sb.events + 1;
 		mirror_sb_request_locked(m);
-		mirror_event_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err);
+		mirror_event_detail_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err,
+					   "%s", what);
 		/* A remote leg lost to the network comes back by itself (not
 		 * one the administrator failed: err 0). */
 		if (err && leg->dev && dmio_dev_is_remote(leg->dev) && !m->readonly)
@@ -155,9 +156,9 @@ int mirror_write_superblocks(struct mirror *m)
 		r = fm_sb_write(m->legs[i].dev, &sbs[i]);
 		leg_put(&m->legs[i]);
 		if (r < 0) {
-			fm_err("leg %s: cannot write the superblock: %s", m->legs[i].path,
-			       strerror(-r));
-			mirror_leg_failed(m, i, "superblock write", r);
+			fm_debug("leg %s: cannot write the superblock: %s", m->legs[i].path,
+				 strerror(-r));
+			mirror_leg_failed(m, i, "the superblock could not be written", r);
 		} else if (in_sync[i]) {
 			ok = true;
 		}

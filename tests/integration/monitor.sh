@@ -183,6 +183,10 @@ for n in ("Fail", "Remove", "Add"):
 for n in ("DegradedArray", "RebuildStarted", "ArrayOptimal", "Stopped"):
     assert by[n]["leg"] is None, by[n]
 assert by["Stopped"]["value"] == 1, by["Stopped"]
+# The mirror's words on the cause (struct fm_event.detail).
+assert by["Fail"]["detail"] == "marked faulty by the administrator", by["Fail"]
+assert by["Add"]["detail"].startswith("re-added"), by["Add"]
+assert by["DegradedArray"]["detail"] is None, by["DegradedArray"]
 assert by["RebuildStarted"]["value"] == by["RebuildFinished"]["value"] >= 2 << 20, by
 assert all(e["array"]["mountpoint"] == sys.argv[4] for e in events)
 assert len({e["array"]["uuid"] for e in events}) == 1

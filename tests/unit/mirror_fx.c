@@ -92,9 +92,34 @@ bool fx_cond_wait_until(gint64 deadline)
 	return pthread_cond_timedwait(&fx.cond, &fx.lock, &ts) != ETIMEDOUT;
 }
 
+/*
+ * The library layers log at debug level only (include/fusemirror/
+ * event.h): every test records what they log above it, and fails in
+ * teardown if anything was.  Called under the log's lock: no logging, no
+ * allocation.
+ */
+static atomic_uint fx_loud_count;
+static char fx_loud_first[256];
+
+static void fx_log_hook(void *ctx, enum fm_log_level level, const char *msg)
+{
+	(void)ctx;
+	if (level >= FM_LOG_DEBUG)
+		return;
+	if (atomic_fetch_add(&fx_loud_count, 1) == 0)
+		snprintf(fx_loud_first, sizeof(fx_loud_first), "%s: %s",
+			 fm_log_level_name(level), msg);
+}
+
 void setup(void)
 {
 	pthread_condattr_t ca;
+
+	atomic_store(&fx_loud_count, 0);
+	fx_loud_first[0] = '\0';
+	if (fm_log_get_level() < FM_LOG_INFO)
+		fm_log_set_level(FM_LOG_INFO);  /* the hook sees what passes */
+	fm_log_set_hook(fx_log_hook, NULL);
 
 	memset(&fx, 0, sizeof(fx));
 	pthread_mutex_init(&fx.lock, NULL);
@@ -136,6 +161,10 @@ void teardown(void)
 	pthread_cond_destroy(&fx.cond);
 	pthread_mutex_destroy(&fx.lock);
 	memset(&fx, 0, sizeof(fx));
+	fm_log_set_hook(NULL, NULL);
+	ck_assert_msg(atomic_load(&fx_loud_count) == 0,
+		      "a library layer logged %u message(s) above debug level, the first: %s",
+		      atomic_load(&fx_loud_count), fx_loud_first);
 }
 
 char *G_GNUC_PRINTF(1, 2) fx_path(const char *fmt, ...)

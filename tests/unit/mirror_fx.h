@@ -28,7 +28,9 @@
  * temporary directory and the tmpfs mount, so both go away even when a test
  * crashes.  The checked fixture gives each test a fresh directory and, in
  * teardown, drains the dmio engine, stops a mirror the test left assembled,
- * shuts the engine down and removes the files.
+ * shuts the engine down and removes the files.  It also records, through a
+ * log hook, every message logged above debug level, and fails the test if
+ * there was one: the library layers report events instead (event.h).
  *
  * Threads: completions (end_io) only record, under fx.lock (a pthread
  * mutex: ThreadSanitizer cannot see glib's futex-based GMutex); every

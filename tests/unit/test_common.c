@@ -10,6 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "fusemirror/common.h"
 
 #include "fm_test.h"
@@ -275,6 +277,54 @@ START_TEST(log_file_and_hook)
 }
 END_TEST
 
+/*
+ * The library layers (src/dmio, src/bufio, src/mirror, src/ctl) log at
+ * debug level only (include/fusemirror/event.h): no call of fm_err,
+ * fm_warn, fm_notice, fm_info, nor fm_log / fm_log_fields at a level above
+ * debug, in their sources.  (fm_fatal, a log before abort(), is allowed.)
+ * The mirror's unit tests also check it at run time (mirror_fx.c).
+ */
+START_TEST(library_layers_log_debug_only)
+{
+	static const char *const dirs[] = { "src/dmio", "src/bufio", "src/mirror", "src/ctl" };
+	static const char *const loud[] = {
+		"fm_err(", "fm_warn(", "fm_notice(", "fm_info(", "FM_LOG_ERR", "FM_LOG_WARNING",
+		"FM_LOG_NOTICE", "FM_LOG_INFO",
+	};
+	const char *root = getenv("FM_SOURCE_ROOT");
+	unsigned files = 0;
+
+	ck_assert_msg(root, "FM_SOURCE_ROOT is not set (tests/meson.build sets it)");
+	for (unsigned d = 0; d < G_N_ELEMENTS(dirs); d++) {
+		g_autofree char *dir = g_build_filename(root, dirs[d], NULL);
+		g_autoptr(GDir) gd = g_dir_open(dir, 0, NULL);
+		const char *name;
+
+		ck_assert_msg(gd, "cannot open %s", dir);
+		while ((name = g_dir_read_name(gd))) {
+			g_autofree char *path = g_build_filename(dir, name, NULL);
+			g_autofree char *text = NULL;
+			g_auto(GStrv) lines = NULL;
+
+			if (!g_str_has_suffix(name, ".c") && !g_str_has_suffix(name, ".h"))
+				continue;
+			ck_assert_msg(g_file_get_contents(path, &text, NULL, NULL), "cannot read %s",
+				      path);
+			files++;
+			lines = g_strsplit(text, "\n", -1);
+			for (unsigned l = 0; lines[l]; l++)
+				for (unsigned k = 0; k < G_N_ELEMENTS(loud); k++)
+					ck_assert_msg(!strstr(lines[l], loud[k]),
+						      "%s/%s:%u: a library layer logs above debug "
+						      "level (%s): report an event or return an "
+						      "error instead: %s", dirs[d], name, l + 1,
+						      loud[k], lines[l]);
+		}
+	}
+	ck_assert_uint_gt(files, 10);
+}
+END_TEST
+
 static Suite *common_suite(void)
 {
 	Suite *s = suite_create("common");
@@ -294,6 +344,7 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, log_level_names);
 	tcase_add_test(tc, log_journal_fields);
 	tcase_add_test(tc, log_file_and_hook);
+	tcase_add_test(tc, library_layers_log_debug_only);
 	suite_add_tcase(s, tc);
 	return s;
 }

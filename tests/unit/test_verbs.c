@@ -5,13 +5,16 @@
  * table and every verb's arguments) and the command line's readers of
  * reply bodies (src/cli/reply.c: sync line, pid, monitor event lines).
  * The fuzz targets fuzz_ctl_request and fuzz_cli_reply run the same
- * functions on any bytes; these pin what they decode.
+ * functions on any bytes; these pin what they decode.  Also what the
+ * daemon logs for an event (src/daemon/log.c): its words and the rate
+ * limit of the floods.
  */
 #include <errno.h>
 #include <string.h>
 #include <check.h>
 #include <glib.h>
 #include "daemon/daemon.h"
+#include "daemon/daemon_i.h"
 #include "fusemirror/common.h"
 #include "fm_test.h"
 
@@ -185,6 +188,50 @@ START_TEST(reply_event)
 }
 END_TEST
 
+/* What the daemon logs for events (src/daemon/log.c), seen by a log hook. */
+static GPtrArray *logged;
+
+static void record_hook(void *ctx, enum fm_log_level level, const char *msg)
+{
+	(void)ctx;
+	g_ptr_array_add(logged, g_strdup_printf("%s: %s", fm_log_level_name(level), msg));
+}
+
+START_TEST(event_log_words_and_limit)
+{
+	struct fm_event fail = { .type = FM_EVENT_LEG_FAILED, .leg = 1, .leg_path = "/l1",
+				 .err = EIO, .detail = "write of sectors 0+8 failed" };
+	struct fm_event rerr = { .type = FM_EVENT_READ_ERROR, .leg = 0, .leg_path = "/l0",
+				 .err = EIO, .detail = "read of sectors 8+8 failed" };
+	struct fm_event csum = { .type = FM_EVENT_IO_ERROR, .leg = -1, .err = EILSEQ,
+				 .detail = "block at byte 4096: no copy matches its checksum" };
+
+	logged = g_ptr_array_new_with_free_func(g_free);
+	fm_log_set_target(FM_LOG_TARGET_NONE);
+	fm_log_set_hook(record_hook, NULL);
+	daemon_log_event(&fail, NULL, "/mnt");
+	ck_assert_uint_eq(logged->len, 1);
+	ck_assert_str_eq(g_ptr_array_index(logged, 0),
+			 "error: /mnt: leg /l1 (slot 1) failed (Input/output error): write of "
+			 "sectors 0+8 failed");
+	daemon_log_event(&csum, NULL, "/mnt");
+	ck_assert_str_eq(g_ptr_array_index(logged, 1),
+			 "error: /mnt: image: block at byte 4096: no copy matches its checksum");
+	/* A flood of read errors: 10 logged, the rest counted. */
+	g_ptr_array_set_size(logged, 0);
+	for (int i = 0; i < 25; i++)
+		daemon_log_event(&rerr, NULL, "/mnt");
+	ck_assert_uint_eq(logged->len, 10);
+	ck_assert_str_eq(g_ptr_array_index(logged, 0),
+			 "warning: /mnt: leg /l0: read of sectors 8+8 failed (Input/output error)");
+	/* Other kinds are not held back by it. */
+	daemon_log_event(&fail, NULL, "/mnt");
+	ck_assert_uint_eq(logged->len, 11);
+	fm_log_set_hook(NULL, NULL);
+	g_ptr_array_unref(logged);
+}
+END_TEST
+
 static Suite *verbs_suite(void)
 {
 	Suite *s = suite_create("verbs");
@@ -193,6 +240,7 @@ static Suite *verbs_suite(void)
 		{ "request_refused", request_refused },
 		{ "reply_sync_pid", reply_sync_pid },
 		{ "reply_event", reply_event },
+		{ "event_log_words_and_limit", event_log_words_and_limit },
 	};
 
 	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
