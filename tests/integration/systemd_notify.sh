@@ -22,6 +22,11 @@
 #   3. WATCHDOG_PID naming another process: no WATCHDOG=1 either.
 source "$(dirname "$0")/lib.sh"
 LISTENER=$(realpath "$(dirname "$0")/../helpers/fm_notify_listener.py")
+# The listeners run in the background and are killed by pid: start the
+# interpreter itself, not lib.sh's python3 function (a subshell: killing it
+# would leave the listener running, holding the test's output open, and
+# meson would wait for it until the timeout).
+PY=$(type -P /usr/bin/python3 python3 | head -n1)
 cd "$T" || fail "cannot cd to $T"
 
 UNIT=${FM_UNIT:-}
@@ -54,7 +59,7 @@ log "unit command line: ${CMD[*]}"
 
 # listen SOCKET LOG: start the listener; wait until it is bound.
 listen() {
-	python3 "$LISTENER" "$1" "$2" --check-mount "$T/mnt" &
+	"$PY" "$LISTENER" "$1" "$2" --check-mount "$T/mnt" &
 	LPID=$!
 	fm_wait_for "the notification listener" 30 grep -q LISTENING "$2"
 }
@@ -131,7 +136,7 @@ head -c $((4 << 20)) /dev/urandom | dd of="$T/mnt/image" bs=1M oflag=direct conv
 	iflag=fullblock status=none
 fm_crash "$T/mnt"
 J=$T/journal.log
-python3 "$LISTENER" "$T/journal.sock" "$J" --entries &
+"$PY" "$LISTENER" "$T/journal.sock" "$J" --entries &
 JPID=$!
 fm_wait_for "the journal stand-in" 30 grep -q LISTENING "$J"
 : >"$T/stream.err"
