@@ -297,6 +297,33 @@ START_TEST(test_written_none)
 }
 END_TEST
 
+/* Read-only: no bitmap runs, so no map in memory; reads go to the legs,
+ * which hold zeroes wherever the array was never written. */
+START_TEST(test_written_readonly)
+{
+	struct mirror_status ms;
+	uint8_t *buf = fx_buf(REGION);
+	uint64_t reads;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(1 * REGION, 4096);
+	fx_stop(0);
+	fx_assemble(MIRROR_READ_BALANCE, true);
+	ms = status();
+	ck_assert(!ms.written_map);
+	reads = leg_reads();
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 5 * REGION, buf, REGION, 0), 0);
+	ck_assert(fm_test_is_zero(buf, REGION));
+	ck_assert_uint_gt(leg_reads(), reads);
+	fx_check_read(1 * REGION, REGION);
+	fx_stop(0);
+	check_disk_map(1u << 1, "after a read-only mount");
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* TCase decisions: which regions a discard unwrites */
 
@@ -377,6 +404,7 @@ static Suite *mirror_written_suite(void)
 	tcase_add_test(tc, test_written_scrub_skips);
 	tcase_add_test(tc, test_written_crash);
 	tcase_add_test(tc, test_written_none);
+	tcase_add_test(tc, test_written_readonly);
 
 	tc = tc_add(s, "decisions", tc_dir_setup, tc_dir_teardown);
 	tcase_add_test(tc, test_whole_regions);
