@@ -433,7 +433,8 @@ static const char mount_summary_tail[] =
 
 int cmd_mount(int argc, char **argv)
 {
-	g_autofree char *opts = NULL, *config = NULL, *name = NULL, *prefer = NULL;
+	g_auto(GStrv) opts = NULL;
+	g_autofree char *config = NULL, *name = NULL, *prefer = NULL;
 	g_autofree char *transport = NULL;
 	g_autofree char *log_level = NULL, *log_target = NULL, *log_file = NULL;
 	gboolean foreground = FALSE, ro = FALSE, degraded = FALSE;
@@ -441,8 +442,8 @@ int cmd_mount(int argc, char **argv)
 	GOptionEntry entries[] = {
 		{ "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
 		  "Stay in the foreground (do not daemonize)", NULL },
-		{ "options", 'o', 0, G_OPTION_ARG_STRING, &opts, "Mount options (see below)",
-		  "OPTS" },
+		{ "options", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &opts,
+		  "Mount options (see below); -o may be repeated", "OPTS" },
 		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &config,
 		  "Read legs, the mount point and options from FILE (fusemirror.conf(5))",
 		  "FILE" },
@@ -526,10 +527,14 @@ int cmd_mount(int argc, char **argv)
 		mount_cfg_clear(&cfg);
 		return FM_EXIT_USAGE;
 	}
-	if (opts && !mount_cfg_apply_opts(&cfg, opts, &err)) {
-		cli_error("mount: %s", err->message);
-		mount_cfg_clear(&cfg);
-		return FM_EXIT_USAGE;
+	/* Each -o in turn, as mount(8) does: a later one adds to the earlier
+	 * ones (and wins for a key both give). */
+	for (char **o = opts; o && *o; o++) {
+		if (!mount_cfg_apply_opts(&cfg, *o, &err)) {
+			cli_error("mount: %s", err->message);
+			mount_cfg_clear(&cfg);
+			return FM_EXIT_USAGE;
+		}
 	}
 	if (!mount_cfg_check(&cfg, &err)) {
 		cli_error("mount: %s", err->message);

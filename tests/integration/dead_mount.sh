@@ -15,6 +15,7 @@
 #     stopped cleanly again and resyncs;
 #   - a second `mount` on the live mount is refused (exit 4), still one
 #     mount; the image holds what was written and the legs end equal.
+#   - `mount -o ro -o read_policy=first`: both apply (a second -o adds).
 source "$(dirname "$0")/lib.sh"
 cd "$T" || fail "cannot cd to $T"
 
@@ -72,4 +73,10 @@ fm_wait_sync_idle "$T/mnt" 60
 cmp -n $((8 << 20)) "$T/data" "$T/mnt/image" || fail "the image lost what was written"
 fm_umount "$T/mnt"
 assert_legs_equal "$T/leg0" "$T/leg1" >/dev/null
+
+log "a second -o adds to the first (mount(8)'s way), it does not replace it"
+fm_mount -o ro -o read_policy=first "$T/leg0" "$T/leg1" "$T/mnt"
+v=$(fm_status_get "$T/mnt" .array.readonly);    assert_eq "$v" true "readonly after -o ro -o read_policy=first"
+v=$(fm_status_get "$T/mnt" .read_policy); assert_eq "$v" first "read_policy after -o ro -o read_policy=first"
+fm_umount "$T/mnt"
 log "ok"
