@@ -55,6 +55,23 @@ static int parse(const char *verb, const char *args, const char *summary,
 	return cli_parse_args(verb, args, summary, entries, nargs, nargs, argc, argv, ret_rest);
 }
 
+/*
+ * A LEG word as the daemon must get it: a relative path is made absolute
+ * here, against the caller's working directory (the daemon's is "/"); an
+ * absolute path or a URI (nbd://...) is kept.  A new string is added to
+ * @keep (it lives as long as @keep).
+ */
+static const char *leg_word(const char *leg, GPtrArray *keep)
+{
+	char *abs;
+
+	if (g_path_is_absolute(leg) || strstr(leg, "://"))
+		return leg;
+	abs = g_canonicalize_filename(leg, NULL);
+	g_ptr_array_add(keep, abs);
+	return abs;
+}
+
 static int call_leg_verb(const char *mountpoint, const char *const *words)
 {
 	g_autoptr(GString) out = g_string_new(NULL);
@@ -74,6 +91,7 @@ static int call_leg_verb(const char *mountpoint, const char *const *words)
 int cmd_fail(int argc, char **argv)
 {
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	int code = parse("fail", "MOUNTPOINT LEG",
 		"Mark LEG faulty, like mdadm --fail: it receives no more I/O, the array\n"
 		"goes on degraded, and the leg table on the other legs records it, so the\n"
@@ -85,13 +103,14 @@ int cmd_fail(int argc, char **argv)
 
 	if (code)
 		return code;
-	words[1] = rest[1];
+	words[1] = leg_word(rest[1], keep);
 	return call_leg_verb(rest[0], words);
 }
 
 int cmd_remove(int argc, char **argv)
 {
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	int code = parse("remove", "MOUNTPOINT LEG",
 		"Take a faulty (or rebuilding) LEG out of the array, like mdadm --remove:\n"
 		"its slot is freed, the daemon closes and unlocks it.  An in-sync leg is\n"
@@ -101,7 +120,7 @@ int cmd_remove(int argc, char **argv)
 
 	if (code)
 		return code;
-	words[1] = rest[1];
+	words[1] = leg_word(rest[1], keep);
 	return call_leg_verb(rest[0], words);
 }
 
@@ -117,6 +136,7 @@ int cmd_add(int argc, char **argv)
 		{ NULL },
 	};
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	int code = parse("add", "MOUNTPOINT LEG",
 		"Add LEG to the array and rebuild it online (mdadm --add / --re-add).\n"
 		"A leg of this array that was failed or went stale is re-added and only\n"
@@ -131,7 +151,7 @@ int cmd_add(int argc, char **argv)
 
 	if (code)
 		return code;
-	words[1] = rest[1];
+	words[1] = leg_word(rest[1], keep);
 	if (force)
 		words[k++] = "force";
 	if (wm)
@@ -149,6 +169,7 @@ int cmd_replace(int argc, char **argv)
 		{ NULL },
 	};
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	int code = parse("replace", "MOUNTPOINT OLD NEW",
 		"Add NEW and rebuild it while OLD goes on serving (mdadm --replace OLD\n"
 		"--with NEW); once the rebuild completes, OLD is removed.  The array\n"
@@ -159,8 +180,8 @@ int cmd_replace(int argc, char **argv)
 
 	if (code)
 		return code;
-	words[1] = rest[1];
-	words[2] = rest[2];
+	words[1] = leg_word(rest[1], keep);
+	words[2] = leg_word(rest[2], keep);
 	words[3] = force ? "force" : NULL;
 	return call_leg_verb(rest[0], words);
 }
@@ -168,6 +189,7 @@ int cmd_replace(int argc, char **argv)
 int cmd_write_mostly(int argc, char **argv)
 {
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	int code = parse("write-mostly", "MOUNTPOINT LEG on|off",
 		"Flag LEG write-mostly (on) or not (off), like mdadm's --write-mostly /\n"
 		"--readwrite: a write-mostly leg gets every write but no reads while\n"
@@ -184,8 +206,8 @@ int cmd_write_mostly(int argc, char **argv)
 		cli_error("write-mostly: expected on or off, not '%s'", rest[2]);
 		return FM_EXIT_USAGE;
 	}
-	words[1] = rest[1];
-	words[2] = rest[2];
+	words[1] = leg_word(rest[1], keep);
+	words[2] = leg_word(rest[2], keep);
 	return call_leg_verb(rest[0], words);
 }
 
@@ -345,6 +367,7 @@ int cmd_inject(int argc, char **argv)
 		{ NULL },
 	};
 	g_auto(GStrv) rest = NULL;
+	g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(g_free);
 	g_auto(GStrv) fwords = NULL;
 	g_autoptr(GPtrArray) words = g_ptr_array_new();
 	g_autoptr(GString) out = g_string_new(NULL);
@@ -389,7 +412,7 @@ int cmd_inject(int argc, char **argv)
 		return FM_EXIT_USAGE;
 	}
 	g_ptr_array_add(words, (char *)"inject");
-	g_ptr_array_add(words, rest[1]);
+	g_ptr_array_add(words, (char *)leg_word(rest[1], keep));
 	if (clear) {
 		g_ptr_array_add(words, (char *)"clear");
 	} else if (!fm_fault_args_given(&a)) {

@@ -15,7 +15,9 @@
 #     stopped cleanly again and resyncs;
 #   - a second `mount` on the live mount is refused (exit 4), still one
 #     mount; the image holds what was written and the legs end equal.
-#   - `mount -o ro -o read_policy=first`: both apply (a second -o adds).
+#   - `mount -o ro -o read_policy=first`: both apply (a second -o adds);
+#     a relative LEG given to an admin verb is the caller's (../leg0 from
+#     a subdirectory).
 source "$(dirname "$0")/lib.sh"
 cd "$T" || fail "cannot cd to $T"
 
@@ -78,5 +80,11 @@ log "a second -o adds to the first (mount(8)'s way), it does not replace it"
 fm_mount -o ro -o read_policy=first "$T/leg0" "$T/leg1" "$T/mnt"
 v=$(fm_status_get "$T/mnt" .array.readonly);    assert_eq "$v" true "readonly after -o ro -o read_policy=first"
 v=$(fm_status_get "$T/mnt" .read_policy); assert_eq "$v" first "read_policy after -o ro -o read_policy=first"
+
+log "a relative LEG is the caller's, not the daemon's: inject ../leg0 --show from $T/sub"
+mkdir -p "$T/sub"
+out=$(cd "$T/sub" && timeout -k 5 30 "$FM" inject "$T/mnt" ../leg0 --show) ||
+	fail "inject ../leg0 --show from $T/sub: $out"
+[[ $out == *"leg $T/leg0 (slot 0"* ]] || fail "inject ../leg0 --show: $out"
 fm_umount "$T/mnt"
 log "ok"
