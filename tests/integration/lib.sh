@@ -620,8 +620,15 @@ for job in j["jobs"]:
           f"write {w >> 20} MiB ({job['write']['iops']:.0f} IOPS), error {job['error']}")
     if job["error"]:
         sys.exit(f"fio {name}: error {job['error']}")
-    if "--verify=" in args and "--verify_only" not in args and (w == 0 or r < w):
+    # --do_verify=0 (the last word wins in fio): a write-only run whose
+    # verify headers a later --verify_only run checks.
+    write_only = args.split().count("--do_verify=0") and \
+        args.rfind("--do_verify=0") > args.rfind("--do_verify=1")
+    if "--verify=" in args and "--verify_only" not in args and not write_only and \
+            (w == 0 or r < w):
         sys.exit(f"fio {name}: wrote {w} bytes but read back only {r} to verify")
+    if write_only and w == 0:
+        sys.exit(f"fio {name}: a write-only run wrote nothing")
     if "--verify_only" in args and r == 0:
         sys.exit(f"fio {name}: verify_only read nothing")
 PY

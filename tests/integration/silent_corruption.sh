@@ -4,9 +4,12 @@
 # Silent corruption of one leg's stored data, caught by the per-block
 # checksums (create's default):
 #   (a) 1% of leg 0's writes get a bit flipped on disk after they land
-#       (`inject --flip-writes`); fio writes and verifies (crc32c) 48 MiB
-#       with reads going to leg 0 first and a small cache, so verification
-#       reads reach the legs.  fio reads 0 wrong bytes (no verify failure,
+#       (`inject --flip-writes`); fio writes 48 MiB (crc32c verify headers),
+#       the fault is cleared, and fio verifies them with reads going to
+#       leg 0 first and a small cache, so verification reads reach the legs.
+#       (The fault is off while reads heal: a rewrite corrupted again on its
+#       way to the disk would rightly fail the leg, as md fails a disk whose
+#       rewrite does not read back.)  fio reads 0 wrong bytes (no verify failure,
 #       no error); leg 0 counts checksum errors and corrected reads and
 #       stays in sync; leg 1 counts none.  A scrub then finds only blocks
 #       that fail their checksum on leg 0 (each differing block is one of
@@ -15,7 +18,8 @@
 #       scrub after it finds nothing.
 #   (b) writes misdirected on leg 1 (`--misdirect-writes`, 2% of them, in
 #       a 16 MiB range) and (c) writes dropped but reported done on leg 0
-#       (`--drop-writes`, 2%): fio write + verify reads no wrong byte;
+#       (`--drop-writes`, 2%): fio write, then (fault off) verify reads no
+#       wrong byte;
 #       `scrub --repair` makes the legs equal.
 # At the end the legs' data areas are byte-identical, and fio's data
 # verifies through a fresh mount (empty cache) with no checksum error.
@@ -42,8 +46,9 @@ scrub_repair_clean() {
 log "(a) 1% of leg 0's writes bit-flipped on disk"
 fm_mount -o read_policy=first,cache_size=4M "$T/leg0" "$T/leg1" "$T/mnt"
 fm_ok inject "$T/mnt" "$T/leg0" --flip-writes --probability 0.01 --seed 7
-run_fio flip "${common[@]}" --offset=0 --size=48M
+run_fio flip "${common[@]}" --offset=0 --size=48M --do_verify=0
 fm_ok inject "$T/mnt" "$T/leg0" --clear
+run_fio flip "${common[@]}" --offset=0 --size=48M --verify_only
 assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the client"
 assert_eq "$(fm_leg_get "$T/mnt" "$T/leg0" state)" in_sync "leg 0 state"
 assert_eq "$(fm_leg_get "$T/mnt" "$T/leg1" checksum_errors)" 0 "leg 1 checksum errors"
@@ -67,8 +72,9 @@ log "(b) 2% of leg 1's writes misdirected within 16 MiB"
 fm_mount -o read_policy=round-robin,cache_size=4M "$T/leg0" "$T/leg1" "$T/mnt"
 fm_ok inject "$T/mnt" "$T/leg1" --misdirect-writes --offset 48M --length 16M \
 	--probability 0.02 --seed 8
-run_fio misdirect "${common[@]}" --offset=48M --size=16M
+run_fio misdirect "${common[@]}" --offset=48M --size=16M --do_verify=0
 fm_ok inject "$T/mnt" "$T/leg1" --clear
+run_fio misdirect "${common[@]}" --offset=48M --size=16M --verify_only
 assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the client (misdirected writes)"
 log "leg 1: $(fm_leg_get "$T/mnt" "$T/leg1" checksum_errors) checksum errors"
 scrub_repair_clean "misdirected writes"
@@ -76,8 +82,9 @@ scrub_repair_clean "misdirected writes"
 log "(c) 2% of leg 0's writes dropped but reported done"
 fm_ok inject "$T/mnt" "$T/leg0" --drop-writes --offset 64M --length 16M \
 	--probability 0.02 --seed 9
-run_fio dropped "${common[@]}" --offset=64M --size=16M
+run_fio dropped "${common[@]}" --offset=64M --size=16M --do_verify=0
 fm_ok inject "$T/mnt" "$T/leg0" --clear
+run_fio dropped "${common[@]}" --offset=64M --size=16M --verify_only
 assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the client (dropped writes)"
 log "leg 0: $(fm_leg_get "$T/mnt" "$T/leg0" checksum_errors) checksum errors"
 scrub_repair_clean "dropped writes"
