@@ -111,6 +111,14 @@ int front_mount(const struct front_opts *opts, struct mirror *m, struct bufio_cl
 /* Serve requests until unmounted or front_exit(); returns 0 or -errno. */
 int front_run(struct front *f);
 
+/*
+ * Why serving stopped by itself (e.g. "reading /dev/fuse: Bad address"), or
+ * NULL when it stopped because the image was unmounted or front_exit() was
+ * called.  The front logs at debug level only: the caller reports this.
+ * Call after front_run() returned.
+ */
+const char *front_stop_reason(const struct front *f);
+
 /* Ask front_run() to return (async-signal-safe). */
 void front_exit(struct front *f);
 

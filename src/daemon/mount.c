@@ -342,6 +342,10 @@ static int run_daemon(struct mount_cfg *cfg)
 	}
 
 	r = front_run(d.f);
+	if (front_stop_reason(d.f))
+		fm_err("%s: serving stopped: %s", cfg->mountpoint, front_stop_reason(d.f));
+	else if (r < 0)
+		fm_err("%s: serving stopped: %s", cfg->mountpoint, g_strerror(-r));
 	/* `status` goes on being answered: each part is taken out of its
 	 * reach (under d.lock) before it is freed. */
 	pthread_mutex_lock(&d.lock);

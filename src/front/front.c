@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -115,6 +116,8 @@ struct front {
 	/* Event loops (front_opts.event_loop; see "Event loops" below). */
 	bool event_loop;
 	atomic_bool stopping;           /* loops: read no more requests */
+	atomic_flag stop_reason_set;    /* stop_reason written (once) */
+	char stop_reason[160];          /* why serving stopped by itself */
 	unsigned nr_loops;
 	struct front_loop *loops;
 	GThreadPool *slow;              /* requests that may block */
@@ -952,8 +955,9 @@ static void do_flush(fuse_req_t req)
 	FRONT_STAT_ADD(f, fsyncs, 1);
 	if (!f->readonly)
 		r = bufio_write_dirty_buffers(f->c);
+	/* The client hears EIO; the legs' failures are the mirror's events. */
 	if (r < 0)
-		fm_err("image: flush failed: %s", strerror(-r));
+		fm_debug("front: flush failed: %s", strerror(-r));
 	reply_err(f, req, r < 0 ? EIO : 0);
 }
 
@@ -1205,6 +1209,24 @@ static void front_rbuf_release(struct front_rbuf *b)
 		dmio_loop_wake(l->dl);
 }
 
+static void loop_stop_all(struct front *f);
+
+/* Serving must stop for a reason the front cannot mend: say why once
+ * (front_stop_reason(), for the daemon to report), then stop. */
+static void front_stop_failed(struct front *f, const char *what, int err)
+{
+	fm_debug("front: %s: %s", what, strerror(err));
+	if (!atomic_flag_test_and_set(&f->stop_reason_set))
+		snprintf(f->stop_reason, sizeof(f->stop_reason), "%s: %s", what, strerror(err));
+	fuse_session_exit(f->se);
+	loop_stop_all(f);
+}
+
+const char *front_stop_reason(const struct front *f)
+{
+	return f->stop_reason[0] ? f->stop_reason : NULL;
+}
+
 static void front_wake_loops(struct front *f)
 {
 	for (unsigned i = 0; i < f->nr_loops; i++)
@@ -1252,7 +1274,7 @@ static void front_slow(struct front *f, const struct front_job *tmpl)
 	if (!job) {
 		/* Rare enough to wait for memory here rather than fail a
 		 * write the kernel already considers sent. */
-		fm_err("front: out of memory for a slow-path job; retrying");
+		fm_debug("front: out of memory for a slow-path job; retrying");
 		while (!(job = malloc(sizeof(*job))))
 			usleep(1000);
 	}
@@ -1363,8 +1385,10 @@ static void loop_read_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	l->free = b;
 	if (res == -EAGAIN || res == -EINTR || res == -ENOENT || res == -ECANCELED || res > 0)
 		return;                 /* loop_arm() reads again (or stops) */
-	if (res != -ENODEV && res != 0)
-		fm_err("front: reading /dev/fuse: %s", strerror(-res));
+	if (res != -ENODEV && res != 0) {
+		front_stop_failed(f, "reading /dev/fuse", -res);
+		return;
+	}
 	fuse_session_exit(f->se);
 	loop_stop_all(f);
 }
@@ -1390,8 +1414,10 @@ static void loop_read(struct front_loop *l)
 
 			if (err == EAGAIN || err == EINTR || err == ENOENT)
 				return;
-			if (err != ENODEV)
-				fm_err("front: reading /dev/fuse: %s", strerror(err));
+			if (err != ENODEV) {
+				front_stop_failed(f, "reading /dev/fuse", err);
+				return;
+			}
 			fuse_session_exit(f->se);
 			loop_stop_all(f);
 			return;
@@ -1410,7 +1436,7 @@ static void loop_poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	if (res == -ECANCELED)
 		return;
 	if (res < 0)
-		fm_err("front: polling /dev/fuse: %s", strerror(-res));
+		fm_debug("front: polling /dev/fuse: %s", strerror(-res));
 	/* POLLERR (the connection is gone) shows as ENODEV from read(). */
 	loop_read(l);
 }
@@ -1500,9 +1526,7 @@ static void *loop_main(void *arg)
 
 	r = dmio_loop_create(&(struct dmio_loop_opts){ .sq_entries = 256 }, &l->dl);
 	if (r < 0) {
-		fm_err("front: cannot set up an event loop's io_uring: %s", strerror(-r));
-		fuse_session_exit(f->se);
-		loop_stop_all(f);
+		front_stop_failed(f, "cannot set up an event loop's io_uring", -r);
 		return NULL;
 	}
 	tl_loop = l;

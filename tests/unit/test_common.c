@@ -286,7 +286,8 @@ END_TEST
  */
 START_TEST(library_layers_log_debug_only)
 {
-	static const char *const dirs[] = { "src/dmio", "src/bufio", "src/mirror", "src/ctl" };
+	static const char *const dirs[] = { "src/dmio", "src/bufio", "src/mirror", "src/ctl",
+					      "src/front" };
 	static const char *const loud[] = {
 		"fm_err(", "fm_warn(", "fm_notice(", "fm_info(", "FM_LOG_ERR", "FM_LOG_WARNING",
 		"FM_LOG_NOTICE", "FM_LOG_INFO",
