@@ -181,7 +181,7 @@ int cmd_replace(int argc, char **argv)
 	if (code)
 		return code;
 	words[1] = leg_word(rest[1], keep);
-	words[2] = rest[2];         /* on or off, not a path */
+	words[2] = leg_word(rest[2], keep);
 	words[3] = force ? "force" : NULL;
 	return call_leg_verb(rest[0], words);
 }
