@@ -39,8 +39,9 @@
 # (largest writer window, MiB, 16), FM_CC_FSYNC_EVERY (16), FM_CC_REMOTE=1
 # (leg1 is mounted as a remote leg: nbdkit's file plugin serving the file
 # leg1 on a unix socket, which stays up while the daemon is killed; the
-# offline checks read the file).  The 'slow' suite runs 100 cycles on a
-# 1 GiB image, and 20 with a remote leg.
+# offline checks read the file).  CI runs 20 cycles, and 5 with a remote
+# leg (crash_cycles_remote); the 'slow' suite 100 cycles on a 1 GiB image,
+# and 20 with a remote leg (crash_cycles_remote_long).
 source "$(dirname "$0")/lib.sh"
 CC_DIR=$(cd "$(dirname "$0")" && pwd)
 cd "$T" || fail "cannot cd to $T"    # fio writes its verify state files in the cwd
