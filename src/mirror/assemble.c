@@ -515,9 +515,11 @@ static int read_bitmaps(struct mirror *m, uint64_t offset, const char *what,
 	return 0;
 }
 
-static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
+/* Write @len bytes at @off of the metadata area at byte @area of every
+ * leg, with FUA; @what names the write in a leg failure. */
+static int area_write(struct mirror *m, uint64_t area, const void *buf, uint64_t off,
+		      size_t len, const char *what)
 {
-	struct mirror *m = ctx;
 	struct dmio_request req = {
 		.op = DMIO_OP_WRITE,
 		.flags = DMIO_REQ_FUA,
@@ -525,8 +527,15 @@ static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
 	};
 	bool failed;
 
-	return mirror_legs_sync_io(m, &req, (m->sb.bitmap_offset + off) >> FM_SECTOR_SHIFT,
-				   len >> FM_SECTOR_SHIFT, "bitmap write", &failed);
+	return mirror_legs_sync_io(m, &req, (area + off) >> FM_SECTOR_SHIFT,
+				   len >> FM_SECTOR_SHIFT, what, &failed);
+}
+
+static int bm_write(void *ctx, const void *buf, uint64_t off, size_t len)
+{
+	struct mirror *m = ctx;
+
+	return area_write(m, m->sb.bitmap_offset, buf, off, len, "bitmap write");
 }
 
 /* Before any bit is cleared: the checksums of its region on every leg,
@@ -544,15 +553,8 @@ static int bm_flush(void *ctx)
 static int bm_write_written(void *ctx, const void *buf, uint64_t off, size_t len)
 {
 	struct mirror *m = ctx;
-	struct dmio_request req = {
-		.op = DMIO_OP_WRITE,
-		.flags = DMIO_REQ_FUA,
-		.mem = { .type = DMIO_MEM_VM, .ptr.vma = (void *)buf },
-	};
-	bool failed;
 
-	return mirror_legs_sync_io(m, &req, (m->sb.written_offset + off) >> FM_SECTOR_SHIFT,
-				   len >> FM_SECTOR_SHIFT, "written-region map write", &failed);
+	return area_write(m, m->sb.written_offset, buf, off, len, "written-region map write");
 }
 
 static const struct mbitmap_ops bm_ops = { .write = bm_write, .flush = bm_flush };
