@@ -148,6 +148,8 @@ struct dmio_remote_stats {
 	uint64_t commands;      /* pieces completed */
 	uint64_t errors;        /* pieces failed */
 	uint64_t hangs;         /* connections shut down by the timeout */
+	unsigned sndbuf;        /* the socket's send buffer, bytes (as the
+				   kernel reports it; 0 when disconnected) */
 };
 /* 0 and *ret, or -ENOTSUP for a local device.  Any thread. */
 int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *ret);

@@ -74,6 +74,13 @@
 #define NBD_MAX_PAYLOAD (32u << 20)
 /* Largest write-zeroes range of one command (32-bit lengths). */
 #define NBD_MAX_ZERO (1u << 30)
+/* Socket buffers asked for: room for a queue depth of 1 MiB writes, so
+ * that libnbd sends each payload in one sendmsg.  With the default
+ * 208 KiB, a 1 MiB write took 5.6 sendto per MiB (counted with strace,
+ * nbdkit over a unix socket, fio 1M QD8), each short send costing a
+ * POLLOUT poll and a wake-up of the owner; with this, 2 (the header,
+ * then the payload), and nbdkit spends less CPU per MiB too. */
+#define NBD_SOCK_BUF (8u << 20)
 
 struct nbd_poll {
 	struct dmio_loop_op op;         /* first: user_data of the poll SQE */
@@ -131,6 +138,20 @@ static uint64_t now_ns(void)
 
 /* nbd_connect_uri() with a deadline: the aio connect, polled here.
  * 0, -1 (libnbd's error), or -ETIMEDOUT. */
+/* Large socket buffers (best effort: SO_SNDBUFFORCE needs CAP_NET_ADMIN;
+ * SO_SNDBUF is capped at net.core.wmem_max). */
+static void grow_socket_buffers(struct nbd_handle *h)
+{
+	int fd = nbd_aio_get_fd(h), v = NBD_SOCK_BUF;
+
+	if (fd < 0)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
 static int connect_with_timeout(struct nbd_handle *h, const char *uri, unsigned timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -204,6 +225,7 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
 		free(n);
 		return -EROFS;
 	}
+	grow_socket_buffers(n->h);
 	n->can_fua = nbd_can_fua(n->h) == 1;
 	n->can_flush = nbd_can_flush(n->h) == 1;
 	n->can_trim = nbd_can_trim(n->h) == 1;
@@ -278,6 +300,8 @@ int dmio_dev_set_remote_timeout(struct dmio_dev *dev, unsigned timeout_ms)
 int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *ret)
 {
 	struct dmio_nbd *n = dev->nbd;
+	socklen_t len = sizeof(int);
+	int sndbuf = 0;
 
 	if (!n)
 		return -ENOTSUP;
@@ -288,6 +312,10 @@ int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *re
 	ret->commands = atomic_load(&n->commands);
 	ret->errors = atomic_load(&n->errors);
 	ret->hangs = atomic_load(&n->hangs);
+	if (!ret->connected ||
+	    getsockopt(nbd_aio_get_fd(n->h), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+		sndbuf = 0;
+	ret->sndbuf = sndbuf > 0 ? (unsigned)sndbuf : 0;
 	ret->can_fua = n->can_fua;
 	ret->can_flush = n->can_flush;
 	ret->can_trim = n->can_trim;
