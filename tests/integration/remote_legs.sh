@@ -8,7 +8,13 @@
 #     error reaches fio, the leg is faulty meanwhile (status: reconnecting),
 #     reconnects by itself and is recovered from the bitmap, not wholly;
 #     status shows the URI, the round trip and the reconnection;
-#   - after umount, the remote leg's data area equals the local legs'.
+#   - after umount, the remote leg's data area equals the local legs';
+#   - exactly the regions written while the server was gone are copied:
+#     mounted again with a short bitmap_delay (every bit clear while all
+#     legs are in sync), the server is killed, 4 regions are written (one
+#     write straddles two), bitmap.set is 4; after the reconnection the
+#     recovery wrote 4 regions (4 MiB, resynced_regions 4), and the legs
+#     are equal after umount (so those 4 were the ones that differed).
 # remote_hang.sh: a hung server, the administrator's fail and add.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
@@ -68,6 +74,43 @@ grep -q '^fusemirror_leg_reconnects_total{.*leg="2".*} 1$' "$T/metrics.txt" ||
 grep -q '^fusemirror_leg_rtt_microseconds{.*leg="2".*} [1-9]' "$T/metrics.txt" ||
 	fail "metrics: no round trip for leg 2: $(grep rtt "$T/metrics.txt")"
 
+fm_umount "$T/mnt"
+nbd_kill
+assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
+
+log "exact recovery: only the regions written while the server was gone"
+nbd_start
+fm_mount -o bitmap_delay=50,cache_mode=writethrough,sync_speed_min=200M \
+	"$T/leg0" "$T/leg1" "$URI" "$T/mnt"
+fm_wait_status "$T/mnt" .bitmap.set 0 20
+log "bitmap clear; killing nbdkit"
+nbd_kill
+# Regions 3, 10 and 11 (one write across their boundary), 40.
+dd if=/dev/urandom of="$img" bs=4k seek=$((3 * 256 + 2)) count=1 oflag=direct conv=notrunc status=none ||
+	fail "write during the cut (region 3)"
+dd if=/dev/urandom of="$img" bs=512k seek=21 count=2 oflag=direct conv=notrunc status=none ||
+	fail "write during the cut (regions 10, 11)"
+dd if=/dev/urandom of="$img" bs=1M seek=40 count=1 oflag=direct conv=notrunc status=none ||
+	fail "write during the cut (region 40)"
+fm_wait_leg_state "$T/mnt" "$URI" faulty 20
+v=$(fm_bitmap_get "$T/mnt" set)
+assert_eq "$v" 4 "bitmap regions set while the remote leg is gone"
+log "4 regions dirty; nbdkit restarted"
+nbd_start
+fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
+fm_wait_sync_idle "$T/mnt" 30
+log "recovered"
+fm_status_json "$T/mnt" >/dev/null
+read -r rc bytes regions < <(python3 - "$T/status.json" "$URI" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
+print(leg["reconnects"], j["sync"]["write_bytes"], j["sync"]["resynced_regions"])
+PY
+)
+assert_eq "$rc" 1 "status: reconnects of the second mount"
+assert_eq "$bytes" $((4 << 20)) "bytes copied by the recovery"
+assert_eq "$regions" 4 "regions resynced by the recovery"
 fm_umount "$T/mnt"
 nbd_kill
 assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
