@@ -85,6 +85,18 @@ int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev);
  */
 
 /*
+ * As dmio_dev_open(), with a deadline for a remote device's connection and
+ * NBD handshake: @connect_timeout_ms (0: DMIO_REMOTE_CONNECT_TIMEOUT_MS,
+ * what dmio_dev_open() uses).  A server that accepts the connection but
+ * does not finish the handshake in time (a hung or overloaded one) fails
+ * it with -ETIMEDOUT; libnbd alone would wait forever.  A local device
+ * ignores @connect_timeout_ms.
+ */
+#define DMIO_REMOTE_CONNECT_TIMEOUT_MS 10000u
+int dmio_dev_open_timeout(const char *path, unsigned flags, unsigned connect_timeout_ms,
+			  struct dmio_dev **ret_dev);
+
+/*
  * Wrap an fd the caller opened (dmio takes ownership of it, also on
  * failure).  The same probing as dmio_dev_open() is done; whether @fd uses
  * O_DIRECT is read from its file status flags.

@@ -129,9 +129,14 @@ struct mirror_opts {
 	 * taken as hung and its leg failed (dmio_dev_set_remote_timeout);
 	 * 0: never.  A remote leg failed by an I/O error (a dropped
 	 * connection, a hang) reconnects by itself, after 1 s, then twice as
-	 * long after each failed attempt (at most 30 s), and is re-added:
-	 * only the regions its bitmap marks are copied. */
+	 * long after each failed attempt (at most remote_retry_max_ms), and
+	 * is re-added: only the regions its bitmap marks are copied. */
 	unsigned remote_timeout_ms;
+	/* The deadline of a remote leg's connection and NBD handshake, at
+	 * assembly, re-add and reconnection [0: DMIO_REMOTE_CONNECT_TIMEOUT_MS]. */
+	unsigned remote_connect_timeout_ms;
+	unsigned remote_retry_max_ms;   /* [30000] (below 1000: every attempt
+					   after that long) */
 	/* State changes (include/fusemirror/event.h); NULL: none reported. */
 	fm_event_fn event_fn;
 	void *event_ctx;	/* Start even when in-sync legs of the array were not given (md's
@@ -330,6 +335,8 @@ struct mirror_leg_stats {
 	bool reconnecting;              /* remote: failed, reconnection attempts go on */
 	uint64_t rtt_us;                /* remote: mean round trip of its I/O */
 	uint64_t reconnects;            /* remote: re-added after a reconnection */
+	unsigned reconnect_attempts;    /* reconnecting: failed attempts so far */
+	unsigned reconnect_delay_ms;    /* reconnecting: the wait before the next */
 	char note[320];                 /* rebuilding: why, and whether wholly or
 					   from the bitmap ("stale (events 9, the
 					   array's 14): it went back in time ...");

@@ -60,6 +60,8 @@ struct mount_cfg {
 	uint64_t sync_speed_max;        /* resync bytes/s when idle */
 	unsigned bitmap_delay_ms;       /* idle time before a bitmap bit is cleared */
 	unsigned remote_timeout_ms;     /* remote legs: a silent server is failed */
+	unsigned remote_connect_timeout_ms; /* ... a handshake that takes longer fails */
+	unsigned remote_retry_max_ms;   /* ... longest wait between reconnections */
 	bool degraded;                  /* start without missing in-sync legs */
 	char *prefer;                   /* --prefer LEG: the side kept in a split brain */
 	/* Bit i: mount_cfg_keys[i] was given (file or -o), not defaulted. */

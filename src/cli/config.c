@@ -247,6 +247,14 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  FIELD(remote_timeout_ms), .min = 0, .max = 3600000, .def = "30000",
 	  .help = "a remote leg's server that answers nothing this long while I/O "
 		  "waits is failed, then reconnected (0: wait forever)" },
+	{ .name = "remote_connect_timeout", .metavar = "MS", .parse = mount_cfg_parse_uint,
+	  FIELD(remote_connect_timeout_ms), .min = 100, .max = 3600000, .def = "10000",
+	  .help = "a remote leg's server that does not finish the NBD handshake this "
+		  "long after accepting the connection is refused" },
+	{ .name = "remote_retry_max", .metavar = "MS", .parse = mount_cfg_parse_uint,
+	  FIELD(remote_retry_max_ms), .min = 100, .max = 3600000, .def = "30000",
+	  .help = "longest wait between reconnection attempts of a failed remote leg "
+		  "(1 s after the failure, then doubling)" },
 	{ .name = "degraded", .parse = mount_cfg_parse_bool, FIELD(degraded),
 	  .flags = MOUNT_CFG_FLAG, .def = "false",
 	  .help = "start even when in-sync legs are missing, if one in-sync leg is "

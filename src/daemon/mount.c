@@ -218,6 +218,8 @@ static int run_daemon(struct mount_cfg *cfg)
 				  .sync_speed_max = cfg->sync_speed_max,
 				  .bitmap_delay_ms = cfg->bitmap_delay_ms,
 				  .remote_timeout_ms = cfg->remote_timeout_ms,
+				  .remote_connect_timeout_ms = cfg->remote_connect_timeout_ms,
+				  .remote_retry_max_ms = cfg->remote_retry_max_ms,
 				  .degraded = cfg->degraded, .prefer = cfg->prefer,
 				  .event_fn = daemon_events_handler, .event_ctx = d.ev };
 	struct front_opts fo = { 0 };

@@ -430,6 +430,8 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_bool(b, "reconnecting", ls->reconnecting);
 		cli_json_int(b, "rtt_us", ls->rtt_us);
 		cli_json_int(b, "reconnects", ls->reconnects);
+		cli_json_int(b, "reconnect_attempts", ls->reconnect_attempts);
+		cli_json_int(b, "reconnect_delay_ms", ls->reconnect_delay_ms);
 		cli_json_str(b, "note", ls->note);
 		json_builder_set_member_name(b, "fault");
 		if (ls->fault_set)

@@ -168,7 +168,8 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev)
 }
 
 /* A leg on another machine (nbd.c); CREATE and EXCL mean nothing there. */
-static int open_remote(const char *uri, unsigned flags, struct dmio_dev **ret_dev)
+static int open_remote(const char *uri, unsigned flags, unsigned connect_timeout_ms,
+		       struct dmio_dev **ret_dev)
 {
 	struct dmio_dev *dev = calloc(1, sizeof(*dev));
 	int r;
@@ -184,7 +185,7 @@ static int open_remote(const char *uri, unsigned flags, struct dmio_dev **ret_de
 		dmio_dev_close(dev);
 		return -ENOMEM;
 	}
-	r = dmio_nbd_open(dev, uri, flags);
+	r = dmio_nbd_open(dev, uri, flags, connect_timeout_ms);
 	if (r < 0) {
 		dmio_dev_close(dev);
 		return r;
@@ -195,6 +196,12 @@ static int open_remote(const char *uri, unsigned flags, struct dmio_dev **ret_de
 
 int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev)
 {
+	return dmio_dev_open_timeout(path, flags, 0, ret_dev);
+}
+
+int dmio_dev_open_timeout(const char *path, unsigned flags, unsigned connect_timeout_ms,
+			  struct dmio_dev **ret_dev)
+{
 	int oflags = O_CLOEXEC | ((flags & DMIO_DEV_RDONLY) ? O_RDONLY : O_RDWR);
 	struct stat st;
 	int fd;
@@ -204,7 +211,7 @@ int dmio_dev_open(const char *path, unsigned flags, struct dmio_dev **ret_dev)
 	if (flags & ~(DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT | DMIO_DEV_CREATE | DMIO_DEV_EXCL))
 		return -EINVAL;
 	if (dmio_path_is_remote(path))
-		return open_remote(path, flags, ret_dev);
+		return open_remote(path, flags, connect_timeout_ms, ret_dev);
 	if (flags & DMIO_DEV_CREATE)
 		oflags |= O_CREAT;
 	/* O_EXCL without O_CREAT claims a block device exclusively; on a

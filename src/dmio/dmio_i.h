@@ -301,7 +301,8 @@ bool dmio_piece_replaced_by_fault(struct dmio_piece *p);
 
 /* nbd.c: remote devices.  dmio_nbd_queue runs on @r, the device's owner
  * ring (ring_of(dev), a reaper), for every piece of a remote device. */
-int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags);
+int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
+		  unsigned connect_timeout_ms);
 void dmio_nbd_close(struct dmio_dev *dev);
 void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p);
 

@@ -3,8 +3,8 @@
  * Remote devices: a leg on another machine, reached over NBD with libnbd.
  *
  * A remote dmio_dev has no fd; it has one libnbd handle (one connection),
- * opened with a blocking nbd_connect_uri() by dmio_dev_open() (never on a
- * hot-path thread) and driven afterwards only through libnbd's aio calls.
+ * connected by dmio_dev_open() with a deadline (the aio connect, polled
+ * there: blocking, never on a hot-path thread) and driven afterwards only through libnbd's aio calls.
  *
  * Sharing the connection between threads: one owner.  Every piece of a
  * remote device is queued on its owner ring, ring_of(dev): an engine reaper.
@@ -67,9 +67,6 @@
 
 #include "dmio_i.h"
 
-/* A server that accepts the connection but does not finish the handshake
- * in this long is refused (libnbd's own connect would wait forever). */
-#define NBD_CONNECT_TIMEOUT_MS 10000
 /* Largest payload of one NBD command we send (the protocol's usual cap). */
 #define NBD_MAX_PAYLOAD (32u << 20)
 /* Largest write-zeroes range of one command (32-bit lengths). */
@@ -188,7 +185,8 @@ static int connect_with_timeout(struct nbd_handle *h, const char *uri, unsigned 
 	return nbd_aio_is_ready(h) == 1 ? 0 : -1;
 }
 
-int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
+int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
+		  unsigned connect_timeout_ms)
 {
 	struct dmio_nbd *n;
 	int64_t size, minbs;
@@ -208,7 +206,11 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags)
 	 * administrator's, as a leg path is. */
 	nbd_set_uri_allow_local_file(n->h, true);
 	nbd_set_handle_name(n->h, "fusemirror");
-	err = connect_with_timeout(n->h, uri, NBD_CONNECT_TIMEOUT_MS);
+	/* A server that accepts the connection but does not finish the
+	 * handshake in time is refused (libnbd's own connect would wait
+	 * forever). */
+	err = connect_with_timeout(n->h, uri, connect_timeout_ms ? connect_timeout_ms
+								 : DMIO_REMOTE_CONNECT_TIMEOUT_MS);
 	if (err == -ETIMEDOUT) {
 		nbd_close(n->h);
 		free(n);

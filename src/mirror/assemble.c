@@ -50,10 +50,12 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 	return -errno;
 }
 
-int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err)
+int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_timeout_ms,
+		    GError **err)
 {
-	int r = dmio_dev_open(leg->path, DMIO_DEV_EXCL | (readonly ? DMIO_DEV_RDONLY : 0),
-			      &leg->dev);
+	int r = dmio_dev_open_timeout(leg->path,
+				      DMIO_DEV_EXCL | (readonly ? DMIO_DEV_RDONLY : 0),
+				      connect_timeout_ms, &leg->dev);
 
 	if (r == -EBUSY) {
 		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
@@ -65,6 +67,14 @@ int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err)
 		g_set_error(err, FM_MIRROR_ERROR, EINVAL,
 			    "leg %s: not a regular file or block device", leg->path);
 		return -EINVAL;
+	}
+	if (r == -ETIMEDOUT && dmio_path_is_remote(leg->path)) {
+		g_set_error(err, FM_MIRROR_ERROR, ETIMEDOUT,
+			    "leg %s: the server accepted the connection but finished no NBD "
+			    "handshake in %u ms (remote_connect_timeout)", leg->path,
+			    connect_timeout_ms ? connect_timeout_ms
+					       : DMIO_REMOTE_CONNECT_TIMEOUT_MS);
+		return r;
 	}
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", leg->path, g_strerror(-r));
@@ -663,6 +673,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		m->sync_speed_max = m->sync_speed_min;
 	m->bitmap_delay_ms = o.bitmap_delay_ms ? o.bitmap_delay_ms : 5000;
 	m->remote_timeout_ms = o.remote_timeout_ms;
+	m->remote_connect_timeout_ms = o.remote_connect_timeout_ms;
+	m->remote_retry_max_ms = o.remote_retry_max_ms ? o.remote_retry_max_ms : 30000;
 	m->event_fn = o.event_fn;
 	m->event_ctx = o.event_ctx;
 	m->client = dmio_client_create(256);
@@ -675,7 +687,7 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 		struct mirror_leg *leg = &tl[i];
 
 		leg->path = strdup(paths[i]);
-		r = leg->path ? mirror_open_leg(leg, o.readonly, err) : -ENOMEM;
+		r = leg->path ? mirror_open_leg(leg, o.readonly, m->remote_connect_timeout_ms, err) : -ENOMEM;
 		if (r == 0)
 			mirror_leg_dev_setup(m, leg->dev);
 		if (r == 0)

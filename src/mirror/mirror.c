@@ -2112,6 +2112,10 @@ void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_
 	pthread_mutex_lock(&mm->rc_lock);
 	s->reconnects = m->rc[i].count;
 	s->reconnecting = m->rc[i].uri != NULL;
+	if (s->reconnecting) {
+		s->reconnect_attempts = m->rc[i].attempts;
+		s->reconnect_delay_ms = m->rc[i].delay_ms;
+	}
 	if (s->reconnecting && !*s->path) {
 		/* Closed between two attempts: still the leg it was. */
 		g_strlcpy(s->path, m->rc[i].uri, sizeof(s->path));

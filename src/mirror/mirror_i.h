@@ -179,6 +179,8 @@ struct mirror {
 	uint64_t sync_speed_min, sync_speed_max;
 	unsigned bitmap_delay_ms;
 	unsigned remote_timeout_ms;     /* remote legs' hung-server timeout; 0: none */
+	unsigned remote_connect_timeout_ms; /* their handshake deadline; 0: dmio's */
+	unsigned remote_retry_max_ms;   /* longest wait between reconnection attempts */
 	struct mbitmap *bitmap;
 	struct mcsum *csum;             /* per-block checksums (csum.c), or NULL */
 	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
@@ -244,7 +246,9 @@ struct mirror {
 	struct mirror_reconnect {
 		char *uri;              /* NULL: nothing to reconnect in this slot */
 		uint64_t due_ns;        /* next attempt (CLOCK_MONOTONIC) */
-		unsigned backoff_ms;
+		unsigned delay_ms;      /* the wait before it (after the failure
+					   or the last failed attempt) */
+		unsigned attempts;      /* failed attempts since the failure */
 		uint64_t count;         /* successful reconnections */
 	} rc[FM_SB_MAX_LEGS];
 };
@@ -445,7 +449,9 @@ static inline bool same_leg_file(const struct stat *a, const struct stat *b)
 int mirror_open_new_leg(const char *path, bool force, uint64_t need,
 			struct dmio_dev **ret_dev, bool *ret_created, GError **err);
 /* assemble.c */
-int mirror_open_leg(struct mirror_leg *leg, bool readonly, GError **err);
+/* @connect_timeout_ms: a remote leg's handshake deadline (0: dmio's). */
+int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_timeout_ms,
+		    GError **err);
 /* Are the legs of superblocks @x and @y the two sides of a split brain
  * (each written without the other)?  Pure. */
 bool mirror_split_brain(const struct fm_sb *x, const struct fm_sb *y);

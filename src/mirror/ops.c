@@ -171,7 +171,7 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 
 	if (!dmio_path_is_remote(path) && access(path, F_OK) < 0)
 		return -ENOENT;
-	r = mirror_open_leg(&tmp, false, err);
+	r = mirror_open_leg(&tmp, false, m->remote_connect_timeout_ms, err);
 	if (r < 0)
 		return r;
 	if (fm_sb_read(tmp.dev, &sb, NULL) < 0 || memcmp(sb.array_uuid, m->sb.array_uuid, 16) ||
@@ -372,7 +372,7 @@ int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError *
 
 	/* Is the server back?  Asked first, so that the leg stays faulty (and
 	 * named in status) while it is not. */
-	r = dmio_dev_open(uri, DMIO_DEV_RDONLY, &probe);
+	r = dmio_dev_open_timeout(uri, DMIO_DEV_RDONLY, m->remote_connect_timeout_ms, &probe);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot connect: %s", uri,
 			    g_strerror(-r));

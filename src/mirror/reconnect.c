@@ -11,7 +11,8 @@
  *   - m->rc[i].uri is set from the moment slot i's remote leg failed by
  *     I/O until it is re-added (or the administrator fails, removes or adds
  *     a leg in that slot, or the array stops); an attempt is made when
- *     due_ns passed; a failed attempt doubles backoff_ms (1 s .. 30 s).
+ *     due_ns passed; a failed attempt doubles delay_ms (1 s, at most
+ *     remote_retry_max_ms) and counts in attempts.
  *   - The thread exists from the first such failure until mirror_stop()
  *     (mirror_reconnect_stop, before the resync and the superblocks stop).
  *     It sleeps on rc_cond; it holds rc_lock only to pick an attempt: the
@@ -26,7 +27,6 @@
 #include "mirror_i.h"
 
 #define RECONNECT_FIRST_MS 1000u
-#define RECONNECT_MAX_MS 30000u
 
 static uint64_t mono_ns(void)
 {
@@ -86,13 +86,16 @@ static void *reconnect_main(void *arg)
 				m->rc[slot].count++;
 				fm_debug("leg %s: reconnected and re-added", uri);
 			} else {
-				unsigned b = m->rc[slot].backoff_ms;
+				uint64_t b = (uint64_t)m->rc[slot].delay_ms * 2;
 
-				fm_debug("leg %s: reconnection failed (%s); next attempt in %u ms",
-					 uri, err ? err->message : g_strerror(-r), b);
-				m->rc[slot].due_ns = mono_ns() + (uint64_t)b * 1000000u;
-				m->rc[slot].backoff_ms = b * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-										  : b * 2;
+				if (b > m->remote_retry_max_ms)
+					b = m->remote_retry_max_ms;
+				m->rc[slot].delay_ms = (unsigned)b;
+				m->rc[slot].attempts++;
+				m->rc[slot].due_ns = mono_ns() + b * 1000000u;
+				fm_debug("leg %s: reconnection failed (%s); next attempt in %llu ms",
+					 uri, err ? err->message : g_strerror(-r),
+					 (unsigned long long)b);
 			}
 		}
 		free(uri);
@@ -107,8 +110,10 @@ void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri)
 	if (!m->rc_stop && uri) {
 		free(m->rc[i].uri);
 		m->rc[i].uri = strdup(uri);
-		m->rc[i].backoff_ms = RECONNECT_FIRST_MS * 2;
-		m->rc[i].due_ns = mono_ns() + RECONNECT_FIRST_MS * 1000000ull;
+		m->rc[i].delay_ms = RECONNECT_FIRST_MS < m->remote_retry_max_ms
+					    ? RECONNECT_FIRST_MS : m->remote_retry_max_ms;
+		m->rc[i].attempts = 0;
+		m->rc[i].due_ns = mono_ns() + (uint64_t)m->rc[i].delay_ms * 1000000u;
 		if (!m->rc_running) {
 			int r = pthread_create(&m->rc_thread, NULL, reconnect_main, m);
 

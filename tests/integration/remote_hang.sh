@@ -3,9 +3,15 @@
 #
 # Remote legs (NBD, nbdkit's file plugin on a unix socket), continued from
 # remote_legs.sh:
+#   - a mount while the server is stopped (SIGSTOP: the kernel accepts the
+#     connection, nobody handshakes) is refused after remote_connect_timeout
+#     (300 ms, not the default 10 s), naming the leg and the key;
 #   - a hung server (SIGSTOP): a write to the image still completes, the
-#     remote leg is failed by remote_timeout, and reconnects by itself once
-#     the server runs again;
+#     remote leg is failed by remote_timeout; while it stays stopped, the
+#     reconnection attempts fail after remote_connect_timeout and come every
+#     remote_retry_max (1 s: status reconnect_delay_ms stays 1000 after 2
+#     attempts, where the default backoff would be 4000); the leg
+#     reconnects by itself once the server runs again;
 #   - the administrator's `fail` is not undone by itself; `add` re-adds it
 #     (only the regions written meanwhile are copied);
 #   - after umount, the remote leg's data area equals the local legs'.
@@ -19,8 +25,20 @@ truncate -s 32M "$T/leg0" "$T/leg1" "$T/remote"
 nbd_start
 fm_create --region-size 1M "$T/leg0" "$URI" "$T/leg1"
 # The legs, URI included, from a config file.
-printf '[array]\nlegs=%s;%s;%s\n[mount]\nremote_timeout=1000\n' "$T/leg0" "$URI" "$T/leg1" \
-	>"$T/fm.conf"
+printf '[array]\nlegs=%s;%s;%s\n[mount]\nremote_timeout=1000\nremote_connect_timeout=300\nremote_retry_max=1000\n' \
+	"$T/leg0" "$URI" "$T/leg1" >"$T/fm.conf"
+
+log "mount while nbdkit is stopped"
+nbd_pause
+t0=$SECONDS
+rc=0
+timeout -k 5 60 "$FM" mount --config "$T/fm.conf" "$T/mnt" >"$T/mount.out" 2>"$T/mount.err" || rc=$?
+((rc != 0)) || fail "mount succeeded with a stopped server"
+! is_mounted "$T/mnt" || fail "mounted with a stopped server"
+((SECONDS - t0 < 8)) || fail "the mount waited $((SECONDS - t0)) s for a handshake"
+grep -q "finished no NBD handshake in 300 ms (remote_connect_timeout)" "$T/mount.err" ||
+	fail "the refused mount does not say why: $(cat "$T/mount.err")"
+kill -CONT "$NBD_PID"
 fm_mount -o cache_mode=writethrough,sync_speed_min=200M --config "$T/fm.conf" "$T/mnt"
 img=$T/mnt/image
 dd if=/dev/urandom of="$img" bs=1M count=4 oflag=direct status=none || fail "first write"
@@ -33,6 +51,13 @@ dd if=/dev/urandom of="$img" bs=1M seek=8 count=1 oflag=direct conv=notrunc,fsyn
 ((SECONDS - t0 < 15)) || fail "a write waited $((SECONDS - t0)) s for a hung server"
 log "the write completed in $((SECONDS - t0)) s"
 fm_wait_leg_state "$T/mnt" "$URI" faulty 20
+two_attempts() {
+	local v
+	v=$(fm_leg_get "$T/mnt" "$URI" reconnect_attempts) || fail "status: no reconnect_attempts"
+	((v >= 2))
+}
+fm_wait_for "2 failed reconnection attempts" 20 two_attempts
+v=$(fm_leg_get "$T/mnt" "$URI" reconnect_delay_ms); assert_eq "$v" 1000 "status: reconnect_delay_ms"
 kill -CONT "$NBD_PID"
 fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
 fm_wait_sync_idle "$T/mnt" 30

@@ -521,10 +521,12 @@ START_TEST(test_server_dies)
 END_TEST
 
 /* A server that stops answering (SIGSTOP) is given up on after the
- * timeout: the read fails, the connection is counted as hung. */
+ * timeout: the read fails, the connection is counted as hung; a new
+ * connection is refused after its handshake deadline. */
 START_TEST(test_server_hangs)
 {
 	g_autoptr(dmio_dev) dev = NULL;
+	struct dmio_dev *dev2 = NULL;
 	uint8_t *buf = fm_test_alloc_aligned(4096, 65536);
 	struct dmio_region where;
 	struct dmio_remote_stats st;
@@ -546,6 +548,13 @@ START_TEST(test_server_hangs)
 	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
 	ck_assert_uint_eq(st.hangs, 1);
 	ck_assert(!st.connected);
+	/* A new connection to it is accepted (by the kernel) but never
+	 * handshaken: refused once the deadline passed, not waited on. */
+	t0 = g_get_monotonic_time();
+	ck_assert_int_eq(dmio_dev_open_timeout(srv.uri, 0, 200, &dev2), -ETIMEDOUT);
+	ck_assert_ptr_null(dev2);
+	ck_assert_int_ge(g_get_monotonic_time() - t0, 150 * 1000);
+	ck_assert_int_lt(g_get_monotonic_time() - t0, DMIO_REMOTE_CONNECT_TIMEOUT_MS * 1000 / 2);
 	free(buf);
 }
 END_TEST
