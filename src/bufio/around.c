@@ -31,6 +31,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bufio_i.h"
 
@@ -47,6 +48,7 @@ struct around_io {
 	bool done;
 	int err;
 };
+_Static_assert(sizeof(struct around_io) <= BUFIO_OBJ_SIZE, "around_io fits");
 
 int bufio_around_init(struct bufio_client *c)
 {
@@ -149,7 +151,7 @@ static void around_unregister(struct bufio_client *c, int slot)
 
 		if (r < 0)
 			w->cb(w->ctx, NULL, r);
-		free(w);
+		bufio_obj_put(c, w);
 		w = next;
 	}
 }
@@ -213,7 +215,7 @@ static void around_end_io(void *arg, int err)
 			atomic_fetch_add_explicit(&c->around_reads, io->n_blocks,
 						  memory_order_relaxed);
 		}
-		free(io);
+		bufio_obj_put(c, io);
 		cb(ctx, err);
 		bufio_io_put(c); /* last: destroy may free @c after it */
 		return;
@@ -287,12 +289,13 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 	r = check_args(c, block, n_blocks, iov, iovcnt);
 	if (r)
 		return r;
-	io = calloc(1, sizeof(*io));
+	io = bufio_obj_get(c);
 	if (!io)
 		return -ENOMEM;
+	memset(io, 0, sizeof(*io));
 	slot = around_register(c, block, n_blocks);
 	if (slot < 0) {
-		free(io);
+		bufio_obj_put(c, io);
 		return slot;
 	}
 	r = scan_range(c, block, n_blocks, true);
@@ -309,7 +312,7 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 			return 0;
 		bufio_io_put(c);
 	}
-	free(io);
+	bufio_obj_put(c, io);
 	around_unregister(c, slot);
 	return r;
 }
@@ -329,9 +332,10 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	r = scan_range(c, block, n_blocks, false);
 	if (r)
 		return r;
-	io = calloc(1, sizeof(*io));
+	io = bufio_obj_get(c);
 	if (!io)
 		return -ENOMEM;
+	memset(io, 0, sizeof(*io));
 	io->c = c;
 	io->n_blocks = n_blocks;
 	io->cb = cb;
@@ -341,7 +345,7 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, block), iov, iovcnt, 0,
 				around_end_io, io);
 	if (r < 0) {
-		free(io);
+		bufio_obj_put(c, io);
 		bufio_io_put(c);
 	}
 	return r;

@@ -267,8 +267,8 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 		if (b && !(b->state & BUFIO_B_NOT_VALID)) {
 			hit_locked(s, b);
 			pthread_mutex_unlock(&s->lock);
-			free(w);
-			free(aw);
+			bufio_obj_put(c, w);
+			bufio_obj_put(c, aw);
 			if (nb)
 				bufio_free_buffer(c, nb);
 			cb(ctx, b, 0);
@@ -276,7 +276,7 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 		}
 		if (!w) {
 			pthread_mutex_unlock(&s->lock);
-			w = malloc(sizeof(*w));
+			w = bufio_obj_get(c);
 			if (!w)
 				return -ENOMEM;
 			w->cb = cb;
@@ -291,7 +291,7 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 			w->next = b->read_waiters;
 			b->read_waiters = w;
 			pthread_mutex_unlock(&s->lock);
-			free(aw);
+			bufio_obj_put(c, aw);
 			if (nb)
 				bufio_free_buffer(c, nb);
 			return 0;
@@ -300,9 +300,9 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 			/* A write-around of the block is in flight: read after it. */
 			if (!aw) {
 				pthread_mutex_unlock(&s->lock);
-				aw = malloc(sizeof(*aw));
+				aw = bufio_obj_get(c);
 				if (!aw) {
-					free(w);
+					bufio_obj_put(c, w);
 					if (nb)
 						bufio_free_buffer(c, nb);
 					return -ENOMEM;
@@ -315,7 +315,7 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 			}
 			if (bufio_around_defer_locked(c, aw)) {
 				pthread_mutex_unlock(&s->lock);
-				free(w);
+				bufio_obj_put(c, w);
 				if (nb)
 					bufio_free_buffer(c, nb);
 				return 0;
@@ -325,8 +325,8 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 			pthread_mutex_unlock(&s->lock);
 			nb = bufio_alloc_buffer(c, nowait ? BUFIO_ALLOC_NOWAIT : BUFIO_ALLOC_WAIT);
 			if (!nb) {
-				free(w);
-				free(aw);
+				bufio_obj_put(c, w);
+				bufio_obj_put(c, aw);
 				return nowait ? -EWOULDBLOCK : -ENOMEM;
 			}
 			prepare(c, nb, block);
@@ -335,7 +335,7 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 		}
 		break;
 	}
-	free(aw);
+	bufio_obj_put(c, aw);
 	/* index + the waiter's hold + the read */
 	b = nb;
 	atomic_store_explicit(&b->ref, 3, memory_order_relaxed);
@@ -465,11 +465,13 @@ static struct bufio_read_waiter *end_filling_locked(struct bufio_shard *s,
 /* Hand the buffer to async waiters (each owns a reference). */
 static void call_waiters(struct bufio_buffer *b, struct bufio_read_waiter *w)
 {
+	struct bufio_client *c = b->c;
+
 	while (w) {
 		struct bufio_read_waiter *next = w->next;
 
 		w->cb(w->ctx, b, 0);
-		free(w);
+		bufio_obj_put(c, w);
 		w = next;
 	}
 }

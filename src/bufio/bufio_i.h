@@ -12,6 +12,7 @@
  *                                under a shard lock)
  *   5. bufio_client.around_lock  write-arounds in flight (a leaf: taken
  *                                under a shard lock by insertions)
+ *   6. bufio_client.obj_lock     free small objects (a leaf under all)
  * A shard lock and a client lock are never held together; completions
  * (end_io) take shard locks one at a time, then the client lock.
  */
@@ -284,6 +285,12 @@ struct bufio_client {
 					   guards around[] */
 	pthread_cond_t around_cond;     /* a write-around ended */
 	struct bufio_around around[BUFIO_AROUND_SLOTS];
+
+	/* Small objects of the asynchronous paths (read waiters, around I/O),
+	 * kept for reuse: no allocation per request once warm (client.c). */
+	pthread_mutex_t obj_lock;       /* a leaf; guards the two below */
+	struct bufio_obj *free_objs;
+	unsigned nr_free_objs;
 };
 
 /* Process-wide state: the kernel module's globals. */
@@ -331,6 +338,17 @@ void bufio_account_bytes(struct bufio_client *c, int64_t delta);
 
 /* Whether anyone waits for a free buffer; if so wake them.  Cheap. */
 void bufio_wake_free(struct bufio_client *c);
+/*
+ * A small object (at most BUFIO_OBJ_SIZE bytes, suitably aligned for any
+ * structure) from the client's free list, or malloc()ed when it is empty;
+ * NULL without memory.  bufio_obj_put() keeps up to BUFIO_OBJ_KEEP of
+ * them.  Any thread; obj_lock is a leaf, so both may be called under any
+ * other lock.
+ */
+#define BUFIO_OBJ_SIZE 192u
+#define BUFIO_OBJ_KEEP 1024u
+void *bufio_obj_get(struct bufio_client *c);
+void bufio_obj_put(struct bufio_client *c, void *p);
 void bufio_io_get(struct bufio_client *c);
 void bufio_io_put(struct bufio_client *c);
 

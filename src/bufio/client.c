@@ -128,6 +128,49 @@ static unsigned shard_count(void)
 	return n;
 }
 
+/* A free small object; bufio_obj_get() hands out this much memory. */
+struct bufio_obj {
+	union {
+		struct bufio_obj *next;
+		max_align_t align;
+		char bytes[BUFIO_OBJ_SIZE];
+	};
+};
+_Static_assert(sizeof(struct bufio_obj) >= BUFIO_OBJ_SIZE, "room for an object");
+_Static_assert(sizeof(struct bufio_read_waiter) <= BUFIO_OBJ_SIZE, "read waiter fits");
+_Static_assert(sizeof(struct bufio_around_waiter) <= BUFIO_OBJ_SIZE, "around waiter fits");
+
+void *bufio_obj_get(struct bufio_client *c)
+{
+	struct bufio_obj *o;
+
+	pthread_mutex_lock(&c->obj_lock);
+	o = c->free_objs;
+	if (o) {
+		c->free_objs = o->next;
+		c->nr_free_objs--;
+	}
+	pthread_mutex_unlock(&c->obj_lock);
+	return o ? (void *)o : malloc(sizeof(*o));
+}
+
+void bufio_obj_put(struct bufio_client *c, void *p)
+{
+	struct bufio_obj *o = p;
+
+	if (!o)
+		return;
+	pthread_mutex_lock(&c->obj_lock);
+	if (c->nr_free_objs < BUFIO_OBJ_KEEP) {
+		o->next = c->free_objs;
+		c->free_objs = o;
+		c->nr_free_objs++;
+		o = NULL;
+	}
+	pthread_mutex_unlock(&c->obj_lock);
+	free(o);
+}
+
 static void client_free(struct bufio_client *c)
 {
 	if (c->shards) {
@@ -162,6 +205,13 @@ static void client_free(struct bufio_client *c)
 		free(b);
 	}
 	bufio_around_fini(c);
+	while (c->free_objs) {
+		struct bufio_obj *o = c->free_objs;
+
+		c->free_objs = o->next;
+		free(o);
+	}
+	pthread_mutex_destroy(&c->obj_lock);
 	pthread_cond_destroy(&c->free_cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -201,8 +251,10 @@ int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 	bufio_list_init(&c->node);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->free_cond, NULL);
+	pthread_mutex_init(&c->obj_lock, NULL);
 	r = bufio_around_init(c);
 	if (r < 0) {
+		pthread_mutex_destroy(&c->obj_lock);
 		pthread_cond_destroy(&c->free_cond);
 		pthread_mutex_destroy(&c->lock);
 		free(c);

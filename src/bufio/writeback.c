@@ -135,7 +135,7 @@ static void read_end_io(void *ctx, int err)
 			} else {
 				w->cb(w->ctx, b, 0);
 			}
-			free(w);
+			bufio_obj_put(c, w);
 			w = wn;
 		}
 		if (drop_index)
