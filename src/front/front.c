@@ -127,13 +127,23 @@ struct front {
 /* A request buffer of an event loop (see "Event loops"): max_write and
  * the request's header page. */
 #define FRONT_RBUF_SIZE ((1u << 20) + 4096u)
+/* The request is read this far into it, so that a WRITE's payload (behind
+ * its in-header and write_in) starts on a page: an O_DIRECT leg takes a
+ * write-around straight from it, with no bounce copy in dmio.  It still
+ * ends inside FRONT_RBUF_SIZE: the kernel sends at most max_write (1 MiB)
+ * of payload. */
+#define FRONT_RBUF_REQ (FM_PAGE_SIZE - sizeof(struct fuse_in_header) - sizeof(struct fuse_write_in))
 /* Behind those bytes, a page for the contexts of the request's reply
- * (read_ctx, around_read): a read on a loop allocates nothing. */
+ * (read_ctx, around_read, write_ctx): a read or write on a loop allocates
+ * nothing.  (On a FUSE-over-io_uring queue the entry's payload buffer and
+ * scratch play these parts.) */
 #define FRONT_RBUF_CTX 2048u
 #define FRONT_RBUF_ALLOC (FRONT_RBUF_SIZE + 2 * FRONT_RBUF_CTX)
 struct front_loop;
 struct front_rbuf;
 static void *front_rbuf_ctx(struct front_rbuf *b, unsigned slot);
+static size_t front_rbuf_cap(const struct front_rbuf *b);
+static bool front_rbuf_ends_with_reply(const struct front_rbuf *b);
 static void front_req_end(struct front *f);
 static bool front_on_loop(void);
 static struct front_rbuf *front_hold_rbuf(void);
@@ -404,26 +414,34 @@ struct read_ctx {
 
 static void read_finish(struct read_ctx *rc)
 {
+	/* @rc may live in the request's buffer, which the reply may end
+	 * (io_uring): nothing of it is read after the reply. */
 	struct front *f = rc->f;
+	struct bufio_buffer *buf = rc->buf;
+	struct front_rbuf *hb = rc->hb;
+	bool hb_release = hb && !front_rbuf_ends_with_reply(hb);
+	uint8_t *data = rc->data;
 	int err = atomic_load(&rc->err);
 
 	if (err) {
 		reply_err(f, rc->req, -err);
 	} else {
-		const uint8_t *src = rc->data;
+		const uint8_t *src = data;
+		size_t size = rc->size;
 
 		if (!src)
-			src = (const uint8_t *)bufio_get_block_data(rc->buf) + (rc->off - rc->b0 * f->bs);
-		fuse_reply_buf(rc->req, (const char *)src, rc->size);
-		FRONT_STAT_ADD(f, read_bytes, rc->size);
+			src = (const uint8_t *)bufio_get_block_data(buf) + (rc->off - rc->b0 * f->bs);
+		fuse_reply_buf(rc->req, (const char *)src, size);
+		FRONT_STAT_ADD(f, read_bytes, size);
 	}
-	if (rc->buf)
-		bufio_release(rc->buf);
-	if (rc->hb) {
+	if (buf)
+		bufio_release(buf);
+	if (hb) {
 		/* Last: the buffer may be reused at once. */
-		front_rbuf_release(rc->hb);
+		if (hb_release)
+			front_rbuf_release(hb);
 	} else {
-		free(rc->data);
+		free(data);
 		free(rc);
 	}
 	front_req_end(f);
@@ -464,23 +482,29 @@ struct around_read {
 
 static void around_read_done(void *ctx, int err)
 {
+	/* As read_finish(): nothing of @ar is read after the reply. */
 	struct around_read *ar = ctx;
 	struct front *f = ar->f;
+	struct front_rbuf *hb = ar->hb;
+	bool hb_release = hb && !front_rbuf_ends_with_reply(hb), in_hb = ar->in_hb;
+	void *buf = ar->buf;
 
 	if (err) {
 		reply_err(f, ar->req, -err);
 	} else {
-		fuse_reply_buf(ar->req, (const char *)ar->buf + ar->skip, ar->size);
-		FRONT_STAT_ADD(f, read_bytes, ar->size);
+		size_t size = ar->size;
+
+		fuse_reply_buf(ar->req, (const char *)buf + ar->skip, size);
+		FRONT_STAT_ADD(f, read_bytes, size);
 	}
-	if (!ar->hb) {
-		free(ar->buf);
+	if (!hb) {
+		free(buf);
 		free(ar);
-	} else if (ar->in_hb) {
-		front_rbuf_release(ar->hb);     /* ar with it */
 	} else {
-		front_rbuf_release(ar->hb);
-		free(ar);
+		if (hb_release)
+			front_rbuf_release(hb);         /* ar with it if in_hb */
+		if (!in_hb)
+			free(ar);
 	}
 	front_req_end(f);
 }
@@ -503,10 +527,13 @@ static bool read_around(struct front *f, fuse_req_t req, uint64_t off, size_t si
 	 * page) takes the blocks, and its context page this structure: no
 	 * allocation, and an O_DIRECT leg reads straight into the memory the
 	 * reply is written from. */
-	if ((size_t)n * f->bs <= FRONT_RBUF_SIZE)
-		hb = own ? own : front_hold_rbuf();
-	else if (own)
-		return false;           /* @own stays with its read_ctx */
+	hb = own ? own : front_hold_rbuf();
+	if (hb && (size_t)n * f->bs > front_rbuf_cap(hb)) {
+		if (own)
+			return false;   /* @own stays with its read_ctx */
+		front_rbuf_unhold(hb);
+		hb = NULL;
+	}
 	ar = hb ? front_rbuf_ctx(hb, 1) : malloc(sizeof(*ar));
 	if (!ar) {
 		if (hb && !own)
@@ -613,7 +640,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	n = (unsigned)(b1 - b0 + 1);
 	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
-	hb = size <= FRONT_RBUF_SIZE ? front_hold_rbuf() : NULL;
+	hb = front_hold_rbuf();
+	if (hb && size > front_rbuf_cap(hb)) {
+		front_rbuf_unhold(hb);
+		hb = NULL;
+	}
 	if (hb) {
 		/* On a loop: the context and the reply in the request buffer. */
 		rc = front_rbuf_ctx(hb, 0);
@@ -758,6 +789,7 @@ struct write_ctx {
 	fuse_req_t req;
 	struct front *f;
 	struct front_rbuf *hb;          /* the request's buffer: the payload */
+	bool in_hb;                     /* this structure is in hb's context page */
 	size_t size;
 	atomic_uint pending;            /* parts outstanding + 1 while issuing */
 	atomic_int err;
@@ -766,21 +798,31 @@ struct write_ctx {
 static void write_part_done(struct write_ctx *wc, int err)
 {
 	struct front *f = wc->f;
+	struct front_rbuf *hb;
+	bool hb_release, in_hb;
 
 	if (err < 0)
 		atomic_store(&wc->err, err);
 	if (atomic_fetch_sub(&wc->pending, 1) != 1)
 		return;
+	/* As read_finish(): nothing of @wc is read after the reply. */
+	hb = wc->hb;
+	hb_release = hb && !front_rbuf_ends_with_reply(hb);
+	in_hb = wc->in_hb;
 	err = atomic_load(&wc->err);
 	if (err < 0) {
 		fm_debug("front: write of %zu bytes failed: %s", wc->size, strerror(-err));
 		reply_err(f, wc->req, err == -ENOSPC ? ENOSPC : EIO);
 	} else {
-		FRONT_STAT_ADD(f, write_bytes, wc->size);
-		fuse_reply_write(wc->req, wc->size);
+		size_t size = wc->size;
+
+		FRONT_STAT_ADD(f, write_bytes, size);
+		fuse_reply_write(wc->req, size);
 	}
-	front_rbuf_release(wc->hb);
-	free(wc);
+	if (hb_release)
+		front_rbuf_release(hb);         /* wc with it if in_hb */
+	if (!in_hb)
+		free(wc);
 	front_req_end(f);
 }
 
@@ -804,6 +846,7 @@ static void write_on_loop(struct front *f, fuse_req_t req, uint64_t off, size_t 
 	bool around = e > a && e - a >= FRONT_AROUND_MIN;
 	struct { uint64_t off; size_t len; } part[2];
 	unsigned nparts = 0;
+	struct front_rbuf *hb;
 	struct write_ctx *wc;
 	size_t done = 0;
 	int r;
@@ -820,14 +863,17 @@ static void write_on_loop(struct front *f, fuse_req_t req, uint64_t off, size_t 
 			return;
 		}
 	}
-	wc = malloc(sizeof(*wc));
+	/* The context in the request's buffer, which holds the payload. */
+	hb = front_hold_rbuf();
+	wc = hb ? front_rbuf_ctx(hb, 0) : malloc(sizeof(*wc));
 	if (!wc) {
 		reply_err(f, req, ENOMEM);
 		return;
 	}
 	wc->req = req;
 	wc->f = f;
-	wc->hb = front_hold_rbuf();
+	wc->hb = hb;
+	wc->in_hb = hb != NULL;
 	wc->size = size;
 	atomic_init(&wc->pending, 1);
 	atomic_init(&wc->err, 0);
@@ -1123,11 +1169,22 @@ static const struct fuse_lowlevel_ops front_ops = {
 #define FRONT_LOOP_READS 4      /* reads of a clone in flight per loop */
 
 struct front_rbuf {
-	struct front_loop *loop;
+	struct front_loop *loop;        /* NULL: an io_uring entry's (below) */
 	struct front_rbuf *next;        /* free list / returned stack */
 	void *mem;                      /* FRONT_RBUF_ALLOC, page aligned */
 	struct dmio_loop_op read_op;    /* an IORING_OP_READ into mem */
+	/* The request's reply area (mem, cap bytes) and its context slots
+	 * (ctx, FRONT_RBUF_CTX bytes each).  A FUSE-over-io_uring request's
+	 * buffer is its entry's: this structure at the start of the
+	 * entry's scratch, mem its payload buffer, ctx the rest of the
+	 * scratch; it needs no release (the reply ends it). */
+	size_t cap;
+	char *ctx;
 };
+#define FRONT_RBUF_URING_HDR 128u
+_Static_assert(sizeof(struct front_rbuf) <= FRONT_RBUF_URING_HDR, "rbuf header fits");
+_Static_assert(FRONT_RBUF_URING_HDR + 2 * FRONT_RBUF_CTX <= FRONT_URING_SCRATCH,
+	       "context slots fit an io_uring entry's scratch");
 
 struct front_loop {
 	struct front *f;
@@ -1158,21 +1215,35 @@ static bool front_on_loop(void)
 	return tl_loop != NULL || front_uring_current_ring() != NULL;
 }
 
-/* On a loop, inside a handler: keep the request's buffer after the handler
- * returns (until front_rbuf_release()); NULL elsewhere. */
+/*
+ * Inside a request's handler on a loop or an io_uring queue thread: keep
+ * the request's buffer after the handler returns (until
+ * front_rbuf_release(), or on io_uring until the reply); NULL elsewhere.
+ */
 static struct front_rbuf *front_hold_rbuf(void)
 {
-	if (!tl_rbuf)
+	struct front_uring_req *e;
+	struct front_rbuf *b;
+
+	if (tl_rbuf) {
+		tl_rbuf_held = true;
+		return tl_rbuf;
+	}
+	e = front_uring_current_req();
+	if (!e)
 		return NULL;
-	tl_rbuf_held = true;
-	return tl_rbuf;
+	b = front_uring_req_scratch(e);
+	memset(b, 0, sizeof(*b));
+	b->mem = front_uring_reply_buf(e, &b->cap);
+	b->ctx = (char *)b + FRONT_RBUF_URING_HDR;
+	return b;
 }
 
 /* Undo front_hold_rbuf() inside the same handler. */
 static void front_rbuf_unhold(struct front_rbuf *b)
 {
-	(void)b;
-	tl_rbuf_held = false;
+	if (b->loop)
+		tl_rbuf_held = false;
 }
 
 static void *front_rbuf_mem(struct front_rbuf *b)
@@ -1180,12 +1251,26 @@ static void *front_rbuf_mem(struct front_rbuf *b)
 	return b->mem;
 }
 
-/* Context slot @slot (0: read_ctx, 1: around_read) of a held buffer. */
+/* How much of front_rbuf_mem() a reply may use. */
+static size_t front_rbuf_cap(const struct front_rbuf *b)
+{
+	return b->cap;
+}
+
+/* The buffer is the request's until its reply, no release (io_uring). */
+static bool front_rbuf_ends_with_reply(const struct front_rbuf *b)
+{
+	return !b->loop;
+}
+
+/* Context slot @slot (0: read_ctx or write_ctx, 1: around_read) of a held
+ * buffer. */
 static void *front_rbuf_ctx(struct front_rbuf *b, unsigned slot)
 {
 	_Static_assert(sizeof(struct read_ctx) <= FRONT_RBUF_CTX, "read_ctx fits");
 	_Static_assert(sizeof(struct around_read) <= FRONT_RBUF_CTX, "around_read fits");
-	return (char *)b->mem + FRONT_RBUF_SIZE + slot * FRONT_RBUF_CTX;
+	_Static_assert(sizeof(struct write_ctx) <= FRONT_RBUF_CTX, "write_ctx fits");
+	return b->ctx + slot * FRONT_RBUF_CTX;
 }
 
 static void front_rbuf_release(struct front_rbuf *b)
@@ -1193,7 +1278,7 @@ static void front_rbuf_release(struct front_rbuf *b)
 	struct front_loop *l;
 	struct front_rbuf *old;
 
-	if (!b)
+	if (!b || !b->loop)
 		return;
 	l = b->loop;
 	if (tl_loop == l) {
@@ -1315,7 +1400,7 @@ static void loop_stop_all(struct front *f)
 static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len)
 {
 	struct front *f = l->f;
-	struct fuse_in_header *h = b->mem;
+	struct fuse_in_header *h = (void *)((char *)b->mem + FRONT_RBUF_REQ);
 
 	if (l->fd >= 0 && len >= sizeof(*h)) {
 		if (h->opcode == FUSE_INTERRUPT) {
@@ -1330,7 +1415,7 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 	}
 	tl_rbuf = b;
 	tl_rbuf_held = false;
-	fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = len, .mem = b->mem });
+	fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = len, .mem = h });
 	if (!tl_rbuf_held) {
 		b->next = l->free;
 		l->free = b;
@@ -1408,7 +1493,7 @@ static void loop_read(struct front_loop *l)
 		b = l->free;
 		if (!b)
 			return;
-		res = read(fd, b->mem, FRONT_RBUF_SIZE);
+		res = read(fd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 		if (res <= 0) {
 			int err = res < 0 ? errno : ENODEV;
 
@@ -1483,7 +1568,8 @@ static void loop_arm(struct front_loop *l, bool tick)
 			if (!b || !(sqe = dmio_loop_get_sqe(l->dl)))
 				return;
 			l->free = b->next;
-			io_uring_prep_read(sqe, l->fd, b->mem, FRONT_RBUF_SIZE, 0);
+			io_uring_prep_read(sqe, l->fd, (char *)b->mem + FRONT_RBUF_REQ,
+					   FRONT_RBUF_SIZE - FRONT_RBUF_REQ, 0);
 			io_uring_sqe_set_data(sqe, &b->read_op);
 			l->reading++;
 		}
@@ -1605,6 +1691,8 @@ static int front_run_loops(struct front *f)
 				r = -ENOMEM;
 				goto out;
 			}
+			b->cap = FRONT_RBUF_SIZE;
+			b->ctx = (char *)b->mem + FRONT_RBUF_SIZE;
 			b->next = l->free;
 			l->free = b;
 		}

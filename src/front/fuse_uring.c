@@ -60,6 +60,8 @@
  */
 #define FU_PREFIX 4096u
 #define FU_TAG (1ull << 63)
+/* Behind each payload: the request's scratch (front_uring_req_scratch). */
+#define FU_SCRATCH FRONT_URING_SCRATCH
 
 struct fu_ent_in_out {
 	uint64_t flags;
@@ -96,6 +98,7 @@ struct front_uring_req {
 	struct fu_queue *q;
 	struct fu_req_header *hdr;
 	uint8_t *payload;
+	uint8_t *scratch;               /* FU_SCRATCH bytes, never the kernel's */
 	struct iovec iov[2];
 	uint64_t commit_id;
 	bool dead;                      /* ended by the kernel */
@@ -272,8 +275,10 @@ static ssize_t fu_hook_writev(int fd, struct iovec *iov, int count, void *userda
 
 		for (int i = 1; i < count; i++) {
 			total += iov[i].iov_len;
-			if (len + iov[i].iov_len <= cap)
-				memcpy(e->payload + len, iov[i].iov_base, iov[i].iov_len);
+			/* A reply built in the payload buffer is not copied
+			 * (or moves down in it: memmove). */
+			if (len + iov[i].iov_len <= cap && iov[i].iov_base != e->payload + len)
+				memmove(e->payload + len, iov[i].iov_base, iov[i].iov_len);
 			len += iov[i].iov_len;
 		}
 		if (len > cap)
@@ -438,6 +443,9 @@ static ssize_t fu_op_in_size(uint32_t opcode)
 	}
 }
 
+/* The request fu_to_libfuse() is handing to libfuse on this thread. */
+static __thread struct front_uring_req *fu_dispatching;
+
 static void fu_to_libfuse(struct front_uring *u, struct front_uring_req *e)
 {
 	const struct fuse_in_header *h = (const void *)e->hdr->in_out;
@@ -456,7 +464,9 @@ static void fu_to_libfuse(struct front_uring *u, struct front_uring_req *e)
 	start = e->payload - sizeof(in) - (size_t)arg;
 	memcpy(start, &in, sizeof(in));
 	memcpy(start + sizeof(in), e->hdr->op_in, (size_t)arg);
+	fu_dispatching = e;
 	fuse_session_process_buf(u->se, &(struct fuse_buf){ .size = in.len, .mem = start });
+	fu_dispatching = NULL;
 }
 
 static void fu_reap(struct fu_queue *q)
@@ -491,6 +501,7 @@ static void *fu_queue_main(void *arg)
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
 	pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	pthread_setname_np(pthread_self(), "fm-uring");
 	if (u->dmio_loop) {
 		/* The loop's ring must be made by the thread that owns it. */
 		r = dmio_loop_create(&(struct dmio_loop_opts){
@@ -591,7 +602,7 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	if (posix_memalign((void **)&q->hdrs, 64, u->depth * sizeof(*q->hdrs)))
 		q->hdrs = NULL;
 	/* Pages are touched only by requests that use them. */
-	q->payloads_len = u->depth * (FU_PREFIX + u->payload_size);
+	q->payloads_len = u->depth * (FU_PREFIX + u->payload_size + FU_SCRATCH);
 	q->payloads = mmap(NULL, q->payloads_len, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (q->payloads == MAP_FAILED)
@@ -605,7 +616,9 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 		e->op.done = fu_ent_done;
 		e->q = q;
 		e->hdr = &q->hdrs[i];
-		e->payload = q->payloads + i * (FU_PREFIX + u->payload_size) + FU_PREFIX;
+		e->payload = q->payloads + i * (FU_PREFIX + u->payload_size + FU_SCRATCH) +
+			     FU_PREFIX;
+		e->scratch = e->payload + u->payload_size;
 		e->iov[0].iov_base = e->hdr;
 		e->iov[0].iov_len = sizeof(*e->hdr);
 		e->iov[1].iov_base = e->payload;
@@ -829,6 +842,16 @@ const void *front_uring_req_payload(const struct front_uring_req *req, size_t *r
 	return req->payload;
 }
 
+struct front_uring_req *front_uring_current_req(void)
+{
+	return fu_dispatching;
+}
+
+void *front_uring_req_scratch(struct front_uring_req *req)
+{
+	return req->scratch;
+}
+
 void *front_uring_reply_buf(struct front_uring_req *req, size_t *ret_cap)
 {
 	*ret_cap = req->q->u->payload_size;
@@ -844,7 +867,7 @@ void front_uring_reply(struct front_uring_req *e, int error, const void *data, s
 	if (error)
 		len = 0;
 	if (len && data != e->payload)
-		memcpy(e->payload, data, len);
+		memmove(e->payload, data, len);
 	fu_commit(e, error, len);
 }
 

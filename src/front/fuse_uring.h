@@ -95,7 +95,8 @@ struct front_uring_opts {
 	 * through fuse_session_process_buf() on the queue thread (the
 	 * payload in place, no copy), and what they answer with fuse_reply_*()
 	 * -- from any thread -- becomes the entry's reply (one copy into the
-	 * entry's buffer).  Opcodes other than lookup, getattr, setattr,
+	 * entry's buffer; none for data built in it: front_uring_req_of(),
+	 * front_uring_reply_buf()).  Opcodes other than lookup, getattr, setattr,
 	 * open(dir), read(dir), write, release(dir), fsync(dir), flush,
 	 * fallocate, access and statfs are answered ENOSYS.
 	 */
@@ -138,6 +139,22 @@ const void *front_uring_req_op_in(const struct front_uring_req *req);
 const void *front_uring_req_payload(const struct front_uring_req *req, size_t *ret_len);
 
 /*
+ * Inside a low-level operation that libfuse called for a ring request (no
+ * handler of the caller's), on the queue thread: that request's entry;
+ * NULL anywhere else (a /dev/fuse request, another thread, later).
+ */
+struct front_uring_req *front_uring_current_req(void);
+
+/*
+ * FRONT_URING_SCRATCH bytes (page aligned) that belong to @req from its
+ * arrival until its reply and that the kernel never touches: the caller's
+ * context for the request, so that answering it allocates nothing.  Not
+ * to be touched after the reply (the next request of the entry has it).
+ */
+#define FRONT_URING_SCRATCH 8192u
+void *front_uring_req_scratch(struct front_uring_req *req);
+
+/*
  * The entry's payload buffer (capacity in *@ret_cap), where a reply may be
  * built in place and then sent with front_uring_reply(req, 0, buf, len):
  * the write data (front_uring_req_payload) is in the same buffer, so only
@@ -147,7 +164,7 @@ void *front_uring_reply_buf(struct front_uring_req *req, size_t *ret_cap);
 
 /*
  * Answer @req: @error 0 with @len bytes of @data as the reply (copied
- * unless @data is the reply buffer; @len must be the opcode's exact reply
+ * unless @data is the reply buffer; @data may lie inside it; @len must be the opcode's exact reply
  * size, READ and READDIR may be shorter), or a positive errno.  @len must
  * not exceed the reply buffer.  From any thread; exactly once.
  */
