@@ -287,6 +287,9 @@ static void render_text(const struct status *s, GString *out)
 			       (unsigned long long)s->bs.hits, (unsigned long long)s->bs.misses,
 			       (unsigned long long)s->bs.evictions,
 			       (unsigned long long)s->bs.write_errors);
+	g_string_append_printf(out, "          around the cache: %s read, %s written\n",
+			       fm_format_size(s->bs.around_reads * s->block_size, s1, sizeof(s1)),
+			       fm_format_size(s->bs.around_writes * s->block_size, s2, sizeof(s2)));
 	g_string_append_printf(out, "  io:     %llu reads (%s), %llu writes (%s), %llu fsyncs, "
 			       "%llu fallocates, %llu errors\n",
 			       (unsigned long long)s->fs.reads,
@@ -454,6 +457,8 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "reads", s->bs.reads);
 	cli_json_int(b, "writes", s->bs.writes);
 	cli_json_int(b, "evictions", s->bs.evictions);
+	cli_json_int(b, "around_read_bytes", s->bs.around_reads * s->block_size);
+	cli_json_int(b, "around_write_bytes", s->bs.around_writes * s->block_size);
 	cli_json_int(b, "write_errors", s->bs.write_errors);
 	json_builder_end_object(b);
 
