@@ -58,6 +58,13 @@ enum fm_event_type {
 					   err); value: byte offset */
 	FM_EVENT_LEG_STALE,             /* leg: behind the array at assembly or re-add;
 					   value: 1 rebuilt wholly, 0 from the bitmap */
+	FM_EVENT_LEG_RECONNECTED,       /* leg: a remote leg failed by an I/O error
+					   (its server died, hung, or the network
+					   cut) reconnected by itself and re-added
+					   (no Remove, no Add); value: bytes its
+					   recovery copies (the regions written
+					   while it was away, or the whole image
+					   when rebuilt wholly); detail: which */
 	FM_EVENT__MAX
 };
 

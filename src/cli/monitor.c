@@ -164,7 +164,8 @@ int cmd_monitor(int argc, char **argv)
 	code = cli_parse_args("monitor", "[MOUNTPOINT...]",
 		"Report the state changes of mounted arrays as they happen, like\n"
 		"mdadm --monitor: a leg failed (Fail), removed (Remove), added (Add),\n"
-		"missing at start (DeviceDisappeared); DegradedArray, ArrayOptimal;\n"
+		"missing at start (DeviceDisappeared), a remote leg reconnected by\n"
+		"itself (LegReconnected); DegradedArray, ArrayOptimal;\n"
 		"RebuildStarted, RebuildFinished, RebuildInterrupted; ScrubStarted,\n"
 		"ScrubFinished (value: mismatched sectors); ReadErrorCorrected,\n"
 		"ChecksumError; WriteMostly; BadBlock; NewArray, UncleanStart, Stopped.\n"

@@ -199,6 +199,13 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 		msg = g_strdup_printf("%s: image: %s", mp, detail ? detail : "an I/O failed");
 		detail = NULL;
 		break;
+	case FM_EVENT_LEG_RECONNECTED:
+		g_ptr_array_add(f, g_strdup_printf("RESYNC_BYTES=%llu", v));
+		msg = g_strdup_printf("%s: remote leg %s (slot %d) reconnected; %s to copy (%s)",
+				      mp, leg, ev->leg, fm_format_size(ev->value, s, sizeof(s)),
+				      detail ? detail : "the regions written while it was away");
+		detail = NULL;
+		break;
 	case FM_EVENT_LEG_STALE:
 		msg = g_strdup_printf("%s: leg %s (slot %d) is behind the array: %s", mp, leg,
 				      ev->leg, detail ? detail : v ? "rebuilt wholly"

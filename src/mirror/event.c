@@ -34,6 +34,7 @@ static const char *const event_names[FM_EVENT__MAX] = {
 	[FM_EVENT_READ_ERROR] = "ReadError",
 	[FM_EVENT_IO_ERROR] = "IOError",
 	[FM_EVENT_LEG_STALE] = "LegStale",
+	[FM_EVENT_LEG_RECONNECTED] = "LegReconnected",
 };
 
 const char *fm_event_name(enum fm_event_type type)

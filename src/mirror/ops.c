@@ -52,7 +52,16 @@ static int check_writable(struct mirror *m, GError **err)
 	return 0;
 }
 
+/* As mirror_retire_leg(); @quiet: no Remove event (the leg is not leaving:
+ * a dead remote connection closed to be replaced by a new one). */
+static void retire_leg(struct mirror *m, unsigned i, bool forget, const char *why, bool quiet);
+
 void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *why)
+{
+	retire_leg(m, i, forget, why, false);
+}
+
+static void retire_leg(struct mirror *m, unsigned i, bool forget, const char *why, bool quiet)
 {
 	struct mirror_leg *leg = &m->legs[i];
 	struct dmio_dev *dev;
@@ -75,7 +84,8 @@ void mirror_retire_leg(struct mirror *m, unsigned i, bool forget, const char *wh
 	dev = leg->dev;
 	path = leg->path;
 	/* Reported while the slot still names the leg. */
-	mirror_event_locked(m, FM_EVENT_LEG_REMOVED, (int)i, 0, 0);
+	if (!quiet)
+		mirror_event_locked(m, FM_EVENT_LEG_REMOVED, (int)i, 0, 0);
 	leg->dev = NULL;
 	leg->path = NULL;
 	if (forget) {
@@ -218,6 +228,10 @@ static int open_readd(struct mirror *m, const char *path, struct dmio_dev **ret_
 	return slot;
 }
 
+/* add_leg_locked()'s flag beside MIRROR_ADD_*: the reconnection thread
+ * re-adds a remote leg (event LegReconnected instead of Add). */
+#define ADD_RECONNECT (1u << 31)
+
 /* Add @path in a slot and make it REBUILDING; the caller starts the
  * recovery.  admin_lock held. */
 static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, int replaces,
@@ -237,8 +251,9 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	if (r >= 0 && m->legs[r].dev && dmio_dev_is_remote(m->legs[r].dev) &&
 	    leg_state(&m->legs[r]) == FM_LEG_FAULTY) {
 		/* A remote leg whose connection is gone: its device is dead
-		 * for good; a new connection re-adds it (md's --re-add). */
-		mirror_retire_leg(m, (unsigned)r, false, "closed to reconnect");
+		 * for good; a new connection re-adds it (md's --re-add).  No
+		 * Remove: the leg does not leave, only its connection. */
+		retire_leg(m, (unsigned)r, false, "closed to reconnect", true);
 	}
 	if (r >= 0 && m->legs[r].dev) {
 		g_set_error(err, FM_MIRROR_ERROR, EEXIST, "leg %s: is already a leg of the "
@@ -332,7 +347,21 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 			m->nr_legs = (unsigned)slot + 1;
 			m->sb.nr_legs = m->nr_legs;
 		}
-		mirror_event_detail_locked(m, FM_EVENT_LEG_ADDED, slot, full, 0, "%s", note);
+		if (flags & ADD_RECONNECT) {
+			uint64_t bytes = m->image_size;
+
+			if (!full && m->bitmap) {
+				bytes = mbitmap_weight(m->bitmap) <<
+					(m->region_shift + FM_SECTOR_SHIFT);
+				if (bytes > m->image_size)
+					bytes = m->image_size;
+			}
+			mirror_event_detail_locked(m, FM_EVENT_LEG_RECONNECTED, slot, bytes, 0,
+						   "%s", note);
+		} else {
+			mirror_event_detail_locked(m, FM_EVENT_LEG_ADDED, slot, full, 0, "%s",
+						   note);
+		}
 		mirror_event_degraded_locked(m);
 	}
 	pthread_mutex_unlock(&m->state_lock);
@@ -389,7 +418,7 @@ int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError *
 		r = -ESTALE;
 		goto out;
 	}
-	r = add_leg_locked(m, uri, 0, -1, err);
+	r = add_leg_locked(m, uri, ADD_RECONNECT, -1, err);
 	if (r >= 0) {
 		r = mirror_sync_start_or_queue(m);
 		if (r < 0)

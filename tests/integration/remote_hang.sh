@@ -13,7 +13,8 @@
 #     attempts, where the default backoff would be 4000); the leg
 #     reconnects by itself once the server runs again;
 #   - the administrator's `fail` is not undone by itself; `add` re-adds it
-#     (only the regions written meanwhile are copied);
+#     (only the regions written meanwhile are copied); events: one
+#     LegReconnected (the hang), one Add (the administrator's), no Remove;
 #   - after umount, the remote leg's data area equals the local legs'.
 # The array is mounted from a config file whose legs= names the URI.
 source "$(dirname "$0")/lib.sh"
@@ -74,6 +75,11 @@ grep -q "bitmap" "$T/fm.out" || log "add said: $(cat "$T/fm.out")"
 fm_wait_leg_state "$T/mnt" "$URI" in_sync 30
 fm_wait_sync_idle "$T/mnt" 30
 assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the image's clients"
+# The hang's reconnection is a LegReconnected; the administrator's add an
+# Add; neither a Remove.
+v=$(fm_status_get "$T/mnt" .event_counts.LegReconnected); assert_eq "$v" 1 "LegReconnected events"
+v=$(fm_status_get "$T/mnt" .event_counts.Add); assert_eq "$v" 1 "Add events"
+v=$(fm_status_get "$T/mnt" .event_counts.Remove); assert_eq "$v" 0 "Remove events"
 
 fm_umount "$T/mnt"
 nbd_kill

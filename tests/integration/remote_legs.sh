@@ -14,7 +14,10 @@
 #     legs are in sync), the server is killed, 4 regions are written (one
 #     write straddles two), bitmap.set is 4; after the reconnection the
 #     recovery wrote 4 regions (4 MiB, resynced_regions 4), and the legs
-#     are equal after umount (so those 4 were the ones that differed).
+#     are equal after umount (so those 4 were the ones that differed);
+#   - the reconnections are events LegReconnected of their own (status
+#     event_counts; `monitor --json`: Fail, LegReconnected with slot 2 and
+#     value 4 MiB, RebuildStarted, RebuildFinished; no Remove, no Add).
 # remote_hang.sh: a hung server, the administrator's fail and add.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
@@ -59,9 +62,11 @@ read -r rc bytes errs < <(python3 - "$T/status.json" "$URI" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
+c = j["event_counts"]
+assert (c["LegReconnected"], c["Remove"], c["Add"]) == (1, 0, 0), c
 print(leg["reconnects"], j["sync"]["write_bytes"], j["io"]["errors"])
 PY
-)
+) || fail "status after the reconnection: $(cat "$T/status.json")"
 assert_eq "$rc" 1 "status: reconnects"
 assert_eq "$errs" 0 "errors returned to the image's clients"
 log "recovery after the cut: $bytes bytes"
@@ -83,6 +88,9 @@ nbd_start
 fm_mount -o bitmap_delay=50,cache_mode=writethrough,sync_speed_min=200M \
 	"$T/leg0" "$T/leg1" "$URI" "$T/mnt"
 fm_wait_status "$T/mnt" .bitmap.set 0 20
+"$FM" monitor --json "$T/mnt" >"$T/events.out" 2>"$T/monitor.err" &
+MON=$!
+fm_wait_status "$T/mnt" .monitors 1 30
 log "bitmap clear; killing nbdkit"
 nbd_kill
 # Regions 3, 10 and 11 (one write across their boundary), 40.
@@ -112,6 +120,18 @@ assert_eq "$rc" 1 "status: reconnects of the second mount"
 assert_eq "$bytes" $((4 << 20)) "bytes copied by the recovery"
 assert_eq "$regions" 4 "regions resynced by the recovery"
 fm_umount "$T/mnt"
+wait "$MON" || fail "monitor --json exited $?: $(cat "$T/monitor.err")"
+python3 - "$T/events.out" "$URI" <<'PY' || fail "monitor --json: $(cat "$T/events.out")"
+import json, sys
+evs = [json.loads(l) for l in open(sys.argv[1])]
+seen = [e for e in evs if e["event"] in
+        ("Fail", "Remove", "Add", "LegReconnected", "RebuildStarted", "RebuildFinished")]
+assert [e["event"] for e in seen] == \
+    ["Fail", "LegReconnected", "RebuildStarted", "RebuildFinished"], [e["event"] for e in seen]
+rc = seen[1]
+assert rc["leg"]["slot"] == 2 and rc["leg"]["path"] == sys.argv[2], rc
+assert rc["value"] == 4 << 20, rc
+PY
 nbd_kill
 assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
 log "ok"

@@ -908,6 +908,7 @@ START_TEST(test_event_names)
 		ck_assert_msg(g_hash_table_add(seen, (gpointer)n), "event %d: name %s twice", t, n);
 	}
 	ck_assert_str_eq(fm_event_name(FM_EVENT_LEG_FAILED), "Fail");
+	ck_assert_str_eq(fm_event_name(FM_EVENT_LEG_RECONNECTED), "LegReconnected");
 	ck_assert_str_eq(fm_event_name(FM_EVENT__MAX), "Unknown");
 	ck_assert_str_eq(fm_event_name((enum fm_event_type)-1), "Unknown");
 }
