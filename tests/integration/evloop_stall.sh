@@ -3,7 +3,7 @@
 #
 # Nothing blocks an event loop (issue 10, item 2; -o event_loop).
 # One leg is made slow (`inject --delay-writes`: every write piece in the
-# first half of the image lands 500 ms late), a small cache (cache_size=2M,
+# first half of the image lands 100 ms late), a small cache (cache_size=2M,
 # threads=2) is filled with dirty blocks there by 4 writers, so that every
 # new write into the cache must wait for the slow writeback.  Meanwhile:
 #   - reads of the other half (cached or not) are answered, every byte
@@ -30,7 +30,7 @@ fm_mount -o event_loop,cache_size=2M,threads=2,writeback_age=0 "$T/leg0" "$T/leg
 # The other half's data, on the legs before the slow disk starts.
 dd if="$T/b.data" of="$img" bs=1M seek=$((HALF >> 20)) oflag=direct conv=notrunc,fsync \
 	status=none
-fm_ok inject "$T/mnt" "$T/leg1" --delay-writes 500 --offset 0 --length "$HALF"
+fm_ok inject "$T/mnt" "$T/leg1" --delay-writes 100 --offset 0 --length "$HALF"
 
 wpids=()
 for i in 0 1 2 3; do
