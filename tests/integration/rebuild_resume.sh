@@ -3,7 +3,7 @@
 #
 # Rebuilds that outlive a stop, and add during a rebuild (issue 13 item 7),
 # through the daemon (sync_speed 256k while a stop must land in the middle of a rebuild,
-# 512k while an add must find one running, 1M after):
+# 1M while an add must find one running, 4M after):
 #   - `add MNT new` (full rebuild), umount after >= 1 MiB of it: examine
 #     shows new's slot rebuilding with recovery_offset > 0; mounted again
 #     (leg0 leg1 new), the rebuild resumes there: sync.total is the rest,
@@ -21,8 +21,8 @@ SIZE=$((8 << 20))
 mkdir "$T/mnt"
 fm_create --size "$SIZE" --region-size 1M "$T/leg0" "$T/leg1"
 slow=sync_speed_min=256k,sync_speed_max=256k
-mid=sync_speed_min=512k,sync_speed_max=512k
-fast=sync_speed_min=1M,sync_speed_max=1M
+mid=sync_speed_min=1M,sync_speed_max=1M
+fast=sync_speed_min=4M,sync_speed_max=4M
 fm_mount -o "$slow" "$T/leg0" "$T/leg1" "$T/mnt"
 img=$T/mnt/image
 dd if=/dev/urandom of="$img" bs=1M count=8 oflag=direct status=none || fail "write"
