@@ -282,6 +282,31 @@ static int G_GNUC_PRINTF(3, 4) sb_fail(GError **err, int code, const char *fmt, 
  * Version fields are not checked here (decode handles them before parsing).
  * Returns 0 or -EUCLEAN with a message in @err.
  */
+/*
+ * One optional metadata area of sb_check (checksum area, written-region
+ * map): NAME at OFFSET for LENGTH bytes, at least NEED, on 4 KiB boundaries,
+ * at or after AFTER (where WHAT_ENDS, "the bitmap (which ends" say, ends),
+ * ending before the data.  0 or -EUCLEAN with *err naming the field.
+ */
+static int sb_check_area(const struct fm_sb *sb, const char *name, uint64_t offset,
+			 uint64_t length, uint64_t need, uint64_t after, const char *what_ends,
+			 GError **err)
+{
+	if (offset < after || !FM_IS_ALIGNED(offset, (uint64_t)FM_PAGE_SIZE))
+		return sb_fail(err, EUCLEAN, "%s offset %" PRIu64 " is not a 4 KiB boundary "
+			       "after %s at %" PRIu64 ")", name, offset, what_ends, after);
+	if (length < need || !FM_IS_ALIGNED(length, (uint64_t)FM_PAGE_SIZE))
+		return sb_fail(err, EUCLEAN, "%s length %" PRIu64 " is not a multiple of 4096 "
+			       "of at least %" PRIu64 " bytes", name, length, need);
+	if (length > UINT64_MAX - offset)
+		return sb_fail(err, EUCLEAN, "%s length %" PRIu64 " is impossibly large", name,
+			       length);
+	if (sb->data_offset < offset + length)
+		return sb_fail(err, EUCLEAN, "data offset %" PRIu64 " overlaps the %s (which "
+			       "ends at %" PRIu64 ")", sb->data_offset, name, offset + length);
+	return 0;
+}
+
 static int sb_check(const struct fm_sb *sb, GError **err)
 {
 	uint64_t need, bitmap_end;
@@ -325,47 +350,18 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		if (sb->csum_block_size != FM_SB_CSUM_BLOCK_SIZE)
 			return sb_fail(err, EUCLEAN, "checksum block size %" PRIu32 " is not %u",
 				       sb->csum_block_size, FM_SB_CSUM_BLOCK_SIZE);
-		if (sb->csum_offset < bitmap_end ||
-		    !FM_IS_ALIGNED(sb->csum_offset, (uint64_t)FM_PAGE_SIZE))
-			return sb_fail(err, EUCLEAN, "checksum area offset %" PRIu64 " is not a "
-				       "4 KiB boundary after the bitmap (which ends at %" PRIu64 ")",
-				       sb->csum_offset, bitmap_end);
-		if (sb->csum_length < csum_need ||
-		    !FM_IS_ALIGNED(sb->csum_length, (uint64_t)FM_PAGE_SIZE))
-			return sb_fail(err, EUCLEAN, "checksum area length %" PRIu64 " is not a "
-				       "multiple of 4096 of at least %" PRIu64 " bytes",
-				       sb->csum_length, csum_need);
-		if (sb->csum_length > UINT64_MAX - sb->csum_offset)
-			return sb_fail(err, EUCLEAN, "checksum area length %" PRIu64
-				       " is impossibly large", sb->csum_length);
-		if (sb->data_offset < sb->csum_offset + sb->csum_length)
-			return sb_fail(err, EUCLEAN,
-				       "data offset %" PRIu64 " overlaps the checksum area (which "
-				       "ends at %" PRIu64 ")", sb->data_offset,
-				       sb->csum_offset + sb->csum_length);
+		if (sb_check_area(sb, "checksum area", sb->csum_offset, sb->csum_length,
+				  csum_need, bitmap_end, "the bitmap (which ends", err))
+			return -EUCLEAN;
 	}
 	if (sb->features & FM_SB_FEAT_WRITTEN_MAP) {
 		uint64_t after = (sb->features & FM_SB_FEAT_CHECKSUMS) ?
 				 sb->csum_offset + sb->csum_length : bitmap_end;
 
-		if (sb->written_offset < after ||
-		    !FM_IS_ALIGNED(sb->written_offset, (uint64_t)FM_PAGE_SIZE))
-			return sb_fail(err, EUCLEAN, "written-region map offset %" PRIu64 " is not "
-				       "a 4 KiB boundary after the bitmap and checksum areas (which "
-				       "end at %" PRIu64 ")", sb->written_offset, after);
-		if (sb->written_length < need ||
-		    !FM_IS_ALIGNED(sb->written_length, (uint64_t)FM_PAGE_SIZE))
-			return sb_fail(err, EUCLEAN, "written-region map length %" PRIu64 " is not "
-				       "a multiple of 4096 of at least %" PRIu64 " bytes",
-				       sb->written_length, need);
-		if (sb->written_length > UINT64_MAX - sb->written_offset)
-			return sb_fail(err, EUCLEAN, "written-region map length %" PRIu64
-				       " is impossibly large", sb->written_length);
-		if (sb->data_offset < sb->written_offset + sb->written_length)
-			return sb_fail(err, EUCLEAN,
-				       "data offset %" PRIu64 " overlaps the written-region map "
-				       "(which ends at %" PRIu64 ")", sb->data_offset,
-				       sb->written_offset + sb->written_length);
+		if (sb_check_area(sb, "written-region map", sb->written_offset,
+				  sb->written_length, need, after,
+				  "the bitmap and checksum areas (which end", err))
+			return -EUCLEAN;
 	}
 	if (sb->data_offset < bitmap_end)
 		return sb_fail(err, EUCLEAN,
