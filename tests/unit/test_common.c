@@ -40,7 +40,11 @@ END_TEST
 
 START_TEST(crc32c_hw_matches_sw_and_chains)
 {
-	enum { N = 4099 };
+	/* Lengths on both sides of the three-chain rounds (3 * 1360 bytes
+	 * each): none, one, two, three rounds, with and without a tail. */
+	static const size_t split_lens[] = { 4079, 4080, 4081, 4096, 4097, 8159, 8160, 8167,
+					     12240, 12247 };
+	enum { N = 12300 };
 	uint8_t *buf = malloc(N + 8);
 
 	srandom(42);
@@ -51,6 +55,13 @@ START_TEST(crc32c_hw_matches_sw_and_chains)
 		for (size_t len = 0; len < 64; len++)
 			ck_assert_uint_eq(fm_crc32c(0, buf + off, len),
 					  fm_crc32c_sw(0, buf + off, len));
+		for (size_t k = 0; k < G_N_ELEMENTS(split_lens); k++) {
+			ck_assert_uint_eq(fm_crc32c(0, buf + off, split_lens[k]),
+					  fm_crc32c_sw(0, buf + off, split_lens[k]));
+			/* a seed that is not 0 goes through the first chain */
+			ck_assert_uint_eq(fm_crc32c(0x12345678u, buf + off, split_lens[k]),
+					  fm_crc32c_sw(0x12345678u, buf + off, split_lens[k]));
+		}
 		uint32_t whole = fm_crc32c(0, buf + off, N);
 		uint32_t part = fm_crc32c(fm_crc32c(0, buf + off, 1000), buf + off + 1000, N - 1000);
 		ck_assert_uint_eq(whole, part);
