@@ -215,7 +215,12 @@ enum mirror_io_flags {
  * With a written-region map (FM_SB_FEAT_WRITTEN_MAP), a read that lies
  * wholly in regions never written (or wholly discarded since) is filled
  * with zeroes and completes before mirror_submit() returns, on the
- * submitting thread, without touching a leg.  The iovec array is copied; the memory it points to
+ * submitting thread, without touching a leg; a read across written and
+ * unwritten regions reads only the written part from a leg.  A read that
+ * no in-sync leg holds whole outside its bad-block list is read in runs of
+ * blocks, each from a leg whose copy is good.  A read served in such
+ * pieces may complete on the submitting thread (its last piece ended
+ * before mirror_submit() returned).  The iovec array is copied; the memory it points to
  * must stay valid (and unchanged, for a write) until completion.
  * At completion @err is 0, or -EIO when every leg failed a read or some leg
  * failed a write.  Never blocks (a write that overlaps one in flight is

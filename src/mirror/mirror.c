@@ -865,16 +865,48 @@ bool mirror_region_written(const struct mirror *m, uint64_t region)
 	return !m->bitmap || mbitmap_written(m->bitmap, region);
 }
 
-/* Is every region that [sector, sector + count) touches unwritten? */
-static bool range_unwritten(const struct mirror *m, uint64_t sector, uint64_t count)
+/* How a read of [sector, sector + count) is served (read_layout()). */
+enum read_layout {
+	READ_WHOLE,             /* one read from one leg */
+	READ_ZEROES,            /* every region it touches is unwritten */
+	READ_SPLIT,             /* in pieces (read_split()) */
+};
+
+/* Does every in-sync leg have a bad block in [sector, sector + count)
+ * (so that no leg can serve the whole read)? */
+static bool no_leg_whole(struct mirror *m, uint64_t sector, uint64_t count)
 {
-	if (!mirror_has_written_map(m))
+	if (!atomic_load_explicit(&m->nr_bad, memory_order_acquire))
 		return false;
-	for (uint64_t g = sector >> m->region_shift; g <= (sector + count - 1) >> m->region_shift;
-	     g++)
-		if (mbitmap_written(m->bitmap, g))
+	for (unsigned i = 0; i < m->nr_legs; i++)
+		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC &&
+		    !mirror_leg_bad(m, i, sector, count))
 			return false;
 	return true;
+}
+
+/* Written and unwritten regions, or bad blocks on every leg, in the range
+ * of a read: how to serve it; *@ret_by_bad: split at bad blocks. */
+static enum read_layout read_layout(struct mirror *m, uint64_t sector, uint64_t count,
+				    bool *ret_by_bad)
+{
+	bool written = true, unwritten = false;
+
+	*ret_by_bad = false;
+	if (mirror_has_written_map(m)) {
+		written = false;
+		for (uint64_t g = sector >> m->region_shift;
+		     g <= (sector + count - 1) >> m->region_shift; g++) {
+			if (mbitmap_written(m->bitmap, g))
+				written = true;
+			else
+				unwritten = true;
+		}
+		if (!written)
+			return READ_ZEROES;
+	}
+	*ret_by_bad = no_leg_whole(m, sector, count);
+	return unwritten || *ret_by_bad ? READ_SPLIT : READ_WHOLE;
 }
 
 bool mirror_whole_regions(uint64_t sector, uint64_t count, unsigned region_shift,
@@ -1808,34 +1840,206 @@ static int start_copy(struct mirror *m, enum mreq_op op, uint64_t sector, uint64
 }
 
 /*----------------------------------------------------------------*/
+/* Reads one leg cannot serve whole */
+
+/*
+ * A read is served in pieces (read_layout() says when):
+ *   - it touches regions never written and regions written (written-region
+ *     map): only the written runs are read from a leg, the rest of the
+ *     memory is zero-filled (what every leg holds there);
+ *   - no in-sync leg holds the whole range outside the bad-block list: it
+ *     is read in runs of 4 KiB blocks whose bad legs are the same, each
+ *     from a leg whose copy of the run is good (a run that every leg has
+ *     bad fails with EIO, as it would whole).
+ * Each piece is an ordinary read (read policy, failover, verification
+ * against checksums, repair); the client's end_io runs once, after the
+ * last piece, with the first error.
+ */
+struct read_split {
+	atomic_uint pending;            /* pieces in flight, + 1 while submitting */
+	atomic_int err;                 /* the first error of a piece */
+	mirror_end_io_fn end_io;
+	void *ctx;
+};
+
+static void split_put(struct read_split *s)
+{
+	if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
+		mirror_end_io_fn end_io = s->end_io;
+		void *ctx = s->ctx;
+		int err = atomic_load(&s->err);
+
+		free(s);
+		end_io(ctx, err);
+	}
+}
+
+static void split_piece_done(void *ctx, int err)
+{
+	struct read_split *s = ctx;
+	int none = 0;
+
+	if (err)
+		atomic_compare_exchange_strong(&s->err, &none, err);
+	split_put(s);
+}
+
+/* The elements of bytes [@off, @off + @len) of @iov into @out (NULL:
+ * count only); returns how many. */
+static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
+			  struct iovec *out)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < iovcnt && len; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > len)
+			l = len;
+		if (out)
+			out[n] = (struct iovec){ (char *)iov[i].iov_base + off, l };
+		n++;
+		len -= l;
+		off = 0;
+	}
+	return n;
+}
+
+static void iov_zero(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len)
+{
+	for (unsigned i = 0; i < iovcnt && len; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > len)
+			l = len;
+		memset((char *)iov[i].iov_base + off, 0, l);
+		len -= l;
+		off = 0;
+	}
+}
+
+#define PIECE_ZERO UINT64_MAX   /* class of an unwritten stretch */
+#define BAD_SECTORS (FM_SB_BAD_BLOCK_SIZE >> FM_SECTOR_SHIFT)
+
+/* The class of the stretch at @sector: PIECE_ZERO (unwritten), else with
+ * @by_bad the legs whose copy of its block is bad (0 without); and in
+ * *@ret_end where the stretch of that class can end at the latest. */
+static uint64_t piece_class(struct mirror *m, uint64_t sector, uint64_t end, bool by_bad,
+			    uint64_t *ret_end)
+{
+	uint64_t g = sector >> m->region_shift, next = (g + 1) << m->region_shift, cls = 0;
+
+	if (!mirror_has_written_map(m))
+		next = end;
+	if (mirror_has_written_map(m) && !mbitmap_written(m->bitmap, g)) {
+		cls = PIECE_ZERO;
+	} else if (by_bad) {
+		uint64_t blk_end = (sector / BAD_SECTORS + 1) * BAD_SECTORS;
+
+		if (blk_end < next)
+			next = blk_end;
+		for (unsigned i = 0; i < m->nr_legs; i++)
+			if (mirror_leg_bad(m, i, sector, 1))
+				cls |= 1ull << i;
+	}
+	*ret_end = next < end ? next : end;
+	return cls;
+}
+
+static struct mreq *mreq_new(struct mirror *m, enum mreq_op op, uint64_t sector,
+			     uint64_t count, unsigned iovcnt, unsigned flags,
+			     mirror_end_io_fn end_io, void *ctx);
+static int issue_read(struct mreq *r);
+
+/* Serve read [@sector, + @count) into @iov in pieces (see above).  Returns
+ * 0 (end_io called once, maybe already) or -errno when no piece started
+ * (end_io not called). */
+static int read_split(struct mirror *m, uint64_t sector, uint64_t count,
+		      const struct iovec *iov, unsigned iovcnt, unsigned flags, bool by_bad,
+		      mirror_end_io_fn end_io, void *ctx)
+{
+	struct read_split *s = malloc(sizeof(*s));
+	uint64_t end = sector + count, at = sector;
+	unsigned started = 0;
+	int first_err = 0;
+
+	if (!s)
+		return -ENOMEM;
+	atomic_init(&s->pending, 1);
+	atomic_init(&s->err, 0);
+	s->end_io = end_io;
+	s->ctx = ctx;
+	while (at < end) {
+		uint64_t lim, cls = piece_class(m, at, end, by_bad, &lim), to = lim;
+		size_t off = (at - sector) << FM_SECTOR_SHIFT, len;
+		struct mreq *r;
+		int ret;
+
+		while (to < end) {
+			uint64_t lim2;
+
+			if (piece_class(m, to, end, by_bad, &lim2) != cls)
+				break;
+			to = lim2;
+		}
+		len = (to - at) << FM_SECTOR_SHIFT;
+		if (cls == PIECE_ZERO) {
+			iov_zero(iov, iovcnt, off, len);
+			at = to;
+			continue;
+		}
+		r = mreq_new(m, MREQ_READ, at, to - at, iov_slice(iov, iovcnt, off, len, NULL),
+			     flags, split_piece_done, s);
+		ret = -ENOMEM;
+		if (r) {
+			iov_slice(iov, iovcnt, off, len, r->iov);
+			atomic_fetch_add(&s->pending, 1);
+			ret = issue_read(r);
+			if (ret < 0) {
+				atomic_fetch_sub(&s->pending, 1);
+				mreq_free(r);
+			}
+		}
+		if (ret < 0) {
+			if (!first_err)
+				first_err = ret;
+		} else {
+			started++;
+		}
+		at = to;
+	}
+	if (first_err && !started) {
+		/* Nothing in flight: the caller gets the error. */
+		free(s);
+		return first_err;
+	}
+	split_piece_done(s, first_err);
+	return 0;
+}
+
+/*----------------------------------------------------------------*/
 /* Entry points */
 
-static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
-			 uint64_t count, const struct iovec *iov, unsigned iovcnt,
-			 unsigned flags, mirror_end_io_fn end_io, void *ctx)
+/* A request with its fields reset and room for @iovcnt iovecs (not
+ * filled); NULL when out of memory. */
+static struct mreq *mreq_new(struct mirror *m, enum mreq_op op, uint64_t sector,
+			     uint64_t count, unsigned iovcnt, unsigned flags,
+			     mirror_end_io_fn end_io, void *ctx)
 {
-	uint64_t image_sectors = m->image_size >> FM_SECTOR_SHIFT;
-	struct mreq *r;
+	struct mreq *r = mreq_alloc(m);
 
-	if (count > image_sectors || sector > image_sectors - count)
-		return -ENOSPC;
-	if (op != MREQ_READ && (m->readonly || !atomic_load(&m->in_use)))
-		return -EROFS;
-	if (m->csum && !mcsum_aligned(sector, count))
-		return -EINVAL;
-	if (op == MREQ_READ && count && range_unwritten(m, sector, count)) {
-		/* Never written (or discarded since): zeroes, no leg touched. */
-		for (unsigned i = 0; i < iovcnt; i++)
-			memset(iov[i].iov_base, 0, iov[i].iov_len);
-		MIRROR_STAT_ADD(m->reads, 1);
-		MIRROR_STAT_ADD(m->read_bytes, count << FM_SECTOR_SHIFT);
-		MIRROR_STAT_ADD(m->unwritten_reads, 1);
-		end_io(ctx, 0);
-		return 0;
-	}
-	r = mreq_alloc(m);
 	if (!r)
-		return -ENOMEM;
+		return NULL;
 	r->m = m;
 	r->op = op;
 	r->flags = flags;
@@ -1856,13 +2060,55 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	r->iovcnt = iovcnt;
 	r->iov = r->iov_inline;
 	if (iovcnt > MIRROR_INLINE_IOVS) {
-		r->iov = malloc(iovcnt * sizeof(*iov));
+		r->iov = malloc(iovcnt * sizeof(*r->iov));
 		if (!r->iov) {
 			r->iov = r->iov_inline;
 			mreq_free(r);
-			return -ENOMEM;
+			return NULL;
 		}
 	}
+	return r;
+}
+
+static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
+			 uint64_t count, const struct iovec *iov, unsigned iovcnt,
+			 unsigned flags, mirror_end_io_fn end_io, void *ctx)
+{
+	uint64_t image_sectors = m->image_size >> FM_SECTOR_SHIFT;
+	struct mreq *r;
+
+	if (count > image_sectors || sector > image_sectors - count)
+		return -ENOSPC;
+	if (op != MREQ_READ && (m->readonly || !atomic_load(&m->in_use)))
+		return -EROFS;
+	if (m->csum && !mcsum_aligned(sector, count))
+		return -EINVAL;
+	if (op == MREQ_READ && count) {
+		bool by_bad;
+
+		switch (read_layout(m, sector, count, &by_bad)) {
+		case READ_ZEROES:
+			/* Never written (or discarded since): zeroes, no leg
+			 * touched. */
+			for (unsigned i = 0; i < iovcnt; i++)
+				memset(iov[i].iov_base, 0, iov[i].iov_len);
+			MIRROR_STAT_ADD(m->reads, 1);
+			MIRROR_STAT_ADD(m->read_bytes, count << FM_SECTOR_SHIFT);
+			MIRROR_STAT_ADD(m->unwritten_reads, 1);
+			end_io(ctx, 0);
+			return 0;
+		case READ_SPLIT:
+			MIRROR_STAT_ADD(m->reads, 1);
+			MIRROR_STAT_ADD(m->read_bytes, count << FM_SECTOR_SHIFT);
+			return read_split(m, sector, count, iov, iovcnt, flags, by_bad, end_io,
+					  ctx);
+		case READ_WHOLE:
+			break;
+		}
+	}
+	r = mreq_new(m, op, sector, count, iovcnt, flags, end_io, ctx);
+	if (!r)
+		return -ENOMEM;
 	if (iovcnt)
 		memcpy(r->iov, iov, iovcnt * sizeof(*iov));
 

@@ -1087,7 +1087,7 @@ START_TEST(test_bad_block_keeps_leg)
 	struct mirror_leg_stats ls;
 	struct mirror_status ms;
 	struct fm_sb sb;
-	uint64_t reads1;
+	uint64_t reads1, reads_of[2];
 	GError *err = NULL;
 
 	FX_SEED();
@@ -1146,6 +1146,36 @@ START_TEST(test_bad_block_keeps_leg)
 	leg_stats(1, &ls);
 	ck_assert_uint_eq(ls.bad_blocks, 0);
 	fx_check_read(0, 4 * REGION);
+
+	/* A bad block on each leg, 16 KiB apart: no leg can serve a read
+	 * across both whole, yet every block has a good copy; it is read in
+	 * pieces, each from a leg whose copy is good (not EIO). */
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f, &err), err, "inject leg 1");
+	fx_write_random(off, 4096);
+	f.sector = (off + 16 * KiB) / SECTOR;
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject leg 0");
+	fx_write_random(off + 16 * KiB, 4096);
+	for (unsigned i = 0; i < 2; i++) {
+		leg_stats(i, &ls);
+		ck_assert_msg(ls.bad_blocks == 1 && ls.state == FM_LEG_IN_SYNC,
+			      "leg %u: %" PRIu64 " bad blocks, state %u", i, ls.bad_blocks,
+			      ls.state);
+		reads_of[i] = ls.reads;
+	}
+	fx_check_read(off - 8 * KiB, 64 * KiB);
+	for (unsigned i = 0; i < 2; i++) {
+		leg_stats(i, &ls);
+		ck_assert_msg(ls.reads > reads_of[i], "leg %u served no piece", i);
+		ck_assert_uint_eq(ls.read_errors, 0);
+	}
+	fx_check_read(off, 20 * KiB);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], NULL, &err), err, "clear leg 0");
+	admin_ok(mirror_inject(fx.m, fx.legs[1], NULL, &err), err, "clear leg 1");
+	fx_write_random(off, 20 * KiB);
+	for (unsigned i = 0; i < 2; i++) {
+		leg_stats(i, &ls);
+		ck_assert_uint_eq(ls.bad_blocks, 0);
+	}
 
 	/* More bad blocks than a leg may have: it fails; the write does not. */
 	f.sector = 2 * REGION / SECTOR;

@@ -50,6 +50,18 @@ static uint64_t leg_reads(void)
 	return n;
 }
 
+static uint64_t leg_read_bytes(void)
+{
+	struct mirror_leg_stats ls;
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		leg_stats(i, &ls);
+		n += ls.read_bytes;
+	}
+	return n;
+}
+
 static struct mirror_status status(void)
 {
 	struct mirror_status ms;
@@ -78,7 +90,7 @@ START_TEST(test_written_new_array)
 {
 	struct mirror_status ms;
 	uint8_t *buf = fx_buf(REGION);
-	uint64_t reads;
+	uint64_t reads, bytes;
 
 	FX_SEED();
 	fx_name_legs(2);
@@ -115,9 +127,39 @@ START_TEST(test_written_new_array)
 	reads = leg_reads();
 	fx_check_read(2 * REGION, REGION);
 	ck_assert_uint_gt(leg_reads(), reads);
-	/* A read across written and unwritten regions reads a leg (zeroes
-	 * there, as everywhere unwritten). */
+	/* A read across an unwritten and a written region reads only the
+	 * written part from a leg: the unwritten part is zeroes although
+	 * the legs hold a pattern there; and the other way round, and a
+	 * written run between two unwritten ones. */
+	scribble_legs(REGION, REGION);
+	scribble_legs(3 * REGION, REGION);
+	bytes = leg_read_bytes();
 	fx_check_read(REGION + REGION / 2, REGION);
+	ck_assert_uint_eq(leg_read_bytes() - bytes, REGION / 2);
+	bytes = leg_read_bytes();
+	fx_check_read(2 * REGION + REGION / 4, REGION);
+	ck_assert_uint_eq(leg_read_bytes() - bytes, 3 * REGION / 4);
+	bytes = leg_read_bytes();
+	fx_check_read(REGION + 4096, 2 * REGION);
+	ck_assert_uint_eq(leg_read_bytes() - bytes, REGION);
+	/* The same through three iovecs whose ends are not the regions'. */
+	{
+		struct iovec iov[3] = { { buf, 3 * 512 },
+					{ buf + 3 * 512, REGION / 2 },
+					{ buf + 3 * 512 + REGION / 2, REGION / 2 - 3 * 512 } };
+		struct io *io;
+
+		memset(buf, 0x5c, REGION);
+		ck_assert_int_eq(fx_submit(fx.m, MIRROR_OP_READ, (REGION + REGION / 2) / SECTOR,
+					   iov, 3, 0, &io), 0);
+		ck_assert_int_eq(io_wait(io), 0);
+		fm_assert_bytes_eq(buf, fx.model + REGION + REGION / 2, REGION, "three iovecs");
+	}
+	ck_assert_uint_eq(status().unwritten_reads, 1);
+	memset(buf, 0, REGION);
+	for (uint64_t r = 1; r <= 3; r += 2)
+		for (unsigned i = 0; i < fx.nlegs; i++)
+			fm_test_write_file(fx.legs[i], fx.data_offset + r * REGION, buf, REGION);
 	/* More writes into it: the map is not rewritten. */
 	fx_write_random(2 * REGION, REGION);
 	fx_check_legs(0, IMG);
