@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,12 @@ static void harden_process(void)
 		fm_info("PR_SET_IO_FLUSHER not available: %s", strerror(errno));
 	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
 		fm_info("mlockall failed: %s", strerror(errno));
+	/* One malloc arena (before any thread starts): the request paths
+	 * allocate nothing once warm, so there is no contention to spread,
+	 * and each extra arena kept the memory freed into it resident (and
+	 * locked): with cache_size=64M, peak RSS was 221 MiB, 123 with one. */
+	if (!mallopt(M_ARENA_MAX, 1))
+		fm_info("mallopt(M_ARENA_MAX) failed");
 }
 
 /* systemd's STATUS= line (daemon_status_fn): "active, 2 of 2 legs in sync",
