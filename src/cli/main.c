@@ -25,10 +25,23 @@
 /*----------------------------------------------------------------*/
 /* create */
 
+/* --OPT=yes|no of create into *@ret (untouched when @s is NULL). */
+static bool parse_yes_no(const char *opt, const char *s, bool *ret)
+{
+	if (!s)
+		return true;
+	if (strcmp(s, "yes") && strcmp(s, "no")) {
+		cli_error("create: --%s=%s: expected yes or no", opt, s);
+		return false;
+	}
+	*ret = !strcmp(s, "yes");
+	return true;
+}
+
 int cmd_create(int argc, char **argv)
 {
 	g_autofree char *size_s = NULL, *region_s = NULL, *bs_s = NULL, *name = NULL;
-	g_autofree char *csum_s = NULL;
+	g_autofree char *csum_s = NULL, *wmap_s = NULL;
 	gboolean force = FALSE;
 	g_auto(GStrv) legs = NULL, wm = NULL;
 	GOptionEntry entries[] = {
@@ -45,6 +58,10 @@ int cmd_create(int argc, char **argv)
 		{ "checksums", 0, 0, G_OPTION_ARG_STRING, &csum_s,
 		  "yes (default): a crc32c of every 4 KiB block, verified on every read "
 		  "(1 MiB of memory per GiB of image; at most 4 TiB); no: none", "yes|no" },
+		{ "written-map", 0, 0, G_OPTION_ARG_STRING, &wmap_s,
+		  "yes (default): track the regions written since create (create writes no "
+		  "data, reads of the others are zeroes from no leg); no: every region counts "
+		  "as written, and create zeroes the legs' whole data areas", "yes|no" },
 		{ "write-mostly", 'W', 0, G_OPTION_ARG_FILENAME_ARRAY, &wm,
 		  "Flag LEG (one of the legs; repeatable) write-mostly: it is read only when "
 		  "no other leg can serve (a slow or remote leg)", "LEG" },
@@ -52,6 +69,7 @@ int cmd_create(int argc, char **argv)
 	};
 	g_autoptr(GError) err = NULL;
 	struct mirror_format_opts o = { 0 };
+	bool wmap = true;
 	uint8_t uuid[16];
 	char u[37];
 	uint64_t v;
@@ -59,8 +77,10 @@ int cmd_create(int argc, char **argv)
 
 	code = cli_parse_args("create", "LEG...",
 		"Write a new array's superblocks on LEG... (existing regular files, paths\n"
-		"to create as sparse files, or block devices).  All legs start equal: their\n"
-		"data areas are discarded or zeroed, so no initial copy is needed.\n"
+		"to create as sparse files, or block devices).  All legs start equal, so no\n"
+		"initial copy is needed: with the written-region map (the default) no region\n"
+		"is written yet, and reads of them are zeroes from no leg; with\n"
+		"--written-map=no the legs' data areas are discarded or zeroed.\n"
 		"A leg given to --write-mostly (as written among LEG...) is read only when\n"
 		"no other in-sync leg can serve the read (md's --write-mostly).\n"
 		"\n"
@@ -90,16 +110,10 @@ int cmd_create(int argc, char **argv)
 		o.block_size = (uint32_t)v;
 	}
 	o.checksums = true;
-	if (csum_s) {
-		if (!strcmp(csum_s, "yes")) {
-			o.checksums = true;
-		} else if (!strcmp(csum_s, "no")) {
-			o.checksums = false;
-		} else {
-			cli_error("create: --checksums=%s: expected yes or no", csum_s);
-			return FM_EXIT_USAGE;
-		}
-	}
+	if (!parse_yes_no("checksums", csum_s, &o.checksums) ||
+	    !parse_yes_no("written-map", wmap_s, &wmap))
+		return FM_EXIT_USAGE;
+	o.no_written_map = !wmap;
 	for (char **w = wm; w && *w; w++) {
 		unsigned k = 0;
 

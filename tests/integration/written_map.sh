@@ -20,7 +20,10 @@
 #   - kill -9 of the daemon while fm_crashwriter writes (fsync'd, journalled)
 #     into never-written regions: after the remount every acknowledged
 #     write reads back (fm_crashwriter verify), the regions it touched are
-#     written, and after the umount the three legs are identical.
+#     written, and after the umount the three legs are identical;
+#   - `create --written-map=no` over legs full of old bytes: no map
+#     (examine, status: not tracked), the legs' data areas are emptied
+#     (they read as zeroes, from the legs); --written-map=maybe is refused.
 source "$(dirname "$0")/lib.sh"
 cd "$T" || fail "cannot cd to $T"
 
@@ -177,4 +180,23 @@ for r in sorted(written):
         if d != data[0]:
             sys.exit(f"{leg}: region {r} differs from {legs[0]}")
 PY
+log "create --written-map=no: no map, the legs are emptied"
+rc=0
+fm create --written-map=maybe --size 16M "$T/n0" "$T/n1" >/dev/null 2>"$T/err" || rc=$?
+assert_eq "$rc" 2 "exit status of create --written-map=maybe"
+grep -q -- "--written-map=maybe: expected yes or no" "$T/err" ||
+	fail "create --written-map=maybe: message: $(cat "$T/err")"
+[[ ! -e $T/n0 ]] || fail "a refused create made $T/n0"
+head -c $((20 << 20)) /dev/urandom >"$T/n0"
+cp "$T/n0" "$T/n1"
+fm_create --written-map=no --force --size 16M --region-size 1M "$T/n0" "$T/n1"
+assert_eq "$(fm_examine_json "$T/n0" | python3 -c '
+import json, sys; print(json.load(sys.stdin)["legs"][0]["written_map"])')" False "examine written_map"
+mkdir "$T/mnt2"
+fm_mount "$T/n0" "$T/n1" "$T/mnt2"
+assert_eq "$(fm_status_get "$T/mnt2" .written.tracked)" false "status written.tracked"
+dd if="$T/mnt2/image" bs=1M iflag=direct status=none | cmp -s - <(head -c $((16 << 20)) /dev/zero) ||
+	fail "the image of a --written-map=no array does not read as zeroes"
+assert_eq "$(fm_status_get "$T/mnt2" .written.unwritten_reads)" 0 "reads answered without a leg"
+fm_umount "$T/mnt2"
 log "ok ($SECONDS s)"
