@@ -256,12 +256,20 @@ static void render_text(const struct status *s, GString *out)
 				       (unsigned long long)ls->corrected,
 				       (unsigned long long)ls->write_errors,
 				       (unsigned long long)ls->checksum_errors);
-		if (ls->remote)
+		if (ls->remote && ls->reconnecting && !ls->connected)
+			g_string_append_printf(out, "       remote: disconnected, reconnecting (%u "
+					       "failed attempts, the next %u.%03u s after the "
+					       "last), round trip %llu.%03llu ms, %llu reconnects\n",
+					       ls->reconnect_attempts,
+					       ls->reconnect_delay_ms / 1000,
+					       ls->reconnect_delay_ms % 1000,
+					       (unsigned long long)(ls->rtt_us / 1000),
+					       (unsigned long long)(ls->rtt_us % 1000),
+					       (unsigned long long)ls->reconnects);
+		else if (ls->remote)
 			g_string_append_printf(out, "       remote: %s, round trip %llu.%03llu ms, "
 					       "%llu reconnects\n",
-					       ls->connected ? "connected" :
-					       ls->reconnecting ? "disconnected, reconnecting" :
-					       "disconnected",
+					       ls->connected ? "connected" : "disconnected",
 					       (unsigned long long)(ls->rtt_us / 1000),
 					       (unsigned long long)(ls->rtt_us % 1000),
 					       (unsigned long long)ls->reconnects);

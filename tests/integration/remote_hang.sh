@@ -59,6 +59,8 @@ two_attempts() {
 }
 fm_wait_for "2 failed reconnection attempts" 20 two_attempts
 v=$(fm_leg_get "$T/mnt" "$URI" reconnect_delay_ms); assert_eq "$v" 1000 "status: reconnect_delay_ms"
+fm_ok status "$T/mnt" | grep -q "remote: disconnected, reconnecting ([0-9]* failed attempts, the next 1.000 s after the last)" ||
+	fail "status text lacks the reconnection attempts: $(cat "$T/fm.out")"
 kill -CONT "$NBD_PID"
 fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
 fm_wait_sync_idle "$T/mnt" 30
