@@ -133,22 +133,31 @@ static uint64_t now_ns(void)
 /*----------------------------------------------------------------*/
 /* Open and close (blocking; never on a hot-path thread) */
 
-/* nbd_connect_uri() with a deadline: the aio connect, polled here.
- * 0, -1 (libnbd's error), or -ETIMEDOUT. */
-/* Large socket buffers (best effort: SO_SNDBUFFORCE needs CAP_NET_ADMIN;
- * SO_SNDBUF is capped at net.core.wmem_max). */
+/*
+ * Large socket buffers, best effort.  A unix socket has no autotuning:
+ * SO_SNDBUFFORCE (CAP_NET_ADMIN), else SO_SNDBUF (capped at
+ * net.core.wmem_max; its receive side is accounted to the sender).  A TCP
+ * socket's autotuning grows its buffers up to tcp_wmem/tcp_rmem's maximum
+ * (4/6 MiB by default) and any SO_SNDBUF/SO_RCVBUF switches it off: only
+ * the forced 8 MiB (twice that, as the kernel counts) is sure to be larger,
+ * so without the capability TCP keeps its autotuning.
+ */
 static void grow_socket_buffers(struct nbd_handle *h)
 {
-	int fd = nbd_aio_get_fd(h), v = NBD_SOCK_BUF;
+	int fd = nbd_aio_get_fd(h), v = NBD_SOCK_BUF, domain = -1;
+	socklen_t len = sizeof(domain);
 
 	if (fd < 0)
 		return;
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
+	(void)getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0 && domain == AF_UNIX)
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
-		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	if (domain != AF_UNIX)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v));
 }
 
+/* nbd_connect_uri() with a deadline: the aio connect, polled here.
+ * 0, -1 (libnbd's error), or -ETIMEDOUT. */
 static int connect_with_timeout(struct nbd_handle *h, const char *uri, unsigned timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;

@@ -428,6 +428,13 @@ START_TEST(test_other_servers)
 	}
 	dev = open_remote();
 	ck_assert_uint_eq(dmio_dev_size(dev), SRV_SIZE);
+	if (_i == 0 && geteuid() == 0) {
+		struct dmio_remote_stats st;
+
+		/* TCP: forced past the autotuning's maximum (root only). */
+		ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
+		ck_assert_uint_ge(st.sndbuf, 8u << 20);
+	}
 	fm_rng_seed(&rng, fm_test_seed_for("nbd_other", _i));
 	fm_rng_fill(&rng, wbuf, MiB);
 	where = (struct dmio_region){ dev, 1, MiB / 512 };
