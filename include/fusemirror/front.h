@@ -130,6 +130,7 @@ const char *front_image_path(const struct front *f);
 
 struct front_stats {
 	uint64_t reads, writes, fsyncs, fallocates;
+	uint64_t flushes;               /* FUSE flushes (one per close()) */
 	uint64_t read_bytes, write_bytes;
 	uint64_t errors;                /* requests answered with an error */
 	uint64_t handoffs;              /* event loops and io_uring queues: work

@@ -477,6 +477,7 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_int(b, "read_bytes", s->fs.read_bytes);
 	cli_json_int(b, "write_bytes", s->fs.write_bytes);
 	cli_json_int(b, "fsyncs", s->fs.fsyncs);
+	cli_json_int(b, "flushes", s->fs.flushes);
 	cli_json_int(b, "fallocates", s->fs.fallocates);
 	cli_json_int(b, "errors", s->fs.errors);
 	cli_json_int(b, "leg_read_retries", s->mst.read_retries);

@@ -111,7 +111,7 @@ struct front {
 	unsigned uring_depth;
 
 	atomic_long inflight;
-	atomic_ullong reads, writes, fsyncs, fallocates, read_bytes, write_bytes, errors;
+	atomic_ullong reads, writes, fsyncs, flushes, fallocates, read_bytes, write_bytes, errors;
 
 	/* Event loops (front_opts.event_loop; see "Event loops" below). */
 	bool event_loop;
@@ -154,7 +154,7 @@ static void front_rbuf_release(struct front_rbuf *b);
 /* Work an event loop must not do itself, for the slow pool's threads. */
 enum front_slow_kind {
 	SLOW_WRITE,             /* write_range() [off, off + size) from src, then ctx */
-	SLOW_FLUSH,             /* fsync/flush of req */
+	SLOW_FSYNC,             /* fsync of req */
 	SLOW_FALLOCATE,         /* fallocate of req: mode, [off, off + size) */
 	SLOW_READ_ISSUE,        /* read ctx: issue its blocks from block off on */
 };
@@ -993,7 +993,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	fuse_reply_write(req, size);
 }
 
-static void do_flush(fuse_req_t req)
+/* fsync: every write answered before it reaches every healthy leg's
+ * stable storage.  May wait (the slow pool's work on a loop). */
+static void do_fsync(fuse_req_t req)
 {
 	struct front *f = req_front(req);
 	int r = 0;
@@ -1003,26 +1005,43 @@ static void do_flush(fuse_req_t req)
 		r = bufio_write_dirty_buffers(f->c);
 	/* The client hears EIO; the legs' failures are the mirror's events. */
 	if (r < 0)
-		fm_debug("front: flush failed: %s", strerror(-r));
+		fm_debug("front: fsync failed: %s", strerror(-r));
 	reply_err(f, req, r < 0 ? EIO : 0);
 }
 
+/*
+ * FLUSH, sent by the kernel on every close() of the image (a direct_io
+ * file: it has no pages of its own to write first).  close() promises no
+ * durability -- fsync does, and that is what a loop device sends for a
+ * REQ_PREFLUSH and qemu for a guest's flush -- so a flush only starts
+ * writing back what is dirty, without waiting, and is answered at once on
+ * the thread that read it: nothing to do when nothing is dirty, no leg
+ * flush, no hand-off from an event loop.  A write-back error is kept for
+ * the next fsync, which reports it.
+ */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct front *f = req_front(req);
+
 	(void)ino;
 	(void)fi;
-	if (front_on_loop()) {
-		atomic_fetch_add(&req_front(req)->inflight, 1);
-		front_slow(req_front(req), &(struct front_job){ .kind = SLOW_FLUSH, .req = req });
-		return;
-	}
-	do_flush(req);
+	FRONT_STAT_ADD(f, flushes, 1);
+	if (!f->readonly)
+		bufio_write_dirty_buffers_async(f->c);
+	reply_err(f, req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	op_flush(req, ino, fi);
+	(void)ino;
 	(void)datasync;
+	(void)fi;
+	if (front_on_loop()) {
+		atomic_fetch_add(&req_front(req)->inflight, 1);
+		front_slow(req_front(req), &(struct front_job){ .kind = SLOW_FSYNC, .req = req });
+		return;
+	}
+	do_fsync(req);
 }
 
 /*
@@ -1337,8 +1356,8 @@ static void slow_run(gpointer data, gpointer user_data)
 		wc = job->ctx;
 		write_part_done(wc, write_range(f, job->off, job->size, job->src));
 		break;
-	case SLOW_FLUSH:
-		do_flush(job->req);
+	case SLOW_FSYNC:
+		do_fsync(job->req);
 		front_req_end(f);
 		break;
 	case SLOW_FALLOCATE:
@@ -2007,6 +2026,7 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->reads = atomic_load(&f->reads);
 	s->writes = atomic_load(&f->writes);
 	s->fsyncs = atomic_load(&f->fsyncs);
+	s->flushes = atomic_load(&f->flushes);
 	s->fallocates = atomic_load(&f->fallocates);
 	s->read_bytes = atomic_load(&f->read_bytes);
 	s->write_bytes = atomic_load(&f->write_bytes);

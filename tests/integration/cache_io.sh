@@ -6,7 +6,9 @@
 #     close), its bytes are on both legs' files (read with O_DIRECT at
 #     data_offset + offset) and nothing is dirty in the cache;
 #   - writeback (writeback_age=0): a write returns with the data dirty in
-#     the cache; after fsync it is on both legs;
+#     the cache; after fsync it is on both legs; close() (FUSE flush, no
+#     fsync) starts writing the dirty blocks back: soon on both legs, with
+#     no fsync counted and (event loops) nothing given to the slow pool;
 #   - unaligned I/O with dd (bs=777, 4097, 1, 1M at odd offsets,
 #     overlapping, conv=notrunc), compared with a reference file, and
 #     unaligned reads with skip;
@@ -49,7 +51,7 @@ readcmp() {
 # back and would hide the difference between the modes.
 durability() {
 	python3 - "$1" "$img" "$T/mnt" "$FM" "$T" "$T/leg0" "$T/leg1" <<'PY'
-import json, mmap, os, struct, subprocess, sys
+import json, mmap, os, struct, subprocess, sys, time
 mode, img, mnt, fm, tmp, *legs = sys.argv[1:]
 
 WRITER = r"""
@@ -63,6 +65,10 @@ for line in sys.stdin:
         print("ok", n, flush=True)
     elif cmd[0] == "s":
         os.fsync(fd)
+        print("ok", flush=True)
+    elif cmd[0] == "c":
+        os.close(fd)
+        fd = os.open(sys.argv[1], os.O_RDWR)
         print("ok", flush=True)
 os.close(fd)
 """
@@ -85,9 +91,12 @@ def pwrite(data, off):
     if n != len(data):
         sys.exit(f"{mode}: write of {len(data)} bytes at {off} returned {n}")
 
-def dirty():
+def status():
     out = subprocess.run([fm, "status", "--json", mnt], check=True, capture_output=True).stdout
-    j = json.loads(out)
+    return json.loads(out)
+
+def dirty():
+    j = status()
     return j["cache"]["dirty"], j["io"]["fsyncs"]
 
 def on_leg(leg, off, n):
@@ -135,6 +144,27 @@ else:
         sys.exit(f"writeback: {d} dirty blocks in the cache after fsync")
     if fsyncs <= fsyncs0:
         sys.exit("writeback: the daemon counted no fsync")
+    # close() (FUSE flush) starts writing back what is dirty and is
+    # answered at once: on an event loop without the slow pool.
+    data3 = os.urandom(3 * 4096)
+    pwrite(data3, 13 << 19)  # in [5M, 7M): copied into the reference after
+    j0 = status()
+    if j0["cache"]["dirty"] == 0:
+        sys.exit("writeback: nothing dirty after a 12 KiB write")
+    writer("c")
+    for _ in range(100):
+        j1 = status()
+        if j1["cache"]["dirty"] == 0:
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit(f"writeback: {j1['cache']['dirty']} blocks still dirty 10 s after close()")
+    check_legs(data3, 13 << 19, "after close() (written back, not flushed)")
+    if j1["io"]["flushes"] <= j0["io"]["flushes"] or j1["io"]["fsyncs"] != j0["io"]["fsyncs"]:
+        sys.exit(f"writeback: close() counted {j1['io']['flushes'] - j0['io']['flushes']} "
+                 f"flushes, {j1['io']['fsyncs'] - j0['io']['fsyncs']} fsyncs (want >= 1, 0)")
+    if j1["io"]["slow_jobs"] != j0["io"]["slow_jobs"]:
+        sys.exit("writeback: close() gave its flush to the slow pool")
 if mode == "writethrough" and fsyncs != fsyncs0:
     sys.exit("writethrough: a flush reached the daemon meanwhile: the check proves nothing")
 w.stdin.close()
