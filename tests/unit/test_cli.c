@@ -682,6 +682,67 @@ START_TEST(config_documented)
 }
 END_TEST
 
+/*
+ * The metric names in TEXT (from FROM on, up to UNTIL when not NULL): every
+ * fusemirror_[a-z_]+ word, each once.
+ */
+static GHashTable *metric_names(const char *text, const char *from, const char *until,
+				const char *what)
+{
+	GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autoptr(GRegex) re = g_regex_new("fusemirror_[a-z_]+[a-z]", 0, 0, NULL);
+	g_autoptr(GMatchInfo) mi = NULL;
+	g_autofree char *part = NULL;
+	const char *start = strstr(text, from), *end;
+
+	ck_assert_msg(start, "%s: \"%s\" not found", what, from);
+	end = until ? strstr(start, until) : NULL;
+	ck_assert_msg(!until || end, "%s: \"%s\" not found after \"%s\"", what, until, from);
+	part = end ? g_strndup(start, (size_t)(end - start)) : g_strdup(start);
+	g_regex_match(re, part, 0, &mi);
+	while (g_match_info_matches(mi)) {
+		g_hash_table_add(names, g_match_info_fetch(mi, 0));
+		g_match_info_next(mi, NULL);
+	}
+	return names;
+}
+
+/*
+ * fusemirror(8)'s list of the metrics of `status --format=prometheus` is the
+ * list src/daemon/status.c prints: each name it can print (some only for a
+ * remote leg or on FUSE over io_uring) is in the man page, and the man page
+ * names no metric it does not print.
+ */
+START_TEST(prometheus_documented)
+{
+	const char *src = g_getenv("FM_SOURCE_ROOT");
+	g_autofree char *status_path = NULL, *man_path = NULL, *status = NULL, *man = NULL;
+	g_autoptr(GHashTable) printed = NULL, listed = NULL;
+	GHashTableIter it;
+	gpointer name;
+
+	ck_assert_msg(src, "FM_SOURCE_ROOT is not set (tests/meson.build sets it)");
+	status_path = g_build_filename(src, "src", "daemon", "status.c", NULL);
+	man_path = g_build_filename(src, "man", "fusemirror.8", NULL);
+	ck_assert_msg(g_file_get_contents(status_path, &status, NULL, NULL), "%s", status_path);
+	ck_assert_msg(g_file_get_contents(man_path, &man, NULL, NULL), "%s", man_path);
+	printed = metric_names(status, "", NULL, "src/daemon/status.c");
+	listed = metric_names(man, "Metrics (each with HELP and TYPE):", "\n.SH ",
+			      "man/fusemirror.8");
+	ck_assert_uint_ge(g_hash_table_size(printed), 40);
+	g_hash_table_iter_init(&it, printed);
+	while (g_hash_table_iter_next(&it, &name, NULL))
+		ck_assert_msg(g_hash_table_contains(listed, name),
+			      "man/fusemirror.8 does not list the metric %s that "
+			      "src/daemon/status.c prints", (const char *)name);
+	g_hash_table_iter_init(&it, listed);
+	while (g_hash_table_iter_next(&it, &name, NULL))
+		ck_assert_msg(g_hash_table_contains(printed, name),
+			      "man/fusemirror.8 lists the metric %s that src/daemon/status.c "
+			      "does not print", (const char *)name);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* JSON output: always valid, also for bytes that are not UTF-8 */
 
@@ -833,6 +894,7 @@ static Suite *cli_suite(void)
 		{ "config_degraded", config_degraded },
 		{ "config_table", config_table },
 		{ "config_documented", config_documented },
+		{ "prometheus_documented", prometheus_documented },
 		{ "json_not_utf8", json_not_utf8 },
 		{ "config_transport", config_transport },
 		{ "options_parse_args", options_parse_args },
