@@ -8,7 +8,8 @@
 #     error reaches fio, the leg is faulty meanwhile (status: reconnecting),
 #     reconnects by itself and is recovered from the bitmap, not wholly;
 #     status shows the URI, the round trip and the reconnection;
-#   - after umount, the remote leg's data area equals the local legs';
+#   - after umount (checked at the end), the remote leg's data area equals
+#     the local legs';
 #   - exactly the regions written while the server was gone are copied:
 #     mounted again with a short bitmap_delay (every bit clear while all
 #     legs are in sync), the server is killed, 4 regions are written (one
@@ -30,7 +31,7 @@ fm_create --region-size 1M "$T/leg0" "$T/leg1" "$URI"
 v=$(fm_examine_json "$URI" | python3 -c 'import json,sys; print(json.load(sys.stdin)["legs"][0]["leg_index"])')
 assert_eq "$v" 2 "examine of the remote leg: its slot"
 
-fm_mount -o bitmap_delay=60000,cache_mode=writethrough,sync_speed_min=200M \
+fm_mount -o bitmap_delay=60000,cache_mode=writethrough,sync_speed_min=200M,remote_retry_max=300 \
 	"$T/leg0" "$T/leg1" "$URI" "$T/mnt"
 img=$T/mnt/image
 # Regions 0..7 written before the cut keep their bits (bitmap_delay): the
@@ -81,11 +82,12 @@ grep -q '^fusemirror_leg_rtt_microseconds{.*leg="2".*} [1-9]' "$T/metrics.txt" |
 
 fm_umount "$T/mnt"
 nbd_kill
-assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
+# (the legs are compared once, at the end: a region the first recovery
+# missed would still differ then, as the second copies only 4 others)
 
 log "exact recovery: only the regions written while the server was gone"
 nbd_start
-fm_mount -o bitmap_delay=50,cache_mode=writethrough,sync_speed_min=200M \
+fm_mount -o bitmap_delay=50,cache_mode=writethrough,sync_speed_min=200M,remote_retry_max=300 \
 	"$T/leg0" "$T/leg1" "$URI" "$T/mnt"
 fm_wait_status "$T/mnt" .bitmap.set 0 20
 "$FM" monitor --json "$T/mnt" >"$T/events.out" 2>"$T/monitor.err" &
@@ -93,9 +95,10 @@ MON=$!
 fm_wait_status "$T/mnt" .monitors 1 30
 log "bitmap clear; killing nbdkit"
 nbd_kill
-# Regions 3, 10 and 11 (one write across their boundary), 40.
-dd if=/dev/urandom of="$img" bs=4k seek=$((3 * 256 + 2)) count=1 oflag=direct conv=notrunc status=none ||
-	fail "write during the cut (region 3)"
+# Regions 10 and 11 (one write across their boundary), 30, 40: none that
+# the first part wrote (0-7, 16-23), whose copies the final check covers.
+dd if=/dev/urandom of="$img" bs=4k seek=$((30 * 256 + 2)) count=1 oflag=direct conv=notrunc status=none ||
+	fail "write during the cut (region 30)"
 dd if=/dev/urandom of="$img" bs=512k seek=21 count=2 oflag=direct conv=notrunc status=none ||
 	fail "write during the cut (regions 10, 11)"
 dd if=/dev/urandom of="$img" bs=1M seek=40 count=1 oflag=direct conv=notrunc status=none ||
