@@ -142,6 +142,10 @@ void daemon_events_set_array(struct daemon_events *ev, const uint8_t uuid[16],
 void daemon_events_handler(void *ctx, const struct fm_event *event);
 /* How many events of each type were seen since start-up. */
 void daemon_events_counts(struct daemon_events *ev, uint64_t ret[FM_EVENT__MAX]);
+/* The monitor lines (JSON, one an event, newline-ended) of the events kept
+ * from seq *cursor on, an EventsLost line first when some of them are no
+ * longer in the ring; *cursor is advanced past them. */
+GString *daemon_events_lines(struct daemon_events *ev, uint64_t *cursor);
 /* `monitor` connections subscribed now. */
 unsigned daemon_events_monitors(struct daemon_events *ev);
 /* The `monitor` stream (ctl_stream_fn); ctx: the struct daemon. */

@@ -61,9 +61,26 @@ void daemon_notifier_stop(struct daemon_notifier *n);
  * MOUNTPOINT=, LEG=, LEG_SLOT=, LEG_UUID=, and per event the figures
  * (RESYNC_REGIONS=, RESYNC_BYTES=, MISMATCHED_SECTORS=, ERRNO=).  May be
  * called from the event handler (it neither blocks nor calls the mirror).
+ * @suppressed: how many events of its type daemon_event_limit_pass() held
+ * back before it (the message says so; 0: none).
  */
 void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
-		      const char *mountpoint);
+		      const char *mountpoint, uint64_t suppressed);
+
+/*
+ * The rate limit of the events a failing disk sends in floods (ReadError,
+ * IOError, ChecksumError, ReadErrorCorrected): at most 10 of a type per
+ * 10 seconds pass (log.c: DAEMON_LOG_BURST, DAEMON_LOG_WINDOW_S), the others
+ * are held back
+ * (counted, neither logged nor kept for `monitor`).  Whether an event of
+ * type @t passes now; when it does, *@ret_suppressed is how many of its
+ * type were held back since the last one that passed.  Other types always
+ * pass.  Thread-safe (one lock, never held while calling out).
+ */
+bool daemon_event_limit_pass(enum fm_event_type t, uint64_t *ret_suppressed);
+/* The limit's window in milliseconds (0: the default, 10 s), every count
+ * reset: for tests, which cannot wait 10 s. */
+void daemon_event_limit_set_window_ms(unsigned ms);
 
 /*
  * Start-up forwarding: until daemon_log_forward_end(), every message at

@@ -12,7 +12,11 @@
  * subscriber runs on its control connection's thread: it formats and sends
  * the entries from its cursor to the newest, outside ev->lock, then waits
  * on its eventfd.  A subscriber that falls more than the ring behind gets
- * an "EventsLost" line saying how many it missed.
+ * an "EventsLost" line saying how many it missed.  The floods of a failing
+ * disk (ReadError, IOError, ChecksumError, ReadErrorCorrected) are held
+ * back before the ring as before the log (daemon_event_limit_pass(): 10 a
+ * type per 10 s), counted all the same; the next one kept says how many
+ * ("suppressed").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,6 +43,7 @@ struct ev_entry {
 	int err;
 	uint64_t read_bytes, write_bytes;       /* of a sync pass's end */
 	char *detail;                   /* struct fm_event.detail, or NULL */
+	uint64_t suppressed;            /* of its type held back just before it */
 };
 
 struct daemon_events {
@@ -106,8 +111,18 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 	g_autofree char *mountpoint = NULL;
 	char uuid[37];
 
+	uint64_t suppressed;
+
 	clock_gettime(CLOCK_REALTIME, &ts);
 	pthread_mutex_lock(&ev->lock);
+	if ((unsigned)e->type < FM_EVENT__MAX)
+		ev->counts[e->type]++;
+	/* A flood (a failing disk) must not push the other events out of the
+	 * ring: held back here, counted above, said by the next that passes. */
+	if (!daemon_event_limit_pass(e->type, &suppressed)) {
+		pthread_mutex_unlock(&ev->lock);
+		return;
+	}
 	x = &ev->ring[ev->next_seq % DAEMON_EVENT_RING];
 	g_free(x->path);
 	g_free(x->detail);
@@ -122,10 +137,9 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 		.read_bytes = e->read_bytes,
 		.write_bytes = e->write_bytes,
 		.detail = g_strdup(e->detail),
+		.suppressed = suppressed,
 	};
 	memcpy(x->leg_uuid, e->leg_uuid, 16);
-	if ((unsigned)e->type < FM_EVENT__MAX)
-		ev->counts[e->type]++;
 	for (unsigned i = 0; i < DAEMON_MONITORS_MAX; i++)
 		if (ev->wake_fd[i] >= 0 && write(ev->wake_fd[i], &one, sizeof(one)) < 0)
 			fm_debug("monitor wake-up: %s", g_strerror(errno));
@@ -133,7 +147,7 @@ void daemon_events_handler(void *ctx, const struct fm_event *e)
 	memcpy(uuid, ev->uuid, sizeof(uuid));
 	pthread_mutex_unlock(&ev->lock);
 	/* The level, the words and the journal fields: log.c. */
-	daemon_log_event(e, uuid, mountpoint);
+	daemon_log_event(e, uuid, mountpoint, suppressed);
 }
 
 /*----------------------------------------------------------------*/
@@ -196,13 +210,16 @@ static char *event_line_locked(struct daemon_events *ev, const struct ev_entry *
 		json_builder_add_int_value(b, (gint64)x->write_bytes);
 	}
 	cli_json_str(b, "detail", x->detail);
+	if (!name_override && x->suppressed) {
+		json_builder_set_member_name(b, "suppressed");
+		json_builder_add_int_value(b, (gint64)x->suppressed);
+	}
 	json_builder_end_object(b);
 	json = cli_json_text(b);
 	return g_strconcat(json, "\n", NULL);
 }
 
-/* The lines of the entries from *cursor on (advanced past them). */
-static GString *collect_lines(struct daemon_events *ev, uint64_t *cursor)
+GString *daemon_events_lines(struct daemon_events *ev, uint64_t *cursor)
 {
 	GString *out = g_string_new(NULL);
 	uint64_t oldest;
@@ -233,7 +250,7 @@ static GString *collect_lines(struct daemon_events *ev, uint64_t *cursor)
 /* Send what is new; false when the client is gone. */
 static bool send_new(struct daemon_events *ev, struct ctl_stream *st, uint64_t *cursor)
 {
-	g_autoptr(GString) out = collect_lines(ev, cursor);
+	g_autoptr(GString) out = daemon_events_lines(ev, cursor);
 
 	return !out->len || ctl_stream_send(st, out->str, out->len) == 0;
 }

@@ -6,10 +6,11 @@
  * at the level it deserves, with journal fields a program can filter on
  * (journalctl EVENT=Fail ARRAY_UUID=...).  The events that come in floods
  * when a disk goes bad (ReadError, IOError, ChecksumError,
- * ReadErrorCorrected) are logged at most DAEMON_LOG_BURST times per
- * DAEMON_LOG_WINDOW_S seconds each; the first message after a quiet spell
- * says how many were left out (they are all counted in `status` and sent
- * to `monitor` all the same).
+ * ReadErrorCorrected) pass at most DAEMON_LOG_BURST times per
+ * DAEMON_LOG_WINDOW_S seconds each (daemon_event_limit_pass(), which
+ * events.c asks before keeping one for `monitor` and logging it); the first
+ * message after a quiet spell says how many were left out (they are all
+ * counted in `status` all the same).
  *
  * Start-up forwarding: a daemonized `mount` has no terminal once it forked;
  * its parent waits on a pipe for the verdict.  Until the mount is live,
@@ -63,7 +64,22 @@ static struct {
 	uint64_t window_start_ns[FM_EVENT__MAX];
 	unsigned logged[FM_EVENT__MAX];         /* in the current window */
 	uint64_t suppressed[FM_EVENT__MAX];     /* since the last one logged */
-} limit = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	uint64_t window_ns;
+} limit = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.window_ns = (uint64_t)DAEMON_LOG_WINDOW_S * 1000000000ull,
+};
+
+void daemon_event_limit_set_window_ms(unsigned ms)
+{
+	pthread_mutex_lock(&limit.lock);
+	limit.window_ns = ms ? (uint64_t)ms * 1000000ull
+			     : (uint64_t)DAEMON_LOG_WINDOW_S * 1000000000ull;
+	memset(limit.window_start_ns, 0, sizeof(limit.window_start_ns));
+	memset(limit.logged, 0, sizeof(limit.logged));
+	memset(limit.suppressed, 0, sizeof(limit.suppressed));
+	pthread_mutex_unlock(&limit.lock);
+}
 
 static bool event_limited(enum fm_event_type t)
 {
@@ -71,9 +87,7 @@ static bool event_limited(enum fm_event_type t)
 	       t == FM_EVENT_CHECKSUM_ERROR || t == FM_EVENT_READ_ERROR_CORRECTED;
 }
 
-/* Whether to log an event of type @t now; *@ret_suppressed: how many of
- * that type were left out before it. */
-static bool limit_pass(enum fm_event_type t, uint64_t *ret_suppressed)
+bool daemon_event_limit_pass(enum fm_event_type t, uint64_t *ret_suppressed)
 {
 	uint64_t now = fm_now_ns();
 	bool pass;
@@ -83,7 +97,7 @@ static bool limit_pass(enum fm_event_type t, uint64_t *ret_suppressed)
 		return true;
 	pthread_mutex_lock(&limit.lock);
 	if (!limit.window_start_ns[t] ||
-	    now - limit.window_start_ns[t] >= (uint64_t)DAEMON_LOG_WINDOW_S * 1000000000ull) {
+	    now - limit.window_start_ns[t] >= limit.window_ns) {
 		limit.window_start_ns[t] = now;
 		limit.logged[t] = 0;
 	}
@@ -100,7 +114,7 @@ static bool limit_pass(enum fm_event_type t, uint64_t *ret_suppressed)
 }
 
 void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
-		      const char *mountpoint)
+		      const char *mountpoint, uint64_t suppressed)
 {
 	char lu[37], s[32], rs[32], ws[32];
 	const char *leg = ev->leg_path && *ev->leg_path ? ev->leg_path : NULL;
@@ -109,11 +123,7 @@ void daemon_log_event(const struct fm_event *ev, const char *array_uuid,
 	unsigned long long v = (unsigned long long)ev->value;
 	const char *why = ev->err ? g_strerror(ev->err) : NULL;
 	const char *detail = ev->detail && *ev->detail ? ev->detail : NULL;
-	uint64_t suppressed;
 	const char *mp;
-
-	if (!limit_pass(ev->type, &suppressed))
-		return;
 
 	g_ptr_array_add(f, g_strdup_printf("EVENT=%s", fm_event_name(ev->type)));
 	if (array_uuid && *array_uuid)

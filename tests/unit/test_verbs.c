@@ -205,30 +205,60 @@ START_TEST(event_log_words_and_limit)
 				 .err = EIO, .detail = "read of sectors 8+8 failed" };
 	struct fm_event csum = { .type = FM_EVENT_IO_ERROR, .leg = -1, .err = EILSEQ,
 				 .detail = "block at byte 4096: no copy matches its checksum" };
+	struct daemon_events *ev = daemon_events_new("/mnt");
+	uint64_t counts[FM_EVENT__MAX], cursor = 1;
+	GString *lines;
+	gchar **each;
 
+	/* A window of 500 ms instead of 10 s: the test ends one. */
+	daemon_event_limit_set_window_ms(500);
 	logged = g_ptr_array_new_with_free_func(g_free);
 	fm_log_set_target(FM_LOG_TARGET_NONE);
 	fm_log_set_hook(record_hook, NULL);
-	daemon_log_event(&fail, NULL, "/mnt");
+	daemon_events_handler(ev, &fail);
 	ck_assert_uint_eq(logged->len, 1);
 	ck_assert_str_eq(g_ptr_array_index(logged, 0),
 			 "error: /mnt: leg /l1 (slot 1) failed (Input/output error): write of "
 			 "sectors 0+8 failed");
-	daemon_log_event(&csum, NULL, "/mnt");
+	daemon_events_handler(ev, &csum);
 	ck_assert_str_eq(g_ptr_array_index(logged, 1),
 			 "error: /mnt: image: block at byte 4096: no copy matches its checksum");
-	/* A flood of read errors: 10 logged, the rest counted. */
+	/* A flood of read errors: 10 logged and kept for monitor, all counted. */
 	g_ptr_array_set_size(logged, 0);
 	for (int i = 0; i < 25; i++)
-		daemon_log_event(&rerr, NULL, "/mnt");
+		daemon_events_handler(ev, &rerr);
 	ck_assert_uint_eq(logged->len, 10);
 	ck_assert_str_eq(g_ptr_array_index(logged, 0),
 			 "warning: /mnt: leg /l0: read of sectors 8+8 failed (Input/output error)");
+	daemon_events_counts(ev, counts);
+	ck_assert_uint_eq(counts[FM_EVENT_READ_ERROR], 25);
 	/* Other kinds are not held back by it. */
-	daemon_log_event(&fail, NULL, "/mnt");
+	daemon_events_handler(ev, &fail);
 	ck_assert_uint_eq(logged->len, 11);
+	lines = daemon_events_lines(ev, &cursor);
+	each = g_strsplit(lines->str, "\n", -1);
+	ck_assert_uint_eq(g_strv_length(each), 2 + 10 + 1 + 1);  /* "" after the last */
+	ck_assert_msg(strstr(each[2], "\"event\":\"ReadError\"") &&
+		      strstr(each[11], "\"event\":\"ReadError\"") &&
+		      !strstr(each[11], "suppressed"), "%s", lines->str);
+	ck_assert_msg(strstr(each[12], "\"event\":\"Fail\""), "%s", each[12]);
+	g_strfreev(each);
+	g_string_free(lines, TRUE);
+	/* The next window: the first read error says how many were held back. */
+	g_usleep(600 * 1000);
+	daemon_events_handler(ev, &rerr);
+	ck_assert_uint_eq(logged->len, 12);
+	ck_assert_msg(strstr(g_ptr_array_index(logged, 11),
+			     "[15 more ReadError events not logged]"),
+		      "%s", (const char *)g_ptr_array_index(logged, 11));
+	lines = daemon_events_lines(ev, &cursor);
+	ck_assert_msg(strstr(lines->str, "\"event\":\"ReadError\"") &&
+		      strstr(lines->str, "\"suppressed\":15}\n"), "%s", lines->str);
+	g_string_free(lines, TRUE);
+	daemon_event_limit_set_window_ms(0);
 	fm_log_set_hook(NULL, NULL);
 	g_ptr_array_unref(logged);
+	daemon_events_free(ev);
 }
 END_TEST
 
