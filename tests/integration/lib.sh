@@ -929,7 +929,27 @@ run_fio_bg() {
 fio_wait() {
 	local name=$1 rc=0
 	wait "$2" || rc=$?
-	if ((rc != 0)); then
+	_fio_check "$name" "$rc" 0
+}
+
+# fio_stop NAME PID: end a time-based fio of run_fio_bg before its runtime
+# (SIGINT: fio stops its jobs and writes its JSON result, exiting 128 or
+# 0) and check it as fio_wait does.  For a load that must last until the
+# test says, whatever the machine's speed: give it a runtime far longer
+# than needed and stop it.
+fio_stop() {
+	local name=$1 rc=0
+	pid_alive "$2" || fail "fio $name ended before it was stopped: $(cat "$T/fio-$name.err")"
+	kill -INT "$2" 2>/dev/null || true
+	wait "$2" || rc=$?
+	_fio_check "$name" "$rc" 128
+}
+
+# _fio_check NAME RC ALSO_OK: fio's exit status RC (0, or ALSO_OK) and its
+# JSON result: no job error, and a verifying job read back what it wrote.
+_fio_check() {
+	local name=$1 rc=$2
+	if ((rc != 0 && rc != $3)); then
 		cat "$T/fio-$name.err" >&2
 		grep -v '^{' "$T/fio-$name.json" 2>/dev/null | head -n 40 >&2 || true
 		fail "fio $name exited $rc"
