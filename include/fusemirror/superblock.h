@@ -112,10 +112,15 @@ enum fm_sb_features {
 	FM_SB_FEAT_WRITTEN_MAP = 1u << 1, /* written-region map (1744..) */
 	FM_SB_FEAT_GENERATIONS = 1u << 2, /* assembly records (1232..) */
 	FM_SB_FEAT_BAD_BLOCKS = 1u << 3,  /* bad-block list (2000..), not empty */
+	/* With FM_SB_FEAT_WRITTEN_MAP only: what the legs hold in a region
+	 * never written is undefined (create emptied no data area); a region
+	 * is zeroed on every leg before it is first marked written. */
+	FM_SB_FEAT_ZERO_ON_WRITE = 1u << 4,
 };
 /* Every feature bit this build knows; a superblock with another is refused. */
 #define FM_SB_FEAT_ALL (FM_SB_FEAT_CHECKSUMS | FM_SB_FEAT_WRITTEN_MAP | \
-			FM_SB_FEAT_GENERATIONS | FM_SB_FEAT_BAD_BLOCKS)
+			FM_SB_FEAT_GENERATIONS | FM_SB_FEAT_BAD_BLOCKS | \
+			FM_SB_FEAT_ZERO_ON_WRITE)
 
 /* Bad-block list (FM_SB_FEAT_BAD_BLOCKS): one u64 per entry, a run of
  * 1..FM_SB_BAD_MAX_LEN 4 KiB blocks of the image bad on one leg slot:

@@ -567,9 +567,30 @@ static int bm_write_written(void *ctx, const void *buf, uint64_t off, size_t len
 	return area_write(m, m->sb.written_offset, buf, off, len, "written-region map write");
 }
 
+/* FM_SB_FEAT_ZERO_ON_WRITE: a region about to be written for the first
+ * time holds whatever the legs held at create: zeroes first, by
+ * write-zeroes (dmio unmaps where the leg can, else allocates without
+ * writing, else writes zeroes).  0 when an in-sync leg took it. */
+static int bm_zero_region(void *ctx, uint64_t region)
+{
+	struct mirror *m = ctx;
+	uint64_t sector = region << m->region_shift;
+	uint64_t image = m->image_size >> FM_SECTOR_SHIFT;
+	struct dmio_request req = { .op = DMIO_OP_WRITE_ZEROES };
+	bool failed;
+
+	return mirror_legs_sync_io(m, &req, m->data_sector + sector,
+				   MIN(1ull << m->region_shift, image - sector),
+				   "zeroing a region written for the first time", &failed);
+}
+
 static const struct mbitmap_ops bm_ops = { .write = bm_write, .flush = bm_flush };
 static const struct mbitmap_ops bm_ops_written = {
 	.write = bm_write, .flush = bm_flush, .write_written = bm_write_written,
+};
+static const struct mbitmap_ops bm_ops_zero_on_write = {
+	.write = bm_write, .flush = bm_flush, .write_written = bm_write_written,
+	.zero_region = bm_zero_region,
 };
 
 static unsigned log2u64(uint64_t x)
@@ -744,7 +765,9 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 	}
 	if (!m->readonly) {
 		m->bitmap = mbitmap_create(m->nr_regions, m->region_shift, m->sb.bitmap_length,
-					   wbits ? &bm_ops_written : &bm_ops, m,
+					   !wbits ? &bm_ops :
+					   (m->sb.features & FM_SB_FEAT_ZERO_ON_WRITE) ?
+					   &bm_ops_zero_on_write : &bm_ops_written, m,
 					   m->bitmap_delay_ms);
 		if (!m->bitmap) {
 			r = -ENOMEM;
@@ -762,6 +785,8 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 			goto fail;
 		}
 		mirror_update_clearing(m);
+	} else if (wbits && (m->sb.features & FM_SB_FEAT_ZERO_ON_WRITE)) {
+		m->ro_written = g_steal_pointer(&wbits);
 	}
 	/* Reported before marking in use, which may start a resync. */
 	report_assembly(m, unclean, unclean_regions);

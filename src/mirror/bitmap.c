@@ -259,6 +259,35 @@ static void wbit_set_locked(struct mbitmap *bm, uint64_t r)
 	bm->wpage_dirty[page_of(r)] = 1;
 }
 
+/* With ops->zero_region: zero each region of @list's writes whose map bit
+ * is clear in memory, and set that bit (written to disk next).  A waiter
+ * whose region could not be zeroed gets the error in w->err (its regions
+ * are not marked).  Drops the lock around each zeroing: only this thread
+ * sets map bits, and no unwrite runs while a write into the region waits. */
+static void zero_new_regions_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
+{
+	for (struct mbitmap_waiter *w = list; w; w = w->next) {
+		if (!w->mark_written)
+			continue;
+		for (uint64_t r = w->first; r <= w->last && !w->err; r++) {
+			int ret;
+
+			if (bm->wbits[r >> 3] & (1u << (r & 7)))
+				continue;
+			pthread_mutex_unlock(&bm->lock);
+			ret = bm->ops.zero_region(bm->ctx, r);
+			pthread_mutex_lock(&bm->lock);
+			if (ret < 0) {
+				fm_debug("bitmap: zeroing region %" PRIu64 " failed: %s", r,
+					 strerror(-ret));
+				w->err = ret;
+			} else {
+				wbit_set_locked(bm, r);
+			}
+		}
+	}
+}
+
 /* Serve a batch of waiters: set the bits of their regions that are not
  * durable, write the changed pages once, mark what got written durable and
  * call every waiter (without the lock). */
@@ -267,7 +296,13 @@ static void process_sets_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
 	struct mbitmap_waiter *w;
 	int err, werr;
 
+	for (w = list; w; w = w->next)
+		w->err = 0;
+	if (bm->has_written && bm->ops.zero_region)
+		zero_new_regions_locked(bm, list);
 	for (w = list; w; w = w->next) {
+		if (w->err)
+			continue;       /* a region could not be zeroed */
 		for (uint64_t r = w->first; r <= w->last; r++) {
 			uint32_t s = atomic_load(&bm->state[r]);
 
@@ -286,7 +321,8 @@ static void process_sets_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
 	if (err >= 0)
 		err = -EIO;     /* used only for a page still dirty */
 	for (w = list; w; w = w->next) {
-		w->err = 0;
+		if (w->err)
+			continue;
 		for (uint64_t r = w->first; r <= w->last; r++) {
 			uint32_t s = atomic_load(&bm->state[r]);
 

@@ -89,6 +89,12 @@ struct mbitmap_ops {
 	/* Optional: as write, for the written-region map's image (NULL: no
 	 * map, every region counts as written). */
 	int (*write_written)(void *ctx, const void *buf, uint64_t off, size_t len);
+	/* Optional, with write_written: zero region @region on every leg
+	 * (FM_SB_FEAT_ZERO_ON_WRITE: its data is undefined until written).
+	 * Called before the region is first marked written, so no data
+	 * write into it has been issued.  Synchronous; 0 or -errno (the
+	 * waiters for the region then fail).  Bitmap thread only. */
+	int (*zero_region)(void *ctx, uint64_t region);
 };
 
 /* @err: 0, or -errno when the region bits could not be written: the write

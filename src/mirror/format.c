@@ -208,14 +208,19 @@ static uint64_t fit_size(uint64_t avail, uint64_t region_size, uint32_t features
 }
 
 /* Empty the checksum area (zeroes: "every block is zeroes"), the
- * written-region map (no region written) and the data. */
+ * written-region map (no region written) and, without the map, the data.
+ * With the map the data is left as it is (FM_SB_FEAT_ZERO_ON_WRITE: a
+ * region is zeroed on every leg when it is first written), so create
+ * writes no data even on a device that cannot unmap. */
 static int empty_data_area(struct fleg *l, const struct fm_sb *sb)
 {
 	uint64_t start = (sb->features & FM_SB_FEAT_CHECKSUMS) ? sb->csum_offset :
 			 (sb->features & FM_SB_FEAT_WRITTEN_MAP) ? sb->written_offset :
 			 sb->data_offset;
+	uint64_t end = (sb->features & FM_SB_FEAT_ZERO_ON_WRITE) ? sb->data_offset :
+		       sb->data_offset + sb->image_size;
 	struct dmio_region where = { l->dev, start >> FM_SECTOR_SHIFT,
-				     (sb->data_offset + sb->image_size - start) >> FM_SECTOR_SHIFT };
+				     (end - start) >> FM_SECTOR_SHIFT };
 	/* A file gets holes (it stays sparse); a device gets zeroes, by unmap
 	 * where it can. */
 	struct dmio_request req = {
@@ -403,6 +408,8 @@ int mirror_format(const char *const *paths, unsigned n,
 		sb.ctime = (uint64_t)time(NULL);
 		sb.state_flags = FM_SB_CLEAN;
 		sb.features |= FM_SB_FEAT_GENERATIONS;  /* keeps the layout's checksum bit */
+		if (sb.features & FM_SB_FEAT_WRITTEN_MAP)
+			sb.features |= FM_SB_FEAT_ZERO_ON_WRITE;
 		sb.block_size = o.block_size ? o.block_size : 4096;
 		if (o.name)
 			g_strlcpy(sb.name, o.name, sizeof(sb.name));

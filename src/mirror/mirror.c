@@ -74,6 +74,7 @@ void mirror_free(struct mirror *m)
 	mirror_sync_free(m);
 	mbitmap_destroy(m->bitmap);
 	mcsum_free(m);
+	g_free(m->ro_written);
 	free(m->unsynced_retired);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
 		dmio_dev_close(m->legs[i].dev);
@@ -862,7 +863,16 @@ bool mirror_has_written_map(const struct mirror *m)
 
 bool mirror_region_written(const struct mirror *m, uint64_t region)
 {
+	if (m->ro_written)
+		return region < m->nr_regions && (m->ro_written[region >> 3] & (1u << (region & 7)));
 	return !m->bitmap || mbitmap_written(m->bitmap, region);
+}
+
+/* Do reads know which regions were never written?  (The map, or a
+ * read-only assembly's copy of it.) */
+static bool reads_know_unwritten(const struct mirror *m)
+{
+	return m->ro_written || mirror_has_written_map(m);
 }
 
 /* How a read of [sector, sector + count) is served (read_layout()). */
@@ -893,11 +903,11 @@ static enum read_layout read_layout(struct mirror *m, uint64_t sector, uint64_t 
 	bool written = true, unwritten = false;
 
 	*ret_by_bad = false;
-	if (mirror_has_written_map(m)) {
+	if (reads_know_unwritten(m)) {
 		written = false;
 		for (uint64_t g = sector >> m->region_shift;
 		     g <= (sector + count - 1) >> m->region_shift; g++) {
-			if (mbitmap_written(m->bitmap, g))
+			if (mirror_region_written(m, g))
 				written = true;
 			else
 				unwritten = true;
@@ -1939,9 +1949,9 @@ static uint64_t piece_class(struct mirror *m, uint64_t sector, uint64_t end, boo
 {
 	uint64_t g = sector >> m->region_shift, next = (g + 1) << m->region_shift, cls = 0;
 
-	if (!mirror_has_written_map(m))
+	if (!reads_know_unwritten(m))
 		next = end;
-	if (mirror_has_written_map(m) && !mbitmap_written(m->bitmap, g)) {
+	if (reads_know_unwritten(m) && !mirror_region_written(m, g)) {
 		cls = PIECE_ZERO;
 	} else if (by_bad) {
 		uint64_t blk_end = (sector / BAD_SECTORS + 1) * BAD_SECTORS;

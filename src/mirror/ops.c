@@ -624,7 +624,7 @@ void mirror_get_status(struct mirror *m, struct mirror_status *s)
 	s->written_regions = s->written_map ? mbitmap_written_weight(m->bitmap) : m->nr_regions;
 	s->written_bytes = s->written_regions * m->sb.region_size;
 	if (s->written_regions && m->nr_regions &&
-	    mirror_region_written(m, m->nr_regions - 1))
+	    (!s->written_map || mirror_region_written(m, m->nr_regions - 1)))
 		s->written_bytes -= m->nr_regions * m->sb.region_size - m->image_size;
 	s->unwritten_reads = atomic_load(&m->unwritten_reads);
 	s->state = s->failed ? "failed" :

@@ -408,6 +408,8 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 		return sb_fail(err, EUCLEAN, "features 0x%" PRIx32 " are unknown to this "
 			       "program (written by a newer fusemirror)",
 			       sb->features & ~(uint32_t)FM_SB_FEAT_ALL);
+	if ((sb->features & FM_SB_FEAT_ZERO_ON_WRITE) && !(sb->features & FM_SB_FEAT_WRITTEN_MAP))
+		return sb_fail(err, EUCLEAN, "zero-on-write is set without a written-region map");
 	if (!!(sb->features & FM_SB_FEAT_BAD_BLOCKS) != (sb->nr_bad > 0))
 		return sb_fail(err, EUCLEAN, "the bad-block feature is %s but the list holds "
 			       "%" PRIu32 " entries",

@@ -437,8 +437,17 @@ void check_formatted(char *const *paths, unsigned n, const uint8_t uuid[16],
 		ck_assert_uint_ge(fm_test_file_size(paths[i]), s->data_offset + image_size);
 		ck_assert_msg(file_range_is_zero(paths[i], s->bitmap_offset, s->bitmap_length),
 			      "leg %s: bitmap area is not zero", paths[i]);
-		ck_assert_msg(file_range_is_zero(paths[i], s->data_offset, image_size),
-			      "leg %s: data area does not read as zeroes", paths[i]);
+		/* With zero-on-write the data area keeps what the leg held (a
+		 * region is zeroed when first written); the map says that no
+		 * region is written, so the image reads as zeroes.  Without,
+		 * create emptied the data area. */
+		if (s->features & FM_SB_FEAT_ZERO_ON_WRITE)
+			ck_assert_msg(file_range_is_zero(paths[i], s->written_offset,
+							 s->written_length),
+				      "leg %s: written-region map is not empty", paths[i]);
+		else
+			ck_assert_msg(file_range_is_zero(paths[i], s->data_offset, image_size),
+				      "leg %s: data area does not read as zeroes", paths[i]);
 	}
 	if (ret_sb0)
 		*ret_sb0 = sb[0];

@@ -58,6 +58,11 @@ START_TEST(test_format_new_legs)
 			      err ? err->message : "");
 		ck_assert_msg(memcmp(uuid, uuid2, 16) != 0, "the new array has the old uuid");
 		check_formatted(fx.legs, n, uuid2, IMG, 0, 0, NULL, NULL);
+		/* ... whose image reads as zeroes, old data on the legs or not. */
+		memset(fx.model, 0, IMG);
+		fx_assemble(MIRROR_READ_BALANCE, false);
+		fx_check_read(0, IMG);
+		fx_stop(0);
 	}
 }
 END_TEST

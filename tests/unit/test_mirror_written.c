@@ -168,6 +168,55 @@ START_TEST(test_written_new_array)
 }
 END_TEST
 
+/* FM_SB_FEAT_ZERO_ON_WRITE: create (here over legs full of old bytes)
+ * empties no data area; reads of never-written regions are zeroes all the
+ * same; the first write into a region zeroes the whole region on every leg
+ * before its data goes, so the rest of it reads zeroes and the legs agree;
+ * regions not written keep the old bytes on the legs. */
+START_TEST(test_written_zero_on_write)
+{
+	struct mirror_format_opts o = { .size = IMG, .region_size = REGION, .force = true };
+	struct fm_sb sb;
+	uint8_t *buf = fx_buf(REGION), *leg = fx_buf(REGION);
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	scribble_legs(0, IMG);
+	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, fx.nlegs, &o, NULL, NULL),
+			 0);
+	read_sb(fx.legs[0], &sb);
+	ck_assert(sb.features & FM_SB_FEAT_WRITTEN_MAP);
+	ck_assert(sb.features & FM_SB_FEAT_ZERO_ON_WRITE);
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		fm_test_read_file(fx.legs[i], fx.data_offset + 3 * REGION, leg, REGION);
+		ck_assert_msg(leg[0] == 0xa5 && leg[REGION - 1] == 0xa5,
+			      "leg %u: create wrote its data area", i);
+	}
+	check_disk_map(0, "after create");
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 3 * REGION, buf, REGION, 0), 0);
+	ck_assert(fm_test_is_zero(buf, REGION));
+	fx_write_random(3 * REGION + 8192, 4096);
+	check_disk_map(1u << 3, "after the first write into region 3");
+	fx_check_read(3 * REGION, REGION);
+	fx_check_read(2 * REGION + REGION / 2, 2 * REGION);
+	fx_check_legs(3 * REGION, REGION);
+	/* Another write into it zeroes nothing again. */
+	fx_write_random(3 * REGION + 65536, 4096);
+	fx_check_legs(3 * REGION, REGION);
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		fm_test_read_file(fx.legs[i], fx.data_offset + 4 * REGION, leg, REGION);
+		ck_assert_msg(leg[0] == 0xa5, "leg %u: region 4, never written, was zeroed", i);
+	}
+	fx_stop(0);
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(3 * REGION, REGION);
+}
+END_TEST
+
 /* Discard and write-zeroes of whole regions make them unwritten (in memory
  * at once, on every leg's disk by the stop); of part of a region, never. */
 START_TEST(test_written_discard)
@@ -353,14 +402,19 @@ START_TEST(test_written_readonly)
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	fx_write_random(1 * REGION, 4096);
 	fx_stop(0);
+	/* What create left on the legs of a never-written region
+	 * (FM_SB_FEAT_ZERO_ON_WRITE: create empties no data area). */
+	scribble_legs(5 * REGION, REGION);
 	fx_assemble(MIRROR_READ_BALANCE, true);
 	ms = status();
 	ck_assert(!ms.written_map);
+	/* No bitmap keeps the map, but reads still know it: zeroes, no leg. */
 	reads = leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 5 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
-	ck_assert_uint_gt(leg_reads(), reads);
+	ck_assert_uint_eq(leg_reads(), reads);
 	fx_check_read(1 * REGION, REGION);
+	ck_assert_uint_gt(leg_reads(), reads);
 	fx_stop(0);
 	check_disk_map(1u << 1, "after a read-only mount");
 }
@@ -447,6 +501,7 @@ static Suite *mirror_written_suite(void)
 	tcase_add_test(tc, test_written_crash);
 	tcase_add_test(tc, test_written_none);
 	tcase_add_test(tc, test_written_readonly);
+	tcase_add_test(tc, test_written_zero_on_write);
 
 	tc = tc_add(s, "decisions", tc_dir_setup, tc_dir_teardown);
 	tcase_add_test(tc, test_whole_regions);

@@ -242,6 +242,8 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 		add_checksum_area(sb, spare_mib);
 	if (sb->features & FM_SB_FEAT_WRITTEN_MAP)
 		add_written_map(sb, spare_mib);
+	else
+		sb->features &= ~(uint32_t)FM_SB_FEAT_ZERO_ON_WRITE;    /* map only */
 	if (sb->features & FM_SB_FEAT_GENERATIONS)
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 			sb->last_in_sync[i] = fm_rng_between(rng, 0, sb->events);
@@ -556,8 +558,8 @@ START_TEST(decode_ignores_reserved_bytes)
 	sb.features &= ~(uint32_t)FM_SB_FEAT_CHECKSUMS;
 	sb.csum_offset = sb.csum_length = 0;
 	sb.csum_algo = sb.csum_block_size = 0;
-	/* So are the written map's. */
-	sb.features &= ~(uint32_t)FM_SB_FEAT_WRITTEN_MAP;
+	/* So are the written map's (zero-on-write goes with it). */
+	sb.features &= ~(uint32_t)(FM_SB_FEAT_WRITTEN_MAP | FM_SB_FEAT_ZERO_ON_WRITE);
 	sb.written_offset = sb.written_length = 0;
 	/* Without the generations feature, its range is reserved too. */
 	sb.features &= ~(uint32_t)FM_SB_FEAT_GENERATIONS;
@@ -726,11 +728,20 @@ static void bad_seen_after_events(struct fm_sb *sb)
 	sb->last_in_sync[4] = sb->events + 1;
 }
 
+static void bad_zero_on_write_alone(struct fm_sb *sb)
+{
+	sb->features &= ~(uint32_t)FM_SB_FEAT_WRITTEN_MAP;
+	sb->written_offset = sb->written_length = 0;
+	sb->features |= FM_SB_FEAT_ZERO_ON_WRITE;
+}
+
 static const struct bad_case {
 	const char *what;
 	void (*mutate)(struct fm_sb *sb);
 	const char *message;    /* must appear in the error message */
 } bad_cases[] = {
+	{ "zero-on-write without a map", bad_zero_on_write_alone,
+	  "zero-on-write is set without a written-region map" },
 	{ "image size 0", bad_image_zero, "image size is 0" },
 	{ "image size unaligned", bad_image_unaligned,
 	  "image size 68719477248 is not a multiple of 4096" },
