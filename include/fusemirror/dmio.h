@@ -483,6 +483,18 @@ int dmio_loop_run_once(struct dmio_loop *l, bool wait);
  * async-signal-safe: one eventfd write). */
 void dmio_loop_wake(struct dmio_loop *l);
 
+/*
+ * Register @n buffers with the loop's ring (io_uring_register_buffers: the
+ * kernel pins their pages once, instead of at every I/O).  From then on a
+ * read or write piece of the loop whose memory is one iovec inside one of
+ * them is issued as READ_FIXED/WRITE_FIXED (dmio_stats.fixed_ios), and
+ * the owner may use their indexes in SQEs of its own.  The buffers must
+ * stay allocated until dmio_loop_destroy().  Once per loop; returns 0,
+ * -EINVAL, -ENOMEM or io_uring's -errno (then nothing is registered).
+ */
+struct iovec;
+int dmio_loop_register_buffers(struct dmio_loop *l, const struct iovec *iov, unsigned n);
+
 /* True when no dmio I/O of the loop is in flight (its own SQEs aside). */
 bool dmio_loop_idle(const struct dmio_loop *l);
 
@@ -499,6 +511,7 @@ struct dmio_stats {
 	uint64_t bounced;       /* pieces that went through a bounce buffer */
 	uint64_t resubmits;     /* short transfers and EAGAIN/EINTR retries */
 	uint64_t region_errors; /* error bits set */
+	uint64_t fixed_ios;     /* pieces issued READ/WRITE_FIXED (registered) */
 };
 void dmio_get_stats(struct dmio_stats *ret_stats);
 

@@ -67,6 +67,10 @@ struct dmio_ring {
 	unsigned long pieces;           /* owner only: pieces queued, not completed */
 	unsigned setup_flags;           /* extra IORING_SETUP_* (a loop's SQE128) */
 	bool is_loop;                   /* a struct dmio_loop's: its owner reaps */
+	/* A loop's registered buffers (dmio_loop_register_buffers), owner
+	 * only: a one-iovec piece inside one is READ/WRITE_FIXED. */
+	struct iovec *fixed;
+	unsigned nr_fixed;
 
 	/* start-up handshake with dmio_engine_init() */
 	pthread_mutex_t init_lock;
@@ -119,6 +123,7 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->submits = atomic_load(&dmio_stats_g.submits);
 	s->bounced = atomic_load(&dmio_stats_g.bounced);
 	s->resubmits = atomic_load(&dmio_stats_g.resubmits);
+	s->fixed_ios = atomic_load(&dmio_stats_g.fixed_ios);
 	s->region_errors = atomic_load(&dmio_stats_g.region_errors);
 }
 
@@ -151,8 +156,25 @@ bool dmio_piece_replaced_by_fault(struct dmio_piece *p)
 /* user_data of the timeout SQE linked before a delayed piece: ignored. */
 static const uint64_t delay_marker;
 
+/* The registered buffer of @r holding all of @iov, or -1. */
+static int fixed_index(const struct dmio_ring *r, const struct iovec *iov)
+{
+	const char *b = iov->iov_base;
+
+	for (unsigned i = 0; i < r->nr_fixed; i++) {
+		const char *fb = r->fixed[i].iov_base;
+
+		if (b >= fb && iov->iov_len <= r->fixed[i].iov_len &&
+		    (size_t)(b - fb) <= r->fixed[i].iov_len - iov->iov_len)
+			return (int)i;
+	}
+	return -1;
+}
+
 static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
+	int fx;
+
 	struct iovec *iov = &p->iov[p->iov_first];
 
 	if (dmio_piece_replaced_by_fault(p)) {
@@ -163,7 +185,13 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 	}
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
-		io_uring_prep_readv(sqe, p->dev->fd, iov, p->iovcnt, p->off);
+		if (r->nr_fixed && p->iovcnt == 1 && (fx = fixed_index(r, iov)) >= 0) {
+			io_uring_prep_read_fixed(sqe, p->dev->fd, iov->iov_base,
+						 (unsigned)iov->iov_len, p->off, fx);
+			DMIO_STAT_ADD(fixed_ios, 1);
+		} else {
+			io_uring_prep_readv(sqe, p->dev->fd, iov, p->iovcnt, p->off);
+		}
 		break;
 	case DMIO_PIECE_WRITE:
 		if (fm_unlikely(p->delay_ms)) {
@@ -184,7 +212,13 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 			}
 			p->delay_ms = 0;
 		}
-		io_uring_prep_writev(sqe, p->dev->fd, iov, p->iovcnt, p->off);
+		if (r->nr_fixed && p->iovcnt == 1 && (fx = fixed_index(r, iov)) >= 0) {
+			io_uring_prep_write_fixed(sqe, p->dev->fd, iov->iov_base,
+						  (unsigned)iov->iov_len, p->off, fx);
+			DMIO_STAT_ADD(fixed_ios, 1);
+		} else {
+			io_uring_prep_writev(sqe, p->dev->fd, iov, p->iovcnt, p->off);
+		}
 		sqe->rw_flags = p->rw_flags;
 		break;
 	case DMIO_PIECE_FSYNC:
@@ -891,6 +925,27 @@ bool dmio_loop_idle(const struct dmio_loop *l)
 	return l->r.pieces == 0 && !l->r.backlog && !l->r.done;
 }
 
+int dmio_loop_register_buffers(struct dmio_loop *l, const struct iovec *iov, unsigned n)
+{
+	struct iovec *copy;
+	int r;
+
+	if (l->r.nr_fixed || !n)
+		return -EINVAL;
+	copy = malloc(n * sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, iov, n * sizeof(*copy));
+	r = io_uring_register_buffers(&l->r.ring, iov, n);
+	if (r < 0) {
+		free(copy);
+		return r;
+	}
+	l->r.fixed = copy;
+	l->r.nr_fixed = n;
+	return 0;
+}
+
 void dmio_loop_destroy(struct dmio_loop *l)
 {
 	if (!l)
@@ -903,6 +958,7 @@ void dmio_loop_destroy(struct dmio_loop *l)
 	while (atomic_load_explicit(&l->r.returning, memory_order_acquire))
 		sched_yield();
 	io_uring_queue_exit(&l->r.ring);
+	free(l->r.fixed);
 	if (tl_ring == &l->r)
 		tl_ring = NULL;
 	ring_destroy(&l->r);

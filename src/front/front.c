@@ -1587,6 +1587,8 @@ static void loop_arm(struct front_loop *l, bool tick)
 			if (!b || !(sqe = dmio_loop_get_sqe(l->dl)))
 				return;
 			l->free = b->next;
+			/* Not READ_FIXED: /dev/fuse takes user memory only
+			 * (fuse_dev_read: EINVAL for a registered buffer). */
 			io_uring_prep_read(sqe, l->fd, (char *)b->mem + FRONT_RBUF_REQ,
 					   FRONT_RBUF_SIZE - FRONT_RBUF_REQ, 0);
 			io_uring_sqe_set_data(sqe, &b->read_op);
@@ -1633,6 +1635,21 @@ static void *loop_main(void *arg)
 	if (r < 0) {
 		front_stop_failed(f, "cannot set up an event loop's io_uring", -r);
 		return NULL;
+	}
+	{
+		/* Registered request buffers: the kernel pins them once (they
+		 * are resident from here on), not at every O_DIRECT leg read
+		 * or write into or out of them, which dmio then issues FIXED.
+		 * 1 MiB QD8 on ext4 legs (cache_size=64M), daemon CPU per
+		 * MiB, three A/B pairs: reads 519/671/824 us vs 969/1358/1192,
+		 * writes 490/465/668 vs 885/728/472. */
+		struct iovec iov[FRONT_LOOP_BUFS];
+
+		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
+			iov[k] = (struct iovec){ l->bufs[k].mem, FRONT_RBUF_ALLOC };
+		r = dmio_loop_register_buffers(l->dl, iov, FRONT_LOOP_BUFS);
+		if (r < 0)
+			fm_debug("front: loop %u: buffers not registered: %s", l->idx, strerror(-r));
 	}
 	tl_loop = l;
 	l->poll_op.done = loop_poll_done;
