@@ -1676,6 +1676,49 @@ static void scrub_compare_csum(struct mreq *r)
 	copy_step(r);
 }
 
+/*
+ * A resync after a crash without checksums, of in-sync legs only
+ * (resync.c): every copy was read; the source's is the one to keep (reads
+ * of an unsynced region came from it), and only the 4 KiB blocks where
+ * another copy differs are written to it (legs that failed the read get
+ * every block).  Like the checksummed resync, it writes what differs, not
+ * the whole chunk.  @first: the first leg that read fine.
+ */
+static void scrub_compare_blocks(struct mreq *r, unsigned first)
+{
+	struct mirror *m = r->m;
+	struct scrub_sub *subs = scrub_subs(r);
+	unsigned src = r->leg < m->nr_legs && subs[r->leg].r == r && !subs[r->leg].failed ?
+		       r->leg : first;
+	uint64_t nb = r->count / BLK_SECTORS, all = r->targets;
+	const char *good = seg(r, src);
+
+	for (uint64_t b = 0; b < nb; b++) {
+		size_t off = b * FM_SB_BAD_BLOCK_SIZE;
+
+		for (unsigned i = 0; i < m->nr_legs; i++) {
+			if (subs[i].r != r || subs[i].failed || i == src)
+				continue;
+			if (memcmp((const char *)seg(r, i) + off, good + off, FM_SB_BAD_BLOCK_SIZE)) {
+				r->mismatch += BLK_SECTORS;
+				if (r->copy_flags & COPY_REPAIR)
+					r->blk_mask[b] |= 1ull << i;
+			}
+		}
+		r->blk_mask[b] |= all;
+		r->targets |= r->blk_mask[b];
+	}
+	r->leg = src;
+	r->data = seg(r, src);
+	if (!r->targets) {
+		copy_finish(r, 0);
+		return;
+	}
+	r->copy_flags |= COPY_VERIFY;
+	r->stage = STAGE_WRITE;
+	copy_step(r);
+}
+
 static void scrub_compare(struct mreq *r)
 {
 	struct mirror *m = r->m;
@@ -1705,6 +1748,10 @@ static void scrub_compare(struct mreq *r)
 	}
 	if (first < 0) {
 		copy_finish(r, -EIO);
+		return;
+	}
+	if (r->blk_mask) {
+		scrub_compare_blocks(r, (unsigned)first);
 		return;
 	}
 	for (unsigned i = (unsigned)first + 1; i < m->nr_legs; i++) {
@@ -1766,7 +1813,11 @@ static int copy_buf_alloc(struct mreq *r)
 	bool scrub = r->op == MREQ_SCRUB;
 	unsigned nseg = scrub ? scrub_nseg(m) : 2;
 	size_t subs = scrub ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
-	size_t masks = scrub && m->csum ? r->count / BLK_SECTORS * sizeof(uint64_t) : 0;
+	/* Per-block write masks: a checksummed scrub, and a resync without
+	 * checksums (scrub_compare_blocks()). */
+	bool per_block = m->csum || ((r->copy_flags & COPY_RESYNC) &&
+				     !(r->sector % BLK_SECTORS) && !(r->count % BLK_SECTORS));
+	size_t masks = scrub && per_block ? r->count / BLK_SECTORS * sizeof(uint64_t) : 0;
 
 	free(r->buf);
 	r->buf = NULL;

@@ -373,12 +373,14 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		}
 		if (!scrub && !targets)
 			continue;
-		if (!scrub && unsynced_test(m, g) && m->csum && !(flags & COPY_ZERO)) {
+		if (!scrub && unsynced_test(m, g) && !(flags & COPY_ZERO)) {
 			/* After a crash: the data of blocks no copy verifies
-			 * comes from the source, with its checksum. */
+			 * (without checksums: every block) comes from the
+			 * source, with its checksum. */
 			flags |= COPY_RESYNC;
 			/* Only in-sync legs to bring together: compare per
-			 * block and write only the chunks whose copies differ. */
+			 * block and write only the blocks whose copies differ
+			 * (scrub_compare_csum(), scrub_compare_blocks()). */
 			if (!(targets & ~in_sync_legs(m))) {
 				op = MREQ_SCRUB;
 				flags |= COPY_REPAIR;

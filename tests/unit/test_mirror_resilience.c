@@ -886,6 +886,10 @@ START_TEST(test_crash_resync_bitmap_only)
 	wait_sync_idle(&ms);
 	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
 	ck_assert_uint_eq(ms.resynced_regions, 1);
+	/* Without checksums too, the resync compares the copies block by
+	 * block and writes only the block that differs (not the region). */
+	ck_assert_uint_eq(ms.sync_read_bytes, 2 * REGION);
+	ck_assert_uint_eq(ms.sync_write_bytes, 4096);
 	fx_stop(0);
 	fx_check_legs(0, 6 * REGION);
 	fm_test_read_file(fx.legs[0], fx.data_offset + 6 * REGION, b0, sizeof(b0));
