@@ -42,7 +42,9 @@ static void setup_dev(bool async)
 	md = membdev_create((uint64_t)DEV_BLOCKS * BS, async, 1);
 	orig = malloc((size_t)DEV_BLOCKS * BS);
 	ck_assert_ptr_nonnull(orig);
-	membdev_peek(md, 0, orig, (size_t)DEV_BLOCKS * BS);
+	/* What membdev_create wrote, made the same way (a copy would cost
+	 * ThreadSanitizer a checked 8 MiB access per test). */
+	membdev_fill(orig, (uint64_t)DEV_BLOCKS * BS, 1);
 }
 
 static void setup_sync(void)
