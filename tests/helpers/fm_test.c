@@ -603,6 +603,19 @@ void fm_test_note_skip(const char *test, const char *fmt, ...)
 	close(fd);
 }
 
+Suite *fm_test_suite(const char *name, const struct fm_test_case *cases, size_t n)
+{
+	Suite *s = suite_create(name);
+
+	for (size_t i = 0; i < n; i++) {
+		TCase *tc = tcase_create(cases[i].name);
+
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
 int fm_test_main(Suite *s)
 {
 	g_autoptr(GError) err = NULL;

@@ -280,6 +280,15 @@ void fm_test_note_skip(const char *test, const char *fmt, ...) G_GNUC_PRINTF(2, 
 		return;                                         \
 	} while (0)
 
+/* One test of a table given to fm_test_suite(). */
+struct fm_test_case {
+	const char *name;
+	const TTest *test;
+};
+
+/* A suite @name of one TCase per entry of @cases (named as the entry). */
+Suite *fm_test_suite(const char *name, const struct fm_test_case *cases, size_t n);
+
 /*
  * Run @s (srunner, CK_ENV fork mode) and return main()'s exit status:
  * EXIT_FAILURE when a test failed, 77 when none failed but some were

@@ -878,8 +878,7 @@ END_TEST
 
 static Suite *cli_suite(void)
 {
-	Suite *s = suite_create("cli");
-	struct { const char *name; const TTest *test; } cases[] = {
+	const struct fm_test_case cases[] = {
 		{ "fault_defaults", fault_defaults },
 		{ "fault_flags", fault_flags },
 		{ "fault_errno", fault_errno },
@@ -900,13 +899,7 @@ static Suite *cli_suite(void)
 		{ "options_parse_args", options_parse_args },
 	};
 
-	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
-	}
-	return s;
+	return fm_test_suite("cli", cases, FM_ARRAY_SIZE(cases));
 }
 
 int main(void)

@@ -264,8 +264,7 @@ END_TEST
 
 static Suite *verbs_suite(void)
 {
-	Suite *s = suite_create("verbs");
-	struct { const char *name; const TTest *test; } cases[] = {
+	const struct fm_test_case cases[] = {
 		{ "request_verbs", request_verbs },
 		{ "request_refused", request_refused },
 		{ "reply_sync_pid", reply_sync_pid },
@@ -273,13 +272,7 @@ static Suite *verbs_suite(void)
 		{ "event_log_words_and_limit", event_log_words_and_limit },
 	};
 
-	for (size_t i = 0; i < FM_ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
-	}
-	return s;
+	return fm_test_suite("verbs", cases, FM_ARRAY_SIZE(cases));
 }
 
 int main(void)
