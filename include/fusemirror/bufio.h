@@ -273,13 +273,13 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 
 /*
  * Read-around: if no block of [@block, @block + @n_blocks) is cached (in
- * any state) and the cache is full (caching them would evict something),
- * read them from the device straight into @iov (exactly @n_blocks * block
+ * any state), read them from the device straight into @iov (exactly @n_blocks * block
  * size bytes; the memory must stay valid until @cb), without caching them,
  * and return 0: @cb(@ctx, 0 or -errno) is then called exactly once, from
  * the bdev's completion context, possibly before this function returns.
- * Otherwise nothing is done and -EBUSY is returned: read through the
- * cache.  Returns -EINVAL (bad sizes), -ENOMEM,
+ * Streaming reads thus neither evict the cache nor pay for filling it,
+ * whether it is full or not.  Otherwise (a block is cached) nothing is
+ * done and -EBUSY is returned: read through the cache.  Returns -EINVAL (bad sizes), -ENOMEM,
  * or the submission's -errno (@cb is then never called).  Never waits for
  * I/O.
  */

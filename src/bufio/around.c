@@ -326,9 +326,6 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	r = check_args(c, block, n_blocks, iov, iovcnt);
 	if (r)
 		return r;
-	if (atomic_load_explicit(&c->bytes, memory_order_relaxed) + (n_blocks << c->block_shift) <=
-	    bufio_client_limit(c))
-		return -EBUSY; /* room to cache them: nothing would be evicted */
 	r = scan_range(c, block, n_blocks, false);
 	if (r)
 		return r;
