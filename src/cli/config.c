@@ -208,11 +208,14 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  .def = "balance", .expect = "balance, round-robin or first",
 	  .help = "which leg serves a read: balance, round-robin or first" },
 	{ .name = "threads", .metavar = "N", .parse = mount_cfg_parse_uint, FIELD(threads),
-	  .min = 1, .max = 256, .def = "8", .help = "FUSE worker threads" },
+	  .min = 1, .max = 256, .def = "8",
+	  .help = "threads for work an event loop must not wait for (FUSE worker "
+		  "threads with event_loop=0)" },
 	{ .name = "event_loop", .parse = mount_cfg_parse_bool, FIELD(event_loop),
-	  .flags = MOUNT_CFG_FLAG, .def = "false",
-	  .help = "one event loop per CPU instead of FUSE worker threads: each reads "
-		  "requests and does their I/O on its own io_uring (run to completion)" },
+	  .flags = MOUNT_CFG_FLAG, .def = "true",
+	  .help = "one event loop per CPU (the default): each reads requests and does "
+		  "their I/O on its own io_uring (run to completion); event_loop=0 for "
+		  "libfuse's worker threads" },
 	{ .name = "max_background", .metavar = "N", .parse = mount_cfg_parse_uint,
 	  FIELD(max_background), .min = 1, .max = 65535, .def = "256",
 	  .help = "kernel queue of async requests" },

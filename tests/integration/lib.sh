@@ -445,7 +445,7 @@ fm_daemon_pid() {
 _fm_nlogs=0
 
 # _fm_mount_args ARGS...: sets _FM_ARGS to ARGS with $FM_TEST_MOUNT_OPTS
-# (e.g. event_loop: tests/meson.build runs variants with it) added to the
+# (e.g. event_loop=0: tests/meson.build runs variants with it) added to the
 # first -o, or given as a -o of its own (a later -o replaces an earlier one).
 _fm_mount_args() {
 	local added=0
