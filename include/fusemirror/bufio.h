@@ -323,7 +323,9 @@ void bufio_mark_partial_buffer_dirty(struct bufio_buffer *b, unsigned start, uns
 /*
  * Initiate writing of dirty buffers, without waiting for completion.
  * Contiguous dirty buffers go out as one vectored request.  Errors are kept
- * for the next bufio_write_dirty_buffers().
+ * for the next bufio_write_dirty_buffers().  Every dirty buffer not busy is
+ * claimed now, but at most 1/8 of the cache limit (16 MiB) is in flight at
+ * a time: write completions submit the rest.
  */
 void bufio_write_dirty_buffers_async(struct bufio_client *c);
 

@@ -245,6 +245,15 @@ struct bufio_client {
 	_Atomic uint64_t dirty_seq;     /* ticks once per buffer put on a
 					   DIRTY list (bufio_buffer.dirty_seq) */
 	atomic_bool wb_claiming;        /* a pressure writeback is claiming */
+	/* Claimed buffers waiting for room in flight (writeback.c, wb_pump):
+	 * an "all" or age writeback claims every buffer it must write but
+	 * submits only while n_writing < wb_inflight_max(); completions
+	 * submit the rest.  Under wb_qlock; wb_queued mirrors "non-empty". */
+	pthread_mutex_t wb_qlock;
+	struct bufio_buffer **wb_q;
+	size_t wb_qhead, wb_qn, wb_qcap;
+	atomic_bool wb_queued;
+	atomic_bool wb_pumping, wb_repump;
 	atomic_uint nr_io;              /* requests in flight */
 	atomic_int write_error;         /* first write error not yet reported */
 	atomic_uint clock_hand;         /* next shard for reclaim */

@@ -212,6 +212,9 @@ static void client_free(struct bufio_client *c)
 		free(o);
 	}
 	pthread_mutex_destroy(&c->obj_lock);
+	assert(c->wb_qn == 0);
+	free(c->wb_q);
+	pthread_mutex_destroy(&c->wb_qlock);
 	pthread_cond_destroy(&c->free_cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -252,8 +255,10 @@ int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->free_cond, NULL);
 	pthread_mutex_init(&c->obj_lock, NULL);
+	pthread_mutex_init(&c->wb_qlock, NULL);
 	r = bufio_around_init(c);
 	if (r < 0) {
+		pthread_mutex_destroy(&c->wb_qlock);
 		pthread_mutex_destroy(&c->obj_lock);
 		pthread_cond_destroy(&c->free_cond);
 		pthread_mutex_destroy(&c->lock);

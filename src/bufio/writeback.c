@@ -56,6 +56,9 @@ struct bufio_vec {
 	size_t n, cap;
 };
 
+static unsigned wb_inflight_max(const struct bufio_client *c);
+static void wb_pump(struct bufio_client *c);
+
 static int vec_push(struct bufio_vec *a, struct bufio_buffer *b)
 {
 	if (a->n == a->cap) {
@@ -283,6 +286,10 @@ static void write_end_io(void *ctx, int err)
 		}
 	}
 	atomic_fetch_sub_explicit(&c->n_writing, n, memory_order_relaxed);
+	/* Room in flight: the next claimed buffers waiting for it (before
+	 * bufio_io_put, which may let the client go). */
+	if (atomic_load_explicit(&c->wb_queued, memory_order_acquire))
+		wb_pump(c);
 	if (w) {
 		pthread_mutex_lock(&w->lock);
 		if (err && !w->error)
@@ -513,6 +520,110 @@ static void claim_list_locked(struct bufio_client *c, struct bufio_shard *s,
 	}
 }
 
+/*
+ * The claimed-buffer queue.  A writeback of every dirty buffer (an
+ * fsync-less close, the age writeback after a burst) may claim the whole
+ * cache: 100k+ buffers of 4 KiB.  Submitted at once, each single-block
+ * write would hold a request of a few KiB below us (dmio's pieces, the
+ * mirror's request) -- hundreds of MiB beyond the cache's limit.  So such
+ * a writeback queues what it claimed and submits only while fewer than
+ * wb_inflight_max() buffers are in flight; every write completion submits
+ * more.  Queued buffers are claimed (WRITING), so nobody else writes or
+ * reclaims them; they keep the claim's reference.
+ */
+static void wb_enqueue(struct bufio_client *c, struct bufio_buffer **v, size_t n)
+{
+	size_t need;
+
+	if (!n)
+		return;
+	for (size_t i = 1; i < n; i++) {
+		if (v[i - 1]->block > v[i]->block) {
+			qsort(v, n, sizeof(*v), cmp_block); /* runs stay runs */
+			break;
+		}
+	}
+	pthread_mutex_lock(&c->wb_qlock);
+	if (c->wb_qhead && c->wb_qhead == c->wb_qn) {
+		c->wb_qhead = 0;
+		c->wb_qn = 0;
+	}
+	need = c->wb_qn + n;
+	if (need > c->wb_qcap) {
+		size_t cap = c->wb_qcap ? c->wb_qcap : 256;
+		struct bufio_buffer **q;
+
+		while (cap < need)
+			cap *= 2;
+		q = realloc(c->wb_q, cap * sizeof(*q));
+		if (!q) {
+			/* No room to queue: submit at once, as before. */
+			pthread_mutex_unlock(&c->wb_qlock);
+			submit_claimed(c, v, n, NULL, 0);
+			return;
+		}
+		c->wb_q = q;
+		c->wb_qcap = cap;
+	}
+	memcpy(c->wb_q + c->wb_qn, v, n * sizeof(*v));
+	c->wb_qn += n;
+	atomic_store_explicit(&c->wb_queued, true, memory_order_release);
+	pthread_mutex_unlock(&c->wb_qlock);
+	wb_pump(c);
+}
+
+/* Take up to @max queued buffers into @v; returns how many. */
+static size_t wb_dequeue(struct bufio_client *c, struct bufio_buffer **v, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->wb_qlock);
+	n = c->wb_qn - c->wb_qhead;
+	if (n > max)
+		n = max;
+	memcpy(v, c->wb_q + c->wb_qhead, n * sizeof(*v));
+	c->wb_qhead += n;
+	if (c->wb_qhead == c->wb_qn) {
+		c->wb_qhead = 0;
+		c->wb_qn = 0;
+		atomic_store_explicit(&c->wb_queued, false, memory_order_release);
+	}
+	pthread_mutex_unlock(&c->wb_qlock);
+	return n;
+}
+
+/*
+ * Submit queued buffers while there is room in flight.  One pumper at a
+ * time (a completion inside our own submit, or on another thread, asks
+ * for another round instead of recursing); never waits.
+ */
+static void wb_pump(struct bufio_client *c)
+{
+	struct bufio_buffer *v[BUFIO_MAX_RUN];
+	unsigned max = wb_inflight_max(c);
+
+	atomic_store(&c->wb_repump, true);
+	while (atomic_load(&c->wb_repump) &&
+	       !atomic_exchange(&c->wb_pumping, true)) {
+		atomic_store_explicit(&c->wb_repump, false, memory_order_relaxed);
+		for (;;) {
+			unsigned writing = atomic_load_explicit(&c->n_writing,
+								memory_order_relaxed);
+			size_t room = writing < max ? max - writing : 0, n;
+
+			if (!room)
+				break;
+			n = wb_dequeue(c, v, room < BUFIO_MAX_RUN ? room : BUFIO_MAX_RUN);
+			if (!n)
+				break;
+			submit_claimed(c, v, n, NULL, 0);
+		}
+		atomic_store(&c->wb_pumping, false); /* seq_cst: against wb_repump */
+		/* A completion that came while we held the pump set wb_repump:
+		 * go round again (unless it took the pump itself). */
+	}
+}
+
 unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
 			       uint64_t cutoff_ns)
 {
@@ -534,7 +645,7 @@ unsigned bufio_writeback_start(struct bufio_client *c, enum bufio_wb_mode mode,
 			claim_list_locked(c, s, &s->failed, mode, 0, &v);
 		pthread_mutex_unlock(&s->lock);
 	}
-	submit_claimed(c, v.v, v.n, NULL, 0);
+	wb_enqueue(c, v.v, v.n);
 	n = (unsigned)v.n;
 	free(v.v);
 	return n;
@@ -562,17 +673,31 @@ static int collect_locked(struct bufio_client *c, struct bufio_buffer *b,
 	return r;
 }
 
-/* Submit @v with a waiter and wait for it; returns the first error. */
+/*
+ * Submit @v with a waiter and wait for it; returns the first error.  At
+ * most wb_inflight_max() buffers at a time (see wb_enqueue: a whole
+ * cache in flight costs far more memory than the cache).
+ */
 static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned flags)
 {
-	struct bufio_io_waiter w;
+	size_t chunk = wb_inflight_max(c);
+	int err = 0;
 
-	if (!v->n)
-		return 0;
-	waiter_init(&w);
-	submit_claimed(c, v->v, v->n, &w, flags);
+	if (v->n > chunk)
+		qsort(v->v, v->n, sizeof(*v->v), cmp_block); /* runs stay runs */
+	for (size_t i = 0; i < v->n; i += chunk) {
+		struct bufio_io_waiter w;
+		size_t n = v->n - i < chunk ? v->n - i : chunk;
+		int e;
+
+		waiter_init(&w);
+		submit_claimed(c, v->v + i, n, &w, flags);
+		e = waiter_wait(&w);
+		if (!err)
+			err = e;
+	}
 	v->n = 0;
-	return waiter_wait(&w);
+	return err;
 }
 
 /*

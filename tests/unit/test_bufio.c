@@ -1121,6 +1121,75 @@ START_TEST(test_cow_sole_holder)
 }
 END_TEST
 
+/*
+ * A writeback of the whole cache keeps at most 1/8 of the cache limit in
+ * flight (each write in flight costs the device below a request of its
+ * own: a whole cache at once would cost more memory than the cache), and
+ * still writes everything: the async call from the completions, the sync
+ * one chunk by chunk.
+ */
+#define WB_BLOCKS 200u
+#define WB_MAX 32u      /* 256 blocks of limit / 8 */
+
+static int wb_sync_ret;
+
+static void *wb_sync_thread(void *arg)
+{
+	(void)arg;
+	wb_sync_ret = bufio_write_dirty_buffers(bc);
+	return NULL;
+}
+
+static void wb_dirty_all(int val)
+{
+	/* Every other block: one write request per buffer. */
+	for (unsigned i = 0; i < WB_BLOCKS; i++)
+		put_block(2 * i, val);
+	ck_assert_uint_eq(stats().dirty, WB_BLOCKS);
+}
+
+static void wb_assert_bounded(void)
+{
+	WAIT_FOR(membdev_counts(md).inflight == WB_MAX, 2000);
+	ck_assert_uint_eq(membdev_counts(md).inflight, WB_MAX);
+	usleep(50 * 1000); /* nothing more may follow while they are held */
+	ck_assert_uint_eq(membdev_counts(md).inflight, WB_MAX);
+}
+
+START_TEST(test_writeback_bounded)
+{
+	pthread_t t;
+	unsigned w0;
+
+	bufio_set_max_cache_size_bytes(256 * BS);
+	w0 = membdev_counts(md).writes;
+	/* Held from the start: pressure writeback (dirty dominates) may
+	 * start some, within the same bound. */
+	membdev_set_gate(md, false, true);
+	wb_dirty_all(0x5a);
+	bufio_write_dirty_buffers_async(bc);
+	wb_assert_bounded();
+	membdev_set_gate(md, false, false);
+	WAIT_FOR(membdev_counts(md).writes == w0 + WB_BLOCKS, 5000);
+	ck_assert_uint_eq(membdev_counts(md).writes, w0 + WB_BLOCKS);
+	WAIT_FOR(stats().dirty == 0, 2000);
+	ck_assert_uint_eq(stats().dirty, 0);
+	for (unsigned i = 0; i < WB_BLOCKS; i++)
+		assert_dev_fill(2 * i, 0x5a);
+
+	membdev_set_gate(md, false, true);
+	wb_dirty_all(0xa5);
+	ck_assert_int_eq(pthread_create(&t, NULL, wb_sync_thread, NULL), 0);
+	wb_assert_bounded();
+	membdev_set_gate(md, false, false);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(wb_sync_ret, 0);
+	ck_assert_uint_eq(membdev_counts(md).writes, w0 + 2 * WB_BLOCKS);
+	for (unsigned i = 0; i < WB_BLOCKS; i++)
+		assert_dev_fill(2 * i, 0xa5);
+}
+END_TEST
+
 static atomic_int modify_done;
 static void *modify_ptr;
 
@@ -2042,6 +2111,7 @@ static Suite *bufio_suite(void)
 
 	TCASE("modify_under_write", setup_async);
 	tcase_add_test(tc, test_cow_sole_holder);
+	tcase_add_test(tc, test_writeback_bounded);
 	tcase_add_test(tc, test_modify_waits_when_shared);
 	TCASE("modify_sync", setup_sync);
 	tcase_add_test(tc, test_writeback_skips_modifiers);
