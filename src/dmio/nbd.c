@@ -274,6 +274,27 @@ fail:
 	return -(err ? err : EIO);
 }
 
+/*
+ * End a connection we give up on, dropping what it still carries: a TCP
+ * socket is reset (connect() with AF_UNSPEC: the kernel purges the send
+ * queue and sends RST, which also discards what the server received but
+ * has not read), so no command sent before a cut or a hang reaches the
+ * server after a reconnection, where it would land after newer writes
+ * (a stale WRITE_ZEROES of a region's first write wiped the recovered
+ * data of remote_netcut).  Then shut down, which libnbd sees as the end
+ * of the connection.  (A unix socket cannot be reset: what a stopped
+ * server has not read yet stays in its queue.)
+ */
+static void abort_socket(int fd)
+{
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+	if (fd < 0)
+		return;
+	(void)connect(fd, &sa, sizeof(sa));
+	shutdown(fd, SHUT_RDWR);
+}
+
 void dmio_nbd_close(struct dmio_dev *dev)
 {
 	struct dmio_nbd *n = dev->nbd;
@@ -289,7 +310,9 @@ void dmio_nbd_close(struct dmio_dev *dev)
 	if (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed)) {
 		int fd = nbd_aio_get_fd(n->h);
 
-		if (fd >= 0)
+		if (nbd_aio_in_flight(n->h) > 0)
+			abort_socket(fd);
+		else if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);
 	}
 	while (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed) ||
@@ -532,7 +555,7 @@ static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 		fm_debug("dmio: %s: no reply for %u ms: the server hangs; disconnecting",
 			 n->dev->name, atomic_load(&n->timeout_ms));
 		atomic_fetch_add(&n->hangs, 1);
-		shutdown(nbd_aio_get_fd(n->h), SHUT_RDWR);
+		abort_socket(nbd_aio_get_fd(n->h));
 		res = POLLIN | POLLHUP;
 	}
 	/* Unarmed before libnbd runs: arm_polls() below may re-arm it. */
