@@ -359,6 +359,18 @@ static int cmp_block(const void *x, const void *y)
 	return a->block < b->block ? -1 : a->block > b->block;
 }
 
+/* Sort @v by block, unless it already is (a claim of one shard's dirty
+ * list in order, a run of a stream: the usual case costs one pass). */
+static void sort_by_block(struct bufio_buffer **v, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		if (v[i - 1]->block > v[i]->block) {
+			qsort(v, n, sizeof(*v), cmp_block);
+			return;
+		}
+	}
+}
+
 /* Write claimed buffers @v in runs; @w (may be NULL) counts the requests. */
 static void submit_claimed(struct bufio_client *c, struct bufio_buffer **v, size_t n,
 			   struct bufio_io_waiter *w, unsigned flags)
@@ -368,12 +380,7 @@ static void submit_claimed(struct bufio_client *c, struct bufio_buffer **v, size
 	if (c->write_callback)
 		for (size_t i = 0; i < n; i++)
 			c->write_callback(v[i]);
-	for (size_t i = 1; i < n; i++) {
-		if (v[i - 1]->block > v[i]->block) {
-			qsort(v, n, sizeof(*v), cmp_block);
-			break;
-		}
-	}
+	sort_by_block(v, n);
 	for (size_t i = 0; i < n;) {
 		size_t j = i + 1;
 		size_t bytes = v[i]->write_end - v[i]->write_start;
@@ -537,17 +544,9 @@ static void wb_enqueue(struct bufio_client *c, struct bufio_buffer **v, size_t n
 
 	if (!n)
 		return;
-	for (size_t i = 1; i < n; i++) {
-		if (v[i - 1]->block > v[i]->block) {
-			qsort(v, n, sizeof(*v), cmp_block); /* runs stay runs */
-			break;
-		}
-	}
+	sort_by_block(v, n); /* runs stay runs across the pump's chunks */
+	/* (an emptied queue is reset by wb_dequeue) */
 	pthread_mutex_lock(&c->wb_qlock);
-	if (c->wb_qhead && c->wb_qhead == c->wb_qn) {
-		c->wb_qhead = 0;
-		c->wb_qn = 0;
-	}
 	need = c->wb_qn + n;
 	if (need > c->wb_qcap) {
 		size_t cap = c->wb_qcap ? c->wb_qcap : 256;
@@ -684,7 +683,7 @@ static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned 
 	int err = 0;
 
 	if (v->n > chunk)
-		qsort(v->v, v->n, sizeof(*v->v), cmp_block); /* runs stay runs */
+		sort_by_block(v->v, v->n); /* runs stay runs across chunks */
 	for (size_t i = 0; i < v->n; i += chunk) {
 		struct bufio_io_waiter w;
 		size_t n = v->n - i < chunk ? v->n - i : chunk;
