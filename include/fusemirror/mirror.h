@@ -392,8 +392,8 @@ struct mirror_status {
 	uint64_t sync_write_bytes;      /* last) resync, recovery or scrub, all legs */
 	uint64_t sync_zero_bytes;       /* of it, unwritten regions zeroed on rebuilding
 					   legs instead of copied (no read) */
-	/* The written-region map (FM_SB_FEAT_WRITTEN_MAP); without one (an
-	 * older array, or read-only) every region counts as written. */
+	/* The written-region map (FM_SB_FEAT_WRITTEN_MAP; read-only: as it
+	 * was at the mount); without one every region counts as written. */
 	bool written_map;
 	uint64_t written_regions;       /* regions written since create (and not
 					   wholly discarded since) */

@@ -785,8 +785,10 @@ int mirror_assemble(const char *const *paths, unsigned n, const struct mirror_op
 			goto fail;
 		}
 		mirror_update_clearing(m);
-	} else if (wbits && (m->sb.features & FM_SB_FEAT_ZERO_ON_WRITE)) {
+	} else if (wbits) {
 		m->ro_written = g_steal_pointer(&wbits);
+		for (uint64_t g = 0; g < m->nr_regions; g++)
+			m->ro_written_regions += !!(m->ro_written[g >> 3] & (1u << (g & 7)));
 	}
 	/* Reported before marking in use, which may start a resync. */
 	report_assembly(m, unclean, unclean_regions);

@@ -183,11 +183,13 @@ struct mirror {
 	unsigned remote_retry_max_ms;   /* longest wait between reconnection attempts */
 	struct mbitmap *bitmap;
 	struct mcsum *csum;             /* per-block checksums (csum.c), or NULL */
-	/* A read-only assembly of an array with FM_SB_FEAT_ZERO_ON_WRITE (no
-	 * bitmap to keep the map): the written-region map as loaded, so that
-	 * reads of never-written regions (whatever the legs hold there) are
-	 * zeroes; NULL otherwise.  Never changes. */
+	/* A read-only assembly of an array with a written-region map (no
+	 * bitmap to keep it): the map as loaded, so that reads of
+	 * never-written regions (whatever the legs hold there, with
+	 * FM_SB_FEAT_ZERO_ON_WRITE) are zeroes, and status shows it; NULL
+	 * otherwise.  ro_written_regions: its bits set.  Never change. */
 	uint8_t *ro_written;
+	uint64_t ro_written_regions;
 	atomic_ullong sync_read_bytes, sync_write_bytes; /* of the current/last sync pass */
 	atomic_ullong sync_zero_bytes;  /* of it: unwritten regions zeroed on targets */
 	atomic_ullong unwritten_reads;  /* reads answered with zeroes, no leg read */

@@ -620,8 +620,9 @@ void mirror_get_status(struct mirror *m, struct mirror_status *s)
 	s->sync_read_bytes = atomic_load(&m->sync_read_bytes);
 	s->sync_write_bytes = atomic_load(&m->sync_write_bytes);
 	s->sync_zero_bytes = atomic_load(&m->sync_zero_bytes);
-	s->written_map = mirror_has_written_map(m);
-	s->written_regions = s->written_map ? mbitmap_written_weight(m->bitmap) : m->nr_regions;
+	s->written_map = mirror_has_written_map(m) || m->ro_written;
+	s->written_regions = m->ro_written ? m->ro_written_regions :
+			     s->written_map ? mbitmap_written_weight(m->bitmap) : m->nr_regions;
 	s->written_bytes = s->written_regions * m->sb.region_size;
 	if (s->written_regions && m->nr_regions &&
 	    (!s->written_map || mirror_region_written(m, m->nr_regions - 1)))

@@ -21,6 +21,8 @@
 #     into never-written regions: after the remount every acknowledged
 #     write reads back (fm_crashwriter verify), the regions it touched are
 #     written, and after the umount the three legs are identical;
+#   - a read-only mount: status shows the map as loaded (written.regions),
+#     and a read of a region never written (punched) is zeroes, from no leg;
 #   - `create --written-map=no` over legs full of old bytes: no map
 #     (examine, status: not tracked), the legs' data areas are emptied
 #     (they read as zeroes, from the legs); --written-map=maybe is refused.
@@ -180,6 +182,25 @@ for r in sorted(written):
         if d != data[0]:
             sys.exit(f"{leg}: region {r} differs from {legs[0]}")
 PY
+log "read-only mount: status shows the map as it was at the mount"
+nw=$(python3 -c '
+import sys
+n = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)' "$(head -n1 "$T/written.after" | cut -d' ' -f2)")
+fm_mount -o ro "$T/leg0" "$T/leg1" "$T/leg2" "$T/mnt"
+assert_eq "$(fm_status_get "$T/mnt" .written.tracked)" true "status written.tracked, read-only"
+assert_eq "$(fm_status_get "$T/mnt" .written.regions)" "$nw" "regions written, read-only"
+dd if="$img" bs=1M iflag=direct skip=$((2 * REGION >> 20)) count=$((REGION >> 20)) \
+	status=none | cmp -s - <(head -c "$REGION" /dev/zero) || fail "read-only: region 2 is not zeroes"
+(($(fm_status_get "$T/mnt" .written.unwritten_reads) > 0)) ||
+	fail "read-only: the read of region 2 was not answered as unwritten"
+fm status "$T/mnt" | grep -q "written: $nw of $NREG regions" ||
+	fail "read-only: status text: $(fm status "$T/mnt" | grep written:)"
+fm_umount "$T/mnt"
+
 log "create --written-map=no: no map, the legs are emptied"
 rc=0
 fm create --written-map=maybe --size 16M "$T/n0" "$T/n1" >/dev/null 2>"$T/err" || rc=$?
