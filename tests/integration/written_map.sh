@@ -23,6 +23,11 @@
 #     written, and after the umount the three legs are identical;
 #   - a read-only mount: status shows the map as loaded (written.regions),
 #     and a read of a region never written (punched) is zeroes, from no leg;
+#   - legs on loop devices full of old bytes with discard turned off:
+#     create changes no byte of their data areas, the image reads as
+#     zeroes, a first 8 KiB write into a region leaves the rest of that
+#     region zeroes on both legs (and the next region its old bytes), and
+#     scrub finds no mismatch;
 #   - `create --written-map=no` over legs full of old bytes: no map
 #     (examine, status: not tracked), the legs' data areas are emptied
 #     (they read as zeroes, from the legs); --written-map=maybe is refused.
@@ -200,6 +205,58 @@ dd if="$img" bs=1M iflag=direct skip=$((2 * REGION >> 20)) count=$((REGION >> 20
 fm status "$T/mnt" | grep -q "written: $nw of $NREG regions" ||
 	fail "read-only: status text: $(fm status "$T/mnt" | grep written:)"
 fm_umount "$T/mnt"
+
+# Legs on block devices that cannot unmap, full of old bytes: create writes
+# nothing there, a never-written region reads as zeroes, the first write
+# into a region zeroes the rest of that region on every leg (the zeroes
+# are written: the devices have no discard), and scrub finds the legs
+# equal.
+log "legs on loop devices full of old bytes, without discard"
+LIMG=$((32 << 20))
+LREG=$((1 << 20))
+lo=()
+for i in 0 1; do
+	head -c $((LIMG + (8 << 20))) /dev/urandom >"$T/old$i"
+	cp "$T/old$i" "$T/before$i"
+	loop_attach "$T/old$i"
+	lo+=("$LOOPDEV")
+	q=/sys/block/${LOOPDEV#/dev/}/queue
+	echo 0 >"$q/discard_max_bytes" || fail "cannot turn discard off on $LOOPDEV"
+	if [[ -e $q/write_zeroes_unmap_max_bytes ]]; then
+		echo 0 >"$q/write_zeroes_unmap_max_bytes" || fail "cannot forbid unmapping on $LOOPDEV"
+	fi
+	! blkdiscard -l "$LREG" "$LOOPDEV" 2>/dev/null || fail "$LOOPDEV still discards"
+done
+fm_create --size "$LIMG" --region-size 1M "${lo[@]}"
+doff=$(data_offset_of "${lo[0]}")
+# data_of DEV|FILE OFF LEN: bytes of the data area (around the page cache).
+data_of() {
+	dd if="$1" bs=64k iflag=direct,skip_bytes,count_bytes skip=$((doff + $2)) count="$3" \
+		status=none
+}
+for i in 0 1; do
+	cmp -s <(data_of "${lo[i]}" 0 "$LIMG") <(data_of "$T/before$i" 0 "$LIMG") ||
+		fail "create wrote into the data area of ${lo[i]}"
+done
+fm_mount "${lo[@]}" "$T/mnt"
+dd if="$img" bs=1M iflag=direct count=$((LIMG >> 20)) status=none |
+	cmp -s - <(head -c "$LIMG" /dev/zero) || fail "the new array on ${lo[*]} does not read as zeroes"
+head -c 8192 /dev/urandom >"$T/c"
+dd if="$T/c" of="$img" bs=4096 seek=$(((5 * LREG + 12288) / 4096)) oflag=direct \
+	conv=notrunc,fsync status=none || fail "writing into region 5 of the loop array failed"
+fm_ok scrub --wait "$T/mnt"
+assert_eq "$(fm_sync_get "$T/mnt" mismatches)" 0 "scrub mismatches on the loop devices"
+assert_eq "$(fm_status_get "$T/mnt" .written.regions)" 1 "regions written on the loop array"
+fm_umount "$T/mnt"
+for i in 0 1; do
+	cmp -s <(data_of "${lo[i]}" $((5 * LREG)) "$LREG") \
+		<(head -c 12288 /dev/zero; cat "$T/c"; head -c $((LREG - 12288 - 8192)) /dev/zero) ||
+		fail "${lo[i]}: region 5 is not zeroes around the 8 KiB written"
+	cmp -s <(data_of "${lo[i]}" $((4 * LREG)) "$LREG") \
+		<(data_of "$T/before$i" $((4 * LREG)) "$LREG") ||
+		fail "${lo[i]}: never-written region 4 changed"
+	loop_detach "${lo[i]}"
+done
 
 log "create --written-map=no: no map, the legs are emptied"
 rc=0
