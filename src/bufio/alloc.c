@@ -272,8 +272,16 @@ unsigned bufio_evict_old(struct bufio_client *c, uint64_t cutoff_ns, uint64_t ke
 		struct bufio_list victims;
 		struct bufio_list *pos, *next;
 
+		uint64_t floor = UINT64_MAX;
+
 		bufio_list_init(&victims);
 		pthread_mutex_lock(&s->lock);
+		/* Nothing old enough here: no walk over every clean buffer (a
+		 * cache of 100k+ of them, every cleaner pass). */
+		if (s->clean_floor >= cutoff_ns) {
+			pthread_mutex_unlock(&s->lock);
+			continue;
+		}
 		for (pos = s->clean.next; pos != &s->clean; pos = next) {
 			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
 
@@ -284,15 +292,21 @@ unsigned bufio_evict_old(struct bufio_client *c, uint64_t cutoff_ns, uint64_t ke
 				/* Used since the last look: now is its time. */
 				atomic_store_explicit(&b->touched, 0, memory_order_relaxed);
 				b->stamp = now;
+			}
+			if (b->stamp >= cutoff_ns || !bufio_claim_idle_locked(b)) {
+				if (b->stamp < floor)
+					floor = b->stamp;
 				continue;
 			}
-			if (b->stamp >= cutoff_ns || !bufio_claim_idle_locked(b))
-				continue;
 			bufio_index_remove_locked(s, b);
 			s->evictions++;
 			bufio_list_add_tail(&b->lru, &victims);
 			n++;
 		}
+		/* A whole walk saw every stamp left; a partial one keeps the old
+		 * floor, still a lower bound (stamps only grow). */
+		if (pos == &s->clean)
+			s->clean_floor = floor;
 		pthread_mutex_unlock(&s->lock);
 		bufio_free_list(c, &victims);
 	}

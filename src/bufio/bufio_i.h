@@ -189,6 +189,9 @@ struct bufio_shard {
 	unsigned nr_waiters;            /* threads waiting on cond */
 	atomic_uint count;              /* buffers in the index (as n_clean) */
 	struct bufio_list clean;        /* CLOCK ring, hand at the head */
+	uint64_t clean_floor;           /* ns: no buffer on clean has a stamp
+					   below it (bufio_evict_old skips the
+					   shard while it is recent) */
 	struct bufio_list dirty;        /* oldest first (dirty_seq increases) */
 	struct bufio_list writing;
 	struct bufio_list failed;

@@ -271,6 +271,8 @@ void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum buf
 		bufio_counter_add_locked(n, 1);
 		bufio_list_add_tail(&b->lru, list_head(s, list));
 	}
+	if (list == BUFIO_LIST_CLEAN && b->stamp < s->clean_floor)
+		s->clean_floor = b->stamp;
 	if (list == BUFIO_LIST_DIRTY)
 		b->dirty_seq = atomic_fetch_add_explicit(&b->c->dirty_seq, 1,
 							 memory_order_relaxed);
