@@ -272,17 +272,23 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 			     bufio_around_cb cb, void *ctx);
 
 /*
- * Read-around: if no block of [@block, @block + @n_blocks) is cached (in
- * any state), read them from the device straight into @iov (exactly @n_blocks * block
- * size bytes; the memory must stay valid until @cb), without caching them,
- * and return 0: @cb(@ctx, 0 or -errno) is then called exactly once, from
- * the bdev's completion context, possibly before this function returns.
- * Streaming reads thus neither evict the cache nor pay for filling it,
- * whether it is full or not.  Otherwise (a block is cached) nothing is
- * done and -EBUSY is returned: read through the cache.  Returns -EINVAL (bad sizes), -ENOMEM,
- * or the submission's -errno (@cb is then never called).  Never waits for
- * I/O.
+ * Read-around: read [@block, @block + @n_blocks) into @iov (exactly
+ * @n_blocks * block size bytes; the memory must stay valid until @cb)
+ * without caching the blocks, and return 0: @cb(@ctx, 0 or -errno) is then
+ * called exactly once, from the bdev's completion context or from this
+ * function before it returns.  The blocks the cache holds with valid data
+ * (clean, dirty or being written) are copied from it when the read is
+ * issued, and only the runs between them are read from the device, so a
+ * streaming read neither evicts the cache nor pays for filling it, and a
+ * few cached blocks in its range do not send it through the cache block by
+ * block.  Returns -EBUSY only for a range wider than BUFIO_AROUND_MAX_BLOCKS
+ * or an @iov of more than BUFIO_AROUND_MAX_IOV entries that has a cached
+ * block: read through the cache then.  Returns -EINVAL (bad sizes),
+ * -ENOMEM, or the first submission's -errno (@cb is then never called).
+ * Never waits for I/O.
  */
+#define BUFIO_AROUND_MAX_BLOCKS 4096u
+#define BUFIO_AROUND_MAX_IOV 32u
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx);
 
@@ -441,7 +447,8 @@ struct bufio_stats {
 	uint64_t limit_bytes;   /* this client's current share of the limit */
 	uint64_t buffers;       /* buffers in the cache */
 	uint64_t dirty;         /* of which dirty (or being written) */
-	uint64_t around_reads;  /* blocks read by bufio_read_around() */
+	uint64_t around_reads;  /* blocks bufio_read_around() read from the device */
+	uint64_t around_cached; /* ... and copied from the cache instead */
 	uint64_t around_writes; /* blocks written by bufio_write_around() */
 };
 

@@ -22,12 +22,17 @@
  *     Dropping a clean copy is always safe; a dirty one is never dropped, so
  *     no completed write is lost, not even for a moment.  So once the write
  *     completed, a read of the range gets the new data from the device.
- *   - A read-around reads only if no block of its range is in the index at
- *     the time of the check (under the shard locks): the device then holds
- *     the newest data of every write completed before it; a block dirtied
- *     after the check was written concurrently with the read.
- *   - Reads go around only a full cache: while there is room, caching
- *     evicts nothing, and a later read of the blocks is a hit.
+ *   - A read-around never reads a block from the device while the cache
+ *     may hold a newer copy: under each shard's lock it copies every
+ *     cached block whose data is valid (clean, dirty, being written) into
+ *     the caller's memory, and reads from the device only the blocks that
+ *     were not cached, or were still being read or filled (their newest
+ *     completed write is on the device: a block leaves the cache only
+ *     clean, and a read or fill starts only for a block not cached).  So
+ *     every write completed before the read-around is in what it returns;
+ *     a block written after its look was written concurrently with it.
+ *     The blocks are never held, and the cache's order (CLOCK bits) is not
+ *     touched: a streaming read does not promote what it passes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -42,6 +47,10 @@ struct around_io {
 	bufio_around_cb cb;
 	void *ctx;
 	int slot;                       /* async write-around: its slot, else -1 */
+	/* read-around: device requests in flight (+1 while issuing), and the
+	 * first error of one */
+	atomic_uint pending;
+	atomic_int first_err;
 	/* write-around: the writer waits */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -202,19 +211,15 @@ static void around_end_io(void *arg, int err)
 	struct bufio_client *c = io->c;
 
 	if (io->cb) {
+		/* An asynchronous write-around. */
 		bufio_around_cb cb = io->cb;
 		void *ctx = io->ctx;
 
-		if (io->slot >= 0) {
-			if (!err)
-				atomic_fetch_add_explicit(&c->around_writes, io->n_blocks,
-							  memory_order_relaxed);
-			/* Reads of the blocks may enter the cache again. */
-			around_unregister(c, io->slot);
-		} else if (!err) {
-			atomic_fetch_add_explicit(&c->around_reads, io->n_blocks,
+		if (!err)
+			atomic_fetch_add_explicit(&c->around_writes, io->n_blocks,
 						  memory_order_relaxed);
-		}
+		/* Reads of the blocks may enter the cache again. */
+		around_unregister(c, io->slot);
 		bufio_obj_put(c, io);
 		cb(ctx, err);
 		bufio_io_put(c); /* last: destroy may free @c after it */
@@ -317,33 +322,180 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 	return r;
 }
 
+/* A read-around's look at the cache: which blocks it copied. */
+struct read_scan {
+	struct bufio_client *c;
+	uint64_t block;                 /* the read's first block */
+	const struct iovec *iov;
+	unsigned iovcnt;
+	uint64_t copied;
+	uint64_t mask[BUFIO_AROUND_MAX_BLOCKS / 64];
+};
+
+/* Copy @len bytes of @src to offset @off of the memory of @iov. */
+static void iov_copy_in(const struct iovec *iov, unsigned iovcnt, size_t off,
+			const void *src, size_t len)
+{
+	for (unsigned i = 0; i < iovcnt && len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = iov[i].iov_len - off < len ? iov[i].iov_len - off : len;
+		memcpy((char *)iov[i].iov_base + off, src, n);
+		src = (const char *)src + n;
+		len -= n;
+		off = 0;
+	}
+}
+
+/* The part [@off, @off + @len) of @iov as iovecs in @out (at most
+ * BUFIO_AROUND_MAX_IOV); returns their number. */
+static unsigned iov_part(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
+			 struct iovec *out)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < iovcnt && len; i++) {
+		size_t k;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		k = iov[i].iov_len - off < len ? iov[i].iov_len - off : len;
+		out[n].iov_base = (char *)iov[i].iov_base + off;
+		out[n++].iov_len = k;
+		len -= k;
+		off = 0;
+	}
+	return n;
+}
+
+static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
+{
+	struct read_scan *rs = ctx;
+	struct bufio_client *c = rs->c;
+	uint64_t i = b->block - rs->block;
+
+	(void)s;
+	if (b->state & BUFIO_B_NOT_VALID)
+		return 0;       /* the device has its newest completed write */
+	/* Under the shard lock: b->data is not swapped meanwhile. */
+	iov_copy_in(rs->iov, rs->iovcnt, (size_t)i << c->block_shift, b->data, c->block_size);
+	rs->mask[i / 64] |= 1ull << (i % 64);
+	rs->copied++;
+	return 0;
+}
+
+static bool read_scan_copied(const struct read_scan *rs, uint64_t i)
+{
+	return rs->copied && (rs->mask[i / 64] & (1ull << (i % 64)));
+}
+
+static void around_read_end(void *arg, int err)
+{
+	struct around_io *io = arg;
+	struct bufio_client *c = io->c;
+	bufio_around_cb cb = io->cb;
+	void *ctx = io->ctx;
+
+	if (err) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&io->first_err, &zero, err);
+	}
+	if (atomic_fetch_sub_explicit(&io->pending, 1, memory_order_acq_rel) != 1)
+		return;
+	err = atomic_load(&io->first_err);
+	if (!err)
+		atomic_fetch_add_explicit(&c->around_reads, io->n_blocks, memory_order_relaxed);
+	bufio_obj_put(c, io);
+	cb(ctx, err);
+	bufio_io_put(c); /* last: destroy may free @c after it */
+}
+
+/*
+ * Read the blocks of @rs that were not copied from the cache, a run per
+ * device request.  Returns the first submission's -errno when nothing was
+ * submitted (@cb is then not called), otherwise 0.
+ */
+static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_t n_blocks,
+		     bufio_around_cb cb, void *ctx)
+{
+	struct around_io *io = bufio_obj_get(c);
+	bool submitted = false;
+	int r = 0;
+
+	if (!io)
+		return -ENOMEM;
+	memset(io, 0, sizeof(*io));
+	io->c = c;
+	io->n_blocks = n_blocks - rs->copied;
+	io->cb = cb;
+	io->ctx = ctx;
+	io->slot = -1;
+	atomic_init(&io->pending, 1);   /* ours, until every run is issued */
+	atomic_init(&io->first_err, 0);
+	bufio_io_get(c);
+	for (uint64_t i = 0; i < n_blocks;) {
+		struct iovec part[BUFIO_AROUND_MAX_IOV];
+		uint64_t end;
+		unsigned cnt;
+
+		if (read_scan_copied(rs, i)) {
+			i++;
+			continue;
+		}
+		for (end = i + 1; end < n_blocks && !read_scan_copied(rs, end); end++)
+			;
+		atomic_fetch_add_explicit(&io->pending, 1, memory_order_relaxed);
+		if (!rs->copied) {
+			/* Nothing cached: the caller's iovecs as they are. */
+			r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, rs->block),
+						rs->iov, rs->iovcnt, 0, around_read_end, io);
+		} else {
+			cnt = iov_part(rs->iov, rs->iovcnt, (size_t)i << c->block_shift,
+				       (size_t)(end - i) << c->block_shift, part);
+			r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ,
+						sector_of(c, rs->block + i), part, cnt, 0,
+						around_read_end, io);
+		}
+		if (r < 0) {
+			atomic_fetch_sub_explicit(&io->pending, 1, memory_order_relaxed);
+			break;
+		}
+		submitted = true;
+		i = end;
+	}
+	if (r < 0 && !submitted) {
+		bufio_obj_put(c, io);
+		bufio_io_put(c);
+		return r;
+	}
+	atomic_fetch_add_explicit(&c->around_cached, rs->copied, memory_order_relaxed);
+	/* Our reference: the last one to drop calls @cb (maybe now). */
+	around_read_end(io, r);
+	return 0;
+}
+
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx)
 {
-	struct around_io *io;
+	struct read_scan rs = { .c = c, .block = block, .iov = iov, .iovcnt = iovcnt };
 	int r;
 
 	r = check_args(c, block, n_blocks, iov, iovcnt);
 	if (r)
 		return r;
-	r = scan_range(c, block, n_blocks, false);
+	if (n_blocks > BUFIO_AROUND_MAX_BLOCKS || iovcnt > BUFIO_AROUND_MAX_IOV)
+		/* Too wide to track per block: around only an uncached range. */
+		r = scan_range(c, block, n_blocks, false);
+	else
+		r = bufio_index_walk_range(c, block, n_blocks, read_scan_visit, NULL, &rs);
 	if (r)
 		return r;
-	io = bufio_obj_get(c);
-	if (!io)
-		return -ENOMEM;
-	memset(io, 0, sizeof(*io));
-	io->c = c;
-	io->n_blocks = n_blocks;
-	io->cb = cb;
-	io->ctx = ctx;
-	io->slot = -1;
-	bufio_io_get(c);
-	r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, block), iov, iovcnt, 0,
-				around_end_io, io);
-	if (r < 0) {
-		bufio_obj_put(c, io);
-		bufio_io_put(c);
-	}
-	return r;
+	return read_runs(c, &rs, n_blocks, cb, ctx);
 }

@@ -293,6 +293,7 @@ struct bufio_client {
 	 * and read under a shard lock by every insertion into the index. */
 	atomic_uint nr_around;
 	_Atomic uint64_t around_reads, around_writes;   /* blocks */
+	_Atomic uint64_t around_cached; /* blocks a read-around took from the cache */
 	pthread_mutex_t around_lock;    /* a leaf (taken under shard locks);
 					   guards around[] */
 	pthread_cond_t around_cond;     /* a write-around ended */

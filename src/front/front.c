@@ -18,9 +18,11 @@
  *     bufio deadlock rule for threads other than the reserve holder).
  *   - Reads and writes of at least FRONT_AROUND_MIN whole blocks go around
  *     the cache (bufio_read_around/bufio_write_around: streaming I/O is
- *     neither copied into nor kept in the cache) unless a block of theirs
- *     is cached; a write-around is synchronous (the request's buffer is
- *     the worker's), a read-around is answered from its completion.
+ *     neither copied into nor kept in the cache); a read-around copies the
+ *     blocks the cache holds, a write-around happens unless one of its
+ *     blocks is dirty or busy.  A write-around is synchronous (the
+ *     request's buffer is the worker's), a read-around is answered from
+ *     its completion.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -511,7 +513,7 @@ static void around_read_done(void *ctx, int err)
 
 /*
  * Answer a read of blocks [@b0, + @n) around the cache; false if it cannot
- * (a block is cached, no memory): then read through the cache.  @own: the
+ * (no memory, a range too wide): then read through the cache.  @own: the
  * request buffer the caller holds already (its read_ctx is in it), which
  * the read-around takes over when it returns true.
  */

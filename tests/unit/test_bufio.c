@@ -2015,16 +2015,54 @@ START_TEST(test_read_around)
 	ck_assert_uint_eq(stats().buffers, 0); /* not cached */
 	ck_assert_uint_eq(stats().around_reads, 32);
 
-	/* A cached block, clean or dirty: read through the cache instead. */
+	/* A clean cached block is copied from the cache; the device is read
+	 * only around it, in two runs. */
 	ck_assert_int_eq(bufio_read(bc, 110, &b), 0);
 	bufio_release(b);
-	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), -EBUSY);
-	bufio_forget(bc, 110);
-	put_block(140, 0x12);
+	memset(buf, 0, 32 * BS);
 	ck_assert_int_eq(bufio_read_around(bc, 100, 32, &iov, 1, around_cb, NULL), 0);
-	ck_assert_int_eq(bufio_read_around(bc, 120, 32, &iov, 1, around_cb, NULL), -EBUSY);
 	WAIT_FOR(atomic_load(&around_cb_calls) == 2, 2000);
-	ck_assert_int_eq(atomic_load(&around_cb_calls), 2);
+	ck_assert_int_eq(around_cb_err, 0);
+	fm_assert_bytes_eq(buf, orig_block(100), 32 * BS, "read-around over a clean block");
+	ck_assert_uint_eq(membdev_counts(md).reads, 1 + 1 + 2);
+	ck_assert_uint_eq(stats().around_cached, 1);
+	ck_assert_uint_eq(stats().around_reads, 32 + 31);
+
+	/* A dirty block (not on the device yet) comes from the cache: the
+	 * device's older copy is never returned. */
+	put_block(140, 0x12);
+	{
+		uint8_t want[BS];
+
+		dev_block(140, want);
+		ck_assert_int_ne(want[0], 0x12);
+	}
+	ck_assert_int_eq(bufio_read_around(bc, 120, 32, &iov, 1, around_cb, NULL), 0);
+	WAIT_FOR(atomic_load(&around_cb_calls) == 3, 2000);
+	ck_assert_int_eq(around_cb_err, 0);
+	fm_assert_bytes_eq(buf, orig_block(120), 20 * BS, "before the dirty block");
+	{
+		uint8_t *want = filled(BS, 0x12);
+
+		fm_assert_bytes_eq(buf + 20 * BS, want, BS, "the dirty block, from the cache");
+		free(want);
+	}
+	fm_assert_bytes_eq(buf + 21 * BS, orig_block(141), 11 * BS, "after the dirty block");
+	ck_assert_uint_eq(stats().around_cached, 2);
+	/* Neither read took a block into the cache or dropped one. */
+	ck_assert_uint_eq(stats().buffers, 2);
+
+	/* Every block cached: answered from the cache, no device read. */
+	{
+		unsigned reads = membdev_counts(md).reads;
+		struct iovec one = { buf, BS };
+
+		ck_assert_int_eq(bufio_read_around(bc, 140, 1, &one, 1, around_cb, NULL), 0);
+		ck_assert_int_eq(atomic_load(&around_cb_calls), 4); /* before returning */
+		ck_assert_uint_eq(membdev_counts(md).reads, reads);
+		ck_assert_int_eq(buf[0], 0x12);
+	}
+	atomic_store(&around_cb_calls, 3);
 
 	/* A read error reaches the callback. */
 	membdev_fail_reads(md, 300 * SPB, 301 * SPB);
