@@ -1945,10 +1945,10 @@ static void split_piece_done(void *ctx, int err)
 	split_put(s);
 }
 
-/* The elements of bytes [@off, @off + @len) of @iov into @out (NULL:
- * count only); returns how many. */
-static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
-			  struct iovec *out)
+/* The elements of bytes [@off, @off + @len) of @iov, each into @out
+ * (unless NULL) and zeroed if @zero; returns how many. */
+static unsigned iov_range(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
+			  struct iovec *out, bool zero)
 {
 	unsigned n = 0;
 
@@ -1964,6 +1964,8 @@ static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, 
 			l = len;
 		if (out)
 			out[n] = (struct iovec){ (char *)iov[i].iov_base + off, l };
+		if (zero)
+			memset((char *)iov[i].iov_base + off, 0, l);
 		n++;
 		len -= l;
 		off = 0;
@@ -1971,22 +1973,18 @@ static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, 
 	return n;
 }
 
+/* The elements of bytes [@off, @off + @len) of @iov into @out (NULL:
+ * count only); returns how many. */
+static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
+			  struct iovec *out)
+{
+	return iov_range(iov, iovcnt, off, len, out, false);
+}
+
+/* Zero bytes [@off, @off + @len) of @iov. */
 static void iov_zero(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len)
 {
-	for (unsigned i = 0; i < iovcnt && len; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		l -= off;
-		if (l > len)
-			l = len;
-		memset((char *)iov[i].iov_base + off, 0, l);
-		len -= l;
-		off = 0;
-	}
+	iov_range(iov, iovcnt, off, len, NULL, true);
 }
 
 #define PIECE_ZERO UINT64_MAX   /* class of an unwritten stretch */
