@@ -32,7 +32,11 @@
  *   - All clients of the process share one byte limit (the kernel module's
  *     max_cache_size_bytes; default 2% of RAM); each client may use an equal
  *     share of it, but never less than (reserved_buffers + minimum buffers)
- *     blocks.  Only block data is counted, not the per-buffer header.
+ *     blocks.  A block counts its data and its header, with its aux area
+ *     and its share of the index (bufio_get_buffer_cost()), so the limit is
+ *     the memory the cache takes (headers of evicted blocks are kept for
+ *     reuse and no longer counted: never more of them than the most blocks
+ *     cached at once).  A copy on write counts its data.
  *     Blocks smaller than 256 KiB are slots of 256 KiB chunks, so a block
  *     costs its size (malloc would take 8 KiB for a 4 KiB aligned block),
  *     and blocks allocated together are neighbours in memory.
@@ -421,6 +425,10 @@ void bufio_set_sector_offset(struct bufio_client *c, uint64_t start);
 /* Getters; valid while the buffer is held */
 
 unsigned bufio_get_block_size(const struct bufio_client *c);
+/* The bytes one cached block counts against the limit: its data and its
+ * header (with its aux area and its share of the index); 4 KiB blocks
+ * with no aux: 4096 + 208 on x86_64. */
+unsigned bufio_get_buffer_cost(const struct bufio_client *c);
 /* Device size in whole blocks, after the sector offset. */
 uint64_t bufio_get_device_size(struct bufio_client *c);
 uint64_t bufio_get_block_number(const struct bufio_buffer *b);
@@ -442,7 +450,9 @@ struct bufio_stats {
 	uint64_t cow_copies;    /* copies made by bufio_begin_modify() */
 	uint64_t read_errors;
 	uint64_t write_errors;  /* failed block writes */
-	uint64_t bytes;         /* block data held now (reserve included) */
+	uint64_t bytes;         /* memory held now: bufio_get_buffer_cost() per
+				   block (reserve included), plus copies on
+				   write still being written */
 	uint64_t peak_bytes;
 	uint64_t limit_bytes;   /* this client's current share of the limit */
 	uint64_t buffers;       /* buffers in the cache */

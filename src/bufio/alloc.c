@@ -61,7 +61,7 @@ struct bufio_buffer *bufio_new_buffer_mem(struct bufio_client *c)
 		bufio_list_init(&b->lru);
 	}
 	b->data = data;
-	bufio_account_bytes(c, (int64_t)c->block_size);
+	bufio_account_bytes(c, (int64_t)c->buffer_cost);
 	return b;
 }
 
@@ -70,7 +70,7 @@ void bufio_destroy_buffer(struct bufio_client *c, struct bufio_buffer *b)
 	assert(!b->write_data || b->write_data == b->data);
 	bufio_data_free(c, b->data);
 	b->data = NULL;
-	bufio_account_bytes(c, -(int64_t)c->block_size);
+	bufio_account_bytes(c, -(int64_t)c->buffer_cost);
 	/* The header is kept: a lock-free lookup may still be reading it. */
 	pthread_mutex_lock(&c->lock);
 	bufio_list_add_tail(&b->lru, &c->spare);
@@ -189,7 +189,7 @@ static bool may_progress(struct bufio_client *c)
 
 static bool below_limit(struct bufio_client *c)
 {
-	return atomic_load_explicit(&c->bytes, memory_order_relaxed) + c->block_size <=
+	return atomic_load_explicit(&c->bytes, memory_order_relaxed) + c->buffer_cost <=
 	       bufio_client_limit(c);
 }
 
@@ -286,7 +286,7 @@ unsigned bufio_evict_old(struct bufio_client *c, uint64_t cutoff_ns, uint64_t ke
 			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
 
 			next = pos->next;
-			if (atomic_load(&c->bytes) <= keep_bytes + (uint64_t)n * c->block_size)
+			if (atomic_load(&c->bytes) <= keep_bytes + (uint64_t)n * c->buffer_cost)
 				break;
 			if (atomic_load_explicit(&b->touched, memory_order_relaxed)) {
 				/* Used since the last look: now is its time. */

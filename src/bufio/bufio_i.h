@@ -167,6 +167,20 @@ struct bufio_buffer {
 	unsigned char aux[] __attribute__((aligned(16)));
 };
 
+/*
+ * The memory a buffer takes beside its data: its header as calloc()
+ * allocates it (glibc: the size plus one size_t, in 16-byte steps), and
+ * its share of the index, four slots at most (a shard's table doubles when
+ * it holds as many buffers as buckets, and its older tables stay for
+ * lock-free readers: they add up to the newest one's size).
+ */
+static inline unsigned bufio_header_cost(unsigned aux_size)
+{
+	size_t hdr = FM_ALIGN_UP(sizeof(struct bufio_buffer) + aux_size + sizeof(size_t), 16u);
+
+	return (unsigned)(hdr + 4 * sizeof(struct bufio_buffer *));
+}
+
 /*----------------------------------------------------------------*/
 /* Shards: one index + lists + counters each */
 
@@ -230,6 +244,9 @@ struct bufio_client {
 	unsigned data_align;
 	unsigned write_align;           /* writeback granularity (bufio_set_write_align) */
 	unsigned aux_size;
+	unsigned buffer_cost;           /* what one buffer with data counts
+					   against the limit: block_size +
+					   bufio_header_cost(aux_size) */
 	unsigned reserved_buffers;
 	bufio_alloc_fn alloc_callback;
 	bufio_write_fn write_callback;

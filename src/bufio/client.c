@@ -2,9 +2,10 @@
 /*
  * Clients: creation, destruction, accounting, statistics, the process-wide
  * knobs.  Invariants:
- *   - c->bytes counts the data of every buffer the client owns: in the
- *     index, in the reserve, in flight out of the index, and memory that a
- *     copy on write left to a write in flight;
+ *   - c->bytes counts c->buffer_cost (data and header) for every buffer
+ *     with data the client owns: in the index, in the reserve, in flight
+ *     out of the index; plus the data (block_size) that a copy on write
+ *     left to a write in flight;
  *   - bufio_globals.bytes is the sum over the clients;
  *   - buffer headers are recycled through c->spare and freed only with
  *     the client (lock-free lookups may read a header at any time);
@@ -84,8 +85,8 @@ uint64_t bufio_client_limit(const struct bufio_client *c)
 	unsigned n = atomic_load_explicit(&bufio_globals.nr_clients, memory_order_relaxed);
 	uint64_t share = max / (n ? n : 1);
 	uint64_t floor = ((uint64_t)c->reserved_buffers +
-			  atomic_load_explicit(&c->minimum_buffers, memory_order_relaxed))
-			 << c->block_shift;
+			  atomic_load_explicit(&c->minimum_buffers, memory_order_relaxed)) *
+			 c->buffer_cost;
 
 	return share > floor ? share : floor;
 }
@@ -245,6 +246,7 @@ int bufio_client_create(const struct fm_bdev *bdev, unsigned block_size,
 	c->data_align = block_size < FM_PAGE_SIZE ? block_size : FM_PAGE_SIZE;
 	c->write_align = FM_SECTOR_SIZE;
 	c->aux_size = aux_size;
+	c->buffer_cost = block_size + bufio_header_cost(aux_size);
 	c->reserved_buffers = reserved_buffers;
 	c->alloc_callback = alloc_callback;
 	c->write_callback = write_callback;
@@ -347,6 +349,11 @@ void bufio_set_sector_offset(struct bufio_client *c, uint64_t start)
 unsigned bufio_get_block_size(const struct bufio_client *c)
 {
 	return c->block_size;
+}
+
+unsigned bufio_get_buffer_cost(const struct bufio_client *c)
+{
+	return c->buffer_cost;
 }
 
 uint64_t bufio_get_device_size(struct bufio_client *c)

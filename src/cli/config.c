@@ -198,7 +198,7 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	{ .name = "cache_size", .metavar = "SIZE", .parse = mount_cfg_parse_size,
 	  FIELD(cache_size), .min = 1u << 20, .max = UINT64_MAX,
 	  .def_text = "2% of RAM", .expect = "a size of at least 1M (e.g. 256M, 2G)",
-	  .help = "cache memory limit, all of it locked in RAM" },
+	  .help = "cache memory limit (block data and headers), all of it locked in RAM" },
 	{ .name = "block_size", .metavar = "SIZE", .parse = mount_cfg_parse_size,
 	  FIELD(block_size), .min = 512, .max = 1u << 20, .flags = MOUNT_CFG_POW2,
 	  .def_text = "the one chosen at create, 4k",

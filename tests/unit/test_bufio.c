@@ -24,6 +24,8 @@
 #define BS 4096u
 #define DEV_BLOCKS 2048u
 #define SPB (BS / 512u)
+/* What one cached block counts against the limit: data and header. */
+#define COST ((uint64_t)bufio_get_buffer_cost(bc))
 
 static struct membdev *md;
 static struct bufio_client *bc;
@@ -991,10 +993,10 @@ START_TEST(test_reserve_progress)
 	make_client(BS, 4, 0, NULL, NULL);
 	bufio_set_minimum_buffers(bc, 0);
 	bufio_set_max_cache_size_bytes(BS);
-	ck_assert_uint_eq(stats().limit_bytes, 4 * BS);
+	ck_assert_uint_eq(stats().limit_bytes, 4 * COST);
 	for (unsigned i = 0; i < 4; i++)
 		ck_assert_int_eq(bufio_read(bc, 1600 + i, &held[i]), 0);
-	ck_assert_uint_eq(stats().peak_bytes, 4 * BS);
+	ck_assert_uint_eq(stats().peak_bytes, 4 * COST);
 	/* Another thread's one buffer must wait for a release... */
 	atomic_store(&blocked_done, 0);
 	pthread_create(&t, NULL, blocked_reader, NULL);
@@ -1006,7 +1008,7 @@ START_TEST(test_reserve_progress)
 	ck_assert_int_eq(atomic_load(&blocked_done), 1);
 	for (unsigned i = 1; i < 4; i++)
 		bufio_release(held[i]);
-	ck_assert_uint_eq(stats().peak_bytes, 4 * BS);
+	ck_assert_uint_eq(stats().peak_bytes, 4 * COST);
 }
 END_TEST
 
@@ -1092,7 +1094,20 @@ START_TEST(test_global_stats)
 	st = stats();
 	ck_assert_uint_eq(g.clients, 1);
 	ck_assert_uint_eq(g.bytes, st.bytes);
-	ck_assert_uint_eq(st.bytes, 2 * BS); /* one reserved + one cached */
+	ck_assert_uint_eq(st.bytes, 2 * COST); /* one reserved + one cached */
+	/* A block counts its header and its share of the index, not only
+	 * its data (cache_size is the memory the cache takes) ... */
+	ck_assert_uint_ge(COST, BS + 64);
+	ck_assert_uint_le(COST, BS + 256);
+	{
+		/* ... and its aux area. */
+		struct fm_bdev bdev = membdev_bdev(md);
+		struct bufio_client *c2;
+
+		ck_assert_int_eq(bufio_client_create(&bdev, BS, 0, 1000, NULL, NULL, &c2), 0);
+		ck_assert_uint_ge(bufio_get_buffer_cost(c2), BS + 1000 + 64);
+		bufio_client_destroy(c2);
+	}
 	ck_assert_uint_ge(g.limit_bytes, 1u << 20);
 	bufio_set_max_cache_size_bytes(12345 * BS);
 	ck_assert_uint_eq(bufio_get_max_cache_size_bytes(), 12345 * BS);
@@ -1127,7 +1142,7 @@ START_TEST(test_cow_sole_holder)
 	ck_assert_uint_eq(stats().dirty, 1);
 	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
 	assert_dev_fill(120, 0x02);
-	ck_assert_uint_eq(stats().bytes, 2 * BS); /* the old copy was freed */
+	ck_assert_uint_eq(stats().bytes, 2 * COST); /* the old copy was freed */
 }
 END_TEST
 
