@@ -1184,8 +1184,21 @@ static const struct fuse_lowlevel_ops front_ops = {
  * writethrough, fsync, fallocate) hands that work to the slow pool, whose
  * threads may wait, keeping the request's buffer ("held") until it ends.
  * A loop with no free buffer stops polling until one comes back.
+ *
+ * Request buffers (FRONT_RBUF_ALLOC, ~1 MiB each: the kernel refuses a
+ * read shorter than max_write plus the headers) are most of the daemon's
+ * memory beside the cache (the RSS target is cache_size + 64 MiB), and
+ * registered ones are resident from the start.  On /dev/fuse, 8 per loop:
+ * FRONT_LOOP_READS reads in flight and 4 requests being served (a request
+ * answered from the cache or an in-memory leg gives its buffer back within
+ * its loop's turn; one waiting for disk I/O holds it, and requests beyond
+ * wait in the kernel's queue).  With the io_uring transport the loops only
+ * get what the kernel still sends through /dev/fuse (INIT, FORGET,
+ * INTERRUPT, notify replies): 4 each, not registered, so only the pages
+ * those small requests touch are resident.
  */
-#define FRONT_LOOP_BUFS 16
+#define FRONT_LOOP_BUFS 8
+#define FRONT_LOOP_BUFS_URING 4
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
 #define FRONT_LOOP_READS 4      /* reads of a clone in flight per loop */
 
@@ -1222,6 +1235,7 @@ struct front_loop {
 	struct front_rbuf *free;        /* owner only */
 	_Atomic(struct front_rbuf *) returned; /* released on other threads */
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
+	unsigned nr_bufs;               /* of bufs[] */
 	struct front_rbuf bufs[FRONT_LOOP_BUFS];
 };
 
@@ -1638,7 +1652,7 @@ static void *loop_main(void *arg)
 		front_stop_failed(f, "cannot set up an event loop's io_uring", -r);
 		return NULL;
 	}
-	{
+	if (!f->uring) {
 		/* Registered request buffers: the kernel pins them once (they
 		 * are resident from here on), not at every O_DIRECT leg read
 		 * or write into or out of them, which dmio then issues FIXED.
@@ -1647,9 +1661,9 @@ static void *loop_main(void *arg)
 		 * writes 490/465/668 vs 885/728/472. */
 		struct iovec iov[FRONT_LOOP_BUFS];
 
-		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
+		for (unsigned k = 0; k < l->nr_bufs; k++)
 			iov[k] = (struct iovec){ l->bufs[k].mem, FRONT_RBUF_ALLOC };
-		r = dmio_loop_register_buffers(l->dl, iov, FRONT_LOOP_BUFS);
+		r = dmio_loop_register_buffers(l->dl, iov, l->nr_bufs);
 		if (r < 0)
 			fm_debug("front: loop %u: buffers not registered: %s", l->idx, strerror(-r));
 	}
@@ -1720,7 +1734,8 @@ static int front_run_loops(struct front *f)
 		l->f = f;
 		l->idx = i;
 		l->fd = -1;
-		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++) {
+		l->nr_bufs = f->uring ? FRONT_LOOP_BUFS_URING : FRONT_LOOP_BUFS;
+		for (unsigned k = 0; k < l->nr_bufs; k++) {
 			struct front_rbuf *b = &l->bufs[k];
 
 			b->loop = l;
@@ -1759,7 +1774,7 @@ static int front_run_loops(struct front *f)
 			pthread_join(f->loops[i].thread, NULL);
 out:
 	for (unsigned i = 0; i < f->nr_loops; i++) {
-		for (unsigned k = 0; k < FRONT_LOOP_BUFS; k++)
+		for (unsigned k = 0; k < f->loops[i].nr_bufs; k++)
 			free(f->loops[i].bufs[k].mem);
 		if (f->loops[i].fd >= 0)
 			close(f->loops[i].fd);
