@@ -1167,17 +1167,27 @@ static const struct fuse_lowlevel_ops front_ops = {
  * write behind an overlapping one or the bitmap's first write into a
  * clean region: those complete on the thread that issues them).
  *
- * With /dev/fuse alone (no io_uring transport), each loop reads a clone of
- * the session fd (FUSE_DEV_IOC_CLONE, O_NONBLOCK) with IORING_OP_READs on
- * its ring: io_uring polls the fd itself and the read completes with the
- * request, one system call per request and loop wake-up.  A request read
- * from a clone must be answered on that clone (the kernel keeps it in the
- * clone's processing list), whoever answers: the loop tags the request's
- * unique with its number (FRONT_LOOP_TAG) and the session's writev hook
- * (libfuse custom io) sends a tagged reply to that loop's clone, untagged.
+ * Each loop waits for requests with one IORING_OP_POLL_ADD (EPOLLEXCLUSIVE)
+ * on its ring, then read()s up to a batch of them (O_NONBLOCK) until the
+ * queue is empty.  All readers of one connection sleep on the same kernel
+ * wait queue; an exclusive waiter is the only kind a request wakes alone,
+ * so one request wakes one idle loop, as a blocking read() wakes one of
+ * libfuse's workers.  (IORING_OP_READs kept in flight instead are polled
+ * by io_uring with NON-exclusive waits: every request woke every pending
+ * read on every loop, one got it and the rest re-armed.  4k QD1 randread,
+ * 2 loops: 1.4-2.0 voluntary context switches per request that way, 0.5-0.9
+ * this way; the ceiling, libfuse's workers on bench/memfuse, 0.8.)
+ *
+ * With /dev/fuse alone (no io_uring transport), each loop polls and reads
+ * a clone of the session fd (FUSE_DEV_IOC_CLONE, O_NONBLOCK): clones share
+ * the connection's input queue but each has its own list of requests being
+ * processed, so the loops do not contend on one.  A request read from a
+ * clone must be answered on that clone (the kernel keeps it in the clone's
+ * processing list), whoever answers: the loop tags the request's unique
+ * with its number (FRONT_LOOP_TAG) and the session's writev hook (libfuse
+ * custom io) sends a tagged reply to that loop's clone, untagged.
  * Otherwise (the clone failed, or io_uring owns the session's custom io)
- * all loops poll the one session fd (EPOLLEXCLUSIVE: one woken per
- * request) and read() it; replies then go to that fd.
+ * all loops poll and read the one session fd; replies then go to that fd.
  *
  * Nothing on a loop waits (include/fusemirror/dmio.h, "Loops"): a handler
  * that would (a partial block to read before a write, a full cache,
@@ -1200,13 +1210,11 @@ static const struct fuse_lowlevel_ops front_ops = {
 #define FRONT_LOOP_BUFS 8
 #define FRONT_LOOP_BUFS_URING 4
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
-#define FRONT_LOOP_READS 4      /* reads of a clone in flight per loop */
 
 struct front_rbuf {
 	struct front_loop *loop;        /* NULL: an io_uring entry's (below) */
 	struct front_rbuf *next;        /* free list / returned stack */
 	void *mem;                      /* FRONT_RBUF_ALLOC, page aligned */
-	struct dmio_loop_op read_op;    /* an IORING_OP_READ into mem */
 	/* The request's reply area (mem, cap bytes) and its context slots
 	 * (ctx, FRONT_RBUF_CTX bytes each).  A FUSE-over-io_uring request's
 	 * buffer is its entry's: this structure at the start of the
@@ -1224,7 +1232,6 @@ struct front_loop {
 	struct front *f;
 	unsigned idx;
 	int fd;                         /* its clone of the session fd, or -1 */
-	unsigned reading;               /* reads of fd in flight */
 	struct dmio_loop *dl;
 	pthread_t thread;
 	bool started;
@@ -1488,36 +1495,11 @@ static const struct fuse_custom_io loop_io = {
 	.writev = loop_io_writev,
 };
 
-static void loop_read_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
-{
-	struct front_rbuf *b = (struct front_rbuf *)((char *)op - offsetof(struct front_rbuf, read_op));
-	struct front_loop *l = b->loop;
-	struct front *f = l->f;
-
-	(void)cqe_flags;
-	l->reading--;
-	if (res > 0) {
-		/* Taken from the kernel: answered even while stopping. */
-		loop_dispatch(l, b, (size_t)res);
-		return;
-	}
-	b->next = l->free;
-	l->free = b;
-	if (res == -EAGAIN || res == -EINTR || res == -ENOENT || res == -ECANCELED || res > 0)
-		return;                 /* loop_arm() reads again (or stops) */
-	if (res != -ENODEV && res != 0) {
-		front_stop_failed(f, "reading /dev/fuse", -res);
-		return;
-	}
-	fuse_session_exit(f->se);
-	loop_stop_all(f);
-}
-
 /* Read and dispatch the requests waiting, up to a batch. */
 static void loop_read(struct front_loop *l)
 {
 	struct front *f = l->f;
-	int fd = fuse_session_fd(f->se);
+	int fd = l->fd >= 0 ? l->fd : fuse_session_fd(f->se);
 
 	for (unsigned n = 0; n < FRONT_LOOP_BATCH && !atomic_load(&f->stopping); n++) {
 		struct front_rbuf *b;
@@ -1586,32 +1568,6 @@ static void loop_arm(struct front_loop *l, bool tick)
 	}
 	if (atomic_load(&f->stopping))
 		return;
-	if (l->fd >= 0) {
-		/* Reads stay in flight on the clone; io_uring polls it. */
-		while (l->reading < FRONT_LOOP_READS) {
-			struct front_rbuf *b;
-
-			if (!l->free)
-				loop_collect(l);
-			if (!l->free && !l->reading) {
-				atomic_store(&l->starved, true);
-				loop_collect(l);
-				if (l->free)
-					atomic_store(&l->starved, false);
-			}
-			b = l->free;
-			if (!b || !(sqe = dmio_loop_get_sqe(l->dl)))
-				return;
-			l->free = b->next;
-			/* Not READ_FIXED: /dev/fuse takes user memory only
-			 * (fuse_dev_read: EINVAL for a registered buffer). */
-			io_uring_prep_read(sqe, l->fd, (char *)b->mem + FRONT_RBUF_REQ,
-					   FRONT_RBUF_SIZE - FRONT_RBUF_REQ, 0);
-			io_uring_sqe_set_data(sqe, &b->read_op);
-			l->reading++;
-		}
-		return;
-	}
 	if (l->polling)
 		return;
 	if (!l->free)
@@ -1629,7 +1585,8 @@ static void loop_arm(struct front_loop *l, bool tick)
 		return;
 	/* Exclusive: a request wakes one polling loop, not all of them (the
 	 * others would only find the queue empty). */
-	io_uring_prep_poll_add(sqe, fuse_session_fd(f->se), POLLIN | EPOLLEXCLUSIVE);
+	io_uring_prep_poll_add(sqe, l->fd >= 0 ? l->fd : fuse_session_fd(f->se),
+			       POLLIN | EPOLLEXCLUSIVE);
 	io_uring_sqe_set_data(sqe, &l->poll_op);
 	l->polling = true;
 }
@@ -1739,7 +1696,6 @@ static int front_run_loops(struct front *f)
 			struct front_rbuf *b = &l->bufs[k];
 
 			b->loop = l;
-			b->read_op.done = loop_read_done;
 			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_ALLOC)) {
 				r = -ENOMEM;
 				goto out;
