@@ -37,6 +37,13 @@
  * reclaim; then any claimable buffer goes, within the budget).  Only the DIRTY lists are looked at: buffers being
  * written and buffers whose write failed are on lists of their own, so a
  * claim costs what it claims, not what the cache holds.
+ *
+ * Neighbours (claim_neighbours): the oldest buffers of random writes are
+ * rarely neighbours of each other, but often of younger dirty buffers
+ * (a third of a 1 GiB image dirty: runs of 2-3 blocks).  dm-bufio writes
+ * each block by itself; a pressure writeback claims the oldest for half
+ * its budget and lets their dirty neighbours join their runs with the
+ * rest, so that a run is one write on each leg instead of one per block.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -450,12 +457,71 @@ static uint64_t oldest_claimable(struct bufio_client *c)
 	return first;
 }
 
-/* Claim the oldest claimable buffers, within the budget. */
+/* Whether dirty @b (not claimed; its shard locked) may follow claimed @prev
+ * in a run (@up: @b is the next block; else the previous one). */
+static bool joins_locked(const struct bufio_client *c, const struct bufio_buffer *prev,
+			 const struct bufio_buffer *b, bool up)
+{
+	unsigned align = c->write_align;
+
+	if (up)
+		return prev->write_end == c->block_size &&
+		       FM_ALIGN_DOWN(b->dirty_start, align) == 0;
+	return prev->write_start == 0 && FM_ALIGN_UP(b->dirty_end, align) == c->block_size;
+}
+
+#define BUFIO_NEIGHBOURS_MAX 16u /* per side of a claimed run */
+
+/*
+ * Claim the dirty neighbours of the claimed buffers @v[0..@n) (sorted by
+ * block) that extend their runs, up to @max buffers in all; returns the
+ * new count.  One shard lock at a time.  A side where the next block is
+ * claimed already (a neighbour in @v, or being written) is not probed.
+ */
+static size_t claim_neighbours(struct bufio_client *c, struct bufio_buffer **v, size_t n,
+			       size_t max)
+{
+	size_t seeds = n;
+
+	for (size_t i = 0; i < seeds && n < max; i++) {
+		for (int up = 0; up <= 1 && n < max; up++) {
+			struct bufio_buffer *prev = v[i];
+
+			if (up ? i + 1 < seeds && v[i + 1]->block == prev->block + 1
+			       : i > 0 && v[i - 1]->block + 1 == prev->block)
+				continue;
+			for (unsigned k = 0; k < BUFIO_NEIGHBOURS_MAX && n < max; k++) {
+				uint64_t blk = up ? prev->block + 1 : prev->block - 1;
+				struct bufio_shard *s;
+				struct bufio_buffer *b;
+
+				if (!up && prev->block == 0)
+					break;
+				s = bufio_shard_of(c, blk);
+				pthread_mutex_lock(&s->lock);
+				b = bufio_index_find_locked(s, blk);
+				if (!b || !claimable_locked(b, BUFIO_WB_BACKGROUND) ||
+				    !joins_locked(c, prev, b, up)) {
+					pthread_mutex_unlock(&s->lock);
+					break;
+				}
+				claim_locked(c, s, b);
+				pthread_mutex_unlock(&s->lock);
+				v[n++] = b;
+				prev = b;
+			}
+		}
+	}
+	return n;
+}
+
+/* Claim the oldest claimable buffers, within the budget (half of it, when
+ * that is a batch, and their neighbours with the rest). */
 static unsigned writeback_pressure(struct bufio_client *c, bool starved)
 {
 	unsigned max = wb_inflight_max(c), batch = wb_batch(c, max);
 	unsigned writing = atomic_load_explicit(&c->n_writing, memory_order_relaxed);
-	unsigned claimable, budget, n = 0;
+	unsigned claimable, budget, seeds, n = 0;
 	struct bufio_buffer **v;
 	uint64_t cutoff;
 
@@ -477,14 +543,15 @@ static unsigned writeback_pressure(struct bufio_client *c, bool starved)
 		return 0;
 	}
 	cutoff += budget;
-	for (unsigned i = 0; i < c->nshards && n < budget; i++) {
+	seeds = budget - budget / 2;
+	for (unsigned i = 0; i < c->nshards && n < seeds; i++) {
 		struct bufio_shard *s = &c->shards[i];
 		struct bufio_list *pos, *next;
 
 		if (!atomic_load_explicit(&s->n_dirty, memory_order_relaxed)) /* a hint */
 			continue;
 		pthread_mutex_lock(&s->lock);
-		for (pos = s->dirty.next; pos != &s->dirty && n < budget; pos = next) {
+		for (pos = s->dirty.next; pos != &s->dirty && n < seeds; pos = next) {
 			struct bufio_buffer *b = bufio_container_of(pos, struct bufio_buffer, lru);
 
 			next = pos->next;
@@ -497,6 +564,8 @@ static unsigned writeback_pressure(struct bufio_client *c, bool starved)
 		}
 		pthread_mutex_unlock(&s->lock);
 	}
+	sort_by_block(v, n);
+	n = (unsigned)claim_neighbours(c, v, n, budget);
 	/* (released once submitted: n_writing then counts these) */
 	submit_claimed(c, v, n, NULL, 0);
 	if (!starved)

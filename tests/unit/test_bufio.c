@@ -1028,6 +1028,35 @@ START_TEST(test_watermark_writeback)
 }
 END_TEST
 
+/*
+ * Pressure writeback claims the oldest dirty blocks (here the even ones,
+ * dirtied first) and lets their younger dirty neighbours (the odd ones)
+ * join their runs: fewer device writes than blocks written.  Without the
+ * neighbours every even block would be a write of its own.
+ */
+START_TEST(test_pressure_writeback_runs)
+{
+	struct membdev_counts k;
+	struct bufio_buffer *b;
+
+	bufio_set_max_cache_size_bytes(64 * BS); /* a budget of 8 in flight */
+	for (unsigned i = 0; i < 40; i += 2)
+		put_block(i, 0x40 + (int)i);
+	for (unsigned i = 1; i < 40; i += 2)
+		put_block(i, 0x40 + (int)i);
+	ck_assert_int_eq(bufio_read(bc, 1000, &b), 0);
+	bufio_release(b);
+	WAIT_FOR(membdev_counts(md).inflight == 0, 3000);
+	/* (the puts of the odd blocks started pressure writeback too) */
+	k = membdev_counts(md);
+	ck_assert_uint_ge(k.write_bytes, 8 * BS);
+	ck_assert_uint_le(k.writes * 2, k.write_bytes / BS);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	for (unsigned i = 0; i < 40; i++)
+		assert_dev_fill(i, 0x40 + (int)i);
+}
+END_TEST
+
 START_TEST(test_limit_lowered_trims)
 {
 	struct bufio_buffer *b;
@@ -2167,6 +2196,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_held_never_evicted);
 	tcase_add_test(tc, test_reserve_progress);
 	tcase_add_test(tc, test_watermark_writeback);
+	tcase_add_test(tc, test_pressure_writeback_runs);
 	tcase_add_test(tc, test_limit_lowered_trims);
 	tcase_add_test(tc, test_max_age_evicts);
 	tcase_add_test(tc, test_writeback_age);
