@@ -50,6 +50,15 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 	return -errno;
 }
 
+int mirror_handshake_timeout(const char *path, unsigned connect_timeout_ms, GError **err)
+{
+	g_set_error(err, FM_MIRROR_ERROR, ETIMEDOUT,
+		    "leg %s: the server accepted the connection but finished no NBD "
+		    "handshake in %u ms (remote_connect_timeout)", path,
+		    connect_timeout_ms ? connect_timeout_ms : DMIO_REMOTE_CONNECT_TIMEOUT_MS);
+	return -ETIMEDOUT;
+}
+
 int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_timeout_ms,
 		    GError **err)
 {
@@ -68,14 +77,8 @@ int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_time
 			    "leg %s: not a regular file or block device", leg->path);
 		return -EINVAL;
 	}
-	if (r == -ETIMEDOUT && dmio_path_is_remote(leg->path)) {
-		g_set_error(err, FM_MIRROR_ERROR, ETIMEDOUT,
-			    "leg %s: the server accepted the connection but finished no NBD "
-			    "handshake in %u ms (remote_connect_timeout)", leg->path,
-			    connect_timeout_ms ? connect_timeout_ms
-					       : DMIO_REMOTE_CONNECT_TIMEOUT_MS);
-		return r;
-	}
+	if (r == -ETIMEDOUT && dmio_path_is_remote(leg->path))
+		return mirror_handshake_timeout(leg->path, connect_timeout_ms, err);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", leg->path, g_strerror(-r));
 		return r;

@@ -23,6 +23,9 @@ struct fleg {
 	bool blockdev;
 	struct stat st;
 	uint64_t size;          /* bytes available (existing legs) */
+	unsigned connect_timeout_ms;    /* a remote leg's handshake deadline
+					   (0: dmio's); every connection made
+					   for it uses it */
 	struct dmio_dev *dev;
 };
 
@@ -68,8 +71,10 @@ static int inspect_remote_leg(struct fleg *l, bool force, GError **err)
 	struct dmio_region where;
 	struct fm_sb sb;
 	uint64_t len;
-	int r = dmio_dev_open(l->path, DMIO_DEV_RDONLY, &dev);
+	int r = dmio_dev_open_timeout(l->path, DMIO_DEV_RDONLY, l->connect_timeout_ms, &dev);
 
+	if (r == -ETIMEDOUT)
+		return mirror_handshake_timeout(l->path, l->connect_timeout_ms, err);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: cannot connect to it: %s",
 			    l->path, g_strerror(-r));
@@ -173,7 +178,9 @@ static int open_leg(struct fleg *l, uint64_t need, GError **err)
 		close(fd);
 		l->created = true;
 	}
-	r = dmio_dev_open(l->path, DMIO_DEV_EXCL, &l->dev);
+	r = dmio_dev_open_timeout(l->path, DMIO_DEV_EXCL, l->connect_timeout_ms, &l->dev);
+	if (r == -ETIMEDOUT && dmio_path_is_remote(l->path))
+		return mirror_handshake_timeout(l->path, l->connect_timeout_ms, err);
 	if (r < 0) {
 		g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", l->path,
 			    r == -EBUSY ? "in use" : g_strerror(-r));
@@ -455,9 +462,10 @@ int mirror_format(const char *const *paths, unsigned n,
 }
 
 int mirror_open_new_leg(const char *path, bool force, uint64_t need,
-			struct dmio_dev **ret_dev, bool *ret_created, GError **err)
+			unsigned connect_timeout_ms, struct dmio_dev **ret_dev,
+			bool *ret_created, GError **err)
 {
-	struct fleg l = { .path = path };
+	struct fleg l = { .path = path, .connect_timeout_ms = connect_timeout_ms };
 	int r = inspect_leg(&l, force, err);
 
 	if (r < 0)
@@ -465,7 +473,10 @@ int mirror_open_new_leg(const char *path, bool force, uint64_t need,
 	if (l.exists) {
 		struct dmio_dev *d;
 
-		r = dmio_dev_open(path, DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT, &d);
+		r = dmio_dev_open_timeout(path, DMIO_DEV_RDONLY | DMIO_DEV_NO_DIRECT,
+					  connect_timeout_ms, &d);
+		if (r == -ETIMEDOUT && dmio_path_is_remote(path))
+			return mirror_handshake_timeout(path, connect_timeout_ms, err);
 		if (r < 0) {
 			g_set_error(err, FM_MIRROR_ERROR, -r, "leg %s: %s", path, g_strerror(-r));
 			return r;

@@ -452,10 +452,15 @@ static inline bool same_leg_file(const struct stat *a, const struct stat *b)
 				   : a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
-/* format.c: inspect, create, open and lock a leg for a new slot. */
+/* format.c: inspect, create, open and lock a leg for a new slot;
+ * @connect_timeout_ms: a remote leg's handshake deadline (0: dmio's). */
 int mirror_open_new_leg(const char *path, bool force, uint64_t need,
-			struct dmio_dev **ret_dev, bool *ret_created, GError **err);
+			unsigned connect_timeout_ms, struct dmio_dev **ret_dev,
+			bool *ret_created, GError **err);
 /* assemble.c */
+/* -ETIMEDOUT, with the message that @path's NBD handshake took longer than
+ * @connect_timeout_ms (0: dmio's), naming remote_connect_timeout. */
+int mirror_handshake_timeout(const char *path, unsigned connect_timeout_ms, GError **err);
 /* @connect_timeout_ms: a remote leg's handshake deadline (0: dmio's). */
 int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_timeout_ms,
 		    GError **err);

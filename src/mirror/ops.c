@@ -271,8 +271,8 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	} else if (slot != -ENOENT) {
 		return slot;
 	} else {
-		r = mirror_open_new_leg(path, force, fm_sb_leg_bytes(&m->sb), &dev, &created,
-					err);
+		r = mirror_open_new_leg(path, force, fm_sb_leg_bytes(&m->sb),
+					m->remote_connect_timeout_ms, &dev, &created, err);
 		if (r < 0)
 			return r;
 		mirror_leg_dev_setup(m, dev);

@@ -5,7 +5,7 @@
 # remote_legs.sh:
 #   - a mount while the server is stopped (SIGSTOP: the kernel accepts the
 #     connection, nobody handshakes) is refused after remote_connect_timeout
-#     (300 ms, not the default 10 s), naming the leg and the key;
+#     (1.5 s, not the default 10 s), naming the leg and the key;
 #   - a hung server (SIGSTOP): a write to the image still completes, the
 #     remote leg is failed by remote_timeout; while it stays stopped, the
 #     reconnection attempts fail after remote_connect_timeout and come every
@@ -15,6 +15,10 @@
 #   - the administrator's `fail` is not undone by itself; `add` re-adds it
 #     (only the regions written meanwhile are copied); events: one
 #     LegReconnected (the hang), one Add (the administrator's), no Remove;
+#   - `add` of a brand-new remote leg keeps remote_connect_timeout past
+#     the re-add probe, when it formats the leg (a server that handshakes
+#     once, then hangs: refused in 1.5 s, naming the key; the sh plugin
+#     spawns a process per callback, so a handshake takes ~0.5 s here);
 #   - after umount, the remote leg's data area equals the local legs'.
 # The array is mounted from a config file whose legs= names the URI.
 source "$(dirname "$0")/lib.sh"
@@ -26,7 +30,7 @@ truncate -s 32M "$T/leg0" "$T/leg1" "$T/remote"
 nbd_start
 fm_create --region-size 1M "$T/leg0" "$URI" "$T/leg1"
 # The legs, URI included, from a config file.
-printf '[array]\nlegs=%s;%s;%s\n[mount]\nremote_timeout=1000\nremote_connect_timeout=300\nremote_retry_max=1000\n' \
+printf '[array]\nlegs=%s;%s;%s\n[mount]\nremote_timeout=1000\nremote_connect_timeout=1500\nremote_retry_max=1000\n' \
 	"$T/leg0" "$URI" "$T/leg1" >"$T/fm.conf"
 
 log "mount while nbdkit is stopped"
@@ -37,7 +41,7 @@ timeout -k 5 60 "$FM" mount --config "$T/fm.conf" "$T/mnt" >"$T/mount.out" 2>"$T
 ((rc != 0)) || fail "mount succeeded with a stopped server"
 ! is_mounted "$T/mnt" || fail "mounted with a stopped server"
 ((SECONDS - t0 < 8)) || fail "the mount waited $((SECONDS - t0)) s for a handshake"
-grep -q "finished no NBD handshake in 300 ms (remote_connect_timeout)" "$T/mount.err" ||
+grep -q "finished no NBD handshake in 1500 ms (remote_connect_timeout)" "$T/mount.err" ||
 	fail "the refused mount does not say why: $(cat "$T/mount.err")"
 kill -CONT "$NBD_PID"
 fm_mount -o cache_mode=writethrough,sync_speed_min=200M --config "$T/fm.conf" "$T/mnt"
@@ -82,6 +86,37 @@ assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the image's clients"
 v=$(fm_status_get "$T/mnt" .event_counts.LegReconnected); assert_eq "$v" 1 "LegReconnected events"
 v=$(fm_status_get "$T/mnt" .event_counts.Add); assert_eq "$v" 1 "Add events"
 v=$(fm_status_get "$T/mnt" .event_counts.Remove); assert_eq "$v" 0 "Remove events"
+
+# `add` of a brand-new remote leg: the re-add probe connects (and finds no
+# superblock of this array), then formatting it connects again; both keep
+# remote_connect_timeout.  nbdkit's sh plugin answers the first handshake
+# and hangs every later one for 10 s (its open callback sleeps).
+log "add of a new remote leg whose server hangs after the first handshake"
+cat >"$T/hang2.sh" <<'SH'
+#!/bin/sh
+case $1 in
+open) n=$(cat "$HANG2_COUNT" 2>/dev/null || echo 0)
+      echo $((n + 1)) >"$HANG2_COUNT"
+      [ "$n" -eq 0 ] || sleep 10
+      echo h ;;
+get_size) echo 64M ;;
+pread) head -c "$3" /dev/zero ;;
+can_write) exit 0 ;;
+pwrite) cat >/dev/null ;;
+*) exit 2 ;;
+esac
+SH
+chmod +x "$T/hang2.sh"
+HANG2_COUNT=$T/hang2.count nbdkit -f --exit-with-parent -U "$T/nbd2.sock" sh "$T/hang2.sh" \
+	2>>"$T/nbdkit2.log" &
+for ((i = 0; i < 100; i++)); do [[ -S $T/nbd2.sock ]] && break; sleep 0.1; done
+[[ -S $T/nbd2.sock ]] || fail "nbdkit sh did not start: $(cat "$T/nbdkit2.log")"
+t0=$SECONDS
+assert_fails "finished no NBD handshake in 1500 ms \(remote_connect_timeout\)" \
+	"$FM" add "$T/mnt" "nbd+unix:///?socket=$T/nbd2.sock"
+((SECONDS - t0 < 7)) || fail "add of a new remote leg waited $((SECONDS - t0)) s for a handshake"
+(($(cat "$T/hang2.count") >= 2)) || fail "add did not get past the re-add probe"
+v=$(fm_status_get "$T/mnt" .event_counts.Add); assert_eq "$v" 1 "Add events after the refused add"
 
 fm_umount "$T/mnt"
 nbd_kill
