@@ -375,20 +375,36 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 	return slot;
 }
 
+/*
+ * The tail of add, replace and a reconnection: add_leg_locked(), then start
+ * the new leg's recovery, or queue it behind the sync that runs.  An
+ * administrator's add or replace also cancels a pending reconnection of
+ * the slot (the slot is taken by other means).  admin_lock held.  Returns 0
+ * (started) or 1 (queued), or -errno with @err.
+ */
+static int add_and_recover_locked(struct mirror *m, const char *path, unsigned flags,
+				  int replaces, GError **err)
+{
+	int slot = add_leg_locked(m, path, flags, replaces, err);
+	int r;
+
+	if (slot < 0)
+		return slot;
+	if (!(flags & ADD_RECONNECT))
+		mirror_reconnect_cancel(m, (unsigned)slot);
+	r = mirror_sync_start_or_queue(m);
+	if (r < 0)
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
+			    g_strerror(-r));
+	return r;
+}
+
 int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **err)
 {
 	int r;
 
 	pthread_mutex_lock(&m->admin_lock);
-	r = add_leg_locked(m, path, flags, -1, err);
-	if (r >= 0)
-		mirror_reconnect_cancel(m, (unsigned)r); /* the administrator did it */
-	if (r >= 0) {
-		r = mirror_sync_start_or_queue(m);
-		if (r < 0)
-			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
-				    g_strerror(-r));
-	}
+	r = add_and_recover_locked(m, path, flags, -1, err);
 	pthread_mutex_unlock(&m->admin_lock);
 	return r;
 }
@@ -418,13 +434,7 @@ int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError *
 		r = -ESTALE;
 		goto out;
 	}
-	r = add_leg_locked(m, uri, ADD_RECONNECT, -1, err);
-	if (r >= 0) {
-		r = mirror_sync_start_or_queue(m);
-		if (r < 0)
-			g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
-				    g_strerror(-r));
-	}
+	r = add_and_recover_locked(m, uri, ADD_RECONNECT, -1, err);
 out:
 	pthread_mutex_unlock(&m->admin_lock);
 	return r;
@@ -463,13 +473,7 @@ int mirror_replace_leg(struct mirror *m, const char *old, const char *new_path,
 	}
 	/* Recorded in the new leg's flags: a replace interrupted by a stop
 	 * finishes at the next mount and retires @old then. */
-	r = add_leg_locked(m, new_path, flags, i, err);
-	if (r < 0)
-		goto out;
-	r = mirror_sync_start_or_queue(m);
-	if (r < 0)
-		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot start the recovery: %s",
-			    g_strerror(-r));
+	r = add_and_recover_locked(m, new_path, flags, i, err);
 out:
 	pthread_mutex_unlock(&m->admin_lock);
 	return r;
