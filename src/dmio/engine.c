@@ -171,11 +171,27 @@ static int fixed_index(const struct dmio_ring *r, const struct iovec *iov)
 	return -1;
 }
 
-static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
+/* A read or write of @p's iovec: READ/WRITE_FIXED when it is one iovec
+ * inside a buffer registered with @r, vectored otherwise. */
+static void prep_rw(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p,
+		    bool write)
 {
+	struct iovec *iov = &p->iov[p->iov_first];
 	int fx;
 
-	struct iovec *iov = &p->iov[p->iov_first];
+	if (r->nr_fixed && p->iovcnt == 1 && (fx = fixed_index(r, iov)) >= 0) {
+		io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED, sqe,
+				 p->dev->fd, iov->iov_base, (unsigned)iov->iov_len, p->off);
+		sqe->buf_index = (__u16)fx;
+		DMIO_STAT_ADD(fixed_ios, 1);
+	} else {
+		io_uring_prep_rw(write ? IORING_OP_WRITEV : IORING_OP_READV, sqe, p->dev->fd,
+				 iov, (unsigned)p->iovcnt, p->off);
+	}
+}
+
+static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
+{
 
 	if (dmio_piece_replaced_by_fault(p)) {
 		io_uring_prep_nop(sqe);
@@ -185,13 +201,7 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 	}
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
-		if (r->nr_fixed && p->iovcnt == 1 && (fx = fixed_index(r, iov)) >= 0) {
-			io_uring_prep_read_fixed(sqe, p->dev->fd, iov->iov_base,
-						 (unsigned)iov->iov_len, p->off, fx);
-			DMIO_STAT_ADD(fixed_ios, 1);
-		} else {
-			io_uring_prep_readv(sqe, p->dev->fd, iov, p->iovcnt, p->off);
-		}
+		prep_rw(r, sqe, p, false);
 		break;
 	case DMIO_PIECE_WRITE:
 		if (fm_unlikely(p->delay_ms)) {
@@ -212,13 +222,7 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 			}
 			p->delay_ms = 0;
 		}
-		if (r->nr_fixed && p->iovcnt == 1 && (fx = fixed_index(r, iov)) >= 0) {
-			io_uring_prep_write_fixed(sqe, p->dev->fd, iov->iov_base,
-						  (unsigned)iov->iov_len, p->off, fx);
-			DMIO_STAT_ADD(fixed_ios, 1);
-		} else {
-			io_uring_prep_writev(sqe, p->dev->fd, iov, p->iovcnt, p->off);
-		}
+		prep_rw(r, sqe, p, true);
 		sqe->rw_flags = p->rw_flags;
 		break;
 	case DMIO_PIECE_FSYNC:
