@@ -24,6 +24,34 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
 cd "$T" || fail "cannot cd to $T"
 
+# server_cut WRITES CHECK: kill nbdkit, run WRITES (the writes while the
+# server is gone), wait until the remote leg is faulty, run CHECK (what
+# must hold meanwhile); start nbdkit again and wait until the leg
+# reconnected and its recovery ended.  Sets reconnects (the leg's), copied
+# (sync.write_bytes) and resynced (sync.resynced_regions) from the status.
+# (Not "cut": lib.sh runs the cut command.)
+server_cut() {
+	log "killing nbdkit"
+	nbd_kill
+	"$1"
+	fm_wait_leg_state "$T/mnt" "$URI" faulty 20
+	log "the remote leg is faulty"
+	"$2"
+	nbd_start
+	log "nbdkit restarted"
+	fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
+	fm_wait_sync_idle "$T/mnt" 30
+	log "the remote leg is in sync again"
+	fm_status_json "$T/mnt" >/dev/null
+	read -r reconnects copied resynced < <(python3 - "$T/status.json" "$URI" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
+print(leg["reconnects"], j["sync"]["write_bytes"], j["sync"]["resynced_regions"])
+PY
+	) || fail "status after the reconnection: $(cat "$T/status.json")"
+}
+
 mkdir "$T/mnt"
 truncate -s 64M "$T/leg0" "$T/leg1" "$T/remote"
 nbd_start
@@ -45,33 +73,20 @@ fio --name=cut --filename="$img" --offset=16M --size=8M --rw=randwrite --bs=16k 
 	--output-format=json --output="$T/fio-cut.json" 2>"$T/fio-cut.err" &
 FIO=$!
 sleep 0.5
-log "killing nbdkit under fio"
-nbd_kill
-fm_wait_leg_state "$T/mnt" "$URI" faulty 20
-log "the remote leg is faulty"
-fm_ok status "$T/mnt" | grep -q "remote: disconnected, reconnecting" ||
-	fail "status text does not say the remote leg is reconnecting"
-nbd_start
-log "nbdkit restarted"
+says_reconnecting() {
+	fm_ok status "$T/mnt" | grep -q "remote: disconnected, reconnecting" ||
+		fail "status text does not say the remote leg is reconnecting"
+}
+server_cut true says_reconnecting
 wait "$FIO" || fail "fio verify failed across the cut: $(cat "$T/fio-cut.err")"
 log "fio verify done"
-fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
-fm_wait_sync_idle "$T/mnt" 30
-log "the remote leg is in sync again"
-fm_status_json "$T/mnt" >/dev/null
-read -r rc bytes errs < <(python3 - "$T/status.json" "$URI" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
-c = j["event_counts"]
-assert (c["LegReconnected"], c["Remove"], c["Add"]) == (1, 0, 0), c
-print(leg["reconnects"], j["sync"]["write_bytes"], j["io"]["errors"])
-PY
-) || fail "status after the reconnection: $(cat "$T/status.json")"
-assert_eq "$rc" 1 "status: reconnects"
-assert_eq "$errs" 0 "errors returned to the image's clients"
-log "recovery after the cut: $bytes bytes"
-((bytes > 0 && bytes <= 24 * 1048576)) || fail "recovery copied $bytes bytes: not from the bitmap"
+assert_eq "$reconnects" 1 "status: reconnects"
+assert_eq "$(fm_io_errors "$T/mnt")" 0 "errors returned to the image's clients"
+for e in LegReconnected:1 Remove:0 Add:0; do
+	assert_eq "$(fm_status_get "$T/mnt" ".event_counts.${e%:*}")" "${e#*:}" "events ${e%:*}"
+done
+log "recovery after the cut: $copied bytes"
+((copied > 0 && copied <= 24 * 1048576)) || fail "recovery copied $copied bytes: not from the bitmap"
 fm_ok status "$T/mnt" | grep -q "remote: connected, round trip .* ms, 1 reconnects" ||
 	fail "status text lacks the remote line: $(cat "$T/fm.out")"
 fm_ok status --format=prometheus "$T/mnt" >"$T/metrics.txt"
@@ -93,35 +108,24 @@ fm_wait_status "$T/mnt" .bitmap.set 0 20
 "$FM" monitor --json "$T/mnt" >"$T/events.out" 2>"$T/monitor.err" &
 MON=$!
 fm_wait_status "$T/mnt" .monitors 1 30
-log "bitmap clear; killing nbdkit"
-nbd_kill
+log "bitmap clear"
 # Regions 10 and 11 (one write across their boundary), 30, 40: none that
 # the first part wrote (0-7, 16-23), whose copies the final check covers.
-dd if=/dev/urandom of="$img" bs=4k seek=$((30 * 256 + 2)) count=1 oflag=direct conv=notrunc status=none ||
-	fail "write during the cut (region 30)"
-dd if=/dev/urandom of="$img" bs=512k seek=21 count=2 oflag=direct conv=notrunc status=none ||
-	fail "write during the cut (regions 10, 11)"
-dd if=/dev/urandom of="$img" bs=1M seek=40 count=1 oflag=direct conv=notrunc status=none ||
-	fail "write during the cut (region 40)"
-fm_wait_leg_state "$T/mnt" "$URI" faulty 20
-v=$(fm_bitmap_get "$T/mnt" set)
-assert_eq "$v" 4 "bitmap regions set while the remote leg is gone"
-log "4 regions dirty; nbdkit restarted"
-nbd_start
-fm_wait_leg_state "$T/mnt" "$URI" in_sync 40
-fm_wait_sync_idle "$T/mnt" 30
-log "recovered"
-fm_status_json "$T/mnt" >/dev/null
-read -r rc bytes regions < <(python3 - "$T/status.json" "$URI" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-leg = [l for l in j["legs"] if l["path"] == sys.argv[2]][0]
-print(leg["reconnects"], j["sync"]["write_bytes"], j["sync"]["resynced_regions"])
-PY
-)
-assert_eq "$rc" 1 "status: reconnects of the second mount"
-assert_eq "$bytes" $((4 << 20)) "bytes copied by the recovery"
-assert_eq "$regions" 4 "regions resynced by the recovery"
+cut_writes() {
+	dd if=/dev/urandom of="$img" bs=4k seek=$((30 * 256 + 2)) count=1 oflag=direct \
+		conv=notrunc status=none || fail "write during the cut (region 30)"
+	dd if=/dev/urandom of="$img" bs=512k seek=21 count=2 oflag=direct conv=notrunc \
+		status=none || fail "write during the cut (regions 10, 11)"
+	dd if=/dev/urandom of="$img" bs=1M seek=40 count=1 oflag=direct conv=notrunc \
+		status=none || fail "write during the cut (region 40)"
+}
+four_dirty() {
+	assert_eq "$(fm_bitmap_get "$T/mnt" set)" 4 "bitmap regions set while the remote leg is gone"
+}
+server_cut cut_writes four_dirty
+assert_eq "$reconnects" 1 "status: reconnects of the second mount"
+assert_eq "$copied" $((4 << 20)) "bytes copied by the recovery"
+assert_eq "$resynced" 4 "regions resynced by the recovery"
 fm_umount "$T/mnt"
 wait "$MON" || fail "monitor --json exited $?: $(cat "$T/monitor.err")"
 python3 - "$T/events.out" "$URI" <<'PY' || fail "monitor --json: $(cat "$T/events.out")"
