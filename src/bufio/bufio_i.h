@@ -33,7 +33,7 @@
 #define BUFIO_MAX_SHARDS 256u
 #define BUFIO_HIT_SLOTS 16u
 /* Blocks smaller than this come from slots of chunks this big (slab.c). */
-#define BUFIO_SLAB_CHUNK (256u << 10)
+#define BUFIO_SLAB_CHUNK (2u << 20)
 /* Write-arounds in flight at once per client (around.c). */
 #define BUFIO_AROUND_SLOTS 32u
 

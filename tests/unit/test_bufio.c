@@ -466,7 +466,7 @@ START_TEST(test_contiguous_one_write)
 	ck_assert_uint_eq(io.sector, 512 * SPB);
 	ck_assert_uint_eq(io.bytes, 1u << 20);
 	/* Allocated one after the other, the blocks are neighbours in memory
-	 * (256 KiB slabs): a handful of segments, not 256. */
+	 * (2 MiB slab chunks): a handful of segments, not 256. */
 	ck_assert_uint_le(io.iovcnt, 8);
 	for (unsigned i = 0; i < 256; i++) {
 		memset(want, i & 0xff, BS);
