@@ -343,6 +343,220 @@ static void render_sync(const struct status *s, GString *out)
 }
 
 /*----------------------------------------------------------------*/
+/* Field tables: the numbers of the model, each named once for JSON (its
+ * member in its object) and, if it is a metric, for Prometheus (name,
+ * type, help).  Offsets are into struct status, or into struct
+ * mirror_leg_stats for leg_fields; the kind follows the field's type. */
+
+enum status_kind { SK_BOOL, SK_INT, SK_UINT, SK_U64, SK_BLOCKS /* u64 x block_size */ };
+
+struct status_field {
+	const char *json;
+	enum status_kind kind;
+	size_t off;
+	const char *metric;             /* NULL: not a metric */
+	const char *type;               /* "counter" or "gauge" */
+	const char *help;
+	bool remote_only;               /* leg metric: remote legs only */
+};
+
+#define SK_OF(x) _Generic((x), bool: SK_BOOL, int: SK_INT, unsigned: SK_UINT, uint64_t: SK_U64)
+/* A member of struct status (F) or of a leg's stats (LF); ...M: a metric. */
+#define F(name, field) { name, SK_OF(((struct status *)0)->field), offsetof(struct status, field) }
+#define FM(name, field, metric, type, help) \
+	{ name, SK_OF(((struct status *)0)->field), offsetof(struct status, field), metric, type, help }
+#define LF(name, field) \
+	{ name, SK_OF(((struct mirror_leg_stats *)0)->field), \
+	  offsetof(struct mirror_leg_stats, field) }
+#define LFM(name, field, metric, type, help) \
+	{ name, SK_OF(((struct mirror_leg_stats *)0)->field), \
+	  offsetof(struct mirror_leg_stats, field), metric, type, help }
+#define LFR(name, field, metric, type, help) \
+	{ name, SK_OF(((struct mirror_leg_stats *)0)->field), \
+	  offsetof(struct mirror_leg_stats, field), metric, type, help, true }
+
+/* "array" (after uuid, name, state) */
+static const struct status_field array_fields[] = {
+	FM("size", size, "fusemirror_array_size_bytes", "gauge", "Image size in bytes."),
+	F("readonly", readonly),
+	FM("events", sb_events, "fusemirror_superblock_events", "gauge",
+	   "The superblocks' event counter."),
+	F("pid", pid),
+	FM("uptime_s", uptime_s, "fusemirror_uptime_seconds", "gauge",
+	   "Seconds since the daemon started."),
+	FM("degraded", ms.degraded, "fusemirror_array_degraded", "gauge",
+	   "1 when some slot of the leg table is not in sync."),
+	FM("failed", ms.failed, "fusemirror_array_failed", "gauge",
+	   "1 when no leg is left in sync (every I/O fails)."),
+	F("in_sync", ms.nr_in_sync),
+	F("faulty", ms.nr_faulty),
+	F("rebuilding", ms.nr_rebuilding),
+};
+
+/* "sync" (after action and last_action) */
+static const struct status_field sync_fields[] = {
+	FM("done", ms.sync_done, "fusemirror_sync_done_bytes", "gauge",
+	   "Bytes done by the running sync action."),
+	FM("total", ms.sync_total, "fusemirror_sync_total_bytes", "gauge",
+	   "Bytes the running sync action has to do."),
+	FM("speed", ms.sync_speed, "fusemirror_sync_speed_bytes_per_second", "gauge",
+	   "Recent speed of the running sync action."),
+	F("eta_s", ms.sync_eta_s),
+	F("speed_min", ms.sync_speed_min),
+	F("speed_max", ms.sync_speed_max),
+	FM("mismatches", ms.mismatches, "fusemirror_sync_mismatch_sectors", "gauge",
+	   "Mismatched sectors found by the last or running scrub."),
+	FM("resynced_regions", ms.resynced_regions, "fusemirror_resynced_regions_total", "counter",
+	   "Regions copied by resync or recovery since the mount."),
+	F("read_bytes", ms.sync_read_bytes),
+	F("write_bytes", ms.sync_write_bytes),
+	F("zero_bytes", ms.sync_zero_bytes),
+};
+
+static const struct status_field written_fields[] = {
+	F("tracked", ms.written_map),
+	FM("regions", ms.written_regions, "fusemirror_written_regions", "gauge",
+	   "Regions written since create (all, without a written-region map)."),
+	FM("bytes", ms.written_bytes, "fusemirror_written_region_bytes", "gauge",
+	   "Bytes of the regions written since create."),
+	FM("unwritten_reads", ms.unwritten_reads, "fusemirror_unwritten_reads_total", "counter",
+	   "Reads of never-written regions answered with zeroes."),
+};
+
+static const struct status_field checksums_fields[] = {
+	F("enabled", ms.checksums),
+	F("page_writes", ms.checksum_page_writes),
+};
+
+static const struct status_field bitmap_fields[] = {
+	F("region_size", ms.region_size),
+	FM("regions", ms.nr_regions, "fusemirror_bitmap_regions", "gauge",
+	   "Regions of the write-intent bitmap."),
+	FM("set", ms.bitmap_set, "fusemirror_bitmap_set_regions", "gauge",
+	   "Regions whose write-intent bit is set."),
+	F("page_writes", ms.bitmap_writes),
+};
+
+/* each of "legs" (after path, slot, uuid, state; then note and fault);
+ * the metrics have a sample per leg, labelled leg and path */
+static const struct status_field leg_fields[] = {
+	LF("direct", direct),
+	LFM("reads", reads, "fusemirror_leg_reads_total", "counter",
+	    "Read requests a leg served."),
+	LFM("writes", writes, "fusemirror_leg_writes_total", "counter",
+	    "Write requests sent to a leg."),
+	LFM("read_bytes", read_bytes, "fusemirror_leg_read_bytes_total", "counter",
+	    "Bytes read from a leg."),
+	LFM("write_bytes", write_bytes, "fusemirror_leg_written_bytes_total", "counter",
+	    "Bytes written to a leg."),
+	LFM("read_errors", read_errors, "fusemirror_leg_read_errors_total", "counter",
+	    "Failed reads of a leg."),
+	LFM("write_errors", write_errors, "fusemirror_leg_write_errors_total", "counter",
+	    "Failed writes to a leg."),
+	LF("pending", pending),
+	LFM("corrected", corrected, "fusemirror_leg_corrected_total", "counter",
+	    "Read errors of a leg repaired from another leg."),
+	LFM("checksum_errors", checksum_errors, "fusemirror_leg_checksum_errors_total", "counter",
+	    "4 KiB blocks of a leg that failed checksum verification."),
+	LFM("bad_blocks", bad_blocks, "fusemirror_leg_bad_blocks", "gauge",
+	    "4 KiB blocks in a leg's bad-block list (it could not write them)."),
+	LFM("write_mostly", write_mostly, "fusemirror_leg_write_mostly", "gauge",
+	    "1 when a leg is read only if no other leg can serve (write-mostly)."),
+	LF("remote", remote),
+	LF("connected", connected),
+	LF("reconnecting", reconnecting),
+	LFR("rtt_us", rtt_us, "fusemirror_leg_rtt_microseconds", "gauge",
+	    "Remote (NBD) legs: mean round trip of a read or write."),
+	LFM("reconnects", reconnects, "fusemirror_leg_reconnects_total", "counter",
+	    "Times a remote (NBD) leg reconnected and was re-added by itself."),
+	LF("reconnect_attempts", reconnect_attempts),
+	LF("reconnect_delay_ms", reconnect_delay_ms),
+};
+
+static const struct status_field cache_fields[] = {
+	FM("bytes", bs.bytes, "fusemirror_cache_bytes", "gauge",
+	   "Cache memory in use (block data and headers)."),
+	F("peak_bytes", bs.peak_bytes),
+	F("limit_bytes", bs.limit_bytes),
+	F("buffers", bs.buffers),
+	FM("dirty", bs.dirty, "fusemirror_cache_dirty_buffers", "gauge",
+	   "Cache blocks not yet on the legs."),
+	FM("hits", bs.hits, "fusemirror_cache_hits_total", "counter", "Cache hits."),
+	FM("misses", bs.misses, "fusemirror_cache_misses_total", "counter", "Cache misses."),
+	F("reads", bs.reads),
+	F("writes", bs.writes),
+	F("evictions", bs.evictions),
+	{ "around_read_bytes", SK_BLOCKS, offsetof(struct status, bs.around_reads) },
+	{ "around_write_bytes", SK_BLOCKS, offsetof(struct status, bs.around_writes) },
+	F("write_errors", bs.write_errors),
+};
+
+static const struct status_field io_fields[] = {
+	FM("reads", fs.reads, "fusemirror_reads_total", "counter", "Reads of the image."),
+	FM("writes", fs.writes, "fusemirror_writes_total", "counter", "Writes to the image."),
+	FM("read_bytes", fs.read_bytes, "fusemirror_read_bytes_total", "counter",
+	   "Bytes read from the image."),
+	FM("write_bytes", fs.write_bytes, "fusemirror_written_bytes_total", "counter",
+	   "Bytes written to the image."),
+	FM("fsyncs", fs.fsyncs, "fusemirror_fsyncs_total", "counter",
+	   "fsync calls on the image."),
+	F("flushes", fs.flushes),
+	F("fallocates", fs.fallocates),
+	FM("errors", fs.errors, "fusemirror_errors_total", "counter",
+	   "Image requests answered with an error."),
+	F("leg_read_retries", mst.read_retries),
+	F("overlap_waits", mst.overlap_waits),
+	F("slow_jobs", fs.handoffs),
+};
+
+#undef F
+#undef FM
+#undef LF
+#undef LFM
+#undef LFR
+
+static uint64_t field_value(const struct status *s, const void *base,
+			    const struct status_field *f)
+{
+	const char *p = (const char *)base + f->off;
+
+	switch (f->kind) {
+	case SK_BOOL:
+		return *(const bool *)p;
+	case SK_INT:
+		return (uint64_t)*(const int *)p;
+	case SK_UINT:
+		return *(const unsigned *)p;
+	case SK_U64:
+		return *(const uint64_t *)p;
+	case SK_BLOCKS:
+		return *(const uint64_t *)p * s->block_size;
+	}
+	return 0;
+}
+
+/* The members of @f (n of them) from @base, into the open JSON object. */
+static void json_fields(JsonBuilder *b, const struct status *s, const void *base,
+			const struct status_field *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].kind == SK_BOOL)
+			cli_json_bool(b, f[i].json, *(const bool *)((const char *)base + f[i].off));
+		else
+			cli_json_int(b, f[i].json, field_value(s, base, &f[i]));
+	}
+}
+
+/* A JSON object @name of the status's fields @f (the array @f). */
+#define JSON_OBJECT(b, name, s, f)                                      \
+	do {                                                            \
+		json_builder_set_member_name(b, name);                  \
+		json_builder_begin_object(b);                           \
+		json_fields(b, s, s, f, G_N_ELEMENTS(f));               \
+		json_builder_end_object(b);                             \
+	} while (0)
+
+/*----------------------------------------------------------------*/
 /* JSON */
 
 static void render_json(const struct status *s, GString *out)
@@ -358,16 +572,7 @@ static void render_json(const struct status *s, GString *out)
 	cli_json_str(b, "uuid", s->uuid);
 	cli_json_str(b, "name", s->name);
 	cli_json_str(b, "state", s->state);
-	cli_json_int(b, "size", s->size);
-	cli_json_bool(b, "readonly", s->readonly);
-	cli_json_int(b, "events", s->sb_events);
-	cli_json_int(b, "pid", (uint64_t)s->pid);
-	cli_json_int(b, "uptime_s", s->uptime_s);
-	cli_json_bool(b, "degraded", st->degraded);
-	cli_json_bool(b, "failed", st->failed);
-	cli_json_int(b, "in_sync", st->nr_in_sync);
-	cli_json_int(b, "faulty", st->nr_faulty);
-	cli_json_int(b, "rebuilding", st->nr_rebuilding);
+	json_fields(b, s, s, array_fields, G_N_ELEMENTS(array_fields));
 	json_builder_end_object(b);
 	cli_json_str(b, "image", s->image);
 	cli_json_str(b, "mountpoint", s->mountpoint);
@@ -378,41 +583,12 @@ static void render_json(const struct status *s, GString *out)
 	json_builder_set_member_name(b, "sync");
 	json_builder_begin_object(b);
 	cli_json_str(b, "action", mirror_sync_action_name(st->action));
-	cli_json_int(b, "done", st->sync_done);
-	cli_json_int(b, "total", st->sync_total);
-	cli_json_int(b, "speed", st->sync_speed);
-	cli_json_int(b, "eta_s", st->sync_eta_s);
-	cli_json_int(b, "speed_min", st->sync_speed_min);
-	cli_json_int(b, "speed_max", st->sync_speed_max);
-	cli_json_int(b, "mismatches", st->mismatches);
 	cli_json_str(b, "last_action", mirror_sync_action_name(st->last_action));
-	cli_json_int(b, "resynced_regions", st->resynced_regions);
-	cli_json_int(b, "read_bytes", st->sync_read_bytes);
-	cli_json_int(b, "write_bytes", st->sync_write_bytes);
-	cli_json_int(b, "zero_bytes", st->sync_zero_bytes);
+	json_fields(b, s, s, sync_fields, G_N_ELEMENTS(sync_fields));
 	json_builder_end_object(b);
-
-	json_builder_set_member_name(b, "written");
-	json_builder_begin_object(b);
-	cli_json_bool(b, "tracked", st->written_map);
-	cli_json_int(b, "regions", st->written_regions);
-	cli_json_int(b, "bytes", st->written_bytes);
-	cli_json_int(b, "unwritten_reads", st->unwritten_reads);
-	json_builder_end_object(b);
-
-	json_builder_set_member_name(b, "checksums");
-	json_builder_begin_object(b);
-	cli_json_bool(b, "enabled", st->checksums);
-	cli_json_int(b, "page_writes", st->checksum_page_writes);
-	json_builder_end_object(b);
-
-	json_builder_set_member_name(b, "bitmap");
-	json_builder_begin_object(b);
-	cli_json_int(b, "region_size", st->region_size);
-	cli_json_int(b, "regions", st->nr_regions);
-	cli_json_int(b, "set", st->bitmap_set);
-	cli_json_int(b, "page_writes", st->bitmap_writes);
-	json_builder_end_object(b);
+	JSON_OBJECT(b, "written", s, written_fields);
+	JSON_OBJECT(b, "checksums", s, checksums_fields);
+	JSON_OBJECT(b, "bitmap", s, bitmap_fields);
 
 	json_builder_set_member_name(b, "legs");
 	json_builder_begin_array(b);
@@ -424,25 +600,7 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "slot", s->legs[i].slot);
 		cli_json_str(b, "uuid", fm_uuid_unparse(ls->uuid, u));
 		cli_json_str(b, "state", cli_leg_state_word(ls->state, ls->missing));
-		cli_json_bool(b, "direct", ls->direct);
-		cli_json_int(b, "reads", ls->reads);
-		cli_json_int(b, "writes", ls->writes);
-		cli_json_int(b, "read_bytes", ls->read_bytes);
-		cli_json_int(b, "write_bytes", ls->write_bytes);
-		cli_json_int(b, "read_errors", ls->read_errors);
-		cli_json_int(b, "write_errors", ls->write_errors);
-		cli_json_int(b, "pending", ls->pending);
-		cli_json_int(b, "corrected", ls->corrected);
-		cli_json_int(b, "checksum_errors", ls->checksum_errors);
-		cli_json_int(b, "bad_blocks", ls->bad_blocks);
-		cli_json_bool(b, "write_mostly", ls->write_mostly);
-		cli_json_bool(b, "remote", ls->remote);
-		cli_json_bool(b, "connected", ls->connected);
-		cli_json_bool(b, "reconnecting", ls->reconnecting);
-		cli_json_int(b, "rtt_us", ls->rtt_us);
-		cli_json_int(b, "reconnects", ls->reconnects);
-		cli_json_int(b, "reconnect_attempts", ls->reconnect_attempts);
-		cli_json_int(b, "reconnect_delay_ms", ls->reconnect_delay_ms);
+		json_fields(b, s, ls, leg_fields, G_N_ELEMENTS(leg_fields));
 		cli_json_str(b, "note", ls->note);
 		json_builder_set_member_name(b, "fault");
 		if (ls->fault_set)
@@ -453,37 +611,8 @@ static void render_json(const struct status *s, GString *out)
 	}
 	json_builder_end_array(b);
 
-	json_builder_set_member_name(b, "cache");
-	json_builder_begin_object(b);
-	cli_json_int(b, "bytes", s->bs.bytes);
-	cli_json_int(b, "peak_bytes", s->bs.peak_bytes);
-	cli_json_int(b, "limit_bytes", s->bs.limit_bytes);
-	cli_json_int(b, "buffers", s->bs.buffers);
-	cli_json_int(b, "dirty", s->bs.dirty);
-	cli_json_int(b, "hits", s->bs.hits);
-	cli_json_int(b, "misses", s->bs.misses);
-	cli_json_int(b, "reads", s->bs.reads);
-	cli_json_int(b, "writes", s->bs.writes);
-	cli_json_int(b, "evictions", s->bs.evictions);
-	cli_json_int(b, "around_read_bytes", s->bs.around_reads * s->block_size);
-	cli_json_int(b, "around_write_bytes", s->bs.around_writes * s->block_size);
-	cli_json_int(b, "write_errors", s->bs.write_errors);
-	json_builder_end_object(b);
-
-	json_builder_set_member_name(b, "io");
-	json_builder_begin_object(b);
-	cli_json_int(b, "reads", s->fs.reads);
-	cli_json_int(b, "writes", s->fs.writes);
-	cli_json_int(b, "read_bytes", s->fs.read_bytes);
-	cli_json_int(b, "write_bytes", s->fs.write_bytes);
-	cli_json_int(b, "fsyncs", s->fs.fsyncs);
-	cli_json_int(b, "flushes", s->fs.flushes);
-	cli_json_int(b, "fallocates", s->fs.fallocates);
-	cli_json_int(b, "errors", s->fs.errors);
-	cli_json_int(b, "leg_read_retries", s->mst.read_retries);
-	cli_json_int(b, "overlap_waits", s->mst.overlap_waits);
-	cli_json_int(b, "slow_jobs", s->fs.handoffs);
-	json_builder_end_object(b);
+	JSON_OBJECT(b, "cache", s, cache_fields);
+	JSON_OBJECT(b, "io", s, io_fields);
 
 	json_builder_set_member_name(b, "transport");
 	json_builder_begin_object(b);
@@ -561,17 +690,28 @@ static void prom_array(GString *out, const struct status *s, const char *metric,
 	prom_sample(out, s, metric, value, NULL);
 }
 
-/* One metric with a sample per leg. */
-static void prom_legs(GString *out, const struct status *s, const char *metric,
-		      const char *help, size_t field)
+/* The metrics of @f (n of them) from the status. */
+static void prom_fields(GString *out, const struct status *s, const struct status_field *f,
+			size_t n)
 {
-	prom_head(out, metric, "counter", help);
+	for (size_t i = 0; i < n; i++)
+		if (f[i].metric)
+			prom_array(out, s, f[i].metric, f[i].type, f[i].help,
+				   field_value(s, s, &f[i]));
+}
+
+/* One metric with a sample per leg (labels leg, path). */
+static void prom_leg_metric(GString *out, const struct status *s, const struct status_field *f)
+{
+	prom_head(out, f->metric, f->type, f->help);
 	for (unsigned i = 0; i < s->nr_legs; i++) {
 		const struct mirror_leg_stats *ls = &s->legs[i].ls;
 		char slot[16];
 
+		if (f->remote_only && !ls->remote)
+			continue;
 		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
-		prom_sample(out, s, metric, *(const uint64_t *)((const char *)ls + field),
+		prom_sample(out, s, f->metric, field_value(s, ls, f),
 			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
 	}
 }
@@ -601,20 +741,11 @@ static void render_prometheus(const struct status *s, GString *out)
 	for (unsigned i = 0; i < G_N_ELEMENTS(array_states); i++)
 		prom_sample(out, s, "fusemirror_array_state", !strcmp(s->state, array_states[i]),
 			    (const char *[]){ "state", array_states[i], NULL });
-	prom_array(out, s, "fusemirror_array_degraded", "gauge",
-		   "1 when some slot of the leg table is not in sync.", st->degraded);
-	prom_array(out, s, "fusemirror_array_failed", "gauge",
-		   "1 when no leg is left in sync (every I/O fails).", st->failed);
-	prom_array(out, s, "fusemirror_array_size_bytes", "gauge", "Image size in bytes.",
-		   s->size);
+	prom_fields(out, s, array_fields, G_N_ELEMENTS(array_fields));
 	prom_array(out, s, "fusemirror_array_legs", "gauge", "Slots of the leg table in use.",
 		   s->nr_legs);
 	prom_array(out, s, "fusemirror_array_legs_in_sync", "gauge", "Legs in sync.",
 		   legs_in_sync(s));
-	prom_array(out, s, "fusemirror_superblock_events", "gauge",
-		   "The superblocks' event counter.", s->sb_events);
-	prom_array(out, s, "fusemirror_uptime_seconds", "gauge",
-		   "Seconds since the daemon started.", s->uptime_s);
 
 	prom_head(out, "fusemirror_leg_state", "gauge",
 		  "1 for the state each leg is in (in_sync, rebuilding, faulty, removed, "
@@ -630,59 +761,9 @@ static void render_prometheus(const struct status *s, GString *out)
 				    (const char *[]){ "leg", slot, "path", ls->path, "state",
 						      leg_states[k], NULL });
 	}
-	prom_head(out, "fusemirror_leg_write_mostly", "gauge",
-		  "1 when a leg is read only if no other leg can serve (write-mostly).");
-	for (unsigned i = 0; i < s->nr_legs; i++) {
-		const struct mirror_leg_stats *ls = &s->legs[i].ls;
-		char slot[16];
-
-		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
-		prom_sample(out, s, "fusemirror_leg_write_mostly", ls->write_mostly,
-			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
-	}
-	prom_head(out, "fusemirror_leg_bad_blocks", "gauge",
-		  "4 KiB blocks in a leg's bad-block list (it could not write them).");
-	for (unsigned i = 0; i < s->nr_legs; i++) {
-		const struct mirror_leg_stats *ls = &s->legs[i].ls;
-		char slot[16];
-
-		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
-		prom_sample(out, s, "fusemirror_leg_bad_blocks", ls->bad_blocks,
-			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
-	}
-	prom_legs(out, s, "fusemirror_leg_reads_total", "Read requests a leg served.",
-		  offsetof(struct mirror_leg_stats, reads));
-	prom_legs(out, s, "fusemirror_leg_writes_total", "Write requests sent to a leg.",
-		  offsetof(struct mirror_leg_stats, writes));
-	prom_legs(out, s, "fusemirror_leg_read_bytes_total", "Bytes read from a leg.",
-		  offsetof(struct mirror_leg_stats, read_bytes));
-	prom_legs(out, s, "fusemirror_leg_written_bytes_total", "Bytes written to a leg.",
-		  offsetof(struct mirror_leg_stats, write_bytes));
-	prom_legs(out, s, "fusemirror_leg_read_errors_total", "Failed reads of a leg.",
-		  offsetof(struct mirror_leg_stats, read_errors));
-	prom_legs(out, s, "fusemirror_leg_write_errors_total", "Failed writes to a leg.",
-		  offsetof(struct mirror_leg_stats, write_errors));
-	prom_legs(out, s, "fusemirror_leg_corrected_total",
-		  "Read errors of a leg repaired from another leg.",
-		  offsetof(struct mirror_leg_stats, corrected));
-	prom_legs(out, s, "fusemirror_leg_checksum_errors_total",
-		  "4 KiB blocks of a leg that failed checksum verification.",
-		  offsetof(struct mirror_leg_stats, checksum_errors));
-	prom_legs(out, s, "fusemirror_leg_reconnects_total",
-		  "Times a remote (NBD) leg reconnected and was re-added by itself.",
-		  offsetof(struct mirror_leg_stats, reconnects));
-	prom_head(out, "fusemirror_leg_rtt_microseconds", "gauge",
-		  "Remote (NBD) legs: mean round trip of a read or write.");
-	for (unsigned i = 0; i < s->nr_legs; i++) {
-		const struct mirror_leg_stats *ls = &s->legs[i].ls;
-		char slot[16];
-
-		if (!ls->remote)
-			continue;
-		g_snprintf(slot, sizeof(slot), "%u", s->legs[i].slot);
-		prom_sample(out, s, "fusemirror_leg_rtt_microseconds", ls->rtt_us,
-			    (const char *[]){ "leg", slot, "path", ls->path, NULL });
-	}
+	for (size_t k = 0; k < G_N_ELEMENTS(leg_fields); k++)
+		if (leg_fields[k].metric)
+			prom_leg_metric(out, s, &leg_fields[k]);
 
 	prom_head(out, "fusemirror_sync_action", "gauge",
 		  "1 for the sync action running (idle when none), 0 for the others.");
@@ -690,41 +771,10 @@ static void render_prometheus(const struct status *s, GString *out)
 		prom_sample(out, s, "fusemirror_sync_action", st->action == actions[i],
 			    (const char *[]){ "action", mirror_sync_action_name(actions[i]),
 					      NULL });
-	prom_array(out, s, "fusemirror_sync_done_bytes", "gauge",
-		   "Bytes done by the running sync action.", st->sync_done);
-	prom_array(out, s, "fusemirror_sync_total_bytes", "gauge",
-		   "Bytes the running sync action has to do.", st->sync_total);
-	prom_array(out, s, "fusemirror_sync_speed_bytes_per_second", "gauge",
-		   "Recent speed of the running sync action.", st->sync_speed);
-	prom_array(out, s, "fusemirror_sync_mismatch_sectors", "gauge",
-		   "Mismatched sectors found by the last or running scrub.", st->mismatches);
-	prom_array(out, s, "fusemirror_resynced_regions_total", "counter",
-		   "Regions copied by resync or recovery since the mount.",
-		   st->resynced_regions);
-	prom_array(out, s, "fusemirror_bitmap_regions", "gauge",
-		   "Regions of the write-intent bitmap.", st->nr_regions);
-	prom_array(out, s, "fusemirror_bitmap_set_regions", "gauge",
-		   "Regions whose write-intent bit is set.", st->bitmap_set);
-	prom_array(out, s, "fusemirror_written_regions", "gauge",
-		   "Regions written since create (all, without a written-region map).",
-		   st->written_regions);
-	prom_array(out, s, "fusemirror_written_region_bytes", "gauge",
-		   "Bytes of the regions written since create.", st->written_bytes);
-	prom_array(out, s, "fusemirror_unwritten_reads_total", "counter",
-		   "Reads of never-written regions answered with zeroes.", st->unwritten_reads);
-
-	prom_array(out, s, "fusemirror_reads_total", "counter", "Reads of the image.",
-		   s->fs.reads);
-	prom_array(out, s, "fusemirror_writes_total", "counter", "Writes to the image.",
-		   s->fs.writes);
-	prom_array(out, s, "fusemirror_read_bytes_total", "counter", "Bytes read from the image.",
-		   s->fs.read_bytes);
-	prom_array(out, s, "fusemirror_written_bytes_total", "counter",
-		   "Bytes written to the image.", s->fs.write_bytes);
-	prom_array(out, s, "fusemirror_fsyncs_total", "counter", "fsync calls on the image.",
-		   s->fs.fsyncs);
-	prom_array(out, s, "fusemirror_errors_total", "counter",
-		   "Image requests answered with an error.", s->fs.errors);
+	prom_fields(out, s, sync_fields, G_N_ELEMENTS(sync_fields));
+	prom_fields(out, s, bitmap_fields, G_N_ELEMENTS(bitmap_fields));
+	prom_fields(out, s, written_fields, G_N_ELEMENTS(written_fields));
+	prom_fields(out, s, io_fields, G_N_ELEMENTS(io_fields));
 	if (s->nr_queues) {
 		static const struct {
 			const char *metric, *type, *help;
@@ -750,13 +800,7 @@ static void render_prometheus(const struct status *s, GString *out)
 			}
 		}
 	}
-	prom_array(out, s, "fusemirror_cache_bytes", "gauge", "Cache memory in use.",
-		   s->bs.bytes);
-	prom_array(out, s, "fusemirror_cache_dirty_buffers", "gauge",
-		   "Cache blocks not yet on the legs.", s->bs.dirty);
-	prom_array(out, s, "fusemirror_cache_hits_total", "counter", "Cache hits.", s->bs.hits);
-	prom_array(out, s, "fusemirror_cache_misses_total", "counter", "Cache misses.",
-		   s->bs.misses);
+	prom_fields(out, s, cache_fields, G_N_ELEMENTS(cache_fields));
 
 	prom_head(out, "fusemirror_events_total", "counter",
 		  "State-change events since the daemon started, by name (see fusemirror "
