@@ -466,14 +466,13 @@ void fx_name_legs(unsigned n)
 	fx.nlegs = n;
 }
 
-void fx_format(uint64_t size)
+void fx_format_opts(const struct mirror_format_opts *o)
 {
-	struct mirror_format_opts o = { .size = size };
 	uint8_t uuid[16];
 	struct fm_sb sb;
 	GError *err = NULL;
 	char msg[512] = "";
-	int r = mirror_format((const char *const *)fx.legs, fx.nlegs, &o, uuid, &err);
+	int r = mirror_format((const char *const *)fx.legs, fx.nlegs, o, uuid, &err);
 
 	if (err) {
 		g_strlcpy(msg, err->message, sizeof(msg));
@@ -481,9 +480,14 @@ void fx_format(uint64_t size)
 	}
 	ck_assert_msg(r == 0, "mirror_format: %d %s", r, msg);
 	read_sb(fx.legs[0], &sb);
-	ck_assert_uint_eq(sb.image_size, size);
+	ck_assert_uint_eq(sb.image_size, o->size);
 	fx.data_offset = sb.data_offset;
 	memset(fx.model, 0, IMG);
+}
+
+void fx_format(uint64_t size)
+{
+	fx_format_opts(&(struct mirror_format_opts){ .size = size });
 }
 
 struct mirror *assemble_ok(char *const *paths, unsigned n,
@@ -684,14 +688,41 @@ void check_error(GError *err, int r, const char *what, ...)
 
 void fx_format_regions(void)
 {
-	struct mirror_format_opts o = { .size = IMG, .region_size = REGION };
-	struct fm_sb sb;
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .region_size = REGION });
+}
 
-	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, fx.nlegs, &o, NULL, NULL),
-			 0);
-	read_sb(fx.legs[0], &sb);
-	fx.data_offset = sb.data_offset;
-	memset(fx.model, 0, IMG);
+void fx_scribble_legs(uint64_t off, size_t len)
+{
+	uint8_t *buf = g_malloc(len);
+
+	memset(buf, FX_OLD_BYTE, len);
+	for (unsigned i = 0; i < fx.nlegs; i++)
+		fm_test_write_file(fx.legs[i], fx.data_offset + off, buf, len);
+	g_free(buf);
+}
+
+uint64_t fx_leg_reads(void)
+{
+	struct mirror_leg_stats ls;
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		leg_stats(i, &ls);
+		n += ls.reads;
+	}
+	return n;
+}
+
+uint64_t fx_leg_read_bytes(void)
+{
+	struct mirror_leg_stats ls;
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		leg_stats(i, &ls);
+		n += ls.read_bytes;
+	}
+	return n;
 }
 
 void fx_assemble_opts(const struct mirror_opts *o)

@@ -193,6 +193,10 @@ void check_formatted(char *const *paths, unsigned n, const uint8_t uuid[16],
 /* fx.legs[0..n) = fx.dir/leg<i>. */
 void fx_name_legs(unsigned n);
 
+/* Format fx.legs as a new array with @o (o->size: its image size; the
+ * model is all zeroes); sets fx.data_offset. */
+void fx_format_opts(const struct mirror_format_opts *o);
+
 /* Format fx.legs as a new array of @size bytes; sets fx.data_offset. */
 void fx_format(uint64_t size);
 
@@ -244,6 +248,18 @@ void check_error(GError *err, int r, const char *what, ...);
 
 /* Format fx.legs with 1 MiB regions (IMG / REGION bitmap bits). */
 void fx_format_regions(void);
+
+/* What fx_scribble_legs() writes. */
+#define FX_OLD_BYTE 0xa5
+
+/* Overwrite image bytes [@off, +@len) of every leg file with FX_OLD_BYTE
+ * behind the mirror's back (fx.data_offset must be set): a used disk's old
+ * bytes, which a read that touches a leg there cannot mistake for zeroes. */
+void fx_scribble_legs(uint64_t off, size_t len);
+
+/* Reads issued on all of fx.legs since assembly, and their bytes. */
+uint64_t fx_leg_reads(void);
+uint64_t fx_leg_read_bytes(void);
 
 void fx_assemble_opts(const struct mirror_opts *o);
 

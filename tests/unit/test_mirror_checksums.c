@@ -27,15 +27,12 @@ static void corrupt_leg(const char *path, uint64_t off)
 /* Format fx.legs with checksums and 1 MiB regions. */
 static void fx_format_csum(void)
 {
-	struct mirror_format_opts o = { .size = IMG, .region_size = REGION, .checksums = true };
 	struct fm_sb sb;
 
-	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, fx.nlegs, &o, NULL, NULL),
-			 0);
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .region_size = REGION,
+						    .checksums = true });
 	read_sb(fx.legs[0], &sb);
 	ck_assert(sb.features & FM_SB_FEAT_CHECKSUMS);
-	fx.data_offset = sb.data_offset;
-	memset(fx.model, 0, IMG);
 }
 
 /* The stored entry of image block @b on leg @path. */

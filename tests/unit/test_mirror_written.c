@@ -38,49 +38,12 @@ static void check_disk_map(unsigned want, const char *when)
 				      i, r, disk_written(fx.legs[i], r));
 }
 
-static uint64_t leg_reads(void)
-{
-	struct mirror_leg_stats ls;
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < fx.nlegs; i++) {
-		leg_stats(i, &ls);
-		n += ls.reads;
-	}
-	return n;
-}
-
-static uint64_t leg_read_bytes(void)
-{
-	struct mirror_leg_stats ls;
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < fx.nlegs; i++) {
-		leg_stats(i, &ls);
-		n += ls.read_bytes;
-	}
-	return n;
-}
-
 static struct mirror_status status(void)
 {
 	struct mirror_status ms;
 
 	mirror_get_status(fx.m, &ms);
 	return ms;
-}
-
-/* Overwrite image bytes [@off, +@len) of every leg file behind the mirror's
- * back with a pattern: a read that touches a leg there cannot return
- * zeroes. */
-static void scribble_legs(uint64_t off, size_t len)
-{
-	uint8_t *buf = g_malloc(len);
-
-	memset(buf, 0xa5, len);
-	for (unsigned i = 0; i < fx.nlegs; i++)
-		fm_test_write_file(fx.legs[i], fx.data_offset + off, buf, len);
-	g_free(buf);
 }
 
 /*----------------------------------------------------------------*/
@@ -108,11 +71,11 @@ START_TEST(test_written_new_array)
 
 	/* An unwritten region reads as zeroes without a leg read: what the
 	 * legs hold there does not matter. */
-	scribble_legs(5 * REGION, REGION);
-	reads = leg_reads();
+	fx_scribble_legs(5 * REGION, REGION);
+	reads = fx_leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 5 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
-	ck_assert_uint_eq(leg_reads(), reads);
+	ck_assert_uint_eq(fx_leg_reads(), reads);
 	ck_assert_uint_eq(status().unwritten_reads, 1);
 	memset(buf, 0, REGION);
 	fm_test_write_file(fx.legs[0], fx.data_offset + 5 * REGION, buf, REGION);
@@ -124,24 +87,24 @@ START_TEST(test_written_new_array)
 	ms = status();
 	ck_assert_uint_eq(ms.written_regions, 1);
 	ck_assert_uint_eq(ms.written_bytes, REGION);
-	reads = leg_reads();
+	reads = fx_leg_reads();
 	fx_check_read(2 * REGION, REGION);
-	ck_assert_uint_gt(leg_reads(), reads);
+	ck_assert_uint_gt(fx_leg_reads(), reads);
 	/* A read across an unwritten and a written region reads only the
 	 * written part from a leg: the unwritten part is zeroes although
 	 * the legs hold a pattern there; and the other way round, and a
 	 * written run between two unwritten ones. */
-	scribble_legs(REGION, REGION);
-	scribble_legs(3 * REGION, REGION);
-	bytes = leg_read_bytes();
+	fx_scribble_legs(REGION, REGION);
+	fx_scribble_legs(3 * REGION, REGION);
+	bytes = fx_leg_read_bytes();
 	fx_check_read(REGION + REGION / 2, REGION);
-	ck_assert_uint_eq(leg_read_bytes() - bytes, REGION / 2);
-	bytes = leg_read_bytes();
+	ck_assert_uint_eq(fx_leg_read_bytes() - bytes, REGION / 2);
+	bytes = fx_leg_read_bytes();
 	fx_check_read(2 * REGION + REGION / 4, REGION);
-	ck_assert_uint_eq(leg_read_bytes() - bytes, 3 * REGION / 4);
-	bytes = leg_read_bytes();
+	ck_assert_uint_eq(fx_leg_read_bytes() - bytes, 3 * REGION / 4);
+	bytes = fx_leg_read_bytes();
 	fx_check_read(REGION + 4096, 2 * REGION);
-	ck_assert_uint_eq(leg_read_bytes() - bytes, REGION);
+	ck_assert_uint_eq(fx_leg_read_bytes() - bytes, REGION);
 	/* The same through three iovecs whose ends are not the regions'. */
 	{
 		struct iovec iov[3] = { { buf, 3 * 512 },
@@ -175,22 +138,23 @@ END_TEST
  * regions not written keep the old bytes on the legs. */
 START_TEST(test_written_zero_on_write)
 {
-	struct mirror_format_opts o = { .size = IMG, .region_size = REGION, .force = true };
 	struct fm_sb sb;
 	uint8_t *buf = fx_buf(REGION), *leg = fx_buf(REGION);
 
 	FX_SEED();
 	fx_name_legs(2);
+	/* Legs full of old bytes: formatted once (for the data offset),
+	 * scribbled over, formatted again. */
 	fx_format_regions();
-	scribble_legs(0, IMG);
-	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, fx.nlegs, &o, NULL, NULL),
-			 0);
+	fx_scribble_legs(0, IMG);
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .region_size = REGION,
+						    .force = true });
 	read_sb(fx.legs[0], &sb);
 	ck_assert(sb.features & FM_SB_FEAT_WRITTEN_MAP);
 	ck_assert(sb.features & FM_SB_FEAT_ZERO_ON_WRITE);
 	for (unsigned i = 0; i < fx.nlegs; i++) {
 		fm_test_read_file(fx.legs[i], fx.data_offset + 3 * REGION, leg, REGION);
-		ck_assert_msg(leg[0] == 0xa5 && leg[REGION - 1] == 0xa5,
+		ck_assert_msg(leg[0] == FX_OLD_BYTE && leg[REGION - 1] == FX_OLD_BYTE,
 			      "leg %u: create wrote its data area", i);
 	}
 	check_disk_map(0, "after create");
@@ -207,7 +171,7 @@ START_TEST(test_written_zero_on_write)
 	fx_check_legs(3 * REGION, REGION);
 	for (unsigned i = 0; i < fx.nlegs; i++) {
 		fm_test_read_file(fx.legs[i], fx.data_offset + 4 * REGION, leg, REGION);
-		ck_assert_msg(leg[0] == 0xa5, "leg %u: region 4, never written, was zeroed", i);
+		ck_assert_msg(leg[0] == FX_OLD_BYTE, "leg %u: region 4, never written, was zeroed", i);
 	}
 	fx_stop(0);
 	fx_assemble(MIRROR_READ_BALANCE, false);
@@ -247,10 +211,10 @@ START_TEST(test_written_discard)
 	memset(fx.model + 7 * REGION, 0, REGION);
 	ms = status();
 	ck_assert_uint_eq(ms.written_regions, 2);       /* 1 and 4 */
-	reads = leg_reads();
+	reads = fx_leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 2 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
-	ck_assert_uint_eq(leg_reads(), reads);
+	ck_assert_uint_eq(fx_leg_reads(), reads);
 	fx_check_legs(0, IMG);
 	for (uint64_t off = 0; off < IMG; off += REGION)
 		fx_check_read(off, REGION);
@@ -264,10 +228,10 @@ START_TEST(test_written_discard)
 	/* The next assembly reads the map back. */
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	ck_assert_uint_eq(status().written_regions, 3);
-	reads = leg_reads();
+	reads = fx_leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 7 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
-	ck_assert_uint_eq(leg_reads(), reads);
+	ck_assert_uint_eq(fx_leg_reads(), reads);
 	fx_stop(0);
 }
 END_TEST
@@ -360,8 +324,6 @@ END_TEST
  * written, reads go to the legs, a discard changes nothing about it. */
 START_TEST(test_written_none)
 {
-	struct mirror_format_opts o = { .size = IMG, .region_size = REGION,
-					.no_written_map = true };
 	struct mirror_status ms;
 	struct fm_sb sb;
 	uint8_t *buf = fx_buf(REGION);
@@ -369,18 +331,18 @@ START_TEST(test_written_none)
 
 	FX_SEED();
 	fx_name_legs(2);
-	ck_assert_int_eq(mirror_format((const char *const *)fx.legs, 2, &o, NULL, NULL), 0);
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .region_size = REGION,
+						    .no_written_map = true });
 	read_sb(fx.legs[0], &sb);
 	ck_assert_uint_eq(sb.features & FM_SB_FEAT_WRITTEN_MAP, 0);
 	ck_assert_uint_eq(sb.written_offset, 0);
-	fx.data_offset = sb.data_offset;
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	ms = status();
 	ck_assert(!ms.written_map);
 	ck_assert_uint_eq(ms.written_regions, NREG);
-	reads = leg_reads();
+	reads = fx_leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 2 * REGION, buf, REGION, 0), 0);
-	ck_assert_uint_gt(leg_reads(), reads);
+	ck_assert_uint_gt(fx_leg_reads(), reads);
 	ck_assert_int_eq(mirror_discard(fx.m, 2 * REGION / SECTOR, REGION / SECTOR), 0);
 	ck_assert_uint_eq(status().written_regions, NREG);
 	ck_assert_uint_eq(status().unwritten_reads, 0);
@@ -404,7 +366,7 @@ START_TEST(test_written_readonly)
 	fx_stop(0);
 	/* What create left on the legs of a never-written region
 	 * (FM_SB_FEAT_ZERO_ON_WRITE: create empties no data area). */
-	scribble_legs(5 * REGION, REGION);
+	fx_scribble_legs(5 * REGION, REGION);
 	fx_assemble(MIRROR_READ_BALANCE, true);
 	ms = status();
 	/* No bitmap keeps the map, but the assembly read it: status shows it
@@ -412,12 +374,12 @@ START_TEST(test_written_readonly)
 	ck_assert(ms.written_map);
 	ck_assert_uint_eq(ms.written_regions, 1);
 	ck_assert_uint_eq(ms.written_bytes, REGION);
-	reads = leg_reads();
+	reads = fx_leg_reads();
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 5 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
-	ck_assert_uint_eq(leg_reads(), reads);
+	ck_assert_uint_eq(fx_leg_reads(), reads);
 	fx_check_read(1 * REGION, REGION);
-	ck_assert_uint_gt(leg_reads(), reads);
+	ck_assert_uint_gt(fx_leg_reads(), reads);
 	fx_stop(0);
 	check_disk_map(1u << 1, "after a read-only mount");
 }
