@@ -460,6 +460,9 @@ struct bufio_stats {
 	uint64_t around_reads;  /* blocks bufio_read_around() read from the device */
 	uint64_t around_cached; /* ... and copied from the cache instead */
 	uint64_t around_writes; /* blocks written by bufio_write_around() */
+	uint64_t data_maps;     /* chunks of block memory mapped (blocks smaller
+				   than a chunk, 2 MiB): growth of the cache,
+				   not its refill after frees */
 };
 
 /* A consistent-enough snapshot (counters are read shard by shard). */

@@ -293,7 +293,8 @@ struct bufio_client {
 	pthread_mutex_t slab_lock;      /* guards the three below */
 	GHashTable *slabs;              /* chunk address -> struct bufio_slab */
 	struct bufio_list slab_partial; /* chunks with free and used slots */
-	struct bufio_slab *slab_spare;  /* one chunk with no slot in use */
+	struct bufio_list slab_empty;   /* chunks with no slot in use */
+	uint64_t slab_maps;             /* chunks mapped (stats.data_maps) */
 
 	struct bufio_list spare;        /* buffer headers without data: never
 					   freed while the client lives, as a

@@ -412,6 +412,9 @@ void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
 		st.hits += atomic_load_explicit(&c->hit_slots[i].hits, memory_order_relaxed);
 	st.around_reads = atomic_load(&c->around_reads);
 	st.around_writes = atomic_load(&c->around_writes);
+	pthread_mutex_lock(&c->slab_lock);
+	st.data_maps = c->slab_maps;
+	pthread_mutex_unlock(&c->slab_lock);
 	st.around_cached = atomic_load(&c->around_cached);
 	st.bytes = atomic_load(&c->bytes);
 	st.peak_bytes = atomic_load(&c->peak_bytes);

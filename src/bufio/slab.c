@@ -9,8 +9,14 @@
  * Invariants (c->slab_lock held):
  *   - every chunk in use is in c->slabs (chunk address -> struct bufio_slab);
  *   - a chunk with a free slot and some used ones is on c->slab_partial;
- *   - at most one chunk with no slot in use is kept (c->slab_spare), so
- *     that a cache hovering at one chunk's worth does not map and unmap.
+ *   - chunks with no slot in use are kept mapped on c->slab_empty while
+ *     every mapped chunk fits in the client's limit (at least one is
+ *     kept): memory the cache may fill anyway.  A cache emptied by a
+ *     write or read around it (which frees the blocks in its range), or
+ *     by eviction in allocation order, whole chunks at a time, fills up
+ *     again from them instead of paying an munmap (a TLB shootdown on
+ *     every CPU of the process) and then an mmap and a prefault (a page
+ *     fault and a page clear per 4 KiB) per chunk.
  * Slots are handed out lowest first from the first partial chunk, so
  * blocks allocated one after the other are usually adjacent in memory and
  * a run of them is one iovec segment (see writeback.c).
@@ -122,6 +128,7 @@ int bufio_slab_init(struct bufio_client *c)
 
 	c->use_slab = c->block_size < BUFIO_SLAB_CHUNK;
 	bufio_list_init(&c->slab_partial);
+	bufio_list_init(&c->slab_empty);
 	r = pthread_mutex_init(&c->slab_lock, NULL);
 	if (r)
 		return -r;
@@ -162,8 +169,11 @@ void *bufio_data_alloc(struct bufio_client *c)
 	}
 	pthread_mutex_lock(&c->slab_lock);
 	if (bufio_list_empty(&c->slab_partial)) {
-		s = c->slab_spare;
-		c->slab_spare = NULL;
+		s = NULL;
+		if (!bufio_list_empty(&c->slab_empty)) {
+			s = bufio_container_of(c->slab_empty.next, struct bufio_slab, node);
+			bufio_list_del(&s->node);
+		}
 		if (!s) {
 			char *mem;
 
@@ -180,6 +190,7 @@ void *bufio_data_alloc(struct bufio_client *c)
 			VALGRIND_MAKE_MEM_NOACCESS(mem, BUFIO_SLAB_CHUNK);
 			pthread_mutex_lock(&c->slab_lock);
 			g_hash_table_insert(c->slabs, mem, s);
+			c->slab_maps++;
 		}
 		slab_reset(c, s);
 		bufio_list_add_tail(&s->node, &c->slab_partial);
@@ -222,8 +233,10 @@ void bufio_data_free(struct bufio_client *c, void *p)
 		bufio_list_add_tail(&s->node, &c->slab_partial);
 	if (s->nfree == slots(c)) {
 		bufio_list_del(&s->node);
-		if (!c->slab_spare) {
-			c->slab_spare = s;
+		if (bufio_list_empty(&c->slab_empty) ||
+		    (uint64_t)g_hash_table_size(c->slabs) * BUFIO_SLAB_CHUNK <=
+			    bufio_client_limit(c)) {
+			bufio_list_add_tail(&s->node, &c->slab_empty);
 		} else {
 			g_hash_table_remove(c->slabs, base);
 			unmap = s;
