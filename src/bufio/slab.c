@@ -10,8 +10,9 @@
  *   - every chunk in use is in c->slabs (chunk address -> struct bufio_slab);
  *   - a chunk with a free slot and some used ones is on c->slab_partial;
  *   - chunks with no slot in use are kept mapped on c->slab_empty while
- *     every mapped chunk fits in the client's limit (at least one is
- *     kept): memory the cache may fill anyway.  A cache emptied by a
+ *     every mapped chunk fits in the block data the client's limit holds
+ *     (the limit counts headers too: data_limit(); at least one is kept):
+ *     memory the cache may fill anyway.  A cache emptied by a
  *     write or read around it (which frees the blocks in its range), or
  *     by eviction in allocation order, whole chunks at a time, fills up
  *     again from them instead of paying an munmap (a TLB shootdown on
@@ -209,6 +210,13 @@ void *bufio_data_alloc(struct bufio_client *c)
 	return p;
 }
 
+/* The block data the client's limit holds: each block counts its header
+ * too (c->buffer_cost), and headers stay resident beside the chunks. */
+static uint64_t data_limit(const struct bufio_client *c)
+{
+	return bufio_client_limit(c) / c->buffer_cost * c->block_size;
+}
+
 void bufio_data_free(struct bufio_client *c, void *p)
 {
 	char *base;
@@ -234,8 +242,7 @@ void bufio_data_free(struct bufio_client *c, void *p)
 	if (s->nfree == slots(c)) {
 		bufio_list_del(&s->node);
 		if (bufio_list_empty(&c->slab_empty) ||
-		    (uint64_t)g_hash_table_size(c->slabs) * BUFIO_SLAB_CHUNK <=
-			    bufio_client_limit(c)) {
+		    (uint64_t)g_hash_table_size(c->slabs) * BUFIO_SLAB_CHUNK <= data_limit(c)) {
 			bufio_list_add_tail(&s->node, &c->slab_empty);
 		} else {
 			g_hash_table_remove(c->slabs, base);
