@@ -1263,6 +1263,36 @@ START_TEST(test_writeback_bounded)
 }
 END_TEST
 
+/*
+ * The queue of a writeback of everything goes on as room frees up, a batch
+ * at a time: the completion of one block must not send the next queued
+ * blocks out one by one, or a run of them becomes as many writes.
+ */
+START_TEST(test_writeback_queue_runs)
+{
+	unsigned w0;
+
+	bufio_set_max_cache_size_bytes(256 * BS);
+	w0 = membdev_counts(md).writes;
+	membdev_set_gate(md, false, true);
+	for (unsigned i = 0; i < WB_MAX; i++)
+		put_block(2 * i, 0x11);         /* singles: they fill the room */
+	for (unsigned i = 0; i < 2 * WB_MAX; i++)
+		put_block(1000 + i, 0x22);      /* one run, queued behind them */
+	bufio_write_dirty_buffers_async(bc);
+	wb_assert_bounded();
+	membdev_set_gate(md, false, false);
+	WAIT_FOR(stats().dirty == 0 && membdev_counts(md).inflight == 0, 5000);
+	ck_assert_uint_eq(stats().dirty, 0);
+	/* the singles, then the run in two batches */
+	ck_assert_uint_eq(membdev_counts(md).writes, w0 + WB_MAX + 2);
+	for (unsigned i = 0; i < WB_MAX; i++)
+		assert_dev_fill(2 * i, 0x11);
+	for (unsigned i = 0; i < 2 * WB_MAX; i++)
+		assert_dev_fill(1000 + i, 0x22);
+}
+END_TEST
+
 static atomic_int modify_done;
 static void *modify_ptr;
 
@@ -2224,6 +2254,7 @@ static Suite *bufio_suite(void)
 	TCASE("modify_under_write", setup_async);
 	tcase_add_test(tc, test_cow_sole_holder);
 	tcase_add_test(tc, test_writeback_bounded);
+	tcase_add_test(tc, test_writeback_queue_runs);
 	tcase_add_test(tc, test_modify_waits_when_shared);
 	TCASE("modify_sync", setup_sync);
 	tcase_add_test(tc, test_writeback_skips_modifiers);
