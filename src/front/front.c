@@ -1251,10 +1251,10 @@ static const struct fuse_lowlevel_ops front_ops = {
  * read shorter than max_write plus the headers) are most of the daemon's
  * memory beside the cache (the RSS target is cache_size + 64 MiB), and
  * registered ones are resident from the start.  On /dev/fuse, 8 per loop:
- * FRONT_LOOP_READS reads in flight and 4 requests being served (a request
- * answered from the cache or an in-memory leg gives its buffer back within
- * its loop's turn; one waiting for disk I/O holds it, and requests beyond
- * wait in the kernel's queue).  With the io_uring transport the loops only
+ * a request answered from the cache or an in-memory leg gives its buffer
+ * back within its loop's turn; one waiting for disk I/O or the slow pool
+ * holds it, and with all 8 held the loop stops polling, so requests beyond
+ * wait in the kernel's queue.  With the io_uring transport the loops only
  * get what the kernel still sends through /dev/fuse (INIT, FORGET,
  * INTERRUPT, notify replies): 4 each, not registered, so only the pages
  * those small requests touch are resident.
