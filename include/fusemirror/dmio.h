@@ -113,6 +113,8 @@ uint64_t dmio_dev_sectors(const struct dmio_dev *dev);      /* 512 B sectors */
 unsigned dmio_dev_logical_block_size(const struct dmio_dev *dev);
 bool dmio_dev_is_direct(const struct dmio_dev *dev);
 bool dmio_dev_is_blockdev(const struct dmio_dev *dev);
+/* A regular file on tmpfs or ramfs: its reads and writes are memory copies. */
+bool dmio_dev_in_memory(const struct dmio_dev *dev);
 /* Re-read the size (after the file or device was grown). */
 int dmio_dev_refresh_size(struct dmio_dev *dev);
 

@@ -313,6 +313,9 @@ void mirror_get_sb(struct mirror *m, struct fm_sb *ret);
  * FM_LEG_EMPTY (and path NULL) in mirror_get_leg_stats(). */
 unsigned mirror_nr_legs(const struct mirror *m);
 bool mirror_is_readonly(const struct mirror *m);
+/* Every leg present is in memory (dmio_dev_in_memory()): a read of the
+ * image is a memory copy already, as of this call. */
+bool mirror_legs_in_memory(struct mirror *m);
 enum mirror_read_policy mirror_get_read_policy(const struct mirror *m);
 
 struct mirror_leg_stats {

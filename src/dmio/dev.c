@@ -259,5 +259,6 @@ uint64_t dmio_dev_size(const struct dmio_dev *dev) { return dev->size; }
 uint64_t dmio_dev_sectors(const struct dmio_dev *dev) { return dev->size >> FM_SECTOR_SHIFT; }
 unsigned dmio_dev_logical_block_size(const struct dmio_dev *dev) { return dev->lbs; }
 bool dmio_dev_is_direct(const struct dmio_dev *dev) { return dev->direct; }
+bool dmio_dev_in_memory(const struct dmio_dev *dev) { return dev->in_memory; }
 bool dmio_dev_is_blockdev(const struct dmio_dev *dev) { return dev->blockdev; }
 bool dmio_dev_is_remote(const struct dmio_dev *dev) { return dev->nbd != NULL; }

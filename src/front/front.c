@@ -23,6 +23,12 @@
  *     blocks is dirty or busy.  A write-around is synchronous (the
  *     request's buffer is the worker's), a read-around is answered from
  *     its completion.
+ *   - On a loop or io_uring queue thread, when every leg is in memory
+ *     (tmpfs, ramfs; decided at mount), every read goes around the cache:
+ *     such a leg is a cache already, and a miss through ours cost a cache
+ *     block (zeroed when first touched), a copy into it and its eviction
+ *     later.  Blocks the cache holds (dirty ones above all) are copied
+ *     from it by the read-around.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,6 +91,7 @@ struct front {
 	bool file_mount;                /* mounted over a regular file */
 	bool readonly;
 	bool writethrough;
+	bool legs_in_memory;            /* mirror_legs_in_memory() at mount */
 	bool mounted;
 	bool signals_set;
 	unsigned max_threads;
@@ -692,7 +699,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	b0 = (uint64_t)off / f->bs;
 	b1 = ((uint64_t)off + size - 1) / f->bs;
 	n = (unsigned)(b1 - b0 + 1);
-	if (size >= FRONT_AROUND_MIN && read_around(f, req, (uint64_t)off, size, b0, n, NULL))
+	/* Around on a loop, for an in-memory array (see the top): 4k QD32
+	 * randread on 2 tmpfs legs, cold cache, daemon CPU per read (least of
+	 * 4 runs) 18.9 us through the cache, 11.7 us around it; QD1 28.7 vs
+	 * 19.8 us. */
+	if ((size >= FRONT_AROUND_MIN || (f->legs_in_memory && front_on_loop())) &&
+	    read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
 	hb = front_hold_rbuf();
 	if (hb && size > front_rbuf_cap(hb)) {
@@ -1949,6 +1961,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	f->max_threads = o->max_threads ? o->max_threads : 8;
 	f->max_background = o->max_background ? o->max_background : 256;
 	f->event_loop = o->event_loop;
+	f->legs_in_memory = mirror_legs_in_memory(m);
 	f->uring_depth = o->uring_depth;
 	f->size = mirror_size(m);
 	f->bs = bufio_get_block_size(c);

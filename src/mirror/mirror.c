@@ -2361,6 +2361,21 @@ struct fm_bdev mirror_bdev(struct mirror *m)
 uint64_t mirror_size(const struct mirror *m) { return m->image_size; }
 unsigned mirror_nr_legs(const struct mirror *m) { return m->nr_legs; }
 bool mirror_is_readonly(const struct mirror *m) { return m->readonly; }
+
+bool mirror_legs_in_memory(struct mirror *m)
+{
+	bool any = false, all = true;
+
+	pthread_mutex_lock(&m->state_lock);
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		if (!m->legs[i].dev)
+			continue;
+		any = true;
+		all = all && dmio_dev_in_memory(m->legs[i].dev);
+	}
+	pthread_mutex_unlock(&m->state_lock);
+	return any && all;
+}
 enum mirror_read_policy mirror_get_read_policy(const struct mirror *m) { return m->read_policy; }
 
 void mirror_get_leg_stats(const struct mirror *m, unsigned i, struct mirror_leg_stats *s)

@@ -9,7 +9,8 @@
 # queues' request counters grow with the I/O, nothing stays in flight,
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
-# log (io_uring from 8).  The parameter is restored on every exit.
+# log (io_uring from 8).  On legs in memory, 4k reads go around the cache.
+# The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
 
 P=/sys/module/fuse/parameters/enable_uring
@@ -145,6 +146,41 @@ for tr in uring dev; do
 	fm_umount "$T/mnt"
 	assert_legs_equal "$T/leg0" "$T/leg1"
 done
+
+# Legs in memory (tmpfs): a 4k read on a loop goes around the cache (a
+# miss would copy RAM into RAM), and returns what was just written in 4k
+# blocks through the cache.
+log "dev: legs on tmpfs: 4k reads around the cache"
+S=$(mktemp -d /dev/shm/fusemirror-transport.XXXXXX)
+fm_on_cleanup "rm -rf $S"
+fm_create --size 16M "$S/leg0" "$S/leg1"
+FM_TRANSPORT=dev fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
+head -c $((5 << 20)) /dev/urandom >"$S/src"
+dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
+m0=$(fm_status_get "$T/mnt" .cache.misses) ar0=$(fm_status_get "$T/mnt" .cache.around_read_bytes)
+python3 - "$img" "$S/src" "$S/out" <<'PY'
+import mmap, os, sys
+img, src, out = sys.argv[1:]
+data = open(src, "rb").read()
+fd = os.open(img, os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+for i in range(1024, 1280):
+    buf[:] = data[i * 4096:(i + 1) * 4096]
+    os.pwritev(fd, [buf], i * 4096)
+with open(out, "wb") as o:
+    for i in range(1280):
+        os.preadv(fd, [buf], i * 4096)
+        o.write(buf)
+os.close(fd)
+PY
+cmp "$S/src" "$S/out" || fail "4k reads around the cache returned other bytes"
+# (the 256 writes of new blocks count as misses; the reads add none)
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.misses) - m0))" 256 "cache misses"
+# 4 MiB from the legs; the 1 MiB the cache holds is copied from it
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $((4 << 20)) \
+	"bytes of the 4k reads read from the legs around the cache"
+fm_umount "$T/mnt"
+assert_legs_equal "$S/leg0" "$S/leg1"
 
 log "auto on $cpus possible CPUs"
 FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
