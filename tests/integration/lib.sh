@@ -230,7 +230,11 @@ _fm_cleanup() {
 	done < <(losetup -nl -O NAME,BACK-FILE 2>/dev/null)
 	for dev in "${_LOOPS[@]}"; do
 		losetup "$dev" >/dev/null 2>&1 || continue
-		losetup -d "$dev" 2>/dev/null || _fm_forced "cannot detach $dev"
+		if _loop_limits_ok "$dev"; then
+			losetup -d "$dev" 2>/dev/null || _fm_forced "cannot detach $dev"
+		else
+			_loop_discard "$dev"
+		fi
 	done
 
 	# 3. fusemirror mounts: ours, then anything else under T.
@@ -561,9 +565,43 @@ _fm_udev_settle() {
 	fi
 }
 
+# _loop_limits_ok DEV: DEV's discard limits are the ones its queue allows.
+# A limit lowered through sysfs (a test that turns discard off) outlives the
+# detach, holds for the device's next user and cannot be raised again
+# (the kernel drops the discard granularity with it).
+_loop_limits_ok() {
+	local q=/sys/block/${1#/dev/}/queue l
+	for l in discard_max_bytes write_zeroes_unmap_max_bytes; do
+		[[ -e $q/$l && -e $q/${l/_max_bytes/_max_hw_bytes} ]] || continue
+		[[ $(<"$q/$l") == "$(<"$q/${l/_max_bytes/_max_hw_bytes}")" ]] || return 1
+	done
+}
+
+# _loop_discard DEV: detach DEV and delete the device (LOOP_CTL_REMOVE),
+# so that the next losetup -f makes a fresh one with the default limits.
+_loop_discard() {
+	local i
+	losetup -d "$1" 2>/dev/null || _fm_forced "cannot detach $1"
+	for ((i = 0; i < 50; i++)); do
+		python3 - "${1#/dev/loop}" <<'PY' 2>/dev/null && return 0
+import fcntl, os, sys
+fd = os.open("/dev/loop-control", os.O_RDWR)
+fcntl.ioctl(fd, 0x4C81, int(sys.argv[1]))  # LOOP_CTL_REMOVE
+PY
+		sleep 0.1
+	done
+	echo "lib.sh: cannot delete $1: its lowered discard limits stay" >&2
+}
+
 # loop_attach [LOSETUP OPTIONS] FILE: attach, register, set LOOPDEV.
 loop_attach() {
-	LOOPDEV=$(losetup -f --show "$@") || fail "losetup -f --show $* failed"
+	local tries
+	for ((tries = 0; ; tries++)); do
+		LOOPDEV=$(losetup -f --show "$@") || fail "losetup -f --show $* failed"
+		_loop_limits_ok "$LOOPDEV" || ((tries == 16)) && break
+		# Left so by a test that was killed: take a fresh device.
+		_loop_discard "$LOOPDEV"
+	done
 	_LOOPS+=("$LOOPDEV")
 	_fm_udev_settle
 }
@@ -571,6 +609,10 @@ loop_attach() {
 # loop_detach DEV
 loop_detach() {
 	_fm_udev_settle
+	if ! _loop_limits_ok "$1"; then
+		_loop_discard "$1"
+		return 0
+	fi
 	losetup -d "$1" || fail "losetup -d $1 failed"
 	# losetup -d returns before the device lets go of its file when
 	# someone (udev, blkid) still has it open: wait for that.
