@@ -1262,16 +1262,19 @@ static const struct fuse_lowlevel_ops front_ops = {
  * Request buffers (FRONT_RBUF_ALLOC, ~1 MiB each: the kernel refuses a
  * read shorter than max_write plus the headers) are most of the daemon's
  * memory beside the cache (the RSS target is cache_size + 64 MiB), and
- * registered ones are resident from the start.  On /dev/fuse, 8 per loop:
+ * registered ones are resident from the start.  On /dev/fuse, 12 per loop:
  * a request answered from the cache or an in-memory leg gives its buffer
  * back within its loop's turn; one waiting for disk I/O or the slow pool
- * holds it, and with all 8 held the loop stops polling, so requests beyond
- * wait in the kernel's queue.  With the io_uring transport the loops only
+ * holds it, and with all 12 held the loop stops polling, so requests beyond
+ * wait in the kernel's queue.  Disk legs want that depth: with 8 per loop,
+ * fio 4k QD32 randread on O_DIRECT legs on disk did 48.6k IOPS against
+ * 58.7k with 12, 1M QD8 reads 2699 against 3021 MB/s (one run, 2 rounds),
+ * for 10 MiB more peak RSS.  With the io_uring transport the loops only
  * get what the kernel still sends through /dev/fuse (INIT, FORGET,
  * INTERRUPT, notify replies): 4 each, not registered, so only the pages
  * those small requests touch are resident.
  */
-#define FRONT_LOOP_BUFS 8
+#define FRONT_LOOP_BUFS 12
 #define FRONT_LOOP_BUFS_URING 4
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
 #define FRONT_LOOP_PROBE 8      /* see loop_read() */
