@@ -36,7 +36,11 @@
  *     and its share of the index (bufio_get_buffer_cost()), so the limit is
  *     the memory the cache takes (headers of evicted blocks are kept for
  *     reuse and no longer counted: never more of them than the most blocks
- *     cached at once).  A copy on write counts its data.
+ *     cached at once).  A copy on write counts its data.  The limit is
+ *     checked before a block is allocated, not reserved: allocations on
+ *     several threads at once, and copies on write (made without a check,
+ *     so that modifying a block that is being written never waits for
+ *     memory), may take the count a few blocks past it while they last.
  *     Blocks smaller than 256 KiB are slots of 256 KiB chunks, so a block
  *     costs its size (malloc would take 8 KiB for a 4 KiB aligned block),
  *     and blocks allocated together are neighbours in memory.

