@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * fusemirror common helpers: logging, crc32c, small arithmetic.
+ * fusemirror common helpers: logging, crc32c, small arithmetic, iovec ranges.
  *
  * Threading: every function here may be called from any thread.  The log
  * level, target, file and hook are process globals; messages are written
@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define FM_SECTOR_SHIFT 9
 #define FM_SECTOR_SIZE  (1u << FM_SECTOR_SHIFT)
@@ -141,5 +142,17 @@ int fm_parse_size(const char *s, uint64_t *ret_bytes);
 
 /* Format @bytes as "1.5 GiB" into @buf (at least 32 bytes); returns @buf. */
 char *fm_format_size(uint64_t bytes, char *buf, size_t len);
+
+/*
+ * Byte ranges of an iovec array, a range past its end cut short.
+ * fm_iov_slice(): the elements of bytes [@off, @off + @len) of @iov into
+ * @out (NULL: count only); returns how many.
+ * fm_iov_fill(): copy @len bytes of @src (NULL: zeroes) into bytes
+ * [@off, @off + @len) of @iov's memory.
+ */
+unsigned fm_iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
+		      struct iovec *out);
+void fm_iov_fill(const struct iovec *iov, unsigned iovcnt, size_t off, const void *src,
+		 size_t len);
 
 #endif /* FUSEMIRROR_COMMON_H */

@@ -332,48 +332,6 @@ struct read_scan {
 	uint64_t mask[BUFIO_AROUND_MAX_BLOCKS / 64];
 };
 
-/* Copy @len bytes of @src to offset @off of the memory of @iov. */
-static void iov_copy_in(const struct iovec *iov, unsigned iovcnt, size_t off,
-			const void *src, size_t len)
-{
-	for (unsigned i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off < len ? iov[i].iov_len - off : len;
-		memcpy((char *)iov[i].iov_base + off, src, n);
-		src = (const char *)src + n;
-		len -= n;
-		off = 0;
-	}
-}
-
-/* The part [@off, @off + @len) of @iov as iovecs in @out (at most
- * BUFIO_AROUND_MAX_IOV); returns their number. */
-static unsigned iov_part(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
-			 struct iovec *out)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < iovcnt && len; i++) {
-		size_t k;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		k = iov[i].iov_len - off < len ? iov[i].iov_len - off : len;
-		out[n].iov_base = (char *)iov[i].iov_base + off;
-		out[n++].iov_len = k;
-		len -= k;
-		off = 0;
-	}
-	return n;
-}
-
 static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
 {
 	struct read_scan *rs = ctx;
@@ -384,7 +342,7 @@ static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *
 	if (b->state & BUFIO_B_NOT_VALID)
 		return 0;       /* the device has its newest completed write */
 	/* Under the shard lock: b->data is not swapped meanwhile. */
-	iov_copy_in(rs->iov, rs->iovcnt, (size_t)i << c->block_shift, b->data, c->block_size);
+	fm_iov_fill(rs->iov, rs->iovcnt, (size_t)i << c->block_shift, b->data, c->block_size);
 	rs->mask[i / 64] |= 1ull << (i % 64);
 	rs->copied++;
 	return 0;
@@ -442,8 +400,9 @@ static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_
 	bufio_io_get(c);
 	for (uint64_t i = 0; i < n_blocks;) {
 		struct iovec part[BUFIO_AROUND_MAX_IOV];
+		const struct iovec *run = rs->iov;
+		unsigned cnt = rs->iovcnt;
 		uint64_t end;
-		unsigned cnt;
 
 		if (read_scan_copied(rs, i)) {
 			i++;
@@ -451,18 +410,15 @@ static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_
 		}
 		for (end = i + 1; end < n_blocks && !read_scan_copied(rs, end); end++)
 			;
-		atomic_fetch_add_explicit(&io->pending, 1, memory_order_relaxed);
-		if (!rs->copied) {
-			/* Nothing cached: the caller's iovecs as they are. */
-			r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, rs->block),
-						rs->iov, rs->iovcnt, 0, around_read_end, io);
-		} else {
-			cnt = iov_part(rs->iov, rs->iovcnt, (size_t)i << c->block_shift,
-				       (size_t)(end - i) << c->block_shift, part);
-			r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ,
-						sector_of(c, rs->block + i), part, cnt, 0,
-						around_read_end, io);
+		if (rs->copied) {
+			/* (else one run, the caller's iovecs as they are) */
+			cnt = fm_iov_slice(rs->iov, rs->iovcnt, (size_t)i << c->block_shift,
+					   (size_t)(end - i) << c->block_shift, part);
+			run = part;
 		}
+		atomic_fetch_add_explicit(&io->pending, 1, memory_order_relaxed);
+		r = c->bdev.ops->submit(c->bdev.dev, FM_BDEV_READ, sector_of(c, rs->block + i),
+					run, cnt, 0, around_read_end, io);
 		if (r < 0) {
 			atomic_fetch_sub_explicit(&io->pending, 1, memory_order_relaxed);
 			break;

@@ -192,7 +192,6 @@ static void prep_rw(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_p
 
 static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
-
 	if (dmio_piece_replaced_by_fault(p)) {
 		io_uring_prep_nop(sqe);
 		io_uring_sqe_set_data64(sqe, (uintptr_t)p | DMIO_PIECE_TAG);

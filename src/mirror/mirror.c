@@ -1945,48 +1945,6 @@ static void split_piece_done(void *ctx, int err)
 	split_put(s);
 }
 
-/* The elements of bytes [@off, @off + @len) of @iov, each into @out
- * (unless NULL) and zeroed if @zero; returns how many. */
-static unsigned iov_range(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
-			  struct iovec *out, bool zero)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < iovcnt && len; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		l -= off;
-		if (l > len)
-			l = len;
-		if (out)
-			out[n] = (struct iovec){ (char *)iov[i].iov_base + off, l };
-		if (zero)
-			memset((char *)iov[i].iov_base + off, 0, l);
-		n++;
-		len -= l;
-		off = 0;
-	}
-	return n;
-}
-
-/* The elements of bytes [@off, @off + @len) of @iov into @out (NULL:
- * count only); returns how many. */
-static unsigned iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
-			  struct iovec *out)
-{
-	return iov_range(iov, iovcnt, off, len, out, false);
-}
-
-/* Zero bytes [@off, @off + @len) of @iov. */
-static void iov_zero(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len)
-{
-	iov_range(iov, iovcnt, off, len, NULL, true);
-}
-
 #define PIECE_ZERO UINT64_MAX   /* class of an unwritten stretch */
 #define BAD_SECTORS (FM_SB_BAD_BLOCK_SIZE >> FM_SECTOR_SHIFT)
 
@@ -2053,15 +2011,15 @@ static int read_split(struct mirror *m, uint64_t sector, uint64_t count,
 		}
 		len = (to - at) << FM_SECTOR_SHIFT;
 		if (cls == PIECE_ZERO) {
-			iov_zero(iov, iovcnt, off, len);
+			fm_iov_fill(iov, iovcnt, off, NULL, len);
 			at = to;
 			continue;
 		}
-		r = mreq_new(m, MREQ_READ, at, to - at, iov_slice(iov, iovcnt, off, len, NULL),
+		r = mreq_new(m, MREQ_READ, at, to - at, fm_iov_slice(iov, iovcnt, off, len, NULL),
 			     flags, split_piece_done, s);
 		ret = -ENOMEM;
 		if (r) {
-			iov_slice(iov, iovcnt, off, len, r->iov);
+			fm_iov_slice(iov, iovcnt, off, len, r->iov);
 			atomic_fetch_add(&s->pending, 1);
 			ret = issue_read(r);
 			if (ret < 0) {

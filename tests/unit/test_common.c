@@ -147,6 +147,42 @@ START_TEST(align_macros)
 }
 END_TEST
 
+START_TEST(iov_ranges)
+{
+	char a[5], b[3], c[8];
+	const struct iovec iov[] = { { a, sizeof(a) }, { b, sizeof(b) }, { c, sizeof(c) } };
+	struct iovec out[3];
+
+	/* Bytes 3..10: the end of a, all of b, the start of c. */
+	ck_assert_uint_eq(fm_iov_slice(iov, 3, 3, 8, NULL), 3);
+	ck_assert_uint_eq(fm_iov_slice(iov, 3, 3, 8, out), 3);
+	ck_assert_ptr_eq(out[0].iov_base, a + 3);
+	ck_assert_uint_eq(out[0].iov_len, 2);
+	ck_assert_ptr_eq(out[1].iov_base, b);
+	ck_assert_uint_eq(out[1].iov_len, 3);
+	ck_assert_ptr_eq(out[2].iov_base, c);
+	ck_assert_uint_eq(out[2].iov_len, 3);
+	/* Inside one element; past the end: cut short. */
+	ck_assert_uint_eq(fm_iov_slice(iov, 3, 9, 2, out), 1);
+	ck_assert_ptr_eq(out[0].iov_base, c + 1);
+	ck_assert_uint_eq(out[0].iov_len, 2);
+	ck_assert_uint_eq(fm_iov_slice(iov, 3, 14, 10, out), 1);
+	ck_assert_uint_eq(out[0].iov_len, 2);
+	ck_assert_uint_eq(fm_iov_slice(iov, 3, 16, 1, out), 0);
+
+	memset(a, 'x', sizeof(a));
+	memset(b, 'x', sizeof(b));
+	memset(c, 'x', sizeof(c));
+	fm_iov_fill(iov, 3, 4, "0123456", 7);
+	ck_assert(memcmp(a, "xxxx0", 5) == 0);
+	ck_assert(memcmp(b, "123", 3) == 0);
+	ck_assert(memcmp(c, "456xxxxx", 8) == 0);
+	fm_iov_fill(iov, 3, 6, NULL, 4);
+	ck_assert(memcmp(b, "1\0\0", 3) == 0);
+	ck_assert(memcmp(c, "\0\0""6xxxxx", 8) == 0);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* logging */
 
@@ -351,6 +387,7 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, parse_sizes);
 	tcase_add_test(tc, format_sizes);
 	tcase_add_test(tc, align_macros);
+	tcase_add_test(tc, iov_ranges);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("log");
 	tcase_add_test(tc, log_level_names);
