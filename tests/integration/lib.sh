@@ -192,6 +192,7 @@ _fm_cleanup() {
 	set +eE
 	cd / || true    # a test's working directory must not keep a mount busy
 	for f in "${_FM_CLEANUP_HOOKS[@]}"; do eval "$f"; done
+	[[ -n ${_FM_URING_UNLOCK:-} ]] && eval "$_FM_URING_UNLOCK"
 	[[ -n $_FM_WATCHDOG ]] && kill "$_FM_WATCHDOG" 2>/dev/null
 	if [[ -e $T/.watchdog-fired ]]; then
 		printf '%s: FAIL: watchdog: the test ran longer than %ss (hang?)\n' \
@@ -289,6 +290,19 @@ _fm_cleanup() {
 # exit path (e.g. restoring a kernel parameter the test changed).
 _FM_CLEANUP_HOOKS=()
 fm_on_cleanup() { _FM_CLEANUP_HOOKS+=("$1"); }
+
+# fm_uring_param_hold: take the fuse module's enable_uring parameter for the
+# rest of the test.  meson runs tests in parallel, and a test that turns it
+# off to check a refusal (transport.sh) must not meet one that turned it on
+# to mount on io_uring (rss.sh).  Each such test calls this first, then
+# saves the value and registers its restoring hook; the lock is released
+# after that hook (its fd is inherited by the daemons, so it is unlocked
+# explicitly rather than left to the shell's exit).
+fm_uring_param_hold() {
+	exec {_FM_URING_LOCK}>/run/fusemirror-enable-uring.lock
+	flock "$_FM_URING_LOCK" || fail "cannot lock /run/fusemirror-enable-uring.lock"
+	_FM_URING_UNLOCK="flock -u $_FM_URING_LOCK"
+}
 
 trap '_fm_cleanup' EXIT
 trap '_fm_cleanup 130' INT

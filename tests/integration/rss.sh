@@ -20,6 +20,7 @@ mkdir -p "$T/mnt" "$T/legs"
 fs_mount -t tmpfs -o size=700M fusemirror-test "$T/legs"
 fm_create --size "$SIZE" "$T/legs/leg0" "$T/legs/leg1"
 transports=(dev:256)
+fm_uring_param_hold
 P=/sys/module/fuse/parameters/enable_uring
 if [[ -e $P ]]; then
 	saved=$(cat "$P")

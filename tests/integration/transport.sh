@@ -13,6 +13,7 @@
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
 
+fm_uring_param_hold
 P=/sys/module/fuse/parameters/enable_uring
 [[ -e $P ]] || fail "$P is missing: this kernel has no FUSE over io_uring"
 saved=$(cat "$P")
