@@ -286,10 +286,12 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
  * called exactly once, from the bdev's completion context or from this
  * function before it returns.  The blocks the cache holds with valid data
  * (clean, dirty or being written) are copied from it when the read is
- * issued, and only the runs between them are read from the device, so a
- * streaming read neither evicts the cache nor pays for filling it, and a
- * few cached blocks in its range do not send it through the cache block by
- * block.  Returns -EBUSY only for a range wider than BUFIO_AROUND_MAX_BLOCKS
+ * issued, and only the rest is read from the device, in runs split at
+ * dirty and being-written blocks alone (a clean block inside a run is read
+ * again with it: one device read, not two around a copy), so a streaming
+ * read neither evicts the cache nor pays for filling it, and cached blocks
+ * in its range do not send it through the cache block by block nor cut it
+ * into small device reads.  Returns -EBUSY only for a range wider than BUFIO_AROUND_MAX_BLOCKS
  * or an @iov of more than BUFIO_AROUND_MAX_IOV entries that has a cached
  * block: read through the cache then.  Returns -EINVAL (bad sizes),
  * -ENOMEM, or the first submission's -errno (@cb is then never called).

@@ -25,12 +25,17 @@
  *   - A read-around never reads a block from the device while the cache
  *     may hold a newer copy: under each shard's lock it copies every
  *     cached block whose data is valid (clean, dirty, being written) into
- *     the caller's memory, and reads from the device only the blocks that
+ *     the caller's memory, and reads from the device only blocks that
  *     were not cached, or were still being read or filled (their newest
  *     completed write is on the device: a block leaves the cache only
- *     clean, and a read or fill starts only for a block not cached).  So
- *     every write completed before the read-around is in what it returns;
- *     a block written after its look was written concurrently with it.
+ *     clean, and a read or fill starts only for a block not cached), or
+ *     were clean (the device holds what the cache does).  So every write
+ *     completed before the read-around is in what it returns; a block
+ *     written after its look was written concurrently with it.  The
+ *     device reads are split only at dirty and being-written blocks: a
+ *     clean block between two blocks to read is read again with them (one
+ *     request, not two around a 4 KiB copy: after 4k random reads a 1 MiB
+ *     read-around met ~60 clean blocks and took ~45 device reads).
  *     The blocks are never held, and the cache's order (CLOCK bits) is not
  *     touched: a streaming read does not promote what it passes.
  */
@@ -329,7 +334,8 @@ struct read_scan {
 	const struct iovec *iov;
 	unsigned iovcnt;
 	uint64_t copied;
-	uint64_t mask[BUFIO_AROUND_MAX_BLOCKS / 64];
+	uint64_t mask[BUFIO_AROUND_MAX_BLOCKS / 64];   /* copied */
+	uint64_t newer[BUFIO_AROUND_MAX_BLOCKS / 64];  /* ... and not on the device yet */
 };
 
 static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
@@ -344,6 +350,8 @@ static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *
 	/* Under the shard lock: b->data is not swapped meanwhile. */
 	fm_iov_fill(rs->iov, rs->iovcnt, (size_t)i << c->block_shift, b->data, c->block_size);
 	rs->mask[i / 64] |= 1ull << (i % 64);
+	if (b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING))
+		rs->newer[i / 64] |= 1ull << (i % 64);
 	rs->copied++;
 	return 0;
 }
@@ -351,6 +359,12 @@ static int read_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *
 static bool read_scan_copied(const struct read_scan *rs, uint64_t i)
 {
 	return rs->copied && (rs->mask[i / 64] & (1ull << (i % 64)));
+}
+
+/* Block @i must come from the cache: the device may hold an older copy. */
+static bool read_scan_newer(const struct read_scan *rs, uint64_t i)
+{
+	return rs->copied && (rs->newer[i / 64] & (1ull << (i % 64)));
 }
 
 static void around_read_end(void *arg, int err)
@@ -377,8 +391,10 @@ static void around_read_end(void *arg, int err)
 
 /*
  * Read the blocks of @rs that were not copied from the cache, a run per
- * device request.  Returns the first submission's -errno when nothing was
- * submitted (@cb is then not called), otherwise 0.
+ * device request: a run starts and ends at a block not copied and spans
+ * copied clean ones (the device holds the same data), never a dirty or
+ * being-written one.  Returns the first submission's -errno when nothing
+ * was submitted (@cb is then not called), otherwise 0.
  */
 static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_t n_blocks,
 		     bufio_around_cb cb, void *ctx)
@@ -391,7 +407,7 @@ static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_
 		return -ENOMEM;
 	memset(io, 0, sizeof(*io));
 	io->c = c;
-	io->n_blocks = n_blocks - rs->copied;
+	io->n_blocks = 0;               /* set below, before our last reference */
 	io->cb = cb;
 	io->ctx = ctx;
 	io->slot = -1;
@@ -402,14 +418,16 @@ static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_
 		struct iovec part[BUFIO_AROUND_MAX_IOV];
 		const struct iovec *run = rs->iov;
 		unsigned cnt = rs->iovcnt;
-		uint64_t end;
+		uint64_t end, next;
 
 		if (read_scan_copied(rs, i)) {
 			i++;
 			continue;
 		}
-		for (end = i + 1; end < n_blocks && !read_scan_copied(rs, end); end++)
+		for (next = i + 1; next < n_blocks && !read_scan_newer(rs, next); next++)
 			;
+		for (end = next; read_scan_copied(rs, end - 1); end--)
+			;       /* (block i was not copied) */
 		if (rs->copied) {
 			/* (else one run, the caller's iovecs as they are) */
 			cnt = fm_iov_slice(rs->iov, rs->iovcnt, (size_t)i << c->block_shift,
@@ -424,14 +442,18 @@ static int read_runs(struct bufio_client *c, const struct read_scan *rs, uint64_
 			break;
 		}
 		submitted = true;
-		i = end;
+		io->n_blocks += end - i;
+		i = next;
 	}
 	if (r < 0 && !submitted) {
 		bufio_obj_put(c, io);
 		bufio_io_put(c);
 		return r;
 	}
-	atomic_fetch_add_explicit(&c->around_cached, rs->copied, memory_order_relaxed);
+	/* (the blocks answered from the cache: some copied ones were read
+	 * again with a run) */
+	atomic_fetch_add_explicit(&c->around_cached, n_blocks - io->n_blocks,
+				  memory_order_relaxed);
 	/* Our reference: the last one to drop calls @cb (maybe now). */
 	around_read_end(io, r);
 	return 0;

@@ -2108,8 +2108,10 @@ START_TEST(test_read_around)
 	ck_assert_uint_eq(stats().buffers, 0); /* not cached */
 	ck_assert_uint_eq(stats().around_reads, 32);
 
-	/* A clean cached block is copied from the cache; the device is read
-	 * only around it, in two runs. */
+	/* A clean cached block inside the range does not cut the device read
+	 * in two (the device holds the same data): one read over it.  At the
+	 * range's edge it is copied from the cache and the read starts after
+	 * it. */
 	ck_assert_int_eq(bufio_read(bc, 110, &b), 0);
 	bufio_release(b);
 	memset(buf, 0, 32 * BS);
@@ -2117,9 +2119,18 @@ START_TEST(test_read_around)
 	WAIT_FOR(atomic_load(&around_cb_calls) == 2, 2000);
 	ck_assert_int_eq(around_cb_err, 0);
 	fm_assert_bytes_eq(buf, orig_block(100), 32 * BS, "read-around over a clean block");
-	ck_assert_uint_eq(membdev_counts(md).reads, 1 + 1 + 2);
+	ck_assert_uint_eq(membdev_counts(md).reads, 1 + 1 + 1);
+	ck_assert_uint_eq(stats().around_cached, 0);
+	ck_assert_uint_eq(stats().around_reads, 32 + 32);
+	memset(buf, 0, 32 * BS);
+	ck_assert_int_eq(bufio_read_around(bc, 110, 32, &iov, 1, around_cb, NULL), 0);
+	WAIT_FOR(atomic_load(&around_cb_calls) == 3, 2000);
+	ck_assert_int_eq(around_cb_err, 0);
+	fm_assert_bytes_eq(buf, orig_block(110), 32 * BS, "read-around from a clean block");
+	ck_assert_uint_eq(membdev_counts(md).reads, 1 + 1 + 1 + 1);
 	ck_assert_uint_eq(stats().around_cached, 1);
-	ck_assert_uint_eq(stats().around_reads, 32 + 31);
+	ck_assert_uint_eq(stats().around_reads, 32 + 32 + 31);
+	atomic_store(&around_cb_calls, 2);
 
 	/* A dirty block (not on the device yet) comes from the cache: the
 	 * device's older copy is never returned. */
@@ -2141,6 +2152,8 @@ START_TEST(test_read_around)
 		free(want);
 	}
 	fm_assert_bytes_eq(buf + 21 * BS, orig_block(141), 11 * BS, "after the dirty block");
+	/* ... and cuts the device read in two around it */
+	ck_assert_uint_eq(membdev_counts(md).reads, 4 + 2);
 	ck_assert_uint_eq(stats().around_cached, 2);
 	/* Neither read took a block into the cache or dropped one. */
 	ck_assert_uint_eq(stats().buffers, 2);
