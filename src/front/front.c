@@ -28,7 +28,11 @@
  *     such a leg is a cache already, and a miss through ours cost a cache
  *     block (zeroed when first touched), a copy into it and its eviction
  *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.
+ *     from it by the read-around.  Likewise every whole block of a write
+ *     on such a thread goes around the cache (unless one of them is dirty
+ *     or busy): two copies into the legs' page cache now cost less than a
+ *     cache buffer (first touched then), a copy into it, an index entry and
+ *     the writeback of the same two copies later.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -900,16 +904,17 @@ static void write_around_done(void *ctx, int err)
 /*
  * op_write on an event loop: nothing waits.  A write into the cache that
  * needs no wait is answered at once (no allocation); the whole-block
- * middle of a large write goes around the cache asynchronously, from the
- * request's own buffer; what would wait (a partial block to read, a full
- * cache, writethrough) goes to the slow pool with the buffer held.
+ * middle of a large write (of any write when the legs are in memory) goes
+ * around the cache asynchronously, from the request's own buffer; what
+ * would wait (a partial block to read, a full cache, writethrough) goes to
+ * the slow pool with the buffer held.
  */
 static void write_on_loop(struct front *f, fuse_req_t req, uint64_t off, size_t size,
 			  const uint8_t *src)
 {
 	uint64_t end = off + size, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
 	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
-	bool around = e > a && e - a >= FRONT_AROUND_MIN;
+	bool around = e > a && (e - a >= FRONT_AROUND_MIN || f->legs_in_memory);
 	struct { uint64_t off; size_t len; } part[2];
 	unsigned nparts = 0;
 	struct front_rbuf *hb;

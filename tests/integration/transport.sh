@@ -9,7 +9,8 @@
 # queues' request counters grow with the I/O, nothing stays in flight,
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
-# log (io_uring from 8).  On legs in memory, 4k reads go around the cache.
+# log (io_uring from 8).  On legs in memory, 4k reads and writes go around
+# the cache.
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
 
@@ -148,40 +149,61 @@ for tr in uring dev; do
 	assert_legs_equal "$T/leg0" "$T/leg1"
 done
 
-# Legs in memory (tmpfs): a 4k read on a loop goes around the cache (a
-# miss would copy RAM into RAM), and returns what was just written in 4k
-# blocks through the cache.
-log "dev: legs on tmpfs: 4k reads around the cache"
+# Legs in memory (tmpfs): on a loop a 4k read goes around the cache (a
+# miss would copy RAM into RAM), and so does a 4k write (a cache buffer,
+# its copy and its writeback cost more than two copies into the legs).
+# A write of part of a block goes through the cache, and so does a whole
+# block written over such a dirty block; the reads copy those blocks from
+# the cache and return every byte last written.
+log "dev: legs on tmpfs: 4k reads and writes around the cache"
 S=$(mktemp -d /dev/shm/fusemirror-transport.XXXXXX)
 fm_on_cleanup "rm -rf $S"
 fm_create --size 16M "$S/leg0" "$S/leg1"
 FM_TRANSPORT=dev fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
 head -c $((5 << 20)) /dev/urandom >"$S/src"
+head -c $((64 << 10)) /dev/urandom >"$S/src2"
 dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
 m0=$(fm_status_get "$T/mnt" .cache.misses) ar0=$(fm_status_get "$T/mnt" .cache.around_read_bytes)
-python3 - "$img" "$S/src" "$S/out" <<'PY'
+aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes) h0=$(fm_status_get "$T/mnt" .cache.hits)
+python3 - "$img" "$S/src" "$S/src2" "$S/want" "$S/out" <<'PY'
 import mmap, os, sys
-img, src, out = sys.argv[1:]
-data = open(src, "rb").read()
+img, src, src2, want, out = sys.argv[1:]
+data = bytearray(open(src, "rb").read())
+new = open(src2, "rb").read()
 fd = os.open(img, os.O_RDWR | os.O_DIRECT)
 buf = mmap.mmap(-1, 4096)
-for i in range(1024, 1280):
-    buf[:] = data[i * 4096:(i + 1) * 4096]
-    os.pwritev(fd, [buf], i * 4096)
+def put(off, b):
+    buf[:len(b)] = b
+    os.pwritev(fd, [memoryview(buf)[:len(b)]], off)
+    data[off:off + len(b)] = b
+for i in range(1024, 1280):             # whole blocks: around the cache
+    put(i * 4096, data[i * 4096:(i + 1) * 4096])
+for k, i in enumerate(range(1200, 1208)):       # 1 KiB at +1 KiB of 8 blocks
+    put(i * 4096 + 1024, new[k * 1024:(k + 1) * 1024])
+for k, i in enumerate(range(1200, 1204)):       # whole blocks over 4 dirty ones
+    put(i * 4096, new[16384 + k * 4096:16384 + (k + 1) * 4096])
+open(want, "wb").write(data)
 with open(out, "wb") as o:
     for i in range(1280):
         os.preadv(fd, [buf], i * 4096)
         o.write(buf)
 os.close(fd)
 PY
-cmp "$S/src" "$S/out" || fail "4k reads around the cache returned other bytes"
-# (the 256 writes of new blocks count as misses; the reads add none)
-assert_eq "$(($(fm_status_get "$T/mnt" .cache.misses) - m0))" 256 "cache misses"
-# 4 MiB from the legs; the 1 MiB the cache holds is copied from it
-assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $((4 << 20)) \
+cmp "$S/want" "$S/out" || fail "4k reads around the cache returned other bytes"
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 << 20)) \
+	"bytes of the 256 whole-block 4k writes written around the cache"
+# the 8 partial writes miss (read, modify); the 4 whole blocks hit them
+(($(fm_status_get "$T/mnt" .cache.misses) - m0 >= 8)) ||
+	fail "the partial writes did not go through the cache"
+(($(fm_status_get "$T/mnt" .cache.hits) - h0 >= 4)) ||
+	fail "the 4k writes over dirty blocks did not go through the cache"
+# 5 MiB from the legs but the 8 blocks the cache holds, copied from it
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $(((5 << 20) - 8 * 4096)) \
 	"bytes of the 4k reads read from the legs around the cache"
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
+cmp <(dd if="$S/leg0" bs=1M count=5 skip="$(data_offset_of "$S/leg0")" iflag=skip_bytes \
+	status=none) "$S/want" || fail "the legs do not hold the bytes last written"
 
 log "auto on $cpus possible CPUs"
 FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
