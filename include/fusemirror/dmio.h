@@ -118,6 +118,22 @@ bool dmio_dev_in_memory(const struct dmio_dev *dev);
 /* Re-read the size (after the file or device was grown). */
 int dmio_dev_refresh_size(struct dmio_dev *dev);
 
+/*
+ * Put bytes [@offset, + @len) of @dev into the pipe @pipe_fd (after what
+ * it holds) with splice(2), around the engine: from the page cache the
+ * pipe gets references to the pages, not a copy.  Only a local file or
+ * block device opened without O_DIRECT, with no fault set (faults act on
+ * the engine's I/O: a device with one must be read through dmio()).
+ * Synchronous, on the calling thread; never waits for the pipe, may wait
+ * as a buffered read does (page cache misses: use it on devices in memory
+ * where nothing may wait).  Returns 0 when every byte is in the pipe;
+ * -EOPNOTSUPP (remote, O_DIRECT, a fault set), -EINVAL (past the end) or
+ * -EAGAIN (the pipe is full) with nothing put in the pipe; otherwise
+ * -errno (-ENOBUFS: the pipe filled up midway; -ENODATA: the file ended
+ * early) with part of the range maybe in the pipe.
+ */
+int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int pipe_fd);
+
 /*----------------------------------------------------------------*/
 /* Remote devices (NBD) */
 

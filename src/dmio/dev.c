@@ -262,3 +262,29 @@ bool dmio_dev_is_direct(const struct dmio_dev *dev) { return dev->direct; }
 bool dmio_dev_in_memory(const struct dmio_dev *dev) { return dev->in_memory; }
 bool dmio_dev_is_blockdev(const struct dmio_dev *dev) { return dev->blockdev; }
 bool dmio_dev_is_remote(const struct dmio_dev *dev) { return dev->nbd != NULL; }
+
+int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int pipe_fd)
+{
+	loff_t off = (loff_t)offset;
+	size_t done = 0;
+
+	if (dev->nbd || dev->fd < 0 || dev->direct ||
+	    atomic_load_explicit(&dev->fault, memory_order_acquire))
+		return -EOPNOTSUPP;
+	if (offset > dev->size || len > dev->size - offset)
+		return -EINVAL;
+	while (done < len) {
+		ssize_t n = splice(dev->fd, &off, pipe_fd, NULL, len - done, SPLICE_F_NONBLOCK);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return done ? -ENOBUFS : -EAGAIN;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
