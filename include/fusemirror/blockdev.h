@@ -60,6 +60,25 @@ struct fm_bdev_ops {
 	int (*write_zeroes)(void *dev, uint64_t sector, uint64_t nr_sectors);
 	/* Current size in bytes. */
 	uint64_t (*size)(void *dev);
+	/*
+	 * Optional (NULL: not offered).  Put the bytes of [sector * 512,
+	 * + nr_sectors * 512) into the pipe @pipe_fd with splice(2), after
+	 * what it holds, for a caller that sends them on from there: from a
+	 * page cache the pipe gets references to the pages, not a copy.
+	 * Synchronous, but never waits: not for the pipe (the caller gives it
+	 * room for the range, a pipe buffer per page), not for I/O (a device
+	 * whose bytes are not in memory refuses), so an event loop may call
+	 * it.  It is the device's plain read and nothing more, so a device
+	 * refuses whenever a read of the range needs more (its data verified,
+	 * a copy chosen by a rule splice cannot follow, ...): -EAGAIN (not
+	 * now) or
+	 * -EOPNOTSUPP (not this device as it is), having put nothing in the
+	 * pipe; the caller then reads with submit().  0: every byte of the
+	 * range is in the pipe.  Any other -errno: the read failed (no repair
+	 * was attempted) and the pipe may hold part of the range, which the
+	 * caller must discard; a read with submit() then does the repair.
+	 */
+	int (*splice_read)(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd);
 };
 
 /* A device: its ops and the pointer passed to each op. */

@@ -86,8 +86,9 @@
  *     completes only when it runs again) must never call a function that
  *     "may block".  It uses bufio_get(), bufio_read_async_nowait(),
  *     bufio_new_nowait(), bufio_begin_modify_nowait(), bufio_prefetch(),
- *     bufio_read_around() and bufio_write_around_async(), which never wait,
- *     and parks (or hands to another thread) what they refuse.
+ *     bufio_read_around(), bufio_splice_around() and
+ *     bufio_write_around_async(), which never wait, and parks (or hands
+ *     to another thread) what they refuse.
  *
  *   The reserve (@reserved_buffers buffers allocated by
  *   bufio_client_create()) guarantees that the one thread allowed to hold
@@ -302,6 +303,26 @@ int bufio_write_around_async(struct bufio_client *c, uint64_t block, uint64_t n_
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx);
 
+/*
+ * Splice-around: put [@block, @block + @n_blocks) into the pipe @pipe_fd
+ * (after what it holds) with the device's splice_read op (see
+ * include/fusemirror/blockdev.h), for a caller that sends the bytes on
+ * from the pipe: no copy through user memory, none into the cache.  It
+ * proceeds only when the cache holds no dirty or being-written block of
+ * the range: then every write completed before the call is on the device
+ * (a block leaves the cache only clean, and a clean one holds what the
+ * device does), so the read sees it, as a read-around would.  The blocks
+ * are not touched.  Synchronous; returns 0 when every byte is in the pipe.
+ * Refusals, with nothing put in the pipe: -EOPNOTSUPP (the device has no
+ * splice_read, or refuses it), -EAGAIN (the device refuses now), -EBUSY (a
+ * block of the range is dirty or being written), -EINVAL (bad range); the
+ * caller then reads another way (bufio_read_around()).  Any other -errno:
+ * the device's read failed, and the pipe may hold part of the range, which
+ * the caller must discard.  Never waits (nor does the device's
+ * splice_read).
+ */
+int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd);
+
 /*----------------------------------------------------------------*/
 /* Modifying buffers */
 
@@ -465,6 +486,8 @@ struct bufio_stats {
 	uint64_t dirty;         /* of which dirty (or being written) */
 	uint64_t around_reads;  /* blocks bufio_read_around() read from the device */
 	uint64_t around_cached; /* ... and copied from the cache instead */
+	uint64_t around_spliced; /* blocks bufio_splice_around() put in a pipe
+				    (in around_reads too) */
 	uint64_t around_writes; /* blocks written by bufio_write_around() */
 	uint64_t data_maps;     /* chunks of block memory mapped (blocks smaller
 				   than a chunk, 2 MiB): growth of the cache,

@@ -38,6 +38,12 @@
  *     read-around met ~60 clean blocks and took ~45 device reads).
  *     The blocks are never held, and the cache's order (CLOCK bits) is not
  *     touched: a streaming read does not promote what it passes.
+ *   - A splice-around goes to the device only for a range of which the
+ *     cache holds no dirty or being-written block at its look (under each
+ *     shard's lock): the device then has the newest completed write of
+ *     every block (not cached, being read or filled, or clean: as above),
+ *     and a write that enters the cache after the look was concurrent with
+ *     the read.  So it gives what a read-around would.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -476,4 +482,33 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	if (r)
 		return r;
 	return read_runs(c, &rs, n_blocks, cb, ctx);
+}
+
+/* A splice-around's look at a cached block of its range: -EBUSY when the
+ * device may hold an older copy. */
+static int splice_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
+{
+	(void)s;
+	(void)ctx;
+	return b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING) ? -EBUSY : 0;
+}
+
+int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd)
+{
+	int r;
+
+	if (!c->bdev.ops->splice_read)
+		return -EOPNOTSUPP;
+	if (!n_blocks || block + n_blocks < block || pipe_fd < 0)
+		return -EINVAL;
+	r = bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);
+	if (r)
+		return r;
+	r = c->bdev.ops->splice_read(c->bdev.dev, sector_of(c, block), n_blocks << c->sector_shift,
+				     pipe_fd);
+	if (!r) {
+		atomic_fetch_add_explicit(&c->around_reads, n_blocks, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->around_spliced, n_blocks, memory_order_relaxed);
+	}
+	return r;
 }

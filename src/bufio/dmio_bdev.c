@@ -3,7 +3,8 @@
  * A bufio bdev on one dmio device: reads and writes through the
  * asynchronous dmio() API with a bvec (the iovec bufio hands over, which
  * dmio copies at submission), flush, discard and write-zeroes as
- * synchronous dmio calls.
+ * synchronous dmio calls, splice_read dmio_dev_splice_read() on the caller's
+ * thread.
  * The per-request context is a small malloc: dmio's notify function gets
  * one pointer, and bufio's end_io needs two.
  */
@@ -101,12 +102,23 @@ static uint64_t dmio_bdev_size(void *dev)
 	return dmio_dev_size(d->dev);
 }
 
+static int dmio_bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd)
+{
+	struct dmio_bdev *d = dev;
+
+	if (!dmio_dev_in_memory(d->dev))
+		return -EOPNOTSUPP;     /* it could wait for the disk */
+	return dmio_dev_splice_read(d->dev, sector << FM_SECTOR_SHIFT,
+				    (size_t)nr_sectors << FM_SECTOR_SHIFT, pipe_fd);
+}
+
 static const struct fm_bdev_ops dmio_bdev_ops = {
 	.submit = dmio_bdev_submit,
 	.flush = dmio_bdev_flush,
 	.discard = dmio_bdev_discard,
 	.write_zeroes = dmio_bdev_write_zeroes,
 	.size = dmio_bdev_size,
+	.splice_read = dmio_bdev_splice_read,
 };
 
 int bufio_dmio_bdev_create(struct dmio_dev *dev, struct dmio_client *client,

@@ -9,10 +9,12 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "bufio_membdev.h"
@@ -1605,6 +1607,150 @@ START_TEST(test_dmio_errors_and_large_blocks)
 }
 END_TEST
 
+/* Bytes in @pipe_fd now (FIONREAD). */
+static int pipe_bytes(int pipe_fd)
+{
+	int n = -1;
+
+	ck_assert_int_eq(ioctl(pipe_fd, FIONREAD, &n), 0);
+	return n;
+}
+
+/* Read @len bytes from @pipe_fd (they are all there) and compare. */
+static void assert_pipe_holds(int pipe_fd, const uint8_t *want, size_t len, const char *what)
+{
+	uint8_t *got = malloc(len);
+	size_t done = 0;
+
+	ck_assert_int_eq(pipe_bytes(pipe_fd), (int)len);
+	while (done < len) {
+		ssize_t n = read(pipe_fd, got + done, len - done);
+
+		ck_assert_int_gt(n, 0);
+		done += (size_t)n;
+	}
+	fm_assert_bytes_eq(got, want, len, "%s", what);
+	ck_assert_int_eq(pipe_bytes(pipe_fd), 0);
+	free(got);
+}
+
+/*
+ * Splice-around: from a leg in memory (tmpfs) the range goes into a pipe
+ * with the device's bytes, also over a clean cached block, but never over
+ * a dirty one (newer than the device's); refused with nothing put in the
+ * pipe on a device without splice_read, one not in memory, one with a
+ * fault set; a pipe that fills up midway fails it with part of the range
+ * in the pipe.
+ */
+START_TEST(test_dmio_splice_around)
+{
+	char *shm = fm_test_mkdtemp("/dev/shm", "bufio-splice");
+	char *path = g_build_filename(shm, "leg", NULL);
+	uint8_t *file = malloc(4u << 20);
+	struct dmio_dev *sdev;
+	struct fm_bdev sbdev;
+	struct fm_rng rng;
+	int p[2];
+
+	fm_rng_seed(&rng, 7);
+	fm_rng_fill(&rng, file, 4u << 20);
+	fm_test_create_file(path, 4u << 20);
+	fm_test_write_file(path, 0, file, 4u << 20);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &sdev), 0);
+	ck_assert(dmio_dev_in_memory(sdev));
+	ck_assert(!dmio_dev_is_direct(sdev));
+	ck_assert_int_eq(bufio_dmio_bdev_create(sdev, NULL, &sbdev), 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	ck_assert_int_ge(fcntl(p[1], F_SETPIPE_SZ, 1 << 20), 1 << 20);
+
+	ck_assert_int_eq(bufio_client_create(&sbdev, BS, 1, 0, NULL, NULL, &bc), 0);
+	ck_assert_int_eq(bufio_splice_around(bc, 8, 32, p[1]), 0);
+	assert_pipe_holds(p[0], file + 8 * BS, 32 * BS, "spliced range");
+	ck_assert_uint_eq(stats().around_spliced, 32);
+	ck_assert_uint_eq(stats().around_reads, 32);
+	ck_assert_uint_eq(stats().buffers, 0);
+	ck_assert_int_eq(bufio_splice_around(bc, 8, 0, p[1]), -EINVAL);
+
+	/* A clean cached block holds what the device does: spliced over. */
+	{
+		struct bufio_buffer *b;
+
+		ck_assert_int_eq(bufio_read(bc, 20, &b), 0);
+		bufio_release(b);
+	}
+	ck_assert_int_eq(bufio_splice_around(bc, 8, 32, p[1]), 0);
+	assert_pipe_holds(p[0], file + 8 * BS, 32 * BS, "over a clean cached block");
+	ck_assert_uint_eq(stats().buffers, 1);
+	/* A dirty block, newer than the device's: refused. */
+	put_block(100, 0x5c);
+	ck_assert_int_eq(bufio_splice_around(bc, 96, 8, p[1]), -EBUSY);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	/* Once it is written back (clean, still cached), the range splices,
+	 * with the written bytes. */
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	memset(file + 100 * BS, 0x5c, BS);
+	ck_assert_int_eq(bufio_splice_around(bc, 96, 8, p[1]), 0);
+	assert_pipe_holds(p[0], file + 96 * BS, 8 * BS, "after the write-back");
+	ck_assert_uint_eq(stats().buffers, 2);
+
+	/* A fault set on the device: through dmio only. */
+	ck_assert_int_eq(dmio_dev_set_fault(sdev, &(struct dmio_fault){
+		.flags = DMIO_FAULT_READS, .sector = 0, .count = 8 }), 0);
+	ck_assert_int_eq(bufio_splice_around(bc, 200, 8, p[1]), -EOPNOTSUPP);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	ck_assert_int_eq(dmio_dev_set_fault(sdev, NULL), 0);
+	ck_assert_int_eq(bufio_splice_around(bc, 200, 8, p[1]), 0);
+	assert_pipe_holds(p[0], file + 200 * BS, 8 * BS, "fault cleared");
+
+	/* Past the end: refused.  A pipe with no room: refused; one that
+	 * fills up midway: failed, part of the range in it. */
+	ck_assert_int_eq(bufio_splice_around(bc, 1020, 8, p[1]), -EINVAL);
+	ck_assert_int_eq(fcntl(p[1], F_SETPIPE_SZ, 16 * 4096), 16 * 4096);
+	ck_assert_int_eq(bufio_splice_around(bc, 0, 32, p[1]), -ENOBUFS);
+	ck_assert_int_eq(pipe_bytes(p[0]), 16 * 4096);
+	ck_assert_int_eq(bufio_splice_around(bc, 0, 1, p[1]), -EAGAIN);
+	assert_pipe_holds(p[0], file, 16 * BS, "what fitted");
+	ck_assert_uint_eq(stats().around_spliced, 32 + 32 + 8 + 8);
+	bufio_client_destroy(bc);
+	bc = NULL;
+
+	/* A device that is not in memory (the fixture's file, on disk): its
+	 * page cache could make a loop wait. */
+	if (!dmio_dev_in_memory(ddev)) {
+		ck_assert_int_eq(bufio_client_create(&dbdev, BS, 1, 0, NULL, NULL, &bc), 0);
+		ck_assert_int_eq(bufio_splice_around(bc, 0, 8, p[1]), -EOPNOTSUPP);
+		ck_assert_int_eq(pipe_bytes(p[0]), 0);
+		bufio_client_destroy(bc);
+		bc = NULL;
+	}
+	/* O_DIRECT: splice would copy (the kernel's copy_splice_read). */
+	if (dmio_dev_is_direct(ddev))
+		ck_assert_int_eq(dmio_dev_splice_read(ddev, 0, BS, p[1]), -EOPNOTSUPP);
+
+	close(p[0]);
+	close(p[1]);
+	bufio_dmio_bdev_destroy(&sbdev);
+	dmio_dev_close(sdev);
+	fm_test_rm_rf(shm);
+	g_free(shm);
+	g_free(path);
+	free(file);
+}
+END_TEST
+
+/* A device without splice_read (the test's in-memory one): refused. */
+START_TEST(test_splice_around_unsupported)
+{
+	int p[2];
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	ck_assert_int_eq(bufio_splice_around(bc, 0, 8, p[1]), -EOPNOTSUPP);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* concurrent stress against a model */
 
@@ -2294,6 +2440,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_write_around_drops_clean);
 	tcase_add_test(tc, test_write_around_busy);
 	tcase_add_test(tc, test_read_around);
+	tcase_add_test(tc, test_splice_around_unsupported);
 	TCASE("around_async", setup_async);
 	tcase_add_test(tc, test_write_around_orders_reads);
 	tcase_add_test(tc, test_write_around_async);
@@ -2305,6 +2452,7 @@ static Suite *bufio_suite(void)
 	suite_add_tcase(s, tc);
 	tcase_add_test(tc, test_dmio_roundtrip);
 	tcase_add_test(tc, test_dmio_errors_and_large_blocks);
+	tcase_add_test(tc, test_dmio_splice_around);
 
 	TCASE("stress", setup_async);
 	tcase_add_test(tc, test_stress_model);
