@@ -238,7 +238,10 @@ int mirror_discard(struct mirror *m, uint64_t sector, uint64_t count);
 int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
 
 /* The mirror as a block device (include/fusemirror/blockdev.h), e.g. the
- * one under the cache; valid until mirror_stop(). */
+ * one under the cache; valid until mirror_stop().  Its splice_read serves
+ * a read that needs one leg's bytes and nothing more: it refuses with
+ * checksums on, for a range out of sync, unwritten or with bad blocks, on
+ * a leg not in memory and on a leg dmio_dev_splice_read() refuses. */
 struct fm_bdev mirror_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/

@@ -187,12 +187,17 @@ static void mreq_free(struct mreq *r)
 
 static void read_done(unsigned long error_bits, void *context);
 
+/* What the read policy looks at: the range, and the legs tried already. */
+struct read_pick {
+	uint64_t sector, count, tried;
+};
+
 /* May leg @i serve read @r?  (Not tried yet, in sync; during a resync, an
  * out-of-sync region is read from the resync source only, so that two
  * reads of it cannot return different data; a write-mostly leg only when
  * @wm, the second round; never a leg whose copy is in the bad-block
  * list.) */
-static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, int only,
+static bool read_candidate(struct mirror *m, const struct read_pick *r, unsigned i, int only,
 			   bool wm)
 {
 	const struct mirror_leg *leg = &m->legs[i];
@@ -204,7 +209,8 @@ static bool read_candidate(struct mirror *m, const struct mreq *r, unsigned i, i
 }
 
 /* One round of the read policy over the candidates (see read_candidate). */
-static int pick_read_leg_round(struct mirror *m, const struct mreq *r, int only, bool wm)
+static int pick_read_leg_round(struct mirror *m, const struct read_pick *r, int only,
+			       bool wm)
 {
 	int best = -1;
 	unsigned best_pending = ~0u;
@@ -255,7 +261,7 @@ static int pick_read_leg_round(struct mirror *m, const struct mreq *r, int only,
 
 /* Choose the leg for a read of @r not yet tried; -1 when none is left.
  * Write-mostly legs only when no other leg can serve it. */
-static int pick_read_leg(struct mirror *m, const struct mreq *r, int only)
+static int pick_read_leg(struct mirror *m, const struct read_pick *r, int only)
 {
 	int li = pick_read_leg_round(m, r, only, false);
 
@@ -285,7 +291,7 @@ static int issue_read(struct mreq *r)
 			only = -1;
 	}
 	for (;;) {
-		li = pick_read_leg(m, r, only);
+		li = pick_read_leg(m, &(struct read_pick){ r->sector, r->count, r->tried }, only);
 		if (li < 0)
 			return -EIO;
 		leg = &m->legs[li];
@@ -2300,12 +2306,65 @@ static uint64_t bdev_size(void *dev)
 	return mirror_size(dev);
 }
 
+/*
+ * A read by splice (blockdev.h): the leg a read would pick, for a whole
+ * read that needs nothing but that leg's bytes.  Refused (the cache's
+ * caller reads with submit then) when the data must be verified
+ * (checksums), a region is out of sync (a read of it follows the resync),
+ * a region is unwritten or no leg has the whole range without a bad block
+ * (the read is assembled from pieces), no leg can serve it, or the leg
+ * is not in memory (splice must not wait for a disk) or cannot splice
+ * (dmio_dev_splice_read(): remote, O_DIRECT, a fault set).
+ * A failed splice is not counted as the leg's read error: read repair is
+ * the submitted read's, which the caller falls back to.
+ */
+static int bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd)
+{
+	struct mirror *m = dev;
+	uint64_t image_sectors = m->image_size >> FM_SECTOR_SHIFT;
+	struct mirror_leg *leg;
+	bool by_bad;
+	int li, r;
+
+	if (m->csum)
+		return -EOPNOTSUPP;
+	if (!nr_sectors || nr_sectors > image_sectors || sector > image_sectors - nr_sectors)
+		return -EINVAL;
+	if (mirror_region_unsynced(m, sector, nr_sectors) ||
+	    read_layout(m, sector, nr_sectors, &by_bad) != READ_WHOLE)
+		return -EAGAIN;
+	li = pick_read_leg(m, &(struct read_pick){ sector, nr_sectors, 0 }, -1);
+	if (li < 0)
+		return -EAGAIN;
+	leg = &m->legs[li];
+	if (!leg_get(leg, LEG_READABLE))
+		return -EAGAIN;
+	if (!dmio_dev_in_memory(leg->dev)) {
+		leg_put(leg);
+		return -EOPNOTSUPP;     /* it could wait for the disk */
+	}
+	atomic_fetch_add_explicit(&leg->pending, 1, memory_order_relaxed);
+	atomic_store_explicit(&leg->next_sector, sector + nr_sectors, memory_order_relaxed);
+	r = dmio_dev_splice_read(leg->dev, (m->data_sector + sector) << FM_SECTOR_SHIFT,
+				 (size_t)nr_sectors << FM_SECTOR_SHIFT, pipe_fd);
+	atomic_fetch_sub_explicit(&leg->pending, 1, memory_order_relaxed);
+	if (!r) {
+		MIRROR_STAT_ADD(m->reads, 1);
+		MIRROR_STAT_ADD(m->read_bytes, nr_sectors << FM_SECTOR_SHIFT);
+		MIRROR_STAT_ADD(leg->reads, 1);
+		MIRROR_STAT_ADD(leg->read_bytes, nr_sectors << FM_SECTOR_SHIFT);
+	}
+	leg_put(leg);
+	return r;
+}
+
 static const struct fm_bdev_ops mirror_bdev_ops = {
 	.submit = bdev_submit,
 	.flush = bdev_flush,
 	.discard = bdev_discard,
 	.write_zeroes = bdev_write_zeroes,
 	.size = bdev_size,
+	.splice_read = bdev_splice_read,
 };
 
 struct fm_bdev mirror_bdev(struct mirror *m)

@@ -5,6 +5,8 @@
  * mirror under a bufio client.
  * Fixtures and conventions: mirror_fx.h.
  */
+#include <sys/ioctl.h>
+
 #include "mirror_fx.h"
 
 /*----------------------------------------------------------------*/
@@ -794,6 +796,94 @@ START_TEST(test_bufio_on_mirror)
 }
 END_TEST
 
+/* Bytes in @pipe_fd now (FIONREAD). */
+static int pipe_bytes(int pipe_fd)
+{
+	int n = -1;
+
+	ck_assert_int_eq(ioctl(pipe_fd, FIONREAD, &n), 0);
+	return n;
+}
+
+/*
+ * The mirror's splice_read (blockdev.h): on legs in memory, a written
+ * range's bytes go into the pipe; refused with nothing put in it for an
+ * unwritten range (its zeroes come from the written map, not a leg), past
+ * the end, with checksums (the data must be verified) and on legs not in
+ * memory (the splice could wait for the disk).
+ */
+START_TEST(test_splice_read)
+{
+	char *shm = fm_test_mkdtemp("/dev/shm", "mirror-splice");
+	uint8_t *got = g_malloc(MiB);
+	struct mirror_leg_stats ls[2];
+	struct fm_bdev bdev;
+	size_t done = 0;
+	int p[2];
+
+	FX_SEED();
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	ck_assert_int_ge(fcntl(p[1], F_SETPIPE_SZ, 1 << 20), 1 << 20);
+	for (unsigned i = 0; i < 2; i++) {
+		g_free(fx.legs[i]);
+		fx.legs[i] = g_strdup_printf("%s/leg%u", shm, i);
+	}
+	fx.nlegs = 2;
+	fx_format(IMG);
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	ck_assert(mirror_legs_in_memory(fx.m));
+	bdev = mirror_bdev(fx.m);
+	ck_assert_ptr_nonnull(bdev.ops->splice_read);
+	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]), -EAGAIN);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	fx_write_random(MiB, MiB);
+	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR + 8, 1024, p[1]), 0);
+	ck_assert_int_eq(pipe_bytes(p[0]), 512 * KiB);
+	while (done < 512 * KiB) {
+		ssize_t n = read(p[0], got + done, 512 * KiB - done);
+
+		ck_assert_int_gt(n, 0);
+		done += (size_t)n;
+	}
+	fm_assert_bytes_eq(got, fx.model + MiB + 8 * SECTOR, 512 * KiB, "spliced bytes");
+	mirror_get_leg_stats(fx.m, 0, &ls[0]);
+	mirror_get_leg_stats(fx.m, 1, &ls[1]);
+	ck_assert_uint_eq(ls[0].read_bytes + ls[1].read_bytes, 512 * KiB);
+	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, IMG_SECTORS - 8, 16, p[1]), -EINVAL);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	fx_stop(0);
+
+	/* Checksums: every read is verified, so none is spliced. */
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .checksums = true,
+						     .force = true });
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(MiB, MiB);
+	bdev = mirror_bdev(fx.m);
+	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]), -EOPNOTSUPP);
+	ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	fx_check_read(MiB, MiB);
+	fx_stop(0);
+
+	/* Legs on disk (the TCase's directory), when they are. */
+	fx_name_legs(2);
+	fx_format(IMG);
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	if (!mirror_legs_in_memory(fx.m)) {
+		fx_write_random(MiB, MiB);
+		bdev = mirror_bdev(fx.m);
+		ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]),
+				 -EOPNOTSUPP);
+		ck_assert_int_eq(pipe_bytes(p[0]), 0);
+	}
+	fx_stop(0);
+	close(p[0]);
+	close(p[1]);
+	g_free(got);
+	ck_assert_int_eq(fm_test_rm_rf(shm), 0);
+	g_free(shm);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -820,6 +910,7 @@ static Suite *mirror_io_suite(void)
 
 	tc = tc_add(s, "bufio", tc_dir_setup, tc_dir_teardown);
 	tcase_add_loop_test(tc, test_bufio_on_mirror, 0, 3);
+	tcase_add_test(tc, test_splice_read);
 	return s;
 }
 
