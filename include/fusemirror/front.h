@@ -135,6 +135,8 @@ struct front_stats {
 	uint64_t errors;                /* requests answered with an error */
 	uint64_t handoffs;              /* event loops and io_uring queues: work
 					   given to the slow pool (status: slow_jobs) */
+	uint64_t spliced_reads;         /* reads answered by splice from a leg */
+	uint64_t spliced_read_bytes;    /* ... their bytes (in read_bytes too) */
 };
 void front_get_stats(const struct front *f, struct front_stats *ret);
 

@@ -507,6 +507,8 @@ static const struct status_field io_fields[] = {
 	F("leg_read_retries", mst.read_retries),
 	F("overlap_waits", mst.overlap_waits),
 	F("slow_jobs", fs.handoffs),
+	F("spliced_reads", fs.spliced_reads),
+	F("spliced_read_bytes", fs.spliced_read_bytes),
 };
 
 #undef F

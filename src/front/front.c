@@ -33,6 +33,11 @@
  *     or busy): two copies into the legs' page cache now cost less than a
  *     cache buffer (first touched then), a copy into it, an index entry and
  *     the writeback of the same two copies later.
+ *   - On a /dev/fuse loop, with every leg in memory, a read of at least
+ *     FRONT_AROUND_MIN whole blocks none of which is dirty or being written
+ *     in the cache is answered by splice (see "Spliced replies"),
+ *     synchronously inside its handler; the loop's pipe is empty between
+ *     requests.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -136,6 +141,7 @@ struct front {
 	struct front_loop *loops;
 	GThreadPool *slow;              /* requests that may block */
 	atomic_ullong handoffs;         /* requests handed to the slow pool */
+	atomic_ullong spliced_reads, spliced_read_bytes; /* see read_splice() */
 
 	/* libfuse's workers: buffers of reads around the cache (a loop or a
 	 * queue uses the request's own), FRONT_RBUF_SIZE bytes mapped, kept
@@ -171,6 +177,7 @@ static struct front_rbuf *front_hold_rbuf(void);
 static void front_rbuf_unhold(struct front_rbuf *b);
 static void *front_rbuf_mem(struct front_rbuf *b);
 static void front_rbuf_release(struct front_rbuf *b);
+static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t size);
 
 /* Work an event loop must not do itself, for the slow pool's threads. */
 enum front_slow_kind {
@@ -707,6 +714,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * randread on 2 tmpfs legs, cold cache, daemon CPU per read (least of
 	 * 4 runs) 18.9 us through the cache, 11.7 us around it; QD1 28.7 vs
 	 * 19.8 us. */
+	if (f->legs_in_memory && size >= FRONT_AROUND_MIN && read_splice(f, req, (uint64_t)off, size))
+		return;
 	if ((size >= FRONT_AROUND_MIN || (f->legs_in_memory && front_on_loop())) &&
 	    read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
@@ -1314,6 +1323,8 @@ struct front_loop {
 	struct dmio_loop_op tick_op;    /* loop 0: a 1 s timeout */
 	struct __kernel_timespec tick;
 	bool polling, ticking;
+	int pipe_rd, pipe_wr;           /* for spliced replies, or -1 (owner only) */
+	size_t pipe_cap;                /* its size in bytes */
 	struct front_rbuf *free;        /* owner only */
 	_Atomic(struct front_rbuf *) returned; /* released on other threads */
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
@@ -1559,6 +1570,115 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
 	return writev(fd, iov, count);
 }
 
+/*
+ * Spliced replies.  A large read on a loop, with every leg in memory, is
+ * answered with one copy instead of two: the reply's header is written
+ * into the loop's pipe, bufio_splice_around() puts the data behind it
+ * (from a tmpfs leg the pipe gets references to its pages), and the pipe
+ * is spliced into /dev/fuse, where the kernel copies the pages into the
+ * reader's (fuse_dev_splice_write(): the whole reply must be in the pipe,
+ * and it is consumed whole, even when the kernel then refuses the reply).
+ * The request is then freed with fuse_reply_none(): its reply went past
+ * libfuse.  The pipe never keeps a half reply: a refusal takes back the
+ * header it holds alone, any other failure replaces the pipe; the read is
+ * then answered the usual way (a read-around).  If the kernel took the
+ * spliced reply and still failed the splice, that second reply is refused
+ * (ENOENT), which libfuse ignores.
+ *
+ * The pipe: a pipe buffer per page of data plus one for the header, and
+ * pipe sizes are powers of two pages, so 2 MiB for replies up to 1 MiB
+ * (max_read).  That is above pipe-max-size (1 MiB by default), which only
+ * CAP_SYS_RESOURCE may pass (the systemd unit keeps it): without it the
+ * pipe is 1 MiB, and reads of more than 1016 KiB go the usual way.
+ */
+#define FRONT_SPLICE_PIPE (2u << 20)
+#define FRONT_SPLICE_PIPE_MIN (1u << 20)
+
+static void loop_pipe_close(struct front_loop *l)
+{
+	if (l->pipe_rd >= 0) {
+		close(l->pipe_rd);
+		close(l->pipe_wr);
+	}
+	l->pipe_rd = l->pipe_wr = -1;
+	l->pipe_cap = 0;
+}
+
+static void loop_pipe_open(struct front_loop *l)
+{
+	int p[2], sz;
+
+	l->pipe_rd = l->pipe_wr = -1;
+	l->pipe_cap = 0;
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+		fm_debug("front: loop %u: no pipe for spliced replies: %s", l->idx, strerror(errno));
+		return;
+	}
+	sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE);
+	if (sz < 0) {
+		fm_debug("front: loop %u: pipe for spliced replies not resized to %u bytes (%s): "
+			 "%u at most, reads of 1 MiB not spliced", l->idx, FRONT_SPLICE_PIPE,
+			 strerror(errno), FRONT_SPLICE_PIPE_MIN);
+		sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE_MIN);
+	}
+	if (sz < (int)FRONT_SPLICE_PIPE_MIN) {
+		fm_debug("front: loop %u: pipe for spliced replies not resized to %u bytes: %s",
+			 l->idx, FRONT_SPLICE_PIPE_MIN, sz < 0 ? strerror(errno) : "too small");
+		close(p[0]);
+		close(p[1]);
+		return;
+	}
+	l->pipe_rd = p[0];
+	l->pipe_wr = p[1];
+	l->pipe_cap = (size_t)sz;
+}
+
+/* Answer read [@off, + @size) by splice (see above); false: it was not,
+ * and nothing was sent. */
+static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t size)
+{
+	struct front_loop *l = tl_loop;
+	const struct fuse_in_header *ih;
+	struct fuse_out_header oh;
+	ssize_t n;
+	int r;
+
+	if (!l || !tl_rbuf || l->pipe_wr < 0 || off % f->bs || size % f->bs ||
+	    size / FM_PAGE_SIZE + 2 > l->pipe_cap / FM_PAGE_SIZE)
+		return false;
+	ih = (const void *)((const char *)tl_rbuf->mem + FRONT_RBUF_REQ);
+	oh = (struct fuse_out_header){
+		.len = (uint32_t)(sizeof(oh) + size),
+		.unique = ih->unique & ~FRONT_LOOP_TAG_MASK,
+	};
+	if (write(l->pipe_wr, &oh, sizeof(oh)) != (ssize_t)sizeof(oh)) {
+		loop_pipe_close(l);
+		loop_pipe_open(l);
+		return false;
+	}
+	r = bufio_splice_around(f->c, off / f->bs, size / f->bs, l->pipe_wr);
+	if (r == 0) {
+		n = splice(l->pipe_rd, NULL, l->fd >= 0 ? l->fd : fuse_session_fd(f->se), NULL,
+			   oh.len, 0);
+		if (n == (ssize_t)oh.len) {
+			fuse_reply_none(req);
+			FRONT_STAT_ADD(f, read_bytes, size);
+			FRONT_STAT_ADD(f, spliced_reads, 1);
+			FRONT_STAT_ADD(f, spliced_read_bytes, size);
+			return true;
+		}
+		fm_debug("front: spliced reply of %zu bytes at %llu: %s", size,
+			 (unsigned long long)off, n < 0 ? strerror(errno) : "short");
+	} else if (r == -EBUSY || r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) {
+		/* Refused: the pipe holds our header alone. */
+		if (read(l->pipe_rd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh))
+			return false;
+	}
+	loop_pipe_close(l);
+	loop_pipe_open(l);
+	return false;
+}
+
 static ssize_t loop_io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	(void)userdata;
@@ -1778,6 +1898,9 @@ static int front_run_loops(struct front *f)
 		l->f = f;
 		l->idx = i;
 		l->fd = -1;
+		l->pipe_rd = l->pipe_wr = -1;
+		if (!f->uring && f->legs_in_memory)
+			loop_pipe_open(l);
 		l->nr_bufs = f->uring ? FRONT_LOOP_BUFS_URING : FRONT_LOOP_BUFS;
 		for (unsigned k = 0; k < l->nr_bufs; k++) {
 			struct front_rbuf *b = &l->bufs[k];
@@ -1821,6 +1944,7 @@ out:
 			free(f->loops[i].bufs[k].mem);
 		if (f->loops[i].fd >= 0)
 			close(f->loops[i].fd);
+		loop_pipe_close(&f->loops[i]);
 	}
 	free(f->loops);
 	f->loops = NULL;
@@ -2114,6 +2238,8 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->write_bytes = atomic_load(&f->write_bytes);
 	s->errors = atomic_load(&f->errors);
 	s->handoffs = atomic_load(&f->handoffs);
+	s->spliced_reads = atomic_load(&f->spliced_reads);
+	s->spliced_read_bytes = atomic_load(&f->spliced_read_bytes);
 }
 
 enum front_transport front_get_transport(const struct front *f)

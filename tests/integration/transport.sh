@@ -10,7 +10,8 @@
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
 # log (io_uring from 8).  On legs in memory, 4k reads and writes go around
-# the cache.
+# the cache, and without checksums 1M reads are answered by splice
+# (io.spliced_reads).
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
 
@@ -200,10 +201,76 @@ assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 
 # 5 MiB from the legs but the 8 blocks the cache holds, copied from it
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $(((5 << 20) - 8 * 4096)) \
 	"bytes of the 4k reads read from the legs around the cache"
+
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
 cmp <(dd if="$S/leg0" bs=1M count=5 skip="$(data_offset_of "$S/leg0")" iflag=skip_bytes \
 	status=none) "$S/want" || fail "the legs do not hold the bytes last written"
+
+# Legs in memory, no checksums (they must verify every read): a large read
+# on a loop is answered by splice, with one copy (the kernel's, from the
+# leg's pages into the reader's), and returns the bytes just written: 1M
+# writes around the cache, 2k ones through it (dirty blocks in the range
+# refuse the splice: the read copies them from the cache instead).  The
+# daemon's pipe for a 1 MiB reply is 2 MiB, above pipe-max-size unless it
+# has CAP_SYS_RESOURCE (this machine's root has not): raised for the mount.
+log "dev: legs on tmpfs, no checksums: 1M reads by splice"
+fm_create --checksums=no --size 16M "$S/leg2" "$S/leg3"
+pms=$(cat /proc/sys/fs/pipe-max-size)
+fm_on_cleanup "echo $pms >/proc/sys/fs/pipe-max-size"
+((pms >= 2 << 20)) || echo $((2 << 20)) >/proc/sys/fs/pipe-max-size
+FM_TRANSPORT=dev fm_mount "$S/leg2" "$S/leg3" "$T/mnt"
+echo "$pms" >/proc/sys/fs/pipe-max-size
+head -c $((16 << 20)) /dev/urandom >"$S/src16"
+dd if="$S/src16" of="$img" bs=1M oflag=direct conv=notrunc status=none
+dd if="$img" of="$S/out" bs=1M iflag=direct status=none
+cmp "$S/out" "$S/src16" || fail "1M reads right after 1M writes"
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 16 "1M reads spliced"
+# 2k writes (partial blocks: through the cache) into MiB 8, then a 1M read
+# of it on the same fd: the blocks still dirty refuse the splice (the read
+# copies them from the cache; how many are still dirty depends on the
+# write-back's pace), the bytes are the new ones either way.  After an
+# fsync they are clean and still cached, and a clean block holds what the
+# legs do: spliced.
+n=$(python3 - "$img" "$S/src" "$S/src16" "$FM" "$T/mnt" <<'PY'
+import mmap, os, subprocess, sys, json
+img, src, src16, fm, mnt = sys.argv[1:]
+new = open(src, "rb").read()[4 << 20:5 << 20]
+def status():
+    out = subprocess.run([fm, "status", "--json", mnt], check=True, capture_output=True).stdout
+    return json.loads(out)
+def spliced():
+    return status()["io"]["spliced_reads"]
+fd = os.open(img, os.O_RDWR | os.O_DIRECT)
+buf, big = mmap.mmap(-1, 2048), mmap.mmap(-1, 1 << 20)
+for i in range(512):
+    buf[:] = new[i * 2048:(i + 1) * 2048]
+    os.pwritev(fd, [buf], (8 << 20) + i * 2048)
+assert os.preadv(fd, [big], 8 << 20) == 1 << 20
+assert big[:] == new, "a 1M read right after 4k writes returned other bytes"
+os.fsync(fd)
+st = status()
+assert st["cache"]["buffers"] >= 256 and st["cache"]["dirty"] == 0, st["cache"]
+s0 = st["io"]["spliced_reads"]
+assert os.preadv(fd, [big], 8 << 20) == 1 << 20
+assert big[:] == new, "a 1M read of clean cached blocks returned other bytes"
+assert spliced() == s0 + 1, "a 1M read of clean cached blocks was not spliced"
+os.close(fd)
+print(s0 + 1)
+with open(src16, "r+b") as f:
+    f.seek(8 << 20)
+    f.write(new)
+PY
+) || fail "1M reads after 4k writes"
+((n == 17 || n == 18)) || fail "$n reads spliced, want 17 or 18"
+run_fio splice --filename="$img" --direct=1 --rw=read --bs=1M --iodepth=8 \
+	--ioengine=io_uring --size=16M
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" $((n + 16)) "1M reads spliced"
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_read_bytes)" $(((n + 16) << 20)) \
+	"bytes of the spliced reads"
+cmp "$S/src16" <(dd if="$img" bs=1M iflag=direct status=none) || fail "the image read by 1M reads"
+fm_umount "$T/mnt"
+assert_legs_equal "$S/leg2" "$S/leg3"
 
 log "auto on $cpus possible CPUs"
 FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
