@@ -1325,6 +1325,7 @@ struct front_loop {
 	bool polling, ticking;
 	int pipe_rd, pipe_wr;           /* for spliced replies, or -1 (owner only) */
 	size_t pipe_cap;                /* its size in bytes */
+	unsigned splice_skip;           /* reads not to try splicing (owner only) */
 	struct front_rbuf *free;        /* owner only */
 	_Atomic(struct front_rbuf *) returned; /* released on other threads */
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
@@ -1585,6 +1586,13 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
  * spliced reply and still failed the splice, that second reply is refused
  * (ENOENT), which libfuse ignores.
  *
+ * A device that refuses with -EOPNOTSUPP (checksums on, a leg on disk, a
+ * fault injected) refuses the next reads too: the loop then does not try
+ * for its next FRONT_SPLICE_BACKOFF large reads, which saves each the
+ * header's round trip through the pipe and bufio's look at the range.  A
+ * refusal of the moment (-EAGAIN, -EBUSY: a range unwritten, out of sync,
+ * with dirty blocks) says nothing of the next read.
+ *
  * The pipe: a pipe buffer per page of data plus one for the header, and
  * pipe sizes are powers of two pages, so 2 MiB for replies up to 1 MiB
  * (max_read).  That is above pipe-max-size (1 MiB by default), which only
@@ -1593,6 +1601,7 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
  */
 #define FRONT_SPLICE_PIPE (2u << 20)
 #define FRONT_SPLICE_PIPE_MIN (1u << 20)
+#define FRONT_SPLICE_BACKOFF 64u
 
 static void loop_pipe_close(struct front_loop *l)
 {
@@ -1646,6 +1655,10 @@ static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t si
 	if (!l || !tl_rbuf || l->pipe_wr < 0 || off % f->bs || size % f->bs ||
 	    size / FM_PAGE_SIZE + 2 > l->pipe_cap / FM_PAGE_SIZE)
 		return false;
+	if (l->splice_skip) {
+		l->splice_skip--;
+		return false;
+	}
 	ih = (const void *)((const char *)tl_rbuf->mem + FRONT_RBUF_REQ);
 	oh = (struct fuse_out_header){
 		.len = (uint32_t)(sizeof(oh) + size),
@@ -1671,6 +1684,8 @@ static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t si
 			 (unsigned long long)off, n < 0 ? strerror(errno) : "short");
 	} else if (r == -EBUSY || r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) {
 		/* Refused: the pipe holds our header alone. */
+		if (r == -EOPNOTSUPP)
+			l->splice_skip = FRONT_SPLICE_BACKOFF;
 		if (read(l->pipe_rd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh))
 			return false;
 	}

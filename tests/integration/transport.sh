@@ -201,6 +201,11 @@ assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 
 # 5 MiB from the legs but the 8 blocks the cache holds, copied from it
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $(((5 << 20) - 8 * 4096)) \
 	"bytes of the 4k reads read from the legs around the cache"
+# These legs have checksums: every read is verified, none is spliced (512k
+# reads: they would fit the daemon's pipe).
+cmp <(dd if="$img" bs=512k count=10 iflag=direct status=none) "$S/want" ||
+	fail "512k reads with checksums returned other bytes"
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 0 "reads spliced with checksums"
 
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
