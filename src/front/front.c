@@ -438,7 +438,12 @@ struct read_ctx {
 	uint8_t *data;                  /* n > 1: the reply, filled as blocks arrive */
 	struct front_rbuf *hb;          /* on a loop: the held request buffer,
 					   which holds this and data */
+	struct front_loop *pool;        /* else: from this loop's rctx[] */
+	struct read_ctx *next;          /* its free list / returned stack */
 };
+
+static struct read_ctx *loop_rctx_get(void);
+static void read_ctx_free(struct read_ctx *rc);
 
 static void read_finish(struct read_ctx *rc)
 {
@@ -469,8 +474,7 @@ static void read_finish(struct read_ctx *rc)
 		if (hb_release)
 			front_rbuf_release(hb);
 	} else {
-		free(data);
-		free(rc);
+		read_ctx_free(rc);
 	}
 	front_req_end(f);
 }
@@ -662,10 +666,8 @@ static void read_issue(struct read_ctx *rc, uint64_t from)
 				/* No cache memory without a wait: straight from
 				 * the legs into the request's buffer instead
 				 * (which then holds rc no more). */
-				if (!rc->hb) {
-					free(rc->data);
-					free(rc);
-				}
+				if (!rc->hb)
+					read_ctx_free(rc);
 				atomic_fetch_sub(&f->inflight, 1);
 				return;
 			}
@@ -719,7 +721,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if ((size >= FRONT_AROUND_MIN || (f->legs_in_memory && front_on_loop())) &&
 	    read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
-	hb = front_hold_rbuf();
+	/* A block on a /dev/fuse loop: a small context of the loop's, so that
+	 * a leg read in flight does not keep the request buffer (see
+	 * FRONT_LOOP_RCTX). */
+	rc = n == 1 ? loop_rctx_get() : NULL;
+	hb = rc ? NULL : front_hold_rbuf();
 	if (hb && size > front_rbuf_cap(hb)) {
 		front_rbuf_unhold(hb);
 		hb = NULL;
@@ -731,7 +737,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		rc->hb = hb;
 		if (n > 1)
 			rc->data = front_rbuf_mem(hb);
-	} else {
+	} else if (!rc) {
 		rc = calloc(1, sizeof(*rc));
 		if (rc && n > 1 && !(rc->data = malloc(size))) {
 			free(rc);
@@ -1287,8 +1293,18 @@ static const struct fuse_lowlevel_ops front_ops = {
  * get what the kernel still sends through /dev/fuse (INIT, FORGET,
  * INTERRUPT, notify replies): 4 each, not registered, so only the pages
  * those small requests touch are resident.
+ *
+ * A one-block read through the cache that must wait for a leg does not
+ * keep its buffer: its context comes from the loop's FRONT_LOOP_RCTX small
+ * ones (struct read_ctx; the reply is the cache block's), so the buffers
+ * cap neither the 4k reads a loop has in flight nor the depth a disk sees.
+ * With 12 buffers per loop and the 4k reads holding them, fio 4k QD32
+ * randread on two O_DIRECT legs on disk never had more than 24 leg reads
+ * in flight (max of /sys/block/vda/inflight).  When they are all in use,
+ * a read holds its buffer as before.
  */
 #define FRONT_LOOP_BUFS 12
+#define FRONT_LOOP_RCTX 128
 #define FRONT_LOOP_BUFS_URING 4
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
 #define FRONT_LOOP_PROBE 8      /* see loop_read() */
@@ -1331,6 +1347,10 @@ struct front_loop {
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
 	unsigned nr_bufs;               /* of bufs[] */
 	struct front_rbuf bufs[FRONT_LOOP_BUFS];
+	/* One-block reads' contexts (/dev/fuse only): as free/returned. */
+	struct read_ctx *rctx_free;     /* owner only */
+	_Atomic(struct read_ctx *) rctx_returned;
+	struct read_ctx rctx[FRONT_LOOP_RCTX];
 };
 
 static __thread struct front_loop *tl_loop;
@@ -1421,6 +1441,48 @@ static void front_rbuf_release(struct front_rbuf *b)
 	} while (!atomic_compare_exchange_weak(&l->returned, &old, b));
 	if (atomic_exchange(&l->starved, false))
 		dmio_loop_wake(l->dl);
+}
+
+/* A read context of the loop dispatching a request read into one of its
+ * buffers (/dev/fuse), zeroed; NULL elsewhere or when all are in use. */
+static struct read_ctx *loop_rctx_get(void)
+{
+	struct front_loop *l = tl_loop;
+	struct read_ctx *rc;
+
+	if (!l || !tl_rbuf)
+		return NULL;
+	rc = l->rctx_free;
+	if (!rc)
+		rc = atomic_exchange(&l->rctx_returned, NULL);
+	if (!rc)
+		return NULL;
+	l->rctx_free = rc->next;
+	memset(rc, 0, sizeof(*rc));
+	rc->pool = l;
+	return rc;
+}
+
+/* Free a read context that is not in a request buffer (any thread). */
+static void read_ctx_free(struct read_ctx *rc)
+{
+	struct front_loop *l = rc->pool;
+	struct read_ctx *old;
+
+	if (!l) {
+		free(rc->data);
+		free(rc);
+		return;
+	}
+	if (tl_loop == l) {
+		rc->next = l->rctx_free;
+		l->rctx_free = rc;
+		return;
+	}
+	old = atomic_load(&l->rctx_returned);
+	do {
+		rc->next = old;
+	} while (!atomic_compare_exchange_weak(&l->rctx_returned, &old, rc));
 }
 
 static void loop_stop_all(struct front *f);
@@ -1929,6 +1991,10 @@ static int front_run_loops(struct front *f)
 			b->ctx = (char *)b->mem + FRONT_RBUF_SIZE;
 			b->next = l->free;
 			l->free = b;
+		}
+		for (unsigned k = 0; !f->uring && k < FRONT_LOOP_RCTX; k++) {
+			l->rctx[k].next = l->rctx_free;
+			l->rctx_free = &l->rctx[k];
 		}
 	}
 	if (!f->uring)

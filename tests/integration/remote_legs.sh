@@ -18,7 +18,9 @@
 #     are equal after umount (so those 4 were the ones that differed);
 #   - the reconnections are events LegReconnected of their own (status
 #     event_counts; `monitor --json`: Fail, LegReconnected with slot 2 and
-#     value 4 MiB, RebuildStarted, RebuildFinished; no Remove, no Add).
+#     value 4 MiB, RebuildStarted, RebuildFinished; no Remove, no Add);
+#   - 4k reads waiting for a slow leg (nbdkit's delay filter) do not hold
+#     the event loops' request buffers: fio's 48 reads are all in flight.
 # remote_hang.sh: a hung server, the administrator's fail and add.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
@@ -141,4 +143,38 @@ assert rc["value"] == 4 << 20, rc
 PY
 nbd_kill
 assert_legs_equal "$T/leg0" "$T/leg1" "$T/remote" >/dev/null
+
+# 4k reads waiting for a slow leg do not keep the loops' request buffers
+# (12 per loop): with nbdkit answering each read after 200 ms, fio's 48
+# random reads in flight all reach the leg (its pending count), where
+# the buffers let through at most 12 per loop.
+SLOW=$T/slow.sock
+truncate -s 64M "$T/slow" "$T/local"
+nbdkit -f --exit-with-parent -U "$SLOW" --filter=delay file "$T/slow" rdelay=200ms \
+	2>>"$T/nbdkit.log" &
+SLOW_PID=$!
+fm_on_cleanup "kill -KILL $SLOW_PID 2>/dev/null || true"
+for ((i = 0; i < 100; i++)); do [[ -S $SLOW ]] && break; sleep 0.1; done
+[[ -S $SLOW ]] || fail "nbdkit with the delay filter did not start: $(cat "$T/nbdkit.log")"
+SLOW_URI="nbd+unix:///?socket=$SLOW"
+fm_create "$SLOW_URI" "$T/local"
+fm_mount -o read_policy=first "$SLOW_URI" "$T/local" "$T/mnt"
+# (written first: an unwritten region reads as zeroes without a leg read;
+# 1 MiB writes go around the cache, so the reads below all miss)
+dd if=/dev/urandom of="$T/mnt/image" bs=1M count=32 oflag=direct status=none ||
+	fail "filling the image on the slow leg"
+fio --name=deep --filename="$T/mnt/image" --size=32M --rw=randread --bs=4k --direct=1 \
+	--ioengine=io_uring --iodepth=48 --runtime=4 --time_based --norandommap \
+	--output-format=json --output="$T/fio-deep.json" 2>"$T/fio-deep.err" &
+FIO=$!
+most=0
+for ((i = 0; i < 12; i++)); do
+	sleep 0.25
+	v=$(fm_leg_get "$T/mnt" "$SLOW_URI" pending)
+	((v > most)) && most=$v
+done
+wait "$FIO" || fail "fio at depth 48: $(cat "$T/fio-deep.err")"
+log "reads in flight on the slow leg: at most $most"
+((most > 40)) || fail "at most $most reads in flight on the slow leg (fio keeps 48)"
+fm_umount "$T/mnt"
 log "ok"
