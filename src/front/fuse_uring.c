@@ -146,6 +146,8 @@ struct front_uring {
 };
 
 static __thread struct fu_queue *fu_this_queue;
+/* The request whose handler (or libfuse operation) runs on this thread. */
+static __thread struct front_uring_req *fu_dispatching;
 
 static void fu_to_libfuse(struct front_uring *u, struct front_uring_req *e);
 static void fu_commit(struct front_uring_req *e, int error, size_t len);
@@ -400,10 +402,12 @@ static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 	e->commit_id = e->hdr->ring_ent_in_out.commit_id;
 	atomic_fetch_add_explicit(&q->requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&q->in_flight, 1, memory_order_relaxed);
+	fu_dispatching = e;
 	if (q->u->handler)
 		q->u->handler(q->u->ctx, e);
 	else
 		fu_to_libfuse(q->u, e);
+	fu_dispatching = NULL;
 }
 
 /* The size of op_in (the first argument) of the operations handed to
@@ -443,9 +447,6 @@ static ssize_t fu_op_in_size(uint32_t opcode)
 	}
 }
 
-/* The request fu_to_libfuse() is handing to libfuse on this thread. */
-static __thread struct front_uring_req *fu_dispatching;
-
 static void fu_to_libfuse(struct front_uring *u, struct front_uring_req *e)
 {
 	const struct fuse_in_header *h = (const void *)e->hdr->in_out;
@@ -464,9 +465,12 @@ static void fu_to_libfuse(struct front_uring *u, struct front_uring_req *e)
 	start = e->payload - sizeof(in) - (size_t)arg;
 	memcpy(start, &in, sizeof(in));
 	memcpy(start + sizeof(in), e->hdr->op_in, (size_t)arg);
-	fu_dispatching = e;
 	fuse_session_process_buf(u->se, &(struct fuse_buf){ .size = in.len, .mem = start });
-	fu_dispatching = NULL;
+}
+
+void front_uring_to_libfuse(struct front_uring_req *req)
+{
+	fu_to_libfuse(req->q->u, req);
 }
 
 static void fu_reap(struct fu_queue *q)

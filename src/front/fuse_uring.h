@@ -139,11 +139,19 @@ const void *front_uring_req_op_in(const struct front_uring_req *req);
 const void *front_uring_req_payload(const struct front_uring_req *req, size_t *ret_len);
 
 /*
- * Inside a low-level operation that libfuse called for a ring request (no
- * handler of the caller's), on the queue thread: that request's entry;
- * NULL anywhere else (a /dev/fuse request, another thread, later).
+ * Inside a handler, or a low-level operation that libfuse called for a
+ * ring request, on the queue thread: that request's entry; NULL anywhere
+ * else (a /dev/fuse request, another thread, later).
  */
 struct front_uring_req *front_uring_current_req(void);
+
+/*
+ * From a handler, on its queue thread: serve @req as if there were no
+ * handler (the session's low-level operations through libfuse, see
+ * front_uring_opts.handler), which answers it.  For the opcodes a handler
+ * does not serve itself.
+ */
+void front_uring_to_libfuse(struct front_uring_req *req);
 
 /*
  * FRONT_URING_SCRATCH bytes (page aligned) that belong to @req from its
