@@ -108,8 +108,19 @@ void bufio_io_get(struct bufio_client *c)
 
 void bufio_io_put(struct bufio_client *c)
 {
-	/* Under the lock: destroy must not free @c between the decrement and
-	 * the wake-up. */
+	unsigned n = atomic_load_explicit(&c->nr_io, memory_order_relaxed);
+
+	/* Not the last one: nothing waits for this decrement, and destroy
+	 * cannot free @c before the last one, so no lock (at QD32 every
+	 * around read and write would take the client's lock here). */
+	while (n > 1) {
+		if (atomic_compare_exchange_weak_explicit(&c->nr_io, &n, n - 1,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
+			return;
+	}
+	/* Maybe the last one: under the lock, for destroy must not free @c
+	 * between the decrement and the wake-up. */
 	pthread_mutex_lock(&c->lock);
 	if (atomic_fetch_sub_explicit(&c->nr_io, 1, memory_order_acq_rel) == 1) {
 		c->free_gen++;
