@@ -40,10 +40,11 @@
  *     touched: a streaming read does not promote what it passes.
  *   - A splice-around goes to the device only for a range of which the
  *     cache holds no dirty or being-written block at its look (under each
- *     shard's lock): the device then has the newest completed write of
- *     every block (not cached, being read or filled, or clean: as above),
- *     and a write that enters the cache after the look was concurrent with
- *     the read.  So it gives what a read-around would.
+ *     shard's lock, or without the locks by the shards' counters of such
+ *     blocks, when they are all zero): the device then has the newest
+ *     completed write of every block (not cached, being read or filled, or
+ *     clean: as above), and a write that enters the cache after the look
+ *     was concurrent with the read.  So it gives what a read-around would.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -501,9 +502,15 @@ int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_block
 		return -EOPNOTSUPP;
 	if (!n_blocks || block + n_blocks < block || pipe_fd < 0)
 		return -EINVAL;
-	r = bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);
-	if (r)
-		return r;
+	/* No dirty or being-written block anywhere (the common case on legs
+	 * in memory, whose writes go around the cache): no look at each
+	 * block.  The counters change under the shard locks before a write
+	 * into the cache completes, so one completed before this call shows. */
+	if (bufio_count(c, BUFIO_COUNT_DIRTY)) {
+		r = bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);
+		if (r)
+			return r;
+	}
 	r = c->bdev.ops->splice_read(c->bdev.dev, sector_of(c, block), n_blocks << c->sector_shift,
 				     pipe_fd);
 	if (!r) {

@@ -1692,6 +1692,13 @@ START_TEST(test_dmio_splice_around)
 	ck_assert_int_eq(bufio_splice_around(bc, 96, 8, p[1]), 0);
 	assert_pipe_holds(p[0], file + 96 * BS, 8 * BS, "after the write-back");
 	ck_assert_uint_eq(stats().buffers, 2);
+	/* A dirty block outside the range does not refuse it. */
+	put_block(300, 0x33);
+	ck_assert_int_eq(bufio_splice_around(bc, 96, 8, p[1]), 0);
+	assert_pipe_holds(p[0], file + 96 * BS, 8 * BS, "beside a dirty block");
+	ck_assert_int_eq(bufio_splice_around(bc, 296, 8, p[1]), -EBUSY);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	memset(file + 300 * BS, 0x33, BS);
 
 	/* A fault set on the device: through dmio only. */
 	ck_assert_int_eq(dmio_dev_set_fault(sdev, &(struct dmio_fault){
@@ -1710,7 +1717,7 @@ START_TEST(test_dmio_splice_around)
 	ck_assert_int_eq(pipe_bytes(p[0]), 16 * 4096);
 	ck_assert_int_eq(bufio_splice_around(bc, 0, 1, p[1]), -EAGAIN);
 	assert_pipe_holds(p[0], file, 16 * BS, "what fitted");
-	ck_assert_uint_eq(stats().around_spliced, 32 + 32 + 8 + 8);
+	ck_assert_uint_eq(stats().around_spliced, 32 + 32 + 8 + 8 + 8);
 	bufio_client_destroy(bc);
 	bc = NULL;
 
