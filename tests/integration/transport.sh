@@ -78,8 +78,11 @@ assert_legs_equal "$T/leg0" "$T/leg1"
 # filled the free lists (and a 4k read pass the small cache), a second pass over other
 # blocks -- ~2800 requests -- may allocate only for its FLUSHes (every
 # close() of dd and fio sends one; it starts the write-back of what is
-# dirty).  libfuse's own calloc of a struct fuse_req per
-# request is left out: libfuse 3.14's API has no way around it.
+# dirty).  On /dev/fuse libfuse's own calloc of a struct fuse_req per
+# request is left out: libfuse 3.14's API has no way around it.  On
+# io_uring it is counted: reads and writes do not go through libfuse
+# there, and what does (open, flush, release, getattr of each dd and fio
+# run: at most 5 per close()) stays far below the ~2800 requests.
 # Large I/O goes around the cache: the 1 MiB writes and reads of the
 # second pass are counted by cache.around_{write,read}_bytes, not as cache
 # writes or misses.
@@ -110,8 +113,10 @@ allocs() { od -An -tu8 -N8 "$T/mallocs" | tr -d ' '; }
 for tr in uring dev; do
 	log "$tr: no hand-off, no allocation, large I/O around the cache on the hot paths"
 	: >"$T/mallocs"
+	skip=libfuse3 per_close=2
+	[[ $tr == uring ]] && skip="" per_close=5
 	LD_PRELOAD=$FM_MALLOC_COUNT_LIB FM_MALLOC_COUNT_FILE=$T/mallocs \
-		FM_MALLOC_COUNT_THREADS=main,fm-loop,fm-uring FM_MALLOC_COUNT_SKIP=libfuse3 \
+		FM_MALLOC_COUNT_THREADS=main,fm-loop,fm-uring FM_MALLOC_COUNT_SKIP=$skip \
 		FM_TRANSPORT=$tr fm_mount -o bitmap_delay=3600000,cache_size=4M,event_loop \
 		"$T/leg0" "$T/leg1" "$T/mnt"
 	dd if=/dev/urandom of="$img" bs=1M count=48 iflag=fullblock oflag=direct conv=notrunc \
@@ -136,9 +141,10 @@ for tr in uring dev; do
 		"bytes of the 1M reads read around the cache"
 	assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((8 << 20)) \
 		"bytes of the 1M writes written around the cache"
-	(((a1 - a0) <= 2 * (f2 - f1))) ||
+	(((a1 - a0) <= per_close * (f2 - f1))) ||
 		fail "$tr: $((a1 - a0)) heap allocations on the serving threads over ~2800 requests" \
-			"(only the $((f2 - f1)) FLUSHes may allocate)"
+			"(only the requests of the $((f2 - f1)) close()s may allocate)"
+	log "$tr: $((a1 - a0)) heap allocations over ~2800 requests, $((f2 - f1)) close()s"
 	((f2 >= f0 + 12)) || fail "$tr: $((f2 - f0)) FLUSHes counted for 12 closes"
 	assert_eq "$(($(fm_status_get "$T/mnt" .io.slow_jobs) - s0))" 0 \
 		"$tr: requests given to the slow pool"
