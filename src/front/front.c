@@ -28,11 +28,14 @@
  *     such a leg is a cache already, and a miss through ours cost a cache
  *     block (zeroed when first touched), a copy into it and its eviction
  *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.  Likewise every whole block of a write
- *     on such a thread goes around the cache (unless one of them is dirty
- *     or busy): two copies into the legs' page cache now cost less than a
- *     cache buffer (first touched then), a copy into it, an index entry and
- *     the writeback of the same two copies later.
+ *     from it by the read-around.  Likewise, on an event loop with no
+ *     other request in progress (QD1; front_loop_idle()), every whole
+ *     block of a write goes around the cache (unless one of them is
+ *     dirty or busy): two copies into the legs' page cache cost less than
+ *     a cache buffer (first touched then), a copy into it, an index entry
+ *     and the writeback of the same two copies later.  Deeper queues write
+ *     into the cache: the loops answer at once, and the writeback, on
+ *     another thread, joins neighbouring blocks into runs.
  *   - On a /dev/fuse loop, with every leg in memory, a read of at least
  *     FRONT_AROUND_MIN whole blocks none of which is dirty or being written
  *     in the cache is answered by splice (see "Spliced replies"),
@@ -173,6 +176,7 @@ static size_t front_rbuf_cap(const struct front_rbuf *b);
 static bool front_rbuf_ends_with_reply(const struct front_rbuf *b);
 static void front_req_end(struct front *f);
 static bool front_on_loop(void);
+static bool front_loop_idle(void);
 static struct front_rbuf *front_hold_rbuf(void);
 static void front_rbuf_unhold(struct front_rbuf *b);
 static void *front_rbuf_mem(struct front_rbuf *b);
@@ -986,17 +990,18 @@ static void write_around_done(void *ctx, int err)
 /*
  * op_write on an event loop: nothing waits.  A write into the cache that
  * needs no wait is answered at once (no allocation); the whole-block
- * middle of a large write (of any write when the legs are in memory) goes
- * around the cache asynchronously, from the request's own buffer; what
- * would wait (a partial block to read, a full cache, writethrough) goes to
- * the slow pool with the buffer held.
+ * middle of a large write (of any write at QD1 when the legs are in
+ * memory) goes around the cache asynchronously, from the request's own
+ * buffer; what would wait (a partial block to read, a full cache,
+ * writethrough) goes to the slow pool with the buffer held.
  */
 static void write_on_loop(struct front *f, front_rq req, uint64_t off, size_t size,
 			  const uint8_t *src)
 {
 	uint64_t end = off + size, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
 	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
-	bool around = e > a && (e - a >= FRONT_AROUND_MIN || f->legs_in_memory);
+	bool around = e > a && (e - a >= FRONT_AROUND_MIN ||
+				(f->legs_in_memory && front_loop_idle()));
 	struct { uint64_t off; size_t len; } part[2];
 	unsigned nparts = 0;
 	struct front_rbuf *hb;
@@ -1416,6 +1421,8 @@ struct front_loop {
 	size_t pipe_cap;                /* its size in bytes */
 	unsigned splice_skip;           /* reads not to try splicing (owner only) */
 	struct front_rbuf *free;        /* owner only */
+	unsigned held;                  /* owner only: buffers held past their
+					 * handler, returned ones not collected */
 	_Atomic(struct front_rbuf *) returned; /* released on other threads */
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
 	unsigned nr_bufs;               /* of bufs[] */
@@ -1435,6 +1442,20 @@ static __thread bool tl_rbuf_held;
 static bool front_on_loop(void)
 {
 	return tl_loop != NULL || front_uring_current_ring() != NULL;
+}
+
+static void loop_collect(struct front_loop *l);
+
+/* On an event loop that has no other request in progress (as at QD1). */
+static bool front_loop_idle(void)
+{
+	struct front_loop *l = tl_loop;
+
+	if (!l)
+		return false;
+	if (atomic_load_explicit(&l->returned, memory_order_relaxed))
+		loop_collect(l);
+	return l->held == 0;
 }
 
 /*
@@ -1506,6 +1527,7 @@ static void front_rbuf_release(struct front_rbuf *b)
 	if (tl_loop == l) {
 		b->next = l->free;
 		l->free = b;
+		l->held--;
 		return;
 	}
 	old = atomic_load(&l->returned);
@@ -1641,6 +1663,7 @@ static void loop_collect(struct front_loop *l)
 
 		b->next = l->free;
 		l->free = b;
+		l->held--;
 		b = next;
 	}
 }
@@ -1683,6 +1706,8 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 	if (!tl_rbuf_held) {
 		b->next = l->free;
 		l->free = b;
+	} else {
+		l->held++;
 	}
 	tl_rbuf = NULL;
 	if (fuse_session_exited(f->se))

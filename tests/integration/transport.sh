@@ -9,8 +9,8 @@
 # queues' request counters grow with the I/O, nothing stays in flight,
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
-# log (io_uring from 8).  On legs in memory, 4k reads and writes go around
-# the cache, and without checksums 1M reads are answered by splice
+# log (io_uring from 8).  On legs in memory, 4k reads and QD1 writes go
+# around the cache, and without checksums 1M reads are answered by splice
 # (io.spliced_reads).
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
@@ -157,8 +157,9 @@ for tr in uring dev; do
 done
 
 # Legs in memory (tmpfs): on a loop a 4k read goes around the cache (a
-# miss would copy RAM into RAM), and so does a 4k write (a cache buffer,
-# its copy and its writeback cost more than two copies into the legs).
+# miss would copy RAM into RAM), and so does a 4k write when the loop has
+# no other request in progress, as here (a cache buffer, its copy and its
+# writeback cost more than two copies into the legs).
 # A write of part of a block goes through the cache, and so does a whole
 # block written over such a dirty block; the reads copy those blocks from
 # the cache and return every byte last written.
