@@ -1894,7 +1894,9 @@ static void loop_read(struct front_loop *l)
 		if (res <= 0) {
 			int err = res < 0 ? errno : ENODEV;
 
-			if (err == EAGAIN)
+			/* (A wake-up that found none, the other loop having
+			 * read its request, says nothing of the depth.) */
+			if (err == EAGAIN && n)
 				l->lone = n == 1;
 			if (err == EAGAIN || err == EINTR || err == ENOENT)
 				return;
