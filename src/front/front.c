@@ -2092,7 +2092,9 @@ static int front_run_loops(struct front *f)
 			b->next = l->free;
 			l->free = b;
 		}
-		for (unsigned k = 0; !f->uring && k < FRONT_LOOP_RCTX; k++) {
+		/* rctx[0] first: the last ones border the next loop's
+		 * structure, which another thread writes. */
+		for (unsigned k = FRONT_LOOP_RCTX; !f->uring && k-- > 0;) {
 			l->rctx[k].next = l->rctx_free;
 			l->rctx_free = &l->rctx[k];
 		}
