@@ -797,6 +797,13 @@ static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned 
  * the @pins to stop being written or modified, and write those that are
  * dirty (again: they may hold changes from before the call, or their
  * write by someone else failed), and wait.  Drops the pins.
+ *
+ * It never waits holding claims it has not submitted: a pin claimed here
+ * is WRITING, and whoever waits for it (another writeback_sync whose pin
+ * it is, begin_modify) must see that write end.  Two of these with
+ * crossing pins, each waiting for a pin the other claimed and held back,
+ * waited for ever (test_bufio's stress case, now and then).  So the claims
+ * are written (and waited for) before waiting for the next pin.
  */
 static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 			  struct bufio_buffer **pins, size_t n, unsigned flags)
@@ -812,6 +819,16 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 		pthread_mutex_lock(&s->lock);
 		while ((b->state & BUFIO_B_WRITING) ||
 		       ((b->state & BUFIO_B_DIRTY) && b->modifiers)) {
+			if (claimed->n) {
+				int ew;
+
+				pthread_mutex_unlock(&s->lock);
+				ew = write_and_wait(c, claimed, flags);
+				if (!err)
+					err = ew;
+				pthread_mutex_lock(&s->lock);
+				continue;
+			}
 			others |= (b->state & BUFIO_B_WRITING) != 0;
 			bufio_shard_wait_locked(s);
 		}

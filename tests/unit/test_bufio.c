@@ -1352,6 +1352,70 @@ START_TEST(test_writeback_skips_modifiers)
 }
 END_TEST
 
+/*
+ * A synchronous writeback that claims a pin once it stops being modified
+ * writes it before waiting for its next pin: whoever waits for that claim
+ * (another writeback whose pin it is) must not wait as long.  Two crossing
+ * writebacks, each holding back a claim the other waited for, waited for
+ * ever (the stress case, now and then).  Here a writeback of x and y pins
+ * both (we modify them); we end x and write x ourselves while still
+ * modifying y.  Which pin the writeback takes first depends on the shards,
+ * so both roles: in one of them x is its claim held back.
+ */
+struct range_job {
+	uint64_t block, n;
+	int ret;
+	atomic_int done;
+};
+
+static void *range_job_thread(void *arg)
+{
+	struct range_job *j = arg;
+
+	j->ret = bufio_write_dirty_range(bc, j->block, j->n, 0);
+	atomic_store(&j->done, 1);
+	return NULL;
+}
+
+START_TEST(test_writeback_sync_no_held_claims)
+{
+	static const uint64_t blk[2] = { 130, 131 };
+
+	for (unsigned first = 0; first < 2; first++) {
+		uint64_t x = blk[first], y = blk[!first];
+		struct range_job all = { .block = blk[0], .n = 2 }, one = { .block = x, .n = 1 };
+		struct bufio_buffer *bx, *by;
+		int fill = 0x10 + 2 * (int)first, done;
+		pthread_t ta, to;
+
+		put_block(x, 0x01);
+		put_block(y, 0x01);
+		ck_assert_int_eq(bufio_get(bc, x, &bx), 0);
+		ck_assert_int_eq(bufio_get(bc, y, &by), 0);
+		memset(bufio_begin_modify(bx), fill, BS);
+		memset(bufio_begin_modify(by), fill + 1, BS);
+		ck_assert_int_eq(pthread_create(&ta, NULL, range_job_thread, &all), 0);
+		usleep(100 * 1000); /* it pins both (to catch the bug, not to pass) */
+		bufio_mark_buffer_dirty(bx);
+		usleep(100 * 1000); /* it claims x, if x is its first pin (idem) */
+		ck_assert_int_eq(pthread_create(&to, NULL, range_job_thread, &one), 0);
+		WAIT_FOR(atomic_load(&one.done), 10000);
+		done = atomic_load(&one.done);
+		bufio_mark_buffer_dirty(by); /* lets both go, in any case */
+		pthread_join(to, NULL);
+		pthread_join(ta, NULL);
+		bufio_release(bx);
+		bufio_release(by);
+		ck_assert_msg(done, "writing block %" PRIu64 " waited for block %" PRIu64
+			      " to stop being modified", x, y);
+		ck_assert_int_eq(one.ret, 0);
+		ck_assert_int_eq(all.ret, 0);
+		assert_dev_fill(x, fill);
+		assert_dev_fill(y, fill + 1);
+	}
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* callbacks */
 
@@ -2424,6 +2488,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_modify_waits_when_shared);
 	TCASE("modify_sync", setup_sync);
 	tcase_add_test(tc, test_writeback_skips_modifiers);
+	tcase_add_test(tc, test_writeback_sync_no_held_claims);
 
 	TCASE("callbacks", setup_sync);
 	tcase_add_test(tc, test_callbacks);
