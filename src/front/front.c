@@ -2076,15 +2076,8 @@ static int front_run_loops(struct front *f)
 		l->idx = i;
 		l->fd = -1;
 		l->pipe_rd = l->pipe_wr = -1;
-		if (!f->uring && f->legs_in_memory) {
+		if (!f->uring && f->legs_in_memory)
 			loop_pipe_open(l);
-			if (i == 0 && l->pipe_cap < FRONT_SPLICE_PIPE)
-				fm_notice("reads of more than %zu KiB take two copies instead of "
-					  "one (no splice): a pipe of %u bytes needs "
-					  "CAP_SYS_RESOURCE or /proc/sys/fs/pipe-max-size >= %u",
-					  l->pipe_cap ? (l->pipe_cap - 2 * FM_PAGE_SIZE) >> 10 : 0,
-					  FRONT_SPLICE_PIPE, FRONT_SPLICE_PIPE);
-		}
 		l->nr_bufs = f->uring ? FRONT_LOOP_BUFS_URING : FRONT_LOOP_BUFS;
 		for (unsigned k = 0; k < l->nr_bufs; k++) {
 			struct front_rbuf *b = &l->bufs[k];
