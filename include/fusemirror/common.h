@@ -149,10 +149,13 @@ char *fm_format_size(uint64_t bytes, char *buf, size_t len);
  * @out (NULL: count only); returns how many.
  * fm_iov_fill(): copy @len bytes of @src (NULL: zeroes) into bytes
  * [@off, @off + @len) of @iov's memory.
+ * fm_iov_gather(): the reverse, bytes [@off, @off + @len) of @iov's memory
+ * into @dst (as many as the range has).
  */
 unsigned fm_iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size_t len,
 		      struct iovec *out);
 void fm_iov_fill(const struct iovec *iov, unsigned iovcnt, size_t off, const void *src,
 		 size_t len);
+void fm_iov_gather(const struct iovec *iov, unsigned iovcnt, size_t off, void *dst, size_t len);
 
 #endif /* FUSEMIRROR_COMMON_H */

@@ -998,21 +998,7 @@ static void narrow_gather(const struct mreq *r, uint64_t sector, uint64_t count,
 		memcpy(p, (const char *)r->data + off, len);
 		return;
 	}
-	for (unsigned i = 0; i < r->iovcnt && len; i++) {
-		size_t n = r->iov[i].iov_len;
-
-		if (off >= n) {
-			off -= n;
-			continue;
-		}
-		n -= off;
-		if (n > len)
-			n = len;
-		memcpy(p, (const char *)r->iov[i].iov_base + off, n);
-		p += n;
-		len -= n;
-		off = 0;
-	}
+	fm_iov_gather(r->iov, r->iovcnt, off, p, len);
 }
 
 void mirror_narrow_write(struct mirror *m, struct mreq *r)

@@ -180,6 +180,19 @@ START_TEST(iov_ranges)
 	fm_iov_fill(iov, 3, 6, NULL, 4);
 	ck_assert(memcmp(b, "1\0\0", 3) == 0);
 	ck_assert(memcmp(c, "\0\0""6xxxxx", 8) == 0);
+
+	/* Gather: bytes 3..10 in order; a range past the end copies what
+	 * there is and leaves the rest of @dst alone. */
+	{
+		char dst[10];
+
+		memset(dst, '-', sizeof(dst));
+		fm_iov_gather(iov, 3, 3, dst, 8);
+		ck_assert(memcmp(dst, "x01\0\0\0\0""6--", 10) == 0);
+		memset(dst, '-', sizeof(dst));
+		fm_iov_gather(iov, 3, 14, dst, 5);
+		ck_assert(memcmp(dst, "xx--------", 10) == 0);
+	}
 }
 END_TEST
 
