@@ -145,6 +145,22 @@ void front_get_stats(const struct front *f, struct front_stats *ret);
 enum front_transport front_get_transport(const struct front *f);
 const char *front_transport_reason(const struct front *f);
 
+/* The largest read or write the kernel sends the front (its max_write;
+ * reads, without max_read, are cut to the same 256 pages). */
+#define FRONT_MAX_IO (1u << 20)
+
+/*
+ * front_splice_max(): the largest read the /dev/fuse event loops answer
+ * by splice, the data going from the legs' page cache to the reader with
+ * one copy (DESIGN.md, "Spliced replies"); 0 when none is (io_uring, no
+ * event loops, a leg not in memory).  Its pipe's size decides: known at
+ * mount.  front_splice_note(): why reads of up to FRONT_MAX_IO cannot
+ * all be spliced where they could be (a sentence for the log, valid
+ * while @f lives), or NULL.
+ */
+size_t front_splice_max(const struct front *f);
+const char *front_splice_note(const struct front *f);
+
 /* Per io_uring queue (none on /dev/fuse). */
 struct front_queue_stats {
 	unsigned cpu;                   /* the queue's CPU (its qid) */

@@ -331,6 +331,8 @@ static int run_daemon(struct mount_cfg *cfg)
 	fm_notice("%s: mounted (array %s, %u legs)", front_image_path(d.f), u,
 		  mirror_nr_legs(d.m));
 	fm_notice("%s: %s", front_image_path(d.f), front_transport_reason(d.f));
+	if (front_splice_note(d.f))
+		fm_notice("%s: %s", front_image_path(d.f), front_splice_note(d.f));
 	/* READY=1 once the image answers through the mount (notify.c). */
 	r = daemon_notifier_start(front_image_path(d.f), daemon_status_line, &d, &notifier);
 	if (r < 0)

@@ -129,6 +129,8 @@ struct front {
 
 	enum front_transport transport; /* DEV or URING */
 	char *transport_reason;
+	size_t splice_max;              /* see front_splice_max() */
+	char *splice_note;              /* see front_splice_note() */
 	struct front_uring *uring;      /* the queues, with URING */
 	unsigned uring_depth;
 
@@ -313,7 +315,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct front *f = userdata;
 
-	conn->max_write = 1u << 20;
+	conn->max_write = FRONT_MAX_IO;
 	conn->max_read = 0;
 	conn->max_readahead = 0;
 	conn->max_background = f->max_background;
@@ -1773,33 +1775,85 @@ static void loop_pipe_close(struct front_loop *l)
 	l->pipe_cap = 0;
 }
 
+/*
+ * A pipe for spliced replies, as large as it may be made (see above):
+ * returns its size in bytes and sets @p, or -errno (nothing open).
+ */
+static int splice_pipe_make(int p[2])
+{
+	int sz, err;
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE);
+	if (sz < 0)
+		sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE_MIN);
+	if (sz >= (int)FRONT_SPLICE_PIPE_MIN)
+		return sz;
+	err = sz < 0 ? -errno : -ENOSPC;
+	close(p[0]);
+	close(p[1]);
+	return err;
+}
+
+/* The largest read a pipe of @cap bytes takes with its header (one page). */
+static size_t splice_max_for(size_t cap)
+{
+	size_t pages = cap / FM_PAGE_SIZE;
+
+	if (pages <= 2)
+		return 0;
+	return (pages - 2) * FM_PAGE_SIZE < FRONT_MAX_IO ? (pages - 2) * FM_PAGE_SIZE : FRONT_MAX_IO;
+}
+
 static void loop_pipe_open(struct front_loop *l)
 {
 	int p[2], sz;
 
 	l->pipe_rd = l->pipe_wr = -1;
 	l->pipe_cap = 0;
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
-		fm_debug("front: loop %u: no pipe for spliced replies: %s", l->idx, strerror(errno));
-		return;
-	}
-	sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE);
+	sz = splice_pipe_make(p);
 	if (sz < 0) {
-		fm_debug("front: loop %u: pipe for spliced replies not resized to %u bytes (%s): "
-			 "%u at most, reads of 1 MiB not spliced", l->idx, FRONT_SPLICE_PIPE,
-			 strerror(errno), FRONT_SPLICE_PIPE_MIN);
-		sz = fcntl(p[1], F_SETPIPE_SZ, (int)FRONT_SPLICE_PIPE_MIN);
-	}
-	if (sz < (int)FRONT_SPLICE_PIPE_MIN) {
-		fm_debug("front: loop %u: pipe for spliced replies not resized to %u bytes: %s",
-			 l->idx, FRONT_SPLICE_PIPE_MIN, sz < 0 ? strerror(errno) : "too small");
-		close(p[0]);
-		close(p[1]);
+		fm_debug("front: loop %u: no pipe of %u bytes for spliced replies: %s", l->idx,
+			 FRONT_SPLICE_PIPE_MIN, strerror(-sz));
 		return;
 	}
+	if (sz < (int)FRONT_SPLICE_PIPE)
+		fm_debug("front: loop %u: pipe for spliced replies of %d bytes, not %u: reads "
+			 "of 1 MiB not spliced", l->idx, sz, FRONT_SPLICE_PIPE);
 	l->pipe_rd = p[0];
 	l->pipe_wr = p[1];
 	l->pipe_cap = (size_t)sz;
+}
+
+/*
+ * At mount: which reads the loops will splice, from a pipe made as theirs
+ * will be, and the note front_splice_note() gives when a large read cannot.
+ */
+static void front_splice_probe(struct front *f)
+{
+	int p[2], sz;
+
+	f->splice_max = 0;
+	if (f->uring || !f->event_loop || !f->legs_in_memory)
+		return;
+	sz = splice_pipe_make(p);
+	if (sz >= 0) {
+		close(p[0]);
+		close(p[1]);
+		f->splice_max = splice_max_for((size_t)sz);
+	}
+	if (f->splice_max >= FRONT_MAX_IO)
+		return;
+	if (f->splice_max)
+		f->splice_note = g_strdup_printf(
+			"reads of more than %zu KiB take two copies, not one (splice): their "
+			"pipe of %u bytes needs CAP_SYS_RESOURCE or /proc/sys/fs/pipe-max-size "
+			">= %u", f->splice_max >> 10, FRONT_SPLICE_PIPE, FRONT_SPLICE_PIPE);
+	else
+		f->splice_note = g_strdup_printf(
+			"no read is spliced (one copy): a pipe of %u bytes could not be made: %s",
+			FRONT_SPLICE_PIPE_MIN, g_strerror(-sz));
 }
 
 /* Answer read [@off, + @size) by splice (see above); false: it was not,
@@ -1813,7 +1867,7 @@ static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t si
 	int r;
 
 	if (!l || !tl_rbuf || l->pipe_wr < 0 || off % f->bs || size % f->bs ||
-	    size / FM_PAGE_SIZE + 2 > l->pipe_cap / FM_PAGE_SIZE)
+	    size > splice_max_for(l->pipe_cap))
 		return false;
 	if (l->splice_skip) {
 		l->splice_skip--;
@@ -2255,6 +2309,7 @@ static int start_uring(struct front *f, enum front_transport want, GError **err)
 		return r;
 	}
 	g_free(f->transport_reason);
+	g_free(f->splice_note);
 	if (r < 0) {
 		f->transport_reason = g_strdup_printf("transport=auto: %s; /dev/fuse instead",
 						      uerr->message);
@@ -2373,6 +2428,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 		front_destroy(f);
 		return r;
 	}
+	front_splice_probe(f);
 	*ret_front = f;
 	return 0;
 }
@@ -2469,6 +2525,16 @@ enum front_transport front_get_transport(const struct front *f)
 const char *front_transport_reason(const struct front *f)
 {
 	return f->transport_reason ? f->transport_reason : "";
+}
+
+size_t front_splice_max(const struct front *f)
+{
+	return f->splice_max;
+}
+
+const char *front_splice_note(const struct front *f)
+{
+	return f->splice_note;
 }
 
 unsigned front_get_nr_queues(const struct front *f)
