@@ -28,8 +28,8 @@
  *     such a leg is a cache already, and a miss through ours cost a cache
  *     block (zeroed when first touched), a copy into it and its eviction
  *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.  Likewise, on an event loop with no
- *     other request in progress (QD1; front_loop_idle()), every whole
+ *     from it by the read-around.  Likewise, on a /dev/fuse loop whose
+ *     client waits for each request (QD1; front_loop_idle()), every whole
  *     block of a write goes around the cache (unless one of them is
  *     dirty or busy): two copies into the legs' page cache cost less than
  *     a cache buffer (first touched then), a copy into it, an index entry
@@ -1448,12 +1448,18 @@ static bool front_on_loop(void)
 
 static void loop_collect(struct front_loop *l);
 
-/* On an event loop that has no other request in progress (as at QD1). */
+/*
+ * On an event loop whose client waits for each request in turn (QD1): the
+ * last batch it read was one request (l->lone) and it has no other request
+ * in progress.  Either alone is wrong at QD32: a write into the cache holds
+ * no buffer (8-11% of QD32 writes found the loop idle), and a wake-up may
+ * find one request while more are on their way.
+ */
 static bool front_loop_idle(void)
 {
 	struct front_loop *l = tl_loop;
 
-	if (!l)
+	if (!l || !l->lone)
 		return false;
 	if (atomic_load_explicit(&l->returned, memory_order_relaxed))
 		loop_collect(l);
@@ -2129,6 +2135,7 @@ static int front_run_loops(struct front *f)
 		l->f = f;
 		l->idx = i;
 		l->fd = -1;
+		l->lone = true;         /* until a batch says otherwise */
 		l->pipe_rd = l->pipe_wr = -1;
 		if (!f->uring && f->legs_in_memory)
 			loop_pipe_open(l);

@@ -157,8 +157,8 @@ for tr in uring dev; do
 done
 
 # Legs in memory (tmpfs): on a loop a 4k read goes around the cache (a
-# miss would copy RAM into RAM), and so does a 4k write when the loop has
-# no other request in progress, as here (a cache buffer, its copy and its
+# miss would copy RAM into RAM), and so does a 4k write when the client
+# waits for each request, as here (QD1: a cache buffer, its copy and its
 # writeback cost more than two copies into the legs).
 # A write of part of a block goes through the cache, and so does a whole
 # block written over such a dirty block; the reads copy those blocks from
