@@ -491,7 +491,12 @@ struct io_uring *dmio_loop_ring(struct dmio_loop *l);
 /*
  * Handle the completions that arrived (dmio's: callbacks; the owner's:
  * op->done()), submit what is queued, and, when there were none and @wait,
- * wait for at least one in the same system call.  Returns the number of
+ * wait for at least one in the same system call.  With @wait, what the
+ * completions handled queued is submitted by the next call, in the system
+ * call that waits (one io_uring_enter per turn of a loop that calls this
+ * with @wait only): an owner that stops calling, or is about to block
+ * elsewhere, calls it once without @wait (which submits at once);
+ * dmio_loop_destroy() submits what is left.  Returns the number of
  * completions handled, 0 after a wait (call again), or -EINTR when a
  * signal interrupted the wait.
  */
