@@ -41,6 +41,9 @@
 #define PR_SET_IO_FLUSHER 57
 #endif
 
+/* cache_size's default when every leg is in memory (see run_daemon()). */
+#define FM_MEM_LEGS_CACHE_SIZE (32ull << 20)
+
 /*----------------------------------------------------------------*/
 /* start-up */
 
@@ -281,8 +284,18 @@ static int run_daemon(struct mount_cfg *cfg)
 		code = FM_EXIT_USAGE;
 		goto out_mirror;
 	}
+	/*
+	 * With every leg in memory (tmpfs, ramfs) the cache holds only what
+	 * a queue of writes leaves dirty: reads go around it, and what it
+	 * writes back is no faster to read from it than from the legs.  2%
+	 * of RAM there was ~480 MiB of memory zeroed when first touched
+	 * (30% of the daemon's samples at 4k QD32 randwrite on a fresh
+	 * mount), for nothing the legs could not do.
+	 */
 	if (cfg->cache_size)
 		bufio_set_max_cache_size_bytes(cfg->cache_size);
+	else if (mirror_legs_in_memory(d.m))
+		bufio_set_max_cache_size_bytes(FM_MEM_LEGS_CACHE_SIZE);
 	if (cfg->writeback_age_ms != G_MAXUINT64)
 		bufio_set_writeback_age_ms(cfg->writeback_age_ms);
 	bdev = mirror_bdev(d.m);

@@ -160,6 +160,7 @@ done
 # miss would copy RAM into RAM), and so does a 4k write when the client
 # waits for each request, as here (QD1: a cache buffer, its copy and its
 # writeback cost more than two copies into the legs).
+# The cache's default size there is 32 MiB: it holds only the dirty blocks.
 # A write of part of a block goes through the cache, and so does a whole
 # block written over such a dirty block; the reads copy those blocks from
 # the cache and return every byte last written.
@@ -168,6 +169,8 @@ S=$(mktemp -d /dev/shm/fusemirror-transport.XXXXXX)
 fm_on_cleanup "rm -rf $S"
 fm_create --size 16M "$S/leg0" "$S/leg1"
 FM_TRANSPORT=dev fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
+# (no cache_size given: legs in memory get 32 MiB, not 2% of RAM)
+assert_eq "$(fm_status_get "$T/mnt" .cache.limit_bytes)" $((32 << 20)) "cache limit on legs in memory"
 head -c $((5 << 20)) /dev/urandom >"$S/src"
 head -c $((64 << 10)) /dev/urandom >"$S/src2"
 dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
