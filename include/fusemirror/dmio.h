@@ -489,6 +489,16 @@ struct io_uring_sqe *dmio_loop_get_sqe(struct dmio_loop *l);
 struct io_uring *dmio_loop_ring(struct dmio_loop *l);
 
 /*
+ * The owner's SQE just taken completes at submission, whatever else
+ * happens (a write to an O_NONBLOCK /dev/fuse, which io_uring issues
+ * inline): when a dmio_loop_run_once() submits it with its wait, the
+ * wait asks for one more completion, so that this one does not end it
+ * (the caller would come back only to wait again).  Counted until the
+ * next submission.
+ */
+void dmio_loop_sqe_prompt(struct dmio_loop *l);
+
+/*
  * Handle the completions that arrived (dmio's: callbacks; the owner's:
  * op->done()), submit what is queued, and, when there were none and @wait,
  * wait for at least one in the same system call.  With @wait, what the

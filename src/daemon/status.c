@@ -509,6 +509,7 @@ static const struct status_field io_fields[] = {
 	F("slow_jobs", fs.handoffs),
 	F("spliced_reads", fs.spliced_reads),
 	F("spliced_read_bytes", fs.spliced_read_bytes),
+	F("ring_replies", fs.ring_replies),
 };
 
 #undef F

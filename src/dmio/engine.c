@@ -70,6 +70,7 @@ struct dmio_ring {
 	unsigned long pieces;           /* owner only: pieces queued, not completed */
 	unsigned setup_flags;           /* extra IORING_SETUP_* (a loop's SQE128) */
 	bool is_loop;                   /* a struct dmio_loop's: its owner reaps */
+	unsigned prompt;                /* loop: dmio_loop_sqe_prompt()s not submitted */
 	/* A loop's registered buffers (dmio_loop_register_buffers), owner
 	 * only: a one-iovec piece inside one is READ/WRITE_FIXED. */
 	struct iovec *fixed;
@@ -247,6 +248,7 @@ static void ring_submit(struct dmio_ring *r)
 	while (io_uring_sq_ready(&r->ring) > 0) {
 		int n = io_uring_submit(&r->ring);
 
+		r->prompt = 0;
 		if (n >= 0) {
 			/* Count system calls that carried pieces (not the
 			 * eventfd read alone). */
@@ -934,7 +936,10 @@ wait:
 		if (io_uring_cq_ready(&r->ring) == 0 && poll(&pfd, 1, -1) < 0 && errno == EINTR)
 			return -EINTR;
 	}
-	ret = io_uring_submit_and_wait(&r->ring, 1);
+	/* (A submission that stops short does not wait: the kernel returns
+	 * at once.  So the count never waits for completions not coming.) */
+	ret = io_uring_submit_and_wait(&r->ring, 1 + r->prompt);
+	r->prompt = 0;
 	if (ret > 0 && r->unsubmitted)
 		DMIO_STAT_ADD(submits, 1);
 	if (ret >= 0)
@@ -945,6 +950,11 @@ wait:
 		fm_fatal("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
 	}
 	return 0;
+}
+
+void dmio_loop_sqe_prompt(struct dmio_loop *l)
+{
+	l->r.prompt++;
 }
 
 void dmio_loop_wake(struct dmio_loop *l)

@@ -147,6 +147,7 @@ struct front {
 	GThreadPool *slow;              /* requests that may block */
 	atomic_ullong handoffs;         /* requests handed to the slow pool */
 	atomic_ullong spliced_reads, spliced_read_bytes; /* see read_splice() */
+	atomic_ullong ring_replies;     /* see loop_reply() */
 
 	/* libfuse's workers: buffers of reads around the cache (a loop or a
 	 * queue uses the request's own), FRONT_RBUF_SIZE bytes mapped, kept
@@ -1406,6 +1407,17 @@ _Static_assert(sizeof(struct front_rbuf) <= FRONT_RBUF_URING_HDR, "rbuf header f
 _Static_assert(FRONT_RBUF_URING_HDR + 2 * FRONT_RBUF_CTX <= FRONT_URING_SCRATCH,
 	       "context slots fit an io_uring entry's scratch");
 
+/* A reply copied for the loop's ring (loop_reply()). */
+#define FRONT_LOOP_REPLIES 32
+#define FRONT_REPLY_MAX (sizeof(struct fuse_out_header) + 8192)
+struct front_reply {
+	struct dmio_loop_op op;
+	struct front_loop *loop;
+	struct front_reply *next;       /* free list */
+	size_t len;
+	char data[FRONT_REPLY_MAX];
+};
+
 struct front_loop {
 	struct front *f;
 	unsigned idx;
@@ -1429,6 +1441,10 @@ struct front_loop {
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
 	unsigned nr_bufs;               /* of bufs[] */
 	struct front_rbuf bufs[FRONT_LOOP_BUFS];
+	/* Replies written on the ring (see loop_reply()), owner only. */
+	struct front_reply *replies;    /* FRONT_LOOP_REPLIES, or NULL */
+	struct front_reply *reply_free;
+	unsigned replies_out;           /* queued or written, not completed */
 	/* One-block reads' contexts (/dev/fuse only): as free/returned. */
 	struct read_ctx *rctx_free;     /* owner only */
 	_Atomic(struct read_ctx *) rctx_returned;
@@ -1722,6 +1738,75 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 		loop_stop_all(f);
 }
 
+/*
+ * Replies on the ring.  A reply a loop sends for a request it read (a
+ * clone's) is copied into one of the loop's reply slots and written by an
+ * IORING_OP_WRITE on its ring instead of a writev(): the loop's next
+ * io_uring_enter, the one that waits for the next request
+ * (dmio_loop_run_once() with wait), carries it.  At QD1 that is one
+ * system call of the five a request cost.  /dev/fuse clones are
+ * O_NONBLOCK, so io_uring writes them inline at submission, in order,
+ * never through an io-wq worker; the kernel has the reply before the
+ * loop sleeps.  The copy is why only replies up to FRONT_REPLY_MAX go
+ * this way: the memory libfuse hands us (its stack, a cache block, the
+ * request's buffer) is the caller's again when the hook returns, and
+ * a read's data stays only as long as its cache block is pinned.
+ * Larger replies, replies from other threads (slow pool, notifications)
+ * and replies when all slots are out still use writev().  Replies of
+ * different requests need no order between them (each has its unique),
+ * nor with spliced ones.  A loop does not end before its replies are
+ * written (loop_done()).
+ */
+static void loop_reply_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	struct front_reply *r = (struct front_reply *)((char *)op - offsetof(struct front_reply, op));
+	struct front_loop *l = r->loop;
+
+	(void)cqe_flags;
+	/* ENOENT: the request was interrupted (libfuse ignores it too). */
+	if (res < 0 && res != -ENOENT)
+		fm_debug("front: loop %u: reply of %zu bytes: %s", l->idx, r->len, strerror(-res));
+	else if (res >= 0 && (size_t)res != r->len)
+		fm_debug("front: loop %u: reply of %zu bytes written short (%d)", l->idx, r->len,
+			 res);
+	r->next = l->reply_free;
+	l->reply_free = r;
+	l->replies_out--;
+}
+
+/* Queue reply @iov on @l's ring (its owner); its length, or -1: not
+ * queued, write it now. */
+static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int count)
+{
+	struct front_reply *r = l->reply_free;
+	struct io_uring_sqe *sqe;
+	size_t len = 0;
+
+	if (!r)
+		return -1;
+	for (int i = 0; i < count; i++) {
+		if (iov[i].iov_len > FRONT_REPLY_MAX - len)
+			return -1;
+		len += iov[i].iov_len;
+	}
+	sqe = dmio_loop_get_sqe(l->dl);
+	if (!sqe)
+		return -1;
+	len = 0;
+	for (int i = 0; i < count; i++) {
+		memcpy(r->data + len, iov[i].iov_base, iov[i].iov_len);
+		len += iov[i].iov_len;
+	}
+	r->len = len;
+	io_uring_prep_write(sqe, l->fd, r->data, (unsigned)len, 0);
+	io_uring_sqe_set_data(sqe, &r->op);
+	dmio_loop_sqe_prompt(l->dl);
+	l->reply_free = r->next;
+	l->replies_out++;
+	FRONT_STAT_ADD(l->f, ring_replies, 1);
+	return (ssize_t)len;
+}
+
 /* libfuse's writes to the session: a tagged reply goes to its loop's clone. */
 static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
@@ -1732,8 +1817,13 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
 		uint64_t tag = (oh->unique & FRONT_LOOP_TAG_MASK) >> FRONT_LOOP_TAG_SHIFT;
 
 		if (tag && tag <= f->nr_loops && f->loops[tag - 1].fd >= 0) {
+			struct front_loop *l = &f->loops[tag - 1];
+			ssize_t n;
+
 			oh->unique &= ~FRONT_LOOP_TAG_MASK;
-			fd = f->loops[tag - 1].fd;
+			fd = l->fd;
+			if (l == tl_loop && (n = loop_reply(l, iov, count)) >= 0)
+				return n;
 		}
 	}
 	return writev(fd, iov, count);
@@ -2038,7 +2128,7 @@ static void loop_arm(struct front_loop *l, bool tick)
 static bool loop_done(struct front_loop *l)
 {
 	return atomic_load(&l->f->stopping) && atomic_load(&l->f->inflight) == 0 &&
-	       dmio_loop_idle(l->dl);
+	       dmio_loop_idle(l->dl) && l->replies_out == 0;
 }
 
 static void *loop_main(void *arg)
@@ -2153,6 +2243,17 @@ static int front_run_loops(struct front *f)
 			b->next = l->free;
 			l->free = b;
 		}
+		if (!f->uring) {
+			l->replies = calloc(FRONT_LOOP_REPLIES, sizeof(*l->replies));
+			for (unsigned k = 0; l->replies && k < FRONT_LOOP_REPLIES; k++) {
+				struct front_reply *rp = &l->replies[k];
+
+				rp->op.done = loop_reply_done;
+				rp->loop = l;
+				rp->next = l->reply_free;
+				l->reply_free = rp;
+			}
+		}
 		/* rctx[0] first: the last ones border the next loop's
 		 * structure, which another thread writes. */
 		for (unsigned k = FRONT_LOOP_RCTX; !f->uring && k-- > 0;) {
@@ -2189,6 +2290,7 @@ out:
 		if (f->loops[i].fd >= 0)
 			close(f->loops[i].fd);
 		loop_pipe_close(&f->loops[i]);
+		free(f->loops[i].replies);
 	}
 	free(f->loops);
 	f->loops = NULL;
@@ -2522,6 +2624,7 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->handoffs = atomic_load(&f->handoffs);
 	s->spliced_reads = atomic_load(&f->spliced_reads);
 	s->spliced_read_bytes = atomic_load(&f->spliced_read_bytes);
+	s->ring_replies = atomic_load(&f->ring_replies);
 }
 
 enum front_transport front_get_transport(const struct front *f)
