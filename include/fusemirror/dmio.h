@@ -494,7 +494,8 @@ struct io_uring *dmio_loop_ring(struct dmio_loop *l);
  * inline): when a dmio_loop_run_once() submits it with its wait, the
  * wait asks for one more completion, so that this one does not end it
  * (the caller would come back only to wait again).  Counted until the
- * next submission.
+ * next submission.  (Under valgrind a wait polls the ring first, and the
+ * first completion ends it.)
  */
 void dmio_loop_sqe_prompt(struct dmio_loop *l);
 
