@@ -28,7 +28,7 @@
  *     such a leg is a cache already, and a miss through ours cost a cache
  *     block (zeroed when first touched), a copy into it and its eviction
  *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.  Likewise, on a /dev/fuse loop whose
+ *     from it by the read-around.  Likewise, on a loop or a queue whose
  *     client waits for each request (QD1; front_loop_idle()), every whole
  *     block of a write goes around the cache (unless one of them is
  *     dirty or busy): two copies into the legs' page cache cost less than
@@ -1469,13 +1469,16 @@ static void loop_collect(struct front_loop *l);
  * last batch it read was one request (l->lone) and it has no other request
  * in progress.  Either alone is wrong at QD32: a write into the cache holds
  * no buffer (8-11% of QD32 writes found the loop idle), and a wake-up may
- * find one request while more are on their way.
+ * find one request while more are on their way.  On an io_uring queue
+ * thread: front_uring_current_lone().
  */
 static bool front_loop_idle(void)
 {
 	struct front_loop *l = tl_loop;
 
-	if (!l || !l->lone)
+	if (!l)
+		return front_uring_current_lone();
+	if (!l->lone)
 		return false;
 	if (atomic_load_explicit(&l->returned, memory_order_relaxed))
 		loop_collect(l);

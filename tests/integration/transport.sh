@@ -227,6 +227,22 @@ assert_legs_equal "$S/leg0" "$S/leg1"
 cmp <(dd if="$S/leg0" bs=1M count=5 skip="$(data_offset_of "$S/leg0")" iflag=skip_bytes \
 	status=none) "$S/want" || fail "the legs do not hold the bytes last written"
 
+# On an io_uring queue likewise: 4k writes that come one at a time go
+# around the cache (the queue had no other request, nor another CQE with
+# it, for this one and the one before).
+log "uring: legs on tmpfs: QD1 4k writes around the cache"
+FM_TRANSPORT=uring fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
+aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes)
+head -c $((1 << 20)) /dev/urandom >"$S/src3"
+dd if="$S/src3" of="$img" bs=4k seek=256 oflag=direct conv=notrunc status=none
+dd if="$S/src3" of="$S/want" bs=4k seek=256 conv=notrunc status=none
+aw=$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))
+((aw >= 250 * 4096)) || fail "io_uring: $aw bytes of 256 QD1 4k writes around the cache"
+cmp <(dd if="$img" bs=1M count=5 iflag=direct status=none) "$S/want" ||
+	fail "io_uring: the image after 4k writes around the cache"
+fm_umount "$T/mnt"
+assert_legs_equal "$S/leg0" "$S/leg1"
+
 # Legs in memory, no checksums (they must verify every read): a large read
 # on a loop is answered by splice, with one copy (the kernel's, from the
 # leg's pages into the reader's), and returns the bytes just written: 1M
