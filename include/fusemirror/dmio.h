@@ -493,8 +493,10 @@ struct io_uring *dmio_loop_ring(struct dmio_loop *l);
  * happens (a write to an O_NONBLOCK /dev/fuse, which io_uring issues
  * inline): when a dmio_loop_run_once() submits it with its wait, the
  * wait asks for one more completion, so that this one does not end it
- * (the caller would come back only to wait again).  Counted until the
- * next submission.  (Under valgrind a wait polls the ring first, and the
+ * (the caller would come back only to wait again).  So that wait lasts
+ * until another completion: the owner must know one will come (a poll
+ * armed, a wake-up), or submit first with a call without @wait.  Counted
+ * until the next submission.  (Under valgrind a wait polls the ring first, and the
  * first completion ends it.)
  */
 void dmio_loop_sqe_prompt(struct dmio_loop *l);

@@ -245,10 +245,10 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 
 static void ring_submit(struct dmio_ring *r)
 {
+	r->prompt = 0;  /* (none left unsubmitted, or submitted here) */
 	while (io_uring_sq_ready(&r->ring) > 0) {
 		int n = io_uring_submit(&r->ring);
 
-		r->prompt = 0;
 		if (n >= 0) {
 			/* Count system calls that carried pieces (not the
 			 * eventfd read alone). */

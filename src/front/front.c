@@ -2166,6 +2166,15 @@ static void *loop_main(void *arg)
 	l->tick_op.done = loop_tick_done;
 	while (!loop_done(l)) {
 		loop_arm(l, first);
+		/* A wait that submits replies ends on the next request or a
+		 * wake-up (dmio_loop_sqe_prompt()): with no poll armed, or
+		 * when stopping, neither may come, so they go out first, and
+		 * once written the loop may be done. */
+		if (l->replies_out && (!l->polling || atomic_load(&f->stopping))) {
+			dmio_loop_run_once(l->dl, false);
+			if (!l->replies_out)
+				continue;
+		}
 		r = dmio_loop_run_once(l->dl, true);
 		if (r == -EINTR && fuse_session_exited(f->se))
 			loop_stop_all(f);
