@@ -151,15 +151,12 @@ const char *front_transport_reason(const struct front *f);
 #define FRONT_MAX_IO (1u << 20)
 
 /*
- * front_splice_max(): the largest read the /dev/fuse event loops answer
- * by splice, the data going from the legs' page cache to the reader with
- * one copy (DESIGN.md, "Spliced replies"); 0 when none is (io_uring, no
- * event loops, a leg not in memory).  Its pipe's size decides: known at
- * mount.  front_splice_note(): why reads of up to FRONT_MAX_IO cannot
- * all be spliced where they could be (a sentence for the log, valid
- * while @f lives), or NULL.
+ * Why reads of up to FRONT_MAX_IO that the /dev/fuse event loops could
+ * answer by splice (one copy from the legs' page cache; DESIGN.md,
+ * "Spliced replies") cannot all be: their pipe's size, known at mount.  A
+ * sentence for the log, valid while @f lives, or NULL (all can, or no
+ * read is spliced here: io_uring, no event loops, a leg not in memory).
  */
-size_t front_splice_max(const struct front *f);
 const char *front_splice_note(const struct front *f);
 
 /* Per io_uring queue (none on /dev/fuse). */

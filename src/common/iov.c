@@ -16,7 +16,6 @@ static unsigned iov_walk(const struct iovec *iov, unsigned iovcnt, size_t off, s
 			 struct iovec *out, enum iov_copy copy, void *buf)
 {
 	char *q = buf;
-
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < iovcnt && len; i++) {

@@ -129,7 +129,6 @@ struct front {
 
 	enum front_transport transport; /* DEV or URING */
 	char *transport_reason;
-	size_t splice_max;              /* see front_splice_max() */
 	char *splice_note;              /* see front_splice_note() */
 	struct front_uring *uring;      /* the queues, with URING */
 	unsigned uring_depth;
@@ -1936,24 +1935,24 @@ static void loop_pipe_open(struct front_loop *l)
  */
 static void front_splice_probe(struct front *f)
 {
+	size_t max = 0;
 	int p[2], sz;
 
-	f->splice_max = 0;
 	if (f->uring || !f->event_loop || !f->legs_in_memory)
 		return;
 	sz = splice_pipe_make(p);
 	if (sz >= 0) {
 		close(p[0]);
 		close(p[1]);
-		f->splice_max = splice_max_for((size_t)sz);
+		max = splice_max_for((size_t)sz);
 	}
-	if (f->splice_max >= FRONT_MAX_IO)
+	if (max >= FRONT_MAX_IO)
 		return;
-	if (f->splice_max)
+	if (max)
 		f->splice_note = g_strdup_printf(
 			"reads of more than %zu KiB take two copies, not one (splice): their "
 			"pipe of %u bytes needs CAP_SYS_RESOURCE or /proc/sys/fs/pipe-max-size "
-			">= %u", f->splice_max >> 10, FRONT_SPLICE_PIPE, FRONT_SPLICE_PIPE);
+			">= %u", max >> 10, FRONT_SPLICE_PIPE, FRONT_SPLICE_PIPE);
 	else
 		f->splice_note = g_strdup_printf(
 			"no read is spliced (one copy): a pipe of %u bytes could not be made: %s",
@@ -2435,7 +2434,6 @@ static int start_uring(struct front *f, enum front_transport want, GError **err)
 		return r;
 	}
 	g_free(f->transport_reason);
-	g_free(f->splice_note);
 	if (r < 0) {
 		f->transport_reason = g_strdup_printf("transport=auto: %s; /dev/fuse instead",
 						      uerr->message);
@@ -2620,6 +2618,7 @@ void front_destroy(struct front *f)
 	g_free(f->name);
 	g_free(f->image_path);
 	g_free(f->transport_reason);
+	g_free(f->splice_note);
 	free(f);
 }
 
@@ -2652,11 +2651,6 @@ enum front_transport front_get_transport(const struct front *f)
 const char *front_transport_reason(const struct front *f)
 {
 	return f->transport_reason ? f->transport_reason : "";
-}
-
-size_t front_splice_max(const struct front *f)
-{
-	return f->splice_max;
 }
 
 const char *front_splice_note(const struct front *f)
