@@ -28,14 +28,13 @@
  *     such a leg is a cache already, and a miss through ours cost a cache
  *     block (zeroed when first touched), a copy into it and its eviction
  *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.  Likewise, on a loop or a queue whose
- *     client waits for each request (QD1; front_loop_idle()), every whole
- *     block of a write goes around the cache (unless one of them is
- *     dirty or busy): two copies into the legs' page cache cost less than
- *     a cache buffer (first touched then), a copy into it, an index entry
- *     and the writeback of the same two copies later.  Deeper queues write
- *     into the cache: the loops answer at once, and the writeback, on
- *     another thread, joins neighbouring blocks into runs.
+ *     from it by the read-around.  Likewise every whole block of a
+ *     write there goes around the cache (unless one of them is dirty or
+ *     busy), at any queue depth: two copies into the legs' page cache
+ *     cost less than a cache buffer, a copy into it, an index entry and
+ *     the writeback of the same two copies later, which the small cache
+ *     of such legs (32 MiB by default) makes on the loop anyway, under
+ *     pressure, a block or two at a time.
  *   - On a /dev/fuse loop, with every leg in memory, a read of at least
  *     FRONT_AROUND_MIN whole blocks none of which is dirty or being written
  *     in the cache is answered by splice (see "Spliced replies"),
@@ -178,7 +177,6 @@ static size_t front_rbuf_cap(const struct front_rbuf *b);
 static bool front_rbuf_ends_with_reply(const struct front_rbuf *b);
 static void front_req_end(struct front *f);
 static bool front_on_loop(void);
-static bool front_loop_idle(void);
 static struct front_rbuf *front_hold_rbuf(void);
 static void front_rbuf_unhold(struct front_rbuf *b);
 static void *front_rbuf_mem(struct front_rbuf *b);
@@ -992,8 +990,8 @@ static void write_around_done(void *ctx, int err)
 /*
  * op_write on an event loop: nothing waits.  A write into the cache that
  * needs no wait is answered at once (no allocation); the whole-block
- * middle of a large write (of any write at QD1 when the legs are in
- * memory) goes around the cache asynchronously, from the request's own
+ * middle of a large write (of any write when the legs are in memory)
+ * goes around the cache asynchronously, from the request's own
  * buffer; what would wait (a partial block to read, a full cache,
  * writethrough) goes to the slow pool with the buffer held.
  */
@@ -1002,8 +1000,7 @@ static void write_on_loop(struct front *f, front_rq req, uint64_t off, size_t si
 {
 	uint64_t end = off + size, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
 	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
-	bool around = e > a && (e - a >= FRONT_AROUND_MIN ||
-				(f->legs_in_memory && front_loop_idle()));
+	bool around = e > a && (e - a >= FRONT_AROUND_MIN || f->legs_in_memory);
 	struct { uint64_t off; size_t len; } part[2];
 	unsigned nparts = 0;
 	struct front_rbuf *hb;
@@ -1459,29 +1456,6 @@ static __thread bool tl_rbuf_held;
 static bool front_on_loop(void)
 {
 	return tl_loop != NULL || front_uring_current_ring() != NULL;
-}
-
-static void loop_collect(struct front_loop *l);
-
-/*
- * On an event loop whose client waits for each request in turn (QD1): the
- * last batch it read was one request (l->lone) and it has no other request
- * in progress.  Either alone is wrong at QD32: a write into the cache holds
- * no buffer (8-11% of QD32 writes found the loop idle), and a wake-up may
- * find one request while more are on their way.  On an io_uring queue
- * thread: front_uring_current_lone().
- */
-static bool front_loop_idle(void)
-{
-	struct front_loop *l = tl_loop;
-
-	if (!l)
-		return front_uring_current_lone();
-	if (!l->lone)
-		return false;
-	if (atomic_load_explicit(&l->returned, memory_order_relaxed))
-		loop_collect(l);
-	return l->held == 0;
 }
 
 /*

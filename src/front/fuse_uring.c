@@ -122,10 +122,6 @@ struct fu_queue {
 	struct fu_req_header *hdrs;
 	uint8_t *payloads;
 	size_t payloads_len;
-	/* Queue thread only: the request being handled came alone (no
-	 * other in progress, no other completion waiting), and so did the
-	 * one before it (front_uring_current_lone()). */
-	bool alone, lone;
 	int reg_err;                    /* first REGISTER error */
 	bool reported;                  /* reg_err was read: no more writes */
 	atomic_bool stop;
@@ -391,7 +387,6 @@ static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 {
 	struct front_uring_req *e = fu_container_of(op, struct front_uring_req, op);
 	struct fu_queue *q = e->q;
-	bool alone;
 
 	(void)flags;
 	if (res < 0) {
@@ -406,13 +401,7 @@ static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 	}
 	e->commit_id = e->hdr->ring_ent_in_out.commit_id;
 	atomic_fetch_add_explicit(&q->requests, 1, memory_order_relaxed);
-	/* The CQE handled here still counts in cq_ready (dmio's reap and
-	 * fu_reap advance after handling); an eventfd or leg completion next
-	 * to it counts too (errs towards "not alone"). */
-	alone = atomic_fetch_add_explicit(&q->in_flight, 1, memory_order_relaxed) == 0 &&
-		io_uring_cq_ready(q->ring) <= 1;
-	q->lone = alone && q->alone;
-	q->alone = alone;
+	atomic_fetch_add_explicit(&q->in_flight, 1, memory_order_relaxed);
 	fu_dispatching = e;
 	if (q->u->handler)
 		q->u->handler(q->u->ctx, e);
@@ -599,7 +588,6 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	q->qid = qid;
 	q->efd = -1;
 	q->efd_op.done = fu_efd_done;
-	q->alone = true;                /* a QD1 client's first request is lone */
 	atomic_init(&q->handoff, NULL);
 	while (entries < 2 * u->depth + 8)
 		entries <<= 1;
@@ -863,13 +851,6 @@ const void *front_uring_req_payload(const struct front_uring_req *req, size_t *r
 struct front_uring_req *front_uring_current_req(void)
 {
 	return fu_dispatching;
-}
-
-bool front_uring_current_lone(void)
-{
-	struct fu_queue *q = fu_this_queue;
-
-	return q && fu_dispatching && fu_dispatching->q == q && q->lone;
 }
 
 void *front_uring_req_scratch(struct front_uring_req *req)

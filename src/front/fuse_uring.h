@@ -146,15 +146,6 @@ const void *front_uring_req_payload(const struct front_uring_req *req, size_t *r
 struct front_uring_req *front_uring_current_req(void);
 
 /*
- * Inside a handler, on its queue thread: true when the request and the one
- * before it on this queue each came alone: none other in progress on the
- * queue, no other completion waiting on its ring (a client that waits for
- * each request, as at QD1; at 4k QD32 one write in ~25 came alone, so one
- * is not enough).  False anywhere else.
- */
-bool front_uring_current_lone(void);
-
-/*
  * From a handler, on its queue thread: serve @req as if there were no
  * handler (the session's low-level operations through libfuse, see
  * front_uring_opts.handler), which answers it.  For the opcodes a handler

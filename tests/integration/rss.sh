@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # Memory (issue 10): the daemon's peak RSS stays within cache_size + 64 MiB
-# on both transports.  A cache is filled with 4k random writes over more
+# on both transports.  A cache is filled with 2k random writes over more
 # than it holds (dirty blocks, their writeback, evictions), then 1 MiB
 # writes and reads go around it (request buffers; on io_uring the queues'
 # payload buffers).  /dev/fuse with a 256 MiB cache (its 65k block
@@ -32,13 +32,11 @@ fi
 for t in "${transports[@]}"; do
 	tr=${t%:*} CACHE=$((${t#*:} << 20))
 	FM_TRANSPORT=$tr fm_mount -o "cache_size=$CACHE" "$T/legs/leg0" "$T/legs/leg1" "$T/mnt"
-	# On legs in memory a loop with no other request in progress writes
-	# around the cache (front.c): at QD32 that is the first write of a
-	# batch, a few percent (~4% measured), more on a machine so slow that
-	# requests trickle in.  Half as much again as the cache fills it
-	# unless more than a third went around.
-	run_fio "fill-$tr" --filename="$T/mnt/image" --direct=1 --rw=randwrite --bs=4k \
-		--iodepth=32 --ioengine=io_uring --size="$SIZE" --io_size=$((CACHE * 3 / 2))
+	# On legs in memory whole blocks are written around the cache
+	# (front.c), partial ones go through it: 2k writes, each dirtying a
+	# block of its own mostly, as many as twice the blocks the cache holds.
+	run_fio "fill-$tr" --filename="$T/mnt/image" --direct=1 --rw=randwrite --bs=2k \
+		--iodepth=32 --ioengine=io_uring --size="$SIZE" --io_size="$CACHE"
 	cache=$(fm_status_get "$T/mnt" .cache)
 	python3 - "$cache" "$CACHE" <<'PY' || fail "$tr: the fill did not fill the cache: $cache"
 import json, sys

@@ -9,7 +9,7 @@
 # queues' request counters grow with the I/O, nothing stays in flight,
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
-# log (io_uring from 8).  On legs in memory, 4k reads and QD1 writes go
+# log (io_uring from 8).  On legs in memory, 4k reads and writes go
 # around the cache, and without checksums 1M reads are answered by splice
 # (io.spliced_reads).
 # The parameter is restored on every exit.
@@ -157,9 +157,9 @@ for tr in uring dev; do
 done
 
 # Legs in memory (tmpfs): on a loop a 4k read goes around the cache (a
-# miss would copy RAM into RAM), and so does a 4k write when the client
-# waits for each request, as here (QD1: a cache buffer, its copy and its
-# writeback cost more than two copies into the legs).
+# miss would copy RAM into RAM), and so does every whole block written, at
+# QD1 as at QD32 (a cache buffer, its copy and its writeback cost more than
+# two copies into the legs).
 # The cache's default size there is 32 MiB: it holds only the dirty blocks.
 # A write of part of a block goes through the cache, and so does a whole
 # block written over such a dirty block; the reads copy those blocks from
@@ -216,6 +216,12 @@ assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 
 # 5 MiB from the legs but the 8 blocks the cache holds, copied from it
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $(((5 << 20) - 8 * 4096)) \
 	"bytes of the 4k reads read from the legs around the cache"
+# A queue of 4k writes (each block once, none dirty): every one around.
+aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes)
+run_fio qd32-dev --filename="$img" --direct=1 --rw=randwrite --bs=4k --iodepth=32 \
+	--ioengine=io_uring --offset=8M --size=4M --verify=crc32c --verify_fatal=1
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((4 << 20)) \
+	"bytes of the QD32 4k writes written around the cache"
 # These legs have checksums: every read is verified, none is spliced (512k
 # reads: they would fit the daemon's pipe).
 cmp <(dd if="$img" bs=512k count=10 iflag=direct status=none) "$S/want" ||
@@ -227,10 +233,9 @@ assert_legs_equal "$S/leg0" "$S/leg1"
 cmp <(dd if="$S/leg0" bs=1M count=5 skip="$(data_offset_of "$S/leg0")" iflag=skip_bytes \
 	status=none) "$S/want" || fail "the legs do not hold the bytes last written"
 
-# On an io_uring queue likewise: 4k writes that come one at a time go
-# around the cache (the queue had no other request, nor another CQE with
-# it, for this one and the one before).
-log "uring: legs on tmpfs: QD1 4k writes around the cache"
+# On an io_uring queue likewise: 4k writes go around the cache, one at a
+# time (QD1) as in a queue (QD32).
+log "uring: legs on tmpfs: QD1 and QD32 4k writes around the cache"
 FM_TRANSPORT=uring fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
 aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes)
 head -c $((1 << 20)) /dev/urandom >"$S/src3"
@@ -240,6 +245,11 @@ aw=$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))
 ((aw >= 250 * 4096)) || fail "io_uring: $aw bytes of 256 QD1 4k writes around the cache"
 cmp <(dd if="$img" bs=1M count=5 iflag=direct status=none) "$S/want" ||
 	fail "io_uring: the image after 4k writes around the cache"
+aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes)
+run_fio qd32-uring --filename="$img" --direct=1 --rw=randwrite --bs=4k --iodepth=32 \
+	--ioengine=io_uring --offset=12M --size=4M --verify=crc32c --verify_fatal=1
+assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((4 << 20)) \
+	"io_uring: bytes of the QD32 4k writes written around the cache"
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
 
