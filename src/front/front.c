@@ -1720,8 +1720,10 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
  * IORING_OP_WRITE on its ring instead of a writev(): the loop's next
  * io_uring_enter, the one that waits for the next request
  * (dmio_loop_run_once() with wait), carries it.  At QD1 that is one
- * system call of the five a request cost.  Only when the loop reads its
- * requests one at a time (`lone`, see loop_read()).  /dev/fuse clones are
+ * system call of the five a request cost; in a batch (QD32), the turn's
+ * replies go out together, and fio, woken by the first, preempts the loop
+ * once per turn, not once per writev() (doc/DESIGN.md: 0.3 -> 0.07 context
+ * switches and 5.0 -> 3.5 us of CPU per 4k read).  /dev/fuse clones are
  * O_NONBLOCK, so io_uring writes them inline at submission, in order,
  * never through an io-wq worker; the kernel has the reply before the
  * loop sleeps.  The copy is why only replies up to FRONT_REPLY_MAX go
@@ -1759,11 +1761,7 @@ static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int cou
 	struct io_uring_sqe *sqe;
 	size_t len = 0;
 
-	/* Only a loop that reads its requests one at a time (QD1, `lone`):
-	 * in a batch the replies would wait for the whole batch, and a
-	 * 4k QD32 randwrite A/B lost with them (IOPS 7.1k/8.5k vs 16.6k/15.9k
-	 * in 2 of 3 rounds, CPU per write 78.5 vs 50.5 us). */
-	if (!r || !l->lone)
+	if (!r)
 		return -1;
 	for (int i = 0; i < count; i++) {
 		if (iov[i].iov_len > FRONT_REPLY_MAX - len)
