@@ -43,6 +43,7 @@
 #ifndef FUSEMIRROR_DMIO_H
 #define FUSEMIRROR_DMIO_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -534,6 +535,17 @@ int dmio_loop_register_buffers(struct dmio_loop *l, const struct iovec *iov, uns
 /* True when no dmio I/O of the loop is in flight (its own SQEs aside). */
 bool dmio_loop_idle(const struct dmio_loop *l);
 
+/*
+ * The CPUs the loop's io-wq workers may run on (io_uring's, for what it
+ * cannot do without blocking: writes of more than 64 KiB to in-memory
+ * legs).  For an owner pinned to fewer CPUs, which its workers would
+ * otherwise inherit: the loop applies @cpus to the workers it finds,
+ * when it passes such a piece to io_uring, at most once a second
+ * (a scan of /proc/self/task; counted in dmio_stats.iowq_widened).
+ * Returns 0 or -EINVAL (no CPU), -ENOMEM.
+ */
+int dmio_loop_set_iowq_cpus(struct dmio_loop *l, const cpu_set_t *cpus);
+
 /* Free an idle loop (the owner's SQEs still in flight are cancelled with
  * the ring; their done() is not called).  Accepts NULL. */
 void dmio_loop_destroy(struct dmio_loop *l);
@@ -548,6 +560,7 @@ struct dmio_stats {
 	uint64_t resubmits;     /* short transfers and EAGAIN/EINTR retries */
 	uint64_t region_errors; /* error bits set */
 	uint64_t fixed_ios;     /* pieces issued READ/WRITE_FIXED (registered) */
+	uint64_t iowq_widened;  /* io-wq workers given a loop's io-wq CPUs */
 };
 void dmio_get_stats(struct dmio_stats *ret_stats);
 

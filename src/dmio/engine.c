@@ -27,12 +27,16 @@
  *     shutdown waits for it to reach zero (under idle_lock, never under the
  *     engine lock it holds while joining the reapers) before it stops them.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dmio_i.h"
@@ -75,6 +79,11 @@ struct dmio_ring {
 	 * only: a one-iovec piece inside one is READ/WRITE_FIXED. */
 	struct iovec *fixed;
 	unsigned nr_fixed;
+	/* A loop's io-wq CPUs (dmio_loop_set_iowq_cpus), owner only: NULL,
+	 * or applied by iowq_widen() to the workers at most once a second. */
+	cpu_set_t *iowq_cpus;
+	pid_t owner_tid;
+	struct timespec iowq_scanned;
 
 	/* start-up handshake with dmio_engine_init() */
 	pthread_mutex_t init_lock;
@@ -128,6 +137,7 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->bounced = atomic_load(&dmio_stats_g.bounced);
 	s->resubmits = atomic_load(&dmio_stats_g.resubmits);
 	s->fixed_ios = atomic_load(&dmio_stats_g.fixed_ios);
+	s->iowq_widened = atomic_load(&dmio_stats_g.iowq_widened);
 	s->region_errors = atomic_load(&dmio_stats_g.region_errors);
 }
 
@@ -342,6 +352,65 @@ static unsigned run_done(struct dmio_ring *r)
 	return n;
 }
 
+/*
+ * A pinned loop's io-wq workers.  They copy the writes piece_inline()
+ * leaves to io_uring (above 64 KiB to in-memory legs); the kernel forks
+ * them from the loop's owner, and since Linux 6.2 a thread inherits the
+ * affinity its parent asked for (sched_setaffinity's user mask), which
+ * IORING_REGISTER_IOWQ_AFF cannot widen (the mask it sets is intersected
+ * with it).  So a FUSE-over-io_uring queue, pinned to the CPU whose
+ * requests it serves, had its copies made on that one CPU too, beside
+ * the client that issued them, while the other CPUs idled.  The owner
+ * sets the workers it finds (named iou-wrk-<owner's tid>) to the loop's
+ * io-wq CPUs, when it punts such a piece, at most once a second (@force:
+ * now): a scan of /proc/self/task, some 3 system calls per thread.
+ */
+static void iowq_widen(struct dmio_ring *r, bool force)
+{
+	char want[32], comm[32];
+	struct timespec now;
+	struct dirent *de;
+	DIR *d;
+	int dfd;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	if (!force && now.tv_sec == r->iowq_scanned.tv_sec)
+		return;
+	r->iowq_scanned = now;
+	d = opendir("/proc/self/task");
+	if (!d)
+		return;
+	dfd = dirfd(d);
+	snprintf(want, sizeof(want), "iou-wrk-%d\n", (int)r->owner_tid);
+	while ((de = readdir(d))) {
+		char path[64];
+		cpu_set_t cur;
+		ssize_t n;
+		pid_t tid;
+		int fd;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		tid = (pid_t)atoi(de->d_name);
+		snprintf(path, sizeof(path), "%d/comm", (int)tid);
+		fd = openat(dfd, path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		comm[n] = 0;
+		if (strcmp(comm, want) != 0)
+			continue;
+		if (sched_getaffinity(tid, sizeof(cur), &cur) == 0 && CPU_EQUAL(&cur, r->iowq_cpus))
+			continue;
+		if (sched_setaffinity(tid, sizeof(*r->iowq_cpus), r->iowq_cpus) == 0)
+			DMIO_STAT_ADD(iowq_widened, 1);
+	}
+	closedir(d);
+}
+
 /* Queue @p on the SQ, or on the backlog when the SQ stays full. */
 static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 {
@@ -354,6 +423,8 @@ static void queue_piece(struct dmio_ring *r, struct dmio_piece *p)
 	}
 	if (piece_inline(r, p))
 		return;
+	if (fm_unlikely(r->iowq_cpus != NULL) && p->dev->in_memory)
+		iowq_widen(r, false);
 	if (r->backlog) {
 		struct dmio_piece **pp = &r->backlog;
 
@@ -897,6 +968,29 @@ struct io_uring *dmio_loop_ring(struct dmio_loop *l)
 	return &l->r.ring;
 }
 
+int dmio_loop_set_iowq_cpus(struct dmio_loop *l, const cpu_set_t *cpus)
+{
+	struct dmio_ring *r = &l->r;
+	int ret;
+
+	if (CPU_COUNT(cpus) == 0)
+		return -EINVAL;
+	if (!r->iowq_cpus) {
+		r->iowq_cpus = malloc(sizeof(*r->iowq_cpus));
+		if (!r->iowq_cpus)
+			return -ENOMEM;
+	}
+	*r->iowq_cpus = *cpus;
+	r->owner_tid = gettid();
+	/* Workers forked from now on, where the owner's own pinning allows
+	 * it (see iowq_widen()); a kernel without it: iowq_widen() alone. */
+	ret = io_uring_register_iowq_aff(&r->ring, sizeof(*cpus), cpus);
+	if (ret < 0)
+		fm_debug("dmio: loop io-wq affinity: %s", strerror(-ret));
+	iowq_widen(r, true);
+	return 0;
+}
+
 int dmio_loop_run_once(struct dmio_loop *l, bool wait)
 {
 	struct dmio_ring *r = &l->r;
@@ -1007,6 +1101,7 @@ void dmio_loop_destroy(struct dmio_loop *l)
 		sched_yield();
 	io_uring_queue_exit(&l->r.ring);
 	free(l->r.fixed);
+	free(l->r.iowq_cpus);
 	if (tl_ring == &l->r)
 		tl_ring = NULL;
 	ring_destroy(&l->r);

@@ -495,7 +495,8 @@ static void *fu_queue_main(void *arg)
 	struct fu_queue *q = arg;
 	struct front_uring *u = q->u;
 	sigset_t all;
-	cpu_set_t cpus;
+	cpu_set_t cpus, wide;
+	bool have_wide;
 	int r;
 
 	/* Signals are for the thread that runs the session loop. */
@@ -504,6 +505,7 @@ static void *fu_queue_main(void *arg)
 	/* The kernel queues a request on the qid of the CPU it was issued
 	 * on; answering it there keeps it on that CPU's caches.  An offline
 	 * CPU's queue receives nothing, so a failed pinning costs nothing. */
+	have_wide = pthread_getaffinity_np(pthread_self(), sizeof(wide), &wide) == 0;
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
 	pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
@@ -518,6 +520,12 @@ static void *fu_queue_main(void *arg)
 			goto report;
 		}
 		q->ring = dmio_loop_ring(q->dl);
+		/* Not the pinning, for the ring's io-wq workers: they copy
+		 * the large writes to in-memory legs, which would otherwise
+		 * share this CPU with the queue and with the client that
+		 * issued them there (DESIGN.md, "FUSE transports"). */
+		if (have_wide)
+			dmio_loop_set_iowq_cpus(q->dl, &wide);
 	}
 	fu_this_queue = q;
 

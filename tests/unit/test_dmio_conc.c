@@ -4,6 +4,8 @@
  * EDEADLK) and rings owned by the caller's thread.
  * Fixtures and conventions: dmio_fx.h.
  */
+#include <dirent.h>
+
 #include "dmio_fx.h"
 
 #if __has_include(<valgrind/valgrind.h>)
@@ -792,6 +794,98 @@ START_TEST(test_loop_run_to_completion)
 }
 END_TEST
 
+/* Count the calling thread's io-wq workers, and those whose affinity is
+ * not @want. */
+static unsigned loop_iowq_workers(const cpu_set_t *want, unsigned *ret_narrow)
+{
+	g_autofree char *name = g_strdup_printf("iou-wrk-%d\n", (int)gettid());
+	struct dirent *de;
+	unsigned n = 0, narrow = 0;
+	DIR *d = opendir("/proc/self/task");
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d))) {
+		g_autofree char *path = g_strdup_printf("/proc/self/task/%s/comm", de->d_name);
+		g_autofree char *comm = NULL;
+		cpu_set_t cur;
+
+		if (de->d_name[0] == '.' || !g_file_get_contents(path, &comm, NULL, NULL) ||
+		    strcmp(comm, name) != 0)
+			continue;
+		n++;
+		if (sched_getaffinity(atoi(de->d_name), sizeof(cur), &cur) != 0 ||
+		    !CPU_EQUAL(&cur, want))
+			narrow++;
+	}
+	closedir(d);
+	*ret_narrow = narrow;
+	return n;
+}
+
+/* dmio_loop_set_iowq_cpus(): a loop owned by a pinned thread has the
+ * writes it leaves to io-wq (above 64 KiB to tmpfs) copied by workers
+ * that may run on every CPU given, not on the owner's one CPU (which they
+ * would inherit: a FUSE-over-io_uring queue is pinned). */
+START_TEST(test_loop_iowq_cpus)
+{
+	g_autofree char *path = g_strdup_printf("%s/iowq.img", tc_shm_dir);
+	const size_t len = 1 << 20;
+	cpu_set_t wide, one;
+	struct dmio_region mem;
+	struct dmio_stats s0, s1;
+	struct dmio_loop *l;
+	struct dmio_dev *md;
+	unsigned workers = 0, narrow = 0, first = 0;
+	uint8_t *buf;
+	int fd;
+
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(wide), &wide), 0);
+	if (CPU_COUNT(&wide) < 2 || !fm_test_in_memory(tc_shm_dir)) {
+		fprintf(stderr, "test_loop_iowq_cpus: skipped (needs 2 CPUs and tmpfs)\n");
+		return;
+	}
+	while (!CPU_ISSET(first, &wide))
+		first++;
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
+	close(fd);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &md), 0);
+	mem = (struct dmio_region){ md, 0, len / 512 };
+	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, len), 0);
+	memset(buf, 0x3c, len);
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	ck_assert_int_eq(dmio_loop_set_iowq_cpus(l, &wide), 0);
+	dmio_get_stats(&s0);
+	/* A worker is forked at the first such write; the loop finds it at
+	 * a later one (at most one scan a second). */
+	for (unsigned i = 0; i < 60; i++) {
+		struct loop_cb w = { 0 };
+
+		ck_assert_int_eq(dmio_async_vm(1, &mem, DMIO_OP_WRITE, buf, loop_notify, &w), 0);
+		loop_run_until(l, &w.done);
+		ck_assert_uint_eq(w.bits, 0);
+		workers = loop_iowq_workers(&wide, &narrow);
+		if (workers > 0 && narrow == 0)
+			break;
+		usleep(50000);
+	}
+	dmio_get_stats(&s1);
+	ck_assert_msg(workers > 0, "no io-wq worker wrote the 1 MiB pieces to tmpfs");
+	ck_assert_msg(narrow == 0, "%u of %u io-wq workers of a loop pinned to CPU %u kept its pinning",
+		      narrow, workers, first);
+	fprintf(stderr, "test_loop_iowq_cpus: %u worker(s), %" PRIu64 " widened by the loop\n",
+		workers, s1.iowq_widened - s0.iowq_widened);
+	dmio_loop_destroy(l);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(wide), &wide), 0);
+	dmio_dev_close(md);
+	free(buf);
+}
+END_TEST
+
 struct loop_chain {
 	struct dmio_loop_op op;
 	struct dmio_loop *l;
@@ -936,6 +1030,7 @@ static Suite *dmio_conc_suite(void)
 	tc = tc_add(s, "loop", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_loop_run_to_completion);
 	tcase_add_test(tc, test_loop_submit_with_wait);
+	tcase_add_test(tc, test_loop_iowq_cpus);
 	tcase_add_test(tc, test_fault_delay_writes);
 
 	tc = tc_add(s, "concurrency", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
