@@ -267,14 +267,21 @@ static void rq_reply_buf(front_rq rq, const void *buf, size_t len)
 		fuse_reply_buf((fuse_req_t)rq, buf, len);
 }
 
+/* Set while a large write's reply is sent: loop_reply() leaves it to
+ * writev(), at once (see "Replies on the ring"). */
+static __thread bool tl_reply_now;
+
 static void rq_reply_write(front_rq rq, size_t count)
 {
 	struct front_uring_req *e = rq_ring(rq);
 
-	if (e)
+	if (e) {
 		front_uring_reply_write(e, (uint32_t)count);
-	else
-		fuse_reply_write((fuse_req_t)rq, count);
+		return;
+	}
+	tl_reply_now = count >= FRONT_AROUND_MIN;
+	fuse_reply_write((fuse_req_t)rq, count);
+	tl_reply_now = false;
 }
 
 static fuse_ino_t image_ino(const struct front *f)
@@ -1723,7 +1730,10 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
  * system call of the five a request cost; in a batch (QD32), the turn's
  * replies go out together, and fio, woken by the first, preempts the loop
  * once per turn, not once per writev() (doc/DESIGN.md: 0.3 -> 0.07 context
- * switches and 5.0 -> 3.5 us of CPU per 4k read).  /dev/fuse clones are
+ * switches and 5.0 -> 3.5 us of CPU per 4k read).  But for a write of
+ * FRONT_AROUND_MIN or more outside QD1 (tl_reply_now): at 1M QD8 its
+ * reply waiting for the enter cost throughput (1M QD8 writes lost 3 A/B
+ * pairs of 3 so), and one writev() per MiB is nothing.  /dev/fuse clones are
  * O_NONBLOCK, so io_uring writes them inline at submission, in order,
  * never through an io-wq worker; the kernel has the reply before the
  * loop sleeps.  The copy is why only replies up to FRONT_REPLY_MAX go
@@ -1761,7 +1771,7 @@ static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int cou
 	struct io_uring_sqe *sqe;
 	size_t len = 0;
 
-	if (!r)
+	if (!r || (tl_reply_now && !l->lone))
 		return -1;
 	for (int i = 0; i < count; i++) {
 		if (iov[i].iov_len > FRONT_REPLY_MAX - len)
