@@ -510,6 +510,7 @@ static const struct status_field io_fields[] = {
 	F("spliced_reads", fs.spliced_reads),
 	F("spliced_read_bytes", fs.spliced_read_bytes),
 	F("ring_replies", fs.ring_replies),
+	F("blocking_reads", fs.blocking_reads),
 };
 
 #undef F
