@@ -1434,6 +1434,7 @@ struct front_loop {
 	timer_t kick;                   /* with bfd: interrupts a blocked read */
 	bool kick_set;
 	unsigned block_turns;           /* turns in blocking mode (probe count) */
+	bool blocking;                  /* the last turn was one */
 	bool lone_before;               /* the batch before the last was one too */
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
@@ -2154,8 +2155,8 @@ static void loop_arm(struct front_loop *l, bool tick)
  * loop is idle again once it answered: 3 system calls per 4k read (the
  * read, the leg's preadv2, the writev), the ceiling's count, and no ring
  * wait.  Leg I/O in flight sends the loop back to its ring (and its poll)
- * until it is idle again.  Every FRONT_LOOP_PROBE-th request read so,
- * before answering it, the loop reads its O_NONBLOCK clone once more: a
+ * until it is idle again.  The first request read so after polling, and
+ * every FRONT_LOOP_PROBE-th after it, before answering it, the loop reads its O_NONBLOCK clone once more: a
  * request waiting there means a deeper queue (after the reply it could
  * be the same client's next one), and the loop polls and reads batches
  * (loop_read()) until a batch is one request again.  A loop
@@ -2245,6 +2246,9 @@ static void loop_block(struct front_loop *l)
 		/* The probe, before this request is answered (after, the
 		 * client's next one could be there already): did another
 		 * wait behind it? */
+		if (!l->blocking)       /* just came: probe at once */
+			l->block_turns = FRONT_LOOP_PROBE - 1;
+		l->blocking = true;
 		if (++l->block_turns % FRONT_LOOP_PROBE == 0 && (pb = l->free)) {
 			pres = read(l->fd, (char *)pb->mem + FRONT_RBUF_REQ,
 				    FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
@@ -2320,6 +2324,7 @@ static void *loop_main(void *arg)
 			loop_block(l);
 			continue;
 		}
+		l->blocking = false;
 		loop_arm(l, first);
 		/* A wait that submits replies ends on the next request or a
 		 * wake-up (dmio_loop_sqe_prompt()): with no poll armed, or
