@@ -2029,6 +2029,29 @@ static const struct fuse_custom_io loop_io = {
 };
 
 /*
+ * A read() of the loop's clone failed with @err.  Nothing to read
+ * (EAGAIN), a request the kernel took back (ENOENT) and a signal (EINTR)
+ * are not failures, but libfuse's signal handlers only mark the session
+ * exited: a stop is noticed here.  ENODEV is the unmount.
+ */
+static void loop_read_failed(struct front_loop *l, int err)
+{
+	struct front *f = l->f;
+
+	if (err == EAGAIN || err == EINTR || err == ENOENT) {
+		if (fuse_session_exited(f->se))
+			loop_stop_all(f);
+		return;
+	}
+	if (err != ENODEV) {
+		front_stop_failed(f, "reading /dev/fuse", err);
+		return;
+	}
+	fuse_session_exit(f->se);
+	loop_stop_all(f);
+}
+
+/*
  * Read and dispatch the requests waiting, up to a batch, until EAGAIN.
  * After a wake-up that found a lone request, read one only: the EAGAIN
  * read that ends a batch is one system call of five per request at QD1,
@@ -2063,14 +2086,7 @@ static void loop_read(struct front_loop *l)
 				l->lone_before = l->lone;
 				l->lone = n == 1;
 			}
-			if (err == EAGAIN || err == EINTR || err == ENOENT)
-				return;
-			if (err != ENODEV) {
-				front_stop_failed(f, "reading /dev/fuse", err);
-				return;
-			}
-			fuse_session_exit(f->se);
-			loop_stop_all(f);
+			loop_read_failed(l, err);
 			return;
 		}
 		l->free = b->next;
@@ -2228,7 +2244,6 @@ static void loop_block(struct front_loop *l)
 	struct front *f = l->f;
 	struct front_rbuf *b;
 	ssize_t res;
-	int err;
 
 	/* What completions queued goes out before the loop sleeps (and
 	 * what they did may have changed the picture). */
@@ -2266,19 +2281,7 @@ static void loop_block(struct front_loop *l)
 		dmio_loop_run_once(l->dl, false);
 		return;
 	}
-	err = res < 0 ? errno : ENODEV;
-	if (err == EINTR || err == EAGAIN || err == ENOENT) {
-		/* libfuse's signal handlers only mark the session exited. */
-		if (fuse_session_exited(f->se))
-			loop_stop_all(f);
-		return;
-	}
-	if (err != ENODEV) {
-		front_stop_failed(f, "reading /dev/fuse", err);
-		return;
-	}
-	fuse_session_exit(f->se);
-	loop_stop_all(f);
+	loop_read_failed(l, res < 0 ? errno : ENODEV);
 }
 
 static bool loop_done(struct front_loop *l)
