@@ -58,7 +58,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1703,14 +1702,14 @@ static void loop_collect(struct front_loop *l)
  */
 static void front_kick_loops(struct front *f)
 {
-	pid_t self = (pid_t)syscall(SYS_gettid);
+	pid_t self = gettid();
 
 	pthread_mutex_lock(&f->kick_lock);
 	for (unsigned i = 0; i < f->nr_loops; i++) {
 		pid_t tid = f->loops[i].kick_tid;
 
 		if (tid && tid != self)
-			syscall(SYS_tgkill, getpid(), tid, FRONT_LOOP_KICK_SIG);
+			tgkill(getpid(), tid, FRONT_LOOP_KICK_SIG);
 	}
 	pthread_mutex_unlock(&f->kick_lock);
 }
@@ -2231,9 +2230,10 @@ static bool loop_kick_init(struct front_loop *l)
 	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
 				.sigev_signo = FRONT_LOOP_KICK_SIG };
 	struct itimerspec every = { .it_interval = { .tv_sec = 1 }, .it_value = { .tv_sec = 1 } };
+	pid_t self = gettid();
 	sigset_t kick;
 
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	sev._sigev_un._tid = self;
 	if (timer_create(CLOCK_MONOTONIC, &sev, &l->kick) < 0) {
 		fm_debug("front: loop %u: no kick timer (%s): no blocking reads", l->idx,
 			 strerror(errno));
@@ -2248,7 +2248,7 @@ static bool loop_kick_init(struct front_loop *l)
 	pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 	l->kick_set = true;
 	pthread_mutex_lock(&l->f->kick_lock);
-	l->kick_tid = (pid_t)syscall(SYS_gettid);
+	l->kick_tid = self;
 	pthread_mutex_unlock(&l->f->kick_lock);
 	return true;
 }
