@@ -2393,28 +2393,43 @@ static void *loop_main(void *arg)
  * Give each loop a clone of the session fd and route the replies (see
  * above); on any failure, every loop shares the session fd instead.
  */
+/* A clone of session fd @sfd opened with @flags (beside O_RDWR |
+ * O_CLOEXEC), or -1 with errno set. */
+static int loop_clone(uint32_t sfd, int flags)
+{
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | flags);
+
+	if (fd >= 0 && ioctl(fd, FUSE_DEV_IOC_CLONE, &sfd) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Close the loop's clones (those it has). */
+static void loop_clones_close(struct front_loop *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	if (l->bfd >= 0)
+		close(l->bfd);
+	l->fd = l->bfd = -1;
+}
+
 static void loop_clone_fds(struct front *f)
 {
 	uint32_t sfd = (uint32_t)fuse_session_fd(f->se);
 	unsigned i;
 
 	for (i = 0; i < f->nr_loops; i++) {
-		int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
-
-		if (fd < 0)
+		f->loops[i].fd = loop_clone(sfd, O_NONBLOCK);
+		if (f->loops[i].fd < 0)
 			break;
-		if (ioctl(fd, FUSE_DEV_IOC_CLONE, &sfd) < 0) {
-			close(fd);
-			break;
-		}
-		f->loops[i].fd = fd;
 		/* The blocking clone: without it the loop only polls. */
-		fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-		if (fd >= 0 && ioctl(fd, FUSE_DEV_IOC_CLONE, &sfd) < 0) {
-			close(fd);
-			fd = -1;
-		}
-		f->loops[i].bfd = fd;
+		f->loops[i].bfd = loop_clone(sfd, 0);
 	}
 	if (i == f->nr_loops && fuse_session_custom_io(f->se, &loop_io, (int)sfd) == 0) {
 		fm_debug("front: %u loops on clones of /dev/fuse", f->nr_loops);
@@ -2422,13 +2437,8 @@ static void loop_clone_fds(struct front *f)
 	}
 	fm_debug("front: no /dev/fuse clone for loop %u (%s): loops share the session fd", i,
 		 strerror(errno));
-	for (i = 0; i < f->nr_loops; i++) {
-		if (f->loops[i].fd >= 0)
-			close(f->loops[i].fd);
-		if (f->loops[i].bfd >= 0)
-			close(f->loops[i].bfd);
-		f->loops[i].fd = f->loops[i].bfd = -1;
-	}
+	for (i = 0; i < f->nr_loops; i++)
+		loop_clones_close(&f->loops[i]);
 }
 
 static int front_run_loops(struct front *f)
@@ -2526,10 +2536,7 @@ out:
 	for (unsigned i = 0; i < f->nr_loops; i++) {
 		for (unsigned k = 0; k < f->loops[i].nr_bufs; k++)
 			free(f->loops[i].bufs[k].mem);
-		if (f->loops[i].fd >= 0)
-			close(f->loops[i].fd);
-		if (f->loops[i].bfd >= 0)
-			close(f->loops[i].bfd);
+		loop_clones_close(&f->loops[i]);
 		loop_pipe_close(&f->loops[i]);
 		free(f->loops[i].replies);
 	}
