@@ -27,6 +27,11 @@
  *   - One background "cleaner" thread per process (started with the first
  *     client, joined when the last is destroyed) writes back old dirty
  *     buffers, frees old clean ones and trims clients above their limit.
+ *   - One background "filler" thread per client with blocks smaller than
+ *     a chunk (started at create, joined at destroy) maps and prefaults
+ *     block memory ahead of the allocations once the cache grows, so that
+ *     an allocation seldom waits for the kernel to clear 2 MiB
+ *     (bufio_stats.data_maps_inline counts those that did).
  *
  * Memory:
  *   - All clients of the process share one byte limit (the kernel module's
@@ -41,7 +46,7 @@
  *     several threads at once, and copies on write (made without a check,
  *     so that modifying a block that is being written never waits for
  *     memory), may take the count a few blocks past it while they last.
- *     Blocks smaller than 256 KiB are slots of 256 KiB chunks, so a block
+ *     Blocks smaller than 2 MiB are slots of 2 MiB chunks, so a block
  *     costs its size (malloc would take 8 KiB for a 4 KiB aligned block),
  *     and blocks allocated together are neighbours in memory.
  *   - Clean buffers are evicted with a CLOCK (second chance) policy; held
@@ -492,6 +497,11 @@ struct bufio_stats {
 	uint64_t data_maps;     /* chunks of block memory mapped (blocks smaller
 				   than a chunk, 2 MiB): growth of the cache,
 				   not its refill after frees */
+	uint64_t data_maps_inline; /* ... of which the allocating thread mapped
+				   and prefaulted itself (a wait of a few ms),
+				   the rest being the filler thread's */
+	uint64_t data_ready;    /* chunks the filler holds prefaulted, ahead
+				   of the allocations (not in data_maps yet) */
 };
 
 /* A consistent-enough snapshot (counters are read shard by shard). */

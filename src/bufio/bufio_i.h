@@ -34,6 +34,8 @@
 #define BUFIO_HIT_SLOTS 16u
 /* Blocks smaller than this come from slots of chunks this big (slab.c). */
 #define BUFIO_SLAB_CHUNK (2u << 20)
+/* Chunks the filler keeps prefaulted ahead of the allocations (slab.c). */
+#define BUFIO_SLAB_READY 4u
 /* Write-arounds in flight at once per client (around.c). */
 #define BUFIO_AROUND_SLOTS 32u
 
@@ -290,11 +292,23 @@ struct bufio_client {
 	unsigned n_reserve;
 	/* Block data (slab.c). */
 	bool use_slab;
-	pthread_mutex_t slab_lock;      /* guards the three below */
+	pthread_mutex_t slab_lock;      /* guards the fields below */
 	GHashTable *slabs;              /* chunk address -> struct bufio_slab */
 	struct bufio_list slab_partial; /* chunks with free and used slots */
 	struct bufio_list slab_empty;   /* chunks with no slot in use */
 	uint64_t slab_maps;             /* chunks mapped (stats.data_maps) */
+	uint64_t slab_maps_inline;      /* ... by the allocating thread
+					   (stats.data_maps_inline) */
+	/* The filler (slab.c, "Prefaulted ahead"): chunks mapped and
+	 * prefaulted before an allocation needs them. */
+	char *slab_ready[BUFIO_SLAB_READY];
+	unsigned nr_slab_ready;
+	unsigned slab_filling;          /* chunks the filler is mapping */
+	bool slab_grow;                 /* the cache grew: fill ahead */
+	bool slab_filler_stop;
+	bool slab_filler_on;            /* slab_filler was started */
+	pthread_cond_t slab_filler_cond; /* the filler's wake-up */
+	pthread_t slab_filler;
 
 	struct bufio_list spare;        /* buffer headers without data: never
 					   freed while the client lives, as a

@@ -874,6 +874,32 @@ START_TEST(test_forget_buffers)
 }
 END_TEST
 
+/* Once the cache has grown by a chunk of block memory, the filler maps
+ * and prefaults the next ones ahead: the allocations that need them take
+ * them ready, and the allocating thread (an event loop) does not wait
+ * for a 2 MiB clear. */
+START_TEST(test_filler_maps_ahead)
+{
+	struct bufio_buffer *b;
+
+	ck_assert_int_eq(bufio_read(bc, 0, &b), 0);
+	bufio_release(b);
+	ck_assert_uint_eq(stats().data_maps, 1);
+	ck_assert_uint_eq(stats().data_maps_inline, 1);
+	WAIT_FOR(stats().data_ready >= 2, 10000);
+	ck_assert_uint_ge(stats().data_ready, 2);
+	/* Two more chunks' worth of blocks (the client's reserved buffer
+	 * takes a slot of the first). */
+	for (unsigned i = 1; i < 3 * (2u << 20) / BS - 1; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	ck_assert_uint_eq(stats().data_maps, 3);
+	ck_assert_uint_eq(stats().data_maps_inline, 1);
+	bufio_forget_buffers(bc, 0, 1ull << 40);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* prefetch */
 
@@ -2463,6 +2489,7 @@ static Suite *bufio_suite(void)
 	TCASE("forget", setup_sync);
 	tcase_add_test(tc, test_forget);
 	tcase_add_test(tc, test_forget_buffers);
+	tcase_add_test(tc, test_filler_maps_ahead);
 
 	TCASE("prefetch", setup_sync);
 	tcase_add_test(tc, test_prefetch_vectored);
