@@ -561,6 +561,8 @@ struct dmio_stats {
 	uint64_t region_errors; /* error bits set */
 	uint64_t fixed_ios;     /* pieces issued READ/WRITE_FIXED (registered) */
 	uint64_t iowq_widened;  /* io-wq workers given a loop's io-wq CPUs */
+	uint64_t mapped_ios;    /* inline I/Os done by a copy through the leg's mapping */
+	uint64_t map_faults;    /* ... whose copy faulted (SIGBUS): redone by a system call */
 };
 void dmio_get_stats(struct dmio_stats *ret_stats);
 

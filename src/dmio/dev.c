@@ -160,9 +160,11 @@ int dmio_dev_open_fd(int fd, const char *name, struct dmio_dev **ret_dev)
 		dmio_dev_close(dev);
 		return r;
 	}
-	fm_debug("dmio: %s: %llu bytes, lbs %u, %s (mem %u, off %u)", dev->name,
+	dmio_map_open(dev);
+	fm_debug("dmio: %s: %llu bytes, lbs %u, %s (mem %u, off %u)%s", dev->name,
 		 (unsigned long long)dev->size, dev->lbs,
-		 dev->direct ? "O_DIRECT" : "buffered", dev->mem_align, dev->off_align);
+		 dev->direct ? "O_DIRECT" : "buffered", dev->mem_align, dev->off_align,
+		 dev->map ? ", mapped" : "");
 	*ret_dev = dev;
 	return 0;
 }
@@ -237,6 +239,7 @@ void dmio_dev_close(struct dmio_dev *dev)
 	if (!dev)
 		return;
 	dmio_nbd_close(dev);
+	dmio_map_close(dev);
 	if (dev->fd >= 0)
 		close(dev->fd);
 	pthread_mutex_destroy(&dev->rmw_lock);

@@ -158,6 +158,11 @@ struct dmio_dev {
 	/* On tmpfs or ramfs: small reads and writes are memory copies, done
 	 * by the reaper itself (see engine.c, "In-memory legs"). */
 	bool in_memory;
+	/* In-memory legs mapped (map.c): [0, map_len) at map, and a bit per
+	 * 4 KiB page known to exist (NULL, 0, NULL: not mapped). */
+	uint8_t *map;
+	uint64_t map_len;
+	_Atomic uint64_t *map_present;
 	/* Learned from -EOPNOTSUPP, so the next request skips the attempt. */
 	atomic_bool no_zero_range;
 	atomic_bool no_punch_hole;
@@ -279,7 +284,7 @@ void dmio_pages_free(struct dmio_client *c, void **pages, unsigned n);
 /* engine.c */
 struct dmio_stats_atomic {
 	atomic_ullong requests, sqes, inline_ios, iowq_widened, submits, bounced, resubmits, region_errors,
-		      fixed_ios;
+		      fixed_ios, mapped_ios, map_faults;
 };
 extern struct dmio_stats_atomic dmio_stats_g;
 #define DMIO_STAT_ADD(field, n) \
@@ -313,6 +318,17 @@ bool dmio_fault_decide(struct dmio_piece *p);
 void dmio_fault_states_free(struct dmio_dev *dev);
 #define DMIO_FAULT_COUNT(dev, field) \
 	atomic_fetch_add_explicit(&(dev)->fault_##field, 1, memory_order_relaxed)
+
+/* map.c: in-memory legs mapped (see its header).  dmio_map_open and
+ * dmio_map_close at the device's open and close; dmio_map_note when a
+ * piece of [off, off + len) is issued: a write (@written: its pages exist
+ * now) or a fallocate (not: they may be holes); dmio_map_rw does a READ or
+ * WRITE piece by a guarded copy and returns true with its byte count, or
+ * false: do it with the system call. */
+void dmio_map_open(struct dmio_dev *dev);
+void dmio_map_close(struct dmio_dev *dev);
+void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t len);
+bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n);
 
 /* request.c: called by the reaper for each CQE. */
 void dmio_piece_complete(struct dmio_piece *p, int res);

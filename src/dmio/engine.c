@@ -139,6 +139,8 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->fixed_ios = atomic_load(&dmio_stats_g.fixed_ios);
 	s->iowq_widened = atomic_load(&dmio_stats_g.iowq_widened);
 	s->region_errors = atomic_load(&dmio_stats_g.region_errors);
+	s->mapped_ios = atomic_load(&dmio_stats_g.mapped_ios);
+	s->map_faults = atomic_load(&dmio_stats_g.map_faults);
 }
 
 void dmio_request_begin(void)
@@ -279,7 +281,8 @@ static void ring_submit(struct dmio_ring *r)
  * In-memory legs (tmpfs, ramfs).  io_uring cannot read or write those
  * without blocking, so it passes each request to an io-wq worker thread: two
  * more thread switches around what is a copy of a few KiB.  The reaper makes
- * small copies itself, with one plain system call, and completes them from
+ * small copies itself, a memcpy through the leg's mapping (map.c; a plain
+ * system call where the mapping cannot serve), and completes them from
  * its done list in its loop (never from here: callbacks call queue_piece,
  * and a callback must not run inside another).  On a reaper large ones stay
  * with io_uring, whose workers copy in parallel on other CPUs.
@@ -301,6 +304,8 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	const struct iovec *iov = &p->iov[p->iov_first];
 	ssize_t n;
 
+	if (p->dev->map && (p->kind == DMIO_PIECE_WRITE || p->kind == DMIO_PIECE_FALLOC))
+		dmio_map_note(p->dev, p->kind == DMIO_PIECE_WRITE, p->off, p->len);
 	if (!p->dev->in_memory || (p->len > DMIO_INLINE_MAX && !(r->is_loop && p->kind == DMIO_PIECE_READ)) ||
 	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
 		return false;
@@ -309,6 +314,8 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 		n = 0; /* what the NOP standing in for it would return */
 	else if (p->delay_ms)
 		return false; /* a delayed write: io_uring's timer first */
+	else if (dmio_map_rw(p, &n))
+		; /* a copy through the mapping (map.c) */
 	else if (p->kind == DMIO_PIECE_READ)
 		n = preadv2(p->dev->fd, iov, (int)p->iovcnt, (off_t)p->off, 0);
 	else

@@ -4,6 +4,8 @@
  * reaper does itself.
  * Fixtures and conventions: dmio_fx.h.
  */
+#include <sys/mount.h>
+
 #include "dmio_fx.h"
 
 /*----------------------------------------------------------------*/
@@ -880,6 +882,263 @@ START_TEST(test_memory_legs_inline)
 }
 END_TEST
 
+/* The engine running, so that its counters (reset when it starts) can be
+ * read before the first request. */
+static void map_engine_up(void)
+{
+	int r = dmio_engine_init(NULL);
+
+	ck_assert_msg(r == 0 || r == -EBUSY, "dmio_engine_init: %d", r);
+}
+
+/*
+ * A tmpfs leg is mapped, and its inline reads and writes are copies through
+ * the mapping (counted in mapped_ios).  When the file shrank behind dmio, a
+ * copy past the new end faults (SIGBUS): the piece is redone with the
+ * system call, so a read across or past the end is a short read (a region
+ * error, as on a disk file: test_err_short_read_at_eof) and a write past it
+ * extends the file, as pwritev2 does.  Nothing crashes.
+ */
+START_TEST(test_map_truncated)
+{
+	enum dmio_mem_type type = (enum dmio_mem_type)(_i % 3);
+	bool async = _i / 3;
+	struct dmio_region cross, beyond, inside, past;
+	struct dmio_stats s0, s1, s2;
+	struct fx_io io = fx_io_for((unsigned)_i, NULL);
+	unsigned long bits;
+	uint8_t *wdata;
+	unsigned f;
+	int rc;
+
+	fx_seed(__func__, _i);
+	f = fx_add_file_in(tc_shm_dir, 64 * 1024, 0);
+	if (!fm_test_in_memory(tc_shm_dir)) {
+		fx_finish();
+		fm_test_skip("%s is not in memory: nothing is mapped", tc_shm_dir);
+	}
+	io.async = async;
+	io.op = DMIO_OP_READ;
+	inside = fx_region(f, 8, 8);
+	cross = fx_region(f, 64, 32);           /* 32 KiB .. 48 KiB, EOF at 40 KiB */
+	beyond = fx_region(f, 96, 8);
+	past = fx_region(f, 112, 8);            /* 56 KiB .. 60 KiB */
+
+	map_engine_up();
+	s0 = fx_stats();
+	fx_read_check(&io, fx_mem_random(type, 8 * SECTOR), &inside, fx_model_at(&inside),
+		      "read of the mapped file");
+	s1 = fx_stats();
+	ck_assert_msg(s1.mapped_ios - s0.mapped_ios == 1 && s1.map_faults == s0.map_faults,
+		      "a read of a tmpfs leg: %" PRIu64 " mapped, %" PRIu64 " faults, want 1, 0",
+		      s1.mapped_ios - s0.mapped_ios, s1.map_faults - s0.map_faults);
+
+	ck_assert_int_eq(truncate(fx.files[f].path, 40 * 1024), 0);
+	fx.files[f].size = 40 * 1024;
+	io.mem = fx_mem_random(type, 32 * SECTOR);
+	bits = 0;
+	rc = fx_do(&io, 1, &cross, &bits);
+	ck_assert_msg(rc == -EIO && bits == 1, "read across the end of file: rc %d bits %#lx", rc,
+		      bits);
+	io.mem = fx_mem_random(type, 8 * SECTOR);
+	bits = 0;
+	rc = fx_do(&io, 1, &beyond, &bits);
+	ck_assert_msg(rc == -EIO && bits == 1, "read past the end of file: rc %d bits %#lx", rc,
+		      bits);
+	s2 = fx_stats();
+	ck_assert_msg(s2.map_faults - s1.map_faults >= 2,
+		      "reads past the end: %" PRIu64 " copies faulted, want >= 2",
+		      s2.map_faults - s1.map_faults);
+
+	/* A write past the end extends the file (40..56 KiB: a hole). */
+	wdata = fx_random_buf(8 * SECTOR);
+	io.op = DMIO_OP_WRITE;
+	io.mem = fx_mem_random(type, 8 * SECTOR);
+	fx_mem_fill(io.mem, wdata);
+	memset(fx.files[f].model + 40 * 1024, 0, 16 * 1024);
+	fx.files[f].size = 60 * 1024;
+	fx_write_ok(&io, 1, &past, wdata, "write past the end of file");
+	ck_assert_msg(fx_stats().map_faults > s2.map_faults, "the write past the end did not fault");
+
+	io.op = DMIO_OP_READ;
+	fx_read_check(&io, fx_mem_random(type, 8 * SECTOR), &inside, fx_model_at(&inside),
+		      "read inside the shrunk file");
+	fx_finish();
+	fx_verify(f);
+}
+END_TEST
+
+static int map_rw(struct dmio_dev *dev, int op, uint64_t off, uint64_t len, void *data,
+		  unsigned long *ret_bits)
+{
+	struct dmio_region r = { .dev = dev, .sector = off / SECTOR, .count = len / SECTOR };
+
+	*ret_bits = FX_BITS_POISON;
+	return dmio_sync_vm(1, &r, op, data, ret_bits);
+}
+
+static uint64_t file_blocks(int fd)
+{
+	struct stat st;
+
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	return (uint64_t)st.st_blocks;
+}
+
+/*
+ * A read through a mapping of a tmpfs hole would allocate a page there
+ * (preadv2 does not): reads use the mapping only over pages known to exist
+ * (present at open, or written through it since), and a discard makes its
+ * pages unknown again.  The file's allocation does not grow on reads.
+ */
+START_TEST(test_map_holes)
+{
+	g_autofree char *path = g_strdup_printf("%s/sparse.img", tc_shm_dir);
+	uint8_t *data = fx_random_buf(64 * 1024), *got = fx_buf(64 * 1024);
+	uint8_t *zero = fx_buf(64 * 1024);
+	struct dmio_region d;
+	struct dmio_stats s0, s1;
+	struct dmio_dev *dev = NULL;
+	unsigned long bits;
+	uint64_t blocks;
+	int fd, rc;
+
+	fx_seed(__func__, 0);
+	if (!fm_test_in_memory(tc_shm_dir))
+		fm_test_skip("%s is not in memory: nothing is mapped", tc_shm_dir);
+	memset(zero, 0, 64 * 1024);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 1 * MiB), 0);
+	ck_assert_int_eq(pwrite(fd, data, PAGE, 0), (ssize_t)PAGE);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	blocks = file_blocks(fd);
+
+	/* Data there at open: mapped. */
+	map_engine_up();
+	s0 = fx_stats();
+	rc = map_rw(dev, DMIO_OP_READ, 0, PAGE, got, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "read of data: rc %d bits %#lx", rc, bits);
+	fm_assert_bytes_eq(got, data, PAGE, "data written before open");
+	s1 = fx_stats();
+	ck_assert_uint_eq(s1.mapped_ios - s0.mapped_ios, 1);
+
+	/* A hole: zeroes by preadv2, nothing allocated. */
+	rc = map_rw(dev, DMIO_OP_READ, 256 * 1024, 64 * 1024, got, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "read of a hole: rc %d bits %#lx", rc, bits);
+	fm_assert_bytes_eq(got, zero, 64 * 1024, "a hole");
+	ck_assert_uint_eq(fx_stats().mapped_ios, s1.mapped_ios);
+	ck_assert_uint_eq(file_blocks(fd), blocks);
+
+	/* Written through the mapping, then read through it. */
+	s0 = fx_stats();
+	rc = map_rw(dev, DMIO_OP_WRITE, 512 * 1024, 8 * 1024, data, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "write: rc %d bits %#lx", rc, bits);
+	rc = map_rw(dev, DMIO_OP_READ, 512 * 1024, 8 * 1024, got, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "read back: rc %d bits %#lx", rc, bits);
+	fm_assert_bytes_eq(got, data, 8 * 1024, "written through the mapping");
+	s1 = fx_stats();
+	ck_assert_uint_eq(s1.mapped_ios - s0.mapped_ios, 2);
+
+	/* Discarded: a hole again, read by the system call. */
+	d = (struct dmio_region){ .dev = dev, .sector = 512 * 1024 / SECTOR, .count = 16 };
+	bits = FX_BITS_POISON;
+	rc = dmio_sync_vm(1, &d, DMIO_OP_DISCARD, NULL, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "discard: rc %d bits %#lx", rc, bits);
+	blocks = file_blocks(fd);
+	rc = map_rw(dev, DMIO_OP_READ, 512 * 1024, 8 * 1024, got, &bits);
+	ck_assert_msg(rc == 0 && bits == 0, "read of the discarded range: rc %d bits %#lx", rc,
+		      bits);
+	fm_assert_bytes_eq(got, zero, 8 * 1024, "a discarded range");
+	ck_assert_uint_eq(fx_stats().mapped_ios, s1.mapped_ios);
+	ck_assert_uint_eq(file_blocks(fd), blocks);
+
+	fx_finish();
+	dmio_dev_close(dev);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
+/* TCase enospc: a tmpfs of its own, 256 KiB, under the shm directory. */
+static char *tc_small_dir;
+
+static void tc_small_setup(void)
+{
+	tc_shm_setup();
+	tc_small_dir = g_strdup_printf("%s/small", tc_shm_dir);
+	if (mkdir(tc_small_dir, 0700) < 0 ||
+	    mount("fm-test-dmio", tc_small_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=256k") < 0) {
+		int e = errno;
+
+		g_clear_pointer(&tc_small_dir, g_free);
+		ck_abort_msg("mount -t tmpfs -o size=256k: %s (needs root)", g_strerror(e));
+	}
+}
+
+static void tc_small_teardown(void)
+{
+	if (tc_small_dir) {
+		umount2(tc_small_dir, MNT_DETACH);
+		g_clear_pointer(&tc_small_dir, g_free);
+	}
+	tc_shm_teardown();
+}
+
+/*
+ * A sparse tmpfs leg whose file system fills up: the copy through the
+ * mapping faults on the first hole with no room (SIGBUS), the piece is
+ * redone by pwritev2, which fails with ENOSPC, and the request gets its
+ * region's error bit, exactly as without the mapping.  What was written
+ * before reads back; later writes fail the same way.
+ */
+START_TEST(test_map_enospc)
+{
+	g_autofree char *path = g_strdup_printf("%s/leg.img", tc_small_dir);
+	uint8_t *data = fx_random_buf(1 * MiB), *got = fx_buf(PAGE);
+	struct dmio_stats s0, s1;
+	struct dmio_dev *dev = NULL;
+	unsigned long bits = 0;
+	unsigned ok = 0;
+	int fd, rc = 0;
+
+	fx_seed(__func__, 0);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 1 * MiB), 0);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	map_engine_up();
+	s0 = fx_stats();
+	for (; ok < 256; ok++) {
+		rc = map_rw(dev, DMIO_OP_WRITE, (uint64_t)ok * PAGE, PAGE, data + ok * PAGE, &bits);
+		if (rc != 0)
+			break;
+	}
+	s1 = fx_stats();
+	ck_assert_msg(ok >= 16 && ok <= 64, "%u pages written on a 256 KiB tmpfs", ok);
+	ck_assert_msg(rc == -EIO && bits == 1, "write %u: rc %d bits %#lx", ok, rc, bits);
+	ck_assert_msg(s1.mapped_ios - s0.mapped_ios >= ok, "%" PRIu64 " mapped writes of %u",
+		      s1.mapped_ios - s0.mapped_ios, ok);
+	ck_assert_msg(s1.map_faults - s0.map_faults >= 1, "no copy faulted");
+	/* What the system call says there. */
+	errno = 0;
+	ck_assert_int_lt(pwrite(fd, data, PAGE, (off_t)ok * PAGE), 0);
+	ck_assert_int_eq(errno, ENOSPC);
+
+	rc = map_rw(dev, DMIO_OP_WRITE, 512 * 1024, PAGE, data, &bits);
+	ck_assert_msg(rc == -EIO && bits == 1, "a later write: rc %d bits %#lx", rc, bits);
+	for (unsigned i = 0; i < ok; i++) {
+		rc = map_rw(dev, DMIO_OP_READ, (uint64_t)i * PAGE, PAGE, got, &bits);
+		ck_assert_msg(rc == 0 && bits == 0, "read %u: rc %d bits %#lx", i, rc, bits);
+		fm_assert_bytes_eq(got, data + i * PAGE, PAGE, "page %u", i);
+	}
+	fx_finish();
+	dmio_dev_close(dev);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -890,6 +1149,11 @@ static Suite *dmio_fault_suite(void)
 
 	tc = tc_add(s, "memory", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_memory_legs_inline, 0, 6);
+	tcase_add_loop_test(tc, test_map_truncated, 0, 6);
+	tcase_add_test(tc, test_map_holes);
+
+	tc = tc_add(s, "enospc", tc_small_setup, tc_small_teardown, fx_setup, fx_teardown);
+	tcase_add_test(tc, test_map_enospc);
 
 	tc = tc_add(s, "fault", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_fault_reads_in_range, 0, 6);

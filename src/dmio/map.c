@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * In-memory legs (tmpfs, ramfs) mapped: the reaper's inline reads and
+ * writes (engine.c, piece_inline) are a memcpy from or to a MAP_SHARED
+ * mapping of the leg instead of preadv2/pwritev2.  Measured on one thread,
+ * 1 GiB tmpfs file, random 4 KiB: pwritev2 1.66 us, memcpy 0.59 us (1.26
+ * on the first touch of a page), preadv2 1.22 us, memcpy 0.45 us; the
+ * system call's page-cache lookup, folio lock and the leg inode's rwsem
+ * (two loops writing one leg contend on it) are gone.
+ *
+ * Invariants:
+ *   - dev->map covers [0, dev->map_len), map_len the file's size at open;
+ *     it is set before the device is used and unmapped by dmio_dev_close,
+ *     after the last I/O.  A piece that reaches past map_len (a file grown
+ *     since, dmio_dev_refresh_size) uses the system call.
+ *   - The mapping is only a faster way to do what the system call does.  A
+ *     copy that faults (SIGBUS: tmpfs full on a hole, a memory cgroup
+ *     limit, a file truncated behind us) is abandoned and the piece is
+ *     redone with the system call, which returns the real result (ENOSPC,
+ *     a short read, ...), exactly as without the mapping.  Redoing it is
+ *     harmless: a read overwrites the bytes the copy had put in the
+ *     buffer, a write writes them all again.
+ *   - Holes: a read fault on a tmpfs hole allocates a page (shmem_fault,
+ *     SGP_CACHE), where preadv2 returns zeroes and allocates nothing.  So a
+ *     read uses the mapping only where every page is known to exist:
+ *     dev->map_present has a bit per 4 KiB page, set by the lseek(SEEK_DATA)
+ *     scan at open (tmpfs; ramfs has no holes for lseek: none there) and
+ *     by every write piece when it is issued (a write allocates its pages,
+ *     through the mapping or through io_uring), cleared by every fallocate
+ *     piece (a discard punches holes) before it is issued.  The bits are a
+ *     hint, never a correctness matter: a stale bit (a write that failed,
+ *     a hole punched behind our back) costs at most a page of memory that
+ *     a read allocated in a hole, and reads zeroes; a missing one costs a
+ *     system call.
+ *
+ * The guard: one per thread (thread-local), armed around a copy with the
+ * mapped range [lo, hi).  The SIGBUS handler, installed once (the first
+ * mapped device), jumps back out of a copy when the fault's address is in
+ * the faulting thread's armed range; any other SIGBUS gets the action there
+ * was before ours (by default a crash with a core), so a real bug still
+ * crashes.  SA_NODEFER: SIGBUS stays unblocked after the jump, whose
+ * sigsetjmp does not save the mask (no system call per copy); the jump's
+ * landing unblocks it anyway, for handlers wrapped by a sanitizer.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "dmio_i.h"
+
+#define MAP_PAGE_SHIFT 12
+#define MAP_WORD_BITS 64u
+
+struct map_guard {
+	sigjmp_buf env;
+	uintptr_t lo, hi;       /* the armed copy's mapped range; hi == 0: none */
+};
+
+static __thread struct map_guard map_guard;
+static struct sigaction map_old_action;
+static pthread_once_t map_handler_once = PTHREAD_ONCE_INIT;
+static bool map_handler_ok;
+
+static void map_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	struct map_guard *g = &map_guard;
+	uintptr_t a = (uintptr_t)si->si_addr;
+
+	(void)uc;
+	if (si->si_code > 0 && g->hi && a >= g->lo && a < g->hi) {
+		g->hi = 0;
+		siglongjmp(g->env, 1);
+	}
+	/* Not ours: the action there was before, on the fault again (it
+	 * repeats when we return) or raised again for a sent signal. */
+	sigaction(SIGBUS, &map_old_action, NULL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+static void map_install_handler(void)
+{
+	struct sigaction sa = { 0 };
+
+	sa.sa_sigaction = map_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	map_handler_ok = sigaction(SIGBUS, &sa, &map_old_action) == 0;
+}
+
+static void present_set(struct dmio_dev *dev, uint64_t off, uint64_t len, bool on)
+{
+	uint64_t first = off >> MAP_PAGE_SHIFT, last = (off + len - 1) >> MAP_PAGE_SHIFT;
+
+	for (uint64_t pg = first; pg <= last; pg++) {
+		_Atomic uint64_t *w = &dev->map_present[pg / MAP_WORD_BITS];
+		uint64_t bit = 1ull << (pg % MAP_WORD_BITS);
+		uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
+
+		if (on && !(cur & bit))
+			atomic_fetch_or_explicit(w, bit, memory_order_relaxed);
+		else if (!on && (cur & bit))
+			atomic_fetch_and_explicit(w, ~bit, memory_order_relaxed);
+	}
+}
+
+static bool present_all(const struct dmio_dev *dev, uint64_t off, uint64_t len)
+{
+	uint64_t first = off >> MAP_PAGE_SHIFT, last = (off + len - 1) >> MAP_PAGE_SHIFT;
+
+	for (uint64_t pg = first; pg <= last; pg++) {
+		uint64_t w = atomic_load_explicit(&dev->map_present[pg / MAP_WORD_BITS],
+						  memory_order_relaxed);
+
+		if (!(w & (1ull << (pg % MAP_WORD_BITS))))
+			return false;
+	}
+	return true;
+}
+
+/* The pages the file holds now: its data extents. */
+static void present_scan(struct dmio_dev *dev)
+{
+	off_t pos = 0, end = (off_t)dev->map_len;
+
+	while (pos < end) {
+		off_t data = lseek(dev->fd, pos, SEEK_DATA), hole;
+
+		if (data < 0 || data >= end)
+			break;
+		hole = lseek(dev->fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		/* Only pages wholly inside the extent. */
+		{
+			uint64_t a = FM_ALIGN_UP((uint64_t)data, (uint64_t)FM_PAGE_SIZE);
+			uint64_t b = (uint64_t)hole & ~(uint64_t)(FM_PAGE_SIZE - 1);
+
+			if ((off_t)hole == end)
+				b = (uint64_t)hole;
+			if (b > a)
+				present_set(dev, a, b - a, true);
+		}
+		pos = hole;
+	}
+}
+
+void dmio_map_open(struct dmio_dev *dev)
+{
+	uint64_t pages, words;
+	struct statfs sfs;
+	void *m;
+
+	if (!dev->in_memory || dev->fd < 0 || dev->size == 0 || dev->size > (uint64_t)SIZE_MAX)
+		return;
+	pthread_once(&map_handler_once, map_install_handler);
+	if (!map_handler_ok)
+		return;
+	pages = (dev->size + FM_PAGE_SIZE - 1) >> MAP_PAGE_SHIFT;
+	words = (pages + MAP_WORD_BITS - 1) / MAP_WORD_BITS;
+	dev->map_present = calloc(words, sizeof(*dev->map_present));
+	if (!dev->map_present)
+		return;
+	m = mmap(NULL, (size_t)dev->size, PROT_READ | (dev->rdonly ? 0 : PROT_WRITE), MAP_SHARED,
+		 dev->fd, 0);
+	if (m == MAP_FAILED) {
+		fm_debug("dmio: %s: mmap failed, system calls then: %s", dev->name, strerror(errno));
+		free(dev->map_present);
+		dev->map_present = NULL;
+		return;
+	}
+	/* The leg's pages are the leg's, not ours: a daemon that called
+	 * mlockall(MCL_FUTURE) would lock every one it touches, keeping up to
+	 * the leg's size of tmpfs out of swap, which it was not before. */
+	munlock(m, (size_t)dev->size);
+	dev->map = m;
+	dev->map_len = dev->size;
+	/* ramfs has no holes for lseek: its whole file is "data". */
+	if (fstatfs(dev->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+		present_scan(dev);
+}
+
+void dmio_map_close(struct dmio_dev *dev)
+{
+	if (dev->map)
+		munmap(dev->map, (size_t)dev->map_len);
+	dev->map = NULL;
+	free(dev->map_present);
+	dev->map_present = NULL;
+}
+
+void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t len)
+{
+	if (!dev->map || len == 0 || off >= dev->map_len)
+		return;
+	if (len > dev->map_len - off)
+		len = dev->map_len - off;
+	present_set(dev, off, len, written);
+}
+
+/*
+ * Before a write, read a byte of each page: a read fault maps the page and
+ * its neighbours already in the page cache (the kernel's fault-around, 16
+ * pages), writable (a shared tmpfs mapping has no dirty tracking), where a
+ * write fault maps its one page.  Random 4 KiB writes on a fresh mapping of
+ * 1 GiB of tmpfs (one thread): 1.46-1.66 -> 0.89-1.09 us each.
+ */
+static __attribute__((noinline)) void map_copy_iov(uint8_t *m, uint64_t len, bool write,
+						    const struct iovec *iov, unsigned iovcnt)
+{
+	if (write) {
+		const uint8_t *end = m + len;
+
+		for (const uint8_t *a = m; a < end;
+		     a = (const uint8_t *)(((uintptr_t)a | (FM_PAGE_SIZE - 1)) + 1))
+			(void)*(const volatile uint8_t *)a;
+	}
+	for (unsigned i = 0; i < iovcnt; i++) {
+		if (write)
+			memcpy(m, iov[i].iov_base, iov[i].iov_len);
+		else
+			memcpy(iov[i].iov_base, m, iov[i].iov_len);
+		m += iov[i].iov_len;
+	}
+}
+
+/*
+ * The copy, guarded.  Nothing changes between sigsetjmp and the copy's end
+ * but the guard, and only the return value is used after the jump back.
+ */
+static __attribute__((noinline)) bool map_copy(uint8_t *m, uint64_t len, bool write,
+					       const struct iovec *iov, unsigned iovcnt)
+{
+	struct map_guard *g = &map_guard;
+
+	if (sigsetjmp(g->env, 0)) {
+		sigset_t bus;
+
+		/* SA_NODEFER kept SIGBUS unblocked, unless a wrapper of our
+		 * handler blocked it (ThreadSanitizer's does): the next fault
+		 * on a blocked SIGBUS would kill us. */
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+		return false;
+	}
+	g->lo = (uintptr_t)m;
+	g->hi = (uintptr_t)m + len;
+	atomic_signal_fence(memory_order_seq_cst);
+	map_copy_iov(m, len, write, iov, iovcnt);
+	atomic_signal_fence(memory_order_seq_cst);
+	g->hi = 0;
+	return true;
+}
+
+bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n)
+{
+	struct dmio_dev *dev = p->dev;
+	const struct iovec *iov = &p->iov[p->iov_first];
+	bool write = p->kind == DMIO_PIECE_WRITE;
+
+	if (!dev->map || p->len == 0 || p->off >= dev->map_len || p->len > dev->map_len - p->off)
+		return false;
+	if (write ? dev->rdonly || (p->rw_flags & ~RWF_DSYNC) : !present_all(dev, p->off, p->len))
+		return false;
+	if (!map_copy(dev->map + p->off, p->len, write, iov, p->iovcnt)) {
+		DMIO_STAT_ADD(map_faults, 1);
+		return false;
+	}
+	/* RWF_DSYNC: tmpfs and ramfs have nothing to sync (noop_fsync). */
+	DMIO_STAT_ADD(mapped_ios, 1);
+	*ret_n = (ssize_t)p->len;
+	return true;
+}
