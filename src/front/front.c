@@ -139,6 +139,8 @@ struct front {
 	/* Event loops (front_opts.event_loop; see "Event loops" below). */
 	bool event_loop;
 	atomic_bool stopping;           /* loops: read no more requests */
+	atomic_bool inited;             /* op_init() ran: loops may serve
+					 * reads and writes (loop_serve()) */
 	atomic_flag stop_reason_set;    /* stop_reason written (once) */
 	char stop_reason[160];          /* why serving stopped by itself */
 	unsigned nr_loops;
@@ -186,7 +188,6 @@ static struct front_rbuf *front_hold_rbuf(void);
 static void front_rbuf_unhold(struct front_rbuf *b);
 static void *front_rbuf_mem(struct front_rbuf *b);
 static void front_rbuf_release(struct front_rbuf *b);
-static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t size);
 
 /* Work an event loop must not do itself, for the slow pool's threads. */
 enum front_slow_kind {
@@ -222,12 +223,19 @@ static void reply_err(struct front *f, fuse_req_t req, int err)
 }
 
 /*
- * Whom a read or a write answers: a libfuse request, or (the low bit set)
- * a FUSE-over-io_uring entry that front_ring_handle() serves without
- * libfuse.  Both are pointers to aligned structures, so the bit is free.
+ * Whom a read or a write answers: a libfuse request, (low bits 01) a
+ * FUSE-over-io_uring entry that front_ring_handle() serves without
+ * libfuse, or (low bits 10) a request an event loop read from its clone
+ * of /dev/fuse and serves without libfuse (loop_serve()): its tagged
+ * unique, shifted left by one.  Pointers are to aligned structures, and a
+ * unique is even and below 2^63 (the kernel steps it by 2, the loop tag
+ * takes bits 48-62), so the bits are free.
  */
 typedef uintptr_t front_rq;
+#define RQ_KIND ((uintptr_t)3)
 #define RQ_RING ((uintptr_t)1)
+#define RQ_LOOP ((uintptr_t)2)
+_Static_assert(sizeof(front_rq) == sizeof(uint64_t), "a unique fits a front_rq");
 
 static front_rq rq_of_req(fuse_req_t req)
 {
@@ -239,44 +247,57 @@ static front_rq rq_of_ring(struct front_uring_req *e)
 	return (front_rq)e | RQ_RING;
 }
 
+static front_rq rq_of_loop(uint64_t tagged_unique)
+{
+	return (front_rq)(tagged_unique << 1) | RQ_LOOP;
+}
+
 static struct front_uring_req *rq_ring(front_rq rq)
 {
-	return (rq & RQ_RING) ? (struct front_uring_req *)(rq & ~RQ_RING) : NULL;
+	return (rq & RQ_KIND) == RQ_RING ? (struct front_uring_req *)(rq & ~RQ_KIND) : NULL;
 }
 
 static fuse_req_t rq_fuse(front_rq rq)
 {
-	return (rq & RQ_RING) ? NULL : (fuse_req_t)rq;
+	return (rq & RQ_KIND) ? NULL : (fuse_req_t)rq;
 }
+
+static ssize_t loop_send(struct front *f, front_rq rq, int err, const void *buf, size_t len);
+static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size);
 
 static void rq_reply_err(struct front *f, front_rq rq, int err)
 {
 	struct front_uring_req *e = rq_ring(rq);
 
-	if (!e) {
-		reply_err(f, (fuse_req_t)rq, err);
+	if (rq_fuse(rq)) {
+		reply_err(f, rq_fuse(rq), err);
 		return;
 	}
 	if (err)
 		FRONT_STAT_ADD(f, errors, 1);
-	front_uring_reply(e, err, NULL, 0);
+	if (e)
+		front_uring_reply(e, err, NULL, 0);
+	else
+		loop_send(f, rq, err, NULL, 0);
 }
 
-static void rq_reply_buf(front_rq rq, const void *buf, size_t len)
+static void rq_reply_buf(struct front *f, front_rq rq, const void *buf, size_t len)
 {
 	struct front_uring_req *e = rq_ring(rq);
 
 	if (e)
 		front_uring_reply(e, 0, buf, len);
+	else if (rq_fuse(rq))
+		fuse_reply_buf(rq_fuse(rq), buf, len);
 	else
-		fuse_reply_buf((fuse_req_t)rq, buf, len);
+		loop_send(f, rq, 0, buf, len);
 }
 
 /* Set while a large write's reply is sent: loop_reply() leaves it to
  * writev(), at once (see "Replies on the ring"). */
 static __thread bool tl_reply_now;
 
-static void rq_reply_write(front_rq rq, size_t count)
+static void rq_reply_write(struct front *f, front_rq rq, size_t count)
 {
 	struct front_uring_req *e = rq_ring(rq);
 
@@ -285,7 +306,13 @@ static void rq_reply_write(front_rq rq, size_t count)
 		return;
 	}
 	tl_reply_now = count >= FRONT_AROUND_MIN;
-	fuse_reply_write((fuse_req_t)rq, count);
+	if (rq_fuse(rq)) {
+		fuse_reply_write(rq_fuse(rq), count);
+	} else {
+		struct fuse_write_out out = { .size = (uint32_t)count };
+
+		loop_send(f, rq, 0, &out, sizeof(out));
+	}
 	tl_reply_now = false;
 }
 
@@ -341,6 +368,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->time_gran = 1;
 	fm_debug("front: FUSE %u.%u, max_write %u, max_background %u",
 		 conn->proto_major, conn->proto_minor, conn->max_write, conn->max_background);
+	/* (Every kernel with clones speaks 7.9+: a WRITE's data follows
+	 * struct fuse_write_in, as loop_serve() takes it.) */
+	atomic_store_explicit(&f->inited, true, memory_order_release);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -541,7 +571,7 @@ static void read_finish(struct read_ctx *rc)
 
 		if (!src)
 			src = (const uint8_t *)bufio_get_block_data(buf) + (rc->off - rc->b0 * f->bs);
-		rq_reply_buf(rc->req, src, size);
+		rq_reply_buf(f, rc->req, src, size);
 		FRONT_STAT_ADD(f, read_bytes, size);
 	}
 	if (buf)
@@ -646,7 +676,7 @@ static void around_read_done(void *ctx, int err)
 	} else {
 		size_t size = ar->size;
 
-		rq_reply_buf(ar->req, (const char *)buf + ar->skip, size);
+		rq_reply_buf(f, ar->req, (const char *)buf + ar->skip, size);
 		FRONT_STAT_ADD(f, read_bytes, size);
 	}
 	if (!hb) {
@@ -779,7 +809,7 @@ static void front_read(struct front *f, front_rq req, fuse_ino_t ino, size_t siz
 	}
 	FRONT_STAT_ADD(f, reads, 1);
 	if (off < 0 || (uint64_t)off >= f->size || size == 0) {
-		rq_reply_buf(req, NULL, 0);
+		rq_reply_buf(f, req, NULL, 0);
 		return;
 	}
 	if (size > f->size - (uint64_t)off)
@@ -791,8 +821,8 @@ static void front_read(struct front *f, front_rq req, fuse_ino_t ino, size_t siz
 	 * randread on 2 tmpfs legs, cold cache, daemon CPU per read (least of
 	 * 4 runs) 18.9 us through the cache, 11.7 us around it; QD1 28.7 vs
 	 * 19.8 us. */
-	if (f->legs_in_memory && size >= FRONT_AROUND_MIN && rq_fuse(req) &&
-	    read_splice(f, rq_fuse(req), (uint64_t)off, size))
+	if (f->legs_in_memory && size >= FRONT_AROUND_MIN && !rq_ring(req) &&
+	    read_splice(f, req, (uint64_t)off, size))
 		return;
 	if ((size >= FRONT_AROUND_MIN || (f->legs_in_memory && front_on_loop())) &&
 	    read_around(f, req, (uint64_t)off, size, b0, n, NULL))
@@ -985,7 +1015,7 @@ static void write_part_done(struct write_ctx *wc, int err)
 		size_t size = wc->size;
 
 		FRONT_STAT_ADD(f, write_bytes, size);
-		rq_reply_write(wc->req, size);
+		rq_reply_write(f, wc->req, size);
 	}
 	if (hb_release)
 		front_rbuf_release(hb);         /* wc with it if in_hb */
@@ -1024,7 +1054,7 @@ static void write_on_loop(struct front *f, front_rq req, uint64_t off, size_t si
 		r = cache_write_nowait(f, off, size, src, &done);
 		if (r == 0) {
 			FRONT_STAT_ADD(f, write_bytes, size);
-			rq_reply_write(req, size);
+			rq_reply_write(f, req, size);
 			return;
 		}
 		if (r != -EWOULDBLOCK) {
@@ -1136,7 +1166,7 @@ static void front_write(struct front *f, front_rq req, fuse_ino_t ino, const cha
 		return;
 	}
 	if (size == 0) {
-		rq_reply_write(req, 0);
+		rq_reply_write(f, req, 0);
 		return;
 	}
 	/* The image has a fixed size: a write that starts at or past the end
@@ -1158,7 +1188,7 @@ static void front_write(struct front *f, front_rq req, fuse_ino_t ino, const cha
 		return;
 	}
 	FRONT_STAT_ADD(f, write_bytes, size);
-	rq_reply_write(req, size);
+	rq_reply_write(f, req, size);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -1332,7 +1362,8 @@ static const struct fuse_lowlevel_ops front_ops = {
  * One loop thread per CPU, each the owner of a dmio loop (its io_uring).
  * A loop polls the FUSE device on its ring, reads requests into its own
  * buffers (the session fd is non-blocking: loops race for requests, and
- * a read that loses the race must not sleep), dispatches each with
+ * a read that loses the race must not sleep), serves READ and WRITE
+ * itself (loop_serve()) and dispatches the rest with
  * fuse_session_process_buf() on the same thread, and the I/O a handler
  * submits goes on that ring: the reply is written from its completion on
  * the same thread.  No thread is crossed on a read hit, a read miss, a
@@ -1734,6 +1765,42 @@ static void loop_stop_all(struct front *f)
 /* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
  * libfuse on its loop; @b goes back to the free list unless a handler
  * held it. */
+/*
+ * Serve a READ or WRITE read from @l's clone without libfuse, as
+ * front_ring_handle() does on io_uring: libfuse would allocate a request
+ * (calloc), take its session-wide lock (shared by the loops) twice, and
+ * free it again, for each.  The request (front_rq RQ_LOOP) is its tagged
+ * unique; loop_send() answers it through loop_io_writev(), as libfuse's
+ * reply would go.  INTERRUPTs a loop drops (loop_dispatch()), so nothing
+ * in libfuse needs to know of these requests.  False: not one of them,
+ * for libfuse.
+ */
+static bool loop_serve(struct front_loop *l, const struct fuse_in_header *h, size_t len)
+{
+	struct front *f = l->f;
+
+	if (!atomic_load_explicit(&f->inited, memory_order_acquire) || h->len != len)
+		return false;
+	if (h->opcode == FUSE_READ && len >= sizeof(*h) + sizeof(struct fuse_read_in)) {
+		const struct fuse_read_in *in = (const void *)(h + 1);
+
+		front_read(f, rq_of_loop(h->unique), h->nodeid, in->size, (off_t)in->offset);
+		return true;
+	}
+	if (h->opcode == FUSE_WRITE && len >= sizeof(*h) + sizeof(struct fuse_write_in)) {
+		const struct fuse_write_in *in = (const void *)(h + 1);
+
+		if (in->size > len - sizeof(*h) - sizeof(*in)) {
+			rq_reply_err(f, rq_of_loop(h->unique), EINVAL);
+			return true;
+		}
+		front_write(f, rq_of_loop(h->unique), h->nodeid, (const char *)(in + 1), in->size,
+			    (off_t)in->offset);
+		return true;
+	}
+	return false;
+}
+
 static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len, bool blocking)
 {
 	struct front *f = l->f;
@@ -1753,7 +1820,8 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 	}
 	tl_rbuf = b;
 	tl_rbuf_held = false;
-	fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = len, .mem = h });
+	if (l->fd < 0 || !loop_serve(l, h, len))
+		fuse_session_process_buf(f->se, &(struct fuse_buf){ .size = len, .mem = h });
 	if (!tl_rbuf_held) {
 		b->next = l->free;
 		l->free = b;
@@ -1867,6 +1935,24 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
 		}
 	}
 	return writev(fd, iov, count);
+}
+
+/* Answer loop request @rq (RQ_LOOP) with @err or @len bytes of @buf, as
+ * libfuse's fuse_reply_*() would (any thread). */
+static ssize_t loop_send(struct front *f, front_rq rq, int err, const void *buf, size_t len)
+{
+	struct fuse_out_header oh = {
+		.len = (uint32_t)(sizeof(oh) + len),
+		.error = -err,
+		.unique = (uint64_t)(rq & ~RQ_KIND) >> 1,
+	};
+	struct iovec iov[2] = { { &oh, sizeof(oh) }, { (void *)buf, len } };
+	ssize_t n = loop_io_writev(fuse_session_fd(f->se), iov, len ? 2 : 1, f);
+
+	/* ENOENT: the request was interrupted (libfuse ignores it too). */
+	if (n < 0 && errno != ENOENT)
+		fm_debug("front: reply of %zu bytes: %s", len, strerror(errno));
+	return n;
 }
 
 /*
@@ -1994,7 +2080,7 @@ static void front_splice_probe(struct front *f)
 
 /* Answer read [@off, + @size) by splice (see above); false: it was not,
  * and nothing was sent. */
-static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t size)
+static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size)
 {
 	struct front_loop *l = tl_loop;
 	const struct fuse_in_header *ih;
@@ -2027,7 +2113,8 @@ static bool read_splice(struct front *f, fuse_req_t req, uint64_t off, size_t si
 
 		n = splice(l->pipe_rd, NULL, fd, NULL, oh.len, 0);
 		if (n == (ssize_t)oh.len) {
-			fuse_reply_none(req);
+			if (rq_fuse(req))
+				fuse_reply_none(rq_fuse(req));
 			FRONT_STAT_ADD(f, read_bytes, size);
 			FRONT_STAT_ADD(f, spliced_reads, 1);
 			FRONT_STAT_ADD(f, spliced_read_bytes, size);
