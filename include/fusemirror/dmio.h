@@ -538,7 +538,7 @@ bool dmio_loop_idle(const struct dmio_loop *l);
 /*
  * The CPUs the loop's io-wq workers may run on (io_uring's, for what it
  * cannot do without blocking: writes of more than 64 KiB to in-memory
- * legs).  For an owner pinned to fewer CPUs, which its workers would
+ * legs that dmio could not map, or that grew past their mapping).  For an owner pinned to fewer CPUs, which its workers would
  * otherwise inherit: the loop applies @cpus to the workers it finds,
  * when it passes such a piece to io_uring, at most once a second
  * (a scan of /proc/self/task; counted in dmio_stats.iowq_widened).

@@ -291,11 +291,19 @@ static void ring_submit(struct dmio_ring *r)
  * already, so io-wq adds no parallelism there, only switches and a worker
  * of each loop's own io-wq (io-wq is per task).  Measured with fio 1M QD8
  * reads through the cache (bufio_prefetch: one piece of up to 1 MiB):
- * 6.4-7.1 ms of CPU per MiB through io-wq, 0.6-0.8 inline.  Large writes
- * stay with io-wq: copying them inline cost throughput (1M QD8 writes on
- * 2 tmpfs legs: 425-687 MB/s inline vs 576-1058 through io-wq, same run).
- * The copy is CPU work, not a wait: it keeps the loop's promise not to
- * sleep as much as a small one does.
+ * 6.4-7.1 ms of CPU per MiB through io-wq, 0.6-0.8 inline.  So does it
+ * write them, whatever the size, when the leg is mapped (map.c: a memcpy,
+ * half a pwritev2's time per MiB).  1M QD8 writes on 2 tmpfs legs, same
+ * run against io-wq, 3 rounds, load 3-6: /dev/fuse 1190/2584/1414 against
+ * 1253/1107/1448 MB/s, daemon CPU per MiB 473/439/477 against 619/681/595
+ * us; FUSE over io_uring 2015/1722/2038 against 1798/1547/1886 MB/s,
+ * 400/409/357 against 651/683/600 us, and with fio pinned to one CPU (so
+ * one pinned queue, whose io-wq workers copied on the other CPU)
+ * 1703/2208 against 1169/1429 MB/s.  Through pwritev2 inline they had
+ * lost (425-687 MB/s inline vs 576-1058 through io-wq): those stay with
+ * io-wq where the mapping cannot serve.  The copy is CPU work, not a
+ * wait: it keeps the loop's promise not to sleep as much as a small one
+ * does.
  */
 #define DMIO_INLINE_MAX (64u << 10)
 
@@ -306,7 +314,8 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 
 	if (p->dev->map && (p->kind == DMIO_PIECE_WRITE || p->kind == DMIO_PIECE_FALLOC))
 		dmio_map_note(p->dev, p->kind == DMIO_PIECE_WRITE, p->off, p->len);
-	if (!p->dev->in_memory || (p->len > DMIO_INLINE_MAX && !(r->is_loop && p->kind == DMIO_PIECE_READ)) ||
+	if (!p->dev->in_memory ||
+	    (p->len > DMIO_INLINE_MAX && !(r->is_loop && (p->kind == DMIO_PIECE_READ || p->dev->map))) ||
 	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
 		return false;
 	DMIO_TSAN_ACQUIRE(p);
@@ -361,7 +370,8 @@ static unsigned run_done(struct dmio_ring *r)
 
 /*
  * A pinned loop's io-wq workers.  They copy the writes piece_inline()
- * leaves to io_uring (above 64 KiB to in-memory legs); the kernel forks
+ * leaves to io_uring (above 64 KiB to in-memory legs it cannot copy
+ * through a mapping: not mapped, or grown past it); the kernel forks
  * them from the loop's owner, and since Linux 6.2 a thread inherits the
  * affinity its parent asked for (sched_setaffinity's user mask), which
  * IORING_REGISTER_IOWQ_AFF cannot widen (the mask it sets is intersected

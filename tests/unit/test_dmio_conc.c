@@ -729,9 +729,9 @@ START_TEST(test_loop_run_to_completion)
 	/* A synchronous call would wait for itself. */
 	ck_assert_int_eq(dmio_sync_vm(1, &where[0], DMIO_OP_READ, rbuf, NULL), -EDEADLK);
 
-	/* A tmpfs leg: the loop reads even large pieces itself (a reaper
-	 * leaves those above 64 KiB to io-wq; so do loops for writes), and
-	 * both still complete on it, from its run. */
+	/* A tmpfs leg: the loop reads and writes even large pieces itself,
+	 * through the leg's mapping (a reaper leaves those above 64 KiB to
+	 * io-wq), and both still complete on it, from its run. */
 	if (fm_test_in_memory(tc_shm_dir)) {
 		g_autofree char *path = g_strdup_printf("%s/loop.img", tc_shm_dir);
 		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -756,9 +756,10 @@ START_TEST(test_loop_run_to_completion)
 		ck_assert_uint_eq(mw.bits | mr.bits, 0);
 		ck_assert(pthread_equal(mr.thread, pthread_self()) && mr.in_cb);
 		fm_assert_bytes_eq(rbuf, wbuf, len, "read back from tmpfs on the loop");
-		ck_assert_msg(s1.inline_ios - s0.inline_ios == 1,
-			      "%zu KiB write + read of tmpfs on a loop: %" PRIu64 " inline, want 1",
-			      len >> 10, s1.inline_ios - s0.inline_ios);
+		ck_assert_msg(s1.inline_ios - s0.inline_ios == 2 && s1.mapped_ios - s0.mapped_ios == 2,
+			      "%zu KiB write + read of tmpfs on a loop: %" PRIu64 " inline, %" PRIu64
+			      " mapped, want 2, 2", len >> 10, s1.inline_ios - s0.inline_ios,
+			      s1.mapped_ios - s0.mapped_ios);
 		ck_assert(dmio_loop_idle(l));
 		dmio_dev_close(md);
 	}
@@ -823,9 +824,11 @@ static unsigned loop_iowq_workers(const cpu_set_t *want, unsigned *ret_narrow)
 }
 
 /* dmio_loop_set_iowq_cpus(): a loop owned by a pinned thread has the
- * writes it leaves to io-wq (above 64 KiB to tmpfs) copied by workers
- * that may run on every CPU given, not on the owner's one CPU (which they
- * would inherit: a FUSE-over-io_uring queue is pinned). */
+ * writes it leaves to io-wq (above 64 KiB to tmpfs, past the leg's
+ * mapping: here a leg that was empty, so not mapped, at open and grew
+ * since) copied by workers that may run on every CPU given, not on the
+ * owner's one CPU (which they would inherit: a FUSE-over-io_uring queue
+ * is pinned). */
 START_TEST(test_loop_iowq_cpus)
 {
 	g_autofree char *path = g_strdup_printf("%s/iowq.img", tc_shm_dir);
@@ -849,11 +852,12 @@ START_TEST(test_loop_iowq_cpus)
 	CPU_ZERO(&one);
 	CPU_SET(first, &one);
 	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &md), 0);
 	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
 	close(fd);
-	ck_assert_int_eq(dmio_dev_open(path, 0, &md), 0);
+	ck_assert_int_eq(dmio_dev_refresh_size(md), 0);
 	mem = (struct dmio_region){ md, 0, len / 512 };
 	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, len), 0);
 	memset(buf, 0x3c, len);
@@ -874,6 +878,7 @@ START_TEST(test_loop_iowq_cpus)
 		usleep(50000);
 	}
 	dmio_get_stats(&s1);
+	ck_assert_uint_eq(s1.mapped_ios, s0.mapped_ios);
 	ck_assert_msg(workers > 0, "no io-wq worker wrote the 1 MiB pieces to tmpfs");
 	ck_assert_msg(narrow == 0, "%u of %u io-wq workers of a loop pinned to CPU %u kept its pinning",
 		      narrow, workers, first);
