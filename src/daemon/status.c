@@ -488,6 +488,7 @@ static const struct status_field cache_fields[] = {
 	F("evictions", bs.evictions),
 	{ "around_read_bytes", SK_BLOCKS, offsetof(struct status, bs.around_reads) },
 	{ "around_write_bytes", SK_BLOCKS, offsetof(struct status, bs.around_writes) },
+	{ "around_cached_bytes", SK_BLOCKS, offsetof(struct status, bs.around_cached) },
 	F("write_errors", bs.write_errors),
 };
 

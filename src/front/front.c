@@ -23,12 +23,15 @@
  *     blocks is dirty or busy.  A write-around is synchronous (the
  *     request's buffer is the worker's), a read-around is answered from
  *     its completion.
- *   - On a loop or io_uring queue thread, when every leg is in memory
- *     (tmpfs, ramfs; decided at mount), every read goes around the cache:
- *     such a leg is a cache already, and a miss through ours cost a cache
- *     block (zeroed when first touched), a copy into it and its eviction
- *     later.  Blocks the cache holds (dirty ones above all) are copied
- *     from it by the read-around.  Likewise every whole block of a
+ *   - On a loop or io_uring queue thread every read goes around the
+ *     cache: a miss through it cost a cache block (zeroed when first
+ *     touched: on the test VM a 2 MiB clear took ~4 ms), a copy into it,
+ *     an index entry and its eviction later, for a block the client's own
+ *     page cache (or none: O_DIRECT) keeps if it wants it again; on legs in
+ *     memory (tmpfs, ramfs) such a leg is a cache already.  Blocks the
+ *     cache holds (dirty ones above all) are copied from it by the
+ *     read-around, so reads see every write.  When every leg is in memory
+ *     (decided at mount), likewise every whole block of a
  *     write there goes around the cache (unless one of them is dirty or
  *     busy), at any queue depth: two copies into the legs' page cache
  *     cost less than a cache buffer, a copy into it, an index entry and
@@ -92,6 +95,8 @@ struct fm_fuse_open_out {
 /* Reads and writes of at least this many bytes of whole blocks go around
  * the cache when none of their blocks is cached. */
 #define FRONT_AROUND_MIN (128u << 10)
+/* A small read-around's buffer on a /dev/fuse loop (loop_small_get()). */
+#define FRONT_SMALL_BUF 8192u
 
 struct front {
 	struct fuse_session *se;
@@ -551,6 +556,7 @@ struct read_ctx {
 
 static struct read_ctx *loop_rctx_get(void);
 static void read_ctx_free(struct read_ctx *rc);
+static struct around_read *loop_small_get(void **ret_buf);
 
 static void read_finish(struct read_ctx *rc)
 {
@@ -655,8 +661,11 @@ static void around_buf_put(struct front *f, void *p, size_t len)
 struct around_read {
 	front_rq req;
 	struct front *f;
-	void *buf;                      /* around_buf_get()'s, or the request's buffer */
+	void *buf;                      /* around_buf_get()'s, the request's buffer
+					   or a small one's (below) */
 	struct front_rbuf *hb;          /* on a loop: the held request buffer */
+	struct read_ctx *small;         /* or this and its small buffer (see
+					   loop_small_get()) */
 	bool in_hb;                     /* this structure is in hb's context page */
 	size_t skip, size;
 	size_t len;                     /* of buf: whole blocks */
@@ -668,6 +677,7 @@ static void around_read_done(void *ctx, int err)
 	struct around_read *ar = ctx;
 	struct front *f = ar->f;
 	struct front_rbuf *hb = ar->hb;
+	struct read_ctx *small = ar->small;
 	bool hb_release = hb && !front_rbuf_ends_with_reply(hb), in_hb = ar->in_hb;
 	void *buf = ar->buf;
 
@@ -679,7 +689,9 @@ static void around_read_done(void *ctx, int err)
 		rq_reply_buf(f, ar->req, (const char *)buf + ar->skip, size);
 		FRONT_STAT_ADD(f, read_bytes, size);
 	}
-	if (!hb) {
+	if (small) {
+		read_ctx_free(small);   /* ar and buf with it */
+	} else if (!hb) {
 		around_buf_put(f, buf, ar->len);
 		free(ar);
 	} else {
@@ -709,6 +721,15 @@ static bool read_around(struct front *f, front_rq req, uint64_t off, size_t size
 	 * page) takes the blocks, and its context page this structure: no
 	 * allocation, and an O_DIRECT leg reads straight into the memory the
 	 * reply is written from. */
+	if (!own && (size_t)n * f->bs <= FRONT_SMALL_BUF && (ar = loop_small_get(&iov.iov_base))) {
+		/* A block or two on a /dev/fuse loop: a small buffer of the
+		 * loop's, so that a leg read in flight does not keep the
+		 * request's 1 MiB (see FRONT_LOOP_RCTX). */
+		ar->hb = NULL;
+		ar->in_hb = false;
+		ar->buf = iov.iov_base;
+		goto ready;
+	}
 	hb = own ? own : front_hold_rbuf();
 	if (hb && (size_t)n * f->bs > front_rbuf_cap(hb)) {
 		if (own)
@@ -724,12 +745,14 @@ static bool read_around(struct front *f, front_rq req, uint64_t off, size_t size
 	}
 	ar->hb = hb;
 	ar->in_hb = hb != NULL;
+	ar->small = NULL;
 	if (ar->hb) {
 		ar->buf = front_rbuf_mem(ar->hb);
 	} else if (!(ar->buf = around_buf_get(f, (size_t)n * f->bs))) {
 		free(ar);
 		return false;
 	}
+ready:
 	ar->req = req;
 	ar->f = f;
 	ar->skip = off - b0 * f->bs;
@@ -742,7 +765,9 @@ static bool read_around(struct front *f, front_rq req, uint64_t off, size_t size
 	if (r == 0)
 		return true;
 	atomic_fetch_sub(&f->inflight, 1);
-	if (!ar->hb) {
+	if (ar->small) {
+		read_ctx_free(ar->small);
+	} else if (!ar->hb) {
 		around_buf_put(f, ar->buf, ar->len);
 		free(ar);
 	} else if (!own) {
@@ -817,14 +842,17 @@ static void front_read(struct front *f, front_rq req, fuse_ino_t ino, size_t siz
 	b0 = (uint64_t)off / f->bs;
 	b1 = ((uint64_t)off + size - 1) / f->bs;
 	n = (unsigned)(b1 - b0 + 1);
-	/* Around on a loop, for an in-memory array (see the top): 4k QD32
-	 * randread on 2 tmpfs legs, cold cache, daemon CPU per read (least of
-	 * 4 runs) 18.9 us through the cache, 11.7 us around it; QD1 28.7 vs
-	 * 19.8 us. */
+	/* Around on a loop, whatever the legs (see the top).  In memory: 4k
+	 * QD32 randread on 2 tmpfs legs, cold cache, daemon CPU per read
+	 * (least of 4 runs) 18.9 us through the cache, 11.7 us around it;
+	 * QD1 28.7 vs 19.8 us.  On disk: 4k QD32 randread on 2 O_DIRECT legs
+	 * on /var/tmp, fresh mount each run, 3 alternating pairs (load ~5):
+	 * 26.5/28.6/26.5k IOPS and 22.5/20.7/25.6 us per read through the
+	 * cache, 35.4/42.4/41.7k and 10.5/11.0/12.1 us around it. */
 	if (f->legs_in_memory && size >= FRONT_AROUND_MIN && !rq_ring(req) &&
 	    read_splice(f, req, (uint64_t)off, size))
 		return;
-	if ((size >= FRONT_AROUND_MIN || (f->legs_in_memory && front_on_loop())) &&
+	if ((size >= FRONT_AROUND_MIN || front_on_loop()) &&
 	    read_around(f, req, (uint64_t)off, size, b0, n, NULL))
 		return;
 	/* A block on a /dev/fuse loop: a small context of the loop's, so that
@@ -1416,14 +1444,17 @@ static const struct fuse_lowlevel_ops front_ops = {
  * INTERRUPT, notify replies): 4 each, not registered, so only the pages
  * those small requests touch are resident.
  *
- * A one-block read through the cache that must wait for a leg does not
- * keep its buffer: its context comes from the loop's FRONT_LOOP_RCTX small
- * ones (struct read_ctx; the reply is the cache block's), so the buffers
- * cap neither the 4k reads a loop has in flight nor the depth a disk sees.
- * With 12 buffers per loop and the 4k reads holding them, fio 4k QD32
- * randread on two O_DIRECT legs on disk never had more than 24 leg reads
- * in flight (max of /sys/block/vda/inflight).  When they are all in use,
- * a read holds its buffer as before.
+ * A small read (up to FRONT_SMALL_BUF of whole blocks) that must wait
+ * for a leg does not keep its buffer: a read-around takes one of the
+ * loop's FRONT_LOOP_RCTX small contexts with a FRONT_SMALL_BUF buffer of
+ * its own (loop_small_get(), registered with the ring like the request
+ * buffers), and a one-block read through the cache (a loop's read-around
+ * refused) a context alone (struct read_ctx; the reply is the cache
+ * block's), so the buffers cap neither the 4k reads a loop has in flight
+ * nor the depth a disk sees.  With 12 buffers per loop and the 4k reads
+ * holding them, fio 4k QD32 randread on two O_DIRECT legs on disk never
+ * had more than 24 leg reads in flight (max of /sys/block/vda/inflight).
+ * When they are all in use, a read holds its buffer as before.
  */
 #define FRONT_LOOP_BUFS 12
 #define FRONT_LOOP_RCTX 128
@@ -1497,6 +1528,10 @@ struct front_loop {
 	struct read_ctx *rctx_free;     /* owner only */
 	_Atomic(struct read_ctx *) rctx_returned;
 	struct read_ctx rctx[FRONT_LOOP_RCTX];
+	/* Small read-arounds (loop_small_get()): rctx[k] taken stands for
+	 * small_ar[k] and the k-th FRONT_SMALL_BUF of small_mem. */
+	struct around_read small_ar[FRONT_LOOP_RCTX];
+	char *small_mem;                /* page aligned, registered, or NULL */
 };
 
 static __thread struct front_loop *tl_loop;
@@ -1608,6 +1643,25 @@ static struct read_ctx *loop_rctx_get(void)
 	memset(rc, 0, sizeof(*rc));
 	rc->pool = l;
 	return rc;
+}
+
+/* A small read-around's context of the loop dispatching a request read
+ * into one of its buffers (/dev/fuse), and its FRONT_SMALL_BUF bytes in
+ * @ret_buf (page aligned: an O_DIRECT leg reads straight into them, and
+ * registered, FIXED); NULL elsewhere or when all are in use.  It holds a
+ * read context, given back by read_ctx_free(ar->small). */
+static struct around_read *loop_small_get(void **ret_buf)
+{
+	struct front_loop *l = tl_loop;
+	struct read_ctx *rc;
+	size_t k;
+
+	if (!l || !l->small_mem || !(rc = loop_rctx_get()))
+		return NULL;
+	k = (size_t)(rc - l->rctx);
+	l->small_ar[k].small = rc;
+	*ret_buf = l->small_mem + k * FRONT_SMALL_BUF;
+	return &l->small_ar[k];
 }
 
 /* Free a read context that is not in a request buffer (any thread). */
@@ -2431,11 +2485,15 @@ static void *loop_main(void *arg)
 		 * 1 MiB QD8 on ext4 legs (cache_size=64M), daemon CPU per
 		 * MiB, three A/B pairs: reads 519/671/824 us vs 969/1358/1192,
 		 * writes 490/465/668 vs 885/728/472. */
-		struct iovec iov[FRONT_LOOP_BUFS];
+		struct iovec iov[FRONT_LOOP_BUFS + 1];
+		unsigned n = 0;
 
 		for (unsigned k = 0; k < l->nr_bufs; k++)
-			iov[k] = (struct iovec){ l->bufs[k].mem, FRONT_RBUF_ALLOC };
-		r = dmio_loop_register_buffers(l->dl, iov, l->nr_bufs);
+			iov[n++] = (struct iovec){ l->bufs[k].mem, FRONT_RBUF_ALLOC };
+		if (l->small_mem)
+			iov[n++] = (struct iovec){ l->small_mem,
+						   (size_t)FRONT_LOOP_RCTX * FRONT_SMALL_BUF };
+		r = dmio_loop_register_buffers(l->dl, iov, n);
 		if (r < 0)
 			fm_debug("front: loop %u: buffers not registered: %s", l->idx, strerror(-r));
 	}
@@ -2585,6 +2643,10 @@ static int front_run_loops(struct front *f)
 			l->rctx[k].next = l->rctx_free;
 			l->rctx_free = &l->rctx[k];
 		}
+		/* Without them small reads hold their request buffer. */
+		if (!f->uring && posix_memalign((void **)&l->small_mem, FM_PAGE_SIZE,
+						(size_t)FRONT_LOOP_RCTX * FRONT_SMALL_BUF))
+			l->small_mem = NULL;
 	}
 	if (!f->uring)
 		loop_clone_fds(f);
@@ -2623,6 +2685,7 @@ out:
 	for (unsigned i = 0; i < f->nr_loops; i++) {
 		for (unsigned k = 0; k < f->loops[i].nr_bufs; k++)
 			free(f->loops[i].bufs[k].mem);
+		free(f->loops[i].small_mem);
 		loop_clones_close(&f->loops[i]);
 		loop_pipe_close(&f->loops[i]);
 		free(f->loops[i].replies);
