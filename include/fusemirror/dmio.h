@@ -546,6 +546,22 @@ bool dmio_loop_idle(const struct dmio_loop *l);
  */
 int dmio_loop_set_iowq_cpus(struct dmio_loop *l, const cpu_set_t *cpus);
 
+/*
+ * The calling thread's loop's object cache, for the free lists of the
+ * layers above (and dmio's own), which take a lock every loop shares:
+ * dmio_loop_cache_put() keeps a malloc()ed block of @size bytes (at least
+ * a pointer's) that its caller would otherwise free or return to such a
+ * list, and dmio_loop_cache_get() hands one of @size bytes back, its
+ * contents undefined (as malloc()'s).  Blocks of the same size are
+ * interchangeable: whoever frees one need not be whoever allocated it,
+ * only both must treat it as a plain malloc() block.  Up to 256 blocks of
+ * each of up to 8 sizes; dmio_loop_destroy() free()s them.  Off a loop's
+ * owner thread, or when full, put returns false (the caller keeps the
+ * block) and get NULL.  Never blocks, takes no lock.
+ */
+void *dmio_loop_cache_get(size_t size);
+bool dmio_loop_cache_put(size_t size, void *p);
+
 /* Free an idle loop (the owner's SQEs still in flight are cancelled with
  * the ring; their done() is not called).  Accepts NULL. */
 void dmio_loop_destroy(struct dmio_loop *l);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bufio_i.h"
+#include "fusemirror/dmio.h"
 
 #define BUFIO_DEFAULT_MINIMUM_BUFFERS 8u
 #define BUFIO_DEFAULT_RETAIN_BYTES (256u * 1024u)
@@ -152,10 +153,14 @@ _Static_assert(sizeof(struct bufio_obj) >= BUFIO_OBJ_SIZE, "room for an object")
 _Static_assert(sizeof(struct bufio_read_waiter) <= BUFIO_OBJ_SIZE, "read waiter fits");
 _Static_assert(sizeof(struct bufio_around_waiter) <= BUFIO_OBJ_SIZE, "around waiter fits");
 
+/* On a loop, from and to its object cache first (no lock: obj_lock is
+ * shared by every loop, see dmio_loop_cache_get()). */
 void *bufio_obj_get(struct bufio_client *c)
 {
-	struct bufio_obj *o;
+	struct bufio_obj *o = dmio_loop_cache_get(sizeof(*o));
 
+	if (o)
+		return o;
 	pthread_mutex_lock(&c->obj_lock);
 	o = c->free_objs;
 	if (o) {
@@ -170,7 +175,7 @@ void bufio_obj_put(struct bufio_client *c, void *p)
 {
 	struct bufio_obj *o = p;
 
-	if (!o)
+	if (!o || dmio_loop_cache_put(sizeof(*o), o))
 		return;
 	pthread_mutex_lock(&c->obj_lock);
 	if (c->nr_free_objs < BUFIO_OBJ_KEEP) {

@@ -25,7 +25,8 @@
 struct dmio_client {
 	pthread_mutex_t lock;           /* guards everything below */
 	pthread_cond_t freed;           /* an object came back to a list */
-	unsigned waiters;
+	atomic_uint waiters;            /* written under lock; a loop's free
+					 * reads it without (see dmio_io_free()) */
 
 	struct dmio_io *free_ios;
 	unsigned nr_ios, min_ios;
@@ -220,10 +221,21 @@ static void wake_locked(struct dmio_client *c)
 		pthread_cond_broadcast(&c->freed);
 }
 
+/*
+ * On a loop, ios and pieces come from and go to the loop's object cache
+ * first (dmio_loop_cache_get/put): no lock, where the client's list takes
+ * its mutex, shared by every loop, twice per object (four times per 4k
+ * read: an io and a piece, each allocated and freed).  Unless a thread
+ * waits for this client's objects: then they come back here.  The
+ * objects a loop keeps count, for the reserve, as its own in flight: its
+ * next requests take them.
+ */
 struct dmio_io *dmio_io_alloc(struct dmio_client *c)
 {
-	struct dmio_io *io;
+	struct dmio_io *io = dmio_loop_cache_get(sizeof(*io));
 
+	if (io)
+		return io;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		io = c->free_ios;
@@ -246,6 +258,9 @@ struct dmio_io *dmio_io_alloc(struct dmio_client *c)
 
 void dmio_io_free(struct dmio_client *c, struct dmio_io *io)
 {
+	if (!atomic_load_explicit(&c->waiters, memory_order_relaxed) &&
+	    dmio_loop_cache_put(sizeof(*io), io))
+		return;
 	pthread_mutex_lock(&c->lock);
 	if (c->nr_ios < 2 * c->min_ios || c->waiters) {
 		io->next_free = c->free_ios;
@@ -260,8 +275,10 @@ void dmio_io_free(struct dmio_client *c, struct dmio_io *io)
 
 struct dmio_piece *dmio_piece_alloc(struct dmio_client *c)
 {
-	struct dmio_piece *p;
+	struct dmio_piece *p = dmio_loop_cache_get(sizeof(*p));
 
+	if (p)
+		return p;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		p = c->free_pieces;
@@ -284,6 +301,9 @@ struct dmio_piece *dmio_piece_alloc(struct dmio_client *c)
 
 void dmio_piece_free(struct dmio_client *c, struct dmio_piece *p)
 {
+	if (!atomic_load_explicit(&c->waiters, memory_order_relaxed) &&
+	    dmio_loop_cache_put(sizeof(*p), p))
+		return;
 	pthread_mutex_lock(&c->lock);
 	if (c->nr_pieces < 2 * c->min_pieces || c->waiters) {
 		p->next = c->free_pieces;

@@ -924,9 +924,93 @@ void dmio_engine_shutdown(void)
 /*----------------------------------------------------------------*/
 /* Loops: a ring owned by the caller's thread */
 
+/*
+ * A loop's object cache (dmio_loop_cache_get/put): freed malloc() blocks
+ * of a few sizes, kept by the owner for its next allocations of the same
+ * size, on stacks linked through each block's first word.  Owner only,
+ * so no lock: the free lists behind (dmio clients', the mirror's,
+ * bufio's) each take a mutex both loops share, twice per object.
+ */
+#define LOOP_CACHE_SIZES 8
+#define LOOP_CACHE_MAX 256      /* blocks per size */
+struct loop_cache {
+	size_t size;                    /* 0: unused */
+	unsigned nr;
+	void *head;
+};
+
 struct dmio_loop {
 	struct dmio_ring r;
+	struct loop_cache cache[LOOP_CACHE_SIZES];
 };
+
+static struct dmio_loop *this_loop(void)
+{
+	struct dmio_ring *r = tl_ring;
+
+	return r && r->is_loop ? (struct dmio_loop *)((char *)r - offsetof(struct dmio_loop, r)) :
+				 NULL;
+}
+
+void *dmio_loop_cache_get(size_t size)
+{
+	struct dmio_loop *l = this_loop();
+
+	if (!l)
+		return NULL;
+	for (unsigned i = 0; i < LOOP_CACHE_SIZES && l->cache[i].size; i++) {
+		struct loop_cache *c = &l->cache[i];
+		void *p;
+
+		if (c->size != size)
+			continue;
+		p = c->head;
+		if (p) {
+			memcpy(&c->head, p, sizeof(void *));
+			c->nr--;
+		}
+		return p;
+	}
+	return NULL;
+}
+
+bool dmio_loop_cache_put(size_t size, void *p)
+{
+	struct dmio_loop *l = this_loop();
+
+	if (!l || size < sizeof(void *))
+		return false;
+	for (unsigned i = 0; i < LOOP_CACHE_SIZES; i++) {
+		struct loop_cache *c = &l->cache[i];
+
+		if (!c->size)
+			c->size = size;
+		if (c->size != size)
+			continue;
+		if (c->nr >= LOOP_CACHE_MAX)
+			return false;
+		memcpy(p, &c->head, sizeof(void *));
+		c->head = p;
+		c->nr++;
+		return true;
+	}
+	return false;
+}
+
+static void loop_cache_free(struct dmio_loop *l)
+{
+	for (unsigned i = 0; i < LOOP_CACHE_SIZES; i++) {
+		struct loop_cache *c = &l->cache[i];
+
+		while (c->head) {
+			void *p = c->head;
+
+			memcpy(&c->head, p, sizeof(void *));
+			free(p);
+		}
+		c->nr = 0;
+	}
+}
 
 int dmio_loop_create(const struct dmio_loop_opts *opts, struct dmio_loop **ret_loop)
 {
@@ -1117,6 +1201,7 @@ void dmio_loop_destroy(struct dmio_loop *l)
 	while (atomic_load_explicit(&l->r.returning, memory_order_acquire))
 		sched_yield();
 	io_uring_queue_exit(&l->r.ring);
+	loop_cache_free(l);
 	free(l->r.fixed);
 	free(l->r.iowq_cpus);
 	if (tl_ring == &l->r)

@@ -147,10 +147,14 @@ bool mirror_region_unsynced(struct mirror *m, uint64_t sector, uint64_t count)
 	return false;
 }
 
+/* On a loop, from and to its object cache first (no lock: free_lock is
+ * shared by every loop, see dmio_loop_cache_get()). */
 static struct mreq *mreq_alloc(struct mirror *m)
 {
-	struct mreq *r;
+	struct mreq *r = dmio_loop_cache_get(sizeof(*r));
 
+	if (r)
+		return r;
 	pthread_mutex_lock(&m->free_lock);
 	r = m->free_reqs;
 	if (r) {
@@ -171,6 +175,8 @@ static void mreq_free(struct mreq *r)
 		free(r->iov);
 	free(r->buf);
 	r->buf = NULL;
+	if (dmio_loop_cache_put(sizeof(*r), r))
+		return;
 	pthread_mutex_lock(&m->free_lock);
 	if (m->nr_free < MIRROR_FREE_MAX) {
 		r->next_free = m->free_reqs;

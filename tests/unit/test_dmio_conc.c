@@ -1024,6 +1024,74 @@ START_TEST(test_fault_delay_writes)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* A loop's object cache (dmio_loop_cache_get/put) */
+
+static void *cache_put_elsewhere(void *arg)
+{
+	/* Not the loop's owner: nothing is kept. */
+	return (void *)(uintptr_t)dmio_loop_cache_put(64, arg);
+}
+
+START_TEST(test_loop_object_cache)
+{
+	struct dmio_loop *l;
+	void *a = malloc(64), *b = malloc(64), *c, *kept[256];
+	pthread_t t;
+	void *res;
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	/* No loop on this thread: no cache. */
+	ck_assert(!dmio_loop_cache_put(64, a));
+	ck_assert_ptr_null(dmio_loop_cache_get(64));
+
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	ck_assert_ptr_null(dmio_loop_cache_get(64));
+	ck_assert(dmio_loop_cache_put(64, a));
+	ck_assert(dmio_loop_cache_put(64, b));
+	ck_assert_ptr_null(dmio_loop_cache_get(48));    /* another size */
+	ck_assert_ptr_eq(dmio_loop_cache_get(64), b);   /* last in, first out */
+	ck_assert_ptr_eq(dmio_loop_cache_get(64), a);
+	ck_assert_ptr_null(dmio_loop_cache_get(64));
+	ck_assert(!dmio_loop_cache_put(sizeof(void *) - 1, a)); /* no room for a link */
+
+	/* Another thread's put keeps nothing on this loop. */
+	ck_assert_int_eq(pthread_create(&t, NULL, cache_put_elsewhere, a), 0);
+	ck_assert_int_eq(pthread_join(t, &res), 0);
+	ck_assert(!(uintptr_t)res);
+	ck_assert_ptr_null(dmio_loop_cache_get(64));
+
+	/* At most 256 blocks of a size. */
+	for (unsigned i = 0; i < 256; i++) {
+		kept[i] = malloc(32);
+		ck_assert_ptr_nonnull(kept[i]);
+		ck_assert(dmio_loop_cache_put(32, kept[i]));
+	}
+	c = malloc(32);
+	ck_assert(!dmio_loop_cache_put(32, c));
+	free(c);
+	/* At most 8 sizes (32 and 64 are two). */
+	for (size_t size = 100; size < 106; size++) {
+		c = malloc(size);
+		ck_assert(dmio_loop_cache_put(size, c));
+	}
+	c = malloc(200);
+	ck_assert(!dmio_loop_cache_put(200, c));
+	free(c);
+	ck_assert_ptr_eq(dmio_loop_cache_get(32), kept[255]);
+	free(kept[255]);
+
+	/* What is left (a, b, 255 + 6 blocks) is freed with the loop:
+	 * valgrind and ASan would report a leak. */
+	ck_assert(dmio_loop_cache_put(64, a));
+	ck_assert(dmio_loop_cache_put(64, b));
+	dmio_loop_destroy(l);
+	/* And the thread has no cache again. */
+	ck_assert_ptr_null(dmio_loop_cache_get(64));
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -1036,6 +1104,7 @@ static Suite *dmio_conc_suite(void)
 	tcase_add_test(tc, test_loop_run_to_completion);
 	tcase_add_test(tc, test_loop_submit_with_wait);
 	tcase_add_test(tc, test_loop_iowq_cpus);
+	tcase_add_test(tc, test_loop_object_cache);
 	tcase_add_test(tc, test_fault_delay_writes);
 
 	tc = tc_add(s, "concurrency", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
