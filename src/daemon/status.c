@@ -21,6 +21,7 @@
 
 #include "daemon.h"
 #include "fusemirror/common.h"
+#include "fusemirror/dmio.h"
 
 struct status_leg {
 	unsigned slot;
@@ -50,6 +51,7 @@ struct status {
 	struct mirror_stats mst;
 	struct bufio_stats bs;
 	struct front_stats fs;
+	struct dmio_stats ds;           /* the engine's, process-wide */
 	enum front_transport transport;
 	unsigned nr_queues;             /* io_uring queues (none on /dev/fuse) */
 	struct front_queue_stats *queues;
@@ -96,6 +98,7 @@ static void status_build_locked(struct daemon *d, struct status *s)
 		s->nr_legs++;
 	}
 	mirror_get_stats(d->m, &s->mst);
+	dmio_get_stats(&s->ds);
 	if (d->c)
 		bufio_get_stats(d->c, &s->bs);
 	if (d->f)
@@ -514,6 +517,23 @@ static const struct status_field io_fields[] = {
 	F("blocking_reads", fs.blocking_reads),
 };
 
+/* "engine": how dmio did the legs' I/O (one engine per daemon) */
+static const struct status_field engine_fields[] = {
+	F("requests", ds.requests),
+	F("submits", ds.submits),
+	F("sqes", ds.sqes),
+	F("fixed_ios", ds.fixed_ios),
+	F("bounced", ds.bounced),
+	F("resubmits", ds.resubmits),
+	FM("inline_ios", ds.inline_ios, "fusemirror_engine_inline_ios_total", "counter",
+	   "Leg I/Os to in-memory legs made by the engine's own thread (a copy)."),
+	FM("mapped_ios", ds.mapped_ios, "fusemirror_engine_mapped_ios_total", "counter",
+	   "Inline leg I/Os made by a copy through the leg's mapping."),
+	FM("map_faults", ds.map_faults, "fusemirror_engine_map_faults_total", "counter",
+	   "Copies through a leg's mapping that faulted (SIGBUS), redone by a system call."),
+	F("iowq_widened", ds.iowq_widened),
+};
+
 #undef F
 #undef FM
 #undef LF
@@ -618,6 +638,7 @@ static void render_json(const struct status *s, GString *out)
 
 	JSON_OBJECT(b, "cache", s, cache_fields);
 	JSON_OBJECT(b, "io", s, io_fields);
+	JSON_OBJECT(b, "engine", s, engine_fields);
 
 	json_builder_set_member_name(b, "transport");
 	json_builder_begin_object(b);
@@ -806,6 +827,7 @@ static void render_prometheus(const struct status *s, GString *out)
 		}
 	}
 	prom_fields(out, s, cache_fields, G_N_ELEMENTS(cache_fields));
+	prom_fields(out, s, engine_fields, G_N_ELEMENTS(engine_fields));
 
 	prom_head(out, "fusemirror_events_total", "counter",
 		  "State-change events since the daemon started, by name (see fusemirror "

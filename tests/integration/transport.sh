@@ -153,6 +153,8 @@ for tr in uring dev; do
 	((f2 >= f0 + 12)) || fail "$tr: $((f2 - f0)) FLUSHes counted for 12 closes"
 	assert_eq "$(($(fm_status_get "$T/mnt" .io.slow_jobs) - s0))" 0 \
 		"$tr: requests given to the slow pool"
+	# Legs on disk (/var/tmp) are not mapped: io_uring does their I/O.
+	assert_eq "$(fm_status_get "$T/mnt" .engine.mapped_ios)" 0 "$tr: I/Os through a mapping of legs on disk"
 	if [[ $tr == uring ]]; then
 		assert_eq "$(($(handoffs) - h0))" 0 \
 			"replies handed to a queue thread by another thread"
@@ -182,6 +184,7 @@ dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
 m0=$(fm_status_get "$T/mnt" .cache.misses) ar0=$(fm_status_get "$T/mnt" .cache.around_read_bytes)
 aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes) h0=$(fm_status_get "$T/mnt" .cache.hits)
 rr0=$(fm_status_get "$T/mnt" .io.ring_replies) br0=$(fm_status_get "$T/mnt" .io.blocking_reads)
+mi0=$(fm_status_get "$T/mnt" .engine.mapped_ios)
 python3 - "$img" "$S/src" "$S/src2" "$S/want" "$S/out" <<'PY'
 import mmap, os, sys
 img, src, src2, want, out = sys.argv[1:]
@@ -218,6 +221,13 @@ rr=$(($(fm_status_get "$T/mnt" .io.ring_replies) - rr0))
 	fail "only $br of 1536 4k requests at QD1 were waited for in a blocking read"
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 << 20)) \
 	"bytes of the 256 whole-block 4k writes written around the cache"
+# Legs on tmpfs are mapped (src/dmio/map.c): the leg I/O of those writes
+# (2 x 256) and of the reads of the 1272 blocks the legs hold is a copy
+# through the mapping, none faulted.
+mi=$(($(fm_status_get "$T/mnt" .engine.mapped_ios) - mi0))
+log "dev: $mi leg I/Os of the 4k requests through the legs' mappings"
+((mi >= 2 * 256 + 1272)) || fail "only $mi leg I/Os of 4k requests through the legs' mappings"
+assert_eq "$(fm_status_get "$T/mnt" .engine.map_faults)" 0 "copies through the legs' mappings that faulted"
 # the 8 partial writes miss (read, modify); the 4 whole blocks hit them
 (($(fm_status_get "$T/mnt" .cache.misses) - m0 >= 8)) ||
 	fail "the partial writes did not go through the cache"
