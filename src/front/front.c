@@ -1816,9 +1816,6 @@ static void loop_stop_all(struct front *f)
 #define FRONT_LOOP_TAG_MASK (0x7fffull << FRONT_LOOP_TAG_SHIFT)
 #define FRONT_LOOP_TAG_BLOCK 0x4000u    /* read from the loop's bfd */
 
-/* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
- * libfuse on its loop; @b goes back to the free list unless a handler
- * held it. */
 /*
  * Serve a READ or WRITE read from @l's clone without libfuse, as
  * front_ring_handle() does on io_uring: libfuse would allocate a request
@@ -1855,6 +1852,9 @@ static bool loop_serve(struct front_loop *l, const struct fuse_in_header *h, siz
 	return false;
 }
 
+/* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
+ * loop_serve() or to libfuse, on its loop; @b goes back to the free list
+ * unless a handler held it. */
 static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len, bool blocking)
 {
 	struct front *f = l->f;
@@ -2534,10 +2534,6 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
-/*
- * Give each loop a clone of the session fd and route the replies (see
- * above); on any failure, every loop shares the session fd instead.
- */
 /* A clone of session fd @sfd opened with @flags (beside O_RDWR |
  * O_CLOEXEC), or -1 with errno set. */
 static int loop_clone(uint32_t sfd, int flags)
@@ -2564,6 +2560,10 @@ static void loop_clones_close(struct front_loop *l)
 	l->fd = l->bfd = -1;
 }
 
+/*
+ * Give each loop a clone of the session fd and route the replies (see
+ * above); on any failure, every loop shares the session fd instead.
+ */
 static void loop_clone_fds(struct front *f)
 {
 	uint32_t sfd = (uint32_t)fuse_session_fd(f->se);
