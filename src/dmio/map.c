@@ -52,6 +52,9 @@
 #include <sys/mman.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "dmio_i.h"
 
@@ -206,6 +209,98 @@ void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t le
 }
 
 /*
+ * A write of MAP_STREAM_MIN bytes or more is copied into the leg with
+ * non-temporal (streaming) stores: each destination line is written
+ * without being read first (a plain store reads the line for ownership)
+ * and without evicting what the caches hold (the source, which the next
+ * leg's copy reads again; the next request's buffer).  glibc's memcpy
+ * streams only above glibc.cpu.x86_non_temporal_threshold (99 MiB on the
+ * test VM; below, rep movsb).  One thread, 1 MiB from a hot buffer to 3
+ * tmpfs files of 1 GiB mapped and populated, random offsets, load ~0.5:
+ * 107-122 us per leg and MiB by memcpy, 53-56 with AVX2 streaming stores,
+ * 57-60 with SSE2's, 52-55 with AVX-512's; one load stored to all 3 legs
+ * 48-50 (not worth gathering a request's pieces across legs).  16 KiB:
+ * 4.1 -> 1.7 us per leg copy; 4 KiB: 0.33 either way, so small writes keep
+ * memcpy (whose destination line stays cached for a read that follows).
+ * The streaming stores are weakly ordered: an sfence after the copy makes
+ * them visible before anything the thread does next (the piece's
+ * completion), as a plain store would be.
+ */
+#define MAP_STREAM_MIN (16u << 10)
+
+#if defined(__x86_64__)
+/* @n bytes to @d, which is 64-byte aligned, in 128-byte strides; the rest
+ * (under 128 bytes) is left to the caller. */
+static void map_stream_sse2(uint8_t *d, const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i + 128 <= n; i += 128) {
+		const __m128i *src = (const __m128i *)(const void *)(s + i);
+		__m128i *dst = (__m128i *)(void *)(d + i);
+		__m128i a = _mm_loadu_si128(src), b = _mm_loadu_si128(src + 1);
+		__m128i c = _mm_loadu_si128(src + 2), e = _mm_loadu_si128(src + 3);
+		__m128i f = _mm_loadu_si128(src + 4), g = _mm_loadu_si128(src + 5);
+		__m128i h = _mm_loadu_si128(src + 6), k = _mm_loadu_si128(src + 7);
+
+		_mm_stream_si128(dst, a);
+		_mm_stream_si128(dst + 1, b);
+		_mm_stream_si128(dst + 2, c);
+		_mm_stream_si128(dst + 3, e);
+		_mm_stream_si128(dst + 4, f);
+		_mm_stream_si128(dst + 5, g);
+		_mm_stream_si128(dst + 6, h);
+		_mm_stream_si128(dst + 7, k);
+	}
+}
+
+__attribute__((target("avx2"))) static void map_stream_avx2(uint8_t *d, const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i + 128 <= n; i += 128) {
+		const __m256i *src = (const __m256i *)(const void *)(s + i);
+		__m256i *dst = (__m256i *)(void *)(d + i);
+		__m256i a = _mm256_loadu_si256(src), b = _mm256_loadu_si256(src + 1);
+		__m256i c = _mm256_loadu_si256(src + 2), e = _mm256_loadu_si256(src + 3);
+
+		_mm256_stream_si256(dst, a);
+		_mm256_stream_si256(dst + 1, b);
+		_mm256_stream_si256(dst + 2, c);
+		_mm256_stream_si256(dst + 3, e);
+	}
+}
+
+static void map_stream(uint8_t *d, const uint8_t *s, size_t n)
+{
+	size_t head = (size_t)(-(uintptr_t)d & 63), bulk;
+
+	if (head > n)
+		head = n;
+	memcpy(d, s, head);
+	d += head;
+	s += head;
+	n -= head;
+	bulk = n & ~(size_t)127;
+	if (__builtin_cpu_supports("avx2"))
+		map_stream_avx2(d, s, bulk);
+	else
+		map_stream_sse2(d, s, bulk);
+	memcpy(d + bulk, s + bulk, n - bulk);
+}
+
+static void map_stream_fence(void)
+{
+	_mm_sfence();
+}
+#else
+static void map_stream(uint8_t *d, const uint8_t *s, size_t n)
+{
+	memcpy(d, s, n);
+}
+
+static void map_stream_fence(void)
+{
+}
+#endif
+
+/*
  * Before a write, read a byte of each page: a read fault maps the page and
  * its neighbours already in the page cache (the kernel's fault-around, 16
  * pages), writable (a shared tmpfs mapping has no dirty tracking), where a
@@ -215,6 +310,8 @@ void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t le
 static __attribute__((noinline)) void map_copy_iov(uint8_t *m, uint64_t len, bool write,
 						    const struct iovec *iov, unsigned iovcnt)
 {
+	bool stream = write && len >= MAP_STREAM_MIN;
+
 	if (write) {
 		const uint8_t *end = m + len;
 
@@ -223,12 +320,16 @@ static __attribute__((noinline)) void map_copy_iov(uint8_t *m, uint64_t len, boo
 			(void)*(const volatile uint8_t *)a;
 	}
 	for (unsigned i = 0; i < iovcnt; i++) {
-		if (write)
+		if (stream)
+			map_stream(m, iov[i].iov_base, iov[i].iov_len);
+		else if (write)
 			memcpy(m, iov[i].iov_base, iov[i].iov_len);
 		else
 			memcpy(iov[i].iov_base, m, iov[i].iov_len);
 		m += iov[i].iov_len;
 	}
+	if (stream)
+		map_stream_fence();
 }
 
 /*
@@ -246,6 +347,8 @@ static __attribute__((noinline)) bool map_copy(uint8_t *m, uint64_t len, bool wr
 		/* SA_NODEFER kept SIGBUS unblocked, unless a wrapper of our
 		 * handler blocked it (ThreadSanitizer's does): the next fault
 		 * on a blocked SIGBUS would kill us. */
+		/* Streaming stores before the fault: out before the redo. */
+		map_stream_fence();
 		sigemptyset(&bus);
 		sigaddset(&bus, SIGBUS);
 		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);

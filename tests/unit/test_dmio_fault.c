@@ -1060,6 +1060,80 @@ START_TEST(test_map_holes)
 }
 END_TEST
 
+/*
+ * Writes of 16 KiB and more are copied into a mapped leg with streaming
+ * stores (map.c, map_stream): an unaligned head up to the destination's
+ * next 64 bytes, 128-byte strides, a tail.  Every byte lands, in order,
+ * and none beside the write changes, whatever the iovecs' addresses and
+ * lengths (each iovec's destination is unaligned after an odd one).
+ */
+START_TEST(test_map_stream)
+{
+	g_autofree char *path = g_strdup_printf("%s/stream.img", tc_shm_dir);
+	/* Iovec lengths, each case 16..64 KiB in all (inline on a reaper) and
+	 * a multiple of the sector. */
+	static const size_t cases[][6] = {
+		{ 16 * 1024 },
+		{ 64 * 1024 },
+		{ 1, 63, 4097, 12000, 223 },            /* 16384 */
+		{ 127, 129, 32 * 1024 - 256 },          /* 32768 */
+		{ 20 * 1024 + 3, 512 - 3, 7 * 1024 },   /* 28160 */
+	};
+	const uint64_t size = 2 * MiB;
+	uint8_t *src = fx_random_buf(64 * 1024 + 64), *model = fx_random_buf(size);
+	uint8_t *got = fx_buf(size);
+	struct dmio_stats s0, s1;
+	struct dmio_dev *dev = NULL;
+	int fd;
+
+	fx_seed(__func__, 0);
+	if (!fm_test_in_memory(tc_shm_dir))
+		fm_test_skip("%s is not in memory: nothing is mapped", tc_shm_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, model, size, 0), (ssize_t)size);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	map_engine_up();
+	for (unsigned c = 0; c < FM_ARRAY_SIZE(cases); c++) {
+		for (unsigned shift = 0; shift < 3; shift++) {
+			/* Source addresses: aligned, odd, 32 bytes in. */
+			const uint8_t *from = src + (unsigned[]){ 0, 1, 32 }[shift];
+			uint64_t off = (uint64_t)(c * 3 + shift) * 72 * 1024 + shift * SECTOR;
+			struct iovec iov[6];
+			unsigned n = 0;
+			size_t len = 0;
+			struct dmio_region r;
+			unsigned long bits = FX_BITS_POISON;
+			int rc;
+
+			for (; n < 6 && cases[c][n]; n++) {
+				iov[n].iov_base = (void *)(from + len);
+				iov[n].iov_len = cases[c][n];
+				len += cases[c][n];
+			}
+			ck_assert_uint_eq(len % SECTOR, 0);
+			r = (struct dmio_region){ .dev = dev, .sector = off / SECTOR,
+						  .count = len / SECTOR };
+			s0 = fx_stats();
+			rc = dmio_sync_bvec(1, &r, DMIO_OP_WRITE, iov, n, &bits);
+			s1 = fx_stats();
+			ck_assert_msg(rc == 0 && bits == 0, "case %u/%u: rc %d bits %#lx", c, shift,
+				      rc, bits);
+			ck_assert_msg(s1.mapped_ios - s0.mapped_ios == 1,
+				      "case %u/%u (%zu bytes): %" PRIu64 " mapped copies, want 1", c,
+				      shift, len, s1.mapped_ios - s0.mapped_ios);
+			memcpy(model + off, from, len);
+		}
+	}
+	ck_assert_int_eq(pread(fd, got, size, 0), (ssize_t)size);
+	fm_assert_bytes_eq(got, model, size, "the leg after streamed writes");
+	fx_finish();
+	dmio_dev_close(dev);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
 /* TCase enospc: a tmpfs of its own, 256 KiB, under the shm directory. */
 static char *tc_small_dir;
 
@@ -1151,6 +1225,7 @@ static Suite *dmio_fault_suite(void)
 	tcase_add_loop_test(tc, test_memory_legs_inline, 0, 6);
 	tcase_add_loop_test(tc, test_map_truncated, 0, 6);
 	tcase_add_test(tc, test_map_holes);
+	tcase_add_test(tc, test_map_stream);
 
 	tc = tc_add(s, "enospc", tc_small_setup, tc_small_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_map_enospc);
