@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * fusemirror common helpers: logging, crc32c, small arithmetic, iovec ranges.
+ * fusemirror common helpers: logging, crc32c, small arithmetic, iovec ranges,
+ * background threads.
  *
  * Threading: every function here may be called from any thread.  The log
  * level, target, file and hook are process globals; messages are written
@@ -9,6 +10,8 @@
 #ifndef FUSEMIRROR_COMMON_H
 #define FUSEMIRROR_COMMON_H
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -157,5 +160,20 @@ unsigned fm_iov_slice(const struct iovec *iov, unsigned iovcnt, size_t off, size
 void fm_iov_fill(const struct iovec *iov, unsigned iovcnt, size_t off, const void *src,
 		 size_t len);
 void fm_iov_gather(const struct iovec *iov, unsigned iovcnt, size_t off, void *dst, size_t len);
+
+/*
+ * Start a background thread running @fn(@arg), named @name (NULL: unnamed;
+ * the kernel keeps 15 characters), with the asynchronous signals blocked
+ * from its first instruction.  The daemon decides which thread takes
+ * SIGINT/SIGTERM/SIGHUP: the front's first event loop, whose blocking
+ * read() the signal must interrupt (src/front/front.c).  Threads that want
+ * a signal unblock it themselves.  Returns 0 or -errno (pthread_create's).
+ */
+int fm_thread_start(pthread_t *thread, const char *name, void *(*fn)(void *), void *arg);
+/* @set = every signal but those a fault raises (SIGBUS, SIGSEGV, SIGFPE,
+ * SIGILL, SIGTRAP, SIGSYS), which must never be blocked: the kernel kills
+ * a thread that faults with its signal blocked rather than run the handler
+ * (dmio's copies into mapped legs catch SIGBUS, src/dmio/map.c). */
+void fm_signals_async(sigset_t *set);
 
 #endif /* FUSEMIRROR_COMMON_H */

@@ -88,18 +88,10 @@ int bufio_cleaner_register(struct bufio_client *c)
 
 	pthread_mutex_lock(&g->lifecycle);
 	if (!g->running) {
-		sigset_t all, old;
-
 		g->stop = false;
-		/* The daemon decides which thread gets signals: not this one. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		r = -pthread_create(&g->cleaner, NULL, cleaner_main, g);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (r == 0) {
+		r = fm_thread_start(&g->cleaner, "bufio-cleaner", cleaner_main, g);
+		if (r == 0)
 			g->running = true;
-			pthread_setname_np(g->cleaner, "bufio-cleaner");
-		}
 	}
 	if (r == 0) {
 		pthread_mutex_lock(&g->lock);

@@ -211,18 +211,10 @@ int bufio_slab_init(struct bufio_client *c)
 		return -r;
 	}
 	c->slabs = g_hash_table_new(g_direct_hash, g_direct_equal);
-	if (c->use_slab) {
-		sigset_t all, old;
-
-		/* The daemon decides which thread gets signals: not this one.
-		 * Without the thread every chunk is mapped inline, as before. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		c->slab_filler_on = pthread_create(&c->slab_filler, NULL, filler_main, c) == 0;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (c->slab_filler_on)
-			pthread_setname_np(c->slab_filler, "bufio-filler");
-	}
+	/* Without the thread every chunk is mapped inline, as before. */
+	if (c->use_slab)
+		c->slab_filler_on = fm_thread_start(&c->slab_filler, "bufio-filler",
+						    filler_main, c) == 0;
 	return 0;
 }
 

@@ -501,13 +501,13 @@ static void *accept_thread(void *arg)
 		/* Only this thread moves a slot out of FREE: no lock needed to
 		 * fill it, but the state change must be seen by stop. */
 		pthread_mutex_lock(&s->lock);
-		r = pthread_create(&conn->thread, NULL, conn_thread, conn);
+		r = fm_thread_start(&conn->thread, "fm-ctl-conn", conn_thread, conn);
 		if (r == 0)
 			conn->state = CTL_SLOT_RUNNING;
 		pthread_mutex_unlock(&s->lock);
 		if (r != 0) {
 			g_autofree char *m = g_strdup_printf("cannot start a thread: %s",
-							     g_strerror(r));
+							     g_strerror(-r));
 
 			fm_debug("ctl %s: %s", s->path, m);
 			send_err(fd, r, m);
@@ -664,7 +664,6 @@ int ctl_server_start_full(const char *path, ctl_handler_fn handler,
 			  struct ctl_server **ret_server, GError **err)
 {
 	struct ctl_server *s;
-	sigset_t all, old;
 	int r;
 
 	assert(handler && ret_server);
@@ -693,12 +692,7 @@ int ctl_server_start_full(const char *path, ctl_handler_fn handler,
 	if (r < 0)
 		goto fail;
 
-	/* Signals are for the daemon's main thread, not ours; connection
-	 * threads inherit the mask from the accept thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = -pthread_create(&s->accept_thread, NULL, accept_thread, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	r = fm_thread_start(&s->accept_thread, "fm-ctl", accept_thread, s);
 	if (r < 0) {
 		g_set_error(err, FM_CTL_ERROR, -r, "control socket %s: cannot start a thread: %s",
 			    s->path, g_strerror(-r));

@@ -171,7 +171,7 @@ int daemon_notifier_start(const char *image_path, daemon_status_fn status_fn, vo
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	r = -pthread_create(&n->thread, NULL, notifier_thread, n);
+	r = fm_thread_start(&n->thread, "fm-notify", notifier_thread, n);
 	if (r < 0) {
 		pthread_cond_destroy(&n->cond);
 		pthread_mutex_destroy(&n->lock);

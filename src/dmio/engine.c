@@ -842,7 +842,7 @@ int dmio_engine_init(const struct dmio_engine_opts *opts)
 			ring_destroy(ring);
 			break;
 		}
-		r = -pthread_create(&ring->reaper, NULL, reaper_main, ring);
+		r = fm_thread_start(&ring->reaper, "dmio-reaper", reaper_main, ring);
 		if (r < 0) {
 			ring_destroy(ring);
 			break;
@@ -857,7 +857,6 @@ int dmio_engine_init(const struct dmio_engine_opts *opts)
 			ring_destroy(ring);
 			break;
 		}
-		pthread_setname_np(ring->reaper, "dmio-reaper");
 		started++;
 	}
 	if (r < 0) {

@@ -499,8 +499,9 @@ static void *fu_queue_main(void *arg)
 	bool have_wide;
 	int r;
 
-	/* Signals are for the thread that runs the session loop. */
-	sigfillset(&all);
+	/* Signals are for the thread that runs the session loop (but the
+	 * SIGBUS a copy into a mapped leg may raise: src/dmio/map.c). */
+	fm_signals_async(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	/* The kernel queues a request on the qid of the CPU it was issued
 	 * on; answering it there keeps it on that CPU's caches.  An offline

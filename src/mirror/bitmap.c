@@ -509,7 +509,6 @@ struct mbitmap *mbitmap_create(uint64_t nr_regions, unsigned region_shift, size_
 {
 	struct mbitmap *bm;
 	pthread_condattr_t attr;
-	sigset_t all, old;
 	int r;
 
 	if (!nr_regions || region_shift < MIN_REGION_SHIFT || region_shift > MAX_REGION_SHIFT ||
@@ -564,17 +563,12 @@ struct mbitmap *mbitmap_create(uint64_t nr_regions, unsigned region_shift, size_
 	memset(bm->bits, 0, length);
 	memset(bm->wbuf, 0, length);
 
-	/* The daemon decides which thread gets signals: not this one. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&bm->thread, NULL, bitmap_main, bm);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		fm_debug("bitmap: cannot start its thread: %s", strerror(r));
+	r = fm_thread_start(&bm->thread, "fm-bitmap", bitmap_main, bm);
+	if (r < 0) {
+		fm_debug("bitmap: cannot start its thread: %s", strerror(-r));
 		bitmap_free(bm);
 		return NULL;
 	}
-	pthread_setname_np(bm->thread, "fm-bitmap");
 	return bm;
 }
 

@@ -40,7 +40,6 @@ static void *reconnect_main(void *arg)
 {
 	struct mirror *m = arg;
 
-	pthread_setname_np(pthread_self(), "fm-reconnect");
 	pthread_mutex_lock(&m->rc_lock);
 	while (!m->rc_stop) {
 		uint64_t now = mono_ns(), next = UINT64_MAX;
@@ -115,13 +114,13 @@ void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri)
 		m->rc[i].attempts = 0;
 		m->rc[i].due_ns = mono_ns() + (uint64_t)m->rc[i].delay_ms * 1000000u;
 		if (!m->rc_running) {
-			int r = pthread_create(&m->rc_thread, NULL, reconnect_main, m);
+			int r = fm_thread_start(&m->rc_thread, "fm-reconnect", reconnect_main, m);
 
 			if (r == 0)
 				m->rc_running = true;
 			else
 				fm_debug("leg %s: cannot start the reconnection thread: %s", uri,
-					 strerror(r));
+					 strerror(-r));
 		}
 		pthread_cond_signal(&m->rc_cond);
 	}

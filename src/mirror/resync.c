@@ -538,12 +538,12 @@ int mirror_sync_start(struct mirror *m, enum mirror_sync_action action, bool rep
 	s->done = s->total = 0;
 	if (action == MIRROR_SYNC_CHECK || action == MIRROR_SYNC_REPAIR)
 		s->mismatches = 0;
-	r = pthread_create(&s->thread, NULL, sync_main, m);
-	if (r) {
+	r = fm_thread_start(&s->thread, "fm-resync", sync_main, m);
+	if (r < 0) {
 		s->active = false;
 		s->action = MIRROR_SYNC_IDLE;
 		pthread_mutex_unlock(&s->lock);
-		return -r;
+		return r;
 	}
 	s->running = true;
 	pthread_mutex_unlock(&s->lock);

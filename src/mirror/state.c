@@ -225,10 +225,10 @@ static void *worker_main(void *arg)
 
 int mirror_state_init(struct mirror *m)
 {
-	int r = pthread_create(&m->worker, NULL, worker_main, m);
+	int r = fm_thread_start(&m->worker, "fm-state", worker_main, m);
 
-	if (r)
-		return -r;
+	if (r < 0)
+		return r;
 	m->worker_running = true;
 	return 0;
 }
