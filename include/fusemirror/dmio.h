@@ -224,6 +224,9 @@ enum dmio_fault_flags {
 	DMIO_FAULT_DELAY_WRITES = 1u << 8, /* writes in the range succeed,
 					      each piece after delay_ms (a slow
 					      disk) */
+	DMIO_FAULT_DELAY_READS = 1u << 9, /* reads in the range succeed, each
+					     piece after delay_ms (also with
+					     DELAY_WRITES: one delay for both) */
 };
 
 /*
@@ -243,7 +246,7 @@ struct dmio_fault {
 				   from the moment the fault is set;
 				   down_ms 0: misbehave all the time */
 	uint64_t seed;          /* for the rate draws */
-	uint32_t delay_ms;      /* DELAY_WRITES: 1 .. 60000 */
+	uint32_t delay_ms;      /* DELAY_WRITES/READS: 1 .. 60000 */
 };
 
 struct dmio_fault_stats {

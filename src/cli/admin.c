@@ -325,6 +325,7 @@ int cmd_inject(int argc, char **argv)
 	struct fm_fault_args a = { 0 };
 	g_autofree char *offset = NULL, *length = NULL, *rate = NULL, *prob = NULL;
 	g_autofree char *delay = NULL;
+	g_autofree char *delay_reads = NULL;
 	g_autofree char *error = NULL, *up = NULL, *down = NULL, *seed = NULL;
 	GOptionEntry entries[] = {
 		{ "read", 0, 0, G_OPTION_ARG_NONE, &a.read, "Fail reads", NULL },
@@ -343,6 +344,8 @@ int cmd_inject(int argc, char **argv)
 		  "half the range further on (silent corruption)", NULL },
 		{ "delay-writes", 0, 0, G_OPTION_ARG_STRING, &delay,
 		  "Writes succeed, each piece MS milliseconds late (a slow disk)", "MS" },
+		{ "delay-reads", 0, 0, G_OPTION_ARG_STRING, &delay_reads,
+		  "Reads succeed, each piece MS milliseconds late (a slow disk)", "MS" },
 		{ "heal-on-write", 0, 0, G_OPTION_ARG_NONE, &a.heal_on_write,
 		  "With --read and a range: a 4 KiB block reads fine again once written "
 		  "(a bad sector that a rewrite remaps)", NULL },
@@ -407,6 +410,7 @@ int cmd_inject(int argc, char **argv)
 	a.down = down;
 	a.seed = seed;
 	a.delay_writes = delay;
+	a.delay_reads = delay_reads;
 	if (clear + show > 1 || ((clear || show) && fm_fault_args_given(&a))) {
 		cli_error("inject: --clear and --show take no other option");
 		return FM_EXIT_USAGE;

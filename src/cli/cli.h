@@ -274,6 +274,7 @@ struct fm_fault_args {
 	const char *up, *down;          /* ms, flakey cycle */
 	const char *seed;
 	const char *delay_writes;       /* ms: writes succeed that much later */
+	const char *delay_reads;        /* ms: reads succeed that much later */
 };
 
 /* True when @a describes a fault (some option other than none was given). */

@@ -22,7 +22,8 @@
 
 #define ALL_FLAGS (DMIO_FAULT_READS | DMIO_FAULT_WRITES | DMIO_FAULT_FLUSHES | \
 		   DMIO_FAULT_DROP_WRITES | DMIO_FAULT_CORRUPT_READS | DMIO_FAULT_HEAL_ON_WRITE | \
-		   DMIO_FAULT_FLIP_WRITES | DMIO_FAULT_MISDIRECT_WRITES | DMIO_FAULT_DELAY_WRITES)
+		   DMIO_FAULT_FLIP_WRITES | DMIO_FAULT_MISDIRECT_WRITES | DMIO_FAULT_DELAY_WRITES | \
+		   DMIO_FAULT_DELAY_READS)
 
 /* DMIO_FAULT_HEAL_ON_WRITE tracks at most this many sectors (dmio.h). */
 #define HEAL_MAX_SECTORS (1ull << 24)
@@ -41,6 +42,7 @@ static const struct {
 	{ DMIO_FAULT_FLIP_WRITES, "flip_writes", "writes bit-flipped on disk" },
 	{ DMIO_FAULT_MISDIRECT_WRITES, "misdirect_writes", "writes misdirected" },
 	{ DMIO_FAULT_DELAY_WRITES, "delay_writes", "writes delayed" },
+	{ DMIO_FAULT_DELAY_READS, "delay_reads", "reads delayed" },
 };
 
 static bool bad(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -112,7 +114,8 @@ static bool parse_sectors(const char *opt, const char *val, uint64_t *ret, GErro
 bool fm_fault_args_given(const struct fm_fault_args *a)
 {
 	return a->read || a->write || a->flush || a->drop_writes || a->corrupt_reads ||
-	       a->flip_writes || a->misdirect_writes || a->heal_on_write || a->delay_writes || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
+	       a->flip_writes || a->misdirect_writes || a->heal_on_write || a->delay_writes ||
+	       a->delay_reads || a->offset || a->length || a->rate || a->probability || a->error || a->up ||
 	       a->down || a->seed;
 }
 
@@ -144,6 +147,20 @@ bool fm_fault_from_args(const struct fm_fault_args *a, struct dmio_fault *ret, G
 			return bad(err, "--delay-writes and --write/--drop-writes exclude each "
 				   "other (a delayed write is written)");
 		f.flags |= DMIO_FAULT_DELAY_WRITES;
+		f.delay_ms = (uint32_t)ms;
+	}
+	if (a->delay_reads) {
+		uint64_t ms = 0;
+
+		if (!parse_u64("--delay-reads", a->delay_reads, 1, 60000, &ms, err))
+			return false;
+		if (a->read || a->corrupt_reads)
+			return bad(err, "--delay-reads and --read/--corrupt-reads exclude each "
+				   "other (a delayed read is read, intact)");
+		if (f.delay_ms && f.delay_ms != ms)
+			return bad(err, "--delay-reads %s and --delay-writes %s: a fault has one "
+				   "delay; give both the same", a->delay_reads, a->delay_writes);
+		f.flags |= DMIO_FAULT_DELAY_READS;
 		f.delay_ms = (uint32_t)ms;
 	}
 	if (!f.flags)
@@ -301,7 +318,8 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 					return bad(err, "inject: flags=%s: unknown flag '%s' "
 						   "(reads, writes, flushes, drop_writes, "
 						   "corrupt_reads, heal_on_write, flip_writes, "
-						   "misdirect_writes, delay_writes)", val, *nm);
+						   "misdirect_writes, delay_writes, "
+						   "delay_reads)", val, *nm);
 				f.flags |= flag_names[j].flag;
 			}
 		} else if (!strcmp(key, "error")) {
@@ -342,8 +360,8 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 	}
 	if (!f.flags || (f.flags & ~ALL_FLAGS))
 		return bad(err, "inject: no flags= given (what should fail?)");
-	if (!(f.flags & DMIO_FAULT_DELAY_WRITES) != !f.delay_ms)
-		return bad(err, "inject: delay_writes and delay_ms= go together");
+	if (!(f.flags & (DMIO_FAULT_DELAY_WRITES | DMIO_FAULT_DELAY_READS)) != !f.delay_ms)
+		return bad(err, "inject: delay_writes or delay_reads and delay_ms= go together");
 	if ((f.flags & DMIO_FAULT_HEAL_ON_WRITE) &&
 	    (!(f.flags & DMIO_FAULT_READS) || !f.count || f.count > HEAL_MAX_SECTORS))
 		return bad(err, "inject: heal_on_write needs reads and a count of 1 to %llu "

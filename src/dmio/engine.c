@@ -206,6 +206,29 @@ static void prep_rw(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_p
 	}
 }
 
+
+/*
+ * A slow disk (DMIO_FAULT_DELAY_WRITES/READS): @sqe becomes a timer linked
+ * before the piece's I/O, which ETIME_SUCCESS keeps from cancelling it;
+ * returns the SQE for the I/O.  Once per piece.  Without a second SQE the
+ * I/O goes undelayed.
+ */
+static struct io_uring_sqe *prep_delay(struct dmio_ring *r, struct io_uring_sqe *sqe,
+				       struct dmio_piece *p)
+{
+	struct io_uring_sqe *io = io_uring_get_sqe(&r->ring);
+
+	if (io) {
+		p->delay_ts.tv_sec = p->delay_ms / 1000;
+		p->delay_ts.tv_nsec = (long long)(p->delay_ms % 1000) * 1000000;
+		io_uring_prep_timeout(sqe, &p->delay_ts, 0, IORING_TIMEOUT_ETIME_SUCCESS);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data64(sqe, (uintptr_t)&delay_marker);
+		sqe = io;
+	}
+	p->delay_ms = 0;
+	return sqe;
+}
 static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
 	if (dmio_piece_replaced_by_fault(p)) {
@@ -216,27 +239,13 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 	}
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
+		if (fm_unlikely(p->delay_ms))
+			sqe = prep_delay(r, sqe, p);
 		prep_rw(r, sqe, p, false);
 		break;
 	case DMIO_PIECE_WRITE:
-		if (fm_unlikely(p->delay_ms)) {
-			/* A slow disk (DMIO_FAULT_DELAY_WRITES): a timer linked
-			 * before the write, which ETIME_SUCCESS keeps from
-			 * cancelling it; once per piece.  Without a second SQE
-			 * the write goes undelayed. */
-			struct io_uring_sqe *w = io_uring_get_sqe(&r->ring);
-
-			if (w) {
-				p->delay_ts.tv_sec = p->delay_ms / 1000;
-				p->delay_ts.tv_nsec = (long long)(p->delay_ms % 1000) * 1000000;
-				io_uring_prep_timeout(sqe, &p->delay_ts, 0,
-						      IORING_TIMEOUT_ETIME_SUCCESS);
-				sqe->flags |= IOSQE_IO_LINK;
-				io_uring_sqe_set_data64(sqe, (uintptr_t)&delay_marker);
-				sqe = w;
-			}
-			p->delay_ms = 0;
-		}
+		if (fm_unlikely(p->delay_ms))
+			sqe = prep_delay(r, sqe, p);
 		prep_rw(r, sqe, p, true);
 		sqe->rw_flags = p->rw_flags;
 		break;
@@ -322,7 +331,7 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	if (dmio_piece_replaced_by_fault(p))
 		n = 0; /* what the NOP standing in for it would return */
 	else if (p->delay_ms)
-		return false; /* a delayed write: io_uring's timer first */
+		return false; /* delayed: io_uring's timer first */
 	else if (dmio_map_rw(p, &n))
 		; /* a copy through the mapping (map.c) */
 	else if (p->kind == DMIO_PIECE_READ)

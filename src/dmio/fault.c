@@ -57,7 +57,8 @@ int dmio_dev_set_fault(struct dmio_dev *dev, const struct dmio_fault *fault)
 		/* Misdirected writes land inside the range: at least 8 KiB. */
 		if ((fault->flags & DMIO_FAULT_MISDIRECT_WRITES) && fault->count < 16)
 			return -EINVAL;
-		if (!(fault->flags & DMIO_FAULT_DELAY_WRITES) != !fault->delay_ms ||
+		if (!(fault->flags & (DMIO_FAULT_DELAY_WRITES | DMIO_FAULT_DELAY_READS)) !=
+		    !fault->delay_ms ||
 		    fault->delay_ms > DMIO_FAULT_DELAY_MAX_MS)
 			return -EINVAL;
 		s = calloc(1, sizeof(*s));
@@ -222,6 +223,8 @@ static enum dmio_piece_fault fault_action(const struct dmio_fault_state *s,
 			return DMIO_PF_FAIL;
 		if (fl & DMIO_FAULT_CORRUPT_READS)
 			return DMIO_PF_CORRUPT;
+		if (fl & DMIO_FAULT_DELAY_READS)
+			return DMIO_PF_DELAY;
 		return DMIO_PF_NONE;
 	}
 	/* WRITE, FALLOC, or the read of a read-modify-write. */

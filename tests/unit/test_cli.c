@@ -371,6 +371,7 @@ START_TEST(fault_describe)
 	ck_assert_str_eq(j->str, "{\"reads\":true,\"writes\":false,\"flushes\":false,"
 				 "\"drop_writes\":false,\"corrupt_reads\":false,\"heal_on_write\":false,"
 				 "\"flip_writes\":false,\"misdirect_writes\":false,\"delay_writes\":false,"
+				 "\"delay_reads\":false,"
 				 "\"error\":\"EROFS\","
 				 "\"errno\":30,\"sector\":1,\"count\":2,\"offset\":512,\"length\":1024,"
 				 "\"rate_ppm\":0,\"up_ms\":0,\"down_ms\":0,\"seed\":0,\"delay_ms\":0}");

@@ -1023,6 +1023,62 @@ START_TEST(test_fault_delay_writes)
 }
 END_TEST
 
+/* DMIO_FAULT_DELAY_READS: a read in the range completes after the delay,
+ * intact; a write in the range and a read outside it are not delayed; with
+ * DELAY_WRITES too, one delay serves both. */
+START_TEST(test_fault_delay_reads)
+{
+	g_autofree char *path = g_strdup_printf("%s/delayr.img", tc_dir);
+	struct dmio_fault fl = { .flags = DMIO_FAULT_DELAY_READS, .sector = 0, .count = 2048,
+				 .delay_ms = 1000 };
+	struct dmio_region in = { NULL, 8, 8 }, out = { NULL, 4096, 8 };
+	struct dmio_dev *dev;
+	uint8_t *buf, *rbuf;
+	uint64_t t0, dt;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
+	close(fd);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	in.dev = out.dev = dev;
+	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, 4096), 0);
+	ck_assert_int_eq(posix_memalign((void **)&rbuf, 4096, 4096), 0);
+	memset(buf, 0xa7, 4096);
+
+	ck_assert_int_eq(dmio_dev_set_fault(dev, &(struct dmio_fault){
+					    .flags = DMIO_FAULT_DELAY_READS }), -EINVAL);
+	ck_assert_int_eq(dmio_dev_set_fault(dev, &(struct dmio_fault){
+					    .flags = DMIO_FAULT_READS, .delay_ms = 5 }), -EINVAL);
+	ck_assert_int_eq(dmio_dev_set_fault(dev, &fl), 0);
+
+	t0 = fm_now_ns();
+	ck_assert_int_eq(dmio_sync_vm(1, &in, DMIO_OP_WRITE, buf, NULL), 0);
+	ck_assert_int_eq(dmio_sync_vm(1, &out, DMIO_OP_WRITE, buf, NULL), 0);
+	ck_assert_int_eq(dmio_sync_vm(1, &out, DMIO_OP_READ, rbuf, NULL), 0);
+	dt = fm_now_ns() - t0;
+	if (!fm_test_under_valgrind())
+		ck_assert_msg(dt < 700 * 1000000ull, "undelayed I/O took %" PRIu64 " ns", dt);
+	memset(rbuf, 0, 4096);
+	t0 = fm_now_ns();
+	ck_assert_int_eq(dmio_sync_vm(1, &in, DMIO_OP_READ, rbuf, NULL), 0);
+	dt = fm_now_ns() - t0;
+	ck_assert_msg(dt >= 990 * 1000000ull, "a delayed read took %" PRIu64 " ns", dt);
+	fm_assert_bytes_eq(rbuf, buf, 4096, "the delayed read's data");
+
+	fl.flags |= DMIO_FAULT_DELAY_WRITES;
+	ck_assert_int_eq(dmio_dev_set_fault(dev, &fl), 0);
+	t0 = fm_now_ns();
+	ck_assert_int_eq(dmio_sync_vm(1, &in, DMIO_OP_WRITE, buf, NULL), 0);
+	dt = fm_now_ns() - t0;
+	ck_assert_msg(dt >= 990 * 1000000ull, "a delayed write took %" PRIu64 " ns", dt);
+	ck_assert_int_eq(dmio_dev_set_fault(dev, NULL), 0);
+	dmio_dev_close(dev);
+	free(buf);
+	free(rbuf);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* A loop's object cache (dmio_loop_cache_get/put) */
 
@@ -1106,6 +1162,7 @@ static Suite *dmio_conc_suite(void)
 	tcase_add_test(tc, test_loop_iowq_cpus);
 	tcase_add_test(tc, test_loop_object_cache);
 	tcase_add_test(tc, test_fault_delay_writes);
+	tcase_add_test(tc, test_fault_delay_reads);
 
 	tc = tc_add(s, "concurrency", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_loop_test(tc, test_conc_mixed, 0, 3);
