@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# 4k reads on legs on disk are not capped by the event loops' request
+# buffers.  A loop reads each request into a ~1 MiB buffer, FRONT_RBUFS of
+# them per loop (12); a read of up to 8 KiB moves to one of the loop's 128
+# small buffers and gives the big one back at once, so reads in flight are
+# bounded by the client's depth, not by 12 per loop (doc/DESIGN.md, "Threads
+# and I/O").  Both legs are made slow (`inject --delay-reads`: every read
+# piece completes DELAY ms late) and fio reads at a depth well above the
+# loops' buffers for RUNTIME seconds: with every read waiting DELAY ms, the
+# count done is about depth x RUNTIME / DELAY.  Capped at 12 per loop it
+# would be about 12 x loops x (RUNTIME / DELAY + 1); the test wants twice
+# that (here: 568 reads with the small buffers disabled, 2408 with them,
+# against 1008).  The data read is checked
+# (fio verify).
+source "$(dirname "$0")/lib.sh"
+
+SIZE=$((64 << 20))
+DELAY=100           # ms per read piece
+RUNTIME=2           # s
+RBUFS=12            # request buffers per /dev/fuse loop (src/front/front.c)
+LOOPS=$(nproc)      # one event loop per CPU
+DEPTH=$((RBUFS * LOOPS * 3 + 16))
+# A loop has 128 small buffers: past 6 CPUs the depth that tells the two
+# apart needs more of them than one loop may get.
+if ((DEPTH > 256)); then
+	echo "read_depth: SKIP: $LOOPS CPUs (the test tells capped from uncapped up to 6)"
+	exit 77
+fi
+
+mkdir "$T/mnt"
+fm_create --size "$SIZE" "$T/leg0" "$T/leg1"
+fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
+img=$T/mnt/image
+
+log "write the image (fio verify headers), then slow both legs' reads"
+run_fio fill --filename="$img" --direct=1 --rw=write --bs=1M --iodepth=4 --ioengine=io_uring \
+	--size="$SIZE" --verify=crc32c --verify_interval=4k --do_verify=0
+for leg in "$T/leg0" "$T/leg1"; do
+	fm_ok inject "$T/mnt" "$leg" --delay-reads "$DELAY"
+done
+v=$(fm_leg_get "$T/mnt" "$T/leg0" fault | python3 -c 'import json,sys; print(json.load(sys.stdin)["delay_reads"])')
+assert_eq "$v" True "leg 0's fault has delay_reads"
+
+log "4k random reads at depth $DEPTH for ${RUNTIME}s, every read ${DELAY} ms late"
+run_fio depth --filename="$img" --direct=1 --rw=randread --bs=4k --iodepth="$DEPTH" \
+	--ioengine=io_uring --size="$SIZE" --time_based --runtime="$RUNTIME" \
+	--verify=crc32c --verify_only=1 --verify_fatal=1
+done_ios=$(python3 -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):]); print(j["jobs"][0]["read"]["total_ios"])' "$T/fio-depth.json")
+capped=$((RBUFS * LOOPS * (RUNTIME * 1000 / DELAY + 1)))
+log "reads done: $done_ios (capped by the request buffers: about $capped)"
+((done_ios >= 2 * capped)) ||
+	fail "only $done_ios reads in ${RUNTIME}s at ${DELAY} ms each: fewer than 2 x $capped," \
+		"as if each held one of the $RBUFS request buffers of its loop"
+
+for leg in "$T/leg0" "$T/leg1"; do
+	fm_ok inject "$T/mnt" "$leg" --clear
+done
+fm_umount "$T/mnt"
