@@ -973,28 +973,35 @@ START_TEST(test_loop_submit_with_wait)
 }
 END_TEST
 
-/* DMIO_FAULT_DELAY_WRITES: a write in the range completes after the delay
- * and is written; a read and a write outside the range are not delayed;
- * a delay without the flag (or beyond the limit) is refused. */
-START_TEST(test_fault_delay_writes)
+/* A 4 MiB device file NAME in tc_dir, opened, and two page-aligned 4 KiB
+ * buffers, *buf filled with @fill (for the delay tests). */
+static struct dmio_dev *delay_dev(const char *name, uint8_t **buf, uint8_t **rbuf, int fill)
 {
-	g_autofree char *path = g_strdup_printf("%s/delay.img", tc_dir);
-	struct dmio_fault fl = { .flags = DMIO_FAULT_DELAY_WRITES, .sector = 0, .count = 2048,
-				 .delay_ms = 2000 };
-	struct dmio_region in = { NULL, 8, 8 }, out = { NULL, 4096, 8 };
+	g_autofree char *path = g_strdup_printf("%s/%s", tc_dir, name);
 	struct dmio_dev *dev;
-	uint8_t *buf, *rbuf;
-	uint64_t t0, dt;
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
 	close(fd);
 	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
-	in.dev = out.dev = dev;
-	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, 4096), 0);
-	ck_assert_int_eq(posix_memalign((void **)&rbuf, 4096, 4096), 0);
-	memset(buf, 0x5d, 4096);
+	ck_assert_int_eq(posix_memalign((void **)buf, 4096, 4096), 0);
+	ck_assert_int_eq(posix_memalign((void **)rbuf, 4096, 4096), 0);
+	memset(*buf, fill, 4096);
+	return dev;
+}
+
+/* DMIO_FAULT_DELAY_WRITES: a write in the range completes after the delay
+ * and is written; a read and a write outside the range are not delayed;
+ * a delay without the flag (or beyond the limit) is refused. */
+START_TEST(test_fault_delay_writes)
+{
+	struct dmio_fault fl = { .flags = DMIO_FAULT_DELAY_WRITES, .sector = 0, .count = 2048,
+				 .delay_ms = 2000 };
+	uint8_t *buf, *rbuf;
+	struct dmio_dev *dev = delay_dev("delay.img", &buf, &rbuf, 0x5d);
+	struct dmio_region in = { dev, 8, 8 }, out = { dev, 4096, 8 };
+	uint64_t t0, dt;
 
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &(struct dmio_fault){
 					    .flags = DMIO_FAULT_DELAY_WRITES }), -EINVAL);
@@ -1028,23 +1035,12 @@ END_TEST
  * DELAY_WRITES too, one delay serves both. */
 START_TEST(test_fault_delay_reads)
 {
-	g_autofree char *path = g_strdup_printf("%s/delayr.img", tc_dir);
 	struct dmio_fault fl = { .flags = DMIO_FAULT_DELAY_READS, .sector = 0, .count = 2048,
 				 .delay_ms = 1000 };
-	struct dmio_region in = { NULL, 8, 8 }, out = { NULL, 4096, 8 };
-	struct dmio_dev *dev;
 	uint8_t *buf, *rbuf;
+	struct dmio_dev *dev = delay_dev("delayr.img", &buf, &rbuf, 0xa7);
+	struct dmio_region in = { dev, 8, 8 }, out = { dev, 4096, 8 };
 	uint64_t t0, dt;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
-	close(fd);
-	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
-	in.dev = out.dev = dev;
-	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, 4096), 0);
-	ck_assert_int_eq(posix_memalign((void **)&rbuf, 4096, 4096), 0);
-	memset(buf, 0xa7, 4096);
 
 	ck_assert_int_eq(dmio_dev_set_fault(dev, &(struct dmio_fault){
 					    .flags = DMIO_FAULT_DELAY_READS }), -EINVAL);
