@@ -506,6 +506,14 @@ struct io_uring *dmio_loop_ring(struct dmio_loop *l);
 void dmio_loop_sqe_prompt(struct dmio_loop *l);
 
 /*
+ * Submit the leg I/O queued on loop @l now (its owner), rather than with
+ * the next dmio_loop_run_once(): one io_uring_enter, only when pieces
+ * are waiting for it; the owner's own SQEs queued before go with them.
+ * Does not block.
+ */
+void dmio_loop_submit(struct dmio_loop *l);
+
+/*
  * Handle the completions that arrived (dmio's: callbacks; the owner's:
  * op->done()), submit what is queued, and, when there were none and @wait,
  * wait for at least one in the same system call.  With @wait, what the

@@ -1160,6 +1160,14 @@ void dmio_loop_sqe_prompt(struct dmio_loop *l)
 	l->r.prompt++;
 }
 
+void dmio_loop_submit(struct dmio_loop *l)
+{
+	struct dmio_ring *r = &l->r;
+
+	if (r->unsubmitted)
+		ring_submit(r);
+}
+
 void dmio_loop_wake(struct dmio_loop *l)
 {
 	uint64_t one = 1;

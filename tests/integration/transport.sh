@@ -375,6 +375,25 @@ cmp <(dd if="$img" bs=512k count=8 iflag=direct status=none) <(head -c $((4 << 2
 assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 8 "512k reads spliced into a 1 MiB pipe"
 fm_umount "$T/mnt"
 
+# Legs on disk: a loop submits the leg reads of a batch of requests every
+# 2 requests read (front.c, loop_read()), not all with the enter that ends
+# its turn; so at QD32 the system calls that carried leg I/O are at least
+# half the SQEs (all in one enter per batch, they were a batch's).
+log "dev: legs on disk, 4k QD32 reads: leg reads submitted as the batch is read"
+FM_TRANSPORT=dev fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
+dd if=/dev/urandom of="$img" bs=1M count=8 seek=40 iflag=fullblock oflag=direct conv=notrunc \
+	status=none
+sq0=$(fm_status_get "$T/mnt" .engine.sqes) su0=$(fm_status_get "$T/mnt" .engine.submits)
+run_fio qd32disk --filename="$img" --direct=1 --rw=randread --bs=4k --iodepth=32 \
+	--ioengine=io_uring --offset=40M --size=8M --io_size=16M
+sq=$(($(fm_status_get "$T/mnt" .engine.sqes) - sq0))
+su=$(($(fm_status_get "$T/mnt" .engine.submits) - su0))
+log "dev: $sq SQEs in $su system calls for 4096 4k reads at QD32"
+((sq >= 4096)) || fail "only $sq SQEs for 4096 4k reads on disk legs"
+((5 * su >= 2 * sq)) || fail "$sq leg SQEs went in only $su system calls (batched to the turn's end?)"
+fm_umount "$T/mnt"
+assert_legs_equal "$T/leg0" "$T/leg1"
+
 log "auto on $cpus possible CPUs"
 FM_TEST_FOREGROUND=1 fm_mount --transport=auto "$T/leg0" "$T/leg1" "$T/mnt"
 want=dev
