@@ -531,6 +531,7 @@ static const struct status_field engine_fields[] = {
 	   "Inline leg I/Os made by a copy through the leg's mapping."),
 	FM("map_faults", ds.map_faults, "fusemirror_engine_map_faults_total", "counter",
 	   "Copies through a leg's mapping that faulted (SIGBUS), redone by a system call."),
+	F("streamed_ios", ds.streamed_ios),
 	F("iowq_widened", ds.iowq_widened),
 };
 

@@ -141,6 +141,7 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->region_errors = atomic_load(&dmio_stats_g.region_errors);
 	s->mapped_ios = atomic_load(&dmio_stats_g.mapped_ios);
 	s->map_faults = atomic_load(&dmio_stats_g.map_faults);
+	s->streamed_ios = atomic_load(&dmio_stats_g.streamed_ios);
 }
 
 void dmio_request_begin(void)

@@ -222,9 +222,9 @@ void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t le
  * 48-50 (not worth gathering a request's pieces across legs).  16 KiB:
  * 4.1 -> 1.7 us per leg copy; 4 KiB: 0.33 either way, so small writes keep
  * memcpy (whose destination line stays cached for a read that follows).
- * The streaming stores are weakly ordered: an sfence after the copy makes
- * them visible before anything the thread does next (the piece's
- * completion), as a plain store would be.
+ * Counted in streamed_ios.  The streaming stores are weakly ordered: an
+ * sfence after the copy makes them visible before anything the thread
+ * does next (the piece's completion), as a plain store would be.
  */
 #define MAP_STREAM_MIN (16u << 10)
 
@@ -379,6 +379,8 @@ bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n)
 	}
 	/* RWF_DSYNC: tmpfs and ramfs have nothing to sync (noop_fsync). */
 	DMIO_STAT_ADD(mapped_ios, 1);
+	if (write && p->len >= MAP_STREAM_MIN)
+		DMIO_STAT_ADD(streamed_ios, 1);
 	*ret_n = (ssize_t)p->len;
 	return true;
 }

@@ -180,7 +180,13 @@ FM_TRANSPORT=dev fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
 assert_eq "$(fm_status_get "$T/mnt" .cache.limit_bytes)" $((32 << 20)) "cache limit on legs in memory"
 head -c $((5 << 20)) /dev/urandom >"$S/src"
 head -c $((64 << 10)) /dev/urandom >"$S/src2"
+st0=$(fm_status_get "$T/mnt" .engine.streamed_ios)
 dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
+# 1 MiB writes: copied into each leg with streaming stores (map.c); all
+# but the first, which the written-region map's thread issues once it has
+# marked the region (a reaper leaves pieces over 64 KiB to io_uring).
+st=$(($(fm_status_get "$T/mnt" .engine.streamed_ios) - st0))
+((st >= 2 * 3)) || fail "only $st leg copies of 4 1M writes on 2 legs streamed"
 m0=$(fm_status_get "$T/mnt" .cache.misses) ar0=$(fm_status_get "$T/mnt" .cache.around_read_bytes)
 aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes) h0=$(fm_status_get "$T/mnt" .cache.hits)
 rr0=$(fm_status_get "$T/mnt" .io.ring_replies) br0=$(fm_status_get "$T/mnt" .io.blocking_reads)

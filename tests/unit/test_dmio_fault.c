@@ -1119,11 +1119,31 @@ START_TEST(test_map_stream)
 			s1 = fx_stats();
 			ck_assert_msg(rc == 0 && bits == 0, "case %u/%u: rc %d bits %#lx", c, shift,
 				      rc, bits);
-			ck_assert_msg(s1.mapped_ios - s0.mapped_ios == 1,
-				      "case %u/%u (%zu bytes): %" PRIu64 " mapped copies, want 1", c,
-				      shift, len, s1.mapped_ios - s0.mapped_ios);
+			ck_assert_msg(s1.mapped_ios - s0.mapped_ios == 1 &&
+					      s1.streamed_ios - s0.streamed_ios == 1,
+				      "case %u/%u (%zu bytes): %" PRIu64 " mapped copies, %" PRIu64
+				      " streamed, want 1, 1", c, shift, len,
+				      s1.mapped_ios - s0.mapped_ios, s1.streamed_ios - s0.streamed_ios);
 			memcpy(model + off, from, len);
 		}
+	}
+	/* Below 16 KiB: a plain memcpy. */
+	for (uint64_t len = SECTOR; len < 16 * 1024; len *= 4) {
+		struct dmio_region r = { .dev = dev, .sector = 1920 * 1024 / SECTOR,
+					 .count = len / SECTOR };
+		unsigned long bits = FX_BITS_POISON;
+		int rc;
+
+		s0 = fx_stats();
+		rc = dmio_sync_vm(1, &r, DMIO_OP_WRITE, src + 3, &bits);
+		s1 = fx_stats();
+		ck_assert_msg(rc == 0 && bits == 0, "%" PRIu64 " bytes: rc %d bits %#lx", len, rc,
+			      bits);
+		ck_assert_msg(s1.mapped_ios - s0.mapped_ios == 1 &&
+				      s1.streamed_ios == s0.streamed_ios,
+			      "%" PRIu64 " bytes: %" PRIu64 " mapped, %" PRIu64 " streamed, want 1, 0",
+			      len, s1.mapped_ios - s0.mapped_ios, s1.streamed_ios - s0.streamed_ios);
+		memcpy(model + 1920 * 1024, src + 3, len);
 	}
 	ck_assert_int_eq(pread(fd, got, size, 0), (ssize_t)size);
 	fm_assert_bytes_eq(got, model, size, "the leg after streamed writes");
