@@ -1070,9 +1070,11 @@ END_TEST
 START_TEST(test_map_stream)
 {
 	g_autofree char *path = g_strdup_printf("%s/stream.img", tc_shm_dir);
-	/* Iovec lengths, each case 16..64 KiB in all (inline on a reaper) and
+	/* Iovec lengths, each case 4..64 KiB in all (inline on a reaper) and
 	 * a multiple of the sector. */
 	static const size_t cases[][6] = {
+		{ 4096 },
+		{ 100, 4000, 3068 },                    /* 7168 */
 		{ 16 * 1024 },
 		{ 64 * 1024 },
 		{ 1, 63, 4097, 12000, 223 },            /* 16384 */
@@ -1127,8 +1129,8 @@ START_TEST(test_map_stream)
 			memcpy(model + off, from, len);
 		}
 	}
-	/* Below 16 KiB: a plain memcpy. */
-	for (uint64_t len = SECTOR; len < 16 * 1024; len *= 4) {
+	/* Below 4 KiB: a plain memcpy. */
+	for (uint64_t len = SECTOR; len < 4096; len *= 4) {
 		struct dmio_region r = { .dev = dev, .sector = 1920 * 1024 / SECTOR,
 					 .count = len / SECTOR };
 		unsigned long bits = FX_BITS_POISON;
