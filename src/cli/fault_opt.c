@@ -314,12 +314,15 @@ bool fm_fault_from_words(const char *const *words, unsigned n, struct dmio_fault
 				for (j = 0; j < FM_ARRAY_SIZE(flag_names); j++)
 					if (!strcmp(*nm, flag_names[j].word))
 						break;
-				if (j == FM_ARRAY_SIZE(flag_names))
-					return bad(err, "inject: flags=%s: unknown flag '%s' "
-						   "(reads, writes, flushes, drop_writes, "
-						   "corrupt_reads, heal_on_write, flip_writes, "
-						   "misdirect_writes, delay_writes, "
-						   "delay_reads)", val, *nm);
+				if (j == FM_ARRAY_SIZE(flag_names)) {
+					g_autoptr(GString) known = g_string_new(NULL);
+
+					for (j = 0; j < FM_ARRAY_SIZE(flag_names); j++)
+						g_string_append_printf(known, "%s%s", j ? ", " : "",
+								       flag_names[j].word);
+					return bad(err, "inject: flags=%s: unknown flag '%s' (%s)",
+						   val, *nm, known->str);
+				}
 				f.flags |= flag_names[j].flag;
 			}
 		} else if (!strcmp(key, "error")) {

@@ -304,7 +304,9 @@ START_TEST(fault_words_refused)
 {
 	static const struct { const char *w[3]; const char *msg; } cases[] = {
 		{ { "flags=reads", "bogus=1" }, "unknown key 'bogus'" },
-		{ { "flags=reads,sideways" }, "unknown flag 'sideways'" },
+		{ { "flags=reads,sideways" }, "unknown flag 'sideways' (reads, writes, flushes, drop_writes, "
+		  "corrupt_reads, heal_on_write, flip_writes, misdirect_writes, delay_writes, "
+		  "delay_reads)" },
 		{ { "flags=reads", "error" }, "'error' is not key=value" },
 		{ { "error=5" }, "no flags= given" },
 		{ { "flags=" }, "no flags= given" },
