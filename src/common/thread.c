@@ -11,11 +11,11 @@ void fm_signals_async(sigset_t *set)
 	/* What a fault raises is delivered to the faulting thread whatever
 	 * its mask: blocked, the kernel resets the action to the default
 	 * (the process dies) instead of running the handler. */
-	static const int sync[] = { SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+	static const int faults[] = { SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
 
 	sigfillset(set);
-	for (unsigned i = 0; i < FM_ARRAY_SIZE(sync); i++)
-		sigdelset(set, sync[i]);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(faults); i++)
+		sigdelset(set, faults[i]);
 }
 
 int fm_thread_start(pthread_t *thread, const char *name, void *(*fn)(void *), void *arg)

@@ -207,7 +207,6 @@ static void prep_rw(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_p
 	}
 }
 
-
 /*
  * A slow disk (DMIO_FAULT_DELAY_WRITES/READS): @sqe becomes a timer linked
  * before the piece's I/O, which ETIME_SUCCESS keeps from cancelling it;
@@ -230,6 +229,7 @@ static struct io_uring_sqe *prep_delay(struct dmio_ring *r, struct io_uring_sqe 
 	p->delay_ms = 0;
 	return sqe;
 }
+
 static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmio_piece *p)
 {
 	if (dmio_piece_replaced_by_fault(p)) {
