@@ -519,7 +519,10 @@ void dmio_loop_submit(struct dmio_loop *l);
  * wait for at least one in the same system call.  With @wait, what the
  * completions handled queued is submitted by the next call, in the system
  * call that waits (one io_uring_enter per turn of a loop that calls this
- * with @wait only): an owner that stops calling, or is about to block
+ * with @wait only), except when leg I/O completed, prompt SQEs were queued
+ * (dmio_loop_sqe_prompt()) and more completions are waiting already: then
+ * at once (a burst's first replies do not wait for its last completion).
+ * An owner that stops calling, or is about to block
  * elsewhere, calls it once without @wait (which submits at once);
  * dmio_loop_destroy() submits what is left.  Returns the number of
  * completions handled, 0 after a wait (call again), or -EINTR when a

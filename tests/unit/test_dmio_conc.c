@@ -973,6 +973,97 @@ START_TEST(test_loop_submit_with_wait)
 }
 END_TEST
 
+/* The reads of test_loop_prompt_early: the first and the last to complete
+ * queue a prompt SQE (a NOP, as a loop's reply). */
+struct loop_burst {
+	struct dmio_loop *l;
+	unsigned done, total;
+	unsigned long bits;
+	struct loop_nop first, last;
+};
+
+static void loop_burst_notify(unsigned long error_bits, void *context)
+{
+	struct loop_burst *b = context;
+	struct loop_nop *n = NULL;
+	struct io_uring_sqe *sqe;
+
+	b->bits |= error_bits;
+	if (++b->done == 1)
+		n = &b->first;
+	else if (b->done == b->total)
+		n = &b->last;
+	if (!n)
+		return;
+	sqe = dmio_loop_get_sqe(b->l);
+	ck_assert_ptr_nonnull(sqe);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data(sqe, &n->op);
+	dmio_loop_sqe_prompt(b->l);
+}
+
+/* dmio_loop_run_once() with wait, leg I/O completing in a burst larger than
+ * one reap batch: the prompt SQE queued by the first batch's callbacks is
+ * submitted at once (more completions wait), the one queued by the last
+ * batch's is left for the wait, as in test_loop_submit_with_wait. */
+START_TEST(test_loop_prompt_early)
+{
+	enum { N = 12 };        /* > DMIO_REAP_BATCH (8), < 2 batches */
+	g_autofree char *path = g_strdup_printf("%s/burst.img", tc_dir);
+	struct loop_burst b = { .total = N };
+	struct dmio_region where[N];
+	struct dmio_dev *dev;
+	struct dmio_loop *l;
+	uint8_t *buf;
+	int fd, r;
+
+	if (fm_test_in_memory(tc_dir)) {
+		/* Legs in memory complete inline, not through CQEs. */
+		fm_test_skip("%s is in memory", tc_dir);
+		return;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0);
+	close(fd);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, N * 4096), 0);
+	b.first = b.last = (struct loop_nop){ { loop_nop_done }, -1, 0 };
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	b.l = l;
+	for (unsigned i = 0; i < N; i++) {
+		where[i] = (struct dmio_region){ dev, 8 * (i * 37 % 512), 8 };
+		ck_assert_int_eq(dmio_async_vm(1, &where[i], DMIO_OP_READ, buf + i * 4096,
+					       loop_burst_notify, &b), 0);
+	}
+	ck_assert_int_eq(dmio_loop_run_once(l, false), 0);      /* submits */
+	usleep(100000);         /* all complete */
+	/* With DEFER_TASKRUN their CQEs are posted by the next wait. */
+	while ((r = dmio_loop_run_once(l, true)) == 0)
+		;
+	ck_assert_int_eq(r, 8);
+	ck_assert_uint_eq(b.done, 8);
+	ck_assert_msg(io_uring_sq_ready(dmio_loop_ring(l)) == 0,
+		      "the first batch's prompt SQE waits for the last batch");
+	/* The rest of the burst and the first NOP's completion (inline). */
+	while (b.done < N)
+		ck_assert_int_gt(dmio_loop_run_once(l, true), 0);
+	ck_assert_uint_eq(b.first.calls, 1);
+	ck_assert_uint_eq(io_uring_sq_ready(dmio_loop_ring(l)), 1);     /* with the wait */
+	ck_assert_uint_eq(b.last.calls, 0);
+	ck_assert_int_eq(dmio_loop_run_once(l, false), 0);      /* submits it */
+	while (b.last.calls == 0)
+		ck_assert_int_ge(dmio_loop_run_once(l, false), 0);
+	ck_assert_int_eq(b.first.res, 0);
+	ck_assert_int_eq(b.last.res, 0);
+	ck_assert_uint_eq(b.bits, 0);
+	ck_assert(dmio_loop_idle(l));
+	dmio_loop_destroy(l);
+	dmio_dev_close(dev);
+	free(buf);
+}
+END_TEST
+
 /* A 4 MiB device file NAME in tc_dir, opened, and two page-aligned 4 KiB
  * buffers, *buf filled with @fill (for the delay tests). */
 static struct dmio_dev *delay_dev(const char *name, uint8_t **buf, uint8_t **rbuf, int fill)
@@ -1155,6 +1246,7 @@ static Suite *dmio_conc_suite(void)
 	tc = tc_add(s, "loop", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_loop_run_to_completion);
 	tcase_add_test(tc, test_loop_submit_with_wait);
+	tcase_add_test(tc, test_loop_prompt_early);
 	tcase_add_test(tc, test_loop_iowq_cpus);
 	tcase_add_test(tc, test_loop_object_cache);
 	tcase_add_test(tc, test_fault_delay_writes);
