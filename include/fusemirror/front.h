@@ -167,6 +167,8 @@ struct front_queue_stats {
 	uint64_t requests;              /* requests received */
 	uint64_t in_flight;             /* received, not answered yet */
 	uint64_t handoffs;              /* replies sent from another thread */
+	uint64_t moves;                 /* times its thread left its CPU, the
+	                                   CPU being busy (DESIGN.md) */
 };
 unsigned front_get_nr_queues(const struct front *f);
 void front_get_queue_stats(const struct front *f, unsigned i, struct front_queue_stats *ret);

@@ -310,13 +310,14 @@ static void render_text(const struct status *s, GString *out)
 			       (unsigned long long)s->fs.fsyncs, (unsigned long long)s->fs.fallocates,
 			       (unsigned long long)s->fs.errors);
 	g_string_append_printf(out, "  fuse:   transport %s%s\n", front_transport_name(s->transport),
-			       s->nr_queues ? "; per queue: requests, in flight, hand-offs" : "");
+			       s->nr_queues ? "; per queue: requests, in flight, hand-offs, moves" : "");
 	for (unsigned i = 0; i < s->nr_queues; i++)
-		g_string_append_printf(out, "          queue %u (%u entries): %llu, %llu, %llu\n",
+		g_string_append_printf(out, "          queue %u (%u entries): %llu, %llu, %llu, %llu\n",
 				       s->queues[i].cpu, s->queues[i].depth,
 				       (unsigned long long)s->queues[i].requests,
 				       (unsigned long long)s->queues[i].in_flight,
-				       (unsigned long long)s->queues[i].handoffs);
+				       (unsigned long long)s->queues[i].handoffs,
+				       (unsigned long long)s->queues[i].moves);
 	for (int t = 0; t < FM_EVENT__MAX; t++) {
 		if (!s->event_counts[t])
 			continue;
@@ -653,6 +654,7 @@ static void render_json(const struct status *s, GString *out)
 		cli_json_int(b, "requests", s->queues[i].requests);
 		cli_json_int(b, "in_flight", s->queues[i].in_flight);
 		cli_json_int(b, "handoffs", s->queues[i].handoffs);
+		cli_json_int(b, "moves", s->queues[i].moves);
 		json_builder_end_object(b);
 	}
 	json_builder_end_array(b);
@@ -812,6 +814,8 @@ static void render_prometheus(const struct status *s, GString *out)
 			  "Requests of a FUSE-over-io_uring queue not answered yet, by CPU." },
 			{ "fusemirror_fuse_queue_handoffs_total", "counter",
 			  "Replies of a FUSE-over-io_uring queue sent from another thread, by CPU." },
+			{ "fusemirror_fuse_queue_moves_total", "counter",
+			  "Times a FUSE-over-io_uring queue's thread left its busy CPU, by CPU." },
 		};
 
 		for (unsigned m = 0; m < FM_ARRAY_SIZE(q); m++) {
@@ -822,7 +826,8 @@ static void render_prometheus(const struct status *s, GString *out)
 
 				g_snprintf(cpu, sizeof(cpu), "%u", qs->cpu);
 				prom_sample(out, s, q[m].metric,
-					    m == 0 ? qs->requests : m == 1 ? qs->in_flight : qs->handoffs,
+					    m == 0 ? qs->requests : m == 1 ? qs->in_flight :
+					    m == 2 ? qs->handoffs : qs->moves,
 					    (const char *[]){ "cpu", cpu, NULL });
 			}
 		}

@@ -3076,4 +3076,5 @@ void front_get_queue_stats(const struct front *f, unsigned i, struct front_queue
 	s->requests = us.requests;
 	s->in_flight = us.in_flight;
 	s->handoffs = us.handoffs;
+	s->moves = us.moves;
 }

@@ -105,6 +105,17 @@ struct front_uring_req {
 	struct front_uring_req *next;   /* on the hand-off stack */
 };
 
+/* Where a queue thread runs (fu_place()). */
+struct fu_place {
+	int sched_fd;                   /* /proc/thread-self/schedstat, or -1 */
+	cpu_set_t home, away_cpus;      /* its qid's CPU; the process's others */
+	bool away;                      /* on away_cpus since away_at */
+	uint64_t away_at;               /* ns, CLOCK_MONOTONIC_COARSE */
+	uint64_t stay_until;            /* home at least until then (ns) */
+	uint64_t backoff;               /* after the last move that failed */
+	uint64_t at, run, delay, reqs;  /* at the last look */
+};
+
 struct fu_queue {
 	struct front_uring *u;
 	unsigned qid;
@@ -127,6 +138,8 @@ struct fu_queue {
 	atomic_bool stop;
 	_Atomic(struct front_uring_req *) handoff;
 	atomic_ullong requests, in_flight, handoffs;
+	atomic_ullong moves;            /* times it left its CPU (fu_place()) */
+	struct fu_place place;          /* the queue thread's own */
 };
 
 struct front_uring {
@@ -490,6 +503,98 @@ static void fu_reap(struct fu_queue *q)
 	}
 }
 
+static uint64_t fu_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The calling thread's run time and run delay (runnable, waiting for a
+ * CPU), in ns, from its schedstat. */
+static int fu_sched_read(int fd, uint64_t *ret_run, uint64_t *ret_delay)
+{
+	char buf[96];
+	unsigned long long run, delay;
+	ssize_t n;
+
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	if (sscanf(buf, "%llu %llu", &run, &delay) != 2)
+		return -EIO;
+	*ret_run = run;
+	*ret_delay = delay;
+	return 0;
+}
+
+/* A queue thread runs on its qid's CPU, unless that CPU is contended
+ * (DESIGN.md, "FUSE transports"): looked at every FU_PLACE_WINDOW_NS, a
+ * queue that ran for more than a tenth of the window, waited for its
+ * CPU more than a quarter of the time it ran, and spent less than
+ * FU_PLACE_SMALL_NS of CPU per request may run on any other CPU the
+ * process may use; FU_PLACE_PROBE_NS later it goes home and looks again, or at
+ * once if it waits as long away: then no CPU had room, and it stays home
+ * 1, 2, 4, up to 8 s after each such move in a row. */
+#define FU_PLACE_WINDOW_NS  (50 * 1000 * 1000ull)
+#define FU_PLACE_PROBE_NS   (1000 * 1000 * 1000ull)
+#define FU_PLACE_SMALL_NS   (20 * 1000ull)
+#define FU_PLACE_BACKOFF_MAX_NS  (8 * FU_PLACE_PROBE_NS)
+
+static void fu_place(struct fu_queue *q)
+{
+	struct fu_place *p = &q->place;
+	uint64_t now, run, delay, reqs, drun, ddelay, dreqs;
+	bool contended, stale;
+
+	if (p->sched_fd < 0)
+		return;
+	now = fu_now_ns();
+	if (now - p->at < FU_PLACE_WINDOW_NS)
+		return;
+	if (fu_sched_read(p->sched_fd, &run, &delay) < 0)
+		return;
+	reqs = atomic_load_explicit(&q->requests, memory_order_relaxed);
+	drun = run - p->run;
+	ddelay = delay - p->delay;
+	dreqs = reqs - p->reqs;
+	stale = now - p->at >= 2 * FU_PLACE_WINDOW_NS;
+	p->at = now;
+	p->run = run;
+	p->delay = delay;
+	p->reqs = reqs;
+	/* A window that spans a sleep mixes what came before it with what
+	 * comes now (e.g. the end of a 4k burst with a 1M writer). */
+	if (stale)
+		return;
+	contended = drun > FU_PLACE_WINDOW_NS / 10 && ddelay > drun / 4;
+	if (!p->away) {
+		if (contended && now >= p->stay_until &&
+		    dreqs > 0 && drun / dreqs < FU_PLACE_SMALL_NS &&
+		    pthread_setaffinity_np(pthread_self(), sizeof(p->away_cpus),
+					   &p->away_cpus) == 0) {
+			p->away = true;
+			p->away_at = now;
+			atomic_fetch_add_explicit(&q->moves, 1, memory_order_relaxed);
+		}
+	} else if (contended || now - p->away_at >= FU_PLACE_PROBE_NS) {
+		/* Waiting as long away: no CPU had room, and away it pays
+		 * for a remote client (~1.3 us per 4k request here). */
+		pthread_setaffinity_np(pthread_self(), sizeof(p->home), &p->home);
+		p->away = false;
+		if (!contended) {
+			p->backoff = 0;
+		} else {
+			p->backoff = p->backoff ? p->backoff * 2 : FU_PLACE_PROBE_NS;
+			if (p->backoff > FU_PLACE_BACKOFF_MAX_NS)
+				p->backoff = FU_PLACE_BACKOFF_MAX_NS;
+			p->stay_until = now + p->backoff;
+		}
+	}
+}
+
 static void *fu_queue_main(void *arg)
 {
 	struct fu_queue *q = arg;
@@ -504,11 +609,32 @@ static void *fu_queue_main(void *arg)
 	fm_signals_async(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	/* The kernel queues a request on the qid of the CPU it was issued
-	 * on; answering it there keeps it on that CPU's caches.  An offline
-	 * CPU's queue receives nothing, so a failed pinning costs nothing. */
+	 * on; answering it there keeps it on that CPU's caches, unless the
+	 * client keeps that CPU busy (fu_place()).  An offline CPU's queue
+	 * receives nothing, so a failed pinning costs nothing. */
 	have_wide = pthread_getaffinity_np(pthread_self(), sizeof(wide), &wide) == 0;
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
+	q->place.sched_fd = -1;
+	/* Only a dmio loop's queue may leave: bench/memfuse's plain rings
+	 * lost a quarter of their 4k QD32 IOPS away from the client's CPU
+	 * (CPU per request 2.6 -> 6.0 us; probably each request's task work
+	 * reaching the thread on its own, which a dmio loop's DEFER_TASKRUN
+	 * ring defers to the thread's next wait). */
+	q->place.away_cpus = wide;
+	CPU_CLR(q->qid, &q->place.away_cpus);
+	if (u->dmio_loop && have_wide && CPU_COUNT(&q->place.away_cpus) > 0) {
+		q->place.home = cpus;
+		q->place.sched_fd = open("/proc/thread-self/schedstat",
+					 O_RDONLY | O_CLOEXEC);
+		q->place.at = fu_now_ns();
+		if (q->place.sched_fd >= 0 &&
+		    fu_sched_read(q->place.sched_fd, &q->place.run,
+				  &q->place.delay) < 0) {
+			close(q->place.sched_fd);
+			q->place.sched_fd = -1;
+		}
+	}
 	pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
 	pthread_setname_np(pthread_self(), "fm-uring");
 	if (u->dmio_loop) {
@@ -553,6 +679,7 @@ report:
 	pthread_mutex_unlock(&u->lock);
 
 	while (!q->reg_err && !atomic_load(&q->stop)) {
+		fu_place(q);
 		if (q->dl) {
 			dmio_loop_run_once(q->dl, true);
 			continue;
@@ -579,11 +706,15 @@ report:
 		dmio_loop_destroy(q->dl);
 		q->dl = NULL;
 		q->ring = NULL;
+		if (q->place.sched_fd >= 0)
+			close(q->place.sched_fd);
 		return NULL;
 	}
 	if (q->ring)
 		io_uring_submit(q->ring);
 	fu_this_queue = NULL;
+	if (q->place.sched_fd >= 0)
+		close(q->place.sched_fd);
 	return NULL;
 }
 
@@ -1014,4 +1145,5 @@ void front_uring_get_stats(const struct front_uring *u, unsigned qid,
 	s->requests = atomic_load(&q->requests);
 	s->in_flight = atomic_load(&q->in_flight);
 	s->handoffs = atomic_load(&q->handoffs);
+	s->moves = atomic_load(&q->moves);
 }

@@ -190,6 +190,7 @@ struct front_uring_queue_stats {
 	uint64_t requests;              /* requests received */
 	uint64_t in_flight;             /* received, not yet answered */
 	uint64_t handoffs;              /* replies sent from another thread */
+	uint64_t moves;                 /* times its thread left its CPU */
 };
 unsigned front_uring_nr_queues(const struct front_uring *u);
 void front_uring_get_stats(const struct front_uring *u, unsigned qid,

@@ -11,7 +11,8 @@
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
 # log (io_uring from 8).  On legs in memory, 4k reads and writes go
 # around the cache, and without checksums 1M reads are answered by splice
-# (io.spliced_reads).
+# (io.spliced_reads).  A queue whose CPU its client keeps busy with 4k
+# QD32 leaves it (status "moves"); one serving 1M writes does not.
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
 
@@ -291,6 +292,23 @@ run_fio qd32-uring --filename="$img" --direct=1 --rw=randwrite --bs=4k --iodepth
 	--ioengine=io_uring --offset=12M --size=4M --verify=crc32c --verify_fatal=1
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((4 << 20)) \
 	"io_uring: bytes of the QD32 4k writes written around the cache"
+# A queue whose CPU its client keeps busy (fio pinned there, 4k QD32) leaves
+# it for a while ("moves"); one serving 1M writes (~200 us of CPU each,
+# best near the client's caches) never does, however busy the CPU.
+if (($(nproc) >= 2)); then
+	m0=$(fm_status_get "$T/mnt" '.transport.queues[0].moves')
+	run_fio move-1m --filename="$img" --direct=1 --rw=write --bs=1M --iodepth=8 \
+		--ioengine=io_uring --offset=8M --size=8M --time_based --runtime=1 \
+		--cpus_allowed=0
+	assert_eq "$(fm_status_get "$T/mnt" '.transport.queues[0].moves')" "$m0" \
+		"io_uring: moves of queue 0 serving 1M writes"
+	run_fio move-4k --filename="$img" --direct=1 --rw=randwrite --bs=4k --iodepth=32 \
+		--ioengine=io_uring --offset=8M --size=8M --time_based --runtime=2 \
+		--cpus_allowed=0
+	m=$(fm_status_get "$T/mnt" '.transport.queues[0].moves')
+	((m > m0)) || fail "io_uring: queue 0 never left CPU 0 under 4k QD32 from it ($m0 -> $m)"
+	fm status "$T/mnt" | grep -q "hand-offs, moves" || fail "status text shows no moves"
+fi
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
 
