@@ -594,6 +594,7 @@ struct dmio_stats {
 	uint64_t mapped_ios;    /* inline I/Os done by a copy through the leg's mapping */
 	uint64_t map_faults;    /* ... whose copy faulted (SIGBUS): redone by a system call */
 	uint64_t streamed_ios;  /* mapped writes copied with streaming stores (>= 4 KiB) */
+	uint64_t fanned_ios;    /* mapped writes copied with other legs' in one pass */
 };
 void dmio_get_stats(struct dmio_stats *ret_stats);
 

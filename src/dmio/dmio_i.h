@@ -253,6 +253,7 @@ struct dmio_piece {
 	unsigned nbd_calls;             /* completion callbacks run */
 	int nbd_err;                    /* first error (positive errno) */
 	bool nbd_fua_flush;             /* FUA emulated: flush after the write */
+	bool fanned;                    /* copied by dmio_map_fan, to complete */
 	uint64_t nbd_t0_ns;             /* when it was issued (latency) */
 	int rw_flags;                   /* RWF_DSYNC for FUA */
 	uint64_t off;                   /* device byte offset of what is left */
@@ -285,7 +286,7 @@ void dmio_pages_free(struct dmio_client *c, void **pages, unsigned n);
 /* engine.c */
 struct dmio_stats_atomic {
 	atomic_ullong requests, sqes, inline_ios, iowq_widened, submits, bounced, resubmits, region_errors,
-		      fixed_ios, mapped_ios, map_faults, streamed_ios;
+		      fixed_ios, mapped_ios, map_faults, streamed_ios, fanned_ios;
 };
 extern struct dmio_stats_atomic dmio_stats_g;
 #define DMIO_STAT_ADD(field, n) \
@@ -330,6 +331,10 @@ void dmio_map_open(struct dmio_dev *dev);
 void dmio_map_close(struct dmio_dev *dev);
 void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t len);
 bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n);
+/* The WRITE pieces @ps[0..n), of one request, copied into their mapped
+ * legs in one pass over the source; returns how many it copied, moved to
+ * the front of @ps (0: none, the caller copies each alone). */
+unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n);
 
 /* request.c: called by the reaper for each CQE. */
 void dmio_piece_complete(struct dmio_piece *p, int res);

@@ -142,6 +142,7 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->mapped_ios = atomic_load(&dmio_stats_g.mapped_ios);
 	s->map_faults = atomic_load(&dmio_stats_g.map_faults);
 	s->streamed_ios = atomic_load(&dmio_stats_g.streamed_ios);
+	s->fanned_ios = atomic_load(&dmio_stats_g.fanned_ios);
 }
 
 void dmio_request_begin(void)
@@ -329,7 +330,10 @@ static bool piece_inline(struct dmio_ring *r, struct dmio_piece *p)
 	    (p->kind != DMIO_PIECE_READ && p->kind != DMIO_PIECE_WRITE))
 		return false;
 	DMIO_TSAN_ACQUIRE(p);
-	if (dmio_piece_replaced_by_fault(p))
+	if (p->fanned) {
+		p->fanned = false; /* copied already, with its siblings */
+		n = (ssize_t)p->len;
+	} else if (dmio_piece_replaced_by_fault(p))
 		n = 0; /* what the NOP standing in for it would return */
 	else if (p->delay_ms)
 		return false; /* delayed: io_uring's timer first */
@@ -600,9 +604,42 @@ void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
 	atomic_fetch_sub_explicit(&home->returning, 1, memory_order_release); /* last touch */
 }
 
+/*
+ * A loop's pieces of one write into several mapped legs: copied together,
+ * one pass over the source (map.c, dmio_map_fan), before queue_piece, whose
+ * piece_inline then only completes them.  Legs with fault injection set up
+ * are left to piece_inline, which decides each piece's fault.
+ */
+static void fan_pieces(struct dmio_piece *head)
+{
+	struct dmio_piece *ps[8];
+
+	for (struct dmio_piece *p = head; p; p = p->next) {
+		unsigned n = 0;
+
+		if (p->fanned || p->kind != DMIO_PIECE_WRITE || !p->dev->map ||
+		    atomic_load_explicit(&p->dev->fault, memory_order_relaxed))
+			continue;
+		/* (The same memory: map.c checks every iovec.) */
+		for (struct dmio_piece *q = p; q && n < FM_ARRAY_SIZE(ps); q = q->next) {
+			if (q->io == p->io && !q->fanned && q->kind == DMIO_PIECE_WRITE &&
+			    q->len == p->len && q->iovcnt == p->iovcnt &&
+			    q->iov[q->iov_first].iov_base == p->iov[p->iov_first].iov_base &&
+			    q->dev->map && !atomic_load_explicit(&q->dev->fault, memory_order_relaxed))
+				ps[n++] = q;
+		}
+		if (n < 2)
+			continue;
+		n = dmio_map_fan(ps, n);
+		for (unsigned i = 0; i < n; i++)
+			ps[i]->fanned = true;
+	}
+}
+
 void dmio_submit_pieces(struct dmio_piece *head)
 {
 	if (tl_ring && tl_ring->is_loop) {
+		fan_pieces(head);
 		/* Run to completion: a loop's owner keeps its I/O on its own
 		 * ring, whatever the device, and completes it itself. */
 		for (struct dmio_piece *p = head, *next; p; p = next) {

@@ -211,6 +211,7 @@ static struct dmio_piece *piece_new(struct dmio_io *io, struct dmio_dev *dev,
 	p->fault = DMIO_PF_UNDECIDED;
 	p->cancels = 0;
 	p->delay_ms = 0;
+	p->fanned = false;
 	p->rw_flags = 0;
 	p->nr_bounce = 0;
 	p->iov_first = 0;

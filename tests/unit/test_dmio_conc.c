@@ -924,6 +924,97 @@ static void *loop_late_waker(void *arg)
 	return NULL;
 }
 
+/*
+ * A loop's write of 64 KiB or more into several mapped tmpfs legs is copied
+ * in one pass over the source (map.c, dmio_map_fan): every byte lands on
+ * every leg, in order, whatever the iovecs (odd lengths: each iovec's
+ * destination unaligned after the first), nothing beside it changes; a
+ * write below 64 KiB, or into a single leg, is copied leg by leg.
+ */
+START_TEST(test_loop_fan)
+{
+	enum { NLEGS = 3 };
+	const size_t size = 4 << 20;
+	static const size_t cases[][5] = {
+		{ 1 << 20 },
+		{ 64 * 1024 },
+		{ 1, 63, 4097, 100000, 287 },           /* 104448 */
+		{ 129, 127, 65536 - 256, 512 },         /* 65792 */
+		{ 32 * 1024 },                          /* below the fan */
+	};
+	struct dmio_dev *dev[NLEGS];
+	uint8_t *model[NLEGS], *got = fx_buf(size), *src = fx_random_buf((1 << 20) + 64);
+	struct dmio_loop *l;
+	int fd[NLEGS];
+
+	if (!fm_test_in_memory(tc_shm_dir)) {
+		fprintf(stderr, "test_loop_fan: skipped (%s is not in memory)\n", tc_shm_dir);
+		return;
+	}
+	fx_seed(__func__, 0);
+	for (unsigned k = 0; k < NLEGS; k++) {
+		g_autofree char *path = g_strdup_printf("%s/fan%u.img", tc_shm_dir, k);
+
+		model[k] = fx_random_buf(size);
+		fd[k] = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		ck_assert_int_ge(fd[k], 0);
+		ck_assert_int_eq(pwrite(fd[k], model[k], size, 0), (ssize_t)size);
+		ck_assert_int_eq(dmio_dev_open(path, 0, &dev[k]), 0);
+		unlink(path);
+	}
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	for (unsigned c = 0; c < FM_ARRAY_SIZE(cases); c++) {
+		for (unsigned nlegs = 1; nlegs <= NLEGS; nlegs++) {
+			const uint8_t *from = src + c % 3 * 17;
+			uint64_t off = (uint64_t)c * (1 << 20) / 2 + nlegs * 4096 + 512;
+			struct dmio_region where[NLEGS];
+			struct iovec iov[5];
+			struct loop_cb w = { 0 };
+			struct dmio_stats s0, s1;
+			unsigned n = 0;
+			size_t len = 0;
+			uint64_t want;
+
+			for (; n < 5 && cases[c][n]; n++) {
+				iov[n].iov_base = (void *)(from + len);
+				iov[n].iov_len = cases[c][n];
+				len += cases[c][n];
+			}
+			ck_assert_uint_eq(len % 512, 0);
+			for (unsigned k = 0; k < nlegs; k++) {
+				/* The legs' offsets differ by sectors. */
+				where[k] = (struct dmio_region){ dev[k], off / 512 + k, len / 512 };
+				memcpy(model[k] + off + k * 512, from, len);
+			}
+			dmio_get_stats(&s0);
+			ck_assert_int_eq(dmio_async_bvec(nlegs, where, DMIO_OP_WRITE, iov, n,
+							 loop_notify, &w), 0);
+			loop_run_until(l, &w.done);
+			dmio_get_stats(&s1);
+			ck_assert_uint_eq(w.bits, 0);
+			want = nlegs > 1 && len >= 64 * 1024 && __builtin_cpu_supports("avx2") ? nlegs : 0;
+			ck_assert_msg(s1.fanned_ios - s0.fanned_ios == want &&
+					      s1.mapped_ios - s0.mapped_ios == nlegs &&
+					      s1.streamed_ios - s0.streamed_ios == nlegs,
+				      "case %u, %u legs (%zu bytes): %" PRIu64 " fanned, %" PRIu64
+				      " mapped, %" PRIu64 " streamed, want %" PRIu64 ", %u, %u",
+				      c, nlegs, len, s1.fanned_ios - s0.fanned_ios,
+				      s1.mapped_ios - s0.mapped_ios, s1.streamed_ios - s0.streamed_ios,
+				      want, nlegs, nlegs);
+		}
+	}
+	ck_assert(dmio_loop_idle(l));
+	dmio_loop_destroy(l);
+	for (unsigned k = 0; k < NLEGS; k++) {
+		ck_assert_int_eq(pread(fd[k], got, size, 0), (ssize_t)size);
+		fm_assert_bytes_eq(got, model[k], size, "a leg after the loop's writes");
+		dmio_dev_close(dev[k]);
+		close(fd[k]);
+	}
+	fx_finish();
+}
+END_TEST
+
 /* dmio_loop_run_once() with wait: an SQE queued by a completion is left
  * for the next call, which submits it with its wait; a wait that submits
  * a prompt SQE (dmio_loop_sqe_prompt()) does not end on its completion
@@ -1245,6 +1336,7 @@ static Suite *dmio_conc_suite(void)
 
 	tc = tc_add(s, "loop", tc_shm_setup, tc_shm_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_loop_run_to_completion);
+	tcase_add_test(tc, test_loop_fan);
 	tcase_add_test(tc, test_loop_submit_with_wait);
 	tcase_add_test(tc, test_loop_prompt_early);
 	tcase_add_test(tc, test_loop_iowq_cpus);
