@@ -124,7 +124,8 @@ struct fu_queue {
 	struct io_uring *ring;          /* &own_ring, or dl's */
 	struct io_uring own_ring;
 	bool ring_ready;                /* own_ring is set up */
-	unsigned sq_entries;            /* of dl */
+	bool ring_deferred;             /* own_ring runs task work at waits */
+	unsigned sq_entries;            /* of dl, or of own_ring */
 	struct dmio_loop *dl;           /* with u->dmio_loop: the thread's loop */
 	int efd;                        /* wakes the thread: hand-offs, stop */
 	uint64_t efd_val;
@@ -595,6 +596,37 @@ static void fu_place(struct fu_queue *q)
 	}
 }
 
+/* A plain ring (bench/memfuse's queues) is made by the thread that uses
+ * it, as a dmio loop's is, and with the same flags where the kernel has
+ * them: with DEFER_TASKRUN the kernel's task work for its requests waits
+ * for the thread's next wait instead of reaching it one request at a
+ * time, which is what lets a queue serve a client from another CPU
+ * (fu_place()). */
+static int fu_own_ring_setup(struct fu_queue *q)
+{
+	static const unsigned flag_sets[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int r = -EINVAL;
+
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(flag_sets); i++) {
+		struct io_uring_params p = {
+			.flags = IORING_SETUP_SQE128 | flag_sets[i],
+		};
+
+		r = io_uring_queue_init_params(q->sq_entries, &q->own_ring, &p);
+		if (r == 0) {
+			q->ring = &q->own_ring;
+			q->ring_ready = true;
+			q->ring_deferred = flag_sets[i] & IORING_SETUP_DEFER_TASKRUN;
+			return 0;
+		}
+	}
+	return r;
+}
+
 static void *fu_queue_main(void *arg)
 {
 	struct fu_queue *q = arg;
@@ -608,6 +640,14 @@ static void *fu_queue_main(void *arg)
 	 * SIGBUS a copy into a mapped leg may raise: src/dmio/map.c). */
 	fm_signals_async(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	q->place.sched_fd = -1;
+	if (!u->dmio_loop) {
+		r = fu_own_ring_setup(q);
+		if (r < 0) {
+			q->reg_err = r;
+			goto report;
+		}
+	}
 	/* The kernel queues a request on the qid of the CPU it was issued
 	 * on; answering it there keeps it on that CPU's caches, unless the
 	 * client keeps that CPU busy (fu_place()).  An offline CPU's queue
@@ -615,15 +655,14 @@ static void *fu_queue_main(void *arg)
 	have_wide = pthread_getaffinity_np(pthread_self(), sizeof(wide), &wide) == 0;
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
-	q->place.sched_fd = -1;
-	/* Only a dmio loop's queue may leave: bench/memfuse's plain rings
-	 * lost a quarter of their 4k QD32 IOPS away from the client's CPU
-	 * (CPU per request 2.6 -> 6.0 us; probably each request's task work
-	 * reaching the thread on its own, which a dmio loop's DEFER_TASKRUN
-	 * ring defers to the thread's next wait). */
+	/* Only a queue whose ring defers its task work may leave: without
+	 * DEFER_TASKRUN bench/memfuse's queues lost a quarter of their 4k
+	 * QD32 IOPS away from the client's CPU (CPU per request 2.6 -> 6.0
+	 * us, each request's task work reaching the thread on its own); with
+	 * it they gain as fusemirror's do. */
 	q->place.away_cpus = wide;
 	CPU_CLR(q->qid, &q->place.away_cpus);
-	if (u->dmio_loop && have_wide && CPU_COUNT(&q->place.away_cpus) > 0) {
+	if ((u->dmio_loop || q->ring_deferred) && have_wide && CPU_COUNT(&q->place.away_cpus) > 0) {
 		q->place.home = cpus;
 		q->place.sched_fd = open("/proc/thread-self/schedstat",
 					 O_RDONLY | O_CLOEXEC);
@@ -720,9 +759,7 @@ report:
 
 static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid)
 {
-	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
 	unsigned entries = 16;
-	int r;
 
 	q->u = u;
 	q->qid = qid;
@@ -735,11 +772,8 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 		/* Room for the leg I/O of every entry too. */
 		q->sq_entries = entries < 256 ? 256 : entries * 2;
 	} else {
-		r = io_uring_queue_init_params(entries, &q->own_ring, &p);
-		if (r < 0)
-			return r;
-		q->ring = &q->own_ring;
-		q->ring_ready = true;
+		/* The ring is made by the queue's thread (fu_own_ring_setup()). */
+		q->sq_entries = entries;
 	}
 	q->efd = eventfd(0, EFD_CLOEXEC);
 	if (q->efd < 0)
