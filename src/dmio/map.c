@@ -348,6 +348,23 @@ static __attribute__((noinline)) void map_copy_iov(uint8_t *m, uint64_t len, boo
 }
 
 /*
+ * Back from map_sigbus()'s jump out of a guarded copy (map_copy,
+ * map_fan_copy).  SA_NODEFER kept SIGBUS unblocked, unless a wrapper of
+ * our handler blocked it (ThreadSanitizer's does): the next fault on a
+ * blocked SIGBUS would kill us.  The streaming stores made before the
+ * fault go out before the redo.
+ */
+static void map_guard_jumped(void)
+{
+	sigset_t bus;
+
+	map_stream_fence();
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+}
+
+/*
  * The copy, guarded.  Nothing changes between sigsetjmp and the copy's end
  * but the guard, and only the return value is used after the jump back.
  */
@@ -357,16 +374,7 @@ static __attribute__((noinline)) bool map_copy(uint8_t *m, uint64_t len, bool wr
 	struct map_guard *g = &map_guard;
 
 	if (sigsetjmp(g->env, 0)) {
-		sigset_t bus;
-
-		/* SA_NODEFER kept SIGBUS unblocked, unless a wrapper of our
-		 * handler blocked it (ThreadSanitizer's does): the next fault
-		 * on a blocked SIGBUS would kill us. */
-		/* Streaming stores before the fault: out before the redo. */
-		map_stream_fence();
-		sigemptyset(&bus);
-		sigaddset(&bus, SIGBUS);
-		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+		map_guard_jumped();
 		return false;
 	}
 	g->lo[0] = (uintptr_t)m;
@@ -491,12 +499,7 @@ static __attribute__((noinline)) bool map_fan_copy(uint8_t **d, unsigned nd, uin
 	struct map_guard *g = &map_guard;
 
 	if (sigsetjmp(g->env, 0)) {
-		sigset_t bus;
-
-		map_stream_fence();
-		sigemptyset(&bus);
-		sigaddset(&bus, SIGBUS);
-		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+		map_guard_jumped();
 		return false;
 	}
 	for (unsigned k = 0; k < nd; k++) {
