@@ -730,6 +730,8 @@ report:
 		}
 		fu_reap(q);
 	}
+	if (q->place.sched_fd >= 0)
+		close(q->place.sched_fd);
 	/* Replies owed go out before the ring closes. */
 	fu_drain_handoffs(q);
 	if (q->dl) {
@@ -745,15 +747,11 @@ report:
 		dmio_loop_destroy(q->dl);
 		q->dl = NULL;
 		q->ring = NULL;
-		if (q->place.sched_fd >= 0)
-			close(q->place.sched_fd);
 		return NULL;
 	}
 	if (q->ring)
 		io_uring_submit(q->ring);
 	fu_this_queue = NULL;
-	if (q->place.sched_fd >= 0)
-		close(q->place.sched_fd);
 	return NULL;
 }
 
