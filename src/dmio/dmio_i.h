@@ -335,6 +335,8 @@ bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n);
  * legs in one pass over the source; returns how many it copied, moved to
  * the front of @ps (0: none, the caller copies each alone). */
 unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n);
+/* The smallest write dmio_map_fan copies in one pass (smaller: leg by leg). */
+#define DMIO_MAP_FAN_MIN (64u << 10)
 
 /* request.c: called by the reaper for each CQE. */
 void dmio_piece_complete(struct dmio_piece *p, int res);

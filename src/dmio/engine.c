@@ -617,7 +617,8 @@ static void fan_pieces(struct dmio_piece *head)
 	for (struct dmio_piece *p = head; p; p = p->next) {
 		unsigned n = 0;
 
-		if (p->fanned || p->kind != DMIO_PIECE_WRITE || !p->dev->map ||
+		if (p->fanned || p->kind != DMIO_PIECE_WRITE || p->len < DMIO_MAP_FAN_MIN ||
+		    !p->dev->map ||
 		    atomic_load_explicit(&p->dev->fault, memory_order_relaxed))
 			continue;
 		/* (The same memory: map.c checks every iovec.) */

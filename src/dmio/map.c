@@ -417,15 +417,13 @@ bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n)
  * once and stored to every leg, where a copy per leg reads the whole
  * source again for each (from L2 at best, 1 MiB for every leg), and the
  * pre-touch of every leg is done before the first store.  Writes of
- * MAP_FAN_MIN or more, AVX2 only, destinations that share their alignment
+ * DMIO_MAP_FAN_MIN or more, AVX2 only, destinations that share their alignment
  * modulo 64 (any sector offsets do); anything else is copied leg by leg.
  * The one-thread microbenchmark said 48-50 against 53-56 us per leg and
  * MiB; in the daemon (fio 1M QD8 write, /dev/fuse, tmpfs legs) daemon CPU
  * per MiB on 3 legs 344-357 -> 323-342 us, on 2 legs 290-333 -> 273-286
  * (doc/DESIGN.md, "Engine details").
  */
-#define MAP_FAN_MIN (64u << 10)
-
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static void map_fan_avx2(uint8_t **d, unsigned nd,
 							  const uint8_t *s, size_t n)
@@ -520,7 +518,7 @@ unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n)
 	uint8_t *d[MAP_FAN_MAX];
 	unsigned nd = 0;
 
-	if (n < 2 || ps[0]->len < MAP_FAN_MIN || !__builtin_cpu_supports("avx2"))
+	if (n < 2 || ps[0]->len < DMIO_MAP_FAN_MIN || !__builtin_cpu_supports("avx2"))
 		return 0;
 	for (unsigned i = 0; i < n && nd < MAP_FAN_MAX; i++) {
 		if (!map_fan_ok(ps[0], ps[i]))
