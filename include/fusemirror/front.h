@@ -87,7 +87,8 @@ struct front_opts {
 	enum front_cache_mode cache_mode;
 	unsigned max_threads;           /* FUSE worker threads; 0: 8 */
 	unsigned max_background;        /* kernel async queue; 0: 256 */
-	/* Event loops instead of libfuse's worker threads: one per CPU, each
+	/* Event loops instead of libfuse's worker threads: one per CPU (half
+	 * as many on /dev/fuse when a leg is not in memory), each
 	 * reading requests and doing their I/O on its own io_uring, replies
 	 * sent from the completions on the same thread (run to completion);
 	 * max_threads then sizes the pool for work that may block. */

@@ -1387,7 +1387,8 @@ static const struct fuse_lowlevel_ops front_ops = {
 /* Event loops (front_opts.event_loop): run to completion */
 
 /*
- * One loop thread per CPU, each the owner of a dmio loop (its io_uring).
+ * One loop thread per CPU (on /dev/fuse with a leg not in memory, half as
+ * many: front_run_loops()), each the owner of a dmio loop (its io_uring).
  * A loop polls the FUSE device on its ring, reads requests into its own
  * buffers (the session fd is non-blocking: loops race for requests, and
  * a read that loses the race must not sleep), serves READ and WRITE
@@ -2615,6 +2616,11 @@ static int front_run_loops(struct front *f)
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
 	f->nr_loops = n ? n : 1;
+	/* Legs on disk (not all in memory) on /dev/fuse: half as many loops
+	 * (doc/DESIGN.md, "Cold 4 KiB reads on legs on disk"): their work
+	 * per request is small, and the loops woke each other's CPU. */
+	if (!f->uring && !f->legs_in_memory && f->nr_loops > 1)
+		f->nr_loops /= 2;
 	f->loops = calloc(f->nr_loops, sizeof(*f->loops));
 	if (!f->loops)
 		return -ENOMEM;

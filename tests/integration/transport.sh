@@ -183,6 +183,10 @@ head -c $((5 << 20)) /dev/urandom >"$S/src"
 head -c $((64 << 10)) /dev/urandom >"$S/src2"
 st0=$(fm_status_get "$T/mnt" .engine.streamed_ios)
 dd if="$S/src" of="$img" bs=1M count=4 oflag=direct conv=notrunc status=none
+# Legs in memory: an event loop per CPU (loop 0 is the main thread, the
+# others are named fm-loop); on disk legs half as many (read_depth.sh).
+loops=$(cat /proc/"$FM_PID"/task/*/comm | grep -cx fm-loop || :)
+assert_eq "$((loops + 1))" "$(getconf _NPROCESSORS_ONLN)" "event loops on legs in memory"
 # 1 MiB writes: copied into each leg with streaming stores (map.c); all
 # but the first, which the written-region map's thread issues once it has
 # marked the region (a reaper leaves pieces over 64 KiB to io_uring).
