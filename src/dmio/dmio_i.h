@@ -331,6 +331,8 @@ void dmio_map_open(struct dmio_dev *dev);
 void dmio_map_close(struct dmio_dev *dev);
 void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t len);
 bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n);
+/* The first line of a write at @off of @dev, prefetched if it is mapped. */
+void dmio_map_prefetch(const struct dmio_dev *dev, uint64_t off);
 /* The WRITE pieces @ps[0..n), of one request, copied into their mapped
  * legs in one pass over the source; returns how many it copied, moved to
  * the front of @ps (0: none, the caller copies each alone). */

@@ -924,6 +924,10 @@ int dmio(struct dmio_request *req, unsigned num_regions,
 	r = validate(req, num_regions, where);
 	if (r < 0)
 		return r;
+	if (req->op == DMIO_OP_WRITE && req->notify_fn) {
+		for (unsigned i = 0; i < num_regions; i++)
+			dmio_map_prefetch(where[i].dev, where[i].sector << FM_SECTOR_SHIFT);
+	}
 
 	if (!req->notify_fn) {
 		struct sync_wait w = { .lock = PTHREAD_MUTEX_INITIALIZER,
