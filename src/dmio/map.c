@@ -203,12 +203,14 @@ void dmio_map_open(struct dmio_dev *dev)
  * tmpfs misses the TLB and the cache on its first access; in the copy that
  * is map_pretouch()'s load, which waits for it, one leg after the other
  * (fio 4k QD32 randwrite, 2 tmpfs legs, /dev/fuse: that load was 14% of
- * the daemon's samples, the most of any instruction).  The prefetches are
- * in flight while dmio works; the pre-touch then finds the line (and the
- * page's translation) there.  Since dmio_map_fan() serves 4 KiB writes
- * (the legs' pre-touch loads back to back) the gain is small: CPU per
- * write lower in 8 of 10 pairs, 4.86 -> 4.81 us (doc/DESIGN.md).  A
- * prefetch never faults: a page not mapped yet is mapped by the pre-touch.
+ * the daemon's samples, the most of any instruction).  The pre-touch then
+ * finds the line (and the page's translation) there.  It runs little
+ * ahead here: a prefetch that misses the TLB holds up retirement until
+ * its page walk ends (perf: the samples moved to the instruction after
+ * it), and since dmio_map_fan() serves 4 KiB writes (the legs' pre-touch
+ * loads back to back) the gain is small: CPU per write lower in 8 of 10
+ * pairs, 4.86 -> 4.81 us (doc/DESIGN.md).  A prefetch never faults: a
+ * page not mapped yet is mapped by the pre-touch.
  */
 void dmio_map_prefetch(const struct dmio_dev *dev, uint64_t off)
 {
