@@ -124,7 +124,6 @@ struct fu_queue {
 	struct io_uring *ring;          /* &own_ring, or dl's */
 	struct io_uring own_ring;
 	bool ring_ready;                /* own_ring is set up */
-	bool ring_deferred;             /* own_ring runs task work at waits */
 	unsigned sq_entries;            /* of dl, or of own_ring */
 	struct dmio_loop *dl;           /* with u->dmio_loop: the thread's loop */
 	int efd;                        /* wakes the thread: hand-offs, stop */
@@ -620,7 +619,6 @@ static int fu_own_ring_setup(struct fu_queue *q)
 		if (r == 0) {
 			q->ring = &q->own_ring;
 			q->ring_ready = true;
-			q->ring_deferred = flag_sets[i] & IORING_SETUP_DEFER_TASKRUN;
 			return 0;
 		}
 	}
@@ -662,7 +660,8 @@ static void *fu_queue_main(void *arg)
 	 * it they gain as fusemirror's do. */
 	q->place.away_cpus = wide;
 	CPU_CLR(q->qid, &q->place.away_cpus);
-	if ((u->dmio_loop || q->ring_deferred) && have_wide && CPU_COUNT(&q->place.away_cpus) > 0) {
+	if ((u->dmio_loop || (q->own_ring.flags & IORING_SETUP_DEFER_TASKRUN)) && have_wide &&
+	    CPU_COUNT(&q->place.away_cpus) > 0) {
 		q->place.home = cpus;
 		q->place.sched_fd = open("/proc/thread-self/schedstat",
 					 O_RDONLY | O_CLOEXEC);
