@@ -469,6 +469,7 @@ bool dmio_in_callback(void);
  */
 struct dmio_loop;
 struct io_uring;
+struct io_uring_params;
 struct io_uring_sqe;
 
 struct dmio_loop_op {
@@ -479,6 +480,21 @@ struct dmio_loop_opts {
 	unsigned sq_entries;    /* 0: 256 */
 	unsigned setup_flags;   /* more IORING_SETUP_* flags (e.g. SQE128) */
 };
+
+/*
+ * io_uring_queue_init_params(@entries, @ring, @params) with the best
+ * task-work flags this kernel takes for a ring one thread owns (a loop's,
+ * a FUSE-over-io_uring queue's own ring): SINGLE_ISSUER | DEFER_TASKRUN
+ * (the kernel's task work waits for the owner's next wait instead of
+ * interrupting it request by request), else COOP_TASKRUN, else none (and
+ * none under valgrind, which does not know their semantics).  They are
+ * ORed into the caller's @params->flags (SQE128, CQSIZE, ...); a flag set
+ * is tried again without them only when the kernel says -EINVAL.  Call it
+ * on the thread that will be the ring's only submitter.  Returns 0 with
+ * @params as the kernel filled it in (@params->flags: the flags in use),
+ * or io_uring's -errno (@params untouched).
+ */
+int dmio_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params *params);
 
 /*
  * Create a loop owned by the calling thread (@opts may be NULL); starts

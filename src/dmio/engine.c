@@ -739,7 +739,7 @@ static unsigned reap(struct dmio_ring *r)
 	return n;
 }
 
-static int ring_setup(struct dmio_ring *r)
+int dmio_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params *params)
 {
 	/* Most capable first; older kernels (or valgrind, which does not
 	 * know these flags' semantics) get the plain ring. */
@@ -751,18 +751,30 @@ static int ring_setup(struct dmio_ring *r)
 	int ret = -EINVAL;
 
 	for (unsigned i = RUNNING_ON_VALGRIND ? 2 : 0; i < FM_ARRAY_SIZE(flag_sets); i++) {
-		struct io_uring_params p = { 0 };
+		struct io_uring_params p = *params;
 
-		p.flags = IORING_SETUP_CQSIZE | r->setup_flags | flag_sets[i];
-		p.cq_entries = r->sq_entries * 16;
-		ret = io_uring_queue_init_params(r->sq_entries, &r->ring, &p);
+		p.flags |= flag_sets[i];
+		ret = io_uring_queue_init_params(entries, ring, &p);
 		if (ret == 0) {
-			fm_debug("dmio: ring %u: flags 0x%x", r->idx, p.flags);
+			*params = p;
 			return 0;
 		}
 		if (ret != -EINVAL)
 			break;
 	}
+	return ret;
+}
+
+static int ring_setup(struct dmio_ring *r)
+{
+	struct io_uring_params p = {
+		.flags = IORING_SETUP_CQSIZE | r->setup_flags,
+		.cq_entries = r->sq_entries * 16,
+	};
+	int ret = dmio_ring_init(r->sq_entries, &r->ring, &p);
+
+	if (ret == 0)
+		fm_debug("dmio: ring %u: flags 0x%x", r->idx, p.flags);
 	return ret;
 }
 

@@ -597,32 +597,20 @@ static void fu_place(struct fu_queue *q)
 
 /* A plain ring (bench/memfuse's queues) is made by the thread that uses
  * it, as a dmio loop's is, and with the same flags where the kernel has
- * them: with DEFER_TASKRUN the kernel's task work for its requests waits
- * for the thread's next wait instead of reaching it one request at a
- * time, which is what lets a queue serve a client from another CPU
- * (fu_place()). */
+ * them (dmio_ring_init()): with DEFER_TASKRUN the kernel's task work for
+ * its requests waits for the thread's next wait instead of reaching it
+ * one request at a time, which is what lets a queue serve a client from
+ * another CPU (fu_place()). */
 static int fu_own_ring_setup(struct fu_queue *q)
 {
-	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_COOP_TASKRUN,
-		0,
-	};
-	int r = -EINVAL;
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+	int r = dmio_ring_init(q->sq_entries, &q->own_ring, &p);
 
-	for (unsigned i = 0; i < FM_ARRAY_SIZE(flag_sets); i++) {
-		struct io_uring_params p = {
-			.flags = IORING_SETUP_SQE128 | flag_sets[i],
-		};
-
-		r = io_uring_queue_init_params(q->sq_entries, &q->own_ring, &p);
-		if (r == 0) {
-			q->ring = &q->own_ring;
-			q->ring_ready = true;
-			return 0;
-		}
-	}
-	return r;
+	if (r < 0)
+		return r;
+	q->ring = &q->own_ring;
+	q->ring_ready = true;
+	return 0;
 }
 
 static void *fu_queue_main(void *arg)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of dmio: clients, devices, the engine's start, statistics and
- * shutdown.
+ * Unit tests of dmio: clients, devices, the engine's start, statistics,
+ * shutdown, and the ring a thread owns (dmio_ring_init).
  * Fixtures and conventions: dmio_fx.h.
  */
 #include "dmio_fx.h"
@@ -530,6 +530,39 @@ START_TEST(test_engine_shutdown_races_last_callback)
 END_TEST
 
 /*----------------------------------------------------------------*/
+/* TCase ring: dmio_ring_init(), the ring of a thread's own */
+
+/*
+ * The caller's flags are kept and the best task-work flags added: on this
+ * project's kernels (6.14+) SINGLE_ISSUER | DEFER_TASKRUN, under valgrind
+ * none (it does not know their semantics).  A ring the kernel refuses
+ * leaves the caller's params as they were.
+ */
+START_TEST(test_ring_init)
+{
+	const unsigned task_flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+				    IORING_SETUP_COOP_TASKRUN;
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+	struct io_uring ring;
+
+	ck_assert_int_eq(dmio_ring_init(8, &ring, &p), 0);
+	ck_assert_uint_eq(ring.flags, p.flags);
+	ck_assert(p.flags & IORING_SETUP_SQE128);
+	if (fm_test_under_valgrind())
+		ck_assert_uint_eq(p.flags & task_flags, 0);
+	else
+		ck_assert_uint_eq(p.flags & task_flags,
+				  IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+	io_uring_queue_exit(&ring);
+
+	/* No ring of 0 entries, whatever the flags: -EINVAL after each. */
+	p = (struct io_uring_params){ .flags = IORING_SETUP_SQE128 };
+	ck_assert_int_eq(dmio_ring_init(0, &ring, &p), -EINVAL);
+	ck_assert_uint_eq(p.flags, IORING_SETUP_SQE128);
+}
+END_TEST
+
+/*----------------------------------------------------------------*/
 /* The suite */
 
 static Suite *dmio_engine_suite(void)
@@ -554,6 +587,9 @@ static Suite *dmio_engine_suite(void)
 	tcase_add_test(tc, test_engine_stats);
 	tcase_add_test(tc, test_engine_shutdown_drains);
 	tcase_add_test(tc, test_engine_shutdown_races_last_callback);
+
+	tc = tc_add(s, "ring", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
+	tcase_add_test(tc, test_ring_init);
 	return s;
 }
 
