@@ -2101,6 +2101,9 @@ static int start_request(struct mirror *m, enum mreq_op op, uint64_t sector,
 	if (op == MREQ_READ && count) {
 		bool by_bad;
 
+		if (m->csum)
+			mcsum_prefetch(m, sector);
+
 		switch (read_layout(m, sector, count, &by_bad)) {
 		case READ_ZEROES:
 			/* Never written (or discarded since): zeroes, no leg

@@ -385,6 +385,10 @@ void mcsum_set(struct mirror *m, uint64_t block, uint32_t crc);
 void mcsum_update_iov(struct mirror *m, uint64_t sector, uint64_t count,
 		      const struct iovec *iov, unsigned iovcnt);
 void mcsum_set_zero(struct mirror *m, uint64_t sector, uint64_t count);
+/* A read of [@sector, + @count) is about to be issued: fetch the cache
+ * line of its first entry now, so that the miss overlaps the leg copy
+ * instead of stalling mcsum_verify_iov() after it. */
+void mcsum_prefetch(struct mirror *m, uint64_t sector);
 /* The first block of @iov that fails verification, or -1. */
 int64_t mcsum_verify_iov(struct mirror *m, uint64_t sector, uint64_t count,
 			 const struct iovec *iov, unsigned iovcnt);
