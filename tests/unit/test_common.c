@@ -58,6 +58,12 @@ START_TEST(crc32c_hw_matches_sw_and_chains)
 		for (size_t len = 0; len < 64; len++)
 			ck_assert_uint_eq(fm_crc32c(0, buf + off, len),
 					  fm_crc32c_sw(0, buf + off, len));
+		/* The folding path (128 bytes and more, where the CPU has
+		 * VPCLMULQDQ): every count of 128-byte rounds up to 8, of
+		 * 32-byte steps and of tail bytes, with a seed. */
+		for (size_t len = 100; len < 1100; len++)
+			ck_assert_uint_eq(fm_crc32c(0x9abcdef0u, buf + off, len),
+					  fm_crc32c_sw(0x9abcdef0u, buf + off, len));
 		for (size_t k = 0; k < G_N_ELEMENTS(split_lens); k++) {
 			ck_assert_uint_eq(fm_crc32c(0, buf + off, split_lens[k]),
 					  fm_crc32c_sw(0, buf + off, split_lens[k]));
