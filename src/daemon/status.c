@@ -516,6 +516,7 @@ static const struct status_field io_fields[] = {
 	F("spliced_read_bytes", fs.spliced_read_bytes),
 	F("ring_replies", fs.ring_replies),
 	F("blocking_reads", fs.blocking_reads),
+	F("standby_reads", fs.standby_reads),
 };
 
 /* "engine": how dmio did the legs' I/O (one engine per daemon) */

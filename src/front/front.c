@@ -149,6 +149,9 @@ struct front {
 	atomic_flag stop_reason_set;    /* stop_reason written (once) */
 	char stop_reason[160];          /* why serving stopped by itself */
 	unsigned nr_loops;
+	unsigned nr_active;             /* loops 0..nr_active-1 always poll; the
+					 * rest are standby loops (loop_standby()) */
+	atomic_bool standby_on;         /* standby loops poll too */
 	struct front_loop *loops;
 	/* Guards every loop's kick_tid: a loop blocked in read() is sent
 	 * its kick at once when serving stops (front_kick_loops()). */
@@ -158,6 +161,7 @@ struct front {
 	atomic_ullong spliced_reads, spliced_read_bytes; /* see read_splice() */
 	atomic_ullong ring_replies;     /* see loop_reply() */
 	atomic_ullong blocking_reads;   /* see loop_block() */
+	atomic_ullong standby_reads;    /* read by standby loops (loop_standby()) */
 
 	/* libfuse's workers: buffers of reads around the cache (a loop or a
 	 * queue uses the request's own), FRONT_RBUF_SIZE bytes mapped, kept
@@ -1387,8 +1391,9 @@ static const struct fuse_lowlevel_ops front_ops = {
 /* Event loops (front_opts.event_loop): run to completion */
 
 /*
- * One loop thread per CPU (on /dev/fuse with a leg not in memory, half as
- * many: front_run_loops()), each the owner of a dmio loop (its io_uring).
+ * One loop thread per CPU (on /dev/fuse with a leg not in memory, half of
+ * them standby loops: loop_standby()), each the owner of a dmio loop (its
+ * io_uring).
  * A loop polls the FUSE device on its ring, reads requests into its own
  * buffers (the session fd is non-blocking: loops race for requests, and
  * a read that loses the race must not sleep), serves READ and WRITE
@@ -1505,6 +1510,7 @@ struct front_loop {
 	bool lone_before;               /* the batch before the last was one too */
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
+	unsigned busy_turns;            /* batches in a row that left no leg I/O */
 	struct dmio_loop *dl;
 	pthread_t thread;
 	bool started;
@@ -2247,15 +2253,16 @@ static void loop_read_failed(struct front_loop *l, int err)
  * unchanged (7.2-9.9 us).  (doc/DESIGN.md, "Cold 4 KiB reads on legs on
  * disk", has the timeline.)
  */
-static void loop_read(struct front_loop *l)
+static unsigned loop_read_batch(struct front_loop *l)
 {
 	struct front *f = l->f;
 	int fd = l->fd >= 0 ? l->fd : fuse_session_fd(f->se);
 	unsigned max = FRONT_LOOP_BATCH;
+	unsigned n;
 
 	if (l->lone && ++l->lone_wakeups % FRONT_LOOP_PROBE)
 		max = 1;
-	for (unsigned n = 0; n < max && !atomic_load(&f->stopping); n++) {
+	for (n = 0; n < max && !atomic_load(&f->stopping); n++) {
 		struct front_rbuf *b;
 		ssize_t res;
 
@@ -2263,7 +2270,7 @@ static void loop_read(struct front_loop *l)
 			loop_collect(l);
 		b = l->free;
 		if (!b)
-			return;
+			break;
 		res = read(fd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 		if (res <= 0) {
 			int err = res < 0 ? errno : ENODEV;
@@ -2275,13 +2282,64 @@ static void loop_read(struct front_loop *l)
 				l->lone = n == 1;
 			}
 			loop_read_failed(l, err);
-			return;
+			break;
 		}
 		l->free = b->next;
 		loop_dispatch(l, b, (size_t)res, false);
 		if ((n + 1) % FRONT_LOOP_SUBMIT == 0)
 			dmio_loop_submit(l->dl);
 	}
+	return n;
+}
+
+/* Is @l a standby loop (polls only while f->standby_on)? */
+static bool loop_is_standby(const struct front_loop *l)
+{
+	return l->idx >= l->f->nr_active;
+}
+
+/*
+ * Standby loops.  On /dev/fuse with a leg not in memory, loops beyond
+ * the first nproc/2 (f->nr_active) poll the device only while the
+ * requests keep a loop busy with no leg I/O of its own: 4 KiB writes
+ * copied into the cache (and reads it answers), CPU work that two
+ * loops share, where a read's leg I/O is the disk's wait, which one
+ * loop serves best (doc/DESIGN.md, "Cold 4 KiB reads on legs on disk").
+ * After each batch of requests read (@n; loop_block()'s one or two
+ * too), a loop looks at its ring: leg I/O in flight turns the standby
+ * loops off (they finish what they read and arm no poll again); an
+ * active loop's FRONT_STANDBY_TURNS batches in a row of two requests or
+ * more that left none turn them on (and wake them: they sleep on their
+ * rings).  io.standby_reads counts what the standby loops read.
+ */
+#define FRONT_STANDBY_TURNS 4
+
+static void loop_standby(struct front_loop *l, unsigned n)
+{
+	struct front *f = l->f;
+
+	if (f->nr_active == f->nr_loops)
+		return;
+	if (loop_is_standby(l))
+		FRONT_STAT_ADD(f, standby_reads, n);
+	if (!dmio_loop_idle(l->dl)) {
+		l->busy_turns = 0;
+		if (atomic_load_explicit(&f->standby_on, memory_order_relaxed))
+			atomic_store_explicit(&f->standby_on, false, memory_order_relaxed);
+		return;
+	}
+	if (n < 2 || loop_is_standby(l) || ++l->busy_turns < FRONT_STANDBY_TURNS ||
+	    atomic_load_explicit(&f->standby_on, memory_order_relaxed))
+		return;
+	atomic_store_explicit(&f->standby_on, true, memory_order_relaxed);
+	for (unsigned i = f->nr_active; i < f->nr_loops; i++)
+		if (f->loops[i].dl)
+			dmio_loop_wake(f->loops[i].dl);
+}
+
+static void loop_read(struct front_loop *l)
+{
+	loop_standby(l, loop_read_batch(l));
 }
 
 static void loop_poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
@@ -2324,6 +2382,8 @@ static void loop_arm(struct front_loop *l, bool tick)
 	if (atomic_load(&f->stopping))
 		return;
 	if (l->polling)
+		return;
+	if (loop_is_standby(l) && !atomic_load_explicit(&f->standby_on, memory_order_relaxed))
 		return;
 	if (!l->free)
 		loop_collect(l);
@@ -2418,6 +2478,7 @@ static bool loop_may_block(struct front_loop *l)
 {
 	if (!l->kick_set || !l->lone || !l->lone_before || l->polling ||
 	    atomic_load(&l->f->stopping) ||
+	    (loop_is_standby(l) && !atomic_load_explicit(&l->f->standby_on, memory_order_relaxed)) ||
 	    !dmio_loop_idle(l->dl))
 		return false;
 	if (l->replies_out) {
@@ -2471,6 +2532,7 @@ static void loop_block(struct front_loop *l)
 		loop_dispatch(l, b, (size_t)res, true);
 		if (pres > 0)
 			loop_dispatch(l, pb, (size_t)pres, false);
+		loop_standby(l, pres > 0 ? 2 : 1);
 		/* Leg copies made inline complete now, and answer.  (A
 		 * failed probe leaves its error to the next read.) */
 		dmio_loop_run_once(l->dl, false);
@@ -2616,11 +2678,14 @@ static int front_run_loops(struct front *f)
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
 	f->nr_loops = n ? n : 1;
-	/* Legs on disk (not all in memory) on /dev/fuse: half as many loops
-	 * (doc/DESIGN.md, "Cold 4 KiB reads on legs on disk"): their work
-	 * per request is small, and the loops woke each other's CPU. */
+	f->nr_active = f->nr_loops;
+	/* Legs on disk (not all in memory) on /dev/fuse: half of the loops
+	 * poll always, the rest only while writes keep a loop busy without
+	 * leg I/O (loop_standby(); doc/DESIGN.md, "Cold 4 KiB reads on legs
+	 * on disk"): a read's work per request is small, and the loops woke
+	 * each other's CPU, but copies into the cache want both. */
 	if (!f->uring && !f->legs_in_memory && f->nr_loops > 1)
-		f->nr_loops /= 2;
+		f->nr_active = f->nr_loops / 2;
 	f->loops = calloc(f->nr_loops, sizeof(*f->loops));
 	if (!f->loops)
 		return -ENOMEM;
@@ -3050,6 +3115,7 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->spliced_read_bytes = atomic_load(&f->spliced_read_bytes);
 	s->ring_replies = atomic_load(&f->ring_replies);
 	s->blocking_reads = atomic_load(&f->blocking_reads);
+	s->standby_reads = atomic_load(&f->standby_reads);
 }
 
 enum front_transport front_get_transport(const struct front *f)

@@ -14,18 +14,25 @@
 # that (here: 568 reads with the small buffers disabled, 2408 with them,
 # against 1008).  The data read is checked
 # (fio verify).
+#
+# On legs on disk the loops past the first half are standby loops
+# (front.c, loop_standby()): they read no request while reads keep leg
+# I/O in flight (io.standby_reads stays ~0 through the slow reads), and
+# take their share once 4k writes into the cache keep a loop busy
+# without leg I/O (a randwrite at the end).
 source "$(dirname "$0")/lib.sh"
 
 SIZE=$((64 << 20))
 DELAY=100           # ms per read piece
 RUNTIME=2           # s
 RBUFS=12            # request buffers per /dev/fuse loop (src/front/front.c)
-# Event loops: one per CPU, half as many (at least one) when the legs are
-# not in memory (front_run_loops()), as here unless FM_TEST_TMPDIR is a tmpfs.
+# Event loops: one per CPU; when the legs are not in memory (as here unless
+# FM_TEST_TMPDIR is a tmpfs) half of them (at least one) poll always and
+# the rest are standby loops (front_run_loops()): LOOPS read the reads.
 NCPU=$(getconf _NPROCESSORS_ONLN)
 case $(stat -f -c %T "$T") in
-tmpfs | ramfs) LOOPS=$NCPU ;;
-*) LOOPS=$((NCPU > 1 ? NCPU / 2 : 1)) ;;
+tmpfs | ramfs) LOOPS=$NCPU STANDBY=0 ;;
+*) LOOPS=$((NCPU > 1 ? NCPU / 2 : 1)) STANDBY=$((NCPU - (NCPU > 1 ? NCPU / 2 : 1))) ;;
 esac
 DEPTH=$((RBUFS * LOOPS * 3 + 16))
 # A loop has 128 small buffers: past 6 CPUs the depth that tells the two
@@ -46,8 +53,10 @@ run_fio fill --filename="$img" --direct=1 --rw=write --bs=1M --iodepth=4 --ioeng
 if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]]; then
 	# Loop 0 is the daemon's main thread, the others are named fm-loop.
 	loops=$(cat /proc/"$FM_PID"/task/*/comm | grep -cx fm-loop || :)
-	assert_eq "$((loops + 1))" "$LOOPS" "event loops on $(stat -f -c %T "$T") legs, $NCPU CPUs"
+	assert_eq "$((loops + 1))" "$((LOOPS + STANDBY))" \
+		"event loops on $(stat -f -c %T "$T") legs, $NCPU CPUs"
 fi
+sb0=$(fm_status_get "$T/mnt" .io.standby_reads)
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --delay-reads "$DELAY"
 done
@@ -64,8 +73,25 @@ log "reads done: $done_ios (capped by the request buffers: about $capped)"
 ((done_ios >= 2 * capped)) ||
 	fail "only $done_ios reads in ${RUNTIME}s at ${DELAY} ms each: fewer than 2 x $capped," \
 		"as if each held one of the $RBUFS request buffers of its loop"
+sb=$(($(fm_status_get "$T/mnt" .io.standby_reads) - sb0))
+log "requests read by standby loops through the reads: $sb"
+((sb * 20 <= done_ios)) ||
+	fail "standby loops read $sb of $done_ios requests while reads kept leg I/O in flight"
 
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --clear
 done
+
+if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((STANDBY > 0)); then
+	log "4k random writes at depth 32 (into the cache): the standby loops take a share"
+	sb0=$(fm_status_get "$T/mnt" .io.standby_reads)
+	w0=$(fm_status_get "$T/mnt" .io.writes)
+	run_fio writes --filename="$img" --direct=1 --rw=randwrite --bs=4k --iodepth=32 \
+		--ioengine=io_uring --size="$SIZE" --time_based --runtime=2
+	sb=$(($(fm_status_get "$T/mnt" .io.standby_reads) - sb0))
+	w=$(($(fm_status_get "$T/mnt" .io.writes) - w0))
+	log "requests read by standby loops: $sb of $w writes"
+	((sb * 20 >= w)) ||
+		fail "standby loops read $sb of $w 4k writes into the cache (wanted 5% or more)"
+fi
 fm_umount "$T/mnt"
