@@ -285,37 +285,83 @@ static void map_stream_sse2(uint8_t *d, const uint8_t *s, size_t n)
 	}
 }
 
-__attribute__((target("avx2"))) static void map_stream_avx2(uint8_t *d, const uint8_t *s, size_t n)
+/*
+ * The one AVX2 streaming loop: @n bytes to each of the @nd destinations
+ * d[k] (64-byte aligned), each 128 bytes of @s loaded once and stored to
+ * every destination, in 128-byte strides; the rest (under 128 bytes) is
+ * left to the caller.  Always inlined, so that its two instances below
+ * are each specialised: with @nd the constant 1 (map_stream_avx2) the
+ * loop over destinations folds away (objdump: the same loop as a copy
+ * written for one destination).
+ */
+__attribute__((target("avx2"), always_inline)) static inline void
+map_stream_avx2_to(uint8_t *const *d, unsigned nd, const uint8_t *s, size_t n)
 {
 	for (size_t i = 0; i + 128 <= n; i += 128) {
 		const __m256i *src = (const __m256i *)(const void *)(s + i);
-		__m256i *dst = (__m256i *)(void *)(d + i);
 		__m256i a = _mm256_loadu_si256(src), b = _mm256_loadu_si256(src + 1);
 		__m256i c = _mm256_loadu_si256(src + 2), e = _mm256_loadu_si256(src + 3);
 
-		_mm256_stream_si256(dst, a);
-		_mm256_stream_si256(dst + 1, b);
-		_mm256_stream_si256(dst + 2, c);
-		_mm256_stream_si256(dst + 3, e);
+		for (unsigned k = 0; k < nd; k++) {
+			__m256i *dst = (__m256i *)(void *)(d[k] + i);
+
+			_mm256_stream_si256(dst, a);
+			_mm256_stream_si256(dst + 1, b);
+			_mm256_stream_si256(dst + 2, c);
+			_mm256_stream_si256(dst + 3, e);
+		}
 	}
 }
 
-static void map_stream(uint8_t *d, const uint8_t *s, size_t n)
+__attribute__((target("avx2"))) static void map_stream_avx2(uint8_t *d, const uint8_t *s, size_t n)
 {
-	size_t head = (size_t)(-(uintptr_t)d & 63), bulk;
+	map_stream_avx2_to(&d, 1, s, n);
+}
+
+__attribute__((target("avx2"))) static void map_fan_avx2(uint8_t **d, unsigned nd,
+							  const uint8_t *s, size_t n)
+{
+	map_stream_avx2_to(d, nd, s, n);
+}
+
+/*
+ * The one streamed copy of @n bytes of @s to each of the @nd destinations
+ * d[k] (which share their alignment modulo 64), each then advanced by @n:
+ * memcpy up to the first 64-byte boundary of the destinations, streaming
+ * stores over the whole 128-byte strides after it (one pass for every
+ * destination; more than one needs @avx2), memcpy for the rest.  Always
+ * inlined: map_copy_iov() calls it with @nd 1, map_fan_iov() with the
+ * legs of a fan copy.
+ */
+static inline __attribute__((always_inline)) void map_stream_to(uint8_t **d, unsigned nd,
+								const uint8_t *s, size_t n,
+								bool avx2)
+{
+	size_t head = (size_t)(-(uintptr_t)d[0] & 63), bulk;
 
 	if (head > n)
 		head = n;
-	memcpy(d, s, head);
-	d += head;
+	bulk = (n - head) & ~(size_t)127;
+	for (unsigned k = 0; k < nd; k++) {
+		memcpy(d[k], s, head);
+		d[k] += head;
+	}
 	s += head;
-	n -= head;
-	bulk = n & ~(size_t)127;
-	if (__builtin_cpu_supports("avx2"))
-		map_stream_avx2(d, s, bulk);
+	if (nd > 1)
+		map_fan_avx2(d, nd, s, bulk);
+	else if (avx2)
+		map_stream_avx2(d[0], s, bulk);
 	else
-		map_stream_sse2(d, s, bulk);
-	memcpy(d + bulk, s + bulk, n - bulk);
+		map_stream_sse2(d[0], s, bulk);
+	for (unsigned k = 0; k < nd; k++) {
+		memcpy(d[k] + bulk, s + bulk, n - head - bulk);
+		d[k] += n - head;
+	}
+}
+
+static bool map_stream_avx2_ok(void)
+{
+	return __builtin_cpu_supports("avx2");
 }
 
 static void map_stream_fence(void)
@@ -323,9 +369,18 @@ static void map_stream_fence(void)
 	_mm_sfence();
 }
 #else
-static void map_stream(uint8_t *d, const uint8_t *s, size_t n)
+static inline void map_stream_to(uint8_t **d, unsigned nd, const uint8_t *s, size_t n, bool avx2)
 {
-	memcpy(d, s, n);
+	(void)avx2;
+	for (unsigned k = 0; k < nd; k++) {
+		memcpy(d[k], s, n);
+		d[k] += n;
+	}
+}
+
+static bool map_stream_avx2_ok(void)
+{
+	return false;
 }
 
 static void map_stream_fence(void)
@@ -349,24 +404,41 @@ static void map_pretouch(const uint8_t *m, uint64_t len)
 		(void)*(const volatile uint8_t *)a;
 }
 
+/*
+ * A streamed write of @len bytes from @iov to each of the @nd mapped
+ * destinations d[k] (one leg's copy, or a fan copy's legs): every
+ * destination pre-touched before the first store (their misses overlap),
+ * each iovec by map_stream_to(), one fence after the last store.  Always
+ * inlined into its two callers, as map_stream_to().
+ */
+static inline __attribute__((always_inline)) void map_stream_iov(uint8_t **d, unsigned nd,
+								 uint64_t len,
+								 const struct iovec *iov,
+								 unsigned iovcnt, bool avx2)
+{
+	for (unsigned k = 0; k < nd; k++)
+		map_pretouch(d[k], len);
+	for (unsigned i = 0; i < iovcnt; i++)
+		map_stream_to(d, nd, iov[i].iov_base, iov[i].iov_len, avx2);
+	map_stream_fence();
+}
+
 static __attribute__((noinline)) void map_copy_iov(uint8_t *m, uint64_t len, bool write,
 						    const struct iovec *iov, unsigned iovcnt)
 {
-	bool stream = write && len >= MAP_STREAM_MIN;
-
+	if (write && len >= MAP_STREAM_MIN) {
+		map_stream_iov(&m, 1, len, iov, iovcnt, map_stream_avx2_ok());
+		return;
+	}
 	if (write)
 		map_pretouch(m, len);
 	for (unsigned i = 0; i < iovcnt; i++) {
-		if (stream)
-			map_stream(m, iov[i].iov_base, iov[i].iov_len);
-		else if (write)
+		if (write)
 			memcpy(m, iov[i].iov_base, iov[i].iov_len);
 		else
 			memcpy(iov[i].iov_base, m, iov[i].iov_len);
 		m += iov[i].iov_len;
 	}
-	if (stream)
-		map_stream_fence();
 }
 
 /*
@@ -448,48 +520,12 @@ bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n)
  * (doc/DESIGN.md, "Engine details").
  */
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) static void map_fan_avx2(uint8_t **d, unsigned nd,
-							  const uint8_t *s, size_t n)
-{
-	for (size_t i = 0; i + 128 <= n; i += 128) {
-		const __m256i *src = (const __m256i *)(const void *)(s + i);
-		__m256i a = _mm256_loadu_si256(src), b = _mm256_loadu_si256(src + 1);
-		__m256i c = _mm256_loadu_si256(src + 2), e = _mm256_loadu_si256(src + 3);
-
-		for (unsigned k = 0; k < nd; k++) {
-			__m256i *dst = (__m256i *)(void *)(d[k] + i);
-
-			_mm256_stream_si256(dst, a);
-			_mm256_stream_si256(dst + 1, b);
-			_mm256_stream_si256(dst + 2, c);
-			_mm256_stream_si256(dst + 3, e);
-		}
-	}
-}
-
 static __attribute__((noinline)) void map_fan_iov(uint8_t **d, unsigned nd, uint64_t len,
 						  const struct iovec *iov, unsigned iovcnt)
 {
-	for (unsigned k = 0; k < nd; k++)
-		map_pretouch(d[k], len);
-	for (unsigned i = 0; i < iovcnt; i++) {
-		const uint8_t *s = iov[i].iov_base;
-		size_t n = iov[i].iov_len, head = (size_t)(-(uintptr_t)d[0] & 63), bulk;
-
-		if (head > n)
-			head = n;
-		bulk = (n - head) & ~(size_t)127;
-		for (unsigned k = 0; k < nd; k++)
-			memcpy(d[k], s, head);
-		for (unsigned k = 0; k < nd; k++)
-			d[k] += head;
-		map_fan_avx2(d, nd, s + head, bulk);
-		for (unsigned k = 0; k < nd; k++) {
-			memcpy(d[k] + bulk, s + head + bulk, n - head - bulk);
-			d[k] += n - head;
-		}
-	}
-	map_stream_fence();
+	if (nd < 2)
+		__builtin_unreachable(); /* dmio_map_fan(): two legs or more */
+	map_stream_iov(d, nd, len, iov, iovcnt, true);
 }
 
 /* Whether @q can be copied in one pass with @p (see dmio_map_fan). */

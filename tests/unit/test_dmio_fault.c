@@ -1061,8 +1061,8 @@ START_TEST(test_map_holes)
 END_TEST
 
 /*
- * Writes of 16 KiB and more are copied into a mapped leg with streaming
- * stores (map.c, map_stream): an unaligned head up to the destination's
+ * Writes of 4 KiB and more are copied into a mapped leg with streaming
+ * stores (map.c, map_stream_to): an unaligned head up to the destination's
  * next 64 bytes, 128-byte strides, a tail.  Every byte lands, in order,
  * and none beside the write changes, whatever the iovecs' addresses and
  * lengths (each iovec's destination is unaligned after an odd one).
