@@ -333,17 +333,13 @@ void dmio_map_note(struct dmio_dev *dev, bool written, uint64_t off, uint64_t le
 bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n);
 /* The first line of a write at @off of @dev, prefetched if it is mapped. */
 void dmio_map_prefetch(const struct dmio_dev *dev, uint64_t off);
-/* The WRITE pieces @ps[0..n), of one request, copied into their mapped
- * legs in one pass over the source; returns how many it copied, moved to
- * the front of @ps (0: none, the caller copies each alone). */
-unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n);
-/* The smallest write dmio_map_fan copies in one pass (smaller: leg by leg,
- * with plain stores: map.c's MAP_STREAM_MIN is the same 4 KiB).  4 KiB
- * writes gain too: both legs' pre-touch misses overlap, and one fence
- * and one drain of the streaming stores serve both legs (fio 4k QD32
- * randwrite on FUSE over io_uring, 2 tmpfs legs: CPU per write 4.7-5.8 ->
- * 4.2-4.7 us, lower in 7 of 7 pairs; DESIGN.md "Engine details"). */
-#define DMIO_MAP_FAN_MIN (4u << 10)
+/* @p, a piece a loop is about to queue, and the pieces after it of the
+ * same request that write the same memory into other mapped legs, copied
+ * in one pass over the source, when map.c's map_fan_ok() (the one place
+ * that decides) lets them; each one copied is marked fanned (piece_inline
+ * then only completes it).  Returns how many it copied (0: none, each is
+ * copied alone). */
+unsigned dmio_map_fan(struct dmio_piece *p);
 
 /* request.c: called by the reaper for each CQE. */
 void dmio_piece_complete(struct dmio_piece *p, int res);

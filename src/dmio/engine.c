@@ -606,35 +606,15 @@ void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
 
 /*
  * A loop's pieces of one write into several mapped legs: copied together,
- * one pass over the source (map.c, dmio_map_fan), before queue_piece, whose
- * piece_inline then only completes them.  Legs with fault injection set up
- * are left to piece_inline, which decides each piece's fault.
+ * one pass over the source (map.c, dmio_map_fan, which decides which
+ * pieces may be: writes of 4 KiB or more into mapped legs without fault
+ * injection, the same memory into each), before queue_piece, whose
+ * piece_inline then only completes them.
  */
 static void fan_pieces(struct dmio_piece *head)
 {
-	struct dmio_piece *ps[8];
-
-	for (struct dmio_piece *p = head; p; p = p->next) {
-		unsigned n = 0;
-
-		if (p->fanned || p->kind != DMIO_PIECE_WRITE || p->len < DMIO_MAP_FAN_MIN ||
-		    !p->dev->map ||
-		    atomic_load_explicit(&p->dev->fault, memory_order_relaxed))
-			continue;
-		/* (The same memory: map.c checks every iovec.) */
-		for (struct dmio_piece *q = p; q && n < FM_ARRAY_SIZE(ps); q = q->next) {
-			if (q->io == p->io && !q->fanned && q->kind == DMIO_PIECE_WRITE &&
-			    q->len == p->len && q->iovcnt == p->iovcnt &&
-			    q->iov[q->iov_first].iov_base == p->iov[p->iov_first].iov_base &&
-			    q->dev->map && !atomic_load_explicit(&q->dev->fault, memory_order_relaxed))
-				ps[n++] = q;
-		}
-		if (n < 2)
-			continue;
-		n = dmio_map_fan(ps, n);
-		for (unsigned i = 0; i < n; i++)
-			ps[i]->fanned = true;
-	}
+	for (struct dmio_piece *p = head; p; p = p->next)
+		dmio_map_fan(p);
 }
 
 void dmio_submit_pieces(struct dmio_piece *head)

@@ -512,8 +512,9 @@ bool dmio_map_rw(struct dmio_piece *p, ssize_t *ret_n)
  * source again for each (from L2 at best, 1 MiB for every leg), and the
  * pre-touch of every leg is done before the first store (their misses
  * overlap) and one fence ends the streaming stores of all.  Writes of
- * DMIO_MAP_FAN_MIN (4 KiB) or more, AVX2 only, destinations that share their alignment
- * modulo 64 (any sector offsets do); anything else is copied leg by leg.
+ * MAP_STREAM_MIN (4 KiB) or more, AVX2 only, destinations that share
+ * their alignment modulo 64 (any sector offsets do): map_fan_ok() decides;
+ * anything else is copied leg by leg.
  * The one-thread microbenchmark said 48-50 against 53-56 us per leg and
  * MiB; in the daemon (fio 1M QD8 write, /dev/fuse, tmpfs legs) daemon CPU
  * per MiB on 3 legs 344-357 -> 323-342 us, on 2 legs 290-333 -> 273-286
@@ -528,14 +529,30 @@ static __attribute__((noinline)) void map_fan_iov(uint8_t **d, unsigned nd, uint
 	map_stream_iov(d, nd, len, iov, iovcnt, true);
 }
 
-/* Whether @q can be copied in one pass with @p (see dmio_map_fan). */
+/*
+ * Whether @q may be copied in one pass with @p (see dmio_map_fan): the one
+ * place that decides it.  A write of MAP_STREAM_MIN or more (a fan copy
+ * streams; 4 KiB writes gain too: both legs' pre-touch misses overlap,
+ * and one fence and one drain of the streaming stores serve both legs:
+ * fio 4k QD32 randwrite on FUSE over io_uring, 2 tmpfs legs, CPU per
+ * write 4.7-5.8 -> 4.2-4.7 us, lower in 7 of 7 pairs; DESIGN.md "Engine
+ * details"), that dmio_map_rw() could copy (mapped, in range, writable,
+ * no flag but RWF_DSYNC), into a leg without fault injection (whose faults
+ * piece_inline decides piece by piece), not copied yet, and (@q other
+ * than @p) of the same request, writing the same memory, at the same
+ * alignment modulo 64 (any sector offsets are).
+ */
 static bool map_fan_ok(const struct dmio_piece *p, const struct dmio_piece *q)
 {
 	const struct dmio_dev *dev = q->dev;
 
-	if (q->kind != DMIO_PIECE_WRITE || !dev->map || dev->rdonly || q->len != p->len ||
-	    q->off >= dev->map_len || q->len > dev->map_len - q->off ||
-	    (q->rw_flags & ~RWF_DSYNC) || q->iovcnt != p->iovcnt ||
+	if (q->kind != DMIO_PIECE_WRITE || q->len < MAP_STREAM_MIN || q->fanned || !dev->map ||
+	    dev->rdonly || q->off >= dev->map_len || q->len > dev->map_len - q->off ||
+	    (q->rw_flags & ~RWF_DSYNC) || atomic_load_explicit(&dev->fault, memory_order_relaxed))
+		return false;
+	if (q == p)
+		return true;
+	if (q->io != p->io || q->len != p->len || q->iovcnt != p->iovcnt ||
 	    ((uintptr_t)(dev->map + q->off) & 63) != ((uintptr_t)(p->dev->map + p->off) & 63))
 		return false;
 	for (unsigned i = 0; i < q->iovcnt; i++) {
@@ -572,33 +589,34 @@ static __attribute__((noinline)) bool map_fan_copy(uint8_t **d, unsigned nd, uin
 	return true;
 }
 
-unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n)
+unsigned dmio_map_fan(struct dmio_piece *p)
 {
+	struct dmio_piece *ps[MAP_FAN_MAX];
 	uint8_t *d[MAP_FAN_MAX];
 	unsigned nd = 0;
 
-	if (n < 2 || ps[0]->len < DMIO_MAP_FAN_MIN || !__builtin_cpu_supports("avx2"))
+	if (!map_fan_ok(p, p) || !__builtin_cpu_supports("avx2"))
 		return 0;
-	for (unsigned i = 0; i < n && nd < MAP_FAN_MAX; i++) {
-		if (!map_fan_ok(ps[0], ps[i]))
+	for (struct dmio_piece *q = p; q && nd < MAP_FAN_MAX; q = q->next) {
+		if (q != p && !map_fan_ok(p, q))
 			continue;
-		ps[nd] = ps[i];
-		d[nd] = ps[i]->dev->map + ps[i]->off;
+		ps[nd] = q;
+		d[nd] = q->dev->map + q->off;
 		nd++;
 	}
-	if (nd < 2 ||
-	    !map_fan_copy(d, nd, ps[0]->len, &ps[0]->iov[ps[0]->iov_first], ps[0]->iovcnt))
+	if (nd < 2 || !map_fan_copy(d, nd, p->len, &p->iov[p->iov_first], p->iovcnt))
 		return 0;
+	for (unsigned i = 0; i < nd; i++)
+		ps[i]->fanned = true;
 	DMIO_STAT_ADD(mapped_ios, nd);
 	DMIO_STAT_ADD(streamed_ios, nd);
 	DMIO_STAT_ADD(fanned_ios, nd);
 	return nd;
 }
 #else
-unsigned dmio_map_fan(struct dmio_piece **ps, unsigned n)
+unsigned dmio_map_fan(struct dmio_piece *p)
 {
-	(void)ps;
-	(void)n;
+	(void)p;
 	return 0;
 }
 #endif
