@@ -1511,6 +1511,8 @@ struct front_loop {
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
 	unsigned busy_turns;            /* batches in a row that left no leg I/O */
+	bool owes;                      /* its last batch after a poll wake-up did
+					 * not end on an empty queue (loop_arm()) */
 	struct dmio_loop *dl;
 	pthread_t thread;
 	bool started;
@@ -2230,6 +2232,19 @@ static void loop_read_failed(struct front_loop *l, int err)
 	loop_stop_all(f);
 }
 
+/* Is @l a standby loop (polls only while f->standby_on)? */
+static bool loop_is_standby(const struct front_loop *l)
+{
+	return l->idx >= l->f->nr_active;
+}
+
+/* Is @l a standby loop that is not to poll now? */
+static bool loop_parks(const struct front_loop *l)
+{
+	return loop_is_standby(l) &&
+	       !atomic_load_explicit(&l->f->standby_on, memory_order_relaxed);
+}
+
 /*
  * Read and dispatch the requests waiting, up to a batch, until EAGAIN.
  * After a wake-up that found a lone request, read one only: the EAGAIN
@@ -2260,8 +2275,11 @@ static unsigned loop_read_batch(struct front_loop *l)
 	unsigned max = FRONT_LOOP_BATCH;
 	unsigned n;
 
-	if (l->lone && ++l->lone_wakeups % FRONT_LOOP_PROBE)
+	/* (A standby loop about to stop polling empties the queue first:
+	 * see loop_arm().) */
+	if (l->lone && ++l->lone_wakeups % FRONT_LOOP_PROBE && !loop_parks(l))
 		max = 1;
+	l->owes = true;
 	for (n = 0; n < max && !atomic_load(&f->stopping); n++) {
 		struct front_rbuf *b;
 		ssize_t res;
@@ -2275,6 +2293,7 @@ static unsigned loop_read_batch(struct front_loop *l)
 		if (res <= 0) {
 			int err = res < 0 ? errno : ENODEV;
 
+			l->owes = false;
 			/* (A wake-up that found none, the other loop having
 			 * read its request, says nothing of the depth.) */
 			if (err == EAGAIN && n) {
@@ -2292,12 +2311,6 @@ static unsigned loop_read_batch(struct front_loop *l)
 	return n;
 }
 
-/* Is @l a standby loop (polls only while f->standby_on)? */
-static bool loop_is_standby(const struct front_loop *l)
-{
-	return l->idx >= l->f->nr_active;
-}
-
 /*
  * Standby loops.  On /dev/fuse with a leg not in memory, loops beyond
  * the first nproc/2 (f->nr_active) poll the device only while the
@@ -2311,6 +2324,25 @@ static bool loop_is_standby(const struct front_loop *l)
  * active loop's FRONT_STANDBY_TURNS batches in a row of two requests or
  * more that left none turn them on (and wake them: they sleep on their
  * rings).  io.standby_reads counts what the standby loops read.
+ *
+ * A standby loop stops polling only after a batch that emptied the
+ * queue (read until EAGAIN; `owes` until then, loop_arm()).  An io_uring
+ * POLL_ADD stays on the device's wait queue from its wake-up until its
+ * task work runs on the loop's thread, and io_poll_wake() tells every
+ * wake-up meanwhile that it woke someone (/dev/fuse wakes with no key,
+ * so the entry is not even unlinked at the first): with EPOLLEXCLUSIVE,
+ * the one poll takes the wake-ups of all the requests queued in that
+ * window (fio submits a burst in one system call), and the loops
+ * waiting behind it hear of none.  A loop that polls again is safe (the
+ * new poll finds the queue not empty), but a standby loop that read one
+ * request (lone) and then did not poll again left the rest queued with
+ * every loop asleep, until some other request woke one: at the end of a
+ * run, or a burst the client waits for whole, none came.  Main 6916b17,
+ * 2 CPUs, 2 legs on disk: fio 4k bursts of 16 waited whole
+ * (iodepth_batch_submit = iodepth_batch_complete_min = 16) stuck for
+ * good within seconds, the daemon holding nothing, the poll of loop 0
+ * armed, the requests still in the kernel's queue (`waiting` 1-15), and
+ * one more request freed them.
  */
 #define FRONT_STANDBY_TURNS 4
 
@@ -2383,7 +2415,7 @@ static void loop_arm(struct front_loop *l, bool tick)
 		return;
 	if (l->polling)
 		return;
-	if (loop_is_standby(l) && !atomic_load_explicit(&f->standby_on, memory_order_relaxed))
+	if (loop_parks(l) && !l->owes)
 		return;
 	if (!l->free)
 		loop_collect(l);
@@ -2478,7 +2510,7 @@ static bool loop_may_block(struct front_loop *l)
 {
 	if (!l->kick_set || !l->lone || !l->lone_before || l->polling ||
 	    atomic_load(&l->f->stopping) ||
-	    (loop_is_standby(l) && !atomic_load_explicit(&l->f->standby_on, memory_order_relaxed)) ||
+	    loop_parks(l) ||
 	    !dmio_loop_idle(l->dl))
 		return false;
 	if (l->replies_out) {
