@@ -79,6 +79,13 @@ struct fm_bdev_ops {
 	 * caller must discard; a read with submit() then does the repair.
 	 */
 	int (*splice_read)(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd);
+	/*
+	 * Optional (NULL: nothing to gain).  A read at @sector comes soon
+	 * (after the caller's other work): the device may start bringing its
+	 * first bytes closer to the CPU (a prefetch of a mapping's line).  A
+	 * hint only: never waits, never fails, changes nothing a read returns.
+	 */
+	void (*read_soon)(void *dev, uint64_t sector);
 };
 
 /* A device: its ops and the pointer passed to each op. */

@@ -309,6 +309,13 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx);
 
 /*
+ * A read (around the cache) of @block comes soon: passed to the device's
+ * read_soon op (blockdev.h), if it has one.  A hint: nothing changes but
+ * what the CPU's caches hold.  Never waits.
+ */
+void bufio_read_soon(struct bufio_client *c, uint64_t block);
+
+/*
  * Splice-around: put [@block, @block + @n_blocks) into the pipe @pipe_fd
  * (after what it holds) with the device's splice_read op (see
  * include/fusemirror/blockdev.h), for a caller that sends the bytes on

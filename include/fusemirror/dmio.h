@@ -135,6 +135,15 @@ int dmio_dev_refresh_size(struct dmio_dev *dev);
  */
 int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int pipe_fd);
 
+/*
+ * A read of @dev at byte @offset comes soon: when dmio reads it from a
+ * mapping (a leg in memory), the first line there is prefetched, so that
+ * its TLB and cache misses start now, overlapped with whatever the caller
+ * does until the read.  Nothing otherwise.  Never faults, never waits
+ * (but for the page walk of a TLB miss), any thread.
+ */
+void dmio_dev_prefetch_read(const struct dmio_dev *dev, uint64_t offset);
+
 /*----------------------------------------------------------------*/
 /* Remote devices (NBD) */
 
@@ -545,6 +554,19 @@ void dmio_loop_submit(struct dmio_loop *l);
  * signal interrupted the wait.
  */
 int dmio_loop_run_once(struct dmio_loop *l, bool wait);
+
+/*
+ * A look at the owner's completions before any is handled: each time
+ * dmio_loop_run_once() takes a batch of completions from the ring (up to
+ * 8), @peek is called for each of the batch's owner completions, in
+ * order, with its op and res, and only then are they handled (op->done()).
+ * For work that is cheaper started for a whole batch at once than for
+ * each request as it is handled (the io_uring front prefetches the leg
+ * lines its reads will copy: their cache and TLB misses then overlap).
+ * @peek must not change what op->done() will do, nor touch the ring.
+ * NULL (the default): no look.  Owner only.
+ */
+void dmio_loop_set_peek(struct dmio_loop *l, void (*peek)(struct dmio_loop_op *op, int res));
 
 /* Make a dmio_loop_run_once() that waits return (any thread;
  * async-signal-safe: one eventfd write). */

@@ -75,6 +75,9 @@ struct dmio_ring {
 	unsigned setup_flags;           /* extra IORING_SETUP_* (a loop's SQE128) */
 	bool is_loop;                   /* a struct dmio_loop's: its owner reaps */
 	unsigned prompt;                /* loop: dmio_loop_sqe_prompt()s not submitted */
+	/* A loop's look at its owner's completions of a batch before they
+	 * are handled (dmio_loop_set_peek()), or NULL. */
+	void (*peek)(struct dmio_loop_op *op, int res);
 	/* A loop's registered buffers (dmio_loop_register_buffers), owner
 	 * only: a one-iovec piece inside one is READ/WRITE_FIXED. */
 	struct iovec *fixed;
@@ -695,6 +698,15 @@ static unsigned reap(struct dmio_ring *r)
 	unsigned n = io_uring_peek_batch_cqe(&r->ring, cqes, DMIO_REAP_BATCH);
 	bool rearm = false;
 
+	if (r->peek) {
+		for (unsigned i = 0; i < n; i++) {
+			uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(cqes[i]);
+
+			if (data && !(data & DMIO_PIECE_TAG) && data != (uintptr_t)&r->efd_buf &&
+			    data != (uintptr_t)&delay_marker)
+				r->peek((struct dmio_loop_op *)data, cqes[i]->res);
+		}
+	}
 	for (unsigned i = 0; i < n; i++) {
 		uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(cqes[i]);
 		int res = cqes[i]->res;
@@ -1201,6 +1213,11 @@ wait:
 		fm_fatal("dmio: io_uring_submit_and_wait failed: %s", strerror(-ret));
 	}
 	return 0;
+}
+
+void dmio_loop_set_peek(struct dmio_loop *l, void (*peek)(struct dmio_loop_op *op, int res))
+{
+	l->r.peek = peek;
 }
 
 void dmio_loop_sqe_prompt(struct dmio_loop *l)

@@ -218,6 +218,12 @@ void dmio_map_prefetch(const struct dmio_dev *dev, uint64_t off)
 		__builtin_prefetch(dev->map + off, 1, 3);
 }
 
+void dmio_dev_prefetch_read(const struct dmio_dev *dev, uint64_t offset)
+{
+	if (dev->map && offset < dev->map_len)
+		__builtin_prefetch(dev->map + offset, 0, 3);
+}
+
 void dmio_map_close(struct dmio_dev *dev)
 {
 	if (dev->map)

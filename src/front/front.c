@@ -2880,6 +2880,22 @@ static int choose_transport(struct front *f, enum front_transport want, bool *re
 	return 0;
 }
 
+/* A read of a batch the queue's ring delivered, told of before any of the
+ * batch is handled (DESIGN.md, "FUSE transports"): the leg line it will
+ * copy is prefetched meanwhile. */
+static void front_ring_peek(void *ctx, struct front_uring_req *e)
+{
+	struct front *f = ctx;
+	const struct fuse_in_header *h = front_uring_req_in(e);
+	const struct fuse_read_in *in;
+
+	if (h->opcode != FUSE_READ)
+		return;
+	in = front_uring_req_op_in(e);
+	if (in->offset < f->size)
+		bufio_read_soon(f->c, in->offset / f->bs);
+}
+
 /*
  * A request on an io_uring queue thread.  Reads and writes of the image
  * are served here without libfuse, which would allocate a request, take
@@ -2923,6 +2939,7 @@ static int start_uring(struct front *f, enum front_transport want, GError **err)
 {
 	struct front_uring_opts uo = { .depth = f->uring_depth,
 				       .handler = front_ring_handle,
+				       .peek = front_ring_peek,
 				       .ctx = f,
 				       .require = want == FRONT_TRANSPORT_URING,
 				       .dmio_loop = true };

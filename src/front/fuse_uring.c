@@ -148,6 +148,7 @@ struct front_uring {
 	unsigned depth;
 	size_t payload_size;
 	front_uring_handler_fn *handler;
+	front_uring_handler_fn *peek;
 	void *ctx;
 	bool dmio_loop;                 /* queue rings are dmio loops */
 	unsigned nr_queues;
@@ -423,6 +424,17 @@ static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 	fu_dispatching = NULL;
 }
 
+/* A request of a batch, before any of the batch is handled (opts.peek). */
+static void fu_peek(struct dmio_loop_op *op, int res)
+{
+	struct front_uring_req *e;
+
+	if (op->done != fu_ent_done || res < 0)
+		return;
+	e = fu_container_of(op, struct front_uring_req, op);
+	e->q->u->peek(e->q->u->ctx, e);
+}
+
 /* The size of op_in (the first argument) of the operations handed to
  * libfuse; -1: answered ENOSYS here. */
 static ssize_t fu_op_in_size(uint32_t opcode)
@@ -679,6 +691,8 @@ static void *fu_queue_main(void *arg)
 		 * issued them there (DESIGN.md, "FUSE transports"). */
 		if (have_wide)
 			dmio_loop_set_iowq_cpus(q->dl, &wide);
+		if (u->peek)
+			dmio_loop_set_peek(q->dl, fu_peek);
 	}
 	fu_this_queue = q;
 
@@ -929,6 +943,7 @@ int front_uring_start(struct fuse_session *se, const struct front_uring_opts *o,
 	u->fuse_fd = fd;
 	u->depth = o->depth ? o->depth : FRONT_URING_DEFAULT_DEPTH;
 	u->handler = o->handler;
+	u->peek = o->dmio_loop ? o->peek : NULL;
 	u->ctx = o->ctx;
 	u->dmio_loop = o->dmio_loop;
 	/* The kernel wants room for the largest request it may send. */

@@ -110,6 +110,15 @@ struct front_uring_opts {
 	 * bench/memfuse, which does no dmio I/O, uses).
 	 */
 	bool dmio_loop;
+	/*
+	 * Optional, with dmio_loop: called on the queue thread for each
+	 * request of a batch the ring delivered together, before the first of
+	 * them goes to the handler (dmio_loop_set_peek()); the request may
+	 * only be looked at (front_uring_req_in(), _op_in()), not answered.
+	 * For what is cheaper started for the whole batch at once: the
+	 * front prefetches the leg lines its reads will copy.
+	 */
+	front_uring_handler_fn *peek;
 };
 
 /*

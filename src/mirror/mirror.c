@@ -2353,6 +2353,41 @@ static int bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int
 	return r;
 }
 
+/*
+ * The leg a read of @sector will likely go to, told that it comes soon:
+ * the io_uring front tells of a batch of reads (up to 8), then issues
+ * them, and their legs' pending counts drop only after the batch, when
+ * their copies complete.  So with the first policy the first leg, with
+ * the others the batch's j-th read goes to leg (rr + j) % nr_legs, rr as
+ * it was when the batch began (balance: the first nr_legs reads find a
+ * leg idle and move rr, the later ones tie and start from the moved rr).
+ * A batch begins when rr moved since the last guess (every batch's first
+ * read moves it).  A wrong guess costs a prefetch, nothing else.
+ */
+static void bdev_read_soon(void *dev, uint64_t sector)
+{
+	struct mirror *m = dev;
+	struct mirror_leg *leg;
+	unsigned li = 0;
+
+	if (m->read_policy != MIRROR_READ_FIRST) {
+		unsigned rr = atomic_load_explicit(&m->rr, memory_order_relaxed);
+		unsigned j = atomic_load_explicit(&m->soon, memory_order_relaxed);
+
+		if (rr != atomic_load_explicit(&m->soon_rr, memory_order_relaxed)) {
+			atomic_store_explicit(&m->soon_rr, rr, memory_order_relaxed);
+			j = 0;
+		}
+		atomic_store_explicit(&m->soon, j + 1, memory_order_relaxed);
+		li = (rr + j) % m->nr_legs;
+	}
+	leg = &m->legs[li];
+	if (!leg_get(leg, LEG_READABLE))
+		return;
+	dmio_dev_prefetch_read(leg->dev, (m->data_sector + sector) << FM_SECTOR_SHIFT);
+	leg_put(leg);
+}
+
 static const struct fm_bdev_ops mirror_bdev_ops = {
 	.submit = bdev_submit,
 	.flush = bdev_flush,
@@ -2360,6 +2395,7 @@ static const struct fm_bdev_ops mirror_bdev_ops = {
 	.write_zeroes = bdev_write_zeroes,
 	.size = bdev_size,
 	.splice_read = bdev_splice_read,
+	.read_soon = bdev_read_soon,
 };
 
 struct fm_bdev mirror_bdev(struct mirror *m)

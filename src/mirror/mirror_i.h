@@ -172,6 +172,9 @@ struct mirror {
 	atomic_bool in_use;             /* superblocks marked dirty: writes allowed */
 	enum mirror_read_policy read_policy;
 	atomic_uint rr;                 /* round-robin cursor */
+	/* bdev_read_soon()'s guess: rr when it was told of the batch's
+	 * first read, and the batch's reads told of so far */
+	atomic_uint soon_rr, soon;
 	struct dmio_client *client;
 	unsigned max_read_errors;
 	uint32_t max_read_error_ppm;    /* corrected errors per million reads */

@@ -1069,6 +1069,87 @@ START_TEST(test_loop_submit_with_wait)
 }
 END_TEST
 
+/* test_loop_peek: what happened, in order ('p' a peek, 'd' a done). */
+static char peek_log[64];
+static unsigned peek_len;
+
+static void peek_nop_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
+{
+	loop_nop_done(op, res, cqe_flags);
+	if (peek_len < sizeof(peek_log) - 1)
+		peek_log[peek_len++] = 'd';
+}
+
+static void peek_fn(struct dmio_loop_op *op, int res)
+{
+	struct loop_nop *n = (struct loop_nop *)op;
+
+	ck_assert_int_eq(res, 0);
+	ck_assert_uint_eq(n->calls, 0);  /* before its own done() */
+	if (peek_len < sizeof(peek_log) - 1)
+		peek_log[peek_len++] = 'p';
+}
+
+/* dmio_loop_set_peek(): the owner's completions that arrive together are
+ * all peeked, in order, before the first of them is handled; dmio's own
+ * (a leg read's) are not; after set_peek(NULL), none is. */
+START_TEST(test_loop_peek)
+{
+	enum { N = 4 };         /* one reap batch (8) */
+	g_autofree char *path = g_strdup_printf("%s/peek.img", tc_dir);
+	struct loop_nop nops[N];
+	struct loop_cb rcb = { 0 };
+	struct dmio_region where;
+	struct dmio_loop *l;
+	struct dmio_dev *dev;
+	uint8_t *buf;
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	ck_assert_int_eq(dmio_dev_open(path, 0, &dev), 0);
+	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, 4096), 0);
+	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
+	dmio_loop_set_peek(l, peek_fn);
+
+	for (unsigned round = 0; round < 2; round++) {
+		peek_len = 0;
+		memset(peek_log, 0, sizeof(peek_log));
+		for (unsigned i = 0; i < N; i++) {
+			struct io_uring_sqe *sqe = dmio_loop_get_sqe(l);
+
+			nops[i] = (struct loop_nop){ { peek_nop_done }, -1, 0 };
+			ck_assert_ptr_nonnull(sqe);
+			io_uring_prep_nop(sqe);
+			io_uring_sqe_set_data(sqe, &nops[i].op);
+		}
+		/* Submitted; the NOPs complete at once, and the next call
+		 * takes all four in one batch. */
+		ck_assert_int_eq(dmio_loop_run_once(l, false), 0);
+		while (nops[N - 1].calls == 0)
+			ck_assert_int_ge(dmio_loop_run_once(l, true), 0);
+		ck_assert_str_eq(peek_log, round ? "dddd" : "ppppdddd");
+		dmio_loop_set_peek(l, NULL);
+	}
+
+	/* dmio's own completions are not the owner's: never peeked. */
+	dmio_loop_set_peek(l, peek_fn);
+	peek_len = 0;
+	memset(peek_log, 0, sizeof(peek_log));
+	where = (struct dmio_region){ dev, 0, 8 };
+	ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_READ, buf, loop_notify, &rcb), 0);
+	loop_run_until(l, &rcb.done);
+	ck_assert_uint_eq(rcb.bits, 0);
+	ck_assert_uint_eq(peek_len, 0);
+
+	dmio_loop_destroy(l);
+	dmio_dev_close(dev);
+	free(buf);
+}
+END_TEST
+
 /* The reads of test_loop_prompt_early: the first and the last to complete
  * queue a prompt SQE (a NOP, as a loop's reply). */
 struct loop_burst {
@@ -1344,6 +1425,7 @@ static Suite *dmio_conc_suite(void)
 	tcase_add_test(tc, test_loop_fan);
 	tcase_add_test(tc, test_loop_submit_with_wait);
 	tcase_add_test(tc, test_loop_prompt_early);
+	tcase_add_test(tc, test_loop_peek);
 	tcase_add_test(tc, test_loop_iowq_cpus);
 	tcase_add_test(tc, test_loop_object_cache);
 	tcase_add_test(tc, test_fault_delay_writes);
