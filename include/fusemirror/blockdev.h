@@ -86,6 +86,9 @@ struct fm_bdev_ops {
 	 * hint only: never waits, never fails, changes nothing a read returns.
 	 */
 	void (*read_soon)(void *dev, uint64_t sector);
+	/* Optional, as read_soon: a write at @sector comes soon (the device
+	 * may prefetch, for writing, the lines it will store to). */
+	void (*write_soon)(void *dev, uint64_t sector);
 };
 
 /* A device: its ops and the pointer passed to each op. */

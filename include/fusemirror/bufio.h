@@ -314,6 +314,9 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
  * what the CPU's caches hold.  Never waits.
  */
 void bufio_read_soon(struct bufio_client *c, uint64_t block);
+/* The same for a write around the cache from @block: the device's
+ * write_soon op, if it has one. */
+void bufio_write_soon(struct bufio_client *c, uint64_t block);
 
 /*
  * Splice-around: put [@block, @block + @n_blocks) into the pipe @pipe_fd

@@ -143,6 +143,8 @@ int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int 
  * (but for the page walk of a TLB miss), any thread.
  */
 void dmio_dev_prefetch_read(const struct dmio_dev *dev, uint64_t offset);
+/* The same for a write at @offset: the line prefetched for writing. */
+void dmio_dev_prefetch_write(const struct dmio_dev *dev, uint64_t offset);
 
 /*----------------------------------------------------------------*/
 /* Remote devices (NBD) */

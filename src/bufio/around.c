@@ -503,6 +503,12 @@ void bufio_read_soon(struct bufio_client *c, uint64_t block)
 		c->bdev.ops->read_soon(c->bdev.dev, sector_of(c, block));
 }
 
+void bufio_write_soon(struct bufio_client *c, uint64_t block)
+{
+	if (c->bdev.ops->write_soon)
+		c->bdev.ops->write_soon(c->bdev.dev, sector_of(c, block));
+}
+
 int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		      const struct iovec *iov, unsigned iovcnt, bufio_around_cb cb, void *ctx)
 {

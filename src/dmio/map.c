@@ -218,6 +218,11 @@ void dmio_map_prefetch(const struct dmio_dev *dev, uint64_t off)
 		__builtin_prefetch(dev->map + off, 1, 3);
 }
 
+void dmio_dev_prefetch_write(const struct dmio_dev *dev, uint64_t offset)
+{
+	dmio_map_prefetch(dev, offset);
+}
+
 void dmio_dev_prefetch_read(const struct dmio_dev *dev, uint64_t offset)
 {
 	if (dev->map && offset < dev->map_len)

@@ -2880,15 +2880,27 @@ static int choose_transport(struct front *f, enum front_transport want, bool *re
 	return 0;
 }
 
-/* A read of a batch the queue's ring delivered, told of before any of the
- * batch is handled (DESIGN.md, "FUSE transports"): the leg line it will
- * copy is prefetched meanwhile. */
+/* A read or write of a batch the queue's ring delivered, told of before
+ * any of the batch is handled (DESIGN.md, "FUSE transports"): the leg
+ * line it will copy from, or the legs' lines it will store to, are
+ * prefetched meanwhile. */
 static void front_ring_peek(void *ctx, struct front_uring_req *e)
 {
 	struct front *f = ctx;
 	const struct fuse_in_header *h = front_uring_req_in(e);
 	const struct fuse_read_in *in;
 
+	if (h->opcode == FUSE_WRITE) {
+		const struct fuse_write_in *w = front_uring_req_op_in(e);
+		uint64_t a = FM_ALIGN_UP(w->offset, (uint64_t)f->bs);
+		uint64_t end = FM_ALIGN_DOWN(w->offset + w->size, (uint64_t)f->bs);
+
+		/* What write_on_loop() sends around the cache. */
+		if (end > a && end <= f->size && !f->writethrough &&
+		    (end - a >= FRONT_AROUND_MIN || f->legs_in_memory))
+			bufio_write_soon(f->c, a / f->bs);
+		return;
+	}
 	if (h->opcode != FUSE_READ)
 		return;
 	in = front_uring_req_op_in(e);

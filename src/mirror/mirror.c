@@ -2388,6 +2388,28 @@ static void bdev_read_soon(void *dev, uint64_t sector)
 	leg_put(leg);
 }
 
+/*
+ * Every writable leg's line a write of @sector will store to, told that
+ * it comes soon: the io_uring front tells of a batch of writes (up to 8)
+ * before it handles the first, so the batch's page walks and line misses
+ * overlap, where each write's came alone as dmio() built its pieces
+ * (dmio_map_prefetch, which then finds the line there).
+ */
+static void bdev_write_soon(void *dev, uint64_t sector)
+{
+	struct mirror *m = dev;
+	uint64_t off = (m->data_sector + sector) << FM_SECTOR_SHIFT;
+
+	for (unsigned i = 0; i < m->nr_legs; i++) {
+		struct mirror_leg *leg = &m->legs[i];
+
+		if (!leg_get(leg, LEG_WRITABLE))
+			continue;
+		dmio_dev_prefetch_write(leg->dev, off);
+		leg_put(leg);
+	}
+}
+
 static const struct fm_bdev_ops mirror_bdev_ops = {
 	.submit = bdev_submit,
 	.flush = bdev_flush,
@@ -2396,6 +2418,7 @@ static const struct fm_bdev_ops mirror_bdev_ops = {
 	.size = bdev_size,
 	.splice_read = bdev_splice_read,
 	.read_soon = bdev_read_soon,
+	.write_soon = bdev_write_soon,
 };
 
 struct fm_bdev mirror_bdev(struct mirror *m)

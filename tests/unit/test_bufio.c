@@ -171,6 +171,43 @@ START_TEST(test_sector_offset)
 }
 END_TEST
 
+/* bufio_write_soon() tells the device's write_soon op the block's sector
+ * (the client's sector offset included); a device without it is fine. */
+static uint64_t soon_sector;
+static unsigned soon_calls;
+
+static void record_write_soon(void *dev, uint64_t sector)
+{
+	ck_assert_ptr_eq(dev, md);
+	soon_sector = sector;
+	soon_calls++;
+}
+
+START_TEST(test_write_soon)
+{
+	struct fm_bdev_ops ops = *membdev_bdev(md).ops;
+	struct fm_bdev bdev = { &ops, md };
+	struct bufio_client *c;
+	unsigned w = membdev_counts(md).writes;
+
+	/* The client keeps &ops: what is set below is what it calls. */
+	ops.write_soon = NULL;
+	ck_assert_int_eq(bufio_client_create(&bdev, BS, 0, 0, NULL, NULL, &c), 0);
+	bufio_write_soon(c, 3);
+	ops.write_soon = record_write_soon;
+	soon_calls = 0;
+	bufio_write_soon(c, 3);
+	ck_assert_uint_eq(soon_calls, 1);
+	ck_assert_uint_eq(soon_sector, 3 * SPB);
+	bufio_set_sector_offset(c, 8);
+	bufio_write_soon(c, 5);
+	ck_assert_uint_eq(soon_calls, 2);
+	ck_assert_uint_eq(soon_sector, 8 + 5 * SPB);
+	ck_assert_uint_eq(membdev_counts(md).writes, w);   /* a hint: no I/O */
+	bufio_client_destroy(c);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* read */
 
@@ -2439,6 +2476,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_create_block_sizes);
 	tcase_add_test(tc, test_create_bad_ops);
 	tcase_add_test(tc, test_sector_offset);
+	tcase_add_test(tc, test_write_soon);
 
 	TCASE("read", setup_sync);
 	tcase_add_test(tc, test_read_hit);
