@@ -141,6 +141,7 @@ struct front_stats {
 	uint64_t ring_replies;          /* replies written on a loop's io_uring */
 	uint64_t blocking_reads;        /* requests a loop waited for in read() */
 	uint64_t standby_reads;         /* requests read by a standby loop */
+	uint64_t ring_reads;            /* requests read by READs on a loop's ring */
 };
 void front_get_stats(const struct front *f, struct front_stats *ret);
 

@@ -19,7 +19,10 @@
 # (front.c, loop_standby()): they read no request while reads keep leg
 # I/O in flight (io.standby_reads stays ~0 through the slow reads), and
 # take their share once 4k writes into the cache keep a loop busy
-# without leg I/O (a randwrite at the end).
+# without leg I/O (a randwrite at the end).  With one always-polling loop
+# there, it reads the requests with a multishot READ on its ring
+# (io.ring_reads: nearly every request of the slow reads; none on legs
+# in memory).
 source "$(dirname "$0")/lib.sh"
 
 SIZE=$((64 << 20))
@@ -31,8 +34,8 @@ RBUFS=12            # request buffers per /dev/fuse loop (src/front/front.c)
 # the rest are standby loops (front_run_loops()): LOOPS read the reads.
 NCPU=$(getconf _NPROCESSORS_ONLN)
 case $(stat -f -c %T "$T") in
-tmpfs | ramfs) LOOPS=$NCPU STANDBY=0 ;;
-*) LOOPS=$((NCPU > 1 ? NCPU / 2 : 1)) STANDBY=$((NCPU - (NCPU > 1 ? NCPU / 2 : 1))) ;;
+tmpfs | ramfs) LOOPS=$NCPU STANDBY=0 MEM=1 ;;
+*) LOOPS=$((NCPU > 1 ? NCPU / 2 : 1)) STANDBY=$((NCPU - (NCPU > 1 ? NCPU / 2 : 1))) MEM=0 ;;
 esac
 DEPTH=$((RBUFS * LOOPS * 3 + 16))
 # A loop has 128 small buffers: past 6 CPUs the depth that tells the two
@@ -57,6 +60,7 @@ if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]]; then
 		"event loops on $(stat -f -c %T "$T") legs, $NCPU CPUs"
 fi
 sb0=$(fm_status_get "$T/mnt" .io.standby_reads)
+rr0=$(fm_status_get "$T/mnt" .io.ring_reads)
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --delay-reads "$DELAY"
 done
@@ -77,6 +81,15 @@ sb=$(($(fm_status_get "$T/mnt" .io.standby_reads) - sb0))
 log "requests read by standby loops through the reads: $sb"
 ((sb * 20 <= done_ios)) ||
 	fail "standby loops read $sb of $done_ios requests while reads kept leg I/O in flight"
+rr=$(($(fm_status_get "$T/mnt" .io.ring_reads) - rr0))
+log "requests read by the loop's multishot READ: $rr"
+if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((MEM == 0 && LOOPS == 1)); then
+	((rr * 10 >= done_ios * 9)) ||
+		fail "the one always-polling loop read $rr of $done_ios requests on its ring" \
+			"(front.c, loop_arm_reads())"
+else
+	assert_eq "$rr" 0 "requests read on a ring with $LOOPS always-polling loop(s)"
+fi
 
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --clear
