@@ -1062,6 +1062,17 @@ static void write_around_done(void *ctx, int err)
 	write_part_done(ctx, err);
 }
 
+/* Does a loop's write at @off of @size send whole blocks around the cache
+ * (write_on_loop())?  They are [*a, *e): the whole-block middle of a large
+ * write, or of any write when the legs are in memory. */
+static inline bool write_goes_around(const struct front *f, uint64_t off, size_t size,
+				     uint64_t *a, uint64_t *e)
+{
+	*a = FM_ALIGN_UP(off, (uint64_t)f->bs);
+	*e = FM_ALIGN_DOWN(off + size, (uint64_t)f->bs);
+	return *e > *a && (*e - *a >= FRONT_AROUND_MIN || f->legs_in_memory);
+}
+
 /*
  * op_write on an event loop: nothing waits.  A write into the cache that
  * needs no wait is answered at once (no allocation); the whole-block
@@ -1073,9 +1084,8 @@ static void write_around_done(void *ctx, int err)
 static void write_on_loop(struct front *f, front_rq req, uint64_t off, size_t size,
 			  const uint8_t *src)
 {
-	uint64_t end = off + size, a = FM_ALIGN_UP(off, (uint64_t)f->bs);
-	uint64_t e = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
-	bool around = e > a && (e - a >= FRONT_AROUND_MIN || f->legs_in_memory);
+	uint64_t end = off + size, a, e;
+	bool around = write_goes_around(f, off, size, &a, &e);
 	struct { uint64_t off; size_t len; } part[2];
 	unsigned nparts = 0;
 	struct front_rbuf *hb;
@@ -3103,12 +3113,12 @@ static void front_ring_peek(void *ctx, struct front_uring_req *e)
 
 	if (h->opcode == FUSE_WRITE) {
 		const struct fuse_write_in *w = front_uring_req_op_in(e);
-		uint64_t a = FM_ALIGN_UP(w->offset, (uint64_t)f->bs);
-		uint64_t end = FM_ALIGN_DOWN(w->offset + w->size, (uint64_t)f->bs);
+		uint64_t a, end;
 
-		/* What write_on_loop() sends around the cache. */
-		if (end > a && end <= f->size && !f->writethrough &&
-		    (end - a >= FRONT_AROUND_MIN || f->legs_in_memory))
+		/* What write_on_loop() sends around the cache at once (with
+		 * writethrough it goes to the slow pool). */
+		if (write_goes_around(f, w->offset, w->size, &a, &end) && end <= f->size &&
+		    !f->writethrough)
 			bufio_write_soon(f->c, a / f->bs);
 		return;
 	}
