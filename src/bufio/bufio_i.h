@@ -342,11 +342,17 @@ struct bufio_client {
 /* Process-wide state: the kernel module's globals. */
 struct bufio_globals {
 	pthread_mutex_t lifecycle;      /* create/destroy; cleaner start/stop */
-	pthread_mutex_t lock;           /* guards clients, nr_clients, stop */
-	pthread_cond_t cond;            /* cleaner wake-up */
+	pthread_mutex_t lock;           /* guards clients, nr_clients */
+	pthread_mutex_t wake_lock;      /* a leaf: the cleaner's sleep */
+	pthread_cond_t cond;            /* cleaner wake-up (with wake_lock) */
+	bool kicked;                    /* under wake_lock: a pass now */
+	atomic_bool stop;
+	/* bufio_now_ns() at which the sleeping cleaner looks next; UINT64_MAX
+	 * when nothing is due.  A buffer that becomes due before it lowers it
+	 * and wakes the cleaner (bufio_cleaner_due). */
+	_Atomic uint64_t wake_at;
 	struct bufio_list clients;
 	unsigned nr_clients_locked;
-	bool stop;
 	bool running;                   /* under lifecycle */
 	pthread_t cleaner;              /* under lifecycle */
 
@@ -604,5 +610,26 @@ void bufio_data_free(struct bufio_client *c, void *p);
 int bufio_cleaner_register(struct bufio_client *c);
 void bufio_cleaner_unregister(struct bufio_client *c);
 void bufio_cleaner_kick(void);
+void bufio_cleaner_advance(uint64_t at_ns);
+
+/*
+ * Buffer @b (shard lock held) just joined the dirty or the clean list: if
+ * its age deadline comes before the cleaner's next look, bring that look
+ * forward (a wake-up, at most one per cleaner pass).  Otherwise two loads.
+ */
+static inline void bufio_cleaner_due(const struct bufio_buffer *b, bool dirty)
+{
+	uint64_t age = dirty ? atomic_load_explicit(&bufio_globals.writeback_age_ms,
+						    memory_order_relaxed)
+			     : atomic_load_explicit(&bufio_globals.max_age_ms,
+						    memory_order_relaxed);
+	uint64_t at;
+
+	if (!age)
+		return;
+	at = b->stamp + age * 1000000ull;
+	if (at < atomic_load_explicit(&bufio_globals.wake_at, memory_order_relaxed))
+		bufio_cleaner_advance(at);
+}
 
 #endif /* FUSEMIRROR_BUFIO_I_H */

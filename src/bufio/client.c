@@ -30,7 +30,9 @@
 struct bufio_globals bufio_globals = {
 	.lifecycle = PTHREAD_MUTEX_INITIALIZER,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake_lock = PTHREAD_MUTEX_INITIALIZER,
 	.cond = PTHREAD_COND_INITIALIZER,
+	.wake_at = UINT64_MAX,
 	.clients = { &bufio_globals.clients, &bufio_globals.clients },
 	.retain_bytes = BUFIO_DEFAULT_RETAIN_BYTES,
 	.max_age_ms = BUFIO_DEFAULT_MAX_AGE_MS,

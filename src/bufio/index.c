@@ -277,6 +277,8 @@ void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum buf
 		b->dirty_seq = atomic_fetch_add_explicit(&b->c->dirty_seq, 1,
 							 memory_order_relaxed);
 	b->list = (uint8_t)list;
+	if (list == BUFIO_LIST_CLEAN || list == BUFIO_LIST_DIRTY)
+		bufio_cleaner_due(b, list == BUFIO_LIST_DIRTY);
 }
 
 void bufio_shard_wait_locked(struct bufio_shard *s)

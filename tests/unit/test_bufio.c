@@ -1195,6 +1195,61 @@ START_TEST(test_writeback_age)
 }
 END_TEST
 
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * The cleaner sleeps while nothing is due (no fixed tick): a block
+ * dirtied then wakes it for its writeback age -- written then, not
+ * before, and not never.
+ */
+START_TEST(test_writeback_age_idle)
+{
+	struct timespec t0;
+	long ms;
+
+	bufio_set_writeback_age_ms(300);
+	usleep(150000);         /* nothing due: the cleaner sleeps */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	put_block(5, 0x55);
+	WAIT_FOR(membdev_counts(md).writes >= 1, 3000);
+	ms = ms_since(&t0);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	ck_assert_msg(ms >= 250, "written back %ld ms after the write, before its age", ms);
+	assert_dev_fill(5, 0x55);
+	WAIT_FOR(stats().dirty == 0, 3000);
+	ck_assert_uint_eq(stats().dirty, 0);
+}
+END_TEST
+
+/*
+ * A block written back by its age is clean with the stamp of its
+ * dirtying: max_age evicts it in its turn, though the cleaner had
+ * nothing else to do (it must not sleep through that either).
+ */
+START_TEST(test_max_age_after_writeback)
+{
+	uint64_t n0;
+
+	bufio_set_retain_bytes(0);
+	bufio_set_max_age_ms(400);
+	bufio_set_writeback_age_ms(100);
+	usleep(150000);
+	n0 = stats().buffers;
+	put_block(7, 0x77);
+	ck_assert_uint_eq(stats().buffers, n0 + 1);
+	WAIT_FOR(membdev_counts(md).writes >= 1 && stats().buffers <= n0, 3000);
+	ck_assert_uint_eq(membdev_counts(md).writes, 1);
+	ck_assert_uint_le(stats().buffers, n0);
+	assert_dev_fill(7, 0x77);
+}
+END_TEST
+
 START_TEST(test_global_stats)
 {
 	struct bufio_global_stats g;
@@ -2544,6 +2599,8 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_limit_lowered_trims);
 	tcase_add_test(tc, test_max_age_evicts);
 	tcase_add_test(tc, test_writeback_age);
+	tcase_add_test(tc, test_writeback_age_idle);
+	tcase_add_test(tc, test_max_age_after_writeback);
 	tcase_add_test(tc, test_global_stats);
 
 	TCASE("modify_under_write", setup_async);
