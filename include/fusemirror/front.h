@@ -35,7 +35,7 @@
  * thread and its workers (or, with opts->event_loop, one event loop per
  * CPU, the calling thread being the first), and returns when the file
  * system is unmounted or front_exit() is called (from any thread, also a
- * signal handler's thread via the session's own handlers).  With io_uring,
+ * signal handler's thread via the front's own handlers).  With io_uring,
  * the queue threads run from front_mount() to front_destroy().  Replies
  * may be sent from dmio reaper threads (on io_uring handed to the queue's
  * thread).  front_get_stats() and front_get_queue_stats() may be called

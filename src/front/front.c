@@ -110,7 +110,13 @@ struct front {
 	bool writethrough;
 	bool legs_in_memory;            /* mirror_legs_in_memory() at mount */
 	bool mounted;
-	bool signals_set;
+	unsigned signals_set;           /* bits: front_stop_signals[] ours */
+	bool sigpipe_set;               /* we ignore SIGPIPE */
+	bool kick_ok;                   /* FRONT_LOOP_KICK_SIG has its handler */
+	/* Loop 0's kick timer, for the stop signals' handler
+	 * (front_signal_handler()), while sig_timer_set. */
+	timer_t sig_timer;
+	atomic_bool sig_timer_set;
 	unsigned max_threads;
 	unsigned max_background;
 	uint64_t size;
@@ -1514,7 +1520,8 @@ struct front_loop {
 	unsigned idx;
 	int fd;                         /* its clone of the session fd, or -1 */
 	int bfd;                        /* its blocking clone (loop_block()), or -1 */
-	timer_t kick;                   /* with bfd: interrupts a blocked read */
+	timer_t kick;                   /* interrupts a blocked read (with bfd),
+					   and loop 0's ring wait on a signal */
 	bool kick_set;
 	pid_t kick_tid;                 /* its thread while kick_set; f->kick_lock */
 	unsigned block_turns;           /* turns in blocking mode (probe count) */
@@ -1537,7 +1544,7 @@ struct front_loop {
 	pthread_t thread;
 	bool started;
 	struct dmio_loop_op poll_op;    /* POLLIN on the session fd */
-	struct dmio_loop_op tick_op;    /* loop 0: a 1 s timeout */
+	struct dmio_loop_op tick_op;    /* loop 0 without a kick: a 1 s timeout */
 	struct __kernel_timespec tick;
 	bool polling, ticking;
 	int pipe_rd, pipe_wr;           /* for spliced replies, or -1 (owner only) */
@@ -2232,7 +2239,7 @@ static const struct fuse_custom_io loop_io = {
 /*
  * A read() of the loop's clone failed with @err.  Nothing to read
  * (EAGAIN), a request the kernel took back (ENOENT) and a signal (EINTR)
- * are not failures, but libfuse's signal handlers only mark the session
+ * are not failures, but the stop signals' handler only marks the session
  * exited: a stop is noticed here.  ENODEV is the unmount.
  */
 static void loop_read_failed(struct front_loop *l, int err)
@@ -2590,6 +2597,11 @@ static void loop_poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	loop_read(l);
 }
 
+/*
+ * Loop 0 without a kick timer (timer_create() failed) still wakes every
+ * second, to see a stop signal handled just before its wait began (see
+ * front_signal_handler()).
+ */
 static void loop_tick_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 {
 	struct front_loop *l = (struct front_loop *)((char *)op - offsetof(struct front_loop, tick_op));
@@ -2597,7 +2609,6 @@ static void loop_tick_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	(void)res;
 	(void)cqe_flags;
 	l->ticking = false;
-	/* libfuse's signal handlers only mark the session exited. */
 	if (fuse_session_exited(l->f->se))
 		loop_stop_all(l->f);
 }
@@ -2682,7 +2693,8 @@ static void loop_kick_handler(int sig)
 	(void)sig;
 }
 
-/* Set up the loop's kick (its owner, once); false: no blocking mode. */
+/* Set up the loop's kick (its owner, once); false: no blocking mode (and
+ * loop 0 ticks). */
 static bool loop_kick_init(struct front_loop *l)
 {
 	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
@@ -2714,7 +2726,8 @@ static bool loop_kick_init(struct front_loop *l)
 /* May the loop wait in a blocking read() now (owner only)? */
 static bool loop_may_block(struct front_loop *l)
 {
-	if (!l->kick_set || !l->lone || !l->lone_before || l->polling || l->ring_reads ||
+	if (!l->kick_set || l->bfd < 0 || !l->lone || !l->lone_before || l->polling ||
+	    l->ring_reads ||
 	    l->rd_armed ||
 	    atomic_load(&l->f->stopping) ||
 	    loop_parks(l) ||
@@ -2790,7 +2803,7 @@ static void *loop_main(void *arg)
 {
 	struct front_loop *l = arg;
 	struct front *f = l->f;
-	bool first = l == &f->loops[0];
+	bool first = l == &f->loops[0], tick;
 	int r;
 
 	r = dmio_loop_create(&(struct dmio_loop_opts){ .sq_entries = 256 }, &l->dl);
@@ -2824,15 +2837,25 @@ static void *loop_main(void *arg)
 	l->rd_op.done = loop_rd_done;
 	if (l->ring_reads && !loop_rd_init(l))
 		l->ring_reads = false;
-	if (l->bfd >= 0)
+	if (f->kick_ok && (l->bfd >= 0 || first))
 		loop_kick_init(l);
+	if (first && l->kick_set) {
+		/* A stop signal from now on kicks this loop (before, it only
+		 * marked the session exited: look once). */
+		f->sig_timer = l->kick;
+		atomic_store(&f->sig_timer_set, true);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (fuse_session_exited(f->se))
+			loop_stop_all(f);
+	}
+	tick = first && !l->kick_set;
 	while (!loop_done(l)) {
 		if (loop_may_block(l)) {
 			loop_block(l);
 			continue;
 		}
 		l->blocking = false;
-		loop_arm(l, first);
+		loop_arm(l, tick);
 		/* A wait that submits replies ends on the next request or a
 		 * wake-up (dmio_loop_sqe_prompt()): with no poll armed, or
 		 * when stopping, neither may come, so they go out first, and
@@ -2851,6 +2874,8 @@ static void *loop_main(void *arg)
 			loop_stop_all(f);
 	}
 	if (l->kick_set) {
+		if (first)
+			atomic_store(&f->sig_timer_set, false);
 		pthread_mutex_lock(&f->kick_lock);
 		l->kick_tid = 0;
 		pthread_mutex_unlock(&f->kick_lock);
@@ -2992,18 +3017,21 @@ static int front_run_loops(struct front *f)
 	 * (loop_arm_reads()). */
 	if (!f->uring && !f->legs_in_memory && f->nr_active == 1 && f->loops[0].fd >= 0)
 		f->loops[0].ring_reads = true;
-	if (f->loops[0].bfd >= 0) {
-		/* The kick interrupts a blocked read(): no SA_RESTART. */
+	{
+		/* The kick interrupts a blocked read() or ring wait: no
+		 * SA_RESTART.  Without it, no blocking reads, and loop 0
+		 * ticks. */
 		struct sigaction sa = { .sa_handler = loop_kick_handler };
 
 		sigemptyset(&sa.sa_mask);
-		if (sigaction(FRONT_LOOP_KICK_SIG, &sa, NULL) < 0)
-			for (unsigned i = 0; i < f->nr_loops; i++) {
+		f->kick_ok = sigaction(FRONT_LOOP_KICK_SIG, &sa, NULL) == 0;
+		for (unsigned i = 0; !f->kick_ok && i < f->nr_loops; i++) {
+			if (f->loops[i].bfd >= 0)
 				close(f->loops[i].bfd);
-				f->loops[i].bfd = -1;
-			}
+			f->loops[i].bfd = -1;
+		}
 	}
-	/* Signals go to the calling thread, loop 0 (libfuse's handlers). */
+	/* Signals go to the calling thread, loop 0 (front_signal_handler()). */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
@@ -3040,6 +3068,71 @@ out:
 
 /*----------------------------------------------------------------*/
 /* Life cycle */
+
+/*----------------------------------------------------------------*/
+/* Stop signals */
+
+/*
+ * SIGHUP, SIGINT and SIGTERM stop serving (as libfuse's handlers, which
+ * these replace: left alone when not at their default, SIGPIPE ignored).
+ * The handler marks the session exited, which every loop checks when a
+ * wait of its ends with EINTR; the signal lands on loop 0 (the others
+ * block it), but a signal handled between that check and its next wait
+ * would be missed: so the handler also arms loop 0's kick timer, whose
+ * kicks (1 ms, then every 100 ms until the loop ends) interrupt that
+ * wait.  Loop 0 sleeps without a tick.  Any thread: only async-signal-
+ * safe calls.
+ */
+static const int front_stop_signals[] = { SIGHUP, SIGINT, SIGTERM };
+static _Atomic(struct front *) front_sig;
+
+static void front_signal_handler(int sig)
+{
+	static const struct itimerspec soon = { .it_value = { .tv_nsec = 1000000 },
+						.it_interval = { .tv_nsec = 100000000 } };
+	struct front *f = atomic_load(&front_sig);
+	int e = errno;
+
+	(void)sig;
+	if (!f)
+		return;
+	fuse_session_exit(f->se);
+	atomic_thread_fence(memory_order_seq_cst); /* against loop 0's start */
+	if (atomic_load(&f->sig_timer_set))
+		timer_settime(f->sig_timer, 0, &soon, NULL);
+	errno = e;
+}
+
+static void front_signals_set(struct front *f)
+{
+	struct sigaction sa = { .sa_handler = front_signal_handler }, old;
+
+	sigemptyset(&sa.sa_mask);
+	atomic_store(&front_sig, f);
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(front_stop_signals); i++)
+		if (sigaction(front_stop_signals[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+		    sigaction(front_stop_signals[i], &sa, NULL) == 0)
+			f->signals_set |= 1u << i;
+	if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+	    signal(SIGPIPE, SIG_IGN) != SIG_ERR)
+		f->sigpipe_set = true;
+}
+
+static void front_signals_remove(struct front *f)
+{
+	struct sigaction old;
+
+	for (unsigned i = 0; i < FM_ARRAY_SIZE(front_stop_signals); i++)
+		if ((f->signals_set & (1u << i)) &&
+		    sigaction(front_stop_signals[i], NULL, &old) == 0 &&
+		    old.sa_handler == front_signal_handler)
+			signal(front_stop_signals[i], SIG_DFL);
+	f->signals_set = 0;
+	if (f->sigpipe_set && sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+		signal(SIGPIPE, SIG_DFL);
+	f->sigpipe_set = false;
+	atomic_compare_exchange_strong(&front_sig, &(struct front *){ f }, NULL);
+}
 
 /*----------------------------------------------------------------*/
 /* Transports */
@@ -3288,8 +3381,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 		front_destroy(f);
 		return -EINVAL;
 	}
-	if (fuse_set_signal_handlers(f->se) == 0)
-		f->signals_set = true;
+	front_signals_set(f);
 	if (fuse_session_mount(f->se, f->mountpoint) != 0) {
 		g_set_error(err, FM_MIRROR_ERROR, EIO,
 			    "cannot mount on %s (is /dev/fuse there, and fuse loaded?)",
@@ -3356,8 +3448,7 @@ void front_destroy(struct front *f)
 		g_thread_pool_free(f->slow, FALSE, TRUE);
 	f->slow = NULL;
 	if (f->se) {
-		if (f->signals_set)
-			fuse_remove_signal_handlers(f->se);
+		front_signals_remove(f);
 		if (f->mounted)
 			fuse_session_unmount(f->se);
 		fuse_session_destroy(f->se);
