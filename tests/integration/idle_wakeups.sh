@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 
 WINDOW=3
 BOUND=1
-IDLE_EXEMPT=${IDLE_EXEMPT-'^(fusemirror|fm-loop)$'}
+IDLE_EXEMPT=${IDLE_EXEMPT-}
 mkdir "$T/mnt"
 fm_create --size $((64 << 20)) "$T/leg0" "$T/leg1"
 
