@@ -2453,9 +2453,19 @@ static bool loop_rd_init(struct front_loop *l)
 {
 	struct io_uring_buf_reg reg = { .ring_entries = FRONT_LOOP_RD_ENTRIES,
 					.bgid = FRONT_LOOP_RD_GROUP };
+	/* A kernel before 6.7 (Debian 12's 6.1) lacks the opcode: ask the
+	 * ring rather than arm a READ that would come back EINVAL. */
+	struct io_uring_probe *probe = io_uring_get_probe_ring(dmio_loop_ring(l->dl));
+	bool have = probe && io_uring_opcode_supported(probe, FRONT_OP_READ_MULTISHOT);
 	int r;
 
 	_Static_assert(FRONT_LOOP_BUFS <= FRONT_LOOP_RD_ENTRIES, "every buffer fits the ring");
+	if (probe)
+		io_uring_free_probe(probe);
+	if (!have) {
+		fm_debug("front: loop %u: no multishot READ in this kernel: polling", l->idx);
+		return false;
+	}
 	if (posix_memalign((void **)&l->rd_br, FM_PAGE_SIZE,
 			   FRONT_LOOP_RD_ENTRIES * sizeof(struct io_uring_buf))) {
 		l->rd_br = NULL;
