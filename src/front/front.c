@@ -1811,6 +1811,26 @@ static void loop_collect(struct front_loop *l)
 	}
 }
 
+/*
+ * Has the loop a free request buffer (owner only)?  Buffers returned by
+ * other threads are collected; with none, the need is announced before
+ * the last look (`starved`: front_rbuf_release() then wakes the loop), so
+ * a buffer returned meanwhile is either seen here or wakes it.
+ */
+static bool loop_has_free(struct front_loop *l)
+{
+	if (!l->free)
+		loop_collect(l);
+	if (l->free)
+		return true;
+	atomic_store(&l->starved, true);
+	loop_collect(l);
+	if (!l->free)
+		return false;
+	atomic_store(&l->starved, false);
+	return true;
+}
+
 /* The kick (see loop_block()). */
 #define FRONT_LOOP_KICK_SIG (SIGRTMIN + 5)
 
@@ -2581,13 +2601,10 @@ static void loop_arm_reads(struct front_loop *l)
 	if (l->rd_armed || !l->ring_reads)
 		return;
 	if (!l->rd_given) {
-		/* No buffer: announce the need before the last look (see
-		 * release); a return wakes the loop. */
-		atomic_store(&l->starved, true);
-		loop_rd_give(l);
-		if (!l->rd_given)
+		/* No buffer in the ring: wait for one (loop_has_free()). */
+		if (!loop_has_free(l))
 			return;
-		atomic_store(&l->starved, false);
+		loop_rd_give(l);
 	}
 	sqe = dmio_loop_get_sqe(l->dl);
 	if (!sqe)
@@ -2650,16 +2667,8 @@ static void loop_arm(struct front_loop *l, bool tick)
 		return;
 	if (loop_parks(l) && !l->owes)
 		return;
-	if (!l->free)
-		loop_collect(l);
-	if (!l->free) {
-		/* Announce the need before the last look (see release). */
-		atomic_store(&l->starved, true);
-		loop_collect(l);
-		if (!l->free)
-			return;
-		atomic_store(&l->starved, false);
-	}
+	if (!loop_has_free(l))
+		return;
 	sqe = dmio_loop_get_sqe(l->dl);
 	if (!sqe)
 		return;
