@@ -159,8 +159,9 @@ struct front {
 					 * rest are standby loops (loop_standby()) */
 	atomic_bool standby_on;         /* standby loops poll too */
 	struct front_loop *loops;
-	/* Guards every loop's kick_tid: a loop blocked in read() is sent
-	 * its kick at once when serving stops (front_kick_loops()). */
+	/* Guards every loop's kick_tid (a loop blocked in read() is sent
+	 * its kick at once when serving stops: front_kick_loops()) and
+	 * wake (front_wake_range()). */
 	pthread_mutex_t kick_lock;
 	GThreadPool *slow;              /* requests that may block */
 	atomic_ullong handoffs;         /* requests handed to the slow pool */
@@ -1540,7 +1541,8 @@ struct front_loop {
 	unsigned rd_given;              /* buffers in the provided-buffer ring */
 	struct io_uring_buf_ring *rd_br; /* that ring (FRONT_LOOP_RD_ENTRIES) */
 	struct dmio_loop_op rd_op, cancel_op;
-	struct dmio_loop *dl;
+	struct dmio_loop *dl;           /* owner only */
+	struct dmio_loop *wake;         /* dl while it exists; f->kick_lock */
 	pthread_t thread;
 	bool started;
 	struct dmio_loop_op poll_op;    /* POLLIN on the session fd */
@@ -1741,11 +1743,22 @@ const char *front_stop_reason(const struct front *f)
 	return f->stop_reason[0] ? f->stop_reason : NULL;
 }
 
+/* Wake loops [@from, @to) from any thread: each one's dmio loop while it
+ * exists (l->wake, under kick_lock: a loop that ends destroys its dmio
+ * loop, and a wake-up from another thread, e.g. the request that
+ * brought `inflight` to 0, must not write to its freed eventfd). */
+static void front_wake_range(struct front *f, unsigned from, unsigned to)
+{
+	pthread_mutex_lock(&f->kick_lock);
+	for (unsigned i = from; i < to; i++)
+		if (f->loops[i].wake)
+			dmio_loop_wake(f->loops[i].wake);
+	pthread_mutex_unlock(&f->kick_lock);
+}
+
 static void front_wake_loops(struct front *f)
 {
-	for (unsigned i = 0; i < f->nr_loops; i++)
-		if (f->loops[i].dl)
-			dmio_loop_wake(f->loops[i].dl);
+	front_wake_range(f, 0, f->nr_loops);
 }
 
 /* A request answered asynchronously is done. */
@@ -2417,9 +2430,7 @@ static void loop_standby(struct front_loop *l, unsigned n)
 	    atomic_load_explicit(&f->standby_on, memory_order_relaxed))
 		return;
 	atomic_store_explicit(&f->standby_on, true, memory_order_relaxed);
-	for (unsigned i = f->nr_active; i < f->nr_loops; i++)
-		if (f->loops[i].dl)
-			dmio_loop_wake(f->loops[i].dl);
+	front_wake_range(f, f->nr_active, f->nr_loops);
 }
 
 static void loop_read(struct front_loop *l)
@@ -2832,6 +2843,9 @@ static void *loop_main(void *arg)
 		front_stop_failed(f, "cannot set up an event loop's io_uring", -r);
 		return NULL;
 	}
+	pthread_mutex_lock(&f->kick_lock);
+	l->wake = l->dl;
+	pthread_mutex_unlock(&f->kick_lock);
 	if (!f->uring) {
 		/* Registered request buffers: the kernel pins them once (they
 		 * are resident from here on), not at every O_DIRECT leg read
@@ -2904,7 +2918,11 @@ static void *loop_main(void *arg)
 	}
 	l->kick_set = false;
 	tl_loop = NULL;
+	pthread_mutex_lock(&f->kick_lock);
+	l->wake = NULL;
+	pthread_mutex_unlock(&f->kick_lock);
 	dmio_loop_destroy(l->dl);
+	l->dl = NULL;
 	free(l->rd_br);         /* (the ring that read into it is gone) */
 	l->rd_br = NULL;
 	return NULL;
