@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fusemirror common helpers: logging, crc32c, small arithmetic, iovec ranges,
- * background threads.
+ * background threads, huge-page memory.
  *
  * Threading: every function here may be called from any thread.  The log
  * level, target, file and hook are process globals; messages are written
@@ -21,6 +21,7 @@
 #define FM_SECTOR_SHIFT 9
 #define FM_SECTOR_SIZE  (1u << FM_SECTOR_SHIFT)
 #define FM_PAGE_SIZE    4096u
+#define FM_HUGE_PAGE_SIZE (2u << 20)
 
 #define fm_likely(x)    __builtin_expect(!!(x), 1)
 #define fm_unlikely(x)  __builtin_expect(!!(x), 0)
@@ -175,5 +176,18 @@ int fm_thread_start(pthread_t *thread, const char *name, void *(*fn)(void *), vo
  * a thread that faults with its signal blocked rather than run the handler
  * (dmio's copies into mapped legs catch SIGBUS, src/dmio/map.c). */
 void fm_signals_async(sigset_t *set);
+
+/*
+ * fm_map_huge(): @len bytes (rounded up to FM_HUGE_PAGE_SIZE) of private
+ * anonymous memory, aligned to FM_HUGE_PAGE_SIZE and asked to be
+ * transparent huge pages (MADV_HUGEPAGE; THP is "madvise" on Debian), not
+ * yet touched; NULL when mmap fails.  Where THP is off, or the kernel has no
+ * huge page free at the first touch, it is small pages.  Physically
+ * contiguous memory matters for direct I/O: a 1 MiB read into one huge page
+ * is one segment for the disk, into small pages up to 256.
+ * fm_unmap_huge(): unmap what fm_map_huge(@len) returned (NULL: nothing).
+ */
+void *fm_map_huge(size_t len);
+void fm_unmap_huge(void *p, size_t len);
 
 #endif /* FUSEMIRROR_COMMON_H */

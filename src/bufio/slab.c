@@ -64,6 +64,8 @@
 
 #include "bufio_i.h"
 
+_Static_assert(BUFIO_SLAB_CHUNK == FM_HUGE_PAGE_SIZE, "a chunk is one fm_map_huge() huge page");
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define slot_poison(p, n) ASAN_POISON_MEMORY_REGION(p, n)
@@ -105,21 +107,10 @@ static void prefault(void *p, size_t len)
 
 static char *chunk_map(void)
 {
-	size_t len = 2 * (size_t)BUFIO_SLAB_CHUNK;
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a;
+	char *a = fm_map_huge(BUFIO_SLAB_CHUNK);
 
-	if (p == MAP_FAILED)
-		return NULL;
-	a = (char *)FM_ALIGN_UP((uintptr_t)p, (uintptr_t)BUFIO_SLAB_CHUNK);
-	if (a > p)
-		munmap(p, (size_t)(a - p));
-	if (a + BUFIO_SLAB_CHUNK < p + len)
-		munmap(a + BUFIO_SLAB_CHUNK, (size_t)(p + len - (a + BUFIO_SLAB_CHUNK)));
-#ifdef MADV_HUGEPAGE
-	(void)madvise(a, BUFIO_SLAB_CHUNK, MADV_HUGEPAGE);
-#endif
-	prefault(a, BUFIO_SLAB_CHUNK);
+	if (a)
+		prefault(a, BUFIO_SLAB_CHUNK);
 	return a;
 }
 

@@ -1559,6 +1559,7 @@ struct front_loop {
 	atomic_bool starved;            /* no buffer: wake the owner on a return */
 	unsigned nr_bufs;               /* of bufs[] */
 	struct front_rbuf bufs[FRONT_LOOP_BUFS];
+	void *bufs_map;                 /* /dev/fuse: bufs[].mem, small_mem (fm_map_huge()) */
 	/* Replies written on the ring (see loop_reply()), owner only. */
 	struct front_reply *replies;    /* FRONT_LOOP_REPLIES, or NULL */
 	struct front_reply *reply_free;
@@ -1570,7 +1571,7 @@ struct front_loop {
 	/* Small read-arounds (loop_small_get()): rctx[k] taken stands for
 	 * small_ar[k] and the k-th FRONT_SMALL_BUF of small_mem. */
 	struct around_read small_ar[FRONT_LOOP_RCTX];
-	char *small_mem;                /* page aligned, registered, or NULL */
+	char *small_mem;                /* in bufs_map, registered, or NULL */
 };
 
 static __thread struct front_loop *tl_loop;
@@ -2980,6 +2981,12 @@ static void loop_clone_fds(struct front *f)
 		loop_clones_close(&f->loops[i]);
 }
 
+/* A /dev/fuse loop's bufs_map: its request buffers, then its small ones. */
+static size_t loop_bufs_map_len(const struct front_loop *l)
+{
+	return (size_t)l->nr_bufs * FRONT_RBUF_ALLOC + (size_t)FRONT_LOOP_RCTX * FRONT_SMALL_BUF;
+}
+
 static int front_run_loops(struct front *f)
 {
 	unsigned n = (unsigned)get_nprocs();
@@ -3015,11 +3022,22 @@ static int front_run_loops(struct front *f)
 		if (!f->uring && f->legs_in_memory)
 			loop_pipe_open(l);
 		l->nr_bufs = f->uring ? FRONT_LOOP_BUFS_URING : FRONT_LOOP_BUFS;
+		/* /dev/fuse: the buffers side by side in huge pages, the small
+		 * buffers behind them, so that an O_DIRECT leg read of 1 MiB
+		 * into one is one or two segments for the disk, not 256 (see
+		 * FRONT_LOOP_BUFS).  The io_uring transport's few are small
+		 * pages, unregistered: resident only where touched. */
+		if (!f->uring && !(l->bufs_map = fm_map_huge(loop_bufs_map_len(l)))) {
+			r = -ENOMEM;
+			goto out;
+		}
 		for (unsigned k = 0; k < l->nr_bufs; k++) {
 			struct front_rbuf *b = &l->bufs[k];
 
 			b->loop = l;
-			if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_ALLOC)) {
+			if (l->bufs_map)
+				b->mem = (char *)l->bufs_map + (size_t)k * FRONT_RBUF_ALLOC;
+			else if (posix_memalign(&b->mem, FM_PAGE_SIZE, FRONT_RBUF_ALLOC)) {
 				r = -ENOMEM;
 				goto out;
 			}
@@ -3045,10 +3063,8 @@ static int front_run_loops(struct front *f)
 			l->rctx[k].next = l->rctx_free;
 			l->rctx_free = &l->rctx[k];
 		}
-		/* Without them small reads hold their request buffer. */
-		if (!f->uring && posix_memalign((void **)&l->small_mem, FM_PAGE_SIZE,
-						(size_t)FRONT_LOOP_RCTX * FRONT_SMALL_BUF))
-			l->small_mem = NULL;
+		if (l->bufs_map)
+			l->small_mem = (char *)l->bufs_map + (size_t)l->nr_bufs * FRONT_RBUF_ALLOC;
 	}
 	if (!f->uring)
 		loop_clone_fds(f);
@@ -3092,9 +3108,11 @@ static int front_run_loops(struct front *f)
 			pthread_join(f->loops[i].thread, NULL);
 out:
 	for (unsigned i = 0; i < f->nr_loops; i++) {
-		for (unsigned k = 0; k < f->loops[i].nr_bufs; k++)
-			free(f->loops[i].bufs[k].mem);
-		free(f->loops[i].small_mem);
+		if (f->loops[i].bufs_map)
+			fm_unmap_huge(f->loops[i].bufs_map, loop_bufs_map_len(&f->loops[i]));
+		else
+			for (unsigned k = 0; k < f->loops[i].nr_bufs; k++)
+				free(f->loops[i].bufs[k].mem);
 		loop_clones_close(&f->loops[i]);
 		loop_pipe_close(&f->loops[i]);
 		free(f->loops[i].replies);

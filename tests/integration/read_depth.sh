@@ -22,7 +22,7 @@
 # without leg I/O (a randwrite at the end).  With one always-polling loop
 # there, it reads the requests with a multishot READ on its ring
 # (io.ring_reads: nearly every request of the slow reads; none on legs
-# in memory).
+# in memory).  Request buffers are in huge pages.
 source "$(dirname "$0")/lib.sh"
 
 SIZE=$((64 << 20))
@@ -94,6 +94,22 @@ fi
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --clear
 done
+
+if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((MEM == 0)); then
+	# The request buffers lie in huge pages, so that a leg read of 1 MiB
+	# into one is a segment or two for the disk, not 256: each loop's
+	# buffers (RBUFS of 1 MiB + 8 KiB) and 128 small ones of 8 KiB are
+	# one mapping of 14 MiB (fm_map_huge()).
+	thp=/sys/kernel/mm/transparent_hugepage/enabled
+	if [[ -r $thp && $(<"$thp") != *"[never]"* ]]; then
+		map_kb=$(( ((RBUFS * ((1 << 20) + 8192) + 128 * 8192 + (2 << 20) - 1) >> 21) * 2048 ))
+		huge=$(awk -v want="$map_kb" '/^Size:/ { sz = $2 }
+			/^AnonHugePages:/ { if (sz == want && $2 >= 2048) n++ } END { print n + 0 }' \
+			/proc/"$FM_PID"/smaps)
+		log "loop buffer mappings of $map_kb kB in huge pages: $huge"
+		((huge >= 1)) || fail "no event loop's request buffers ($map_kb kB) in huge pages"
+	fi
+fi
 
 if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((STANDBY > 0)); then
 	log "4k random writes at depth 32 (into the cache): the standby loops take a share"
