@@ -139,6 +139,7 @@ struct front_stats {
 	uint64_t spliced_reads;         /* reads answered by splice from a leg */
 	uint64_t spliced_read_bytes;    /* ... their bytes (in read_bytes too) */
 	uint64_t ring_replies;          /* replies written on a loop's io_uring */
+	uint64_t async_replies;         /* large read replies an io-wq worker wrote */
 	uint64_t blocking_reads;        /* requests a loop waited for in read() */
 	uint64_t standby_reads;         /* requests read by a standby loop */
 	uint64_t ring_reads;            /* requests read by READs on a loop's ring */

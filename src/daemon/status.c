@@ -515,6 +515,7 @@ static const struct status_field io_fields[] = {
 	F("spliced_reads", fs.spliced_reads),
 	F("spliced_read_bytes", fs.spliced_read_bytes),
 	F("ring_replies", fs.ring_replies),
+	F("async_replies", fs.async_replies),
 	F("blocking_reads", fs.blocking_reads),
 	F("standby_reads", fs.standby_reads),
 	F("ring_reads", fs.ring_reads),

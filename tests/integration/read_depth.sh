@@ -22,7 +22,8 @@
 # without leg I/O (a randwrite at the end).  With one always-polling loop
 # there, it reads the requests with a multishot READ on its ring
 # (io.ring_reads: nearly every request of the slow reads; none on legs
-# in memory).  Request buffers are in huge pages.
+# in memory).  1 MiB reads on disk legs are answered by io-wq workers
+# (io.async_replies), from request buffers in huge pages.
 source "$(dirname "$0")/lib.sh"
 
 SIZE=$((64 << 20))
@@ -96,10 +97,23 @@ for leg in "$T/leg0" "$T/leg1"; do
 done
 
 if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((MEM == 0)); then
-	# The request buffers lie in huge pages, so that a leg read of 1 MiB
-	# into one is a segment or two for the disk, not 256: each loop's
-	# buffers (RBUFS of 1 MiB + 8 KiB) and 128 small ones of 8 KiB are
-	# one mapping of 14 MiB (fm_map_huge()).
+	# 1 MiB reads on legs on disk: a loop has an io-wq worker write
+	# each reply (front.c, loop_reply_async()), and the data read is the
+	# data written.  The request buffers lie in huge pages, so that a
+	# leg read of 1 MiB into one is a segment or two for the disk, not
+	# 256: each loop's buffers (RBUFS of 1 MiB + 8 KiB) and 128 small
+	# ones of 8 KiB are one mapping of 14 MiB (fm_map_huge()).
+	log "1 MiB reads: replies written by io-wq, data verified"
+	a0=$(fm_status_get "$T/mnt" .io.async_replies)
+	r0=$(fm_status_get "$T/mnt" .io.reads)
+	run_fio big --filename="$img" --direct=1 --rw=read --bs=1M --iodepth=8 \
+		--ioengine=io_uring --size="$SIZE" --verify=crc32c --verify_interval=4k \
+		--verify_only=1 --verify_fatal=1
+	a=$(($(fm_status_get "$T/mnt" .io.async_replies) - a0))
+	r=$(($(fm_status_get "$T/mnt" .io.reads) - r0))
+	log "replies written by io-wq workers: $a of $r reads"
+	((r >= SIZE >> 20 && a * 10 >= r * 9)) ||
+		fail "$a of $r 1 MiB reads were answered by loop_reply_async()"
 	thp=/sys/kernel/mm/transparent_hugepage/enabled
 	if [[ -r $thp && $(<"$thp") != *"[never]"* ]]; then
 		map_kb=$(( ((RBUFS * ((1 << 20) + 8192) + 128 * 8192 + (2 << 20) - 1) >> 21) * 2048 ))
