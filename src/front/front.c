@@ -1493,6 +1493,11 @@ static const struct fuse_lowlevel_ops front_ops = {
 #define FRONT_LOOP_BATCH 32     /* requests read per poll wake-up */
 #define FRONT_LOOP_PROBE 8      /* see loop_read() */
 #define FRONT_LOOP_SUBMIT 2     /* leg I/O submitted every N requests read (loop_read()) */
+/* Requests read of up to this many bytes are told of before their group is
+ * served, on legs in memory (loop_read_batch(), loop_hint_batch()) */
+#define FRONT_LOOP_HINT_MAX (64u << 10)
+/* ... in groups of this many, the loop reading on after each group */
+#define FRONT_LOOP_HINT_BATCH 4
 
 struct front_rbuf {
 	struct front_loop *loop;        /* NULL: an io_uring entry's (below) */
@@ -1901,6 +1906,8 @@ static void loop_stop_all(struct front *f)
 #define FRONT_LOOP_TAG_SHIFT 48
 #define FRONT_LOOP_TAG_MASK (0x7fffull << FRONT_LOOP_TAG_SHIFT)
 #define FRONT_LOOP_TAG_BLOCK 0x4000u    /* read from the loop's bfd */
+
+static void front_hint(struct front *f, const struct fuse_in_header *h, const void *op_in);
 
 /*
  * Serve a READ or WRITE read from @l's clone without libfuse, as
@@ -2371,6 +2378,41 @@ static bool loop_parks(const struct front_loop *l)
 }
 
 /*
+ * A group of writes read from /dev/fuse on legs in memory (see
+ * loop_read_batch()): each is told of (front_hint(): the legs' lines it
+ * will store to, prefetched) before the first is served, as an io_uring
+ * queue does with its ring's batch (front_ring_peek()), so that the
+ * group's page walks and line misses overlap each other instead of each
+ * write's waiting alone in dmio()'s prefetch (a random 4 KiB write into a
+ * tmpfs leg misses the TLB and the cache in every leg).  The leg copies
+ * are inline there, no leg I/O waits to be submitted between them.
+ */
+static void loop_hint_batch(struct front_loop *l, struct front_rbuf **b, const size_t *len,
+			    unsigned n)
+{
+	struct front *f = l->f;
+
+	if (n > 1 && atomic_load_explicit(&f->inited, memory_order_acquire))
+		for (unsigned i = 0; i < n; i++) {
+			const struct fuse_in_header *h =
+				(const void *)((char *)b[i]->mem + FRONT_RBUF_REQ);
+
+			if (len[i] >= sizeof(*h) + sizeof(struct fuse_write_in) && h->len == len[i])
+				front_hint(f, h, h + 1);
+		}
+	for (unsigned i = 0; i < n; i++)
+		loop_dispatch(l, b[i], len[i], false);
+}
+
+/* Is request @b (@len bytes read) a FUSE_WRITE? */
+static bool loop_rbuf_is_write(const struct front_rbuf *b, size_t len)
+{
+	const struct fuse_in_header *h = (const void *)((const char *)b->mem + FRONT_RBUF_REQ);
+
+	return len >= sizeof(*h) && h->opcode == FUSE_WRITE;
+}
+
+/*
  * Read and dispatch the requests waiting, up to a batch, until EAGAIN.
  * After a wake-up that found a lone request, read one only: the EAGAIN
  * read that ends a batch is one system call of five per request at QD1,
@@ -2398,7 +2440,22 @@ static unsigned loop_read_batch(struct front_loop *l)
 	struct front *f = l->f;
 	int fd = l->fd >= 0 ? l->fd : fuse_session_fd(f->se);
 	unsigned max = FRONT_LOOP_BATCH;
-	unsigned n;
+	/* Legs in memory: small writes are read in groups of
+	 * FRONT_LOOP_HINT_BATCH (or fewer, at EAGAIN or at another request),
+	 * each group told of, then served (loop_hint_batch()), and the loop
+	 * reads on.  A whole batch read before any was served left the
+	 * requests that came meanwhile to the other loop, which they woke
+	 * (0.066 -> 0.111 context switches per 4k write, the CPU saved in
+	 * user space spent again in the kernel).  Other requests are served
+	 * as they are read (after the group before them): 4k QD32 reads told
+	 * of showed no gain, and 1M QD8 writes read in a batch paid ~20 us
+	 * more user CPU per MiB, their payloads out of the caches by their
+	 * copies (FRONT_LOOP_HINT_MAX). */
+	bool hint = f->legs_in_memory;
+	struct front_rbuf *got[FRONT_LOOP_BATCH];
+	size_t got_len[FRONT_LOOP_BATCH];
+	unsigned n, nr_got = 0;
+	int err = 0;
 
 	/* (A standby loop about to stop polling empties the queue first:
 	 * see loop_arm().) */
@@ -2416,8 +2473,7 @@ static unsigned loop_read_batch(struct front_loop *l)
 			break;
 		res = read(fd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 		if (res <= 0) {
-			int err = res < 0 ? errno : ENODEV;
-
+			err = res < 0 ? errno : ENODEV;
 			l->owes = false;
 			/* (A wake-up that found none, the other loop having
 			 * read its request, says nothing of the depth.) */
@@ -2425,14 +2481,32 @@ static unsigned loop_read_batch(struct front_loop *l)
 				l->lone_before = l->lone;
 				l->lone = n == 1;
 			}
-			loop_read_failed(l, err);
 			break;
 		}
 		l->free = b->next;
+		if (hint && max > 1 && (size_t)res <= FRONT_LOOP_HINT_MAX &&
+		    loop_rbuf_is_write(b, (size_t)res)) {
+			got[nr_got] = b;
+			got_len[nr_got++] = (size_t)res;
+			if (nr_got == FRONT_LOOP_HINT_BATCH) {
+				loop_hint_batch(l, got, got_len, nr_got);
+				nr_got = 0;
+			}
+			continue;
+		}
+		if (nr_got) {
+			/* (another request: the group before it first) */
+			loop_hint_batch(l, got, got_len, nr_got);
+			nr_got = 0;
+		}
 		loop_dispatch(l, b, (size_t)res, false);
 		if ((n + 1) % FRONT_LOOP_SUBMIT == 0)
 			dmio_loop_submit(l->dl);
 	}
+	if (nr_got)
+		loop_hint_batch(l, got, got_len, nr_got);
+	if (err)
+		loop_read_failed(l, err);
 	return n;
 }
 
@@ -3309,18 +3383,17 @@ static int choose_transport(struct front *f, enum front_transport want, bool *re
 	return 0;
 }
 
-/* A read or write of a batch the queue's ring delivered, told of before
- * any of the batch is handled (DESIGN.md, "FUSE transports"): the leg
- * line it will copy from, or the legs' lines it will store to, are
- * prefetched meanwhile. */
-static void front_ring_peek(void *ctx, struct front_uring_req *e)
+/*
+ * A read or write of a batch, told of before any of the batch is handled
+ * (DESIGN.md, "FUSE transports"): the leg line it will copy from, or the
+ * legs' lines it will store to, are prefetched meanwhile.  @op_in: the
+ * request's arguments after the header (FUSE_READ's and FUSE_WRITE's
+ * are read only).
+ */
+static void front_hint(struct front *f, const struct fuse_in_header *h, const void *op_in)
 {
-	struct front *f = ctx;
-	const struct fuse_in_header *h = front_uring_req_in(e);
-	const struct fuse_read_in *in;
-
 	if (h->opcode == FUSE_WRITE) {
-		const struct fuse_write_in *w = front_uring_req_op_in(e);
+		const struct fuse_write_in *w = op_in;
 		uint64_t a, end;
 
 		/* What write_on_loop() sends around the cache at once (with
@@ -3330,11 +3403,18 @@ static void front_ring_peek(void *ctx, struct front_uring_req *e)
 			bufio_write_soon(f->c, a / f->bs);
 		return;
 	}
-	if (h->opcode != FUSE_READ)
-		return;
-	in = front_uring_req_op_in(e);
-	if (in->offset < f->size)
-		bufio_read_soon(f->c, in->offset / f->bs);
+	if (h->opcode == FUSE_READ) {
+		const struct fuse_read_in *in = op_in;
+
+		if (in->offset < f->size)
+			bufio_read_soon(f->c, in->offset / f->bs);
+	}
+}
+
+/* A batch the queue's ring delivered (the io_uring transport). */
+static void front_ring_peek(void *ctx, struct front_uring_req *e)
+{
+	front_hint(ctx, front_uring_req_in(e), front_uring_req_op_in(e));
 }
 
 /*
