@@ -2026,23 +2026,55 @@ static void loop_reply_done(struct dmio_loop_op *op, int res, unsigned cqe_flags
 	l->replies_out--;
 }
 
+/* A free reply slot of @l and an SQE for it (*@sqe), or NULL: none.
+ * Nothing is taken until loop_reply_commit(). */
+static struct front_reply *loop_reply_slot(struct front_loop *l, struct io_uring_sqe **sqe)
+{
+	struct front_reply *r = l->reply_free;
+
+	if (!r || !(*sqe = dmio_loop_get_sqe(l->dl)))
+		return NULL;
+	return r;
+}
+
+/* Slot @r, its write prepared in @sqe, is out until loop_reply_done(). */
+static void loop_reply_commit(struct front_loop *l, struct front_reply *r, struct io_uring_sqe *sqe)
+{
+	io_uring_sqe_set_data(sqe, &r->op);
+	l->reply_free = r->next;
+	l->replies_out++;
+}
+
+/* The loop whose tag is in reply @unique's bits (*@blocking: it came
+ * from that loop's blocking clone), or NULL: a request of libfuse's own
+ * session fd. */
+static struct front_loop *loop_of_unique(struct front *f, uint64_t unique, bool *blocking)
+{
+	uint64_t tag = (unique & FRONT_LOOP_TAG_MASK) >> FRONT_LOOP_TAG_SHIFT;
+
+	*blocking = tag & FRONT_LOOP_TAG_BLOCK;
+	tag &= ~(uint64_t)FRONT_LOOP_TAG_BLOCK;
+	if (!tag || tag > f->nr_loops || f->loops[tag - 1].fd < 0)
+		return NULL;
+	return &f->loops[tag - 1];
+}
+
 /* Queue reply @iov on @l's ring (its owner); its length, or -1: not
  * queued, write it now. */
 static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int count)
 {
-	struct front_reply *r = l->reply_free;
+	struct front_reply *r;
 	struct io_uring_sqe *sqe;
 	size_t len = 0;
 
-	if (!r || (tl_reply_now && !l->lone))
+	if (tl_reply_now && !l->lone)
 		return -1;
 	for (int i = 0; i < count; i++) {
 		if (iov[i].iov_len > FRONT_REPLY_MAX - len)
 			return -1;
 		len += iov[i].iov_len;
 	}
-	sqe = dmio_loop_get_sqe(l->dl);
-	if (!sqe)
+	if (!(r = loop_reply_slot(l, &sqe)))
 		return -1;
 	len = 0;
 	for (int i = 0; i < count; i++) {
@@ -2051,10 +2083,8 @@ static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int cou
 	}
 	r->len = len;
 	io_uring_prep_write(sqe, l->fd, r->data, (unsigned)len, 0);
-	io_uring_sqe_set_data(sqe, &r->op);
 	dmio_loop_sqe_prompt(l->dl);
-	l->reply_free = r->next;
-	l->replies_out++;
+	loop_reply_commit(l, r, sqe);
 	FRONT_STAT_ADD(l->f, ring_replies, 1);
 	return (ssize_t)len;
 }
@@ -2083,10 +2113,10 @@ static bool loop_reply_async(struct front *f, front_rq rq, struct front_rbuf *hb
 	struct fuse_out_header *oh;
 	struct io_uring_sqe *sqe;
 	uint64_t unique = (uint64_t)(rq & ~RQ_KIND) >> 1;
+	bool blocking;
 
-	if (!l || l->f != f || !hb || hb->loop != l || (rq & RQ_KIND) != RQ_LOOP || l->fd < 0 ||
-	    (unique & FRONT_LOOP_TAG_MASK) >> FRONT_LOOP_TAG_SHIFT != l->idx + 1u ||
-	    !(r = l->reply_free) || !(sqe = dmio_loop_get_sqe(l->dl)))
+	if (!l || l->f != f || !hb || hb->loop != l || (rq & RQ_KIND) != RQ_LOOP ||
+	    loop_of_unique(f, unique, &blocking) != l || blocking || !(r = loop_reply_slot(l, &sqe)))
 		return false;
 	oh = (struct fuse_out_header *)(void *)r->data;
 	*oh = (struct fuse_out_header){ .len = (uint32_t)(sizeof(*oh) + len),
@@ -2097,9 +2127,7 @@ static bool loop_reply_async(struct front *f, front_rq rq, struct front_rbuf *hb
 	r->hb = hb;
 	io_uring_prep_writev(sqe, l->fd, r->iov, 2, 0);
 	sqe->flags |= IOSQE_ASYNC;
-	io_uring_sqe_set_data(sqe, &r->op);
-	l->reply_free = r->next;
-	l->replies_out++;
+	loop_reply_commit(l, r, sqe);
 	FRONT_STAT_ADD(f, async_replies, 1);
 	return true;
 }
@@ -2111,12 +2139,10 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
 
 	if (count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
 		struct fuse_out_header *oh = iov[0].iov_base;
-		uint64_t tag = (oh->unique & FRONT_LOOP_TAG_MASK) >> FRONT_LOOP_TAG_SHIFT;
-		bool blocking = tag & FRONT_LOOP_TAG_BLOCK;
+		bool blocking;
+		struct front_loop *l = loop_of_unique(f, oh->unique, &blocking);
 
-		tag &= ~(uint64_t)FRONT_LOOP_TAG_BLOCK;
-		if (tag && tag <= f->nr_loops && f->loops[tag - 1].fd >= 0) {
-			struct front_loop *l = &f->loops[tag - 1];
+		if (l) {
 			ssize_t n;
 
 			oh->unique &= ~FRONT_LOOP_TAG_MASK;
