@@ -93,6 +93,10 @@ struct front_opts {
 	 * sent from the completions on the same thread (run to completion);
 	 * max_threads then sizes the pool for work that may block. */
 	bool event_loop;
+	/* On /dev/fuse with every leg in memory, a loop that reads its
+	 * requests one at a time spins (reads without sleeping) this long
+	 * for the next before it sleeps; 0: never. */
+	unsigned spin_us;
 	const char *fsname;             /* shown in /proc/mounts */
 	enum front_transport transport;
 	unsigned uring_depth;           /* entries per io_uring queue; 0: 32 */
@@ -141,6 +145,7 @@ struct front_stats {
 	uint64_t ring_replies;          /* replies written on a loop's io_uring */
 	uint64_t async_replies;         /* large read replies an io-wq worker wrote */
 	uint64_t blocking_reads;        /* requests a loop waited for in read() */
+	uint64_t spun_reads;            /* of those, read while spinning */
 	uint64_t standby_reads;         /* requests read by a standby loop */
 	uint64_t ring_reads;            /* requests read by READs on a loop's ring */
 };

@@ -50,6 +50,7 @@ struct mount_cfg {
 	enum mirror_read_policy read_policy;
 	unsigned threads;
 	bool event_loop;                /* front_opts.event_loop */
+	unsigned spin_us;               /* front_opts.spin_us */
 	unsigned max_background;
 	uint64_t writeback_age_ms;
 	/* Resilience (see struct mirror_opts) */

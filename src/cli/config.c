@@ -217,6 +217,10 @@ const struct mount_cfg_key mount_cfg_keys[] = {
 	  .help = "one event loop per CPU (the default): each reads requests and does "
 		  "their I/O on its own io_uring (run to completion); event_loop=0 for "
 		  "libfuse's worker threads" },
+	{ .name = "spin_us", .metavar = "US", .parse = mount_cfg_parse_uint, FIELD(spin_us),
+	  .min = 0, .max = 1000, .def = "30",
+	  .help = "legs in memory, /dev/fuse: how long a loop that serves one request at a "
+		  "time spins for the next before it sleeps (burns CPU; 0: never)" },
 	{ .name = "max_background", .metavar = "N", .parse = mount_cfg_parse_uint,
 	  FIELD(max_background), .min = 1, .max = 65535, .def = "256",
 	  .help = "kernel queue of async requests" },

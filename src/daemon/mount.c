@@ -322,6 +322,7 @@ static int run_daemon(struct mount_cfg *cfg)
 	fo.cache_mode = cfg->cache_mode;
 	fo.max_threads = cfg->threads;
 	fo.event_loop = cfg->event_loop;
+	fo.spin_us = cfg->spin_us;
 	fo.max_background = cfg->max_background;
 	fo.fsname = fsname;
 	fo.transport = cfg->transport;

@@ -517,6 +517,7 @@ static const struct status_field io_fields[] = {
 	F("ring_replies", fs.ring_replies),
 	F("async_replies", fs.async_replies),
 	F("blocking_reads", fs.blocking_reads),
+	F("spun_reads", fs.spun_reads),
 	F("standby_reads", fs.standby_reads),
 	F("ring_reads", fs.ring_reads),
 };

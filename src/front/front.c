@@ -54,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -169,6 +170,10 @@ struct front {
 	atomic_ullong ring_replies;     /* see loop_reply() */
 	atomic_ullong async_replies;    /* see loop_reply_async() */
 	atomic_ullong blocking_reads;   /* see loop_block() */
+	atomic_ullong spun_reads;       /* read while spinning (loop_spin()) */
+	unsigned spin_us;               /* front_opts.spin_us */
+	unsigned spin_max_ns;           /* loop_spin()'s window (legs in memory), 0: none */
+	atomic_uint spinner;            /* the loop spinning (idx + 1), or 0 */
 	atomic_ullong standby_reads;    /* read by standby loops (loop_standby()) */
 	atomic_ullong ring_reads;       /* read by READs on a loop's ring */
 
@@ -1541,6 +1546,8 @@ struct front_loop {
 	pid_t kick_tid;                 /* its thread while kick_set; f->kick_lock */
 	unsigned block_turns;           /* turns in blocking mode (probe count) */
 	bool blocking;                  /* the last turn was one */
+	bool bfd_nonblock;              /* bfd is O_NONBLOCK now (loop_spin()) */
+	unsigned spin_ns;               /* loop_spin()'s window now */
 	bool lone_before;               /* the batch before the last was one too */
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
@@ -2399,8 +2406,11 @@ static bool loop_is_standby(const struct front_loop *l)
 /* Is @l a standby loop that is not to poll now? */
 static bool loop_parks(const struct front_loop *l)
 {
-	return loop_is_standby(l) &&
-	       !atomic_load_explicit(&l->f->standby_on, memory_order_relaxed);
+	unsigned s = atomic_load_explicit(&l->f->spinner, memory_order_relaxed);
+
+	return (s && s != l->idx + 1) ||
+	       (loop_is_standby(l) &&
+		!atomic_load_explicit(&l->f->standby_on, memory_order_relaxed));
 }
 
 /*
@@ -2937,6 +2947,99 @@ static bool loop_may_block(struct front_loop *l)
 	return l->free != NULL;
 }
 
+/* @l spins no more (if it did): the loops that parked meanwhile poll or
+ * block again (owner only). */
+static void loop_unspin(struct front_loop *l)
+{
+	unsigned me = l->idx + 1;
+
+	if (atomic_load(&l->f->spinner) != me)
+		return;
+	atomic_store(&l->f->spinner, 0);
+	front_wake_range(l->f, 0, l->idx);
+	front_wake_range(l->f, me, l->f->nr_loops);
+}
+
+static uint64_t loop_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Make bfd blocking again, or not (owner only); false: fcntl failed. */
+static bool loop_bfd_nonblock(struct front_loop *l, bool on)
+{
+	int fl;
+
+	if (l->bfd_nonblock == on)
+		return true;
+	fl = fcntl(l->bfd, F_GETFL);
+	if (fl < 0 || fcntl(l->bfd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0)
+		return false;
+	l->bfd_nonblock = on;
+	return true;
+}
+
+/*
+ * The spin (front_opts.spin_us; legs in memory, /dev/fuse).  A loop in
+ * blocking mode that has just answered a request, before it sleeps in
+ * read() of bfd, reads bfd O_NONBLOCK for up to spin_ns (sched_yield()
+ * between tries, so that a client on its CPU runs), as QEMU's iothreads
+ * poll before they block.  At QD1 on 2 CPUs with the other one idle, a
+ * sleeping loop and its client woke each other's CPU at every request
+ * (doc/DESIGN.md, "FUSE transports": the QD1 lottery); a spinning loop
+ * needs no wake-up, and its CPU, busy, keeps the client's wake-ups on it.
+ * One loop spins at a time (f->spinner, held from its first spin until
+ * its window ends without a request or it leaves blocking mode), and the
+ * others park meanwhile (loop_parks(): no poll, no blocking read; each
+ * request woke such an exclusive waiter for nothing, 1.7 context switches
+ * per request) until loop_unspin() wakes them.  A deeper queue is noticed
+ * by the probe, as in blocking mode.  Returns the request read (its
+ * length), or 0: none came, bfd is blocking again; < 0 (errno): the read
+ * failed.
+ */
+static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
+{
+	struct front *f = l->f;
+	unsigned me = l->idx + 1, cur = 0;
+	uint64_t t0, t;
+	ssize_t res = 0;
+
+	if (!f->spin_max_ns || !l->blocking || !l->spin_ns ||
+	    (atomic_load(&f->spinner) != me &&
+	     !atomic_compare_exchange_strong(&f->spinner, &cur, me))) {
+		if (!loop_bfd_nonblock(l, false))
+			return -1;
+		return 0;
+	}
+	if (!loop_bfd_nonblock(l, true)) {
+		loop_unspin(l);
+		return -1;
+	}
+	t0 = loop_now_ns();
+	for (;;) {
+		res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
+		if (res > 0) {
+			FRONT_STAT_ADD(f, spun_reads, 1);
+			return res;
+		}
+		if (res < 0 && errno != EAGAIN)
+			break;
+		t = loop_now_ns();
+		if (t - t0 >= l->spin_ns || atomic_load(&f->stopping))
+			break;
+		sched_yield();
+	}
+	loop_unspin(l);
+	if (res < 0 && errno != EAGAIN)
+		return res;
+	if (!loop_bfd_nonblock(l, false))
+		return -1;
+	return 0;
+}
+
 /* One turn in blocking mode: wait for a request on bfd and dispatch it. */
 static void loop_block(struct front_loop *l)
 {
@@ -2950,7 +3053,9 @@ static void loop_block(struct front_loop *l)
 	if (atomic_load(&f->stopping) || l->polling || !dmio_loop_idle(l->dl) || !l->free)
 		return;
 	b = l->free;
-	res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
+	res = loop_spin(l, b);
+	if (res == 0)
+		res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 	if (res > 0) {
 		struct front_rbuf *pb = NULL;
 		ssize_t pres = 0;
@@ -3049,6 +3154,7 @@ static void *loop_main(void *arg)
 			continue;
 		}
 		l->blocking = false;
+		loop_unspin(l);
 		loop_arm(l, tick);
 		/* A wait that submits replies ends on the next request or a
 		 * wake-up (dmio_loop_sqe_prompt()): with no poll armed, or
@@ -3157,6 +3263,8 @@ static int front_run_loops(struct front *f)
 		return -errno;
 	f->nr_loops = n ? n : 1;
 	f->nr_active = f->nr_loops;
+	if (!f->uring && f->legs_in_memory)
+		f->spin_max_ns = f->spin_us * 1000u;
 	/* Legs on disk (not all in memory) on /dev/fuse: half of the loops
 	 * poll always, the rest only while writes keep a loop busy without
 	 * leg I/O (loop_standby(); doc/DESIGN.md, "Cold 4 KiB reads on legs
@@ -3176,6 +3284,7 @@ static int front_run_loops(struct front *f)
 		l->bfd = -1;
 		l->lone = true;         /* until a batch says otherwise */
 		l->lone_before = true;
+		l->spin_ns = f->spin_max_ns;
 		l->pipe_rd = l->pipe_wr = -1;
 		if (!f->uring && f->legs_in_memory)
 			loop_pipe_open(l);
@@ -3559,6 +3668,7 @@ int front_mount(const struct front_opts *o, struct mirror *m, struct bufio_clien
 	f->max_threads = o->max_threads ? o->max_threads : 8;
 	f->max_background = o->max_background ? o->max_background : 256;
 	f->event_loop = o->event_loop;
+	f->spin_us = o->spin_us;
 	f->legs_in_memory = mirror_legs_in_memory(m);
 	f->uring_depth = o->uring_depth;
 	f->size = mirror_size(m);
@@ -3709,6 +3819,7 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->ring_replies = atomic_load(&f->ring_replies);
 	s->async_replies = atomic_load(&f->async_replies);
 	s->blocking_reads = atomic_load(&f->blocking_reads);
+	s->spun_reads = atomic_load(&f->spun_reads);
 	s->standby_reads = atomic_load(&f->standby_reads);
 	s->ring_reads = atomic_load(&f->ring_reads);
 }

@@ -20,6 +20,7 @@ static void check_cfg(const struct mount_cfg *cfg)
 {
 	FUZZ_ASSERT(cfg->threads >= 1 && cfg->threads <= 256);
 	FUZZ_ASSERT(cfg->max_background >= 1 && cfg->max_background <= 65535);
+	FUZZ_ASSERT(cfg->spin_us <= 1000);
 	FUZZ_ASSERT(cfg->block_size == 0 ||
 		    (fm_is_power_of_2(cfg->block_size) && cfg->block_size >= 512 &&
 		     cfg->block_size <= (1u << 20)));

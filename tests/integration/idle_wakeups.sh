@@ -9,13 +9,19 @@
 #   - after those blocks were written back by their age (writeback_age=2):
 #     the write-back comes in time (the cleaner does not sleep through a
 #     deadline), and once the bitmap bits it set are cleared (passes that
-#     end) the daemon sleeps again.
+#     end) the daemon sleeps again;
+#   - after 4k reads one at a time on legs in memory (/dev/shm) over
+#     /dev/fuse, which the loop read while spinning for the next (spin_us):
+#     the spin ends, and the daemon burns no CPU either (at most CPU_BOUND
+#     clock ticks over WINDOW seconds: a spinning thread makes no
+#     voluntary switches).
 # Threads whose periodic tick is not gone yet are named in IDLE_EXEMPT (a
 # regex of thread names), reported but not counted.
 source "$(dirname "$0")/lib.sh"
 
 WINDOW=3
 BOUND=1
+CPU_BOUND=3
 IDLE_EXEMPT=${IDLE_EXEMPT-}
 mkdir "$T/mnt"
 fm_create --size $((64 << 20)) "$T/leg0" "$T/leg1"
@@ -36,12 +42,21 @@ idle_switches() {
 	echo "$sum"
 }
 
-# assert_sleeps PID WHAT: at most BOUND switches over WINDOW seconds.
+# cpu_ticks PID: its user + system clock ticks, all threads
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+# assert_sleeps PID WHAT: at most BOUND switches and CPU_BOUND ticks of
+# CPU over WINDOW seconds.
 assert_sleeps() {
-	local a b
+	local a b c0 c1
 	a=$(idle_switches "$1" 2>"$T/before")
+	c0=$(cpu_ticks "$1")
 	sleep "$WINDOW"
+	c1=$(cpu_ticks "$1")
 	b=$(idle_switches "$1" 2>"$T/after")
+	log "$2: $((c1 - c0)) clock ticks of CPU in $WINDOW s"
+	(((c1 - c0) <= CPU_BOUND)) ||
+		fail "$2: $((c1 - c0)) clock ticks of CPU in $WINDOW s, more than $CPU_BOUND"
 	log "$2: $((b - a)) voluntary switches in $WINDOW s (not counted: /$IDLE_EXEMPT/)"
 	log "  before: $(cat "$T/before")"
 	log "  after:  $(cat "$T/after")"
@@ -116,5 +131,27 @@ assert_eq "$(fm_bitmap_get "$T/mnt" set)" 0 "bitmap bits set 30 s after the writ
 sleep 1
 assert_sleeps "$FM_PID" "written back by age, then idle"
 stop_writer
+fm_umount "$T/mnt"
+
+log "4k reads one at a time on legs in memory, /dev/fuse (spin_us)"
+S=$(mktemp -d /dev/shm/fusemirror-idle.XXXXXX)
+fm_on_cleanup "rm -rf $S"
+fm_create --size $((16 << 20)) "$S/leg0" "$S/leg1"
+FM_TRANSPORT=dev fm_mount "$S/leg0" "$S/leg1" "$T/mnt"
+dd if=/dev/urandom of="$T/mnt/image" bs=1M count=4 oflag=direct conv=notrunc status=none
+python3 - "$T/mnt/image" <<'PY'
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+for k in range(4):
+    for i in range(1024):
+        os.preadv(fd, [buf], i * 4096)
+os.close(fd)
+PY
+sp=$(fm_status_get "$T/mnt" .io.spun_reads)
+log "$sp of 4096 4k reads read while a loop spun"
+((sp > 0)) || fail "no 4k read at QD1 on legs in memory was read while a loop spun"
+sleep 1
+assert_sleeps "$FM_PID" "4k reads at QD1 on legs in memory, then idle"
 fm_umount "$T/mnt"
 log "ok"

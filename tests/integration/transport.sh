@@ -195,6 +195,7 @@ st=$(($(fm_status_get "$T/mnt" .engine.streamed_ios) - st0))
 m0=$(fm_status_get "$T/mnt" .cache.misses) ar0=$(fm_status_get "$T/mnt" .cache.around_read_bytes)
 aw0=$(fm_status_get "$T/mnt" .cache.around_write_bytes) h0=$(fm_status_get "$T/mnt" .cache.hits)
 rr0=$(fm_status_get "$T/mnt" .io.ring_replies) br0=$(fm_status_get "$T/mnt" .io.blocking_reads)
+sp0=$(fm_status_get "$T/mnt" .io.spun_reads)
 mi0=$(fm_status_get "$T/mnt" .engine.mapped_ios)
 python3 - "$img" "$S/src" "$S/src2" "$S/want" "$S/out" <<'PY'
 import mmap, os, sys
@@ -230,6 +231,11 @@ rr=$(($(fm_status_get "$T/mnt" .io.ring_replies) - rr0))
 	fail "replies of 4k reads and writes neither after a blocking read nor on the rings ($br, $rr)"
 ((br >= (256 + 1280) * 3 / 4)) ||
 	fail "only $br of 1536 4k requests at QD1 were waited for in a blocking read"
+# ... most of them while the loop spun for the next (spin_us, default 30:
+# this client sends its next request within microseconds of a reply)
+sp=$(($(fm_status_get "$T/mnt" .io.spun_reads) - sp0))
+log "dev: $sp of $br 4k requests read at QD1 were read while spinning"
+((sp >= br / 2)) || fail "only $sp of $br 4k requests at QD1 were read while the loop spun"
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_write_bytes) - aw0))" $((1 << 20)) \
 	"bytes of the 256 whole-block 4k writes written around the cache"
 # Legs on tmpfs are mapped (src/dmio/map.c): the leg I/O of those writes

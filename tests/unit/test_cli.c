@@ -560,6 +560,7 @@ START_TEST(config_table)
 	ck_assert_uint_eq(cfg.block_size, 0);           /* the superblock's */
 	ck_assert_uint_eq(cfg.threads, 8);
 	ck_assert_uint_eq(cfg.max_background, 256);
+	ck_assert_uint_eq(cfg.spin_us, 30);
 	ck_assert_uint_eq(cfg.writeback_age_ms, 30000);
 	ck_assert_uint_eq(cfg.set, 0);
 	ck_assert_ptr_null(cfg.name);
@@ -567,7 +568,8 @@ START_TEST(config_table)
 	/* Each kind of key through -o. */
 	ck_assert(mount_cfg_apply_opts(&cfg, "ro,allow_other,cache_mode=writethrough,"
 					     "cache_size=64M,block_size=64k,read_policy=first,"
-					     "threads=2,max_background=9,writeback_age=0,name=x.img",
+					     "threads=2,max_background=9,writeback_age=0,name=x.img,"
+					     "spin_us=0",
 				       &err));
 	ck_assert(cfg.readonly);
 	ck_assert(cfg.allow_other);
@@ -577,6 +579,7 @@ START_TEST(config_table)
 	ck_assert_int_eq(cfg.read_policy, MIRROR_READ_FIRST);
 	ck_assert_uint_eq(cfg.threads, 2);
 	ck_assert_uint_eq(cfg.max_background, 9);
+	ck_assert_uint_eq(cfg.spin_us, 0);
 	ck_assert_uint_eq(cfg.writeback_age_ms, 0);
 	ck_assert_str_eq(cfg.name, "x.img");
 	ck_assert(mount_cfg_apply_opts(&cfg, "rw,allow_other=no", &err));
