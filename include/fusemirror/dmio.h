@@ -485,6 +485,9 @@ struct io_uring_sqe;
 
 struct dmio_loop_op {
 	void (*done)(struct dmio_loop_op *op, int res, unsigned cqe_flags);
+	/* Handled before the completions ahead of it in the ring, on a loop
+	 * set so (dmio_loop_set_first()). */
+	bool first;
 };
 
 struct dmio_loop_opts {
@@ -570,6 +573,17 @@ int dmio_loop_run_once(struct dmio_loop *l, bool wait);
  */
 void dmio_loop_set_peek(struct dmio_loop *l, void (*peek)(struct dmio_loop_op *op, int res));
 
+/*
+ * A burst of completions handled, on loop @l, so that new work reaches
+ * the ring while the burst is: after each batch of the burst that queued
+ * prompt SQEs (replies), their submission also posts what completed
+ * meanwhile (the ring's deferred task work), the thread yields its CPU
+ * once (to the client those replies woke, when it shares that CPU), and
+ * the completions of ops marked `first` (requests read on the ring) are
+ * then handled before the rest of the burst.  Owner only, once.
+ */
+void dmio_loop_set_first(struct dmio_loop *l);
+
 /* Make a dmio_loop_run_once() that waits return (any thread;
  * async-signal-safe: one eventfd write). */
 void dmio_loop_wake(struct dmio_loop *l);
@@ -635,6 +649,7 @@ struct dmio_stats {
 	uint64_t map_faults;    /* ... whose copy faulted (SIGBUS): redone by a system call */
 	uint64_t streamed_ios;  /* mapped writes copied with streaming stores (>= 4 KiB) */
 	uint64_t fanned_ios;    /* mapped writes copied with other legs' in one pass */
+	uint64_t first_ops;     /* loop ops handled ahead of earlier completions (dmio_loop_set_first()) */
 };
 void dmio_get_stats(struct dmio_stats *ret_stats);
 

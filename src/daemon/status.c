@@ -538,6 +538,7 @@ static const struct status_field engine_fields[] = {
 	   "Copies through a leg's mapping that faulted (SIGBUS), redone by a system call."),
 	F("streamed_ios", ds.streamed_ios),
 	F("iowq_widened", ds.iowq_widened),
+	F("first_ops", ds.first_ops),
 };
 
 #undef F

@@ -286,7 +286,7 @@ void dmio_pages_free(struct dmio_client *c, void **pages, unsigned n);
 /* engine.c */
 struct dmio_stats_atomic {
 	atomic_ullong requests, sqes, inline_ios, iowq_widened, submits, bounced, resubmits, region_errors,
-		      fixed_ios, mapped_ios, map_faults, streamed_ios, fanned_ios;
+		      fixed_ios, mapped_ios, map_faults, streamed_ios, fanned_ios, first_ops;
 };
 extern struct dmio_stats_atomic dmio_stats_g;
 #define DMIO_STAT_ADD(field, n) \

@@ -78,6 +78,7 @@ struct dmio_ring {
 	/* A loop's look at its owner's completions of a batch before they
 	 * are handled (dmio_loop_set_peek()), or NULL. */
 	void (*peek)(struct dmio_loop_op *op, int res);
+	bool first_ops;                 /* loop: dmio_loop_set_first() */
 	/* A loop's registered buffers (dmio_loop_register_buffers), owner
 	 * only: a one-iovec piece inside one is READ/WRITE_FIXED. */
 	struct iovec *fixed;
@@ -146,6 +147,7 @@ void dmio_get_stats(struct dmio_stats *s)
 	s->map_faults = atomic_load(&dmio_stats_g.map_faults);
 	s->streamed_ios = atomic_load(&dmio_stats_g.streamed_ios);
 	s->fanned_ios = atomic_load(&dmio_stats_g.fanned_ios);
+	s->first_ops = atomic_load(&dmio_stats_g.first_ops);
 }
 
 void dmio_request_begin(void)
@@ -691,6 +693,37 @@ void dmio_submit_pieces(struct dmio_piece *head)
 /*----------------------------------------------------------------*/
 /* The reaper */
 
+/*
+ * A loop's ops marked first (dmio_loop_set_first()): handled wherever they
+ * are in the CQ (the first DMIO_FIRST_SCAN entries), each then marked
+ * handled in place (delay_marker: skipped, advanced over as usual).
+ */
+#define DMIO_FIRST_SCAN 64
+static void reap_first(struct dmio_ring *r)
+{
+	unsigned head = *r->ring.cq.khead;
+	unsigned tail = io_uring_smp_load_acquire(r->ring.cq.ktail);
+	unsigned mask = r->ring.cq.ring_mask;
+	bool ahead = false;     /* other completions precede it */
+
+	for (unsigned i = head; i != tail && i - head < DMIO_FIRST_SCAN; i++) {
+		struct io_uring_cqe *c = &r->ring.cq.cqes[i & mask];
+		uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(c);
+		struct dmio_loop_op *op = (struct dmio_loop_op *)data;
+
+		if (data == (uintptr_t)&delay_marker)
+			continue;
+		if (!data || (data & DMIO_PIECE_TAG) || data == (uintptr_t)&r->efd_buf || !op->first) {
+			ahead = true;
+			continue;
+		}
+		c->user_data = (uintptr_t)&delay_marker;
+		if (ahead)
+			DMIO_STAT_ADD(first_ops, 1);
+		op->done(op, c->res, c->flags);
+	}
+}
+
 /* Handle up to DMIO_REAP_BATCH completions; returns how many there were. */
 static unsigned reap(struct dmio_ring *r)
 {
@@ -698,6 +731,8 @@ static unsigned reap(struct dmio_ring *r)
 	unsigned n = io_uring_peek_batch_cqe(&r->ring, cqes, DMIO_REAP_BATCH);
 	bool rearm = false;
 
+	if (r->first_ops && n)
+		reap_first(r);
 	if (r->peek) {
 		for (unsigned i = 0; i < n; i++) {
 			uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(cqes[i]);
@@ -1175,7 +1210,24 @@ int dmio_loop_run_once(struct dmio_loop *l, bool wait)
 		 * all 32 were (doc/DESIGN.md, "Cold 4 KiB reads on legs on
 		 * disk").  The last batch's go with the wait, as before: one
 		 * enter a turn when completions come one or a few at a time. */
-		ring_submit(r);
+		if (r->first_ops) {
+			/* dmio_loop_set_first(): the submission also posts the
+			 * requests read meanwhile, then the client that the
+			 * replies woke may run (on this CPU, where it usually
+			 * is: it sends its next requests now, not after the
+			 * burst), and what it sent is posted too; reap_first()
+			 * handles them ahead of the burst's rest. */
+			r->prompt = 0;
+			if (io_uring_submit_and_get_events(&r->ring) >= 0) {
+				if (r->unsubmitted)
+					DMIO_STAT_ADD(submits, 1);
+				r->unsubmitted = 0;
+			}
+			sched_yield();
+			io_uring_get_events(&r->ring);
+		} else {
+			ring_submit(r);
+		}
 		return (int)n;
 	}
 	if (n > 0 && wait) {
@@ -1218,6 +1270,11 @@ wait:
 void dmio_loop_set_peek(struct dmio_loop *l, void (*peek)(struct dmio_loop_op *op, int res))
 {
 	l->r.peek = peek;
+}
+
+void dmio_loop_set_first(struct dmio_loop *l)
+{
+	l->r.first_ops = true;
 }
 
 void dmio_loop_sqe_prompt(struct dmio_loop *l)

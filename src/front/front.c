@@ -3136,6 +3136,13 @@ static void *loop_main(void *arg)
 	l->rd_op.done = loop_rd_done;
 	if (l->ring_reads && !loop_rd_init(l))
 		l->ring_reads = false;
+	if (l->ring_reads) {
+		/* Requests read during a burst of leg completions go to the
+		 * disk before the burst's remaining replies (see "Cold 4 KiB
+		 * reads on legs on disk" in doc/DESIGN.md). */
+		l->rd_op.first = true;
+		dmio_loop_set_first(l->dl);
+	}
 	if (f->kick_ok && (l->bfd >= 0 || first))
 		loop_kick_init(l);
 	if (first && l->kick_set) {

@@ -22,7 +22,8 @@
 # without leg I/O (a randwrite at the end).  With one always-polling loop
 # there, it reads the requests with a multishot READ on its ring
 # (io.ring_reads: nearly every request of the slow reads; none on legs
-# in memory).  1 MiB reads on disk legs are answered by io-wq workers
+# in memory), and serves those that come in while it answers a burst of
+# completions before the burst's other replies (engine.first_ops).  1 MiB reads on disk legs are answered by io-wq workers
 # (io.async_replies), from request buffers in huge pages.
 source "$(dirname "$0")/lib.sh"
 
@@ -62,6 +63,7 @@ if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]]; then
 fi
 sb0=$(fm_status_get "$T/mnt" .io.standby_reads)
 rr0=$(fm_status_get "$T/mnt" .io.ring_reads)
+fo0=$(fm_status_get "$T/mnt" .engine.first_ops)
 for leg in "$T/leg0" "$T/leg1"; do
 	fm_ok inject "$T/mnt" "$leg" --delay-reads "$DELAY"
 done
@@ -88,6 +90,14 @@ if [[ $(fm_status_get "$T/mnt" .transport.name) == dev ]] && ((MEM == 0 && LOOPS
 	((rr * 10 >= done_ios * 9)) ||
 		fail "the one always-polling loop read $rr of $done_ios requests on its ring" \
 			"(front.c, loop_arm_reads())"
+	# The reads complete in bursts (each waits DELAY ms, then the disk):
+	# the requests the first replies of a burst let fio send are served
+	# before the burst's other replies (dmio_loop_set_first()).
+	fo=$(($(fm_status_get "$T/mnt" .engine.first_ops) - fo0))
+	log "requests served ahead of a burst's replies: $fo"
+	((fo > 0)) ||
+		fail "no request read during a burst of completions was served before its rest" \
+			"(engine.first_ops 0: dmio_loop_set_first())"
 else
 	assert_eq "$rr" 0 "requests read on a ring with $LOOPS always-polling loop(s)"
 fi
