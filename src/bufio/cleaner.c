@@ -40,14 +40,6 @@ static uint64_t period_ms(void)
  * a few ms behind the one the cleaner sleeps on. */
 #define CLEANER_SLACK_NS (20ull * 1000000ull)
 
-static uint64_t fine_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void clean_client(struct bufio_client *c, uint64_t now)
 {
 	uint64_t age;
@@ -151,7 +143,7 @@ static void cleaner_sleep(struct bufio_globals *g, uint64_t last)
 			until += CLEANER_SLACK_NS;
 		if (until < floor)
 			until = floor;
-		if (fine_now_ns() >= until)
+		if (fm_now_ns() >= until)
 			break;
 		if (until == UINT64_MAX) {
 			pthread_cond_wait(&g->cond, &g->wake_lock);
@@ -179,7 +171,7 @@ static void *cleaner_main(void *arg)
 	struct bufio_globals *g = arg;
 
 	while (!atomic_load(&g->stop)) {
-		uint64_t last = fine_now_ns();
+		uint64_t last = fm_now_ns();
 		uint64_t now = bufio_now_ns();
 		uint64_t due = UINT64_MAX;
 		struct bufio_list *pos;

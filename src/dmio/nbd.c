@@ -122,14 +122,6 @@ bool dmio_path_is_remote(const char *path)
 	return false;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*----------------------------------------------------------------*/
 /* Open and close (blocking; never on a hot-path thread) */
 
@@ -160,14 +152,14 @@ static void grow_socket_buffers(struct nbd_handle *h)
  * 0, -1 (libnbd's error), or -ETIMEDOUT. */
 static int connect_with_timeout(struct nbd_handle *h, const char *uri, unsigned timeout_ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = fm_now_ns() + (uint64_t)timeout_ms * 1000000u;
 
 	if (nbd_aio_connect_uri(h, uri) == -1)
 		return -1;
 	while (nbd_aio_is_connecting(h) == 1) {
 		unsigned dir = nbd_aio_get_direction(h);
 		struct pollfd pfd = { .fd = nbd_aio_get_fd(h) };
-		uint64_t now = now_ns();
+		uint64_t now = fm_now_ns();
 		int r;
 
 		if (now >= deadline) {
@@ -368,7 +360,7 @@ static int cmd_done(void *user_data, int *error)
 	struct dmio_nbd *n = p->dev->nbd;
 
 	p->nbd_calls++;
-	n->progress_ns = now_ns();
+	n->progress_ns = fm_now_ns();
 	if (*error && !p->nbd_err)
 		p->nbd_err = *error;
 	if (--p->nbd_pending == 0) {
@@ -427,7 +419,7 @@ static void issue(struct dmio_nbd *n, struct dmio_piece *p)
 
 	p->nbd_pending = 1; /* held while issuing: nothing finishes it early */
 	if (nbd_aio_in_flight(n->h) == 0)
-		n->progress_ns = now_ns(); /* the hang clock starts now */
+		n->progress_ns = fm_now_ns(); /* the hang clock starts now */
 	switch (p->kind) {
 	case DMIO_PIECE_READ:
 	case DMIO_PIECE_WRITE:
@@ -525,7 +517,7 @@ static void finish_completed(struct dmio_nbd *n)
 				atomic_fetch_add_explicit(&n->errors, 1, memory_order_relaxed);
 			} else if (p->nbd_t0_ns) {
 				/* Moving average over ~8 commands. */
-				uint64_t d = now_ns() - p->nbd_t0_ns;
+				uint64_t d = fm_now_ns() - p->nbd_t0_ns;
 				uint64_t old = atomic_load_explicit(&n->rtt_ns, memory_order_relaxed);
 
 				atomic_store_explicit(&n->rtt_ns, old ? old - old / 8 + d / 8 : d,
@@ -547,7 +539,7 @@ static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 	(void)cqe_flags;
 	atomic_fetch_add(&n->busy, 1); /* before `armed` drops: close waits */
 	if (pl == &n->pin && res == -ECANCELED && nbd_aio_in_flight(n->h) > 0 &&
-	    now_ns() - n->progress_ns >= (uint64_t)atomic_load(&n->timeout_ms) * 1000000u) {
+	    fm_now_ns() - n->progress_ns >= (uint64_t)atomic_load(&n->timeout_ms) * 1000000u) {
 		/* The linked timeout fired: no reply for timeout_ms while
 		 * commands wait (the poll may be older than they are: hence
 		 * progress_ns).  Shutting the socket down makes libnbd see
@@ -650,7 +642,7 @@ void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p)
 		return;
 	}
 	if (p->kind == DMIO_PIECE_READ || p->kind == DMIO_PIECE_WRITE)
-		p->nbd_t0_ns = now_ns();
+		p->nbd_t0_ns = fm_now_ns();
 	atomic_fetch_add(&n->busy, 1);
 	issue(n, p);
 	finish_completed(n);

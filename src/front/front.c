@@ -2960,14 +2960,6 @@ static void loop_unspin(struct front_loop *l)
 	front_wake_range(l->f, me, l->f->nr_loops);
 }
 
-static uint64_t loop_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Make bfd blocking again, or not (owner only); false: fcntl failed. */
 static bool loop_bfd_nonblock(struct front_loop *l, bool on)
 {
@@ -3018,7 +3010,7 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 		loop_unspin(l);
 		return -1;
 	}
-	t0 = loop_now_ns();
+	t0 = fm_now_ns();
 	for (;;) {
 		res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 		if (res > 0) {
@@ -3027,7 +3019,7 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 		}
 		if (res < 0 && errno != EAGAIN)
 			break;
-		t = loop_now_ns();
+		t = fm_now_ns();
 		if (t - t0 >= l->spin_ns || atomic_load(&f->stopping))
 			break;
 		sched_yield();
