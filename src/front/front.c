@@ -1547,7 +1547,6 @@ struct front_loop {
 	unsigned block_turns;           /* turns in blocking mode (probe count) */
 	bool blocking;                  /* the last turn was one */
 	bool bfd_nonblock;              /* bfd is O_NONBLOCK now (loop_spin()) */
-	unsigned spin_ns;               /* loop_spin()'s window now */
 	bool lone_before;               /* the batch before the last was one too */
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
@@ -2977,7 +2976,7 @@ static bool loop_bfd_nonblock(struct front_loop *l, bool on)
 /*
  * The spin (front_opts.spin_us; legs in memory, /dev/fuse).  A loop in
  * blocking mode that has just answered a request, before it sleeps in
- * read() of bfd, reads bfd O_NONBLOCK for up to spin_ns (sched_yield()
+ * read() of bfd, reads bfd O_NONBLOCK for up to spin_max_ns (sched_yield()
  * between tries, so that a client on its CPU runs), as QEMU's iothreads
  * poll before they block.  At QD1 on 2 CPUs with the other one idle, a
  * sleeping loop and its client woke each other's CPU at every request
@@ -2999,7 +2998,7 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 	uint64_t t0, t;
 	ssize_t res = 0;
 
-	if (!f->spin_max_ns || !l->blocking || !l->spin_ns ||
+	if (!f->spin_max_ns || !l->blocking ||
 	    (atomic_load(&f->spinner) != me &&
 	     !atomic_compare_exchange_strong(&f->spinner, &cur, me))) {
 		if (!loop_bfd_nonblock(l, false))
@@ -3020,7 +3019,7 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 		if (res < 0 && errno != EAGAIN)
 			break;
 		t = fm_now_ns();
-		if (t - t0 >= l->spin_ns || atomic_load(&f->stopping))
+		if (t - t0 >= f->spin_max_ns || atomic_load(&f->stopping))
 			break;
 		sched_yield();
 	}
@@ -3283,7 +3282,6 @@ static int front_run_loops(struct front *f)
 		l->bfd = -1;
 		l->lone = true;         /* until a batch says otherwise */
 		l->lone_before = true;
-		l->spin_ns = f->spin_max_ns;
 		l->pipe_rd = l->pipe_wr = -1;
 		if (!f->uring && f->legs_in_memory)
 			loop_pipe_open(l);
