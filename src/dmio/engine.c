@@ -271,11 +271,14 @@ static void prep_piece(struct dmio_ring *r, struct io_uring_sqe *sqe, struct dmi
 	DMIO_TSAN_ACQUIRE(p); /* handed over by another thread's inbox push */
 }
 
-static void ring_submit(struct dmio_ring *r)
+/* Submit what is queued; @get_events: the same system call also posts
+ * the completions the ring's deferred task work holds. */
+static void ring_submit_how(struct dmio_ring *r, bool get_events)
 {
 	r->prompt = 0;  /* (none left unsubmitted, or submitted here) */
 	while (io_uring_sq_ready(&r->ring) > 0) {
-		int n = io_uring_submit(&r->ring);
+		int n = get_events ? io_uring_submit_and_get_events(&r->ring)
+				   : io_uring_submit(&r->ring);
 
 		if (n >= 0) {
 			/* Count system calls that carried pieces (not the
@@ -291,6 +294,11 @@ static void ring_submit(struct dmio_ring *r)
 			return; /* retried after the next completions are reaped */
 		fm_fatal("dmio: io_uring_submit failed: %s", strerror(-n));
 	}
+}
+
+static void ring_submit(struct dmio_ring *r)
+{
+	ring_submit_how(r, false);
 }
 
 /*
@@ -693,6 +701,16 @@ void dmio_submit_pieces(struct dmio_piece *head)
 /*----------------------------------------------------------------*/
 /* The reaper */
 
+/* The loop op a completion's user data names, or NULL: a piece, the
+ * eventfd's read, a delay marker (or one handled by reap_first()). */
+static struct dmio_loop_op *cqe_loop_op(const struct dmio_ring *r, uintptr_t data)
+{
+	if (!data || (data & DMIO_PIECE_TAG) || data == (uintptr_t)&r->efd_buf ||
+	    data == (uintptr_t)&delay_marker)
+		return NULL;
+	return (struct dmio_loop_op *)data;
+}
+
 /*
  * A loop's ops marked first (dmio_loop_set_first()): handled wherever they
  * are in the CQ (the first DMIO_FIRST_SCAN entries), each then marked
@@ -709,11 +727,11 @@ static void reap_first(struct dmio_ring *r)
 	for (unsigned i = head; i != tail && i - head < DMIO_FIRST_SCAN; i++) {
 		struct io_uring_cqe *c = &r->ring.cq.cqes[i & mask];
 		uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(c);
-		struct dmio_loop_op *op = (struct dmio_loop_op *)data;
+		struct dmio_loop_op *op = cqe_loop_op(r, data);
 
 		if (data == (uintptr_t)&delay_marker)
 			continue;
-		if (!data || (data & DMIO_PIECE_TAG) || data == (uintptr_t)&r->efd_buf || !op->first) {
+		if (!op || !op->first) {
 			ahead = true;
 			continue;
 		}
@@ -735,11 +753,11 @@ static unsigned reap(struct dmio_ring *r)
 		reap_first(r);
 	if (r->peek) {
 		for (unsigned i = 0; i < n; i++) {
-			uintptr_t data = (uintptr_t)io_uring_cqe_get_data64(cqes[i]);
+			struct dmio_loop_op *op =
+				cqe_loop_op(r, (uintptr_t)io_uring_cqe_get_data64(cqes[i]));
 
-			if (data && !(data & DMIO_PIECE_TAG) && data != (uintptr_t)&r->efd_buf &&
-			    data != (uintptr_t)&delay_marker)
-				r->peek((struct dmio_loop_op *)data, cqes[i]->res);
+			if (op)
+				r->peek(op, cqes[i]->res);
 		}
 	}
 	for (unsigned i = 0; i < n; i++) {
@@ -1217,12 +1235,7 @@ int dmio_loop_run_once(struct dmio_loop *l, bool wait)
 			 * is: it sends its next requests now, not after the
 			 * burst), and what it sent is posted too; reap_first()
 			 * handles them ahead of the burst's rest. */
-			r->prompt = 0;
-			if (io_uring_submit_and_get_events(&r->ring) >= 0) {
-				if (r->unsubmitted)
-					DMIO_STAT_ADD(submits, 1);
-				r->unsubmitted = 0;
-			}
+			ring_submit_how(r, true);
 			sched_yield();
 			io_uring_get_events(&r->ring);
 		} else {
