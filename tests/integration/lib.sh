@@ -191,6 +191,7 @@ _fm_cleanup() {
 	trap '' INT TERM
 	set +eE
 	cd / || true    # a test's working directory must not keep a mount busy
+	_FM_RC=$rc	# the hooks' view of how the test ended
 	for f in "${_FM_CLEANUP_HOOKS[@]}"; do eval "$f"; done
 	[[ -n ${_FM_URING_UNLOCK:-} ]] && eval "$_FM_URING_UNLOCK"
 	[[ -n $_FM_WATCHDOG ]] && kill "$_FM_WATCHDOG" 2>/dev/null
@@ -287,7 +288,9 @@ _fm_cleanup() {
 	exit "$rc"
 }
 # fm_on_cleanup CMD: run CMD (eval) first thing in the clean-up, on every
-# exit path (e.g. restoring a kernel parameter the test changed).
+# exit path (e.g. restoring a kernel parameter the test changed), in the
+# order registered; $_FM_RC is then the test's exit status (non-zero: it
+# failed, and CMD may print what helps to tell why).
 _FM_CLEANUP_HOOKS=()
 fm_on_cleanup() { _FM_CLEANUP_HOOKS+=("$1"); }
 

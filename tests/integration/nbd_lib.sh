@@ -4,7 +4,8 @@
 # NBD servers for the remote-leg tests (remote_legs.sh, remote_hang.sh),
 # sourced after lib.sh: nbdkit's file plugin serving $T/remote on the unix
 # socket $SOCK (URI $URI), in the foreground of the test, killed (-9) by the
-# clean-up on every exit path.
+# clean-up on every exit path; when the test failed, the clean-up first
+# prints whether it still ran and its log (nbd_report).
 
 command -v nbdkit >/dev/null || fail "nbdkit is not installed (.ci/deps installs it)"
 SOCK=$T/nbd.sock
@@ -39,6 +40,31 @@ nbd_pause() {
 	done
 	fail "nbdkit (pid $NBD_PID) did not stop"
 }
+
+# nbd_report: after a failed test, whether the server was still running
+# (a mount refused with "Connection refused" means nobody listened), how
+# it ended if not, and its log: the test's directory goes with the
+# clean-up.
+nbd_report() {
+	local st
+	((${_FM_RC:-0} != 0)) || return 0
+	if [[ -n $NBD_PID ]]; then
+		if kill -0 "$NBD_PID" 2>/dev/null; then
+			printf '%s: nbdkit (pid %s) was still running\n' "$TEST_NAME" "$NBD_PID" >&2
+		else
+			wait "$NBD_PID" 2>/dev/null
+			st=$?
+			printf '%s: nbdkit (pid %s) had exited: status %s%s\n' "$TEST_NAME" \
+				"$NBD_PID" "$st" "$( ((st > 128)) && printf ' (signal %s)' "$(kill -l $((st - 128)))")" >&2
+			NBD_PID=
+		fi
+	fi
+	if [[ -s $T/nbdkit.log ]]; then
+		printf -- '--- nbdkit.log (last 40 lines) ---\n' >&2
+		tail -n 40 "$T/nbdkit.log" >&2
+	fi
+}
+fm_on_cleanup nbd_report
 
 # nbd_kill: the server dies (SIGKILL; a stopped one is continued first).
 nbd_kill() {
