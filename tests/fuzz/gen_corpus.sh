@@ -36,8 +36,8 @@ for geo in "64M 1M 2" "200M 64M 3" "1G 4M 2 --name=fuzzed"; do
 	{ head -c 4096 "$tmp/leg0"; head -c 4096 /dev/zero | tr '\0' '\377'; } >"$c/bitmap/full$n"
 done
 
-# config: the example file, small files, then a NUL and -o options.
-cp "$top/conf/fusemirror.conf" "$c/config/example.conf"
+# config: small files, then a NUL and -o options (run.sh adds the example
+# file, conf/fusemirror.conf, as it is at each run).
 printf '[array]\nlegs=/a;/b\n[mount]\ncache_mode=writethrough\ncache_size=64M\nthreads=4\n' \
 	>"$c/config/small.conf"
 printf '[mount]\nsync_speed_min=300M\n\0ro,allow_other,block_size=64k,read_policy=first' \

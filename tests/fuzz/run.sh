@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets and run each for a while on a copy of its
 # seed corpus (tests/fuzz/corpus/NAME/, which also holds the regression
-# inputs of every bug found: libFuzzer runs them all first).
+# inputs of every bug found: libFuzzer runs them all first; the config
+# target also gets conf/fusemirror.conf as it is).
 #
 # Usage: tests/fuzz/run.sh [--build DIR | --bindir DIR] [--time SECONDS]
 #                          [--keep DIR] [TARGET...]
@@ -62,12 +63,21 @@ for t in "${targets[@]}"; do
 	grown=$work/$t
 	[[ -n $keep ]] && grown=$keep/$t
 	mkdir -p "$grown" "$work/artifacts-$t"
+	# The config parser's seeds also take the example file as it is now
+	# (conf/fusemirror.conf: every key, documented), not a copy that
+	# falls behind it.
+	extra=()
+	if [[ $t == config ]]; then
+		mkdir -p "$work/seeds-$t"
+		cp "$top/conf/fusemirror.conf" "$work/seeds-$t/example.conf"
+		extra=("$work/seeds-$t")
+	fi
 	start=$(date +%s)
 	# The grown corpus comes first: libFuzzer writes new inputs there,
 	# never into the seeds in the source tree.
 	# shellcheck disable=SC2086
 	"$exe" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -error_exitcode=3 -timeout_exitcode=4 -print_final_stats=1 \
-		-artifact_prefix="$work/artifacts-$t/" ${FUZZ_FLAGS:-} "$grown" "$seeds" \
+		-artifact_prefix="$work/artifacts-$t/" ${FUZZ_FLAGS:-} "$grown" "$seeds" "${extra[@]}" \
 		>"$work/$t.log" 2>&1
 	rc=$?
 	took=$(($(date +%s) - start))
