@@ -1550,7 +1550,11 @@ struct front_loop {
 	bool lone_before;               /* the batch before the last was one too */
 	bool lone;                      /* the last batch was one request */
 	unsigned lone_wakeups;
-	unsigned busy_turns;            /* batches in a row that left no leg I/O */
+	unsigned busy_turns;            /* batches in a row that left no leg I/O
+					 * (legs in memory: with no large request) */
+	bool big;                       /* legs in memory: a request of
+					 * FRONT_LOOP_BIG or more dispatched since
+					 * loop_standby() */
 	bool owes;                      /* its last batch after a poll wake-up did
 					 * not end on an empty queue (loop_arm()) */
 	/* Requests read on the ring (loop_arm_reads()), owner only. */
@@ -1951,6 +1955,23 @@ static bool loop_serve(struct front_loop *l, const struct fuse_in_header *h, siz
 	return false;
 }
 
+/*
+ * Is the request @h (@len bytes read) a read or write of FRONT_LOOP_BIG or
+ * more?  On legs in memory such requests turn the standby loop on
+ * (loop_standby()): their copies (the kernel's of the payload, the legs')
+ * want both CPUs.
+ */
+#define FRONT_LOOP_BIG (128u << 10)
+
+static bool loop_rbuf_is_big(const struct fuse_in_header *h, size_t len)
+{
+	if (h->opcode == FUSE_WRITE)
+		return len >= FRONT_LOOP_BIG;
+	if (h->opcode == FUSE_READ && len >= sizeof(*h) + sizeof(struct fuse_read_in))
+		return ((const struct fuse_read_in *)(h + 1))->size >= FRONT_LOOP_BIG;
+	return false;
+}
+
 /* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
  * loop_serve() or to libfuse, on its loop; @b goes back to the free list
  * unless a handler held it. */
@@ -1970,6 +1991,8 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 		}
 		h->unique |= (uint64_t)((l->idx + 1) | (blocking ? FRONT_LOOP_TAG_BLOCK : 0))
 			     << FRONT_LOOP_TAG_SHIFT;
+		if (f->legs_in_memory && loop_rbuf_is_big(h, len))
+			l->big = true;
 	}
 	tl_rbuf = b;
 	tl_rbuf_held = false;
@@ -2580,6 +2603,40 @@ static unsigned loop_read_batch(struct front_loop *l)
  */
 #define FRONT_STANDBY_TURNS 4
 
+/*
+ * Legs in memory (/dev/fuse): one loop polls always, the others only
+ * while large requests come.  A loop at 4k QD32 copies the writes to the
+ * legs itself, with no leg I/O to wait for, so two loops only took turns:
+ * each emptied the queue in its turn and slept, and the next request woke
+ * the other (0.03-0.09 context switches per 4k write against none with
+ * one loop, whose CPU per write is lower with them).  A read or write of
+ * FRONT_LOOP_BIG or more (1 MiB: the kernel's copy of the payload and the
+ * legs' copies, ~100 us each) wants both CPUs: one such request read turns
+ * the standby loops on, FRONT_STANDBY_MEM_TURNS batches in a row without
+ * one turn them off again.
+ */
+#define FRONT_STANDBY_MEM_TURNS 16
+
+static void loop_standby_mem(struct front_loop *l, unsigned n)
+{
+	struct front *f = l->f;
+	bool on = atomic_load_explicit(&f->standby_on, memory_order_relaxed);
+
+	if (l->big) {
+		l->big = false;
+		l->busy_turns = 0;
+		if (!on) {
+			atomic_store_explicit(&f->standby_on, true, memory_order_relaxed);
+			front_wake_range(f, f->nr_active, f->nr_loops);
+		}
+		return;
+	}
+	if (n && on && ++l->busy_turns >= FRONT_STANDBY_MEM_TURNS) {
+		l->busy_turns = 0;
+		atomic_store_explicit(&f->standby_on, false, memory_order_relaxed);
+	}
+}
+
 static void loop_standby(struct front_loop *l, unsigned n)
 {
 	struct front *f = l->f;
@@ -2588,6 +2645,10 @@ static void loop_standby(struct front_loop *l, unsigned n)
 		return;
 	if (loop_is_standby(l))
 		FRONT_STAT_ADD(f, standby_reads, n);
+	if (f->legs_in_memory) {
+		loop_standby_mem(l, n);
+		return;
+	}
 	if (!dmio_loop_idle(l->dl)) {
 		l->busy_turns = 0;
 		if (atomic_load_explicit(&f->standby_on, memory_order_relaxed))
@@ -3270,6 +3331,10 @@ static int front_run_loops(struct front *f)
 	 * each other's CPU, but copies into the cache want both. */
 	if (!f->uring && !f->legs_in_memory && f->nr_loops > 1)
 		f->nr_active = f->nr_loops / 2;
+	/* Legs in memory: one, the rest while large requests come
+	 * (loop_standby_mem()). */
+	if (!f->uring && f->legs_in_memory && f->nr_loops > 1)
+		f->nr_active = 1;
 	f->loops = calloc(f->nr_loops, sizeof(*f->loops));
 	if (!f->loops)
 		return -ENOMEM;
