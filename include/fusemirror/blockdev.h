@@ -80,6 +80,29 @@ struct fm_bdev_ops {
 	 */
 	int (*splice_read)(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd);
 	/*
+	 * Optional (NULL: not offered; with it, map_put too).  Lend the
+	 * caller the device's own memory that holds [sector * 512, +
+	 * nr_sectors * 512): *@ret_ptr points at those bytes (a mapping of
+	 * a device in memory), for a caller that has them read from there
+	 * later (the kernel, by a writev() into /dev/fuse), and *@ret_hold
+	 * is what it passes to map_put() once nothing reads there any more:
+	 * until then the memory stays mapped and the device open.  The
+	 * bytes read are the device's when they are read, not at this call:
+	 * a write submitted meanwhile may show, whole or in part, as it
+	 * would to a read concurrent with it.  Never waits, so an event loop
+	 * may call it.  It refuses as splice_read does, and also where a
+	 * read through the memory could allocate (a hole), with nothing
+	 * held: -EAGAIN (not now) or -EOPNOTSUPP (not this device as it
+	 * is); the caller then reads with submit().  0: lent.  The memory
+	 * is never written through the pointer.  A read there needs no
+	 * repair: a kernel copy from a page gone (the file shrunk behind
+	 * the device) fails with EFAULT, and is not redone.
+	 */
+	int (*map_read)(void *dev, uint64_t sector, uint64_t nr_sectors, const void **ret_ptr,
+			void **ret_hold);
+	/* End map_read()'s loan @hold.  Never waits; any thread. */
+	void (*map_put)(void *dev, void *hold);
+	/*
 	 * Optional (NULL: nothing to gain).  A read at @sector comes soon
 	 * (after the caller's other work): the device may start bringing its
 	 * first bytes closer to the CPU (a prefetch of a mapping's line).  A

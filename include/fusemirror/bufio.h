@@ -338,6 +338,28 @@ void bufio_write_soon(struct bufio_client *c, uint64_t block);
  */
 int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd);
 
+/*
+ * Map-around: the device's own memory that holds [@block, @block +
+ * @n_blocks), lent by its map_read op (include/fusemirror/blockdev.h), for a
+ * caller that has the bytes read from there (a reply written to /dev/fuse
+ * straight from a leg's mapping: no copy through user memory, none into
+ * the cache).  *@ret_ptr points at the first byte of @block; *@ret_hold
+ * goes to bufio_map_put() once nothing reads there any more.  It proceeds
+ * under bufio_splice_around()'s rule (no block of the range dirty or being
+ * written in the cache at this call: every write completed before it is in
+ * the device's memory), and the bytes are those of the device when they
+ * are read, later: a write that enters the cache or the device after this
+ * call was concurrent with the read.  The blocks are not touched.  Never
+ * waits.  Returns 0 (lent); refusals, with nothing held: -EOPNOTSUPP (the
+ * device has no map_read, or refuses it), -EAGAIN (the device refuses
+ * now), -EBUSY (a block of the range is dirty or being written), -EINVAL
+ * (bad range); the caller then reads another way.
+ */
+int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		     const void **ret_ptr, void **ret_hold);
+/* End bufio_map_around()'s loan @hold.  Any thread; never waits. */
+void bufio_map_put(struct bufio_client *c, void *hold);
+
 /*----------------------------------------------------------------*/
 /* Modifying buffers */
 
@@ -503,6 +525,8 @@ struct bufio_stats {
 	uint64_t around_cached; /* ... and copied from the cache instead */
 	uint64_t around_spliced; /* blocks bufio_splice_around() put in a pipe
 				    (in around_reads too) */
+	uint64_t around_mapped; /* blocks bufio_map_around() lent (in
+				   around_reads too) */
 	uint64_t around_writes; /* blocks written by bufio_write_around() */
 	uint64_t data_maps;     /* chunks of block memory mapped (blocks smaller
 				   than a chunk, 2 MiB): growth of the cache,

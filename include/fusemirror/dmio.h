@@ -136,6 +136,25 @@ int dmio_dev_refresh_size(struct dmio_dev *dev);
 int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int pipe_fd);
 
 /*
+ * Where bytes [@offset, + @len) of @dev are in the engine's mapping of it
+ * (a leg in memory, see dmio_dev_in_memory()): *@ret_ptr, for a caller
+ * that has them read from there, around the engine (the kernel's copy of a
+ * reply into /dev/fuse).  Only where every page of the range is known to
+ * exist (a read through the mapping would allocate a page in a hole), on
+ * a device with no fault set (faults act on the engine's I/O).  Nothing is
+ * read or copied here and nothing waits.  The pointer stays valid until
+ * the device is closed: the caller keeps it open (the mirror: a leg
+ * reference) until the last read through it.  What is read there is what
+ * the device holds at that time.  A read through it never raises SIGBUS in
+ * a kernel copy: a page gone (the file truncated behind us) fails that
+ * copy with EFAULT instead.  Returns 0; -EOPNOTSUPP (not mapped: remote,
+ * not in memory, mmap refused; or a fault set), -EAGAIN (a page of the
+ * range not known to exist, or past the mapping: a grown file) or -EINVAL
+ * (an empty range or one past the end), *@ret_ptr untouched.
+ */
+int dmio_dev_map_read(struct dmio_dev *dev, uint64_t offset, size_t len, const void **ret_ptr);
+
+/*
  * A read of @dev at byte @offset comes soon: when dmio reads it from a
  * mapping (a leg in memory), the first line there is prefetched, so that
  * its TLB and cache misses start now, overlapped with whatever the caller

@@ -142,6 +142,8 @@ struct front_stats {
 					   given to the slow pool (status: slow_jobs) */
 	uint64_t spliced_reads;         /* reads answered by splice from a leg */
 	uint64_t spliced_read_bytes;    /* ... their bytes (in read_bytes too) */
+	uint64_t mapped_replies;        /* reads answered from a leg's mapping */
+	uint64_t mapped_reply_bytes;    /* ... their bytes (in read_bytes too) */
 	uint64_t ring_replies;          /* replies written on a loop's io_uring */
 	uint64_t async_replies;         /* large read replies an io-wq worker wrote */
 	uint64_t blocking_reads;        /* requests a loop waited for in read() */

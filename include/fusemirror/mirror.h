@@ -238,10 +238,13 @@ int mirror_discard(struct mirror *m, uint64_t sector, uint64_t count);
 int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
 
 /* The mirror as a block device (include/fusemirror/blockdev.h), e.g. the
- * one under the cache; valid until mirror_stop().  Its splice_read serves
- * a read that needs one leg's bytes and nothing more: it refuses with
- * checksums on, for a range out of sync, unwritten or with bad blocks, on
- * a leg not in memory and on a leg dmio_dev_splice_read() refuses. */
+ * one under the cache; valid until mirror_stop().  Its splice_read and
+ * map_read serve a read that needs one leg's bytes and nothing more: they
+ * refuse with checksums on, for a range out of sync, unwritten or with bad
+ * blocks, on a leg not in memory and on a leg dmio_dev_splice_read() (or
+ * dmio_dev_map_read(): a hole, not mapped) refuses.  A map_read loan holds
+ * its leg (as a read in flight does: a removal waits for it) until
+ * map_put. */
 struct fm_bdev mirror_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/

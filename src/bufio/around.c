@@ -42,13 +42,17 @@
  *     of a write concurrent with it.
  *     The blocks are never held, and the cache's order (CLOCK bits) is not
  *     touched: a streaming read does not promote what it passes.
- *   - A splice-around goes to the device only for a range of which the
- *     cache holds no dirty or being-written block at its look (under each
- *     shard's lock, or without the locks by the shards' counters of such
- *     blocks, when they are all zero): the device then has the newest
- *     completed write of every block (not cached, being read or filled, or
- *     clean: as above), and a write that enters the cache after the look
- *     was concurrent with the read.  So it gives what a read-around would.
+ *   - A splice-around or a map-around goes to the device only for a range
+ *     of which the cache holds no dirty or being-written block at its look
+ *     (under each shard's lock, or without the locks by the shards'
+ *     counters of such blocks, when they are all zero): the device then
+ *     has the newest completed write of every block (not cached, being
+ *     read or filled, or clean: as above), and a write that enters the
+ *     cache after the look was concurrent with the read.  So it gives what
+ *     a read-around would.  A map-around's bytes are read later than its
+ *     look (when its caller's reply is written), so a write that completes
+ *     in between may show in them, whole or in part: it too was
+ *     concurrent with the read, which has not been answered yet.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -530,13 +534,54 @@ int bufio_read_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	return read_runs(c, &rs, n_blocks, cb, ctx);
 }
 
-/* A splice-around's look at a cached block of its range: -EBUSY when the
- * device may hold an older copy. */
+/* A splice- or map-around's look at a cached block of its range: -EBUSY
+ * when the device may hold an older copy. */
 static int splice_scan_visit(struct bufio_shard *s, struct bufio_buffer *b, void *ctx)
 {
 	(void)s;
 	(void)ctx;
 	return b->state & (BUFIO_B_DIRTY | BUFIO_B_WRITING) ? -EBUSY : 0;
+}
+
+/*
+ * A splice- or map-around's look at the cache: 0 when no block of [@block,
+ * + @n_blocks) is dirty or being written, else -EBUSY (-EINVAL: bad range).
+ */
+static int around_device_current(struct bufio_client *c, uint64_t block, uint64_t n_blocks)
+{
+	if (!n_blocks || block + n_blocks < block)
+		return -EINVAL;
+	/* No dirty or being-written block anywhere (the common case on legs
+	 * in memory, whose writes go around the cache): no look at each
+	 * block.  The counters change under the shard locks before a write
+	 * into the cache completes, so one completed before this call shows. */
+	if (!bufio_count(c, BUFIO_COUNT_DIRTY))
+		return 0;
+	return bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);
+}
+
+int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
+		     const void **ret_ptr, void **ret_hold)
+{
+	int r;
+
+	if (!c->bdev.ops->map_read)
+		return -EOPNOTSUPP;
+	r = around_device_current(c, block, n_blocks);
+	if (r)
+		return r;
+	r = c->bdev.ops->map_read(c->bdev.dev, sector_of(c, block), n_blocks << c->sector_shift,
+				  ret_ptr, ret_hold);
+	if (!r) {
+		atomic_fetch_add_explicit(&c->around_reads, n_blocks, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->around_mapped, n_blocks, memory_order_relaxed);
+	}
+	return r;
+}
+
+void bufio_map_put(struct bufio_client *c, void *hold)
+{
+	c->bdev.ops->map_put(c->bdev.dev, hold);
 }
 
 int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd)
@@ -545,17 +590,11 @@ int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_block
 
 	if (!c->bdev.ops->splice_read)
 		return -EOPNOTSUPP;
-	if (!n_blocks || block + n_blocks < block || pipe_fd < 0)
+	if (pipe_fd < 0)
 		return -EINVAL;
-	/* No dirty or being-written block anywhere (the common case on legs
-	 * in memory, whose writes go around the cache): no look at each
-	 * block.  The counters change under the shard locks before a write
-	 * into the cache completes, so one completed before this call shows. */
-	if (bufio_count(c, BUFIO_COUNT_DIRTY)) {
-		r = bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);
-		if (r)
-			return r;
-	}
+	r = around_device_current(c, block, n_blocks);
+	if (r)
+		return r;
 	r = c->bdev.ops->splice_read(c->bdev.dev, sector_of(c, block), n_blocks << c->sector_shift,
 				     pipe_fd);
 	if (!r) {

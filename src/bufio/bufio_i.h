@@ -327,6 +327,7 @@ struct bufio_client {
 	_Atomic uint64_t around_reads, around_writes;   /* blocks */
 	_Atomic uint64_t around_cached; /* blocks a read-around took from the cache */
 	_Atomic uint64_t around_spliced; /* blocks a splice-around put in a pipe */
+	_Atomic uint64_t around_mapped; /* blocks a map-around lent */
 	pthread_mutex_t around_lock;    /* a leaf (taken under shard locks);
 					   guards around[] */
 	pthread_cond_t around_cond;     /* a write-around ended */

@@ -437,6 +437,7 @@ void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
 	pthread_mutex_unlock(&c->slab_lock);
 	st.around_cached = atomic_load(&c->around_cached);
 	st.around_spliced = atomic_load(&c->around_spliced);
+	st.around_mapped = atomic_load(&c->around_mapped);
 	st.bytes = atomic_load(&c->bytes);
 	st.peak_bytes = atomic_load(&c->peak_bytes);
 	st.limit_bytes = bufio_client_limit(c);

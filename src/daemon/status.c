@@ -514,6 +514,8 @@ static const struct status_field io_fields[] = {
 	F("slow_jobs", fs.handoffs),
 	F("spliced_reads", fs.spliced_reads),
 	F("spliced_read_bytes", fs.spliced_read_bytes),
+	F("mapped_replies", fs.mapped_replies),
+	F("mapped_reply_bytes", fs.mapped_reply_bytes),
 	F("ring_replies", fs.ring_replies),
 	F("async_replies", fs.async_replies),
 	F("blocking_reads", fs.blocking_reads),

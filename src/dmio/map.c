@@ -229,6 +229,18 @@ void dmio_dev_prefetch_read(const struct dmio_dev *dev, uint64_t offset)
 		__builtin_prefetch(dev->map + offset, 0, 3);
 }
 
+int dmio_dev_map_read(struct dmio_dev *dev, uint64_t offset, size_t len, const void **ret_ptr)
+{
+	if (!dev->map || atomic_load_explicit(&dev->fault, memory_order_acquire))
+		return -EOPNOTSUPP;
+	if (len == 0 || offset > dev->size || len > dev->size - offset)
+		return -EINVAL;
+	if (offset >= dev->map_len || len > dev->map_len - offset || !present_all(dev, offset, len))
+		return -EAGAIN;
+	*ret_ptr = dev->map + offset;
+	return 0;
+}
+
 void dmio_map_close(struct dmio_dev *dev)
 {
 	if (dev->map)

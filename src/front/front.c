@@ -38,11 +38,14 @@
  *     the writeback of the same two copies later, which the small cache
  *     of such legs (32 MiB by default) makes on the loop anyway, under
  *     pressure, a block or two at a time.
- *   - On a /dev/fuse loop, with every leg in memory, a read of at least
- *     FRONT_AROUND_MIN whole blocks none of which is dirty or being written
- *     in the cache is answered by splice (see "Spliced replies"),
- *     synchronously inside its handler; the loop's pipe is empty between
- *     requests.
+ *   - On a /dev/fuse loop, with every leg in memory, a read none of whose
+ *     blocks is dirty or being written in the cache is answered from the
+ *     leg's mapping (see "Mapped replies"): its loan is held until the
+ *     reply's write returns (or, on the ring, completes), nothing else.
+ *     Where the mapping refuses (a hole), a read of at least
+ *     FRONT_AROUND_MIN whole blocks is answered by splice (see "Spliced
+ *     replies"), synchronously inside its handler; the loop's pipe is
+ *     empty between requests.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +170,7 @@ struct front {
 	GThreadPool *slow;              /* requests that may block */
 	atomic_ullong handoffs;         /* requests handed to the slow pool */
 	atomic_ullong spliced_reads, spliced_read_bytes; /* see read_splice() */
+	atomic_ullong mapped_replies, mapped_reply_bytes; /* see read_mapped() */
 	atomic_ullong ring_replies;     /* see loop_reply() */
 	atomic_ullong async_replies;    /* see loop_reply_async() */
 	atomic_ullong blocking_reads;   /* see loop_block() */
@@ -289,6 +293,7 @@ static ssize_t loop_send(struct front *f, front_rq rq, int err, const void *buf,
 static bool loop_reply_async(struct front *f, front_rq rq, struct front_rbuf *hb, const void *buf,
 			     size_t len);
 static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size);
+static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size);
 
 static void rq_reply_err(struct front *f, front_rq rq, int err)
 {
@@ -873,6 +878,8 @@ static void front_read(struct front *f, front_rq req, fuse_ino_t ino, size_t siz
 	 * on /var/tmp, fresh mount each run, 3 alternating pairs (load ~5):
 	 * 26.5/28.6/26.5k IOPS and 22.5/20.7/25.6 us per read through the
 	 * cache, 35.4/42.4/41.7k and 10.5/11.0/12.1 us around it. */
+	if (f->legs_in_memory && !rq_ring(req) && read_mapped(f, req, (uint64_t)off, size))
+		return;
 	if (f->legs_in_memory && size >= FRONT_AROUND_MIN && !rq_ring(req) &&
 	    read_splice(f, req, (uint64_t)off, size))
 		return;
@@ -1531,7 +1538,9 @@ struct front_reply {
 	struct front_reply *next;       /* free list */
 	size_t len;
 	struct front_rbuf *hb;          /* loop_reply_async(): the data's, or NULL */
-	struct iovec iov[2];            /* loop_reply_async(): header, data */
+	void *map_hold;                 /* read_mapped(): the data's loan, or NULL */
+	struct iovec iov[2];            /* loop_reply_async(), read_mapped():
+					   header, data */
 	char data[FRONT_REPLY_MAX];
 };
 
@@ -1576,6 +1585,7 @@ struct front_loop {
 	int pipe_rd, pipe_wr;           /* for spliced replies, or -1 (owner only) */
 	size_t pipe_cap;                /* its size in bytes */
 	unsigned splice_skip;           /* reads not to try splicing (owner only) */
+	unsigned map_skip;              /* reads not to try mapped replies (owner only) */
 	struct front_rbuf *free;        /* owner only */
 	unsigned held;                  /* owner only: buffers held past their
 					 * handler, returned ones not collected */
@@ -2027,7 +2037,9 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
  * loop sleeps.  The copy is why only replies up to FRONT_REPLY_MAX go
  * this way: the memory libfuse hands us (its stack, a cache block, the
  * request's buffer) is the caller's again when the hook returns, and
- * a read's data stays only as long as its cache block is pinned.
+ * a read's data stays only as long as its cache block is pinned.  (A
+ * read answered from a leg's mapping, read_mapped(), has no copy: its
+ * WRITEV reads the leg's bytes, whose loan the write's completion ends.)
  * Larger replies, replies from other threads (slow pool, notifications)
  * and replies when all slots are out still use writev().  Replies of
  * different requests need no order between them (each has its unique),
@@ -2049,6 +2061,13 @@ static void loop_reply_done(struct dmio_loop_op *op, int res, unsigned cqe_flags
 	if (r->hb) {
 		front_rbuf_release(r->hb);
 		r->hb = NULL;
+	}
+	if (r->map_hold) {
+		/* The kernel's copy from the leg's pages is done. */
+		if (res == -EFAULT)
+			FRONT_STAT_ADD(l->f, errors, 1);
+		bufio_map_put(l->f->c, r->map_hold);
+		r->map_hold = NULL;
 	}
 	r->next = l->reply_free;
 	l->reply_free = r;
@@ -2072,6 +2091,23 @@ static void loop_reply_commit(struct front_loop *l, struct front_reply *r, struc
 	io_uring_sqe_set_data(sqe, &r->op);
 	l->reply_free = r->next;
 	l->replies_out++;
+}
+
+/* Prepare in @sqe the write of reply slot @r: the header of a reply to
+ * @unique (its loop tag dropped) in the slot, then @len bytes at @buf,
+ * which must stay there until the write completes. */
+static void loop_reply_prep_data(struct front_loop *l, struct front_reply *r,
+				 struct io_uring_sqe *sqe, uint64_t unique, const void *buf,
+				 size_t len)
+{
+	struct fuse_out_header *oh = (struct fuse_out_header *)(void *)r->data;
+
+	*oh = (struct fuse_out_header){ .len = (uint32_t)(sizeof(*oh) + len),
+					.unique = unique & ~FRONT_LOOP_TAG_MASK };
+	r->iov[0] = (struct iovec){ oh, sizeof(*oh) };
+	r->iov[1] = (struct iovec){ (void *)buf, len };
+	r->len = sizeof(*oh) + len;
+	io_uring_prep_writev(sqe, l->fd, r->iov, 2, 0);
 }
 
 /* The loop whose tag is in reply @unique's bits (*@blocking: it came
@@ -2139,7 +2175,6 @@ static bool loop_reply_async(struct front *f, front_rq rq, struct front_rbuf *hb
 {
 	struct front_loop *l = tl_loop;
 	struct front_reply *r;
-	struct fuse_out_header *oh;
 	struct io_uring_sqe *sqe;
 	uint64_t unique = (uint64_t)(rq & ~RQ_KIND) >> 1;
 	bool blocking;
@@ -2147,14 +2182,8 @@ static bool loop_reply_async(struct front *f, front_rq rq, struct front_rbuf *hb
 	if (!l || l->f != f || !hb || hb->loop != l || (rq & RQ_KIND) != RQ_LOOP ||
 	    loop_of_unique(f, unique, &blocking) != l || blocking || !(r = loop_reply_slot(l, &sqe)))
 		return false;
-	oh = (struct fuse_out_header *)(void *)r->data;
-	*oh = (struct fuse_out_header){ .len = (uint32_t)(sizeof(*oh) + len),
-					.unique = unique & ~FRONT_LOOP_TAG_MASK };
-	r->iov[0] = (struct iovec){ oh, sizeof(*oh) };
-	r->iov[1] = (struct iovec){ (void *)buf, len };
-	r->len = sizeof(*oh) + len;
+	loop_reply_prep_data(l, r, sqe, unique, buf, len);
 	r->hb = hb;
-	io_uring_prep_writev(sqe, l->fd, r->iov, 2, 0);
 	sqe->flags |= IOSQE_ASYNC;
 	loop_reply_commit(l, r, sqe);
 	FRONT_STAT_ADD(f, async_replies, 1);
@@ -2383,6 +2412,108 @@ static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size
 	loop_pipe_close(l);
 	loop_pipe_open(l);
 	return false;
+}
+
+/*
+ * Mapped replies.  A read on a /dev/fuse loop, with every leg in memory, is
+ * answered by one write into /dev/fuse of {the reply's header, the leg's
+ * own bytes}: bufio_map_around() lends a pointer into the leg's mapping
+ * (dmio's, "Engine details"), and the kernel's copy from there into the
+ * reader's pages is the only copy (no memcpy into a reply buffer, none
+ * into a reply slot, no pipe).  Only where a read-around would read that
+ * leg and nothing else: the same refusals as the splice (checksums, a
+ * range unwritten, out of sync or with bad blocks, a dirty or
+ * being-written block in the cache, a fault injected), and a page of the
+ * range not known to exist in the leg (a hole: the kernel's read fault
+ * there would allocate a page); anything else falls back to the splice or
+ * the read-around.
+ *
+ * Which write: a request of the loop's blocking clone is answered there by
+ * writev() (loop_io_writev()'s rule), a reply of FRONT_REPLY_MAX or less
+ * goes on the loop's ring as the others do ("Replies on the ring": an
+ * IORING_OP_WRITEV of {slot header, leg bytes}, which the loop's next
+ * io_uring_enter writes inline), a larger one by writev() at once.
+ *
+ * What is held: the loan (the leg referenced, so not removed or closed,
+ * and its mapping there) until the write returns, or for a ring reply
+ * until its CQE (loop_reply_done()); a loop ends only once its ring
+ * replies are done.  Nothing else: the bytes are read when the write is
+ * made, not when the read was looked at, so a write that completes
+ * between the two (on the other loop, or in the same turn on this one)
+ * may show in them, whole or in part: it was concurrent with this read,
+ * whose reply the client has not had.  Every write that completed before
+ * the look is in the leg (bufio's rule, as for the splice).
+ *
+ * Failures: the request is the kernel's once the write starts.  A copy
+ * from a leg page that cannot be faulted in (the leg file truncated behind
+ * us) makes the kernel end the request with EIO (fuse_dev_do_write())
+ * and the write fail with EFAULT: the client's read fails with EIO, no
+ * fallback is possible (counted in `errors`).  ENOENT: the request was
+ * interrupted, as for any reply.
+ */
+static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size)
+{
+	struct front_loop *l = tl_loop;
+	uint64_t b0 = off / f->bs, n = (off + size + f->bs - 1) / f->bs - b0;
+	uint64_t unique;
+	struct fuse_out_header hdr;
+	struct io_uring_sqe *sqe;
+	struct front_reply *r;
+	struct iovec iov[2];
+	const void *ptr;
+	void *hold;
+	bool blocking = false;
+	ssize_t n_out;
+	int fd, rc;
+
+	if (!l || l->f != f || !tl_rbuf || (rq_fuse(req) != NULL) != (l->fd < 0))
+		return false;
+	/* (Answered on the clone it came from, see loop_dispatch().) */
+	unique = ((const struct fuse_in_header *)(const void *)
+		  ((const char *)tl_rbuf->mem + FRONT_RBUF_REQ))->unique;
+	if (l->fd < 0)
+		fd = fuse_session_fd(f->se);
+	else if (loop_of_unique(f, unique, &blocking) == l)
+		fd = blocking && l->bfd >= 0 ? l->bfd : l->fd;
+	else
+		return false;
+	if (l->map_skip) {
+		l->map_skip--;
+		return false;
+	}
+	rc = bufio_map_around(f->c, b0, n, &ptr, &hold);
+	if (rc) {
+		if (rc == -EOPNOTSUPP)
+			l->map_skip = FRONT_SPLICE_BACKOFF;
+		return false;
+	}
+	ptr = (const char *)ptr + (off - b0 * f->bs);
+	FRONT_STAT_ADD(f, read_bytes, size);
+	FRONT_STAT_ADD(f, mapped_replies, 1);
+	FRONT_STAT_ADD(f, mapped_reply_bytes, size);
+	if (l->fd >= 0 && !blocking && sizeof(hdr) + size <= FRONT_REPLY_MAX &&
+	    (r = loop_reply_slot(l, &sqe))) {
+		loop_reply_prep_data(l, r, sqe, unique, ptr, size);
+		r->map_hold = hold;
+		dmio_loop_sqe_prompt(l->dl);
+		loop_reply_commit(l, r, sqe);
+		FRONT_STAT_ADD(f, ring_replies, 1);
+		return true;
+	}
+	hdr = (struct fuse_out_header){ .len = (uint32_t)(sizeof(hdr) + size),
+					.unique = unique & ~FRONT_LOOP_TAG_MASK };
+	iov[0] = (struct iovec){ &hdr, sizeof(hdr) };
+	iov[1] = (struct iovec){ (void *)ptr, size };
+	n_out = writev(fd, iov, 2);
+	if (n_out < 0 && errno == EFAULT)
+		FRONT_STAT_ADD(f, errors, 1);
+	if (n_out < 0 && errno != ENOENT)
+		fm_debug("front: mapped reply of %zu bytes at %llu: %s", size,
+			 (unsigned long long)off, strerror(errno));
+	bufio_map_put(f->c, hold);
+	if (rq_fuse(req))
+		fuse_reply_none(rq_fuse(req));
+	return true;
 }
 
 static ssize_t loop_io_read(int fd, void *buf, size_t len, void *userdata)
@@ -3877,6 +4008,8 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->errors = atomic_load(&f->errors);
 	s->handoffs = atomic_load(&f->handoffs);
 	s->spliced_reads = atomic_load(&f->spliced_reads);
+	s->mapped_replies = atomic_load(&f->mapped_replies);
+	s->mapped_reply_bytes = atomic_load(&f->mapped_reply_bytes);
 	s->spliced_read_bytes = atomic_load(&f->spliced_read_bytes);
 	s->ring_replies = atomic_load(&f->ring_replies);
 	s->async_replies = atomic_load(&f->async_replies);

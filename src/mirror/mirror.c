@@ -2302,24 +2302,25 @@ static uint64_t bdev_size(void *dev)
 }
 
 /*
- * A read by splice (blockdev.h): the leg a read would pick, for a whole
- * read that needs nothing but that leg's bytes.  Refused (the cache's
- * caller reads with submit then) when the data must be verified
- * (checksums), a region is out of sync (a read of it follows the resync),
- * a region is unwritten or no leg has the whole range without a bad block
- * (the read is assembled from pieces), no leg can serve it, or the leg
- * is not in memory (splice must not wait for a disk) or cannot splice
- * (dmio_dev_splice_read(): remote, O_DIRECT, a fault set).
- * A failed splice is not counted as the leg's read error: read repair is
- * the submitted read's, which the caller falls back to.
+ * The leg a read around the engine (splice_read, map_read: blockdev.h)
+ * takes: the leg a read would pick, for a whole read that needs nothing
+ * but that leg's bytes, in memory.  Refused (the cache's caller reads
+ * with submit then) when the data must be verified (checksums), a region
+ * is out of sync (a read of it follows the resync), a region is unwritten
+ * or no leg has the whole range without a bad block (the read is
+ * assembled from pieces), no leg can serve it, or the leg is not in memory
+ * (nothing here may wait for a disk).  0: *@ret_leg referenced (leg_get)
+ * and counted pending, until around_leg_put().  A failed read there is not
+ * counted as the leg's read error: read repair is the submitted read's,
+ * which the caller falls back to.
  */
-static int bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd)
+static int around_leg(struct mirror *m, uint64_t sector, uint64_t nr_sectors,
+		      struct mirror_leg **ret_leg)
 {
-	struct mirror *m = dev;
 	uint64_t image_sectors = m->image_size >> FM_SECTOR_SHIFT;
 	struct mirror_leg *leg;
 	bool by_bad;
-	int li, r;
+	int li;
 
 	if (m->csum)
 		return -EOPNOTSUPP;
@@ -2340,17 +2341,86 @@ static int bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int
 	}
 	atomic_fetch_add_explicit(&leg->pending, 1, memory_order_relaxed);
 	atomic_store_explicit(&leg->next_sector, sector + nr_sectors, memory_order_relaxed);
-	r = dmio_dev_splice_read(leg->dev, (m->data_sector + sector) << FM_SECTOR_SHIFT,
-				 (size_t)nr_sectors << FM_SECTOR_SHIFT, pipe_fd);
+	*ret_leg = leg;
+	return 0;
+}
+
+/* A read of @sectors from @leg around the engine, in the statistics. */
+static void around_leg_count(struct mirror *m, struct mirror_leg *leg, uint64_t sectors)
+{
+	MIRROR_STAT_ADD(m->reads, 1);
+	MIRROR_STAT_ADD(m->read_bytes, sectors << FM_SECTOR_SHIFT);
+	MIRROR_STAT_ADD(leg->reads, 1);
+	MIRROR_STAT_ADD(leg->read_bytes, sectors << FM_SECTOR_SHIFT);
+}
+
+/* End around_leg()'s hold of @leg. */
+static void around_leg_put(struct mirror_leg *leg)
+{
 	atomic_fetch_sub_explicit(&leg->pending, 1, memory_order_relaxed);
-	if (!r) {
-		MIRROR_STAT_ADD(m->reads, 1);
-		MIRROR_STAT_ADD(m->read_bytes, nr_sectors << FM_SECTOR_SHIFT);
-		MIRROR_STAT_ADD(leg->reads, 1);
-		MIRROR_STAT_ADD(leg->read_bytes, nr_sectors << FM_SECTOR_SHIFT);
-	}
 	leg_put(leg);
+}
+
+/*
+ * A read around the engine from around_leg()'s leg: by splice into
+ * @pipe_fd (@ret_ptr NULL; the leg must splice: dmio_dev_splice_read(), not
+ * remote, not O_DIRECT, no fault set), or a loan of its mapped memory at
+ * *@ret_ptr (dmio_dev_map_read(): every page of the range there, no fault
+ * set).  0: done (counted as a read: for a loan, nothing tells the mirror
+ * whether the kernel's copy from there then worked) and *@ret_leg still
+ * held, until around_leg_put().
+ */
+static int around_read(struct mirror *m, uint64_t sector, uint64_t nr_sectors, int pipe_fd,
+		       const void **ret_ptr, struct mirror_leg **ret_leg)
+{
+	uint64_t off = (m->data_sector + sector) << FM_SECTOR_SHIFT;
+	size_t len = (size_t)nr_sectors << FM_SECTOR_SHIFT;
+	struct mirror_leg *leg;
+	int r;
+
+	r = around_leg(m, sector, nr_sectors, &leg);
+	if (r)
+		return r;
+	r = ret_ptr ? dmio_dev_map_read(leg->dev, off, len, ret_ptr) :
+		      dmio_dev_splice_read(leg->dev, off, len, pipe_fd);
+	if (r) {
+		around_leg_put(leg);
+		return r;
+	}
+	around_leg_count(m, leg, nr_sectors);
+	*ret_leg = leg;
+	return 0;
+}
+
+/* A read by splice (blockdev.h). */
+static int bdev_splice_read(void *dev, uint64_t sector, uint64_t nr_sectors, int pipe_fd)
+{
+	struct mirror_leg *leg;
+	int r = around_read(dev, sector, nr_sectors, pipe_fd, NULL, &leg);
+
+	if (!r)
+		around_leg_put(leg);
 	return r;
+}
+
+/* A loan of a leg's mapped memory (blockdev.h's map_read).  The hold is
+ * the leg: referenced, so neither removed nor closed (nor its mapping
+ * gone) until bdev_map_put(), and pending, as a read in flight is. */
+static int bdev_map_read(void *dev, uint64_t sector, uint64_t nr_sectors, const void **ret_ptr,
+			 void **ret_hold)
+{
+	struct mirror_leg *leg;
+	int r = around_read(dev, sector, nr_sectors, -1, ret_ptr, &leg);
+
+	if (!r)
+		*ret_hold = leg;
+	return r;
+}
+
+static void bdev_map_put(void *dev, void *hold)
+{
+	(void)dev;
+	around_leg_put(hold);
 }
 
 /*
@@ -2417,6 +2487,8 @@ static const struct fm_bdev_ops mirror_bdev_ops = {
 	.write_zeroes = bdev_write_zeroes,
 	.size = bdev_size,
 	.splice_read = bdev_splice_read,
+	.map_read = bdev_map_read,
+	.map_put = bdev_map_put,
 	.read_soon = bdev_read_soon,
 	.write_soon = bdev_write_soon,
 };

@@ -10,8 +10,9 @@
 # fio's crc32c verify passes at QD32, and umount is clean.  auto takes
 # /dev/fuse on a machine with fewer than 8 possible CPUs and says so in its
 # log (io_uring from 8).  On legs in memory, 4k reads and writes go
-# around the cache, and without checksums 1M reads are answered by splice
-# (io.spliced_reads).  A queue whose CPU its client keeps busy with 4k
+# around the cache, and without checksums reads are answered from the
+# legs' mapping (io.mapped_replies), by splice where the mapping has a
+# hole (io.spliced_reads).  A queue whose CPU its client keeps busy with 4k
 # QD32 leaves it (status "moves"); one serving 1M writes does not.
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
@@ -322,14 +323,18 @@ fi
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg0" "$S/leg1"
 
-# Legs in memory, no checksums (they must verify every read): a large read
-# on a loop is answered by splice, with one copy (the kernel's, from the
-# leg's pages into the reader's), and returns the bytes just written: 1M
-# writes around the cache, 2k ones through it (dirty blocks in the range
-# refuse the splice: the read copies them from the cache instead).  The
-# daemon's pipe for a 1 MiB reply is 2 MiB, above pipe-max-size unless it
-# has CAP_SYS_RESOURCE (this machine's root has not): raised for the mount.
-log "dev: legs on tmpfs, no checksums: 1M reads by splice"
+# Legs in memory, no checksums (they must verify every read): a read on a
+# loop is answered from the legs' mapping (front.c, read_mapped()): one
+# write of the reply's header and the leg's own bytes, whose copy by the
+# kernel into the reader's pages is the only one, and returns the bytes
+# just written: 1M writes around the cache, 2k ones through it (dirty
+# blocks in the range refuse the mapping: the read copies them from the
+# cache instead); 4k reads alike, at QD1 (the loop's blocking clone, by
+# writev) and at QD32 (on the loop's ring).  The daemon's pipe for a
+# spliced 1 MiB reply (a range with a hole, below) is 2 MiB, above
+# pipe-max-size unless it has CAP_SYS_RESOURCE (this machine's root has
+# not): raised for the mount.
+log "dev: legs on tmpfs, no checksums: reads answered from the legs' mapping"
 fm_create --checksums=no --size 16M "$S/leg2" "$S/leg3"
 pms=$(cat /proc/sys/fs/pipe-max-size)
 fm_on_cleanup "echo $pms >/proc/sys/fs/pipe-max-size"
@@ -342,13 +347,14 @@ head -c $((16 << 20)) /dev/urandom >"$S/src16"
 dd if="$S/src16" of="$img" bs=1M oflag=direct conv=notrunc status=none
 dd if="$img" of="$S/out" bs=1M iflag=direct status=none
 cmp "$S/out" "$S/src16" || fail "1M reads right after 1M writes"
-assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 16 "1M reads spliced"
+assert_eq "$(fm_status_get "$T/mnt" .io.mapped_replies)" 16 "1M reads from the legs' mapping"
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 0 "1M reads spliced over a mapping"
 # 2k writes (partial blocks: through the cache) into MiB 8, then a 1M read
 # of it on the same fd: the blocks still dirty refuse the splice (the read
 # copies them from the cache; how many are still dirty depends on the
 # write-back's pace), the bytes are the new ones either way.  After an
 # fsync they are clean and still cached, and a clean block holds what the
-# legs do: spliced.
+# legs do: from the mapping.
 n=$(python3 - "$img" "$S/src" "$S/src16" "$FM" "$T/mnt" <<'PY'
 import mmap, os, subprocess, sys, json
 img, src, src16, fm, mnt = sys.argv[1:]
@@ -356,8 +362,8 @@ new = open(src, "rb").read()[4 << 20:5 << 20]
 def status():
     out = subprocess.run([fm, "status", "--json", mnt], check=True, capture_output=True).stdout
     return json.loads(out)
-def spliced():
-    return status()["io"]["spliced_reads"]
+def mapped():
+    return status()["io"]["mapped_replies"]
 fd = os.open(img, os.O_RDWR | os.O_DIRECT)
 buf, big = mmap.mmap(-1, 2048), mmap.mmap(-1, 1 << 20)
 for i in range(512):
@@ -368,10 +374,10 @@ assert big[:] == new, "a 1M read right after 4k writes returned other bytes"
 os.fsync(fd)
 st = status()
 assert st["cache"]["buffers"] >= 256 and st["cache"]["dirty"] == 0, st["cache"]
-s0 = st["io"]["spliced_reads"]
+s0 = st["io"]["mapped_replies"]
 assert os.preadv(fd, [big], 8 << 20) == 1 << 20
 assert big[:] == new, "a 1M read of clean cached blocks returned other bytes"
-assert spliced() == s0 + 1, "a 1M read of clean cached blocks was not spliced"
+assert mapped() == s0 + 1, "a 1M read of clean cached blocks was not from the mapping"
 os.close(fd)
 print(s0 + 1)
 with open(src16, "r+b") as f:
@@ -379,16 +385,27 @@ with open(src16, "r+b") as f:
     f.write(new)
 PY
 ) || fail "1M reads after 4k writes"
-((n == 17 || n == 18)) || fail "$n reads spliced, want 17 or 18"
-run_fio splice --filename="$img" --direct=1 --rw=read --bs=1M --iodepth=8 \
+((n == 17 || n == 18)) || fail "$n reads from the mapping, want 17 or 18"
+run_fio mapped --filename="$img" --direct=1 --rw=read --bs=1M --iodepth=8 \
 	--ioengine=io_uring --size=16M
-assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" $((n + 16)) "1M reads spliced"
-assert_eq "$(fm_status_get "$T/mnt" .io.spliced_read_bytes)" $(((n + 16) << 20)) \
-	"bytes of the spliced reads"
+assert_eq "$(fm_status_get "$T/mnt" .io.mapped_replies)" $((n + 16)) "1M reads from the mapping"
+assert_eq "$(fm_status_get "$T/mnt" .io.mapped_reply_bytes)" $(((n + 16) << 20)) \
+	"bytes of the reads from the mapping"
 cmp "$S/src16" <(dd if="$img" bs=1M iflag=direct status=none) || fail "the image read by 1M reads"
+# 4k reads: at QD1 (dd) and at QD32 (fio), every one from the mapping
+# (dd's last read, at the end of the image, has no bytes to answer).
+m0=$(fm_status_get "$T/mnt" .io.mapped_replies)
+cmp "$S/src16" <(dd if="$img" bs=4k iflag=direct status=none) || fail "the image read by 4k reads"
+run_fio mapped4k --filename="$img" --direct=1 --rw=randread --bs=4k --iodepth=32 \
+	--ioengine=io_uring --size=16M
+m=$(($(fm_status_get "$T/mnt" .io.mapped_replies) - m0))
+assert_eq "$m" $((4096 + 4096)) "4k reads from the mapping"
+assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 0 "reads spliced over a mapping"
 fm_umount "$T/mnt"
 assert_legs_equal "$S/leg2" "$S/leg3"
 
+# A range the mapping refuses (a discard punched holes in the legs: a read
+# through the mapping would allocate pages there) is spliced instead.
 # Without CAP_SYS_RESOURCE (dropped here; a root in a container may lack it
 # anyway) and at the default pipe-max-size (1 MiB), the pipe takes replies
 # of up to 1016 KiB: the mount says so, 1M reads take the usual way and
@@ -401,12 +418,17 @@ FM=$T/fm-nores FM_TRANSPORT=dev FM_TEST_FOREGROUND=1 fm_mount "$S/leg2" "$S/leg3
 echo "$pms" >/proc/sys/fs/pipe-max-size
 grep -q "reads of more than 1016 KiB take two copies, not one (splice): their pipe of 2097152 bytes needs CAP_SYS_RESOURCE or /proc/sys/fs/pipe-max-size >= 2097152" "$FM_LOG" ||
 	fail "the mount did not say 1M reads are not spliced: $(cat "$FM_LOG")"
-cmp <(dd if="$img" bs=1M count=4 iflag=direct status=none) <(head -c $((4 << 20)) "$S/src16") ||
-	fail "1M reads without a pipe for them"
+fallocate --punch-hole --keep-size --offset $((4 << 20)) --length $((4 << 20)) "$img"
+cmp <(dd if="$img" bs=1M skip=4 count=4 iflag=direct status=none) <(head -c $((4 << 20)) /dev/zero) ||
+	fail "1M reads of a hole without a pipe for them"
 assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 0 "1M reads spliced into a 1 MiB pipe"
-cmp <(dd if="$img" bs=512k count=8 iflag=direct status=none) <(head -c $((4 << 20)) "$S/src16") ||
-	fail "512k reads by splice"
+cmp <(dd if="$img" bs=512k skip=8 count=8 iflag=direct status=none) <(head -c $((4 << 20)) /dev/zero) ||
+	fail "512k reads of a hole by splice"
 assert_eq "$(fm_status_get "$T/mnt" .io.spliced_reads)" 8 "512k reads spliced into a 1 MiB pipe"
+assert_eq "$(fm_status_get "$T/mnt" .io.mapped_replies)" 0 "reads of a hole from the mapping"
+cmp <(dd if="$img" bs=512k count=8 iflag=direct status=none) <(head -c $((4 << 20)) "$S/src16") ||
+	fail "512k reads from the mapping"
+assert_eq "$(fm_status_get "$T/mnt" .io.mapped_replies)" 8 "512k reads from the mapping"
 fm_umount "$T/mnt"
 
 # Legs on disk: a loop submits the leg reads of a batch of requests every

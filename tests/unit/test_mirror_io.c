@@ -805,6 +805,45 @@ static int pipe_bytes(int pipe_fd)
 	return n;
 }
 
+/* A fresh 2-leg mirror on legs in directory @shm (in memory), as a block
+ * device. */
+static struct fm_bdev assemble_in_memory(const char *shm)
+{
+	for (unsigned i = 0; i < 2; i++) {
+		g_free(fx.legs[i]);
+		fx.legs[i] = g_strdup_printf("%s/leg%u", shm, i);
+	}
+	fx.nlegs = 2;
+	fx_format(IMG);
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	ck_assert(mirror_legs_in_memory(fx.m));
+	return mirror_bdev(fx.m);
+}
+
+/* A fresh mirror with checksums, [MiB, 2 MiB) written, as a block device. */
+static struct fm_bdev assemble_checksummed(void)
+{
+	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .checksums = true,
+						     .force = true });
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(MiB, MiB);
+	return mirror_bdev(fx.m);
+}
+
+/* A fresh 2-leg mirror in the TCase's directory, [MiB, 2 MiB) written, as
+ * a block device in *@ret, when its legs are not in memory (true). */
+static bool assemble_on_disk(struct fm_bdev *ret)
+{
+	fx_name_legs(2);
+	fx_format(IMG);
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	if (mirror_legs_in_memory(fx.m))
+		return false;
+	fx_write_random(MiB, MiB);
+	*ret = mirror_bdev(fx.m);
+	return true;
+}
+
 /*
  * The mirror's splice_read (blockdev.h): on legs in memory, a written
  * range's bytes go into the pipe; refused with nothing put in it for an
@@ -824,15 +863,7 @@ START_TEST(test_splice_read)
 	FX_SEED();
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
 	ck_assert_int_ge(fcntl(p[1], F_SETPIPE_SZ, 1 << 20), 1 << 20);
-	for (unsigned i = 0; i < 2; i++) {
-		g_free(fx.legs[i]);
-		fx.legs[i] = g_strdup_printf("%s/leg%u", shm, i);
-	}
-	fx.nlegs = 2;
-	fx_format(IMG);
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	ck_assert(mirror_legs_in_memory(fx.m));
-	bdev = mirror_bdev(fx.m);
+	bdev = assemble_in_memory(shm);
 	ck_assert_ptr_nonnull(bdev.ops->splice_read);
 	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]), -EAGAIN);
 	ck_assert_int_eq(pipe_bytes(p[0]), 0);
@@ -854,23 +885,14 @@ START_TEST(test_splice_read)
 	fx_stop(0);
 
 	/* Checksums: every read is verified, so none is spliced. */
-	fx_format_opts(&(struct mirror_format_opts){ .size = IMG, .checksums = true,
-						     .force = true });
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	fx_write_random(MiB, MiB);
-	bdev = mirror_bdev(fx.m);
+	bdev = assemble_checksummed();
 	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]), -EOPNOTSUPP);
 	ck_assert_int_eq(pipe_bytes(p[0]), 0);
 	fx_check_read(MiB, MiB);
 	fx_stop(0);
 
 	/* Legs on disk (the TCase's directory), when they are. */
-	fx_name_legs(2);
-	fx_format(IMG);
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	if (!mirror_legs_in_memory(fx.m)) {
-		fx_write_random(MiB, MiB);
-		bdev = mirror_bdev(fx.m);
+	if (assemble_on_disk(&bdev)) {
 		ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]),
 				 -EOPNOTSUPP);
 		ck_assert_int_eq(pipe_bytes(p[0]), 0);
@@ -879,6 +901,68 @@ START_TEST(test_splice_read)
 	close(p[0]);
 	close(p[1]);
 	g_free(got);
+	ck_assert_int_eq(fm_test_rm_rf(shm), 0);
+	g_free(shm);
+}
+END_TEST
+
+/*
+ * The mirror's map_read (blockdev.h): on legs in memory, a written range
+ * is lent where it lies in a leg's mapping (the bytes written, the leg's
+ * read counted); refused, with nothing held, for an unwritten range, a
+ * range a discard made a hole of (a read through the mapping would
+ * allocate a page there), past the end, with checksums and on legs not in
+ * memory.
+ */
+START_TEST(test_map_read)
+{
+	char *shm = fm_test_mkdtemp("/dev/shm", "mirror-map");
+	struct mirror_leg_stats ls[2];
+	struct fm_bdev bdev;
+	const void *ptr = NULL;
+	void *hold = NULL;
+
+	FX_SEED();
+	bdev = assemble_in_memory(shm);
+	ck_assert_ptr_nonnull(bdev.ops->map_read);
+	ck_assert_ptr_nonnull(bdev.ops->map_put);
+	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR, 1024, &ptr, &hold), -EAGAIN);
+	ck_assert_ptr_null(ptr);
+	fx_write_random(MiB, MiB);
+	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr, &hold), 0);
+	ck_assert_ptr_nonnull(ptr);
+	ck_assert_ptr_nonnull(hold);
+	fm_assert_bytes_eq(ptr, fx.model + MiB + 8 * SECTOR, 512 * KiB, "lent bytes");
+	bdev.ops->map_put(bdev.dev, hold);
+	mirror_get_leg_stats(fx.m, 0, &ls[0]);
+	mirror_get_leg_stats(fx.m, 1, &ls[1]);
+	ck_assert_uint_eq(ls[0].read_bytes + ls[1].read_bytes, 512 * KiB);
+	/* A discard punches holes in the legs: not lent there, read as
+	 * zeroes the usual way. */
+	ck_assert_int_eq(mirror_discard(fx.m, MiB / SECTOR, 64), 0);
+	memset(fx.model + MiB, 0, 64 * SECTOR);
+	ptr = NULL;
+	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR, 1024, &ptr, &hold), -EAGAIN);
+	ck_assert_ptr_null(ptr);
+	fx_check_read(MiB, MiB);
+	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, IMG_SECTORS - 8, 16, &ptr, &hold), -EINVAL);
+	ck_assert_ptr_null(ptr);
+	fx_stop(0);
+
+	/* Checksums: every read is verified, so none is lent. */
+	bdev = assemble_checksummed();
+	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR, 1024, &ptr, &hold),
+			 -EOPNOTSUPP);
+	ck_assert_ptr_null(ptr);
+	fx_stop(0);
+
+	/* Legs on disk (the TCase's directory), when they are. */
+	if (assemble_on_disk(&bdev)) {
+		ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR, 1024, &ptr, &hold),
+				 -EOPNOTSUPP);
+		ck_assert_ptr_null(ptr);
+	}
+	fx_stop(0);
 	ck_assert_int_eq(fm_test_rm_rf(shm), 0);
 	g_free(shm);
 }
@@ -911,6 +995,7 @@ static Suite *mirror_io_suite(void)
 	tc = tc_add(s, "bufio", tc_dir_setup, tc_dir_teardown);
 	tcase_add_loop_test(tc, test_bufio_on_mirror, 0, 3);
 	tcase_add_test(tc, test_splice_read);
+	tcase_add_test(tc, test_map_read);
 	return s;
 }
 
