@@ -2736,15 +2736,18 @@ static unsigned loop_read_batch(struct front_loop *l)
 
 /*
  * Legs in memory (/dev/fuse): one loop polls always, the others only
- * while large requests come.  A loop at 4k QD32 copies the writes to the
- * legs itself, with no leg I/O to wait for, so two loops only took turns:
- * each emptied the queue in its turn and slept, and the next request woke
- * the other (0.03-0.09 context switches per 4k write against none with
- * one loop, whose CPU per write is lower with them).  A read or write of
- * FRONT_LOOP_BIG or more (1 MiB: the kernel's copy of the payload and the
- * legs' copies, ~100 us each) wants both CPUs: one such request read turns
- * the standby loops on, FRONT_STANDBY_MEM_TURNS batches in a row without
- * one turn them off again.
+ * while large requests, or requests one at a time, come.  A loop at 4k
+ * QD32 copies the writes to the legs itself, with no leg I/O to wait
+ * for, so two loops only took turns: each emptied the queue in its turn
+ * and slept, and the next request woke the other (0.03-0.09 context
+ * switches per 4k write against none with one loop, whose CPU per write
+ * is lower with them).  A read or write of FRONT_LOOP_BIG or more (1 MiB:
+ * the kernel's copy of the payload and the legs' copies, ~100 us each)
+ * wants both CPUs, and so does QD1 (the spin, loop_spin(): one loop
+ * alone lost 4k QD1 reads, 51-58k against 59-70k IOPS): a batch of one
+ * (@n == 1) or with such a request turns the standby loops on,
+ * FRONT_STANDBY_MEM_TURNS batches in a row of two requests or more
+ * without one turn them off again.
  */
 #define FRONT_STANDBY_MEM_TURNS 16
 
@@ -2753,7 +2756,7 @@ static void loop_standby_mem(struct front_loop *l, unsigned n)
 	struct front *f = l->f;
 	bool on = atomic_load_explicit(&f->standby_on, memory_order_relaxed);
 
-	if (l->big) {
+	if (l->big || n == 1) {
 		l->big = false;
 		l->busy_turns = 0;
 		if (!on) {
@@ -2762,7 +2765,7 @@ static void loop_standby_mem(struct front_loop *l, unsigned n)
 		}
 		return;
 	}
-	if (n && on && ++l->busy_turns >= FRONT_STANDBY_MEM_TURNS) {
+	if (n > 1 && on && ++l->busy_turns >= FRONT_STANDBY_MEM_TURNS) {
 		l->busy_turns = 0;
 		atomic_store_explicit(&f->standby_on, false, memory_order_relaxed);
 	}

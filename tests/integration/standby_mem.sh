@@ -3,9 +3,11 @@
 #
 # Standby loops on legs in memory (front.c, loop_standby_mem()): on
 # /dev/fuse one loop reads requests always and the others only while
-# reads or writes of 128 KiB or more come.  4k writes at depth 32 are read
-# by the one loop (the standby loops read next to none once the small
-# requests turned them off); 1M writes turn them on (they read some); and
+# reads or writes of 128 KiB or more, or requests one at a time, come.
+# 4k writes at depth 32 are read by the one loop (the standby loops read
+# few, under a quarter, once the small requests turned them off; a batch of
+# one turns them on again for a while); 1M writes turn them on (they read
+# some); and
 # when small requests turn them off again, no request is left unread in
 # the kernel's queue (fio in bursts it waits for whole must end: see
 # standby_bursts.sh for why a standby loop that stops polling may owe
@@ -42,15 +44,15 @@ w4k=(--filename="$img" --direct=1 --rw=randwrite --bs=4k --ioengine=io_uring --i
 w1m=(--filename="$img" --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=8
 	--size="$SIZE" --time_based)
 
-log "4k QD32 randwrite, 1 s, then 2 s: the standby loops read next to none"
+log "4k QD32 randwrite, 1 s, then 2 s: the standby loops read few"
 run_fio small0 "${w4k[@]}" --runtime=1
 s0=$(sb) n0=$(fm_status_get "$T/mnt" .io.writes)
 run_fio small1 "${w4k[@]}" --runtime=2
 s1=$(sb) n1=$(fm_status_get "$T/mnt" .io.writes)
 log "standby reads $((s1 - s0)) of $((n1 - n0)) requests"
 ((n1 - n0 > 1000)) || fail "only $((n1 - n0)) writes in 2 s"
-(((s1 - s0) * 100 <= n1 - n0)) ||
-	fail "the standby loops read $((s1 - s0)) of $((n1 - n0)) 4k writes (more than 1%)"
+(((s1 - s0) * 4 <= n1 - n0)) ||
+	fail "the standby loops read $((s1 - s0)) of $((n1 - n0)) 4k writes (a quarter or more)"
 
 log "1M QD8 write, 2 s: the standby loops read some"
 run_fio big "${w1m[@]}" --runtime=2
