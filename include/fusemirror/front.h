@@ -148,6 +148,7 @@ struct front_stats {
 	uint64_t async_replies;         /* large read replies an io-wq worker wrote */
 	uint64_t blocking_reads;        /* requests a loop waited for in read() */
 	uint64_t spun_reads;            /* of those, read while spinning */
+	uint64_t spin_misses;           /* spins that ended without a request */
 	uint64_t standby_reads;         /* requests read by a standby loop */
 	uint64_t ring_reads;            /* requests read by READs on a loop's ring */
 };

@@ -520,6 +520,7 @@ static const struct status_field io_fields[] = {
 	F("async_replies", fs.async_replies),
 	F("blocking_reads", fs.blocking_reads),
 	F("spun_reads", fs.spun_reads),
+	F("spin_misses", fs.spin_misses),
 	F("standby_reads", fs.standby_reads),
 	F("ring_reads", fs.ring_reads),
 };

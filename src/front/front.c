@@ -175,9 +175,14 @@ struct front {
 	atomic_ullong async_replies;    /* see loop_reply_async() */
 	atomic_ullong blocking_reads;   /* see loop_block() */
 	atomic_ullong spun_reads;       /* read while spinning (loop_spin()) */
+	atomic_ullong spin_misses;      /* windows that ended without a request */
 	unsigned spin_us;               /* front_opts.spin_us */
-	unsigned spin_max_ns;           /* loop_spin()'s window (legs in memory), 0: none */
+	unsigned spin_max_ns;           /* loop_spin()'s longest window (legs in memory), 0: none */
+	atomic_int spin_credit;         /* > 0: loops spin (loop_spin_adapt()) */
+	atomic_uint spin_probes;        /* waits without credit (each FRONT_SPIN_PROBE-th spins) */
 	atomic_uint spinner;            /* the loop spinning (idx + 1), or 0 */
+	atomic_int spin_caller;         /* the latest request's caller (loop_note_caller()) */
+	atomic_ullong spin_switch_ns;   /* when the caller last changed */
 	atomic_ullong standby_reads;    /* read by standby loops (loop_standby()) */
 	atomic_ullong ring_reads;       /* read by READs on a loop's ring */
 
@@ -1982,6 +1987,28 @@ static bool loop_rbuf_is_big(const struct fuse_in_header *h, size_t len)
 	return false;
 }
 
+#define FRONT_SPIN_PROBE 32      /* see loop_spin_adapt() */
+
+/*
+ * The spin's count of clients (see loop_spin()): a request from another
+ * caller than the one before (the header's pid, the calling thread; 0:
+ * the kernel's own) stamps the time.  Two clients at depth 1 each change
+ * the caller every few requests, one client never; a loop does not spin
+ * while a change is more recent than FRONT_SPIN_CLIENTS_NS.  (Any loop's
+ * requests count: one client's go to whichever loop waits.)
+ */
+#define FRONT_SPIN_CLIENTS_NS 1000000u
+
+static void loop_note_caller(struct front *f, const struct fuse_in_header *h)
+{
+	int pid = (int)h->pid;
+
+	if (pid && atomic_load_explicit(&f->spin_caller, memory_order_relaxed) != pid) {
+		atomic_store_explicit(&f->spin_caller, pid, memory_order_relaxed);
+		atomic_store_explicit(&f->spin_switch_ns, fm_now_ns(), memory_order_relaxed);
+	}
+}
+
 /* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
  * loop_serve() or to libfuse, on its loop; @b goes back to the free list
  * unless a handler held it. */
@@ -2003,6 +2030,8 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 			     << FRONT_LOOP_TAG_SHIFT;
 		if (f->legs_in_memory && loop_rbuf_is_big(h, len))
 			l->big = true;
+		if (f->spin_max_ns)
+			loop_note_caller(f, h);
 	}
 	tl_rbuf = b;
 	tl_rbuf_held = false;
@@ -3171,31 +3200,42 @@ static bool loop_bfd_nonblock(struct front_loop *l, bool on)
 /*
  * The spin (front_opts.spin_us; legs in memory, /dev/fuse).  A loop in
  * blocking mode that has just answered a request, before it sleeps in
- * read() of bfd, reads bfd O_NONBLOCK for up to spin_max_ns (sched_yield()
- * between tries, so that a client on its CPU runs), as QEMU's iothreads
- * poll before they block.  At QD1 on 2 CPUs with the other one idle, a
- * sleeping loop and its client woke each other's CPU at every request
- * (doc/DESIGN.md, "FUSE transports": the QD1 lottery); a spinning loop
- * needs no wake-up, and its CPU, busy, keeps the client's wake-ups on it.
- * One loop spins at a time (f->spinner, held from its first spin until
- * its window ends without a request or it leaves blocking mode), and the
- * others park meanwhile (loop_parks(): no poll, no blocking read; each
- * request woke such an exclusive waiter for nothing, 1.7 context switches
- * per request) until loop_unspin() wakes them.  A deeper queue is noticed
- * by the probe, as in blocking mode.  Returns the request read (its
- * length), or 0: none came, bfd is blocking again; < 0 (errno): the read
- * failed.
+ * read() of bfd, reads bfd O_NONBLOCK for up to spin_max_ns
+ * (sched_yield() between tries, so that a client on its CPU runs), as
+ * QEMU's iothreads poll before they block.  At QD1 on 2 CPUs with the
+ * other one idle, a sleeping loop and its client woke each other's CPU at
+ * every request (doc/DESIGN.md, "FUSE transports": the QD1 lottery); a
+ * spinning loop needs no wake-up, and its CPU, busy, keeps the client's
+ * wake-ups on it.  One loop spins at a time (f->spinner, held from its
+ * first spin until its window ends without a request or it leaves
+ * blocking mode), and the others park meanwhile (loop_parks(): no poll, no
+ * blocking read; each request woke such an exclusive waiter for nothing,
+ * 1.7 context switches per request) until loop_unspin() wakes them.  A
+ * deeper queue is noticed by the probe, as in blocking mode.
+ *
+ * No loop spins while several clients send requests (loop_note_caller()):
+ * the spinner, which nearly always found a request queued, took the CPU
+ * the other clients needed (doc/DESIGN.md); nor while a client's requests
+ * come further apart than spin_max_ns (loop_spin_adapt()).  @t0: when the
+ * loop began to wait.
+ * Returns the request read (its length), or 0: none came, bfd is blocking
+ * again; < 0 (errno): the read failed.
  */
-static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
+static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b, uint64_t t0)
 {
 	struct front *f = l->f;
 	unsigned me = l->idx + 1, cur = 0;
-	uint64_t t0, t;
+	uint64_t t;
 	ssize_t res = 0;
 
-	if (!f->spin_max_ns || !l->blocking ||
+	if (!l->blocking ||
+	    (int64_t)(t0 - atomic_load_explicit(&f->spin_switch_ns, memory_order_relaxed)) <
+	    (int64_t)FRONT_SPIN_CLIENTS_NS ||
+	    (atomic_load_explicit(&f->spin_credit, memory_order_relaxed) <= 0 &&
+	     atomic_fetch_add_explicit(&f->spin_probes, 1, memory_order_relaxed) % FRONT_SPIN_PROBE) ||
 	    (atomic_load(&f->spinner) != me &&
 	     !atomic_compare_exchange_strong(&f->spinner, &cur, me))) {
+		loop_unspin(l);
 		if (!loop_bfd_nonblock(l, false))
 			return -1;
 		return 0;
@@ -3204,7 +3244,6 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 		loop_unspin(l);
 		return -1;
 	}
-	t0 = fm_now_ns();
 	for (;;) {
 		res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 		if (res > 0) {
@@ -3221,9 +3260,37 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b)
 	loop_unspin(l);
 	if (res < 0 && errno != EAGAIN)
 		return res;
+	FRONT_STAT_ADD(f, spin_misses, 1);
 	if (!loop_bfd_nonblock(l, false))
 		return -1;
 	return 0;
+}
+
+/*
+ * Whether loops spin, after a wait of @block_ns for a request: a credit,
+ * one up (to FRONT_SPIN_CREDIT) for a wait a window catches (up to
+ * spin_max_ns, slept or spun), one down (to 0) for a longer one; loops
+ * spin while it is above 0, and without it every FRONT_SPIN_PROBE-th wait
+ * (loop_spin()).  A client with think time between its requests is not
+ * spun for after a few of them.  The probe: a QD1 client whose loop
+ * sleeps waits longer (the wake-ups of "the QD1 lottery", doc/DESIGN.md),
+ * over 30 us each for transport.sh's python reader, and never gave
+ * credit; one spin that catches its request does.  The window's length
+ * does not adapt: halved after each long wait, doubled after each short
+ * one (QEMU's aio poll), it stayed short for one fio client (each sleep
+ * made the next wait long): 78% of its requests read spinning against
+ * 99%, 46k against 57k reads a second (3 rounds).  Any loop may call it
+ * (relaxed: a lost update costs a step).
+ */
+#define FRONT_SPIN_CREDIT 32
+
+static void loop_spin_adapt(struct front *f, uint64_t block_ns)
+{
+	int c = atomic_load_explicit(&f->spin_credit, memory_order_relaxed), to;
+
+	to = block_ns <= f->spin_max_ns ? MIN(c + 1, FRONT_SPIN_CREDIT) : MAX(c - 1, 0);
+	if (to != c)
+		atomic_store_explicit(&f->spin_credit, to, memory_order_relaxed);
 }
 
 /* One turn in blocking mode: wait for a request on bfd and dispatch it. */
@@ -3231,6 +3298,7 @@ static void loop_block(struct front_loop *l)
 {
 	struct front *f = l->f;
 	struct front_rbuf *b;
+	uint64_t t0;
 	ssize_t res;
 
 	/* What completions queued goes out before the loop sleeps (and
@@ -3239,12 +3307,16 @@ static void loop_block(struct front_loop *l)
 	if (atomic_load(&f->stopping) || l->polling || !dmio_loop_idle(l->dl) || !l->free)
 		return;
 	b = l->free;
-	res = loop_spin(l, b);
+	t0 = f->spin_max_ns ? fm_now_ns() : 0;
+	res = f->spin_max_ns ? loop_spin(l, b, t0) : 0;
 	if (res == 0)
 		res = read(l->bfd, (char *)b->mem + FRONT_RBUF_REQ, FRONT_RBUF_SIZE - FRONT_RBUF_REQ);
 	if (res > 0) {
 		struct front_rbuf *pb = NULL;
 		ssize_t pres = 0;
+
+		if (f->spin_max_ns)
+			loop_spin_adapt(f, fm_now_ns() - t0);
 
 		l->free = b->next;
 		FRONT_STAT_ADD(f, blocking_reads, 1);
@@ -4018,6 +4090,7 @@ void front_get_stats(const struct front *f, struct front_stats *s)
 	s->async_replies = atomic_load(&f->async_replies);
 	s->blocking_reads = atomic_load(&f->blocking_reads);
 	s->spun_reads = atomic_load(&f->spun_reads);
+	s->spin_misses = atomic_load(&f->spin_misses);
 	s->standby_reads = atomic_load(&f->standby_reads);
 	s->ring_reads = atomic_load(&f->ring_reads);
 }

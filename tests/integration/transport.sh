@@ -12,7 +12,9 @@
 # log (io_uring from 8).  On legs in memory, 4k reads and writes go
 # around the cache, and without checksums reads are answered from the
 # legs' mapping (io.mapped_replies), by splice where the mapping has a
-# hole (io.spliced_reads).  A queue whose CPU its client keeps busy with 4k
+# hole (io.spliced_reads); at QD1 a loop spins for the next request, but
+# not for a client that thinks between requests, nor for two clients.  A
+# queue whose CPU its client keeps busy with 4k
 # QD32 leaves it (status "moves"); one serving 1M writes does not.
 # The parameter is restored on every exit.
 source "$(dirname "$0")/lib.sh"
@@ -254,6 +256,45 @@ assert_eq "$(fm_status_get "$T/mnt" .engine.map_faults)" 0 "copies through the l
 # 5 MiB from the legs but the 8 blocks the cache holds, copied from it
 assert_eq "$(($(fm_status_get "$T/mnt" .cache.around_read_bytes) - ar0))" $(((5 << 20) - 8 * 4096)) \
 	"bytes of the 4k reads read from the legs around the cache"
+# The spin backs off.  A client that thinks 200 us between its requests:
+# after up to 32 long waits a loop spins for it only every 32nd (a fixed
+# window spun 30 us for nothing before each: ~250); two threads taking turns, each request from
+# another caller than the one before: no loop spins for them (the spinner
+# served both while the other loops waited, 15% slower than without it).
+sm0=$(fm_status_get "$T/mnt" .io.spin_misses) br0=$(fm_status_get "$T/mnt" .io.blocking_reads)
+python3 - "$img" <<'PY'
+import mmap, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+for i in range(256):
+    os.preadv(fd, [buf], i * 4096)
+    time.sleep(0.0002)
+os.close(fd)
+PY
+br=$(($(fm_status_get "$T/mnt" .io.blocking_reads) - br0))
+sm=$(($(fm_status_get "$T/mnt" .io.spin_misses) - sm0))
+log "dev: $sm spins of 30 us ended without a request, of $br 4k reads 200 us apart"
+((sm <= br / 4)) || fail "$sm of $br spins ended without a request for reads 200 us apart"
+br0=$(fm_status_get "$T/mnt" .io.blocking_reads) sp0=$(fm_status_get "$T/mnt" .io.spun_reads)
+python3 - "$img" <<'PY'
+import mmap, os, sys, threading
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+turn = [threading.Semaphore(1), threading.Semaphore(0)]
+def reader(me):
+    buf = mmap.mmap(-1, 4096)
+    for i in range(512):
+        turn[me].acquire()
+        os.preadv(fd, [buf], (2 * i + me) % 1280 * 4096)
+        turn[1 - me].release()
+ts = [threading.Thread(target=reader, args=(k,)) for k in (0, 1)]
+for t in ts: t.start()
+for t in ts: t.join()
+os.close(fd)
+PY
+br=$(($(fm_status_get "$T/mnt" .io.blocking_reads) - br0))
+sp=$(($(fm_status_get "$T/mnt" .io.spun_reads) - sp0))
+log "dev: $sp of $br 4k reads of two threads taking turns read while spinning"
+((sp <= br / 8)) || fail "$sp of $br 4k reads of two threads taking turns were read while a loop spun"
 # A queue of 4k writes (each block once, none dirty): every one around;
 # their replies and those of the verify's 4k reads go on the loops' rings
 # too, in batches (but for a reply whose loop's 32 slots were out: 2045 of
