@@ -560,6 +560,21 @@ fm_mount_fg() {
 	fail "fusemirror mount -f $*: not mounted after 30 s: $(cat "$FM_LOG")"
 }
 
+# fm_mount_standby SIZE: a new array of two legs without checksums,
+# $T/leg0 and $T/leg1, of SIZE, mounted on $T/mnt, image $img; the test
+# is skipped (77) unless it is served over /dev/fuse, whose event loops
+# are the only ones with standby loops (standby_bursts.sh, standby_mem.sh).
+fm_mount_standby() {
+	mkdir "$T/mnt"
+	fm_create --checksums=no --size "$1" "$T/leg0" "$T/leg1"
+	fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
+	img=$T/mnt/image
+	if [[ $(fm_status_get "$T/mnt" .transport.name) != dev ]]; then
+		echo "$TEST_NAME: SKIP: standby loops are /dev/fuse's"
+		exit 77
+	fi
+}
+
 # fm_umount MOUNTPOINT: `fusemirror umount`, which must succeed, unmount,
 # and end the daemon (waited for).
 fm_umount() {

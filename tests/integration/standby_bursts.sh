@@ -28,14 +28,7 @@ if ((STANDBY == 0)); then
 	exit 77
 fi
 
-mkdir "$T/mnt"
-fm_create --checksums=no --size "$SIZE" "$T/leg0" "$T/leg1"
-fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
-img=$T/mnt/image
-if [[ $(fm_status_get "$T/mnt" .transport.name) != dev ]]; then
-	echo "standby_bursts: SKIP: standby loops are /dev/fuse's"
-	exit 77
-fi
+fm_mount_standby "$SIZE"
 log "fill the image (reads of written blocks go to the legs)"
 run_fio fill --filename="$img" --direct=1 --rw=write --bs=1M --iodepth=4 --ioengine=io_uring \
 	--size="$SIZE"

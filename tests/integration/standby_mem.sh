@@ -29,14 +29,7 @@ if ((NCPU < 2)); then
 	exit 77
 fi
 
-mkdir "$T/mnt"
-fm_create --checksums=no --size "$SIZE" "$T/leg0" "$T/leg1"
-fm_mount "$T/leg0" "$T/leg1" "$T/mnt"
-img=$T/mnt/image
-if [[ $(fm_status_get "$T/mnt" .transport.name) != dev ]]; then
-	echo "standby_mem: SKIP: standby loops are /dev/fuse's"
-	exit 77
-fi
+fm_mount_standby "$SIZE"
 conn=/sys/fs/fuse/connections/$(stat -c %d "$img")
 sb() { fm_status_get "$T/mnt" .io.standby_reads; }
 w4k=(--filename="$img" --direct=1 --rw=randwrite --bs=4k --ioengine=io_uring --iodepth=32
