@@ -2153,6 +2153,41 @@ static struct front_loop *loop_of_unique(struct front *f, uint64_t unique, bool 
 	return &f->loops[tag - 1];
 }
 
+/* The clone a reply to a request of @l goes to: the one it was read from
+ * (@blocking: the blocking clone, answered there by writev(): the loop's
+ * next system call is a read(), not an io_uring_enter to carry it). */
+static int loop_clone_fd(const struct front_loop *l, bool blocking)
+{
+	return blocking && l->bfd >= 0 ? l->bfd : l->fd;
+}
+
+/* The fd a reply to @l's current request (tl_rbuf) goes to, with its
+ * tagged *@unique and *@blocking (loop_of_unique()): its clone, or
+ * libfuse's session fd for a loop without one; -1: not @l's request. */
+static int loop_cur_reply_fd(struct front *f, struct front_loop *l, uint64_t *unique,
+			     bool *blocking)
+{
+	*unique = ((const struct fuse_in_header *)(const void *)
+		   ((const char *)tl_rbuf->mem + FRONT_RBUF_REQ))->unique;
+	*blocking = false;
+	if (l->fd < 0)
+		return fuse_session_fd(f->se);
+	if (loop_of_unique(f, *unique, blocking) != l)
+		return -1;
+	return loop_clone_fd(l, *blocking);
+}
+
+/* A read-reply path (splice, mapped) refused for lack of support is not
+ * tried for the next FRONT_SPLICE_BACKOFF reads: true while *@skip counts
+ * them down. */
+static bool loop_skip(unsigned *skip)
+{
+	if (!*skip)
+		return false;
+	(*skip)--;
+	return true;
+}
+
 /* Queue reply @iov on @l's ring (its owner); its length, or -1: not
  * queued, write it now. */
 static ssize_t loop_reply(struct front_loop *l, const struct iovec *iov, int count)
@@ -2233,13 +2268,8 @@ static ssize_t loop_io_writev(int fd, struct iovec *iov, int count, void *userda
 			ssize_t n;
 
 			oh->unique &= ~FRONT_LOOP_TAG_MASK;
-			/* A request read from the blocking clone is answered
-			 * there, by writev(): the loop's next system call is
-			 * a read(), not an io_uring_enter to carry it. */
-			if (blocking && l->bfd >= 0)
-				return writev(l->bfd, iov, count);
-			fd = l->fd;
-			if (l == tl_loop && (n = loop_reply(l, iov, count)) >= 0)
+			fd = loop_clone_fd(l, blocking);
+			if (fd == l->fd && l == tl_loop && (n = loop_reply(l, iov, count)) >= 0)
 				return n;
 		}
 	}
@@ -2392,22 +2422,19 @@ static void front_splice_probe(struct front *f)
 static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size)
 {
 	struct front_loop *l = tl_loop;
-	const struct fuse_in_header *ih;
 	struct fuse_out_header oh;
+	uint64_t unique;
+	bool blocking;
 	ssize_t n;
-	int r;
+	int r, fd;
 
 	if (!l || !tl_rbuf || l->pipe_wr < 0 || off % f->bs || size % f->bs ||
-	    size > splice_max_for(l->pipe_cap))
+	    size > splice_max_for(l->pipe_cap) ||
+	    (fd = loop_cur_reply_fd(f, l, &unique, &blocking)) < 0 || loop_skip(&l->splice_skip))
 		return false;
-	if (l->splice_skip) {
-		l->splice_skip--;
-		return false;
-	}
-	ih = (const void *)((const char *)tl_rbuf->mem + FRONT_RBUF_REQ);
 	oh = (struct fuse_out_header){
 		.len = (uint32_t)(sizeof(oh) + size),
-		.unique = ih->unique & ~FRONT_LOOP_TAG_MASK,
+		.unique = unique & ~FRONT_LOOP_TAG_MASK,
 	};
 	if (write(l->pipe_wr, &oh, sizeof(oh)) != (ssize_t)sizeof(oh)) {
 		loop_pipe_close(l);
@@ -2416,10 +2443,6 @@ static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size
 	}
 	r = bufio_splice_around(f->c, off / f->bs, size / f->bs, l->pipe_wr);
 	if (r == 0) {
-		/* (Answered on the clone it came from, see loop_dispatch().) */
-		int fd = l->fd < 0 ? fuse_session_fd(f->se) :
-			 (ih->unique >> FRONT_LOOP_TAG_SHIFT) & FRONT_LOOP_TAG_BLOCK ? l->bfd : l->fd;
-
 		n = splice(l->pipe_rd, NULL, fd, NULL, oh.len, 0);
 		if (n == (ssize_t)oh.len) {
 			if (rq_fuse(req))
@@ -2458,7 +2481,7 @@ static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size
  * the read-around.
  *
  * Which write: a request of the loop's blocking clone is answered there by
- * writev() (loop_io_writev()'s rule), a reply of FRONT_REPLY_MAX or less
+ * writev() (loop_clone_fd()), a reply of FRONT_REPLY_MAX or less
  * goes on the loop's ring as the others do ("Replies on the ring": an
  * IORING_OP_WRITEV of {slot header, leg bytes}, which the loop's next
  * io_uring_enter writes inline), a larger one by writev() at once.
@@ -2491,25 +2514,13 @@ static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size
 	struct iovec iov[2];
 	const void *ptr;
 	void *hold;
-	bool blocking = false;
+	bool blocking;
 	ssize_t n_out;
 	int fd, rc;
 
-	if (!l || l->f != f || !tl_rbuf || (rq_fuse(req) != NULL) != (l->fd < 0))
+	if (!l || l->f != f || !tl_rbuf || (rq_fuse(req) != NULL) != (l->fd < 0) ||
+	    (fd = loop_cur_reply_fd(f, l, &unique, &blocking)) < 0 || loop_skip(&l->map_skip))
 		return false;
-	/* (Answered on the clone it came from, see loop_dispatch().) */
-	unique = ((const struct fuse_in_header *)(const void *)
-		  ((const char *)tl_rbuf->mem + FRONT_RBUF_REQ))->unique;
-	if (l->fd < 0)
-		fd = fuse_session_fd(f->se);
-	else if (loop_of_unique(f, unique, &blocking) == l)
-		fd = blocking && l->bfd >= 0 ? l->bfd : l->fd;
-	else
-		return false;
-	if (l->map_skip) {
-		l->map_skip--;
-		return false;
-	}
 	rc = bufio_map_around(f->c, b0, n, &ptr, &hold);
 	if (rc) {
 		if (rc == -EOPNOTSUPP)
