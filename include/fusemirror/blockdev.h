@@ -100,8 +100,11 @@ struct fm_bdev_ops {
 	 */
 	int (*map_read)(void *dev, uint64_t sector, uint64_t nr_sectors, const void **ret_ptr,
 			void **ret_hold);
-	/* End map_read()'s loan @hold.  Never waits; any thread. */
-	void (*map_put)(void *dev, void *hold);
+	/* End map_read()'s loan @hold.  @err: 0, or -EFAULT when a copy from
+	 * the lent memory failed (a page gone): the device then lends none
+	 * of that memory until it knows it again, and reads it another way
+	 * (one that can fail and be repaired).  Never waits; any thread. */
+	void (*map_put)(void *dev, void *hold, int err);
 	/*
 	 * Optional (NULL: nothing to gain).  A read at @sector comes soon
 	 * (after the caller's other work): the device may start bringing its

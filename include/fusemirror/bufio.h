@@ -357,8 +357,10 @@ int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_block
  */
 int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		     const void **ret_ptr, void **ret_hold);
-/* End bufio_map_around()'s loan @hold.  Any thread; never waits. */
-void bufio_map_put(struct bufio_client *c, void *hold);
+/* End bufio_map_around()'s loan @hold; @err as the device's map_put
+ * (-EFAULT: a copy from the lent memory failed).  Any thread; never
+ * waits. */
+void bufio_map_put(struct bufio_client *c, void *hold, int err);
 
 /*----------------------------------------------------------------*/
 /* Modifying buffers */

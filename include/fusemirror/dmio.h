@@ -155,6 +155,17 @@ int dmio_dev_splice_read(struct dmio_dev *dev, uint64_t offset, size_t len, int 
 int dmio_dev_map_read(struct dmio_dev *dev, uint64_t offset, size_t len, const void **ret_ptr);
 
 /*
+ * A copy from a dmio_dev_map_read() pointer of @dev failed with EFAULT: a
+ * page of the mapping is gone (the file shrank behind us), and what else
+ * went with it is unknown.  Every page of @dev becomes "not known to
+ * exist": dmio_dev_map_read() refuses until a write there is issued
+ * again, and the engine's reads of those pages use the system call, whose
+ * short read past the end is a read error the caller can repair.  Never
+ * waits; any thread.
+ */
+void dmio_dev_map_forget(struct dmio_dev *dev);
+
+/*
  * A read of @dev at byte @offset comes soon: when dmio reads it from a
  * mapping (a leg in memory), the first line there is prefetched, so that
  * its TLB and cache misses start now, overlapped with whatever the caller

@@ -244,7 +244,9 @@ int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
  * blocks, on a leg not in memory and on a leg dmio_dev_splice_read() (or
  * dmio_dev_map_read(): a hole, not mapped) refuses.  A map_read loan holds
  * its leg (as a read in flight does: a removal waits for it) until
- * map_put. */
+ * map_put; a map_put with -EFAULT (the leg file shrank under the loan)
+ * stops the leg's lending (dmio_dev_map_forget()), so its later reads
+ * take the engine's path and its read errors are repaired. */
 struct fm_bdev mirror_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/

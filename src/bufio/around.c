@@ -579,9 +579,9 @@ int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	return r;
 }
 
-void bufio_map_put(struct bufio_client *c, void *hold)
+void bufio_map_put(struct bufio_client *c, void *hold, int err)
 {
-	c->bdev.ops->map_put(c->bdev.dev, hold);
+	c->bdev.ops->map_put(c->bdev.dev, hold, err);
 }
 
 int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd)

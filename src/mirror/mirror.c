@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mirror_i.h"
 
@@ -364,8 +365,36 @@ static void leg_errors_decay_locked(struct mirror *m, struct mirror_leg *leg)
 	leg->err_reads_base = reads;
 }
 
+/*
+ * After a read error of leg @li: is its file now shorter than its
+ * superblock says it is (truncated behind us)?  Then it fails at once,
+ * while another leg is in sync: what was cut off is gone, and repairing it
+ * block by block would not do (a rewrite past the new end extends the
+ * file, and what lies between reads back as zeroes, with no error to
+ * repair).  The last leg in sync stays: its reads keep failing (or
+ * repairing nothing), as with any error on it.  A block device, or a
+ * remote leg, is not checked.  True: the leg failed.
+ */
+static bool leg_shrunk(struct mirror *m, unsigned li)
+{
+	struct mirror_leg *leg = &m->legs[li];
+	uint64_t need = fm_sb_leg_bytes(&leg->sb);
+	struct stat st;
+	int fd;
+
+	if (!leg->dev || (fd = dmio_dev_fd(leg->dev)) < 0 || fstat(fd, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size >= need || mirror_in_sync_count(m) < 2)
+		return false;
+	g_autofree char *what = g_strdup_printf(
+		"its file shrank behind the daemon: %llu bytes, of the %llu its superblock needs",
+		(unsigned long long)st.st_size, (unsigned long long)need);
+
+	mirror_leg_failed(m, li, what, -EIO);
+	return true;
+}
+
 /* Count a read error of leg @li (unverified); fail the leg at
- * max_read_errors of them. */
+ * max_read_errors of them, or when its file shrank (leg_shrunk()). */
 static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t count)
 {
 	struct mirror_leg *leg = &m->legs[li];
@@ -383,6 +412,8 @@ static void read_error(struct mirror *m, unsigned li, uint64_t sector, uint64_t 
 			    m->max_read_errors);
 	if (n >= m->max_read_errors)
 		mirror_leg_failed(m, li, "too many read errors not corrected", -EIO);
+	else
+		leg_shrunk(m, li);
 }
 
 /* A read error of leg @li was corrected: its copy was rewritten and read
@@ -2417,10 +2448,24 @@ static int bdev_map_read(void *dev, uint64_t sector, uint64_t nr_sectors, const 
 	return r;
 }
 
-static void bdev_map_put(void *dev, void *hold)
+static void bdev_map_put(void *dev, void *hold, int err)
 {
-	(void)dev;
-	around_leg_put(hold);
+	struct mirror *m = dev;
+	struct mirror_leg *leg = hold;
+
+	/* The kernel's copy from the leg's mapping faulted: a page gone, the
+	 * leg file shrank behind us.  Its pages are no longer lent (its
+	 * reads go through the engine), and the leg fails if its file is
+	 * now shorter than it must be (leg_shrunk()); the client's read
+	 * failed with EIO, a read error of this leg. */
+	if (err == -EFAULT) {
+		fm_debug("leg %s: a reply from its mapping faulted: its memory is not lent again "
+			 "until written", leg->path);
+		dmio_dev_map_forget(leg->dev);
+		MIRROR_STAT_ADD(leg->read_errors, 1);
+		leg_shrunk(m, (unsigned)(leg - m->legs));
+	}
+	around_leg_put(leg);
 }
 
 /*

@@ -933,10 +933,50 @@ START_TEST(test_map_read)
 	ck_assert_ptr_nonnull(ptr);
 	ck_assert_ptr_nonnull(hold);
 	fm_assert_bytes_eq(ptr, fx.model + MiB + 8 * SECTOR, 512 * KiB, "lent bytes");
-	bdev.ops->map_put(bdev.dev, hold);
+	bdev.ops->map_put(bdev.dev, hold, 0);
 	mirror_get_leg_stats(fx.m, 0, &ls[0]);
 	mirror_get_leg_stats(fx.m, 1, &ls[1]);
 	ck_assert_uint_eq(ls[0].read_bytes + ls[1].read_bytes, 512 * KiB);
+	/* A loan whose copy faulted (the leg shrank behind us): that leg lends
+	 * nothing more (its reads take the engine's path) until written
+	 * again; the other one still does. */
+	{
+		uint64_t before[2], bad, lent = 0;
+		int r;
+
+		before[0] = ls[0].read_bytes;
+		ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr, &hold), 0);
+		mirror_get_leg_stats(fx.m, 0, &ls[0]);
+		mirror_get_leg_stats(fx.m, 1, &ls[1]);
+		bad = ls[0].read_bytes > before[0] ? 0 : 1;     /* the leg of this loan */
+		bdev.ops->map_put(bdev.dev, hold, -EFAULT);
+		before[0] = ls[0].read_bytes;
+		before[1] = ls[1].read_bytes;
+		for (int i = 0; i < 8; i++) {
+			r = bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr, &hold);
+			ck_assert_msg(r == 0 || r == -EAGAIN, "map_read after a fault: %d", r);
+			if (r == 0) {
+				bdev.ops->map_put(bdev.dev, hold, 0);
+				lent++;
+			}
+		}
+		mirror_get_leg_stats(fx.m, 0, &ls[0]);
+		mirror_get_leg_stats(fx.m, 1, &ls[1]);
+		ck_assert_uint_eq(ls[bad].read_bytes, before[bad]);
+		ck_assert_uint_gt(lent, 0);
+		ck_assert_uint_eq(ls[1 - bad].read_bytes, before[1 - bad] + lent * 512 * KiB);
+		/* Written again: lent again by both. */
+		fx_write_random(MiB, MiB);
+		for (int i = 0; i < 8; i++) {
+			ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr,
+							    &hold), 0);
+			bdev.ops->map_put(bdev.dev, hold, 0);
+		}
+		mirror_get_leg_stats(fx.m, 0, &ls[0]);
+		mirror_get_leg_stats(fx.m, 1, &ls[1]);
+		ck_assert_uint_gt(ls[bad].read_bytes, before[bad]);
+		fx_check_read(MiB, MiB);
+	}
 	/* A discard punches holes in the legs: not lent there, read as
 	 * zeroes the usual way. */
 	ck_assert_int_eq(mirror_discard(fx.m, MiB / SECTOR, 64), 0);

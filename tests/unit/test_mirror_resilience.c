@@ -132,8 +132,11 @@ END_TEST
 
 START_TEST(test_read_all_legs_fail)
 {
+	struct dmio_fault f = { .flags = DMIO_FAULT_READS, .sector = IMG / 2 / SECTOR,
+				.count = IMG / 2 / SECTOR };
 	struct mirror_leg_stats ls0, ls1;
 	struct mirror_stats st;
+	GError *err = NULL;
 	uint8_t *buf;
 
 	FX_SEED();
@@ -141,8 +144,11 @@ START_TEST(test_read_all_legs_fail)
 	fx_format(IMG);
 	fx_assemble(_i ? MIRROR_READ_BALANCE : MIRROR_READ_FIRST, false);
 	fx_write_random(0, IMG);
-	truncate_file(fx.legs[0], fx.data_offset + IMG / 2);
-	truncate_file(fx.legs[1], fx.data_offset + IMG / 2);
+	/* (Reads fail in the second half of each leg, as on a disk whose
+	 * sectors there are unreadable: a leg file truncated behind us would
+	 * fail outright, see test_read_leg_shrunk.) */
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f, &err), err, "inject");
 
 	buf = fx_buf(8192);
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, IMG / 2 + 64 * KiB, buf, 4096, 0), -EIO);
@@ -157,6 +163,46 @@ START_TEST(test_read_all_legs_fail)
 	/* Tried on the other leg, but served by none. */
 	ck_assert_uint_eq(st.read_retries, 0);
 	/* What is left still reads. */
+	fx_check_read(0, IMG / 2);
+	fx_stop(0);
+}
+END_TEST
+
+/*
+ * A leg file truncated behind the daemon: its first read error past the
+ * new end fails the leg at once (it is shorter than its superblock says),
+ * the read is served by the other leg, and the array goes on degraded.
+ * With no other leg in sync, the shrunk leg stays (its reads fail).
+ */
+START_TEST(test_read_leg_shrunk)
+{
+	struct mirror_leg_stats ls0, ls1;
+	struct mirror_stats st;
+	uint8_t *buf;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format(IMG);
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_write_random(0, IMG);
+	truncate_file(fx.legs[0], fx.data_offset + IMG / 2);
+	fx_check_read(IMG / 2 + 64 * KiB, 64 * KiB);    /* leg 0 first: it fails, leg 1 serves */
+	leg_stats(0, &ls0);
+	ck_assert_uint_eq(ls0.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ls0.read_errors, 1);
+	fx_check_read(0, IMG);                          /* all of it from leg 1 */
+	leg_stats(1, &ls1);
+	ck_assert_uint_eq(ls1.state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(ls1.read_errors, 0);
+	stats(&st);
+	ck_assert_uint_eq(st.errors, 0);
+	/* The last leg in sync shrinks too: it fails that read, and stays. */
+	truncate_file(fx.legs[1], fx.data_offset + IMG / 2);
+	buf = fx_buf(4096);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, IMG / 2 + 64 * KiB, buf, 4096, 0), -EIO);
+	leg_stats(1, &ls1);
+	ck_assert_uint_eq(ls1.state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(ls1.read_errors, 1);
 	fx_check_read(0, IMG / 2);
 	fx_stop(0);
 }
@@ -1209,6 +1255,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_loop_test(tc, test_read_failover, 0, G_N_ELEMENTS(policies));
 	tcase_add_test(tc, test_read_failover_two_of_three);
 	tcase_add_loop_test(tc, test_read_all_legs_fail, 0, 2);
+	tcase_add_test(tc, test_read_leg_shrunk);
 
 	tc = tc_add(s, "write-errors", tc_tmpfs_setup, tc_tmpfs_teardown);
 	tcase_add_test(tc, test_write_error_on_one_leg);
