@@ -181,8 +181,8 @@ struct front {
 	atomic_int spin_credit;         /* > 0: loops spin (loop_spin_adapt()) */
 	atomic_uint spin_probes;        /* waits without credit (each FRONT_SPIN_PROBE-th spins) */
 	atomic_uint spinner;            /* the loop spinning (idx + 1), or 0 */
-	atomic_int spin_caller;         /* the latest request's caller (loop_note_caller()) */
-	atomic_ullong spin_switch_ns;   /* when the caller last changed */
+	atomic_int caller;              /* the latest request's caller (loop_note_caller()) */
+	atomic_ullong caller_switch_ns; /* when the caller last changed */
 	atomic_ullong standby_reads;    /* read by standby loops (loop_standby()) */
 	atomic_ullong ring_reads;       /* read by READs on a loop's ring */
 
@@ -1990,12 +1990,14 @@ static bool loop_rbuf_is_big(const struct fuse_in_header *h, size_t len)
 #define FRONT_SPIN_PROBE 32      /* see loop_spin_adapt() */
 
 /*
- * The spin's count of clients (see loop_spin()): a request from another
+ * The count of clients on legs in memory (of the spin, loop_spin(), and
+ * of the standby loops, loop_standby_mem()): a request from another
  * caller than the one before (the header's pid, the calling thread; 0:
- * the kernel's own) stamps the time.  Two clients at depth 1 each change
- * the caller every few requests, one client never; a loop does not spin
- * while a change is more recent than FRONT_SPIN_CLIENTS_NS.  (Any loop's
- * requests count: one client's go to whichever loop waits.)
+ * the kernel's own) stamps the time.  Two clients each change the caller
+ * every few requests, one client never; while a change is more recent
+ * than FRONT_SPIN_CLIENTS_NS, several clients send requests
+ * (front_several_callers()).  (Any loop's requests count: one client's
+ * go to whichever loop waits.)
  */
 #define FRONT_SPIN_CLIENTS_NS 1000000u
 
@@ -2003,10 +2005,17 @@ static void loop_note_caller(struct front *f, const struct fuse_in_header *h)
 {
 	int pid = (int)h->pid;
 
-	if (pid && atomic_load_explicit(&f->spin_caller, memory_order_relaxed) != pid) {
-		atomic_store_explicit(&f->spin_caller, pid, memory_order_relaxed);
-		atomic_store_explicit(&f->spin_switch_ns, fm_now_ns(), memory_order_relaxed);
+	if (pid && atomic_load_explicit(&f->caller, memory_order_relaxed) != pid) {
+		atomic_store_explicit(&f->caller, pid, memory_order_relaxed);
+		atomic_store_explicit(&f->caller_switch_ns, fm_now_ns(), memory_order_relaxed);
 	}
+}
+
+/* Did the caller change less than FRONT_SPIN_CLIENTS_NS before @now? */
+static bool front_several_callers(struct front *f, uint64_t now)
+{
+	return (int64_t)(now - atomic_load_explicit(&f->caller_switch_ns, memory_order_relaxed)) <
+	       (int64_t)FRONT_SPIN_CLIENTS_NS;
 }
 
 /* Hand request @b (@len bytes, read from the loop's bfd if @blocking) to
@@ -2030,7 +2039,7 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 			     << FRONT_LOOP_TAG_SHIFT;
 		if (f->legs_in_memory && loop_rbuf_is_big(h, len))
 			l->big = true;
-		if (f->spin_max_ns)
+		if (f->legs_in_memory)
 			loop_note_caller(f, h);
 	}
 	tl_rbuf = b;
@@ -2781,7 +2790,8 @@ static unsigned loop_read_batch(struct front_loop *l)
 
 /*
  * Legs in memory (/dev/fuse): one loop polls always, the others only
- * while large requests, or requests one at a time, come.  A loop at 4k
+ * while large requests, requests one at a time, or several clients at a
+ * depth come.  A loop at 4k
  * QD32 copies the writes to the legs itself, with no leg I/O to wait
  * for, so two loops only took turns: each emptied the queue in its turn
  * and slept, and the next request woke the other (0.03-0.09 context
@@ -2793,15 +2803,29 @@ static unsigned loop_read_batch(struct front_loop *l)
  * (@n == 1) or with such a request turns the standby loops on,
  * FRONT_STANDBY_MEM_TURNS batches in a row of two requests or more
  * without one turn them off again.
+ *
+ * So does a batch of FRONT_STANDBY_MEM_CALLERS_BATCH requests or more
+ * while several clients send requests (front_several_callers()): one
+ * loop against several clients at a depth lost on 2 CPUs, where the
+ * one client at QD32 won, and on more CPUs it would be one CPU's copies
+ * for all of them.  With 4 fio jobs at 4k QD8 on 2 CPUs the one loop ran
+ * 0.6-0.7 of a CPU and waited runnable behind the clients for 0.3-0.6 of
+ * its run time (schedstat), two loops together ~0.85 of a CPU: the IOPS
+ * 0.90 (randwrite) and 0.96 (randread) of every loop polling.  Batches
+ * of two are left to the rules above: two QD1 clients send no more, and
+ * the rule with standby loops on and off by turns did at least as well
+ * there as every loop polling (doc/DESIGN.md).
  */
 #define FRONT_STANDBY_MEM_TURNS 16
+#define FRONT_STANDBY_MEM_CALLERS_BATCH 3
 
 static void loop_standby_mem(struct front_loop *l, unsigned n)
 {
 	struct front *f = l->f;
 	bool on = atomic_load_explicit(&f->standby_on, memory_order_relaxed);
 
-	if (l->big || n == 1) {
+	if (l->big || n == 1 ||
+	    (n >= FRONT_STANDBY_MEM_CALLERS_BATCH && front_several_callers(f, fm_now_ns()))) {
 		l->big = false;
 		l->busy_turns = 0;
 		if (!on) {
@@ -3244,9 +3268,7 @@ static ssize_t loop_spin(struct front_loop *l, struct front_rbuf *b, uint64_t t0
 	uint64_t t;
 	ssize_t res = 0;
 
-	if (!l->blocking ||
-	    (int64_t)(t0 - atomic_load_explicit(&f->spin_switch_ns, memory_order_relaxed)) <
-	    (int64_t)FRONT_SPIN_CLIENTS_NS ||
+	if (!l->blocking || front_several_callers(f, t0) ||
 	    (atomic_load_explicit(&f->spin_credit, memory_order_relaxed) <= 0 &&
 	     atomic_fetch_add_explicit(&f->spin_probes, 1, memory_order_relaxed) % FRONT_SPIN_PROBE) ||
 	    (atomic_load(&f->spinner) != me &&

@@ -3,11 +3,13 @@
 #
 # Standby loops on legs in memory (front.c, loop_standby_mem()): on
 # /dev/fuse one loop reads requests always and the others only while
-# reads or writes of 128 KiB or more, or requests one at a time, come.
-# 4k writes at depth 32 are read by the one loop (the standby loops read
+# reads or writes of 128 KiB or more, requests one at a time, or several
+# clients' requests at a depth come.
+# One client's 4k writes at depth 32 are read by the one loop (the standby loops read
 # few, under a quarter, once the small requests turned them off; a batch of
-# one turns them on again for a while); 1M writes turn them on (they read
-# some); and
+# one turns them on again for a while); 4k writes of 4 clients at depth 8
+# turn them on (they read a quarter or more: several callers); 1M writes
+# turn them on (they read some); and
 # when small requests turn them off again, no request is left unread in
 # the kernel's queue (fio in bursts it waits for whole must end: see
 # standby_bursts.sh for why a standby loop that stops polling may owe
@@ -46,6 +48,16 @@ log "standby reads $((s1 - s0)) of $((n1 - n0)) requests"
 ((n1 - n0 > 1000)) || fail "only $((n1 - n0)) writes in 2 s"
 (((s1 - s0) * 4 <= n1 - n0)) ||
 	fail "the standby loops read $((s1 - s0)) of $((n1 - n0)) 4k writes (a quarter or more)"
+
+log "4k QD8 randwrite, 4 clients, 2 s: the standby loops read a share"
+run_fio clients "${w4k[@]}" --iodepth=8 --numjobs=4 --group_reporting --runtime=2
+s2=$(sb) n2=$(fm_status_get "$T/mnt" .io.writes)
+log "standby reads $((s2 - s1)) of $((n2 - n1)) requests"
+((n2 - n1 > 1000)) || fail "only $((n2 - n1)) writes in 2 s"
+(((s2 - s1) * 4 >= n2 - n1)) ||
+	fail "the standby loops read $((s2 - s1)) of $((n2 - n1)) 4k writes of 4 clients" \
+		"(under a quarter): several clients did not turn them on"
+s1=$s2
 
 log "1M QD8 write, 2 s: the standby loops read some"
 run_fio big "${w1m[@]}" --runtime=2
