@@ -243,14 +243,8 @@ int dmio_dev_map_read(struct dmio_dev *dev, uint64_t offset, size_t len, const v
 
 void dmio_dev_map_forget(struct dmio_dev *dev)
 {
-	uint64_t pages, words;
-
-	if (!dev->map)
-		return;
-	pages = (dev->map_len + FM_PAGE_SIZE - 1) >> MAP_PAGE_SHIFT;
-	words = (pages + MAP_WORD_BITS - 1) / MAP_WORD_BITS;
-	for (uint64_t w = 0; w < words; w++)
-		atomic_store_explicit(&dev->map_present[w], 0, memory_order_relaxed);
+	if (dev->map)
+		present_set(dev, 0, dev->map_len, false);
 }
 
 void dmio_map_close(struct dmio_dev *dev)

@@ -2057,6 +2057,16 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 		loop_stop_all(f);
 }
 
+/* A mapped reply's write ended with @res (< 0: -errno): its loan @hold
+ * ends, with the kernel's failed copy from the leg (EFAULT: the client's
+ * read failed with EIO) counted and told to the device (read_mapped()). */
+static void read_mapped_end(struct front *f, void *hold, int res)
+{
+	if (res == -EFAULT)
+		FRONT_STAT_ADD(f, errors, 1);
+	bufio_map_put(f->c, hold, res == -EFAULT ? res : 0);
+}
+
 /*
  * Replies on the ring.  A reply a loop sends for a request it read (a
  * clone's) is copied into one of the loop's reply slots and written by an
@@ -2102,9 +2112,7 @@ static void loop_reply_done(struct dmio_loop_op *op, int res, unsigned cqe_flags
 	}
 	if (r->map_hold) {
 		/* The kernel's copy from the leg's pages is done. */
-		if (res == -EFAULT)
-			FRONT_STAT_ADD(l->f, errors, 1);
-		bufio_map_put(l->f->c, r->map_hold, res == -EFAULT ? res : 0);
+		read_mapped_end(l->f, r->map_hold, res);
 		r->map_hold = NULL;
 	}
 	r->next = l->reply_free;
@@ -2559,12 +2567,10 @@ static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size
 	iov[1] = (struct iovec){ (void *)ptr, size };
 	n_out = writev(fd, iov, 2);
 	err = n_out < 0 ? errno : 0;
-	if (err == EFAULT)
-		FRONT_STAT_ADD(f, errors, 1);
 	if (err && err != ENOENT)
 		fm_debug("front: mapped reply of %zu bytes at %llu: %s", size,
 			 (unsigned long long)off, strerror(err));
-	bufio_map_put(f->c, hold, err == EFAULT ? -EFAULT : 0);
+	read_mapped_end(f, hold, -err);
 	if (rq_fuse(req))
 		fuse_reply_none(rq_fuse(req));
 	return true;
