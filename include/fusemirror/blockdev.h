@@ -100,11 +100,13 @@ struct fm_bdev_ops {
 	 */
 	int (*map_read)(void *dev, uint64_t sector, uint64_t nr_sectors, const void **ret_ptr,
 			void **ret_hold);
-	/* End map_read()'s loan @hold.  @err: 0, or -EFAULT when a copy from
-	 * the lent memory failed (a page gone): the device then lends none
-	 * of that memory until it knows it again, and reads it another way
-	 * (one that can fail and be repaired).  Never waits; any thread. */
-	void (*map_put)(void *dev, void *hold, int err);
+	/* End map_read()'s loan @hold of [@sector, + @nr_sectors) (as lent).
+	 * @err: 0, or -EFAULT when a copy from the lent memory failed (a page
+	 * gone): a read error of that range, which the device counts and
+	 * reports as its own; it then lends none of that memory until it
+	 * knows it again, and reads it another way (one that can fail and be
+	 * repaired).  Never waits; any thread. */
+	void (*map_put)(void *dev, void *hold, uint64_t sector, uint64_t nr_sectors, int err);
 	/*
 	 * Optional (NULL: nothing to gain).  A read at @sector comes soon
 	 * (after the caller's other work): the device may start bringing its

@@ -357,10 +357,11 @@ int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_block
  */
 int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 		     const void **ret_ptr, void **ret_hold);
-/* End bufio_map_around()'s loan @hold; @err as the device's map_put
- * (-EFAULT: a copy from the lent memory failed).  Any thread; never
- * waits. */
-void bufio_map_put(struct bufio_client *c, void *hold, int err);
+/* End bufio_map_around()'s loan @hold of [@block, @block + @n_blocks)
+ * (as lent); @err as the device's map_put (-EFAULT: a copy from the lent
+ * memory failed, the device's read error).  Any thread; never waits. */
+void bufio_map_put(struct bufio_client *c, void *hold, uint64_t block, uint64_t n_blocks,
+		   int err);
 
 /*----------------------------------------------------------------*/
 /* Modifying buffers */

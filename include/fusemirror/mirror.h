@@ -245,8 +245,11 @@ int mirror_write_zeroes(struct mirror *m, uint64_t sector, uint64_t count);
  * dmio_dev_map_read(): a hole, not mapped) refuses.  A map_read loan holds
  * its leg (as a read in flight does: a removal waits for it) until
  * map_put; a map_put with -EFAULT (the leg file shrank under the loan)
- * stops the leg's lending (dmio_dev_map_forget()), so its later reads
- * take the engine's path and its read errors are repaired. */
+ * is a read error of the leg in that range (counted, reported as the
+ * ReadError event, towards max_read_errors; the leg fails if its file is
+ * shorter than it must be) and stops the leg's lending
+ * (dmio_dev_map_forget()), so its later reads take the engine's path and
+ * their errors are repaired. */
 struct fm_bdev mirror_bdev(struct mirror *m);
 
 /*----------------------------------------------------------------*/

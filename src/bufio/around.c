@@ -579,9 +579,11 @@ int bufio_map_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 	return r;
 }
 
-void bufio_map_put(struct bufio_client *c, void *hold, int err)
+void bufio_map_put(struct bufio_client *c, void *hold, uint64_t block, uint64_t n_blocks,
+		   int err)
 {
-	c->bdev.ops->map_put(c->bdev.dev, hold, err);
+	c->bdev.ops->map_put(c->bdev.dev, hold, sector_of(c, block),
+			     n_blocks << c->sector_shift, err);
 }
 
 int bufio_splice_around(struct bufio_client *c, uint64_t block, uint64_t n_blocks, int pipe_fd)

@@ -1544,6 +1544,7 @@ struct front_reply {
 	size_t len;
 	struct front_rbuf *hb;          /* loop_reply_async(): the data's, or NULL */
 	void *map_hold;                 /* read_mapped(): the data's loan, or NULL */
+	uint64_t map_block, map_blocks; /* read_mapped(): the blocks lent */
 	struct iovec iov[2];            /* loop_reply_async(), read_mapped():
 					   header, data */
 	char data[FRONT_REPLY_MAX];
@@ -2057,14 +2058,15 @@ static void loop_dispatch(struct front_loop *l, struct front_rbuf *b, size_t len
 		loop_stop_all(f);
 }
 
-/* A mapped reply's write ended with @res (< 0: -errno): its loan @hold
- * ends, with the kernel's failed copy from the leg (EFAULT: the client's
- * read failed with EIO) counted and told to the device (read_mapped()). */
-static void read_mapped_end(struct front *f, void *hold, int res)
+/* A mapped reply's write ended with @res (< 0: -errno): its loan @hold of
+ * blocks [@block, + @n) ends, with the kernel's failed copy from the leg
+ * (EFAULT: the client's read failed with EIO) counted and told to the
+ * device (read_mapped()). */
+static void read_mapped_end(struct front *f, void *hold, uint64_t block, uint64_t n, int res)
 {
 	if (res == -EFAULT)
 		FRONT_STAT_ADD(f, errors, 1);
-	bufio_map_put(f->c, hold, res == -EFAULT ? res : 0);
+	bufio_map_put(f->c, hold, block, n, res == -EFAULT ? res : 0);
 }
 
 /*
@@ -2112,7 +2114,7 @@ static void loop_reply_done(struct dmio_loop_op *op, int res, unsigned cqe_flags
 	}
 	if (r->map_hold) {
 		/* The kernel's copy from the leg's pages is done. */
-		read_mapped_end(l->f, r->map_hold, res);
+		read_mapped_end(l->f, r->map_hold, r->map_block, r->map_blocks, res);
 		r->map_hold = NULL;
 	}
 	r->next = l->reply_free;
@@ -2518,11 +2520,12 @@ static bool read_splice(struct front *f, front_rq req, uint64_t off, size_t size
  * us) makes the kernel end the request with EIO (fuse_dev_do_write())
  * and the write fail with EFAULT: the client's read fails with EIO, no
  * fallback is possible (counted in `errors`).  The loan ends with the
- * error (bufio_map_put()): the leg's memory is not lent again until it is
- * written, so the reads that follow go through the engine, whose read
- * error the mirror repairs from another leg (tests/integration/
- * leg_shrunk.sh: one read in flight fails, not every other one).  ENOENT: the request was
- * interrupted, as for any reply.
+ * error and the blocks lent (bufio_map_put()): a read error of the leg
+ * there, which the mirror counts and reports; the leg's memory is not lent
+ * again until it is written, so the reads that follow go through the
+ * engine, whose read error the mirror repairs from another leg
+ * (tests/integration/leg_shrunk.sh: one read in flight fails, not every
+ * other one).  ENOENT: the request was interrupted, as for any reply.
  */
 static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size)
 {
@@ -2556,6 +2559,8 @@ static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size
 	    (r = loop_reply_slot(l, &sqe))) {
 		loop_reply_prep_data(l, r, sqe, unique, ptr, size);
 		r->map_hold = hold;
+		r->map_block = b0;
+		r->map_blocks = n;
 		dmio_loop_sqe_prompt(l->dl);
 		loop_reply_commit(l, r, sqe);
 		FRONT_STAT_ADD(f, ring_replies, 1);
@@ -2570,7 +2575,7 @@ static bool read_mapped(struct front *f, front_rq req, uint64_t off, size_t size
 	if (err && err != ENOENT)
 		fm_debug("front: mapped reply of %zu bytes at %llu: %s", size,
 			 (unsigned long long)off, strerror(err));
-	read_mapped_end(f, hold, -err);
+	read_mapped_end(f, hold, b0, n, -err);
 	if (rq_fuse(req))
 		fuse_reply_none(rq_fuse(req));
 	return true;

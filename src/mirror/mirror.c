@@ -2448,22 +2448,22 @@ static int bdev_map_read(void *dev, uint64_t sector, uint64_t nr_sectors, const 
 	return r;
 }
 
-static void bdev_map_put(void *dev, void *hold, int err)
+static void bdev_map_put(void *dev, void *hold, uint64_t sector, uint64_t nr_sectors, int err)
 {
 	struct mirror *m = dev;
 	struct mirror_leg *leg = hold;
 
 	/* The kernel's copy from the leg's mapping faulted: a page gone, the
-	 * leg file shrank behind us.  Its pages are no longer lent (its
-	 * reads go through the engine), and the leg fails if its file is
-	 * now shorter than it must be (leg_shrunk()); the client's read
-	 * failed with EIO, a read error of this leg. */
+	 * leg file shrank behind us.  The client's read failed with EIO: a
+	 * read error of this leg, not corrected, counted and reported as any
+	 * (read_error(): the event, max_read_errors, and the leg failed if
+	 * its file is now shorter than it must be).  Its pages are no longer
+	 * lent: its reads go through the engine, where an error is repaired. */
 	if (err == -EFAULT) {
 		fm_debug("leg %s: a reply from its mapping faulted: its memory is not lent again "
 			 "until written", leg->path);
 		dmio_dev_map_forget(leg->dev);
-		MIRROR_STAT_ADD(leg->read_errors, 1);
-		leg_shrunk(m, (unsigned)(leg - m->legs));
+		read_error(m, (unsigned)(leg - m->legs), sector, nr_sectors);
 	}
 	around_leg_put(leg);
 }

@@ -933,7 +933,7 @@ START_TEST(test_map_read)
 	ck_assert_ptr_nonnull(ptr);
 	ck_assert_ptr_nonnull(hold);
 	fm_assert_bytes_eq(ptr, fx.model + MiB + 8 * SECTOR, 512 * KiB, "lent bytes");
-	bdev.ops->map_put(bdev.dev, hold, 0);
+	bdev.ops->map_put(bdev.dev, hold, MiB / SECTOR + 8, 1024, 0);
 	mirror_get_leg_stats(fx.m, 0, &ls[0]);
 	mirror_get_leg_stats(fx.m, 1, &ls[1]);
 	ck_assert_uint_eq(ls[0].read_bytes + ls[1].read_bytes, 512 * KiB);
@@ -949,14 +949,14 @@ START_TEST(test_map_read)
 		mirror_get_leg_stats(fx.m, 0, &ls[0]);
 		mirror_get_leg_stats(fx.m, 1, &ls[1]);
 		bad = ls[0].read_bytes > before[0] ? 0 : 1;     /* the leg of this loan */
-		bdev.ops->map_put(bdev.dev, hold, -EFAULT);
+		bdev.ops->map_put(bdev.dev, hold, MiB / SECTOR + 8, 1024, -EFAULT);
 		before[0] = ls[0].read_bytes;
 		before[1] = ls[1].read_bytes;
 		for (int i = 0; i < 8; i++) {
 			r = bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr, &hold);
 			ck_assert_msg(r == 0 || r == -EAGAIN, "map_read after a fault: %d", r);
 			if (r == 0) {
-				bdev.ops->map_put(bdev.dev, hold, 0);
+				bdev.ops->map_put(bdev.dev, hold, MiB / SECTOR + 8, 1024, 0);
 				lent++;
 			}
 		}
@@ -970,7 +970,7 @@ START_TEST(test_map_read)
 		for (int i = 0; i < 8; i++) {
 			ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr,
 							    &hold), 0);
-			bdev.ops->map_put(bdev.dev, hold, 0);
+			bdev.ops->map_put(bdev.dev, hold, MiB / SECTOR + 8, 1024, 0);
 		}
 		mirror_get_leg_stats(fx.m, 0, &ls[0]);
 		mirror_get_leg_stats(fx.m, 1, &ls[1]);
@@ -1008,6 +1008,58 @@ START_TEST(test_map_read)
 }
 END_TEST
 
+/*
+ * A loan whose copy faulted is a read error of its leg in the range lent,
+ * like one of the engine's that was not corrected: counted, reported (the
+ * ReadError event, with the range's offset), and at max_read_errors of
+ * them the leg fails, though its file did not shrink.
+ */
+START_TEST(test_map_put_fault)
+{
+	char *shm = fm_test_mkdtemp("/dev/shm", "mirror-mapf");
+	struct mirror_opts o = { .read_policy = MIRROR_READ_FIRST, .max_read_errors = 2,
+				 .event_fn = ev_handler };
+	struct mirror_leg_stats ls;
+	struct fm_bdev bdev;
+	const void *ptr;
+	void *hold;
+
+	FX_SEED();
+	for (unsigned i = 0; i < 2; i++) {
+		g_free(fx.legs[i]);
+		fx.legs[i] = g_strdup_printf("%s/leg%u", shm, i);
+	}
+	fx.nlegs = 2;
+	fx_format(IMG);
+	fx_assemble_opts(&o);
+	ck_assert(mirror_legs_in_memory(fx.m));
+	bdev = mirror_bdev(fx.m);
+	fx_write_random(MiB, MiB);
+	for (unsigned round = 1; round <= 2; round++) {
+		ev_reset();
+		ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR + 8, 1024, &ptr, &hold),
+				 0);
+		bdev.ops->map_put(bdev.dev, hold, MiB / SECTOR + 8, 1024, -EFAULT);
+		mirror_get_leg_stats(fx.m, 0, &ls);
+		ck_assert_uint_eq(ls.read_errors, round);
+		if (round == 1) {
+			ev_expect((const char *[]){ "ReadError:0" }, 1, "first fault");
+			ck_assert_uint_eq(ev_at(0)->value, MiB + 8 * SECTOR);
+			ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+			fx_write_random(MiB, MiB);      /* lent again once written */
+		} else {
+			ev_expect((const char *[]){ "ReadError:0", "Fail:0", "DegradedArray" }, 3,
+				  "second fault");
+			ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+		}
+	}
+	fx_check_read(MiB, MiB);                        /* from leg 1 */
+	fx_stop(0);
+	ck_assert_int_eq(fm_test_rm_rf(shm), 0);
+	g_free(shm);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* The suite */
 
@@ -1036,6 +1088,7 @@ static Suite *mirror_io_suite(void)
 	tcase_add_loop_test(tc, test_bufio_on_mirror, 0, 3);
 	tcase_add_test(tc, test_splice_read);
 	tcase_add_test(tc, test_map_read);
+	tcase_add_test(tc, test_map_put_fault);
 	return s;
 }
 
