@@ -14,7 +14,7 @@
  *
  *   memfuse --size SIZE [--threads N] [--max-background N] [--name NAME]
  *           [--no-parallel-writes] [--transport=dev|uring] [--uring-depth N]
- *           [--pidfile FILE] MOUNTPOINT
+ *           [--backing FILE] [--pidfile FILE] MOUNTPOINT
  *
  * --transport=uring serves the file through FUSE over io_uring with the
  * module fusemirror's front uses (src/front/fuse_uring.h): one queue per
@@ -27,6 +27,11 @@
  * file).  memfuse stays in the foreground; SIGTERM or SIGINT unmounts it.
  * The buffer is anonymous memory, populated at start (MAP_POPULATE) so
  * that first touches do not show up as page faults in the measurements.
+ * With --backing FILE it is a shared mapping of FILE instead (created if
+ * missing, allocated to SIZE, populated the same way), e.g. a file on the
+ * tmpfs that holds fusemirror's legs: the kernel's copies then read and
+ * write the same kind of pages as fusemirror's mapped legs (on 4 KiB tmpfs
+ * pages they cost more per MiB than on anonymous memory: bench/README.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -477,6 +482,9 @@ static void usage(FILE *out)
 		"                          io_uring; needs the fuse module's enable_uring)\n"
 		"  --uring-depth N         io_uring entries per queue (default 32)\n"
 		"  --name NAME             file name in a directory mount (default image)\n"
+		"  --backing FILE          keep the bytes in FILE (created if missing,\n"
+		"                          allocated to SIZE, mapped shared) instead of\n"
+		"                          anonymous memory, e.g. a file on a tmpfs\n"
 		"  --pidfile FILE          write the pid to FILE once mounted\n");
 }
 
@@ -491,6 +499,7 @@ int main(int argc, char **argv)
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "transport", required_argument, NULL, 'T' },
 		{ "uring-depth", required_argument, NULL, 'D' },
+		{ "backing", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -498,11 +507,11 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *cfg;
 	struct fuse_session *se;
 	struct front_uring *u = NULL;
-	const char *mountpoint, *pidfile = NULL;
+	const char *mountpoint, *pidfile = NULL, *backing = NULL;
 	struct stat st;
 	int c, r = 1;
 
-	while ((c = getopt_long(argc, argv, "s:t:b:Pn:p:T:D:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:t:b:Pn:p:T:D:B:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (parse_size(optarg, &mf.size) < 0 || mf.size == 0 || mf.size % 4096) {
@@ -537,6 +546,9 @@ int main(int argc, char **argv)
 		case 'D':
 			mf.uring_depth = (unsigned)strtoul(optarg, NULL, 10);
 			break;
+		case 'B':
+			backing = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -557,8 +569,25 @@ int main(int argc, char **argv)
 	mf.file_mount = S_ISREG(st.st_mode);
 	clock_gettime(CLOCK_REALTIME, &mf.mtime);
 
-	mf.buf = mmap(NULL, mf.size, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (backing) {
+		/* Allocated first: a read populate of a tmpfs hole would
+		 * allocate it anyway, one fault at a time. */
+		int bfd = open(backing, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		int e = bfd < 0 ? errno : posix_fallocate(bfd, 0, (off_t)mf.size);
+
+		if (e) {
+			fprintf(stderr, "memfuse: --backing %s: %s\n", backing, strerror(e));
+			if (bfd >= 0)
+				close(bfd);
+			return 1;
+		}
+		mf.buf = mmap(NULL, mf.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+			      bfd, 0);
+		close(bfd);
+	} else {
+		mf.buf = mmap(NULL, mf.size, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	}
 	if (mf.buf == MAP_FAILED) {
 		fprintf(stderr, "memfuse: cannot map %llu bytes: %s\n",
 			(unsigned long long)mf.size, strerror(errno));
