@@ -806,8 +806,8 @@ static int pipe_bytes(int pipe_fd)
 }
 
 /* A fresh 2-leg mirror on legs in directory @shm (in memory), as a block
- * device. */
-static struct fm_bdev assemble_in_memory(const char *shm)
+ * device: assembled with @o, or NULL for the defaults (read balance). */
+static struct fm_bdev assemble_in_memory(const char *shm, const struct mirror_opts *o)
 {
 	for (unsigned i = 0; i < 2; i++) {
 		g_free(fx.legs[i]);
@@ -815,7 +815,10 @@ static struct fm_bdev assemble_in_memory(const char *shm)
 	}
 	fx.nlegs = 2;
 	fx_format(IMG);
-	fx_assemble(MIRROR_READ_BALANCE, false);
+	if (o)
+		fx_assemble_opts(o);
+	else
+		fx_assemble(MIRROR_READ_BALANCE, false);
 	ck_assert(mirror_legs_in_memory(fx.m));
 	return mirror_bdev(fx.m);
 }
@@ -863,7 +866,7 @@ START_TEST(test_splice_read)
 	FX_SEED();
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
 	ck_assert_int_ge(fcntl(p[1], F_SETPIPE_SZ, 1 << 20), 1 << 20);
-	bdev = assemble_in_memory(shm);
+	bdev = assemble_in_memory(shm, NULL);
 	ck_assert_ptr_nonnull(bdev.ops->splice_read);
 	ck_assert_int_eq(bdev.ops->splice_read(bdev.dev, MiB / SECTOR, 1024, p[1]), -EAGAIN);
 	ck_assert_int_eq(pipe_bytes(p[0]), 0);
@@ -923,7 +926,7 @@ START_TEST(test_map_read)
 	void *hold = NULL;
 
 	FX_SEED();
-	bdev = assemble_in_memory(shm);
+	bdev = assemble_in_memory(shm, NULL);
 	ck_assert_ptr_nonnull(bdev.ops->map_read);
 	ck_assert_ptr_nonnull(bdev.ops->map_put);
 	ck_assert_int_eq(bdev.ops->map_read(bdev.dev, MiB / SECTOR, 1024, &ptr, &hold), -EAGAIN);
@@ -1025,15 +1028,7 @@ START_TEST(test_map_put_fault)
 	void *hold;
 
 	FX_SEED();
-	for (unsigned i = 0; i < 2; i++) {
-		g_free(fx.legs[i]);
-		fx.legs[i] = g_strdup_printf("%s/leg%u", shm, i);
-	}
-	fx.nlegs = 2;
-	fx_format(IMG);
-	fx_assemble_opts(&o);
-	ck_assert(mirror_legs_in_memory(fx.m));
-	bdev = mirror_bdev(fx.m);
+	bdev = assemble_in_memory(shm, &o);
 	fx_write_random(MiB, MiB);
 	for (unsigned round = 1; round <= 2; round++) {
 		ev_reset();
