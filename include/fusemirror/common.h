@@ -190,4 +190,12 @@ void fm_signals_async(sigset_t *set);
 void *fm_map_huge(size_t len);
 void fm_unmap_huge(void *p, size_t len);
 
+/*
+ * fm_map_aligned(): @len bytes (a multiple of FM_HUGE_PAGE_SIZE) of private
+ * anonymous memory aligned to FM_HUGE_PAGE_SIZE, mmap()ed with @flags added
+ * (e.g. MAP_NORESERVE), no advice given; NULL when mmap fails.  Undone by
+ * munmap(p, len).
+ */
+void *fm_map_aligned(size_t len, int flags);
+
 #endif /* FUSEMIRROR_COMMON_H */

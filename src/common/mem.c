@@ -4,10 +4,10 @@
 
 #include "fusemirror/common.h"
 
-void *fm_map_huge(size_t len)
+void *fm_map_aligned(size_t len, int flags)
 {
-	size_t size = FM_ALIGN_UP(len, (size_t)FM_HUGE_PAGE_SIZE), map = size + FM_HUGE_PAGE_SIZE;
-	char *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t map = len + FM_HUGE_PAGE_SIZE;
+	char *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
 	char *a;
 
 	if (p == MAP_FAILED)
@@ -15,10 +15,19 @@ void *fm_map_huge(size_t len)
 	a = (char *)FM_ALIGN_UP((uintptr_t)p, (uintptr_t)FM_HUGE_PAGE_SIZE);
 	if (a > p)
 		munmap(p, (size_t)(a - p));
-	if (a + size < p + map)
-		munmap(a + size, (size_t)(p + map - (a + size)));
+	if (a + len < p + map)
+		munmap(a + len, (size_t)(p + map - (a + len)));
+	return a;
+}
+
+void *fm_map_huge(size_t len)
+{
+	size_t size = FM_ALIGN_UP(len, (size_t)FM_HUGE_PAGE_SIZE);
+	char *a = fm_map_aligned(size, 0);
+
 #ifdef MADV_HUGEPAGE
-	(void)madvise(a, size, MADV_HUGEPAGE);
+	if (a)
+		(void)madvise(a, size, MADV_HUGEPAGE);
 #endif
 	return a;
 }

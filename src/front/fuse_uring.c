@@ -60,8 +60,42 @@
  */
 #define FU_PREFIX 4096u
 #define FU_TAG (1ull << 63)
-/* Behind each payload: the request's scratch (front_uring_req_scratch). */
+/* In front of the prefix: the request's scratch (front_uring_req_scratch). */
 #define FU_SCRATCH FRONT_URING_SCRATCH
+
+/*
+ * Where an entry's buffers lie (fu_queue_init()).  Each entry has a slot
+ * of its own in the queue's mapping (MAP_NORESERVE: only what requests
+ * touch is resident): its scratch, the prefix and the payload's first
+ * FU_HEAD bytes end at a 2 MiB boundary, on small pages (MADV_NOHUGEPAGE);
+ * the rest of the payload, the tail, starts on that boundary.  The tails
+ * of the FU_HUGE_ENTRIES entries registered last are asked to be
+ * transparent huge pages (MADV_HUGEPAGE): the kernel hands a request to
+ * the entry that came back to it last (its list of free entries is a
+ * stack), and registration fills that stack in order, so a queue serving
+ * up to FU_HUGE_ENTRIES requests at a time uses those entries only.  The
+ * first request over FU_HEAD bytes on such an entry makes its tail one
+ * huge page (a 2 MiB clear, on the queue's thread, where the kernel's copy
+ * or the handler first writes it), which then stays; a smaller request
+ * touches small pages only, 4 KiB at a time, as before.  The kernel's
+ * copy of a payload pins and copies it page by page: into a huge tail it
+ * takes one page-table lookup per 2 MiB instead of per 4 KiB, and the
+ * legs' copies out of it miss the TLB less.  Measured (1 MiB QD8, 2 legs
+ * on /dev/shm, fio io_uring, every tail huge against none, fresh mount
+ * per run, ABBA, load 0.5-1.5): writes 3475, 3587, 3962, 3222 -> 3855,
+ * 3580, 4191, 3386 MB/s, daemon CPU per MiB lower in 4 of 4 pairs (279 ->
+ * 231, 269 -> 262, 241 -> 223, 293 -> 279 us); reads faster in 7 of 10
+ * pairs (e.g. 3677 -> 4549, 3031 -> 3494 MB/s).  The price is memory: a
+ * huge tail holds 2 MiB where the payload is ~1 MiB, and each entry that
+ * carried a large request keeps it.  Every tail huge, a 4 KiB QD32 load
+ * would still touch small pages only, but 1 MiB at a depth of 32 would
+ * hold depth x 2 MiB per queue; hence FU_HUGE_ENTRIES: at most that many
+ * MiB more per queue than small pages.
+ */
+#define FU_HEAD (128u << 10)
+#define FU_HUGE_ENTRIES 8u
+_Static_assert(FU_SCRATCH + FU_PREFIX + FU_HEAD <= FM_HUGE_PAGE_SIZE,
+	       "an entry's small part fits in front of its tail");
 
 struct fu_ent_in_out {
 	uint64_t flags;
@@ -756,9 +790,32 @@ report:
 	return NULL;
 }
 
+/*
+ * @n slots of @slot bytes (a multiple of 2 MiB), 2 MiB aligned, mapped
+ * MAP_NORESERVE, on small pages but for the @tail bytes behind the first
+ * 2 MiB of each of the last @nhuge slots, asked to be huge pages (see
+ * FU_HEAD).  NULL if it cannot be mapped; the advice is only advice.
+ */
+static uint8_t *fu_map_slots(unsigned n, size_t slot, size_t tail, unsigned nhuge)
+{
+	size_t len = (size_t)n * slot;
+	uint8_t *a = fm_map_aligned(len, MAP_NORESERVE);
+
+	if (!a)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	(void)madvise(a, len, MADV_NOHUGEPAGE);
+	for (unsigned i = n > nhuge ? n - nhuge : 0; tail && i < n; i++)
+		(void)madvise(a + (size_t)i * slot + FM_HUGE_PAGE_SIZE,
+			      FM_ALIGN_UP(tail, (size_t)FM_HUGE_PAGE_SIZE), MADV_HUGEPAGE);
+#endif
+	return a;
+}
+
 static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid)
 {
 	unsigned entries = 16;
+	size_t tail, slot;
 
 	q->u = u;
 	q->qid = qid;
@@ -780,12 +837,11 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	q->ents = calloc(u->depth, sizeof(*q->ents));
 	if (posix_memalign((void **)&q->hdrs, 64, u->depth * sizeof(*q->hdrs)))
 		q->hdrs = NULL;
-	/* Pages are touched only by requests that use them. */
-	q->payloads_len = u->depth * (FU_PREFIX + u->payload_size + FU_SCRATCH);
-	q->payloads = mmap(NULL, q->payloads_len, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (q->payloads == MAP_FAILED)
-		q->payloads = NULL;
+	/* The entries' slots (see FU_HEAD). */
+	tail = u->payload_size > FU_HEAD ? u->payload_size - FU_HEAD : 0;
+	slot = FM_HUGE_PAGE_SIZE + FM_ALIGN_UP(tail, (size_t)FM_HUGE_PAGE_SIZE);
+	q->payloads = fu_map_slots(u->depth, slot, tail, FU_HUGE_ENTRIES);
+	q->payloads_len = u->depth * slot;
 	if (!q->ents || !q->hdrs || !q->payloads)
 		return -ENOMEM;
 	memset(q->hdrs, 0, u->depth * sizeof(*q->hdrs));
@@ -795,9 +851,8 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 		e->op.done = fu_ent_done;
 		e->q = q;
 		e->hdr = &q->hdrs[i];
-		e->payload = q->payloads + i * (FU_PREFIX + u->payload_size + FU_SCRATCH) +
-			     FU_PREFIX;
-		e->scratch = e->payload + u->payload_size;
+		e->payload = q->payloads + i * slot + FM_HUGE_PAGE_SIZE - FU_HEAD;
+		e->scratch = e->payload - FU_PREFIX - FU_SCRATCH;
 		e->iov[0].iov_base = e->hdr;
 		e->iov[0].iov_len = sizeof(*e->hdr);
 		e->iov[1].iov_base = e->payload;
