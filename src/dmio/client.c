@@ -30,13 +30,29 @@ struct dmio_client {
 
 	struct dmio_io *free_ios;
 	unsigned nr_ios, min_ios;
-	struct dmio_piece *free_pieces;
+	struct dmio_piece *free_pieces; /* room for DMIO_PIECE_IOVS */
 	unsigned nr_pieces, min_pieces;
+	struct dmio_piece *free_small;  /* room for DMIO_PIECE_SMALL_IOVS */
+	unsigned nr_small;
 	void **pages;                   /* stack of free bounce pages */
 	unsigned nr_pages, min_pages, cap_pages;
 };
 
 #define DEFAULT_MIN_IOS 64
+
+static size_t piece_size(unsigned cap)
+{
+	return sizeof(struct dmio_piece) + cap * (sizeof(struct iovec) + sizeof(void *));
+}
+
+static struct dmio_piece *piece_malloc(unsigned cap)
+{
+	struct dmio_piece *p = malloc(piece_size(cap));
+
+	if (p)
+		p->cap = cap;
+	return p;
+}
 /* Enough bounce pages for one maximal bounced piece and its neighbour. */
 #define PAGES_PER_CLIENT (2 * DMIO_PIECE_IOVS)
 
@@ -100,8 +116,9 @@ struct dmio_client *dmio_client_create(unsigned min_ios)
 		c->free_ios = io;
 		c->nr_ios++;
 	}
+	/* The reserve is of large pieces, which serve any request. */
 	for (unsigned i = 0; i < c->min_pieces; i++) {
-		struct dmio_piece *p = malloc(sizeof(*p));
+		struct dmio_piece *p = piece_malloc(DMIO_PIECE_IOVS);
 
 		if (!p)
 			goto fail;
@@ -131,6 +148,12 @@ void dmio_client_destroy(struct dmio_client *c)
 		struct dmio_piece *p = c->free_pieces;
 
 		c->free_pieces = p->next;
+		free(p);
+	}
+	while (c->free_small) {
+		struct dmio_piece *p = c->free_small;
+
+		c->free_small = p->next;
 		free(p);
 	}
 	while (c->nr_pages)
@@ -273,26 +296,40 @@ void dmio_io_free(struct dmio_client *c, struct dmio_io *io)
 	free(io);
 }
 
-struct dmio_piece *dmio_piece_alloc(struct dmio_client *c)
+/*
+ * Two sizes of piece, each with its free list (and loop cache).  A small
+ * request whose malloc failed takes a large piece too, so the reserve
+ * (large pieces) serves both; a large request waits for a large piece.
+ */
+struct dmio_piece *dmio_piece_alloc(struct dmio_client *c, unsigned iovs)
 {
-	struct dmio_piece *p = dmio_loop_cache_get(sizeof(*p));
+	unsigned cap = iovs <= DMIO_PIECE_SMALL_IOVS ? DMIO_PIECE_SMALL_IOVS : DMIO_PIECE_IOVS;
+	bool small = cap == DMIO_PIECE_SMALL_IOVS, malloc_failed = false;
+	struct dmio_piece *p = dmio_loop_cache_get(piece_size(cap));
 
 	if (p)
 		return p;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		p = c->free_pieces;
-		if (p) {
+		if (small && c->free_small) {
+			p = c->free_small;
+			c->free_small = p->next;
+			c->nr_small--;
+			break;
+		}
+		if ((!small || malloc_failed) && c->free_pieces) {
+			p = c->free_pieces;
 			c->free_pieces = p->next;
 			c->nr_pieces--;
 			break;
 		}
 		pthread_mutex_unlock(&c->lock);
-		p = malloc(sizeof(*p));
+		p = piece_malloc(cap);
 		if (p)
 			return p;
+		malloc_failed = true;
 		pthread_mutex_lock(&c->lock);
-		if (!c->free_pieces)
+		if (!c->free_pieces && !(small && c->free_small))
 			wait_freed_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -301,11 +338,19 @@ struct dmio_piece *dmio_piece_alloc(struct dmio_client *c)
 
 void dmio_piece_free(struct dmio_client *c, struct dmio_piece *p)
 {
+	bool small = p->cap == DMIO_PIECE_SMALL_IOVS;
+
 	if (!atomic_load_explicit(&c->waiters, memory_order_relaxed) &&
-	    dmio_loop_cache_put(sizeof(*p), p))
+	    dmio_loop_cache_put(piece_size(p->cap), p))
 		return;
 	pthread_mutex_lock(&c->lock);
-	if (c->nr_pieces < 2 * c->min_pieces || c->waiters) {
+	if (small && (c->nr_small < 2 * c->min_pieces || c->waiters)) {
+		p->next = c->free_small;
+		c->free_small = p;
+		c->nr_small++;
+		p = NULL;
+		wake_locked(c);
+	} else if (!small && (c->nr_pieces < 2 * c->min_pieces || c->waiters)) {
 		p->next = c->free_pieces;
 		c->free_pieces = p;
 		c->nr_pieces++;

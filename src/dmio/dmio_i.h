@@ -47,8 +47,15 @@ void __tsan_release(void *addr);
 #define DMIO_TSAN_ACQUIRE(p) ((void)(p))
 #endif
 
-/* Iovecs one piece carries inline; longer memory is split into pieces. */
+/* Iovecs one piece carries at most; longer memory is split into pieces. */
 #define DMIO_PIECE_IOVS 64
+/*
+ * A piece is allocated with room for DMIO_PIECE_SMALL_IOVS iovecs (and
+ * bounce pages) when that is all it needs (a block or two, a contiguous
+ * buffer: most pieces), else for DMIO_PIECE_IOVS: ~300 bytes instead of
+ * ~1.7 KiB for a single-block write.
+ */
+#define DMIO_PIECE_SMALL_IOVS 4
 /* A bounced piece covers at most this many bytes of aligned device range. */
 #define DMIO_BOUNCE_MAX (DMIO_PIECE_IOVS * FM_PAGE_SIZE)
 
@@ -206,6 +213,8 @@ enum dmio_piece_stage {
 
 /* Iovecs a request copies inline; more are allocated. */
 #define DMIO_IO_INLINE_IOVS 8
+/* Regions (legs) a request keeps inline; more are allocated. */
+#define DMIO_IO_INLINE_REGIONS 4
 
 struct dmio_io {
 	atomic_uint pending;            /* pieces outstanding */
@@ -219,7 +228,11 @@ struct dmio_io {
 	/* Kept for the PREFLUSH phase, which builds the writes after it. */
 	bool preflush_phase;
 	unsigned num_regions;
-	struct dmio_region regions[DMIO_MAX_REGIONS];
+	/* The caller's regions, copied (for the PREFLUSH phase): regions
+	 * points to regions_inline or, above DMIO_IO_INLINE_REGIONS, to an
+	 * allocated copy. */
+	struct dmio_region *regions;
+	struct dmio_region regions_inline[DMIO_IO_INLINE_REGIONS];
 	/* The caller's iovec array, copied (mem.ptr.bvec.iov points here or
 	 * to an allocated copy): it is walked again by bounce copies and the
 	 * PREFLUSH phase, after dmio() has returned. */
@@ -264,20 +277,28 @@ struct dmio_piece {
 	uint64_t mem_off;               /* offset of those bytes in *mem */
 	uint64_t aligned_off;           /* start of the bounced device range */
 	uint64_t aligned_len;
-	unsigned nr_bounce;             /* pages in bounce[] */
+	unsigned nr_bounce;             /* pages in dmio_piece_bounce(p) */
 	unsigned iov_first;             /* first iovec not yet transferred */
 	unsigned iovcnt;                /* iovecs in use (from iov_first on) */
+	unsigned cap;                   /* room in iov[] and the bounce array:
+					 * DMIO_PIECE_SMALL_IOVS or _IOVS */
 	struct dmio_piece *next;        /* submit batch / free list */
-	void *bounce[DMIO_PIECE_IOVS];
-	struct iovec iov[DMIO_PIECE_IOVS];
+	/* cap iovecs, then cap bounce page pointers (dmio_piece_bounce). */
+	struct iovec iov[];
 };
+
+static inline void **dmio_piece_bounce(struct dmio_piece *p)
+{
+	return (void **)(p->iov + p->cap);
+}
 
 /* client.c */
 struct dmio_client *dmio_default_client(void);
 void dmio_default_client_free(void);
 struct dmio_io *dmio_io_alloc(struct dmio_client *c);
 void dmio_io_free(struct dmio_client *c, struct dmio_io *io);
-struct dmio_piece *dmio_piece_alloc(struct dmio_client *c);
+/* A piece with room for @iovs iovecs and bounce pages (<= DMIO_PIECE_IOVS). */
+struct dmio_piece *dmio_piece_alloc(struct dmio_client *c, unsigned iovs);
 void dmio_piece_free(struct dmio_client *c, struct dmio_piece *p);
 /* Fill @pages with 4 KiB aligned pages; all or nothing (waits if needed). */
 void dmio_pages_alloc(struct dmio_client *c, void **pages, unsigned n);

@@ -85,6 +85,42 @@ static size_t cursor_next(struct mem_cursor *c, uint64_t max, uint8_t **base)
 	}
 }
 
+/* At most how many segments cursor_next() cuts the next @len bytes of
+ * @c into (capped at DMIO_PIECE_IOVS): the room a piece needs for them. */
+static unsigned cursor_segments(const struct mem_cursor *c, uint64_t len)
+{
+	const struct dmio_memory *m = c->mem;
+	uint64_t n;
+
+	switch ((int)m->type) {
+	case DMIO_MEM_PAGE_LIST:
+		n = (c->in_page % FM_PAGE_SIZE + len + FM_PAGE_SIZE - 1) / FM_PAGE_SIZE;
+		break;
+	case DMIO_MEM_BVEC: {
+		uint64_t have = 0;
+
+		n = 0;
+		for (unsigned i = c->idx; i < m->ptr.bvec.iovcnt && have < len &&
+					  n < DMIO_PIECE_IOVS; i++) {
+			uint64_t l = m->ptr.bvec.iov[i].iov_len;
+
+			if (i == c->idx)
+				l = l > c->in_iov ? l - c->in_iov : 0;
+			have += l;
+			n += l != 0;
+		}
+		break;
+	}
+	case DMIO_MEM_VM:
+		n = 1;
+		break;
+	default: /* zeroes */
+		n = (len + FM_PAGE_SIZE - 1) / FM_PAGE_SIZE;
+		break;
+	}
+	return n < DMIO_PIECE_IOVS ? (unsigned)n : DMIO_PIECE_IOVS;
+}
+
 static void cursor_init(struct mem_cursor *c, const struct dmio_memory *m, uint64_t skip)
 {
 	memset(c, 0, sizeof(*c));
@@ -149,11 +185,12 @@ static bool mem_direct_ok(const struct dmio_memory *m, uint64_t len,
 static void bounce_copy(struct dmio_piece *p, bool to_bounce)
 {
 	uint64_t boff = p->user_off - p->aligned_off, len = p->user_len;
+	void **bounce = dmio_piece_bounce(p);
 	struct mem_cursor c;
 
 	cursor_init(&c, p->mem, p->mem_off);
 	while (len) {
-		uint8_t *u, *bp = (uint8_t *)p->bounce[boff / FM_PAGE_SIZE] + boff % FM_PAGE_SIZE;
+		uint8_t *u, *bp = (uint8_t *)bounce[boff / FM_PAGE_SIZE] + boff % FM_PAGE_SIZE;
 		uint64_t room = FM_PAGE_SIZE - boff % FM_PAGE_SIZE;
 		size_t n = cursor_next(&c, len < room ? len : room, &u);
 
@@ -173,9 +210,10 @@ static void bounce_copy(struct dmio_piece *p, bool to_bounce)
 static void bounce_iov_setup(struct dmio_piece *p)
 {
 	uint64_t left = p->aligned_len;
+	void **bounce = dmio_piece_bounce(p);
 
 	for (unsigned i = 0; i < p->nr_bounce; i++) {
-		p->iov[i].iov_base = p->bounce[i];
+		p->iov[i].iov_base = bounce[i];
 		p->iov[i].iov_len = left < FM_PAGE_SIZE ? left : FM_PAGE_SIZE;
 		left -= p->iov[i].iov_len;
 	}
@@ -193,11 +231,12 @@ struct piece_list {
 	unsigned n;
 };
 
+/* A piece with room for @iovs iovecs (bounce pages), added to @list. */
 static struct dmio_piece *piece_new(struct dmio_io *io, struct dmio_dev *dev,
 				    unsigned region, enum dmio_piece_kind kind,
-				    struct piece_list *list)
+				    unsigned iovs, struct piece_list *list)
 {
-	struct dmio_piece *p = dmio_piece_alloc(io->client);
+	struct dmio_piece *p = dmio_piece_alloc(io->client, iovs);
 
 	p->io = io;
 	p->dev = dev;
@@ -250,13 +289,14 @@ static void build_rw(struct dmio_io *io, unsigned region, struct dmio_dev *dev,
 
 		cursor_init(&c, mem, 0);
 		while (len) {
-			struct dmio_piece *p = piece_new(io, dev, region, kind, list);
+			unsigned iovs = cursor_segments(&c, len < max_io ? len : max_io);
+			struct dmio_piece *p = piece_new(io, dev, region, kind, iovs, list);
 			uint64_t plen = 0;
 
 			p->mem = mem;
 			p->off = off;
 			p->rw_flags = rw_flags;
-			while (p->iovcnt < DMIO_PIECE_IOVS && plen < max_io && plen < len) {
+			while (p->iovcnt < p->cap && plen < max_io && plen < len) {
 				uint64_t want = len - plen < max_io - plen ? len - plen : max_io - plen;
 				uint8_t *b = NULL;
 				size_t n = cursor_next(&c, want, &b);
@@ -282,7 +322,8 @@ static void build_rw(struct dmio_io *io, unsigned region, struct dmio_dev *dev,
 	while (off < end) {
 		uint64_t a_end = a + bmax < aend_all ? a + bmax : aend_all;
 		uint64_t u_end = end < a_end ? end : a_end;
-		struct dmio_piece *p = piece_new(io, dev, region, kind, list);
+		unsigned nr_bounce = (unsigned)((a_end - a + FM_PAGE_SIZE - 1) / FM_PAGE_SIZE);
+		struct dmio_piece *p = piece_new(io, dev, region, kind, nr_bounce, list);
 
 		p->mem = mem;
 		p->rw_flags = rw_flags;
@@ -291,8 +332,8 @@ static void build_rw(struct dmio_io *io, unsigned region, struct dmio_dev *dev,
 		p->mem_off = mem_off;
 		p->aligned_off = a;
 		p->aligned_len = a_end - a;
-		p->nr_bounce = (unsigned)((p->aligned_len + FM_PAGE_SIZE - 1) / FM_PAGE_SIZE);
-		dmio_pages_alloc(io->client, p->bounce, p->nr_bounce);
+		p->nr_bounce = nr_bounce;
+		dmio_pages_alloc(io->client, dmio_piece_bounce(p), p->nr_bounce);
 		bounce_iov_setup(p);
 		DMIO_STAT_ADD(bounced, 1);
 		if (kind == DMIO_PIECE_READ) {
@@ -350,7 +391,7 @@ static void build_falloc(struct dmio_io *io, unsigned region, struct dmio_dev *d
 		build_zero_writes(io, region, dev, off, len, list);
 		return;
 	}
-	p = piece_new(io, dev, region, DMIO_PIECE_FALLOC, list);
+	p = piece_new(io, dev, region, DMIO_PIECE_FALLOC, 0, list);
 	p->falloc_mode = mode;
 	p->zeroes = zeroes;
 	p->off = off;
@@ -407,7 +448,7 @@ static void build_op(struct dmio_io *io, enum dmio_op op, struct piece_list *lis
 		bool ok = true;
 
 		if (op == DMIO_OP_FLUSH) {
-			piece_new(io, reg->dev, r, DMIO_PIECE_FSYNC, list);
+			piece_new(io, reg->dev, r, DMIO_PIECE_FSYNC, 0, list);
 			continue;
 		}
 		if (!region_in_bounds(reg)) {
@@ -537,7 +578,7 @@ static void start_pieces(struct dmio_io *io, struct piece_list *list)
 	struct dmio_piece *go = NULL, *p, *next;
 
 	if (!list->n)
-		piece_new(io, io->regions[0].dev, 0, DMIO_PIECE_NOP, list);
+		piece_new(io, io->regions[0].dev, 0, DMIO_PIECE_NOP, 0, list);
 	atomic_store_explicit(&io->pending, list->n, memory_order_relaxed);
 	for (p = list->head; p; p = next) {
 		next = p->next;
@@ -571,6 +612,8 @@ static void io_finish(struct dmio_io *io)
 	fn = io->fn;
 	ctx = io->context;
 	free(io->iov_alloc);
+	if (io->regions != io->regions_inline)
+		free(io->regions);
 	/* Give the io back before the callback, which may want a new one. */
 	dmio_io_free(client, io);
 	fn(bits, ctx);
@@ -590,7 +633,7 @@ static void piece_end(struct dmio_piece *p, int err)
 	if (p->rmw)
 		rmw_release(p);
 	if (p->nr_bounce)
-		dmio_pages_free(io->client, p->bounce, p->nr_bounce);
+		dmio_pages_free(io->client, dmio_piece_bounce(p), p->nr_bounce);
 	dmio_piece_free(io->client, p);
 	if (atomic_fetch_sub_explicit(&io->pending, 1, memory_order_acq_rel) == 1)
 		io_finish(io);
@@ -965,6 +1008,14 @@ int dmio(struct dmio_request *req, unsigned num_regions,
 	io->flags = req->op == DMIO_OP_WRITE ? req->flags : 0;
 	io->mem = req->mem;
 	io->iov_alloc = NULL;
+	io->regions = io->regions_inline;
+	if (num_regions > DMIO_IO_INLINE_REGIONS) {
+		io->regions = malloc(num_regions * sizeof(*where));
+		if (!io->regions) {
+			dmio_io_free(client, io);
+			return -ENOMEM;
+		}
+	}
 	if (io->mem.type == DMIO_MEM_BVEC && io->mem.ptr.bvec.iovcnt) {
 		unsigned cnt = io->mem.ptr.bvec.iovcnt;
 		struct iovec *copy = io->iov_inline;
@@ -972,6 +1023,8 @@ int dmio(struct dmio_request *req, unsigned num_regions,
 		if (cnt > DMIO_IO_INLINE_IOVS) {
 			copy = io->iov_alloc = malloc(cnt * sizeof(*copy));
 			if (!copy) {
+				if (io->regions != io->regions_inline)
+					free(io->regions);
 				dmio_io_free(client, io);
 				return -ENOMEM;
 			}

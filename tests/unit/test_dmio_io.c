@@ -170,6 +170,51 @@ START_TEST(test_rw_many_segments)
 }
 END_TEST
 
+/*
+ * Requests on either side of what dmio keeps inline (a request's regions:
+ * 4; a piece's iovecs: 4, more take a larger piece): 1 to 8 regions x 1
+ * to 9 iovecs or bounce pages (bvecs, page lists, odd bvecs that O_DIRECT
+ * legs bounce), written and read back.
+ */
+START_TEST(test_rw_around_inline_limits)
+{
+	unsigned nreg = 1 + (unsigned)_i / 8, nseg = 1 + (unsigned)_i % 8;
+	const uint64_t count = nseg * PAGE / SECTOR;
+	const size_t len = count * SECTOR;
+	struct dmio_region where[8];
+	uint8_t *data;
+	char what[96];
+
+	fx_seed(__func__, _i);
+	for (unsigned k = 0; k < nreg; k++)
+		where[k] = fx_region(fx_add_file(64 * 1024, k % 2 ? DMIO_DEV_NO_DIRECT : 0),
+				     8 * (k % 8), count);
+	data = fx_random_buf(len);
+	for (unsigned kind = 0; kind < 3; kind++) {
+		/* bvec: nseg iovecs; page list: nseg pages, or nseg + 1 at an
+		 * offset in the first; odd bvec: bounced, nseg bounce pages. */
+		struct fx_mem *m = kind == 0 ? fx_mem_bvec(len, nseg, false, SECTOR)
+				   : kind == 1 ? fx_mem_pl(len, (nseg % 2) * SECTOR)
+					       : fx_mem_bvec(len, nseg, true, 1);
+		struct fx_mem *r = kind == 0 ? fx_mem_bvec(len, nseg, false, SECTOR)
+				   : kind == 1 ? fx_mem_pl(len, 0)
+					       : fx_mem_bvec(len, nseg, true, 1);
+		struct fx_io io = { .api = kind % 2 ? FX_API_SEED : FX_API_DMIO, .async = kind % 2,
+				    .mem = m };
+		static const char *const kinds[] = { "bvec", "page list", "odd bvec" };
+
+		snprintf(what, sizeof(what), "%u regions, %s of %u segments", nreg, kinds[kind],
+			 nseg + (kind == 1 && nseg % 2));
+		fx_mem_fill(m, data);
+		fx_write_ok(&io, nreg, where, data, what);
+		fx_verify_all();
+		for (unsigned k = 0; k < nreg; k++)
+			fx_read_check(&io, r, &where[k], data, what);
+	}
+	fx_finish();
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* TCase callbacks: exactly once, error bits, sync return values */
 
@@ -868,6 +913,7 @@ static Suite *dmio_io_suite(void)
 	tcase_add_loop_test(tc, test_rw_matrix, 0, LAYOUT_COUNT * 3 * 2 * 2);
 	tcase_add_loop_test(tc, test_rw_regions_of_different_sizes, 0, 6);
 	tcase_add_loop_test(tc, test_rw_many_segments, 0, 6);
+	tcase_add_loop_test(tc, test_rw_around_inline_limits, 0, 64);
 
 	tc = tc_add(s, "callbacks", tc_dir_setup, tc_dir_teardown, fx_setup, fx_teardown);
 	tcase_add_test(tc, test_cb_async_exactly_once);
