@@ -539,6 +539,10 @@ struct bufio_stats {
 				   the rest being the filler thread's */
 	uint64_t data_ready;    /* chunks the filler holds prefaulted, ahead
 				   of the allocations (not in data_maps yet) */
+	uint64_t data_surplus;  /* chunks a thread mapped or took ready while
+				   another thread's chunk came to have free
+				   slots: kept ready, or unmapped where the
+				   limit has no room (not in data_maps) */
 };
 
 /* A consistent-enough snapshot (counters are read shard by shard). */

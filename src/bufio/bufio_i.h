@@ -299,11 +299,15 @@ struct bufio_client {
 	uint64_t slab_maps;             /* chunks mapped (stats.data_maps) */
 	uint64_t slab_maps_inline;      /* ... by the allocating thread
 					   (stats.data_maps_inline) */
+	uint64_t slab_surplus;          /* chunks not needed after all
+					   (chunk_surplus_locked,
+					   stats.data_surplus) */
 	/* The filler (slab.c, "Prefaulted ahead"): chunks mapped and
 	 * prefaulted before an allocation needs them. */
 	char *slab_ready[BUFIO_SLAB_READY];
 	unsigned nr_slab_ready;
 	unsigned slab_filling;          /* chunks the filler is mapping */
+	unsigned slab_inline;           /* ... allocating threads are mapping */
 	bool slab_grow;                 /* the cache grew: fill ahead */
 	bool slab_filler_stop;
 	bool slab_filler_on;            /* slab_filler was started */

@@ -434,6 +434,7 @@ void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
 	st.data_maps = c->slab_maps;
 	st.data_maps_inline = c->slab_maps_inline;
 	st.data_ready = c->nr_slab_ready;
+	st.data_surplus = c->slab_surplus;
 	pthread_mutex_unlock(&c->slab_lock);
 	st.around_cached = atomic_load(&c->around_cached);
 	st.around_spliced = atomic_load(&c->around_spliced);

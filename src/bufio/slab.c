@@ -39,9 +39,12 @@
  * and submitting for those ms, every 512 reads.  So once the cache has
  * grown by a chunk (slab_grow), a thread of the client's, the filler,
  * keeps up to BUFIO_SLAB_READY chunks mapped and prefaulted ahead, as
- * long as every chunk mapped, ready or being filled fits in the block
- * data the limit holds; an allocation takes one of those first, and maps
- * one itself only when none is ready (stats.data_maps_inline).  The
+ * long as every chunk mapped, ready or being mapped (by it or by
+ * allocating threads) fits in the block data the limit holds; an
+ * allocation takes one of those first, and maps one itself only when
+ * none is ready (stats.data_maps_inline).  Such a thread drops the lock
+ * meanwhile, so others may do the same at once: the first chunk back
+ * serves them all, the rest are surplus (chunk_surplus_locked()).  The
  * filler sleeps while nothing grows; it never takes another lock than
  * slab_lock, and not across the prefault.
  *
@@ -121,10 +124,12 @@ static uint64_t data_limit(const struct bufio_client *c)
 	return bufio_client_limit(c) / c->buffer_cost * c->block_size;
 }
 
-/* Room for one more chunk beside those mapped, ready and being filled. */
+/* Room for one more chunk beside those mapped, ready and being mapped
+ * (by the filler or by allocating threads). */
 static bool filler_room_locked(const struct bufio_client *c)
 {
-	uint64_t n = (uint64_t)g_hash_table_size(c->slabs) + c->nr_slab_ready + c->slab_filling;
+	uint64_t n = (uint64_t)g_hash_table_size(c->slabs) + c->nr_slab_ready + c->slab_filling +
+		     c->slab_inline;
 
 	return (n + 1) * BUFIO_SLAB_CHUNK <= data_limit(c);
 }
@@ -239,9 +244,35 @@ void bufio_slab_fini(struct bufio_client *c)
 	pthread_mutex_destroy(&c->slab_lock);
 }
 
+/*
+ * A chunk @s that a thread mapped (or took ready) with slab_lock dropped,
+ * and that is not needed any more: another thread's chunk has free slots
+ * now.  Without this, every thread that found no free slot at the same
+ * moment added a chunk of its own, and at the top of the cache (the last
+ * chunk is never prepared by the filler: it does not fit whole under the
+ * limit) they stayed mapped, never filled: rss.sh's load (2k writes at
+ * QD32 filling a 128 MiB cache, 2 CPUs) ended with 61 to 68 chunks for
+ * data that needs 61, up to 14 MiB of prefaulted memory beyond the limit,
+ * more with more threads.  Kept ready if the filler could have mapped it
+ * (slab_lock held), else returned for the caller to unmap once unlocked.
+ */
+static char *chunk_surplus_locked(struct bufio_client *c, struct bufio_slab *s)
+{
+	char *mem = s->mem;
+
+	free(s);
+	c->slab_surplus++;
+	if (c->nr_slab_ready + c->slab_filling < BUFIO_SLAB_READY && filler_room_locked(c)) {
+		c->slab_ready[c->nr_slab_ready++] = mem;
+		return NULL;
+	}
+	return mem;
+}
+
 void *bufio_data_alloc(struct bufio_client *c)
 {
 	struct bufio_slab *s;
+	char *surplus = NULL;
 	unsigned i;
 	void *p;
 
@@ -264,22 +295,29 @@ void *bufio_data_alloc(struct bufio_client *c)
 
 			if (c->nr_slab_ready)
 				mem = c->slab_ready[--c->nr_slab_ready];
+			else
+				c->slab_inline++, mapped_here = true;
 			filler_poke_locked(c);
 			pthread_mutex_unlock(&c->slab_lock);
-			if (!mem) {
+			if (mapped_here)
 				mem = chunk_map();
-				mapped_here = true;
-			}
 			s = mem ? calloc(1, sizeof(*s)) : NULL;
+			pthread_mutex_lock(&c->slab_lock);
+			c->slab_inline -= mapped_here;
 			if (!s) {
+				pthread_mutex_unlock(&c->slab_lock);
 				if (mem)
 					munmap(mem, BUFIO_SLAB_CHUNK);
 				return NULL;
 			}
 			s->mem = mem;
+			if (!bufio_list_empty(&c->slab_partial)) {
+				/* Another thread's chunk came meanwhile. */
+				surplus = chunk_surplus_locked(c, s);
+				goto take;
+			}
 			slot_poison(mem, BUFIO_SLAB_CHUNK);
 			VALGRIND_MAKE_MEM_NOACCESS(mem, BUFIO_SLAB_CHUNK);
-			pthread_mutex_lock(&c->slab_lock);
 			g_hash_table_insert(c->slabs, mem, s);
 			c->slab_maps++;
 			c->slab_maps_inline += mapped_here;
@@ -287,6 +325,7 @@ void *bufio_data_alloc(struct bufio_client *c)
 		slab_reset(c, s);
 		bufio_list_add_tail(&s->node, &c->slab_partial);
 	}
+take:
 	s = bufio_container_of(c->slab_partial.next, struct bufio_slab, node);
 	for (i = 0; !s->map[i / 64]; i += 64)
 		;
@@ -295,6 +334,8 @@ void *bufio_data_alloc(struct bufio_client *c)
 	if (!--s->nfree)
 		bufio_list_del(&s->node);
 	pthread_mutex_unlock(&c->slab_lock);
+	if (surplus)
+		munmap(surplus, BUFIO_SLAB_CHUNK);
 	p = s->mem + ((size_t)i << c->block_shift);
 	slot_unpoison(p, c->block_size);
 	VALGRIND_MAKE_MEM_UNDEFINED(p, c->block_size);

@@ -937,6 +937,68 @@ START_TEST(test_filler_maps_ahead)
 }
 END_TEST
 
+/* Threads that all find no free slot at once each map a chunk with the
+ * lock dropped; the first one's chunk serves them all, and the others'
+ * are kept ready or, where the limit has no room for them, unmapped:
+ * never added to the cache's chunks, where at the top of the cache they
+ * stayed mapped and unused (up to 14 MiB beyond the limit under rss.sh's
+ * load).  The limit here leaves the filler no room for a second chunk,
+ * so every racer maps its own. */
+#define RACERS 8
+static pthread_barrier_t racers_go;
+
+static void *racing_reader(void *arg)
+{
+	struct reader_arg *a = arg;
+
+	pthread_barrier_wait(&racers_go);
+	a->r = bufio_read(bc, a->block, &a->b);
+	return NULL;
+}
+
+START_TEST(test_data_map_race_one_chunk)
+{
+	unsigned per_chunk = (2u << 20) / BS;
+	uint64_t cost = COST;           /* (of bc, destroyed below) */
+	struct reader_arg a[RACERS];
+	struct bufio_buffer *b;
+	pthread_t t[RACERS];
+	struct bufio_stats st;
+
+	bufio_client_destroy(bc);
+	bufio_set_max_cache_size_bytes((per_chunk + 100) * cost);
+	make_client(BS, 1, 16, NULL, NULL);
+	/* The first chunk full: the reserved buffer and per_chunk - 1 blocks. */
+	for (unsigned i = 0; i < per_chunk - 1; i++) {
+		ck_assert_int_eq(bufio_read(bc, i, &b), 0);
+		bufio_release(b);
+	}
+	st = stats();
+	ck_assert_msg(st.data_maps == 1 && st.data_ready == 0,
+		      "%" PRIu64 " chunks, %" PRIu64 " ready, limit %" PRIu64 " bytes",
+		      st.data_maps, st.data_ready, st.limit_bytes);
+	pthread_barrier_init(&racers_go, NULL, RACERS);
+	for (unsigned k = 0; k < RACERS; k++) {
+		a[k] = (struct reader_arg){ .block = 1000 + 7 * k };
+		pthread_create(&t[k], NULL, racing_reader, &a[k]);
+	}
+	for (unsigned k = 0; k < RACERS; k++)
+		pthread_join(t[k], NULL);
+	pthread_barrier_destroy(&racers_go);
+	for (unsigned k = 0; k < RACERS; k++) {
+		ck_assert_int_eq(a[k].r, 0);
+		fm_assert_bytes_eq(bufio_get_block_data(a[k].b), orig_block(a[k].block), BS,
+				   "block %llu", (unsigned long long)a[k].block);
+		bufio_release(a[k].b);
+	}
+	st = stats();
+	ck_assert_uint_eq(st.data_maps, 2);
+	ck_assert_uint_eq(st.data_ready, 0);    /* no room: unmapped */
+	ck_assert_uint_le(st.data_surplus, RACERS - 1);
+	bufio_forget_buffers(bc, 0, 1ull << 40);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* prefetch */
 
@@ -2583,6 +2645,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_forget);
 	tcase_add_test(tc, test_forget_buffers);
 	tcase_add_test(tc, test_filler_maps_ahead);
+	tcase_add_test(tc, test_data_map_race_one_chunk);
 
 	TCASE("prefetch", setup_sync);
 	tcase_add_test(tc, test_prefetch_vectored);
