@@ -134,10 +134,16 @@ static bool filler_room_locked(const struct bufio_client *c)
 	return (n + 1) * BUFIO_SLAB_CHUNK <= data_limit(c);
 }
 
+/* May one more chunk join the ready ones (mapped by the filler or left
+ * over by a race, see chunk_surplus_locked())? */
+static bool ready_room_locked(const struct bufio_client *c)
+{
+	return c->nr_slab_ready + c->slab_filling < BUFIO_SLAB_READY && filler_room_locked(c);
+}
+
 static bool filler_wanted_locked(const struct bufio_client *c)
 {
-	return c->slab_grow && !c->slab_filler_stop &&
-	       c->nr_slab_ready + c->slab_filling < BUFIO_SLAB_READY && filler_room_locked(c);
+	return c->slab_grow && !c->slab_filler_stop && ready_room_locked(c);
 }
 
 static void *filler_main(void *arg)
@@ -262,7 +268,7 @@ static char *chunk_surplus_locked(struct bufio_client *c, struct bufio_slab *s)
 
 	free(s);
 	c->slab_surplus++;
-	if (c->nr_slab_ready + c->slab_filling < BUFIO_SLAB_READY && filler_room_locked(c)) {
+	if (ready_room_locked(c)) {
 		c->slab_ready[c->nr_slab_ready++] = mem;
 		return NULL;
 	}
@@ -293,10 +299,12 @@ void *bufio_data_alloc(struct bufio_client *c)
 			char *mem = NULL;
 			bool mapped_here = false;
 
-			if (c->nr_slab_ready)
+			if (c->nr_slab_ready) {
 				mem = c->slab_ready[--c->nr_slab_ready];
-			else
-				c->slab_inline++, mapped_here = true;
+			} else {
+				c->slab_inline++;
+				mapped_here = true;
+			}
 			filler_poke_locked(c);
 			pthread_mutex_unlock(&c->slab_lock);
 			if (mapped_here)

@@ -593,6 +593,15 @@ static void start_pieces(struct dmio_io *io, struct piece_list *list)
 /*----------------------------------------------------------------*/
 /* Completion */
 
+/* Free the copies of the caller's regions and iovecs that did not fit in
+ * the io (dmio()). */
+static void io_free_copies(struct dmio_io *io)
+{
+	free(io->iov_alloc);
+	if (io->regions != io->regions_inline)
+		free(io->regions);
+}
+
 static void io_finish(struct dmio_io *io)
 {
 	struct dmio_client *client = io->client;
@@ -611,9 +620,7 @@ static void io_finish(struct dmio_io *io)
 	bits = atomic_load(&io->error_bits);
 	fn = io->fn;
 	ctx = io->context;
-	free(io->iov_alloc);
-	if (io->regions != io->regions_inline)
-		free(io->regions);
+	io_free_copies(io);
 	/* Give the io back before the callback, which may want a new one. */
 	dmio_io_free(client, io);
 	fn(bits, ctx);
@@ -1023,8 +1030,7 @@ int dmio(struct dmio_request *req, unsigned num_regions,
 		if (cnt > DMIO_IO_INLINE_IOVS) {
 			copy = io->iov_alloc = malloc(cnt * sizeof(*copy));
 			if (!copy) {
-				if (io->regions != io->regions_inline)
-					free(io->regions);
+				io_free_copies(io);
 				dmio_io_free(client, io);
 				return -ENOMEM;
 			}

@@ -792,11 +792,11 @@ report:
 
 /*
  * @n slots of @slot bytes (a multiple of 2 MiB), 2 MiB aligned, mapped
- * MAP_NORESERVE, on small pages but for the @tail bytes behind the first
- * 2 MiB of each of the last @nhuge slots, asked to be huge pages (see
- * FU_HEAD).  NULL if it cannot be mapped; the advice is only advice.
+ * MAP_NORESERVE, on small pages but for the tails (what follows the first
+ * 2 MiB) of the last @nhuge slots, asked to be huge pages (see FU_HEAD).
+ * NULL if it cannot be mapped; the advice is only advice.
  */
-static uint8_t *fu_map_slots(unsigned n, size_t slot, size_t tail, unsigned nhuge)
+static uint8_t *fu_map_slots(unsigned n, size_t slot, unsigned nhuge)
 {
 	size_t len = (size_t)n * slot;
 	uint8_t *a = fm_map_aligned(len, MAP_NORESERVE);
@@ -805,9 +805,9 @@ static uint8_t *fu_map_slots(unsigned n, size_t slot, size_t tail, unsigned nhug
 		return NULL;
 #ifdef MADV_HUGEPAGE
 	(void)madvise(a, len, MADV_NOHUGEPAGE);
-	for (unsigned i = n > nhuge ? n - nhuge : 0; tail && i < n; i++)
-		(void)madvise(a + (size_t)i * slot + FM_HUGE_PAGE_SIZE,
-			      FM_ALIGN_UP(tail, (size_t)FM_HUGE_PAGE_SIZE), MADV_HUGEPAGE);
+	for (unsigned i = n > nhuge ? n - nhuge : 0; slot > FM_HUGE_PAGE_SIZE && i < n; i++)
+		(void)madvise(a + (size_t)i * slot + FM_HUGE_PAGE_SIZE, slot - FM_HUGE_PAGE_SIZE,
+			      MADV_HUGEPAGE);
 #endif
 	return a;
 }
@@ -837,10 +837,10 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	q->ents = calloc(u->depth, sizeof(*q->ents));
 	if (posix_memalign((void **)&q->hdrs, 64, u->depth * sizeof(*q->hdrs)))
 		q->hdrs = NULL;
-	/* The entries' slots (see FU_HEAD). */
+	/* The entries' slots (see FU_HEAD): small part, then the tail. */
 	tail = u->payload_size > FU_HEAD ? u->payload_size - FU_HEAD : 0;
 	slot = FM_HUGE_PAGE_SIZE + FM_ALIGN_UP(tail, (size_t)FM_HUGE_PAGE_SIZE);
-	q->payloads = fu_map_slots(u->depth, slot, tail, FU_HUGE_ENTRIES);
+	q->payloads = fu_map_slots(u->depth, slot, FU_HUGE_ENTRIES);
 	q->payloads_len = u->depth * slot;
 	if (!q->ents || !q->hdrs || !q->payloads)
 		return -ENOMEM;
