@@ -543,6 +543,10 @@ struct bufio_stats {
 				   another thread's chunk came to have free
 				   slots: kept ready, or unmapped where the
 				   limit has no room (not in data_maps) */
+	uint64_t data_bytes;    /* block memory mapped now: chunks in use,
+				   kept empty and ready; within the limit's
+				   block data but for one chunk (at the top,
+				   a thread maps the last one itself) */
 };
 
 /* A consistent-enough snapshot (counters are read shard by shard). */

@@ -435,6 +435,8 @@ void bufio_get_stats(struct bufio_client *c, struct bufio_stats *ret_stats)
 	st.data_maps_inline = c->slab_maps_inline;
 	st.data_ready = c->nr_slab_ready;
 	st.data_surplus = c->slab_surplus;
+	st.data_bytes = ((uint64_t)g_hash_table_size(c->slabs) + c->nr_slab_ready) *
+			BUFIO_SLAB_CHUNK;
 	pthread_mutex_unlock(&c->slab_lock);
 	st.around_cached = atomic_load(&c->around_cached);
 	st.around_spliced = atomic_load(&c->around_spliced);

@@ -494,6 +494,10 @@ static const struct status_field cache_fields[] = {
 	{ "around_write_bytes", SK_BLOCKS, offsetof(struct status, bs.around_writes) },
 	{ "around_cached_bytes", SK_BLOCKS, offsetof(struct status, bs.around_cached) },
 	F("write_errors", bs.write_errors),
+	FM("data_bytes", bs.data_bytes, "fusemirror_cache_data_bytes", "gauge",
+	   "Memory mapped for cache blocks (in use, kept free, prefaulted ahead)."),
+	F("data_maps", bs.data_maps),
+	F("data_surplus", bs.data_surplus),
 };
 
 static const struct status_field io_fields[] = {
