@@ -1193,15 +1193,16 @@ static void *seg(const struct mreq *r, unsigned i)
 	return (char *)r->buf + (size_t)i * copy_bytes(r);
 }
 
-/* A scrub's segments: one per leg, and with checksums the verified data. */
-static unsigned scrub_nseg(const struct mirror *m)
+/* A scrub's segments: one per leg it reads, and with checksums the
+ * verified data. */
+static unsigned scrub_nseg(const struct mreq *r)
 {
-	return m->nr_legs + (m->csum ? 1 : 0);
+	return r->scrub_legs + (r->m->csum ? 1 : 0);
 }
 
 static struct scrub_sub *scrub_subs(const struct mreq *r)
 {
-	return (struct scrub_sub *)seg(r, scrub_nseg(r->m));
+	return (struct scrub_sub *)seg(r, scrub_nseg(r));
 }
 
 /* Copy @r's verified data into the memory of the read it checks. */
@@ -1536,7 +1537,7 @@ static void scrub_read(struct mreq *r)
 	uint64_t mask = 0, stale = 0;
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		if (leg_state(&m->legs[i]) != FM_LEG_IN_SYNC || !leg_get(&m->legs[i], LEG_READABLE))
 			continue;
 		mask |= 1ull << i;
@@ -1553,7 +1554,7 @@ static void scrub_read(struct mreq *r)
 	if (stale == mask)
 		stale = 0;
 	atomic_store(&r->subs, n);
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		if (!(mask & (1ull << i)))
 			continue;
 		subs[i] = (struct scrub_sub){ r, i, false, (stale & (1ull << i)) != 0 };
@@ -1601,14 +1602,14 @@ static void scrub_compare_csum(struct mreq *r)
 	struct scrub_sub *subs = scrub_subs(r);
 	uint64_t nb = r->count / 8, b0 = r->sector / 8, ok = 0;
 	uint64_t nbad[FM_SB_MAX_LEGS] = { 0 }, first_bad[FM_SB_MAX_LEGS];
-	char *good = seg(r, m->nr_legs);
+	char *good = seg(r, r->scrub_legs);
 	bool resync = r->copy_flags & COPY_RESYNC;
 	int src = -1;
 	uint64_t all;
 	uint32_t *crcs;
 
 	r->targets = r->fill;
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		if (subs[i].r != r)
 			continue;
 		if (subs[i].failed) {
@@ -1635,8 +1636,8 @@ static void scrub_compare_csum(struct mreq *r)
 	all = r->targets;
 	/* Every copy's checksums first, several blocks at a time (else one
 	 * by one below). */
-	crcs = malloc(nb * m->nr_legs * sizeof(*crcs));
-	for (unsigned i = 0; crcs && i < m->nr_legs; i++)
+	crcs = malloc(nb * r->scrub_legs * sizeof(*crcs));
+	for (unsigned i = 0; crcs && i < r->scrub_legs; i++)
 		if (ok & (1ull << i))
 			fm_crc32c_blocks(seg(r, i), FM_SB_CSUM_BLOCK_SIZE, nb, crcs + i * nb);
 	for (uint64_t b = 0; b < nb; b++) {
@@ -1645,13 +1646,13 @@ static void scrub_compare_csum(struct mreq *r)
 		bool verified = true;
 		int g = -1;
 
-		for (unsigned i = 0; i < m->nr_legs; i++)
+		for (unsigned i = 0; i < r->scrub_legs; i++)
 			if (ok & (1ull << i))
 				crc[i] = crcs ? crcs[i * nb + b] :
 					 mcsum_block_crc((char *)seg(r, i) + off);
 		if (crc[src] == want)
 			g = src;
-		for (unsigned i = 0; g < 0 && i < m->nr_legs; i++)
+		for (unsigned i = 0; g < 0 && i < r->scrub_legs; i++)
 			if ((ok & (1ull << i)) && crc[i] == want)
 				g = (int)i;
 		if (g < 0) {
@@ -1669,7 +1670,7 @@ static void scrub_compare_csum(struct mreq *r)
 			}
 		}
 		memcpy(good + off, (char *)seg(r, (unsigned)g) + off, FM_SB_CSUM_BLOCK_SIZE);
-		for (unsigned i = 0; i < m->nr_legs; i++) {
+		for (unsigned i = 0; i < r->scrub_legs; i++) {
 			if (!(ok & (1ull << i)) || i == (unsigned)g)
 				continue;
 			if (memcmp((char *)seg(r, i) + off, good + off, FM_SB_CSUM_BLOCK_SIZE)) {
@@ -1684,7 +1685,7 @@ static void scrub_compare_csum(struct mreq *r)
 		r->targets |= r->blk_mask[b];
 	}
 	free(crcs);
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		if (!nbad[i])
 			continue;
 		MIRROR_STAT_ADD(m->legs[i].csum_errors, nbad[i]);
@@ -1715,9 +1716,8 @@ static void scrub_compare_csum(struct mreq *r)
  */
 static void scrub_compare_blocks(struct mreq *r, unsigned first)
 {
-	struct mirror *m = r->m;
 	struct scrub_sub *subs = scrub_subs(r);
-	unsigned src = r->leg < m->nr_legs && subs[r->leg].r == r && !subs[r->leg].failed ?
+	unsigned src = r->leg < r->scrub_legs && subs[r->leg].r == r && !subs[r->leg].failed ?
 		       r->leg : first;
 	uint64_t nb = r->count / BLK_SECTORS, all = r->targets;
 	const char *good = seg(r, src);
@@ -1725,7 +1725,7 @@ static void scrub_compare_blocks(struct mreq *r, unsigned first)
 	for (uint64_t b = 0; b < nb; b++) {
 		size_t off = b * FM_SB_BAD_BLOCK_SIZE;
 
-		for (unsigned i = 0; i < m->nr_legs; i++) {
+		for (unsigned i = 0; i < r->scrub_legs; i++) {
 			if (subs[i].r != r || subs[i].failed || i == src)
 				continue;
 			if (memcmp((const char *)seg(r, i) + off, good + off, FM_SB_BAD_BLOCK_SIZE)) {
@@ -1760,7 +1760,7 @@ static void scrub_compare(struct mreq *r)
 		return;
 	}
 	r->targets = 0;
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		if (subs[i].r != r)
 			continue;
 		if (subs[i].failed) {
@@ -1783,7 +1783,7 @@ static void scrub_compare(struct mreq *r)
 		scrub_compare_blocks(r, (unsigned)first);
 		return;
 	}
-	for (unsigned i = (unsigned)first + 1; i < m->nr_legs; i++) {
+	for (unsigned i = (unsigned)first + 1; i < r->scrub_legs; i++) {
 		bool differs = false;
 
 		if (subs[i].r != r || subs[i].failed)
@@ -1840,7 +1840,7 @@ static int copy_buf_alloc(struct mreq *r)
 {
 	struct mirror *m = r->m;
 	bool scrub = r->op == MREQ_SCRUB;
-	unsigned nseg = scrub ? scrub_nseg(m) : 2;
+	unsigned nseg;
 	size_t subs = scrub ? FM_SB_MAX_LEGS * sizeof(struct scrub_sub) : 0;
 	/* Per-block write masks: a checksummed scrub, and a resync without
 	 * checksums (scrub_compare_blocks()). */
@@ -1848,6 +1848,8 @@ static int copy_buf_alloc(struct mreq *r)
 				     !(r->sector % BLK_SECTORS) && !(r->count % BLK_SECTORS));
 	size_t masks = scrub && per_block ? r->count / BLK_SECTORS * sizeof(uint64_t) : 0;
 
+	r->scrub_legs = scrub ? m->nr_legs : 0;
+	nseg = scrub ? scrub_nseg(r) : 2;
 	free(r->buf);
 	r->buf = NULL;
 	r->blk_mask = NULL;

@@ -129,7 +129,10 @@ struct mreq {
 	uint64_t targets;               /* legs written (mask) */
 	uint64_t done_mask;             /* scrub: legs read fine */
 	uint64_t mismatch;
-	void *buf;                      /* count sectors per leg read (scrub: nr_legs) */
+	void *buf;                      /* count sectors per leg read (scrub: scrub_legs) */
+	unsigned scrub_legs;            /* scrub: the legs buf has room for, m->nr_legs
+					   when it was allocated (a leg added since is
+					   not read) */
 	void *data;                     /* what is written: a segment of buf */
 	unsigned vleg;                  /* leg being verified */
 	mreq_copy_fn copy_fn;
@@ -162,7 +165,11 @@ struct mreq {
 struct mirror_sync;
 
 struct mirror {
-	unsigned nr_legs;               /* slots in use (the table's nr_legs) */
+	/* Slots in use (the table's nr_legs).  It grows under state_lock (an
+	 * add) and is read without a lock, as an atomic: a reader sees it
+	 * before or after.  What sizes memory or spans a job by it reads it
+	 * once: a scrub's buffer (mreq.scrub_legs), a sync pass. */
+	_Atomic unsigned nr_legs;
 	struct mirror_leg legs[FM_SB_MAX_LEGS];
 	uint64_t image_size;            /* bytes */
 	uint64_t data_sector;           /* data offset in sectors */

@@ -184,12 +184,12 @@ static void unsynced_clear(struct mirror *m, uint64_t g)
 /* The legs region @g must be copied to in this pass.  A full rebuild
  * skips the regions below the leg's recovery_offset: rebuilt before a stop
  * (the checkpoint), or earlier in this pass. */
-static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint64_t full,
-			       const uint64_t *bm)
+static uint64_t region_targets(struct mirror *m, unsigned nl, uint64_t g, unsigned src,
+			       uint64_t full, const uint64_t *bm)
 {
 	uint64_t t = 0, end = (g + 1) << (m->region_shift + FM_SECTOR_SHIFT);
 
-	for (unsigned i = 0; i < m->nr_legs; i++)
+	for (unsigned i = 0; i < nl; i++)
 		if ((full & (1ull << i)) && end > m->legs[i].recovery_offset)
 			t |= 1ull << i;
 	if (bm && (bm[g / 64] & (1ull << (g % 64))))
@@ -197,11 +197,11 @@ static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint6
 	/* After an unclean stop: every other writable leg, a rebuilding one
 	 * too (its part below the checkpoint counts as in sync). */
 	if (unsynced_test(m, g))
-		for (unsigned i = 0; i < m->nr_legs; i++)
+		for (unsigned i = 0; i < nl; i++)
 			if (i != src)
 				t |= 1ull << i;
 	/* Only legs still writable. */
-	for (unsigned i = 0; i < m->nr_legs; i++) {
+	for (unsigned i = 0; i < nl; i++) {
 		enum fm_leg_state st = leg_state(&m->legs[i]);
 
 		if (st != FM_LEG_IN_SYNC && st != FM_LEG_REBUILDING)
@@ -210,11 +210,11 @@ static uint64_t region_targets(struct mirror *m, uint64_t g, unsigned src, uint6
 	return t;
 }
 
-static uint64_t in_sync_legs(struct mirror *m)
+static uint64_t in_sync_legs(struct mirror *m, unsigned nl)
 {
 	uint64_t mask = 0;
 
-	for (unsigned i = 0; i < m->nr_legs; i++)
+	for (unsigned i = 0; i < nl; i++)
 		if (leg_state(&m->legs[i]) == FM_LEG_IN_SYNC)
 			mask |= 1ull << i;
 	return mask;
@@ -260,7 +260,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	mirror_event_sync_end_locked(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);
 	mirror_event_degraded_locked(m);
 	pthread_mutex_unlock(&m->state_lock);
-	for (unsigned i = 0; i < m->nr_legs; i++)
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
 		if (retire & (1ull << i))
 			mirror_retire_leg(m, i, true, "replaced");
 	mirror_sb_update_sync(m);
@@ -298,9 +298,12 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	int src = atomic_load(&m->sync_src);
 	struct throttle t = { 0 };
 	uint64_t csum_errors0[FM_SB_MAX_LEGS];
+	/* The legs of this pass: a leg added during it is recovered by a
+	 * pass of its own, queued (mirror_sync_start_or_queue()). */
+	unsigned nl = m->nr_legs;
 	char u[37];
 
-	for (unsigned i = 0; i < m->nr_legs; i++)
+	for (unsigned i = 0; i < nl; i++)
 		csum_errors0[i] = atomic_load(&m->legs[i].csum_errors);
 	if (src < 0 || leg_state(&m->legs[src]) != FM_LEG_IN_SYNC) {
 		src = mirror_pick_source(m);
@@ -313,7 +316,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	}
 	/* Which legs, which regions. */
 	m->sync_bitmap_legs = 0;
-	for (unsigned i = 0; i < m->nr_legs && !scrub; i++) {
+	for (unsigned i = 0; i < nl && !scrub; i++) {
 		if (leg_state(&m->legs[i]) != FM_LEG_REBUILDING)
 			continue;
 		if (m->legs[i].full_rebuild || !m->bitmap)
@@ -332,7 +335,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 				bm[g / 64] |= 1ull << (g % 64);
 	}
 	for (uint64_t g = 0; g < m->nr_regions; g++)
-		if (scrub ? !region_unwritten(m, g) : region_targets(m, g, (unsigned)src, full, bm))
+		if (scrub ? !region_unwritten(m, g) : region_targets(m, nl, g, (unsigned)src, full, bm))
 			total += region_bytes(m, g);
 	atomic_store(&m->sync_read_bytes, 0);
 	atomic_store(&m->sync_write_bytes, 0);
@@ -355,7 +358,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 
 	for (uint64_t g = 0; g < m->nr_regions && !s->stop && !s->err; g++) {
 		uint64_t first = g << m->region_shift, end = first + (1ull << m->region_shift);
-		uint64_t targets = scrub ? 0 : region_targets(m, g, (unsigned)src, full, bm);
+		uint64_t targets = scrub ? 0 : region_targets(m, nl, g, (unsigned)src, full, bm);
 		uint64_t step = (scrub ? SYNC_SCRUB_BYTES : SYNC_COPY_BYTES) >> FM_SECTOR_SHIFT;
 		enum mreq_op op = scrub ? MREQ_SCRUB : MREQ_COPY;
 		unsigned flags = COPY_SYNC | (s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0);
@@ -367,7 +370,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 				continue;
 			if (unsynced_test(m, g))
 				unsynced_clear(m, g);
-			targets &= ~in_sync_legs(m);
+			targets &= ~in_sync_legs(m, nl);
 			flags |= COPY_ZERO;
 			step = SYNC_ZERO_BYTES >> FM_SECTOR_SHIFT;
 		}
@@ -381,7 +384,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			/* Only in-sync legs to bring together: compare per
 			 * block and write only the blocks whose copies differ
 			 * (scrub_compare_csum(), scrub_compare_blocks()). */
-			if (!(targets & ~in_sync_legs(m))) {
+			if (!(targets & ~in_sync_legs(m, nl))) {
 				op = MREQ_SCRUB;
 				flags |= COPY_REPAIR;
 				step = SYNC_SCRUB_BYTES >> FM_SECTOR_SHIFT;
@@ -444,7 +447,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			  fm_uuid_unparse(m->sb.array_uuid, u), mirror_sync_action_name(s->action),
 			  (unsigned long long)s->mismatches,
 			  s->action == MIRROR_SYNC_REPAIR && s->mismatches ? " (rewritten)" : "");
-		for (unsigned i = 0; i < m->nr_legs && m->csum; i++) {
+		for (unsigned i = 0; i < nl && m->csum; i++) {
 			uint64_t bad = atomic_load(&m->legs[i].csum_errors) - csum_errors0[i];
 
 			if (m->legs[i].path && bad)

@@ -594,6 +594,65 @@ START_TEST(test_add_queued_behind_scrub)
 }
 END_TEST
 
+/*
+ * A leg added while a scrub's reads are in flight (leg 0's delayed): the
+ * scrub compares what it read, one copy per leg it had when it began.  It
+ * used to take the new leg count there, which moved its per-leg records
+ * past its buffer (ASan: an overflow; otherwise garbage, every copy
+ * "not read", EIO), and the pass took its leg count afresh in every loop
+ * (TSan: a race with the add).
+ */
+START_TEST(test_add_during_scrub_read)
+{
+	struct mirror_opts o = { .event_fn = ev_handler };
+	struct dmio_fault f = { .flags = DMIO_FAULT_DELAY_READS, .delay_ms = 1000 };
+	const struct ev_rec *end = NULL;
+	struct mirror_leg_stats ls;
+	struct mirror_status ms;
+	GError *err = NULL;
+	uint64_t reads1;
+	gint64 deadline;
+	int r;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
+	ev_reset();
+	leg_stats(1, &ls);
+	reads1 = ls.reads;
+	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
+	/* Its first reads are in flight: leg 1's are done, leg 0's wait. */
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(5000);
+		leg_stats(1, &ls);
+	} while (ls.reads == reads1 && g_get_monotonic_time() < deadline);
+	ck_assert_uint_gt(ls.reads, reads1);
+	fx.legs[2] = fx_path("new");
+	r = mirror_add_leg(fx.m, fx.legs[2], 0, &err);
+	ck_assert_msg(r == 1, "add during a scrub: %d %s", r, err ? err->message : "");
+	admin_ok(mirror_inject(fx.m, fx.legs[0], NULL, &err), err, "clear");
+	wait_sync_idle(&ms);
+	ck_assert_int_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.nr_in_sync, 3);
+	pthread_mutex_lock(&evs.lock);
+	for (unsigned i = 0; i < evs.n; i++)
+		if (evs.ev[i].type == FM_EVENT_SCRUB_FINISHED)
+			end = &evs.ev[i];
+	pthread_mutex_unlock(&evs.lock);
+	ck_assert_msg(end, "no ScrubFinished event");
+	ck_assert_msg(end->err == 0 && end->value == 0,
+		      "the scrub ended with error %d, %llu mismatched sectors", end->err,
+		      (unsigned long long)end->value);
+	fx.nlegs = 3;
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
 /* A read error: the read is served by the other leg, the bad copy is
  * rewritten and verified; the leg stays in sync. */
 START_TEST(test_read_error_repaired)
@@ -1266,6 +1325,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
 	tcase_add_test(tc, test_add_queued_behind_scrub);
+	tcase_add_test(tc, test_add_during_scrub_read);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
 	tcase_add_test(tc, test_events_degraded_unclean_start);
 	tcase_add_test(tc, test_events_write_mostly);
