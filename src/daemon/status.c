@@ -183,7 +183,7 @@ static void text_progress(const struct mirror_status *st, GString *out)
 static void render_text(const struct status *s, GString *out)
 {
 	const struct mirror_status *st = &s->ms;
-	char u[37], s1[32], s2[32], s3[32];
+	char u[37], s1[32], s2[32], s3[32], s4[32];
 	bool any = false;
 
 	g_string_append_printf(out, "%s: fusemirror array %s%s%s%s\n", s->image, s->uuid,
@@ -290,14 +290,15 @@ static void render_text(const struct status *s, GString *out)
 	}
 	g_string_append_printf(out, "  cache:  %s used of %s (peak %s), %llu buffers, %llu dirty\n"
 			       "          hits %llu, misses %llu, evictions %llu, "
-			       "write errors %llu\n",
+			       "write errors %llu; block memory mapped %s\n",
 			       fm_format_size(s->bs.bytes, s1, sizeof(s1)),
 			       fm_format_size(s->bs.limit_bytes, s2, sizeof(s2)),
 			       fm_format_size(s->bs.peak_bytes, s3, sizeof(s3)),
 			       (unsigned long long)s->bs.buffers, (unsigned long long)s->bs.dirty,
 			       (unsigned long long)s->bs.hits, (unsigned long long)s->bs.misses,
 			       (unsigned long long)s->bs.evictions,
-			       (unsigned long long)s->bs.write_errors);
+			       (unsigned long long)s->bs.write_errors,
+			       fm_format_size(s->bs.data_bytes, s4, sizeof(s4)));
 	g_string_append_printf(out, "          around the cache: %s read, %s written\n",
 			       fm_format_size(s->bs.around_reads * s->block_size, s1, sizeof(s1)),
 			       fm_format_size(s->bs.around_writes * s->block_size, s2, sizeof(s2)));

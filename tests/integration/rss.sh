@@ -82,6 +82,17 @@ assert c["data_bytes"] >= c["peak_bytes"] * 0.8, c
 PY
 	log "$tr: cache block memory $(($(fm_status_get "$T/mnt" .cache.data_bytes) >> 20)) MiB" \
 		"mapped after the fill"
+	# The human status says the same (no I/O runs between the two).
+	human=$(timeout -k 5 30 "$FM" status "$T/mnt") || fail "$tr: fusemirror status failed"
+	python3 - "$human" "$(cat "$T/status.json")" <<'PY' ||
+import json, re, sys
+m = re.search(r"block memory mapped ([0-9.]+) (KiB|MiB|GiB)", sys.argv[1])
+assert m, "no 'block memory mapped' in the cache line"
+unit = 1 << {"KiB": 10, "MiB": 20, "GiB": 30}[m.group(2)]
+want = json.loads(sys.argv[2])["cache"]["data_bytes"]
+assert abs(float(m.group(1)) * unit - want) <= 0.05 * unit, (m.group(0), want)
+PY
+		fail "$tr: status's cache line does not show the block memory of status --json: $human"
 	run_fio "big-$tr" --filename="$T/mnt/image" --direct=1 --bs=1M --iodepth=8 \
 		--ioengine=io_uring --size=64M --name=w --rw=write --name=r --rw=read \
 		--stonewall
