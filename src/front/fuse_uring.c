@@ -791,22 +791,23 @@ report:
 }
 
 /*
- * @n slots of @slot bytes (a multiple of 2 MiB), 2 MiB aligned, mapped
- * MAP_NORESERVE, on small pages but for the tails (what follows the first
- * 2 MiB) of the last @nhuge slots, asked to be huge pages (see FU_HEAD).
- * NULL if it cannot be mapped; the advice is only advice.
+ * @len bytes of slots of @slot bytes each (a multiple of 2 MiB), 2 MiB
+ * aligned, mapped MAP_NORESERVE, on small pages but for the tails (what
+ * follows the first 2 MiB) of the last @nhuge slots, asked to be huge
+ * pages (see FU_HEAD).  NULL if it cannot be mapped; the advice is only
+ * advice.
  */
-static uint8_t *fu_map_slots(unsigned n, size_t slot, unsigned nhuge)
+static uint8_t *fu_map_slots(size_t len, size_t slot, unsigned nhuge)
 {
-	size_t len = (size_t)n * slot;
+	size_t n = len / slot;
 	uint8_t *a = fm_map_aligned(len, MAP_NORESERVE);
 
 	if (!a)
 		return NULL;
 #ifdef MADV_HUGEPAGE
 	(void)madvise(a, len, MADV_NOHUGEPAGE);
-	for (unsigned i = n > nhuge ? n - nhuge : 0; slot > FM_HUGE_PAGE_SIZE && i < n; i++)
-		(void)madvise(a + (size_t)i * slot + FM_HUGE_PAGE_SIZE, slot - FM_HUGE_PAGE_SIZE,
+	for (size_t i = n > nhuge ? n - nhuge : 0; slot > FM_HUGE_PAGE_SIZE && i < n; i++)
+		(void)madvise(a + i * slot + FM_HUGE_PAGE_SIZE, slot - FM_HUGE_PAGE_SIZE,
 			      MADV_HUGEPAGE);
 #endif
 	return a;
@@ -840,8 +841,8 @@ static int fu_queue_init(struct front_uring *u, struct fu_queue *q, unsigned qid
 	/* The entries' slots (see FU_HEAD): small part, then the tail. */
 	tail = u->payload_size > FU_HEAD ? u->payload_size - FU_HEAD : 0;
 	slot = FM_HUGE_PAGE_SIZE + FM_ALIGN_UP(tail, (size_t)FM_HUGE_PAGE_SIZE);
-	q->payloads = fu_map_slots(u->depth, slot, FU_HUGE_ENTRIES);
-	q->payloads_len = u->depth * slot;
+	q->payloads_len = (size_t)u->depth * slot;
+	q->payloads = fu_map_slots(q->payloads_len, slot, FU_HUGE_ENTRIES);
 	if (!q->ents || !q->hdrs || !q->payloads)
 		return -ENOMEM;
 	memset(q->hdrs, 0, u->depth * sizeof(*q->hdrs));
