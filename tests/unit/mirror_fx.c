@@ -733,6 +733,14 @@ void fx_assemble_opts(const struct mirror_opts *o)
 	ck_assert_msg(r == 0, "mirror_assemble: %d %s", r, err ? err->message : "");
 }
 
+void fx_start_written(const struct mirror_opts *o)
+{
+	fx_name_legs(2);
+	fx_format_regions();
+	fx_assemble_opts(o);
+	fx_write_random(0, IMG);
+}
+
 void wait_sync_idle(struct mirror_status *ms)
 {
 	gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;

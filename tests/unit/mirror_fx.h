@@ -263,6 +263,11 @@ uint64_t fx_leg_read_bytes(void);
 
 void fx_assemble_opts(const struct mirror_opts *o);
 
+/* Two legs with 1 MiB regions (fx_format_regions()), assembled with @o,
+ * the whole image written with random bytes of the test's seed (call
+ * FX_SEED() first). */
+void fx_start_written(const struct mirror_opts *o);
+
 /* Wait until no resync/recovery/scrub runs; returns the status then. */
 void wait_sync_idle(struct mirror_status *ms);
 

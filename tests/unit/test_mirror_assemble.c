@@ -829,10 +829,7 @@ START_TEST(test_degraded_start)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&plain);
-	fx_write_random(0, IMG);
+	fx_start_written(&plain);
 	fx_stop(0);
 	read_sb(fx.legs[1], &before);
 
@@ -924,10 +921,7 @@ START_TEST(test_leg_back_in_time)
 	GError *err = NULL;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	fx_stop(0);
 	copy = fx_path("old-copy");
 	copy_file(fx.legs[old], copy);
@@ -992,10 +986,7 @@ START_TEST(test_split_brain)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&plain);
-	fx_write_random(0, IMG);
+	fx_start_written(&plain);
 	fx_stop(0);
 	base = g_memdup2(fx.model, IMG);
 	for (unsigned k = 0; k < 2; k++) {
@@ -1062,10 +1053,7 @@ START_TEST(test_add_leg_that_ran_apart)
 	GError *err = NULL;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&plain);
-	fx_write_random(0, IMG);
+	fx_start_written(&plain);
 	fx_stop(0);
 	mine = g_memdup2(fx.model, IMG);
 	admin_ok(try_assemble(&fx.legs[1], 1, &deg, &err), err, "leg 1 alone");
@@ -1110,10 +1098,7 @@ START_TEST(test_stale_start_is_split_brain)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&plain);
-	fx_write_random(0, IMG);
+	fx_start_written(&plain);
 	if (_i == 0) {
 		admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
 		fx_write_random(2 * REGION, 4 * KiB);
@@ -1153,10 +1138,7 @@ START_TEST(test_degraded_needs_current_leg)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&slow);
-	fx_write_random(0, IMG);
+	fx_start_written(&slow);
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
 	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
 	fx.legs[2] = fx_path("leg2");

@@ -340,10 +340,7 @@ START_TEST(test_remove_and_add_online)
 	gint64 deadline;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	/* The bits of those writes are cleared once idle (not degraded). */
 	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
 	do {
@@ -486,10 +483,7 @@ START_TEST(test_rebuild_resume)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	fx.legs[2] = fx_path("new");
 	if (_i == 0)
 		admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
@@ -571,10 +565,7 @@ START_TEST(test_add_queued_behind_scrub)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
 	fx.legs[2] = fx_path("new");
 	r = mirror_add_leg(fx.m, fx.legs[2], 0, &err);
@@ -615,10 +606,7 @@ START_TEST(test_add_during_scrub_read)
 	int r;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
 	ev_reset();
 	leg_stats(1, &ls);
@@ -718,10 +706,7 @@ START_TEST(test_read_errors_fail_leg)
 	GError *err = NULL;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	if (_i == 0)
 		f.flags |= DMIO_FAULT_HEAL_ON_WRITE;
 	admin_ok(mirror_inject(fx.m, fx.legs[0], &f, &err), err, "inject");
@@ -830,10 +815,7 @@ START_TEST(test_read_error_rate)
 		o.max_read_errors = 4;
 		o.read_error_decay_ms = decay_ms;
 	}
-	fx_name_legs(2);
-	fx_format_regions();
-	fx_assemble_opts(&o);
-	fx_write_random(0, IMG);
+	fx_start_written(&o);
 	ck_assert_int_eq(mirror_flush(fx.m), 0);
 	if (_i == 0) {
 		f.rate_ppm = 10000;
