@@ -135,6 +135,12 @@ static const char *slot_state_name(uint32_t st)
 	}
 }
 
+/* The state of @sb's own leg in its own table. */
+static uint32_t own_state(const struct fm_sb *sb)
+{
+	return sb->legs[sb->leg_index].state;
+}
+
 /* Did @x run without @y: is @y's slot in @x's own leg table anything but
  * @y in sync?  Then @x's superblock was written while @y was out. */
 static bool ran_without(const struct fm_sb *x, const struct fm_sb *y)
@@ -162,7 +168,7 @@ static bool one_sided(const struct fm_sb *x, const struct fm_sb *y)
 	return (x->features & FM_SB_FEAT_GENERATIONS) && y->leg_index < x->nr_legs &&
 	       !memcmp(e->uuid, y->leg_uuid, 16) &&
 	       (e->state == FM_LEG_FAULTY || e->state == FM_LEG_REMOVED) &&
-	       y->legs[y->leg_index].state == FM_LEG_IN_SYNC &&
+	       own_state(y) == FM_LEG_IN_SYNC &&
 	       y->events > x->last_in_sync[y->leg_index];
 }
 
@@ -268,12 +274,18 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 		}
 	}
 	/* Split brain: two legs written each without the other.  Never
-	 * merged; only --prefer chooses a side. */
+	 * merged; only --prefer chooses a side.  A leg whose own table has
+	 * it rebuilding is no side: it never served the image (an array
+	 * needs an in-sync leg to start), so two legs stopped while both
+	 * were rebuilding, each listing the other as rebuilding, are not
+	 * two sides. */
 	for (unsigned i = 0; i < n; i++) {
 		for (unsigned j = i + 1; j < n; j++) {
 			const struct mirror_leg *a = &tl[i], *b = &tl[j];
 
-			if (!mirror_split_brain(&a->sb, &b->sb))
+			if (own_state(&a->sb) == FM_LEG_REBUILDING ||
+			    own_state(&b->sb) == FM_LEG_REBUILDING ||
+			    !mirror_split_brain(&a->sb, &b->sb))
 				continue;
 			if (prefer < 0) {
 				g_set_error(err, FM_MIRROR_ERROR, EUCLEAN,

@@ -33,6 +33,11 @@ struct mirror_leg {
 	/* REBUILDING: bytes rebuilt (for the superblock), from the start of
 	 * the image; a full rebuild resumes there.  state_lock for writes. */
 	uint64_t recovery_offset;
+	/* Which add put this leg in its slot (m->joins at that add; 0: the
+	 * assembly): a recovery pass finishes only the legs it began with,
+	 * not a leg added to the slot of one that failed meanwhile.  Written
+	 * under state_lock. */
+	atomic_ullong joined;
 	/* I/O using dev: incremented BEFORE the state is checked, so that once
 	 * the state is FAULTY and inflight drops to 0, no I/O uses dev. */
 	atomic_uint inflight;
@@ -235,6 +240,7 @@ struct mirror {
 	_Atomic(uint64_t *) unsynced;
 	uint64_t nr_unsynced;           /* regions set in it at assembly */
 	uint64_t sync_bitmap_legs;      /* legs recovered from the bitmap (sync thread) */
+	uint64_t joins;                 /* adds so far (mirror_leg.joined), state_lock */
 	atomic_int sync_src;
 	struct mirror_sync *sync;       /* resync/recovery/scrub driver */
 	uint64_t *unsynced_retired;     /* freed with the mirror (readers may hold it) */

@@ -318,6 +318,7 @@ static int add_leg_locked(struct mirror *m, const char *path, unsigned flags, in
 		leg->full_rebuild = full;
 		g_strlcpy(leg->note, note, sizeof(leg->note));
 		leg->recovery_offset = 0;
+		atomic_store(&leg->joined, ++m->joins);
 		mirror_leg_errors_reset(leg);
 		atomic_store(&leg->next_sector, UINT64_MAX);
 		leg->dev = dev;

@@ -60,6 +60,9 @@ struct mirror_sync {
 	uint64_t started_ns;
 	bool queued;                    /* another recovery pass after this one */
 	uint64_t ckpt_ns;               /* last recovery checkpoint */
+	/* The mirror_leg.joined of each leg this pass recovers, as it began
+	 * (sync thread; pass_legs_locked()). */
+	uint64_t joined[FM_SB_MAX_LEGS];
 };
 
 static struct mirror_sync *sync_of(struct mirror *m)
@@ -220,6 +223,20 @@ static uint64_t in_sync_legs(struct mirror *m, unsigned nl)
 	return mask;
 }
 
+/* Of the legs @legs this pass began to recover, those still there and
+ * rebuilding: not one that failed since, nor another added to its slot
+ * after it was removed (which missed what the pass copied before it
+ * came; its own pass is queued).  state_lock held, or a hint without it. */
+static uint64_t pass_legs_locked(struct mirror *m, const struct mirror_sync *s, uint64_t legs)
+{
+	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++)
+		if ((legs & (1ull << i)) &&
+		    (leg_state(&m->legs[i]) != FM_LEG_REBUILDING ||
+		     atomic_load(&m->legs[i].joined) != s->joined[i]))
+			legs &= ~(1ull << i);
+	return legs;
+}
+
 /* The rebuilding legs of @legs are in sync; a leg that replaces another
  * (FM_SB_LEG_REPLACEMENT) retires it. */
 static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
@@ -238,11 +255,12 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	if (m->bitmap && mbitmap_sync_written(m->bitmap, true) < 0)
 		fm_debug("the written-region map could not be written to the rebuilt legs");
 	pthread_mutex_lock(&m->state_lock);
+	legs = pass_legs_locked(m, s, legs);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
 		struct mirror_leg *leg = &m->legs[i];
 		uint32_t *flags = &m->sb.legs[i].flags;
 
-		if (!(legs & (1ull << i)) || leg_state(leg) != FM_LEG_REBUILDING)
+		if (!(legs & (1ull << i)))
 			continue;
 		atomic_store_explicit(&leg->state, FM_LEG_IN_SYNC, memory_order_release);
 		m->sb.legs[i].state = FM_LEG_IN_SYNC;
@@ -278,9 +296,9 @@ static void checkpoint(struct mirror *m, struct mirror_sync *s, uint64_t legs, u
 	uint64_t now = fm_now_ns();
 
 	pthread_mutex_lock(&m->state_lock);
+	legs = pass_legs_locked(m, s, legs);
 	for (unsigned i = 0; i < m->nr_legs; i++)
-		if ((legs & (1ull << i)) && leg_state(&m->legs[i]) == FM_LEG_REBUILDING &&
-		    m->legs[i].recovery_offset < end)
+		if ((legs & (1ull << i)) && m->legs[i].recovery_offset < end)
 			m->legs[i].recovery_offset = end;
 	pthread_mutex_unlock(&m->state_lock);
 	if (!force && now - s->ckpt_ns < SYNC_CHECKPOINT_NS)
@@ -295,6 +313,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 {
 	bool scrub = s->action == MIRROR_SYNC_CHECK || s->action == MIRROR_SYNC_REPAIR;
 	uint64_t full = 0, *bm = NULL, total = 0, image_sectors = m->image_size >> FM_SECTOR_SHIFT;
+	uint64_t began;
 	int src = atomic_load(&m->sync_src);
 	struct throttle t = { 0 };
 	uint64_t csum_errors0[FM_SB_MAX_LEGS];
@@ -316,14 +335,18 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	}
 	/* Which legs, which regions. */
 	m->sync_bitmap_legs = 0;
+	pthread_mutex_lock(&m->state_lock);
 	for (unsigned i = 0; i < nl && !scrub; i++) {
 		if (leg_state(&m->legs[i]) != FM_LEG_REBUILDING)
 			continue;
+		s->joined[i] = atomic_load(&m->legs[i].joined);
 		if (m->legs[i].full_rebuild || !m->bitmap)
 			full |= 1ull << i;
 		else
 			m->sync_bitmap_legs |= 1ull << i;
 	}
+	pthread_mutex_unlock(&m->state_lock);
+	began = full | m->sync_bitmap_legs;
 	if (m->sync_bitmap_legs) {
 		bm = calloc((m->nr_regions + 63) / 64, 8);
 		if (!bm) {
@@ -358,7 +381,14 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 
 	for (uint64_t g = 0; g < m->nr_regions && !s->stop && !s->err; g++) {
 		uint64_t first = g << m->region_shift, end = first + (1ull << m->region_shift);
-		uint64_t targets = scrub ? 0 : region_targets(m, nl, g, (unsigned)src, full, bm);
+		uint64_t targets;
+
+		/* A leg of the pass that failed is out of it for good, even
+		 * if another takes its slot (checkpoint() and
+		 * finish_recovery() check again, under state_lock). */
+		full = pass_legs_locked(m, s, full);
+		m->sync_bitmap_legs = pass_legs_locked(m, s, m->sync_bitmap_legs);
+		targets = scrub ? 0 : region_targets(m, nl, g, (unsigned)src, full, bm);
 		uint64_t step = (scrub ? SYNC_SCRUB_BYTES : SYNC_COPY_BYTES) >> FM_SECTOR_SHIFT;
 		enum mreq_op op = scrub ? MREQ_SCRUB : MREQ_COPY;
 		unsigned flags = COPY_SYNC | (s->action == MIRROR_SYNC_REPAIR ? COPY_REPAIR : 0);
@@ -466,8 +496,8 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		/* Set once, at assembly: only one is ever retired. */
 		m->unsynced_retired = old;
 	}
-	if (full | m->sync_bitmap_legs) {
-		finish_recovery(m, s, full | m->sync_bitmap_legs);
+	if (began) {
+		finish_recovery(m, s, began);
 	} else {
 		/* A resync alone: the legs were in sync all along. */
 		mirror_event_sync_end(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);

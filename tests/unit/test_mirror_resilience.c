@@ -461,6 +461,17 @@ static void wait_sync_done(uint64_t bytes)
 	}
 }
 
+/* Until the recovery pass the assembly started has counted what it
+ * copies (ms->sync_total). */
+static void wait_recovery_counted(struct mirror_status *ms)
+{
+	do {
+		g_usleep(1000);
+		mirror_get_status(fx.m, ms);
+	} while (ms->action == MIRROR_SYNC_RECOVER && ms->sync_total == 0);
+	ck_assert_int_eq(ms->action, MIRROR_SYNC_RECOVER);
+}
+
 /*
  * Interrupted rebuilds (issue 13 item 7), at 2 MiB/s so that a stop lands
  * in the middle of one:
@@ -506,11 +517,7 @@ START_TEST(test_rebuild_resume)
 
 	fx.nlegs = 3;
 	fx_assemble_opts(&o);
-	do {    /* until the pass has counted what it copies */
-		g_usleep(1000);
-		mirror_get_status(fx.m, &ms);
-	} while (ms.action == MIRROR_SYNC_RECOVER && ms.sync_total == 0);
-	ck_assert_int_eq(ms.action, MIRROR_SYNC_RECOVER);
+	wait_recovery_counted(&ms);
 	ck_assert_msg(ms.sync_total == IMG - off, "resumed pass copies %" PRIu64
 		      " bytes, the rest is %" PRIu64, ms.sync_total, (uint64_t)(IMG - off));
 	fx_write_random(0, 64 * KiB);                   /* below the checkpoint */
@@ -550,6 +557,66 @@ START_TEST(test_rebuild_resume)
 		fx.legs[2] = NULL;
 		fx.nlegs = 2;
 	}
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
+ * Two legs rebuilding at once, across a stop, and a slot reused during
+ * their pass:
+ *   - `add new` (its rebuild runs) and `add new2` (queued), stopped after
+ *     1 MiB: both are rebuilding in every table.  Assembly takes them as
+ *     two rebuilding legs, not as the two sides of a split brain (each
+ *     one's table lists the other as not in sync; neither ever served the
+ *     image), and one pass recovers both;
+ *   - during that pass new2 is failed and removed, and `other` is added:
+ *     it takes new2's slot, and its rebuild is queued (the pass is still
+ *     running for new).  The running pass must not count it as the leg it
+ *     began with: `other` missed what the pass had copied to new2, so only
+ *     its own pass may call it in sync.  Every leg ends equal to what was
+ *     written.
+ */
+START_TEST(test_two_rebuilding_legs)
+{
+	struct mirror_opts o = { .sync_speed_min = 2 * MiB, .sync_speed_max = 2 * MiB };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+	int r;
+
+	FX_SEED();
+	fx_start_written(&o);
+	fx.legs[2] = fx_path("new");
+	fx.legs[3] = fx_path("new2");
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
+	r = mirror_add_leg(fx.m, fx.legs[3], 0, &err);
+	ck_assert_msg(r == 1, "add while a rebuild runs: %d %s", r, err ? err->message : "");
+	wait_sync_done(1 * MiB);
+	fx_stop(0);
+
+	fx.nlegs = 4;
+	fx_assemble_opts(&o);
+	leg_stats(2, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+	leg_stats(3, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+	wait_sync_done(2 * MiB);
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[3], &err), err, "fail new2");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[3], &err), err, "remove new2");
+	fx.legs[4] = fx_path("other");
+	r = mirror_add_leg(fx.m, fx.legs[4], 0, &err);
+	ck_assert_msg(r == 1, "add during the pass: %d %s", r, err ? err->message : "");
+	leg_stats(3, &ls);
+	ck_assert_str_eq(ls.path, fx.legs[4]);          /* new2's slot */
+	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
+	fx_write_random(IMG / 2, 64 * KiB);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 4);
+	g_free(fx.legs[3]);
+	fx.legs[3] = fx.legs[4];
+	fx.legs[4] = NULL;
+	fx_check_read(0, IMG);
+	fx_stop(0);
 	fx_check_legs(0, IMG);
 }
 END_TEST
@@ -1306,6 +1373,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
+	tcase_add_test(tc, test_two_rebuilding_legs);
 	tcase_add_test(tc, test_add_queued_behind_scrub);
 	tcase_add_test(tc, test_add_during_scrub_read);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
