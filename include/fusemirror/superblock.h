@@ -61,7 +61,11 @@
  *                  (md's bad block log, src/mirror/badblocks.c).  The bit
  *                  is set while the list holds an entry, so that an older
  *                  fusemirror, which would read those blocks, refuses it.
- *   4056 .. 4091   reserved
+ *   4056 .. 4091   recovery flags (this leg's own, like recovery_offset):
+ *                  4056 u32 recovery_flags (enum fm_sb_recovery_flags),
+ *                  4060 .. 4091 reserved.  An older reader ignores the
+ *                  word and rebuilds the leg wholly from recovery_offset,
+ *                  which is what the flags only ever narrow.
  * Each leg slot's word at +20 holds that leg's flags (enum fm_sb_leg_flags).
  *
  * Threading: the functions here are pure (encode/decode/validate) or do
@@ -136,6 +140,17 @@ enum fm_sb_features {
 #define FM_SB_BAD_SLOT(e) ((unsigned)(((e) >> 48) & 0x1f))
 #define FM_SB_BAD_RESERVED(e) ((e) >> 53)
 
+/* recovery_flags: how a REBUILDING leg is being recovered (its own
+ * superblock only; 0 in every other). */
+enum fm_sb_recovery_flags {
+	/* From the write-intent bitmap (a re-added leg): above
+	 * recovery_offset the leg is also in sync in every region whose bit
+	 * is clear on the in-sync legs, so only the marked ones are copied
+	 * (md resumes a bitmap-based recovery the same way). */
+	FM_SB_RECOVERY_BITMAP = 1u << 0,
+};
+#define FM_SB_RECOVERY_FLAGS_ALL FM_SB_RECOVERY_BITMAP
+
 /* Per-leg flags, in the leg's slot of the leg table. */
 enum fm_sb_leg_flags {
 	FM_SB_LEG_WRITE_MOSTLY = 1u << 0, /* read only when no other in-sync leg can */
@@ -189,6 +204,7 @@ struct fm_sb {
 	uint32_t state_flags;   /* enum fm_sb_flags */
 	uint32_t block_size;    /* suggested cache block size (bytes) */
 	uint64_t recovery_offset; /* REBUILDING: data valid below this byte */
+	uint32_t recovery_flags;  /* REBUILDING: enum fm_sb_recovery_flags */
 	char name[64];          /* array name, NUL-terminated, may be empty */
 	struct fm_sb_leg legs[FM_SB_MAX_LEGS];
 	uint32_t features;      /* enum fm_sb_features (minor version >= 1) */

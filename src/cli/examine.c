@@ -189,7 +189,9 @@ static void print_text(const char *path, const struct fm_sb *sb, const uint8_t *
 	printf("      data offset : %llu\n", (unsigned long long)sb->data_offset);
 	printf("       block size : %u\n", sb->block_size);
 	if (own == FM_LEG_REBUILDING)
-		printf("  recovery offset : %llu\n", (unsigned long long)sb->recovery_offset);
+		printf("  recovery offset : %llu (%s)\n", (unsigned long long)sb->recovery_offset,
+		       sb->recovery_flags & FM_SB_RECOVERY_BITMAP
+		       ? "recovered from the write-intent bitmap" : "rebuilt wholly");
 	printf("      region size : %s (%llu bytes), %llu regions\n",
 	       fm_format_size(sb->region_size, s2, sizeof(s2)),
 	       (unsigned long long)sb->region_size, (unsigned long long)nr);
@@ -274,6 +276,7 @@ static void print_json(JsonBuilder *b, const char *path, const struct fm_sb *sb,
 	cli_json_int(b, "data_offset", sb->data_offset);
 	cli_json_int(b, "block_size", sb->block_size);
 	cli_json_int(b, "recovery_offset", sb->recovery_offset);
+	cli_json_bool(b, "recovery_from_bitmap", sb->recovery_flags & FM_SB_RECOVERY_BITMAP);
 	cli_json_int(b, "region_size", sb->region_size);
 	cli_json_int(b, "nr_regions", nr);
 	cli_json_int(b, "bitmap_offset", sb->bitmap_offset);

@@ -388,6 +388,21 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 				if (leg->recovery_offset)
 					why = "was being rebuilt; the rebuild resumes at its "
 					      "checkpoint";
+				/* A re-added leg's recovery goes on from the
+				 * bitmap: no bit was cleared since it left (the
+				 * array has been degraded all along), and the
+				 * array's record of it says so too (a full
+				 * rebuild zeroes it when the array is marked in
+				 * use). */
+				if ((leg->sb.recovery_flags & FM_SB_RECOVERY_BITMAP) &&
+				    mirror_bitmap_covers(&ref->sb, &leg->sb) &&
+				    ref->sb.last_in_sync[slot]) {
+					leg->full_rebuild = false;
+					why = leg->recovery_offset ?
+					      "was being recovered from the write-intent "
+					      "bitmap; the recovery resumes at its checkpoint" :
+					      "was being recovered from the write-intent bitmap";
+				}
 			}
 		} else {
 			leg->full_rebuild = !mirror_bitmap_covers(&ref->sb, &leg->sb);

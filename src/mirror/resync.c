@@ -184,19 +184,22 @@ static void unsynced_clear(struct mirror *m, uint64_t g)
 		atomic_fetch_and((_Atomic uint64_t *)&bits[g / 64], ~(1ull << (g % 64)));
 }
 
-/* The legs region @g must be copied to in this pass.  A full rebuild
- * skips the regions below the leg's recovery_offset: rebuilt before a stop
- * (the checkpoint), or earlier in this pass. */
+/* The legs region @g must be copied to in this pass.  A recovery, full
+ * or from the bitmap, skips the regions below the leg's recovery_offset:
+ * recovered before a stop (the checkpoint), or earlier in this pass. */
 static uint64_t region_targets(struct mirror *m, unsigned nl, uint64_t g, unsigned src,
 			       uint64_t full, const uint64_t *bm)
 {
-	uint64_t t = 0, end = (g + 1) << (m->region_shift + FM_SECTOR_SHIFT);
+	uint64_t t, behind = 0, end = (g + 1) << (m->region_shift + FM_SECTOR_SHIFT);
+	uint64_t pass = full | m->sync_bitmap_legs;
 
+	/* Only this pass's legs: an add may be setting up another slot. */
 	for (unsigned i = 0; i < nl; i++)
-		if ((full & (1ull << i)) && end > m->legs[i].recovery_offset)
-			t |= 1ull << i;
+		if ((pass & (1ull << i)) && end > m->legs[i].recovery_offset)
+			behind |= 1ull << i;
+	t = full & behind;
 	if (bm && (bm[g / 64] & (1ull << (g % 64))))
-		t |= ~full & m->sync_bitmap_legs;
+		t |= ~full & m->sync_bitmap_legs & behind;
 	/* After an unclean stop: every other writable leg, a rebuilding one
 	 * too (its part below the checkpoint counts as in sync). */
 	if (unsynced_test(m, g))
@@ -284,10 +287,11 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	mirror_sb_update_sync(m);
 }
 
-/* A full rebuild's checkpoint: every region below recovery_offset of the
- * rebuilding legs is copied; make it durable on them, then record it in
- * their superblocks (at most every SYNC_CHECKPOINT_NS, and at the end of
- * the pass), so that a stop or a crash resumes from there. */
+/* A recovery's checkpoint: every region below recovery_offset of the
+ * rebuilding legs is copied (a bitmap-based one: every marked region);
+ * make it durable on them, then record it in their superblocks (at most
+ * every SYNC_CHECKPOINT_NS, and at the end of the pass), so that a stop or
+ * a crash resumes from there. */
 #define SYNC_CHECKPOINT_NS (5ull * 1000000000ull)
 
 static void checkpoint(struct mirror *m, struct mirror_sync *s, uint64_t legs, uint64_t end,
@@ -450,8 +454,9 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			s->resynced_regions++;
 			pthread_mutex_unlock(&s->lock);
 		}
-		if (!scrub && !s->stop && !s->err && full)
-			checkpoint(m, s, full, end << FM_SECTOR_SHIFT, false);
+		if (!scrub && !s->stop && !s->err && (full | m->sync_bitmap_legs))
+			checkpoint(m, s, full | m->sync_bitmap_legs, end << FM_SECTOR_SHIFT,
+				   false);
 	}
 	wait_window(s, 1);
 	free(bm);

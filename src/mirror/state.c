@@ -146,6 +146,11 @@ int mirror_write_superblocks(struct mirror *m)
 		memcpy(sbs[i].leg_uuid, leg->uuid, 16);
 		sbs[i].leg_index = i;
 		sbs[i].recovery_offset = in_sync[i] ? 0 : leg->recovery_offset;
+		/* A re-added leg's recovery resumes from the bitmap, not
+		 * wholly (the bitmap is never cleared while it rebuilds). */
+		sbs[i].recovery_flags = !in_sync[i] && leg_state(leg) == FM_LEG_REBUILDING &&
+					!leg->full_rebuild && m->bitmap ?
+					FM_SB_RECOVERY_BITMAP : 0;
 	}
 	pthread_mutex_unlock(&m->state_lock);
 	for (unsigned i = 0; i < m->nr_legs; i++) {

@@ -12,9 +12,10 @@
  *     fm_sb_write() refuses to write one that would not (so a leg never
  *     receives a superblock that its own reader rejects).
  *   - Reserved bytes (the tail 1232..4091 but for the fields of known
- *     features) are written as zeroes and ignored when read: a newer minor
- *     version may use them.  Feature bits this build does not know are
- *     refused (FM_SB_FEAT_ALL), and so are unknown leg flags.
+ *     features and the recovery flags) are written as zeroes and ignored
+ *     when read: a newer minor version may use them.  Feature bits this
+ *     build does not know are refused (FM_SB_FEAT_ALL), and so are unknown
+ *     leg flags and recovery flags.
  *   - Buffers handed to dmio are FM_SB_SIZE bytes, 4096-aligned, so that
  *     O_DIRECT legs never need a bounce buffer.
  */
@@ -73,6 +74,7 @@ enum {
 	SB_OFF_WRITTEN_LENGTH = 1752,
 	SB_OFF_NR_BAD = 2000,           /* FM_SB_FEAT_BAD_BLOCKS */
 	SB_OFF_BAD = 2008,              /* u64 [FM_SB_BAD_MAX] */
+	SB_OFF_RECOVERY_FLAGS = 4056,   /* u32, enum fm_sb_recovery_flags */
 	SB_OFF_CRC = FM_SB_SIZE - 4,    /* 4092 */
 };
 
@@ -380,6 +382,9 @@ static int sb_check(const struct fm_sb *sb, GError **err)
 	if (sb->nr_legs < 1 || sb->nr_legs > FM_SB_MAX_LEGS)
 		return sb_fail(err, EUCLEAN, "number of legs %" PRIu32 " is outside [1, %d]",
 			       sb->nr_legs, FM_SB_MAX_LEGS);
+	if (sb->recovery_flags & ~(uint32_t)FM_SB_RECOVERY_FLAGS_ALL)
+		return sb_fail(err, EUCLEAN, "unknown recovery flags 0x%" PRIx32,
+			       sb->recovery_flags & ~(uint32_t)FM_SB_RECOVERY_FLAGS_ALL);
 	if (sb->leg_index >= sb->nr_legs)
 		return sb_fail(err, EUCLEAN, "leg index %" PRIu32 " is not below the number of "
 			       "legs %" PRIu32, sb->leg_index, sb->nr_legs);
@@ -473,6 +478,7 @@ void fm_sb_encode(const struct fm_sb *sb, void *buf)
 	put_le32(p + SB_OFF_STATE_FLAGS, sb->state_flags);
 	put_le32(p + SB_OFF_BLOCK_SIZE, sb->block_size);
 	put_le64(p + SB_OFF_RECOVERY_OFFSET, sb->recovery_offset);
+	put_le32(p + SB_OFF_RECOVERY_FLAGS, sb->recovery_flags);
 	/* NUL padded: whatever follows the terminator in memory stays off disk. */
 	memcpy(p + SB_OFF_NAME, sb->name, strnlen(sb->name, sizeof(sb->name)));
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
@@ -560,6 +566,7 @@ int fm_sb_decode(const void *buf, struct fm_sb *ret_sb, GError **err)
 	sb.state_flags = get_le32(p + SB_OFF_STATE_FLAGS);
 	sb.block_size = get_le32(p + SB_OFF_BLOCK_SIZE);
 	sb.recovery_offset = get_le64(p + SB_OFF_RECOVERY_OFFSET);
+	sb.recovery_flags = get_le32(p + SB_OFF_RECOVERY_FLAGS);
 	memcpy(sb.name, p + SB_OFF_NAME, sizeof(sb.name));
 	sb.features = get_le32(p + SB_OFF_FEATURES);
 	if (sb.features & FM_SB_FEAT_CHECKSUMS) {

@@ -562,6 +562,90 @@ START_TEST(test_rebuild_resume)
 END_TEST
 
 /*
+ * A re-added leg's recovery from the bitmap, stopped half-way at 2 MiB/s,
+ * goes on from the bitmap at the next mount (md resumes a bitmap-based
+ * recovery the same way): its superblock says how it was being recovered
+ * (FM_SB_RECOVERY_BITMAP) and how far (recovery_offset); the resumed pass
+ * copies only the marked regions at or past the checkpoint, not the whole
+ * rest of the image, and every leg ends equal to what was written, writes
+ * during the resumed pass included.  _i == 1: the resumed recovery is cut
+ * by a crash right after a write into region 5 (not marked); the start
+ * after it copies every marked region and region 5 to every other leg
+ * (unclean), and leg 1 still ends equal.
+ */
+START_TEST(test_bitmap_recovery_resume)
+{
+	static const unsigned marked[] = { 1, 2, 4, 6, 7 };
+	struct mirror_opts o = { .bitmap_delay_ms = 50, .sync_speed_min = 2 * MiB,
+				 .sync_speed_max = 2 * MiB };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	uint64_t off, rest = 0;
+	struct fm_sb sb;
+	GError *err = NULL;
+	gint64 deadline;
+
+	FX_SEED();
+	fx_start_written(&o);
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {    /* the bits of the first writes clear once idle (not degraded) */
+		g_usleep(10000);
+		mirror_get_status(fx.m, &ms);
+	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ms.bitmap_set, 0);
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
+	for (unsigned k = 0; k < G_N_ELEMENTS(marked); k++)
+		fx_write_random(marked[k] * REGION + 8 * KiB * k, 64 * KiB);
+	mirror_get_status(fx.m, &ms);
+	ck_assert_uint_eq(ms.bitmap_set, G_N_ELEMENTS(marked));
+	admin_ok(mirror_add_leg(fx.m, fx.legs[1], 0, &err), err, "re-add");
+	wait_sync_done(2 * MiB);
+	fx_stop(0);
+
+	read_sb(fx.legs[1], &sb);
+	ck_assert_uint_eq(sb.legs[1].state, FM_LEG_REBUILDING);
+	ck_assert_uint_eq(sb.recovery_flags, FM_SB_RECOVERY_BITMAP);
+	off = sb.recovery_offset;
+	ck_assert_msg(off >= 2 * REGION && off < IMG && off % REGION == 0,
+		      "recovery_offset %" PRIu64, off);
+	read_sb(fx.legs[0], &sb);
+	ck_assert_uint_eq(sb.recovery_flags, 0);        /* an in-sync leg's */
+	for (unsigned k = 0; k < G_N_ELEMENTS(marked); k++)
+		if ((marked[k] + 1) * REGION > off)
+			rest += REGION;
+	ck_assert_uint_gt(rest, 0);
+	if (_i == 1) {
+		uint8_t *data = fx_buf(4 * KiB);
+
+		fm_rng_fill(&fx.rng, data, 4 * KiB);
+		crash_after_write(&o, data, 5 * REGION + 4 * KiB, 4 * KiB);
+		memcpy(fx.model + 5 * REGION + 4 * KiB, data, 4 * KiB);
+		rest = (G_N_ELEMENTS(marked) + 1) * REGION;
+	}
+
+	fx_assemble_opts(&o);
+	wait_recovery_counted(&ms);
+	ck_assert_msg(ms.sync_total == rest, "resumed pass copies %" PRIu64 " bytes; the "
+		      "marked regions past the checkpoint at %" PRIu64 " are %" PRIu64
+		      " (the whole rest %" PRIu64 ")", ms.sync_total, off, rest,
+		      (uint64_t)(IMG - off));
+	fx_write_random(64 * KiB, 64 * KiB);            /* below the checkpoint */
+	fx_write_random(IMG - 128 * KiB, 64 * KiB);     /* above it */
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_IN_SYNC);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	read_sb(fx.legs[1], &sb);
+	ck_assert_uint_eq(sb.legs[1].state, FM_LEG_IN_SYNC);
+	ck_assert_uint_eq(sb.recovery_flags, 0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
  * Two legs rebuilding at once, across a stop, and a slot reused during
  * their pass:
  *   - `add new` (its rebuild runs) and `add new2` (queued), stopped after
@@ -1373,6 +1457,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
+	tcase_add_loop_test(tc, test_bitmap_recovery_resume, 0, 2);
 	tcase_add_test(tc, test_two_rebuilding_legs);
 	tcase_add_test(tc, test_add_queued_behind_scrub);
 	tcase_add_test(tc, test_add_during_scrub_read);

@@ -80,6 +80,7 @@
 #define OFF_WRITTEN_LENGTH 1752
 #define OFF_CHECKSUM_AREA 1488
 #define OFF_RESERVED 1232
+#define OFF_RECOVERY_FLAGS 4056
 #define OFF_CRC 4092
 
 static uint32_t le32_at(const uint8_t *buf, size_t off)
@@ -221,6 +222,7 @@ static void make_random_sb(struct fm_rng *rng, struct fm_sb *sb)
 	sb->state_flags = (uint32_t)fm_rng_next(rng);
 	sb->block_size = (uint32_t)fm_rng_next(rng);
 	sb->recovery_offset = fm_rng_next(rng);
+	sb->recovery_flags = (uint32_t)fm_rng_next(rng) & FM_SB_RECOVERY_FLAGS_ALL;
 	for (size_t i = 0; i < name_len; i++)
 		sb->name[i] = (char)fm_rng_between(rng, 1, 255);
 	for (unsigned i = 0; i < FM_SB_MAX_LEGS; i++) {
@@ -292,6 +294,7 @@ static void assert_sb_eq(const struct fm_sb *got, const struct fm_sb *want)
 	ASSERT_FIELD_EQ(got, want, state_flags);
 	ASSERT_FIELD_EQ(got, want, block_size);
 	ASSERT_FIELD_EQ(got, want, recovery_offset);
+	ASSERT_FIELD_EQ(got, want, recovery_flags);
 	ASSERT_FIELD_EQ(got, want, features);
 	ASSERT_FIELD_EQ(got, want, nr_bad);
 	ck_assert_msg(memcmp(got->bad, want->bad, sizeof(got->bad)) == 0, "bad-block lists differ");
@@ -387,6 +390,7 @@ START_TEST(encode_byte_offsets)
 	sb.ctime = 0x1112131415161718ull;
 	sb.utime = 0x2122232425262728ull;
 	sb.recovery_offset = 0x3132333435363738ull;
+	sb.recovery_flags = FM_SB_RECOVERY_BITMAP;
 	sb.state_flags = 0x41424344;
 	sb.block_size = 0x00010000;
 	sb.legs[2].state = FM_LEG_REBUILDING;
@@ -428,8 +432,12 @@ START_TEST(encode_byte_offsets)
 		ck_assert_uint_eq(le64_at(slot, 24), sb.legs[i].events);
 	}
 	ck_assert_uint_eq(le64_at(buf, OFF_LEGS + 2 * LEG_SLOT + 24), 0x5152535455565758ull);
-	ck_assert_msg(fm_test_is_zero(buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED),
-		      "reserved bytes 1232..4091 are zero");
+	ck_assert_msg(fm_test_is_zero(buf + OFF_RESERVED, OFF_RECOVERY_FLAGS - OFF_RESERVED),
+		      "reserved bytes 1232..4055 are zero");
+	ck_assert_uint_eq(le32_at(buf, OFF_RECOVERY_FLAGS), FM_SB_RECOVERY_BITMAP);
+	ck_assert_msg(fm_test_is_zero(buf + OFF_RECOVERY_FLAGS + 4,
+				      OFF_CRC - OFF_RECOVERY_FLAGS - 4),
+		      "reserved bytes 4060..4091 are zero");
 	ck_assert_uint_eq(le32_at(buf, OFF_FEATURES), sb.features);
 	ck_assert_uint_eq(le32_at(buf, OFF_CRC), fm_crc32c(0, buf, OFF_CRC));
 }
@@ -543,7 +551,8 @@ START_TEST(decode_versions)
 END_TEST
 
 /* What a newer minor version may put into the reserved space (the tail
- * after the features word) is ignored by this reader. */
+ * after the features word, but for the recovery flags) is ignored by this
+ * reader. */
 START_TEST(decode_ignores_reserved_bytes)
 {
 	struct fm_rng rng;
@@ -568,20 +577,25 @@ START_TEST(decode_ignores_reserved_bytes)
 	sb.features &= ~(uint32_t)FM_SB_FEAT_BAD_BLOCKS;
 	sb.nr_bad = 0;
 	memset(sb.bad, 0, sizeof(sb.bad));
+	sb.recovery_flags = FM_SB_RECOVERY_BITMAP;
 	fm_sb_encode(&sb, buf);
-	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED);
+	fm_rng_fill(&rng, buf + OFF_RESERVED, OFF_RECOVERY_FLAGS - OFF_RESERVED);
+	fm_rng_fill(&rng, buf + OFF_RECOVERY_FLAGS + 4, OFF_CRC - OFF_RECOVERY_FLAGS - 4);
 	fix_crc(buf);
 	ck_assert_msg(fm_sb_decode(buf, &out, &err) == 0, "decode: %s",
 		      err ? err->message : "");
 	assert_sb_eq(&out, &sb);
 	/* Written back, the reserved bytes are zero again. */
 	fm_sb_encode(&out, buf);
-	ck_assert(fm_test_is_zero(buf + OFF_RESERVED, OFF_CRC - OFF_RESERVED));
+	ck_assert(fm_test_is_zero(buf + OFF_RESERVED, OFF_RECOVERY_FLAGS - OFF_RESERVED));
+	ck_assert(fm_test_is_zero(buf + OFF_RECOVERY_FLAGS + 4,
+				  OFF_CRC - OFF_RECOVERY_FLAGS - 4));
 }
 END_TEST
 
-/* A feature bit or a leg flag this build does not know is refused: a
- * writer that ignored it would leave that feature's metadata stale. */
+/* A feature bit, a leg flag or a recovery flag this build does not know
+ * is refused: a writer that ignored it would leave that feature's
+ * metadata stale. */
 START_TEST(decode_refuses_unknown_features)
 {
 	struct fm_rng rng;
@@ -607,6 +621,14 @@ START_TEST(decode_refuses_unknown_features)
 		      "message: %s", err ? err->message : "(none)");
 	g_clear_error(&err);
 
+	fm_sb_encode(&sb, buf);
+	set_le32(buf, OFF_RECOVERY_FLAGS, FM_SB_RECOVERY_BITMAP | 1u << 5);
+	fix_crc(buf);
+	ck_assert_int_eq(fm_sb_decode(buf, &out, &err), -EUCLEAN);
+	ck_assert_msg(err && strstr(err->message, "unknown recovery flags 0x20"),
+		      "message: %s", err ? err->message : "(none)");
+	g_clear_error(&err);
+
 	/* Every known bit is accepted and comes back. */
 	sb.features = FM_SB_FEAT_ALL;
 	if (!sb.csum_algo)
@@ -618,6 +640,7 @@ START_TEST(decode_refuses_unknown_features)
 	}
 	sb.legs[3].flags = (FM_SB_LEG_FLAGS_ALL & ~(uint32_t)FM_SB_LEG_REPLACED_MASK) |
 			   (0u << FM_SB_LEG_REPLACED_SHIFT);
+	sb.recovery_flags = FM_SB_RECOVERY_FLAGS_ALL;
 	fm_sb_encode(&sb, buf);
 	ck_assert_int_eq(fm_sb_decode(buf, &out, NULL), 0);
 	assert_sb_eq(&out, &sb);
