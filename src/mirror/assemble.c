@@ -26,6 +26,14 @@
 
 #include "mirror_i.h"
 
+/* How long a lock held by someone else is retried before the mount gives
+ * up: a daemon killed with -9 lets go of its legs only once the kernel has
+ * torn down its io_uring instance, which happens after the process is
+ * gone (a work item that waits for the I/O still in flight and then drops
+ * the ring's file references), so a mount right after the kill can find
+ * the lock held for a moment. */
+#define LOCK_WAIT_MS 2000
+
 /* Lock a regular file leg with an OFD lock (released when the fd closes,
  * also if the daemon dies).  Block devices were opened O_EXCL instead. */
 static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
@@ -34,15 +42,27 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 		.l_type = readonly ? F_RDLCK : F_WRLCK,
 		.l_whence = SEEK_SET,
 	};
+	uint64_t start = fm_now_ns();
+	int r;
 
 	if (dmio_dev_is_blockdev(leg->dev) || dmio_dev_is_remote(leg->dev))
 		return 0; /* a remote leg: its server decides who shares it */
-	if (fcntl(dmio_dev_fd(leg->dev), F_OFD_SETLK, &fl) == 0)
+	while ((r = fcntl(dmio_dev_fd(leg->dev), F_OFD_SETLK, &fl)) < 0 &&
+	       (errno == EAGAIN || errno == EACCES) &&
+	       fm_now_ns() - start < LOCK_WAIT_MS * 1000000ull)
+		g_usleep(10000);
+	if (r == 0) {
+		if (fm_now_ns() - start >= 10000000ull)
+			fm_debug("leg %s: locked after waiting %llu ms for its last holder "
+				 "to let go", leg->path,
+				 (unsigned long long)((fm_now_ns() - start) / 1000000));
 		return 0;
+	}
 	if (errno == EAGAIN || errno == EACCES) {
 		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
 			    "leg %s: already in use (locked by another process, "
-			    "probably another fusemirror mount)", leg->path);
+			    "probably another fusemirror mount; waited %d s for it)",
+			    leg->path, LOCK_WAIT_MS / 1000);
 		return -EBUSY;
 	}
 	g_set_error(err, FM_MIRROR_ERROR, errno, "leg %s: cannot lock: %s",

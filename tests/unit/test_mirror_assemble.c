@@ -558,6 +558,14 @@ START_TEST(test_assemble_refusals)
 }
 END_TEST
 
+/* Close fd @arg after 300 ms (test_assemble_in_use). */
+static void *close_later(void *arg)
+{
+	g_usleep(300 * 1000);
+	close((int)(intptr_t)arg);
+	return NULL;
+}
+
 START_TEST(test_assemble_in_use)
 {
 	struct mirror_opts o = { 0 };
@@ -604,6 +612,26 @@ START_TEST(test_assemble_in_use)
 	fx_assemble(MIRROR_READ_FIRST, false);
 	fx_check_read(1 * MiB, 2 * MiB);
 	fx_stop(0);
+
+	/* A lock let go of within the wait (a daemon killed with -9 whose
+	 * io_uring the kernel is still tearing down): the assembly waits for
+	 * it instead of failing "already in use". */
+	{
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		int fd = open(fx.legs[0], O_RDWR);
+		pthread_t t;
+		gint64 t0;
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+		ck_assert_int_eq(pthread_create(&t, NULL, close_later, (void *)(intptr_t)fd), 0);
+		t0 = g_get_monotonic_time();
+		fx_assemble(MIRROR_READ_FIRST, false);
+		ck_assert_int_ge(g_get_monotonic_time() - t0, 250 * 1000);
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		fx_check_read(1 * MiB, 2 * MiB);
+		fx_stop(0);
+	}
 }
 END_TEST
 
