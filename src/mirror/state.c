@@ -44,8 +44,10 @@ void mirror_update_clearing(struct mirror *m)
 	/* Nothing is written before the array is marked in use. */
 	allow = atomic_load(&m->in_use) && !mirror_degraded_locked(m) &&
 		!atomic_load(&m->unsynced);
-	pthread_mutex_unlock(&m->state_lock);
+	/* Stored under the lock: a leg that fails (which turns clearing
+	 * off under it) must not be overtaken by a "yes" computed before. */
 	mbitmap_allow_clear(m->bitmap, allow);
+	pthread_mutex_unlock(&m->state_lock);
 }
 
 uint64_t mirror_sb_request_locked(struct mirror *m)
