@@ -908,6 +908,15 @@ int mirror_mark_in_use(struct mirror *m, GError **err)
 			    g_strerror(-r));
 		return r;
 	}
+	/* The write-intent bitmap too: a leg rebuilt from it lacks the bits
+	 * set while it was out, and may be the only in-sync leg a later
+	 * start reads (arrays from before finish_recovery() wrote them). */
+	r = mbitmap_write_all_sync(m->bitmap);
+	if (r < 0) {
+		g_set_error(err, FM_MIRROR_ERROR, -r, "cannot write the write-intent bitmap: %s",
+			    g_strerror(-r));
+		return r;
+	}
 	atomic_store(&m->in_use, true);
 	mirror_update_clearing(m);
 	if (recover || atomic_load(&m->unsynced))

@@ -97,6 +97,8 @@ struct mbitmap {
 	uint64_t next_pass_ns;          /* 0: not scheduled */
 	uint64_t clear_req, clear_done; /* clear_all_sync requests / served */
 	int clear_err;                  /* result of the last served request */
+	uint64_t all_req, all_done;     /* write_all_sync requests / served */
+	int all_err;
 	bool stop;
 
 	/* The written-region map (ops.write_written set), same geometry as
@@ -443,6 +445,15 @@ static void *bitmap_main(void *arg)
 
 			bm->clear_done = req;
 			bm->clear_err = r;
+			pthread_cond_broadcast(&bm->sync_done);
+			continue;
+		}
+		if (bm->all_req != bm->all_done) {
+			uint64_t req = bm->all_req;
+
+			memset(bm->page_dirty, 1, bm->nr_pages);
+			bm->all_err = write_dirty_locked(bm);
+			bm->all_done = req;
 			pthread_cond_broadcast(&bm->sync_done);
 			continue;
 		}
@@ -887,6 +898,21 @@ void mbitmap_unwrite(struct mbitmap *bm, uint64_t first, uint64_t last)
 		pthread_cond_signal(&bm->wake);
 	}
 	pthread_mutex_unlock(&bm->lock);
+}
+
+int mbitmap_write_all_sync(struct mbitmap *bm)
+{
+	uint64_t req;
+	int r;
+
+	pthread_mutex_lock(&bm->lock);
+	req = ++bm->all_req;
+	pthread_cond_signal(&bm->wake);
+	while (bm->all_done < req)
+		pthread_cond_wait(&bm->sync_done, &bm->lock);
+	r = bm->all_err;
+	pthread_mutex_unlock(&bm->lock);
+	return r;
 }
 
 int mbitmap_sync_written(struct mbitmap *bm, bool all)

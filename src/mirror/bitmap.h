@@ -191,6 +191,15 @@ int mbitmap_set_regions_sync(struct mbitmap *bm, uint64_t first, uint64_t last);
  */
 int mbitmap_clear_all_sync(struct mbitmap *bm);
 
+/*
+ * Write every page of the bitmap (ops->write: to every writable leg) and
+ * wait.  A leg that rejoins holds on disk only the bits set before it left
+ * and after it came back; once it is in sync, a start without the leg that
+ * had the rest would take its bitmap for the array's and miss them.
+ * Blocks.  Returns 0 or the -errno of a page write.
+ */
+int mbitmap_write_all_sync(struct mbitmap *bm);
+
 /* Bit @region set in memory (set bits include those being written). */
 bool mbitmap_test(struct mbitmap *bm, uint64_t region);
 /* Number of bits set in memory. */

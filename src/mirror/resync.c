@@ -257,6 +257,11 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	 * current; the others are whatever the device held). */
 	if (m->bitmap && mbitmap_sync_written(m->bitmap, true) < 0)
 		fm_debug("the written-region map could not be written to the rebuilt legs");
+	/* And the write-intent bitmap: its own lacks the bits set while it
+	 * was out, and once in sync it may be the only leg a start reads
+	 * them from. */
+	if (m->bitmap && mbitmap_write_all_sync(m->bitmap) < 0)
+		fm_debug("the write-intent bitmap could not be written to the rebuilt legs");
 	pthread_mutex_lock(&m->state_lock);
 	legs = pass_legs_locked(m, s, legs);
 	for (unsigned i = 0; i < m->nr_legs; i++) {

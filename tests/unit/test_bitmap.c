@@ -965,6 +965,35 @@ START_TEST(test_load)
 }
 END_TEST
 
+/* mbitmap_write_all_sync() writes every page, clean ones too: the disk
+ * then holds exactly the bits in memory (loaded ones included), once. */
+START_TEST(test_write_all_sync)
+{
+	uint8_t bits[2 * 4096] = { 0 };
+
+	make_bm(2 * RPP, sizeof(bits), LONG_DELAY);
+	bits[0] = 0x05;                 /* page 0: regions 0 and 2 */
+	bits[4096 + 1] = 0x80;          /* page 1: region RPP + 15 */
+	mbitmap_load(fx.bm, bits, sizeof(bits));
+	ck_assert_uint_eq(FAKE_GET(writes), 0);
+	ck_assert(!disk_bit(0) && !disk_bit(RPP + 15));
+	ck_assert_int_eq(mbitmap_write_all_sync(fx.bm), 0);
+	ck_assert_uint_eq(FAKE_GET(pages), 2);
+	fm_test_sync_lock(&fx.f.s);
+	ck_assert(memcmp(fx.f.disk, bits, sizeof(bits)) == 0);
+	fm_test_sync_unlock(&fx.f.s);
+
+	/* A failed write is returned. */
+	fm_test_sync_lock(&fx.f.s);
+	fx.f.write_err = -EIO;
+	fm_test_sync_unlock(&fx.f.s);
+	ck_assert_int_eq(mbitmap_write_all_sync(fx.bm), -EIO);
+	fm_test_sync_lock(&fx.f.s);
+	fx.f.write_err = 0;
+	fm_test_sync_unlock(&fx.f.s);
+}
+END_TEST
+
 START_TEST(test_next_set_weight)
 {
 	uint64_t nr = 3 * RPP + 77;
@@ -1370,6 +1399,7 @@ static Suite *bitmap_suite(void)
 
 	tc = add_tcase(s, "load");
 	tcase_add_test(tc, test_load);
+	tcase_add_test(tc, test_write_all_sync);
 	tcase_add_test(tc, test_next_set_weight);
 
 	tc = add_tcase(s, "sync");

@@ -646,6 +646,63 @@ START_TEST(test_bitmap_recovery_resume)
 END_TEST
 
 /*
+ * A leg rebuilt from the bitmap must hold the bitmap's bits too.  Legs a,
+ * w and x; x and then w fail and leave; a write into region 5 sets its bit
+ * (on a only, the one writable leg); w is re-added and recovered from the
+ * bitmap, then the array stops with x still out (degraded: no bit is
+ * cleared).  A start with w and x alone (a is gone, --degraded) reads the
+ * bitmap of the in-sync legs given, w's: it must mark region 5, or x's
+ * recovery from it skips the region and x is called in sync without the
+ * write.
+ */
+START_TEST(test_rebuilt_leg_gets_bitmap)
+{
+	struct mirror_opts o = { .bitmap_delay_ms = 50 };
+	struct mirror_opts deg = { .degraded = true };
+	struct mirror_status ms;
+	GError *err = NULL;
+	gint64 deadline;
+	char *a;
+
+	FX_SEED();
+	fx_name_legs(3);
+	fx_format_regions();
+	fx_assemble_opts(&o);
+	fx_write_random(0, IMG);
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {    /* the bits of the first writes clear once idle (not degraded) */
+		g_usleep(10000);
+		mirror_get_status(fx.m, &ms);
+	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ms.bitmap_set, 0);
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[2], &err), err, "fail x");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[2], &err), err, "remove x");
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail w");
+	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove w");
+	fx_write_random(5 * REGION + 12 * KiB, 16 * KiB);
+	admin_ok(mirror_add_leg(fx.m, fx.legs[1], 0, &err), err, "re-add w");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RECOVER);
+	ck_assert_uint_eq(ms.resynced_regions, 1);      /* from the bitmap */
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	fx_stop(0);
+
+	a = fx.legs[0];                 /* a is gone */
+	fx.legs[0] = fx.legs[1];
+	fx.legs[1] = fx.legs[2];
+	fx.legs[2] = a;
+	fx.nlegs = 2;
+	fx_assemble_opts(&deg);
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);            /* w and x */
+	ck_assert_uint_eq(ms.resynced_regions, 1);      /* region 5 */
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
  * Two legs rebuilding at once, across a stop, and a slot reused during
  * their pass:
  *   - `add new` (its rebuild runs) and `add new2` (queued), stopped after
@@ -1459,6 +1516,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
 	tcase_add_loop_test(tc, test_bitmap_recovery_resume, 0, 2);
 	tcase_add_test(tc, test_two_rebuilding_legs);
+	tcase_add_test(tc, test_rebuilt_leg_gets_bitmap);
 	tcase_add_test(tc, test_add_queued_behind_scrub);
 	tcase_add_test(tc, test_add_during_scrub_read);
 	tcase_add_test(tc, test_events_fail_add_rebuild);
