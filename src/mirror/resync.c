@@ -60,6 +60,9 @@ struct mirror_sync {
 	uint64_t started_ns;
 	bool queued;                    /* another recovery pass after this one */
 	uint64_t ckpt_ns;               /* last recovery checkpoint */
+	/* Progress not yet checkpointed: every region below ckpt_end is
+	 * copied to the legs ckpt_legs (sync thread). */
+	uint64_t ckpt_end, ckpt_legs;
 	/* The mirror_leg.joined of each leg this pass recovers, as it began
 	 * (sync thread; pass_legs_locked()). */
 	uint64_t joined[FM_SB_MAX_LEGS];
@@ -292,11 +295,14 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	mirror_sb_update_sync(m);
 }
 
-/* A recovery's checkpoint: every region below recovery_offset of the
- * rebuilding legs is copied (a bitmap-based one: every marked region);
- * make it durable on them, then record it in their superblocks (at most
- * every SYNC_CHECKPOINT_NS, and at the end of the pass), so that a stop or
- * a crash resumes from there. */
+/* A recovery's checkpoint: every region below @end is copied to the
+ * rebuilding legs @legs (a bitmap-based recovery: every marked region);
+ * at most every SYNC_CHECKPOINT_NS, and when a pass stops early (@force),
+ * make that durable on them, then move their recovery_offset there and
+ * record it in their superblocks, so that a stop or a crash resumes from
+ * there.  recovery_offset moves only after the flush: every superblock
+ * update writes it (a leg failing, an add), and none may claim copies a
+ * crash of the machine could still lose. */
 #define SYNC_CHECKPOINT_NS (5ull * 1000000000ull)
 
 static void checkpoint(struct mirror *m, struct mirror_sync *s, uint64_t legs, uint64_t end,
@@ -304,18 +310,21 @@ static void checkpoint(struct mirror *m, struct mirror_sync *s, uint64_t legs, u
 {
 	uint64_t now = fm_now_ns();
 
+	s->ckpt_end = end;
+	s->ckpt_legs = legs;
+	if (!force && now - s->ckpt_ns < SYNC_CHECKPOINT_NS)
+		return;
+	s->ckpt_ns = now;
+	s->ckpt_legs = 0;
+	if (mirror_flush(m) < 0)
+		return;
 	pthread_mutex_lock(&m->state_lock);
 	legs = pass_legs_locked(m, s, legs);
 	for (unsigned i = 0; i < m->nr_legs; i++)
 		if ((legs & (1ull << i)) && m->legs[i].recovery_offset < end)
 			m->legs[i].recovery_offset = end;
 	pthread_mutex_unlock(&m->state_lock);
-	if (!force && now - s->ckpt_ns < SYNC_CHECKPOINT_NS)
-		return;
-	s->ckpt_ns = now;
-	/* The copies below the checkpoint are durable before it is. */
-	if (mirror_flush(m) == 0)
-		mirror_sb_update_sync(m);
+	mirror_sb_update_sync(m);
 }
 
 static void run_pass(struct mirror *m, struct mirror_sync *s)
@@ -374,6 +383,7 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	atomic_store(&m->sync_zero_bytes, 0);
 	pthread_mutex_lock(&s->lock);
 	s->ckpt_ns = fm_now_ns();
+	s->ckpt_legs = 0;
 	s->total = total;
 	s->done = 0;
 	s->sample_ns = s->started_ns = fm_now_ns();
@@ -465,6 +475,9 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 	}
 	wait_window(s, 1);
 	free(bm);
+	/* Stopped early: keep what was copied since the last checkpoint. */
+	if ((s->stop || s->err) && s->ckpt_legs)
+		checkpoint(m, s, s->ckpt_legs, s->ckpt_end, true);
 	if (s->stop || s->err) {
 		g_autofree char *what = g_strdup_printf(
 			"%s %s after %llu of %llu bytes", mirror_sync_action_name(s->action),

@@ -480,6 +480,9 @@ static void wait_recovery_counted(struct mirror_status *ms)
  *            superblock; the resumed pass copies only the rest), under
  *            writes below and above it; an `add` while it runs is queued
  *            (returns 1) and rebuilt when it ends; all legs end equal.
+ *            Before the stop, a superblock update for another reason
+ *            (write-mostly) does not carry the rebuild's progress to disk
+ *            before the 5 s checkpoint has flushed it.
  *   _i == 1: a `replace` stopped half-way finishes at the next mount and
  *            retires the old leg (its slot freed; it no longer assembles).
  */
@@ -491,17 +494,31 @@ START_TEST(test_rebuild_resume)
 	struct fm_sb sb;
 	GError *err = NULL;
 	uint64_t off;
+	gint64 t0;
 	int r;
 
 	FX_SEED();
 	fx_start_written(&o);
 	fx.legs[2] = fx_path("new");
+	t0 = g_get_monotonic_time();
 	if (_i == 0)
 		admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
 	else
 		admin_ok(mirror_replace_leg(fx.m, fx.legs[1], fx.legs[2], 0, &err), err,
 			 "replace");
 	wait_sync_done(3 * MiB);
+	if (_i == 0) {
+		admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], true, &err), err,
+			 "write-mostly");
+		read_sb(fx.legs[2], &sb);
+		ck_assert(sb.legs[1].flags & FM_SB_LEG_WRITE_MOSTLY);   /* it was written */
+		if (g_get_monotonic_time() - t0 < 4500 * 1000)
+			ck_assert_msg(sb.recovery_offset == 0, "recovery_offset %" PRIu64
+				      " on disk before the first checkpoint's flush",
+				      sb.recovery_offset);
+		admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], false, &err), err,
+			 "write-mostly off");
+	}
 	fx_stop(0);
 
 	/* The checkpoint: a region boundary past what was waited for. */
