@@ -511,7 +511,9 @@ static int check_legs(struct mirror *m, struct mirror_leg *tl, unsigned n,
 	}
 	/* Slots not given keep their table state; an in-sync one is missing
 	 * (above), a rebuilding one is failed, and its rebuild starts over
-	 * when it is re-added (whether it was a full one is not recorded). */
+	 * wholly when it is re-added (whether it was from the bitmap is in
+	 * its own superblock only, FM_SB_RECOVERY_BITMAP, and it is not
+	 * here to say). */
 	for (unsigned s = 0; s < m->nr_legs; s++) {
 		if (m->legs[s].dev)
 			continue;
