@@ -30,9 +30,11 @@ struct mirror_leg {
 	/* FM_SB_LEG_WRITE_MOSTLY of its slot (the table, under state_lock, is
 	 * the truth; this copy is what the read path looks at). */
 	atomic_bool write_mostly;
-	/* REBUILDING: bytes rebuilt (for the superblock), from the start of
-	 * the image; a full rebuild resumes there.  state_lock for writes. */
-	uint64_t recovery_offset;
+	/* REBUILDING: bytes recovered and flushed (for the superblock), from
+	 * the start of the image; a recovery resumes there.  Written under
+	 * state_lock; atomic because the sync pass reads it without
+	 * (region_targets()) while an add may reset the slot's. */
+	_Atomic uint64_t recovery_offset;
 	/* Which add put this leg in its slot (m->joins at that add; 0: the
 	 * assembly): a recovery pass finishes only the legs it began with,
 	 * not a leg added to the slot of one that failed meanwhile.  Written
