@@ -26,12 +26,13 @@
 
 #include "mirror_i.h"
 
-/* How long a lock held by someone else is retried before the mount gives
- * up: a daemon killed with -9 lets go of its legs only once the kernel has
- * torn down its io_uring instance, which happens after the process is
- * gone (a work item that waits for the I/O still in flight and then drops
- * the ring's file references), so a mount right after the kill can find
- * the lock held for a moment. */
+/* How long a lock held by someone else (a file's OFD lock, a block
+ * device's O_EXCL claim) is retried before the mount gives up: a daemon
+ * killed with -9 lets go of its legs only once the kernel has torn down
+ * its io_uring instance, which happens after the process is gone (a work
+ * item that waits for the I/O still in flight and then drops the ring's
+ * file references), so a mount right after the kill can find the lock
+ * held for a moment. */
 #define LOCK_WAIT_MS 2000
 
 /* Lock a regular file leg with an OFD lock (released when the fd closes,
@@ -48,7 +49,7 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 	if (dmio_dev_is_blockdev(leg->dev) || dmio_dev_is_remote(leg->dev))
 		return 0; /* a remote leg: its server decides who shares it */
 	while ((r = fcntl(dmio_dev_fd(leg->dev), F_OFD_SETLK, &fl)) < 0 &&
-	       (errno == EAGAIN || errno == EACCES) &&
+	       (errno == EAGAIN || errno == EACCES || errno == EINTR) &&
 	       fm_now_ns() - start < LOCK_WAIT_MS * 1000000ull)
 		g_usleep(10000);
 	if (r == 0) {
@@ -82,14 +83,21 @@ int mirror_handshake_timeout(const char *path, unsigned connect_timeout_ms, GErr
 int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_timeout_ms,
 		    GError **err)
 {
-	int r = dmio_dev_open_timeout(leg->path,
-				      DMIO_DEV_EXCL | (readonly ? DMIO_DEV_RDONLY : 0),
-				      connect_timeout_ms, &leg->dev);
+	unsigned flags = DMIO_DEV_EXCL | (readonly ? DMIO_DEV_RDONLY : 0);
+	uint64_t start = fm_now_ns();
+	int r;
 
+	/* A block device's exclusive claim: retried like lock_leg()'s lock. */
+	while ((r = dmio_dev_open_timeout(leg->path, flags, connect_timeout_ms,
+					  &leg->dev)) == -EBUSY &&
+	       !dmio_path_is_remote(leg->path) &&
+	       fm_now_ns() - start < LOCK_WAIT_MS * 1000000ull)
+		g_usleep(10000);
 	if (r == -EBUSY) {
 		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
 			    "leg %s: already in use (the block device is open "
-			    "exclusively, probably by another fusemirror mount)", leg->path);
+			    "exclusively, probably by another fusemirror mount; waited %d s "
+			    "for it)", leg->path, LOCK_WAIT_MS / 1000);
 		return r;
 	}
 	if (r == -ENOTBLK) {

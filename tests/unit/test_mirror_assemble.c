@@ -558,12 +558,26 @@ START_TEST(test_assemble_refusals)
 }
 END_TEST
 
-/* Close fd @arg after 300 ms (test_assemble_in_use). */
+/* Close fd @arg after 300 ms. */
 static void *close_later(void *arg)
 {
 	g_usleep(300 * 1000);
 	close((int)(intptr_t)arg);
 	return NULL;
+}
+
+/* Assemble fx.legs while @fd holds a leg's lock or claim, which it lets go
+ * of after 300 ms: the assembly waits for it (at least 250 ms). */
+static void assemble_once_released(int fd)
+{
+	pthread_t t;
+	gint64 t0;
+
+	ck_assert_int_eq(pthread_create(&t, NULL, close_later, (void *)(intptr_t)fd), 0);
+	t0 = g_get_monotonic_time();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	ck_assert_int_ge(g_get_monotonic_time() - t0, 250 * 1000);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 
 START_TEST(test_assemble_in_use)
@@ -619,19 +633,47 @@ START_TEST(test_assemble_in_use)
 	{
 		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
 		int fd = open(fx.legs[0], O_RDWR);
-		pthread_t t;
-		gint64 t0;
 
 		ck_assert_int_ge(fd, 0);
 		ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
-		ck_assert_int_eq(pthread_create(&t, NULL, close_later, (void *)(intptr_t)fd), 0);
-		t0 = g_get_monotonic_time();
-		fx_assemble(MIRROR_READ_FIRST, false);
-		ck_assert_int_ge(g_get_monotonic_time() - t0, 250 * 1000);
-		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		assemble_once_released(fd);
 		fx_check_read(1 * MiB, 2 * MiB);
 		fx_stop(0);
 	}
+}
+END_TEST
+
+/* The same for legs on block devices, which are claimed with O_EXCL: a
+ * claim held for a moment by someone else is waited for. */
+START_TEST(test_assemble_blockdev_claim_wait)
+{
+	struct fm_test_loop lo[2] = { { 0 } };
+	char *msg = fm_test_loop_unusable(), *files[2];
+	int fd;
+
+	ck_assert_msg(!msg, "loop devices: %s", msg ? msg : "");
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format(IMG);
+	for (unsigned i = 0; i < 2; i++) {
+		ck_assert_msg(fm_test_loop_attach(fx.legs[i], 512, &lo[i], &msg) == 0,
+			      "attach %s: %s", fx.legs[i], msg ? msg : "");
+		files[i] = fx.legs[i];
+		fx.legs[i] = g_strdup(lo[i].dev);
+	}
+	fd = open(lo[0].dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "open %s O_EXCL: %s", lo[0].dev, g_strerror(errno));
+	assemble_once_released(fd);
+	fx_write_random(1 * MiB, 64 * KiB);
+	fx_check_read(0, IMG);
+	fx_stop(0);
+	for (unsigned i = 0; i < 2; i++) {
+		ck_assert_msg(fm_test_loop_detach(&lo[i], &msg) == 0, "detach: %s",
+			      msg ? msg : "");
+		g_free(fx.legs[i]);
+		fx.legs[i] = files[i];
+	}
+	fx_check_legs(0, IMG);
 }
 END_TEST
 
@@ -1220,6 +1262,7 @@ static Suite *mirror_assemble_suite(void)
 	tcase_add_loop_test(tc, test_assemble_dirty_then_clean, 0, 2);
 	tcase_add_loop_test(tc, test_assemble_refusals, 0, AR_COUNT);
 	tcase_add_test(tc, test_assemble_in_use);
+	tcase_add_test(tc, test_assemble_blockdev_claim_wait);
 	tcase_add_test(tc, test_assemble_readonly);
 	tcase_add_test(tc, test_assemble_defer_in_use);
 	tcase_add_test(tc, test_assemble_any_order);
