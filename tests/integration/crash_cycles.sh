@@ -123,6 +123,7 @@ for ((c = 1; c <= CYCLES; c++)); do
 	pid_alive "$wpid" || fail "cycle $c: the writer stopped before the crash: $(cat "$T/writer.log")"
 
 	fm_crash "$T/mnt"
+	[[ -z ${NBD_PID:-} ]] || nbd_after_client_kill
 	kill -KILL "$wpid" 2>/dev/null || true
 	wait "$wpid" 2>/dev/null || true
 	fm_drop_dead_mount "$T/mnt"
@@ -211,6 +212,7 @@ fm_mount "${MOPTS[@]}" "$T/leg0" "$MLEG1" "$T/mnt"
 wpid=$!
 sleep 0.5
 fm_crash "$T/mnt"
+[[ -z ${NBD_PID:-} ]] || nbd_after_client_kill
 kill -KILL "$wpid" 2>/dev/null || true
 wait "$wpid" 2>/dev/null || true
 fm_drop_dead_mount "$T/mnt"

@@ -25,6 +25,25 @@ nbd_start() {
 	fail "nbdkit did not start: $(cat "$T/nbdkit.log")"
 }
 
+# nbd_after_client_kill: a client was killed (-9) with requests in flight;
+# the server must still serve.  nbdkit 1.32 (Debian 12) can abort then,
+# on "raw_send_socket: Assertion `sock >= 0' failed" after a reply hit the
+# closed socket: a bug of that server, which a deployment's service
+# manager would restart.  That one abort is logged and the server started
+# again; any other end of it fails the test.
+nbd_after_client_kill() {
+	local n
+	sleep 0.2	# the abort follows the reply that fails
+	kill -0 "$NBD_PID" 2>/dev/null && return 0
+	wait "$NBD_PID" 2>/dev/null || true
+	n=$(grep -c "raw_send_socket: Assertion .sock >= 0' failed" "$T/nbdkit.log" || true)
+	((n > ${NBD_KNOWN_ABORTS:-0})) ||
+		fail "nbdkit (pid $NBD_PID) ended when its client was killed: $(tail -n 5 "$T/nbdkit.log")"
+	NBD_KNOWN_ABORTS=$n
+	log "nbdkit aborted on a reply to the killed client (its raw_send_socket assertion, an nbdkit bug); started again"
+	nbd_start
+}
+
 # nbd_pause: SIGSTOP the server, and wait until every thread of it is
 # stopped (kill returns before: a running thread could still answer).
 nbd_pause() {
