@@ -88,7 +88,7 @@ struct mbitmap {
 
 	pthread_mutex_t lock;           /* guards everything down to `stop` */
 	pthread_cond_t wake;            /* the thread waits here for work */
-	pthread_cond_t sync_done;       /* clear_all_sync callers wait here */
+	pthread_cond_t sync_done;       /* request_locked() callers wait here */
 	uint8_t *bits;                  /* the in-memory image, length bytes */
 	uint64_t weight;                /* bits set in `bits` */
 	uint8_t *page_dirty;            /* per page, see the top */
@@ -760,19 +760,28 @@ int mbitmap_set_regions_sync(struct mbitmap *bm, uint64_t first, uint64_t last)
 	return sw.err;
 }
 
+/* Ask the bitmap thread for the service whose requests @req counts, wait
+ * until it has served this one (@done) and return its result (@err).
+ * bm->lock held. */
+static int request_locked(struct mbitmap *bm, uint64_t *req, const uint64_t *done,
+			  const int *err)
+{
+	uint64_t want = ++*req;
+
+	pthread_cond_signal(&bm->wake);
+	while (*done < want)
+		pthread_cond_wait(&bm->sync_done, &bm->lock);
+	return *err;
+}
+
 int mbitmap_clear_all_sync(struct mbitmap *bm)
 {
-	uint64_t req;
 	int r;
 
 	if (!atomic_load(&bm->allow_clear))
 		return 0;
 	pthread_mutex_lock(&bm->lock);
-	req = ++bm->clear_req;
-	pthread_cond_signal(&bm->wake);
-	while (bm->clear_done < req)
-		pthread_cond_wait(&bm->sync_done, &bm->lock);
-	r = bm->clear_err;
+	r = request_locked(bm, &bm->clear_req, &bm->clear_done, &bm->clear_err);
 	pthread_mutex_unlock(&bm->lock);
 	return r;
 }
@@ -902,22 +911,16 @@ void mbitmap_unwrite(struct mbitmap *bm, uint64_t first, uint64_t last)
 
 int mbitmap_write_all_sync(struct mbitmap *bm)
 {
-	uint64_t req;
 	int r;
 
 	pthread_mutex_lock(&bm->lock);
-	req = ++bm->all_req;
-	pthread_cond_signal(&bm->wake);
-	while (bm->all_done < req)
-		pthread_cond_wait(&bm->sync_done, &bm->lock);
-	r = bm->all_err;
+	r = request_locked(bm, &bm->all_req, &bm->all_done, &bm->all_err);
 	pthread_mutex_unlock(&bm->lock);
 	return r;
 }
 
 int mbitmap_sync_written(struct mbitmap *bm, bool all)
 {
-	uint64_t req;
 	int r;
 
 	if (!bm->has_written)
@@ -925,11 +928,7 @@ int mbitmap_sync_written(struct mbitmap *bm, bool all)
 	pthread_mutex_lock(&bm->lock);
 	if (all)
 		memset(bm->wpage_dirty, 1, bm->nr_pages);
-	req = ++bm->wsync_req;
-	pthread_cond_signal(&bm->wake);
-	while (bm->wsync_done < req)
-		pthread_cond_wait(&bm->sync_done, &bm->lock);
-	r = bm->wsync_err;
+	r = request_locked(bm, &bm->wsync_req, &bm->wsync_done, &bm->wsync_err);
 	pthread_mutex_unlock(&bm->lock);
 	return r;
 }
