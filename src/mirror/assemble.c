@@ -35,6 +35,16 @@
  * held for a moment. */
 #define LOCK_WAIT_MS 2000
 
+/* The pause of a lock retry loop begun at @start (fm_now_ns()): false once
+ * LOCK_WAIT_MS have passed, else sleep 10 ms and true. */
+static bool lock_wait_more(uint64_t start)
+{
+	if (fm_now_ns() - start >= LOCK_WAIT_MS * 1000000ull)
+		return false;
+	g_usleep(10000);
+	return true;
+}
+
 /* Lock a regular file leg with an OFD lock (released when the fd closes,
  * also if the daemon dies).  Block devices were opened O_EXCL instead. */
 static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
@@ -50,8 +60,8 @@ static int lock_leg(struct mirror_leg *leg, bool readonly, GError **err)
 		return 0; /* a remote leg: its server decides who shares it */
 	while ((r = fcntl(dmio_dev_fd(leg->dev), F_OFD_SETLK, &fl)) < 0 &&
 	       (errno == EAGAIN || errno == EACCES || errno == EINTR) &&
-	       fm_now_ns() - start < LOCK_WAIT_MS * 1000000ull)
-		g_usleep(10000);
+	       lock_wait_more(start))
+		;
 	if (r == 0) {
 		if (fm_now_ns() - start >= 10000000ull)
 			fm_debug("leg %s: locked after waiting %llu ms for its last holder "
@@ -90,9 +100,8 @@ int mirror_open_leg(struct mirror_leg *leg, bool readonly, unsigned connect_time
 	/* A block device's exclusive claim: retried like lock_leg()'s lock. */
 	while ((r = dmio_dev_open_timeout(leg->path, flags, connect_timeout_ms,
 					  &leg->dev)) == -EBUSY &&
-	       !dmio_path_is_remote(leg->path) &&
-	       fm_now_ns() - start < LOCK_WAIT_MS * 1000000ull)
-		g_usleep(10000);
+	       !dmio_path_is_remote(leg->path) && lock_wait_more(start))
+		;
 	if (r == -EBUSY) {
 		g_set_error(err, FM_MIRROR_ERROR, EBUSY,
 			    "leg %s: already in use (the block device is open "
