@@ -461,6 +461,29 @@ static void wait_sync_done(uint64_t bytes)
 	}
 }
 
+/* Until the bitmap is clear: the bits of writes age out once the array
+ * is idle and not degraded (bitmap_delay_ms). */
+static void wait_bitmap_clear(struct mirror_status *ms)
+{
+	gint64 deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+
+	do {
+		g_usleep(10000);
+		mirror_get_status(fx.m, ms);
+	} while (ms->bitmap_set && g_get_monotonic_time() < deadline);
+	ck_assert_uint_eq(ms->bitmap_set, 0);
+}
+
+/* Add @path while a sync action runs: it joins at once and its recovery
+ * is queued (mirror_add_leg() returns 1); @what names the step. */
+static void add_queued(const char *path, const char *what)
+{
+	GError *err = NULL;
+	int r = mirror_add_leg(fx.m, path, 0, &err);
+
+	ck_assert_msg(r == 1, "%s: %d %s", what, r, err ? err->message : "");
+}
+
 /* Until the recovery pass the assembly started has counted what it
  * copies (ms->sync_total). */
 static void wait_recovery_counted(struct mirror_status *ms)
@@ -541,8 +564,7 @@ START_TEST(test_rebuild_resume)
 	fx_write_random(IMG - 128 * KiB, 64 * KiB);     /* above it */
 	if (_i == 0) {
 		fx.legs[3] = fx_path("queued");
-		r = mirror_add_leg(fx.m, fx.legs[3], 0, &err);
-		ck_assert_msg(r == 1, "add during a recovery: %d %s", r, err ? err->message : "");
+		add_queued(fx.legs[3], "add during a recovery");
 		leg_stats(3, &ls);
 		ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
 		fx_write_random(IMG / 2, 64 * KiB);
@@ -600,16 +622,10 @@ START_TEST(test_bitmap_recovery_resume)
 	uint64_t off, rest = 0;
 	struct fm_sb sb;
 	GError *err = NULL;
-	gint64 deadline;
 
 	FX_SEED();
 	fx_start_written(&o);
-	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
-	do {    /* the bits of the first writes clear once idle (not degraded) */
-		g_usleep(10000);
-		mirror_get_status(fx.m, &ms);
-	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
-	ck_assert_uint_eq(ms.bitmap_set, 0);
+	wait_bitmap_clear(&ms);         /* the bits of the first writes */
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
 	admin_ok(mirror_remove_leg(fx.m, fx.legs[1], &err), err, "remove");
 	for (unsigned k = 0; k < G_N_ELEMENTS(marked); k++)
@@ -678,7 +694,6 @@ START_TEST(test_rebuilt_leg_gets_bitmap)
 	struct mirror_opts deg = { .degraded = true };
 	struct mirror_status ms;
 	GError *err = NULL;
-	gint64 deadline;
 	char *a;
 
 	FX_SEED();
@@ -686,12 +701,7 @@ START_TEST(test_rebuilt_leg_gets_bitmap)
 	fx_format_regions();
 	fx_assemble_opts(&o);
 	fx_write_random(0, IMG);
-	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
-	do {    /* the bits of the first writes clear once idle (not degraded) */
-		g_usleep(10000);
-		mirror_get_status(fx.m, &ms);
-	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
-	ck_assert_uint_eq(ms.bitmap_set, 0);
+	wait_bitmap_clear(&ms);         /* the bits of the first writes */
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[2], &err), err, "fail x");
 	admin_ok(mirror_remove_leg(fx.m, fx.legs[2], &err), err, "remove x");
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail w");
@@ -740,15 +750,13 @@ START_TEST(test_two_rebuilding_legs)
 	struct mirror_status ms;
 	struct mirror_leg_stats ls;
 	GError *err = NULL;
-	int r;
 
 	FX_SEED();
 	fx_start_written(&o);
 	fx.legs[2] = fx_path("new");
 	fx.legs[3] = fx_path("new2");
 	admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
-	r = mirror_add_leg(fx.m, fx.legs[3], 0, &err);
-	ck_assert_msg(r == 1, "add while a rebuild runs: %d %s", r, err ? err->message : "");
+	add_queued(fx.legs[3], "add while a rebuild runs");
 	wait_sync_done(1 * MiB);
 	fx_stop(0);
 
@@ -762,8 +770,7 @@ START_TEST(test_two_rebuilding_legs)
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[3], &err), err, "fail new2");
 	admin_ok(mirror_remove_leg(fx.m, fx.legs[3], &err), err, "remove new2");
 	fx.legs[4] = fx_path("other");
-	r = mirror_add_leg(fx.m, fx.legs[4], 0, &err);
-	ck_assert_msg(r == 1, "add during the pass: %d %s", r, err ? err->message : "");
+	add_queued(fx.legs[4], "add during the pass");
 	leg_stats(3, &ls);
 	ck_assert_str_eq(ls.path, fx.legs[4]);          /* new2's slot */
 	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
@@ -787,14 +794,12 @@ START_TEST(test_add_queued_behind_scrub)
 	struct mirror_status ms;
 	struct mirror_leg_stats ls;
 	GError *err = NULL;
-	int r;
 
 	FX_SEED();
 	fx_start_written(&o);
 	admin_ok(mirror_scrub(fx.m, false, &err), err, "scrub");
 	fx.legs[2] = fx_path("new");
-	r = mirror_add_leg(fx.m, fx.legs[2], 0, &err);
-	ck_assert_msg(r == 1, "add during a scrub: %d %s", r, err ? err->message : "");
+	add_queued(fx.legs[2], "add during a scrub");
 	leg_stats(2, &ls);
 	ck_assert_uint_eq(ls.state, FM_LEG_REBUILDING);
 	mirror_get_status(fx.m, &ms);
@@ -828,7 +833,6 @@ START_TEST(test_add_during_scrub_read)
 	GError *err = NULL;
 	uint64_t reads1;
 	gint64 deadline;
-	int r;
 
 	FX_SEED();
 	fx_start_written(&o);
@@ -845,8 +849,7 @@ START_TEST(test_add_during_scrub_read)
 	} while (ls.reads == reads1 && g_get_monotonic_time() < deadline);
 	ck_assert_uint_gt(ls.reads, reads1);
 	fx.legs[2] = fx_path("new");
-	r = mirror_add_leg(fx.m, fx.legs[2], 0, &err);
-	ck_assert_msg(r == 1, "add during a scrub: %d %s", r, err ? err->message : "");
+	add_queued(fx.legs[2], "add during a scrub");
 	admin_ok(mirror_inject(fx.m, fx.legs[0], NULL, &err), err, "clear");
 	wait_sync_idle(&ms);
 	ck_assert_int_eq(ms.last_action, MIRROR_SYNC_RECOVER);
@@ -1236,7 +1239,6 @@ START_TEST(test_events_fail_add_rebuild)
 	struct mirror_opts o = { .bitmap_delay_ms = 50, .event_fn = ev_handler };
 	struct mirror_status ms;
 	GError *err = NULL;
-	gint64 deadline;
 
 	FX_SEED();
 	ev_reset();
@@ -1248,12 +1250,7 @@ START_TEST(test_events_fail_add_rebuild)
 	fx_write_random(0, IMG);
 	/* Their bits are cleared once idle: the re-add below copies only what
 	 * is written while the leg is out. */
-	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
-	do {
-		g_usleep(10000);
-		mirror_get_status(fx.m, &ms);
-	} while (ms.bitmap_set && g_get_monotonic_time() < deadline);
-	ck_assert_uint_eq(ms.bitmap_set, 0);
+	wait_bitmap_clear(&ms);
 
 	ev_reset();
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[1], &err), err, "fail");
