@@ -1788,18 +1788,28 @@ const char *front_stop_reason(const struct front *f)
  * exists (l->wake, under kick_lock: a loop that ends destroys its dmio
  * loop, and a wake-up from another thread, e.g. the request that
  * brought `inflight` to 0, must not write to its freed eventfd). */
-static void front_wake_range(struct front *f, unsigned from, unsigned to)
+static void front_wake_range_locked(struct front *f, unsigned from, unsigned to)
 {
-	pthread_mutex_lock(&f->kick_lock);
 	for (unsigned i = from; i < to; i++)
 		if (f->loops[i].wake)
 			dmio_loop_wake(f->loops[i].wake);
+}
+
+static void front_wake_range(struct front *f, unsigned from, unsigned to)
+{
+	pthread_mutex_lock(&f->kick_lock);
+	front_wake_range_locked(f, from, to);
 	pthread_mutex_unlock(&f->kick_lock);
 }
 
+/* Every loop, if there still are any: the request that brings `inflight`
+ * to 0 after a stop may end on a slow-pool thread after the loops ended
+ * and front_run_loops() freed them (under kick_lock). */
 static void front_wake_loops(struct front *f)
 {
-	front_wake_range(f, 0, f->nr_loops);
+	pthread_mutex_lock(&f->kick_lock);
+	front_wake_range_locked(f, 0, f->nr_loops);
+	pthread_mutex_unlock(&f->kick_lock);
 }
 
 /* A request answered asynchronously is done. */
@@ -1919,6 +1929,9 @@ static void front_kick_loops(struct front *f)
 static void loop_stop_all(struct front *f)
 {
 	if (!atomic_exchange(&f->stopping, true)) {
+		/* The loops end when no request is in flight: the io_uring
+		 * queues, which serve until the unmount, take no more. */
+		front_uring_close(f->uring);
 		front_wake_loops(f);
 		front_kick_loops(f);
 	}
@@ -3568,6 +3581,7 @@ static size_t loop_bufs_map_len(const struct front_loop *l)
 static int front_run_loops(struct front *f)
 {
 	unsigned n = (unsigned)get_nprocs();
+	struct front_loop *loops;
 	sigset_t block, old;
 	int fd = fuse_session_fd(f->se), fl;
 	int r = 0;
@@ -3575,7 +3589,15 @@ static int front_run_loops(struct front *f)
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
+	/* Published under kick_lock: front_wake_loops() and the stop signal
+	 * may look at them from other threads (a queue's request ending). */
+	loops = calloc(n ? n : 1, sizeof(*loops));
+	if (!loops)
+		return -ENOMEM;
+	pthread_mutex_lock(&f->kick_lock);
+	f->loops = loops;
 	f->nr_loops = n ? n : 1;
+	pthread_mutex_unlock(&f->kick_lock);
 	f->nr_active = f->nr_loops;
 	if (!f->uring && f->legs_in_memory)
 		f->spin_max_ns = f->spin_us * 1000u;
@@ -3590,9 +3612,6 @@ static int front_run_loops(struct front *f)
 	 * (loop_standby_mem()). */
 	if (!f->uring && f->legs_in_memory && f->nr_loops > 1)
 		f->nr_active = 1;
-	f->loops = calloc(f->nr_loops, sizeof(*f->loops));
-	if (!f->loops)
-		return -ENOMEM;
 	for (unsigned i = 0; i < f->nr_loops; i++) {
 		struct front_loop *l = &f->loops[i];
 
@@ -3701,9 +3720,11 @@ out:
 		loop_pipe_close(&f->loops[i]);
 		free(f->loops[i].replies);
 	}
+	pthread_mutex_lock(&f->kick_lock);
 	free(f->loops);
 	f->loops = NULL;
 	f->nr_loops = 0;
+	pthread_mutex_unlock(&f->kick_lock);
 	return r;
 }
 
@@ -4082,18 +4103,24 @@ void front_destroy(struct front *f)
 {
 	if (!f)
 		return;
+	/* The io_uring queues serve until the session is unmounted: they
+	 * take no more requests since the stop (loop_stop_all()); wait until
+	 * none is being handed out, or one taken after the wait below could
+	 * outlive them. */
+	front_uring_quiesce(f->uring);
 	/* Replies still owed by I/O completions go out before the session
 	 * goes away. */
 	while (atomic_load(&f->inflight) > 0)
 		usleep(1000);
+	/* Every request was answered: the pool has nothing left to run but
+	 * the ends of its jobs, which may still use the queues' hand-off. */
+	if (f->slow)
+		g_thread_pool_free(f->slow, FALSE, TRUE);
+	f->slow = NULL;
 	/* The queues commit what was handed to them and close their rings,
 	 * which cancels the entries parked in the kernel. */
 	front_uring_stop(f->uring);
 	f->uring = NULL;
-	/* Every request was answered: the pool has nothing left to run. */
-	if (f->slow)
-		g_thread_pool_free(f->slow, FALSE, TRUE);
-	f->slow = NULL;
 	if (f->se) {
 		front_signals_remove(f);
 		if (f->mounted)

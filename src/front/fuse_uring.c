@@ -170,6 +170,9 @@ struct fu_queue {
 	int reg_err;                    /* first REGISTER error */
 	bool reported;                  /* reg_err was read: no more writes */
 	atomic_bool stop;
+	atomic_bool closing;            /* front_uring_quiesce(): hold requests */
+	bool quiet;                     /* the thread saw `closing` (u->lock) */
+	unsigned held;                  /* requests held since (thread only) */
 	_Atomic(struct front_uring_req *) handoff;
 	atomic_ullong requests, in_flight, handoffs;
 	atomic_ullong moves;            /* times it left its CPU (fu_place()) */
@@ -188,9 +191,10 @@ struct front_uring {
 	unsigned nr_queues;
 	struct fu_queue *queues;
 
-	pthread_mutex_t lock;           /* guards the start-up report below */
+	pthread_mutex_t lock;           /* guards the reports below, q->quiet */
 	pthread_cond_t cond;
 	unsigned reported;              /* queue threads done registering */
+	bool quiesced;                  /* front_uring_quiesce() returned */
 };
 
 static __thread struct fu_queue *fu_this_queue;
@@ -448,6 +452,11 @@ static void fu_ent_done(struct dmio_loop_op *op, int res, uint32_t flags)
 		return;
 	}
 	e->commit_id = e->hdr->ring_ent_in_out.commit_id;
+	if (atomic_load(&q->closing)) {
+		/* Never answered: the connection's abort fails it. */
+		q->held++;
+		return;
+	}
 	atomic_fetch_add_explicit(&q->requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&q->in_flight, 1, memory_order_relaxed);
 	fu_dispatching = e;
@@ -466,7 +475,8 @@ static void fu_peek(struct dmio_loop_op *op, int res)
 	if (op->done != fu_ent_done || res < 0)
 		return;
 	e = fu_container_of(op, struct front_uring_req, op);
-	e->q->u->peek(e->q->u->ctx, e);
+	if (!atomic_load(&e->q->closing))
+		e->q->u->peek(e->q->u->ctx, e);
 }
 
 /* The size of op_in (the first argument) of the operations handed to
@@ -659,6 +669,16 @@ static int fu_own_ring_setup(struct fu_queue *q)
 	return 0;
 }
 
+/* On the queue thread, between two turns of its loop: from now on no
+ * request reaches a handler (fu_ent_done() reads `closing` first). */
+static void fu_report_quiet(struct fu_queue *q)
+{
+	pthread_mutex_lock(&q->u->lock);
+	q->quiet = true;
+	pthread_cond_broadcast(&q->u->cond);
+	pthread_mutex_unlock(&q->u->lock);
+}
+
 static void *fu_queue_main(void *arg)
 {
 	struct fu_queue *q = arg;
@@ -753,6 +773,8 @@ report:
 	pthread_mutex_unlock(&u->lock);
 
 	while (!q->reg_err && !atomic_load(&q->stop)) {
+		if (!q->quiet && atomic_load(&q->closing))
+			fu_report_quiet(q);
 		fu_place(q);
 		if (q->dl) {
 			dmio_loop_run_once(q->dl, true);
@@ -765,6 +787,11 @@ report:
 		}
 		fu_reap(q);
 	}
+	if (!q->quiet)
+		fu_report_quiet(q);
+	if (q->held)
+		fm_debug("fuse-uring queue %u: %u request(s) left to the connection's abort",
+			 q->qid, q->held);
 	if (q->place.sched_fd >= 0)
 		close(q->place.sched_fd);
 	/* Replies owed go out before the ring closes. */
@@ -919,10 +946,36 @@ static void fu_poison(int fuse_fd)
 	io_uring_queue_exit(&ring);
 }
 
+void front_uring_close(struct front_uring *u)
+{
+	if (!u)
+		return;
+	for (unsigned i = 0; i < u->nr_queues; i++) {
+		struct fu_queue *q = &u->queues[i];
+
+		if (q->thread_started && !atomic_exchange(&q->closing, true))
+			fu_queue_wake(q);
+	}
+}
+
+void front_uring_quiesce(struct front_uring *u)
+{
+	if (!u || u->quiesced)
+		return;
+	front_uring_close(u);
+	pthread_mutex_lock(&u->lock);
+	for (unsigned i = 0; i < u->nr_queues; i++)
+		while (u->queues[i].thread_started && !u->queues[i].quiet)
+			pthread_cond_wait(&u->cond, &u->lock);
+	pthread_mutex_unlock(&u->lock);
+	u->quiesced = true;
+}
+
 void front_uring_stop(struct front_uring *u)
 {
 	if (!u)
 		return;
+	front_uring_quiesce(u);
 	for (unsigned i = 0; i < u->nr_queues; i++)
 		fu_queue_free(&u->queues[i]);
 	free(u->queues);

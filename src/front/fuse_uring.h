@@ -135,9 +135,28 @@ int front_uring_start(struct fuse_session *se, const struct front_uring_opts *op
 		      struct front_uring **ret, bool *ret_init_done, GError **err);
 
 /*
- * Stop the queue threads and free everything (accepts NULL).  Every
- * request handed to a handler must have been answered.  Requests the
- * kernel still queues fail once the session's fd is closed.
+ * Hand no more requests to handlers (accepts NULL; from any thread, a
+ * handler's included; does not wait).  Each queue thread sees it at its
+ * next turn: a request that arrives later is held, never answered, and
+ * fails when the session's fd is closed (the connection's abort), as a
+ * request left unread on /dev/fuse does.  The queues go on committing the
+ * replies of the requests already handed out and completing their I/O, so
+ * the requests in flight end however busy the clients are.
+ */
+void front_uring_close(struct front_uring *u);
+
+/*
+ * front_uring_close(), then wait until every queue thread has seen it: no
+ * handler runs any more but for those requests' replies and I/O.  From
+ * the thread that calls front_uring_stop() (accepts NULL).
+ */
+void front_uring_quiesce(struct front_uring *u);
+
+/*
+ * Stop the queue threads and free everything (accepts NULL; quiesces
+ * first).  Every request handed to a handler must have been answered, and
+ * nothing may answer one any more.  Requests the kernel still queues fail
+ * once the session's fd is closed.
  */
 void front_uring_stop(struct front_uring *u);
 

@@ -10,6 +10,12 @@
 #     writeback_age=0; 160 MiB of it) is on both legs; `status`, polled
 #     all through the teardown, does not crash the daemon;
 #   - SIGINT likewise;
+#   - SIGTERM while clients keep the mount busy (4k writes, each followed
+#     by an fsync, and 4k reads at queue depth 32, on legs that take 20 ms
+#     for every I/O, so that requests are always in flight): the daemon stops
+#     within a minute, exit status 0, clean superblocks, legs equal; the
+#     clients' requests after the stop fail, which is theirs to see
+#     (three rounds: the stop lands at a different point of the load);
 #   - a plain `umount MOUNTPOINT` (and `fusermount3 -u`) of a daemonized
 #     mount also stops the daemon (waited for) with clean superblocks and
 #     the data on both legs.
@@ -114,6 +120,48 @@ PY
 
 signal_stop TERM
 signal_stop INT
+
+# busy_stop ROUND: mount -f, a load that never pauses, then SIGTERM.
+busy_stop() {
+	local rc=0 fpid i l
+
+	log "[busy $1] mount -f, fio load, SIGTERM"
+	fm_mount_fg "$T/leg0" "$T/leg1" "$T/mnt"
+	# Every leg I/O takes 20 ms: requests are always in flight, so a
+	# daemon that keeps taking new ones after the stop never sees the
+	# end of them.
+	for l in leg0 leg1; do
+		fm_ok inject "$T/mnt" "$T/$l" --delay-reads 20 --delay-writes 20 \
+			--offset 0 --length "$SIZE"
+	done
+	# The daemon's errors after the stop are what fio reports: its exit
+	# status and output are not looked at.
+	fio --output=/dev/null --filename="$T/mnt/image" --direct=1 --ioengine=io_uring \
+		--time_based --runtime=600 --size=64M --bs=4k --group_reporting \
+		--name=w --rw=randwrite --iodepth=8 --fsync=1 --numjobs=4 \
+		--name=r --rw=randread --iodepth=32 >/dev/null 2>&1 &
+	fpid=$!
+	_PIDS+=("$fpid")
+	sleep_ms_between 1500 2500
+	pid_alive "$fpid" || fail "fio ended before the stop"
+	kill -TERM "$FM_PID"
+	for ((i = 0; i < 600; i++)); do
+		pid_alive "$FM_PID" || break
+		sleep 0.1
+	done
+	pid_alive "$FM_PID" &&
+		fail "the daemon still runs 60 s after SIGTERM under load (log: $(tail -n 5 "$FM_LOG"))"
+	wait "$FM_PID" || rc=$?
+	kill "$fpid" 2>/dev/null || true
+	wait "$fpid" || true
+	assert_eq "$rc" 0 "exit status of mount -f after SIGTERM under load (log: $(tail -n 5 "$FM_LOG"))"
+	grep -q 'stopped cleanly' "$FM_LOG" || fail "no 'stopped cleanly' in the log: $(tail -n 5 "$FM_LOG")"
+	assert_not_mounted "$T/mnt"
+	assert_clean_after "SIGTERM under load"
+	assert_legs_equal "$T/leg0" "$T/leg1" >/dev/null
+}
+
+for round in 1 2 3; do busy_stop "$round"; done
 
 # plain_umount CMD...: daemonized mount, data, then CMD MOUNTPOINT.
 plain_umount() {
