@@ -538,7 +538,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_err(f, req, EROFS);
 		return;
 	}
-	/* direct_io: the daemon's cache is the only cache. */
+	/* O_TRUNC is ignored, as a block device ignores it (man page,
+	 * DESCRIPTION).  direct_io: the daemon's cache is the only cache. */
 	out.open_flags = FM_FOPEN_DIRECT_IO | FM_FOPEN_PARALLEL_DIRECT_WRITES;
 	fuse_reply_buf(req, (const char *)&out, sizeof(out));
 }
