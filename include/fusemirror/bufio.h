@@ -445,7 +445,9 @@ int bufio_issue_discard(struct bufio_client *c, uint64_t block, uint64_t count);
  * dirty buffers of the range are written first (nothing older lands after
  * the zeroes), cached copies are dropped, the device's discard or
  * write_zeroes op runs, and a block that stayed cached (held by someone,
- * or read meanwhile) is zeroed in the cache and marked dirty.  On return,
+ * or read meanwhile) is zeroed in the cache and marked dirty; a read (or
+ * a bufio_new() fill) of the range still in flight then is waited for
+ * first, as it may bring the old data in after the op.  On return,
  * every read of the range sees zeroes; nothing is durable before the next
  * flush (bufio_write_dirty_buffers()).  Partial blocks are the caller's:
  * zero them through the cache.

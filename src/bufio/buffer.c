@@ -248,6 +248,35 @@ int bufio_get(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_
 	return 0;
 }
 
+int bufio_get_settled(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b)
+{
+	struct bufio_shard *s = bufio_shard_of(c, block);
+	struct bufio_buffer *b;
+	int r;
+
+	b = bufio_index_get_lockless(s, block);
+	if (b) {
+		*ret_b = b;
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	b = bufio_index_find_locked(s, block);
+	if (!b) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOENT;
+	}
+	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
+	r = wait_read_locked(s, b);
+	pthread_mutex_unlock(&s->lock);
+	if (r) {
+		/* The read failed: the block left the cache. */
+		bufio_buffer_put(c, b);
+		return -ENOENT;
+	}
+	*ret_b = b;
+	return 0;
+}
+
 static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio_read_cb cb,
 		      void *ctx)
 {

@@ -482,6 +482,16 @@ unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what);
 void bufio_shard_wake_locked(struct bufio_shard *s);
 
 /*----------------------------------------------------------------*/
+/* buffer.c */
+
+/*
+ * Like bufio_get(), but a block whose read or fill is under way is waited
+ * for (so may block) and then held: 0, or -ENOENT (not cached, or its
+ * read failed).  Counts neither a hit nor a miss.
+ */
+int bufio_get_settled(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b);
+
+/*----------------------------------------------------------------*/
 /* alloc.c */
 
 enum bufio_alloc_mode {

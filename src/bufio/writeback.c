@@ -1028,11 +1028,15 @@ static int zero_blocks(struct bufio_client *c, uint64_t block, uint64_t n_blocks
 	if (r < 0)
 		return r;
 	/* A block that stayed cached (someone held it, or read it meanwhile)
-	 * would show its old data: zero it in the cache as well. */
+	 * would show its old data: zero it in the cache as well.  A read in
+	 * flight (a read, an async read or a prefetch that forget_buffers had
+	 * to leave) may have been served before the op and complete after
+	 * it, caching the old data: wait for it (and for a fill, which may
+	 * turn into such a read), then zero that too. */
 	for (uint64_t blk = block; blk < block + n_blocks; blk++) {
 		struct bufio_buffer *b;
 
-		if (bufio_get(c, blk, &b) < 0)
+		if (bufio_get_settled(c, blk, &b) < 0)
 			continue;
 		memset(bufio_begin_modify(b), 0, c->block_size);
 		bufio_mark_buffer_dirty(b);

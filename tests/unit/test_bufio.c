@@ -699,6 +699,95 @@ START_TEST(test_write_zeroes_coherent)
 }
 END_TEST
 
+/* A device (membdev's ops but for submit) that serves its next read at
+ * once, with the device's bytes of that moment, and completes it only
+ * when the test calls late.end_io(late.ctx, late.r): a read in flight
+ * across whatever the test does in between. */
+static struct {
+	fm_bdev_end_io_fn end_io;
+	void *ctx;
+	int r;
+	bool hold;
+} late;
+static struct fm_bdev_ops late_ops;
+
+static int late_submit(void *dev, enum fm_bdev_op op, uint64_t sector, const struct iovec *iov,
+		       unsigned iovcnt, unsigned flags, fm_bdev_end_io_fn end_io, void *ctx)
+{
+	struct membdev *m = dev;
+
+	if (op != FM_BDEV_READ || !late.hold)
+		return membdev_submit(dev, op, sector, iov, iovcnt, flags, end_io, ctx);
+	pthread_mutex_lock(&m->lock);
+	late.r = membdev_exec_locked(m, op, sector, iov, iovcnt, flags);
+	pthread_mutex_unlock(&m->lock);
+	late.end_io = end_io;
+	late.ctx = ctx;
+	late.hold = false;
+	return 0;
+}
+
+struct zero_job {
+	uint64_t block, n;
+	int r;
+	atomic_int done;
+};
+
+static void *write_zeroes_thread(void *arg)
+{
+	struct zero_job *z = arg;
+
+	z->r = bufio_write_zeroes(bc, z->block, z->n);
+	atomic_store(&z->done, 1);
+	return NULL;
+}
+
+/* A read of a block in flight across bufio_write_zeroes() (served by the
+ * device before the zeroes, completed after them) does not leave the old
+ * data cached: the zeroing waits for it and zeroes the block in the cache
+ * too, so a read after the call sees zeroes. */
+START_TEST(test_zero_blocks_read_in_flight)
+{
+	struct fm_bdev bdev = { &late_ops, md };
+	struct zero_job z = { .block = 5, .n = 2 };
+	struct bufio_buffer *b;
+	uint8_t zero[BS] = { 0 };
+	pthread_t t;
+
+	bufio_client_destroy(bc);
+	late_ops = membdev_ops;
+	late_ops.submit = late_submit;
+	memset(&late, 0, sizeof(late));
+	ck_assert_int_eq(bufio_client_create(&bdev, BS, 1, 16, NULL, NULL, &bc), 0);
+
+	late.hold = true;
+	atomic_store(&async_calls, 0);
+	ck_assert_int_eq(bufio_read_async(bc, 5, async_cb, (void *)0), 0);
+	ck_assert_ptr_nonnull(late.end_io);     /* served: block 5's old bytes */
+	pthread_create(&t, NULL, write_zeroes_thread, &z);
+	WAIT_FOR(membdev_counts(md).zeroes == 1, 2000);
+	ck_assert_uint_eq(membdev_counts(md).zeroes, 1);
+	assert_dev_fill(5, 0);
+	/* (a zeroing that does not wait for the read returns meanwhile) */
+	WAIT_FOR(atomic_load(&z.done), 200);
+	late.end_io(late.ctx, late.r);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(z.r, 0);
+	/* the concurrent read itself may have either data */
+	ck_assert_int_eq(atomic_load(&async_calls), 1);
+	ck_assert_int_eq(async_err[0], 0);
+	bufio_release(async_b[0]);
+	for (uint64_t blk = 5; blk < 7; blk++) {
+		ck_assert_int_eq(bufio_read(bc, blk, &b), 0);
+		fm_assert_bytes_eq(bufio_get_block_data(b), zero, BS,
+				   "block %" PRIu64 " after write_zeroes", blk);
+		bufio_release(b);
+	}
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	assert_dev_fill(5, 0);
+}
+END_TEST
+
 START_TEST(test_zero_blocks_unsupported)
 {
 	struct fm_bdev_ops ops = *membdev_bdev(md).ops;
@@ -2629,6 +2718,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_discard_coherent);
 	tcase_add_test(tc, test_write_zeroes_coherent);
 	tcase_add_test(tc, test_zero_blocks_unsupported);
+	tcase_add_test(tc, test_zero_blocks_read_in_flight);
 
 	TCASE("write_errors", setup_sync);
 	tcase_add_test(tc, test_write_error_sticky);
