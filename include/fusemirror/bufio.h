@@ -204,7 +204,10 @@ int bufio_new(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_
  * returns, on the calling thread, when the block is cached; otherwise from
  * the bdev's completion context once the read (its own, or one already in
  * flight for that block) completes.  Returns -errno (e.g. -ENOMEM) if the
- * request could not be queued: @cb is then never called.
+ * request could not be queued: @cb is then never called.  A block being
+ * written around (bufio_write_around_async()) is read once that write
+ * ended, into a buffer taken now: its restart, from the write's
+ * completion, never waits (it may still fail the read with -ENOMEM).
  * Never waits for I/O, but may block for memory like bufio_read() when the
  * cache is full of dirty or held buffers.
  */
@@ -261,8 +264,10 @@ typedef void (*bufio_around_cb)(void *ctx, int err);
  * but the cache's contents).  -EBUSY also when too many write-arounds are
  * in flight.  While the write is in flight, the blocks do not enter the
  * cache: bufio_read() and bufio_new() of one of them wait for the write,
- * bufio_read_async() starts its read once the write ended, bufio_prefetch()
- * skips it.  So on return every later read sees the new data.
+ * bufio_read_async() takes its buffer at the call (waiting for memory, or
+ * refused by the nowait variant, then and not later) and starts its read
+ * once the write ended, bufio_prefetch() skips it.  So on return every
+ * later read sees the new data.
  *
  * Returns 0 (written), -EBUSY, -EINVAL (bad sizes), or the write's -errno:
  * then what the device holds for the range is undefined, as after any

@@ -13,9 +13,14 @@
  *     block missing, and the writer registers BEFORE it looks at the index
  *     (under each shard's lock), so either the writer sees a buffer that
  *     was inserted, or the inserter sees the registration.  A synchronous
- *     inserter waits for the write (around_cond); bufio_read_async() queues
- *     itself on the slot and the writer starts it again once its write
- *     ended; bufio_prefetch() skips the block.
+ *     inserter waits for the write (around_cond); bufio_read_async() takes
+ *     its buffer (waiting for memory, or refused by the nowait variant, at
+ *     the call), queues itself with it on the slot, and the writer starts
+ *     it again once its write ended -- in the write's completion for an
+ *     asynchronous write-around, where nothing may wait: on an event
+ *     loop, an allocation waiting there for writeback would wait for
+ *     completions only that loop can run; bufio_prefetch() skips the
+ *     block.
  *   - When the write is issued, no buffer of its range is in the index: the
  *     writer dropped the clean idle ones, and any other (dirty, being read,
  *     written or filled, held) made it give up with -EBUSY before writing.
@@ -173,10 +178,12 @@ static void around_unregister(struct bufio_client *c, int slot)
 	atomic_fetch_sub_explicit(&c->nr_around, 1, memory_order_relaxed);
 	pthread_cond_broadcast(&c->around_cond);
 	pthread_mutex_unlock(&c->around_lock);
-	/* The reads that waited for this write, started again. */
+	/* The reads that waited for this write, started again (maybe in
+	 * the write's completion: with the buffer each took at its call,
+	 * so nothing here waits for memory). */
 	while (w) {
 		struct bufio_around_waiter *next = w->next;
-		int r = bufio_read_async(c, w->block, w->cb, w->ctx);
+		int r = bufio_read_async_restart(c, w);
 
 		if (r < 0)
 			w->cb(w->ctx, NULL, r);

@@ -277,16 +277,25 @@ int bufio_get_settled(struct bufio_client *c, uint64_t block, struct bufio_buffe
 	return 0;
 }
 
+/*
+ * bufio_read_async() and its nowait variant; @nb (may be NULL) is a buffer
+ * prepared for @block (a deferred read's, see bufio_read_async_restart),
+ * used or freed here.  The buffer is taken before a read is deferred
+ * behind a write-around, so that its restart, from the write's completion,
+ * never waits for memory: the caller waits (or, nowait, is refused) now.
+ */
 static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio_read_cb cb,
-		      void *ctx)
+		      void *ctx, struct bufio_buffer *nb)
 {
 	struct bufio_shard *s = bufio_shard_of(c, block);
 	struct bufio_read_waiter *w = NULL;
 	struct bufio_around_waiter *aw = NULL;
-	struct bufio_buffer *b, *nb = NULL;
+	struct bufio_buffer *b;
 
 	b = hit_lockless(c, s, block);
 	if (fm_likely(b)) {
+		if (nb)
+			bufio_free_buffer(c, nb);
 		cb(ctx, b, 0);
 		return 0;
 	}
@@ -306,8 +315,11 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 		if (!w) {
 			pthread_mutex_unlock(&s->lock);
 			w = bufio_obj_get(c);
-			if (!w)
+			if (!w) {
+				if (nb)
+					bufio_free_buffer(c, nb);
 				return -ENOMEM;
+			}
 			w->cb = cb;
 			w->ctx = ctx;
 			pthread_mutex_lock(&s->lock);
@@ -325,31 +337,6 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 				bufio_free_buffer(c, nb);
 			return 0;
 		}
-		if (bufio_around_blocks_locked(c, block)) {
-			/* A write-around of the block is in flight: read after it. */
-			if (!aw) {
-				pthread_mutex_unlock(&s->lock);
-				aw = bufio_obj_get(c);
-				if (!aw) {
-					bufio_obj_put(c, w);
-					if (nb)
-						bufio_free_buffer(c, nb);
-					return -ENOMEM;
-				}
-				aw->block = block;
-				aw->cb = cb;
-				aw->ctx = ctx;
-				pthread_mutex_lock(&s->lock);
-				continue;
-			}
-			if (bufio_around_defer_locked(c, aw)) {
-				pthread_mutex_unlock(&s->lock);
-				bufio_obj_put(c, w);
-				if (nb)
-					bufio_free_buffer(c, nb);
-				return 0;
-			}
-		}
 		if (!nb) {
 			pthread_mutex_unlock(&s->lock);
 			nb = bufio_alloc_buffer(c, nowait ? BUFIO_ALLOC_NOWAIT : BUFIO_ALLOC_WAIT);
@@ -361,6 +348,30 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 			prepare(c, nb, block);
 			pthread_mutex_lock(&s->lock);
 			continue;
+		}
+		if (bufio_around_blocks_locked(c, block)) {
+			/* A write-around of the block is in flight: read after
+			 * it, into @nb. */
+			if (!aw) {
+				pthread_mutex_unlock(&s->lock);
+				aw = bufio_obj_get(c);
+				if (!aw) {
+					bufio_obj_put(c, w);
+					bufio_free_buffer(c, nb);
+					return -ENOMEM;
+				}
+				aw->block = block;
+				aw->cb = cb;
+				aw->ctx = ctx;
+				pthread_mutex_lock(&s->lock);
+				continue;
+			}
+			aw->nb = nb;
+			if (bufio_around_defer_locked(c, aw)) {
+				pthread_mutex_unlock(&s->lock);
+				bufio_obj_put(c, w);
+				return 0;
+			}
 		}
 		break;
 	}
@@ -381,13 +392,18 @@ static int read_async(struct bufio_client *c, uint64_t block, bool nowait, bufio
 
 int bufio_read_async(struct bufio_client *c, uint64_t block, bufio_read_cb cb, void *ctx)
 {
-	return read_async(c, block, false, cb, ctx);
+	return read_async(c, block, false, cb, ctx, NULL);
 }
 
 int bufio_read_async_nowait(struct bufio_client *c, uint64_t block, bufio_read_cb cb,
 			    void *ctx)
 {
-	return read_async(c, block, true, cb, ctx);
+	return read_async(c, block, true, cb, ctx, NULL);
+}
+
+int bufio_read_async_restart(struct bufio_client *c, const struct bufio_around_waiter *w)
+{
+	return read_async(c, w->block, true, w->cb, w->ctx, w->nb);
 }
 
 int bufio_prefetch(struct bufio_client *c, uint64_t block, unsigned n_blocks)

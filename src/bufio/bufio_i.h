@@ -228,6 +228,9 @@ struct bufio_around_waiter {
 	uint64_t block;
 	bufio_read_cb cb;
 	void *ctx;
+	struct bufio_buffer *nb;        /* taken at the call, prepared for
+					   @block: the restart allocates
+					   nothing, so never waits */
 };
 
 /* One write-around in flight: blocks [block, end) may not enter the index. */
@@ -490,6 +493,14 @@ void bufio_shard_wake_locked(struct bufio_shard *s);
  * read failed).  Counts neither a hit nor a miss.
  */
 int bufio_get_settled(struct bufio_client *c, uint64_t block, struct bufio_buffer **ret_b);
+/*
+ * Start again the bufio_read_async() @w that waited for a write-around
+ * (its buffer w->nb is used or freed; @w itself stays the caller's): as
+ * bufio_read_async(), with @w's callback, but never waits, so it may run
+ * in the write's completion.  Returns 0 or -ENOMEM (the callback is then
+ * not called).
+ */
+int bufio_read_async_restart(struct bufio_client *c, const struct bufio_around_waiter *w);
 
 /*----------------------------------------------------------------*/
 /* alloc.c */

@@ -2418,6 +2418,60 @@ START_TEST(test_write_around_async)
 }
 END_TEST
 
+/*
+ * A read deferred behind an asynchronous write-around is started again
+ * from the write's completion, where nothing may wait.  With the cache
+ * full of dirty buffers and no reserve, a nowait read of a block being
+ * written around is refused at the call (its caller, an event loop, hands
+ * it to a thread that may wait), not queued to wait for memory in the
+ * completion: on a loop, that wait is for writeback completions only the
+ * loop itself could run.  The device's completion thread plays the loop.
+ */
+START_TEST(test_around_restart_never_waits)
+{
+	uint8_t *data = filled(BS, 0x77);
+	struct iovec iov = { data, BS };
+	struct around_done d = { 0 };
+	struct bufio_buffer *b;
+	uint8_t want[BS];
+	int r;
+
+	bufio_client_destroy(bc);
+	make_client(BS, 0, 16, NULL, NULL);
+	bufio_set_max_cache_size_bytes(8 * COST);
+	for (unsigned i = 0; i < 8; i++)
+		put_block(100 + i, 1);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	/* dirty again, by hits: the cache is full, nothing reclaimable */
+	for (unsigned i = 0; i < 8; i++) {
+		ck_assert_int_eq(bufio_get(bc, 100 + i, &b), 0);
+		memset(bufio_begin_modify(b), 2, BS);
+		bufio_mark_buffer_dirty(b);
+		bufio_release(b);
+	}
+	membdev_set_gate(md, false, true);
+	ck_assert_int_eq(bufio_write_around_async(bc, 300, 1, &iov, 1, 0, around_done_cb, &d), 0);
+	atomic_store(&async_calls, 0);
+	r = bufio_read_async_nowait(bc, 300, async_cb, (void *)0);
+	membdev_set_gate(md, false, false);
+	WAIT_FOR(atomic_load(&d.calls) == 1, 5000);
+	ck_assert_msg(atomic_load(&d.calls) == 1,
+		      "the write-around's completion is stuck restarting the deferred read");
+	ck_assert_int_eq(atomic_load(&d.err), 0);
+	ck_assert_int_eq(r, -EWOULDBLOCK);
+	ck_assert_int_eq(atomic_load(&async_calls), 0);
+	/* the thread that may wait reads it: the new data */
+	ck_assert_int_eq(bufio_read(bc, 300, &b), 0);
+	memset(want, 0x77, BS);
+	fm_assert_bytes_eq(bufio_get_block_data(b), want, BS, "block 300 after write-around");
+	bufio_release(b);
+	ck_assert_int_eq(bufio_write_dirty_buffers(bc), 0);
+	for (unsigned i = 0; i < 8; i++)
+		assert_dev_fill(100 + i, 2);
+	free(data);
+}
+END_TEST
+
 /* bufio_new_nowait() on a block another holder is still filling refuses;
  * begin_modify_nowait() on a buffer being written that others hold too
  * refuses; both succeed once nothing is in the way. */
@@ -2792,6 +2846,7 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_write_around_orders_reads);
 	tcase_add_test(tc, test_write_around_async);
 	tcase_add_test(tc, test_nowait_refusals);
+	tcase_add_test(tc, test_around_restart_never_waits);
 
 	tc = tcase_create("dmio");
 	tcase_add_checked_fixture(tc, setup_dmio, teardown_dmio);
