@@ -425,9 +425,12 @@ int bufio_write_dirty_buffers(struct bufio_client *c);
 /*
  * Write the dirty buffers of blocks [@block, @block + @n_blocks) that are
  * cached, and wait: on return every buffer of the range dirtied before the
- * call is on the device.  No flush is issued; @flags may hold FM_BDEV_FUA
- * (durable on return).  Returns 0 or the first error of these writes (which
- * is also kept for bufio_write_dirty_buffers()).  May block.
+ * call is on the device.  @flags may hold FM_BDEV_FUA: durable on return
+ * (the writes made here are FUA, and when a block of the range was being
+ * written or modified by someone else at the call, a flush follows: that
+ * write may not have been FUA).  Otherwise no flush is issued.  Returns 0
+ * or the first error of these writes (which is also kept for
+ * bufio_write_dirty_buffers()), or the flush's.  May block.
  */
 int bufio_write_dirty_range(struct bufio_client *c, uint64_t block, uint64_t n_blocks,
 			    unsigned flags);

@@ -804,11 +804,19 @@ static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned 
  * crossing pins, each waiting for a pin the other claimed and held back,
  * waited for ever (test_bufio's stress case, now and then).  So the claims
  * are written (and waited for) before waiting for the next pin.
+ *
+ * With FM_BDEV_FUA, a flush follows when there was any pin: a pin was
+ * busy when it was collected, and what it held then may have gone out in
+ * someone else's write (the one in flight then, or one that claimed it
+ * once its modification ended), which need not have been FUA.  Whether
+ * such a write happened cannot be told afterwards: it may have ended
+ * before this looks at the pin (a write seen WRITING only while waiting
+ * here missed those, and a writethrough write returned with a block not
+ * durable).
  */
 static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 			  struct bufio_buffer **pins, size_t n, unsigned flags)
 {
-	bool others = false;
 	int err, e = 0;
 
 	err = write_and_wait(c, claimed, flags);
@@ -829,7 +837,6 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 				pthread_mutex_lock(&s->lock);
 				continue;
 			}
-			others |= (b->state & BUFIO_B_WRITING) != 0;
 			bufio_shard_wait_locked(s);
 		}
 		if ((b->state & BUFIO_B_DIRTY) && !e) {
@@ -843,8 +850,8 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 	e = e ? e : write_and_wait(c, claimed, flags);
 	if (!err)
 		err = e;
-	/* Writes we only waited for were not FUA. */
-	if ((flags & FM_BDEV_FUA) && others && !err)
+	/* Writes of the pins by others may not have been FUA. */
+	if ((flags & FM_BDEV_FUA) && n && !err)
 		err = bufio_issue_flush(c);
 	return err;
 }
@@ -982,13 +989,9 @@ int bufio_write_dirty_range(struct bufio_client *c, uint64_t block, uint64_t n_b
 
 int bufio_write_buffer(struct bufio_buffer *b, unsigned flags)
 {
-	struct bufio_client *c = b->c;
-	struct bufio_shard *s = bufio_shard_of(c, b->block);
-
-	pthread_mutex_lock(&s->lock);
-	atomic_fetch_add_explicit(&b->ref, 1, memory_order_relaxed);
-	pthread_mutex_unlock(&s->lock);
-	return bufio_writeback_pinned(c, &b, 1, flags);
+	/* (collected as by a range: claimed at once if it may be, so that
+	 * only a busy one is a pin, which costs a flush under FUA) */
+	return bufio_write_dirty_range(b->c, b->block, 1, flags);
 }
 
 int bufio_issue_flush(struct bufio_client *c)

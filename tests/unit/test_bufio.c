@@ -615,6 +615,58 @@ START_TEST(test_write_dirty_range_fua)
 }
 END_TEST
 
+struct range_fua_job {
+	uint64_t block, n;
+	int r;
+};
+
+static void *range_fua_thread(void *arg)
+{
+	struct range_fua_job *j = arg;
+
+	j->r = bufio_write_dirty_range(bc, j->block, j->n, FM_BDEV_FUA);
+	return NULL;
+}
+
+/* A FUA range writeback (a writethrough write) that meets a block someone
+ * else is writing (a close()'s background writeback, not FUA) leaves it
+ * durable too: a flush follows, even when that write ended before the
+ * range looked at the block again. */
+START_TEST(test_write_dirty_range_fua_others)
+{
+	struct range_fua_job j = { .block = 10, .n = 2, .r = -1 };
+	struct membdev_counts k;
+	struct membdev_io io;
+	pthread_t t;
+
+	put_block(10, 0x0a);
+	membdev_set_gate(md, false, true);
+	bufio_write_dirty_buffers_async(bc);    /* claims block 10, not FUA */
+	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
+	ck_assert_uint_eq(membdev_counts(md).inflight, 1);
+	put_block(11, 0x0b);
+	pthread_create(&t, NULL, range_fua_thread, &j);
+	/* 11 claimed and sent FUA; 10 pinned: its write completes first */
+	WAIT_FOR(membdev_counts(md).inflight == 2, 2000);
+	ck_assert_uint_eq(membdev_counts(md).inflight, 2);
+	membdev_set_gate(md, false, false);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(j.r, 0);
+	k = membdev_counts(md);
+	ck_assert_uint_eq(k.writes, 2);
+	io = membdev_log(md, 0);
+	ck_assert_uint_eq(io.sector, 10 * SPB);
+	ck_assert(!(io.flags & FM_BDEV_FUA));
+	io = membdev_log(md, 1);
+	ck_assert_uint_eq(io.sector, 11 * SPB);
+	ck_assert(io.flags & FM_BDEV_FUA);
+	ck_assert_msg(k.flushes == 1, "block 10 written without FUA, and %u flushes", k.flushes);
+	ck_assert_uint_eq(md->writes_at_flush, 2);      /* after both writes */
+	assert_dev_fill(10, 0x0a);
+	assert_dev_fill(11, 0x0b);
+}
+END_TEST
+
 START_TEST(test_destroy_writes_back)
 {
 	put_block(33, 0x33);
@@ -2773,6 +2825,9 @@ static Suite *bufio_suite(void)
 	tcase_add_test(tc, test_write_zeroes_coherent);
 	tcase_add_test(tc, test_zero_blocks_unsupported);
 	tcase_add_test(tc, test_zero_blocks_read_in_flight);
+
+	TCASE("writeback_async", setup_async);
+	tcase_add_test(tc, test_write_dirty_range_fua_others);
 
 	TCASE("write_errors", setup_sync);
 	tcase_add_test(tc, test_write_error_sticky);
