@@ -561,7 +561,10 @@ static int around_device_current(struct bufio_client *c, uint64_t block, uint64_
 	/* No dirty or being-written block anywhere (the common case on legs
 	 * in memory, whose writes go around the cache): no look at each
 	 * block.  The counters change under the shard locks before a write
-	 * into the cache completes, so one completed before this call shows. */
+	 * into the cache completes, so one completed before this call shows;
+	 * and it is one counter per shard (n_unclean), which a block moving
+	 * between dirty and being written leaves alone, so such a block is
+	 * not missed between two loads. */
 	if (!bufio_count(c, BUFIO_COUNT_DIRTY))
 		return 0;
 	return bufio_index_walk_range(c, block, n_blocks, splice_scan_visit, NULL, NULL);

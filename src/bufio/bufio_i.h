@@ -214,6 +214,12 @@ struct bufio_shard {
 	/* Written under lock (plain load+store: no locked instruction); read
 	 * without it as hints and summed by bufio_count() (hence atomic). */
 	atomic_uint n_clean, n_dirty, n_writing, n_failed;
+	/* Buffers on the DIRTY, WRITING or FAILED list: the one counter a
+	 * buffer moving between those (a claim, a write ending dirty or
+	 * failed) leaves alone, so a lock-free reader never sees such a
+	 * buffer counted nowhere (n_dirty + n_writing read as two loads
+	 * could, between a claim's two updates). */
+	atomic_uint n_unclean;
 	/* Statistics, under lock. */
 	uint64_t hits, misses, reads, read_ios, writes, write_ios, evictions,
 		 cow_copies, read_errors, write_errors;
@@ -478,7 +484,9 @@ static inline void bufio_counter_add_locked(atomic_uint *v, int d)
 enum bufio_count_what {
 	BUFIO_COUNT_BUFFERS,    /* in the index */
 	BUFIO_COUNT_CLEAN,      /* on CLEAN lists */
-	BUFIO_COUNT_DIRTY,      /* on DIRTY, WRITING and FAILED lists */
+	BUFIO_COUNT_DIRTY,      /* on DIRTY, WRITING and FAILED lists (one
+				   load per shard: a buffer that stays on
+				   them is counted, even while it moves) */
 	BUFIO_COUNT_CLAIMABLE,  /* on DIRTY lists */
 };
 unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what);

@@ -12,7 +12,10 @@
  *     shard lock, so each DIRTY list is in dirty_seq order, oldest first,
  *     and the oldest N dirty buffers of the client are those below one
  *     sequence number (writeback.c claims them so);
- *   - n_clean/n_dirty/n_writing/n_failed count the lists.
+ *   - n_clean/n_dirty/n_writing/n_failed count the lists, and n_unclean
+ *     the last three together (it changes only when a buffer joins or
+ *     leaves them as a whole: bufio_count(BUFIO_COUNT_DIRTY) reads it
+ *     without the lock).
  * The table doubles when it holds more buffers than buckets; it never
  * shrinks (its size follows the largest the cache has been).
  *
@@ -216,9 +219,8 @@ unsigned bufio_count(const struct bufio_client *c, enum bufio_count_what what)
 			n += atomic_load_explicit(&s->n_clean, memory_order_relaxed);
 			break;
 		case BUFIO_COUNT_DIRTY:
-			n += atomic_load_explicit(&s->n_writing, memory_order_relaxed) +
-			     atomic_load_explicit(&s->n_failed, memory_order_relaxed);
-			/* fall through */
+			n += atomic_load_explicit(&s->n_unclean, memory_order_relaxed);
+			break;
 		case BUFIO_COUNT_CLAIMABLE:
 			n += atomic_load_explicit(&s->n_dirty, memory_order_relaxed);
 			break;
@@ -257,12 +259,23 @@ static struct bufio_list *list_head(struct bufio_shard *s, enum bufio_blist list
 	}
 }
 
+static bool list_unclean(enum bufio_blist list)
+{
+	return list == BUFIO_LIST_DIRTY || list == BUFIO_LIST_WRITING ||
+	       list == BUFIO_LIST_FAILED;
+}
+
 void bufio_relink_locked(struct bufio_shard *s, struct bufio_buffer *b, enum bufio_blist list)
 {
 	atomic_uint *n;
+	bool was, is;
 
 	if (b->list == list)
 		return;
+	was = list_unclean((enum bufio_blist)b->list);
+	is = list_unclean(list);
+	if (was != is)
+		bufio_counter_add_locked(&s->n_unclean, is ? 1 : -1);
 	if ((n = list_counter(s, (enum bufio_blist)b->list))) {
 		bufio_counter_add_locked(n, -1);
 		bufio_list_del(&b->lru);
