@@ -515,6 +515,7 @@ static const struct status_field io_fields[] = {
 	FM("errors", fs.errors, "fusemirror_errors_total", "counter",
 	   "Image requests answered with an error."),
 	F("leg_read_retries", mst.read_retries),
+	F("leg_flushes", mst.flushes),
 	F("overlap_waits", mst.overlap_waits),
 	F("slow_jobs", fs.handoffs),
 	F("spliced_reads", fs.spliced_reads),

@@ -1328,6 +1328,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
  * Discard or zero [off, off + len): the partial blocks at either end are
  * zeroed in the cache; the whole blocks between go to bufio_discard() or
  * bufio_write_zeroes(), which keep the cache coherent with the device.
+ * Writethrough: durable on every leg on return, as a write is; the
+ * device's discard or write-zeroes carries no FUA, so a flush follows it.
  */
 static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 {
@@ -1335,8 +1337,10 @@ static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 	uint64_t b = FM_ALIGN_DOWN(end, (uint64_t)f->bs);
 	int r;
 
-	if (a >= b)
-		return cache_write(f, off, len, NULL);
+	if (a >= b) {
+		r = cache_write(f, off, len, NULL);
+		return r < 0 ? r : writethrough(f, off, len);
+	}
 	if (off < a && (r = cache_write(f, off, a - off, NULL)) < 0)
 		return r;
 	if (b < end && (r = cache_write(f, b, end - b, NULL)) < 0)
@@ -1344,6 +1348,8 @@ static int zero_range(struct front *f, uint64_t off, uint64_t len, bool discard)
 	r = discard ? bufio_discard(f->c, a / f->bs, (b - a) / f->bs)
 		    : bufio_write_zeroes(f->c, a / f->bs, (b - a) / f->bs);
 	if (r < 0)
+		return r;
+	if (f->writethrough && (r = bufio_issue_flush(f->c)) < 0)
 		return r;
 	return writethrough(f, off, len);
 }

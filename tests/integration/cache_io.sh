@@ -4,7 +4,9 @@
 # I/O semantics of the image, with cache_mode=writeback and writethrough:
 #   - writethrough: once a write returns (file still open, no fsync, no
 #     close), its bytes are on both legs' files (read with O_DIRECT at
-#     data_offset + offset) and nothing is dirty in the cache;
+#     data_offset + offset) and nothing is dirty in the cache; the same
+#     for fallocate's zero range and punch hole, and one with whole blocks
+#     flushed the legs (their discard or write-zeroes carries no FUA);
 #   - writeback (writeback_age=0): a write returns with the data dirty in
 #     the cache; after fsync it is on both legs; close() (FUSE flush, no
 #     fsync) starts writing the dirty blocks back: soon on both legs, with
@@ -71,6 +73,15 @@ for line in sys.stdin:
         os.close(fd)
         fd = os.open(sys.argv[1], os.O_RDWR)
         print("ok", flush=True)
+    elif cmd[0] == "z":
+        # fallocate(fd, mode, off, len): os has no punch or zero range
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        if libc.fallocate(fd, int(cmd[1]), int(cmd[2]), int(cmd[3])):
+            print("errno", ctypes.get_errno(), flush=True)
+        else:
+            print("ok", flush=True)
 os.close(fd)
 """
 w = subprocess.Popen([sys.executable, "-c", WRITER, img], stdin=subprocess.PIPE,
@@ -134,6 +145,22 @@ if mode == "writethrough":
     d, fsyncs = dirty()
     if d != 0:
         sys.exit(f"writethrough: {d} dirty blocks in the cache after an overwrite")
+    # fallocate too: zeroes on the legs once it returns, nothing dirty, and
+    # with whole blocks a flush of the legs (the mirror's discard and
+    # write-zeroes carry no FUA).  KEEP_SIZE 1, PUNCH_HOLE 2, ZERO_RANGE 0x10.
+    for what, fmode, zoff, zlen, whole in (
+            ("zero range", 0x10, off + 8192 + 100, 3 * 4096 + 200, True),
+            ("punch hole", 3, off + 65536 + 5, 40000, True),
+            ("zero range inside a block", 0x10, off + 200000 + 800, 1000, False)):
+        f0 = status()["io"]["leg_flushes"]
+        writer(f"z {fmode} {zoff} {zlen}")
+        check_legs(bytes(zlen), zoff, f"once a {what} returned")
+        j = status()
+        if j["cache"]["dirty"] != 0:
+            sys.exit(f"writethrough: {j['cache']['dirty']} dirty blocks in the cache "
+                     f"after a {what}")
+        if whole and j["io"]["leg_flushes"] <= f0:
+            sys.exit(f"writethrough: a {what} returned without a flush of the legs")
 else:
     if d == 0:
         sys.exit("writeback: nothing dirty in the cache after a write (not write-back?)")
