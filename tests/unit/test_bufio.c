@@ -615,16 +615,23 @@ START_TEST(test_write_dirty_range_fua)
 }
 END_TEST
 
-struct range_fua_job {
+/* A call on blocks [block, + n) on a thread of its own:
+ * bufio_write_dirty_range() with @flags, or bufio_write_zeroes(). */
+struct range_job {
 	uint64_t block, n;
-	int r;
+	unsigned flags;
+	bool zeroes;
+	int ret;
+	atomic_int done;
 };
 
-static void *range_fua_thread(void *arg)
+static void *range_job_thread(void *arg)
 {
-	struct range_fua_job *j = arg;
+	struct range_job *j = arg;
 
-	j->r = bufio_write_dirty_range(bc, j->block, j->n, FM_BDEV_FUA);
+	j->ret = j->zeroes ? bufio_write_zeroes(bc, j->block, j->n)
+			   : bufio_write_dirty_range(bc, j->block, j->n, j->flags);
+	atomic_store(&j->done, 1);
 	return NULL;
 }
 
@@ -634,7 +641,7 @@ static void *range_fua_thread(void *arg)
  * range looked at the block again. */
 START_TEST(test_write_dirty_range_fua_others)
 {
-	struct range_fua_job j = { .block = 10, .n = 2, .r = -1 };
+	struct range_job j = { .block = 10, .n = 2, .flags = FM_BDEV_FUA, .ret = -1 };
 	struct membdev_counts k;
 	struct membdev_io io;
 	pthread_t t;
@@ -645,13 +652,13 @@ START_TEST(test_write_dirty_range_fua_others)
 	WAIT_FOR(membdev_counts(md).inflight == 1, 2000);
 	ck_assert_uint_eq(membdev_counts(md).inflight, 1);
 	put_block(11, 0x0b);
-	pthread_create(&t, NULL, range_fua_thread, &j);
+	pthread_create(&t, NULL, range_job_thread, &j);
 	/* 11 claimed and sent FUA; 10 pinned: its write completes first */
 	WAIT_FOR(membdev_counts(md).inflight == 2, 2000);
 	ck_assert_uint_eq(membdev_counts(md).inflight, 2);
 	membdev_set_gate(md, false, false);
 	pthread_join(t, NULL);
-	ck_assert_int_eq(j.r, 0);
+	ck_assert_int_eq(j.ret, 0);
 	k = membdev_counts(md);
 	ck_assert_uint_eq(k.writes, 2);
 	io = membdev_log(md, 0);
@@ -779,21 +786,6 @@ static int late_submit(void *dev, enum fm_bdev_op op, uint64_t sector, const str
 	return 0;
 }
 
-struct zero_job {
-	uint64_t block, n;
-	int r;
-	atomic_int done;
-};
-
-static void *write_zeroes_thread(void *arg)
-{
-	struct zero_job *z = arg;
-
-	z->r = bufio_write_zeroes(bc, z->block, z->n);
-	atomic_store(&z->done, 1);
-	return NULL;
-}
-
 /* A read of a block in flight across bufio_write_zeroes() (served by the
  * device before the zeroes, completed after them) does not leave the old
  * data cached: the zeroing waits for it and zeroes the block in the cache
@@ -801,7 +793,7 @@ static void *write_zeroes_thread(void *arg)
 START_TEST(test_zero_blocks_read_in_flight)
 {
 	struct fm_bdev bdev = { &late_ops, md };
-	struct zero_job z = { .block = 5, .n = 2 };
+	struct range_job z = { .block = 5, .n = 2, .zeroes = true };
 	struct bufio_buffer *b;
 	uint8_t zero[BS] = { 0 };
 	pthread_t t;
@@ -816,7 +808,7 @@ START_TEST(test_zero_blocks_read_in_flight)
 	atomic_store(&async_calls, 0);
 	ck_assert_int_eq(bufio_read_async(bc, 5, async_cb, (void *)0), 0);
 	ck_assert_ptr_nonnull(late.end_io);     /* served: block 5's old bytes */
-	pthread_create(&t, NULL, write_zeroes_thread, &z);
+	pthread_create(&t, NULL, range_job_thread, &z);
 	WAIT_FOR(membdev_counts(md).zeroes == 1, 2000);
 	ck_assert_uint_eq(membdev_counts(md).zeroes, 1);
 	assert_dev_fill(5, 0);
@@ -824,7 +816,7 @@ START_TEST(test_zero_blocks_read_in_flight)
 	WAIT_FOR(atomic_load(&z.done), 200);
 	late.end_io(late.ctx, late.r);
 	pthread_join(t, NULL);
-	ck_assert_int_eq(z.r, 0);
+	ck_assert_int_eq(z.ret, 0);
 	/* the concurrent read itself may have either data */
 	ck_assert_int_eq(atomic_load(&async_calls), 1);
 	ck_assert_int_eq(async_err[0], 0);
@@ -1683,21 +1675,6 @@ END_TEST
  * modifying y.  Which pin the writeback takes first depends on the shards,
  * so both roles: in one of them x is its claim held back.
  */
-struct range_job {
-	uint64_t block, n;
-	int ret;
-	atomic_int done;
-};
-
-static void *range_job_thread(void *arg)
-{
-	struct range_job *j = arg;
-
-	j->ret = bufio_write_dirty_range(bc, j->block, j->n, 0);
-	atomic_store(&j->done, 1);
-	return NULL;
-}
-
 START_TEST(test_writeback_sync_no_held_claims)
 {
 	static const uint64_t blk[2] = { 130, 131 };
