@@ -292,6 +292,16 @@ static int issue_read(struct mreq *r)
 
 	if (mirror_region_unsynced(m, r->sector, r->count)) {
 		only = atomic_load(&m->sync_src);
+		/* The source left the array: the next in-sync leg is the
+		 * source now (a pass that copied from the old one goes on
+		 * from the legs still in sync: the test of this). */
+		if (only >= 0 && leg_state(&m->legs[only]) != FM_LEG_IN_SYNC) {
+			int src = mirror_pick_source(m);
+
+			/* (failing, `only` becomes what another thread chose) */
+			if (atomic_compare_exchange_strong(&m->sync_src, &only, src))
+				only = src;
+		}
 		/* The source failed it: any version is one the crash could
 		 * have left; the copy that follows makes the legs agree. */
 		if (only >= 0 && (r->tried & (1ull << only)))

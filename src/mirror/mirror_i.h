@@ -243,6 +243,9 @@ struct mirror {
 	uint64_t nr_unsynced;           /* regions set in it at assembly */
 	uint64_t sync_bitmap_legs;      /* legs recovered from the bitmap (sync thread) */
 	uint64_t joins;                 /* adds so far (mirror_leg.joined), state_lock */
+	/* The leg resyncs and reads of unsynced regions copy from: the
+	 * first in-sync leg, chosen again when it leaves the array (by
+	 * issue_read(), and by a pass as it starts). */
 	atomic_int sync_src;
 	struct mirror_sync *sync;       /* resync/recovery/scrub driver */
 	uint64_t *unsynced_retired;     /* freed with the mirror (readers may hold it) */

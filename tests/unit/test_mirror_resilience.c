@@ -1214,6 +1214,51 @@ START_TEST(test_crash_resync_bitmap_only)
 }
 END_TEST
 
+/*
+ * The resync's source leg fails while a region the crash left unsynced is
+ * still to do (the pass is held back by its speed limit, 1 s before its
+ * first compare).  A read there goes to the next in-sync leg (it failed
+ * with EIO: it was bound to the failed source), and the pass finishes.
+ * _i == 0: 3 legs, leg 2's planted difference in the region is repaired
+ * from leg 1; _i == 1: 2 legs, nothing left to copy to.
+ */
+START_TEST(test_sync_src_fails_during_resync)
+{
+	unsigned nl = _i == 0 ? 3 : 2;
+	struct mirror_status ms;
+	GError *err = NULL;
+	uint8_t *data, *buf, b1[4096], b2[4096];
+	int r;
+
+	FX_SEED();
+	fx_name_legs(nl);
+	fx_format_regions();
+	data = fx_buf(64 * KiB);
+	fm_rng_fill(&fx.rng, data, 64 * KiB);
+	crash_after_write(&(struct mirror_opts){ .bitmap_delay_ms = 60000 }, data, 3 * REGION,
+			  64 * KiB);
+	if (nl == 3)
+		corrupt_leg(fx.legs[2], 3 * REGION + 512 * KiB);
+	fx_assemble_opts(&(struct mirror_opts){ .read_policy = MIRROR_READ_FIRST,
+						.sync_speed_min = 256 * KiB,
+						.sync_speed_max = 256 * KiB });
+	admin_ok(mirror_fail_leg(fx.m, fx.legs[0], &err), err, "fail leg 0");
+	buf = fx_buf(4096);
+	r = fx_rw(MIRROR_OP_READ, 3 * REGION, buf, 4096, 0);
+	ck_assert_msg(r == 0, "a read of the unsynced region after its source failed: %d", r);
+	ck_assert_msg(memcmp(buf, data, 4096) == 0, "that read returned other data");
+	wait_sync_idle(&ms);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+	fx_stop(0);
+	if (nl == 2)
+		return;
+	fm_test_read_file(fx.legs[1], fx.data_offset + 3 * REGION + 512 * KiB, b1, sizeof(b1));
+	fm_test_read_file(fx.legs[2], fx.data_offset + 3 * REGION + 512 * KiB, b2, sizeof(b2));
+	ck_assert_msg(memcmp(b1, b2, sizeof(b1)) == 0,
+		      "leg 2 still differs from leg 1 where the crash left them unsynced");
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* Event names are user interface (monitor --program's argument): every
  * type has its own, and a type outside the enum is "Unknown". */
@@ -1543,6 +1588,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_scrub_check_and_repair);
 	tcase_add_test(tc, test_all_legs_fail);
 	tcase_add_test(tc, test_crash_resync_bitmap_only);
+	tcase_add_loop_test(tc, test_sync_src_fails_during_resync, 0, 2);
 	tcase_add_test(tc, test_bad_block_keeps_leg);
 	return s;
 }
