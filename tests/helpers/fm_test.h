@@ -254,6 +254,41 @@ int fm_test_loop_detach(struct fm_test_loop *lo, char **ret_msg);
 void fm_test_tcase_timeout(TCase *tc, double seconds);
 
 /*----------------------------------------------------------------*/
+/* NBD servers (fm_test_nbd.c): the tests of remote devices and legs */
+
+struct fm_test_nbd {
+	GPid pid;       /* > 0 while it runs */
+	char *dir;      /* the socket's directory (fm_test_mkdtemp) */
+	char *sock;
+	char *uri;
+	int port;       /* > 0: TCP on 127.0.0.1 instead of the unix socket */
+};
+
+/* Does a connection to @s's socket (or port) succeed? */
+bool fm_test_nbd_listens(const struct fm_test_nbd *s);
+
+/*
+ * Start a server in the foreground and wait until it listens: nbdkit on a
+ * fresh unix socket (or, s->port set, on 127.0.0.1:port) with the given
+ * arguments (filters, plugin, its parameters), NULL-terminated; or, @first
+ * "qemu-nbd", qemu-nbd on the unix socket serving the file given after it.
+ * A server started again after fm_test_nbd_kill() listens on the same
+ * socket (the same URI).  nbdkit runs with --exit-with-parent.
+ */
+void fm_test_nbd_start(struct fm_test_nbd *s, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
+/* SIGSTOP the server and wait until every thread of it is stopped (kill()
+ * returns before they are: a thread already running could still answer). */
+void fm_test_nbd_pause(struct fm_test_nbd *s);
+
+/* The server dies (SIGKILL; a stopped one is continued first); its socket
+ * and URI stay for a start again.  Accepts a server that does not run. */
+void fm_test_nbd_kill(struct fm_test_nbd *s);
+
+/* Kill it and remove its directory; @s can be started afresh. */
+void fm_test_nbd_stop(struct fm_test_nbd *s);
+
+/*----------------------------------------------------------------*/
 /* Programs and the test's main() */
 
 /* True when the test runs under valgrind (meson's --setup valgrind sets

@@ -7,11 +7,6 @@
  * loop, a dead server, a hung one.
  */
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <sys/wait.h>
 
 #include "fm_test.h"
 #include "fusemirror/common.h"
@@ -20,145 +15,12 @@
 #define MiB (1024u * 1024u)
 #define SRV_SIZE (4 * MiB)
 
-struct srv {
-	GPid pid;
-	char *dir;
-	char *sock;
-	char *uri;
-	int port;       /* > 0: TCP on 127.0.0.1 instead of the unix socket */
-};
-
-static bool srv_listens(const struct srv *s)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct sockaddr_in si = { .sin_family = AF_INET };
-	int fd = socket(s->port ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
-
-	g_strlcpy(sa.sun_path, s->sock, sizeof(sa.sun_path));
-	si.sin_port = htons((uint16_t)s->port);
-	si.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ok = fd >= 0 && (s->port ? connect(fd, (struct sockaddr *)&si, sizeof(si)) :
-				   connect(fd, (struct sockaddr *)&sa, sizeof(sa))) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
-/*
- * Start a server in the foreground and wait until it listens: nbdkit on a
- * fresh unix socket (or, s->port set, on 127.0.0.1:port) with the given
- * arguments (filters, plugin, its parameters); or, @first "qemu-nbd",
- * qemu-nbd on the unix socket serving the file given after it.
- */
-static void srv_start(struct srv *s, const char *first, ...)
-{
-	g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-	g_autoptr(GError) err = NULL;
-	const char *a;
-	va_list ap;
-
-	s->dir = fm_test_mkdtemp(NULL, "nbd");
-	s->sock = g_build_filename(s->dir, "sock", NULL);
-	if (s->port)
-		s->uri = g_strdup_printf("nbd://127.0.0.1:%d/", s->port);
-	else
-		s->uri = g_strdup_printf("nbd+unix:///?socket=%s", s->sock);
-	if (!strcmp(first, "qemu-nbd")) {
-		/* -t: stay for the next client (srv_listens() is one). */
-		g_ptr_array_add(argv, g_strdup("qemu-nbd"));
-		g_ptr_array_add(argv, g_strdup("-f"));
-		g_ptr_array_add(argv, g_strdup("raw"));
-		g_ptr_array_add(argv, g_strdup("-t"));
-		g_ptr_array_add(argv, g_strdup("--shared=4"));
-		g_ptr_array_add(argv, g_strdup("-k"));
-		g_ptr_array_add(argv, g_strdup(s->sock));
-	} else {
-		g_ptr_array_add(argv, g_strdup("nbdkit"));
-		g_ptr_array_add(argv, g_strdup("-f"));
-		g_ptr_array_add(argv, g_strdup("--exit-with-parent"));
-		if (s->port) {
-			g_ptr_array_add(argv, g_strdup("-i"));
-			g_ptr_array_add(argv, g_strdup("127.0.0.1"));
-			g_ptr_array_add(argv, g_strdup("-p"));
-			g_ptr_array_add(argv, g_strdup_printf("%d", s->port));
-		} else {
-			g_ptr_array_add(argv, g_strdup("-U"));
-			g_ptr_array_add(argv, g_strdup(s->sock));
-		}
-		g_ptr_array_add(argv, g_strdup(first));
-	}
-	va_start(ap, first);
-	for (a = va_arg(ap, const char *); a; a = va_arg(ap, const char *))
-		g_ptr_array_add(argv, g_strdup(a));
-	va_end(ap);
-	g_ptr_array_add(argv, NULL);
-	ck_assert_msg(g_spawn_async(NULL, (char **)argv->pdata, NULL,
-				    G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
-				    NULL, NULL, &s->pid, &err),
-		      "cannot start nbdkit: %s", err ? err->message : "?");
-	for (int i = 0; i < 1000 && !srv_listens(s); i++)
-		g_usleep(10000);
-	ck_assert_msg(srv_listens(s), "nbdkit does not listen on %s", s->sock);
-}
-
-/* SIGSTOP the server and wait until every thread of it is stopped (kill()
- * returns before they are: a thread already running could still answer). */
-static void srv_stop_signal(struct srv *s)
-{
-	g_autofree char *dir = g_strdup_printf("/proc/%d/task", s->pid);
-
-	ck_assert_int_eq(kill(s->pid, SIGSTOP), 0);
-	for (int i = 0; i < 500; i++) {
-		g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-		const char *t;
-		bool all = d != NULL;
-
-		while (d && (t = g_dir_read_name(d))) {
-			g_autofree char *path = g_strdup_printf("%s/%s/stat", dir, t);
-			g_autofree char *stat = NULL;
-			const char *p;
-
-			if (!g_file_get_contents(path, &stat, NULL, NULL))
-				continue;
-			p = strrchr(stat, ')');
-			if (!p || (p[2] != 'T' && p[2] != 't'))
-				all = false;
-		}
-		if (all)
-			return;
-		g_usleep(10000);
-	}
-	ck_abort_msg("nbdkit (pid %d) did not stop", s->pid);
-}
-
-static void srv_kill(struct srv *s)
-{
-	if (s->pid > 0) {
-		kill(s->pid, SIGCONT);
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		s->pid = 0;
-	}
-}
-
-static void srv_stop(struct srv *s)
-{
-	srv_kill(s);
-	if (s->dir)
-		fm_test_rm_rf(s->dir);
-	g_clear_pointer(&s->dir, g_free);
-	g_clear_pointer(&s->sock, g_free);
-	g_clear_pointer(&s->uri, g_free);
-	s->port = 0;
-}
-
-static struct srv srv;
+static struct fm_test_nbd srv;
 
 static void fx_teardown(void)
 {
 	dmio_engine_shutdown();
-	srv_stop(&srv);
+	fm_test_nbd_stop(&srv);
 }
 
 static struct dmio_dev *open_remote(void)
@@ -177,7 +39,7 @@ START_TEST(test_open_probe)
 	g_autoptr(dmio_dev) dev = NULL;
 	struct dmio_remote_stats st;
 
-	srv_start(&srv, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	ck_assert(dmio_path_is_remote(srv.uri));
 	ck_assert(dmio_path_is_remote("nbd://host:10809/export"));
 	ck_assert(dmio_path_is_remote("nbds://host/export"));
@@ -232,11 +94,11 @@ START_TEST(test_round_trip)
 	struct dmio_remote_stats st;
 
 	if (_i == 0)
-		srv_start(&srv, "memory", "size=4M", NULL);
+		fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	else if (_i == 1)
-		srv_start(&srv, "--filter=fua", "memory", "size=4M", NULL); /* fuamode=none */
+		fm_test_nbd_start(&srv, "--filter=fua", "memory", "size=4M", NULL); /* fuamode=none */
 	else
-		srv_start(&srv, "--filter=blocksize-policy", "memory", "size=4M",
+		fm_test_nbd_start(&srv, "--filter=blocksize-policy", "memory", "size=4M",
 			  "blocksize-minimum=4096", "blocksize-preferred=4096",
 			  "blocksize-error-policy=error", NULL);
 	dev = open_remote();
@@ -299,9 +161,9 @@ START_TEST(test_zero_and_discard)
 	struct dmio_remote_stats st;
 
 	if (_i == 0)
-		srv_start(&srv, "memory", "size=4M", NULL);
+		fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	else
-		srv_start(&srv, "--filter=nozero", "memory", "size=4M", "zeromode=none", NULL);
+		fm_test_nbd_start(&srv, "--filter=nozero", "memory", "size=4M", "zeromode=none", NULL);
 	dev = open_remote();
 	ck_assert_int_eq(dmio_dev_get_remote_stats(dev, &st), 0);
 	ck_assert(st.can_zero == (_i == 0));
@@ -365,7 +227,7 @@ START_TEST(test_loop_completes_on_loop)
 	struct loop_ctx c = { .self = pthread_self() };
 	struct fm_rng rng;
 
-	srv_start(&srv, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	dev = open_remote();
 	ck_assert_int_eq(dmio_loop_create(NULL, &l), 0);
 	fm_rng_seed(&rng, fm_test_seed_for("nbd_loop", 0));
@@ -418,13 +280,13 @@ START_TEST(test_other_servers)
 		/* A port of our own, from the pid (a clash fails the test
 		 * loudly: nothing else here listens in that range). */
 		srv.port = 20000 + (int)(getpid() % 20000);
-		srv_start(&srv, "memory", "size=4M", NULL);
+		fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 		ck_assert(g_str_has_prefix(srv.uri, "nbd://127.0.0.1:"));
 	} else {
 		qdir = fm_test_mkdtemp(NULL, "qnbd");
 		file = g_build_filename(qdir, "disk", NULL);
 		fm_test_create_file(file, SRV_SIZE);
-		srv_start(&srv, "qemu-nbd", file, NULL);
+		fm_test_nbd_start(&srv, "qemu-nbd", file, NULL);
 	}
 	dev = open_remote();
 	ck_assert_uint_eq(dmio_dev_size(dev), SRV_SIZE);
@@ -486,7 +348,7 @@ START_TEST(test_tls_psk)
 	int r;
 
 	ck_assert(g_file_set_contents(keys, "alice:0123456789abcdef0123456789abcdef\n", -1, NULL));
-	srv_start(&srv, "--tls=require", psk_arg, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "--tls=require", psk_arg, "memory", "size=4M", NULL);
 	ck_assert_int_lt(dmio_dev_open(srv.uri, 0, &plain), 0);
 	uri = g_strdup_printf("nbds+unix://alice@/?socket=%s&tls-psk-file=%s", srv.sock, keys);
 	r = dmio_dev_open(uri, 0, &dev);
@@ -511,12 +373,12 @@ START_TEST(test_server_dies)
 	struct dmio_remote_stats st;
 	unsigned long bits = 0;
 
-	srv_start(&srv, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	dev = open_remote();
 	memset(buf, 1, 65536);
 	where = (struct dmio_region){ dev, 0, 128 };
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
-	srv_kill(&srv);
+	fm_test_nbd_kill(&srv);
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), -EIO);
 	ck_assert_uint_eq(bits, 1);
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
@@ -540,12 +402,12 @@ START_TEST(test_server_hangs)
 	unsigned long bits = 0;
 	gint64 t0;
 
-	srv_start(&srv, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	dev = open_remote();
 	ck_assert_int_eq(dmio_dev_set_remote_timeout(dev, 300), 0);
 	where = (struct dmio_region){ dev, 0, 128 };
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), 0);
-	srv_stop_signal(&srv);
+	fm_test_nbd_pause(&srv);
 	t0 = g_get_monotonic_time();
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
 	ck_assert_uint_eq(bits, 1);
