@@ -273,6 +273,9 @@ struct mirror {
 	bool rc_running, rc_stop;
 	struct mirror_reconnect {
 		char *uri;              /* NULL: nothing to reconnect in this slot */
+		uint64_t gen;           /* bumped by every schedule and cancel: an
+					   attempt acts on the slot only if it
+					   is still the one it started from */
 		uint64_t due_ns;        /* next attempt (CLOCK_MONOTONIC) */
 		unsigned delay_ms;      /* the wait before it (after the failure
 					   or the last failed attempt) */

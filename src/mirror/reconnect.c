@@ -13,6 +13,10 @@
  *     a leg in that slot, or the array stops); an attempt is made when
  *     due_ns passed; a failed attempt doubles delay_ms (1 s, at most
  *     remote_retry_max_ms) and counts in attempts.
+ *   - Every schedule and cancel bumps m->rc[i].gen.  An attempt runs
+ *     without rc_lock, and the leg it re-adds may fail (and be scheduled
+ *     again) before it ends: at its end it clears or backs off the slot
+ *     only if the generation is still the one it started from.
  *   - The thread exists from the first such failure until mirror_stop()
  *     (mirror_reconnect_stop, before the resync and the superblocks stop).
  *     It sleeps on rc_cond; it holds rc_lock only to pick an attempt: the
@@ -46,6 +50,7 @@ static void *reconnect_main(void *arg)
 		g_autoptr(GError) err = NULL;
 		char *uri = NULL;
 		unsigned slot = 0;
+		uint64_t gen = 0;
 		int r;
 
 		for (unsigned i = 0; i < FM_SB_MAX_LEGS && !uri; i++) {
@@ -54,6 +59,7 @@ static void *reconnect_main(void *arg)
 			if (m->rc[i].due_ns <= now) {
 				uri = strdup(m->rc[i].uri);
 				slot = i;
+				gen = m->rc[i].gen;
 			} else if (m->rc[i].due_ns < next) {
 				next = m->rc[i].due_ns;
 			}
@@ -79,11 +85,16 @@ static void *reconnect_main(void *arg)
 		pthread_mutex_unlock(&m->rc_lock);
 		r = mirror_reconnect_leg(m, slot, uri, &err);
 		pthread_mutex_lock(&m->rc_lock);
-		if (m->rc[slot].uri && !strcmp(m->rc[slot].uri, uri)) {
+		if (r >= 0) {
+			m->rc[slot].count++;
+			fm_debug("leg %s: reconnected and re-added", uri);
+		}
+		/* Unless the slot was scheduled again meanwhile (the re-added
+		 * leg failed at once: its superblock write, its recovery's
+		 * first write) or cancelled: that is not this attempt's. */
+		if (m->rc[slot].uri && m->rc[slot].gen == gen) {
 			if (r >= 0) {
 				g_clear_pointer(&m->rc[slot].uri, free);
-				m->rc[slot].count++;
-				fm_debug("leg %s: reconnected and re-added", uri);
 			} else {
 				uint64_t b = (uint64_t)m->rc[slot].delay_ms * 2;
 
@@ -109,6 +120,7 @@ void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri)
 	if (!m->rc_stop && uri) {
 		free(m->rc[i].uri);
 		m->rc[i].uri = strdup(uri);
+		m->rc[i].gen++;
 		m->rc[i].delay_ms = RECONNECT_FIRST_MS < m->remote_retry_max_ms
 					    ? RECONNECT_FIRST_MS : m->remote_retry_max_ms;
 		m->rc[i].attempts = 0;
@@ -131,6 +143,7 @@ void mirror_reconnect_cancel(struct mirror *m, unsigned i)
 {
 	pthread_mutex_lock(&m->rc_lock);
 	g_clear_pointer(&m->rc[i].uri, free);
+	m->rc[i].gen++;
 	pthread_mutex_unlock(&m->rc_lock);
 }
 

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirror: remote (NBD) legs that fail and come back.  Leg 0 is a file,
+ * leg 1 an nbdkit export of a file in the test's directory (the file
+ * plugin: what the server stored survives its restart on the same socket),
+ * killed, stopped (SIGSTOP), restarted, or given filters (delay, error)
+ * that make it hang or fail I/O with the connection up.  The data a
+ * recovery copied is checked in that file, not through the mirror.
+ */
+#include <signal.h>
+
+#include "mirror_fx.h"
+
+#define REMOTE_BYTES (16 * MiB)
+
+static struct fm_test_nbd rsrv;         /* the server of leg 1 */
+static char *rfile;                     /* the file it serves */
+
+static void remote_teardown(void)
+{
+	fm_test_nbd_stop(&rsrv);
+	g_clear_pointer(&rfile, g_free);
+}
+
+/* Serve rfile (again), through the filters and with the parameters given
+ * (NULL-terminated, at most four: "--filter=..." first). */
+static void remote_serve(const char *a0, const char *a1, const char *a2, const char *a3)
+{
+	g_autofree char *farg = g_strdup_printf("file=%s", rfile);
+	const char *filters[4] = { NULL }, *params[4] = { NULL };
+	const char *in[4] = { a0, a1, a2, a3 };
+	unsigned nf = 0, np = 0;
+
+	for (unsigned k = 0; k < 4 && in[k]; k++) {
+		if (g_str_has_prefix(in[k], "--filter="))
+			filters[nf++] = in[k];
+		else
+			params[np++] = in[k];
+	}
+	if (nf == 0)
+		fm_test_nbd_start(&rsrv, "file", farg, params[0], params[1], params[2],
+				  params[3], NULL);
+	else
+		fm_test_nbd_start(&rsrv, filters[0], "file", farg, params[0], params[1],
+				  params[2], params[3], NULL);
+}
+
+/* Two legs (the second remote), 1 MiB regions, assembled with @o, the
+ * whole image written. */
+static void remote_start(const struct mirror_opts *o)
+{
+	rfile = fx_path("remote");
+	fm_test_create_file(rfile, REMOTE_BYTES);
+	remote_serve(NULL, NULL, NULL, NULL);
+	fx_name_legs(2);
+	g_free(fx.legs[1]);
+	fx.legs[1] = g_strdup(rsrv.uri);
+	fx_format_regions();
+	fx_assemble_opts(o);
+	fx_write_random(0, IMG);
+}
+
+/* Wait until leg 1 is in @state (-1: any) with reconnecting @rc (-1: any)
+ * and at least @reconnects reconnections; returns its stats then. */
+static void wait_remote(int state, int rc, uint64_t reconnects, struct mirror_leg_stats *ls,
+			const char *what)
+{
+	gint64 deadline = g_get_monotonic_time() + 60 * G_TIME_SPAN_SECOND;
+
+	for (;;) {
+		leg_stats(1, ls);
+		if ((state < 0 || (int)ls->state == state) && (rc < 0 || ls->reconnecting == rc) &&
+		    ls->reconnects >= reconnects)
+			return;
+		ck_assert_msg(g_get_monotonic_time() < deadline,
+			      "%s: leg 1 still in state %d, reconnecting %d, %" PRIu64
+			      " reconnects after 60 s", what, (int)ls->state, ls->reconnecting,
+			      ls->reconnects);
+		g_usleep(10000);
+	}
+}
+
+/* The remote file holds the model (the leg was recovered). */
+static void check_remote_file(void)
+{
+	uint8_t *buf = g_malloc(IMG);
+
+	fm_test_read_file(rfile, fx.data_offset, buf, IMG);
+	ck_assert_msg(fm_test_first_diff(buf, fx.model, IMG) < 0, "remote leg: byte %zd differs",
+		      fm_test_first_diff(buf, fx.model, IMG));
+	g_free(buf);
+}
+
+/* The leg back in sync, its data recovered; the array stops clean. */
+static void remote_back(uint64_t reconnects)
+{
+	struct mirror_leg_stats ls;
+	struct mirror_status ms;
+
+	wait_remote(FM_LEG_IN_SYNC, false, reconnects, &ls, "back in sync");
+	wait_sync_idle(&ms);
+	ck_assert(!ms.degraded);
+	fx_stop(0);
+	check_remote_file();
+}
+
+/*
+ * A reconnection whose re-add fails at once (the new connection hangs on
+ * the superblock write) is tried again: the failure scheduled a new
+ * reconnection while the attempt ran, and the attempt's end must not take
+ * it for its own and forget it (the leg stayed faulty for ever).
+ */
+START_TEST(test_reconnect_readd_fails)
+{
+	struct mirror_opts o = { .remote_timeout_ms = 300 };
+	struct mirror_leg_stats ls;
+
+	FX_SEED();
+	remote_start(&o);
+	fm_test_nbd_kill(&rsrv);
+	fx_write_random(0, REGION);
+	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server killed");
+	/* Back, but its writes hang past remote_timeout: the re-add writes
+	 * the superblocks, the new connection is given up on, the leg fails
+	 * again inside the attempt. */
+	remote_serve("--filter=delay", "delay-write=20", NULL, NULL);
+	wait_remote(FM_LEG_FAULTY, -1, 1, &ls, "re-added");
+	ck_assert_msg(ls.reconnecting, "the leg failed during its re-add and is no longer "
+		      "reconnecting");
+	fm_test_nbd_kill(&rsrv);
+	remote_serve(NULL, NULL, NULL, NULL);
+	remote_back(2);
+}
+END_TEST
+
+static Suite *mirror_remote_suite(void)
+{
+	Suite *s = suite_create("mirror_remote");
+	TCase *tc;
+
+	tc = tc_add(s, "remote", tc_dir_setup, tc_dir_teardown);
+	tcase_add_checked_fixture(tc, NULL, remote_teardown);
+	tcase_add_test(tc, test_reconnect_readd_fails);
+	return s;
+}
+
+int main(void)
+{
+	/* A write to a socket whose server died must fail, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	fprintf(stderr, "test_mirror_remote: base seed %#" PRIx64 " (set FM_TEST_SEED to change)%s\n",
+		fm_test_base_seed(), fm_test_under_valgrind() ? ", under valgrind" : "");
+	return fm_test_main(mirror_remote_suite());
+}
