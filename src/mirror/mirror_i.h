@@ -342,8 +342,14 @@ void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri);
 void mirror_reconnect_cancel(struct mirror *m, unsigned i);
 /* Stop the thread (mirror_stop, before anything else). */
 void mirror_reconnect_stop(struct mirror *m);
-/* ops.c: one attempt: re-add slot @i from @uri.  0 or -errno (@err set). */
-int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError **err);
+/* Is slot @i still to be reconnected, by the schedule of generation @gen
+ * (not cancelled, not scheduled again)?  Any thread; takes rc_lock. */
+bool mirror_reconnect_current(struct mirror *m, unsigned i, uint64_t gen);
+/* ops.c: one attempt: re-add slot @i from @uri, scheduled as generation
+ * @gen.  0 or -errno (@err set); -ECANCELED when that schedule was
+ * cancelled (an administrator's remove, fail or add) while it connected. */
+int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, uint64_t gen,
+			 GError **err);
 /* Apply the array's options to a leg device just opened (remote timeout). */
 void mirror_leg_dev_setup(struct mirror *m, struct dmio_dev *dev);
 

@@ -410,7 +410,8 @@ int mirror_add_leg(struct mirror *m, const char *path, unsigned flags, GError **
 	return r;
 }
 
-int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError **err)
+int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, uint64_t gen,
+			 GError **err)
 {
 	struct mirror_leg *leg = &m->legs[i];
 	struct dmio_dev *probe = NULL;
@@ -429,6 +430,17 @@ int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, GError *
 	r = check_writable(m, err);
 	if (r < 0)
 		goto out;
+	/* The connection took its time: an administrator's remove, fail or
+	 * add of the slot meanwhile cancelled this attempt (a removed leg
+	 * has no dev, and open_readd() takes a removed slot back).  Every
+	 * cancel is made under admin_lock, so this answer holds until the
+	 * re-add is done. */
+	if (!mirror_reconnect_current(m, i, gen)) {
+		g_set_error(err, FM_MIRROR_ERROR, ECANCELED, "leg %s: reconnection cancelled",
+			    uri);
+		r = -ECANCELED;
+		goto out;
+	}
 	if (leg->dev && (leg_state(leg) != FM_LEG_FAULTY || !leg->path || strcmp(leg->path, uri))) {
 		g_set_error(err, FM_MIRROR_ERROR, ESTALE, "leg %s: slot %u changed meanwhile",
 			    uri, i);

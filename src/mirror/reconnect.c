@@ -83,7 +83,7 @@ static void *reconnect_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&m->rc_lock);
-		r = mirror_reconnect_leg(m, slot, uri, &err);
+		r = mirror_reconnect_leg(m, slot, uri, gen, &err);
 		pthread_mutex_lock(&m->rc_lock);
 		if (r >= 0) {
 			m->rc[slot].count++;
@@ -145,6 +145,16 @@ void mirror_reconnect_cancel(struct mirror *m, unsigned i)
 	g_clear_pointer(&m->rc[i].uri, free);
 	m->rc[i].gen++;
 	pthread_mutex_unlock(&m->rc_lock);
+}
+
+bool mirror_reconnect_current(struct mirror *m, unsigned i, uint64_t gen)
+{
+	bool cur;
+
+	pthread_mutex_lock(&m->rc_lock);
+	cur = m->rc[i].uri && m->rc[i].gen == gen;
+	pthread_mutex_unlock(&m->rc_lock);
+	return cur;
 }
 
 void mirror_reconnect_stop(struct mirror *m)

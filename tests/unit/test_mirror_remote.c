@@ -133,6 +133,50 @@ START_TEST(test_reconnect_readd_fails)
 }
 END_TEST
 
+/*
+ * An administrator's remove while a reconnection waits for the server's
+ * handshake: the leg stays removed when the server answers (the attempt
+ * was cancelled; it used to re-add the leg it found closed).
+ */
+START_TEST(test_remove_during_reconnect)
+{
+	struct mirror_opts o = { .remote_timeout_ms = 300, .remote_connect_timeout_ms = 20000 };
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+	gint64 until;
+	int r;
+
+	FX_SEED();
+	remote_start(&o);
+	fm_test_nbd_pause(&rsrv);
+	fx_write_random(0, REGION);     /* hangs 300 ms: the leg fails */
+	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server stopped");
+	/* The first attempt is due 1 s after the failure; its handshake
+	 * waits for the stopped server (up to 20 s). */
+	g_usleep(2500 * 1000);
+	admin_ok(mirror_remove_leg(fx.m, rsrv.uri, &err), err, "remove");
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_REMOVED);
+	ck_assert(!ls.reconnecting);
+	ck_assert_int_eq(kill(rsrv.pid, SIGCONT), 0);
+	/* The handshake ends at once now; the leg must stay removed. */
+	until = g_get_monotonic_time() + 3 * G_TIME_SPAN_SECOND;
+	while (g_get_monotonic_time() < until) {
+		leg_stats(1, &ls);
+		ck_assert_msg(ls.state == FM_LEG_REMOVED && ls.reconnects == 0,
+			      "the removed leg came back: state %d, %" PRIu64 " reconnects",
+			      (int)ls.state, ls.reconnects);
+		g_usleep(10000);
+	}
+	ck_assert(!ls.reconnecting);
+	fx_write_random(REGION, REGION);
+	/* Added back by the administrator: recovered from the bitmap. */
+	r = mirror_add_leg(fx.m, rsrv.uri, 0, &err);
+	ck_assert_msg(r >= 0, "add: %d %s", r, err ? err->message : "");
+	remote_back(0);
+}
+END_TEST
+
 static Suite *mirror_remote_suite(void)
 {
 	Suite *s = suite_create("mirror_remote");
@@ -141,6 +185,7 @@ static Suite *mirror_remote_suite(void)
 	tc = tc_add(s, "remote", tc_dir_setup, tc_dir_teardown);
 	tcase_add_checked_fixture(tc, NULL, remote_teardown);
 	tcase_add_test(tc, test_reconnect_readd_fails);
+	tcase_add_test(tc, test_remove_during_reconnect);
 	return s;
 }
 
