@@ -214,7 +214,9 @@ bool dmio_dev_is_remote(const struct dmio_dev *dev);
 int dmio_dev_set_remote_timeout(struct dmio_dev *dev, unsigned timeout_ms);
 
 struct dmio_remote_stats {
-	bool connected;         /* false once the connection dropped */
+	bool connected;         /* false once the connection dropped (or was
+				   shut down as hung): already when the
+				   first command it failed completes */
 	bool can_fua, can_flush, can_trim, can_zero; /* what the server offers */
 	uint64_t rtt_us;        /* moving average of a read/write's round trip */
 	uint64_t commands;      /* pieces completed */

@@ -127,10 +127,12 @@ struct mirror_opts {
 	unsigned bitmap_delay_ms;       /* idle time before a bit is cleared [5000] */
 	/* Remote (NBD) legs: a server silent this long while I/O waits is
 	 * taken as hung and its leg failed (dmio_dev_set_remote_timeout);
-	 * 0: never.  A remote leg failed by an I/O error (a dropped
-	 * connection, a hang) reconnects by itself, after 1 s, then twice as
-	 * long after each failed attempt (at most remote_retry_max_ms), and
-	 * is re-added: only the regions its bitmap marks are copied. */
+	 * 0: never.  A remote leg failed by the loss of its connection (it
+	 * dropped, or hung) reconnects by itself, after 1 s (twice its last
+	 * wait when it failed within a minute of a reconnection), then twice
+	 * as long after each failed attempt (at most remote_retry_max_ms), and
+	 * is re-added: only the regions its bitmap marks are copied.  A leg
+	 * failed by errors its server answered stays failed. */
 	unsigned remote_timeout_ms;
 	/* The deadline of a remote leg's connection and NBD handshake, at
 	 * assembly, re-add and reconnection [0: DMIO_REMOTE_CONNECT_TIMEOUT_MS]. */

@@ -487,6 +487,11 @@ static void finish_completed(struct dmio_nbd *n)
 
 	while ((cookie = nbd_aio_peek_command_completed(n->h)) > 0)
 		nbd_aio_command_completed(n->h, (uint64_t)cookie);
+	/* Before the pieces are finished: their user, told of a failure,
+	 * asks whether the connection is gone (a remote leg reconnects only
+	 * then). */
+	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1)
+		atomic_store(&n->dead, true);
 	while (n->completed) {
 		struct dmio_piece *list = n->completed;
 

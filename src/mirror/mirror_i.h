@@ -280,6 +280,8 @@ struct mirror {
 		unsigned delay_ms;      /* the wait before it (after the failure
 					   or the last failed attempt) */
 		unsigned attempts;      /* failed attempts since the failure */
+		uint64_t tried_ns;      /* when the last attempt started; 0: none
+					   since the administrator's last say */
 		uint64_t count;         /* successful reconnections */
 	} rc[FM_SB_MAX_LEGS];
 };
@@ -354,6 +356,8 @@ int mirror_reconnect_leg(struct mirror *m, unsigned i, const char *uri, uint64_t
 void mirror_leg_dev_setup(struct mirror *m, struct dmio_dev *dev);
 
 /* state.c: state changes, superblock updates, the worker thread. */
+/* Is @leg (dev set) remote, with its connection gone? */
+bool mirror_leg_disconnected(struct mirror_leg *leg);
 int mirror_state_init(struct mirror *m);
 void mirror_state_exit(struct mirror *m);
 /* Leg @i failed (I/O error @err on @what): mark it FAULTY unless it is

@@ -1,18 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Remote legs that come back: a remote (NBD) leg failed by an I/O error
- * (its server died, its connection dropped or hung) is reconnected by a
- * thread of its own, with backoff, and re-added like `fusemirror add` does:
+ * Remote legs that come back: a remote (NBD) leg failed because its
+ * connection is gone (its server died, the connection dropped or hung; not
+ * an error the server answered) is reconnected by a thread of its own,
+ * with backoff, and re-added like `fusemirror add` does:
  * the bitmap recorded every region written while it was away, so only
  * those are copied (a bitmap-based recovery), unless it is too old for the
  * bitmap, as for any re-add.
  *
  * Invariants:
  *   - m->rc[i].uri is set from the moment slot i's remote leg failed by
- *     I/O until it is re-added (or the administrator fails, removes or adds
- *     a leg in that slot, or the array stops); an attempt is made when
- *     due_ns passed; a failed attempt doubles delay_ms (1 s, at most
- *     remote_retry_max_ms) and counts in attempts.
+ *     the loss of its connection until it is re-added (or the
+ *     administrator fails, removes or adds a leg in that slot, or the array
+ *     stops); an attempt is made when due_ns passed; a failed attempt
+ *     doubles delay_ms (1 s, at most remote_retry_max_ms) and counts in
+ *     attempts.  A failure less than RECONNECT_STABLE_MS after the last
+ *     attempt started (tried_ns: that attempt re-added the leg, as only a
+ *     leg in use can fail) doubles the last delay_ms instead of starting
+ *     over at 1 s; the administrator's cancel forgets tried_ns.
  *   - Every schedule and cancel bumps m->rc[i].gen.  An attempt runs
  *     without rc_lock, and the leg it re-adds may fail (and be scheduled
  *     again) before it ends: at its end it clears or backs off the slot
@@ -31,6 +36,10 @@
 #include "mirror_i.h"
 
 #define RECONNECT_FIRST_MS 1000u
+/* A leg that fails again this soon after an attempt re-added it keeps its
+ * backoff: a server that accepts connections and drops each one soon
+ * after is not retried every second. */
+#define RECONNECT_STABLE_MS 60000u
 
 static uint64_t mono_ns(void)
 {
@@ -60,6 +69,7 @@ static void *reconnect_main(void *arg)
 				uri = strdup(m->rc[i].uri);
 				slot = i;
 				gen = m->rc[i].gen;
+				m->rc[i].tried_ns = now;
 			} else if (m->rc[i].due_ns < next) {
 				next = m->rc[i].due_ns;
 			}
@@ -118,13 +128,22 @@ void mirror_reconnect_schedule(struct mirror *m, unsigned i, const char *uri)
 {
 	pthread_mutex_lock(&m->rc_lock);
 	if (!m->rc_stop && uri) {
-		free(m->rc[i].uri);
-		m->rc[i].uri = strdup(uri);
-		m->rc[i].gen++;
-		m->rc[i].delay_ms = RECONNECT_FIRST_MS < m->remote_retry_max_ms
-					    ? RECONNECT_FIRST_MS : m->remote_retry_max_ms;
-		m->rc[i].attempts = 0;
-		m->rc[i].due_ns = mono_ns() + (uint64_t)m->rc[i].delay_ms * 1000000u;
+		uint64_t now = mono_ns(), d = RECONNECT_FIRST_MS;
+		struct mirror_reconnect *rc = &m->rc[i];
+
+		/* Failed again soon after an attempt re-added it (also
+		 * during that attempt): twice the last wait. */
+		if (rc->tried_ns && now - rc->tried_ns < RECONNECT_STABLE_MS * 1000000ull &&
+		    rc->delay_ms)
+			d = (uint64_t)rc->delay_ms * 2;
+		if (d > m->remote_retry_max_ms)
+			d = m->remote_retry_max_ms;
+		free(rc->uri);
+		rc->uri = strdup(uri);
+		rc->gen++;
+		rc->delay_ms = (unsigned)d;
+		rc->attempts = 0;
+		rc->due_ns = now + d * 1000000u;
 		if (!m->rc_running) {
 			int r = fm_thread_start(&m->rc_thread, "fm-reconnect", reconnect_main, m);
 
@@ -144,6 +163,7 @@ void mirror_reconnect_cancel(struct mirror *m, unsigned i)
 	pthread_mutex_lock(&m->rc_lock);
 	g_clear_pointer(&m->rc[i].uri, free);
 	m->rc[i].gen++;
+	m->rc[i].tried_ns = 0;  /* the administrator's: backoff starts over */
 	pthread_mutex_unlock(&m->rc_lock);
 }
 

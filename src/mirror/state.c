@@ -74,6 +74,13 @@ static unsigned count_slots_locked(struct mirror *m)
 	return n;
 }
 
+bool mirror_leg_disconnected(struct mirror_leg *leg)
+{
+	struct dmio_remote_stats rs;
+
+	return dmio_dev_get_remote_stats(leg->dev, &rs) == 0 && !rs.connected;
+}
+
 void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 {
 	struct mirror_leg *leg = &m->legs[i];
@@ -100,9 +107,12 @@ void mirror_leg_failed(struct mirror *m, unsigned i, const char *what, int err)
 		mirror_sb_request_locked(m);
 		mirror_event_detail_locked(m, FM_EVENT_LEG_FAILED, (int)i, 0, err < 0 ? -err : err,
 					   "%s", what);
-		/* A remote leg lost to the network comes back by itself (not
-		 * one the administrator failed: err 0). */
-		if (err && leg->dev && dmio_dev_is_remote(leg->dev) && !m->readonly)
+		/* A remote leg lost to the network comes back by itself: its
+		 * connection dropped or was given up on as hung.  Not one the
+		 * administrator failed (err 0), nor one whose server answered
+		 * with an error (its disk failed, it is full): that one stays
+		 * failed, as a local leg does. */
+		if (err && leg->dev && !m->readonly && mirror_leg_disconnected(leg))
 			mirror_reconnect_schedule(m, i, leg->path);
 		mirror_event_degraded_locked(m);
 		n = mirror_in_sync_count(m);

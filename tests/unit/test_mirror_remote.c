@@ -45,13 +45,14 @@ static void remote_serve(const char *a0, const char *a1, const char *a2, const c
 				  params[2], params[3], NULL);
 }
 
-/* Two legs (the second remote), 1 MiB regions, assembled with @o, the
- * whole image written. */
-static void remote_start(const struct mirror_opts *o)
+/* Two legs (the second remote, served with remote_serve()'s arguments),
+ * 1 MiB regions, assembled with @o, the whole image written. */
+static void remote_start(const struct mirror_opts *o, const char *a0, const char *a1,
+			 const char *a2, const char *a3)
 {
 	rfile = fx_path("remote");
 	fm_test_create_file(rfile, REMOTE_BYTES);
-	remote_serve(NULL, NULL, NULL, NULL);
+	remote_serve(a0, a1, a2, a3);
 	fx_name_legs(2);
 	g_free(fx.legs[1]);
 	fx.legs[1] = g_strdup(rsrv.uri);
@@ -116,7 +117,7 @@ START_TEST(test_reconnect_readd_fails)
 	struct mirror_leg_stats ls;
 
 	FX_SEED();
-	remote_start(&o);
+	remote_start(&o, NULL, NULL, NULL, NULL);
 	fm_test_nbd_kill(&rsrv);
 	fx_write_random(0, REGION);
 	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server killed");
@@ -147,7 +148,7 @@ START_TEST(test_remove_during_reconnect)
 	int r;
 
 	FX_SEED();
-	remote_start(&o);
+	remote_start(&o, NULL, NULL, NULL, NULL);
 	fm_test_nbd_pause(&rsrv);
 	fx_write_random(0, REGION);     /* hangs 300 ms: the leg fails */
 	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server stopped");
@@ -177,6 +178,71 @@ START_TEST(test_remove_during_reconnect)
 }
 END_TEST
 
+/*
+ * A remote leg failed by errors its server answered (its disk fails
+ * writes), the connection up, stays failed as a local leg would: no
+ * reconnection re-adds it with a fresh error budget every second.  The
+ * administrator's add brings it back.
+ */
+START_TEST(test_server_errors_no_reconnect)
+{
+	struct mirror_opts o = { .remote_timeout_ms = 5000 };
+	g_autofree char *trig = fx_path("fail-writes");
+	g_autofree char *trig_arg = g_strdup_printf("error-pwrite-file=%s", trig);
+	struct mirror_leg_stats ls;
+	GError *err = NULL;
+	int r;
+
+	FX_SEED();
+	remote_start(&o, "--filter=error", "error=EIO", "error-pwrite-rate=100%", trig_arg);
+	fm_test_create_file(trig, 0);
+	fx_write_random(0, REGION);     /* every block fails: more than the
+					   bad-block list holds */
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_msg(ls.connected, "the connection should be up");
+	ck_assert_msg(!ls.reconnecting, "a leg failed by its server's errors is reconnecting");
+	/* Past the first attempt's time (1 s): still failed, never re-added. */
+	g_usleep(2000 * 1000);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ls.reconnects, 0);
+	ck_assert(!ls.reconnecting);
+	unlink(trig);
+	r = mirror_add_leg(fx.m, rsrv.uri, 0, &err);
+	ck_assert_msg(r >= 0, "add: %d %s", r, err ? err->message : "");
+	remote_back(0);
+}
+END_TEST
+
+/*
+ * A server that drops the connection again soon after each reconnection:
+ * the wait before the next attempt doubles, it does not start over at
+ * 1 s.
+ */
+START_TEST(test_reconnect_backoff_kept)
+{
+	struct mirror_opts o = { .remote_timeout_ms = 5000 };
+	struct mirror_leg_stats ls;
+
+	FX_SEED();
+	remote_start(&o, NULL, NULL, NULL, NULL);
+	fm_test_nbd_kill(&rsrv);
+	fx_write_random(0, REGION);
+	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server killed");
+	ck_assert_uint_eq(ls.reconnect_delay_ms, 1000);
+	remote_serve(NULL, NULL, NULL, NULL);
+	wait_remote(FM_LEG_IN_SYNC, false, 1, &ls, "reconnected");
+	fm_test_nbd_kill(&rsrv);
+	fx_write_random(REGION, REGION);
+	wait_remote(FM_LEG_FAULTY, true, 1, &ls, "server killed again");
+	ck_assert_msg(ls.reconnect_delay_ms == 2000, "failed again soon after its "
+		      "reconnection: next attempt in %u ms, want 2000", ls.reconnect_delay_ms);
+	remote_serve(NULL, NULL, NULL, NULL);
+	remote_back(2);
+}
+END_TEST
+
 static Suite *mirror_remote_suite(void)
 {
 	Suite *s = suite_create("mirror_remote");
@@ -186,6 +252,8 @@ static Suite *mirror_remote_suite(void)
 	tcase_add_checked_fixture(tc, NULL, remote_teardown);
 	tcase_add_test(tc, test_reconnect_readd_fails);
 	tcase_add_test(tc, test_remove_during_reconnect);
+	tcase_add_test(tc, test_server_errors_no_reconnect);
+	tcase_add_test(tc, test_reconnect_backoff_kept);
 	return s;
 }
 
