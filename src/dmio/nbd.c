@@ -28,7 +28,9 @@
  *
  * Invariants (owner thread only, except where atomic):
  *   - p->nbd_pending counts the piece's libnbd commands not yet completed;
- *     the piece is finished when it reaches zero.  A command that libnbd
+ *     the piece is finished when it reaches zero, after the commands whose
+ *     callbacks ran were retired (nbd_aio_command_completed(), which may
+ *     still fail one: n->cookies finds its piece).  A command that libnbd
  *     refuses to issue (-1) without calling its callback counts as failed
  *     right away (p->nbd_calls tells whether the callback ran).
  *   - n->pin.armed: a POLLIN poll is on the ring; it is armed whenever
@@ -94,6 +96,8 @@ struct dmio_nbd {
 	struct nbd_poll pin, pout;
 	struct __kernel_timespec tmo_ts;
 	struct dmio_piece *completed;   /* callbacks done, not finished yet */
+	GHashTable *cookies;            /* a command's cookie -> its piece, from
+					   its issue to its retirement */
 	uint64_t progress_ns;           /* last reply, or first command after idle */
 	/* Any thread. */
 	atomic_uint timeout_ms;         /* hung-server timeout; 0: none */
@@ -203,6 +207,7 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
 		free(n);
 		return -(err ? err : ENOMEM);
 	}
+	n->cookies = g_hash_table_new(g_direct_hash, g_direct_equal);
 	/* tls-psk-file= and the like name local files: the URI is the
 	 * administrator's, as a leg path is. */
 	nbd_set_uri_allow_local_file(n->h, true);
@@ -214,6 +219,7 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
 								 : DMIO_REMOTE_CONNECT_TIMEOUT_MS);
 	if (err == -ETIMEDOUT) {
 		nbd_close(n->h);
+		g_hash_table_destroy(n->cookies);
 		free(n);
 		return -ETIMEDOUT;
 	}
@@ -225,6 +231,7 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
 	if (!(flags & DMIO_DEV_RDONLY) && nbd_is_read_only(n->h) == 1) {
 		fm_debug("dmio: %s: the server exports it read-only", uri);
 		nbd_close(n->h);
+		g_hash_table_destroy(n->cookies);
 		free(n);
 		return -EROFS;
 	}
@@ -262,6 +269,7 @@ fail:
 	err = nbd_get_errno();
 	fm_debug("dmio: %s: %s", uri, nbd_get_error());
 	nbd_close(n->h);
+	g_hash_table_destroy(n->cookies);
 	free(n);
 	return -(err ? err : EIO);
 }
@@ -311,6 +319,7 @@ void dmio_nbd_close(struct dmio_dev *dev)
 	       atomic_load(&n->busy))
 		sched_yield();
 	nbd_close(n->h);
+	g_hash_table_destroy(n->cookies);
 	dev->nbd = NULL;
 	free(n);
 }
@@ -398,6 +407,8 @@ static void issue_one(struct dmio_nbd *n, struct dmio_piece *p, enum nbd_cmd kin
 		cookie = nbd_aio_zero(n->h, len, off, cb, flags);
 		break;
 	}
+	if (cookie > 0)
+		g_hash_table_insert(n->cookies, GSIZE_TO_POINTER((gsize)cookie), p);
 	if (cookie == -1 && p->nbd_calls == calls) {
 		int err = nbd_get_errno();
 
@@ -485,8 +496,23 @@ static void finish_completed(struct dmio_nbd *n)
 {
 	int64_t cookie;
 
-	while ((cookie = nbd_aio_peek_command_completed(n->h)) > 0)
-		nbd_aio_command_completed(n->h, (uint64_t)cookie);
+	/* Retiring a command can fail it when its callback saw no error: a
+	 * structured read whose chunks did not cover its count (libnbd
+	 * 1.14 checks that only here).  Its piece fails then; what the
+	 * server never sent is not data. */
+	while ((cookie = nbd_aio_peek_command_completed(n->h)) > 0) {
+		gpointer key = GSIZE_TO_POINTER((gsize)cookie);
+		struct dmio_piece *p = g_hash_table_lookup(n->cookies, key);
+
+		g_hash_table_remove(n->cookies, key);
+		if (nbd_aio_command_completed(n->h, (uint64_t)cookie) == -1 && p &&
+		    !p->nbd_err) {
+			int err = nbd_get_errno();
+
+			fm_debug("dmio: %s: %s", n->dev->name, nbd_get_error());
+			p->nbd_err = err ? err : EIO;
+		}
+	}
 	/* Before the pieces are finished: their user, told of a failure,
 	 * asks whether the connection is gone (a remote leg reconnects only
 	 * then). */

@@ -7,6 +7,8 @@
  * loop, a dead server, a hung one.
  */
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "fm_test.h"
 #include "fusemirror/common.h"
@@ -428,6 +430,233 @@ START_TEST(test_server_hangs)
 }
 END_TEST
 
+/*----------------------------------------------------------------*/
+/* A scripted server: what nbdkit never sends */
+
+enum fake_mode {
+	FAKE_SHORT_READ,        /* a read's one chunk covers half its count */
+};
+
+struct fake {
+	enum fake_mode mode;
+	char *dir, *sock, *uri;
+	int lfd;
+	pthread_t thread;
+};
+
+static bool fake_read(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = read(fd, p, len);
+
+		if (r <= 0)
+			return false;
+		p += r;
+		len -= (size_t)r;
+	}
+	return true;
+}
+
+static bool fake_write(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (r <= 0)
+			return false;
+		p += r;
+		len -= (size_t)r;
+	}
+	return true;
+}
+
+static void put_be16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static void put_be32(uint8_t *p, uint32_t v) { put_be16(p, v >> 16); put_be16(p + 2, (uint16_t)v); }
+static void put_be64(uint8_t *p, uint64_t v) { put_be32(p, v >> 32); put_be32(p + 4, (uint32_t)v); }
+static uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get_be32(const uint8_t *p) { return (uint32_t)get_be16(p) << 16 | get_be16(p + 2); }
+static uint64_t get_be64(const uint8_t *p) { return (uint64_t)get_be32(p) << 32 | get_be32(p + 4); }
+
+/* An option reply: magic, option, type, length, then @len bytes. */
+static bool fake_opt_reply(int fd, uint32_t opt, uint32_t type, const void *data, uint32_t len)
+{
+	uint8_t h[20];
+
+	put_be64(h, 0x3e889045565a9ull);
+	put_be32(h + 8, opt);
+	put_be32(h + 12, type);
+	put_be32(h + 16, len);
+	return fake_write(fd, h, sizeof(h)) && (!len || fake_write(fd, data, len));
+}
+
+/* Fixed newstyle handshake: structured replies accepted, the export (4 MiB,
+ * flush) given by NBD_OPT_GO; false when the client went away. */
+static bool fake_handshake(int fd)
+{
+	uint8_t h[18], cf[4];
+
+	put_be64(h, 0x4e42444d41474943ull);     /* NBDMAGIC */
+	put_be64(h + 8, 0x49484156454f5054ull); /* IHAVEOPT */
+	put_be16(h + 16, 3);                    /* FIXED_NEWSTYLE | NO_ZEROES */
+	if (!fake_write(fd, h, sizeof(h)) || !fake_read(fd, cf, sizeof(cf)))
+		return false;
+	for (;;) {
+		uint8_t o[16], info[12];
+		uint32_t opt, len;
+		g_autofree uint8_t *data = NULL;
+
+		if (!fake_read(fd, o, sizeof(o)))
+			return false;
+		opt = get_be32(o + 8);
+		len = get_be32(o + 12);
+		data = g_malloc(len + 1);
+		if (len && !fake_read(fd, data, len))
+			return false;
+		switch (opt) {
+		case 8: /* STRUCTURED_REPLY */
+			if (!fake_opt_reply(fd, opt, 1, NULL, 0))
+				return false;
+			break;
+		case 6: /* INFO */
+		case 7: /* GO */
+			put_be16(info, 0);              /* NBD_INFO_EXPORT */
+			put_be64(info + 2, SRV_SIZE);
+			put_be16(info + 10, 1 | 4);     /* HAS_FLAGS | SEND_FLUSH */
+			if (!fake_opt_reply(fd, opt, 3, info, sizeof(info)) ||
+			    !fake_opt_reply(fd, opt, 1, NULL, 0))
+				return false;
+			if (opt == 7)
+				return true;
+			break;
+		default:
+			if (!fake_opt_reply(fd, opt, 0x80000001u, NULL, 0)) /* ERR_UNSUP */
+				return false;
+			break;
+		}
+	}
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (!fake_handshake(fd))
+		goto out;
+	for (;;) {
+		uint8_t q[28], r[20];
+		uint16_t type;
+		uint32_t len;
+		uint64_t cookie, off;
+
+		if (!fake_read(fd, q, sizeof(q)) || get_be32(q) != 0x25609513u)
+			break;
+		type = get_be16(q + 6);
+		cookie = get_be64(q + 8);
+		off = get_be64(q + 16);
+		len = get_be32(q + 24);
+		if (type == 2) /* DISC */
+			break;
+		if (type == 1) { /* WRITE: its payload */
+			g_autofree uint8_t *skip = g_malloc(len ? len : 1);
+
+			if (!fake_read(fd, skip, len))
+				break;
+		}
+		if (type == 0 && f->mode == FAKE_SHORT_READ) {
+			/* One OFFSET_DATA chunk, flagged DONE, of half the
+			 * count: the rest is never sent. */
+			uint32_t half = len / 2;
+			g_autofree uint8_t *data = g_malloc(8 + half);
+
+			put_be32(r, 0x668e33efu);
+			put_be16(r + 4, 1);     /* DONE */
+			put_be16(r + 6, 1);     /* OFFSET_DATA */
+			put_be64(r + 8, cookie);
+			put_be32(r + 16, 8 + half);
+			put_be64(data, off);
+			memset(data + 8, 0x5a, half);
+			if (!fake_write(fd, r, 20) || !fake_write(fd, data, 8 + half))
+				break;
+			continue;
+		}
+		put_be32(r, 0x67446698u);       /* a simple reply: done */
+		put_be32(r + 4, 0);
+		put_be64(r + 8, cookie);
+		if (!fake_write(fd, r, 16))
+			break;
+		if (type == 0) {
+			g_autofree uint8_t *zero = g_malloc0(len ? len : 1);
+
+			if (!fake_write(fd, zero, len))
+				break;
+		}
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static struct fake fake;
+
+static void fake_start(enum fake_mode mode)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	fake.mode = mode;
+	fake.dir = fm_test_mkdtemp(NULL, "fake");
+	fake.sock = g_build_filename(fake.dir, "sock", NULL);
+	fake.uri = g_strdup_printf("nbd+unix:///?socket=%s", fake.sock);
+	g_strlcpy(sa.sun_path, fake.sock, sizeof(sa.sun_path));
+	fake.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fake.lfd, 0);
+	ck_assert_int_eq(bind(fake.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fake.lfd, 4), 0);
+	ck_assert_int_eq(pthread_create(&fake.thread, NULL, fake_main, &fake), 0);
+}
+
+/* After the client closed its connection. */
+static void fake_stop(void)
+{
+	pthread_join(fake.thread, NULL);
+	close(fake.lfd);
+	fm_test_rm_rf(fake.dir);
+	g_clear_pointer(&fake.dir, g_free);
+	g_clear_pointer(&fake.sock, g_free);
+	g_clear_pointer(&fake.uri, g_free);
+}
+
+/* A structured read reply whose chunks do not cover the count (the server
+ * said DONE after half of it): the read fails; the part never sent is
+ * not taken for data. */
+START_TEST(test_short_structured_read)
+{
+	struct dmio_dev *dev = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 8192);
+	struct dmio_region where;
+	unsigned long bits = 0;
+	int r;
+
+	fake_start(FAKE_SHORT_READ);
+	r = dmio_dev_open(fake.uri, 0, &dev);
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", fake.uri, g_strerror(-r));
+	memset(buf, 0xee, 8192);
+	where = (struct dmio_region){ dev, 0, 16 };
+	r = dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits);
+	ck_assert_msg(r == -EIO && bits == 1, "a read the server answered only half of: %d "
+		      "(bits %#lx), its second half reads %#x", r, bits, buf[4096]);
+	dmio_dev_close(dev);
+	fake_stop();
+	free(buf);
+}
+END_TEST
+
 static Suite *dmio_nbd_suite(void)
 {
 	Suite *s = suite_create("dmio_nbd");
@@ -444,6 +673,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_test(tc, test_tls_psk);
 	tcase_add_test(tc, test_server_dies);
 	tcase_add_test(tc, test_server_hangs);
+	tcase_add_test(tc, test_short_structured_read);
 	suite_add_tcase(s, tc);
 	return s;
 }
