@@ -44,6 +44,11 @@
  *     after finishing its last piece) to be 0.  A POLLIN poll may stay
  *     armed with nothing in flight (libnbd read the last reply inside an
  *     aio call): close shuts the socket down, which ends it.
+ *   - The polls and those shutdowns use n->fd, a dup of libnbd's socket:
+ *     libnbd closes its own when it gives up on the connection (a
+ *     protocol error) while a poll may be armed, e.g. for POLLOUT, which
+ *     a server that no longer reads would never end.  check_dead() shuts
+ *     n->fd down as soon as libnbd is dead or closed.
  *
  * Semantics as for a local file (see dmio.h): FUA when the server has it,
  * otherwise write then flush; flush when it has it, otherwise nothing to
@@ -55,6 +60,7 @@
  * its region, as on a file system without hole punching).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <poll.h>
@@ -90,6 +96,11 @@ struct nbd_poll {
 struct dmio_nbd {
 	struct nbd_handle *h;
 	struct dmio_dev *dev;
+	/* Our own descriptor of the connection's socket (a dup of libnbd's,
+	 * which libnbd closes when it gives up on the connection, while a
+	 * poll may still hold the socket): polled, and shut down when the
+	 * connection ends or the device is closed. */
+	int fd;
 	bool can_fua, can_flush, can_trim, can_zero;
 	/* Owner only. */
 	struct dmio_ring *owner;
@@ -235,6 +246,14 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
 		free(n);
 		return -EROFS;
 	}
+	n->fd = fcntl(nbd_aio_get_fd(n->h), F_DUPFD_CLOEXEC, 0);
+	if (n->fd < 0) {
+		err = errno;
+		nbd_close(n->h);
+		g_hash_table_destroy(n->cookies);
+		free(n);
+		return -err;
+	}
 	grow_socket_buffers(n->h);
 	n->can_fua = nbd_can_fua(n->h) == 1;
 	n->can_flush = nbd_can_flush(n->h) == 1;
@@ -306,18 +325,18 @@ void dmio_nbd_close(struct dmio_dev *dev)
 	    nbd_aio_in_flight(n->h) == 0)
 		nbd_aio_disconnect(n->h, 0);
 	/* A poll still armed (nothing in flight: see the invariants) ends
-	 * when the socket does; its struct is ours until it is reaped. */
+	 * when the socket does; its struct is ours until it is reaped.  Our
+	 * own fd: libnbd's is gone once it gave up on the connection. */
 	if (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed)) {
-		int fd = nbd_aio_get_fd(n->h);
-
 		if (nbd_aio_in_flight(n->h) > 0)
-			abort_socket(fd);
-		else if (fd >= 0)
-			shutdown(fd, SHUT_RDWR);
+			abort_socket(n->fd);
+		else
+			shutdown(n->fd, SHUT_RDWR);
 	}
 	while (atomic_load(&n->pin.armed) || atomic_load(&n->pout.armed) ||
 	       atomic_load(&n->busy))
 		sched_yield();
+	close(n->fd);
 	nbd_close(n->h);
 	g_hash_table_destroy(n->cookies);
 	dev->nbd = NULL;
@@ -362,6 +381,17 @@ int dmio_dev_get_remote_stats(struct dmio_dev *dev, struct dmio_remote_stats *re
 /* The owner: commands and polls */
 
 static void arm_polls(struct dmio_nbd *n);
+
+/* libnbd is done with the connection (dead or closed): say so, and shut
+ * our fd of it down, which ends a poll still armed on it (libnbd closed
+ * its own fd: nothing else would) and lets the server see the end. */
+static void check_dead(struct dmio_nbd *n)
+{
+	if (nbd_aio_is_dead(n->h) != 1 && nbd_aio_is_closed(n->h) != 1)
+		return;
+	if (!atomic_exchange(&n->dead, true))
+		shutdown(n->fd, SHUT_RDWR);
+}
 
 static int cmd_done(void *user_data, int *error)
 {
@@ -516,8 +546,7 @@ static void finish_completed(struct dmio_nbd *n)
 	/* Before the pieces are finished: their user, told of a failure,
 	 * asks whether the connection is gone (a remote leg reconnects only
 	 * then). */
-	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1)
-		atomic_store(&n->dead, true);
+	check_dead(n);
 	while (n->completed) {
 		struct dmio_piece *list = n->completed;
 
@@ -558,8 +587,7 @@ static void finish_completed(struct dmio_nbd *n)
 			dmio_ring_piece_done(n->owner, p, res);
 		}
 	}
-	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1)
-		atomic_store(&n->dead, true);
+	check_dead(n);
 }
 
 static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
@@ -578,7 +606,7 @@ static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)
 		fm_debug("dmio: %s: no reply for %u ms: the server hangs; disconnecting",
 			 n->dev->name, atomic_load(&n->timeout_ms));
 		atomic_fetch_add(&n->hangs, 1);
-		abort_socket(nbd_aio_get_fd(n->h));
+		abort_socket(n->fd);
 		res = POLLIN | POLLHUP;
 	}
 	/* Unarmed before libnbd runs: arm_polls() below may re-arm it. */
@@ -611,11 +639,10 @@ static struct dmio_loop_op tmo_op = { .done = tmo_done };
 static bool arm_one(struct dmio_nbd *n, struct nbd_poll *pl, unsigned mask, unsigned timeout_ms)
 {
 	struct io_uring_sqe *sqe = dmio_ring_get_sqe(n->owner), *t;
-	int fd = nbd_aio_get_fd(n->h);
 
-	if (!sqe || fd < 0)
+	if (!sqe)
 		return false;
-	io_uring_prep_poll_add(sqe, fd, mask);
+	io_uring_prep_poll_add(sqe, n->fd, mask);
 	io_uring_sqe_set_data(sqe, &pl->op);
 	if (timeout_ms) {
 		t = dmio_ring_get_sqe(n->owner);
@@ -641,10 +668,9 @@ static void arm_polls(struct dmio_nbd *n)
 {
 	unsigned dir;
 
-	if (nbd_aio_is_dead(n->h) == 1 || nbd_aio_is_closed(n->h) == 1) {
-		atomic_store(&n->dead, true);
+	check_dead(n);
+	if (atomic_load(&n->dead))
 		return;
-	}
 	dir = nbd_aio_get_direction(n->h);
 	if (!atomic_load_explicit(&n->pin.armed, memory_order_relaxed) &&
 	    ((dir & LIBNBD_AIO_DIRECTION_READ) && nbd_aio_in_flight(n->h) > 0))

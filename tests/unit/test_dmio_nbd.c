@@ -6,6 +6,7 @@
  * FUA/flush/trim/zero used or emulated, a loop's requests completing on the
  * loop, a dead server, a hung one.
  */
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -435,6 +436,10 @@ END_TEST
 
 enum fake_mode {
 	FAKE_SHORT_READ,        /* a read's one chunk covers half its count */
+	FAKE_BAD_REPLY,         /* a write is answered, before its payload was
+				   read, with a reply of a wrong magic; then
+				   the server reads nothing more until the
+				   client is gone */
 };
 
 struct fake {
@@ -443,6 +448,8 @@ struct fake {
 	int lfd;
 	pthread_t thread;
 };
+
+#define FAKE_SIZE (64 * MiB)
 
 static bool fake_read(int fd, void *buf, size_t len)
 {
@@ -524,7 +531,7 @@ static bool fake_handshake(int fd)
 		case 6: /* INFO */
 		case 7: /* GO */
 			put_be16(info, 0);              /* NBD_INFO_EXPORT */
-			put_be64(info + 2, SRV_SIZE);
+			put_be64(info + 2, FAKE_SIZE);
 			put_be16(info + 10, 1 | 4);     /* HAS_FLAGS | SEND_FLUSH */
 			if (!fake_opt_reply(fd, opt, 3, info, sizeof(info)) ||
 			    !fake_opt_reply(fd, opt, 1, NULL, 0))
@@ -563,6 +570,20 @@ static void *fake_main(void *arg)
 		len = get_be32(q + 24);
 		if (type == 2) /* DISC */
 			break;
+		if (type == 1 && f->mode == FAKE_BAD_REPLY) {
+			memset(r, 0xde, 16);
+			if (!fake_write(fd, r, 16))
+				break;
+			/* Silent, the connection open, until the client
+			 * shuts its end. */
+			{
+				struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+
+				while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+					;
+			}
+			break;
+		}
 		if (type == 1) { /* WRITE: its payload */
 			g_autofree uint8_t *skip = g_malloc(len ? len : 1);
 
@@ -657,6 +678,48 @@ START_TEST(test_short_structured_read)
 }
 END_TEST
 
+static void *close_main(void *arg)
+{
+	dmio_dev_close(arg);
+	return NULL;
+}
+
+/* libnbd gives up on a connection by itself (a reply of a wrong magic,
+ * while a write too large for the socket's buffers is half sent): the
+ * write fails, and closing the device returns, though the server
+ * neither reads nor closes (the poll for room to send used to wait for
+ * ever, and close with it). */
+START_TEST(test_bad_reply_close)
+{
+	struct dmio_dev *dev = NULL;
+	size_t len = 32 * MiB;
+	uint8_t *buf = fm_test_alloc_aligned(4096, len);
+	struct dmio_region where;
+	unsigned long bits = 0;
+	pthread_t t;
+	gint64 deadline;
+	int r;
+
+	fake_start(FAKE_BAD_REPLY);
+	r = dmio_dev_open(fake.uri, 0, &dev);
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", fake.uri, g_strerror(-r));
+	memset(buf, 0x33, len);
+	where = (struct dmio_region){ dev, 0, len / 512 };
+	r = dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits);
+	ck_assert_int_eq(r, -EIO);
+	ck_assert_uint_eq(bits, 1);
+	ck_assert_int_eq(pthread_create(&t, NULL, close_main, dev), 0);
+	deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+	while (pthread_tryjoin_np(t, NULL) == EBUSY) {
+		ck_assert_msg(g_get_monotonic_time() < deadline,
+			      "dmio_dev_close() still waits after 10 s");
+		g_usleep(10000);
+	}
+	fake_stop();
+	free(buf);
+}
+END_TEST
+
 static Suite *dmio_nbd_suite(void)
 {
 	Suite *s = suite_create("dmio_nbd");
@@ -674,6 +737,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_test(tc, test_server_dies);
 	tcase_add_test(tc, test_server_hangs);
 	tcase_add_test(tc, test_short_structured_read);
+	tcase_add_test(tc, test_bad_reply_close);
 	suite_add_tcase(s, tc);
 	return s;
 }
