@@ -458,7 +458,8 @@ int dmio_async_vm(unsigned num_regions, const struct dmio_region *where, int rw,
 
 struct dmio_engine_opts {
 	unsigned rings;         /* io_uring instances (and reaper threads); 0: 1 */
-	unsigned sq_entries;    /* per ring; 0: 256 */
+	unsigned sq_entries;    /* per ring; 0: 256; at least 2 (a remote
+				   device's poll and its linked timeout) */
 	uint32_t max_io_bytes;  /* split larger pieces; 0: 1 MiB; >= 4096 */
 };
 

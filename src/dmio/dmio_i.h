@@ -322,6 +322,11 @@ void dmio_request_end(void);
 
 /* engine.c, for nbd.c (owner thread of @r only). */
 struct io_uring_sqe *dmio_ring_get_sqe(struct dmio_ring *r);
+/* Room for @n SQEs to prepare together (a poll and its linked timeout:
+ * dmio_ring_get_sqe() would submit the first alone when the queue is
+ * full), submitting what is queued if need be.  False when the ring
+ * cannot take them now (its submission was refused: EBUSY, EAGAIN). */
+bool dmio_ring_reserve_sqes(struct dmio_ring *r, unsigned n);
 /* @p (queued on @r) is done with @res: complete it on its home loop, or on
  * @r from its done list. */
 void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res);

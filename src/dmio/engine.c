@@ -587,6 +587,14 @@ struct io_uring_sqe *dmio_ring_get_sqe(struct dmio_ring *r)
 	return sqe;
 }
 
+bool dmio_ring_reserve_sqes(struct dmio_ring *r, unsigned n)
+{
+	if (io_uring_sq_space_left(&r->ring) >= n)
+		return true;
+	ring_submit(r);
+	return io_uring_sq_space_left(&r->ring) >= n;
+}
+
 void dmio_ring_piece_done(struct dmio_ring *r, struct dmio_piece *p, int res)
 {
 	struct dmio_ring *home = p->home;
@@ -917,7 +925,8 @@ int dmio_engine_init(const struct dmio_engine_opts *opts)
 		o.sq_entries = 256;
 	if (!o.max_io_bytes)
 		o.max_io_bytes = 1u << 20;
-	if (o.rings > 64 || o.sq_entries > 32768 || o.max_io_bytes < FM_PAGE_SIZE ||
+	if (o.rings > 64 || o.sq_entries < 2 || o.sq_entries > 32768 ||
+	    o.max_io_bytes < FM_PAGE_SIZE ||
 	    !FM_IS_ALIGNED(o.max_io_bytes, FM_PAGE_SIZE) || o.max_io_bytes > (1u << 30))
 		return -EINVAL;
 

@@ -638,21 +638,23 @@ static struct dmio_loop_op tmo_op = { .done = tmo_done };
 
 static bool arm_one(struct dmio_nbd *n, struct nbd_poll *pl, unsigned mask, unsigned timeout_ms)
 {
-	struct io_uring_sqe *sqe = dmio_ring_get_sqe(n->owner), *t;
+	struct io_uring_sqe *sqe, *t;
 
-	if (!sqe)
+	/* Both SQEs first: had the ring room for one only, getting the
+	 * second would submit the poll without its link, and the timeout
+	 * would fail alone (-EINVAL), leaving the poll with none. */
+	if (!dmio_ring_reserve_sqes(n->owner, timeout_ms ? 2 : 1))
 		return false;
+	sqe = dmio_ring_get_sqe(n->owner);
 	io_uring_prep_poll_add(sqe, n->fd, mask);
 	io_uring_sqe_set_data(sqe, &pl->op);
 	if (timeout_ms) {
 		t = dmio_ring_get_sqe(n->owner);
-		if (t) {
-			sqe->flags |= IOSQE_IO_LINK;
-			n->tmo_ts.tv_sec = timeout_ms / 1000;
-			n->tmo_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-			io_uring_prep_link_timeout(t, &n->tmo_ts, 0);
-			io_uring_sqe_set_data(t, &tmo_op);
-		}
+		sqe->flags |= IOSQE_IO_LINK;
+		n->tmo_ts.tv_sec = timeout_ms / 1000;
+		n->tmo_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		io_uring_prep_link_timeout(t, &n->tmo_ts, 0);
+		io_uring_sqe_set_data(t, &tmo_op);
 	}
 	atomic_store_explicit(&pl->armed, true, memory_order_relaxed);
 	return true;
@@ -660,9 +662,12 @@ static bool arm_one(struct dmio_nbd *n, struct nbd_poll *pl, unsigned mask, unsi
 
 /*
  * Poll for what libnbd waits for: replies while commands are in flight,
- * writability while it has bytes to send.  If the ring has no SQE left the
- * polls are armed again by the next completion of this device (there is
- * one: only a device with commands in flight needs them).
+ * writability while it has bytes to send.  If the ring has no SQE left
+ * and its submission is refused (EBUSY, EAGAIN: the kernel is short of
+ * room for completions), nothing is armed: the polls are armed again only
+ * by the next call for this device (a poll of it completing, a piece
+ * queued to it), and until then its commands wait (not yet retried by
+ * the reaper: a known gap).
  */
 static void arm_polls(struct dmio_nbd *n)
 {

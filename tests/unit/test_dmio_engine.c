@@ -326,6 +326,9 @@ START_TEST(test_engine_init_and_restart)
 			 -EINVAL);
 	ck_assert_int_eq(dmio_engine_init(&(struct dmio_engine_opts){ .max_io_bytes = 512 }),
 			 -EINVAL);
+	/* A remote device's poll and its linked timeout need two SQEs. */
+	ck_assert_int_eq(dmio_engine_init(&(struct dmio_engine_opts){ .sq_entries = 1 }),
+			 -EINVAL);
 	/* A refused init left it stopped. */
 	ck_assert_int_eq(dmio_engine_init(NULL), 0);
 	fx_shutdown();

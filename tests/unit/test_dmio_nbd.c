@@ -431,6 +431,67 @@ START_TEST(test_server_hangs)
 }
 END_TEST
 
+struct async_wait {
+	pthread_mutex_t lock;
+	unsigned long bits;
+	bool done;
+};
+
+static void async_notify(unsigned long error_bits, void *context)
+{
+	struct async_wait *w = context;
+
+	pthread_mutex_lock(&w->lock);
+	w->bits = error_bits;
+	w->done = true;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* The hang timeout holds on a ring short of SQEs: a poll and its linked
+ * timeout are prepared only when both fit (the second SQE used to submit
+ * the poll alone, and the timeout then failed on its own).  One ring of 2
+ * SQEs; a write to two remote devices at once: the first one's poll (no
+ * timeout) takes one SQE, the second one's pair finds one left.  The
+ * second server is stopped: its region must fail after the timeout. */
+START_TEST(test_hang_timeout_few_sqes)
+{
+	struct fm_test_nbd other = { 0 };
+	g_autoptr(dmio_dev) a = NULL, b = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 8192);
+	struct async_wait w = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct dmio_region where[2];
+	gint64 deadline;
+	bool done;
+	int r;
+
+	ck_assert_int_eq(dmio_engine_init(&(struct dmio_engine_opts){ .rings = 1,
+								      .sq_entries = 2 }), 0);
+	fm_test_nbd_start(&other, "memory", "size=4M", NULL);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
+	r = dmio_dev_open(other.uri, 0, &a);
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", other.uri, g_strerror(-r));
+	b = open_remote();
+	ck_assert_int_eq(dmio_dev_set_remote_timeout(b, 300), 0);
+	fm_test_nbd_pause(&srv);
+	where[0] = (struct dmio_region){ a, 0, 8 };
+	where[1] = (struct dmio_region){ b, 0, 8 };
+	memset(buf, 0x44, 4096);
+	ck_assert_int_eq(dmio_async_vm(2, where, DMIO_OP_WRITE, buf, async_notify, &w), 0);
+	deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(10000);
+		pthread_mutex_lock(&w.lock);
+		done = w.done;
+		pthread_mutex_unlock(&w.lock);
+	} while (!done && g_get_monotonic_time() < deadline);
+	ck_assert_msg(done, "the write to a stopped server still waits after 10 s (timeout "
+		      "300 ms)");
+	ck_assert_uint_eq(w.bits, 2);
+	fm_test_nbd_stop(&other);
+	free(buf);
+}
+END_TEST
+
 /*----------------------------------------------------------------*/
 /* A scripted server: what nbdkit never sends */
 
@@ -738,6 +799,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_test(tc, test_server_hangs);
 	tcase_add_test(tc, test_short_structured_read);
 	tcase_add_test(tc, test_bad_reply_close);
+	tcase_add_test(tc, test_hang_timeout_few_sqes);
 	suite_add_tcase(s, tc);
 	return s;
 }
