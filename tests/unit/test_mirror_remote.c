@@ -105,6 +105,27 @@ static void remote_back(uint64_t reconnects)
 	check_remote_file();
 }
 
+/* remote_start(), then the server is killed and a write fails leg 1,
+ * which is to be reconnected (*ret_ls: its stats then). */
+static void remote_start_killed(const struct mirror_opts *o, struct mirror_leg_stats *ret_ls)
+{
+	remote_start(o, NULL, NULL, NULL, NULL);
+	fm_test_nbd_kill(&rsrv);
+	fx_write_random(0, REGION);
+	wait_remote(FM_LEG_FAULTY, true, 0, ret_ls, "server killed");
+}
+
+/* The administrator adds leg 1 back (a re-add: recovered from the
+ * bitmap); then as remote_back(), not by a reconnection. */
+static void remote_add_back(void)
+{
+	GError *err = NULL;
+	int r = mirror_add_leg(fx.m, rsrv.uri, 0, &err);
+
+	ck_assert_msg(r >= 0, "add: %d %s", r, err ? err->message : "");
+	remote_back(0);
+}
+
 /*
  * A reconnection whose re-add fails at once (the new connection hangs on
  * the superblock write) is tried again: the failure scheduled a new
@@ -117,10 +138,7 @@ START_TEST(test_reconnect_readd_fails)
 	struct mirror_leg_stats ls;
 
 	FX_SEED();
-	remote_start(&o, NULL, NULL, NULL, NULL);
-	fm_test_nbd_kill(&rsrv);
-	fx_write_random(0, REGION);
-	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server killed");
+	remote_start_killed(&o, &ls);
 	/* Back, but its writes hang past remote_timeout: the re-add writes
 	 * the superblocks, the new connection is given up on, the leg fails
 	 * again inside the attempt. */
@@ -145,7 +163,6 @@ START_TEST(test_remove_during_reconnect)
 	struct mirror_leg_stats ls;
 	GError *err = NULL;
 	gint64 until;
-	int r;
 
 	FX_SEED();
 	remote_start(&o, NULL, NULL, NULL, NULL);
@@ -171,10 +188,7 @@ START_TEST(test_remove_during_reconnect)
 	}
 	ck_assert(!ls.reconnecting);
 	fx_write_random(REGION, REGION);
-	/* Added back by the administrator: recovered from the bitmap. */
-	r = mirror_add_leg(fx.m, rsrv.uri, 0, &err);
-	ck_assert_msg(r >= 0, "add: %d %s", r, err ? err->message : "");
-	remote_back(0);
+	remote_add_back();
 }
 END_TEST
 
@@ -190,8 +204,6 @@ START_TEST(test_server_errors_no_reconnect)
 	g_autofree char *trig = fx_path("fail-writes");
 	g_autofree char *trig_arg = g_strdup_printf("error-pwrite-file=%s", trig);
 	struct mirror_leg_stats ls;
-	GError *err = NULL;
-	int r;
 
 	FX_SEED();
 	remote_start(&o, "--filter=error", "error=EIO", "error-pwrite-rate=100%", trig_arg);
@@ -209,9 +221,7 @@ START_TEST(test_server_errors_no_reconnect)
 	ck_assert_uint_eq(ls.reconnects, 0);
 	ck_assert(!ls.reconnecting);
 	unlink(trig);
-	r = mirror_add_leg(fx.m, rsrv.uri, 0, &err);
-	ck_assert_msg(r >= 0, "add: %d %s", r, err ? err->message : "");
-	remote_back(0);
+	remote_add_back();
 }
 END_TEST
 
@@ -226,10 +236,7 @@ START_TEST(test_reconnect_backoff_kept)
 	struct mirror_leg_stats ls;
 
 	FX_SEED();
-	remote_start(&o, NULL, NULL, NULL, NULL);
-	fm_test_nbd_kill(&rsrv);
-	fx_write_random(0, REGION);
-	wait_remote(FM_LEG_FAULTY, true, 0, &ls, "server killed");
+	remote_start_killed(&o, &ls);
 	ck_assert_uint_eq(ls.reconnect_delay_ms, 1000);
 	remote_serve(NULL, NULL, NULL, NULL);
 	wait_remote(FM_LEG_IN_SYNC, false, 1, &ls, "reconnected");
