@@ -314,15 +314,26 @@ static void abort_socket(int fd)
 	shutdown(fd, SHUT_RDWR);
 }
 
+/* Has the server closed its end (idle devices learn it only here)? */
+static bool peer_gone(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 void dmio_nbd_close(struct dmio_dev *dev)
 {
 	struct dmio_nbd *n = dev->nbd;
 
 	if (!n)
 		return;
-	/* Say goodbye without waiting (a hung server must not hold us). */
+	/* Say goodbye without waiting (a hung server must not hold us); not
+	 * to a server whose end of the connection is gone already: libnbd
+	 * 1.14.2's disconnect, failing to send inside the call, frees its
+	 * command and reads it again. */
 	if (!atomic_load(&n->dead) && nbd_aio_is_ready(n->h) == 1 &&
-	    nbd_aio_in_flight(n->h) == 0)
+	    nbd_aio_in_flight(n->h) == 0 && !peer_gone(n->fd))
 		nbd_aio_disconnect(n->h, 0);
 	/* A poll still armed (nothing in flight: see the invariants) ends
 	 * when the socket does; its struct is ours until it is reaped.  Our

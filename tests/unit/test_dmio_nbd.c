@@ -392,6 +392,29 @@ START_TEST(test_server_dies)
 }
 END_TEST
 
+/* A device closed after its server died, idle since (the end of the
+ * connection not seen yet): the close says no goodbye to a socket whose
+ * peer is gone (libnbd 1.14's disconnect there, failing inside the call,
+ * read a command it had freed: valgrind and ASan runs see it). */
+START_TEST(test_close_after_server_died)
+{
+	struct dmio_dev *dev;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 4096);
+	struct dmio_region where;
+	unsigned long bits = 0;
+
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
+	dev = open_remote();
+	memset(buf, 1, 4096);
+	where = (struct dmio_region){ dev, 0, 8 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
+	fm_test_nbd_kill(&srv);
+	g_usleep(100 * 1000);
+	dmio_dev_close(dev);
+	free(buf);
+}
+END_TEST
+
 /* A server that stops answering (SIGSTOP) is given up on after the
  * timeout: the read fails, the connection is counted as hung; a new
  * connection is refused after its handshake deadline. */
@@ -799,6 +822,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_loop_test(tc, test_other_servers, 0, 2);
 	tcase_add_test(tc, test_tls_psk);
 	tcase_add_test(tc, test_server_dies);
+	tcase_add_test(tc, test_close_after_server_died);
 	tcase_add_test(tc, test_server_hangs);
 	tcase_add_test(tc, test_short_structured_read);
 	tcase_add_test(tc, test_bad_reply_close);
