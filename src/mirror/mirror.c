@@ -1068,6 +1068,11 @@ void mirror_narrow_write(struct mirror *m, struct mreq *r)
 
 		if (!(r->nbits & (1ul << k)))
 			continue;
+		/* A remote leg whose connection is gone: its blocks are not
+		 * bad, and every retry would fail; it fails (and reconnects)
+		 * in regions_done(). */
+		if (mirror_leg_disconnected(leg))
+			continue;
 		/* Retry each 4 KiB block (the leg's reference is the
 		 * request's, held until regions_done()). */
 		for (uint64_t b = 0; b < nb; b++) {

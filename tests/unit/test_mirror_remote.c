@@ -250,6 +250,30 @@ START_TEST(test_reconnect_backoff_kept)
 }
 END_TEST
 
+/*
+ * A small write to a remote leg whose server died: the leg fails (and
+ * reconnects); the blocks are not recorded as bad, which would outlive
+ * the reconnection (a re-added leg keeps its bad blocks).
+ */
+START_TEST(test_lost_connection_no_bad_blocks)
+{
+	struct mirror_opts o = { .remote_timeout_ms = 5000 };
+	struct mirror_leg_stats ls;
+
+	FX_SEED();
+	remote_start(&o, NULL, NULL, NULL, NULL);
+	fm_test_nbd_kill(&rsrv);
+	fx_write_random(64 * KiB, 4 * KiB);
+	leg_stats(1, &ls);
+	ck_assert_msg(ls.state == FM_LEG_FAULTY && ls.bad_blocks == 0,
+		      "a 4 KiB write to a leg whose server died: state %d, %" PRIu64
+		      " bad blocks", (int)ls.state, ls.bad_blocks);
+	ck_assert(ls.reconnecting);
+	remote_serve(NULL, NULL, NULL, NULL);
+	remote_back(1);
+}
+END_TEST
+
 static Suite *mirror_remote_suite(void)
 {
 	Suite *s = suite_create("mirror_remote");
@@ -261,6 +285,7 @@ static Suite *mirror_remote_suite(void)
 	tcase_add_test(tc, test_remove_during_reconnect);
 	tcase_add_test(tc, test_server_errors_no_reconnect);
 	tcase_add_test(tc, test_reconnect_backoff_kept);
+	tcase_add_test(tc, test_lost_connection_no_bad_blocks);
 	return s;
 }
 
