@@ -265,8 +265,6 @@ START_TEST(test_loop_completes_on_loop)
 }
 END_TEST
 
-/* A server that dies: I/O fails with the region's error bit (never a
- * hang, never a crash); the device reports itself disconnected. */
 /* The same data path over loopback TCP (nbdkit) and against qemu-nbd (a
  * file on a unix socket): a round trip, FUA, flush, write-zeroes. */
 START_TEST(test_other_servers)
@@ -368,19 +366,32 @@ START_TEST(test_tls_psk)
 }
 END_TEST
 
-START_TEST(test_server_dies)
+/* A memory server started, a device opened on it, its first @sectors
+ * written from @buf (filled with 1s). */
+static struct dmio_dev *open_written(uint8_t *buf, uint64_t sectors)
 {
-	g_autoptr(dmio_dev) dev = NULL;
-	uint8_t *buf = fm_test_alloc_aligned(4096, 65536);
+	struct dmio_dev *dev;
 	struct dmio_region where;
-	struct dmio_remote_stats st;
 	unsigned long bits = 0;
 
 	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
 	dev = open_remote();
-	memset(buf, 1, 65536);
-	where = (struct dmio_region){ dev, 0, 128 };
+	memset(buf, 1, sectors * 512);
+	where = (struct dmio_region){ dev, 0, sectors };
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
+	return dev;
+}
+
+/* A server that dies: I/O fails with the region's error bit (never a
+ * hang, never a crash); the device reports itself disconnected. */
+START_TEST(test_server_dies)
+{
+	uint8_t *buf = fm_test_alloc_aligned(4096, 65536);
+	g_autoptr(dmio_dev) dev = open_written(buf, 128);
+	struct dmio_region where = { dev, 0, 128 };
+	struct dmio_remote_stats st;
+	unsigned long bits = 0;
+
 	fm_test_nbd_kill(&srv);
 	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), -EIO);
 	ck_assert_uint_eq(bits, 1);
@@ -398,16 +409,9 @@ END_TEST
  * read a command it had freed: valgrind and ASan runs see it). */
 START_TEST(test_close_after_server_died)
 {
-	struct dmio_dev *dev;
 	uint8_t *buf = fm_test_alloc_aligned(4096, 4096);
-	struct dmio_region where;
-	unsigned long bits = 0;
+	struct dmio_dev *dev = open_written(buf, 8);
 
-	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
-	dev = open_remote();
-	memset(buf, 1, 4096);
-	where = (struct dmio_region){ dev, 0, 8 };
-	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, &bits), 0);
 	fm_test_nbd_kill(&srv);
 	g_usleep(100 * 1000);
 	dmio_dev_close(dev);
