@@ -4,7 +4,9 @@
  * nbdkit (memory plugin, filters that take features away) on unix sockets
  * and loopback TCP, qemu-nbd on a unix socket: data round trips,
  * FUA/flush/trim/zero used or emulated, a loop's requests completing on the
- * loop, a dead server, a hung one.
+ * loop, a dead server, a hung one; and a server scripted in the test for
+ * replies nbdkit never sends (a short structured read, a reply of a wrong
+ * magic).
  */
 #include <poll.h>
 #include <signal.h>
