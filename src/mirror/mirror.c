@@ -1080,8 +1080,17 @@ void mirror_narrow_write(struct mirror *m, struct mreq *r)
 			uint64_t e = (b0 + b + 1) * 8 < hi ? (b0 + b + 1) * 8 : hi;
 			struct dmio_region where = { leg->dev, m->data_sector + s, e - s };
 
+			/* FUA as the write was: a retry that went through is
+			 * as durable as the other legs' copies (a FUA write
+			 * in writethrough mode, or a client's). */
+			struct dmio_request wr = {
+				.op = DMIO_OP_WRITE,
+				.flags = (r->flags & MIRROR_IO_FUA) ? DMIO_REQ_FUA : 0,
+				.mem = { .type = DMIO_MEM_VM, .ptr.vma = buf },
+			};
+
 			narrow_gather(r, s, e - s, buf);
-			failed[b] = dmio_sync_vm(1, &where, DMIO_OP_WRITE, buf, NULL) < 0;
+			failed[b] = dmio(&wr, 1, &where, NULL) < 0;
 			if (failed[b] && !nfail++)
 				first = b0 + b;
 		}
