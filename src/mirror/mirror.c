@@ -521,6 +521,13 @@ static void read_done(unsigned long error_bits, void *context)
 	int err = 0;
 
 	atomic_fetch_sub_explicit(&leg->pending, 1, memory_order_relaxed);
+	/* Before the reference goes: read_error() looks at the leg's device
+	 * (leg_shrunk()) and path, which a retire waiting for the leg's
+	 * references would free. */
+	if (error_bits) {
+		r->bad |= 1ull << r->leg;
+		read_error(m, r->leg, r->sector, r->count);
+	}
 	leg_put(leg);
 	MIRROR_STAT_ADD(leg->reads, 1);
 	if (!error_bits) {
@@ -539,8 +546,6 @@ static void read_done(unsigned long error_bits, void *context)
 						  repair_done, NULL);
 		}
 	} else {
-		r->bad |= 1ull << r->leg;
-		read_error(m, r->leg, r->sector, r->count);
 		if (issue_read(r) == 0)
 			return;
 		mirror_event_detail(m, FM_EVENT_IO_ERROR, -1, r->sector << FM_SECTOR_SHIFT, EIO,
@@ -1351,12 +1356,14 @@ static void copy_read_done(unsigned long error_bits, void *context)
 	struct mreq *r = context;
 	struct mirror *m = r->m;
 
-	leg_put(&m->legs[r->leg]);
 	if (error_bits) {
+		/* (with the leg's reference: see read_done()) */
 		read_error(m, r->leg, r->sector, r->count);
+		leg_put(&m->legs[r->leg]);
 		copy_read(r);
 		return;
 	}
+	leg_put(&m->legs[r->leg]);
 	MIRROR_STAT_ADD(m->legs[r->leg].reads, 1);
 	MIRROR_STAT_ADD(m->legs[r->leg].read_bytes, copy_bytes(r));
 	if (r->copy_flags & COPY_SYNC)
@@ -1527,7 +1534,8 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 	struct mirror_leg *leg = &m->legs[r->vleg];
 	unsigned long long sector = r->run_sector, count = r->run_count;
 
-	leg_put(leg);
+	/* The leg's reference is dropped last: read_error() and
+	 * mirror_leg_failed() look at its device and path (see read_done()). */
 	if (error_bits) {
 		/* One more read error, not corrected. */
 		read_error(m, r->vleg, sector, count);
@@ -1550,6 +1558,7 @@ static void copy_verify_done(unsigned long error_bits, void *context)
 		fm_debug("leg %s: sectors %llu+%llu rewritten from leg %s",
 			  leg->path, sector, count, m->legs[r->leg].path);
 	}
+	leg_put(leg);
 	copy_verify(r);
 }
 
