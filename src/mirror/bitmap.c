@@ -265,9 +265,12 @@ static void wbit_set_locked(struct mbitmap *bm, uint64_t r)
  * is clear in memory, and set that bit (written to disk next).  A waiter
  * whose region could not be zeroed gets the error in w->err (its regions
  * are not marked).  Drops the lock around each zeroing: only this thread
- * sets map bits, and no unwrite runs while a write into the region waits. */
-static void zero_new_regions_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
+ * sets map bits, and no unwrite runs while a write into the region waits.
+ * Returns whether it zeroed any region. */
+static bool zero_new_regions_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
 {
+	bool zeroed = false;
+
 	for (struct mbitmap_waiter *w = list; w; w = w->next) {
 		if (!w->mark_written)
 			continue;
@@ -285,9 +288,11 @@ static void zero_new_regions_locked(struct mbitmap *bm, struct mbitmap_waiter *l
 				w->err = ret;
 			} else {
 				wbit_set_locked(bm, r);
+				zeroed = true;
 			}
 		}
 	}
+	return zeroed;
 }
 
 /* Serve a batch of waiters: set the bits of their regions that are not
@@ -300,8 +305,20 @@ static void process_sets_locked(struct mbitmap *bm, struct mbitmap_waiter *list)
 
 	for (w = list; w; w = w->next)
 		w->err = 0;
-	if (bm->has_written && bm->ops.zero_region)
-		zero_new_regions_locked(bm, list);
+	/* The zeroes durable before the map says the region holds them: a
+	 * write-zeroes carries no FUA, and the map page's FUA makes only
+	 * itself durable. */
+	if (bm->has_written && bm->ops.zero_region && zero_new_regions_locked(bm, list)) {
+		pthread_mutex_unlock(&bm->lock);
+		err = bm->ops.flush(bm->ctx);
+		pthread_mutex_lock(&bm->lock);
+		if (err < 0) {
+			fm_debug("bitmap: flush after zeroing regions failed: %s", strerror(-err));
+			for (w = list; w; w = w->next)
+				if (w->mark_written && !w->err)
+					w->err = err;
+		}
+	}
 	for (w = list; w; w = w->next) {
 		if (w->err)
 			continue;       /* a region could not be zeroed */

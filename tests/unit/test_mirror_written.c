@@ -134,10 +134,12 @@ END_TEST
 /* FM_SB_FEAT_ZERO_ON_WRITE: create (here over legs full of old bytes)
  * empties no data area; reads of never-written regions are zeroes all the
  * same; the first write into a region zeroes the whole region on every leg
- * before its data goes, so the rest of it reads zeroes and the legs agree;
+ * (and flushes it) before its data goes, so the rest of it reads zeroes and
+ * the legs agree;
  * regions not written keep the old bytes on the legs. */
 START_TEST(test_written_zero_on_write)
 {
+	struct mirror_stats st0, st1;
 	struct fm_sb sb;
 	uint8_t *buf = fx_buf(REGION), *leg = fx_buf(REGION);
 
@@ -161,8 +163,14 @@ START_TEST(test_written_zero_on_write)
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, 3 * REGION, buf, REGION, 0), 0);
 	ck_assert(fm_test_is_zero(buf, REGION));
+	mirror_get_stats(fx.m, &st0);
 	fx_write_random(3 * REGION + 8192, 4096);
 	check_disk_map(1u << 3, "after the first write into region 3");
+	/* The zeroing (a write-zeroes: no FUA) was flushed before the map
+	 * page said the region holds zeroes. */
+	mirror_get_stats(fx.m, &st1);
+	ck_assert_msg(st1.flushes > st0.flushes,
+		      "no flush between zeroing region 3 and marking it written");
 	fx_check_read(3 * REGION, REGION);
 	fx_check_read(2 * REGION + REGION / 2, 2 * REGION);
 	fx_check_legs(3 * REGION, REGION);
