@@ -8,7 +8,10 @@
  *
  * What a pass does to region g:
  *   resync     g is marked in m->unsynced: copy it from the source leg to
- *              the other in-sync legs; then clear its mark.
+ *              the other in-sync legs; then clear its mark.  With
+ *              checksums also when there is no other leg (a one-leg or a
+ *              degraded array): the entries of its blocks whose data fails
+ *              them are recomputed from the source (region_recompute()).
  *   recover    for each rebuilding leg: every region (full rebuild) or the
  *              regions whose bitmap bit was set when the pass began
  *              (bitmap recovery: the bits cover what the leg missed, since
@@ -185,6 +188,18 @@ static void unsynced_clear(struct mirror *m, uint64_t g)
 
 	if (bits)
 		atomic_fetch_and((_Atomic uint64_t *)&bits[g / 64], ~(1ull << (g % 64)));
+}
+
+/* After a crash, region @g of an array with checksums is compared even
+ * with no leg to copy to: a block's entry on disk may be older than its
+ * data (the table page was not written back, and a degraded array writes
+ * none before its stop), and once the region no longer counts as unsynced
+ * such a block would read as EIO.  The compare (COPY_RESYNC) recomputes
+ * those entries from the source's data; they reach the disk like any
+ * write's (the bitmap's flush before the bit is cleared, the stop). */
+static bool region_recompute(struct mirror *m, uint64_t g)
+{
+	return m->csum && unsynced_test(m, g) && !region_unwritten(m, g);
 }
 
 /* The legs region @g must be copied to in this pass.  A recovery, full
@@ -376,7 +391,8 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 				bm[g / 64] |= 1ull << (g % 64);
 	}
 	for (uint64_t g = 0; g < m->nr_regions; g++)
-		if (scrub ? !region_unwritten(m, g) : region_targets(m, nl, g, (unsigned)src, full, bm))
+		if (scrub ? !region_unwritten(m, g) :
+		    region_targets(m, nl, g, (unsigned)src, full, bm) || region_recompute(m, g))
 			total += region_bytes(m, g);
 	atomic_store(&m->sync_read_bytes, 0);
 	atomic_store(&m->sync_write_bytes, 0);
@@ -423,15 +439,16 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 			flags |= COPY_ZERO;
 			step = SYNC_ZERO_BYTES >> FM_SECTOR_SHIFT;
 		}
-		if (!scrub && !targets)
+		if (!scrub && !targets && !region_recompute(m, g))
 			continue;
 		if (!scrub && unsynced_test(m, g) && !(flags & COPY_ZERO)) {
 			/* After a crash: the data of blocks no copy verifies
 			 * (without checksums: every block) comes from the
 			 * source, with its checksum. */
 			flags |= COPY_RESYNC;
-			/* Only in-sync legs to bring together: compare per
-			 * block and write only the blocks whose copies differ
+			/* Only in-sync legs to bring together (or none, only
+			 * entries to recompute): compare per block and write
+			 * only the blocks whose copies differ
 			 * (scrub_compare_csum(), scrub_compare_blocks()). */
 			if (!(targets & ~in_sync_legs(m, nl))) {
 				op = MREQ_SCRUB;

@@ -321,6 +321,54 @@ START_TEST(test_csum_resync_one_block)
 END_TEST
 
 /*
+ * A crash with a single writable leg: a FUA write of block k (2 MiB +
+ * 8 KiB, region 2) is durable, its checksum entry only in memory.  After
+ * the restart the entry on disk is the old data's and there is no leg to
+ * resync region 2 to; the pass still compares it and recomputes the entry
+ * from the leg's data, so k reads back (before, every read of it failed
+ * with EIO once the region counted as synced), and the stop writes the
+ * entry.  _i == 0: a one-leg array; 1: a two-leg array started degraded
+ * (leg 1 gone) before the crash; 2: both legs in sync at the crash, the
+ * restart degraded without leg 1.
+ */
+START_TEST(test_csum_resync_single_leg)
+{
+	struct mirror_opts o = { .read_policy = MIRROR_READ_BALANCE, .degraded = _i == 1 };
+	struct mirror_opts od = { .read_policy = MIRROR_READ_BALANCE, .degraded = _i != 0 };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	uint64_t k = 2 * MiB + 8 * KiB;
+	uint8_t *blk = fx_buf(4096);
+
+	FX_SEED();
+	fx_name_legs(_i == 0 ? 1 : 2);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	if (_i == 1)
+		fx.nlegs = 1;
+	fm_rng_fill(&fx.rng, blk, 4096);
+	memcpy(fx.model + k, blk, 4096);
+	crash_after_write(&o, blk, k, 4096);
+	fx.nlegs = 1;
+	ck_assert_uint_ne(leg_csum_entry(fx.legs[0], k / 4096),
+			  fm_crc32c(0, blk, 4096) ^ FM_SB_CSUM_ZERO_BLOCK);
+	fx_assemble_opts(&od);
+	wait_sync_idle(&ms);
+	fx_check_read(0, IMG);
+	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+	ck_assert_uint_eq(ms.resynced_regions, 1);
+	ck_assert_uint_eq(ms.sync_read_bytes, REGION);      /* region 2, the one leg */
+	ck_assert_uint_eq(ms.sync_write_bytes, 0);
+	leg_stats(0, &ls);
+	ck_assert_uint_eq(ls.checksum_errors, 0);
+	fx_stop(0);
+	fx_check_csum_areas();
+}
+END_TEST
+
+/*
  * A rebuild verifies its source: leg 0 (the source) holds a block that
  * fails its checksum, leg 1 a good copy.  The new leg 2 gets the good copy
  * and leg 0 is repaired (a rebuild that copied its source unverified would
@@ -366,6 +414,7 @@ static Suite *mirror_checksums_suite(void)
 	tcase_add_test(tc, test_csum_scrub_repair);
 	tcase_add_test(tc, test_csum_resync_after_crash);
 	tcase_add_test(tc, test_csum_resync_one_block);
+	tcase_add_loop_test(tc, test_csum_resync_single_leg, 0, 3);
 	tcase_add_test(tc, test_csum_rebuild_verifies_source);
 	return s;
 }
