@@ -503,6 +503,7 @@ static void read_check(struct mreq *r)
 
 	if (!m->readonly && atomic_load(&m->in_use))
 		flags |= COPY_REPAIR;
+	/* (only the blocks of unsynced regions: scrub_compare_csum()) */
 	if (mirror_region_unsynced(m, r->sector, r->count))
 		flags |= COPY_RESYNC;
 	ret = start_copy(m, MREQ_SCRUB, r->sector, r->count, r->leg, 0, flags, read_check_done,
@@ -1622,9 +1623,10 @@ static void scrub_read_done(unsigned long error_bits, void *context)
  * With checksums: per 4 KiB block, the copy that verifies (the source leg
  * r->leg first) is the right one; legs whose copy differs from it are
  * rewritten (repair), and those whose copy fails verification are counted
- * as checksum errors.  When no copy verifies: after a crash (COPY_RESYNC)
- * the source's data is taken and its checksum recomputed; otherwise the
- * block is left as it is and counted unverified (a checked read fails).
+ * as checksum errors.  When no copy verifies: after a crash (COPY_RESYNC,
+ * and the block's own region still unsynced) the source's data is taken
+ * and its checksum recomputed; otherwise the block is left as it is and
+ * counted unverified (a checked read fails).
  * Only the blocks to rewrite are written (r->blk_mask): a resync after a
  * crash where the legs never differed reads every copy and writes nothing.
  * A leg whose read failed gets every block, and so do r->fill.
@@ -1636,7 +1638,7 @@ static void scrub_compare_csum(struct mreq *r)
 	uint64_t nb = r->count / 8, b0 = r->sector / 8, ok = 0;
 	uint64_t nbad[FM_SB_MAX_LEGS] = { 0 }, first_bad[FM_SB_MAX_LEGS];
 	char *good = seg(r, r->scrub_legs);
-	bool resync = r->copy_flags & COPY_RESYNC;
+	bool may_resync = r->copy_flags & COPY_RESYNC;
 	int src = -1;
 	uint64_t all;
 	uint32_t *crcs;
@@ -1677,6 +1679,11 @@ static void scrub_compare_csum(struct mreq *r)
 		uint32_t want = mcsum_get(m, b0 + b), crc[FM_SB_MAX_LEGS] = { 0 };
 		size_t off = b * FM_SB_CSUM_BLOCK_SIZE;
 		bool verified = true;
+		/* Per block: a checked read may span an unsynced region and
+		 * a clean one, where a block no copy verifies is bad, not
+		 * one a crash left between two writes. */
+		bool resync = may_resync &&
+			      mirror_region_unsynced(m, (b0 + b) * BLK_SECTORS, BLK_SECTORS);
 		int g = -1;
 
 		for (unsigned i = 0; i < r->scrub_legs; i++)

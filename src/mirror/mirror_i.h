@@ -73,8 +73,9 @@ enum mreq_copy_flags {
 	COPY_READ_ERROR = 1u << 2, /* the targets failed a read of it: a verified
 				      rewrite is a corrected read error */
 	COPY_RESYNC = 1u << 3,  /* checksums: a block no copy verifies takes the
-				   source's data and its checksum is recomputed
-				   (a region dirty at a crash) */
+				   source's data and its checksum is recomputed,
+				   if its region is still unsynced (dirty at a
+				   crash) */
 	COPY_SYNC = 1u << 4,    /* from the sync thread: count bytes read/written */
 	COPY_ZERO = 1u << 7,    /* the region is unwritten: zero the targets instead
 				   of copying (a copy after all if, when issued,

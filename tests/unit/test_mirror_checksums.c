@@ -369,6 +369,48 @@ START_TEST(test_csum_resync_single_leg)
 END_TEST
 
 /*
+ * A checked read that spans an unsynced region and a clean one decides
+ * per block: region 2 is unsynced (its bit set, the array unclean; read
+ * only, so no resync runs) and its last block Y new on both legs behind a
+ * stale entry, a crash's leftover; block X of clean region 3 is bad on
+ * both legs.  A 16 KiB read of Y, X and their neighbours fails with EIO,
+ * and X's entry is left as it was (before, the whole read was taken for a
+ * resync: X's bad data was returned as good and its entry rewritten to
+ * match); Y alone, and Y with a good block of region 3, read back Y's new
+ * data.
+ */
+START_TEST(test_csum_read_across_unsynced)
+{
+	uint64_t x = 3 * REGION + 4 * KiB, y = 3 * REGION - 4 * KiB;
+	uint8_t bit = 1u << 2, *blk = fx_buf(4096), *buf = fx_buf(16 * KiB);
+	struct fm_sb sb;
+
+	FX_SEED();
+	fx_name_legs(2);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	fm_rng_fill(&fx.rng, blk, 4096);
+	memcpy(fx.model + y, blk, 4096);
+	for (unsigned i = 0; i < 2; i++) {
+		fm_test_write_file(fx.legs[i], fx.data_offset + y, blk, 4096);
+		corrupt_leg(fx.legs[i], x);
+		read_sb(fx.legs[i], &sb);
+		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
+		sb.state_flags &= ~FM_SB_CLEAN;
+		write_sb(fx.legs[i], &sb);
+	}
+	fx_assemble(MIRROR_READ_BALANCE, true);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, y, buf, 16 * KiB, 0), -EIO);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, x, buf, 4 * KiB, 0), -EIO);
+	fx_check_read(y, 4 * KiB);
+	fx_check_read(y, 8 * KiB);
+	fx_stop(0);
+}
+END_TEST
+
+/*
  * A rebuild verifies its source: leg 0 (the source) holds a block that
  * fails its checksum, leg 1 a good copy.  The new leg 2 gets the good copy
  * and leg 0 is repaired (a rebuild that copied its source unverified would
@@ -415,6 +457,7 @@ static Suite *mirror_checksums_suite(void)
 	tcase_add_test(tc, test_csum_resync_after_crash);
 	tcase_add_test(tc, test_csum_resync_one_block);
 	tcase_add_loop_test(tc, test_csum_resync_single_leg, 0, 3);
+	tcase_add_test(tc, test_csum_read_across_unsynced);
 	tcase_add_test(tc, test_csum_rebuild_verifies_source);
 	return s;
 }
