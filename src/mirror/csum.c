@@ -31,8 +31,8 @@
  *     clean region's entry wrong.
  *   - mirror_stop() writes the dirty pages before it marks the array clean
  *     (a degraded array clears no bit, so nothing else would); a recovery
- *     writes the whole table to the legs it rebuilt before they count as
- *     in sync.
+ *     writes the whole table to the legs it rebuilt, and flushes them,
+ *     before they count as in sync.
  *
  * Threading: update/verify calls are lock-free, any thread.  Page writes
  * (mcsum_write_dirty) are serialised by write_lock, which is held across

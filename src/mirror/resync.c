@@ -259,10 +259,12 @@ static uint64_t pass_legs_locked(struct mirror *m, const struct mirror_sync *s, 
 }
 
 /* The rebuilding legs of @legs are in sync; a leg that replaces another
- * (FM_SB_LEG_REPLACEMENT) retires it. */
-static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
+ * (FM_SB_LEG_REPLACEMENT) retires it.  Returns 0, or -errno when the legs
+ * could not be flushed: then none is marked in sync. */
+static int finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t legs)
 {
 	uint64_t retire = 0;
+	int r;
 
 	/* A rebuilt leg's checksum area is whatever it held: give it the
 	 * whole table before it counts as in sync. */
@@ -280,6 +282,17 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 	 * them from. */
 	if (m->bitmap && mbitmap_write_all_sync(m->bitmap) < 0)
 		fm_debug("the write-intent bitmap could not be written to the rebuilt legs");
+	/* The superblock that says in sync is written with FUA, the rest
+	 * was not: the copies since the last checkpoint and the writes above
+	 * must be durable first, or a power loss could revert the leg to
+	 * what it held while its superblock claims it current (as for a
+	 * checkpoint).  A rebuilt leg the flush fails is failed by it, and
+	 * pass_legs_locked() drops it below. */
+	r = mirror_flush(m);
+	if (r < 0) {
+		fm_debug("the legs could not be flushed: the rebuilt legs are not marked in sync");
+		return r;
+	}
 	pthread_mutex_lock(&m->state_lock);
 	legs = pass_legs_locked(m, s, legs);
 	for (unsigned i = 0; i < m->nr_legs; i++) {
@@ -308,6 +321,7 @@ static void finish_recovery(struct mirror *m, struct mirror_sync *s, uint64_t le
 		if (retire & (1ull << i))
 			mirror_retire_leg(m, i, true, "replaced");
 	mirror_sb_update_sync(m);
+	return 0;
 }
 
 /* A recovery's checkpoint: every region below @end is copied to the
@@ -537,7 +551,15 @@ static void run_pass(struct mirror *m, struct mirror_sync *s)
 		m->unsynced_retired = old;
 	}
 	if (began) {
-		finish_recovery(m, s, began);
+		int r = finish_recovery(m, s, began);
+
+		if (r < 0) {
+			s->err = r;
+			mirror_event_sync_end_detail(m, FM_EVENT_REBUILD_INTERRUPTED, s->done, -r,
+						     "recover failed: the flush before marking "
+						     "the rebuilt legs in sync");
+			return;
+		}
 	} else {
 		/* A resync alone: the legs were in sync all along. */
 		mirror_event_sync_end(m, FM_EVENT_REBUILD_FINISHED, s->done, 0);

@@ -601,6 +601,52 @@ START_TEST(test_rebuild_resume)
 END_TEST
 
 /*
+ * The end of a rebuild flushes the legs before the rebuilt leg's
+ * superblock says in sync: the copies since the last checkpoint (57c5683
+ * flushes before each) and the table, map and bitmap written to it at the
+ * end were written without FUA, and a power loss could revert them under
+ * a superblock calling the leg current.  Here every flush of the new leg
+ * fails (injected as its rebuild begins; at 8 MiB/s the pass ends before
+ * its first checkpoint at 5 s): the flush at the end fails the leg, which
+ * is then never recorded in sync, in its own superblock or the others'.
+ * Without that flush no flush reached the leg, and it was called in sync.
+ */
+START_TEST(test_rebuild_end_flush)
+{
+	struct mirror_opts o = { .sync_speed_min = 8 * MiB, .sync_speed_max = 8 * MiB,
+				 .event_fn = ev_handler };
+	struct dmio_fault f = { .flags = DMIO_FAULT_FLUSHES };
+	struct mirror_status ms;
+	struct mirror_leg_stats ls;
+	struct fm_sb sb;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_start_written(&o);
+	fx.legs[2] = fx_path("new");
+	ev_reset();
+	admin_ok(mirror_add_leg(fx.m, fx.legs[2], 0, &err), err, "add");
+	admin_ok(mirror_inject(fx.m, fx.legs[2], &f, &err), err, "inject");
+	wait_sync_idle(&ms);
+	/* The flush failed it (EIO), before the pass ended. */
+	ev_expect((const char *[]){ "Add:2", "DegradedArray", "RebuildStarted", "Fail:2",
+				    "RebuildFinished" }, 5, "add, rebuild");
+	ck_assert_int_eq(ev_at(3)->err, EIO);
+	leg_stats(2, &ls);
+	ck_assert_uint_eq(ls.state, FM_LEG_FAULTY);
+	ck_assert_uint_eq(ms.nr_in_sync, 2);
+	read_sb(fx.legs[2], &sb);
+	ck_assert_uint_eq(sb.legs[2].state, FM_LEG_REBUILDING);
+	for (unsigned i = 0; i < 2; i++) {
+		read_sb(fx.legs[i], &sb);
+		ck_assert_uint_eq(sb.legs[2].state, FM_LEG_FAULTY);
+	}
+	fx_stop(0);
+	fx_check_legs(0, IMG);
+}
+END_TEST
+
+/*
  * A re-added leg's recovery from the bitmap, stopped half-way at 2 MiB/s,
  * goes on from the bitmap at the next mount (md resumes a bitmap-based
  * recovery the same way): its superblock says how it was being recovered
@@ -1573,6 +1619,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_remove_and_add_online);
 	tcase_add_test(tc, test_replace_leg);
 	tcase_add_loop_test(tc, test_rebuild_resume, 0, 2);
+	tcase_add_test(tc, test_rebuild_end_flush);
 	tcase_add_loop_test(tc, test_bitmap_recovery_resume, 0, 2);
 	tcase_add_test(tc, test_two_rebuilding_legs);
 	tcase_add_test(tc, test_rebuilt_leg_gets_bitmap);
