@@ -47,6 +47,33 @@ static uint32_t leg_csum_entry(const char *path, uint64_t b)
 	       (uint32_t)e[3] << 24;
 }
 
+/* @n legs with checksums, the whole image written with random bytes of
+ * the test's seed (FX_SEED() first), stopped cleanly. */
+static void fx_written_stopped(unsigned n)
+{
+	fx_name_legs(n);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_BALANCE, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+}
+
+/* Offline, what a crash leaves: region @g's bit (the only one: @g < 8)
+ * set in every leg's bitmap, the array unclean. */
+static void mark_unsynced(unsigned g)
+{
+	uint8_t bit = (uint8_t)(1u << g);
+	struct fm_sb sb;
+
+	ck_assert_uint_lt(g, 8);
+	for (unsigned i = 0; i < fx.nlegs; i++) {
+		read_sb(fx.legs[i], &sb);
+		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
+		sb.state_flags &= ~FM_SB_CLEAN;
+		write_sb(fx.legs[i], &sb);
+	}
+}
+
 /* The checksum areas of every leg hold the model's checksums (stored form:
  * crc32c XOR the zero block's). */
 static void fx_check_csum_areas(void)
@@ -223,27 +250,17 @@ START_TEST(test_csum_resync_after_crash)
 {
 	struct mirror_status ms;
 	struct mirror_leg_stats ls;
-	struct fm_sb sb;
-	uint8_t *blk = g_malloc(4096), bit;
+	uint8_t *blk = g_malloc(4096);
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_csum();
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	fx_write_random(0, IMG);
-	fx_stop(0);
+	fx_written_stopped(2);
 	/* Offline: new data in block 2 MiB + 8 KiB on both legs, region 2's
 	 * bit set, the array unclean. */
 	fm_rng_fill(&fx.rng, blk, 4096);
 	memcpy(fx.model + 2 * MiB + 8 * KiB, blk, 4096);
-	for (unsigned i = 0; i < 2; i++) {
+	for (unsigned i = 0; i < 2; i++)
 		fm_test_write_file(fx.legs[i], fx.data_offset + 2 * MiB + 8 * KiB, blk, 4096);
-		read_sb(fx.legs[i], &sb);
-		bit = 1u << 2;
-		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
-		sb.state_flags &= ~FM_SB_CLEAN;
-		write_sb(fx.legs[i], &sb);
-	}
+	mark_unsynced(2);
 	g_free(blk);
 	fx_assemble(MIRROR_READ_BALANCE, false);
 	wait_sync_idle(&ms);
@@ -272,25 +289,15 @@ START_TEST(test_csum_resync_one_block)
 {
 	struct mirror_status ms;
 	struct mirror_leg_stats ls;
-	struct fm_sb sb;
-	uint8_t *blk = g_malloc(4096), bit = 1u << 2;
+	uint8_t *blk = g_malloc(4096);
 	struct mirror_opts o = { .read_policy = MIRROR_READ_BALANCE, .event_fn = ev_handler };
 	unsigned finished = 0;
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_csum();
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	fx_write_random(0, IMG);
-	fx_stop(0);
+	fx_written_stopped(2);
 	fm_rng_fill(&fx.rng, blk, 4096);
 	fm_test_write_file(fx.legs[1], fx.data_offset + 2 * MiB + 8 * KiB, blk, 4096);
-	for (unsigned i = 0; i < 2; i++) {
-		read_sb(fx.legs[i], &sb);
-		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
-		sb.state_flags &= ~FM_SB_CLEAN;
-		write_sb(fx.legs[i], &sb);
-	}
+	mark_unsynced(2);
 	g_free(blk);
 	ev_reset();
 	fx_assemble_opts(&o);
@@ -341,11 +348,7 @@ START_TEST(test_csum_resync_single_leg)
 	uint8_t *blk = fx_buf(4096);
 
 	FX_SEED();
-	fx_name_legs(_i == 0 ? 1 : 2);
-	fx_format_csum();
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	fx_write_random(0, IMG);
-	fx_stop(0);
+	fx_written_stopped(_i == 0 ? 1 : 2);
 	if (_i == 1)
 		fx.nlegs = 1;
 	fm_rng_fill(&fx.rng, blk, 4096);
@@ -382,25 +385,17 @@ END_TEST
 START_TEST(test_csum_read_across_unsynced)
 {
 	uint64_t x = 3 * REGION + 4 * KiB, y = 3 * REGION - 4 * KiB;
-	uint8_t bit = 1u << 2, *blk = fx_buf(4096), *buf = fx_buf(16 * KiB);
-	struct fm_sb sb;
+	uint8_t *blk = fx_buf(4096), *buf = fx_buf(16 * KiB);
 
 	FX_SEED();
-	fx_name_legs(2);
-	fx_format_csum();
-	fx_assemble(MIRROR_READ_BALANCE, false);
-	fx_write_random(0, IMG);
-	fx_stop(0);
+	fx_written_stopped(2);
 	fm_rng_fill(&fx.rng, blk, 4096);
 	memcpy(fx.model + y, blk, 4096);
 	for (unsigned i = 0; i < 2; i++) {
 		fm_test_write_file(fx.legs[i], fx.data_offset + y, blk, 4096);
 		corrupt_leg(fx.legs[i], x);
-		read_sb(fx.legs[i], &sb);
-		fm_test_write_file(fx.legs[i], sb.bitmap_offset, &bit, 1);
-		sb.state_flags &= ~FM_SB_CLEAN;
-		write_sb(fx.legs[i], &sb);
 	}
+	mark_unsynced(2);
 	fx_assemble(MIRROR_READ_BALANCE, true);
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, y, buf, 16 * KiB, 0), -EIO);
 	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, x, buf, 4 * KiB, 0), -EIO);
