@@ -1369,11 +1369,14 @@ static void copy_read_done(unsigned long error_bits, void *context)
 	MIRROR_STAT_ADD(m->legs[r->leg].read_bytes, copy_bytes(r));
 	if (r->copy_flags & COPY_SYNC)
 		MIRROR_STAT_ADD(m->sync_read_bytes, copy_bytes(r));
-	if (m->csum && (r->copy_flags & COPY_SYNC)) {
+	if (m->csum) {
 		struct iovec v = { seg(r, 0), copy_bytes(r) };
 
-		/* A resync or rebuild copies only a source that verifies;
-		 * else every in-sync copy is compared block by block. */
+		/* A copy (resync, rebuild, read repair) copies only a source
+		 * that verifies; else every in-sync copy is compared block by
+		 * block.  A read repair's source is the leg that served the
+		 * verified read, but when its re-read fails copy_read() takes
+		 * another in-sync leg, whose copy nothing verified yet. */
 		if (mcsum_verify_iov(m, r->sector, r->count, &v, 1) >= 0) {
 			copy_fall_back_to_compare(r);
 			return;
@@ -1904,7 +1907,7 @@ static int copy_buf_alloc(struct mreq *r)
 }
 
 /*
- * A resync's or rebuild's source failed verification: do the request as a
+ * A copy's source failed verification: do the request as a
  * repairing compare instead (each block from an in-sync copy that
  * verifies; in-sync legs get the blocks where they differ from it, the
  * rebuilding targets every block).  The request keeps its place in the

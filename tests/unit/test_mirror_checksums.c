@@ -438,6 +438,55 @@ START_TEST(test_csum_rebuild_verifies_source)
 }
 END_TEST
 
+/*
+ * A read repair verifies its source: block X fails reads on leg 0 and is
+ * bad on disk on leg 2.  A read of X (first leg policy) fails on leg 0,
+ * leg 1 serves it, verified, and a copy from leg 1 is to rewrite leg 0;
+ * but leg 1's re-read for that copy fails (a flakey fault whose draws,
+ * seed 1 at 50%, let the first read through, fail the second and let the
+ * third through), so copy_read() reads leg 2 instead.  Its copy fails
+ * verification: the copy turns into a compare, and leg 0 (and leg 2) get
+ * leg 1's good block.  Before, leg 2's bad block was copied to leg 0 as
+ * it was.
+ */
+START_TEST(test_csum_read_repair_verifies_source)
+{
+	uint64_t x = 5 * REGION + 12 * KiB;
+	struct dmio_fault f0 = { .flags = DMIO_FAULT_READS | DMIO_FAULT_HEAL_ON_WRITE,
+				 .sector = x / SECTOR, .count = 4 * KiB / SECTOR };
+	struct dmio_fault f1 = { .flags = DMIO_FAULT_READS, .sector = x / SECTOR,
+				 .count = 4 * KiB / SECTOR, .rate_ppm = 500000, .seed = 1 };
+	struct mirror_leg_stats ls;
+	gint64 deadline;
+	GError *err = NULL;
+
+	FX_SEED();
+	fx_name_legs(3);
+	fx_format_csum();
+	fx_assemble(MIRROR_READ_FIRST, false);
+	fx_write_random(0, IMG);
+	fx_stop(0);
+	corrupt_leg(fx.legs[2], x);
+	fx_assemble(MIRROR_READ_FIRST, false);
+	admin_ok(mirror_inject(fx.m, fx.legs[0], &f0, &err), err, "inject leg 0");
+	admin_ok(mirror_inject(fx.m, fx.legs[1], &f1, &err), err, "inject leg 1");
+	fx_check_read(x, 4 * KiB);
+	/* The rewrite of leg 0 reads back what was written: corrected. */
+	deadline = g_get_monotonic_time() + WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	do {
+		g_usleep(2000);
+		leg_stats(0, &ls);
+	} while (!ls.corrected && g_get_monotonic_time() < deadline);
+	ck_assert_uint_ge(ls.corrected, 1);
+	leg_stats(1, &ls);
+	ck_assert_uint_eq(ls.read_errors, 1);           /* the copy's re-read */
+	for (unsigned i = 0; i < 2; i++)
+		admin_ok(mirror_inject(fx.m, fx.legs[i], NULL, &err), err, "clear");
+	fx_stop(0);
+	fx_check_legs(x, 4 * KiB);
+}
+END_TEST
+
 static Suite *mirror_checksums_suite(void)
 {
 	Suite *s = suite_create("mirror_checksums");
@@ -454,6 +503,7 @@ static Suite *mirror_checksums_suite(void)
 	tcase_add_loop_test(tc, test_csum_resync_single_leg, 0, 3);
 	tcase_add_test(tc, test_csum_read_across_unsynced);
 	tcase_add_test(tc, test_csum_rebuild_verifies_source);
+	tcase_add_test(tc, test_csum_read_repair_verifies_source);
 	return s;
 }
 
