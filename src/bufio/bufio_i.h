@@ -287,6 +287,12 @@ struct bufio_client {
 	atomic_bool wb_pumping, wb_repump;
 	atomic_uint nr_io;              /* requests in flight */
 	atomic_int write_error;         /* first write error not yet reported */
+	/* Writes of cache buffers that completed without FUA, counted
+	 * before their buffers stop WRITING; and that count as it was when
+	 * the last flush that succeeded began (bufio_issue_flush()).  While
+	 * they differ, a block may be clean in the cache but not durable on
+	 * a leg: a FUA range writeback then flushes (writeback_sync()). */
+	atomic_ullong nonfua_writes, flushed_writes;
 	atomic_uint clock_hand;         /* next shard for reclaim */
 	/* Read by every release: on a line of its own. */
 	atomic_uint nr_free_waiters __attribute__((aligned(BUFIO_CACHELINE)));
@@ -385,6 +391,7 @@ extern struct bufio_globals bufio_globals;
 enum bufio_run_flags {
 	BUFIO_RUN_MOVED = 1u << 0,      /* a write to io_block, not the buffer's
 					   block (shared release_move) */
+	BUFIO_RUN_FUA = 1u << 1,        /* written with FM_BDEV_FUA */
 };
 
 /* A synchronous caller waiting for its requests. */

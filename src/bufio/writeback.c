@@ -257,6 +257,10 @@ static void write_end_io(void *ctx, int err)
 
 		atomic_compare_exchange_strong(&c->write_error, &zero, err);
 	}
+	/* Counted before any buffer of the run is clean: a FUA range
+	 * writeback that finds one clean then sees the count too. */
+	if (!(head->io_flags & BUFIO_RUN_FUA))
+		atomic_fetch_add(&c->nonfua_writes, 1);
 	/* io_next is read before any buffer stops WRITING: after that, it
 	 * may be claimed (and relinked) by another writeback at once. */
 	for (b = head; b; b = b->io_next) {
@@ -323,6 +327,8 @@ static void submit_write_run(struct bufio_client *c, struct bufio_buffer *head, 
 		k = iov_append(iov, k, (char *)b->write_data + b->write_start,
 			       b->write_end - b->write_start);
 	atomic_fetch_add_explicit(&c->n_writing, n, memory_order_relaxed);
+	if (flags & FM_BDEV_FUA)
+		head->io_flags |= BUFIO_RUN_FUA;
 	if (head->io_waiter) {
 		pthread_mutex_lock(&head->io_waiter->lock);
 		head->io_waiter->pending++;
@@ -805,14 +811,16 @@ static int write_and_wait(struct bufio_client *c, struct bufio_vec *v, unsigned 
  * waited for ever (test_bufio's stress case, now and then).  So the claims
  * are written (and waited for) before waiting for the next pin.
  *
- * With FM_BDEV_FUA, a flush follows when there was any pin: a pin was
- * busy when it was collected, and what it held then may have gone out in
- * someone else's write (the one in flight then, or one that claimed it
- * once its modification ended), which need not have been FUA.  Whether
- * such a write happened cannot be told afterwards: it may have ended
- * before this looks at the pin (a write seen WRITING only while waiting
- * here missed those, and a writethrough write returned with a block not
- * durable).
+ * With FM_BDEV_FUA, a flush follows when any write of a cache buffer
+ * ended without FUA since the last flush began (c->nonfua_writes and
+ * flushed_writes): a block of the range may have gone out in someone
+ * else's write, which need not have been FUA -- a pin's (in flight when
+ * collected, or claimed once its modification ended), or one that ended
+ * before the collection, which then found the block clean and did not
+ * even pin it.  Which blocks those writes held cannot be told afterwards;
+ * the count is client-wide, and in writethrough mode, where these ranges
+ * are written, writes without FUA are rare (a close's writeback, memory
+ * pressure), so the flushes are too.
  */
 static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 			  struct bufio_buffer **pins, size_t n, unsigned flags)
@@ -850,8 +858,10 @@ static int writeback_sync(struct bufio_client *c, struct bufio_vec *claimed,
 	e = e ? e : write_and_wait(c, claimed, flags);
 	if (!err)
 		err = e;
-	/* Writes of the pins by others may not have been FUA. */
-	if ((flags & FM_BDEV_FUA) && n && !err)
+	/* Writes of these blocks by others may not have been FUA: the pins',
+	 * and those that ended before this looked (the block was clean). */
+	if ((flags & FM_BDEV_FUA) && !err &&
+	    atomic_load(&c->nonfua_writes) != atomic_load(&c->flushed_writes))
 		err = bufio_issue_flush(c);
 	return err;
 }
@@ -996,7 +1006,15 @@ int bufio_write_buffer(struct bufio_buffer *b, unsigned flags)
 
 int bufio_issue_flush(struct bufio_client *c)
 {
-	return c->bdev.ops->flush(c->bdev.dev);
+	unsigned long long seen = atomic_load(&c->nonfua_writes), was;
+	int r = c->bdev.ops->flush(c->bdev.dev);
+
+	/* Every write counted before the flush began is durable now
+	 * (flushed_writes only grows: flushes may end out of order). */
+	was = atomic_load(&c->flushed_writes);
+	while (r == 0 && was < seen && !atomic_compare_exchange_weak(&c->flushed_writes, &was, seen))
+		;
+	return r;
 }
 
 int bufio_issue_discard(struct bufio_client *c, uint64_t block, uint64_t count)

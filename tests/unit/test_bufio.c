@@ -674,6 +674,34 @@ START_TEST(test_write_dirty_range_fua_others)
 }
 END_TEST
 
+/* The same when that other write ended before the range looked (the block
+ * was clean by then, so not even pinned): a flush follows.  Once flushed,
+ * a FUA range with no write without FUA since costs no flush. */
+START_TEST(test_write_dirty_range_fua_after_done)
+{
+	struct membdev_counts k;
+
+	put_block(10, 0x0a);
+	bufio_write_dirty_buffers_async(bc);    /* not FUA, ends at once */
+	WAIT_FOR(membdev_counts(md).writes == 1 && membdev_counts(md).inflight == 0, 2000);
+	ck_assert_uint_eq(stats().dirty, 0);
+	put_block(11, 0x0b);
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 10, 2, FM_BDEV_FUA), 0);
+	k = membdev_counts(md);
+	ck_assert_uint_eq(k.writes, 2);
+	ck_assert_msg(k.flushes == 1, "block 10 written without FUA, and %u flushes", k.flushes);
+	ck_assert_uint_eq(md->writes_at_flush, 2);
+	put_block(12, 0x0c);
+	ck_assert_int_eq(bufio_write_dirty_range(bc, 12, 1, FM_BDEV_FUA), 0);
+	k = membdev_counts(md);
+	ck_assert_uint_eq(k.writes, 3);
+	ck_assert_msg(k.flushes == 1, "a flush with nothing written without FUA since the last");
+	assert_dev_fill(10, 0x0a);
+	assert_dev_fill(11, 0x0b);
+	assert_dev_fill(12, 0x0c);
+}
+END_TEST
+
 START_TEST(test_destroy_writes_back)
 {
 	put_block(33, 0x33);
@@ -2904,6 +2932,7 @@ static Suite *bufio_suite(void)
 
 	TCASE("writeback_async", setup_async);
 	tcase_add_test(tc, test_write_dirty_range_fua_others);
+	tcase_add_test(tc, test_write_dirty_range_fua_after_done);
 
 	TCASE("write_errors", setup_sync);
 	tcase_add_test(tc, test_write_error_sticky);
