@@ -1617,6 +1617,10 @@ static void scrub_read_done(unsigned long error_bits, void *context)
 		if (r->copy_flags & COPY_SYNC)
 			MIRROR_STAT_ADD(r->m->sync_read_bytes, copy_bytes(r));
 	}
+	/* Here, with the leg's reference (see read_done()), not in the
+	 * compare. */
+	if (sub->failed && !sub->stale)
+		read_error(r->m, sub->leg, r->sector, r->count);
 	leg_put(leg);
 	if (atomic_fetch_sub(&r->subs, 1) == 1)
 		scrub_compare(r);
@@ -1651,9 +1655,8 @@ static void scrub_compare_csum(struct mreq *r)
 		if (subs[i].r != r)
 			continue;
 		if (subs[i].failed) {
-			if (!subs[i].stale)
-				read_error(m, i, r->sector, r->count);
-			/* (a checked read of a read-only array writes nothing) */
+			/* (read_error() was called by scrub_read_done(); a
+			 * checked read of a read-only array writes nothing) */
 			if (!m->readonly && atomic_load(&m->in_use)) {
 				r->targets |= 1ull << i;
 				if (!subs[i].stale)
@@ -1808,11 +1811,9 @@ static void scrub_compare(struct mreq *r)
 			continue;
 		if (subs[i].failed) {
 			/* Read errors (and bad blocks) are repaired in check
-			 * mode too. */
-			if (!subs[i].stale) {
-				read_error(m, i, r->sector, r->count);
+			 * mode too (read_error() was called: scrub_read_done()). */
+			if (!subs[i].stale)
 				r->bad |= 1ull << i;
-			}
 			r->targets |= 1ull << i;
 		} else if (first < 0) {
 			first = (int)i;
