@@ -1758,13 +1758,11 @@ static void scrub_compare_csum(struct mreq *r)
  * of an unsynced region came from it), and only the 4 KiB blocks where
  * another copy differs are written to it (legs that failed the read get
  * every block).  Like the checksummed resync, it writes what differs, not
- * the whole chunk.  @first: the first leg that read fine.
+ * the whole chunk.  @src: the copy to keep (scrub_reference()).
  */
-static void scrub_compare_blocks(struct mreq *r, unsigned first)
+static void scrub_compare_blocks(struct mreq *r, unsigned src)
 {
 	struct scrub_sub *subs = scrub_subs(r);
-	unsigned src = r->leg < r->scrub_legs && subs[r->leg].r == r && !subs[r->leg].failed ?
-		       r->leg : first;
 	uint64_t nb = r->count / BLK_SECTORS, all = r->targets;
 	const char *good = seg(r, src);
 
@@ -1792,6 +1790,27 @@ static void scrub_compare_blocks(struct mreq *r, unsigned first)
 	r->copy_flags |= COPY_VERIFY;
 	r->stage = STAGE_WRITE;
 	copy_step(r);
+}
+
+/*
+ * Without checksums, the copy the others are compared with (and, to
+ * repair, made equal to): the source's (r->leg: the pass's source, or the
+ * leg a checked read read), else the array's sync_src (the leg reads of
+ * unsynced regions go to: issue_read()), else @first, the first that
+ * read.  Not simply the first: after a crash any version will do, but it
+ * must be the one readers were given, or a read could return other data
+ * later with no write between (a write-mostly leg 0 against sync_src 1).
+ */
+static int scrub_reference(const struct mreq *r, int first)
+{
+	const struct scrub_sub *subs = scrub_subs(r);
+	int src = atomic_load(&r->m->sync_src);
+
+	if (r->leg < r->scrub_legs && subs[r->leg].r == r && !subs[r->leg].failed)
+		return (int)r->leg;
+	if (src >= 0 && (unsigned)src < r->scrub_legs && subs[src].r == r && !subs[src].failed)
+		return src;
+	return first;
 }
 
 static void scrub_compare(struct mreq *r)
@@ -1823,14 +1842,15 @@ static void scrub_compare(struct mreq *r)
 		copy_finish(r, -EIO);
 		return;
 	}
+	first = scrub_reference(r, first);
 	if (r->blk_mask) {
 		scrub_compare_blocks(r, (unsigned)first);
 		return;
 	}
-	for (unsigned i = (unsigned)first + 1; i < r->scrub_legs; i++) {
+	for (unsigned i = 0; i < r->scrub_legs; i++) {
 		bool differs = false;
 
-		if (subs[i].r != r || subs[i].failed)
+		if (i == (unsigned)first || subs[i].r != r || subs[i].failed)
 			continue;
 		for (size_t off = 0; off < bytes; off += blk) {
 			if (memcmp((char *)seg(r, (unsigned)first) + off, (char *)seg(r, i) + off,

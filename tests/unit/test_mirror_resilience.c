@@ -1264,16 +1264,21 @@ END_TEST
  * The resync's source leg fails while a region the crash left unsynced is
  * still to do (the pass is held back by its speed limit, 1 s before its
  * first compare).  A read there goes to the next in-sync leg (it failed
- * with EIO: it was bound to the failed source), and the pass finishes.
- * _i == 0: 3 legs, leg 2's planted difference in the region is repaired
- * from leg 1; _i == 1: 2 legs, nothing left to copy to.
+ * with EIO: it was bound to the failed source), the pass finishes, and a
+ * block read before it reads the same after it: the pass kept the copy
+ * readers were given.  _i == 0: 3 legs, leg 2's planted difference in the
+ * region is repaired from leg 1; _i == 1: 2 legs, nothing left to copy
+ * to; _i == 2: 3 legs, leg 1 write-mostly, so reads go to leg 2, and leg
+ * 1's planted difference is repaired from leg 2 (the pass took the first
+ * leg that read, leg 1, as the copy to keep: the block read back changed).
  */
 START_TEST(test_sync_src_fails_during_resync)
 {
-	unsigned nl = _i == 0 ? 3 : 2;
+	unsigned nl = _i == 1 ? 2 : 3, planted = _i == 2 ? 1 : 2;
+	const uint64_t x = 3 * REGION + 512 * KiB;
 	struct mirror_status ms;
 	GError *err = NULL;
-	uint8_t *data, *buf, b1[4096], b2[4096];
+	uint8_t *data, *buf, *before, b1[4096], b2[4096];
 	int r;
 
 	FX_SEED();
@@ -1284,24 +1289,32 @@ START_TEST(test_sync_src_fails_during_resync)
 	crash_after_write(&(struct mirror_opts){ .bitmap_delay_ms = 60000 }, data, 3 * REGION,
 			  64 * KiB);
 	if (nl == 3)
-		corrupt_leg(fx.legs[2], 3 * REGION + 512 * KiB);
+		corrupt_leg(fx.legs[planted], x);
 	fx_assemble_opts(&(struct mirror_opts){ .read_policy = MIRROR_READ_FIRST,
 						.sync_speed_min = 256 * KiB,
 						.sync_speed_max = 256 * KiB });
+	if (_i == 2)
+		admin_ok(mirror_set_write_mostly(fx.m, fx.legs[1], true, &err), err,
+			 "write-mostly");
 	admin_ok(mirror_fail_leg(fx.m, fx.legs[0], &err), err, "fail leg 0");
 	buf = fx_buf(4096);
 	r = fx_rw(MIRROR_OP_READ, 3 * REGION, buf, 4096, 0);
 	ck_assert_msg(r == 0, "a read of the unsynced region after its source failed: %d", r);
 	ck_assert_msg(memcmp(buf, data, 4096) == 0, "that read returned other data");
+	before = fx_buf(4096);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, x, before, 4096, 0), 0);
 	wait_sync_idle(&ms);
 	ck_assert_uint_eq(ms.last_action, MIRROR_SYNC_RESYNC);
+	ck_assert_int_eq(fx_rw(MIRROR_OP_READ, x, buf, 4096, 0), 0);
+	ck_assert_msg(memcmp(buf, before, 4096) == 0,
+		      "a block of the unsynced region read other data after the resync");
 	fx_stop(0);
 	if (nl == 2)
 		return;
-	fm_test_read_file(fx.legs[1], fx.data_offset + 3 * REGION + 512 * KiB, b1, sizeof(b1));
-	fm_test_read_file(fx.legs[2], fx.data_offset + 3 * REGION + 512 * KiB, b2, sizeof(b2));
+	fm_test_read_file(fx.legs[1], fx.data_offset + x, b1, sizeof(b1));
+	fm_test_read_file(fx.legs[2], fx.data_offset + x, b2, sizeof(b2));
 	ck_assert_msg(memcmp(b1, b2, sizeof(b1)) == 0,
-		      "leg 2 still differs from leg 1 where the crash left them unsynced");
+		      "legs 1 and 2 still differ where the crash left them unsynced");
 }
 END_TEST
 
@@ -1635,7 +1648,7 @@ static Suite *mirror_resilience_suite(void)
 	tcase_add_test(tc, test_scrub_check_and_repair);
 	tcase_add_test(tc, test_all_legs_fail);
 	tcase_add_test(tc, test_crash_resync_bitmap_only);
-	tcase_add_loop_test(tc, test_sync_src_fails_during_resync, 0, 2);
+	tcase_add_loop_test(tc, test_sync_src_fails_during_resync, 0, 3);
 	tcase_add_test(tc, test_bad_block_keeps_leg);
 	return s;
 }
