@@ -532,15 +532,16 @@ static void issue(struct dmio_nbd *n, struct dmio_piece *p)
 	}
 }
 
-/* Finish the pieces whose commands completed (outside libnbd's lock). */
-static void finish_completed(struct dmio_nbd *n)
+/*
+ * Retire every command libnbd has completed.  Retiring can fail one whose
+ * callback saw no error: a structured read whose chunks did not cover its
+ * count (libnbd 1.14 checks that only here).  Its piece fails then; what
+ * the server never sent is not data.
+ */
+static void retire_completed(struct dmio_nbd *n)
 {
 	int64_t cookie;
 
-	/* Retiring a command can fail it when its callback saw no error: a
-	 * structured read whose chunks did not cover its count (libnbd
-	 * 1.14 checks that only here).  Its piece fails then; what the
-	 * server never sent is not data. */
 	while ((cookie = nbd_aio_peek_command_completed(n->h)) > 0) {
 		gpointer key = GSIZE_TO_POINTER((gsize)cookie);
 		struct dmio_piece *p = g_hash_table_lookup(n->cookies, key);
@@ -554,13 +555,27 @@ static void finish_completed(struct dmio_nbd *n)
 			p->nbd_err = err ? err : EIO;
 		}
 	}
-	/* Before the pieces are finished: their user, told of a failure,
-	 * asks whether the connection is gone (a remote leg reconnects only
-	 * then). */
-	check_dead(n);
-	while (n->completed) {
-		struct dmio_piece *list = n->completed;
+}
 
+/* Finish the pieces whose commands completed (outside libnbd's lock). */
+static void finish_completed(struct dmio_nbd *n)
+{
+	for (;;) {
+		struct dmio_piece *list;
+
+		/* Each pass retires first: the emulated FUA's flush below
+		 * can end the connection inside nbd_aio_flush(), which
+		 * completes every command in flight and lists their pieces
+		 * again; finished unretired, their cookies would stay in
+		 * n->cookies and name a freed (or reused) piece. */
+		retire_completed(n);
+		/* Before the pieces are finished: their user, told of a
+		 * failure, asks whether the connection is gone (a remote leg
+		 * reconnects only then). */
+		check_dead(n);
+		if (!n->completed)
+			break;
+		list = n->completed;
 		n->completed = NULL;
 		while (list) {
 			struct dmio_piece *p = list;
@@ -598,7 +613,6 @@ static void finish_completed(struct dmio_nbd *n)
 			dmio_ring_piece_done(n->owner, p, res);
 		}
 	}
-	check_dead(n);
 }
 
 static void poll_done(struct dmio_loop_op *op, int res, unsigned cqe_flags)

@@ -6,7 +6,7 @@
  * FUA/flush/trim/zero used or emulated, a loop's requests completing on the
  * loop, a dead server, a hung one; and a server scripted in the test for
  * replies nbdkit never sends (a short structured read, a reply of a wrong
- * magic).
+ * magic) or for a death at a chosen moment (right after a write's reply).
  */
 #include <poll.h>
 #include <signal.h>
@@ -533,6 +533,9 @@ enum fake_mode {
 				   read, with a reply of a wrong magic; then
 				   the server reads nothing more until the
 				   client is gone */
+	FAKE_DIE_AFTER_WRITE,   /* reads are never answered; a write is,
+				   once a read is in, and then the server
+				   closes the connection */
 };
 
 struct fake {
@@ -647,6 +650,9 @@ static void *fake_main(void *arg)
 
 	if (fd < 0)
 		return NULL;
+	bool read_in = false;           /* FAKE_DIE_AFTER_WRITE */
+	uint64_t write_cookie = 0;
+
 	if (!fake_handshake(fd))
 		goto out;
 	for (;;) {
@@ -682,6 +688,21 @@ static void *fake_main(void *arg)
 
 			if (!fake_read(fd, skip, len))
 				break;
+		}
+		if (f->mode == FAKE_DIE_AFTER_WRITE) {
+			if (type == 0)
+				read_in = true;
+			else if (type == 1)
+				write_cookie = cookie;
+			if (!read_in || !write_cookie)
+				continue;
+			/* The write's reply, then the end: the client's next
+			 * send fails (EPIPE). */
+			put_be32(r, 0x67446698u);
+			put_be32(r + 4, 0);
+			put_be64(r + 8, write_cookie);
+			fake_write(fd, r, 16);
+			break;
 		}
 		if (type == 0 && f->mode == FAKE_SHORT_READ) {
 			/* One OFFSET_DATA chunk, flagged DONE, of half the
@@ -813,6 +834,76 @@ START_TEST(test_bad_reply_close)
 }
 END_TEST
 
+/* A write with FUA to a server without it (write, then flush) while a read
+ * waits: the server answers the write and closes, so the flush's send
+ * ends the connection inside nbd_aio_flush(), which fails the read there.
+ * Its command must be retired before its piece is finished: its cookie
+ * used to stay in the device's table and name the piece after its reuse,
+ * and the next call for the dead device failed the reuser, here a read of
+ * another, healthy remote device on the same ring. */
+START_TEST(test_fua_flush_dies_retires)
+{
+	g_autoptr(dmio_dev) a = NULL, b = NULL;
+	uint8_t *buf = fm_test_alloc_aligned(4096, 3 * 4096);
+	struct async_wait wa = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct async_wait wb = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct dmio_region where;
+	struct dmio_request req = { .op = DMIO_OP_WRITE, .flags = DMIO_REQ_FUA };
+	unsigned long bits = 0;
+	gint64 deadline;
+	bool done;
+	int r;
+
+	ck_assert_int_eq(dmio_engine_init(&(struct dmio_engine_opts){ .rings = 1 }), 0);
+	memset(buf, 0x44, 3 * 4096);
+	fm_test_nbd_start(&srv, "memory", "size=4M", NULL);
+	b = open_remote();
+	fake_start(FAKE_DIE_AFTER_WRITE);
+	r = dmio_dev_open(fake.uri, 0, &a);
+	ck_assert_msg(r == 0, "dmio_dev_open(%s): %s", fake.uri, g_strerror(-r));
+	/* The read, unanswered, then the write. */
+	where = (struct dmio_region){ a, 0, 8 };
+	ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_READ, buf, async_notify, &wa), 0);
+	where = (struct dmio_region){ a, 8, 8 };
+	req.mem.type = DMIO_MEM_VM;
+	req.mem.ptr.vma = buf + 4096;
+	ck_assert_int_eq(dmio(&req, 1, &where, &bits), -EIO);
+	deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+	do {
+		pthread_mutex_lock(&wa.lock);
+		done = wa.done;
+		pthread_mutex_unlock(&wa.lock);
+		if (!done)
+			g_usleep(10000);
+	} while (!done && g_get_monotonic_time() < deadline);
+	ck_assert_msg(done && wa.bits == 1, "the read the server never answered: done %d, bits "
+		      "%#lx", done, wa.bits);
+	/* A read of the healthy device, held in flight (its server stopped),
+	 * on the pieces just freed; meanwhile the dead device is called
+	 * again (a read, failed at once). */
+	fm_test_nbd_pause(&srv);
+	where = (struct dmio_region){ b, 0, 8 };
+	ck_assert_int_eq(dmio_async_vm(1, &where, DMIO_OP_READ, buf + 8192, async_notify, &wb), 0);
+	g_usleep(50 * 1000);
+	where = (struct dmio_region){ a, 0, 8 };
+	ck_assert_int_eq(dmio_sync_vm(1, &where, DMIO_OP_READ, buf, &bits), -EIO);
+	ck_assert_int_eq(kill(srv.pid, SIGCONT), 0);
+	deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+	do {
+		pthread_mutex_lock(&wb.lock);
+		done = wb.done;
+		pthread_mutex_unlock(&wb.lock);
+		if (!done)
+			g_usleep(10000);
+	} while (!done && g_get_monotonic_time() < deadline);
+	ck_assert_msg(done && wb.bits == 0, "the healthy device's read: done %d, bits %#lx",
+		      done, wb.bits);
+	dmio_dev_close(g_steal_pointer(&a));
+	fake_stop();
+	free(buf);
+}
+END_TEST
+
 static Suite *dmio_nbd_suite(void)
 {
 	Suite *s = suite_create("dmio_nbd");
@@ -833,6 +924,7 @@ static Suite *dmio_nbd_suite(void)
 	tcase_add_test(tc, test_short_structured_read);
 	tcase_add_test(tc, test_bad_reply_close);
 	tcase_add_test(tc, test_hang_timeout_few_sqes);
+	tcase_add_test(tc, test_fua_flush_dies_retires);
 	suite_add_tcase(s, tc);
 	return s;
 }
