@@ -339,6 +339,10 @@ int dmio_nbd_open(struct dmio_dev *dev, const char *uri, unsigned flags,
 		  unsigned connect_timeout_ms);
 void dmio_nbd_close(struct dmio_dev *dev);
 void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p);
+/* A reaper's turn: arm again the polls of its remote devices that found
+ * no room on its ring (its submission refused).  True when some still
+ * wait: the reaper must not sleep then. */
+bool dmio_nbd_arm_deferred(void);
 
 /* fault.c */
 /* Decide @p's fault (dev->fault was seen set); true: prepare a NOP. */

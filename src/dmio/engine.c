@@ -851,6 +851,7 @@ static void *reaper_main(void *arg)
 
 	for (;;) {
 		drain_backlog(r);
+		dmio_nbd_arm_deferred();
 		drain_inbox(r);
 		if (reap(r) + run_done(r) > 0) {
 			/* Refill the device before handling the next batch. */
@@ -859,6 +860,12 @@ static void *reaper_main(void *arg)
 		}
 		if (atomic_load(&r->stop) && !r->backlog && !atomic_load(&r->inbox))
 			break;
+		if (dmio_nbd_arm_deferred()) {
+			/* A remote device's poll still waits for room: not
+			 * asleep (no completion of it would wake us). */
+			ring_submit(r);
+			continue;
+		}
 		atomic_store(&r->sleeping, true);
 		if (atomic_load(&r->inbox) || atomic_load(&r->stop)) {
 			atomic_store(&r->sleeping, false);

@@ -35,7 +35,11 @@
  *     right away (p->nbd_calls tells whether the callback ran).
  *   - n->pin.armed: a POLLIN poll is on the ring; it is armed whenever
  *     commands are in flight, so a reply (or the end of the connection,
- *     which fails every command in flight) is always noticed.  With a
+ *     which fails every command in flight) is always noticed.  When the
+ *     ring has no room for it (its submission refused: EBUSY, EAGAIN)
+ *     the device waits on its owner's `unarmed` list, holding `busy`,
+ *     and the reaper arms it again on its next turn
+ *     (dmio_nbd_arm_deferred()), before it sleeps.  With a
  *     timeout set, the poll carries a linked timeout: no reply for that
  *     long while commands are in flight means a hung server, and the
  *     socket is shut down, which fails them (and the connection).
@@ -110,6 +114,8 @@ struct dmio_nbd {
 	GHashTable *cookies;            /* a command's cookie -> its piece, from
 					   its issue to its retirement */
 	uint64_t progress_ns;           /* last reply, or first command after idle */
+	bool unarmed;                   /* on the owner's `unarmed` list */
+	struct dmio_nbd *unarmed_next;
 	/* Any thread. */
 	atomic_uint timeout_ms;         /* hung-server timeout; 0: none */
 	atomic_ullong rtt_ns;           /* moving average of command latency */
@@ -685,18 +691,24 @@ static bool arm_one(struct dmio_nbd *n, struct nbd_poll *pl, unsigned mask, unsi
 	return true;
 }
 
+/* The owner's devices whose polls found no room on its ring (owner
+ * thread only: one list per reaper). */
+static __thread struct dmio_nbd *unarmed;
+
 /*
  * Poll for what libnbd waits for: replies while commands are in flight,
  * writability while it has bytes to send.  If the ring has no SQE left
  * and its submission is refused (EBUSY, EAGAIN: the kernel is short of
- * room for completions), nothing is armed: the polls are armed again only
- * by the next call for this device (a poll of it completing, a piece
- * queued to it), and until then its commands wait (not yet retried by
- * the reaper: a known gap).
+ * room for completions), the device goes on the owner's `unarmed` list:
+ * the reaper arms its polls on its next turn, after it reaped what it
+ * could, and does not sleep while one waits.  It holds `busy` meanwhile
+ * (a device with commands in flight is not closed; one whose last piece
+ * a poll finished may be, and close then waits for that turn).
  */
 static void arm_polls(struct dmio_nbd *n)
 {
 	unsigned dir;
+	bool ok = true;
 
 	check_dead(n);
 	if (atomic_load(&n->dead))
@@ -704,10 +716,34 @@ static void arm_polls(struct dmio_nbd *n)
 	dir = nbd_aio_get_direction(n->h);
 	if (!atomic_load_explicit(&n->pin.armed, memory_order_relaxed) &&
 	    ((dir & LIBNBD_AIO_DIRECTION_READ) && nbd_aio_in_flight(n->h) > 0))
-		arm_one(n, &n->pin, POLLIN, atomic_load(&n->timeout_ms));
+		ok = arm_one(n, &n->pin, POLLIN, atomic_load(&n->timeout_ms));
 	if (!atomic_load_explicit(&n->pout.armed, memory_order_relaxed) &&
 	    (dir & LIBNBD_AIO_DIRECTION_WRITE))
-		arm_one(n, &n->pout, POLLOUT, 0);
+		ok = arm_one(n, &n->pout, POLLOUT, 0) && ok;
+	if (!ok && !n->unarmed) {
+		n->unarmed = true;
+		n->unarmed_next = unarmed;
+		unarmed = n;
+		atomic_fetch_add(&n->busy, 1); /* dropped once retried */
+	}
+}
+
+bool dmio_nbd_arm_deferred(void)
+{
+	struct dmio_nbd *list = unarmed;
+
+	if (fm_likely(!list))
+		return false;
+	unarmed = NULL;
+	while (list) {
+		struct dmio_nbd *n = list;
+
+		list = n->unarmed_next;
+		n->unarmed = false;
+		arm_polls(n);   /* back on the list if the ring is still full */
+		atomic_fetch_sub(&n->busy, 1);
+	}
+	return unarmed != NULL;
 }
 
 void dmio_nbd_queue(struct dmio_ring *r, struct dmio_piece *p)
